@@ -1,0 +1,208 @@
+//! `pitgun manifest test|contract|diff|hash`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use pitgun_contracts::analysis::AnalysisContract;
+use pitgun_contracts::load::{load, SourceText};
+use pitgun_contracts::schema::{ContractKind, Validators};
+use pitgun_engine::testing::run_case;
+
+use crate::project::Project;
+
+/// Manifest tools.
+#[derive(Subcommand)]
+pub enum ManifestCommand {
+    /// Run the test cases a manifest carries, and check its committed analysis contract.
+    Test {
+        /// Manifests to test.
+        #[arg(required = true)]
+        manifests: Vec<PathBuf>,
+        /// Dictionary file (default: the pinned one beside the manifests).
+        #[arg(long)]
+        dictionary: Option<PathBuf>,
+    },
+    /// Print a manifest's analysis contract (the JSON Schema-valid description of its rows).
+    Contract {
+        /// The manifest.
+        manifest: PathBuf,
+        /// Dictionary file.
+        #[arg(long)]
+        dictionary: Option<PathBuf>,
+        /// Write it beside the manifest as `<file stem>.contract.json` instead of printing.
+        #[arg(long)]
+        write: bool,
+    },
+    /// Compare two manifest versions' contracts; exit 1 when the change is incompatible
+    /// and the version number did not change.
+    Diff {
+        /// The earlier manifest.
+        old: PathBuf,
+        /// The later manifest.
+        new: PathBuf,
+        /// Dictionary file.
+        #[arg(long)]
+        dictionary: Option<PathBuf>,
+    },
+    /// Print the content hash (SHA-256 of the RFC 8785 canonical JSON) of any contract document.
+    Hash {
+        /// Documents to hash.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+pub fn run(cmd: ManifestCommand) -> Result<ExitCode> {
+    match cmd {
+        ManifestCommand::Test { manifests, dictionary } => test(&manifests, dictionary.as_deref()),
+        ManifestCommand::Contract { manifest, dictionary, write } => {
+            let project = Project::load(&manifest, dictionary.as_deref())?;
+            let contract = project.compile()?.contract;
+            let text = contract_text(&contract);
+            if write {
+                let path = contract_path(&manifest);
+                std::fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
+                eprintln!("wrote {}", path.display());
+            } else {
+                print!("{text}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ManifestCommand::Diff { old, new, dictionary } => {
+            let a = Project::load(&old, dictionary.as_deref())?;
+            let b = Project::load(&new, dictionary.as_deref())?;
+            let (ca, cb) = (a.compile()?.contract, b.compile()?.contract);
+            let changes = contract_changes(&ca, &cb);
+            if changes.is_empty() {
+                println!("contracts are identical");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut incompatible = false;
+            for c in &changes {
+                println!("{} {}", if c.breaking { "BREAKING" } else { "compatible" }, c.what);
+                incompatible |= c.breaking;
+            }
+            if incompatible && ca.version == cb.version {
+                eprintln!("incompatible contract change without a new manifest version ({} v{})", cb.manifest, cb.version);
+                return Ok(ExitCode::from(1));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ManifestCommand::Hash { files } => {
+            for f in files {
+                let source = SourceText::read(&f)?;
+                let value = source.parse()?;
+                println!("{}  {}", pitgun_contracts::hash::content_hash(&value), f.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `manifests/pipelines/x.v1.yaml` → `manifests/pipelines/x.v1.contract.json`.
+pub fn contract_path(manifest: &Path) -> PathBuf {
+    let stem = manifest.file_stem().and_then(|s| s.to_str()).unwrap_or("manifest");
+    manifest.with_file_name(format!("{stem}.contract.json"))
+}
+
+fn contract_text(c: &AnalysisContract) -> String {
+    let mut text = serde_json::to_string_pretty(c).expect("contracts serialize");
+    text.push('\n');
+    text
+}
+
+fn test(manifests: &[PathBuf], dictionary: Option<&Path>) -> Result<ExitCode> {
+    let (mut passed, mut failed) = (0usize, 0usize);
+    for path in manifests {
+        let project = Project::load(path, dictionary)?;
+        let plan = project.compile()?;
+        let name = format!("{} v{}", plan.manifest.name, plan.manifest.version);
+        // The committed contract must match what the manifest generates.
+        let committed = contract_path(path);
+        let generated = &plan.contract;
+        let schema_errors = Validators::get().validate(ContractKind::Analysis, &serde_json::to_value(generated)?);
+        if !schema_errors.is_empty() {
+            failed += 1;
+            println!("FAIL {name}: generated contract violates pitgun-analysis/v1: {schema_errors:?}");
+        }
+        match load::<AnalysisContract>(ContractKind::Analysis, &committed) {
+            Ok(c) if &c.doc == generated => {
+                passed += 1;
+                println!("ok   {name}: analysis contract matches {}", committed.display());
+            }
+            Ok(c) => {
+                failed += 1;
+                println!("FAIL {name}: the analysis contract changed without a new manifest version:");
+                for change in contract_changes(&c.doc, generated) {
+                    println!("       {}", change.what);
+                }
+                println!("       (a compatible change: run `pitgun manifest contract --write {}`; an incompatible one needs version {})", path.display(), plan.manifest.version + 1);
+            }
+            Err(e) => {
+                failed += 1;
+                println!("FAIL {name}: no committed contract: {e}");
+            }
+        }
+        let cases = plan.manifest.tests.clone();
+        drop(plan);
+        let compile = || project.compile().expect("compiled once already");
+        for case in &cases {
+            let result = run_case(&compile, case);
+            if result.failures.is_empty() {
+                passed += 1;
+                println!("ok   {name}: {}", result.name);
+            } else {
+                failed += 1;
+                println!("FAIL {name}: {}", result.name);
+                for f in &result.failures {
+                    println!("       {f}");
+                }
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+struct Change {
+    breaking: bool,
+    what: String,
+}
+
+/// Column-level differences; removing or retyping a column, or making it nullable, breaks readers.
+fn contract_changes(old: &AnalysisContract, new: &AnalysisContract) -> Vec<Change> {
+    let mut out = Vec::new();
+    if old.window != new.window {
+        out.push(Change { breaking: true, what: format!("window kind {} → {}", old.window, new.window) });
+    }
+    for c in &old.columns {
+        match new.columns.iter().find(|n| n.name == c.name) {
+            None => out.push(Change { breaking: true, what: format!("column {:?} removed", c.name) }),
+            Some(n) => {
+                if n.column_type != c.column_type {
+                    out.push(Change { breaking: true, what: format!("column {:?} type {:?} → {:?}", c.name, c.column_type, n.column_type) });
+                }
+                if n.unit != c.unit {
+                    out.push(Change { breaking: true, what: format!("column {:?} unit {:?} → {:?}", c.name, c.unit, n.unit) });
+                }
+                if n.nullable && !c.nullable {
+                    out.push(Change { breaking: true, what: format!("column {:?} became nullable", c.name) });
+                }
+                if n.role != c.role {
+                    out.push(Change { breaking: true, what: format!("column {:?} role {:?} → {:?}", c.name, c.role, n.role) });
+                }
+                if n.description != c.description {
+                    out.push(Change { breaking: false, what: format!("column {:?} description changed", c.name) });
+                }
+            }
+        }
+    }
+    for n in &new.columns {
+        if !old.columns.iter().any(|c| c.name == n.name) {
+            out.push(Change { breaking: false, what: format!("column {:?} added", n.name) });
+        }
+    }
+    out
+}

@@ -1,0 +1,67 @@
+//! Finding and compiling a manifest with its dictionary.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use pitgun_contracts::bundle::Bundle;
+use pitgun_contracts::dictionary::Dictionary;
+use pitgun_contracts::load::{load, Loaded};
+use pitgun_contracts::manifest::PipelineManifest;
+use pitgun_contracts::schema::ContractKind;
+use pitgun_engine::Plan;
+
+/// A manifest and the dictionary it pins, loaded and checked.
+pub struct Project {
+    pub manifest: Loaded<PipelineManifest>,
+    pub dictionary: Loaded<Dictionary>,
+}
+
+impl Project {
+    /// Loads a manifest; the dictionary is `--dictionary`, or `<name>.yaml` in the
+    /// `dictionary/` folder beside the manifest's folder (the repository layout).
+    pub fn load(manifest: &Path, dictionary: Option<&Path>) -> Result<Project> {
+        let manifest: Loaded<PipelineManifest> = load(ContractKind::Pipeline, manifest)?;
+        let dict_path = match dictionary {
+            Some(p) => p.to_path_buf(),
+            None => default_dictionary(Path::new(&manifest.source.file), &manifest.doc.dictionary.name)?,
+        };
+        let dictionary = load(ContractKind::Dictionary, &dict_path)?;
+        Ok(Project { manifest, dictionary })
+    }
+
+    /// Loads pipeline `name` from a bundle, checking every pinned hash.
+    pub fn from_bundle(bundle: &Path, name: &str) -> Result<Project> {
+        let b: Loaded<Bundle> = load(ContractKind::Bundle, bundle)?;
+        let base = bundle.parent().unwrap_or(Path::new("."));
+        let pinned = b
+            .doc
+            .pipelines
+            .iter()
+            .find(|p| p.name == name)
+            .with_context(|| format!("bundle {} has no pipeline {name:?}", bundle.display()))?;
+        let manifest: Loaded<PipelineManifest> = load(ContractKind::Pipeline, &base.join(&pinned.path))?;
+        if manifest.hash != pinned.sha256 {
+            bail!("{}: content hash {} does not match the bundle's pin {}", pinned.path, manifest.hash, pinned.sha256);
+        }
+        let dictionary: Loaded<Dictionary> = load(ContractKind::Dictionary, &base.join(&b.doc.dictionary.path))?;
+        if dictionary.hash != b.doc.dictionary.sha256 {
+            bail!("{}: content hash {} does not match the bundle's pin {}", b.doc.dictionary.path, dictionary.hash, b.doc.dictionary.sha256);
+        }
+        Ok(Project { manifest, dictionary })
+    }
+
+    /// Compiles the plan (every thread compiles its own: formulas are not shared across threads).
+    pub fn compile(&self) -> Result<Plan> {
+        Ok(Plan::compile(&self.manifest, &self.dictionary)?)
+    }
+}
+
+fn default_dictionary(manifest: &Path, name: &str) -> Result<PathBuf> {
+    let dir = manifest.parent().unwrap_or(Path::new("."));
+    let candidates = [dir.join("../dictionary").join(format!("{name}.yaml")), dir.join(format!("{name}.yaml"))];
+    candidates
+        .iter()
+        .find(|p| p.exists())
+        .cloned()
+        .with_context(|| format!("dictionary {name:?} not found beside the manifest; pass --dictionary"))
+}

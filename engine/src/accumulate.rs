@@ -1,0 +1,249 @@
+//! Accumulators: one per aggregation per window, all independent of the order values arrive in.
+//!
+//! Sums are exact (Shewchuk's non-overlapping partials, rounded once at the end, as Python's
+//! `math.fsum` does), so a late event or a different arrival order cannot change a single bit of
+//! a sum, mean or standard deviation. First/last compare (event time, sequence); min/max use a
+//! total order; percentiles use a DDSketch whose bucket counts do not depend on order.
+
+use pitgun_contracts::manifest::AggregateFn;
+use sketches_ddsketch::{Config as SketchConfig, DDSketch};
+
+/// Relative accuracy of percentile sketches: the reported value is within 1 % of the value of
+/// rank ⌊q·(n−1)⌋ among the window's values.
+pub const SKETCH_RELATIVE_ERROR: f64 = 0.01;
+
+/// An exact floating-point sum: the correctly rounded value of the true sum of all added values.
+#[derive(Debug, Clone, Default)]
+pub struct ExactSum {
+    partials: Vec<f64>,
+}
+
+impl ExactSum {
+    /// Adds a finite value exactly.
+    pub fn add(&mut self, mut x: f64) {
+        let mut kept = 0;
+        for j in 0..self.partials.len() {
+            let mut y = self.partials[j];
+            if x.abs() < y.abs() {
+                std::mem::swap(&mut x, &mut y);
+            }
+            let hi = x + y;
+            let lo = y - (hi - x);
+            if lo != 0.0 {
+                self.partials[kept] = lo;
+                kept += 1;
+            }
+            x = hi;
+        }
+        self.partials.truncate(kept);
+        self.partials.push(x);
+    }
+
+    /// The sum, correctly rounded to the nearest f64 (ties to even).
+    pub fn value(&self) -> f64 {
+        let p = &self.partials;
+        let Some(&top) = p.last() else { return 0.0 };
+        let mut n = p.len() - 1;
+        let mut hi = top;
+        let mut lo = 0.0;
+        while n > 0 {
+            let x = hi;
+            let y = p[n - 1];
+            n -= 1;
+            hi = x + y;
+            lo = y - (hi - x);
+            if lo != 0.0 {
+                break;
+            }
+        }
+        // Round half to even across the remaining partials' sign (the fsum correction).
+        if n > 0 && ((lo < 0.0 && p[n - 1] < 0.0) || (lo > 0.0 && p[n - 1] > 0.0)) {
+            let y = lo * 2.0;
+            let x = hi + y;
+            if y == x - hi {
+                hi = x;
+            }
+        }
+        hi
+    }
+}
+
+/// The state of one aggregation in one window.
+#[derive(Clone)]
+pub enum Accumulator {
+    /// Count of values (or events).
+    Count(u64),
+    /// Exact sum.
+    Sum(ExactSum, u64),
+    /// Minimum.
+    Min(Option<f64>),
+    /// Maximum.
+    Max(Option<f64>),
+    /// Value at the smallest (time, seq).
+    First(Option<(i64, u64, f64)>),
+    /// Value at the largest (time, seq).
+    Last(Option<(i64, u64, f64)>),
+    /// Exact Σx and Σx², for mean and population standard deviation.
+    Moments(ExactSum, ExactSum, u64),
+    /// Percentile sketch.
+    Sketch(Box<DDSketch>),
+    /// Computed from the window's bounds or sequence range, nothing to accumulate.
+    WindowDerived,
+}
+
+impl Accumulator {
+    /// A fresh accumulator for `function`.
+    pub fn new(function: AggregateFn) -> Accumulator {
+        match function {
+            AggregateFn::Count => Accumulator::Count(0),
+            AggregateFn::Sum => Accumulator::Sum(ExactSum::default(), 0),
+            AggregateFn::Min => Accumulator::Min(None),
+            AggregateFn::Max => Accumulator::Max(None),
+            AggregateFn::First => Accumulator::First(None),
+            AggregateFn::Last => Accumulator::Last(None),
+            AggregateFn::Mean | AggregateFn::Stddev => {
+                Accumulator::Moments(ExactSum::default(), ExactSum::default(), 0)
+            }
+            AggregateFn::Percentile => Accumulator::Sketch(Box::new(DDSketch::new(
+                SketchConfig::new(SKETCH_RELATIVE_ERROR, 4096, 1e-9),
+            ))),
+            AggregateFn::Duration | AggregateFn::Missing => Accumulator::WindowDerived,
+        }
+    }
+
+    /// Adds one value observed at (time, seq).
+    #[inline]
+    pub fn add(&mut self, value: f64, time: i64, seq: u64) {
+        match self {
+            Accumulator::Count(n) => *n += 1,
+            Accumulator::Sum(s, n) => {
+                s.add(value);
+                *n += 1;
+            }
+            Accumulator::Min(m) => {
+                if m.is_none_or(|cur| value.total_cmp(&cur).is_lt()) {
+                    *m = Some(value);
+                }
+            }
+            Accumulator::Max(m) => {
+                if m.is_none_or(|cur| value.total_cmp(&cur).is_gt()) {
+                    *m = Some(value);
+                }
+            }
+            Accumulator::First(f) => {
+                if f.is_none_or(|(t, s, _)| (time, seq) < (t, s)) {
+                    *f = Some((time, seq, value));
+                }
+            }
+            Accumulator::Last(l) => {
+                if l.is_none_or(|(t, s, _)| (time, seq) > (t, s)) {
+                    *l = Some((time, seq, value));
+                }
+            }
+            Accumulator::Moments(s1, s2, n) => {
+                s1.add(value);
+                s2.add(value * value);
+                *n += 1;
+            }
+            Accumulator::Sketch(sketch) => sketch.add(value),
+            Accumulator::WindowDerived => {}
+        }
+    }
+
+    /// Folds another accumulator of the same function into this one (session-window merges).
+    pub fn merge(&mut self, other: &Accumulator) {
+        match (self, other) {
+            (Accumulator::Count(a), Accumulator::Count(b)) => *a += b,
+            (Accumulator::Sum(a, n), Accumulator::Sum(b, m)) => {
+                b.partials.iter().for_each(|p| a.add(*p));
+                *n += m;
+            }
+            (Accumulator::Min(a), Accumulator::Min(Some(b))) => {
+                if a.is_none_or(|x| b.total_cmp(&x).is_lt()) {
+                    *a = Some(*b);
+                }
+            }
+            (Accumulator::Max(a), Accumulator::Max(Some(b))) => {
+                if a.is_none_or(|x| b.total_cmp(&x).is_gt()) {
+                    *a = Some(*b);
+                }
+            }
+            (Accumulator::First(a), Accumulator::First(Some(b))) => {
+                if a.is_none_or(|x| (b.0, b.1) < (x.0, x.1)) {
+                    *a = Some(*b);
+                }
+            }
+            (Accumulator::Last(a), Accumulator::Last(Some(b))) => {
+                if a.is_none_or(|x| (b.0, b.1) > (x.0, x.1)) {
+                    *a = Some(*b);
+                }
+            }
+            (Accumulator::Moments(a1, a2, n), Accumulator::Moments(b1, b2, m)) => {
+                b1.partials.iter().for_each(|p| a1.add(*p));
+                b2.partials.iter().for_each(|p| a2.add(*p));
+                *n += m;
+            }
+            (Accumulator::Sketch(a), Accumulator::Sketch(b)) => {
+                a.merge(b).expect("sketches of one plan share a configuration");
+            }
+            _ => {}
+        }
+    }
+
+    /// The aggregate's value; `None` when the window saw no value.
+    pub fn finish(&self, function: AggregateFn, q: f64) -> Option<f64> {
+        match (self, function) {
+            (Accumulator::Count(n), _) => Some(*n as f64),
+            (Accumulator::Sum(s, n), _) => (*n > 0).then(|| s.value()),
+            (Accumulator::Min(m), _) | (Accumulator::Max(m), _) => *m,
+            (Accumulator::First(v), _) | (Accumulator::Last(v), _) => v.map(|(_, _, x)| x),
+            (Accumulator::Moments(s1, _, n), AggregateFn::Mean) => {
+                (*n > 0).then(|| s1.value() / *n as f64)
+            }
+            (Accumulator::Moments(s1, s2, n), _) => (*n > 0).then(|| {
+                // Population variance from exact moments: (Σx² − (Σx)²/n) / n, clamped at 0.
+                let n = *n as f64;
+                let mean = s1.value() / n;
+                let var = s2.value() / n - mean * mean;
+                var.max(0.0).sqrt()
+            }),
+            (Accumulator::Sketch(sketch), _) => sketch.quantile(q).ok().flatten(),
+            (Accumulator::WindowDerived, _) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_sum_is_order_independent() {
+        let values = [1e16, 1.0, -1e16, 0.1, 0.2, 0.3, 1e-8, 3.5e15, -7.25];
+        let mut forward = ExactSum::default();
+        values.iter().for_each(|v| forward.add(*v));
+        let mut backward = ExactSum::default();
+        values.iter().rev().for_each(|v| backward.add(*v));
+        assert_eq!(forward.value().to_bits(), backward.value().to_bits());
+        // 1 + 0.1 + 0.2 + 0.3 + 1e-8 + 3.5e15 − 7.25, correctly rounded.
+        assert_eq!(forward.value(), 3_499_999_999_999_994.5);
+    }
+
+    #[test]
+    fn exact_sum_of_tenths() {
+        let mut s = ExactSum::default();
+        for _ in 0..10 {
+            s.add(0.1);
+        }
+        assert_eq!(s.value(), 1.0);
+    }
+
+    #[test]
+    fn stddev_is_population() {
+        let mut acc = Accumulator::new(AggregateFn::Stddev);
+        for (i, v) in [2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0].iter().enumerate() {
+            acc.add(*v, i as i64, i as u64);
+        }
+        assert_eq!(acc.finish(AggregateFn::Stddev, 0.0), Some(2.0));
+    }
+}

@@ -1,0 +1,896 @@
+//! The engine proper: per-session watermarks, reorder buffers, deduplication and windows.
+//!
+//! Every session keeps its own watermark (highest event time − out-of-orderness) and a reorder
+//! buffer. Events wait in the buffer until the watermark passes them and are then *released* in
+//! (event time, sequence) order, so formulas that read previous values, segment boundaries and
+//! first/last never depend on the order events arrived in within the bound. An event that arrives
+//! behind what was already released takes the late path: it updates a window still inside the
+//! allowed lateness (re-emitting its row, an upsert by `row_id`) or goes to the late output.
+//! Nothing depends on other sessions, so threads, files and partitions cannot change a row.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+
+use pitgun_contracts::analysis::ColumnType;
+use pitgun_contracts::envelope::EventKind;
+use pitgun_contracts::manifest::{AggregateFn, WindowDef};
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde_json::{Map, Value};
+
+use crate::accumulate::Accumulator;
+use crate::formula::{Evaluated, FormulaRuntime};
+use crate::plan::Plan;
+use crate::row::{self, Row};
+use crate::{Reason, Stats};
+
+/// An event ready for the engine: decoded, resolved to input slots, key extracted.
+#[derive(Debug, Clone, Copy)]
+pub struct EventRef<'a> {
+    /// Session id.
+    pub session_id: &'a str,
+    /// Idempotency key.
+    pub event_id: &'a str,
+    /// Per-session sequence number.
+    pub seq: u64,
+    /// Event time, µs.
+    pub time_us: i64,
+    /// Kind.
+    pub kind: EventKind,
+    /// Values of the key dimensions, in the manifest's key order.
+    pub key: &'a [&'a str],
+    /// Canonical input values, one per input slot (NaN = absent).
+    pub inputs: &'a [f64],
+}
+
+/// What the engine emits.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// A window's row (a re-emission replaces the earlier row with the same `row_id`).
+    Row(Row),
+    /// An event too late for any window.
+    Late(EventNote),
+    /// An event refused by the engine (clock jump, formula limit, …).
+    Rejected(EventNote),
+}
+
+/// Identifies an event in the late or rejected output, with the reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventNote {
+    /// Session id.
+    pub session_id: String,
+    /// Event id.
+    pub event_id: String,
+    /// Sequence number.
+    pub seq: u64,
+    /// Event time, µs.
+    pub time_us: i64,
+    /// Reason code.
+    pub reason: &'static str,
+    /// Details.
+    pub detail: String,
+}
+
+impl EventNote {
+    /// The note as one JSON line.
+    pub fn to_json(&self) -> String {
+        serde_json::json!({
+            "session_id": self.session_id,
+            "event_id": self.event_id,
+            "seq": self.seq,
+            "time": row::format_timestamp(self.time_us),
+            "reason": self.reason,
+            "detail": self.detail,
+        })
+        .to_string()
+    }
+}
+
+struct Pending {
+    time: i64,
+    seq: u64,
+    key: u32,
+    event_id: String,
+    values: Vec<f64>,
+}
+
+impl PartialEq for Pending {
+    fn eq(&self, o: &Self) -> bool {
+        (self.time, self.seq, &self.event_id) == (o.time, o.seq, &o.event_id)
+    }
+}
+impl Eq for Pending {}
+impl PartialOrd for Pending {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Pending {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.time, self.seq, &self.event_id).cmp(&(o.time, o.seq, &o.event_id))
+    }
+}
+
+/// One window's accumulated state.
+#[derive(Clone)]
+struct Win {
+    start: i64,
+    end: i64,
+    first_t: i64,
+    last_t: i64,
+    min_seq: u64,
+    max_seq: u64,
+    events: u64,
+    accs: Vec<Accumulator>,
+    emitted: bool,
+    dirty: bool,
+    /// Segment value (segment windows).
+    segment: f64,
+    /// Segment closed by the next value (segment windows).
+    closed: bool,
+    complete: bool,
+}
+
+impl Win {
+    fn new(plan: &Plan, start: i64, end: i64) -> Win {
+        Win {
+            start,
+            end,
+            first_t: i64::MAX,
+            last_t: i64::MIN,
+            min_seq: u64::MAX,
+            max_seq: 0,
+            events: 0,
+            accs: plan.aggregations.iter().map(|a| Accumulator::new(a.function)).collect(),
+            emitted: false,
+            dirty: false,
+            segment: f64::NAN,
+            closed: false,
+            complete: false,
+        }
+    }
+
+    #[inline]
+    fn add(&mut self, plan: &Plan, values: &[f64], t: i64, seq: u64) {
+        for (acc, agg) in self.accs.iter_mut().zip(&plan.aggregations) {
+            match agg.slot {
+                None => acc.add(0.0, t, seq),
+                Some(s) => {
+                    let v = values[s];
+                    if !v.is_nan() {
+                        acc.add(v, t, seq);
+                    }
+                }
+            }
+        }
+        self.first_t = self.first_t.min(t);
+        self.last_t = self.last_t.max(t);
+        self.min_seq = self.min_seq.min(seq);
+        self.max_seq = self.max_seq.max(seq);
+        self.events += 1;
+        self.dirty = true;
+    }
+
+    fn merge(&mut self, other: &Win) {
+        for (a, b) in self.accs.iter_mut().zip(&other.accs) {
+            a.merge(b);
+        }
+        self.first_t = self.first_t.min(other.first_t);
+        self.last_t = self.last_t.max(other.last_t);
+        self.min_seq = self.min_seq.min(other.min_seq);
+        self.max_seq = self.max_seq.max(other.max_seq);
+        self.events += other.events;
+        self.dirty = true;
+    }
+}
+
+enum Windows {
+    /// Tumbling and hopping windows by start.
+    Fixed(BTreeMap<i64, Win>),
+    /// Session-gap windows, ordered by first event.
+    Sessions(Vec<Win>),
+    /// Segments in order of value.
+    Segments(Vec<Win>),
+    /// The whole session.
+    Global(Option<Win>),
+}
+
+struct KeyState {
+    /// Session id then key dimension values.
+    key: Vec<String>,
+    prev: Vec<f64>,
+    last_eval: Vec<i64>,
+    windows: Windows,
+    segment_high: f64,
+}
+
+struct Session {
+    max_time: i64,
+    frontier: Option<(i64, u64)>,
+    buffer: BinaryHeap<Reverse<Pending>>,
+    seen: FxHashSet<u64>,
+    seen_log: VecDeque<(i64, u64)>,
+    since_purge: u32,
+    min_seq: u64,
+    max_seq: u64,
+    received: u64,
+    keys: Vec<KeyState>,
+    last_activity: i64,
+    emissions: u64,
+}
+
+impl Session {
+    fn watermark(&self, plan: &Plan) -> i64 {
+        self.max_time.saturating_sub(plan.ooo_us)
+    }
+}
+
+/// Everything but the sessions, so session code can borrow both.
+struct Core {
+    plan: Plan,
+    rt: FormulaRuntime,
+    stats: Stats,
+    pool: Vec<(Vec<f64>, String)>,
+    /// All-NaN previous values, for late events and filters.
+    no_prev: Vec<f64>,
+    /// Slot values for filter evaluation (derived slots stay NaN).
+    scratch: Vec<f64>,
+}
+
+/// The manifest engine for one plan. Pure: it is fed events and a clock reading by a driver
+/// (replay, the Kafka processor) and returns outputs; it owns no thread, file or socket.
+pub struct Engine {
+    core: Core,
+    sessions: FxHashMap<Box<str>, Session>,
+    closed: FxHashSet<Box<str>>,
+}
+
+impl Engine {
+    /// An engine for a compiled plan.
+    pub fn new(mut plan: Plan) -> Engine {
+        let rt = std::mem::take(&mut plan.formulas);
+        let no_prev = vec![f64::NAN; plan.slots.len()];
+        Engine {
+            core: Core { plan, rt, stats: Stats::default(), pool: Vec::new(), scratch: no_prev.clone(), no_prev },
+            sessions: FxHashMap::default(),
+            closed: FxHashSet::default(),
+        }
+    }
+
+    /// The plan.
+    pub fn plan(&self) -> &Plan {
+        &self.core.plan
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &Stats {
+        &self.core.stats
+    }
+
+    /// Counts an event a driver refused before it reached the engine (decode, resolution).
+    pub fn count_rejected(&mut self, reason: Reason) {
+        self.core.stats.events_in += 1;
+        self.core.stats.rejected[reason as usize] += 1;
+    }
+
+    /// Counts unknown channels a driver dropped under the `drop`/`keep` policies.
+    pub fn count_unknown_channels(&mut self, n: u32) {
+        self.core.stats.unknown_channels += u64::from(n);
+    }
+
+    /// Number of sessions holding state.
+    pub fn open_sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Feeds one event. `now_us` is the driver's clock (used only for idle expiry).
+    pub fn process(&mut self, ev: &EventRef, now_us: i64, out: &mut Vec<Output>) {
+        let core = &mut self.core;
+        core.stats.events_in += 1;
+        if self.closed.contains(ev.session_id) {
+            core.stats.late += 1;
+            out.push(Output::Late(note(ev, "session_closed", "the session already ended")));
+            return;
+        }
+        let session = match self.sessions.get_mut(ev.session_id) {
+            Some(s) => s,
+            None => {
+                core.stats.sessions_opened += 1;
+                self.sessions.entry(ev.session_id.into()).or_insert_with(|| Session {
+                    max_time: i64::MIN,
+                    frontier: None,
+                    buffer: BinaryHeap::new(),
+                    seen: FxHashSet::default(),
+                    seen_log: VecDeque::new(),
+                    since_purge: 0,
+                    min_seq: u64::MAX,
+                    max_seq: 0,
+                    received: 0,
+                    keys: Vec::new(),
+                    last_activity: now_us,
+                    emissions: 0,
+                })
+            }
+        };
+        let id_hash = xxhash_rust::xxh3::xxh3_64(ev.event_id.as_bytes());
+        if !session.seen.insert(id_hash) {
+            core.stats.duplicates += 1;
+            return;
+        }
+        session.seen_log.push_back((ev.time_us, id_hash));
+        session.last_activity = session.last_activity.max(now_us);
+        if session.max_time != i64::MIN {
+            let ahead = ev.time_us.saturating_sub(session.watermark(&core.plan));
+            if ahead > core.plan.max_jump_us {
+                core.reject(out, ev, Reason::ClockJump, format!(
+                    "event time is {:.3} s ahead of the session's watermark (limit {})",
+                    ahead as f64 / 1e6,
+                    core.plan.manifest.time.max_clock_jump
+                ));
+                return;
+            }
+        }
+        session.min_seq = session.min_seq.min(ev.seq);
+        session.max_seq = session.max_seq.max(ev.seq);
+        session.received += 1;
+        session.max_time = session.max_time.max(ev.time_us);
+
+        if core.plan.accepts(ev.kind) && core.admit(ev, out) {
+            let key = key_index(&core.plan, session, ev);
+            let (mut values, mut event_id) = core.pool.pop().unwrap_or_default();
+            values.clear();
+            values.extend_from_slice(ev.inputs);
+            values.resize(core.plan.slots.len(), f64::NAN);
+            event_id.clear();
+            event_id.push_str(ev.event_id);
+            let pending = Pending { time: ev.time_us, seq: ev.seq, key, event_id, values };
+            if session.frontier.is_some_and(|f| (ev.time_us, ev.seq) < f) {
+                core.apply(session, ev.session_id, pending, false, out);
+            } else {
+                session.buffer.push(Reverse(pending));
+            }
+        } else {
+            core.stats.filtered += 1;
+        }
+
+        if ev.kind == EventKind::SessionEnd {
+            let session = self.sessions.remove(ev.session_id).expect("present");
+            self.core.close(session, ev.session_id, out);
+            self.closed.insert(ev.session_id.into());
+            return;
+        }
+        let wm = session.watermark(&core.plan);
+        core.release(session, ev.session_id, Some(wm), out);
+        core.advance(session, wm, out);
+        session.since_purge += 1;
+        if session.since_purge >= 1024 {
+            session.since_purge = 0;
+            core.purge_dedup(session, wm);
+        }
+    }
+
+    /// Closes sessions silent (in the driver's clock) for longer than the idle timeout.
+    pub fn expire_idle(&mut self, now_us: i64, out: &mut Vec<Output>) {
+        let idle = self.core.plan.idle_us;
+        let mut expired: Vec<Box<str>> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| now_us.saturating_sub(s.last_activity) >= idle)
+            .map(|(id, _)| Box::<str>::from(&**id))
+            .collect();
+        expired.sort();
+        for id in expired {
+            let session = self.sessions.remove(&id).expect("present");
+            self.core.stats.sessions_expired += 1;
+            self.core.close(session, &id, out);
+            self.closed.insert(id);
+        }
+    }
+
+    /// End of input: closes every open session (in session-id order) as a session end would.
+    pub fn finish(&mut self, out: &mut Vec<Output>) {
+        let mut ids: Vec<Box<str>> = self.sessions.keys().map(|id| Box::<str>::from(&**id)).collect();
+        ids.sort();
+        for id in ids {
+            let session = self.sessions.remove(&id).expect("present");
+            self.core.close(session, &id, out);
+            self.closed.insert(id);
+        }
+    }
+}
+
+fn note(ev: &EventRef, reason: &'static str, detail: &str) -> EventNote {
+    EventNote {
+        session_id: ev.session_id.to_string(),
+        event_id: ev.event_id.to_string(),
+        seq: ev.seq,
+        time_us: ev.time_us,
+        reason,
+        detail: detail.to_string(),
+    }
+}
+
+fn key_index(plan: &Plan, session: &mut Session, ev: &EventRef) -> u32 {
+    if let Some(i) = session.keys.iter().position(|k| k.key[1..].iter().zip(ev.key).all(|(a, b)| a == b)) {
+        return i as u32;
+    }
+    let mut key = Vec::with_capacity(ev.key.len() + 1);
+    key.push(ev.session_id.to_string());
+    key.extend(ev.key.iter().map(|s| s.to_string()));
+    let windows = match plan.manifest.window {
+        WindowDef::Tumbling { .. } | WindowDef::Hopping { .. } => Windows::Fixed(BTreeMap::new()),
+        WindowDef::Session { .. } => Windows::Sessions(Vec::new()),
+        WindowDef::Segment { .. } => Windows::Segments(Vec::new()),
+        WindowDef::Global => Windows::Global(None),
+    };
+    session.keys.push(KeyState {
+        key,
+        prev: vec![f64::NAN; plan.slots.len()],
+        last_eval: vec![i64::MIN; plan.derived.len()],
+        windows,
+        segment_high: f64::NEG_INFINITY,
+    });
+    (session.keys.len() - 1) as u32
+}
+
+impl Core {
+    fn reject(&mut self, out: &mut Vec<Output>, ev: &EventRef, reason: Reason, detail: String) {
+        self.stats.rejected[reason as usize] += 1;
+        let mut n = note(ev, reason.as_str(), "");
+        n.detail = detail;
+        out.push(Output::Rejected(n));
+    }
+
+    /// Applies the manifest's filter formula; false when the event is filtered or refused.
+    fn admit(&mut self, ev: &EventRef, out: &mut Vec<Output>) -> bool {
+        let Some(filter) = &self.plan.filter else { return true };
+        self.scratch[..ev.inputs.len()].copy_from_slice(ev.inputs);
+        let result = self.rt.eval(filter, &self.scratch, &self.no_prev, 0.0);
+        match result {
+            Evaluated::Value(v) => v != 0.0,
+            Evaluated::Null | Evaluated::MissingInput => false,
+            Evaluated::Limit => {
+                self.reject(out, ev, Reason::FormulaLimit, "filter exceeded its operation limit".into());
+                false
+            }
+            Evaluated::Error => {
+                self.reject(out, ev, Reason::FormulaError, "filter failed at run time".into());
+                false
+            }
+        }
+    }
+
+    fn release(&mut self, s: &mut Session, sid: &str, up_to: Option<i64>, out: &mut Vec<Output>) {
+        while let Some(Reverse(top)) = s.buffer.peek() {
+            if up_to.is_some_and(|wm| top.time > wm) {
+                break;
+            }
+            let Reverse(p) = s.buffer.pop().expect("peeked");
+            s.frontier = Some((p.time, p.seq));
+            self.apply(s, sid, p, true, out);
+        }
+    }
+
+    /// Computes derived values and adds the event to its windows.
+    fn apply(&mut self, s: &mut Session, sid: &str, mut p: Pending, in_order: bool, out: &mut Vec<Output>) {
+        let plan = &self.plan;
+        let key = &mut s.keys[p.key as usize];
+        let base = plan.input_count;
+        for (j, formula) in plan.derived.iter().enumerate() {
+            let (prev, dt) = if in_order && key.last_eval[j] != i64::MIN {
+                (&key.prev[..], (p.time - key.last_eval[j]) as f64 / 1e6)
+            } else {
+                (&self.no_prev[..], 0.0)
+            };
+            match self.rt.eval(formula, &p.values, prev, dt) {
+                Evaluated::Value(v) => {
+                    p.values[base + j] = v;
+                    if in_order {
+                        key.last_eval[j] = p.time;
+                    }
+                }
+                Evaluated::Null => {
+                    if in_order {
+                        key.last_eval[j] = p.time;
+                    }
+                }
+                Evaluated::MissingInput => {}
+                bad @ (Evaluated::Limit | Evaluated::Error) => {
+                    let (reason, what) = if bad == Evaluated::Limit {
+                        (Reason::FormulaLimit, "exceeded its operation limit")
+                    } else {
+                        (Reason::FormulaError, "failed at run time")
+                    };
+                    self.stats.rejected[reason as usize] += 1;
+                    out.push(Output::Rejected(EventNote {
+                        session_id: sid.to_string(),
+                        event_id: p.event_id.clone(),
+                        seq: p.seq,
+                        time_us: p.time,
+                        reason: reason.as_str(),
+                        detail: format!("derived value {:?} {what}", plan.slots[base + j].name),
+                    }));
+                    self.pool.push((p.values, p.event_id));
+                    return;
+                }
+            }
+        }
+        if in_order {
+            for (prev, v) in key.prev.iter_mut().zip(&p.values) {
+                if !v.is_nan() {
+                    *prev = *v;
+                }
+            }
+        }
+        let wm = s.max_time.saturating_sub(plan.ooo_us);
+        let accepted = if in_order {
+            self.add_in_order(s, sid, p.key as usize, &p, out);
+            true
+        } else {
+            self.add_late(s, sid, p.key as usize, &p, wm, out)
+        };
+        if accepted {
+            self.stats.accepted += 1;
+            if !in_order {
+                self.stats.late_updates += 1;
+            }
+        } else {
+            self.stats.late += 1;
+            out.push(Output::Late(EventNote {
+                session_id: sid.to_string(),
+                event_id: p.event_id.clone(),
+                seq: p.seq,
+                time_us: p.time,
+                reason: "too_late",
+                detail: "the event's window closed beyond the allowed lateness".into(),
+            }));
+        }
+        self.pool.push((p.values, p.event_id));
+    }
+
+    fn add_in_order(&mut self, s: &mut Session, sid: &str, k: usize, p: &Pending, out: &mut Vec<Output>) {
+        let plan = &self.plan;
+        let (t, seq) = (p.time, p.seq);
+        match (&plan.manifest.window, &mut s.keys[k].windows) {
+            (WindowDef::Tumbling { size }, Windows::Fixed(map)) => {
+                let start = t.div_euclid(size.micros) * size.micros;
+                map.entry(start).or_insert_with(|| Win::new(plan, start, start + size.micros)).add(plan, &p.values, t, seq);
+            }
+            (WindowDef::Hopping { size, hop }, Windows::Fixed(map)) => {
+                let last = t.div_euclid(hop.micros) * hop.micros;
+                let mut start = last - size.micros + hop.micros;
+                while start <= last {
+                    map.entry(start).or_insert_with(|| Win::new(plan, start, start + size.micros)).add(plan, &p.values, t, seq);
+                    start += hop.micros;
+                }
+            }
+            (WindowDef::Session { gap }, Windows::Sessions(wins)) => match wins.last_mut() {
+                Some(w) if t - w.last_t <= gap.micros => w.add(plan, &p.values, t, seq),
+                _ => {
+                    let mut w = Win::new(plan, t, t);
+                    w.add(plan, &p.values, t, seq);
+                    wins.push(w);
+                }
+            },
+            (WindowDef::Segment { .. }, Windows::Segments(_)) => {
+                self.segment_in_order(s, sid, k, p, out);
+            }
+            (WindowDef::Global, Windows::Global(win)) => {
+                win.get_or_insert_with(|| Win::new(plan, t, t)).add(plan, &p.values, t, seq);
+            }
+            _ => unreachable!("windows match the plan"),
+        }
+    }
+
+    fn segment_in_order(&mut self, s: &mut Session, sid: &str, k: usize, p: &Pending, out: &mut Vec<Output>) {
+        let plan = &self.plan;
+        let slot = plan.segment_slot.expect("segment plan");
+        let integral = plan.slots[slot].integral;
+        let v = p.values[slot];
+        let key = &mut s.keys[k];
+        let Windows::Segments(segs) = &mut key.windows else { unreachable!() };
+        let open = segs.last_mut().filter(|w| !w.closed);
+        if v.is_nan() {
+            match open {
+                Some(w) => w.add(plan, &p.values, p.time, p.seq),
+                None => self.stats.no_segment += 1,
+            }
+            return;
+        }
+        if let Some(w) = open {
+            if w.segment == v {
+                w.add(plan, &p.values, p.time, p.seq);
+                return;
+            }
+        }
+        if v < key.segment_high {
+            self.stats.rejected[Reason::SegmentRegressed as usize] += 1;
+            out.push(Output::Rejected(EventNote {
+                session_id: sid.to_string(),
+                event_id: p.event_id.clone(),
+                seq: p.seq,
+                time_us: p.time,
+                reason: Reason::SegmentRegressed.as_str(),
+                detail: format!("segment value {v} after {}", key.segment_high),
+            }));
+            return;
+        }
+        key.segment_high = v;
+        if let Some(w) = segs.last_mut().filter(|w| !w.closed) {
+            w.closed = true;
+            w.end = p.time;
+            w.complete = !integral || v == w.segment + 1.0;
+            emit(&mut self.stats, plan, &mut s.emissions, &key.key, w, out);
+        }
+        let mut w = Win::new(plan, p.time, p.time);
+        w.segment = v;
+        w.add(plan, &p.values, p.time, p.seq);
+        segs.push(w);
+    }
+
+    /// The late path; false when no retained window takes the event.
+    fn add_late(&mut self, s: &mut Session, _sid: &str, k: usize, p: &Pending, wm: i64, out: &mut Vec<Output>) -> bool {
+        let plan = &self.plan;
+        let lateness = plan.lateness_us;
+        let (t, seq) = (p.time, p.seq);
+        let key = &mut s.keys[k];
+        let stats = &mut self.stats;
+        let emissions = &mut s.emissions;
+        match (&plan.manifest.window, &mut key.windows) {
+            (WindowDef::Tumbling { size: sz }, Windows::Fixed(map)) | (WindowDef::Hopping { size: sz, .. }, Windows::Fixed(map)) => {
+                let size = sz.micros;
+                let hop = match plan.manifest.window {
+                    WindowDef::Hopping { hop, .. } => hop.micros,
+                    _ => size,
+                };
+                let last = t.div_euclid(hop) * hop;
+                let mut start = last - size + hop;
+                let mut taken = false;
+                while start <= last {
+                    let end = start + size;
+                    let retained = map.contains_key(&start) || end + lateness > wm;
+                    if retained {
+                        let w = map.entry(start).or_insert_with(|| Win::new(plan, start, end));
+                        w.add(plan, &p.values, t, seq);
+                        if w.emitted || end <= wm {
+                            emit(stats, plan, emissions, &key.key, w, out);
+                        }
+                        taken = true;
+                    }
+                    start += hop;
+                }
+                taken
+            }
+            (WindowDef::Session { gap }, Windows::Sessions(wins)) => {
+                let gap = gap.micros;
+                let hits: Vec<usize> =
+                    (0..wins.len()).filter(|&i| t >= wins[i].first_t - gap && t <= wins[i].last_t + gap).collect();
+                match hits.as_slice() {
+                    [] => {
+                        if t + gap + lateness <= wm {
+                            return false;
+                        }
+                        let mut w = Win::new(plan, t, t);
+                        w.add(plan, &p.values, t, seq);
+                        let at = wins.partition_point(|x| x.first_t < t);
+                        wins.insert(at, w);
+                    }
+                    [i, rest @ ..] => {
+                        for j in rest.iter().rev() {
+                            let other = wins.remove(*j);
+                            wins[*i].merge(&other);
+                        }
+                        wins[*i].add(plan, &p.values, t, seq);
+                    }
+                }
+                true
+            }
+            (WindowDef::Segment { .. }, Windows::Segments(segs)) => {
+                let slot = plan.segment_slot.expect("segment plan");
+                let v = p.values[slot];
+                let found = if v.is_nan() {
+                    segs.iter().position(|w| w.start <= t && (!w.closed || t < w.end))
+                } else {
+                    segs.iter().position(|w| w.segment == v)
+                };
+                let Some(i) = found else { return false };
+                let w = &mut segs[i];
+                let old_start = w.start;
+                w.add(plan, &p.values, t, seq);
+                if t < w.start {
+                    w.start = t;
+                }
+                let moved = w.start != old_start;
+                let new_start = w.start;
+                if segs[i].emitted {
+                    emit(stats, plan, emissions, &key.key, &mut segs[i], out);
+                }
+                if moved && i > 0 {
+                    let prev = &mut segs[i - 1];
+                    if prev.closed && prev.end == old_start {
+                        prev.end = new_start;
+                        prev.dirty = true;
+                        if prev.emitted {
+                            emit(stats, plan, emissions, &key.key, prev, out);
+                        }
+                    }
+                }
+                true
+            }
+            (WindowDef::Global, Windows::Global(win)) => {
+                win.get_or_insert_with(|| Win::new(plan, t, t)).add(plan, &p.values, t, seq);
+                true
+            }
+            _ => unreachable!("windows match the plan"),
+        }
+    }
+
+    /// Emits windows the watermark has passed and drops those beyond the allowed lateness.
+    fn advance(&mut self, s: &mut Session, wm: i64, out: &mut Vec<Output>) {
+        let plan = &self.plan;
+        let lateness = plan.lateness_us;
+        for key in &mut s.keys {
+            match &mut key.windows {
+                Windows::Fixed(map) => {
+                    while let Some(mut entry) = map.first_entry() {
+                        let w = entry.get_mut();
+                        if w.end > wm {
+                            break;
+                        }
+                        if !w.emitted || w.dirty {
+                            emit(&mut self.stats, plan, &mut s.emissions, &key.key, w, out);
+                        }
+                        if w.end + lateness <= wm {
+                            entry.remove();
+                        } else {
+                            break;
+                        }
+                    }
+                    // Windows after the first retained one may also have ended (hopping).
+                    for w in map.values_mut() {
+                        if w.end > wm {
+                            break;
+                        }
+                        if !w.emitted || w.dirty {
+                            emit(&mut self.stats, plan, &mut s.emissions, &key.key, w, out);
+                        }
+                    }
+                }
+                Windows::Sessions(wins) => {
+                    let gap = match plan.manifest.window {
+                        WindowDef::Session { gap } => gap.micros,
+                        _ => 0,
+                    };
+                    while wins.first().is_some_and(|w| w.last_t + gap + lateness <= wm) {
+                        let mut w = wins.remove(0);
+                        emit(&mut self.stats, plan, &mut s.emissions, &key.key, &mut w, out);
+                    }
+                }
+                Windows::Segments(segs) => {
+                    while segs.first().is_some_and(|w| w.closed && w.end + lateness <= wm) {
+                        segs.remove(0);
+                    }
+                }
+                Windows::Global(_) => {}
+            }
+        }
+    }
+
+    /// Closes a session: releases everything buffered, emits every open window.
+    fn close(&mut self, mut s: Session, sid: &str, out: &mut Vec<Output>) {
+        self.release(&mut s, sid, None, out);
+        let plan = &self.plan;
+        for key in &mut s.keys {
+            match &mut key.windows {
+                Windows::Fixed(map) => {
+                    for w in map.values_mut() {
+                        if !w.emitted || w.dirty {
+                            emit(&mut self.stats, plan, &mut s.emissions, &key.key, w, out);
+                        }
+                    }
+                }
+                Windows::Sessions(wins) => {
+                    for w in wins.iter_mut() {
+                        emit(&mut self.stats, plan, &mut s.emissions, &key.key, w, out);
+                    }
+                }
+                Windows::Segments(segs) => {
+                    for w in segs.iter_mut() {
+                        if !w.closed {
+                            w.closed = true;
+                            w.end = w.last_t;
+                            w.complete = false;
+                            w.dirty = true;
+                        }
+                        if !w.emitted || w.dirty {
+                            emit(&mut self.stats, plan, &mut s.emissions, &key.key, w, out);
+                        }
+                    }
+                }
+                Windows::Global(Some(w)) => emit(&mut self.stats, plan, &mut s.emissions, &key.key, w, out),
+                Windows::Global(None) => {}
+            }
+        }
+        if s.received > 0 {
+            self.stats.missing_events += (s.max_seq - s.min_seq + 1).saturating_sub(s.received);
+        }
+        self.stats.sessions_closed += 1;
+    }
+
+    /// Forgets event ids older than every retained window (their duplicates would be too late).
+    fn purge_dedup(&mut self, s: &mut Session, wm: i64) {
+        let plan = &self.plan;
+        let gap = match plan.manifest.window {
+            WindowDef::Session { gap } => gap.micros,
+            _ => 0,
+        };
+        let mut horizon = wm.saturating_sub(plan.lateness_us + plan.ooo_us);
+        for key in &s.keys {
+            let earliest = match &key.windows {
+                Windows::Fixed(map) => map.values().next().map(|w| w.start),
+                Windows::Sessions(wins) => wins.first().map(|w| w.first_t - gap),
+                Windows::Segments(segs) => segs.first().map(|w| w.start.min(w.first_t)),
+                Windows::Global(w) => w.as_ref().map(|w| w.first_t).or(Some(i64::MIN)),
+            };
+            if let Some(e) = earliest {
+                horizon = horizon.min(e);
+            }
+        }
+        if let Some(Reverse(p)) = s.buffer.peek() {
+            horizon = horizon.min(p.time);
+        }
+        while s.seen_log.front().is_some_and(|(t, _)| *t < horizon) {
+            let (_, h) = s.seen_log.pop_front().expect("front");
+            s.seen.remove(&h);
+        }
+    }
+}
+
+/// Renders and emits a window's row.
+fn emit(stats: &mut Stats, plan: &Plan, emissions: &mut u64, key: &[String], w: &mut Win, out: &mut Vec<Output>) {
+    let kind = plan.manifest.window.kind_name();
+    let (start, end, discriminator) = match plan.manifest.window {
+        WindowDef::Tumbling { .. } | WindowDef::Hopping { .. } => (w.start, w.end, Value::from(w.start)),
+        WindowDef::Session { .. } => (w.first_t, w.last_t, Value::from(w.first_t)),
+        WindowDef::Segment { .. } => {
+            let t = if plan.slots[plan.segment_slot.expect("segment")].integral { ColumnType::Int } else { ColumnType::Float };
+            let end = if w.closed { w.end } else { w.last_t };
+            (w.start, end, row::number(Some(w.segment), t))
+        }
+        WindowDef::Global => (w.first_t, w.last_t, Value::Null),
+    };
+    let id = row::row_id(&plan.manifest.name, plan.manifest.version, key, kind, discriminator.clone());
+    let mut cols = Map::new();
+    cols.insert("row_id".into(), Value::from(id.as_str()));
+    cols.insert("session_id".into(), Value::from(key[0].as_str()));
+    for (name, value) in plan.key_dims.iter().zip(&key[1..]) {
+        cols.insert(name.clone(), Value::from(value.as_str()));
+    }
+    cols.insert("window_start".into(), Value::from(row::format_timestamp(start)));
+    cols.insert("window_end".into(), Value::from(row::format_timestamp(end)));
+    if let Some(slot) = plan.segment_slot {
+        cols.insert(plan.slots[slot].name.clone(), discriminator);
+    }
+    for (agg, acc) in plan.aggregations.iter().zip(&w.accs) {
+        let value = match agg.function {
+            AggregateFn::Duration => Some((end - start) as f64 / 1e6),
+            AggregateFn::Missing => Some((w.max_seq + 1).saturating_sub(w.min_seq).saturating_sub(w.events) as f64),
+            f => acc.finish(f, agg.q),
+        };
+        let value = match agg.function {
+            AggregateFn::Count | AggregateFn::Missing => value,
+            _ => value.map(|v| agg.conversion.apply(v)),
+        };
+        cols.insert(agg.name.clone(), row::number(value, agg.column_type));
+    }
+    if plan.segment_slot.is_some() {
+        cols.insert("complete".into(), Value::from(w.complete));
+    }
+    if !w.emitted {
+        stats.windows_emitted += 1;
+    }
+    stats.rows_emitted += 1;
+    w.emitted = true;
+    w.dirty = false;
+    *emissions += 1;
+    out.push(Output::Row(Row { row_id: id, key: key.to_vec(), window_start: start, json: row::render(cols), emission: *emissions }));
+}

@@ -1,0 +1,152 @@
+//! The Pitgun manifest engine — pure: no Kafka, no RocksDB, no clock, no threads of its own.
+//!
+//! A manifest is compiled once against its dictionary into a [`plan::Plan`]: inputs become slot
+//! indices, unit conversions become a factor and an offset (from UCUM), formulas become Rhai
+//! ASTs, aggregations become accumulator constructors, and the analysis contract is derived.
+//! Per event the hot path is: decode ([`decode`], borrowed, no allocation) → resolve channels
+//! through a per-producer table ([`resolve`]) → [`engine::Engine::process`]. Drivers — `pitgun
+//! replay` over files, the Kafka processor over partitions — feed events and collect
+//! [`engine::Output`]s; [`runner::Runner`] bundles the three steps for one thread.
+//!
+//! Semantics (see `engine` for the details): the watermark is kept per session; events are
+//! released to windows in (event time, sequence) order once the watermark passes them; sums are
+//! exact, so results are bit-identical whatever the arrival order within the bound; late events
+//! within the allowed lateness update and re-emit their window; later ones go to the late output.
+#![deny(missing_docs)]
+
+pub mod accumulate;
+pub mod decode;
+pub mod engine;
+pub mod formula;
+pub mod plan;
+pub mod resolve;
+pub mod row;
+pub mod runner;
+pub mod testing;
+pub mod units;
+
+pub use engine::{Engine, EventNote, EventRef, Output};
+pub use plan::Plan;
+pub use row::Row;
+pub use runner::Runner;
+
+/// Why an event was refused; each reason has its own counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    /// Not a valid `pitgun-envelope/v1` record.
+    InvalidEnvelope,
+    /// A key dimension is missing.
+    MissingKey,
+    /// A channel the dictionary does not know (policy `reject`).
+    UnknownChannel,
+    /// A value outside its metric's range.
+    OutOfRange,
+    /// A value of the wrong type (fraction for an int metric…).
+    TypeMismatch,
+    /// Event time too far ahead of the session's watermark.
+    ClockJump,
+    /// A formula hit its operation, depth or size limit.
+    FormulaLimit,
+    /// A formula failed at run time.
+    FormulaError,
+    /// A segment value lower than one already seen.
+    SegmentRegressed,
+}
+
+impl Reason {
+    /// Every reason.
+    pub const ALL: [Reason; 9] = [
+        Reason::InvalidEnvelope,
+        Reason::MissingKey,
+        Reason::UnknownChannel,
+        Reason::OutOfRange,
+        Reason::TypeMismatch,
+        Reason::ClockJump,
+        Reason::FormulaLimit,
+        Reason::FormulaError,
+        Reason::SegmentRegressed,
+    ];
+
+    /// The reason code used in outputs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::InvalidEnvelope => "invalid_envelope",
+            Reason::MissingKey => "missing_key",
+            Reason::UnknownChannel => "unknown_channel",
+            Reason::OutOfRange => "out_of_range",
+            Reason::TypeMismatch => "type_mismatch",
+            Reason::ClockJump => "clock_jump",
+            Reason::FormulaLimit => "formula_limit",
+            Reason::FormulaError => "formula_error",
+            Reason::SegmentRegressed => "segment_regressed",
+        }
+    }
+}
+
+/// Counters of one engine (sum them across threads with [`Stats::merge`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Events offered, including refused ones.
+    pub events_in: u64,
+    /// Events that entered windows.
+    pub accepted: u64,
+    /// Of those, events that arrived behind the release frontier and updated a window.
+    pub late_updates: u64,
+    /// Duplicates dropped (same event id in a session).
+    pub duplicates: u64,
+    /// Events skipped by the manifest's kinds or filter.
+    pub filtered: u64,
+    /// Events sent to the late output.
+    pub late: u64,
+    /// Refused events by [`Reason`].
+    pub rejected: [u64; 9],
+    /// Unknown channels dropped.
+    pub unknown_channels: u64,
+    /// Events without a segment value before the first segment.
+    pub no_segment: u64,
+    /// Distinct windows emitted.
+    pub windows_emitted: u64,
+    /// Row emissions, re-emissions included.
+    pub rows_emitted: u64,
+    /// Sessions seen.
+    pub sessions_opened: u64,
+    /// Sessions closed (ended, expired or at end of input).
+    pub sessions_closed: u64,
+    /// Sessions closed by the idle timeout.
+    pub sessions_expired: u64,
+    /// Sequence numbers missing in closed sessions.
+    pub missing_events: u64,
+}
+
+impl Stats {
+    /// Adds another engine's counters.
+    pub fn merge(&mut self, o: &Stats) {
+        self.events_in += o.events_in;
+        self.accepted += o.accepted;
+        self.late_updates += o.late_updates;
+        self.duplicates += o.duplicates;
+        self.filtered += o.filtered;
+        self.late += o.late;
+        for (a, b) in self.rejected.iter_mut().zip(o.rejected) {
+            *a += b;
+        }
+        self.unknown_channels += o.unknown_channels;
+        self.no_segment += o.no_segment;
+        self.windows_emitted += o.windows_emitted;
+        self.rows_emitted += o.rows_emitted;
+        self.sessions_opened += o.sessions_opened;
+        self.sessions_closed += o.sessions_closed;
+        self.sessions_expired += o.sessions_expired;
+        self.missing_events += o.missing_events;
+    }
+
+    /// Refused events by reason code, non-zero only.
+    pub fn rejected_by_reason(&self) -> Vec<(&'static str, u64)> {
+        Reason::ALL.iter().map(|r| (r.as_str(), self.rejected[*r as usize])).filter(|(_, n)| *n > 0).collect()
+    }
+
+    /// Total refused events.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().sum()
+    }
+}

@@ -1,0 +1,76 @@
+//! One thread's pipeline: decode → resolve → engine, with reusable scratch buffers.
+
+use crate::decode::decode;
+use crate::engine::{Engine, EventRef, Output};
+use crate::plan::Plan;
+use crate::resolve::Resolver;
+use crate::Reason;
+
+/// A record the runner could not turn into an event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordError {
+    /// Counted reason.
+    pub reason: Reason,
+    /// Where and what (JSON pointer and message, or the channel and value).
+    pub detail: String,
+}
+
+/// Decode, resolve and process JSON envelopes for one plan on one thread.
+pub struct Runner {
+    engine: Engine,
+    resolver: Resolver,
+    values: Vec<f64>,
+}
+
+impl Runner {
+    /// A runner for `plan`.
+    pub fn new(plan: Plan) -> Runner {
+        let resolver = Resolver::new(&plan);
+        Runner { engine: Engine::new(plan), resolver, values: Vec::new() }
+    }
+
+    /// The engine (stats, plan).
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The engine, mutably (end of input, idle expiry).
+    pub fn engine_mut(&mut self) -> &mut Engine {
+        &mut self.engine
+    }
+
+    /// Feeds one JSON envelope. Refused records are counted and returned as errors.
+    pub fn feed_json(&mut self, text: &str, now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
+        let view = match decode(text) {
+            Ok(v) => v,
+            Err(e) => {
+                self.engine.count_rejected(Reason::InvalidEnvelope);
+                return Err(RecordError { reason: Reason::InvalidEnvelope, detail: e.to_string() });
+            }
+        };
+        let mut key: Vec<&str> = Vec::new();
+        match self.resolver.resolve(&view, &mut self.values, &mut key) {
+            Ok(unknown) => self.engine.count_unknown_channels(unknown),
+            Err(r) => {
+                self.engine.count_rejected(r.reason);
+                return Err(RecordError { reason: r.reason, detail: r.detail });
+            }
+        }
+        let ev = EventRef {
+            session_id: &view.session_id,
+            event_id: &view.event_id,
+            seq: view.seq,
+            time_us: view.time_us,
+            kind: view.kind,
+            key: &key,
+            inputs: &self.values,
+        };
+        self.engine.process(&ev, now_us, out);
+        Ok(())
+    }
+
+    /// End of input: closes every session.
+    pub fn finish(&mut self, out: &mut Vec<Output>) {
+        self.engine.finish(out);
+    }
+}
