@@ -878,7 +878,7 @@ fn emit(stats: &mut Stats, plan: &Plan, emissions: &mut u64, key: &[String], w: 
         };
         let value = match agg.function {
             AggregateFn::Count | AggregateFn::Missing => value,
-            _ => value.map(|v| agg.conversion.apply(v)),
+            _ => value.map(|v| agg.conversion.apply_for_output(v)),
         };
         cols.insert(agg.name.clone(), row::number(value, agg.column_type));
     }

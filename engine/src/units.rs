@@ -48,6 +48,28 @@ impl Conversion {
         self.factor.mul_add(x, self.offset)
     }
 
+    /// Applies the conversion for an output column: non-identity conversions are rounded to
+    /// 12 significant digits, so binary noise of factors such as 3.6 (km/h per m/s, not exact in
+    /// binary) does not turn 108 km/h into 107.99999999999999.
+    #[inline]
+    pub fn apply_for_output(self, x: f64) -> f64 {
+        if self == Conversion::IDENTITY || x == 0.0 || !x.is_finite() {
+            return x;
+        }
+        let y = self.apply(x);
+        let magnitude = y.abs().log10().floor() as i32;
+        let digits = 11 - magnitude;
+        if !(-300..=300).contains(&digits) {
+            return y;
+        }
+        let scale = 10f64.powi(digits.abs());
+        if digits >= 0 {
+            (y * scale).round() / scale
+        } else {
+            (y / scale).round() * scale
+        }
+    }
+
     /// `self` followed by `next`.
     pub fn then(self, next: Conversion) -> Conversion {
         Conversion { factor: self.factor * next.factor, offset: next.factor * self.offset + next.offset }
@@ -94,6 +116,14 @@ mod tests {
         assert!((pct.apply(50.0) - 0.5).abs() < 1e-15);
         assert!(Conversion::between("km/h", "Cel").is_err());
         assert!(Conversion::between("furlong", "m").is_err());
+    }
+
+    #[test]
+    fn output_conversion_hides_binary_noise() {
+        let c = Conversion::between("m/s", "km/h").unwrap();
+        assert_eq!(c.apply_for_output(30.0), 108.0);
+        assert_eq!(c.apply_for_output(25.0), 90.0);
+        assert_eq!(Conversion::IDENTITY.apply_for_output(0.1 + 0.2), 0.1 + 0.2);
     }
 
     #[test]

@@ -54,6 +54,7 @@ pub(crate) const MAX_DIM: usize = 4;
 impl Metric {
     pub(crate) const COUNT: usize = 37;
 
+    #[cfg(test)]
     pub(crate) const ALL: [Metric; Metric::COUNT] = [
         Metric::VehicleSpeed,
         Metric::AccelLong,
