@@ -135,10 +135,16 @@ fn test(manifests: &[PathBuf], dictionary: Option<&Path>) -> Result<ExitCode> {
             Ok(c) => {
                 failed += 1;
                 println!("FAIL {name}: the analysis contract changed without a new manifest version:");
-                for change in contract_changes(&c.doc, generated) {
-                    println!("       {}", change.what);
+                let changes = contract_changes(&c.doc, generated);
+                for change in &changes {
+                    let kind = if change.breaking { "breaking" } else { "compatible" };
+                    println!("       {kind}: {}", change.what);
                 }
-                println!("       (a compatible change: run `pitgun manifest contract --write {}`; an incompatible one needs version {})", path.display(), plan.manifest.version + 1);
+                if changes.iter().any(|c| c.breaking) {
+                    println!("       an incompatible change needs a new manifest (version {}) beside this one", plan.manifest.version + 1);
+                } else {
+                    println!("       compatible: record it with `pitgun manifest contract --write {}`", path.display());
+                }
             }
             Err(e) => {
                 failed += 1;

@@ -47,6 +47,17 @@ impl Project {
         if dictionary.hash != b.doc.dictionary.sha256 {
             bail!("{}: content hash {} does not match the bundle's pin {}", b.doc.dictionary.path, dictionary.hash, b.doc.dictionary.sha256);
         }
+        for schema in &b.doc.schemas {
+            let source = pitgun_contracts::load::SourceText::read(&base.join(&schema.path))?;
+            let hash = pitgun_contracts::hash::content_hash(&source.parse()?);
+            if hash != schema.sha256 {
+                bail!("{}: content hash {hash} does not match the bundle's pin {}", schema.path, schema.sha256);
+            }
+            let embedded = pitgun_contracts::schema::schemas().iter().find(|s| s.id == schema.id);
+            if embedded.is_none_or(|e| pitgun_contracts::hash::content_hash(&e.value) != hash) {
+                bail!("schema {} in the bundle is not the one this pitgun was built with", schema.id);
+            }
+        }
         Ok(Project { manifest, dictionary })
     }
 

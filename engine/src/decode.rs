@@ -78,6 +78,9 @@ impl fmt::Display for DecodeError {
     }
 }
 
+/// Latest event time an envelope may carry: 9999-12-31T23:59:59.999999Z.
+pub const MAX_TIME_US: i64 = 253_402_300_799_999_999;
+
 /// Decodes one JSON envelope.
 pub fn decode(text: &str) -> Result<EnvelopeView<'_>, DecodeError> {
     match serde_json::from_str::<EnvelopeView>(text) {
@@ -99,6 +102,12 @@ fn check(view: &EnvelopeView) -> Result<(), DecodeError> {
     }
     if view.session_id.is_empty() {
         return fail("/session_id", "must not be empty".into());
+    }
+    if !(0..=MAX_TIME_US).contains(&view.time_us) {
+        return fail("/time_us", format!("{} is outside 1970-01-01 … 9999-12-31", view.time_us));
+    }
+    if view.seq > i64::MAX as u64 {
+        return fail("/seq", "must fit a signed 64-bit integer (Avro long)".into());
     }
     if view.source.id.is_empty() {
         return fail("/source/id", "must not be empty".into());

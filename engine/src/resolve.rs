@@ -43,7 +43,7 @@ pub struct Resolver {
     policy: UnknownChannelPolicy,
     key_dims: Vec<String>,
     input_count: usize,
-    cache: Vec<(Box<str>, Box<str>, ChannelTable)>,
+    cache: Vec<(Box<str>, Box<str>, Option<ChannelTable>)>,
 }
 
 impl Resolver {
@@ -67,9 +67,10 @@ impl Resolver {
             return i;
         }
         let mut table = ChannelTable::default();
-        if let Ok(parsed) = semver::Version::parse(version) {
+        let parsed = semver::Version::parse(version);
+        if let Ok(parsed) = &parsed {
             for alias in self.plan_aliases.iter() {
-                if alias.producer == producer && alias.versions.matches(&parsed) {
+                if alias.producer == producer && alias.versions.matches(parsed) {
                     let metric = self.metric_names.iter().position(|m| *m == alias.metric).unwrap_or(0) as u32;
                     let binding = match alias.slot {
                         Some(s) => Binding::Slot(s, alias.check),
@@ -82,7 +83,7 @@ impl Resolver {
         for (channel, slot) in &self.raw {
             table.entry(channel.clone().into_boxed_str()).or_insert((Binding::Raw(*slot), u32::MAX));
         }
-        self.cache.push((producer.into(), version.into(), table));
+        self.cache.push((producer.into(), version.into(), parsed.is_ok().then_some(table)));
         self.cache.len() - 1
     }
 
@@ -96,6 +97,13 @@ impl Resolver {
     ) -> Result<u32, Refusal> {
         values.clear();
         values.resize(self.input_count, f64::NAN);
+        let t = self.table(&ev.source.id, &ev.source.version);
+        let Some(table) = &self.cache[t].2 else {
+            return Err(Refusal {
+                reason: Reason::InvalidEnvelope,
+                detail: format!("at /source/version: {:?} is not a semantic version", ev.source.version),
+            });
+        };
         key.clear();
         for name in &self.key_dims {
             match ev.dim(name) {
@@ -108,8 +116,6 @@ impl Resolver {
                 }
             }
         }
-        let t = self.table(&ev.source.id, &ev.source.version);
-        let table = &self.cache[t].2;
         let mut unknown = 0;
         for (channel, raw) in &ev.channels {
             let Some((binding, metric)) = table.get(&**channel) else {

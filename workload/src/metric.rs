@@ -169,11 +169,19 @@ pub(crate) struct Value {
 
 impl Value {
     pub(crate) fn new(metric: Metric, value: f64) -> Value {
-        Value { metric, index: 0, value }
+        Value {
+            metric,
+            index: 0,
+            value,
+        }
     }
 
     pub(crate) fn at(metric: Metric, index: usize, value: f64) -> Value {
-        Value { metric, index: index as u8, value }
+        Value {
+            metric,
+            index: index as u8,
+            value,
+        }
     }
 }
 

@@ -66,7 +66,11 @@ impl Producer {
     }
 
     pub(crate) fn source(self) -> Source {
-        Source { kind: self.kind(), id: self.id().to_string(), version: self.version().to_string() }
+        Source {
+            kind: self.kind(),
+            id: self.id().to_string(),
+            version: self.version().to_string(),
+        }
     }
 
     /// The channels this producer version sends, indexed by metric and dimension value.
@@ -95,7 +99,10 @@ impl ChannelSpec {
         if self.metric.is_bool() {
             return ChannelValue::Bool(canonical >= 0.5);
         }
-        ChannelValue::Number(round_to(canonical * self.scale + self.offset, self.decimals))
+        ChannelValue::Number(round_to(
+            canonical * self.scale + self.offset,
+            self.decimals,
+        ))
     }
 }
 
@@ -187,7 +194,10 @@ pub fn channels() -> Vec<ChannelInfo> {
                 channel: s.name,
                 unit: s.unit,
                 metric: s.metric.id(),
-                dimension: s.metric.dimension().map(|(name, values)| (name, values[usize::from(s.index)])),
+                dimension: s
+                    .metric
+                    .dimension()
+                    .map(|(name, values)| (name, values[usize::from(s.index)])),
                 scale: s.scale,
                 offset: s.offset,
                 decimals: s.decimals as u32,
@@ -205,8 +215,17 @@ pub(crate) struct Encoder {
 }
 
 impl Encoder {
-    pub(crate) fn new(producer: Producer, session_id: String, dims: BTreeMap<String, String>) -> Encoder {
-        Encoder { table: producer.table(), source: producer.source(), session_id, dims }
+    pub(crate) fn new(
+        producer: Producer,
+        session_id: String,
+        dims: BTreeMap<String, String>,
+    ) -> Encoder {
+        Encoder {
+            table: producer.table(),
+            source: producer.source(),
+            session_id,
+            dims,
+        }
     }
 
     pub(crate) fn encode(&self, event: &SimEvent) -> Envelope {

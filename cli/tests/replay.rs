@@ -1,0 +1,317 @@
+//! End-to-end tests of `pitgun simulate` + `pitgun replay` + `pitgun manifest test`, run as a
+//! user would run them: through the binary, on files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use pitgun_contracts::dictionary::Dictionary;
+use pitgun_contracts::envelope::{ChannelValue, Envelope};
+use pitgun_contracts::load::load;
+use pitgun_contracts::schema::ContractKind;
+use pitgun_engine::units::Conversion;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pitgun");
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn manifest(name: &str) -> PathBuf {
+    root().join(format!("manifests/pipelines/{name}.v1.yaml"))
+}
+
+fn run(args: &[&str]) -> Output {
+    let out = Command::new(BIN).args(args).output().expect("pitgun runs");
+    out
+}
+
+fn ok(args: &[&str]) -> Output {
+    let out = run(args);
+    assert!(out.status.success(), "pitgun {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn simulate(dir: &Path, name: &str, extra: &[&str]) -> PathBuf {
+    let path = dir.join(name);
+    let truth = dir.join(format!("{name}.truth.json"));
+    let mut args = vec!["simulate", "--sessions", "3", "--duration", "4m", "--seed", "42", "--quiet"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["--output", path.to_str().unwrap(), "--truth", truth.to_str().unwrap()]);
+    ok(&args);
+    path
+}
+
+fn replay(manifest: &Path, inputs: &[&Path], extra: &[&str]) -> String {
+    let mut args = vec!["replay", "--quiet", "--manifest", manifest.to_str().unwrap(), "--input"];
+    args.extend(inputs.iter().map(|p| p.to_str().unwrap()));
+    args.extend_from_slice(extra);
+    String::from_utf8(ok(&args).stdout).unwrap()
+}
+
+fn rows(text: &str) -> Vec<Value> {
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn golden_output_of_each_reference_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = simulate(dir.path(), "golden.ndjson", &[]);
+    for name in ["lap-performance", "session-summary", "client-health"] {
+        let got = replay(&manifest(name), &[&data], &[]);
+        let golden = root().join(format!("cli/tests/golden/{name}.ndjson"));
+        if std::env::var_os("PITGUN_UPDATE_GOLDEN").is_some() {
+            std::fs::write(&golden, &got).unwrap();
+        }
+        let want = std::fs::read_to_string(&golden).expect("golden file (PITGUN_UPDATE_GOLDEN=1 writes it)");
+        assert!(!got.is_empty());
+        assert_eq!(got, want, "{name}: output differs from {}", golden.display());
+    }
+}
+
+#[test]
+fn lap_times_equal_the_simulators_ground_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = simulate(dir.path(), "truth.ndjson", &[]);
+    let truth: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("truth.ndjson.truth.json")).unwrap()).unwrap();
+    let laps = rows(&replay(&manifest("lap-performance"), &[&data], &[]));
+    let complete: Vec<&Value> = laps.iter().filter(|r| r["complete"] == true).collect();
+    let truth_laps = truth["laps"].as_array().unwrap();
+    assert!(complete.len() >= 3, "expected several complete laps, got {}", complete.len());
+    assert_eq!(complete.len(), truth_laps.len(), "every simulated lap is found, and no other");
+    for t in truth_laps {
+        let row = complete
+            .iter()
+            .find(|r| r["session_id"] == t["session_id"] && r["lap"] == t["lap"])
+            .unwrap_or_else(|| panic!("no row for {t}"));
+        assert_eq!(row["lap_time"].as_f64(), t["lap_time_s"].as_f64(), "lap {t}");
+    }
+    // The runs summary agrees: laps completed and best lap per session.
+    let runs = rows(&replay(&manifest("session-summary"), &[&data], &[]));
+    assert_eq!(runs.len(), truth["sessions"].as_array().unwrap().len());
+    for s in truth["sessions"].as_array().unwrap() {
+        let run = runs.iter().find(|r| r["session_id"] == s["session_id"]).unwrap();
+        assert_eq!(run["laps"], s["complete_laps"], "{s}");
+        assert_eq!(run["best_lap"].as_f64(), s["best_lap_s"].as_f64(), "{s}");
+        assert_eq!(run["missing_events"], 0);
+    }
+}
+
+#[test]
+fn replay_is_byte_identical_across_runs_and_thread_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = "reorder_within=0.05,late_within_lateness=0.01,very_late=0.002,duplicates=0.01,gaps=0.002,clock_jumps=0.001,malformed=0.001,unknown_channels=0.01,out_of_range=0.001";
+    let data = simulate(dir.path(), "faults.ndjson", &["--faults", faults]);
+    for name in ["lap-performance", "session-summary", "client-health"] {
+        let one = replay(&manifest(name), &[&data], &["--threads", "1"]);
+        let again = replay(&manifest(name), &[&data], &["--threads", "1"]);
+        let two = replay(&manifest(name), &[&data], &["--threads", "2"]);
+        let three = replay(&manifest(name), &[&data], &["--threads", "3"]);
+        assert!(!one.is_empty());
+        assert_eq!(one, again, "{name}: two runs differ");
+        assert_eq!(one, two, "{name}: 1 vs 2 threads differ");
+        assert_eq!(one, three, "{name}: 1 vs 3 threads differ");
+    }
+}
+
+#[test]
+fn faults_are_counted_reported_and_never_stop_the_run_unless_strict() {
+    let dir = tempfile::tempdir().unwrap();
+    let faults = "duplicates=0.02,malformed=0.005,clock_jumps=0.002,out_of_range=0.002,very_late=0.005";
+    let data = simulate(dir.path(), "bad.ndjson", &["--faults", faults]);
+    let rejected = dir.path().join("rejected.ndjson");
+    let late = dir.path().join("late.ndjson");
+    let out = ok(&[
+        "replay", "--manifest", manifest("lap-performance").to_str().unwrap(), "--input", data.to_str().unwrap(),
+        "--rejected", rejected.to_str().unwrap(), "--late", late.to_str().unwrap(), "--output", dir.path().join("rows.ndjson").to_str().unwrap(),
+    ]);
+    let summary = String::from_utf8_lossy(&out.stderr);
+    for reason in ["invalid_envelope", "clock_jump", "out_of_range"] {
+        assert!(summary.contains(reason), "summary lacks {reason}:\n{summary}");
+    }
+    assert!(summary.contains(&format!("{}:", data.display())), "bad records are named with file:line:\n{summary}");
+    let rejected = std::fs::read_to_string(&rejected).unwrap();
+    let first: Value = serde_json::from_str(rejected.lines().next().unwrap()).unwrap();
+    assert!(first["line"].as_u64().unwrap() > 0 && first["reason"].is_string() && first["detail"].is_string());
+    assert!(std::fs::read_to_string(&late).unwrap().lines().count() > 0, "very late events reach the late output");
+    let strict = run(&["replay", "--quiet", "--strict", "--manifest", manifest("lap-performance").to_str().unwrap(), "--input", data.to_str().unwrap()]);
+    assert_eq!(strict.status.code(), Some(1));
+}
+
+#[test]
+fn compressed_and_avro_datasets_give_the_same_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = simulate(dir.path(), "d.ndjson", &[]);
+    let gz = simulate(dir.path(), "d.ndjson.gz", &[]);
+    let zst = simulate(dir.path(), "d.ndjson.zst", &[]);
+    let avro = simulate(dir.path(), "d.avro", &[]);
+    let m = manifest("lap-performance");
+    let want = replay(&m, &[&plain], &[]);
+    for other in [&gz, &zst, &avro] {
+        assert_eq!(replay(&m, &[other], &[]), want, "{}", other.display());
+    }
+    let csv = replay(&m, &[&plain], &["--format", "csv"]);
+    assert!(csv.starts_with("row_id,session_id,player,track,car,window_start,window_end,lap,lap_time,"));
+    assert_eq!(csv.lines().count(), want.lines().count() + 1);
+}
+
+/// Rewrites a `pitgun-sim` dataset as `pitgun-web` would send it: other channel names and
+/// units (km/h, °F, %, psi…), converted through the dictionary's own aliases.
+fn as_web_producer(input: &Path, output: &Path, dictionary: &Dictionary) -> usize {
+    let mut converted = 0;
+    let mut out = String::new();
+    for line in std::fs::read_to_string(input).unwrap().lines() {
+        let mut env: Envelope = serde_json::from_str(line).unwrap();
+        if env.source.id != "pitgun-sim" {
+            continue;
+        }
+        env.source.id = "pitgun-web".into();
+        env.source.version = "1.4.2".into();
+        env.source.kind = pitgun_contracts::envelope::SourceKind::Game;
+        let mut channels = std::collections::BTreeMap::new();
+        for (name, value) in &env.channels {
+            let found = dictionary.metrics.iter().find_map(|m| {
+                let sim = m.aliases.iter().find(|a| a.producer == "pitgun-sim" && &a.channel == name)?;
+                let web = m.aliases.iter().find(|a| a.producer == "pitgun-web" && a.versions.contains("<2") && a.dimensions == sim.dimensions)?;
+                Some((m, sim, web))
+            });
+            let Some((metric, sim, web)) = found else { continue };
+            let canonical = Conversion::between(&sim.unit, &metric.unit).unwrap().apply(value.as_f64());
+            let sent = Conversion::between(&metric.unit, &web.unit).unwrap().apply(canonical);
+            channels.insert(web.channel.clone(), ChannelValue::Number(sent));
+            converted += 1;
+        }
+        env.channels = channels;
+        out.push_str(&serde_json::to_string(&env).unwrap());
+        out.push('\n');
+    }
+    std::fs::write(output, out).unwrap();
+    converted
+}
+
+#[test]
+fn two_producers_sending_one_session_in_different_units_give_identical_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = simulate(dir.path(), "units.ndjson", &[]);
+    let dictionary = load::<Dictionary>(ContractKind::Dictionary, &root().join("manifests/dictionary/racing.yaml")).unwrap().doc;
+    // Only the sessions the simulator sent as pitgun-sim, once as they are, once as pitgun-web.
+    let sim_only = dir.path().join("sim.ndjson");
+    let text = std::fs::read_to_string(&data).unwrap();
+    let sim_lines: String = text.lines().filter(|l| l.contains("\"pitgun-sim\"")).map(|l| format!("{l}\n")).collect();
+    assert!(!sim_lines.is_empty(), "the simulator produced pitgun-sim sessions");
+    std::fs::write(&sim_only, sim_lines).unwrap();
+    let web = dir.path().join("web.ndjson");
+    assert!(as_web_producer(&sim_only, &web, &dictionary) > 1000);
+    assert!(std::fs::read_to_string(&web).unwrap().contains("speed_kmh"));
+    for name in ["lap-performance", "session-summary", "client-health"] {
+        let a = replay(&manifest(name), &[&sim_only], &[]);
+        let b = replay(&manifest(name), &[&web], &[]);
+        assert!(!a.is_empty());
+        assert_eq!(a, b, "{name}: rows differ between producers");
+    }
+}
+
+#[test]
+fn a_wrong_expectation_makes_manifest_test_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(manifest("lap-performance")).unwrap();
+    assert!(text.contains("lap_time: 3.0, max_speed: 108.0"));
+    let wrong = text.replacen("lap_time: 3.0, max_speed: 108.0", "lap_time: 3.5, max_speed: 108.0", 1);
+    let path = dir.path().join("lap-performance.v1.yaml");
+    std::fs::write(&path, wrong).unwrap();
+    std::fs::copy(root().join("manifests/pipelines/lap-performance.v1.contract.json"), dir.path().join("lap-performance.v1.contract.json")).unwrap();
+    let dict = root().join("manifests/dictionary/racing.yaml");
+    let out = run(&["manifest", "test", path.to_str().unwrap(), "--dictionary", dict.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("column \"lap_time\" expected 3.5, got 3.0"), "{stdout}");
+    // And the untouched manifest passes.
+    ok(&["manifest", "test", manifest("lap-performance").to_str().unwrap()]);
+}
+
+#[test]
+fn a_changed_contract_without_a_new_version_fails_manifest_test() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(manifest("client-health")).unwrap();
+    let changed = text.replace("  - {name: rtt_max, fn: max, of: rtt}\n", "");
+    assert_ne!(changed, text);
+    let path = dir.path().join("client-health.v1.yaml");
+    std::fs::write(&path, changed).unwrap();
+    std::fs::copy(root().join("manifests/pipelines/client-health.v1.contract.json"), dir.path().join("client-health.v1.contract.json")).unwrap();
+    let dict = root().join("manifests/dictionary/racing.yaml");
+    let out = run(&["manifest", "test", path.to_str().unwrap(), "--dictionary", dict.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("column \"rtt_max\" removed"), "{stdout}");
+}
+
+#[test]
+fn contracts_printed_by_the_cli_validate_and_match_the_committed_ones() {
+    for name in ["lap-performance", "session-summary", "client-health"] {
+        let out = ok(&["manifest", "contract", manifest(name).to_str().unwrap()]);
+        let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let file = root().join(format!("manifests/pipelines/{name}.v1.contract.json"));
+        let committed: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        assert_eq!(printed, committed);
+        let v = ok(&["validate", file.to_str().unwrap()]);
+        assert!(String::from_utf8_lossy(&v.stdout).contains("valid pitgun-analysis/v1"));
+    }
+}
+
+#[test]
+fn manifest_errors_name_file_line_and_pointer() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(manifest("lap-performance")).unwrap();
+    let bad = text.replace("metric: driver.brake}", "metric: driver.brakes}");
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, &bad).unwrap();
+    let dict = root().join("manifests/dictionary/racing.yaml");
+    let out = run(&["manifest", "contract", path.to_str().unwrap(), "--dictionary", dict.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = bad.lines().position(|l| l.contains("driver.brakes")).unwrap() + 1;
+    assert!(err.contains(&format!("bad.yaml:{line}: at /inputs/3/metric: unknown metric \"driver.brakes\"")), "{err}");
+}
+
+#[test]
+fn the_bundle_pins_every_document_it_ships() {
+    let bundle = root().join("manifests/bundles/racing.v1.yaml");
+    let out = ok(&["validate", bundle.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid pitgun-bundle/v1"));
+    let dir = tempfile::tempdir().unwrap();
+    let data = simulate(dir.path(), "b.ndjson", &[]);
+    let via_bundle = String::from_utf8(
+        ok(&["replay", "--quiet", "--bundle", bundle.to_str().unwrap(), "--pipeline", "lap-performance", "--input", data.to_str().unwrap()]).stdout,
+    )
+    .unwrap();
+    assert_eq!(via_bundle, replay(&manifest("lap-performance"), &[&data], &[]));
+}
+
+#[test]
+fn the_engine_refuses_exactly_the_envelopes_the_schema_refuses() {
+    let load_manifest = pitgun_contracts::load::load(ContractKind::Pipeline, &manifest("lap-performance")).unwrap();
+    let dictionary = load(ContractKind::Dictionary, &root().join("manifests/dictionary/racing.yaml")).unwrap();
+    let mut runner = pitgun_engine::Runner::new(pitgun_engine::Plan::compile(&load_manifest, &dictionary).unwrap());
+    let mut out = Vec::new();
+    let base = root().join("schemas/pitgun-envelope/examples");
+    for entry in std::fs::read_dir(base.join("valid")).unwrap() {
+        let path = entry.unwrap().path();
+        let json = pitgun_contracts::load::SourceText::read(&path).unwrap().parse().unwrap().to_string();
+        // A valid envelope may still lack this manifest's key dimensions; it must not be refused
+        // as an invalid envelope.
+        if let Err(e) = runner.feed_json(&json, 0, &mut out) {
+            assert_ne!(e.reason, pitgun_engine::Reason::InvalidEnvelope, "{}: {e:?}", path.display());
+        }
+    }
+    let expected: Value = serde_json::from_str(&std::fs::read_to_string(base.join("invalid/expected.json")).unwrap()).unwrap();
+    for (file, pointer) in expected.as_object().unwrap() {
+        let path = base.join("invalid").join(file);
+        let json = pitgun_contracts::load::SourceText::read(&path).unwrap().parse().unwrap().to_string();
+        let err = runner.feed_json(&json, 0, &mut out).expect_err(file);
+        assert_eq!(err.reason, pitgun_engine::Reason::InvalidEnvelope, "{file}");
+        let pointer = pointer.as_str().unwrap();
+        if !pointer.is_empty() {
+            assert!(err.detail.contains(pointer), "{file}: {} does not name {pointer}", err.detail);
+        }
+    }
+}
