@@ -116,6 +116,104 @@ pub fn for_each_record(
     Ok(())
 }
 
+/// A run of whole NDJSON lines from one file.
+pub struct Chunk {
+    /// Index of the file among the inputs.
+    pub file: u32,
+    /// Line number (1-based) of the first line in `bytes`.
+    pub first_line: u64,
+    /// Whole lines, each ending in `\n`.
+    pub bytes: Vec<u8>,
+}
+
+impl Chunk {
+    /// Calls `f(line_number, line)` for every non-blank line (without its line ending).
+    pub fn for_each_line(&self, mut f: impl FnMut(u64, &[u8])) {
+        let mut number = self.first_line;
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', &self.bytes) {
+            let mut line = &self.bytes[start..end];
+            if line.last() == Some(&b'\r') {
+                line = &line[..line.len() - 1];
+            }
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                f(number, line);
+            }
+            number += 1;
+            start = end + 1;
+        }
+    }
+}
+
+/// Target size of a chunk.
+pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// Reads a dataset as chunks of whole lines (Avro records become JSON lines), so the caller can
+/// hand them to workers without touching each line. `progress` receives compressed bytes read.
+pub fn for_each_chunk(path: &Path, file: u32, progress: &dyn Fn(u64), mut f: impl FnMut(Chunk) -> Result<bool>) -> Result<()> {
+    let handle = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let counted = CountingReader { inner: handle, progress, pending: 0 };
+    match Format::of(path)? {
+        Format::Ndjson(c) => {
+            let mut reader: Box<dyn Read + '_> = match c {
+                Compression::None => Box::new(counted),
+                Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(counted)),
+                Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(counted)?),
+            };
+            let mut carry: Vec<u8> = Vec::new();
+            let mut first_line = 1u64;
+            loop {
+                let mut bytes = std::mem::take(&mut carry);
+                bytes.reserve(CHUNK_BYTES + 4096);
+                let before = bytes.len();
+                let n = (&mut reader)
+                    .take(CHUNK_BYTES as u64)
+                    .read_to_end(&mut bytes)
+                    .with_context(|| format!("{}: read error", path.display()))?;
+                if n == 0 {
+                    if bytes.is_empty() {
+                        break;
+                    }
+                    bytes.push(b'\n');
+                } else if let Some(last) = memchr::memrchr(b'\n', &bytes[before..]) {
+                    carry = bytes.split_off(before + last + 1);
+                } else {
+                    carry = bytes;
+                    continue;
+                }
+                let lines = memchr::memchr_iter(b'\n', &bytes).count() as u64;
+                let chunk = Chunk { file, first_line, bytes };
+                first_line += lines;
+                if !f(chunk)? {
+                    break;
+                }
+            }
+        }
+        Format::Avro => {
+            let mut bytes = Vec::with_capacity(CHUNK_BYTES + 4096);
+            let mut first_line = 1u64;
+            let mut lines = 0u64;
+            let mut keep_going = true;
+            for_each_record(path, progress, |_, text| {
+                bytes.extend_from_slice(text.as_bytes());
+                bytes.push(b'\n');
+                lines += 1;
+                if bytes.len() >= CHUNK_BYTES {
+                    let full = std::mem::replace(&mut bytes, Vec::with_capacity(CHUNK_BYTES + 4096));
+                    keep_going = f(Chunk { file, first_line, bytes: full })?;
+                    first_line += lines;
+                    lines = 0;
+                }
+                Ok(keep_going)
+            })?;
+            if keep_going && !bytes.is_empty() {
+                f(Chunk { file, first_line, bytes })?;
+            }
+        }
+    }
+    Ok(())
+}
+
 struct CountingReader<'a, R> {
     inner: R,
     progress: &'a dyn Fn(u64),

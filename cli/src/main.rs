@@ -5,6 +5,7 @@
 //! `crossbeam-channel` (bounded queues between replay's reader and its session shards),
 //! `xxhash-rust` (routing sessions to shards), `anyhow` (errors at the binary's edge).
 
+mod bench_cmd;
 mod dataset;
 mod manifest_cmd;
 mod project;
@@ -38,6 +39,9 @@ enum Command {
     /// Manifest tools: run its tests, print its analysis contract, compare versions, hash.
     #[command(subcommand)]
     Manifest(manifest_cmd::ManifestCommand),
+    /// Benchmark floor: parse envelopes with serde_json only.
+    #[command(hide = true)]
+    BenchParse(bench_cmd::BenchParseArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +51,7 @@ fn main() -> ExitCode {
         Command::Simulate(args) => simulate::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Manifest(cmd) => manifest_cmd::run(cmd),
+        Command::BenchParse(args) => bench_cmd::run(args),
     };
     match result {
         Ok(code) => code,

@@ -17,9 +17,10 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use pitgun_contracts::analysis::{AnalysisContract, ColumnType};
-use pitgun_engine::{EventNote, Output, Row, Runner, Stats};
+use pitgun_engine::runner::RecordError;
+use pitgun_engine::{EventNote, Output, Reason, Row, Runner, Stats};
 
-use crate::dataset::for_each_record;
+use crate::dataset::{for_each_chunk, Chunk};
 use crate::project::Project;
 
 /// Arguments of `pitgun replay`.
@@ -96,26 +97,44 @@ struct ShardResult {
     notes_late: Vec<EventNote>,
     notes_rejected: Vec<EventNote>,
     bad: Vec<BadRecord>,
+    records: u64,
 }
 
 struct Shard {
-    runner: Runner,
+    runner: Option<Runner>,
     out: Vec<Output>,
     result: ShardResult,
     changelog: bool,
+    me: usize,
+    shards: usize,
+    strict: bool,
+    records: u64,
 }
 
 impl Shard {
-    fn feed(&mut self, file: usize, line: u64, text: &str) -> bool {
-        let ok = match self.runner.feed_json(text, 0, &mut self.out) {
-            Ok(()) => true,
-            Err(e) => {
-                self.result.bad.push(BadRecord { file, line, reason: e.reason.as_str(), detail: e.detail });
-                false
+    /// Processes this shard's lines of a chunk; false when `--strict` should stop the run.
+    fn take(&mut self, chunk: &Chunk) -> bool {
+        let mut keep_going = true;
+        chunk.for_each_line(|line, bytes| {
+            if !keep_going || (self.shards > 1 && route(bytes, self.shards) != self.me) {
+                return;
             }
-        };
-        self.drain();
-        ok
+            self.records += 1;
+            let runner = self.runner.as_mut().expect("runner built before the first chunk");
+            let result = match std::str::from_utf8(bytes) {
+                Ok(text) => runner.feed_json(text, 0, &mut self.out),
+                Err(e) => {
+                    runner.engine_mut().count_rejected(Reason::InvalidEnvelope);
+                    Err(RecordError { reason: Reason::InvalidEnvelope, detail: format!("not UTF-8: {e}") })
+                }
+            };
+            if let Err(e) = result {
+                self.result.bad.push(BadRecord { file: chunk.file as usize, line, reason: e.reason.as_str(), detail: e.detail });
+                keep_going = !self.strict;
+            }
+            self.drain();
+        });
+        keep_going
     }
 
     fn drain(&mut self) {
@@ -132,26 +151,14 @@ impl Shard {
     }
 
     fn finish(mut self) -> ShardResult {
-        self.runner.finish(&mut self.out);
+        let mut runner = self.runner.take().expect("runner");
+        runner.finish(&mut self.out);
         self.drain();
-        self.result.stats = self.runner.engine().stats().clone();
+        self.result.stats = runner.engine().stats().clone();
+        self.result.records = self.records;
         self.result
     }
 }
-
-/// Lines for one shard, packed into one buffer so the queue moves few allocations.
-struct Block {
-    text: String,
-    lines: Vec<(u32, u64, u32, u32)>,
-}
-
-impl Block {
-    fn new() -> Block {
-        Block { text: String::with_capacity(BLOCK_BYTES + 4096), lines: Vec::with_capacity(1024) }
-    }
-}
-
-const BLOCK_BYTES: usize = 256 * 1024;
 
 pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     let project = match (&args.manifest, &args.bundle) {
@@ -197,80 +204,60 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let mut results: Vec<ShardResult> = Vec::new();
-    let mut records = 0u64;
+    let (changelog, strict) = (args.changelog, args.strict);
+    let new_shard = move |me: usize, runner: Runner| Shard {
+        runner: Some(runner),
+        out: Vec::new(),
+        result: ShardResult::default(),
+        changelog,
+        me,
+        shards: threads,
+        strict,
+        records: 0,
+    };
 
     if threads == 1 {
-        let mut shard = Shard { runner: Runner::new(plan), out: Vec::new(), result: ShardResult::default(), changelog: args.changelog };
+        let mut shard = new_shard(0, Runner::new(plan));
         for (fi, path) in args.input.iter().enumerate() {
-            for_each_record(path, &progress, |line, text| {
-                records += 1;
-                let ok = shard.feed(fi, line, text);
-                Ok(ok || !args.strict)
-            })?;
-            if args.strict && !shard.result.bad.is_empty() {
-                break;
-            }
+            for_each_chunk(path, fi as u32, &progress, |chunk| Ok(shard.take(&chunk)))?;
         }
         results.push(shard.finish());
     } else {
+        // Every worker sees every chunk and keeps the lines of its own sessions: the reader does
+        // no per-line work, and each session's events reach one engine in file order.
         let (senders, handles): (Vec<_>, Vec<_>) = (0..threads)
-            .map(|_| {
-                let (tx, rx) = crossbeam_channel::bounded::<Block>(4);
-                let (back_tx, back_rx) = crossbeam_channel::bounded::<Block>(8);
+            .map(|me| {
+                let (tx, rx) = crossbeam_channel::bounded::<Arc<Chunk>>(8);
                 let project = project.clone();
                 let stop = stop.clone();
-                let strict = args.strict;
-                let changelog = args.changelog;
                 let handle = std::thread::spawn(move || -> Result<ShardResult> {
-                    let mut shard = Shard { runner: Runner::new(project.compile()?), out: Vec::new(), result: ShardResult::default(), changelog };
-                    for mut block in rx {
-                        for &(file, line, start, end) in &block.lines {
-                            let ok = shard.feed(file as usize, line, &block.text[start as usize..end as usize]);
-                            if !ok && strict {
-                                stop.store(true, Ordering::Relaxed);
-                            }
+                    let mut shard = new_shard(me, Runner::new(project.compile()?));
+                    for chunk in rx {
+                        if !shard.take(&chunk) {
+                            stop.store(true, Ordering::Relaxed);
                         }
-                        block.text.clear();
-                        block.lines.clear();
-                        let _ = back_tx.try_send(block);
                     }
                     Ok(shard.finish())
                 });
-                ((tx, back_rx), handle)
+                (tx, handle)
             })
             .unzip();
-        let mut blocks: Vec<Block> = (0..threads).map(|_| Block::new()).collect();
-        let send = |shard: usize, blocks: &mut Vec<Block>| -> Result<()> {
-            let (tx, back) = &senders[shard];
-            let fresh = back.try_recv().unwrap_or_else(|_| Block::new());
-            let full = std::mem::replace(&mut blocks[shard], fresh);
-            tx.send(full).context("a replay worker stopped")?;
-            Ok(())
-        };
+        drop(plan);
         for (fi, path) in args.input.iter().enumerate() {
-            for_each_record(path, &progress, |line, text| {
-                records += 1;
-                let shard = route(text, threads);
-                let b = &mut blocks[shard];
-                let start = b.text.len() as u32;
-                b.text.push_str(text);
-                b.lines.push((fi as u32, line, start, b.text.len() as u32));
-                if b.text.len() >= BLOCK_BYTES {
-                    send(shard, &mut blocks)?;
+            for_each_chunk(path, fi as u32, &progress, |chunk| {
+                let chunk = Arc::new(chunk);
+                for tx in &senders {
+                    tx.send(chunk.clone()).context("a replay worker stopped")?;
                 }
                 Ok(!stop.load(Ordering::Relaxed))
             })?;
-        }
-        for shard in 0..threads {
-            if !blocks[shard].lines.is_empty() {
-                send(shard, &mut blocks)?;
-            }
         }
         drop(senders);
         for h in handles {
             results.push(h.join().map_err(|_| anyhow::anyhow!("a replay worker panicked"))??);
         }
     }
+    let records: u64 = results.iter().map(|r| r.records).sum();
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
@@ -340,32 +327,34 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
 
 /// Routes a record to a shard by its session id; a record whose session id cannot be found
 /// cheaply is parsed for it; one without any goes to shard 0 (it will be refused there).
-fn route(text: &str, shards: usize) -> usize {
-    let session = session_id_fast(text).map(std::borrow::Cow::Borrowed).or_else(|| {
-        #[derive(serde::Deserialize)]
-        struct OnlySession<'a> {
-            #[serde(borrow)]
-            session_id: std::borrow::Cow<'a, str>,
-        }
-        serde_json::from_str::<OnlySession>(text).ok().map(|s| s.session_id)
-    });
-    match session {
-        Some(s) => (xxhash_rust::xxh3::xxh3_64(s.as_bytes()) % shards as u64) as usize,
-        None => 0,
+fn route(line: &[u8], shards: usize) -> usize {
+    let hash = |s: &[u8]| (xxhash_rust::xxh3::xxh3_64(s) % shards as u64) as usize;
+    if let Some(id) = session_id_fast(line) {
+        return hash(id);
+    }
+    #[derive(serde::Deserialize)]
+    struct OnlySession<'a> {
+        #[serde(borrow)]
+        session_id: std::borrow::Cow<'a, str>,
+    }
+    match serde_json::from_slice::<OnlySession>(line) {
+        Ok(s) => hash(s.session_id.as_bytes()),
+        Err(_) => 0,
     }
 }
 
-/// The session id when `"session_id"` occurs exactly once followed by a plain string.
-fn session_id_fast(text: &str) -> Option<&str> {
-    const KEY: &str = "\"session_id\"";
-    let at = text.find(KEY)?;
-    if text[at + KEY.len()..].contains(KEY) {
+/// The session id when `"session_id"` occurs exactly once, followed by a string without escapes.
+fn session_id_fast(line: &[u8]) -> Option<&[u8]> {
+    const KEY: &[u8] = b"\"session_id\"";
+    let at = memchr::memmem::find(line, KEY)?;
+    let rest = &line[at + KEY.len()..];
+    if memchr::memmem::find(rest, KEY).is_some() {
         return None;
     }
-    let rest = text[at + KEY.len()..].trim_start().strip_prefix(':')?.trim_start().strip_prefix('"')?;
-    let end = rest.find('"')?;
+    let rest = rest.trim_ascii_start().strip_prefix(b":")?.trim_ascii_start().strip_prefix(b"\"")?;
+    let end = memchr::memchr(b'"', rest)?;
     let value = &rest[..end];
-    (!value.contains('\\')).then_some(value)
+    (!value.contains(&b'\\')).then_some(value)
 }
 
 fn write_rows(args: &ReplayArgs, contract: &AnalysisContract, rows: &[Row]) -> Result<()> {

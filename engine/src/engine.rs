@@ -8,8 +8,7 @@
 //! allowed lateness (re-emitting its row, an upsert by `row_id`) or goes to the late output.
 //! Nothing depends on other sessions, so threads, files and partitions cannot change a row.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use pitgun_contracts::analysis::ColumnType;
 use pitgun_contracts::envelope::EventKind;
@@ -206,7 +205,8 @@ struct KeyState {
 struct Session {
     max_time: i64,
     frontier: Option<(i64, u64)>,
-    buffer: BinaryHeap<Reverse<Pending>>,
+    /// Reorder buffer, sorted by (time, seq); in-order arrivals append at the back in O(1).
+    buffer: VecDeque<Pending>,
     seen: FxHashSet<u64>,
     seen_log: VecDeque<(i64, u64)>,
     since_purge: u32,
@@ -286,19 +286,19 @@ impl Engine {
     pub fn process(&mut self, ev: &EventRef, now_us: i64, out: &mut Vec<Output>) {
         let core = &mut self.core;
         core.stats.events_in += 1;
-        if self.closed.contains(ev.session_id) {
-            core.stats.late += 1;
-            out.push(Output::Late(note(ev, "session_closed", "the session already ended")));
-            return;
-        }
         let session = match self.sessions.get_mut(ev.session_id) {
             Some(s) => s,
             None => {
+                if self.closed.contains(ev.session_id) {
+                    core.stats.late += 1;
+                    out.push(Output::Late(note(ev, "session_closed", "the session already ended")));
+                    return;
+                }
                 core.stats.sessions_opened += 1;
                 self.sessions.entry(ev.session_id.into()).or_insert_with(|| Session {
                     max_time: i64::MIN,
                     frontier: None,
-                    buffer: BinaryHeap::new(),
+                    buffer: VecDeque::new(),
                     seen: FxHashSet::default(),
                     seen_log: VecDeque::new(),
                     since_purge: 0,
@@ -346,7 +346,12 @@ impl Engine {
             if session.frontier.is_some_and(|f| (ev.time_us, ev.seq) < f) {
                 core.apply(session, ev.session_id, pending, false, out);
             } else {
-                session.buffer.push(Reverse(pending));
+                if session.buffer.back().is_none_or(|last| *last <= pending) {
+                    session.buffer.push_back(pending);
+                } else {
+                    let at = session.buffer.partition_point(|p| *p <= pending);
+                    session.buffer.insert(at, pending);
+                }
             }
         } else {
             core.stats.filtered += 1;
@@ -460,11 +465,11 @@ impl Core {
     }
 
     fn release(&mut self, s: &mut Session, sid: &str, up_to: Option<i64>, out: &mut Vec<Output>) {
-        while let Some(Reverse(top)) = s.buffer.peek() {
-            if up_to.is_some_and(|wm| top.time > wm) {
+        while let Some(front) = s.buffer.front() {
+            if up_to.is_some_and(|wm| front.time > wm) {
                 break;
             }
-            let Reverse(p) = s.buffer.pop().expect("peeked");
+            let p = s.buffer.pop_front().expect("front");
             s.frontier = Some((p.time, p.seq));
             self.apply(s, sid, p, true, out);
         }
@@ -835,7 +840,7 @@ impl Core {
                 horizon = horizon.min(e);
             }
         }
-        if let Some(Reverse(p)) = s.buffer.peek() {
+        if let Some(p) = s.buffer.front() {
             horizon = horizon.min(p.time);
         }
         while s.seen_log.front().is_some_and(|(t, _)| *t < horizon) {
