@@ -1,0 +1,120 @@
+//! Channel policies, value checks and idle expiry, through the public engine API.
+
+use std::path::Path;
+
+use pitgun_contracts::dictionary::Dictionary;
+use pitgun_contracts::load::{load, Loaded};
+use pitgun_contracts::schema::ContractKind;
+use pitgun_engine::testing::final_rows;
+use pitgun_engine::{Output, Plan, Reason, Runner};
+use serde_json::Value;
+
+fn dictionary() -> Loaded<Dictionary> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/dictionary/racing.yaml");
+    load(ContractKind::Dictionary, &path).unwrap()
+}
+
+fn plan(body: &str) -> Plan {
+    let d = dictionary();
+    let yaml = format!(
+        "schema: pitgun-pipeline/v1\nname: t\nversion: 1\ndictionary: {{name: racing, version: 1.0.0, sha256: \"{}\"}}\n{body}\noutput: {{topic: pitgun.aggregates.t.v1}}\n",
+        d.hash
+    );
+    Plan::compile_text(&yaml, &d).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn event(seq: u64, t_s: u64, channels: &str) -> String {
+    format!(
+        r#"{{"schema":"pitgun-envelope/v1","event_id":"e{seq}","source":{{"kind":"game","id":"pitgun-web","version":"1.4.2"}},"session_id":"s","seq":{seq},"time_us":{},"kind":"sample","channels":{{{channels}}},"dims":{{"player":"p"}}}}"#,
+        t_s * 1_000_000
+    )
+}
+
+const GLOBAL_SPEED: &str = "input: {topics: [x], unknown_channels: POLICY}\ninputs:\n  - {name: speed, metric: vehicle.speed}\nwindow: {kind: global}\naggregations:\n  - {name: n, fn: count}\n  - {name: top, fn: max, of: speed}";
+
+#[test]
+fn unknown_channels_drop_reject_keep() {
+    let mut out = Vec::new();
+    let mut drop = Runner::new(plan(&GLOBAL_SPEED.replace("POLICY", "drop")));
+    drop.feed_json(&event(1, 1, r#""speed_kmh": 36, "debug_x": 1"#), 0, &mut out).unwrap();
+    assert_eq!(drop.engine().stats().unknown_channels, 1);
+
+    let mut reject = Runner::new(plan(&GLOBAL_SPEED.replace("POLICY", "reject")));
+    let err = reject.feed_json(&event(1, 1, r#""speed_kmh": 36, "debug_x": 1"#), 0, &mut out).unwrap_err();
+    assert_eq!(err.reason, Reason::UnknownChannel);
+    assert!(err.detail.contains("debug_x"), "{}", err.detail);
+
+    let keep = "input: {topics: [x], unknown_channels: keep}\ninputs:\n  - {name: x, channel: debug_x}\nwindow: {kind: global}\naggregations:\n  - {name: total, fn: sum, of: x}";
+    let mut keep = Runner::new(plan(keep));
+    let mut out = Vec::new();
+    keep.feed_json(&event(1, 1, r#""debug_x": 2.5"#), 0, &mut out).unwrap();
+    keep.feed_json(&event(2, 2, r#""debug_x": 4"#), 0, &mut out).unwrap();
+    keep.finish(&mut out);
+    let row: Value = serde_json::from_str(&final_rows(&out)[0].json).unwrap();
+    assert_eq!(row["total"], 6.5);
+}
+
+#[test]
+fn converted_values_are_range_and_type_checked() {
+    let mut out = Vec::new();
+    let mut r = Runner::new(plan(&GLOBAL_SPEED.replace("POLICY", "drop")));
+    // 36 km/h is 10 m/s; 9999 km/h is far beyond vehicle.speed's 120 m/s.
+    r.feed_json(&event(1, 1, r#""speed_kmh": 36"#), 0, &mut out).unwrap();
+    let err = r.feed_json(&event(2, 2, r#""speed_kmh": 9999"#), 0, &mut out).unwrap_err();
+    assert_eq!(err.reason, Reason::OutOfRange);
+    assert!(err.detail.contains("vehicle.speed") && err.detail.contains("120"), "{}", err.detail);
+    // gear is an int metric: 2.5 is a type error, even though the manifest does not read it.
+    let err = r.feed_json(&event(3, 3, r#""gear": 2.5"#), 0, &mut out).unwrap_err();
+    assert_eq!(err.reason, Reason::TypeMismatch);
+    r.finish(&mut out);
+    let row: Value = serde_json::from_str(&final_rows(&out)[0].json).unwrap();
+    assert_eq!(row["top"], 10.0);
+    assert_eq!(row["n"], 1);
+    assert_eq!(r.engine().stats().rejected_by_reason(), vec![("out_of_range", 1), ("type_mismatch", 1)]);
+}
+
+#[test]
+fn a_missing_key_dimension_is_refused_with_its_name() {
+    let p = plan("input: {topics: [x]}\nkey: [car]\ninputs:\n  - {name: speed, metric: vehicle.speed}\nwindow: {kind: global}\naggregations:\n  - {name: n, fn: count}");
+    let mut r = Runner::new(p);
+    let err = r.feed_json(&event(1, 1, r#""speed_kmh": 36"#), 0, &mut Vec::new()).unwrap_err();
+    assert_eq!(err.reason, Reason::MissingKey);
+    assert!(err.detail.contains("car"));
+}
+
+#[test]
+fn silent_sessions_expire_after_the_idle_timeout_and_free_their_state() {
+    let p = plan("input: {topics: [x]}\ninputs:\n  - {name: speed, metric: vehicle.speed}\ntime: {idle_timeout: 5m}\nwindow: {kind: global}\naggregations:\n  - {name: n, fn: count}");
+    let mut r = Runner::new(p);
+    let mut out = Vec::new();
+    let minute = 60_000_000;
+    r.feed_json(&event(1, 1, r#""speed_kmh": 36"#), 0, &mut out).unwrap();
+    r.engine_mut().expire_idle(4 * minute, &mut out);
+    assert_eq!(r.engine().open_sessions(), 1, "not idle long enough");
+    r.engine_mut().expire_idle(5 * minute, &mut out);
+    assert_eq!(r.engine().open_sessions(), 0);
+    assert_eq!(r.engine().stats().sessions_expired, 1);
+    assert_eq!(final_rows(&out).len(), 1, "the expired session's window was emitted");
+    // A late event of the expired session goes to the late output, not into a new session.
+    r.feed_json(&event(2, 2, r#""speed_kmh": 36"#), 6 * minute, &mut out).unwrap();
+    assert!(out.iter().any(|o| matches!(o, Output::Late(n) if n.reason == "session_closed")));
+}
+
+#[test]
+fn manifest_semantic_errors_point_at_the_problem() {
+    let d = dictionary();
+    let bad = format!(
+        "schema: pitgun-pipeline/v1\nname: t\nversion: 1\ndictionary: {{name: racing, version: 1.0.0, sha256: \"sha256:{}\"}}\ninput: {{topics: [x]}}\ninputs:\n  - {{name: speed, metric: vehicle.speed}}\n  - {{name: temp, metric: tyre.surface_temperature}}\nderived:\n  - {{name: d, formula: \"sped * 2.0\"}}\nwindow: {{kind: hopping, size: 10s, hop: 3s}}\naggregations:\n  - {{name: top, fn: max, of: speed, unit: Cel}}\noutput: {{topic: pitgun.aggregates.t.v1}}\n",
+        "0".repeat(64)
+    );
+    let err = Plan::compile_text(&bad, &d).err().expect("invalid manifest").to_string();
+    for needle in [
+        "at /dictionary/sha256: dictionary content hash is",
+        "at /inputs/1/dimensions: metric tyre.surface_temperature has dimension \"wheel\"",
+        "at /derived/0/formula: formula does not compile",
+        "at /window/hop: hop 3s must divide size 10s",
+        "at /aggregations/0/unit: incompatible unit",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+}
