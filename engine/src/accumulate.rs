@@ -142,7 +142,10 @@ impl Accumulator {
             }
             Accumulator::Moments(s1, s2, n) => {
                 s1.add(value);
-                s2.add(value * value);
+                // x² exactly, as the rounded square plus its rounding error (an FMA).
+                let square = value * value;
+                s2.add(square);
+                s2.add(value.mul_add(value, -square));
                 *n += 1;
             }
             Accumulator::Sketch(sketch) => sketch.add(value),
@@ -201,11 +204,24 @@ impl Accumulator {
                 (*n > 0).then(|| s1.value() / *n as f64)
             }
             (Accumulator::Moments(s1, s2, n), _) => (*n > 0).then(|| {
-                // Population variance from exact moments: (Σx² − (Σx)²/n) / n, clamped at 0.
+                // Population variance = (n·Σx² − (Σx)²) / n². Both products are expanded exactly
+                // (value plus FMA remainder) into one exact sum, so the difference is rounded
+                // once: no cancellation even for a tiny spread around a large mean.
                 let n = *n as f64;
-                let mean = s1.value() / n;
-                let var = s2.value() / n - mean * mean;
-                var.max(0.0).sqrt()
+                let mut d = ExactSum::default();
+                for &p in &s2.partials {
+                    let h = p * n;
+                    d.add(h);
+                    d.add(p.mul_add(n, -h));
+                }
+                for &a in &s1.partials {
+                    for &b in &s1.partials {
+                        let h = a * b;
+                        d.add(-h);
+                        d.add(-a.mul_add(b, -h));
+                    }
+                }
+                (d.value() / (n * n)).max(0.0).sqrt()
             }),
             (Accumulator::Sketch(sketch), _) => sketch.quantile(q).ok().flatten(),
             (Accumulator::WindowDerived, _) => None,

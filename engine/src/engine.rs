@@ -88,6 +88,8 @@ struct Pending {
     time: i64,
     seq: u64,
     key: u32,
+    /// Already behind the watermark on arrival: its window may have been dropped.
+    behind: bool,
     event_id: String,
     values: Vec<f64>,
 }
@@ -200,6 +202,8 @@ struct KeyState {
     last_eval: Vec<i64>,
     windows: Windows,
     segment_high: f64,
+    /// Last event time of session windows already emitted (and dropped) for this key.
+    sealed_until: i64,
 }
 
 struct Session {
@@ -342,7 +346,8 @@ impl Engine {
             values.resize(core.plan.slots.len(), f64::NAN);
             event_id.clear();
             event_id.push_str(ev.event_id);
-            let pending = Pending { time: ev.time_us, seq: ev.seq, key, event_id, values };
+            let behind = ev.time_us < session.watermark(&core.plan);
+            let pending = Pending { time: ev.time_us, seq: ev.seq, key, behind, event_id, values };
             if session.frontier.is_some_and(|f| (ev.time_us, ev.seq) < f) {
                 core.apply(session, ev.session_id, pending, false, out);
             } else {
@@ -433,6 +438,7 @@ fn key_index(plan: &Plan, session: &mut Session, ev: &EventRef) -> u32 {
         last_eval: vec![i64::MIN; plan.derived.len()],
         windows,
         segment_high: f64::NEG_INFINITY,
+        sealed_until: i64::MIN,
     });
     (session.keys.len() - 1) as u32
 }
@@ -528,8 +534,7 @@ impl Core {
         }
         let wm = s.max_time.saturating_sub(plan.ooo_us);
         let accepted = if in_order {
-            self.add_in_order(s, sid, p.key as usize, &p, out);
-            true
+            self.add_in_order(s, sid, p.key as usize, &p, out)
         } else {
             self.add_late(s, sid, p.key as usize, &p, wm, out)
         };
@@ -552,30 +557,42 @@ impl Core {
         self.pool.push((p.values, p.event_id));
     }
 
-    fn add_in_order(&mut self, s: &mut Session, sid: &str, k: usize, p: &Pending, out: &mut Vec<Output>) {
+    /// The in-order path; false when the event's window was already dropped.
+    fn add_in_order(&mut self, s: &mut Session, sid: &str, k: usize, p: &Pending, out: &mut Vec<Output>) -> bool {
         let plan = &self.plan;
         let (t, seq) = (p.time, p.seq);
         match (&plan.manifest.window, &mut s.keys[k].windows) {
-            (WindowDef::Tumbling { size }, Windows::Fixed(map)) => {
-                let start = t.div_euclid(size.micros) * size.micros;
-                map.entry(start).or_insert_with(|| Win::new(plan, start, start + size.micros)).add(plan, &p.values, t, seq);
-            }
-            (WindowDef::Hopping { size, hop }, Windows::Fixed(map)) => {
-                let last = t.div_euclid(hop.micros) * hop.micros;
-                let mut start = last - size.micros + hop.micros;
+            (WindowDef::Tumbling { size: sz }, Windows::Fixed(map)) | (WindowDef::Hopping { size: sz, .. }, Windows::Fixed(map)) => {
+                // An event released in order may still be far behind the watermark (nothing
+                // after it had been released yet): a window already dropped is not re-created.
+                let (size, hop) = fixed_geometry(&plan.manifest.window, sz.micros);
+                let wm = s.max_time.saturating_sub(plan.ooo_us);
+                let last = t.div_euclid(hop) * hop;
+                let mut start = last - size + hop;
+                let mut taken = false;
                 while start <= last {
-                    map.entry(start).or_insert_with(|| Win::new(plan, start, start + size.micros)).add(plan, &p.values, t, seq);
-                    start += hop.micros;
+                    if !p.behind || map.contains_key(&start) || start + size + plan.lateness_us > wm {
+                        map.entry(start).or_insert_with(|| Win::new(plan, start, start + size)).add(plan, &p.values, t, seq);
+                        taken = true;
+                    }
+                    start += hop;
+                }
+                return taken;
+            }
+            (WindowDef::Session { gap }, Windows::Sessions(_)) => {
+                if p.behind && t <= s.keys[k].sealed_until.saturating_add(gap.micros) {
+                    return false;
+                }
+                let Windows::Sessions(wins) = &mut s.keys[k].windows else { unreachable!() };
+                match wins.last_mut() {
+                    Some(w) if t - w.last_t <= gap.micros => w.add(plan, &p.values, t, seq),
+                    _ => {
+                        let mut w = Win::new(plan, t, t);
+                        w.add(plan, &p.values, t, seq);
+                        wins.push(w);
+                    }
                 }
             }
-            (WindowDef::Session { gap }, Windows::Sessions(wins)) => match wins.last_mut() {
-                Some(w) if t - w.last_t <= gap.micros => w.add(plan, &p.values, t, seq),
-                _ => {
-                    let mut w = Win::new(plan, t, t);
-                    w.add(plan, &p.values, t, seq);
-                    wins.push(w);
-                }
-            },
             (WindowDef::Segment { .. }, Windows::Segments(_)) => {
                 self.segment_in_order(s, sid, k, p, out);
             }
@@ -584,6 +601,7 @@ impl Core {
             }
             _ => unreachable!("windows match the plan"),
         }
+        true
     }
 
     fn segment_in_order(&mut self, s: &mut Session, sid: &str, k: usize, p: &Pending, out: &mut Vec<Output>) {
@@ -642,11 +660,7 @@ impl Core {
         let emissions = &mut s.emissions;
         match (&plan.manifest.window, &mut key.windows) {
             (WindowDef::Tumbling { size: sz }, Windows::Fixed(map)) | (WindowDef::Hopping { size: sz, .. }, Windows::Fixed(map)) => {
-                let size = sz.micros;
-                let hop = match plan.manifest.window {
-                    WindowDef::Hopping { hop, .. } => hop.micros,
-                    _ => size,
-                };
+                let (size, hop) = fixed_geometry(&plan.manifest.window, sz.micros);
                 let last = t.div_euclid(hop) * hop;
                 let mut start = last - size + hop;
                 let mut taken = false;
@@ -667,6 +681,10 @@ impl Core {
             }
             (WindowDef::Session { gap }, Windows::Sessions(wins)) => {
                 let gap = gap.micros;
+                // Within the gap of a window already emitted: merging is no longer possible.
+                if t <= key.sealed_until.saturating_add(gap) {
+                    return false;
+                }
                 let hits: Vec<usize> =
                     (0..wins.len()).filter(|&i| t >= wins[i].first_t - gap && t <= wins[i].last_t + gap).collect();
                 match hits.as_slice() {
@@ -767,6 +785,7 @@ impl Core {
                     };
                     while wins.first().is_some_and(|w| w.last_t + gap + lateness <= wm) {
                         let mut w = wins.remove(0);
+                        key.sealed_until = key.sealed_until.max(w.last_t);
                         emit(&mut self.stats, plan, &mut s.emissions, &key.key, &mut w, out);
                     }
                 }
@@ -847,6 +866,14 @@ impl Core {
             let (_, h) = s.seen_log.pop_front().expect("front");
             s.seen.remove(&h);
         }
+    }
+}
+
+/// (size, hop) of a tumbling (hop = size) or hopping window, µs.
+fn fixed_geometry(window: &WindowDef, size: i64) -> (i64, i64) {
+    match window {
+        WindowDef::Hopping { hop, .. } => (size, hop.micros),
+        _ => (size, size),
     }
 }
 
