@@ -14,7 +14,7 @@ use serde::Deserialize;
 use smallvec::SmallVec;
 
 /// Channels of one event, in the order they were sent.
-pub type Channels<'a> = SmallVec<[(Cow<'a, str>, f64); 32]>;
+pub type Channels<'a> = SmallVec<[(Cow<'a, str>, f64); 20]>;
 /// Dimensions of one event.
 pub type Dims<'a> = SmallVec<[(Cow<'a, str>, Cow<'a, str>); 6]>;
 

@@ -17,6 +17,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::{Map, Value};
 
 use crate::accumulate::Accumulator;
+use crate::dedup::SeenEvents;
 use crate::formula::{Evaluated, FormulaRuntime};
 use crate::plan::Plan;
 use crate::row::{self, Row};
@@ -211,8 +212,7 @@ struct Session {
     frontier: Option<(i64, u64)>,
     /// Reorder buffer, sorted by (time, seq); in-order arrivals append at the back in O(1).
     buffer: VecDeque<Pending>,
-    seen: FxHashSet<u64>,
-    seen_log: VecDeque<(i64, u64)>,
+    seen: SeenEvents,
     since_purge: u32,
     min_seq: u64,
     max_seq: u64,
@@ -303,8 +303,7 @@ impl Engine {
                     max_time: i64::MIN,
                     frontier: None,
                     buffer: VecDeque::new(),
-                    seen: FxHashSet::default(),
-                    seen_log: VecDeque::new(),
+                    seen: SeenEvents::default(),
                     since_purge: 0,
                     min_seq: u64::MAX,
                     max_seq: 0,
@@ -316,11 +315,10 @@ impl Engine {
             }
         };
         let id_hash = xxhash_rust::xxh3::xxh3_64(ev.event_id.as_bytes());
-        if !session.seen.insert(id_hash) {
+        if !session.seen.insert(ev.seq, id_hash, ev.time_us) {
             core.stats.duplicates += 1;
             return;
         }
-        session.seen_log.push_back((ev.time_us, id_hash));
         session.last_activity = session.last_activity.max(now_us);
         if session.max_time != i64::MIN {
             let ahead = ev.time_us.saturating_sub(session.watermark(&core.plan));
@@ -862,10 +860,7 @@ impl Core {
         if let Some(p) = s.buffer.front() {
             horizon = horizon.min(p.time);
         }
-        while s.seen_log.front().is_some_and(|(t, _)| *t < horizon) {
-            let (_, h) = s.seen_log.pop_front().expect("front");
-            s.seen.remove(&h);
-        }
+        s.seen.forget_before(horizon);
     }
 }
 
