@@ -10,8 +10,8 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pitgun/target}"
 OUT="${BENCH_DIR:-bench/out}"
 mkdir -p "$OUT"
-cargo build --locked --release -p pitgun >&2
-P="$CARGO_TARGET_DIR/release/pitgun"
+cargo build --locked --profile dist -p pitgun >&2
+P="$CARGO_TARGET_DIR/dist/pitgun"
 DATA="$OUT/bench-100x820s-seed5.ndjson"
 if [ ! -s "$DATA" ]; then
   "$P" simulate --sessions 100 --duration 820s --seed 5 --output "$DATA"

@@ -14,9 +14,9 @@ use serde::Deserialize;
 use smallvec::SmallVec;
 
 /// Channels of one event, in the order they were sent.
-pub type Channels<'a> = SmallVec<[(Cow<'a, str>, f64); 20]>;
+pub type Channels<'a> = SmallVec<[(Cow<'a, str>, f64); 16]>;
 /// Dimensions of one event.
-pub type Dims<'a> = SmallVec<[(Cow<'a, str>, Cow<'a, str>); 6]>;
+pub type Dims<'a> = SmallVec<[(Cow<'a, str>, Cow<'a, str>); 4]>;
 
 /// An envelope borrowed from its input text.
 #[derive(Debug, Deserialize)]
