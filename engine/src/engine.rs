@@ -13,11 +13,11 @@ use std::collections::{BTreeMap, VecDeque};
 use pitgun_contracts::analysis::ColumnType;
 use pitgun_contracts::envelope::EventKind;
 use pitgun_contracts::manifest::{AggregateFn, WindowDef};
-use rustc_hash::{FxHashMap, FxHashSet};
 use serde_json::{Map, Value};
 
 use crate::accumulate::Accumulator;
 use crate::dedup::SeenEvents;
+use crate::store::{MemoryStore, SessionStore};
 use crate::formula::{Evaluated, FormulaRuntime};
 use crate::plan::Plan;
 use crate::row::{self, Row};
@@ -207,7 +207,9 @@ struct KeyState {
     sealed_until: i64,
 }
 
-struct Session {
+/// The state of one open session (watermark, reorder buffer, seen ids, windows). Opaque to
+/// drivers; a [`SessionStore`] holds it.
+pub struct SessionState {
     max_time: i64,
     frontier: Option<(i64, u64)>,
     /// Reorder buffer, sorted by (time, seq); in-order arrivals append at the back in O(1).
@@ -222,7 +224,12 @@ struct Session {
     emissions: u64,
 }
 
-impl Session {
+impl SessionState {
+    /// Last activity in the driver's clock (µs), for idle expiry.
+    pub fn last_activity(&self) -> i64 {
+        self.last_activity
+    }
+
     fn watermark(&self, plan: &Plan) -> i64 {
         self.max_time.saturating_sub(plan.ooo_us)
     }
@@ -242,22 +249,32 @@ struct Core {
 
 /// The manifest engine for one plan. Pure: it is fed events and a clock reading by a driver
 /// (replay, the Kafka processor) and returns outputs; it owns no thread, file or socket.
-pub struct Engine {
+pub struct Engine<S: SessionStore = MemoryStore> {
     core: Core,
-    sessions: FxHashMap<Box<str>, Session>,
-    closed: FxHashSet<Box<str>>,
+    sessions: S,
 }
 
-impl Engine {
-    /// An engine for a compiled plan.
-    pub fn new(mut plan: Plan) -> Engine {
+impl Engine<MemoryStore> {
+    /// An engine for a compiled plan, with in-memory state.
+    pub fn new(plan: Plan) -> Engine<MemoryStore> {
+        Engine::with_store(plan, MemoryStore::default())
+    }
+}
+
+impl<S: SessionStore> Engine<S> {
+    /// An engine keeping its session state in `store`.
+    pub fn with_store(mut plan: Plan, store: S) -> Engine<S> {
         let rt = std::mem::take(&mut plan.formulas);
         let no_prev = vec![f64::NAN; plan.slots.len()];
         Engine {
             core: Core { plan, rt, stats: Stats::default(), pool: Vec::new(), scratch: no_prev.clone(), no_prev },
-            sessions: FxHashMap::default(),
-            closed: FxHashSet::default(),
+            sessions: store,
         }
+    }
+
+    /// The session store.
+    pub fn store(&self) -> &S {
+        &self.sessions
     }
 
     /// The plan.
@@ -283,7 +300,7 @@ impl Engine {
 
     /// Number of sessions holding state.
     pub fn open_sessions(&self) -> usize {
-        self.sessions.len()
+        self.sessions.open_count()
     }
 
     /// Feeds one event. `now_us` is the driver's clock (used only for idle expiry).
@@ -293,13 +310,13 @@ impl Engine {
         let session = match self.sessions.get_mut(ev.session_id) {
             Some(s) => s,
             None => {
-                if self.closed.contains(ev.session_id) {
+                if self.sessions.is_closed(ev.session_id) {
                     core.stats.late += 1;
                     out.push(Output::Late(note(ev, "session_closed", "the session already ended")));
                     return;
                 }
                 core.stats.sessions_opened += 1;
-                self.sessions.entry(ev.session_id.into()).or_insert_with(|| Session {
+                self.sessions.insert(ev.session_id, SessionState {
                     max_time: i64::MIN,
                     frontier: None,
                     buffer: VecDeque::new(),
@@ -363,7 +380,7 @@ impl Engine {
         if ev.kind == EventKind::SessionEnd {
             let session = self.sessions.remove(ev.session_id).expect("present");
             self.core.close(session, ev.session_id, out);
-            self.closed.insert(ev.session_id.into());
+            self.sessions.mark_closed(ev.session_id);
             return;
         }
         let wm = session.watermark(&core.plan);
@@ -379,29 +396,24 @@ impl Engine {
     /// Closes sessions silent (in the driver's clock) for longer than the idle timeout.
     pub fn expire_idle(&mut self, now_us: i64, out: &mut Vec<Output>) {
         let idle = self.core.plan.idle_us;
-        let mut expired: Vec<Box<str>> = self
-            .sessions
-            .iter()
-            .filter(|(_, s)| now_us.saturating_sub(s.last_activity) >= idle)
-            .map(|(id, _)| Box::<str>::from(&**id))
-            .collect();
+        let mut expired = self.sessions.idle_ids(now_us.saturating_sub(idle));
         expired.sort();
         for id in expired {
             let session = self.sessions.remove(&id).expect("present");
             self.core.stats.sessions_expired += 1;
             self.core.close(session, &id, out);
-            self.closed.insert(id);
+            self.sessions.mark_closed(&id);
         }
     }
 
     /// End of input: closes every open session (in session-id order) as a session end would.
     pub fn finish(&mut self, out: &mut Vec<Output>) {
-        let mut ids: Vec<Box<str>> = self.sessions.keys().map(|id| Box::<str>::from(&**id)).collect();
+        let mut ids = self.sessions.open_ids();
         ids.sort();
         for id in ids {
             let session = self.sessions.remove(&id).expect("present");
             self.core.close(session, &id, out);
-            self.closed.insert(id);
+            self.sessions.mark_closed(&id);
         }
     }
 }
@@ -417,7 +429,7 @@ fn note(ev: &EventRef, reason: &'static str, detail: &str) -> EventNote {
     }
 }
 
-fn key_index(plan: &Plan, session: &mut Session, ev: &EventRef) -> u32 {
+fn key_index(plan: &Plan, session: &mut SessionState, ev: &EventRef) -> u32 {
     if let Some(i) = session.keys.iter().position(|k| k.key[1..].iter().zip(ev.key).all(|(a, b)| a == b)) {
         return i as u32;
     }
@@ -468,7 +480,7 @@ impl Core {
         }
     }
 
-    fn release(&mut self, s: &mut Session, sid: &str, up_to: Option<i64>, out: &mut Vec<Output>) {
+    fn release(&mut self, s: &mut SessionState, sid: &str, up_to: Option<i64>, out: &mut Vec<Output>) {
         while let Some(front) = s.buffer.front() {
             if up_to.is_some_and(|wm| front.time > wm) {
                 break;
@@ -480,7 +492,7 @@ impl Core {
     }
 
     /// Computes derived values and adds the event to its windows.
-    fn apply(&mut self, s: &mut Session, sid: &str, mut p: Pending, in_order: bool, out: &mut Vec<Output>) {
+    fn apply(&mut self, s: &mut SessionState, sid: &str, mut p: Pending, in_order: bool, out: &mut Vec<Output>) {
         let plan = &self.plan;
         let key = &mut s.keys[p.key as usize];
         let base = plan.input_count;
@@ -556,7 +568,7 @@ impl Core {
     }
 
     /// The in-order path; false when the event's window was already dropped.
-    fn add_in_order(&mut self, s: &mut Session, sid: &str, k: usize, p: &Pending, out: &mut Vec<Output>) -> bool {
+    fn add_in_order(&mut self, s: &mut SessionState, sid: &str, k: usize, p: &Pending, out: &mut Vec<Output>) -> bool {
         let plan = &self.plan;
         let (t, seq) = (p.time, p.seq);
         match (&plan.manifest.window, &mut s.keys[k].windows) {
@@ -602,7 +614,7 @@ impl Core {
         true
     }
 
-    fn segment_in_order(&mut self, s: &mut Session, sid: &str, k: usize, p: &Pending, out: &mut Vec<Output>) {
+    fn segment_in_order(&mut self, s: &mut SessionState, sid: &str, k: usize, p: &Pending, out: &mut Vec<Output>) {
         let plan = &self.plan;
         let slot = plan.segment_slot.expect("segment plan");
         let integral = plan.slots[slot].integral;
@@ -649,7 +661,7 @@ impl Core {
     }
 
     /// The late path; false when no retained window takes the event.
-    fn add_late(&mut self, s: &mut Session, _sid: &str, k: usize, p: &Pending, wm: i64, out: &mut Vec<Output>) -> bool {
+    fn add_late(&mut self, s: &mut SessionState, _sid: &str, k: usize, p: &Pending, wm: i64, out: &mut Vec<Output>) -> bool {
         let plan = &self.plan;
         let lateness = plan.lateness_us;
         let (t, seq) = (p.time, p.seq);
@@ -746,7 +758,7 @@ impl Core {
     }
 
     /// Emits windows the watermark has passed and drops those beyond the allowed lateness.
-    fn advance(&mut self, s: &mut Session, wm: i64, out: &mut Vec<Output>) {
+    fn advance(&mut self, s: &mut SessionState, wm: i64, out: &mut Vec<Output>) {
         let plan = &self.plan;
         let lateness = plan.lateness_us;
         for key in &mut s.keys {
@@ -798,7 +810,7 @@ impl Core {
     }
 
     /// Closes a session: releases everything buffered, emits every open window.
-    fn close(&mut self, mut s: Session, sid: &str, out: &mut Vec<Output>) {
+    fn close(&mut self, mut s: SessionState, sid: &str, out: &mut Vec<Output>) {
         self.release(&mut s, sid, None, out);
         let plan = &self.plan;
         for key in &mut s.keys {
@@ -839,7 +851,7 @@ impl Core {
     }
 
     /// Forgets event ids older than every retained window (their duplicates would be too late).
-    fn purge_dedup(&mut self, s: &mut Session, wm: i64) {
+    fn purge_dedup(&mut self, s: &mut SessionState, wm: i64) {
         let plan = &self.plan;
         let gap = match plan.manifest.window {
             WindowDef::Session { gap } => gap.micros,

@@ -23,10 +23,12 @@ pub mod plan;
 pub mod resolve;
 pub mod row;
 pub mod runner;
+pub mod store;
 pub mod testing;
 pub mod units;
 
-pub use engine::{Engine, EventNote, EventRef, Output};
+pub use engine::{Engine, EventNote, EventRef, Output, SessionState};
+pub use store::{MemoryStore, SessionStore};
 pub use plan::Plan;
 pub use row::Row;
 pub use runner::Runner;

@@ -1,0 +1,68 @@
+//! Where the engine keeps per-session state: a small trait, so the Kafka runtime can back it
+//! with RocksDB (loading a session on first use, writing changed sessions at each checkpoint)
+//! while replay and tests use [`MemoryStore`].
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::engine::SessionState;
+
+/// Per-session state, plus the ids of sessions already closed (their late events are refused).
+pub trait SessionStore {
+    /// The open session's state.
+    fn get_mut(&mut self, session_id: &str) -> Option<&mut SessionState>;
+    /// Stores a new open session and returns it.
+    fn insert(&mut self, session_id: &str, state: SessionState) -> &mut SessionState;
+    /// Takes an open session's state out (to close it).
+    fn remove(&mut self, session_id: &str) -> Option<SessionState>;
+    /// Open sessions, in any order.
+    fn open_ids(&self) -> Vec<Box<str>>;
+    /// Open sessions whose last activity is at or before `cutoff` (driver clock, µs).
+    fn idle_ids(&self, cutoff: i64) -> Vec<Box<str>>;
+    /// Number of open sessions.
+    fn open_count(&self) -> usize;
+    /// Whether the session was closed.
+    fn is_closed(&self, session_id: &str) -> bool;
+    /// Remembers that the session was closed.
+    fn mark_closed(&mut self, session_id: &str);
+}
+
+/// The in-memory store.
+#[derive(Default)]
+pub struct MemoryStore {
+    open: FxHashMap<Box<str>, SessionState>,
+    closed: FxHashSet<Box<str>>,
+}
+
+impl SessionStore for MemoryStore {
+    fn get_mut(&mut self, session_id: &str) -> Option<&mut SessionState> {
+        self.open.get_mut(session_id)
+    }
+
+    fn insert(&mut self, session_id: &str, state: SessionState) -> &mut SessionState {
+        self.open.entry(session_id.into()).or_insert(state)
+    }
+
+    fn remove(&mut self, session_id: &str) -> Option<SessionState> {
+        self.open.remove(session_id)
+    }
+
+    fn open_ids(&self) -> Vec<Box<str>> {
+        self.open.keys().cloned().collect()
+    }
+
+    fn idle_ids(&self, cutoff: i64) -> Vec<Box<str>> {
+        self.open.iter().filter(|(_, s)| s.last_activity() <= cutoff).map(|(id, _)| id.clone()).collect()
+    }
+
+    fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
+    fn is_closed(&self, session_id: &str) -> bool {
+        self.closed.contains(session_id)
+    }
+
+    fn mark_closed(&mut self, session_id: &str) {
+        self.closed.insert(session_id.into());
+    }
+}
