@@ -164,11 +164,8 @@ fn channels<'de: 'a, 'a, D: de::Deserializer<'de>>(d: D) -> Result<Channels<'a>,
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut out = Channels::new();
             while let Some(CowStr(name)) = map.next_key::<CowStr<'a>>()? {
-                let value = map.next_value::<ChannelNumber>()?.0;
-                if out.iter().any(|(n, _)| *n == name) {
-                    return Err(de::Error::custom(format!("channel {name:?} appears twice")));
-                }
-                out.push((name, value));
+                // A repeated name is kept; the last value wins, as in every JSON object reader.
+                out.push((name, map.next_value::<ChannelNumber>()?.0));
             }
             Ok(out)
         }
@@ -218,9 +215,6 @@ fn dims<'de: 'a, 'a, D: de::Deserializer<'de>>(d: D) -> Result<Dims<'a>, D::Erro
             let mut out = Dims::new();
             while let Some(CowStr(name)) = map.next_key::<CowStr<'a>>()? {
                 let CowStr(value) = map.next_value::<CowStr<'a>>()?;
-                if out.iter().any(|(n, _)| *n == name) {
-                    return Err(de::Error::custom(format!("dimension {name:?} appears twice")));
-                }
                 out.push((name, value));
             }
             Ok(out)
@@ -230,9 +224,9 @@ fn dims<'de: 'a, 'a, D: de::Deserializer<'de>>(d: D) -> Result<Dims<'a>, D::Erro
 }
 
 impl EnvelopeView<'_> {
-    /// The value of a dimension, if present.
+    /// The value of a dimension, if present (the last one when a name repeats).
     pub fn dim(&self, name: &str) -> Option<&str> {
-        self.dims.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_ref())
+        self.dims.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_ref())
     }
 }
 
