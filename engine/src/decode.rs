@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use pitgun_contracts::envelope::{EventKind, SourceKind, ENVELOPE_SCHEMA_V1};
-use serde::de::{self, MapAccess, Visitor};
+use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde::Deserialize;
 use smallvec::SmallVec;
 
@@ -83,12 +83,83 @@ pub const MAX_TIME_US: i64 = 253_402_300_799_999_999;
 
 /// Decodes one JSON envelope.
 pub fn decode(text: &str) -> Result<EnvelopeView<'_>, DecodeError> {
-    match serde_json::from_str::<EnvelopeView>(text) {
-        Ok(view) => {
-            check(&view)?;
-            Ok(view)
-        }
+    let mut view = EnvelopeView::empty();
+    decode_into(text, &mut view)?;
+    Ok(view)
+}
+
+/// Decodes one JSON envelope into `view`, filling it in place: the channel and dimension lists
+/// (a kilobyte inline) are written once instead of being moved through every layer of serde.
+pub fn decode_into<'a>(text: &'a str, view: &mut EnvelopeView<'a>) -> Result<(), DecodeError> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    match FillView(view).deserialize(&mut de).and_then(|()| de.end()) {
+        Ok(()) => check(view),
         Err(_) => Err(explain(text)),
+    }
+}
+
+impl<'a> EnvelopeView<'a> {
+    /// An empty view to decode into.
+    pub fn empty() -> EnvelopeView<'a> {
+        EnvelopeView {
+            schema: Cow::Borrowed(""),
+            event_id: Cow::Borrowed(""),
+            source: SourceView { kind: SourceKind::Game, id: Cow::Borrowed(""), version: Cow::Borrowed("") },
+            session_id: Cow::Borrowed(""),
+            seq: 0,
+            time_us: 0,
+            kind: EventKind::Sample,
+            channels: Channels::new(),
+            dims: Dims::new(),
+        }
+    }
+}
+
+const FIELDS: &[&str] = &["schema", "event_id", "source", "session_id", "seq", "time_us", "kind", "channels", "dims"];
+const REQUIRED: u16 = 0b0111_1111;
+
+/// Fills an [`EnvelopeView`] field by field, with the derive's rules: required fields, no
+/// unknown or repeated fields. (The derived impl still explains errors with their pointer.)
+struct FillView<'v, 'a>(&'v mut EnvelopeView<'a>);
+
+impl<'de: 'a, 'a> DeserializeSeed<'de> for FillView<'_, 'a> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for FillView<'_, 'a> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a pitgun-envelope/v1 object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let v = self.0;
+        let mut seen = 0u16;
+        while let Some(CowStr(key)) = map.next_key::<CowStr<'a>>()? {
+            let index = FIELDS.iter().position(|f| *f == key).ok_or_else(|| de::Error::unknown_field(&key, FIELDS))?;
+            if seen & (1 << index) != 0 {
+                return Err(de::Error::duplicate_field(FIELDS[index]));
+            }
+            seen |= 1 << index;
+            match index {
+                0 => v.schema = map.next_value::<CowStr<'a>>()?.0,
+                1 => v.event_id = map.next_value::<CowStr<'a>>()?.0,
+                2 => v.source = map.next_value::<SourceView<'a>>()?,
+                3 => v.session_id = map.next_value::<CowStr<'a>>()?.0,
+                4 => v.seq = map.next_value()?,
+                5 => v.time_us = map.next_value()?,
+                6 => v.kind = map.next_value()?,
+                7 => map.next_value_seed(FillChannels(&mut v.channels))?,
+                _ => map.next_value_seed(FillDims(&mut v.dims))?,
+            }
+        }
+        if seen & REQUIRED != REQUIRED {
+            let missing = (0..7).find(|i| seen & (1 << i) == 0).expect("a required field is missing");
+            return Err(de::Error::missing_field(FIELDS[missing]));
+        }
+        Ok(())
     }
 }
 
@@ -155,22 +226,33 @@ impl<'de: 'a, 'a> Deserialize<'de> for CowStr<'a> {
 }
 
 fn channels<'de: 'a, 'a, D: de::Deserializer<'de>>(d: D) -> Result<Channels<'a>, D::Error> {
-    struct V<'a>(std::marker::PhantomData<&'a ()>);
-    impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-        type Value = Channels<'a>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("an object of channel name → number or boolean")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut out = Channels::new();
-            while let Some(CowStr(name)) = map.next_key::<CowStr<'a>>()? {
-                // A repeated name is kept; the last value wins, as in every JSON object reader.
-                out.push((name, map.next_value::<ChannelNumber>()?.0));
-            }
-            Ok(out)
-        }
+    let mut out = Channels::new();
+    FillChannels(&mut out).deserialize(d)?;
+    Ok(out)
+}
+
+/// Appends channels to a list in place.
+struct FillChannels<'v, 'a>(&'v mut Channels<'a>);
+
+impl<'de: 'a, 'a> DeserializeSeed<'de> for FillChannels<'_, 'a> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
     }
-    d.deserialize_map(V(std::marker::PhantomData))
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for FillChannels<'_, 'a> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object of channel name → number or boolean")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(CowStr(name)) = map.next_key::<CowStr<'a>>()? {
+            // A repeated name is kept; the last value wins, as in every JSON object reader.
+            self.0.push((name, map.next_value::<ChannelNumber>()?.0));
+        }
+        Ok(())
+    }
 }
 
 struct ChannelNumber(f64);
@@ -205,22 +287,33 @@ impl<'de> Deserialize<'de> for ChannelNumber {
 }
 
 fn dims<'de: 'a, 'a, D: de::Deserializer<'de>>(d: D) -> Result<Dims<'a>, D::Error> {
-    struct V<'a>(std::marker::PhantomData<&'a ()>);
-    impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-        type Value = Dims<'a>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("an object of dimension name → string")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut out = Dims::new();
-            while let Some(CowStr(name)) = map.next_key::<CowStr<'a>>()? {
-                let CowStr(value) = map.next_value::<CowStr<'a>>()?;
-                out.push((name, value));
-            }
-            Ok(out)
-        }
+    let mut out = Dims::new();
+    FillDims(&mut out).deserialize(d)?;
+    Ok(out)
+}
+
+/// Appends dimensions to a list in place.
+struct FillDims<'v, 'a>(&'v mut Dims<'a>);
+
+impl<'de: 'a, 'a> DeserializeSeed<'de> for FillDims<'_, 'a> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
     }
-    d.deserialize_map(V(std::marker::PhantomData))
+}
+
+impl<'de: 'a, 'a> Visitor<'de> for FillDims<'_, 'a> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object of dimension name → string")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(CowStr(name)) = map.next_key::<CowStr<'a>>()? {
+            let CowStr(value) = map.next_value::<CowStr<'a>>()?;
+            self.0.push((name, value));
+        }
+        Ok(())
+    }
 }
 
 impl EnvelopeView<'_> {
@@ -256,5 +349,12 @@ mod tests {
         let bad = GOOD.replace("pitgun-envelope/v1", "pitgun-envelope/v9");
         assert_eq!(decode(&bad).unwrap_err().pointer, "/schema");
         assert!(decode("{\"schema\":").is_err());
+        let twice = GOOD.replace("\"seq\":1,", "\"seq\":1,\"seq\":2,");
+        assert!(decode(&twice).unwrap_err().message.contains("duplicate field"));
+        let missing = GOOD.replace("\"seq\":1,", "");
+        assert!(decode(&missing).unwrap_err().message.contains("missing field `seq`"));
+        assert!(decode(&format!("{GOOD} x")).is_err(), "trailing characters");
+        let repeated = GOOD.replace("\"pit\":true", "\"pit\":true,\"pit\":false");
+        assert_eq!(decode(&repeated).unwrap().channels.last().unwrap().1, 0.0, "the last value wins");
     }
 }

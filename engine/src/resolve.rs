@@ -26,6 +26,9 @@ enum Binding {
 
 type ChannelTable = FxHashMap<Box<str>, (Binding, u32)>;
 
+/// Values of an event's key dimensions (inline: no allocation per event).
+pub type KeyValues<'a> = smallvec::SmallVec<[&'a str; 4]>;
+
 /// Why an event was refused during resolution.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Refusal {
@@ -93,7 +96,7 @@ impl Resolver {
         &mut self,
         ev: &'v EnvelopeView<'_>,
         values: &mut Vec<f64>,
-        key: &mut Vec<&'v str>,
+        key: &mut KeyValues<'v>,
     ) -> Result<u32, Refusal> {
         values.clear();
         values.resize(self.input_count, f64::NAN);

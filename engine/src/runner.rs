@@ -1,9 +1,9 @@
 //! One thread's pipeline: decode → resolve → engine, with reusable scratch buffers.
 
-use crate::decode::decode;
+use crate::decode::{decode_into, EnvelopeView};
 use crate::engine::{Engine, EventRef, Output};
 use crate::plan::Plan;
-use crate::resolve::Resolver;
+use crate::resolve::{KeyValues, Resolver};
 use crate::Reason;
 
 /// A record the runner could not turn into an event.
@@ -41,14 +41,15 @@ impl Runner {
 
     /// Feeds one JSON envelope. Refused records are counted and returned as errors.
     pub fn feed_json(&mut self, text: &str, now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
-        let view = match decode(text) {
-            Ok(v) => v,
+        let mut view = EnvelopeView::empty();
+        match decode_into(text, &mut view) {
+            Ok(()) => {}
             Err(e) => {
                 self.engine.count_rejected(Reason::InvalidEnvelope);
                 return Err(RecordError { reason: Reason::InvalidEnvelope, detail: e.to_string() });
             }
         };
-        let mut key: Vec<&str> = Vec::new();
+        let mut key = KeyValues::new();
         match self.resolver.resolve(&view, &mut self.values, &mut key) {
             Ok(unknown) => self.engine.count_unknown_channels(unknown),
             Err(r) => {
