@@ -19,6 +19,13 @@ use rhai::{Dynamic, Engine, EvalAltResult, OptimizationLevel, Scope, AST};
 /// Operation budget per formula evaluation.
 pub const MAX_OPERATIONS: u64 = 100_000;
 
+/// Wall-clock backstop per evaluation. The operation budget is what stops a runaway formula,
+/// deterministically; this only catches an operation that is itself pathologically slow.
+pub const MAX_WALL_TIME: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// How often (in operations) the backstop looks at the clock.
+const CLOCK_EVERY: u64 = 4096;
+
 /// Where a formula variable's value comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VarSource {
@@ -66,6 +73,8 @@ pub enum Evaluated {
 pub struct FormulaRuntime {
     engine: Engine,
     scope: Scope<'static>,
+    /// When the current evaluation started, read by the wall-clock backstop.
+    started: std::rc::Rc<std::cell::Cell<std::time::Instant>>,
 }
 
 impl Default for FormulaRuntime {
@@ -91,7 +100,12 @@ impl FormulaRuntime {
             .set_strict_variables(true)
             .set_optimization_level(OptimizationLevel::Simple);
         engine.disable_symbol("eval");
-        FormulaRuntime { engine, scope: Scope::new() }
+        let started = std::rc::Rc::new(std::cell::Cell::new(std::time::Instant::now()));
+        let clock = started.clone();
+        engine.on_progress(move |ops| {
+            (ops % CLOCK_EVERY == 0 && clock.get().elapsed() > MAX_WALL_TIME).then_some(Dynamic::UNIT)
+        });
+        FormulaRuntime { engine, scope: Scope::new(), started }
     }
 
     /// Compiles `text`, allowing exactly the variables in `available` (name → source).
@@ -149,6 +163,7 @@ impl FormulaRuntime {
     }
 
     fn run(&mut self, formula: &Formula, slots: &[f64], prev: &[f64], dt: f64) -> Evaluated {
+        self.started.set(std::time::Instant::now());
         self.scope.clear();
         for (name, source) in &formula.vars {
             let value = match *source {
@@ -163,7 +178,8 @@ impl FormulaRuntime {
             Err(e) => match *e {
                 EvalAltResult::ErrorTooManyOperations(_)
                 | EvalAltResult::ErrorStackOverflow(_)
-                | EvalAltResult::ErrorDataTooLarge(..) => Evaluated::Limit,
+                | EvalAltResult::ErrorDataTooLarge(..)
+                | EvalAltResult::ErrorTerminated(..) => Evaluated::Limit,
                 _ => Evaluated::Error,
             },
         }
