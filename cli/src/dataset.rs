@@ -71,11 +71,7 @@ pub fn for_each_record(
     let counted = CountingReader { inner: file, progress, pending: 0 };
     match Format::of(path)? {
         Format::Ndjson(c) => {
-            let reader: Box<dyn Read + '_> = match c {
-                Compression::None => Box::new(counted),
-                Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(counted)),
-                Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(counted)?),
-            };
+            let reader = decompressed(counted, c)?;
             let mut reader = BufReader::with_capacity(1 << 20, reader);
             let mut line = String::new();
             let mut number = 0u64;
@@ -155,11 +151,7 @@ pub fn for_each_chunk(path: &Path, file: u32, progress: &dyn Fn(u64), mut f: imp
     let counted = CountingReader { inner: handle, progress, pending: 0 };
     match Format::of(path)? {
         Format::Ndjson(c) => {
-            let mut reader: Box<dyn Read + '_> = match c {
-                Compression::None => Box::new(counted),
-                Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(counted)),
-                Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(counted)?),
-            };
+            let mut reader = decompressed(counted, c)?;
             let mut carry: Vec<u8> = Vec::new();
             let mut first_line = 1u64;
             loop {
@@ -212,6 +204,15 @@ pub fn for_each_chunk(path: &Path, file: u32, progress: &dyn Fn(u64), mut f: imp
         }
     }
     Ok(())
+}
+
+/// The decompressing reader for an NDJSON file.
+fn decompressed<'r>(raw: impl Read + 'r, c: Compression) -> Result<Box<dyn Read + 'r>> {
+    Ok(match c {
+        Compression::None => Box::new(raw),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(raw)?),
+    })
 }
 
 struct CountingReader<'a, R> {

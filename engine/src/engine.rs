@@ -789,10 +789,7 @@ impl Core {
                     }
                 }
                 Windows::Sessions(wins) => {
-                    let gap = match plan.manifest.window {
-                        WindowDef::Session { gap } => gap.micros,
-                        _ => 0,
-                    };
+                    let gap = session_gap(&plan.manifest.window);
                     while wins.first().is_some_and(|w| w.last_t + gap + lateness <= wm) {
                         let mut w = wins.remove(0);
                         key.sealed_until = key.sealed_until.max(w.last_t);
@@ -853,10 +850,7 @@ impl Core {
     /// Forgets event ids older than every retained window (their duplicates would be too late).
     fn purge_dedup(&mut self, s: &mut SessionState, wm: i64) {
         let plan = &self.plan;
-        let gap = match plan.manifest.window {
-            WindowDef::Session { gap } => gap.micros,
-            _ => 0,
-        };
+        let gap = session_gap(&plan.manifest.window);
         let mut horizon = wm.saturating_sub(plan.lateness_us + plan.ooo_us);
         for key in &s.keys {
             let earliest = match &key.windows {
@@ -873,6 +867,14 @@ impl Core {
             horizon = horizon.min(p.time);
         }
         s.seen.forget_before(horizon);
+    }
+}
+
+/// The gap of a session window (0 for other kinds), µs.
+fn session_gap(window: &WindowDef) -> i64 {
+    match window {
+        WindowDef::Session { gap } => gap.micros,
+        _ => 0,
     }
 }
 
