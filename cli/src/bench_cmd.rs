@@ -43,3 +43,57 @@ pub fn run(args: BenchParseArgs) -> Result<ExitCode> {
     );
     Ok(ExitCode::SUCCESS)
 }
+
+/// Arguments of `pitgun bench-consume`: the processor benchmark's baseline.
+#[derive(Args)]
+pub struct BenchConsumeArgs {
+    /// Topic (base name; the namespace is added).
+    #[arg(long, default_value = pitgun_runtime::kafka::topics::ENVELOPES)]
+    topic: String,
+    #[command(flatten)]
+    broker: crate::broker_args::BrokerArgs,
+}
+
+/// A bare rdkafka consumer in its own group that only counts the topic's records up to the end
+/// offsets seen at start — what the processor's throughput is compared with.
+pub fn consume(args: BenchConsumeArgs) -> Result<ExitCode> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use std::time::Duration;
+    let broker = args.broker.broker();
+    let topic = broker.name(&args.topic);
+    let group = format!("pitgun-bench-consume-{}", std::process::id());
+    let consumer: BaseConsumer = broker
+        .client_config("pitgun-bench-consume")
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+    let mut end_total = 0i64;
+    let mut ends = std::collections::HashMap::new();
+    for p in md.topics()[0].partitions() {
+        let (low, high) = consumer.fetch_watermarks(&topic, p.id(), Duration::from_secs(10))?;
+        end_total += high - low;
+        ends.insert(p.id(), high);
+    }
+    consumer.subscribe(&[&topic])?;
+    let (mut n, mut bytes) = (0i64, 0u64);
+    let mut first: Option<Instant> = None;
+    while n < end_total {
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m?;
+            first.get_or_insert_with(Instant::now);
+            if m.offset() < ends[&m.partition()] {
+                n += 1;
+                bytes += m.payload_len() as u64;
+            }
+        }
+    }
+    let s = first.map(|f| f.elapsed().as_secs_f64()).unwrap_or(0.0);
+    println!(
+        "{}",
+        serde_json::json!({"records": n, "bytes": bytes, "consume_seconds": s, "records_per_second": n as f64 / s})
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -3,14 +3,21 @@
 //! Dependencies of the binary, one line each: `clap` (the command line), `indicatif` (progress
 //! on a terminal), `flate2`/`zstd` (compressed datasets), `apache-avro` (Avro OCF datasets),
 //! `crossbeam-channel` (bounded queues between replay's reader and its session shards),
-//! `xxhash-rust` (routing sessions to shards), `anyhow` (errors at the binary's edge).
+//! `xxhash-rust` (routing sessions to shards), `anyhow` (errors at the binary's edge),
+//! `rdkafka` (reading topics for `tail`/`export`), `signal-hook` (Ctrl-C/SIGTERM ends a tail),
+//! `tracing-subscriber` (service logs to stderr, filtered by `RUST_LOG`).
 
 mod bench_cmd;
+mod broker_args;
 mod dataset;
+mod gateway_cmd;
 mod manifest_cmd;
+mod process_cmd;
+mod publish_cmd;
 mod project;
 mod replay;
 mod simulate;
+mod topic_cmd;
 mod validate;
 
 use std::process::ExitCode;
@@ -39,9 +46,22 @@ enum Command {
     /// Manifest tools: run its tests, print its analysis contract, compare versions, hash.
     #[command(subcommand)]
     Manifest(manifest_cmd::ManifestCommand),
+    /// Run a manifest version over the envelopes topic as a consumer group (RocksDB state).
+    Process(process_cmd::ProcessArgs),
+    /// Publish a dataset's envelopes straight to the envelopes topic (no gateway).
+    Publish(publish_cmd::PublishArgs),
+    /// Print the rows of an aggregates topic (or any topic) as they arrive.
+    Tail(topic_cmd::TailArgs),
+    /// Write the envelopes of a topic to a dataset file, for `pitgun replay` post-mortem.
+    Export(topic_cmd::ExportArgs),
+    /// The HTTP ingest gateway: validate envelopes, produce them to Kafka, serve the definitions.
+    Gateway(gateway_cmd::GatewayArgs),
     /// Benchmark floor: parse envelopes with serde_json only.
     #[command(hide = true)]
     BenchParse(bench_cmd::BenchParseArgs),
+    /// Benchmark baseline: a bare Kafka consumer that only counts a topic's records.
+    #[command(hide = true)]
+    BenchConsume(bench_cmd::BenchConsumeArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +72,12 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Manifest(cmd) => manifest_cmd::run(cmd),
         Command::BenchParse(args) => bench_cmd::run(args),
+        Command::Gateway(args) => gateway_cmd::run_cmd(args),
+        Command::BenchConsume(args) => bench_cmd::consume(args),
+        Command::Process(args) => process_cmd::run(args),
+        Command::Tail(args) => topic_cmd::tail(args),
+        Command::Publish(args) => publish_cmd::run(args),
+        Command::Export(args) => topic_cmd::export(args),
     };
     match result {
         Ok(code) => code,

@@ -13,7 +13,7 @@ use sketches_ddsketch::{Config as SketchConfig, DDSketch};
 pub const SKETCH_RELATIVE_ERROR: f64 = 0.01;
 
 /// An exact floating-point sum: the correctly rounded value of the true sum of all added values.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ExactSum {
     partials: Vec<f64>,
 }
@@ -69,7 +69,7 @@ impl ExactSum {
 }
 
 /// The state of one aggregation in one window.
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub enum Accumulator {
     /// Count of values (or events).
     Count(u64),

@@ -15,7 +15,7 @@ use rustc_hash::FxHashSet;
 const MAX_SPAN: u64 = 1 << 20;
 
 /// Event ids seen in one session.
-#[derive(Default)]
+#[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct SeenEvents {
     base: u64,
     /// `(id hash, event time)` per sequence number from `base`; hash 0 = not seen.

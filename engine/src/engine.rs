@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, VecDeque};
 use pitgun_contracts::analysis::ColumnType;
 use pitgun_contracts::envelope::EventKind;
 use pitgun_contracts::manifest::{AggregateFn, WindowDef};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::accumulate::Accumulator;
@@ -85,6 +86,7 @@ impl EventNote {
     }
 }
 
+#[derive(Serialize, Deserialize)]
 struct Pending {
     time: i64,
     seq: u64,
@@ -113,7 +115,7 @@ impl Ord for Pending {
 }
 
 /// One window's accumulated state.
-#[derive(Clone)]
+#[derive(Clone, Serialize, Deserialize)]
 struct Win {
     start: i64,
     end: i64,
@@ -185,6 +187,7 @@ impl Win {
     }
 }
 
+#[derive(Serialize, Deserialize)]
 enum Windows {
     /// Tumbling and hopping windows by start.
     Fixed(BTreeMap<i64, Win>),
@@ -196,6 +199,7 @@ enum Windows {
     Global(Option<Win>),
 }
 
+#[derive(Serialize, Deserialize)]
 struct KeyState {
     /// Session id then key dimension values.
     key: Vec<String>,
@@ -208,7 +212,9 @@ struct KeyState {
 }
 
 /// The state of one open session (watermark, reorder buffer, seen ids, windows). Opaque to
-/// drivers; a [`SessionStore`] holds it.
+/// drivers; a [`SessionStore`] holds it, and a durable store saves it with
+/// [`SessionState::to_bytes`].
+#[derive(Serialize, Deserialize)]
 pub struct SessionState {
     max_time: i64,
     frontier: Option<(i64, u64)>,
@@ -224,7 +230,27 @@ pub struct SessionState {
     emissions: u64,
 }
 
+/// Version of the byte form of [`SessionState`]; bumped whenever the state's fields change, so a
+/// state folder written by another build is refused instead of misread.
+pub const STATE_FORMAT: u8 = 1;
+
 impl SessionState {
+    /// The state as bytes (a format byte, then postcard), for a durable store's checkpoint.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = vec![STATE_FORMAT];
+        postcard::to_io(self, &mut out).expect("writing to a Vec cannot fail");
+        out
+    }
+
+    /// Reads what [`SessionState::to_bytes`] wrote.
+    pub fn from_bytes(bytes: &[u8]) -> Result<SessionState, String> {
+        match bytes.split_first() {
+            Some((&STATE_FORMAT, rest)) => postcard::from_bytes(rest).map_err(|e| format!("corrupt session state: {e}")),
+            Some((v, _)) => Err(format!("session state in format {v}, this build reads format {STATE_FORMAT}")),
+            None => Err("empty session state".into()),
+        }
+    }
+
     /// Last activity in the driver's clock (µs), for idle expiry.
     pub fn last_activity(&self) -> i64 {
         self.last_activity
@@ -275,6 +301,11 @@ impl<S: SessionStore> Engine<S> {
     /// The session store.
     pub fn store(&self) -> &S {
         &self.sessions
+    }
+
+    /// The session store, mutably (a durable store's checkpoint).
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.sessions
     }
 
     /// The plan.

@@ -4,6 +4,7 @@ use crate::decode::{decode_into, EnvelopeView};
 use crate::engine::{Engine, EventRef, Output};
 use crate::plan::Plan;
 use crate::resolve::{KeyValues, Resolver};
+use crate::store::{MemoryStore, SessionStore};
 use crate::Reason;
 
 /// A record the runner could not turn into an event.
@@ -16,26 +17,34 @@ pub struct RecordError {
 }
 
 /// Decode, resolve and process JSON envelopes for one plan on one thread.
-pub struct Runner {
-    engine: Engine,
+pub struct Runner<S: SessionStore = MemoryStore> {
+    engine: Engine<S>,
     resolver: Resolver,
     values: Vec<f64>,
+    last_time_us: i64,
 }
 
-impl Runner {
-    /// A runner for `plan`.
-    pub fn new(plan: Plan) -> Runner {
+impl Runner<MemoryStore> {
+    /// A runner for `plan`, with in-memory session state.
+    pub fn new(plan: Plan) -> Runner<MemoryStore> {
+        Runner::with_store(plan, MemoryStore::default())
+    }
+}
+
+impl<S: SessionStore> Runner<S> {
+    /// A runner for `plan` whose session state lives in `store`.
+    pub fn with_store(plan: Plan, store: S) -> Runner<S> {
         let resolver = Resolver::new(&plan);
-        Runner { engine: Engine::new(plan), resolver, values: Vec::new() }
+        Runner { engine: Engine::with_store(plan, store), resolver, values: Vec::new(), last_time_us: i64::MIN }
     }
 
     /// The engine (stats, plan).
-    pub fn engine(&self) -> &Engine {
+    pub fn engine(&self) -> &Engine<S> {
         &self.engine
     }
 
     /// The engine, mutably (end of input, idle expiry).
-    pub fn engine_mut(&mut self) -> &mut Engine {
+    pub fn engine_mut(&mut self) -> &mut Engine<S> {
         &mut self.engine
     }
 
@@ -49,6 +58,7 @@ impl Runner {
                 return Err(RecordError { reason: Reason::InvalidEnvelope, detail: e.to_string() });
             }
         };
+        self.last_time_us = self.last_time_us.max(view.time_us);
         let mut key = KeyValues::new();
         match self.resolver.resolve(&view, &mut self.values, &mut key) {
             Ok(unknown) => self.engine.count_unknown_channels(unknown),
@@ -68,6 +78,11 @@ impl Runner {
         };
         self.engine.process(&ev, now_us, out);
         Ok(())
+    }
+
+    /// The newest event time decoded so far (µs; `i64::MIN` before the first), for lag metrics.
+    pub fn newest_event_time(&self) -> i64 {
+        self.last_time_us
     }
 
     /// End of input: closes every session.

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Processor throughput: envelopes/s consumed from a pre-filled topic through lap-performance
+# with RocksDB state and 1 s checkpoints, against a bare rdkafka consumer that only counts the
+# same records, both measured in this run on this machine.
+#
+#   bench/processor.sh [ENVELOPES]      (default 5,000,000; needs ~2 GB in /tmp)
+#
+# It starts its own broker (scripts/stack.sh, memory storage) on a free port, publishes a
+# simulated dataset as Avro single objects (the gateway's format), runs the baseline and the
+# processor `--until-end`, prints both rates and the ratio, and stops the broker.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N="${1:-5000000}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pitgun/target}"
+cargo build --locked --profile dist -p pitgun >&2
+PITGUN="$CARGO_TARGET_DIR/dist/pitgun"
+OUT="${BENCH_OUT:-bench/out}"
+mkdir -p "$OUT"
+STACK="$(mktemp -d /tmp/pitgun-bench-stack.XXXXXX)"
+PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+trap 'bash scripts/stack.sh down --dir "$STACK"; rm -rf "$STACK"' EXIT
+bash scripts/stack.sh broker start --dir "$STACK" --broker-port "$PORT"
+export PITGUN_BROKERS="127.0.0.1:$PORT" PITGUN_NAMESPACE="bench"
+bash scripts/stack.sh topics --dir "$STACK" --broker-port "$PORT" --namespace bench --partitions 4
+
+# 60 Hz samples + 1 Hz health per session: sessions × duration sized to N envelopes.
+DATA="$OUT/processor-$N.ndjson.zst"
+if [ ! -f "$DATA" ]; then
+  SESSIONS=200
+  SECONDS_PER_SESSION=$(( N / SESSIONS / 61 + 1 ))
+  "$PITGUN" simulate --quiet --seed 1 --sessions "$SESSIONS" --duration "${SECONDS_PER_SESSION}s" --output "$DATA"
+fi
+"$PITGUN" publish --input "$DATA" --wire avro
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+BASE="$("$PITGUN" bench-consume)"
+echo "bare consumer: $BASE"
+STATE="$(mktemp -d /tmp/pitgun-bench-state.XXXXXX)"
+/usr/bin/time -v "$PITGUN" process --manifest manifests/pipelines/lap-performance.v1.yaml \
+  --state-dir "$STATE" --checkpoint-interval 1s --until-end > "$OUT/processor-summary.json" 2> "$OUT/processor-stderr.log"
+PROC="$(cat "$OUT/processor-summary.json")"
+echo "processor: $PROC"
+grep -E "Maximum resident|Elapsed" "$OUT/processor-stderr.log" || true
+rm -rf "$STATE"
+python3 - "$BASE" "$PROC" <<'PY'
+import json, sys
+b, p = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+pr = p["records"] / p["consume_seconds"]
+print(f"bare consumer {b['records_per_second']:,.0f} records/s; processor {pr:,.0f} envelopes/s "
+      f"({p['records']:,} records, {p['rows']:,} rows, {p['checkpoints']} checkpoints); ratio {pr / b['records_per_second']:.2f}")
+PY

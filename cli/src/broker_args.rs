@@ -1,0 +1,29 @@
+//! The broker options every live subcommand takes.
+
+use clap::Args;
+use pitgun_runtime::kafka::Broker;
+
+/// Where the broker is, and the namespace of topic and group names.
+#[derive(Args, Debug, Clone)]
+pub struct BrokerArgs {
+    /// Kafka bootstrap servers, `host:port[,host:port…]`.
+    #[arg(long, env = "PITGUN_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Prefix of every topic and consumer-group name (`NS.pitgun.envelopes.v1`), so several
+    /// tenants or test runs can share one broker without seeing each other's data.
+    #[arg(long, env = "PITGUN_NAMESPACE", default_value = "")]
+    pub namespace: String,
+}
+
+impl BrokerArgs {
+    /// The broker these options name.
+    pub fn broker(&self) -> Broker {
+        Broker::new(self.brokers.clone(), self.namespace.clone())
+    }
+}
+
+/// Logs to stderr, `info` unless `RUST_LOG` says otherwise (services only; tools stay quiet).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,rdkafka=warn".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

@@ -1,0 +1,92 @@
+//! `pitgun publish`: put a dataset on the envelopes topic straight through Kafka, as a service
+//! that publishes to Kafka (not through the gateway) would — backfills, benchmarks, tests.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use pitgun_contracts::envelope::Envelope;
+use pitgun_runtime::kafka::topics;
+use pitgun_runtime::wire::AvroEncoder;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::broker_args::BrokerArgs;
+use crate::dataset::for_each_record;
+
+/// Wire format of the published records.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum WireArg {
+    /// Avro single-object encoding (what the gateway writes).
+    Avro,
+    /// The JSON envelope, as the dataset has it.
+    Json,
+}
+
+/// Publish a dataset's envelopes to the envelopes topic, keyed by session id.
+///
+/// Uses the idempotent producer with acks=all and waits until the broker acknowledged every
+/// record; records that are not valid envelopes are refused up front (use `pitgun validate`).
+/// The topic must exist (scripts/stack.sh topics).
+#[derive(Args, Debug)]
+pub struct PublishArgs {
+    /// Dataset: .ndjson/.jsonl/.json (optionally .gz/.zst) or .avro.
+    #[arg(long, short)]
+    input: PathBuf,
+    /// Topic (base name; the namespace is added).
+    #[arg(long, default_value = topics::ENVELOPES)]
+    topic: String,
+    #[command(flatten)]
+    broker: BrokerArgs,
+    /// Record format on the topic.
+    #[arg(long, value_enum, default_value = "avro")]
+    wire: WireArg,
+}
+
+pub fn run(args: PublishArgs) -> Result<ExitCode> {
+    let broker = args.broker.broker();
+    let topic = broker.name(&args.topic);
+    let producer: BaseProducer = broker
+        .client_config("pitgun-publish")
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("queue.buffering.max.messages", "500000")
+        .create()
+        .context("cannot create the Kafka producer")?;
+    let mut encoder = AvroEncoder::default();
+    let mut buf = Vec::with_capacity(1024);
+    let started = Instant::now();
+    let mut n = 0u64;
+    for_each_record(&args.input, &|_| {}, |line, text| {
+        let env: Envelope = serde_json::from_str(text).with_context(|| format!("{}:{line}: not an envelope", args.input.display()))?;
+        buf.clear();
+        match args.wire {
+            WireArg::Avro => encoder.encode(&env, &mut buf).map_err(|e| anyhow::anyhow!("{}:{line}: {e}", args.input.display()))?,
+            WireArg::Json => buf.extend_from_slice(text.as_bytes()),
+        }
+        let mut record = BaseRecord::to(&topic).key(env.session_id.as_bytes()).payload(&buf);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(5));
+                }
+                Err((e, _)) => bail!("cannot produce to {topic}: {e}"),
+            }
+        }
+        producer.poll(Duration::ZERO);
+        n += 1;
+        Ok(true)
+    })?;
+    producer.flush(Duration::from_secs(120)).context("the broker did not acknowledge every record within 120 s")?;
+    let s = started.elapsed().as_secs_f64();
+    eprintln!("publish: {n} envelopes to {topic} in {s:.2} s ({:.0}/s), all acknowledged", n as f64 / s);
+    Ok(ExitCode::SUCCESS)
+}

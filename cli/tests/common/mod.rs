@@ -1,0 +1,328 @@
+//! What the live tests share: the broker `scripts/test.sh` started, a namespace per test (so no
+//! test sees another's topics or groups), and running `pitgun` subcommands.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+pub const PITGUN: &str = env!("CARGO_BIN_EXE_pitgun");
+
+/// The repository root (tests run in `cli/`).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+/// The broker started by `scripts/test.sh`. Missing means the test was run outside the test
+/// command: fail loudly rather than skip, so a green run always means the test ran.
+pub fn brokers() -> String {
+    std::env::var("PITGUN_TEST_BROKERS").expect(
+        "PITGUN_TEST_BROKERS is not set: run the live tests through scripts/test.sh, which starts a broker \
+         (or start one with scripts/stack.sh up and export PITGUN_TEST_BROKERS=127.0.0.1:9092)",
+    )
+}
+
+/// A test's own namespace: topic and group names are prefixed with it.
+pub struct Ns {
+    pub name: String,
+    pub brokers: String,
+}
+
+impl Ns {
+    pub fn new(test: &str) -> Ns {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000;
+        Ns { name: format!("t-{test}-{}-{nanos}", std::process::id()), brokers: brokers() }
+    }
+
+    pub fn topic(&self, base: &str) -> String {
+        format!("{}.{base}", self.name)
+    }
+
+    pub fn config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers).set("broker.address.family", "v4");
+        c
+    }
+
+    /// Creates the namespace's envelopes and dead-letter topics.
+    pub fn create_topics(&self, partitions: i32) {
+        let names = [self.topic("pitgun.envelopes.v1"), self.topic("pitgun.deadletter.ingest.v1"), self.topic("pitgun.deadletter.process.v1")];
+        pitgun_runtime::kafka::Broker::new(self.brokers.clone(), "")
+            .ensure_topics(&names, partitions, Duration::from_secs(20))
+            .expect("topics created within 20 s");
+    }
+
+    /// Produces NDJSON envelope lines straight to the envelopes topic (as a service publishing
+    /// JSON to Kafka would), keyed by session id; waits for every acknowledgement.
+    pub fn produce_lines<'a>(&self, lines: impl IntoIterator<Item = &'a str>) -> usize {
+        let producer: BaseProducer = self.config().set("enable.idempotence", "true").set("linger.ms", "5").create().unwrap();
+        let topic = self.topic("pitgun.envelopes.v1");
+        let mut n = 0;
+        for line in lines {
+            let key = serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v["session_id"].as_str().map(|s| s.to_string()))
+                .unwrap_or_default();
+            let mut rec = BaseRecord::to(&topic).key(&key).payload(line);
+            loop {
+                match producer.send(rec) {
+                    Ok(()) => break,
+                    Err((_, r)) => {
+                        rec = r;
+                        producer.poll(Duration::from_millis(10));
+                    }
+                }
+            }
+            producer.poll(Duration::ZERO);
+            n += 1;
+        }
+        producer.flush(Duration::from_secs(60)).expect("every envelope acknowledged within 60 s");
+        n
+    }
+
+    /// `pitgun tail --latest`: the last version of every row on a topic, in arrival order.
+    pub fn latest_rows(&self, topic_base: &str) -> Vec<String> {
+        let out = pitgun(&["tail", "--topic", topic_base, "--from-beginning", "--until-end", "--latest"], self);
+        assert!(out.status.success(), "tail failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| l.to_string()).collect()
+    }
+
+    /// Every record on a topic (all versions).
+    pub fn all_records(&self, topic_base: &str) -> Vec<String> {
+        let out = pitgun(&["tail", "--topic", topic_base, "--from-beginning", "--until-end"], self);
+        assert!(out.status.success(), "tail failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| l.to_string()).collect()
+    }
+}
+
+/// Runs `pitgun ARGS` with the namespace's broker settings and waits (5 min deadline).
+pub fn pitgun(args: &[&str], ns: &Ns) -> Output {
+    let mut child = Command::new(PITGUN)
+        .args(args)
+        .env("PITGUN_BROKERS", &ns.brokers)
+        .env("PITGUN_NAMESPACE", &ns.name)
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_output(&mut child, Duration::from_secs(300), &format!("pitgun {}", args.join(" ")))
+}
+
+/// Waits for a child with a deadline, collecting its output; kills it and panics past it.
+pub fn wait_output(child: &mut Child, deadline: Duration, what: &str) -> Output {
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        stdout.read_to_end(&mut v).ok();
+        v
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        stderr.read_to_end(&mut v).ok();
+        v
+    });
+    let end = Instant::now() + deadline;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > end {
+            child.kill().ok();
+            let err = err_t.join().unwrap();
+            panic!("{what} did not finish within {deadline:?}; stderr:\n{}", String::from_utf8_lossy(&err));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output { status, stdout: out_t.join().unwrap(), stderr: err_t.join().unwrap() }
+}
+
+/// A `pitgun` service running in the background, its stderr collected line by line.
+pub struct Service {
+    pub child: Child,
+    pub log: Arc<Mutex<Vec<String>>>,
+    pub name: String,
+}
+
+impl Service {
+    pub fn start(name: &str, args: &[&str], ns: &Ns) -> Service {
+        let mut child = Command::new(PITGUN)
+            .args(args)
+            .env("PITGUN_BROKERS", &ns.brokers)
+            .env("PITGUN_NAMESPACE", &ns.name)
+            .env("RUST_LOG", "info,rdkafka=warn")
+            .current_dir(root())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        for stream in [Box::new(child.stderr.take().unwrap()) as Box<dyn Read + Send>, Box::new(child.stdout.take().unwrap())] {
+            let log = log.clone();
+            let tag = name.to_string();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    eprintln!("[{tag}] {line}");
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        Service { child, log, name: name.to_string() }
+    }
+
+    /// Waits until a log line contains `needle` (deadline), returns it.
+    pub fn wait_for_log(&self, needle: &str, deadline: Duration) -> String {
+        let end = Instant::now() + deadline;
+        loop {
+            if let Some(l) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+                return l.clone();
+            }
+            if Instant::now() > end {
+                panic!("{}: no log line with {needle:?} within {deadline:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Waits for exit (deadline); returns whether it succeeded.
+    pub fn wait(&mut self, deadline: Duration) -> bool {
+        let end = Instant::now() + deadline;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(100)); // let the log threads drain
+                return s.success();
+            }
+            if Instant::now() > end {
+                self.child.kill().ok();
+                panic!("{} did not exit within {deadline:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn sigkill(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+
+    pub fn sigterm(&mut self) {
+        unsafe_kill(self.child.id(), "TERM");
+    }
+
+    /// The JSON summary `pitgun process` prints at exit.
+    pub fn summary(&self) -> serde_json::Value {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok().filter(|v| v.get("records").is_some()))
+            .expect("a summary line")
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+fn unsafe_kill(pid: u32, signal: &str) {
+    Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status().unwrap();
+}
+
+/// Writes a simulated dataset and returns its path.
+pub fn simulate(dir: &Path, name: &str, seed: u64, sessions: u32, duration: &str, faults: Option<&str>) -> PathBuf {
+    let path = dir.join(name);
+    let mut cmd = Command::new(PITGUN);
+    cmd.args(["simulate", "--quiet", "--seed", &seed.to_string(), "--sessions", &sessions.to_string(), "--duration", duration, "--output"])
+        .arg(&path);
+    if let Some(f) = faults {
+        cmd.args(["--faults", f]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "simulate: {}", String::from_utf8_lossy(&out.stderr));
+    path
+}
+
+/// `pitgun replay` rows for a manifest over a dataset, as text.
+pub fn replay(manifest: &Path, dictionary: Option<&Path>, dataset: &Path, extra: &[&str]) -> String {
+    let mut cmd = Command::new(PITGUN);
+    cmd.current_dir(root()).args(["replay", "--quiet", "--manifest"]).arg(manifest).arg("--input").arg(dataset).args(extra);
+    if let Some(d) = dictionary {
+        cmd.arg("--dictionary").arg(d);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "replay: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn row_id(line: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(line).unwrap()["row_id"].as_str().expect("row has row_id").to_string()
+}
+
+/// Puts the topic's latest rows in replay's canonical order and compares them byte for byte
+/// with replay's output.
+pub fn assert_rows_equal_replay(latest: &[String], replay_text: &str, what: &str) {
+    let by_id: HashMap<String, &String> = latest.iter().map(|l| (row_id(l), l)).collect();
+    let mut ordered = String::new();
+    let mut missing = Vec::new();
+    for line in replay_text.lines() {
+        match by_id.get(&row_id(line)) {
+            Some(l) => {
+                ordered.push_str(l);
+                ordered.push('\n');
+            }
+            None => missing.push(line.to_string()),
+        }
+    }
+    assert!(missing.is_empty(), "{what}: {} replay rows missing on the topic, first: {}", missing.len(), missing[0]);
+    assert_eq!(latest.len(), replay_text.lines().count(), "{what}: the topic has rows replay does not");
+    if ordered != replay_text {
+        let first = ordered.lines().zip(replay_text.lines()).find(|(a, b)| a != b);
+        panic!("{what}: rows differ from replay; first difference:\n stream: {:?}\n replay: {:?}", first.map(|f| f.0), first.map(|f| f.1));
+    }
+}
+
+/// A free port on 127.0.0.1 (bound and released; good enough for tests on one machine).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// GET a path over plain HTTP/1.0, returning the body (10 s deadline).
+pub fn http_get(addr: &str, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+}
+
+/// The value of a Prometheus sample whose line starts with `prefix` (name and labels).
+pub fn metric(text: &str, name: &str, label_contains: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(label_contains))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
+}
+
+/// A seed for randomised test steps: `PITGUN_TEST_SEED` or a fixed default, always printed.
+pub fn seed(test: &str) -> u64 {
+    let s = std::env::var("PITGUN_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20261126);
+    eprintln!("{test}: seed {s} (rerun with PITGUN_TEST_SEED={s})");
+    s
+}

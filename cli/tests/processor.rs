@@ -1,0 +1,221 @@
+//! The processor against the real broker `scripts/test.sh` starts: crash safety, replicas,
+//! versions side by side, dead letters and metrics. Every test has its own namespace.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::*;
+use rand::{Rng, SeedableRng};
+
+fn manifest(name: &str) -> PathBuf {
+    root().join("manifests/pipelines").join(name)
+}
+
+fn dictionary() -> PathBuf {
+    root().join("manifests/dictionary/racing.yaml")
+}
+
+fn lines(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| l.to_string()).collect()
+}
+
+fn process_args<'a>(manifest: &'a str, state: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["process", "--manifest", manifest, "--dictionary", "manifests/dictionary/racing.yaml", "--state-dir", state];
+    v.extend_from_slice(extra);
+    v
+}
+
+/// Killed with SIGKILL three times at random points mid-stream, restarted each time: a
+/// checkpoint is restored, rows are emitted more than once before deduplication, and the final
+/// rows (last version per row_id) still equal replay.
+#[test]
+fn crash_safety_sigkill_three_times_then_rows_equal_replay() {
+    let ns = Ns::new("crash");
+    ns.create_topics(4);
+    let dir = tempfile::tempdir().unwrap();
+    let data = simulate(dir.path(), "crash.ndjson", 7, 24, "5m", Some("duplicates=0.01,reorder_within=0.01"));
+    let produced = ns.produce_lines(lines(&data).iter().map(|s| s.as_str()));
+    eprintln!("produced {produced} envelopes");
+
+    let m = manifest("client-health.v1.yaml");
+    let expected = replay(&m, None, &data, &[]);
+    let changelog = replay(&m, None, &data, &["--changelog"]).lines().count();
+    let state = dir.path().join("state");
+    let state_s = state.to_str().unwrap().to_string();
+    let m_s = m.to_str().unwrap().to_string();
+
+    let seed = seed("crash_safety");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut kills = 0;
+    let mut restored_runs = 0;
+    for run in 0..3 {
+        let args = process_args(&m_s, &state_s, &["--until-end", "--checkpoint-interval", "100ms"]);
+        let mut p = Service::start(&format!("run{run}"), &args, &ns);
+        let line = p.wait_for_log("partition", Duration::from_secs(60));
+        if line.contains("restored checkpoint") || p.log_count("restored checkpoint") > 0 {
+            restored_runs += 1;
+        }
+        let wait_ms = rng.random_range(150..600);
+        eprintln!("run {run}: SIGKILL after {wait_ms} ms of consuming");
+        std::thread::sleep(Duration::from_millis(wait_ms));
+        assert!(p.child.try_wait().unwrap().is_none(), "run {run} finished before it could be killed: make the dataset larger");
+        p.sigkill();
+        kills += 1;
+    }
+    let mut last = Service::start("final", &process_args(&m_s, &state_s, &["--until-end", "--checkpoint-interval", "100ms"]), &ns);
+    assert!(last.wait(Duration::from_secs(240)), "final run failed");
+    if last.log_count("restored checkpoint") > 0 {
+        restored_runs += 1;
+    }
+    let summary = last.summary();
+    assert!(summary["restored_partitions"].as_u64().unwrap() > 0, "the final run restored no checkpoint: {summary}");
+    assert_eq!(kills, 3);
+    assert!(restored_runs >= 3, "only {restored_runs} runs restored a checkpoint");
+
+    let all = ns.all_records("pitgun.aggregates.client-health.v1");
+    eprintln!("{} rows on the topic, {changelog} emissions in an uninterrupted replay", all.len());
+    assert!(all.len() > changelog, "no row was emitted twice: the recovery path did not run");
+    let latest = ns.latest_rows("pitgun.aggregates.client-health.v1");
+    assert_rows_equal_replay(&latest, &expected, "after three SIGKILLs");
+}
+
+/// Two processors in one group share the partitions; one is killed for good; the other takes
+/// its partitions over (rebuilding them from the earliest offset) and the rows equal replay.
+#[test]
+fn two_replicas_one_killed_survivor_takes_over() {
+    let ns = Ns::new("replicas");
+    ns.create_topics(4);
+    let dir = tempfile::tempdir().unwrap();
+    let data = simulate(dir.path(), "replicas.ndjson", 11, 16, "4m", None);
+    ns.produce_lines(lines(&data).iter().map(|s| s.as_str()));
+    let m = manifest("lap-performance.v1.yaml");
+    let expected = replay(&m, None, &data, &[]);
+    let m_s = m.to_str().unwrap().to_string();
+    let (sa, sb) = (dir.path().join("a"), dir.path().join("b"));
+    let (sa, sb) = (sa.to_str().unwrap().to_string(), sb.to_str().unwrap().to_string());
+    let extra = ["--checkpoint-interval", "200ms", "--group-session-timeout", "6s"];
+
+    let a = Service::start("a", &process_args(&m_s, &sa, &extra), &ns);
+    a.wait_for_log("partition", Duration::from_secs(60));
+    let mut b = Service::start("b", &process_args(&m_s, &sb, &extra), &ns);
+    b.wait_for_log("partition", Duration::from_secs(60));
+    // Both own partitions now (B only gets some after a rebalance that revokes A's first).
+    let started = Instant::now();
+    while a.log_count("partition revoked") == 0 && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(a.log_count("partition revoked") > 0, "A never gave partitions to B");
+    b.sigkill();
+    eprintln!("B killed for good");
+
+    // A must take B's partitions over and finish every session.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let latest = ns.latest_rows("pitgun.aggregates.lap-performance.v1");
+        if latest.len() == expected.lines().count() {
+            assert_rows_equal_replay(&latest, &expected, "survivor");
+            break;
+        }
+        assert!(Instant::now() < deadline, "survivor did not produce every row in time ({} of {})", latest.len(), expected.lines().count());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(a.log_count("rebuilding from the earliest offset") + a.log_count("restored checkpoint") >= 4 + 1, "A did not take partitions over");
+}
+
+/// Version 1 and version 2 of a manifest run as two groups over the same topic; each writes its
+/// own rows; stopping version 1 mid-stream does not disturb version 2.
+#[test]
+fn two_versions_side_by_side() {
+    let ns = Ns::new("versions");
+    ns.create_topics(4);
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = manifest("client-health.v1.yaml");
+    let v2 = dir.path().join("client-health.v2.yaml");
+    let text = std::fs::read_to_string(&v1).unwrap();
+    let text = text.replacen("version: 1\n", "version: 2\n", 1).replace("size: 10s", "size: 5s");
+    std::fs::write(&v2, text).unwrap();
+    let data = simulate(dir.path(), "versions.ndjson", 13, 16, "4m", None);
+    ns.produce_lines(lines(&data).iter().map(|s| s.as_str()));
+    let dict = dictionary();
+    let exp1 = replay(&v1, Some(&dict), &data, &[]);
+    let exp2 = replay(&v2, Some(&dict), &data, &[]);
+    assert_ne!(exp1, exp2);
+
+    let (s1, s2) = (dir.path().join("v1"), dir.path().join("v2"));
+    let (s1, s2) = (s1.to_str().unwrap().to_string(), s2.to_str().unwrap().to_string());
+    let (v1s, v2s) = (v1.to_str().unwrap().to_string(), v2.to_str().unwrap().to_string());
+    let mut p1 = Service::start("v1", &process_args(&v1s, &s1, &["--until-end", "--checkpoint-interval", "200ms"]), &ns);
+    let mut p2 = Service::start("v2", &process_args(&v2s, &s2, &["--until-end", "--checkpoint-interval", "200ms"]), &ns);
+    p1.wait_for_log("partition", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(300));
+    p1.sigterm();
+    assert!(p1.wait(Duration::from_secs(60)), "v1 did not stop cleanly on SIGTERM");
+    assert!(p1.log_count("final checkpoint written") > 0);
+    assert!(p2.wait(Duration::from_secs(240)), "v2 failed");
+    assert_rows_equal_replay(&ns.latest_rows("pitgun.aggregates.client-health.v2"), &exp2, "version 2");
+
+    // Version 1 resumes from its checkpoint and completes on its own topic.
+    let mut p1 = Service::start("v1-again", &process_args(&v1s, &s1, &["--until-end"]), &ns);
+    assert!(p1.wait(Duration::from_secs(240)), "v1 restart failed");
+    assert!(p1.log_count("restored checkpoint") > 0);
+    assert_rows_equal_replay(&ns.latest_rows("pitgun.aggregates.client-health.v1"), &exp1, "version 1");
+}
+
+/// Bad records go to the dead-letter topic with the reason, the consumer goes on, and the
+/// metrics move by exactly the expected amounts.
+#[test]
+fn dead_letters_and_metrics() {
+    let ns = Ns::new("metrics");
+    ns.create_topics(2);
+    let dir = tempfile::tempdir().unwrap();
+    let data = simulate(dir.path(), "m.ndjson", 17, 3, "90s", None);
+    let good = lines(&data);
+    let mut records: Vec<String> = good.clone();
+    // 5 exact copies (duplicates), 2 broken JSON, 1 not an envelope, 1 with a bad producer version.
+    for i in 0..5 {
+        records.push(good[100 + i * 7].clone());
+    }
+    records.push("{\"schema\": \"pitgun-envelope/v1\", \"event_id\": ".into());
+    records.push("{not json".into());
+    records.push("{\"hello\": 1}".into());
+    let mut foreign: serde_json::Value = serde_json::from_str(&good[50]).unwrap();
+    foreign["source"]["version"] = "nobody-knows-me".into();
+    foreign["event_id"] = "foreign-1".into();
+    records.push(foreign.to_string());
+    ns.produce_lines(records.iter().map(|s| s.as_str()));
+
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let state = dir.path().join("s");
+    let p = Service::start(
+        "metrics",
+        &process_args(root().join("manifests/pipelines/lap-performance.v1.yaml").to_str().unwrap(), state.to_str().unwrap(), &["--metrics-listen", &addr]),
+        &ns,
+    );
+    let total = records.len() as f64;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let text = loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let t = http_get(&addr, "/metrics");
+        if metric(&t, "pitgun_processor_events_in_total", "") >= total && metric(&t, "pitgun_processor_checkpoints_total", "") >= 2.0 {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "processor did not consume {total} records in time:\n{t}");
+    };
+    assert_eq!(metric(&text, "pitgun_processor_events_in_total", ""), total);
+    assert_eq!(metric(&text, "pitgun_processor_duplicates_total", ""), 5.0);
+    assert_eq!(metric(&text, "pitgun_processor_deadletters_total", ""), 4.0);
+    assert_eq!(metric(&text, "pitgun_processor_rejected_total", "invalid_envelope"), 4.0, "{text}");
+    assert!(metric(&text, "pitgun_processor_windows_emitted_total", "") > 0.0);
+    assert!(metric(&text, "pitgun_processor_checkpoint_duration_seconds_count", "") >= 2.0);
+    assert_eq!(metric(&text, "pitgun_processor_consumer_lag", ""), 0.0);
+    assert!(metric(&text, "pitgun_processor_state_size_bytes", "") > 0.0);
+    assert_eq!(http_get(&addr, "/readyz").trim(), "ready");
+
+    let dead = ns.all_records("pitgun.deadletter.process.v1");
+    assert_eq!(dead.len(), 4, "{dead:?}");
+    assert!(dead.iter().any(|d| d.contains("nobody-knows-me")));
+    drop(p);
+}

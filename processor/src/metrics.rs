@@ -1,0 +1,90 @@
+//! The processor's Prometheus metrics (names prefixed `pitgun_processor_`).
+
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+/// Every metric the processor exports.
+pub struct Metrics {
+    /// Registry served at `/metrics`.
+    pub registry: Registry,
+    /// Records consumed.
+    pub events_in: IntCounter,
+    /// Records refused, by reason (`invalid_envelope`, `unknown_channel`, `clock_jump`, …).
+    pub rejected: IntCounterVec,
+    /// Duplicate event ids dropped.
+    pub duplicates: IntCounter,
+    /// Events too late for any window.
+    pub late: IntCounter,
+    /// Window rows produced (re-emissions included).
+    pub windows_emitted: IntCounter,
+    /// Records sent to the dead-letter topic.
+    pub deadletters: IntCounter,
+    /// Sessions expired after the idle timeout.
+    pub sessions_expired: IntCounter,
+    /// Open sessions held in state.
+    pub sessions_open: IntGauge,
+    /// Wall clock minus the newest event time seen, per partition (seconds).
+    pub watermark_lag: IntGaugeVec,
+    /// High watermark minus next offset, per partition.
+    pub consumer_lag: IntGaugeVec,
+    /// Time to flush, write and commit a checkpoint.
+    pub checkpoint_seconds: Histogram,
+    /// Checkpoints written.
+    pub checkpoints: IntCounter,
+    /// Partitions resumed from a local checkpoint.
+    pub checkpoints_restored: IntCounter,
+    /// Partitions rebuilt from the earliest offset (no local checkpoint).
+    pub partitions_rebuilt: IntCounter,
+    /// State size on disk (RocksDB SST files + memtables).
+    pub state_bytes: IntGauge,
+}
+
+impl Metrics {
+    /// Registers every metric, labelled with the manifest and version.
+    pub fn new(manifest: &str, version: u32) -> Metrics {
+        let labels = [("manifest".to_string(), manifest.to_string()), ("version".to_string(), version.to_string())];
+        let registry = Registry::new_custom(Some("pitgun_processor".into()), Some(labels.into_iter().collect())).expect("registry");
+        let c = |n: &str, h: &str| {
+            let m = IntCounter::new(n, h).expect("metric");
+            registry.register(Box::new(m.clone())).expect("register");
+            m
+        };
+        let g = |n: &str, h: &str| {
+            let m = IntGauge::new(n, h).expect("metric");
+            registry.register(Box::new(m.clone())).expect("register");
+            m
+        };
+        let gv = |n: &str, h: &str| {
+            let m = IntGaugeVec::new(Opts::new(n, h), &["topic", "partition"]).expect("metric");
+            registry.register(Box::new(m.clone())).expect("register");
+            m
+        };
+        let rejected = IntCounterVec::new(Opts::new("rejected_total", "Records refused, by reason"), &["reason"]).expect("metric");
+        registry.register(Box::new(rejected.clone())).expect("register");
+        let checkpoint_seconds = Histogram::with_opts(
+            HistogramOpts::new("checkpoint_duration_seconds", "Flush + state write + offset commit")
+                .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+        )
+        .expect("metric");
+        registry.register(Box::new(checkpoint_seconds.clone())).expect("register");
+        Metrics {
+            events_in: c("events_in_total", "Records consumed"),
+            rejected,
+            duplicates: c("duplicates_total", "Duplicate event ids dropped"),
+            late: c("late_total", "Events too late for any window"),
+            windows_emitted: c("windows_emitted_total", "Window rows produced, re-emissions included"),
+            deadletters: c("deadletters_total", "Records sent to the dead-letter topic"),
+            sessions_expired: c("sessions_expired_total", "Sessions closed after the idle timeout"),
+            sessions_open: g("sessions_open", "Open sessions held in state"),
+            watermark_lag: gv("watermark_lag_seconds", "Wall clock minus the newest event time seen"),
+            consumer_lag: gv("consumer_lag", "High watermark minus next offset to consume"),
+            checkpoint_seconds,
+            checkpoints: c("checkpoints_total", "Checkpoints written"),
+            checkpoints_restored: c("checkpoints_restored_total", "Partitions resumed from a local checkpoint"),
+            partitions_rebuilt: c("partitions_rebuilt_total", "Partitions rebuilt from the earliest offset"),
+            state_bytes: g("state_size_bytes", "RocksDB SST files plus memtables"),
+            registry,
+        }
+    }
+}

@@ -1,0 +1,534 @@
+//! The processor loop: consume, run the engine per partition, produce rows, checkpoint.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+use pitgun_engine::{Output, Plan, Runner, SessionStore};
+use pitgun_runtime::kafka::{headers, topics, Broker};
+use pitgun_runtime::serve::{spawn_health_server, Health};
+use pitgun_runtime::wire::Decoder;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rocksdb::WriteBatch;
+use tracing::{info, warn};
+
+use crate::metrics::Metrics;
+use crate::state::{Meta, PartitionStore, StateDb};
+
+/// Builds a fresh plan (each partition gets its own engine; formulas are not shared).
+pub type PlanFactory = Arc<dyn Fn() -> Result<Plan> + Send + Sync>;
+
+/// How to run one manifest version.
+pub struct Config {
+    /// Broker and namespace.
+    pub broker: Broker,
+    /// Manifest name and version (the group is `pitgun.<name>.v<version>`).
+    pub manifest: String,
+    /// Manifest version.
+    pub version: u32,
+    /// Input topics (base names; the namespace is added).
+    pub input_topics: Vec<String>,
+    /// Compiles the manifest.
+    pub plan: PlanFactory,
+    /// RocksDB state folder, one per manifest version and replica.
+    pub state_dir: PathBuf,
+    /// Time between checkpoints.
+    pub checkpoint_interval: Duration,
+    /// Consume up to the end offsets seen at start, close every session, checkpoint, exit.
+    pub until_end: bool,
+    /// Where to serve `/metrics`, `/healthz`, `/readyz`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// How long closed session ids are remembered (late copies of their events are refused).
+    pub closed_retention: Duration,
+    /// Consumer-group session timeout: how soon a dead replica's partitions move.
+    pub group_session_timeout: Duration,
+    /// Partitions of the output topics when the processor creates them.
+    pub output_partitions: i32,
+    /// How long a checkpoint waits for the broker to acknowledge emitted rows.
+    pub flush_timeout: Duration,
+}
+
+/// What a run did (printed by `pitgun process` at exit).
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Summary {
+    /// Records consumed.
+    pub records: u64,
+    /// Rows produced (re-emissions included).
+    pub rows: u64,
+    /// Late events produced to the late topic.
+    pub late: u64,
+    /// Records sent to the dead-letter topic.
+    pub deadletters: u64,
+    /// Partitions resumed from a local checkpoint.
+    pub restored_partitions: u64,
+    /// Partitions rebuilt from the earliest offset.
+    pub rebuilt_partitions: u64,
+    /// Checkpoints written.
+    pub checkpoints: u64,
+    /// Seconds from the first record consumed to the end (throughput = records / this).
+    pub consume_seconds: f64,
+}
+
+type Tp = (String, i32);
+
+/// One owned input partition.
+struct Part {
+    runner: Runner<PartitionStore>,
+    next_offset: i64,
+    reported_duplicates: u64,
+    reported_expired: u64,
+}
+
+/// Counts failed deliveries: a checkpoint must never follow a row the broker did not take.
+#[derive(Default)]
+struct Deliveries {
+    failed: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for Deliveries {}
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, msg)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            *self.last_error.lock().expect("lock") = Some(format!("delivery to {} failed: {e}", msg.topic()));
+        }
+    }
+}
+
+/// Output topic names, with the namespace.
+struct OutTopics {
+    aggregates: String,
+    late: String,
+    deadletter: String,
+}
+
+#[derive(Clone, Copy)]
+enum Dest {
+    Aggregates,
+    Late,
+    Deadletter,
+}
+
+/// Everything the loop and the rebalance callback share (both run on the polling thread).
+struct Core {
+    cfg_plan: PlanFactory,
+    db: StateDb,
+    producer: ThreadedProducer<Deliveries>,
+    out_topics: OutTopics,
+    parts: BTreeMap<Tp, Part>,
+    /// Low and high watermarks seen at start (for `--until-end` and rebuilds).
+    bounds: BTreeMap<Tp, (i64, i64)>,
+    metrics: Metrics,
+    decoder: Decoder,
+    json: String,
+    out: Vec<Output>,
+    summary: Summary,
+    fatal: Option<anyhow::Error>,
+    assigned_once: bool,
+    flush_timeout: Duration,
+    closed_retention_us: i64,
+    last_checkpoint: Instant,
+    first_record: Option<Instant>,
+}
+
+struct Ctx {
+    core: Arc<Mutex<Core>>,
+}
+
+impl Ctx {
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    /// Assign: resume each partition from this replica's checkpoint, or rebuild it from the
+    /// earliest offset. Revoke: checkpoint first, then give the partitions up.
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let mut core = self.lock();
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let wanted: Vec<Tp> = tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+                for (topic, partition) in wanted {
+                    match core.take_partition(&topic, partition) {
+                        Ok(offset) => {
+                            if let Err(e) = tpl.set_partition_offset(&topic, partition, offset) {
+                                core.fatal.get_or_insert(anyhow!("cannot seek {topic}/{partition}: {e}"));
+                            }
+                        }
+                        Err(e) => {
+                            core.fatal.get_or_insert(e);
+                        }
+                    }
+                }
+                core.assigned_once = true;
+                if let Err(e) = consumer.assign(tpl) {
+                    core.fatal.get_or_insert(anyhow!("cannot take the assigned partitions: {e}"));
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let revoked: Vec<Tp> = tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+                if let Err(e) = core.checkpoint(consumer, Some(&revoked), CommitMode::Sync) {
+                    core.fatal.get_or_insert(e.context("checkpoint of revoked partitions failed"));
+                }
+                for tp in &revoked {
+                    if core.parts.remove(tp).is_some() {
+                        info!(topic = %tp.0, partition = tp.1, "partition revoked after its checkpoint");
+                    }
+                }
+                if let Err(e) = consumer.unassign() {
+                    core.fatal.get_or_insert(anyhow!("cannot give up revoked partitions: {e}"));
+                }
+            }
+            other => warn!("rebalance error: {:?}", other),
+        }
+    }
+}
+
+fn now_us() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+impl Core {
+    /// Loads a newly assigned partition; returns where to start reading it.
+    fn take_partition(&mut self, topic: &str, partition: i32) -> Result<Offset> {
+        let plan = (self.cfg_plan)()?;
+        let tp = (topic.to_string(), partition);
+        let (store, offset, start) = match self.db.restore(topic, partition)? {
+            Some(r) => {
+                self.metrics.checkpoints_restored.inc();
+                self.summary.restored_partitions += 1;
+                info!(topic, partition, offset = r.offset, sessions = r.store.open_count(), "restored checkpoint");
+                (r.store, r.offset, Offset::Offset(r.offset))
+            }
+            None => {
+                self.metrics.partitions_rebuilt.inc();
+                self.summary.rebuilt_partitions += 1;
+                let low = self.bounds.get(&tp).map(|b| b.0).unwrap_or(0);
+                info!(topic, partition, from = low, "no local checkpoint: rebuilding from the earliest offset");
+                (PartitionStore::default(), low, Offset::Beginning)
+            }
+        };
+        self.parts.insert(tp, Part { runner: Runner::with_store(plan, store), next_offset: offset, reported_duplicates: 0, reported_expired: 0 });
+        Ok(start)
+    }
+
+    fn handle(&mut self, msg: &BorrowedMessage<'_>) {
+        // A linear scan over the owned partitions: no allocation per record.
+        let (topic, partition) = (msg.topic(), msg.partition());
+        let Some(part) = self.parts.iter_mut().find(|((t, p), _)| *p == partition && t == topic).map(|(_, part)| part) else {
+            return; // a message fetched before its partition was revoked
+        };
+        if msg.offset() < part.next_offset {
+            return; // already in the state (a fetch raced the seek)
+        }
+        part.next_offset = msg.offset() + 1;
+        self.metrics.events_in.inc();
+        self.summary.records += 1;
+        self.first_record.get_or_insert_with(Instant::now);
+        let now = now_us();
+        part.runner.engine_mut().store_mut().now_us = now;
+        let payload = msg.payload().unwrap_or_default();
+        let fed = match self.decoder.to_json(payload, &mut self.json) {
+            Ok(()) => part.runner.feed_json(&self.json, now, &mut self.out).map_err(|e| (e.reason.as_str(), e.detail)),
+            Err(detail) => {
+                part.runner.engine_mut().count_rejected(pitgun_engine::Reason::InvalidEnvelope);
+                Err(("undecodable", detail))
+            }
+        };
+        let dups = part.runner.engine().stats().duplicates;
+        if dups != part.reported_duplicates {
+            self.metrics.duplicates.inc_by(dups - part.reported_duplicates);
+            part.reported_duplicates = dups;
+        }
+        if fed.is_ok() && self.out.is_empty() {
+            return;
+        }
+        let origin = format!("{topic}/{partition}/{}", msg.offset());
+        if let Err((reason, detail)) = fed {
+            self.metrics.rejected.with_label_values(&[reason]).inc();
+            self.deadletter(reason, &detail, &origin, payload);
+        }
+        self.route_outputs(&origin);
+    }
+
+    /// Sends the engine's outputs to their topics.
+    fn route_outputs(&mut self, origin: &str) {
+        let mut out = std::mem::take(&mut self.out);
+        for o in out.drain(..) {
+            match o {
+                Output::Row(row) => {
+                    self.metrics.windows_emitted.inc();
+                    self.summary.rows += 1;
+                    self.send(Dest::Aggregates, row.row_id.as_bytes(), row.json.as_bytes(), None);
+                }
+                Output::Late(note) => {
+                    self.metrics.late.inc();
+                    self.summary.late += 1;
+                    self.send(Dest::Late, note.session_id.as_bytes(), note.to_json().as_bytes(), None);
+                }
+                Output::Rejected(note) => {
+                    self.metrics.rejected.with_label_values(&[note.reason]).inc();
+                    self.deadletter(note.reason, &note.detail, origin, note.to_json().as_bytes());
+                }
+            }
+        }
+        self.out = out;
+    }
+
+    fn deadletter(&mut self, reason: &str, detail: &str, origin: &str, payload: &[u8]) {
+        self.metrics.deadletters.inc();
+        self.summary.deadletters += 1;
+        let h = OwnedHeaders::new()
+            .insert(Header { key: headers::STAGE, value: Some("process") })
+            .insert(Header { key: headers::REASON, value: Some(reason) })
+            .insert(Header { key: headers::DETAIL, value: Some(detail) })
+            .insert(Header { key: headers::ORIGIN, value: Some(origin) });
+        self.send(Dest::Deadletter, origin.as_bytes(), payload, Some(h));
+    }
+
+    /// Queues a record; waits while the producer queue is full (back-pressure on the consumer).
+    fn send(&mut self, dest: Dest, key: &[u8], payload: &[u8], h: Option<OwnedHeaders>) {
+        let topic = match dest {
+            Dest::Aggregates => &self.out_topics.aggregates,
+            Dest::Late => &self.out_topics.late,
+            Dest::Deadletter => &self.out_topics.deadletter,
+        };
+        let mut record = BaseRecord::to(topic).key(key).payload(payload);
+        if let Some(h) = h {
+            record = record.headers(h);
+        }
+        let deadline = Instant::now() + self.flush_timeout;
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) if Instant::now() < deadline => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err((e, _)) => {
+                    self.fatal.get_or_insert(anyhow!("cannot produce to {topic}: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Idle expiry, then forget old closed ids.
+    fn expire(&mut self) {
+        let now = now_us();
+        let cutoff = now - self.closed_retention_us;
+        let tps: Vec<Tp> = self.parts.keys().cloned().collect();
+        for tp in tps {
+            let part = self.parts.get_mut(&tp).expect("present");
+            part.runner.engine_mut().store_mut().now_us = now;
+            part.runner.engine_mut().expire_idle(now, &mut self.out);
+            part.runner.engine_mut().store_mut().forget_closed_before(cutoff);
+            let expired = part.runner.engine().stats().sessions_expired;
+            self.metrics.sessions_expired.inc_by(expired - part.reported_expired);
+            part.reported_expired = expired;
+            self.route_outputs(&format!("{}/{}/idle-expiry", tp.0, tp.1));
+        }
+    }
+
+    /// The checkpoint, in order: flush the producer until every emitted row is acknowledged;
+    /// write state and offsets of the partitions in one RocksDB batch; commit the offsets.
+    fn checkpoint(&mut self, consumer: &BaseConsumer<Ctx>, only: Option<&[Tp]>, mode: CommitMode) -> Result<()> {
+        let started = Instant::now();
+        self.producer.flush(self.flush_timeout).map_err(|e| anyhow!("rows not acknowledged within {:?}: {e}", self.flush_timeout))?;
+        let failed = self.producer.context().failed.load(Ordering::Relaxed);
+        if failed > 0 {
+            let last = self.producer.context().last_error.lock().expect("lock").clone().unwrap_or_default();
+            bail!("{failed} emitted records were not stored by the broker ({last}); not checkpointing past them");
+        }
+        let mut batch = WriteBatch::default();
+        let mut tpl = TopicPartitionList::new();
+        let now = now_us();
+        let mut open = 0;
+        for (tp, part) in self.parts.iter_mut() {
+            open += part.runner.engine().open_sessions() as i64;
+            if only.is_some_and(|o| !o.contains(tp)) {
+                continue;
+            }
+            self.db.stage(&mut batch, &tp.0, tp.1, part.next_offset, part.runner.engine_mut().store_mut());
+            tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(part.next_offset))?;
+            let (_, high) = consumer.get_watermark_offsets(&tp.0, tp.1).unwrap_or((0, part.next_offset));
+            let labels = [tp.0.as_str(), &tp.1.to_string()];
+            self.metrics.consumer_lag.with_label_values(&labels).set((high - part.next_offset).max(0));
+            let newest = part.runner.newest_event_time();
+            if newest != i64::MIN {
+                self.metrics.watermark_lag.with_label_values(&labels).set((now - newest) / 1_000_000);
+            }
+        }
+        self.db.write(batch)?;
+        if tpl.count() > 0 {
+            consumer.commit(&tpl, mode).context("offset commit to the group failed")?;
+        }
+        self.metrics.sessions_open.set(open);
+        self.metrics.checkpoints.inc();
+        self.summary.checkpoints += 1;
+        self.metrics.checkpoint_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics.state_bytes.set(self.db.size_bytes() as i64);
+        self.last_checkpoint = Instant::now();
+        Ok(())
+    }
+
+    /// Whether every owned partition has been read up to the end offsets seen at start.
+    fn reached_end(&self) -> bool {
+        self.assigned_once
+            && !self.parts.is_empty()
+            && self.parts.iter().all(|(tp, p)| self.bounds.get(tp).is_none_or(|&(_, high)| p.next_offset >= high))
+    }
+
+    /// End of input: close every session of every owned partition, as replay does.
+    fn finish(&mut self) {
+        let tps: Vec<Tp> = self.parts.keys().cloned().collect();
+        for tp in tps {
+            let part = self.parts.get_mut(&tp).expect("present");
+            part.runner.engine_mut().store_mut().now_us = now_us();
+            part.runner.finish(&mut self.out);
+            self.route_outputs(&format!("{}/{}/end", tp.0, tp.1));
+        }
+    }
+}
+
+/// Runs the processor until SIGTERM/SIGINT (or, with `until_end`, the end of input).
+pub fn run(cfg: Config) -> Result<Summary> {
+    let group = cfg.broker.name(&topics::group(&cfg.manifest, cfg.version));
+    let inputs: Vec<String> = cfg.input_topics.iter().map(|t| cfg.broker.name(t)).collect();
+    let out_topics = OutTopics {
+        aggregates: cfg.broker.name(&topics::aggregates(&cfg.manifest, cfg.version)),
+        late: cfg.broker.name(&topics::late(&cfg.manifest, cfg.version)),
+        deadletter: cfg.broker.name(topics::DEADLETTER_PROCESS),
+    };
+    // Compile once up front, so a manifest that does not compile never joins the group.
+    (cfg.plan)()?;
+    cfg.broker
+        .ensure_topics(
+            &[out_topics.aggregates.clone(), out_topics.late.clone(), out_topics.deadletter.clone()],
+            cfg.output_partitions,
+            Duration::from_secs(10),
+        )
+        .context("cannot create the output topics")?;
+    let db = StateDb::open(&cfg.state_dir, &Meta { manifest: cfg.manifest.clone(), version: cfg.version, group: group.clone() })?;
+
+    let producer: ThreadedProducer<Deliveries> = cfg
+        .broker
+        .client_config(&format!("pitgun-process-{}", cfg.manifest))
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", &cfg.flush_timeout.as_millis().to_string())
+        .create_with_context(Deliveries::default())
+        .context("cannot create the Kafka producer")?;
+
+    let metrics = Metrics::new(&cfg.manifest, cfg.version);
+    let health = Health::new(metrics.registry.clone());
+    if let Some(addr) = cfg.metrics_listen {
+        let bound = spawn_health_server(addr, health.clone())?;
+        info!("metrics on http://{bound}/metrics");
+    }
+
+    let core = Arc::new(Mutex::new(Core {
+        cfg_plan: cfg.plan.clone(),
+        db,
+        producer,
+        out_topics,
+        parts: BTreeMap::new(),
+        bounds: BTreeMap::new(),
+        metrics,
+        decoder: Decoder::default(),
+        json: String::new(),
+        out: Vec::new(),
+        summary: Summary::default(),
+        fatal: None,
+        assigned_once: false,
+        flush_timeout: cfg.flush_timeout,
+        closed_retention_us: cfg.closed_retention.as_micros() as i64,
+        last_checkpoint: Instant::now(),
+        first_record: None,
+    }));
+    let consumer: BaseConsumer<Ctx> = cfg
+        .broker
+        .client_config(&format!("pitgun-process-{}", cfg.manifest))
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", &cfg.group_session_timeout.as_millis().to_string())
+        .set("heartbeat.interval.ms", &(cfg.group_session_timeout.as_millis() / 4).max(100).to_string())
+        .create_with_context(Ctx { core: core.clone() })
+        .context("cannot create the Kafka consumer")?;
+
+    // Bounds of every input partition, read before consuming (the end for `--until-end`).
+    for topic in &inputs {
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .with_context(|| format!("broker {} did not answer metadata for {topic}", cfg.broker.bootstrap))?;
+        let t = md.topics().first().with_context(|| format!("no metadata for {topic}"))?;
+        if t.partitions().is_empty() {
+            bail!("input topic {topic} does not exist (create it: scripts/stack.sh topics)");
+        }
+        for p in t.partitions() {
+            let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+            core.lock().unwrap_or_else(|e| e.into_inner()).bounds.insert((topic.clone(), p.id()), (low, high));
+        }
+    }
+    let refs: Vec<&str> = inputs.iter().map(|s| s.as_str()).collect();
+    consumer.subscribe(&refs).context("cannot subscribe")?;
+    info!(group = %group, topics = ?inputs, "processor started");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
+
+    loop {
+        let polled = consumer.poll(Duration::from_millis(100));
+        let mut c = core.lock().unwrap_or_else(|e| e.into_inner());
+        match polled {
+            Some(Ok(msg)) => c.handle(&msg),
+            Some(Err(e)) => warn!("consumer error: {e}"),
+            None => {}
+        }
+        if let Some(e) = c.fatal.take() {
+            return Err(e);
+        }
+        health.ready.store(c.assigned_once, Ordering::Relaxed);
+        if cfg.until_end && c.reached_end() {
+            c.finish();
+            c.checkpoint(&consumer, None, CommitMode::Sync)?;
+            info!("end of input reached; final checkpoint written");
+            break;
+        }
+        if stop.load(Ordering::Relaxed) {
+            c.checkpoint(&consumer, None, CommitMode::Sync)?;
+            info!("stopping: final checkpoint written");
+            break;
+        }
+        if c.last_checkpoint.elapsed() >= cfg.checkpoint_interval {
+            c.expire();
+            c.checkpoint(&consumer, None, CommitMode::Async)?;
+        }
+        if let Some(e) = c.fatal.take() {
+            return Err(e);
+        }
+    }
+    let c = core.lock().unwrap_or_else(|e| e.into_inner());
+    let mut summary = c.summary.clone();
+    summary.consume_seconds = c.first_record.map(|f| f.elapsed().as_secs_f64()).unwrap_or(0.0);
+    Ok(summary)
+}

@@ -1,0 +1,212 @@
+//! Durable state: RocksDB holding, per input partition, the open sessions, the ids of closed
+//! sessions and the consumed offset — written together in one batch at each checkpoint.
+//!
+//! Keys (one column family):
+//! - `meta` → JSON naming the manifest, version and group the folder belongs to;
+//! - `o\0<topic>\0<partition>` → next offset to consume (i64, big-endian);
+//! - `s\0<topic>\0<partition>\0<session>` → the session's state ([`SessionState::to_bytes`]);
+//! - `c\0<topic>\0<partition>\0<session>` → when the session was closed (driver clock, µs).
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use pitgun_engine::{SessionState, SessionStore};
+use rocksdb::{Direction, IteratorMode, Options, WriteBatch, DB};
+use rustc_hash::{FxHashMap, FxHashSet};
+
+/// Which folder belongs to which manifest version: a state folder is never shared by two.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Meta {
+    /// Manifest name.
+    pub manifest: String,
+    /// Manifest version.
+    pub version: u32,
+    /// Consumer group.
+    pub group: String,
+}
+
+/// The state database of one processor.
+pub struct StateDb {
+    db: DB,
+}
+
+/// What a partition's checkpoint holds.
+pub struct Restored {
+    /// Next offset to consume.
+    pub offset: i64,
+    /// The partition's sessions and closed ids.
+    pub store: PartitionStore,
+}
+
+fn part_prefix(tag: u8, topic: &str, partition: i32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(topic.len() + 16);
+    k.push(tag);
+    k.push(0);
+    k.extend_from_slice(topic.as_bytes());
+    k.push(0);
+    k.extend_from_slice(partition.to_string().as_bytes());
+    k
+}
+
+fn session_key(tag: u8, topic: &str, partition: i32, session: &str) -> Vec<u8> {
+    let mut k = part_prefix(tag, topic, partition);
+    k.push(0);
+    k.extend_from_slice(session.as_bytes());
+    k
+}
+
+impl StateDb {
+    /// Opens (or creates) the folder; refuses one written for another manifest version.
+    pub fn open(dir: &Path, meta: &Meta) -> Result<StateDb> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create state folder {}", dir.display()))?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let db = DB::open(&opts, dir).with_context(|| format!("cannot open RocksDB state in {}", dir.display()))?;
+        match db.get(b"meta")? {
+            Some(bytes) => {
+                let found: Meta = serde_json::from_slice(&bytes).context("state folder: unreadable meta record")?;
+                if &found != meta {
+                    bail!(
+                        "state folder {} belongs to {} v{} (group {}), not {} v{} (group {}); give each manifest version its own --state-dir",
+                        dir.display(), found.manifest, found.version, found.group, meta.manifest, meta.version, meta.group
+                    );
+                }
+            }
+            None => db.put(b"meta", serde_json::to_vec(meta)?)?,
+        }
+        Ok(StateDb { db })
+    }
+
+    /// The partition's checkpoint, if this folder has one.
+    pub fn restore(&self, topic: &str, partition: i32) -> Result<Option<Restored>> {
+        let Some(off) = self.db.get(part_prefix(b'o', topic, partition))? else {
+            return Ok(None);
+        };
+        let offset = i64::from_be_bytes(off.as_slice().try_into().context("corrupt offset record")?);
+        let mut store = PartitionStore::default();
+        for (tag, closed) in [(b's', false), (b'c', true)] {
+            let mut prefix = part_prefix(tag, topic, partition);
+            prefix.push(0);
+            for item in self.db.iterator(IteratorMode::From(&prefix, Direction::Forward)) {
+                let (k, v) = item?;
+                if !k.starts_with(&prefix) {
+                    break;
+                }
+                let id = std::str::from_utf8(&k[prefix.len()..]).context("corrupt session key")?;
+                if closed {
+                    let at = i64::from_be_bytes(v.as_ref().try_into().context("corrupt closed record")?);
+                    store.closed.insert(id.into(), at);
+                } else {
+                    let state = SessionState::from_bytes(&v)
+                        .map_err(|e| anyhow::anyhow!("{topic}/{partition} session {id:?}: {e}; clear the state folder to rebuild from the log"))?;
+                    store.open.insert(id.into(), state);
+                }
+            }
+        }
+        Ok(Some(Restored { offset, store }))
+    }
+
+    /// Adds the partition's changes since its last checkpoint, and its offset, to `batch`.
+    pub fn stage(&self, batch: &mut WriteBatch, topic: &str, partition: i32, offset: i64, store: &mut PartitionStore) {
+        for id in store.dirty.drain() {
+            let key = session_key(b's', topic, partition, &id);
+            match store.open.get(&id) {
+                Some(state) => batch.put(key, state.to_bytes()),
+                None => batch.delete(key),
+            }
+        }
+        for (id, at) in store.newly_closed.drain(..) {
+            batch.put(session_key(b'c', topic, partition, &id), at.to_be_bytes());
+        }
+        for id in store.forgotten.drain(..) {
+            batch.delete(session_key(b'c', topic, partition, &id));
+        }
+        batch.put(part_prefix(b'o', topic, partition), offset.to_be_bytes());
+    }
+
+    /// Writes a batch atomically.
+    pub fn write(&self, batch: WriteBatch) -> Result<()> {
+        self.db.write(batch).context("RocksDB write of the checkpoint failed")
+    }
+
+    /// Bytes on disk and in memtables (an estimate RocksDB keeps).
+    pub fn size_bytes(&self) -> u64 {
+        let prop = |p: &str| self.db.property_int_value(p).ok().flatten().unwrap_or(0);
+        prop("rocksdb.total-sst-files-size") + prop("rocksdb.cur-size-all-mem-tables")
+    }
+}
+
+/// One partition's sessions in memory, with what changed since the last checkpoint.
+#[derive(Default)]
+pub struct PartitionStore {
+    open: FxHashMap<Box<str>, SessionState>,
+    /// Closed sessions and when they closed (driver clock, µs).
+    closed: FxHashMap<Box<str>, i64>,
+    dirty: FxHashSet<Box<str>>,
+    newly_closed: Vec<(Box<str>, i64)>,
+    forgotten: Vec<Box<str>>,
+    /// Driver clock of the current call, for closing times.
+    pub now_us: i64,
+}
+
+impl PartitionStore {
+    /// Forgets closed sessions older than `cutoff` (bounded state: a copy of an event of a
+    /// session closed that long ago is refused as late by the dedup horizon anyway).
+    pub fn forget_closed_before(&mut self, cutoff: i64) -> usize {
+        let old: Vec<Box<str>> = self.closed.iter().filter(|(_, &at)| at < cutoff).map(|(id, _)| id.clone()).collect();
+        for id in &old {
+            self.closed.remove(id);
+        }
+        let n = old.len();
+        self.forgotten.extend(old);
+        n
+    }
+
+    /// Closed sessions remembered.
+    pub fn closed_count(&self) -> usize {
+        self.closed.len()
+    }
+}
+
+impl SessionStore for PartitionStore {
+    fn get_mut(&mut self, session_id: &str) -> Option<&mut SessionState> {
+        let s = self.open.get_mut(session_id)?;
+        // Any access may change the state; the set keeps one entry per session.
+        if !self.dirty.contains(session_id) {
+            self.dirty.insert(session_id.into());
+        }
+        Some(s)
+    }
+
+    fn insert(&mut self, session_id: &str, state: SessionState) -> &mut SessionState {
+        self.dirty.insert(session_id.into());
+        self.open.entry(session_id.into()).or_insert(state)
+    }
+
+    fn remove(&mut self, session_id: &str) -> Option<SessionState> {
+        self.dirty.insert(session_id.into());
+        self.open.remove(session_id)
+    }
+
+    fn open_ids(&self) -> Vec<Box<str>> {
+        self.open.keys().cloned().collect()
+    }
+
+    fn idle_ids(&self, cutoff: i64) -> Vec<Box<str>> {
+        self.open.iter().filter(|(_, s)| s.last_activity() <= cutoff).map(|(id, _)| id.clone()).collect()
+    }
+
+    fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
+    fn is_closed(&self, session_id: &str) -> bool {
+        self.closed.contains_key(session_id)
+    }
+
+    fn mark_closed(&mut self, session_id: &str) {
+        self.closed.insert(session_id.into(), self.now_us);
+        self.newly_closed.push((session_id.into(), self.now_us));
+    }
+}

@@ -1,0 +1,104 @@
+//! Broker settings, topic names and topic creation.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::types::RDKafkaErrorCode;
+
+/// Where the broker is and which namespace the topic and group names live in.
+#[derive(Debug, Clone)]
+pub struct Broker {
+    /// `host:port[,host:port…]`.
+    pub bootstrap: String,
+    /// Prefix of every topic and consumer-group name (`NS.pitgun.envelopes.v1`); empty = none.
+    pub namespace: String,
+}
+
+impl Broker {
+    /// A broker at `bootstrap` with names in `namespace` (empty for none).
+    pub fn new(bootstrap: impl Into<String>, namespace: impl Into<String>) -> Broker {
+        Broker { bootstrap: bootstrap.into(), namespace: namespace.into() }
+    }
+
+    /// A topic or group name in this namespace.
+    pub fn name(&self, base: &str) -> String {
+        if self.namespace.is_empty() {
+            base.to_string()
+        } else {
+            format!("{}.{base}", self.namespace)
+        }
+    }
+
+    /// Client settings every Pitgun client starts from.
+    pub fn client_config(&self, client_id: &str) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap)
+            .set("client.id", client_id)
+            // The local broker listens on IPv4 loopback only; resolving `localhost` to ::1 first
+            // would cost a failed connection per broker.
+            .set("broker.address.family", "v4")
+            .set("log_level", "4");
+        c
+    }
+
+    /// Creates `topics` with `partitions` each unless they exist (idempotent).
+    pub fn ensure_topics(&self, topics: &[String], partitions: i32, timeout: Duration) -> Result<()> {
+        let admin: AdminClient<DefaultClientContext> =
+            self.client_config("pitgun-admin").create().context("cannot create a Kafka admin client")?;
+        let new: Vec<NewTopic> = topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))).collect();
+        let opts = AdminOptions::new().operation_timeout(Some(timeout)).request_timeout(Some(timeout));
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let results = rt
+            .block_on(async { tokio::time::timeout(timeout, admin.create_topics(&new, &opts)).await })
+            .with_context(|| format!("broker {} did not answer a topic creation within {timeout:?}", self.bootstrap))?
+            .with_context(|| format!("cannot create topics on {}", self.bootstrap))?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, e)) => bail!("cannot create topic {t}: {e}"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Base names of the shared topics (before the namespace).
+pub mod topics {
+    /// Envelopes from the gateway and from services publishing straight to Kafka.
+    pub const ENVELOPES: &str = "pitgun.envelopes.v1";
+    /// Items the gateway refused.
+    pub const DEADLETTER_INGEST: &str = "pitgun.deadletter.ingest.v1";
+    /// Records the processor could not decode or the engine refused.
+    pub const DEADLETTER_PROCESS: &str = "pitgun.deadletter.process.v1";
+
+    /// Rows of one manifest version.
+    pub fn aggregates(manifest: &str, version: u32) -> String {
+        format!("pitgun.aggregates.{manifest}.v{version}")
+    }
+
+    /// Events too late for any window, per manifest version.
+    pub fn late(manifest: &str, version: u32) -> String {
+        format!("pitgun.late.{manifest}.v{version}")
+    }
+
+    /// The consumer group of one manifest version.
+    pub fn group(manifest: &str, version: u32) -> String {
+        format!("pitgun.{manifest}.v{version}")
+    }
+}
+
+/// Header names on dead-letter records.
+pub mod headers {
+    /// Which stage refused the record (`ingest`, `process`).
+    pub const STAGE: &str = "pitgun-stage";
+    /// Reason code (`invalid_envelope`, `unknown_channel`, …).
+    pub const REASON: &str = "pitgun-reason";
+    /// Human-readable detail: JSON pointer and message.
+    pub const DETAIL: &str = "pitgun-detail";
+    /// Where the record came from: `topic/partition/offset` for the processor, the request's
+    /// source and item index for the gateway.
+    pub const ORIGIN: &str = "pitgun-origin";
+}

@@ -1,0 +1,15 @@
+//! What Pitgun's live services share, so the gateway, the processor and the tools agree on it:
+//!
+//! - [`kafka`]: client settings for the broker, topic names (with an optional namespace prefix,
+//!   so tests and tenants never see each other's data) and topic creation;
+//! - [`wire`]: the envelope wire formats on `pitgun.envelopes.v1` — Avro single-object encoding
+//!   (what the gateway writes) and JSON (what services publishing straight to Kafka may send),
+//!   told apart by the first bytes;
+//! - [`serve`]: the `/metrics`, `/healthz` and `/readyz` endpoints every service exposes.
+//!
+//! Topic contracts are documented in `schemas/topics.md`.
+#![deny(missing_docs)]
+
+pub mod kafka;
+pub mod serve;
+pub mod wire;

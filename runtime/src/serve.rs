@@ -1,0 +1,69 @@
+//! `/metrics`, `/healthz` and `/readyz`, the endpoints every Pitgun service serves.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus::{Encoder, Registry, TextEncoder};
+
+/// What the health endpoints report.
+#[derive(Clone)]
+pub struct Health {
+    /// Prometheus registry rendered at `/metrics`.
+    pub registry: Registry,
+    /// Whether `/readyz` answers 200 (set by the service: broker reachable, partitions assigned…).
+    pub ready: Arc<AtomicBool>,
+}
+
+impl Health {
+    /// A fresh registry, not ready.
+    pub fn new(registry: Registry) -> Health {
+        Health { registry, ready: Arc::new(AtomicBool::new(false)) }
+    }
+}
+
+/// The three routes, to merge into a service's router.
+pub fn routes(health: Health) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(health)
+}
+
+async fn metrics(State(h): State<Health>) -> impl IntoResponse {
+    let mut buf = Vec::new();
+    TextEncoder::new().encode(&h.registry.gather(), &mut buf).expect("text encoding cannot fail");
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], buf)
+}
+
+async fn readyz(State(h): State<Health>) -> impl IntoResponse {
+    if h.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+/// Serves only the health routes on `addr` from a background thread (for services that are not
+/// HTTP servers themselves, such as the processor). Returns the bound address.
+pub fn spawn_health_server(addr: SocketAddr, health: Health) -> anyhow::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    listener.set_nonblocking(true)?;
+    let bound = listener.local_addr()?;
+    std::thread::Builder::new().name("health".into()).spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            if let Err(e) = axum::serve(listener, routes(health)).await {
+                tracing::error!("health server stopped: {e}");
+            }
+        });
+    })?;
+    Ok(bound)
+}
