@@ -11,12 +11,14 @@ mod bench_cmd;
 mod broker_args;
 mod dataset;
 mod gateway_cmd;
+mod gateway_cmd;
 mod manifest_cmd;
 mod process_cmd;
 mod publish_cmd;
 mod project;
 mod replay;
 mod simulate;
+mod simulate_target;
 mod topic_cmd;
 mod validate;
 
@@ -56,6 +58,8 @@ enum Command {
     Export(topic_cmd::ExportArgs),
     /// The HTTP ingest gateway: validate envelopes, produce them to Kafka, serve the definitions.
     Gateway(gateway_cmd::GatewayArgs),
+    /// The HTTP ingest gateway: validate envelopes, produce them to Kafka, serve the definitions.
+    Gateway(gateway_cmd::GatewayArgs),
     /// Benchmark floor: parse envelopes with serde_json only.
     #[command(hide = true)]
     BenchParse(bench_cmd::BenchParseArgs),
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Manifest(cmd) => manifest_cmd::run(cmd),
         Command::BenchParse(args) => bench_cmd::run(args),
+        Command::Gateway(args) => gateway_cmd::run_cmd(args),
         Command::Gateway(args) => gateway_cmd::run_cmd(args),
         Command::BenchConsume(args) => bench_cmd::consume(args),
         Command::Process(args) => process_cmd::run(args),

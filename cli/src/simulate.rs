@@ -1,4 +1,5 @@
-//! `pitgun simulate`: the reference workload as a dataset file (and its ground truth).
+//! `pitgun simulate`: the reference workload as a dataset file (and its ground truth), and/or
+//! posted to an ingest gateway (`--target`, see `simulate_target`).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use clap::Args;
 use pitgun_workload::{simulate, Faults, Record, SimConfig};
 
 use crate::dataset::DatasetWriter;
+use crate::simulate_target::{parse_api_key, read_api_keys, Poster, TargetOptions};
 
 /// Arguments of `pitgun simulate`.
 #[derive(Args)]
@@ -33,9 +35,32 @@ pub struct SimulateArgs {
     /// Seed: the same seed and options give the same file, byte for byte.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Output file: .ndjson/.jsonl (optionally .gz/.zst) or .avro.
-    #[arg(long, short)]
-    output: PathBuf,
+    /// Output file: .ndjson/.jsonl (optionally .gz/.zst) or .avro. Required unless --target.
+    #[arg(long, short, required_unless_present = "target")]
+    output: Option<PathBuf>,
+    /// Post the envelopes to this ingest gateway (`http://host:port`) as NDJSON batches; with
+    /// --output as well, both get the same envelopes.
+    #[arg(long)]
+    target: Option<String>,
+    /// Envelopes per posted batch (one source per batch).
+    #[arg(long, default_value_t = 500, requires = "target")]
+    batch: usize,
+    /// Keep-alive HTTP/1.1 connections; each session always uses the same one, so its events
+    /// arrive in order.
+    #[arg(long, default_value_t = 4, requires = "target")]
+    concurrency: usize,
+    /// Post at most this many envelopes per second (default: as fast as the gateway answers).
+    #[arg(long, requires = "target")]
+    target_rate: Option<f64>,
+    /// API keys, one `source=token` per line.
+    #[arg(long, requires = "target")]
+    api_keys: Option<PathBuf>,
+    /// An API key as `source=token` (repeatable).
+    #[arg(long, requires = "target", value_parser = parse_key_arg)]
+    api_key: Vec<(String, String)>,
+    /// How long a batch is resent on 503 or connection errors before the run fails.
+    #[arg(long, default_value = "2m", value_parser = humantime::parse_duration, requires = "target")]
+    retry_for: std::time::Duration,
     /// Also write the ground truth (every session's real lap times) as JSON here.
     #[arg(long)]
     truth: Option<PathBuf>,
@@ -45,6 +70,10 @@ pub struct SimulateArgs {
     /// Print nothing but errors.
     #[arg(long, short)]
     quiet: bool,
+}
+
+fn parse_key_arg(text: &str) -> Result<(String, String), String> {
+    parse_api_key(text).map_err(|e| e.to_string())
 }
 
 fn parse_faults(text: &str) -> Result<Faults, String> {
@@ -62,7 +91,26 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
     if let Err(e) = config.validate() {
         bail!("invalid simulation: {e}");
     }
-    let mut writer = DatasetWriter::create(&args.output)?;
+    let mut writer = args.output.as_deref().map(DatasetWriter::create).transpose()?;
+    let mut poster = match &args.target {
+        Some(url) => {
+            let mut tokens = std::collections::HashMap::new();
+            if let Some(path) = &args.api_keys {
+                read_api_keys(path, &mut tokens)?;
+            }
+            tokens.extend(args.api_key.iter().cloned());
+            Some(Poster::start(TargetOptions {
+                url: url.clone(),
+                batch: args.batch,
+                concurrency: args.concurrency,
+                rate: args.target_rate,
+                tokens,
+                retry_for: args.retry_for,
+            })?)
+        }
+        None => None,
+    };
+    let mut line = Vec::new();
     let started = Instant::now();
     let mut error: Option<anyhow::Error> = None;
     let (mut records, mut bytes, mut malformed_skipped) = (0u64, 0u64, 0u64);
@@ -73,15 +121,23 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
         records += 1;
         let result = match &record {
             Record::Envelope(env) => {
-                bytes += serde_json::to_string(env).map(|s| s.len() as u64 + 1).unwrap_or(0);
-                writer.envelope(env)
-            }
-            Record::Malformed(line) => {
+                line.clear();
+                serde_json::to_writer(&mut line, env).expect("envelopes serialise");
                 bytes += line.len() as u64 + 1;
-                writer.raw_line(line).map(|written| {
-                    if !written {
-                        malformed_skipped += 1;
-                    }
+                let posted = poster.as_mut().map_or(Ok(()), |p| p.envelope(env, &line));
+                posted.and_then(|()| writer.as_mut().map_or(Ok(()), |w| w.envelope(env)))
+            }
+            Record::Malformed(raw) => {
+                bytes += raw.len() as u64 + 1;
+                let posted = poster.as_mut().map_or(Ok(()), |p| p.malformed(raw));
+                posted.and_then(|()| {
+                    writer.as_mut().map_or(Ok(()), |w| {
+                        w.raw_line(raw).map(|written| {
+                            if !written {
+                                malformed_skipped += 1;
+                            }
+                        })
+                    })
                 })
             }
         };
@@ -92,7 +148,12 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
     if let Some(e) = error {
         return Err(e);
     }
-    writer.finish()?;
+    if let Some(w) = writer {
+        w.finish()?;
+    }
+    if let Some(p) = poster {
+        p.finish(args.quiet)?;
+    }
     if let Some(path) = &args.truth {
         let mut f = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
         serde_json::to_writer_pretty(&mut f, &truth)?;
@@ -104,7 +165,7 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
             "simulate: {records} records ({} sessions, {} laps) to {} in {secs:.2} s; mean JSON size {:.0} bytes",
             truth.sessions.len(),
             truth.laps.len(),
-            args.output.display(),
+            args.output.as_ref().map_or_else(|| args.target.clone().unwrap_or_default(), |p| p.display().to_string()),
             bytes as f64 / records.max(1) as f64
         );
         if malformed_skipped > 0 {

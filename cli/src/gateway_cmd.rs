@@ -1,0 +1,146 @@
+//! `pitgun gateway`: the HTTP ingest gateway, and `pitgun gateway keygen` for its API keys.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::{Args, Subcommand};
+use pitgun_ingest::gateway::Limits;
+use pitgun_ingest::service::{run, Settings};
+
+use crate::broker_args::{init_logging, BrokerArgs};
+
+/// Arguments of `pitgun gateway`.
+#[derive(Args)]
+#[command(
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+    after_help = "Endpoints:\n  POST /v1/envelopes            one envelope, a JSON array (application/json) or NDJSON \
+(application/x-ndjson), optionally Content-Encoding gzip or zstd; Authorization: Bearer <token> or X-Api-Key\n  \
+GET  /schemas[/NAME/VERSION]   the JSON Schemas (ETag, If-None-Match)\n  \
+GET  /dictionary[/METRIC]      the dictionary\n  \
+GET  /manifests[/NAME/VERSION] pipeline and bundle manifests\n  \
+GET  /metrics /healthz /readyz\n\n\
+Example:\n  pitgun gateway keygen --source pitgun-web --keys keys.yaml\n  \
+pitgun gateway --listen 127.0.0.1:8080 --brokers 127.0.0.1:9092 --keys keys.yaml"
+)]
+pub struct GatewayArgs {
+    #[command(subcommand)]
+    command: Option<GatewayCommand>,
+    /// Address to listen on; port 0 picks a free port (the address is printed at start).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    broker: BrokerArgs,
+    /// API keys file (YAML list of {source, sha256}); make keys with `pitgun gateway keygen`.
+    #[arg(long, env = "PITGUN_KEYS", required_unless_present = "bench_baseline")]
+    keys: Option<PathBuf>,
+    /// The dictionary envelopes are checked against (producer versions and their channels).
+    #[arg(long, default_value = "manifests/dictionary/racing.yaml")]
+    dictionary: PathBuf,
+    /// Folder with `pipelines/` and `bundles/` served under /manifests (skipped if missing).
+    #[arg(long, default_value = "manifests")]
+    manifests: PathBuf,
+    /// Refuse events whose time is further than this ahead of the gateway's clock.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    max_future_skew: Duration,
+    /// Largest request body, before and after decompression (bytes; KiB/MiB suffixes allowed).
+    #[arg(long, default_value = "8MiB", value_parser = parse_size)]
+    max_body: usize,
+    /// Most envelopes in one request.
+    #[arg(long, default_value_t = 5000)]
+    max_batch: usize,
+    /// How long the broker has to acknowledge a batch before the answer is 503.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    ack_timeout: Duration,
+    /// `Retry-After` of a 503, in seconds.
+    #[arg(long, default_value_t = 1)]
+    retry_after: u64,
+    /// Compression of produced batches: lz4, zstd, gzip, snappy or none.
+    #[arg(long, default_value = "lz4")]
+    compression: String,
+    /// How often /readyz asks the broker for metadata.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    readiness_interval: Duration,
+    /// Benchmark baseline: only parse each batch into envelopes and answer 202 (no keys,
+    /// validation or broker).
+    #[arg(long, hide = true)]
+    bench_baseline: bool,
+}
+
+#[derive(Subcommand)]
+enum GatewayCommand {
+    /// Make a new API key for a source: prints the token once, appends its SHA-256 to the keys file.
+    Keygen(KeygenArgs),
+}
+
+#[derive(Args)]
+struct KeygenArgs {
+    /// The `source.id` the key may send for, e.g. `pitgun-web`.
+    #[arg(long)]
+    source: String,
+    /// Keys file to append to (created if missing).
+    #[arg(long)]
+    keys: PathBuf,
+}
+
+fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: usize = n.parse().map_err(|_| format!("{text:?} is not a size like 8MiB or 1048576"))?;
+    let factor = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        u => return Err(format!("unknown size unit {u:?} (use B, KiB, MiB or GiB)")),
+    };
+    n.checked_mul(factor).ok_or_else(|| format!("{text:?} is too large"))
+}
+
+pub fn run_cmd(args: GatewayArgs) -> Result<ExitCode> {
+    if let Some(GatewayCommand::Keygen(k)) = args.command {
+        if !k.source.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+            || !k.source.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            bail!("--source {:?} is not a producer id (letters, digits, '.', '_', '-')", k.source);
+        }
+        let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+        let token = pitgun_ingest::keys::append_new_key(&k.keys, &k.source, &created)?;
+        println!("{token}");
+        eprintln!("key for source {} added to {} (only its SHA-256 is stored; keep the token, it is not shown again)", k.source, k.keys.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    init_logging();
+    if args.max_batch == 0 || args.max_body == 0 {
+        bail!("--max-batch and --max-body must be positive");
+    }
+    run(Settings {
+        listen: args.listen,
+        broker: args.broker.broker(),
+        keys: args.keys,
+        dictionary: args.dictionary,
+        manifests: Some(args.manifests),
+        max_future_skew: args.max_future_skew,
+        limits: Limits { max_body: args.max_body, max_batch: args.max_batch, retry_after_secs: args.retry_after },
+        ack_timeout: args.ack_timeout,
+        compression: args.compression,
+        readiness_interval: args.readiness_interval,
+        baseline: args.bench_baseline,
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sizes() {
+        assert_eq!(super::parse_size("8MiB"), Ok(8 << 20));
+        assert_eq!(super::parse_size("512"), Ok(512));
+        assert_eq!(super::parse_size("64 KiB"), Ok(64 << 10));
+        assert!(super::parse_size("8 parsecs").is_err());
+    }
+}

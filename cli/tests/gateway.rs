@@ -1,0 +1,688 @@
+//! The ingest gateway against a real broker: `PITGUN_TEST_BROKERS` (scripts/test.sh starts one
+//! and exports it). Every test starts its own `pitgun gateway` and uses its own topic namespace,
+//! so tests never see each other's records. The back-pressure test starts its own broker (with
+//! PostgreSQL storage, so the topic survives the restart) through scripts/stack.sh.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use pitgun_runtime::kafka::{topics, Broker};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_pitgun");
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn test_brokers() -> String {
+    std::env::var("PITGUN_TEST_BROKERS").unwrap_or_else(|_| {
+        panic!(
+            "PITGUN_TEST_BROKERS is not set: these tests need a Kafka-protocol broker. Run scripts/test.sh, or start one \
+             with `scripts/stack.sh broker start --dir /tmp/s --broker-port 19092` and export PITGUN_TEST_BROKERS=127.0.0.1:19092"
+        )
+    })
+}
+
+fn namespace(test: &str) -> String {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("gw-{test}-{}-{nanos}", std::process::id())
+}
+
+fn now_us() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as i64
+}
+
+/// A sample envelope of pitgun-web 1.4.2 (channels the dictionary knows for it).
+fn envelope(session: &str, seq: u64) -> Value {
+    json!({
+        "schema": "pitgun-envelope/v1", "event_id": format!("{session}-{seq}"),
+        "source": {"kind": "game", "id": "pitgun-web", "version": "1.4.2"},
+        "session_id": session, "seq": seq, "time_us": 1_700_000_000_000_000i64 + seq as i64 * 16_667,
+        "kind": "sample", "channels": {"speed_kmh": 100.0 + seq as f64, "throttle": 55, "in_pit": seq % 2 == 0},
+        "dims": {"track": "monza", "player": "p1", "car": "c1"}
+    })
+}
+
+fn ndjson(items: &[Value]) -> String {
+    items.iter().map(|v| format!("{v}\n")).collect()
+}
+
+fn keygen(keys: &Path, source: &str) -> String {
+    let out = Command::new(BIN).args(["gateway", "keygen", "--source", source, "--keys"]).arg(keys).output().unwrap();
+    assert!(out.status.success(), "keygen: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A running `pitgun gateway`, killed on drop.
+struct Gateway {
+    child: Child,
+    url: String,
+    web: String,
+    sim: String,
+    acme: String,
+    broker: Broker,
+    log: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    fn start(test: &str, extra: &[&str]) -> Gateway {
+        Gateway::start_on(&test_brokers(), &namespace(test), extra)
+    }
+
+    fn start_on(brokers: &str, ns: &str, extra: &[&str]) -> Gateway {
+        let broker = Broker::new(brokers, ns);
+        broker
+            .ensure_topics(&[broker.name(topics::ENVELOPES), broker.name(topics::DEADLETTER_INGEST)], 3, Duration::from_secs(30))
+            .expect("create the test's topics");
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys.yaml");
+        let (web, sim, acme) = (keygen(&keys, "pitgun-web"), keygen(&keys, "pitgun-sim"), keygen(&keys, "acme-telemetry"));
+        let mut child = Command::new(BIN)
+            .current_dir(repo())
+            .args(["gateway", "--listen", "127.0.0.1:0", "--brokers", brokers, "--namespace", ns, "--keys"])
+            .arg(&keys)
+            .args(["--readiness-interval", "500ms"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let url = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("the gateway did not start: {:?}", log.lock().unwrap()));
+        Gateway { child, url, web, sim, acme, broker, log, _dir: dir }
+    }
+
+    fn topic(&self, base: &str) -> String {
+        self.broker.name(base)
+    }
+
+    fn metrics(&self) -> BTreeMap<String, f64> {
+        let (status, _, body) = http(Method::Get, &format!("{}/metrics", self.url), &[], Vec::new());
+        assert_eq!(status, 200);
+        String::from_utf8(body)
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("pitgun_gateway"))
+            .filter_map(|l| l.rsplit_once(' ').map(|(k, v)| (k.to_string(), v.parse().unwrap())))
+            .collect()
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http(Method::Get, &format!("{}/readyz", self.url), &[], Vec::new()).0 != 200 {
+            assert!(Instant::now() < deadline, "not ready within 20 s: {:?}", self.log.lock().unwrap());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn post(&self, token: Option<&str>, content_type: &str, body: impl Into<Vec<u8>>) -> (u16, Value) {
+        self.post_with(token, &[("content-type", content_type)], body)
+    }
+
+    fn post_with(&self, token: Option<&str>, headers: &[(&str, &str)], body: impl Into<Vec<u8>>) -> (u16, Value) {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut h: Vec<(&str, &str)> = headers.to_vec();
+        if let Some(a) = &auth {
+            h.push(("authorization", a));
+        }
+        let (status, _, body) = http(Method::Post, &format!("{}/v1/envelopes", self.url), &h, body.into());
+        (status, serde_json::from_slice(&body).unwrap_or_else(|_| json!(String::from_utf8_lossy(&body))))
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+enum Method {
+    Get,
+    Post,
+}
+
+/// One HTTP request; returns status, headers and body.
+fn http(method: Method, url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let mut req = match method {
+            Method::Get => client.get(url),
+            Method::Post => client.post(url).body(body),
+        };
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let r = req.timeout(Duration::from_secs(30)).send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        (status, headers, r.bytes().await.unwrap().to_vec())
+    })
+}
+
+/// A record read back from a topic.
+struct Record {
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+    headers: BTreeMap<String, String>,
+}
+
+/// Every record of `topic` up to its current end (all partitions), within a deadline.
+fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
+    let consumer: BaseConsumer = Broker::new(brokers, "")
+        .client_config("gateway-test-reader")
+        .set("group.id", format!("gateway-test-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let timeout = Duration::from_secs(10);
+    let md = consumer.fetch_metadata(Some(topic), timeout).unwrap();
+    let partitions: Vec<i32> = md.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    assert!(!partitions.is_empty(), "topic {topic} has no partitions");
+    let mut ends = BTreeMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in &partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, *p, timeout).unwrap();
+        if high > low {
+            ends.insert(*p, high);
+            tpl.add_partition_offset(topic, *p, Offset::Offset(low)).unwrap();
+        }
+    }
+    let mut out = Vec::new();
+    if ends.is_empty() {
+        return out;
+    }
+    consumer.assign(&tpl).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ends.is_empty() {
+        assert!(Instant::now() < deadline, "could not read {topic} to its end within 30 s");
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let m = m.unwrap();
+        if ends.get(&m.partition()).is_some_and(|end| m.offset() < *end) {
+            let headers = m
+                .headers()
+                .map(|h| h.iter().map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
+                .unwrap_or_default();
+            out.push(Record { key: m.key().map(<[u8]>::to_vec), value: m.payload().unwrap_or_default().to_vec(), headers });
+        }
+        if ends.get(&m.partition()).is_some_and(|end| m.offset() + 1 >= *end) {
+            ends.remove(&m.partition());
+        }
+    }
+    out
+}
+
+fn decode_envelopes(records: &[Record]) -> Vec<Value> {
+    let decoder = pitgun_runtime::wire::Decoder::default();
+    records
+        .iter()
+        .map(|r| {
+            let mut json = String::new();
+            decoder.to_json(&r.value, &mut json).expect("an Avro single object");
+            let v: Value = serde_json::from_str(&json).unwrap();
+            assert_eq!(r.key.as_deref(), Some(v["session_id"].as_str().unwrap().as_bytes()), "keyed by session id");
+            v
+        })
+        .collect()
+}
+
+fn metric(m: &BTreeMap<String, f64>, name: &str) -> f64 {
+    m.get(name).copied().unwrap_or(0.0)
+}
+
+/// The stored envelope equals what was sent (booleans of bool metrics stay booleans).
+fn same_envelope(stored: &Value, sent: &Value) {
+    let s: pitgun_contracts::envelope::Envelope = serde_json::from_value(stored.clone()).unwrap();
+    let e: pitgun_contracts::envelope::Envelope = serde_json::from_value(sent.clone()).unwrap();
+    let norm = |mut e: pitgun_contracts::envelope::Envelope| {
+        for v in e.channels.values_mut() {
+            *v = pitgun_contracts::envelope::ChannelValue::Number(v.as_f64());
+        }
+        e
+    };
+    assert_eq!(norm(s), norm(e));
+    assert!(stored["channels"]["in_pit"].is_boolean(), "in_pit is a bool metric: {stored}");
+}
+
+#[test]
+fn a_valid_batch_is_acknowledged_and_stored_exactly_once_as_avro() {
+    let gw = Gateway::start("valid", &[]);
+    gw.wait_ready();
+    let sent: Vec<Value> = (0..60).map(|i| envelope(&format!("s{}", i % 3), i)).collect();
+    let body = ndjson(&sent);
+    let before = gw.metrics();
+    let (status, answer) = gw.post(Some(&gw.web), "application/x-ndjson", body.clone());
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer, json!({"accepted": 60, "rejected": 0, "errors": []}));
+    let array = Value::Array(sent[..2].to_vec()).to_string();
+    let (status, answer) = gw.post(Some(&gw.web), "application/json", array.clone());
+    assert_eq!((status, answer["accepted"].as_u64()), (202, Some(2)), "JSON array");
+    let (status, answer) = gw.post_with(Some(&gw.web), &[("content-type", "application/json")], sent[2].to_string());
+    assert_eq!((status, answer["accepted"].as_u64()), (202, Some(1)), "one envelope");
+
+    let stored = decode_envelopes(&read_topic(&test_brokers(), &gw.topic(topics::ENVELOPES)));
+    assert_eq!(stored.len(), 63, "exactly what was acknowledged");
+    let by_id: BTreeMap<String, &Value> = stored.iter().map(|v| (v["event_id"].as_str().unwrap().to_string(), v)).collect();
+    assert_eq!(by_id.len(), 60);
+    for e in &sent {
+        same_envelope(by_id[e["event_id"].as_str().unwrap()], e);
+    }
+    // Per session, the topic holds the events in the order they were sent.
+    for s in ["s0", "s1", "s2"] {
+        let seqs: Vec<u64> = stored.iter().filter(|v| v["session_id"] == s).map(|v| v["seq"].as_u64().unwrap()).take(20).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{s}: {seqs:?}");
+    }
+    assert!(read_topic(&test_brokers(), &gw.topic(topics::DEADLETTER_INGEST)).is_empty());
+
+    let after = gw.metrics();
+    let moved = |name: &str| metric(&after, name) - metric(&before, name);
+    assert_eq!(moved("pitgun_gateway_envelopes_accepted_total"), 63.0);
+    assert_eq!(moved("pitgun_gateway_requests_total{status=\"202\"}"), 3.0);
+    assert_eq!(moved("pitgun_gateway_request_bytes_total"), (body.len() + array.len() + sent[2].to_string().len()) as f64);
+    assert_eq!(moved("pitgun_gateway_produce_seconds_count"), 3.0);
+    assert_eq!(moved("pitgun_gateway_deadletters_total"), 0.0);
+}
+
+#[test]
+fn gzip_and_zstd_bodies_are_read() {
+    let gw = Gateway::start("compressed", &[]);
+    let body = ndjson(&(0..20).map(|i| envelope("z", i)).collect::<Vec<_>>());
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(body.as_bytes()).unwrap();
+    let gz = gz.finish().unwrap();
+    let (status, answer) = gw.post_with(Some(&gw.web), &[("content-type", "application/x-ndjson"), ("content-encoding", "gzip")], gz);
+    assert_eq!((status, answer["accepted"].as_u64()), (202, Some(20)), "{answer}");
+    let zs = zstd::encode_all(body.as_bytes(), 3).unwrap();
+    let (status, answer) = gw.post_with(Some(&gw.web), &[("content-type", "application/x-ndjson"), ("content-encoding", "zstd")], zs);
+    assert_eq!((status, answer["accepted"].as_u64()), (202, Some(20)), "{answer}");
+    let (status, answer) = gw.post_with(Some(&gw.web), &[("content-type", "application/x-ndjson"), ("content-encoding", "gzip")], "not gzip");
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("gzip"), "{answer}");
+    assert_eq!(read_topic(&test_brokers(), &gw.topic(topics::ENVELOPES)).len(), 40);
+}
+
+#[test]
+fn bad_items_are_refused_by_index_and_pointer_and_dead_lettered() {
+    let gw = Gateway::start("bad-items", &[]);
+    let good = envelope("b", 1);
+    let mut wrong_type = envelope("b", 2);
+    wrong_type["seq"] = json!("two");
+    let mut unknown_channel = envelope("b", 3);
+    unknown_channel["channels"]["warp/drive"] = json!(9);
+    let mut old_version = envelope("b", 4);
+    old_version["source"]["version"] = json!("7.0.0");
+    let mut future = envelope("b", 5);
+    future["time_us"] = json!(now_us() + 3_600_000_000);
+    let mut extra_field = envelope("b", 6);
+    extra_field["colour"] = json!("red");
+    let mut long_dim = envelope("b", 7);
+    long_dim["dims"]["track"] = json!("m".repeat(300));
+    let nan = envelope("b", 8).to_string().replace("\"throttle\":55", "\"throttle\":NaN");
+    let inf = envelope("b", 9).to_string().replace("\"throttle\":55", "\"throttle\":-Infinity");
+    let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    let body = [
+        good.to_string(),
+        wrong_type.to_string(),
+        unknown_channel.to_string(),
+        old_version.to_string(),
+        future.to_string(),
+        extra_field.to_string(),
+        long_dim.to_string(),
+        nan,
+        inf,
+        deep,
+        "{\"schema\": \"pitgun-envelope/v1\",".into(),
+    ]
+    .join("\n");
+    let before = gw.metrics();
+    let (status, answer) = gw.post(Some(&gw.web), "application/x-ndjson", body);
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!((answer["accepted"].as_u64(), answer["rejected"].as_u64()), (Some(1), Some(10)), "{answer:#}");
+    let errors: Vec<(u64, &str, &str, &str)> = answer["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["index"].as_u64().unwrap(), e["pointer"].as_str().unwrap(), e["reason"].as_str().unwrap(), e["message"].as_str().unwrap()))
+        .collect();
+    let expect = [
+        (1, "/seq", "invalid_envelope", "two"),
+        (2, "/channels/warp~1drive", "unknown_channel", "warp/drive"),
+        (3, "/source/version", "unknown_source", "7.0.0"),
+        (4, "/time_us", "future_time", "ahead of the gateway's clock"),
+        (5, "", "invalid_envelope", "colour"),
+        (6, "/dims/track", "invalid_envelope", "256"),
+        (7, "", "malformed_json", "NaN and Infinity are not JSON"),
+        (8, "", "malformed_json", "NaN and Infinity are not JSON"),
+        (9, "", "malformed_json", "nested deeper than 128"),
+        (10, "", "malformed_json", "EOF"),
+    ];
+    assert_eq!(errors.len(), expect.len(), "{answer:#}");
+    for (got, want) in errors.iter().zip(expect) {
+        assert_eq!((got.0, got.1, got.2), (want.0, want.1, want.2), "{got:?}");
+        assert!(got.3.contains(want.3), "item {}: {:?} should mention {:?}", got.0, got.3, want.3);
+    }
+
+    let stored = decode_envelopes(&read_topic(&test_brokers(), &gw.topic(topics::ENVELOPES)));
+    assert_eq!(stored.len(), 1, "nothing invalid reaches the envelopes topic");
+    assert_eq!(stored[0]["event_id"], "b-1");
+    let dead = read_topic(&test_brokers(), &gw.topic(topics::DEADLETTER_INGEST));
+    assert_eq!(dead.len(), 10);
+    let reasons: BTreeMap<String, usize> = dead.iter().fold(BTreeMap::new(), |mut m, r| {
+        assert_eq!(r.headers["pitgun-stage"], "ingest");
+        assert!(r.headers["pitgun-origin"].starts_with("source=pitgun-web index="), "{:?}", r.headers);
+        assert!(r.headers["pitgun-detail"].starts_with("at /"), "{:?}", r.headers);
+        *m.entry(r.headers["pitgun-reason"].clone()).or_default() += 1;
+        m
+    });
+    assert_eq!(
+        reasons,
+        BTreeMap::from([
+            ("future_time".into(), 1),
+            ("invalid_envelope".into(), 3),
+            ("malformed_json".into(), 4),
+            ("unknown_channel".into(), 1),
+            ("unknown_source".into(), 1)
+        ])
+    );
+    let unknown = dead.iter().find(|r| r.headers["pitgun-reason"] == "unknown_channel").unwrap();
+    assert_eq!(serde_json::from_slice::<Value>(&unknown.value).unwrap(), unknown_channel, "the item as sent");
+    assert_eq!(unknown.headers["pitgun-origin"], "source=pitgun-web index=2");
+
+    let after = gw.metrics();
+    let moved = |name: &str| metric(&after, name) - metric(&before, name);
+    assert_eq!(moved("pitgun_gateway_envelopes_rejected_total{reason=\"malformed_json\"}"), 4.0);
+    assert_eq!(moved("pitgun_gateway_envelopes_rejected_total{reason=\"invalid_envelope\"}"), 3.0);
+    assert_eq!(moved("pitgun_gateway_envelopes_rejected_total{reason=\"future_time\"}"), 1.0);
+    assert_eq!(moved("pitgun_gateway_envelopes_accepted_total"), 1.0);
+    assert_eq!(moved("pitgun_gateway_deadletters_total"), 10.0);
+}
+
+#[test]
+fn a_batch_without_valid_items_is_422_and_an_unknown_source_is_named() {
+    let gw = Gateway::start("none-valid", &[]);
+    let mut acme = envelope("a", 1);
+    acme["source"]["id"] = json!("acme-telemetry");
+    let (status, answer) = gw.post(Some(&gw.acme), "application/json", Value::Array(vec![acme.clone(), acme]).to_string());
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["accepted"], 0);
+    assert_eq!(answer["errors"][0]["reason"], "unknown_source");
+    assert_eq!(answer["errors"][0]["pointer"], "/source/id");
+    assert!(answer["errors"][0]["message"].as_str().unwrap().contains("no aliases for producer \"acme-telemetry\""), "{answer}");
+    assert_eq!(answer["errors"][1]["index"], 1);
+    assert!(read_topic(&test_brokers(), &gw.topic(topics::ENVELOPES)).is_empty());
+    assert_eq!(read_topic(&test_brokers(), &gw.topic(topics::DEADLETTER_INGEST)).len(), 2);
+    assert_eq!(metric(&gw.metrics(), "pitgun_gateway_requests_total{status=\"422\"}"), 1.0);
+}
+
+#[test]
+fn keys_are_required_and_bound_to_their_source() {
+    let gw = Gateway::start("keys", &[]);
+    let body = ndjson(&[envelope("k", 1), envelope("k", 2)]);
+    let (status, answer) = gw.post(None, "application/x-ndjson", body.clone());
+    assert_eq!(status, 401);
+    assert!(answer["message"].as_str().unwrap().contains("Authorization: Bearer"), "{answer}");
+    let (status, answer) = gw.post(Some("pgk_0000"), "application/x-ndjson", body.clone());
+    assert_eq!((status, answer["message"].as_str()), (401, Some("unknown API key")));
+    let (status, answer) = gw.post_with(None, &[("content-type", "application/x-ndjson"), ("x-api-key", &gw.web)], body.clone());
+    assert_eq!(status, 202, "X-Api-Key is accepted too: {answer}");
+    let mut sim = envelope("k", 3);
+    sim["source"] = json!({"kind": "simulator", "id": "pitgun-sim", "version": "2.1.0"});
+    let mixed = format!("{body}{sim}\n");
+    let (status, answer) = gw.post(Some(&gw.web), "application/x-ndjson", mixed.clone());
+    assert_eq!(status, 403, "{answer}");
+    let m = answer["message"].as_str().unwrap();
+    assert!(m.contains("item 2") && m.contains("pitgun-sim") && m.contains("pitgun-web"), "{m}");
+    let (status, _) = gw.post(Some(&gw.sim), "application/x-ndjson", mixed);
+    assert_eq!(status, 403, "the web items are foreign to the sim key");
+    assert_eq!(read_topic(&test_brokers(), &gw.topic(topics::ENVELOPES)).len(), 2, "only the X-Api-Key batch");
+    assert!(read_topic(&test_brokers(), &gw.topic(topics::DEADLETTER_INGEST)).is_empty(), "refused requests leave no dead letters");
+    let m = gw.metrics();
+    assert_eq!(metric(&m, "pitgun_gateway_requests_total{status=\"401\"}"), 2.0);
+    assert_eq!(metric(&m, "pitgun_gateway_requests_total{status=\"403\"}"), 2.0);
+}
+
+#[test]
+fn limits_content_types_and_broken_bodies_have_their_statuses() {
+    let gw = Gateway::start("limits", &["--max-body", "64KiB", "--max-batch", "10"]);
+    let eleven = ndjson(&(0..11).map(|i| envelope("l", i)).collect::<Vec<_>>());
+    let (status, answer) = gw.post(Some(&gw.web), "application/x-ndjson", eleven);
+    assert_eq!(status, 413);
+    assert!(answer["message"].as_str().unwrap().contains("more than 10 items"), "{answer}");
+    let big = format!("{}\n{}", envelope("l", 1), " ".repeat(70 * 1024));
+    let (status, answer) = gw.post(Some(&gw.web), "application/x-ndjson", big);
+    assert_eq!(status, 413);
+    assert!(answer["message"].as_str().unwrap().contains("65536-byte limit"), "{answer}");
+    let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    bomb.write_all(&vec![b' '; 50 << 20]).unwrap();
+    let bomb = bomb.finish().unwrap();
+    assert!(bomb.len() < 64 * 1024);
+    let (status, answer) = gw.post_with(Some(&gw.web), &[("content-type", "application/x-ndjson"), ("content-encoding", "gzip")], bomb);
+    assert_eq!(status, 413, "a zip bomb is cut off: {answer}");
+    assert!(answer["message"].as_str().unwrap().contains("expands to more than"), "{answer}");
+    let (status, answer) = gw.post(Some(&gw.web), "text/plain", envelope("l", 1).to_string());
+    assert_eq!(status, 415);
+    assert!(answer["message"].as_str().unwrap().contains("application/x-ndjson"), "{answer}");
+    let (status, _) = gw.post_with(Some(&gw.web), &[("content-type", "application/json"), ("content-encoding", "br")], "{}");
+    assert_eq!(status, 415);
+    for (body, says) in [("[{\"a\":1}, {\"b\":", "not closed"), ("[]", "no envelopes"), ("[1,,2]", "two commas")] {
+        let (status, answer) = gw.post(Some(&gw.web), "application/json", body);
+        assert_eq!(status, 400, "{body}");
+        assert!(answer["message"].as_str().unwrap().contains(says), "{body}: {answer}");
+    }
+    assert!(read_topic(&test_brokers(), &gw.topic(topics::ENVELOPES)).is_empty());
+    let m = gw.metrics();
+    assert_eq!(metric(&m, "pitgun_gateway_requests_total{status=\"413\"}"), 3.0);
+    assert_eq!(metric(&m, "pitgun_gateway_requests_total{status=\"415\"}"), 2.0);
+    assert_eq!(metric(&m, "pitgun_gateway_requests_total{status=\"400\"}"), 3.0);
+}
+
+#[test]
+fn definitions_are_served_with_etags() {
+    let gw = Gateway::start("definitions", &[]);
+    let get = |path: &str, inm: Option<&str>| {
+        let h: Vec<(&str, &str)> = inm.map(|e| ("if-none-match", e)).into_iter().collect();
+        let (status, headers, body) = http(Method::Get, &format!("{}{path}", gw.url), &h, Vec::new());
+        let etag = headers.get("etag").map(|e| e.to_str().unwrap().to_string());
+        (status, etag, serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null))
+    };
+    let (status, etag, schema) = get("/schemas/pitgun-envelope/v1", None);
+    assert_eq!(status, 200);
+    assert_eq!(schema["$id"], "https://api.pitgun.io/schemas/pitgun-envelope/v1");
+    let on_disk: Value = serde_json::from_str(&std::fs::read_to_string(repo().join("schemas/pitgun-envelope/v1.json")).unwrap()).unwrap();
+    assert_eq!(schema, on_disk);
+    let etag = etag.expect("an ETag");
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "strong: {etag}");
+    assert_eq!(get("/schemas/pitgun-envelope/v1", Some(&etag)).0, 304);
+    assert_eq!(get("/schemas/pitgun-envelope/v1", Some(&format!("\"x\", W/{etag}"))).0, 304);
+    assert_eq!(get("/schemas/pitgun-envelope/v1", Some("\"other\"")).0, 200);
+    let (_, _, list) = get("/schemas", None);
+    let names: BTreeSet<&str> = list["schemas"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert!(names.contains("pitgun-dictionary") && names.contains("pitgun-common"), "{list}");
+    let (status, _, dict) = get("/dictionary", None);
+    assert_eq!((status, dict["name"].as_str()), (200, Some("racing")));
+    let (status, _, speed) = get("/dictionary/vehicle.speed", None);
+    assert_eq!((status, speed["unit"].as_str()), (200, Some("m/s")));
+    let (_, _, manifests) = get("/manifests", None);
+    let urls: Vec<&str> = manifests["manifests"].as_array().unwrap().iter().map(|m| m["url"].as_str().unwrap()).collect();
+    assert!(urls.contains(&"/manifests/lap-performance/v1") && urls.contains(&"/manifests/racing/1.0.0"), "{urls:?}");
+    let (status, _, m) = get("/manifests/lap-performance/v1", None);
+    assert_eq!((status, m["name"].as_str()), (200, Some("lap-performance")));
+    assert_eq!(get("/manifests/lap-performance/1", None).2, m);
+    assert_eq!(get("/manifests/lap-performance/v1/contract", None).0, 200);
+    for (path, says) in [
+        ("/schemas/pitgun-nope/v1", "no schema \"pitgun-nope/v1\""),
+        ("/dictionary/vehicle.warp", "metric \"vehicle.warp\" is not in dictionary racing"),
+        ("/manifests/lap-performance/v9", "no manifest \"lap-performance/v9\""),
+    ] {
+        let (status, _, body) = get(path, None);
+        assert_eq!(status, 404, "{path}");
+        assert_eq!(body["error"], "not_found");
+        assert!(body["message"].as_str().unwrap().contains(says), "{path}: {body}");
+    }
+}
+
+#[test]
+fn health_and_readiness_follow_the_broker() {
+    let gw = Gateway::start("health", &[]);
+    assert_eq!(http(Method::Get, &format!("{}/healthz", gw.url), &[], Vec::new()).0, 200);
+    gw.wait_ready();
+    // A gateway whose broker does not answer is alive but not ready.
+    let port = free_port();
+    let nowhere = format!("127.0.0.1:{port}");
+    let gw2 = NoBrokerGateway::start(&nowhere);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(http(Method::Get, &format!("{}/healthz", gw2.url), &[], Vec::new()).0, 200);
+    assert_eq!(http(Method::Get, &format!("{}/readyz", gw2.url), &[], Vec::new()).0, 503);
+}
+
+/// A gateway pointed at a port nobody listens on (no topic creation possible).
+struct NoBrokerGateway {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl NoBrokerGateway {
+    fn start(brokers: &str) -> NoBrokerGateway {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys.yaml");
+        keygen(&keys, "pitgun-web");
+        let mut child = Command::new(BIN)
+            .current_dir(repo())
+            .args(["gateway", "--listen", "127.0.0.1:0", "--brokers", brokers, "--readiness-interval", "300ms", "--keys"])
+            .arg(&keys)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let url = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|l| l.split("listening on ").nth(1).map(|a| a.trim().to_string()))
+            .expect("the gateway prints its address");
+        std::thread::spawn(move || lines.for_each(drop));
+        NoBrokerGateway { child, url, _dir: dir }
+    }
+}
+
+impl Drop for NoBrokerGateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The test's own broker and PostgreSQL (scripts/stack.sh), stopped on drop.
+struct OwnStack {
+    dir: tempfile::TempDir,
+    broker_port: u16,
+    pg_port: u16,
+}
+
+impl OwnStack {
+    fn stack(&self, args: &[&str]) -> std::process::Output {
+        let out = Command::new("bash")
+            .arg(repo().join("scripts/stack.sh"))
+            .args(args)
+            .args(["--dir", self.dir.path().to_str().unwrap(), "--broker-port", &self.broker_port.to_string()])
+            .args(["--pg-port", &self.pg_port.to_string(), "--broker-storage", "postgres"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "stack.sh {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out
+    }
+
+    fn broker_pid(&self) -> u32 {
+        std::fs::read_to_string(self.dir.path().join("broker.pid")).unwrap().trim().parse().unwrap()
+    }
+}
+
+impl Drop for OwnStack {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo().join("scripts/stack.sh"))
+            .args(["down", "--dir", self.dir.path().to_str().unwrap()])
+            .output();
+    }
+}
+
+#[test]
+fn back_pressure_answers_503_within_the_deadline_and_resent_batches_are_stored() {
+    let _ = test_brokers(); // the suite runs against a broker; this test adds its own
+    let stack = OwnStack { dir: tempfile::tempdir().unwrap(), broker_port: free_port(), pg_port: free_port() };
+    stack.stack(&["broker", "start"]);
+    let brokers = format!("127.0.0.1:{}", stack.broker_port);
+    let gw = Gateway::start_on(&brokers, &namespace("backpressure"), &["--ack-timeout", "5s"]);
+    gw.wait_ready();
+    let batch = |from: u64| ndjson(&(from..from + 100).map(|i| envelope(&format!("bp{}", i % 4), i)).collect::<Vec<_>>());
+
+    let (status, answer) = gw.post(Some(&gw.web), "application/x-ndjson", batch(0));
+    assert_eq!(status, 202, "{answer}");
+
+    let pid = stack.broker_pid();
+    stack.stack(&["broker", "stop"]);
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "broker pid {pid} stopped");
+    let started = Instant::now();
+    let (status, headers, body) = http(
+        Method::Post,
+        &format!("{}/v1/envelopes", gw.url),
+        &[("content-type", "application/x-ndjson"), ("authorization", &format!("Bearer {}", gw.web))],
+        batch(100).into_bytes(),
+    );
+    let elapsed = started.elapsed();
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    assert!(headers.get("retry-after").is_some(), "Retry-After on a 503");
+    assert!(elapsed >= Duration::from_secs(4) && elapsed <= Duration::from_secs(7), "503 after {elapsed:?}, not within 5–7 s");
+    let failed = metric(&gw.metrics(), "pitgun_gateway_batches_failed_total{cause=\"delivery\"}");
+    assert_eq!(failed, 1.0);
+
+    // A new broker over the same storage; the client resends the refused batch until stored.
+    stack.stack(&["broker", "start"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, answer) = gw.post(Some(&gw.web), "application/x-ndjson", batch(100));
+        if status == 202 {
+            assert_eq!(answer["accepted"], 100);
+            break;
+        }
+        assert_eq!(status, 503, "{answer}");
+        assert!(Instant::now() < deadline, "the gateway did not recover within 60 s of the broker's return");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (status, _) = gw.post(Some(&gw.web), "application/x-ndjson", batch(200));
+    assert_eq!(status, 202);
+
+    let stored = decode_envelopes(&read_topic(&brokers, &gw.topic(topics::ENVELOPES)));
+    let ids: BTreeSet<&str> = stored.iter().map(|v| v["event_id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 300, "every event of the three batches is stored (duplicates only as repeated ids)");
+    assert!(stored.len() >= 300);
+    let m = gw.metrics();
+    let failed = metric(&m, "pitgun_gateway_batches_failed_total{cause=\"delivery\"}") + metric(&m, "pitgun_gateway_batches_failed_total{cause=\"queue_full\"}");
+    assert_eq!(metric(&m, "pitgun_gateway_requests_total{status=\"503\"}"), failed);
+    assert_eq!(metric(&m, "pitgun_gateway_envelopes_accepted_total"), 300.0, "503 answers count no envelopes");
+}

@@ -1,0 +1,94 @@
+//! A client for `POST /v1/envelopes` that resends a batch until it is stored.
+//!
+//! One [`GatewayClient`] holds one keep-alive HTTP/1.1 connection (requests are sent one after
+//! another), so everything a caller routes through it arrives in order. A 503 or a broken
+//! connection resends the same batch after `Retry-After` or an exponential backoff, up to a
+//! deadline; that is safe because the engine drops resent event ids. Other statuses are final.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use axum::body::Bytes;
+use serde::Deserialize;
+
+/// What the gateway answered for a batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Envelopes stored.
+    pub accepted: u64,
+    /// Envelopes refused.
+    pub rejected: u64,
+    /// Times the batch was sent again after a 503 or a connection error.
+    pub resends: u64,
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    accepted: u64,
+    rejected: u64,
+}
+
+/// One connection to a gateway.
+pub struct GatewayClient {
+    http: reqwest::Client,
+    url: String,
+    retry_for: Duration,
+}
+
+impl GatewayClient {
+    /// A client for the gateway at `base` (`http://host:port`), resending for up to `retry_for`.
+    pub fn new(base: &str, retry_for: Duration) -> Result<GatewayClient> {
+        let http = reqwest::Client::builder()
+            .http1_only()
+            .pool_max_idle_per_host(1)
+            .tcp_nodelay(true)
+            .timeout(Duration::from_secs(60))
+            .build()
+            .context("cannot build the HTTP client")?;
+        Ok(GatewayClient { http, url: format!("{}/v1/envelopes", base.trim_end_matches('/')), retry_for })
+    }
+
+    /// Posts one NDJSON batch with `token`, resending on 503 and connection errors.
+    pub async fn post_ndjson(&self, token: &str, body: Bytes) -> Result<Outcome> {
+        let started = Instant::now();
+        let mut backoff = Duration::from_millis(100);
+        let mut resends = 0;
+        loop {
+            let sent = self
+                .http
+                .post(&self.url)
+                .bearer_auth(token)
+                .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
+                .body(body.clone())
+                .send()
+                .await;
+            let wait = match sent {
+                Ok(r) if r.status().as_u16() == 202 || r.status().as_u16() == 422 => {
+                    let a: Answer = r.json().await.context("the gateway's answer is not the documented JSON")?;
+                    return Ok(Outcome { accepted: a.accepted, rejected: a.rejected, resends });
+                }
+                Ok(r) if r.status().as_u16() == 503 => {
+                    let after = r.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                    after.map_or(backoff, Duration::from_secs)
+                }
+                Ok(r) => {
+                    let status = r.status();
+                    let text = r.text().await.unwrap_or_default();
+                    bail!("the gateway answered {status}: {}", text.trim());
+                }
+                Err(e) => {
+                    if started.elapsed() > self.retry_for {
+                        bail!("cannot reach the gateway at {} for {:?}: {e}", self.url, self.retry_for);
+                    }
+                    backoff
+                }
+            };
+            if started.elapsed() + wait > self.retry_for {
+                bail!("the gateway answered 503 for {:?}; giving up on this batch", self.retry_for);
+            }
+            tokio::time::sleep(wait).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            resends += 1;
+        }
+    }
+}

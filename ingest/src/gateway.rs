@@ -1,0 +1,324 @@
+//! The HTTP service: `POST /v1/envelopes`, the definitions API and the health endpoints.
+
+use std::cell::RefCell;
+use std::ops::Range;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use pitgun_runtime::kafka::headers as dl;
+use pitgun_runtime::serve::{routes, Health};
+use serde_json::json;
+
+use crate::batch::{self, BodyError};
+use crate::definitions::Definitions;
+use crate::keys::ApiKeys;
+use crate::metrics::GatewayMetrics;
+use crate::produce::{headers, EnvelopeProducer, Outgoing, ProduceError};
+use crate::validate::{Checked, Validator};
+
+/// Limits and names the gateway runs with.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest body, before and after decompression.
+    pub max_body: usize,
+    /// Most items in one batch.
+    pub max_batch: usize,
+    /// `Retry-After` of a 503, in seconds.
+    pub retry_after_secs: u64,
+}
+
+/// Where valid and refused items go.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    /// `<ns>pitgun.envelopes.v1`.
+    pub envelopes: String,
+    /// `<ns>pitgun.deadletter.ingest.v1`.
+    pub deadletter: String,
+}
+
+/// Everything a request needs.
+pub struct Gateway {
+    /// Limits.
+    pub limits: Limits,
+    /// Topic names.
+    pub topics: Topics,
+    /// Accepted keys.
+    pub keys: ApiKeys,
+    /// Item validation.
+    pub validator: Validator,
+    /// The Kafka producer (`None` in the benchmark baseline).
+    pub producer: Option<EnvelopeProducer>,
+    /// Schemas, dictionary, manifests.
+    pub definitions: Definitions,
+    /// Metrics.
+    pub metrics: GatewayMetrics,
+    /// `/metrics`, `/healthz`, `/readyz`.
+    pub health: Health,
+}
+
+/// A JSON error answer: `{"error": code, "message": …}`.
+pub fn json_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({"error": code, "message": message.into()}))).into_response()
+}
+
+/// The router: envelopes, definitions, health.
+pub fn router(gw: Arc<Gateway>, baseline: bool) -> Router {
+    let definitions = get(|State(gw): State<Arc<Gateway>>, uri: Uri, headers: HeaderMap| async move {
+        gw.definitions.answer(uri.path(), &headers)
+    });
+    let ingest = if baseline { post(post_baseline) } else { post(post_envelopes) };
+    Router::new()
+        .route("/v1/envelopes", ingest)
+        .route("/schemas", definitions.clone())
+        .route("/schemas/{name}/{version}", definitions.clone())
+        .route("/dictionary", definitions.clone())
+        .route("/dictionary/{metric}", definitions.clone())
+        .route("/manifests", definitions.clone())
+        .route("/manifests/{name}/{version}", definitions.clone())
+        .route("/manifests/{name}/{version}/contract", definitions)
+        .fallback(|uri: Uri| async move { json_error(StatusCode::NOT_FOUND, "not_found", format!("no route {}", uri.path())) })
+        .with_state(gw.clone())
+        .merge(routes(gw.health.clone()))
+}
+
+/// Keeps `/readyz` true only while the broker answers a metadata request for the envelopes
+/// topic; checks every `interval`.
+pub async fn watch_readiness(gw: Arc<Gateway>, interval: Duration) {
+    let Some(_) = &gw.producer else {
+        gw.health.ready.store(true, Ordering::Relaxed);
+        return;
+    };
+    let mut last_error = String::new();
+    loop {
+        let g = gw.clone();
+        let probe = tokio::task::spawn_blocking(move || match &g.producer {
+            Some(p) => p.probe(&g.topics.envelopes, interval.max(Duration::from_secs(1))),
+            None => Ok(()),
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        match probe {
+            Ok(()) => {
+                if !gw.health.ready.swap(true, Ordering::Relaxed) {
+                    tracing::info!("broker answers; ready");
+                }
+                last_error.clear();
+            }
+            Err(e) => {
+                gw.health.ready.store(false, Ordering::Relaxed);
+                if e != last_error {
+                    tracing::warn!("not ready: broker metadata request failed: {e}");
+                    last_error = e;
+                }
+            }
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+async fn post_envelopes(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
+    let response = gw.ingest(&headers, body).await;
+    gw.metrics.request(response.status().as_u16());
+    response
+}
+
+/// What a batch turns into before the broker is involved.
+struct Prepared {
+    pending: Option<crate::produce::Pending>,
+    accepted: usize,
+    answer: Vec<u8>,
+    started: Instant,
+}
+
+/// Buffers kept per worker thread between requests.
+#[derive(Default)]
+struct Scratch {
+    decoded: Vec<u8>,
+    items: Vec<Range<usize>>,
+    checked: Checked,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+fn body_error(e: BodyError) -> Response {
+    match e {
+        BodyError::Unsupported(m) => json_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", m),
+        BodyError::TooLarge(m) => json_error(StatusCode::PAYLOAD_TOO_LARGE, "too_large", m),
+        BodyError::Malformed(m) => json_error(StatusCode::BAD_REQUEST, "malformed_body", m),
+    }
+}
+
+impl Gateway {
+    fn token<'h>(headers: &'h HeaderMap) -> Option<&'h str> {
+        if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            return scheme.eq_ignore_ascii_case("bearer").then_some(token.trim());
+        }
+        headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
+    }
+
+    async fn read_body(&self, headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
+        let max = self.limits.max_body;
+        let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        let too_large = || body_error(BodyError::TooLarge(format!("the body is larger than the {max}-byte limit")));
+        if declared.is_some_and(|n| n > max as u64) {
+            return Err(too_large());
+        }
+        match Limited::new(body, max).collect().await {
+            Ok(c) => Ok(c.to_bytes()),
+            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+            Err(e) => Err(json_error(StatusCode::BAD_REQUEST, "malformed_body", format!("cannot read the body: {e}"))),
+        }
+    }
+
+    /// Handles one `POST /v1/envelopes`.
+    pub async fn ingest(&self, headers: &HeaderMap, body: Body) -> Response {
+        let Some(token) = Self::token(headers) else {
+            return json_error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "missing API key: send `Authorization: Bearer <token>` or `X-Api-Key: <token>`",
+            );
+        };
+        let Some(source) = self.keys.source_of(token) else {
+            return json_error(StatusCode::UNAUTHORIZED, "unauthorized", "unknown API key");
+        };
+        let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        let content_encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
+        let (framing, encoding) = match (batch::framing(content_type), batch::encoding(content_encoding)) {
+            (Ok(f), Ok(e)) => (f, e),
+            (Err(e), _) | (_, Err(e)) => return body_error(e),
+        };
+        let body = match self.read_body(headers, body).await {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        self.metrics.bytes_in.inc_by(body.len() as u64);
+        let prepared = SCRATCH.with(|s| {
+            let s = &mut *s.borrow_mut();
+            let decoded: &[u8] = if encoding == batch::Encoding::Identity {
+                &body
+            } else {
+                batch::decompress(&body, encoding, self.limits.max_body, &mut s.decoded).map_err(body_error)?;
+                &s.decoded
+            };
+            self.metrics.bytes_decoded.inc_by(decoded.len() as u64);
+            batch::split(decoded, framing, self.limits.max_batch, &mut s.items).map_err(body_error)?;
+            self.validator.check(decoded, &s.items, Some(source), now_us(), &mut s.checked);
+            self.send(source, decoded, &s.checked)
+        });
+        let prepared = match prepared {
+            Ok(p) => p,
+            Err(r) => return r,
+        };
+        if let Some(pending) = prepared.pending {
+            if let Err(e) = pending.acknowledged().await {
+                self.metrics.failed(if e == ProduceError::QueueFull { "queue_full" } else { "delivery" });
+                if e != ProduceError::QueueFull {
+                    self.health.ready.store(false, Ordering::Relaxed);
+                }
+                let mut r = json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    format!("{e}; the batch was not stored in full: send the whole batch again (resent events are dropped by event id)"),
+                );
+                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(self.limits.retry_after_secs));
+                return r;
+            }
+            self.metrics.produce_seconds.observe(prepared.started.elapsed().as_secs_f64());
+        }
+        self.metrics.accepted.inc_by(prepared.accepted as u64);
+        let status = if prepared.accepted > 0 { StatusCode::ACCEPTED } else { StatusCode::UNPROCESSABLE_ENTITY };
+        (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], prepared.answer).into_response()
+    }
+
+    /// Checks the 403 rule, queues valid items and dead letters, and writes the answer body.
+    fn send(&self, source: &str, body: &[u8], checked: &Checked) -> Result<Prepared, Response> {
+        if let Some((index, other)) = &checked.foreign {
+            return Err(json_error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("item {index} has source.id {other:?}, but this API key sends for {source:?} only; nothing in the batch was stored"),
+            ));
+        }
+        let envelopes = checked.valid.iter().map(|e| Outgoing {
+            topic: &self.topics.envelopes,
+            key: Some(&checked.arena[e.key.clone()]),
+            value: &checked.arena[e.value.clone()],
+            headers: None,
+        });
+        let origins: Vec<String> = checked.rejected.iter().map(|r| format!("source={source} index={}", r.index)).collect();
+        let details: Vec<String> = checked.rejected.iter().map(|r| format!("at {}: {}", display_pointer(&r.pointer), r.message)).collect();
+        let deadletters = checked.rejected.iter().zip(origins.iter().zip(&details)).map(|(r, (origin, detail))| Outgoing {
+            topic: &self.topics.deadletter,
+            key: r.session_id.as_deref().map(str::as_bytes),
+            value: &body[r.bytes.clone()],
+            headers: Some(headers(&[(dl::STAGE, "ingest"), (dl::REASON, r.reason.as_str()), (dl::DETAIL, detail), (dl::ORIGIN, origin)])),
+        });
+        let started = Instant::now();
+        let pending = self.producer.as_ref().map(|p| p.enqueue(envelopes.chain(deadletters)));
+        for r in &checked.rejected {
+            self.metrics.rejected(r.reason);
+        }
+        self.metrics.deadletters.inc_by(checked.rejected.len() as u64);
+        let answer = serde_json::to_vec(&json!({
+            "accepted": checked.valid.len(),
+            "rejected": checked.rejected.len(),
+            "errors": checked.rejected,
+        }))
+        .unwrap_or_default();
+        Ok(Prepared { pending, accepted: checked.valid.len(), answer, started })
+    }
+}
+
+fn display_pointer(p: &str) -> &str {
+    if p.is_empty() {
+        "/"
+    } else {
+        p
+    }
+}
+
+fn now_us() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
+}
+
+/// The benchmark baseline: the same framing, then only a parse of every item into an envelope
+/// view, and 202 — no keys, no validation beyond the parse, no Kafka.
+async fn post_baseline(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
+    let framing = match batch::framing(headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok())) {
+        Ok(f) => f,
+        Err(e) => return body_error(e),
+    };
+    let body = match gw.read_body(&headers, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let counts = SCRATCH.with(|s| {
+        let s = &mut *s.borrow_mut();
+        batch::split(&body, framing, gw.limits.max_batch, &mut s.items).map_err(body_error)?;
+        let mut view = pitgun_engine::decode::EnvelopeView::empty();
+        let mut ok = 0usize;
+        for r in &s.items {
+            view.channels.clear();
+            view.dims.clear();
+            let parsed = std::str::from_utf8(&body[r.clone()]).map_err(|_| ()).and_then(|t| pitgun_engine::decode::decode_into(t, &mut view).map_err(|_| ()));
+            ok += usize::from(parsed.is_ok());
+        }
+        Ok::<_, Response>((ok, s.items.len() - ok))
+    });
+    match counts {
+        Ok((ok, bad)) => (StatusCode::ACCEPTED, axum::Json(json!({"accepted": ok, "rejected": bad, "errors": []}))).into_response(),
+        Err(r) => r,
+    }
+}

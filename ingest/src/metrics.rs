@@ -1,0 +1,75 @@
+//! The gateway's Prometheus metrics. Counters move when an answer is given: a batch answered 503
+//! counts as a request but none of its envelopes, since the client will send them again.
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+
+use crate::validate::Reason;
+
+/// Metrics, registered in the service's registry.
+pub struct GatewayMetrics {
+    requests: IntCounterVec,
+    /// Envelopes acknowledged by the broker.
+    pub accepted: IntCounter,
+    rejected: Vec<IntCounter>,
+    /// Records written to the dead-letter topic.
+    pub deadletters: IntCounter,
+    /// Time from the first record queued to the last acknowledged, per batch.
+    pub produce_seconds: Histogram,
+    /// Request body bytes as received (before decompression).
+    pub bytes_in: IntCounter,
+    /// Request body bytes after decompression.
+    pub bytes_decoded: IntCounter,
+    failures: IntCounterVec,
+}
+
+impl GatewayMetrics {
+    /// Creates and registers the metrics.
+    pub fn register(registry: &Registry) -> prometheus::Result<GatewayMetrics> {
+        let requests = IntCounterVec::new(
+            Opts::new("pitgun_gateway_requests_total", "POST /v1/envelopes requests by answer status"),
+            &["status"],
+        )?;
+        let accepted = IntCounter::new("pitgun_gateway_envelopes_accepted_total", "Envelopes acknowledged by the broker")?;
+        let rejected_vec = IntCounterVec::new(
+            Opts::new("pitgun_gateway_envelopes_rejected_total", "Envelopes refused, by reason"),
+            &["reason"],
+        )?;
+        let rejected = Reason::ALL.iter().map(|r| rejected_vec.with_label_values(&[r.as_str()])).collect();
+        let deadletters = IntCounter::new("pitgun_gateway_deadletters_total", "Refused items written to the dead-letter topic")?;
+        let produce_seconds = Histogram::with_opts(
+            HistogramOpts::new("pitgun_gateway_produce_seconds", "Per batch: from producing the first record to the broker's last acknowledgement")
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+        )?;
+        let bytes_in = IntCounter::new("pitgun_gateway_request_bytes_total", "Request body bytes as received")?;
+        let bytes_decoded = IntCounter::new("pitgun_gateway_request_decoded_bytes_total", "Request body bytes after decompression")?;
+        let failures = IntCounterVec::new(
+            Opts::new("pitgun_gateway_batches_failed_total", "Batches answered 503, by cause"),
+            &["cause"],
+        )?;
+        for c in [&requests, &rejected_vec, &failures] {
+            registry.register(Box::new(c.clone()))?;
+        }
+        for c in [&accepted, &deadletters, &bytes_in, &bytes_decoded] {
+            registry.register(Box::new(c.clone()))?;
+        }
+        registry.register(Box::new(produce_seconds.clone()))?;
+        Ok(GatewayMetrics { requests, accepted, rejected, deadletters, produce_seconds, bytes_in, bytes_decoded, failures })
+    }
+
+    /// Counts an answer.
+    pub fn request(&self, status: u16) {
+        self.requests.with_label_values(&[status.to_string().as_str()]).inc();
+    }
+
+    /// Counts a refused envelope.
+    pub fn rejected(&self, reason: Reason) {
+        if let Some(i) = Reason::ALL.iter().position(|r| *r == reason) {
+            self.rejected[i].inc();
+        }
+    }
+
+    /// Counts a batch answered 503 (`queue_full`, `delivery`).
+    pub fn failed(&self, cause: &str) {
+        self.failures.with_label_values(&[cause]).inc();
+    }
+}

@@ -1,0 +1,193 @@
+//! The parts of `pitgun-envelope/v1` the engine's decoder leaves to the schema: lengths, name
+//! patterns and property counts.
+//!
+//! The engine decodes strictly (types, required and unknown fields, the schema tag, non-empty
+//! ids, ranges) but does not re-check string lengths or patterns on every event it replays. The
+//! gateway is the boundary, so it checks them here, by hand rather than by running the JSON
+//! Schema validator per item (which would cost more than everything else together). A test holds
+//! decoder + these rules to the schema validator over the schema's examples and mutations of them.
+
+use pitgun_engine::decode::EnvelopeView;
+
+/// A rule the envelope breaks: JSON pointer and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broken {
+    /// Where.
+    pub pointer: String,
+    /// What.
+    pub message: String,
+}
+
+fn broken(pointer: impl Into<String>, message: impl Into<String>) -> Result<(), Broken> {
+    Err(Broken { pointer: pointer.into(), message: message.into() })
+}
+
+/// Length in characters (JSON Schema counts code points), without counting short strings.
+fn too_long(s: &str, max: usize) -> bool {
+    s.len() > max && s.chars().count() > max
+}
+
+/// Appends `name` to `base` as one JSON pointer segment (RFC 6901 escaping).
+pub fn pointer(base: &str, name: &str) -> String {
+    let mut p = String::with_capacity(base.len() + name.len() + 1);
+    p.push_str(base);
+    p.push('/');
+    for c in name.chars() {
+        match c {
+            '~' => p.push_str("~0"),
+            '/' => p.push_str("~1"),
+            c => p.push(c),
+        }
+    }
+    p
+}
+
+/// `^[A-Za-z0-9][A-Za-z0-9._-]*$`
+fn is_producer_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty() && b[0].is_ascii_alphanumeric() && b.iter().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
+}
+
+/// `^[a-z][a-z0-9_]*$`
+fn is_dimension_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty() && b[0].is_ascii_lowercase() && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
+}
+
+/// The schema's semantic-version pattern: `MAJOR.MINOR.PATCH` without leading zeros, then
+/// optional `-pre.release` and `+build` parts of `[0-9A-Za-z-]+` identifiers.
+pub fn is_semver(s: &str) -> bool {
+    let (core, build) = match s.split_once('+') {
+        Some((c, b)) => (c, Some(b)),
+        None => (s, None),
+    };
+    let (core, pre) = match core.split_once('-') {
+        Some((c, p)) => (c, Some(p)),
+        None => (core, None),
+    };
+    let numeric = |n: &str| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()) && (n == "0" || !n.starts_with('0'));
+    let idents = |x: &str| x.split('.').all(|i| !i.is_empty() && i.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-'));
+    let mut parts = core.split('.');
+    let three = (0..3).all(|_| parts.next().is_some_and(numeric)) && parts.next().is_none();
+    three && pre.is_none_or(idents) && build.is_none_or(idents)
+}
+
+/// Checks what the decoder does not. `view` must have decoded without error.
+pub fn check(view: &EnvelopeView<'_>) -> Result<(), Broken> {
+    if too_long(&view.event_id, 128) {
+        return broken("/event_id", "longer than 128 characters");
+    }
+    if too_long(&view.session_id, 128) {
+        return broken("/session_id", "longer than 128 characters");
+    }
+    let id = &view.source.id;
+    if too_long(id, 128) || !is_producer_id(id) {
+        return broken(
+            "/source/id",
+            format!("{id:?} is not a producer id (letters, digits, '.', '_', '-', starting with a letter or digit; at most 128)"),
+        );
+    }
+    let version = &view.source.version;
+    if too_long(version, 128) || !is_semver(version) {
+        return broken("/source/version", format!("{version:?} is not a semantic version (MAJOR.MINOR.PATCH[-pre][+build])"));
+    }
+    if view.channels.len() > 1024 {
+        return broken("/channels", format!("{} channels; at most 1024", view.channels.len()));
+    }
+    for (name, _) in &view.channels {
+        if name.is_empty() || too_long(name, 128) {
+            return broken(pointer("/channels", name), "a channel name has 1 to 128 characters");
+        }
+    }
+    if view.dims.len() > 64 {
+        return broken("/dims", format!("{} dimensions; at most 64", view.dims.len()));
+    }
+    for (name, value) in &view.dims {
+        if too_long(name, 64) || !is_dimension_name(name) {
+            return broken(pointer("/dims", name), "a dimension name is snake case ([a-z][a-z0-9_]*), at most 64 characters");
+        }
+        if value.is_empty() || too_long(value, 256) {
+            return broken(pointer("/dims", name), "a dimension value has 1 to 256 characters");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use pitgun_contracts::schema::{ContractKind, Validators};
+    use pitgun_engine::decode::decode;
+
+    use super::*;
+
+    const GOOD: &str = r#"{"schema":"pitgun-envelope/v1","event_id":"e1","source":{"kind":"game","id":"pitgun-web","version":"1.4.2"},"session_id":"s1","seq":1,"time_us":1000,"kind":"sample","channels":{"speed_kmh":120.5,"in_pit":true},"dims":{"track":"monza"}}"#;
+
+    /// Decoder + rules accept exactly what the schema accepts, and point at the same place.
+    fn agree(text: &str) {
+        let value: serde_json::Value = serde_json::from_str(text).unwrap();
+        let schema = Validators::get().validate(ContractKind::Envelope, &value);
+        let ours = decode(text).map_err(|e| e.pointer).and_then(|v| check(&v).map_err(|b| b.pointer));
+        assert_eq!(schema.is_empty(), ours.is_ok(), "{text}\nschema: {schema:?}\nours: {ours:?}");
+        if let (Some(v), Err(p)) = (schema.first(), &ours) {
+            assert!(p.starts_with(&v.pointer) || v.pointer.starts_with(p.as_str()), "{text}: schema {v:?}, ours {p}");
+        }
+    }
+
+    #[test]
+    fn rules_equal_the_schema_on_mutations() {
+        let long = "x".repeat(129);
+        let mutations = [
+            ("\"e1\"", format!("\"{long}\"")),
+            ("\"e1\"", format!("\"{}\"", "é".repeat(128))),
+            ("\"s1\"", format!("\"{long}\"")),
+            ("\"pitgun-web\"", "\"-web\"".into()),
+            ("\"pitgun-web\"", "\"pit gun\"".into()),
+            ("\"pitgun-web\"", format!("\"{long}\"")),
+            ("\"1.4.2\"", "\"1.4\"".into()),
+            ("\"1.4.2\"", "\"01.4.2\"".into()),
+            ("\"1.4.2\"", "\"1.4.2-rc.1+b.7\"".into()),
+            ("\"1.4.2\"", "\"1.4.2-\"".into()),
+            ("\"1.4.2\"", "\"1.4.2+a..b\"".into()),
+            ("\"speed_kmh\"", "\"\"".into()),
+            ("\"speed_kmh\"", format!("\"{long}\"")),
+            ("\"track\"", "\"Track\"".into()),
+            ("\"track\"", "\"9track\"".into()),
+            ("\"monza\"", "\"\"".into()),
+            ("\"monza\"", format!("\"{}\"", "m".repeat(257))),
+            ("\"monza\"", format!("\"{}\"", "ü".repeat(256))),
+        ];
+        agree(GOOD);
+        for (from, to) in mutations {
+            agree(&GOOD.replace(from, &to));
+        }
+        let many: Vec<String> = (0..1025).map(|i| format!("\"c{i}\":1")).collect();
+        agree(&GOOD.replace("\"speed_kmh\":120.5", &many.join(",")));
+        let dims: Vec<String> = (0..65).map(|i| format!("\"d{i}\":\"v\"")).collect();
+        agree(&GOOD.replace("\"track\":\"monza\"", &dims.join(",")));
+    }
+
+    #[test]
+    fn rules_equal_the_schema_on_its_examples() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/pitgun-envelope/examples");
+        for kind in ["valid", "invalid"] {
+            for entry in std::fs::read_dir(format!("{dir}/{kind}")).unwrap() {
+                let path = entry.unwrap().path();
+                if path.file_name().is_some_and(|n| n == "expected.json") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                let value: serde_json::Value = if path.extension().is_some_and(|e| e == "json") {
+                    serde_json::from_str(&text).unwrap()
+                } else {
+                    serde_yaml_ng::from_str(&text).unwrap()
+                };
+                agree(&serde_json::to_string(&value).unwrap());
+            }
+        }
+    }
+
+    #[test]
+    fn pointers_escape_names() {
+        assert_eq!(pointer("/channels", "a/b~c"), "/channels/a~1b~0c");
+    }
+}

@@ -1,0 +1,129 @@
+//! Starting the gateway: load what it serves, connect the producer, serve until a signal.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use pitgun_contracts::dictionary::Dictionary;
+use pitgun_contracts::load::{load, Loaded};
+use pitgun_contracts::schema::ContractKind;
+use pitgun_runtime::kafka::{topics, Broker};
+use pitgun_runtime::serve::Health;
+use prometheus::Registry;
+
+use crate::catalog::ChannelCatalog;
+use crate::definitions::Definitions;
+use crate::gateway::{router, watch_readiness, Gateway, Limits, Topics};
+use crate::keys::ApiKeys;
+use crate::metrics::GatewayMetrics;
+use crate::produce::EnvelopeProducer;
+use crate::validate::Validator;
+
+/// How to run the gateway (the `pitgun gateway` flags).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Address to listen on (port 0: any free port, logged at start).
+    pub listen: SocketAddr,
+    /// The broker and the namespace of topic names.
+    pub broker: Broker,
+    /// The API keys file (required unless `baseline`).
+    pub keys: Option<PathBuf>,
+    /// The dictionary envelopes are checked against and `/dictionary` serves.
+    pub dictionary: PathBuf,
+    /// Folder of pipeline and bundle manifests `/manifests` serves.
+    pub manifests: Option<PathBuf>,
+    /// How far ahead of the gateway's clock an event time may be.
+    pub max_future_skew: Duration,
+    /// Body and batch limits, `Retry-After`.
+    pub limits: Limits,
+    /// How long the broker has to acknowledge a batch before the answer is 503.
+    pub ack_timeout: Duration,
+    /// Kafka compression codec (`lz4`, `zstd`, `gzip`, `snappy`, `none`).
+    pub compression: String,
+    /// How often `/readyz` asks the broker for metadata.
+    pub readiness_interval: Duration,
+    /// Benchmark baseline: parse and answer 202, no keys, validation or Kafka.
+    pub baseline: bool,
+}
+
+/// Builds the gateway from `settings` (blocking: reads files, creates the producer).
+pub fn build(settings: &Settings) -> Result<Arc<Gateway>> {
+    let dictionary: Loaded<Dictionary> = load(ContractKind::Dictionary, &settings.dictionary)?;
+    let catalog = ChannelCatalog::new(&dictionary.doc).map_err(anyhow::Error::msg).context("dictionary aliases")?;
+    let skew_us = i64::try_from(settings.max_future_skew.as_micros()).context("--max-future-skew is too long")?;
+    let validator = Validator::new(Arc::new(catalog), skew_us).map_err(anyhow::Error::msg)?;
+    let keys = match (&settings.keys, settings.baseline) {
+        (Some(path), _) => ApiKeys::load(path)?,
+        (None, true) => ApiKeys::default(),
+        (None, false) => bail!("--keys is required: make keys with `pitgun gateway keygen --source S --keys FILE`"),
+    };
+    if keys.is_empty() && !settings.baseline {
+        tracing::warn!("the keys file holds no keys: every request will be answered 401");
+    }
+    let definitions = Definitions::load(&dictionary, settings.manifests.as_deref())?;
+    let registry = Registry::new();
+    let metrics = GatewayMetrics::register(&registry)?;
+    let producer = if settings.baseline {
+        None
+    } else {
+        Some(EnvelopeProducer::new(settings.broker.client_config("pitgun-gateway"), settings.ack_timeout, &settings.compression)?)
+    };
+    Ok(Arc::new(Gateway {
+        limits: settings.limits.clone(),
+        topics: Topics { envelopes: settings.broker.name(topics::ENVELOPES), deadletter: settings.broker.name(topics::DEADLETTER_INGEST) },
+        keys,
+        validator,
+        producer,
+        definitions,
+        metrics,
+        health: Health::new(registry),
+    }))
+}
+
+/// Runs the gateway until SIGTERM or SIGINT, then drains requests and flushes the producer.
+pub fn run(settings: Settings) -> Result<()> {
+    let gw = build(&settings)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("gateway").build()?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let addr = listener.local_addr()?;
+        // Tests and scripts read this line to find the port.
+        eprintln!("pitgun gateway: listening on http://{addr}");
+        tracing::info!(
+            envelopes = %gw.topics.envelopes, deadletter = %gw.topics.deadletter, brokers = %settings.broker.bootstrap,
+            baseline = settings.baseline, "gateway started"
+        );
+        let readiness = tokio::spawn(watch_readiness(gw.clone(), settings.readiness_interval));
+        axum::serve(listener, router(gw.clone(), settings.baseline))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("the HTTP server failed")?;
+        readiness.abort();
+        Ok::<_, anyhow::Error>(())
+    })?;
+    if let Some(p) = &gw.producer {
+        tracing::info!("shutting down: flushing the producer");
+        p.flush(settings.ack_timeout).map_err(|e| anyhow::anyhow!("records left unacknowledged at shutdown: {e}"))?;
+    }
+    eprintln!("pitgun gateway: stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: draining"),
+    }
+}

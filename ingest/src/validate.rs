@@ -1,0 +1,236 @@
+//! One batch's items → Avro records for the valid ones, a reasoned rejection for the others.
+//!
+//! Per item, in this order: UTF-8 and JSON syntax (`malformed_json`), the envelope schema via the
+//! engine's strict decoder plus [`crate::schema_rules`] (`invalid_envelope`), the key's source
+//! (a foreign `source.id` fails the whole batch with 403, see [`Checked::foreign`]), the
+//! dictionary (`unknown_source`, `unknown_channel`) and the clock (`future_time`). Every
+//! rejection names the item's index and the JSON pointer of what is wrong.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use pitgun_engine::decode::{decode_into, EnvelopeView};
+use serde::Serialize;
+
+use crate::avro::AvroWriter;
+use crate::catalog::{ChannelCatalog, ChannelTable, UnknownSource};
+use crate::schema_rules::{self, pointer};
+
+/// Why an item was refused (the `reason` of an answer's error and of a dead letter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// Not JSON: a syntax error, `NaN`/`Infinity`, nesting deeper than 128, not UTF-8.
+    MalformedJson,
+    /// JSON, but not a `pitgun-envelope/v1`.
+    InvalidEnvelope,
+    /// The dictionary has no aliases for this producer (or this producer version).
+    UnknownSource,
+    /// A channel the dictionary does not know for this producer version.
+    UnknownChannel,
+    /// An event time further ahead of the gateway's clock than the allowed skew.
+    FutureTime,
+}
+
+impl Reason {
+    /// Every reason, for metrics.
+    pub const ALL: [Reason; 5] =
+        [Reason::MalformedJson, Reason::InvalidEnvelope, Reason::UnknownSource, Reason::UnknownChannel, Reason::FutureTime];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::MalformedJson => "malformed_json",
+            Reason::InvalidEnvelope => "invalid_envelope",
+            Reason::UnknownSource => "unknown_source",
+            Reason::UnknownChannel => "unknown_channel",
+            Reason::FutureTime => "future_time",
+        }
+    }
+}
+
+/// One refused item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejection {
+    /// Position of the item in the batch (0-based; blank NDJSON lines are not items).
+    pub index: usize,
+    /// JSON pointer into the item (`""` = the item as a whole).
+    pub pointer: String,
+    /// Counted reason.
+    pub reason: Reason,
+    /// What is wrong, in words.
+    pub message: String,
+    /// The item's bytes in the body (for the dead letter).
+    #[serde(skip)]
+    pub bytes: Range<usize>,
+    /// The item's session, when it could be read (the dead letter's key).
+    #[serde(skip)]
+    pub session_id: Option<String>,
+}
+
+/// A valid item, encoded: its session id (the record key) and Avro value, both in
+/// [`Checked::arena`].
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// The session id's bytes.
+    pub key: Range<usize>,
+    /// The Avro single object's bytes.
+    pub value: Range<usize>,
+}
+
+/// The outcome of a batch; reused between requests to keep its buffers.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// Keys and values of the valid items, back to back.
+    pub arena: Vec<u8>,
+    /// Valid items, in batch order.
+    pub valid: Vec<Encoded>,
+    /// Refused items, in batch order.
+    pub rejected: Vec<Rejection>,
+    /// The first item whose `source.id` is not the API key's source, and that source.
+    pub foreign: Option<(usize, String)>,
+}
+
+impl Checked {
+    fn clear(&mut self) {
+        self.arena.clear();
+        self.valid.clear();
+        self.rejected.clear();
+        self.foreign = None;
+    }
+}
+
+/// Validates items against the schema, the dictionary and the clock, and encodes the valid ones.
+pub struct Validator {
+    catalog: Arc<ChannelCatalog>,
+    writer: AvroWriter,
+    max_future_skew_us: i64,
+}
+
+impl Validator {
+    /// A validator for `catalog`'s producers; events may be at most `max_future_skew_us` ahead.
+    pub fn new(catalog: Arc<ChannelCatalog>, max_future_skew_us: i64) -> Result<Validator, String> {
+        Ok(Validator { catalog, writer: AvroWriter::new()?, max_future_skew_us })
+    }
+
+    /// Checks `items` of `body` for a client holding a key of `source` (`None`: any source) at
+    /// wall-clock time `now_us`.
+    pub fn check(&self, body: &[u8], items: &[Range<usize>], source: Option<&str>, now_us: i64, out: &mut Checked) {
+        out.clear();
+        let latest = now_us.saturating_add(self.max_future_skew_us);
+        let mut last: Option<(String, String, Result<Arc<ChannelTable>, UnknownSource>)> = None;
+        let mut view = EnvelopeView::empty();
+        let mut booleans = Vec::new();
+        for (index, range) in items.iter().enumerate() {
+            let reject = |out: &mut Checked, reason, pointer: String, message: String, session_id: Option<String>| {
+                out.rejected.push(Rejection { index, pointer, reason, message, bytes: range.clone(), session_id });
+            };
+            let text = match std::str::from_utf8(&body[range.clone()]) {
+                Ok(t) => t,
+                Err(e) => {
+                    reject(out, Reason::MalformedJson, String::new(), format!("not UTF-8: {e}"), None);
+                    continue;
+                }
+            };
+            // One view for the whole batch (it borrows the body): the optional lists are cleared,
+            // every required field is overwritten by the decoder.
+            view.channels.clear();
+            view.dims.clear();
+            if let Err(e) = decode_into(text, &mut view) {
+                let (reason, pointer, message) = explain(text, e);
+                reject(out, reason, pointer, message, None);
+                continue;
+            }
+            if let Err(b) = schema_rules::check(&view) {
+                reject(out, Reason::InvalidEnvelope, b.pointer, b.message, Some(view.session_id.to_string()));
+                continue;
+            }
+            if let Some(s) = source {
+                if view.source.id != s {
+                    out.foreign.get_or_insert_with(|| (index, view.source.id.to_string()));
+                    continue;
+                }
+            }
+            let same = last.as_ref().is_some_and(|(id, v, _)| *id == view.source.id && *v == view.source.version);
+            if !same {
+                let t = self.catalog.table(&view.source.id, &view.source.version);
+                last = Some((view.source.id.to_string(), view.source.version.to_string(), t));
+            }
+            let table = match last.as_ref().map(|l| &l.2) {
+                Some(Ok(t)) => t,
+                Some(Err(unknown)) => {
+                    let (p, m) = unknown_source(&view, unknown);
+                    reject(out, Reason::UnknownSource, p.into(), m, Some(view.session_id.to_string()));
+                    continue;
+                }
+                None => continue,
+            };
+            // One lookup per channel: known or not, and whether it travels as a boolean.
+            booleans.clear();
+            let (mut first_unknown, mut more) = (None, 0usize);
+            for (i, (name, _)) in view.channels.iter().enumerate() {
+                match table.get(name) {
+                    Some(c) => booleans.push(c.boolean),
+                    None if first_unknown.is_none() => first_unknown = Some(i),
+                    None => more += 1,
+                }
+            }
+            if let Some(i) = first_unknown {
+                let first = &view.channels[i].0;
+                let also = if more > 0 { format!(" ({more} more unknown channels)") } else { String::new() };
+                let message = format!(
+                    "channel {first:?} is not in the dictionary for {} {}{also}",
+                    view.source.id, view.source.version
+                );
+                reject(out, Reason::UnknownChannel, pointer("/channels", first), message, Some(view.session_id.to_string()));
+                continue;
+            }
+            if view.time_us > latest {
+                let message = format!(
+                    "event time {} is {} ahead of the gateway's clock; at most {} is allowed",
+                    rfc3339(view.time_us),
+                    humantime::format_duration(std::time::Duration::from_secs(((view.time_us - now_us) / 1_000_000) as u64)),
+                    humantime::format_duration(std::time::Duration::from_micros(self.max_future_skew_us as u64)),
+                );
+                reject(out, Reason::FutureTime, "/time_us".into(), message, Some(view.session_id.to_string()));
+                continue;
+            }
+            let key_start = out.arena.len();
+            out.arena.extend_from_slice(view.session_id.as_bytes());
+            let value_start = out.arena.len();
+            self.writer.write(&view, &booleans, &mut out.arena);
+            out.valid.push(Encoded { key: key_start..value_start, value: value_start..out.arena.len() });
+        }
+    }
+}
+
+fn rfc3339(us: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_micros(us.max(0) as u64);
+    humantime::format_rfc3339_micros(t).to_string()
+}
+
+fn unknown_source(view: &EnvelopeView<'_>, why: &UnknownSource) -> (&'static str, String) {
+    let (id, version) = (&view.source.id, &view.source.version);
+    match why {
+        UnknownSource::Producer => ("/source/id", format!("the dictionary has no aliases for producer {id:?}")),
+        UnknownSource::NotSemver(e) => ("/source/version", format!("{version:?} is not a semantic version: {e}")),
+        UnknownSource::Version(ranges) => (
+            "/source/version",
+            format!("the dictionary has no aliases for {id} {version}; it knows versions {}", ranges.join(" | ")),
+        ),
+    }
+}
+
+/// Tells malformed JSON from a well-formed non-envelope, and words the common cases.
+fn explain(text: &str, e: pitgun_engine::decode::DecodeError) -> (Reason, String, String) {
+    let Err(syntax) = serde_json::from_str::<serde::de::IgnoredAny>(text) else {
+        return (Reason::InvalidEnvelope, e.pointer, e.message);
+    };
+    let mut message = syntax.to_string();
+    if message.contains("recursion limit") {
+        message.push_str(" (JSON nested deeper than 128 levels)");
+    } else if text.contains("NaN") || text.contains("Infinity") {
+        message.push_str(" (NaN and Infinity are not JSON; channel values must be finite numbers)");
+    }
+    (Reason::MalformedJson, String::new(), message)
+}
