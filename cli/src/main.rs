@@ -11,7 +11,6 @@ mod bench_cmd;
 mod broker_args;
 mod dataset;
 mod gateway_cmd;
-mod gateway_cmd;
 mod manifest_cmd;
 mod process_cmd;
 mod publish_cmd;
@@ -58,8 +57,6 @@ enum Command {
     Export(topic_cmd::ExportArgs),
     /// The HTTP ingest gateway: validate envelopes, produce them to Kafka, serve the definitions.
     Gateway(gateway_cmd::GatewayArgs),
-    /// The HTTP ingest gateway: validate envelopes, produce them to Kafka, serve the definitions.
-    Gateway(gateway_cmd::GatewayArgs),
     /// Benchmark floor: parse envelopes with serde_json only.
     #[command(hide = true)]
     BenchParse(bench_cmd::BenchParseArgs),
@@ -76,7 +73,6 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Manifest(cmd) => manifest_cmd::run(cmd),
         Command::BenchParse(args) => bench_cmd::run(args),
-        Command::Gateway(args) => gateway_cmd::run_cmd(args),
         Command::Gateway(args) => gateway_cmd::run_cmd(args),
         Command::BenchConsume(args) => bench_cmd::consume(args),
         Command::Process(args) => process_cmd::run(args),
