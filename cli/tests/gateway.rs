@@ -370,7 +370,7 @@ fn bad_items_are_refused_by_index_and_pointer_and_dead_lettered() {
         (2, "/channels/warp~1drive", "unknown_channel", "warp/drive"),
         (3, "/source/version", "unknown_source", "7.0.0"),
         (4, "/time_us", "future_time", "ahead of the gateway's clock"),
-        (5, "", "invalid_envelope", "colour"),
+        (5, "/colour", "invalid_envelope", "unknown field `colour`"),
         (6, "/dims/track", "invalid_envelope", "256"),
         (7, "", "malformed_json", "NaN and Infinity are not JSON"),
         (8, "", "malformed_json", "NaN and Infinity are not JSON"),

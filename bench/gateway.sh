@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Gateway throughput: envelopes/s accepted (acknowledged by the broker) with NDJSON batches of 500
+# over HTTP/1.1 keep-alive, from `pitgun simulate --target` on the same machine; and, in the same
+# run with the same load, a baseline gateway (`pitgun gateway --bench-baseline`) that only parses
+# each batch into envelopes and answers 202 — so the cost of validation and Kafka is the ratio.
+#
+#   bench/gateway.sh [ENVELOPES] [CONNECTIONS]     (defaults 1,000,000 and 4; BENCH_PROFILE=release
+#                                                   for a quicker build than the default dist)
+#
+# It starts its own broker (scripts/stack.sh, memory storage) on a free port, makes API keys,
+# runs both gateways one after the other, counts what reached the topic, and stops everything.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N="${1:-1000000}"
+CONN="${2:-4}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pitgun/target}"
+PROFILE="${BENCH_PROFILE:-dist}"   # dist = release with fat LTO, what a release ships
+cargo build --locked --profile "$PROFILE" -p pitgun >&2
+PITGUN="$CARGO_TARGET_DIR/$PROFILE/pitgun"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+WORK="$(mktemp -d /tmp/pitgun-bench-gateway.XXXXXX)"
+PORT="$(free_port)"
+GW_PID=""
+cleanup() {
+  [ -n "$GW_PID" ] && kill "$GW_PID" 2>/dev/null && wait "$GW_PID" 2>/dev/null || true
+  bash scripts/stack.sh down --dir "$WORK/stack" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+bash scripts/stack.sh broker start --dir "$WORK/stack" --broker-port "$PORT"
+export PITGUN_BROKERS="127.0.0.1:$PORT" PITGUN_NAMESPACE="bench-gw"
+bash scripts/stack.sh topics --dir "$WORK/stack" --broker-port "$PORT" --namespace "$PITGUN_NAMESPACE" --partitions 4
+
+KEYS="$WORK/keys.yaml"
+{
+  echo "pitgun-web=$("$PITGUN" gateway keygen --source pitgun-web --keys "$KEYS" 2>/dev/null)"
+  echo "pitgun-sim=$("$PITGUN" gateway keygen --source pitgun-sim --keys "$KEYS" 2>/dev/null)"
+} > "$WORK/tokens"
+
+# 60 Hz samples + 1 Hz health per session: 200 sessions × duration sized to N envelopes. The
+# event times are in the past (the simulator's fixed epoch), well within the future-skew rule.
+SESSIONS=200
+SECS=$(( N / SESSIONS / 61 + 1 ))
+LOAD=(simulate --seed 1 --sessions "$SESSIONS" --duration "${SECS}s" --batch 500 --concurrency "$CONN" --api-keys "$WORK/tokens")
+
+start_gateway() { # start_gateway LOGFILE ARGS... → sets GW_PID and URL
+  local logf="$1"; shift
+  "$PITGUN" gateway --listen 127.0.0.1:0 "$@" 2>"$logf" &
+  GW_PID=$!
+  local end=$((SECONDS + 30))
+  until grep -q "listening on" "$logf"; do
+    [ $SECONDS -lt $end ] || { cat "$logf" >&2; echo "gateway did not start" >&2; exit 1; }
+    sleep 0.1
+  done
+  URL="$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$logf" | head -1)"
+  if [ "$1" != "--bench-baseline" ]; then
+    until curl -sf "$URL/readyz" >/dev/null; do
+      [ $SECONDS -lt $end ] || { cat "$logf" >&2; echo "gateway not ready" >&2; exit 1; }
+      sleep 0.1
+    done
+  fi
+}
+stop_gateway() { kill -TERM "$GW_PID"; wait "$GW_PID" || true; GW_PID=""; }
+
+run_load() { # run_load LABEL → prints the summary line, sets RATE and ACCEPTED
+  local out; out="$(/usr/bin/time -f "loadgen: user %U s, sys %S s, peak RSS %M KB" "$PITGUN" "${LOAD[@]}" --target "$URL" 2>&1 >/dev/null)" || { echo "$out" >&2; exit 1; }
+  echo "$out" | sed "s/^/  /"
+  local line; line="$(echo "$out" | grep '^simulate: posted')"
+  ACCEPTED="$(echo "$line" | sed -n 's/.*accepted \([0-9]*\),.*/\1/p')"
+  RATE="$(echo "$line" | sed -n 's/.*; \([0-9]*\) envelopes\/s accepted.*/\1/p')"
+}
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB"
+echo "load: pitgun ${LOAD[*]} --target URL"
+
+start_gateway "$WORK/gateway.log" --keys "$KEYS"
+echo "gateway (validation + Kafka, acks=all, idempotent, lz4):"
+run_load
+GW_RATE="$RATE"; GW_ACCEPTED="$ACCEPTED"
+curl -s "$URL/metrics" | grep -E '^pitgun_gateway_(envelopes_accepted_total|requests_total|produce_seconds_(sum|count))' | sed 's/^/  /'
+read -r UT ST < <(awk '{print $14, $15}' "/proc/$GW_PID/stat")
+echo "  gateway CPU: $(python3 -c "print(f'{($UT + $ST) / $(getconf CLK_TCK):.2f}')") s"
+stop_gateway
+STORED="$("$PITGUN" bench-consume | python3 -c 'import json,sys; print(json.load(sys.stdin)["records"])')"
+echo "  records on the envelopes topic: $STORED (accepted: $GW_ACCEPTED)"
+
+start_gateway "$WORK/baseline.log" --bench-baseline
+echo "baseline (parse into envelopes, answer 202):"
+run_load
+BASE_RATE="$RATE"
+stop_gateway
+
+python3 - "$GW_RATE" "$BASE_RATE" "$GW_ACCEPTED" "$STORED" <<'PY'
+import sys
+gw, base, accepted, stored = map(int, sys.argv[1:])
+print(f"gateway {gw:,} envelopes/s accepted; baseline {base:,}/s; ratio {gw / base:.2f}")
+if stored != accepted:
+    sys.exit(f"the topic holds {stored:,} records but {accepted:,} were acknowledged")
+PY
