@@ -46,6 +46,9 @@ impl GatewayMetrics {
             Opts::new("pitgun_gateway_batches_failed_total", "Batches answered 503, by cause"),
             &["cause"],
         )?;
+        for cause in ["queue_full", "delivery"] {
+            failures.with_label_values(&[cause]);
+        }
         for c in [&requests, &rejected_vec, &failures] {
             registry.register(Box::new(c.clone()))?;
         }

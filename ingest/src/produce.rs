@@ -7,7 +7,7 @@
 //! when the last one is settled — one wake-up per batch, not a future per record.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
@@ -127,10 +127,19 @@ impl Pending {
     }
 }
 
-/// The gateway's Kafka producer.
+/// The gateway's Kafka producer. An idempotent producer that hits a fatal error (the broker lost
+/// its producer state, say) refuses every later record, so it is replaced by a fresh one before
+/// the next batch instead of failing every batch until a restart.
 pub struct EnvelopeProducer {
-    producer: ThreadedProducer<AckContext>,
+    config: ClientConfig,
+    current: RwLock<Arc<ThreadedProducer<AckContext>>>,
     ack_timeout: Duration,
+}
+
+fn create(config: &ClientConfig) -> anyhow::Result<ThreadedProducer<AckContext>> {
+    config
+        .create_with_context(AckContext { fatal: AtomicBool::new(false) })
+        .map_err(|e| anyhow::anyhow!("cannot create the Kafka producer: {e}"))
 }
 
 impl EnvelopeProducer {
@@ -147,15 +156,28 @@ impl EnvelopeProducer {
             // The same key → partition mapping as Java clients, so services producing straight
             // to Kafka put a session on the same partition as the gateway does.
             .set("partitioner", "murmur2_random");
-        let producer = base
-            .create_with_context(AckContext { fatal: AtomicBool::new(false) })
-            .map_err(|e| anyhow::anyhow!("cannot create the Kafka producer: {e}"))?;
-        Ok(EnvelopeProducer { producer, ack_timeout })
+        let producer = create(&base)?;
+        Ok(EnvelopeProducer { config: base, current: RwLock::new(Arc::new(producer)), ack_timeout })
     }
 
-    /// Whether librdkafka reported a fatal error (the producer must be replaced).
-    pub fn is_fatal(&self) -> bool {
-        self.producer.context().fatal.load(Ordering::Acquire)
+    /// The current producer, replaced first if librdkafka reported a fatal error.
+    fn producer(&self) -> Arc<ThreadedProducer<AckContext>> {
+        let fatal = |p: &ThreadedProducer<AckContext>| p.context().fatal.load(Ordering::Acquire);
+        let p = self.current.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if !fatal(&p) {
+            return p;
+        }
+        let mut slot = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if fatal(&slot) {
+            match create(&self.config) {
+                Ok(fresh) => {
+                    tracing::warn!("the Kafka producer reported a fatal error; replaced it with a new one");
+                    *slot = Arc::new(fresh);
+                }
+                Err(e) => tracing::error!("the Kafka producer reported a fatal error and cannot be replaced: {e:#}"),
+            }
+        }
+        slot.clone()
     }
 
     /// Queues `records` for the broker without waiting; [`Pending::acknowledged`] waits. Records
@@ -165,6 +187,7 @@ impl EnvelopeProducer {
         let ack = Arc::new(BatchAck::default());
         ack.pending.store(1, Ordering::Release); // held here until every record is queued
         let mut queue_full = false;
+        let producer = self.producer();
         for r in records {
             ack.pending.fetch_add(1, Ordering::AcqRel);
             let mut record = BaseRecord::with_opaque_to(r.topic, ack.clone()).payload(r.value);
@@ -174,7 +197,7 @@ impl EnvelopeProducer {
             if let Some(h) = r.headers {
                 record = record.headers(h);
             }
-            if let Err((e, _record)) = self.producer.send(record) {
+            if let Err((e, _record)) = producer.send(record) {
                 ack.pending.fetch_sub(1, Ordering::AcqRel);
                 if matches!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::QueueFull)) {
                     queue_full = true;
@@ -191,7 +214,7 @@ impl EnvelopeProducer {
     /// Whether the broker answers a metadata request for `topic` within `timeout` and the
     /// topic exists (blocking; call from a blocking thread).
     pub fn probe(&self, topic: &str, timeout: Duration) -> Result<(), String> {
-        let md = self.producer.client().fetch_metadata(Some(topic), timeout).map_err(|e| e.to_string())?;
+        let md = self.producer().client().fetch_metadata(Some(topic), timeout).map_err(|e| e.to_string())?;
         match md.topics().iter().find(|t| t.name() == topic) {
             Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
             Some(t) => Err(format!("topic {topic}: {:?}", t.error())),
@@ -201,6 +224,6 @@ impl EnvelopeProducer {
 
     /// Waits up to `timeout` for queued records to be delivered (at shutdown).
     pub fn flush(&self, timeout: Duration) -> Result<(), String> {
-        self.producer.flush(timeout).map_err(|e| e.to_string())
+        self.producer().flush(timeout).map_err(|e| e.to_string())
     }
 }

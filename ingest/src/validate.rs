@@ -223,7 +223,9 @@ fn unknown_source(view: &EnvelopeView<'_>, why: &UnknownSource) -> (&'static str
 
 /// Tells malformed JSON from a well-formed non-envelope, and words the common cases.
 fn explain(text: &str, e: pitgun_engine::decode::DecodeError) -> (Reason, String, String) {
-    let Err(syntax) = serde_json::from_str::<serde::de::IgnoredAny>(text) else {
+    // A full parse (not `IgnoredAny`, which skips nested values without a depth limit), so
+    // nesting deeper than serde_json's 128 levels is reported as such.
+    let Err(syntax) = serde_json::from_str::<serde_json::Value>(text) else {
         return (Reason::InvalidEnvelope, e.pointer, e.message);
     };
     let mut message = syntax.to_string();
