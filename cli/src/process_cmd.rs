@@ -63,6 +63,17 @@ pub struct ProcessArgs {
     /// processor stops with an error (it never checkpoints past an unacknowledged row).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     flush_timeout: Duration,
+    /// Extra librdkafka consumer setting `KEY=VALUE` (repeatable), e.g.
+    /// `--consumer-config fetch.max.bytes=104857600`.
+    #[arg(long = "consumer-config", value_name = "KEY=VALUE", value_parser = parse_setting)]
+    consumer_config: Vec<(String, String)>,
+}
+
+fn parse_setting(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
 }
 
 pub fn run(args: ProcessArgs) -> Result<ExitCode> {
@@ -98,6 +109,7 @@ pub fn run(args: ProcessArgs) -> Result<ExitCode> {
         group_session_timeout: args.group_session_timeout,
         output_partitions: args.output_partitions,
         flush_timeout: args.flush_timeout,
+        consumer_settings: args.consumer_config,
     })?;
     println!("{}", serde_json::to_string(&summary)?);
     Ok(ExitCode::SUCCESS)

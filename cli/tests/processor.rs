@@ -53,16 +53,18 @@ fn crash_safety_sigkill_three_times_then_rows_equal_replay() {
     for run in 0..3 {
         let args = process_args(&m_s, &state_s, &["--until-end", "--checkpoint-interval", "100ms"]);
         let mut p = Service::start(&format!("run{run}"), &args, &ns);
-        let line = p.wait_for_log("partition", Duration::from_secs(60));
-        if line.contains("restored checkpoint") || p.log_count("restored checkpoint") > 0 {
-            restored_runs += 1;
-        }
-        let wait_ms = rng.random_range(150..600);
-        eprintln!("run {run}: SIGKILL after {wait_ms} ms of consuming");
+        p.wait_for_log("checkpoint written", Duration::from_secs(60));
+        let wait_ms = rng.random_range(50..400);
+        eprintln!("run {run}: SIGKILL {wait_ms} ms after its first checkpoint");
         std::thread::sleep(Duration::from_millis(wait_ms));
         assert!(p.child.try_wait().unwrap().is_none(), "run {run} finished before it could be killed: make the dataset larger");
         p.sigkill();
         kills += 1;
+        let (restored, rebuilt) = (p.log_count("restored checkpoint"), p.log_count("rebuilding from the earliest"));
+        eprintln!("run {run}: {restored} partitions restored, {rebuilt} rebuilt");
+        if restored > 0 {
+            restored_runs += 1;
+        }
     }
     let mut last = Service::start("final", &process_args(&m_s, &state_s, &["--until-end", "--checkpoint-interval", "100ms"]), &ns);
     assert!(last.wait(Duration::from_secs(240)), "final run failed");
@@ -134,7 +136,10 @@ fn two_versions_side_by_side() {
     let v1 = manifest("client-health.v1.yaml");
     let v2 = dir.path().join("client-health.v2.yaml");
     let text = std::fs::read_to_string(&v1).unwrap();
-    let text = text.replacen("version: 1\n", "version: 2\n", 1).replace("size: 10s", "size: 5s");
+    let text = text
+        .replacen("version: 1\n", "version: 2\n", 1)
+        .replace("size: 10s", "size: 5s")
+        .replace("pitgun.aggregates.client-health.v1", "pitgun.aggregates.client-health.v2");
     std::fs::write(&v2, text).unwrap();
     let data = simulate(dir.path(), "versions.ndjson", 13, 16, "4m", None);
     ns.produce_lines(lines(&data).iter().map(|s| s.as_str()));
@@ -172,10 +177,14 @@ fn dead_letters_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let data = simulate(dir.path(), "m.ndjson", 17, 3, "90s", None);
     let good = lines(&data);
-    let mut records: Vec<String> = good.clone();
-    // 5 exact copies (duplicates), 2 broken JSON, 1 not an envelope, 1 with a bad producer version.
-    for i in 0..5 {
-        records.push(good[100 + i * 7].clone());
+    // 5 exact copies right after their originals (resent events), then 2 broken JSON, 1 not an
+    // envelope, 1 with a bad producer version.
+    let mut records: Vec<String> = Vec::new();
+    for (i, line) in good.iter().enumerate() {
+        records.push(line.clone());
+        if i >= 100 && i < 135 && (i - 100) % 7 == 0 {
+            records.push(line.clone());
+        }
     }
     records.push("{\"schema\": \"pitgun-envelope/v1\", \"event_id\": ".into());
     records.push("{not json".into());

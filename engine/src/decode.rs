@@ -163,7 +163,8 @@ impl<'de: 'a, 'a> Visitor<'de> for FillView<'_, 'a> {
     }
 }
 
-fn check(view: &EnvelopeView) -> Result<(), DecodeError> {
+/// The rules of the schema that types alone do not carry (shared with the Avro decoder).
+pub(crate) fn check(view: &EnvelopeView) -> Result<(), DecodeError> {
     let fail = |pointer: &str, message: String| Err(DecodeError { pointer: pointer.into(), message });
     if view.schema != ENVELOPE_SCHEMA_V1 {
         return fail("/schema", format!("expected {ENVELOPE_SCHEMA_V1:?}, found {:?}", view.schema));

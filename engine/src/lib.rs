@@ -16,6 +16,7 @@
 
 pub mod accumulate;
 pub mod decode;
+pub mod decode_avro;
 pub mod dedup;
 pub mod engine;
 pub mod formula;

@@ -52,15 +52,31 @@ impl<S: SessionStore> Runner<S> {
     pub fn feed_json(&mut self, text: &str, now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
         let mut view = EnvelopeView::empty();
         match decode_into(text, &mut view) {
-            Ok(()) => {}
-            Err(e) => {
-                self.engine.count_rejected(Reason::InvalidEnvelope);
-                return Err(RecordError { reason: Reason::InvalidEnvelope, detail: e.to_string() });
-            }
-        };
+            Ok(()) => self.feed_view(&view, now_us, out),
+            Err(e) => Err(self.invalid(e)),
+        }
+    }
+
+    /// Feeds one Avro binary datum of the envelope schema (the caller checked the
+    /// single-object header).
+    pub fn feed_avro(&mut self, datum: &[u8], now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
+        let mut view = EnvelopeView::empty();
+        match crate::decode_avro::decode_avro_into(datum, &mut view) {
+            Ok(()) => self.feed_view(&view, now_us, out),
+            Err(e) => Err(self.invalid(e)),
+        }
+    }
+
+    fn invalid(&mut self, e: crate::decode::DecodeError) -> RecordError {
+        self.engine.count_rejected(Reason::InvalidEnvelope);
+        RecordError { reason: Reason::InvalidEnvelope, detail: e.to_string() }
+    }
+
+    /// Feeds one decoded envelope.
+    pub fn feed_view(&mut self, view: &EnvelopeView<'_>, now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
         self.last_time_us = self.last_time_us.max(view.time_us);
         let mut key = KeyValues::new();
-        match self.resolver.resolve(&view, &mut self.values, &mut key) {
+        match self.resolver.resolve(view, &mut self.values, &mut key) {
             Ok(unknown) => self.engine.count_unknown_channels(unknown),
             Err(r) => {
                 self.engine.count_rejected(r.reason);

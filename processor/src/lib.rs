@@ -20,7 +20,8 @@
 //!
 //! Dependencies: `rdkafka` (the Kafka client), `rocksdb` (state), `postcard` (compact bytes of
 //! session state, via the engine), `prometheus` (metrics), `signal-hook` (SIGTERM → final
-//! checkpoint).
+//! checkpoint), `send_wrapper` (lets librdkafka's rebalance callback, which runs on the polling
+//! thread, reach the engines — they are not `Send` — with a runtime check of that thread).
 #![deny(missing_docs)]
 
 pub mod metrics;

@@ -3,15 +3,17 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::cell::{RefCell, RefMut};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use pitgun_engine::{Output, Plan, Runner, SessionStore};
 use pitgun_runtime::kafka::{headers, topics, Broker};
 use pitgun_runtime::serve::{spawn_health_server, Health};
-use pitgun_runtime::wire::Decoder;
+use pitgun_runtime::wire::{Decoder, Record};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
@@ -19,6 +21,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use rocksdb::WriteBatch;
+use send_wrapper::SendWrapper;
 use tracing::{info, warn};
 
 use crate::metrics::Metrics;
@@ -55,6 +58,8 @@ pub struct Config {
     pub output_partitions: i32,
     /// How long a checkpoint waits for the broker to acknowledge emitted rows.
     pub flush_timeout: Duration,
+    /// Extra librdkafka settings for the consumer (`fetch.max.bytes`, …), applied last.
+    pub consumer_settings: Vec<(String, String)>,
 }
 
 /// What a run did (printed by `pitgun process` at exit).
@@ -131,7 +136,6 @@ struct Core {
     bounds: BTreeMap<Tp, (i64, i64)>,
     metrics: Metrics,
     decoder: Decoder,
-    json: String,
     out: Vec<Output>,
     summary: Summary,
     fatal: Option<anyhow::Error>,
@@ -140,19 +144,37 @@ struct Core {
     closed_retention_us: i64,
     last_checkpoint: Instant,
     first_record: Option<Instant>,
+    /// Whether the first checkpoint with partitions has been logged (for operators and tests).
+    checkpointed_partitions: bool,
 }
 
+/// The consumer's context. librdkafka serves rebalances inside `poll`, on the thread that
+/// polls — the only thread that touches the engines — and `SendWrapper` checks exactly that.
 struct Ctx {
-    core: Arc<Mutex<Core>>,
+    core: SendWrapper<Rc<RefCell<Core>>>,
+    /// Consumer lag per partition (set from statistics, which may arrive on another thread).
+    lag: prometheus::IntGaugeVec,
 }
 
 impl Ctx {
-    fn lock(&self) -> MutexGuard<'_, Core> {
-        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> RefMut<'_, Core> {
+        self.core.borrow_mut()
     }
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    /// librdkafka's statistics carry each partition's high watermark and committed offset, so
+    /// consumer lag costs no extra request (an offsets request would queue behind the fetch).
+    fn stats(&self, stats: rdkafka::Statistics) {
+        for (topic, t) in &stats.topics {
+            for (p, part) in &t.partitions {
+                if part.partition >= 0 && part.consumer_lag >= 0 {
+                    self.lag.with_label_values(&[topic.as_str(), &p.to_string()]).set(part.consumer_lag);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for Ctx {
     /// Assign: resume each partition from this replica's checkpoint, or rebuild it from the
@@ -242,8 +264,9 @@ impl Core {
         let now = now_us();
         part.runner.engine_mut().store_mut().now_us = now;
         let payload = msg.payload().unwrap_or_default();
-        let fed = match self.decoder.to_json(payload, &mut self.json) {
-            Ok(()) => part.runner.feed_json(&self.json, now, &mut self.out).map_err(|e| (e.reason.as_str(), e.detail)),
+        let fed = match self.decoder.classify(payload) {
+            Ok(Record::Avro(datum)) => part.runner.feed_avro(datum, now, &mut self.out).map_err(|e| (e.reason.as_str(), e.detail)),
+            Ok(Record::Json(text)) => part.runner.feed_json(text, now, &mut self.out).map_err(|e| (e.reason.as_str(), e.detail)),
             Err(detail) => {
                 part.runner.engine_mut().count_rejected(pitgun_engine::Reason::InvalidEnvelope);
                 Err(("undecodable", detail))
@@ -348,7 +371,15 @@ impl Core {
     /// write state and offsets of the partitions in one RocksDB batch; commit the offsets.
     fn checkpoint(&mut self, consumer: &BaseConsumer<Ctx>, only: Option<&[Tp]>, mode: CommitMode) -> Result<()> {
         let started = Instant::now();
-        self.producer.flush(self.flush_timeout).map_err(|e| anyhow!("rows not acknowledged within {:?}: {e}", self.flush_timeout))?;
+        // librdkafka's flush checks in 100 ms steps; a checkpoint waits only as long as the
+        // acknowledgements take (the producer's own thread serves the delivery reports).
+        let deadline = Instant::now() + self.flush_timeout;
+        while self.producer.in_flight_count() > 0 {
+            if Instant::now() > deadline {
+                bail!("{} emitted records not acknowledged within {:?}", self.producer.in_flight_count(), self.flush_timeout);
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
         let failed = self.producer.context().failed.load(Ordering::Relaxed);
         if failed > 0 {
             let last = self.producer.context().last_error.lock().expect("lock").clone().unwrap_or_default();
@@ -365,9 +396,7 @@ impl Core {
             }
             self.db.stage(&mut batch, &tp.0, tp.1, part.next_offset, part.runner.engine_mut().store_mut());
             tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(part.next_offset))?;
-            let (_, high) = consumer.get_watermark_offsets(&tp.0, tp.1).unwrap_or((0, part.next_offset));
             let labels = [tp.0.as_str(), &tp.1.to_string()];
-            self.metrics.consumer_lag.with_label_values(&labels).set((high - part.next_offset).max(0));
             let newest = part.runner.newest_event_time();
             if newest != i64::MIN {
                 self.metrics.watermark_lag.with_label_values(&labels).set((now - newest) / 1_000_000);
@@ -381,8 +410,13 @@ impl Core {
         self.metrics.checkpoints.inc();
         self.summary.checkpoints += 1;
         self.metrics.checkpoint_seconds.observe(started.elapsed().as_secs_f64());
+        tracing::debug!(partitions = tpl.count(), seconds = started.elapsed().as_secs_f64(), records = self.summary.records, "checkpoint");
         self.metrics.state_bytes.set(self.db.size_bytes() as i64);
         self.last_checkpoint = Instant::now();
+        if tpl.count() > 0 && !self.checkpointed_partitions {
+            self.checkpointed_partitions = true;
+            info!(partitions = tpl.count(), seconds = started.elapsed().as_secs_f64(), "checkpoint written");
+        }
         Ok(())
     }
 
@@ -436,14 +470,20 @@ pub fn run(cfg: Config) -> Result<Summary> {
         .create_with_context(Deliveries::default())
         .context("cannot create the Kafka producer")?;
 
+    // Learn the output topics' leaders now, so the first rows (and the first checkpoint's
+    // flush) do not wait for metadata of topics created a moment ago.
+    for t in [&out_topics.aggregates, &out_topics.late, &out_topics.deadletter] {
+        producer.client().fetch_metadata(Some(t), Duration::from_secs(10)).with_context(|| format!("no metadata for {t}"))?;
+    }
     let metrics = Metrics::new(&cfg.manifest, cfg.version);
+    let lag = metrics.consumer_lag.clone();
     let health = Health::new(metrics.registry.clone());
     if let Some(addr) = cfg.metrics_listen {
         let bound = spawn_health_server(addr, health.clone())?;
         info!("metrics on http://{bound}/metrics");
     }
 
-    let core = Arc::new(Mutex::new(Core {
+    let core = Rc::new(RefCell::new(Core {
         cfg_plan: cfg.plan.clone(),
         db,
         producer,
@@ -452,7 +492,6 @@ pub fn run(cfg: Config) -> Result<Summary> {
         bounds: BTreeMap::new(),
         metrics,
         decoder: Decoder::default(),
-        json: String::new(),
         out: Vec::new(),
         summary: Summary::default(),
         fatal: None,
@@ -461,17 +500,27 @@ pub fn run(cfg: Config) -> Result<Summary> {
         closed_retention_us: cfg.closed_retention.as_micros() as i64,
         last_checkpoint: Instant::now(),
         first_record: None,
+        checkpointed_partitions: false,
     }));
-    let consumer: BaseConsumer<Ctx> = cfg
-        .broker
-        .client_config(&format!("pitgun-process-{}", cfg.manifest))
+    let mut consumer_config = cfg.broker.client_config(&format!("pitgun-process-{}", cfg.manifest));
+    consumer_config
         .set("group.id", &group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", &cfg.group_session_timeout.as_millis().to_string())
-        .set("heartbeat.interval.ms", &(cfg.group_session_timeout.as_millis() / 4).max(100).to_string())
-        .create_with_context(Ctx { core: core.clone() })
+        .set("session.timeout.ms", cfg.group_session_timeout.as_millis().to_string())
+        .set("heartbeat.interval.ms", (cfg.group_session_timeout.as_millis() / 4).max(100).to_string())
+        .set("statistics.interval.ms", "1000")
+        // librdkafka stops fetching for a partition whose local queue is above these marks and
+        // by default waits a whole second before looking again; a consumer slower than the
+        // broker then idles most of the time. Smaller queue, short back-off: ~3× the throughput.
+        .set("queued.min.messages", "20000")
+        .set("fetch.queue.backoff.ms", "10");
+    for (k, v) in &cfg.consumer_settings {
+        consumer_config.set(k, v);
+    }
+    let consumer: BaseConsumer<Ctx> = consumer_config
+        .create_with_context(Ctx { core: SendWrapper::new(core.clone()), lag })
         .context("cannot create the Kafka consumer")?;
 
     // Bounds of every input partition, read before consuming (the end for `--until-end`).
@@ -485,7 +534,7 @@ pub fn run(cfg: Config) -> Result<Summary> {
         }
         for p in t.partitions() {
             let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
-            core.lock().unwrap_or_else(|e| e.into_inner()).bounds.insert((topic.clone(), p.id()), (low, high));
+            core.borrow_mut().bounds.insert((topic.clone(), p.id()), (low, high));
         }
     }
     let refs: Vec<&str> = inputs.iter().map(|s| s.as_str()).collect();
@@ -498,7 +547,7 @@ pub fn run(cfg: Config) -> Result<Summary> {
 
     loop {
         let polled = consumer.poll(Duration::from_millis(100));
-        let mut c = core.lock().unwrap_or_else(|e| e.into_inner());
+        let mut c = core.borrow_mut();
         match polled {
             Some(Ok(msg)) => c.handle(&msg),
             Some(Err(e)) => warn!("consumer error: {e}"),
@@ -527,8 +576,12 @@ pub fn run(cfg: Config) -> Result<Summary> {
             return Err(e);
         }
     }
-    let c = core.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = core.borrow_mut();
     let mut summary = c.summary.clone();
     summary.consume_seconds = c.first_record.map(|f| f.elapsed().as_secs_f64()).unwrap_or(0.0);
+    // Everything is checkpointed: closing the consumer revokes nothing left to save.
+    c.parts.clear();
+    drop(c);
+    drop(consumer);
     Ok(summary)
 }

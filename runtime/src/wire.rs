@@ -5,6 +5,7 @@
 //! schema is `schemas/pitgun-envelope/v1.avsc`; a record with another fingerprint is refused with
 //! both fingerprints named, never guessed at. JSON records start with `{` (after whitespace).
 
+use apache_avro::headers::{HeaderBuilder, RabinFingerprintHeader};
 use apache_avro::{GenericSingleObjectReader, GenericSingleObjectWriter, Schema};
 use pitgun_contracts::envelope::Envelope;
 use pitgun_contracts::schema::ENVELOPE_AVRO_SCHEMA;
@@ -63,18 +64,50 @@ impl AvroEncoder {
     }
 }
 
-/// Decodes records of either format into JSON envelope text, the engine's input.
+/// A record split by format, ready for the engine (`Runner::feed_avro` / `feed_json`).
+#[derive(Debug, Clone, Copy)]
+pub enum Record<'a> {
+    /// The Avro binary datum after a single-object header with our schema's fingerprint.
+    Avro(&'a [u8]),
+    /// A JSON envelope.
+    Json(&'a str),
+}
+
+/// Decodes records of either format.
 pub struct Decoder {
     avro: GenericSingleObjectReader,
+    /// `C3 01` + the envelope schema's Rabin fingerprint.
+    header: Vec<u8>,
 }
 
 impl Default for Decoder {
     fn default() -> Self {
-        Decoder { avro: GenericSingleObjectReader::new(envelope_schema()).expect("schema resolves") }
+        let schema = envelope_schema();
+        let header = RabinFingerprintHeader::from_schema(&schema).build_header();
+        Decoder { avro: GenericSingleObjectReader::new(schema).expect("schema resolves"), header }
     }
 }
 
 impl Decoder {
+    /// Tells the record's format and checks the Avro fingerprint; the engine decodes the rest.
+    pub fn classify<'a>(&self, bytes: &'a [u8]) -> Result<Record<'a>, String> {
+        match sniff(bytes) {
+            WireFormat::Avro => match bytes.strip_prefix(self.header.as_slice()) {
+                Some(datum) => Ok(Record::Avro(datum)),
+                None => Err(format!(
+                    "Avro single object written with another schema: fingerprint {:02x?}, expected {:02x?} (pitgun-envelope/v1.avsc)",
+                    &bytes[2..bytes.len().min(10)],
+                    &self.header[2..]
+                )),
+            },
+            WireFormat::Json => std::str::from_utf8(bytes).map(Record::Json).map_err(|e| format!("JSON record is not UTF-8: {e}")),
+            WireFormat::Unknown => Err(format!(
+                "neither an Avro single object (starts C3 01) nor a JSON envelope (starts with {{); first bytes {:02x?}",
+                &bytes[..bytes.len().min(8)]
+            )),
+        }
+    }
+
     /// Writes the record's envelope as JSON into `json` (replacing its content). A JSON record
     /// is passed through as is; the engine validates it.
     pub fn to_json(&self, bytes: &[u8], json: &mut String) -> Result<(), String> {
@@ -122,6 +155,57 @@ mod tests {
         let mut json = String::new();
         Decoder::default().to_json(&bytes, &mut json).unwrap();
         assert_eq!(serde_json::from_str::<Envelope>(&json).unwrap(), env);
+    }
+
+    /// The engine's direct Avro decoder reads exactly what `apache-avro` wrote, field for field,
+    /// as the JSON decoder reads the same envelope.
+    #[test]
+    fn engine_avro_decoder_agrees_with_apache_avro_and_json() {
+        use pitgun_engine::decode::{decode, EnvelopeView};
+        use pitgun_engine::decode_avro::decode_avro_into;
+        let mut enc = AvroEncoder::default();
+        let dec = Decoder::default();
+        for i in 0..200u32 {
+            let mut env = sample();
+            env.seq = u64::from(i) * 1_000_003;
+            env.time_us = 1_700_000_000_000_000 + i64::from(i) * 16_667;
+            env.session_id = format!("sessión-{i}-ü");
+            env.channels.clear();
+            for c in 0..(i % 40) {
+                let v = if c % 5 == 0 {
+                    pitgun_contracts::envelope::ChannelValue::Bool(c % 2 == 0)
+                } else {
+                    pitgun_contracts::envelope::ChannelValue::Number(f64::from(c) * -1.5e-3 + f64::from(i))
+                };
+                env.channels.insert(format!("ch_{c}"), v);
+            }
+            if i % 3 == 0 {
+                env.dims.clear();
+            } else {
+                env.dims.insert("car".into(), format!("car-{i}"));
+            }
+            let mut bytes = Vec::new();
+            enc.encode(&env, &mut bytes).unwrap();
+            let Record::Avro(datum) = dec.classify(&bytes).unwrap() else { panic!("not Avro") };
+            let mut a = EnvelopeView::empty();
+            decode_avro_into(datum, &mut a).unwrap();
+            let json = serde_json::to_string(&env).unwrap();
+            let mut j = decode(&json).unwrap();
+            // Avro maps carry no order (apache-avro writes them from a hash map); the engine
+            // looks channels and dimensions up by name.
+            fn sorted(v: &mut EnvelopeView<'_>) {
+                v.channels.sort_by(|x, y| x.0.cmp(&y.0));
+                v.dims.sort_by(|x, y| x.0.cmp(&y.0));
+            }
+            sorted(&mut a);
+            sorted(&mut j);
+            assert_eq!(format!("{a:?}"), format!("{j:?}"), "envelope {i}");
+            // A truncated datum is an error naming a field, never a panic.
+            for cut in [1, datum.len() / 2, datum.len() - 1] {
+                let mut v = EnvelopeView::empty();
+                assert!(decode_avro_into(&datum[..cut], &mut v).is_err());
+            }
+        }
     }
 
     #[test]
