@@ -12,8 +12,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-5000000}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pitgun/target}"
-cargo build --locked --profile dist -p pitgun >&2
-PITGUN="$CARGO_TARGET_DIR/dist/pitgun"
+# The release profile (what the tests build): a dist build would compile RocksDB a second time.
+cargo build --locked --release -p pitgun >&2
+PITGUN="$CARGO_TARGET_DIR/release/pitgun"
 OUT="${BENCH_OUT:-bench/out}"
 mkdir -p "$OUT"
 STACK="$(mktemp -d /tmp/pitgun-bench-stack.XXXXXX)"
