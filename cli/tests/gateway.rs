@@ -686,3 +686,33 @@ fn back_pressure_answers_503_within_the_deadline_and_resent_batches_are_stored()
     assert_eq!(metric(&m, "pitgun_gateway_requests_total{status=\"503\"}"), failed);
     assert_eq!(metric(&m, "pitgun_gateway_envelopes_accepted_total"), 300.0, "503 answers count no envelopes");
 }
+
+#[test]
+fn simulate_target_posts_what_the_file_holds_in_session_order() {
+    let gw = Gateway::start("simulate", &[]);
+    gw.wait_ready();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sim.ndjson");
+    let out = Command::new(BIN)
+        .args(["simulate", "--sessions", "4", "--duration", "20s", "--seed", "9", "--batch", "100", "--concurrency", "3"])
+        .arg("--output")
+        .arg(&file)
+        .args(["--target", &gw.url, "--api-key", &format!("pitgun-web={}", gw.web), "--api-key", &format!("pitgun-sim={}", gw.sim)])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let sent: Vec<Value> = std::fs::read_to_string(&file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(sent.len() > 4000, "{}", sent.len());
+    assert!(stderr.contains(&format!("accepted {}, rejected 0", sent.len())), "{stderr}");
+    let stored = decode_envelopes(&read_topic(&test_brokers(), &gw.topic(topics::ENVELOPES)));
+    assert_eq!(stored.len(), sent.len());
+    // Same events, and per session in the order the file has them.
+    let order = |items: &[Value]| {
+        items.iter().fold(BTreeMap::<String, Vec<String>>::new(), |mut m, v| {
+            m.entry(v["session_id"].as_str().unwrap().into()).or_default().push(v["event_id"].as_str().unwrap().into());
+            m
+        })
+    };
+    assert_eq!(order(&stored), order(&sent));
+}

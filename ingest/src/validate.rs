@@ -236,3 +236,80 @@ fn explain(text: &str, e: pitgun_engine::decode::DecodeError) -> (Reason, String
     }
     (Reason::MalformedJson, String::new(), message)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_700_000_000_000_000;
+
+    fn validator() -> Validator {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/dictionary/racing.yaml")).unwrap();
+        let dict = serde_yaml_ng::from_str(&text).unwrap();
+        Validator::new(Arc::new(ChannelCatalog::new(&dict).unwrap()), 300_000_000).unwrap()
+    }
+
+    fn item(channels: &str, time_us: i64) -> String {
+        format!(
+            r#"{{"schema":"pitgun-envelope/v1","event_id":"e","source":{{"kind":"game","id":"pitgun-web","version":"1.4.2"}},"session_id":"s\u00e9","seq":1,"time_us":{time_us},"kind":"sample","channels":{{{channels}}}}}"#
+        )
+    }
+
+    fn check(items: &[&[u8]], source: Option<&str>) -> Checked {
+        let body: Vec<u8> = items.join(&b'\n');
+        let mut ranges = Vec::new();
+        let mut at = 0;
+        for i in items {
+            ranges.push(at..at + i.len());
+            at += i.len() + 1;
+        }
+        let mut out = Checked::default();
+        validator().check(&body, &ranges, source, NOW, &mut out);
+        out
+    }
+
+    #[test]
+    fn valid_items_are_encoded_with_their_session_key() {
+        let good = item(r#""speed_kmh":120,"in_pit":1"#, NOW);
+        let out = check(&[good.as_bytes()], Some("pitgun-web"));
+        assert!(out.rejected.is_empty() && out.foreign.is_none(), "{:?}", out.rejected);
+        assert_eq!(&out.arena[out.valid[0].key.clone()], "sé".as_bytes(), "escapes decoded in the key");
+        let mut json = String::new();
+        pitgun_runtime::wire::Decoder::default().to_json(&out.arena[out.valid[0].value.clone()], &mut json).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["channels"], serde_json::json!({"speed_kmh": 120.0, "in_pit": true}), "a bool metric travels as a boolean");
+    }
+
+    #[test]
+    fn each_refusal_names_index_pointer_and_reason() {
+        let unknown = item(r#""speed_kmh":1,"a/b":2,"c":3"#, NOW);
+        let future = item(r#""speed_kmh":1"#, NOW + 301_000_000);
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let nan = item(r#""speed_kmh":NaN"#, NOW);
+        let other = item(r#""speed_kmh":1"#, NOW).replace("pitgun-web", "pitgun-sim");
+        let items: [&[u8]; 6] = [unknown.as_bytes(), future.as_bytes(), deep.as_bytes(), nan.as_bytes(), b"{\"\xff\":1}", other.as_bytes()];
+        let out = check(&items, Some("pitgun-web"));
+        let got: Vec<(usize, &str, &str)> = out.rejected.iter().map(|r| (r.index, r.pointer.as_str(), r.reason.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                (0, "/channels/a~1b", "unknown_channel"),
+                (1, "/time_us", "future_time"),
+                (2, "", "malformed_json"),
+                (3, "", "malformed_json"),
+                (4, "", "malformed_json")
+            ]
+        );
+        assert!(out.rejected[0].message.contains("(1 more unknown channels)"), "{}", out.rejected[0].message);
+        assert!(out.rejected[1].message.contains("5m ahead") || out.rejected[1].message.contains("ahead"), "{}", out.rejected[1].message);
+        assert!(out.rejected[2].message.contains("deeper than 128"), "{}", out.rejected[2].message);
+        assert!(out.rejected[3].message.contains("NaN and Infinity"), "{}", out.rejected[3].message);
+        assert!(out.rejected[4].message.contains("UTF-8"), "{}", out.rejected[4].message);
+        assert_eq!(out.foreign, Some((5, "pitgun-sim".to_string())));
+        assert!(out.valid.is_empty());
+        let any = check(&[other.as_bytes()], None);
+        assert_eq!(any.foreign, None, "no key source: no 403");
+        let r = &any.rejected[0];
+        assert_eq!((r.reason, r.pointer.as_str()), (Reason::UnknownSource, "/source/version"), "pitgun-sim starts at 2.0.0");
+    }
+}
