@@ -23,7 +23,8 @@ pub const MAX_OPERATIONS: u64 = 100_000;
 /// deterministically; this only catches an operation that is itself pathologically slow.
 pub const MAX_WALL_TIME: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// How often (in operations) the backstop looks at the clock.
+/// How often (in operations) the backstop looks at the clock. Its clock starts at the first
+/// look, so the common evaluation of a few dozen operations reads no clock at all.
 const CLOCK_EVERY: u64 = 4096;
 
 /// Where a formula variable's value comes from.
@@ -73,8 +74,8 @@ pub enum Evaluated {
 pub struct FormulaRuntime {
     engine: Engine,
     scope: Scope<'static>,
-    /// When the current evaluation started, read by the wall-clock backstop.
-    started: std::rc::Rc<std::cell::Cell<std::time::Instant>>,
+    /// When the current evaluation passed its first [`CLOCK_EVERY`] operations (backstop).
+    started: std::rc::Rc<std::cell::Cell<Option<std::time::Instant>>>,
 }
 
 impl Default for FormulaRuntime {
@@ -100,10 +101,19 @@ impl FormulaRuntime {
             .set_strict_variables(true)
             .set_optimization_level(OptimizationLevel::Simple);
         engine.disable_symbol("eval");
-        let started = std::rc::Rc::new(std::cell::Cell::new(std::time::Instant::now()));
+        let started = std::rc::Rc::new(std::cell::Cell::new(None));
         let clock = started.clone();
         engine.on_progress(move |ops| {
-            (ops % CLOCK_EVERY == 0 && clock.get().elapsed() > MAX_WALL_TIME).then_some(Dynamic::UNIT)
+            if ops % CLOCK_EVERY != 0 {
+                return None;
+            }
+            match clock.get() {
+                None => {
+                    clock.set(Some(std::time::Instant::now()));
+                    None
+                }
+                Some(t) => (t.elapsed() > MAX_WALL_TIME).then_some(Dynamic::UNIT),
+            }
         });
         FormulaRuntime { engine, scope: Scope::new(), started }
     }
@@ -163,7 +173,7 @@ impl FormulaRuntime {
     }
 
     fn run(&mut self, formula: &Formula, slots: &[f64], prev: &[f64], dt: f64) -> Evaluated {
-        self.started.set(std::time::Instant::now());
+        self.started.set(None);
         self.scope.clear();
         for (name, source) in &formula.vars {
             let value = match *source {

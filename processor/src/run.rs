@@ -144,6 +144,9 @@ struct Core {
     closed_retention_us: i64,
     last_checkpoint: Instant,
     first_record: Option<Instant>,
+    /// The driver clock (µs) for idle tracking, read every few hundred records rather than per
+    /// record (a clock read per record was 5 % of the processor's time).
+    clock_us: i64,
     /// Whether the first checkpoint with partitions has been logged (for operators and tests).
     checkpointed_partitions: bool,
 }
@@ -261,7 +264,7 @@ impl Core {
         self.metrics.events_in.inc();
         self.summary.records += 1;
         self.first_record.get_or_insert_with(Instant::now);
-        let now = now_us();
+        let now = self.clock_us;
         part.runner.engine_mut().store_mut().now_us = now;
         let payload = msg.payload().unwrap_or_default();
         let fed = match self.decoder.classify(payload) {
@@ -500,6 +503,7 @@ pub fn run(cfg: Config) -> Result<Summary> {
         closed_retention_us: cfg.closed_retention.as_micros() as i64,
         last_checkpoint: Instant::now(),
         first_record: None,
+        clock_us: now_us(),
         checkpointed_partitions: false,
     }));
     let mut consumer_config = cfg.broker.client_config(&format!("pitgun-process-{}", cfg.manifest));
@@ -545,9 +549,17 @@ pub fn run(cfg: Config) -> Result<Summary> {
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
 
+    let mut since_clock = 0u32;
+    let mut now = Instant::now();
     loop {
         let polled = consumer.poll(Duration::from_millis(100));
         let mut c = core.borrow_mut();
+        since_clock += 1;
+        if since_clock >= 256 || polled.is_none() {
+            since_clock = 0;
+            now = Instant::now();
+            c.clock_us = now_us();
+        }
         match polled {
             Some(Ok(msg)) => c.handle(&msg),
             Some(Err(e)) => warn!("consumer error: {e}"),
@@ -568,7 +580,7 @@ pub fn run(cfg: Config) -> Result<Summary> {
             info!("stopping: final checkpoint written");
             break;
         }
-        if c.last_checkpoint.elapsed() >= cfg.checkpoint_interval {
+        if now.saturating_duration_since(c.last_checkpoint) >= cfg.checkpoint_interval {
             c.expire();
             c.checkpoint(&consumer, None, CommitMode::Async)?;
         }
