@@ -46,7 +46,7 @@ fn envelope(session: &str, seq: u64) -> Value {
         "schema": "pitgun-envelope/v1", "event_id": format!("{session}-{seq}"),
         "source": {"kind": "game", "id": "pitgun-web", "version": "1.4.2"},
         "session_id": session, "seq": seq, "time_us": 1_700_000_000_000_000i64 + seq as i64 * 16_667,
-        "kind": "sample", "channels": {"speed_kmh": 100.0 + seq as f64, "throttle": 55, "in_pit": seq % 2 == 0},
+        "kind": "sample", "channels": {"speed_kmh": 100.0 + seq as f64, "throttle": 55, "in_pit": seq.is_multiple_of(2)},
         "dims": {"track": "monza", "player": "p1", "car": "c1"}
     })
 }

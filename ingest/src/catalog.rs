@@ -56,6 +56,9 @@ pub enum UnknownSource {
     Version(Vec<String>),
 }
 
+/// `(source.id, source.version)`.
+type ProducerVersion = (Box<str>, Box<str>);
+
 struct Alias {
     versions: semver::VersionReq,
     channel: String,
@@ -65,7 +68,7 @@ struct Alias {
 /// Every alias of a dictionary, by producer.
 pub struct ChannelCatalog {
     by_producer: HashMap<String, Vec<Alias>>,
-    cache: RwLock<HashMap<(Box<str>, Box<str>), Arc<ChannelTable>>>,
+    cache: RwLock<HashMap<ProducerVersion, Arc<ChannelTable>>>,
 }
 
 impl ChannelCatalog {
