@@ -24,4 +24,4 @@ TOKEN="$("$PITGUN" gateway keygen --source pitgun-sim --keys "$STACK/keys.yaml" 
 "$PITGUN" process --manifest manifests/pipelines/client-health.v1.yaml --state-dir "$STACK/state" \
   --checkpoint-interval 1s 2>"$STACK/process.log" & PIDS+=($!)
 for _ in $(seq 1 100); do grep -q "partition" "$STACK/process.log" && break; sleep 0.2; done
-python3 bench/latency.py "$PITGUN" "http://127.0.0.1:$HTTP" "$TOKEN" "latency.pitgun.aggregates.client-health.v1" "$SECS"
+python3 bench/latency.py "$PITGUN" "http://127.0.0.1:$HTTP" "$TOKEN" "pitgun.aggregates.client-health.v1" "$SECS"
