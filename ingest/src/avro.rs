@@ -151,7 +151,7 @@ fn write_map<V>(out: &mut Vec<u8>, entries: &[(Cow<'_, str>, V)], mut value: imp
 /// `None` when every name is distinct (the normal case, no allocation); otherwise which entries
 /// are the last of their name.
 fn last_of_each_name<V>(entries: &[(Cow<'_, str>, V)]) -> Option<Vec<bool>> {
-    if !has_repeats(entries.iter().map(|(n, _)| n.as_ref())) {
+    if !has_repeats(entries) {
         return None;
     }
     let mut last = std::collections::HashMap::new();
@@ -161,15 +161,14 @@ fn last_of_each_name<V>(entries: &[(Cow<'_, str>, V)]) -> Option<Vec<bool>> {
     Some((0..entries.len()).map(|i| last.get(entries[i].0.as_ref()) == Some(&i)).collect())
 }
 
-/// Whether a name repeats (a quadratic scan for the usual dozen names; a set beyond that, so a
-/// hostile envelope with 1024 channels cannot cost a million comparisons).
-fn has_repeats<'a>(names: impl ExactSizeIterator<Item = &'a str> + Clone) -> bool {
-    if names.len() <= 32 {
-        let v: Vec<&str> = names.collect();
-        (1..v.len()).any(|i| v[..i].contains(&v[i]))
+/// Whether a name repeats (a quadratic scan without allocation for the usual dozen names; a set
+/// beyond that, so a hostile envelope with 1024 channels cannot cost a million comparisons).
+fn has_repeats<V>(entries: &[(Cow<'_, str>, V)]) -> bool {
+    if entries.len() <= 32 {
+        (1..entries.len()).any(|i| entries[..i].iter().any(|(n, _)| *n == entries[i].0))
     } else {
         let mut seen = std::collections::HashSet::new();
-        names.into_iter().any(|n| !seen.insert(n))
+        entries.iter().any(|(n, _)| !seen.insert(n.as_ref()))
     }
 }
 

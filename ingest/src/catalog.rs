@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use pitgun_contracts::dictionary::{Dictionary, ValueType};
+use rustc_hash::FxHashMap;
 
 /// How many (producer, version) tables are kept; versions beyond it are checked uncached, so
 /// a client inventing versions cannot grow the gateway's memory.
@@ -22,10 +23,11 @@ pub struct ChannelInfo {
     pub boolean: bool,
 }
 
-/// The channels of one producer version.
+/// The channels of one producer version. Looked up once per channel of every envelope; the keys
+/// come from the dictionary, never from clients, so a fast non-keyed hash is safe here.
 #[derive(Debug, Default)]
 pub struct ChannelTable {
-    channels: HashMap<Box<str>, ChannelInfo>,
+    channels: FxHashMap<Box<str>, ChannelInfo>,
 }
 
 impl ChannelTable {

@@ -19,10 +19,11 @@
 //!
 //! Dependencies, one line each: `axum` (HTTP server), `http-body-util` (reading a body with a
 //! size limit), `rdkafka` (the idempotent producer), `tokio` (runtime, signals), `prometheus`
-//! (metrics), `flate2`/`zstd` (compressed bodies), `memchr` (NDJSON line splitting), `sha2`/`hex`
-//! (API key hashes, ETags), `rand` (new API keys), `serde_yaml_ng` (the keys file), `semver`
-//! (producer version ranges of dictionary aliases), `humantime` (times and durations in error
-//! messages), `reqwest` (the HTTP client of `pitgun simulate --target`).
+//! (metrics), `flate2`/`zstd` (compressed bodies), `memchr` (NDJSON line splitting),
+//! `rustc-hash` (channel lookups on the hot path), `sha2`/`hex` (API key hashes, ETags), `rand`
+//! (new API keys), `serde_yaml_ng` (the keys file), `semver` (producer version ranges of
+//! dictionary aliases), `humantime` (times and durations in error messages), `reqwest` (the HTTP
+//! client of `pitgun simulate --target`).
 #![deny(missing_docs)]
 
 pub mod avro;
