@@ -29,7 +29,7 @@ pub mod testing;
 pub mod units;
 
 pub use engine::{Engine, EventNote, EventRef, Output, SessionState};
-pub use store::{MemoryStore, SessionStore};
+pub use store::{MemoryStore, OpenSessions, SessionStore};
 pub use plan::Plan;
 pub use row::Row;
 pub use runner::Runner;

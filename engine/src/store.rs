@@ -26,10 +26,56 @@ pub trait SessionStore {
     fn mark_closed(&mut self, session_id: &str);
 }
 
+/// Open sessions by id: the map every store keeps in memory (the durable one adds what changed).
+#[derive(Default)]
+pub struct OpenSessions(FxHashMap<Box<str>, SessionState>);
+
+impl OpenSessions {
+    /// The session's state.
+    pub fn get(&self, session_id: &str) -> Option<&SessionState> {
+        self.0.get(session_id)
+    }
+
+    /// The session's state, mutably.
+    pub fn get_mut(&mut self, session_id: &str) -> Option<&mut SessionState> {
+        self.0.get_mut(session_id)
+    }
+
+    /// Stores a session (keeping an existing one) and returns it.
+    pub fn insert(&mut self, session_id: &str, state: SessionState) -> &mut SessionState {
+        self.0.entry(session_id.into()).or_insert(state)
+    }
+
+    /// Takes a session out.
+    pub fn remove(&mut self, session_id: &str) -> Option<SessionState> {
+        self.0.remove(session_id)
+    }
+
+    /// Every id, in any order.
+    pub fn ids(&self) -> Vec<Box<str>> {
+        self.0.keys().cloned().collect()
+    }
+
+    /// Ids of sessions whose last activity is at or before `cutoff`.
+    pub fn idle_ids(&self, cutoff: i64) -> Vec<Box<str>> {
+        self.0.iter().filter(|(_, s)| s.last_activity() <= cutoff).map(|(id, _)| id.clone()).collect()
+    }
+
+    /// Number of sessions.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// The in-memory store.
 #[derive(Default)]
 pub struct MemoryStore {
-    open: FxHashMap<Box<str>, SessionState>,
+    open: OpenSessions,
     closed: FxHashSet<Box<str>>,
 }
 
@@ -39,7 +85,7 @@ impl SessionStore for MemoryStore {
     }
 
     fn insert(&mut self, session_id: &str, state: SessionState) -> &mut SessionState {
-        self.open.entry(session_id.into()).or_insert(state)
+        self.open.insert(session_id, state)
     }
 
     fn remove(&mut self, session_id: &str) -> Option<SessionState> {
@@ -47,11 +93,11 @@ impl SessionStore for MemoryStore {
     }
 
     fn open_ids(&self) -> Vec<Box<str>> {
-        self.open.keys().cloned().collect()
+        self.open.ids()
     }
 
     fn idle_ids(&self, cutoff: i64) -> Vec<Box<str>> {
-        self.open.iter().filter(|(_, s)| s.last_activity() <= cutoff).map(|(id, _)| id.clone()).collect()
+        self.open.idle_ids(cutoff)
     }
 
     fn open_count(&self) -> usize {

@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use pitgun_engine::{SessionState, SessionStore};
+use pitgun_engine::{OpenSessions, SessionState, SessionStore};
 use rocksdb::{Direction, IteratorMode, Options, WriteBatch, DB};
 use rustc_hash::{FxHashMap, FxHashSet};
 
@@ -100,7 +100,7 @@ impl StateDb {
                 } else {
                     let state = SessionState::from_bytes(&v)
                         .map_err(|e| anyhow::anyhow!("{topic}/{partition} session {id:?}: {e}; clear the state folder to rebuild from the log"))?;
-                    store.open.insert(id.into(), state);
+                    store.open.insert(id, state);
                 }
             }
         }
@@ -140,7 +140,7 @@ impl StateDb {
 /// One partition's sessions in memory, with what changed since the last checkpoint.
 #[derive(Default)]
 pub struct PartitionStore {
-    open: FxHashMap<Box<str>, SessionState>,
+    open: OpenSessions,
     /// Closed sessions and when they closed (driver clock, µs).
     closed: FxHashMap<Box<str>, i64>,
     dirty: FxHashSet<Box<str>>,
@@ -181,7 +181,7 @@ impl SessionStore for PartitionStore {
 
     fn insert(&mut self, session_id: &str, state: SessionState) -> &mut SessionState {
         self.dirty.insert(session_id.into());
-        self.open.entry(session_id.into()).or_insert(state)
+        self.open.insert(session_id, state)
     }
 
     fn remove(&mut self, session_id: &str) -> Option<SessionState> {
@@ -190,11 +190,11 @@ impl SessionStore for PartitionStore {
     }
 
     fn open_ids(&self) -> Vec<Box<str>> {
-        self.open.keys().cloned().collect()
+        self.open.ids()
     }
 
     fn idle_ids(&self, cutoff: i64) -> Vec<Box<str>> {
-        self.open.iter().filter(|(_, s)| s.last_activity() <= cutoff).map(|(id, _)| id.clone()).collect()
+        self.open.idle_ids(cutoff)
     }
 
     fn open_count(&self) -> usize {
