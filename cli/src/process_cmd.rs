@@ -67,6 +67,10 @@ pub struct ProcessArgs {
     /// `--consumer-config fetch.max.bytes=104857600`.
     #[arg(long = "consumer-config", value_name = "KEY=VALUE", value_parser = parse_setting)]
     consumer_config: Vec<(String, String)>,
+    /// Engine threads (default: the machine's cores). Partitions are spread over them; one
+    /// partition is fed by one thread at a time, so more threads than partitions gain nothing.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: Option<u16>,
 }
 
 fn parse_setting(text: &str) -> Result<(String, String), String> {
@@ -110,6 +114,10 @@ pub fn run(args: ProcessArgs) -> Result<ExitCode> {
         output_partitions: args.output_partitions,
         flush_timeout: args.flush_timeout,
         consumer_settings: args.consumer_config,
+        threads: args
+            .threads
+            .map(usize::from)
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
     })?;
     println!("{}", serde_json::to_string(&summary)?);
     Ok(ExitCode::SUCCESS)

@@ -75,7 +75,10 @@ pub struct FormulaRuntime {
     engine: Engine,
     scope: Scope<'static>,
     /// When the current evaluation passed its first [`CLOCK_EVERY`] operations (backstop).
-    started: std::rc::Rc<std::cell::Cell<Option<std::time::Instant>>>,
+    /// Shared with the progress callback, which rhai's `sync` build requires to be `Send + Sync`
+    /// (engines run on the processor's worker threads); touched once per evaluation that misses
+    /// the memo, so the lock is never contended.
+    started: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 impl Default for FormulaRuntime {
@@ -101,15 +104,16 @@ impl FormulaRuntime {
             .set_strict_variables(true)
             .set_optimization_level(OptimizationLevel::Simple);
         engine.disable_symbol("eval");
-        let started = std::rc::Rc::new(std::cell::Cell::new(None));
+        let started = std::sync::Arc::new(std::sync::Mutex::new(None));
         let clock = started.clone();
         engine.on_progress(move |ops| {
             if ops % CLOCK_EVERY != 0 {
                 return None;
             }
-            match clock.get() {
+            let mut clock = clock.lock().unwrap_or_else(|e| e.into_inner());
+            match *clock {
                 None => {
-                    clock.set(Some(std::time::Instant::now()));
+                    *clock = Some(std::time::Instant::now());
                     None
                 }
                 Some(t) => (t.elapsed() > MAX_WALL_TIME).then_some(Dynamic::UNIT),
@@ -173,7 +177,7 @@ impl FormulaRuntime {
     }
 
     fn run(&mut self, formula: &Formula, slots: &[f64], prev: &[f64], dt: f64) -> Evaluated {
-        self.started.set(None);
+        *self.started.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.scope.clear();
         for (name, source) in &formula.vars {
             let value = match *source {

@@ -14,6 +14,7 @@ use pitgun_engine::{Output, Plan, Runner, SessionStore};
 use pitgun_runtime::kafka::{headers, topics, Broker};
 use pitgun_runtime::serve::{spawn_health_server, Health};
 use pitgun_runtime::wire::{Decoder, Record};
+use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
@@ -60,6 +61,9 @@ pub struct Config {
     pub flush_timeout: Duration,
     /// Extra librdkafka settings for the consumer (`fetch.max.bytes`, …), applied last.
     pub consumer_settings: Vec<(String, String)>,
+    /// Engine threads: owned partitions are fed by this many threads at once (each partition
+    /// by one thread at a time, so its order is kept).
+    pub threads: usize,
 }
 
 /// What a run did (printed by `pitgun process` at exit).
@@ -87,10 +91,25 @@ type Tp = (String, i32);
 
 /// One owned input partition.
 struct Part {
+    /// `topic/partition`, the prefix of dead-letter origins.
+    name: String,
     runner: Runner<PartitionStore>,
     next_offset: i64,
     reported_duplicates: u64,
     reported_expired: u64,
+    /// The engine's outputs for the record being fed (reused).
+    out: Vec<Output>,
+    /// Counts since the last round, summed into the summary and metrics on the polling thread
+    /// (a shared counter bumped per record by two threads costs more than the engine's step).
+    tally: Tally,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Tally {
+    records: u64,
+    rows: u64,
+    late: u64,
+    deadletters: u64,
 }
 
 /// Counts failed deliveries: a checkpoint must never follow a row the broker did not take.
@@ -118,6 +137,15 @@ struct OutTopics {
     deadletter: String,
 }
 
+/// Where outputs go: the producer, its topics and the metrics. Shared (`Sync`) by the engine
+/// threads; librdkafka's producer is thread-safe.
+struct Outlet {
+    producer: ThreadedProducer<Deliveries>,
+    topics: OutTopics,
+    metrics: Metrics,
+    flush_timeout: Duration,
+}
+
 #[derive(Clone, Copy)]
 enum Dest {
     Aggregates,
@@ -125,27 +153,26 @@ enum Dest {
     Deadletter,
 }
 
-/// Everything the loop and the rebalance callback share (both run on the polling thread).
+/// Everything the loop and the rebalance callback share (both run on the polling thread;
+/// during a round the engine threads borrow the partitions, the outlet and the decoder).
 struct Core {
     cfg_plan: PlanFactory,
     db: StateDb,
-    producer: ThreadedProducer<Deliveries>,
-    out_topics: OutTopics,
+    outlet: Outlet,
     parts: BTreeMap<Tp, Part>,
     /// Low and high watermarks seen at start (for `--until-end` and rebuilds).
     bounds: BTreeMap<Tp, (i64, i64)>,
-    metrics: Metrics,
     decoder: Decoder,
-    out: Vec<Output>,
     summary: Summary,
     fatal: Option<anyhow::Error>,
     assigned_once: bool,
-    flush_timeout: Duration,
+    /// Bumped by every assignment and revocation: the partition queues must be split again.
+    assignment: u64,
     closed_retention_us: i64,
     last_checkpoint: Instant,
     first_record: Option<Instant>,
-    /// The driver clock (µs) for idle tracking, read every few hundred records rather than per
-    /// record (a clock read per record was 5 % of the processor's time).
+    /// The driver clock (µs) for idle tracking, read once per round rather than per record (a
+    /// clock read per record was 5 % of the processor's time).
     clock_us: i64,
     /// Whether the first checkpoint with partitions has been logged (for operators and tests).
     checkpointed_partitions: bool,
@@ -200,6 +227,7 @@ impl ConsumerContext for Ctx {
                     }
                 }
                 core.assigned_once = true;
+                core.assignment += 1;
                 if let Err(e) = consumer.assign(tpl) {
                     core.fatal.get_or_insert(anyhow!("cannot take the assigned partitions: {e}"));
                 }
@@ -209,6 +237,7 @@ impl ConsumerContext for Ctx {
                 if let Err(e) = core.checkpoint(consumer, Some(&revoked), CommitMode::Sync) {
                     core.fatal.get_or_insert(e.context("checkpoint of revoked partitions failed"));
                 }
+                core.assignment += 1;
                 for tp in &revoked {
                     if core.parts.remove(tp).is_some() {
                         info!(topic = %tp.0, partition = tp.1, "partition revoked after its checkpoint");
@@ -227,111 +256,13 @@ fn now_us() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 
-impl Core {
-    /// Loads a newly assigned partition; returns where to start reading it.
-    fn take_partition(&mut self, topic: &str, partition: i32) -> Result<Offset> {
-        let plan = (self.cfg_plan)()?;
-        let tp = (topic.to_string(), partition);
-        let (store, offset, start) = match self.db.restore(topic, partition)? {
-            Some(r) => {
-                self.metrics.checkpoints_restored.inc();
-                self.summary.restored_partitions += 1;
-                info!(topic, partition, offset = r.offset, sessions = r.store.open_count(), "restored checkpoint");
-                (r.store, r.offset, Offset::Offset(r.offset))
-            }
-            None => {
-                self.metrics.partitions_rebuilt.inc();
-                self.summary.rebuilt_partitions += 1;
-                let low = self.bounds.get(&tp).map(|b| b.0).unwrap_or(0);
-                info!(topic, partition, from = low, "no local checkpoint: rebuilding from the earliest offset");
-                (PartitionStore::default(), low, Offset::Beginning)
-            }
-        };
-        self.parts.insert(tp, Part { runner: Runner::with_store(plan, store), next_offset: offset, reported_duplicates: 0, reported_expired: 0 });
-        Ok(start)
-    }
-
-    fn handle(&mut self, msg: &BorrowedMessage<'_>) {
-        // A linear scan over the owned partitions: no allocation per record.
-        let (topic, partition) = (msg.topic(), msg.partition());
-        let Some(part) = self.parts.iter_mut().find(|((t, p), _)| *p == partition && t == topic).map(|(_, part)| part) else {
-            return; // a message fetched before its partition was revoked
-        };
-        if msg.offset() < part.next_offset {
-            return; // already in the state (a fetch raced the seek)
-        }
-        part.next_offset = msg.offset() + 1;
-        self.metrics.events_in.inc();
-        self.summary.records += 1;
-        self.first_record.get_or_insert_with(Instant::now);
-        let now = self.clock_us;
-        part.runner.engine_mut().store_mut().now_us = now;
-        let payload = msg.payload().unwrap_or_default();
-        let fed = match self.decoder.classify(payload) {
-            Ok(Record::Avro(datum)) => part.runner.feed_avro(datum, now, &mut self.out).map_err(|e| (e.reason.as_str(), e.detail)),
-            Ok(Record::Json(text)) => part.runner.feed_json(text, now, &mut self.out).map_err(|e| (e.reason.as_str(), e.detail)),
-            Err(detail) => {
-                part.runner.engine_mut().count_rejected(pitgun_engine::Reason::InvalidEnvelope);
-                Err(("undecodable", detail))
-            }
-        };
-        let dups = part.runner.engine().stats().duplicates;
-        if dups != part.reported_duplicates {
-            self.metrics.duplicates.inc_by(dups - part.reported_duplicates);
-            part.reported_duplicates = dups;
-        }
-        if fed.is_ok() && self.out.is_empty() {
-            return;
-        }
-        let origin = format!("{topic}/{partition}/{}", msg.offset());
-        if let Err((reason, detail)) = fed {
-            self.metrics.rejected.with_label_values(&[reason]).inc();
-            self.deadletter(reason, &detail, &origin, payload);
-        }
-        self.route_outputs(&origin);
-    }
-
-    /// Sends the engine's outputs to their topics.
-    fn route_outputs(&mut self, origin: &str) {
-        let mut out = std::mem::take(&mut self.out);
-        for o in out.drain(..) {
-            match o {
-                Output::Row(row) => {
-                    self.metrics.windows_emitted.inc();
-                    self.summary.rows += 1;
-                    self.send(Dest::Aggregates, row.row_id.as_bytes(), row.json.as_bytes(), None);
-                }
-                Output::Late(note) => {
-                    self.metrics.late.inc();
-                    self.summary.late += 1;
-                    self.send(Dest::Late, note.session_id.as_bytes(), note.to_json().as_bytes(), None);
-                }
-                Output::Rejected(note) => {
-                    self.metrics.rejected.with_label_values(&[note.reason]).inc();
-                    self.deadletter(note.reason, &note.detail, origin, note.to_json().as_bytes());
-                }
-            }
-        }
-        self.out = out;
-    }
-
-    fn deadletter(&mut self, reason: &str, detail: &str, origin: &str, payload: &[u8]) {
-        self.metrics.deadletters.inc();
-        self.summary.deadletters += 1;
-        let h = OwnedHeaders::new()
-            .insert(Header { key: headers::STAGE, value: Some("process") })
-            .insert(Header { key: headers::REASON, value: Some(reason) })
-            .insert(Header { key: headers::DETAIL, value: Some(detail) })
-            .insert(Header { key: headers::ORIGIN, value: Some(origin) });
-        self.send(Dest::Deadletter, origin.as_bytes(), payload, Some(h));
-    }
-
+impl Outlet {
     /// Queues a record; waits while the producer queue is full (back-pressure on the consumer).
-    fn send(&mut self, dest: Dest, key: &[u8], payload: &[u8], h: Option<OwnedHeaders>) {
+    fn send(&self, dest: Dest, key: &[u8], payload: &[u8], h: Option<OwnedHeaders>) -> Result<()> {
         let topic = match dest {
-            Dest::Aggregates => &self.out_topics.aggregates,
-            Dest::Late => &self.out_topics.late,
-            Dest::Deadletter => &self.out_topics.deadletter,
+            Dest::Aggregates => &self.topics.aggregates,
+            Dest::Late => &self.topics.late,
+            Dest::Deadletter => &self.topics.deadletter,
         };
         let mut record = BaseRecord::to(topic).key(key).payload(payload);
         if let Some(h) = h {
@@ -340,52 +271,195 @@ impl Core {
         let deadline = Instant::now() + self.flush_timeout;
         loop {
             match self.producer.send(record) {
-                Ok(()) => return,
+                Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) if Instant::now() < deadline => {
                     record = r;
                     std::thread::sleep(Duration::from_millis(2));
                 }
-                Err((e, _)) => {
-                    self.fatal.get_or_insert(anyhow!("cannot produce to {topic}: {e}"));
-                    return;
-                }
+                Err((e, _)) => bail!("cannot produce to {topic}: {e}"),
             }
         }
     }
 
+    fn deadletter(&self, reason: &str, detail: &str, origin: &str, payload: &[u8]) -> Result<()> {
+        self.metrics.deadletters.inc();
+        let h = OwnedHeaders::new()
+            .insert(Header { key: headers::STAGE, value: Some("process") })
+            .insert(Header { key: headers::REASON, value: Some(reason) })
+            .insert(Header { key: headers::DETAIL, value: Some(detail) })
+            .insert(Header { key: headers::ORIGIN, value: Some(origin) });
+        self.send(Dest::Deadletter, origin.as_bytes(), payload, Some(h))
+    }
+}
+
+impl Part {
+    /// Feeds one record of this partition; its outputs go to their topics right away.
+    fn feed(&mut self, outlet: &Outlet, decoder: &Decoder, now_us: i64, offset: i64, payload: &[u8]) -> Result<()> {
+        if offset < self.next_offset {
+            return Ok(()); // already in the state (a fetch raced the seek)
+        }
+        self.next_offset = offset + 1;
+        self.tally.records += 1;
+        self.runner.engine_mut().store_mut().now_us = now_us;
+        let fed = match decoder.classify(payload) {
+            Ok(Record::Avro(datum)) => self.runner.feed_avro(datum, now_us, &mut self.out).map_err(|e| (e.reason.as_str(), e.detail)),
+            Ok(Record::Json(text)) => self.runner.feed_json(text, now_us, &mut self.out).map_err(|e| (e.reason.as_str(), e.detail)),
+            Err(detail) => {
+                self.runner.engine_mut().count_rejected(pitgun_engine::Reason::InvalidEnvelope);
+                Err(("undecodable", detail))
+            }
+        };
+        let dups = self.runner.engine().stats().duplicates;
+        if dups != self.reported_duplicates {
+            outlet.metrics.duplicates.inc_by(dups - self.reported_duplicates);
+            self.reported_duplicates = dups;
+        }
+        if fed.is_ok() && self.out.is_empty() {
+            return Ok(());
+        }
+        let origin = format!("{}/{offset}", self.name);
+        if let Err((reason, detail)) = fed {
+            outlet.metrics.rejected.with_label_values(&[reason]).inc();
+            self.tally.deadletters += 1;
+            outlet.deadletter(reason, &detail, &origin, payload)?;
+        }
+        self.route_outputs(outlet, &origin)
+    }
+
+    /// Sends the engine's outputs to their topics.
+    fn route_outputs(&mut self, outlet: &Outlet, origin: &str) -> Result<()> {
+        for o in self.out.drain(..) {
+            match o {
+                Output::Row(row) => {
+                    outlet.metrics.windows_emitted.inc();
+                    self.tally.rows += 1;
+                    outlet.send(Dest::Aggregates, row.row_id.as_bytes(), row.json.as_bytes(), None)?;
+                }
+                Output::Late(note) => {
+                    outlet.metrics.late.inc();
+                    self.tally.late += 1;
+                    outlet.send(Dest::Late, note.session_id.as_bytes(), note.to_json().as_bytes(), None)?;
+                }
+                Output::Rejected(note) => {
+                    outlet.metrics.rejected.with_label_values(&[note.reason]).inc();
+                    self.tally.deadletters += 1;
+                    outlet.deadletter(note.reason, &note.detail, origin, note.to_json().as_bytes())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Feeds what this partition's queue holds now, at most `max` records. Returns the count.
+    fn drain(&mut self, queue: &PartitionQueue<Ctx>, outlet: &Outlet, decoder: &Decoder, now_us: i64, max: usize) -> Result<usize> {
+        let mut n = 0;
+        while n < max {
+            match queue.poll(Duration::ZERO) {
+                Some(Ok(msg)) => self.feed(outlet, decoder, now_us, msg.offset(), msg.payload().unwrap_or_default())?,
+                Some(Err(e)) => warn!(partition = %self.name, "consumer error: {e}"),
+                None => break,
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+impl Core {
+    /// Loads a newly assigned partition; returns where to start reading it.
+    fn take_partition(&mut self, topic: &str, partition: i32) -> Result<Offset> {
+        let plan = (self.cfg_plan)()?;
+        let tp = (topic.to_string(), partition);
+        let (store, offset, start) = match self.db.restore(topic, partition)? {
+            Some(r) => {
+                self.outlet.metrics.checkpoints_restored.inc();
+                self.summary.restored_partitions += 1;
+                info!(topic, partition, offset = r.offset, sessions = r.store.open_count(), "restored checkpoint");
+                (r.store, r.offset, Offset::Offset(r.offset))
+            }
+            None => {
+                self.outlet.metrics.partitions_rebuilt.inc();
+                self.summary.rebuilt_partitions += 1;
+                let low = self.bounds.get(&tp).map(|b| b.0).unwrap_or(0);
+                info!(topic, partition, from = low, "no local checkpoint: rebuilding from the earliest offset");
+                (PartitionStore::default(), low, Offset::Beginning)
+            }
+        };
+        let part = Part {
+            name: format!("{topic}/{partition}"),
+            runner: Runner::with_store(plan, store),
+            next_offset: offset,
+            reported_duplicates: 0,
+            reported_expired: 0,
+            out: Vec::new(),
+            tally: Tally::default(),
+        };
+        self.parts.insert(tp, part);
+        Ok(start)
+    }
+
+    /// A record from the consumer's main queue (fetched before its partition's queue was split).
+    fn handle(&mut self, msg: &BorrowedMessage<'_>) {
+        // A linear scan over the owned partitions: no allocation per record.
+        let (topic, partition) = (msg.topic(), msg.partition());
+        let Some(part) = self.parts.iter_mut().find(|((t, p), _)| *p == partition && t == topic).map(|(_, part)| part) else {
+            return; // a message fetched before its partition was revoked
+        };
+        self.first_record.get_or_insert_with(Instant::now);
+        if let Err(e) = part.feed(&self.outlet, &self.decoder, self.clock_us, msg.offset(), msg.payload().unwrap_or_default()) {
+            self.fatal.get_or_insert(e);
+        }
+    }
+
+    /// Sums the partitions' tallies into the summary and the metrics.
+    fn absorb(&mut self) {
+        for part in self.parts.values_mut() {
+            let t = std::mem::take(&mut part.tally);
+            self.outlet.metrics.events_in.inc_by(t.records);
+            self.summary.records += t.records;
+            self.summary.rows += t.rows;
+            self.summary.late += t.late;
+            self.summary.deadletters += t.deadletters;
+        }
+    }
+
     /// Idle expiry, then forget old closed ids.
-    fn expire(&mut self) {
+    fn expire(&mut self) -> Result<()> {
         let now = now_us();
         let cutoff = now - self.closed_retention_us;
-        let tps: Vec<Tp> = self.parts.keys().cloned().collect();
-        for tp in tps {
-            let part = self.parts.get_mut(&tp).expect("present");
-            part.runner.engine_mut().store_mut().now_us = now;
-            part.runner.engine_mut().expire_idle(now, &mut self.out);
-            part.runner.engine_mut().store_mut().forget_closed_before(cutoff);
-            let expired = part.runner.engine().stats().sessions_expired;
-            self.metrics.sessions_expired.inc_by(expired - part.reported_expired);
+        for part in self.parts.values_mut() {
+            let engine = part.runner.engine_mut();
+            engine.store_mut().now_us = now;
+            engine.expire_idle(now, &mut part.out);
+            engine.store_mut().forget_closed_before(cutoff);
+            let expired = engine.stats().sessions_expired;
+            self.outlet.metrics.sessions_expired.inc_by(expired - part.reported_expired);
             part.reported_expired = expired;
-            self.route_outputs(&format!("{}/{}/idle-expiry", tp.0, tp.1));
+            let origin = format!("{}/idle-expiry", part.name);
+            part.route_outputs(&self.outlet, &origin)?;
         }
+        Ok(())
     }
 
     /// The checkpoint, in order: flush the producer until every emitted row is acknowledged;
     /// write state and offsets of the partitions in one RocksDB batch; commit the offsets.
     fn checkpoint(&mut self, consumer: &BaseConsumer<Ctx>, only: Option<&[Tp]>, mode: CommitMode) -> Result<()> {
+        self.absorb();
         let started = Instant::now();
+        let producer = &self.outlet.producer;
+        let metrics = &self.outlet.metrics;
         // librdkafka's flush checks in 100 ms steps; a checkpoint waits only as long as the
         // acknowledgements take (the producer's own thread serves the delivery reports).
-        let deadline = Instant::now() + self.flush_timeout;
-        while self.producer.in_flight_count() > 0 {
+        let deadline = Instant::now() + self.outlet.flush_timeout;
+        while producer.in_flight_count() > 0 {
             if Instant::now() > deadline {
-                bail!("{} emitted records not acknowledged within {:?}", self.producer.in_flight_count(), self.flush_timeout);
+                bail!("{} emitted records not acknowledged within {:?}", producer.in_flight_count(), self.outlet.flush_timeout);
             }
             std::thread::sleep(Duration::from_micros(500));
         }
-        let failed = self.producer.context().failed.load(Ordering::Relaxed);
+        let failed = producer.context().failed.load(Ordering::Relaxed);
         if failed > 0 {
-            let last = self.producer.context().last_error.lock().expect("lock").clone().unwrap_or_default();
+            let last = producer.context().last_error.lock().expect("lock").clone().unwrap_or_default();
             bail!("{failed} emitted records were not stored by the broker ({last}); not checkpointing past them");
         }
         let mut batch = WriteBatch::default();
@@ -402,19 +476,19 @@ impl Core {
             let labels = [tp.0.as_str(), &tp.1.to_string()];
             let newest = part.runner.newest_event_time();
             if newest != i64::MIN {
-                self.metrics.watermark_lag.with_label_values(&labels).set((now - newest) / 1_000_000);
+                metrics.watermark_lag.with_label_values(&labels).set((now - newest) / 1_000_000);
             }
         }
         self.db.write(batch)?;
         if tpl.count() > 0 {
             consumer.commit(&tpl, mode).context("offset commit to the group failed")?;
         }
-        self.metrics.sessions_open.set(open);
-        self.metrics.checkpoints.inc();
+        metrics.sessions_open.set(open);
+        metrics.checkpoints.inc();
         self.summary.checkpoints += 1;
-        self.metrics.checkpoint_seconds.observe(started.elapsed().as_secs_f64());
+        metrics.checkpoint_seconds.observe(started.elapsed().as_secs_f64());
         tracing::debug!(partitions = tpl.count(), seconds = started.elapsed().as_secs_f64(), records = self.summary.records, "checkpoint");
-        self.metrics.state_bytes.set(self.db.size_bytes() as i64);
+        metrics.state_bytes.set(self.db.size_bytes() as i64);
         self.last_checkpoint = Instant::now();
         if tpl.count() > 0 && !self.checkpointed_partitions {
             self.checkpointed_partitions = true;
@@ -431,16 +505,92 @@ impl Core {
     }
 
     /// End of input: close every session of every owned partition, as replay does.
-    fn finish(&mut self) {
-        let tps: Vec<Tp> = self.parts.keys().cloned().collect();
-        for tp in tps {
-            let part = self.parts.get_mut(&tp).expect("present");
+    fn finish(&mut self) -> Result<()> {
+        for part in self.parts.values_mut() {
             part.runner.engine_mut().store_mut().now_us = now_us();
-            part.runner.finish(&mut self.out);
-            self.route_outputs(&format!("{}/{}/end", tp.0, tp.1));
+            part.runner.finish(&mut part.out);
+            let origin = format!("{}/end", part.name);
+            part.route_outputs(&self.outlet, &origin)?;
         }
+        self.absorb();
+        Ok(())
+    }
+
+    /// One round on the engine threads: every owned partition's queue is drained (up to
+    /// [`ROUND_RECORDS`]) in chunks, each chunk by whichever of `threads` threads is free, so
+    /// a busy partition never leaves a thread idle while another still has work. One
+    /// partition is fed by one thread at a time, in offset order. Returns the records fed.
+    fn round(&mut self, queues: &[(Tp, PartitionQueue<Ctx>)], threads: usize) -> Result<usize> {
+        self.clock_us = now_us();
+        let started = Instant::now();
+        let Core { parts, outlet, decoder, clock_us, .. } = self;
+        let (outlet, decoder, now) = (&*outlet, &*decoder, *clock_us);
+        let slots: Vec<Mutex<Slot<'_>>> = parts
+            .iter_mut()
+            .filter_map(|(tp, part)| {
+                let (_, queue) = queues.iter().find(|(t, _)| t == tp)?;
+                Some(Mutex::new(Slot { part, queue, fed: 0, done: false }))
+            })
+            .collect();
+        if slots.is_empty() {
+            return Ok(0);
+        }
+        let work = |first: usize| -> Result<usize> {
+            let mut n = 0;
+            loop {
+                let mut worked = false;
+                for i in 0..slots.len() {
+                    // A slot another thread holds is that thread's to finish.
+                    let Ok(mut slot) = slots[(first + i) % slots.len()].try_lock() else { continue };
+                    if slot.done {
+                        continue;
+                    }
+                    let Slot { part, queue, .. } = &mut *slot;
+                    let fed = part.drain(queue, outlet, decoder, now, CHUNK_RECORDS)?;
+                    slot.fed += fed;
+                    slot.done = fed < CHUNK_RECORDS || slot.fed >= ROUND_RECORDS;
+                    n += fed;
+                    worked = true;
+                }
+                if !worked {
+                    return Ok(n);
+                }
+            }
+        };
+        let threads = threads.clamp(1, slots.len());
+        let n = std::thread::scope(|s| -> Result<usize> {
+            let others: Vec<_> = (1..threads).map(|t| s.spawn(move || work(t))).collect();
+            let mut n = work(0)?;
+            for h in others {
+                n += h.join().map_err(|_| anyhow!("an engine thread panicked"))??;
+            }
+            Ok(n)
+        })?;
+        drop(slots);
+        if n > 0 {
+            self.first_record.get_or_insert(started);
+        }
+        self.absorb();
+        Ok(n)
     }
 }
+
+/// A partition's share of a round.
+struct Slot<'a> {
+    part: &'a mut Part,
+    queue: &'a PartitionQueue<Ctx>,
+    fed: usize,
+    done: bool,
+}
+
+/// Records a thread feeds from one partition before it looks for the next free partition.
+const CHUNK_RECORDS: usize = 512;
+
+/// Records one partition's queue gives its engine thread per round: small enough that
+/// checkpoints, rebalances and signals are served promptly, large enough that starting the
+/// round's threads costs nothing measurable.
+const ROUND_RECORDS: usize = 4096;
+thread_local!(static DBG: RefCell<(u64,u64,u64,f64)> = RefCell::new((0,0,0,0.0)));
 
 /// Runs the processor until SIGTERM/SIGINT (or, with `until_end`, the end of input).
 pub fn run(cfg: Config) -> Result<Summary> {
@@ -489,17 +639,14 @@ pub fn run(cfg: Config) -> Result<Summary> {
     let core = Rc::new(RefCell::new(Core {
         cfg_plan: cfg.plan.clone(),
         db,
-        producer,
-        out_topics,
+        outlet: Outlet { producer, topics: out_topics, metrics, flush_timeout: cfg.flush_timeout },
         parts: BTreeMap::new(),
         bounds: BTreeMap::new(),
-        metrics,
         decoder: Decoder::default(),
-        out: Vec::new(),
         summary: Summary::default(),
         fatal: None,
         assigned_once: false,
-        flush_timeout: cfg.flush_timeout,
+        assignment: 0,
         closed_retention_us: cfg.closed_retention.as_micros() as i64,
         last_checkpoint: Instant::now(),
         first_record: None,
@@ -523,9 +670,11 @@ pub fn run(cfg: Config) -> Result<Summary> {
     for (k, v) in &cfg.consumer_settings {
         consumer_config.set(k, v);
     }
-    let consumer: BaseConsumer<Ctx> = consumer_config
-        .create_with_context(Ctx { core: SendWrapper::new(core.clone()), lag })
-        .context("cannot create the Kafka consumer")?;
+    let consumer: Arc<BaseConsumer<Ctx>> = Arc::new(
+        consumer_config
+            .create_with_context(Ctx { core: SendWrapper::new(core.clone()), lag })
+            .context("cannot create the Kafka consumer")?,
+    );
 
     // Bounds of every input partition, read before consuming (the end for `--until-end`).
     for topic in &inputs {
@@ -549,28 +698,63 @@ pub fn run(cfg: Config) -> Result<Summary> {
     signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone())?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone())?;
 
-    let mut since_clock = 0u32;
-    let mut now = Instant::now();
+    // Each owned partition's records come through its own queue, split off the consumer's
+    // main queue after every assignment, so engine threads can poll them in parallel; the
+    // main queue then carries only events (rebalances, errors) and records fetched before the
+    // split, which are fed first so every partition's records stay in offset order.
+    let threads = cfg.threads.max(1);
+    let mut queues: Vec<(Tp, PartitionQueue<Ctx>)> = Vec::new();
+    let mut queues_for = 0u64;
+    let mut fed_last_round = 0usize;
+    // An idle loop sleeps until a partition queue receives its first record (its non-empty
+    // callback wakes this thread) or 5 ms pass, so events on the main queue are served too.
+    let polling_thread = std::thread::current();
     loop {
-        let polled = consumer.poll(Duration::from_millis(100));
+        if fed_last_round == 0 {
+            std::thread::park_timeout(Duration::from_millis(5));
+        }
+        loop {
+            let polled = consumer.poll(Duration::ZERO);
+            let mut c = core.borrow_mut();
+            match polled {
+                Some(Ok(msg)) => {
+                    c.handle(&msg);
+                    continue;
+                }
+                Some(Err(e)) => {
+                    warn!("consumer error: {e}");
+                    continue;
+                }
+                None => {}
+            }
+            if c.assignment == queues_for {
+                break;
+            }
+            // Split first, then drain the main queue again: whatever reached it before the
+            // split is older than anything the partition queues will give.
+            queues.clear();
+            for tp in c.parts.keys() {
+                if let Some(mut q) = consumer.split_partition_queue(&tp.0, tp.1) {
+                    let wake = polling_thread.clone();
+                    q.set_nonempty_callback(move || wake.unpark());
+                    queues.push((tp.clone(), q));
+                }
+            }
+            queues_for = c.assignment;
+        }
         let mut c = core.borrow_mut();
-        since_clock += 1;
-        if since_clock >= 256 || polled.is_none() {
-            since_clock = 0;
-            now = Instant::now();
-            c.clock_us = now_us();
-        }
-        match polled {
-            Some(Ok(msg)) => c.handle(&msg),
-            Some(Err(e)) => warn!("consumer error: {e}"),
-            None => {}
-        }
         if let Some(e) = c.fatal.take() {
             return Err(e);
         }
+        // A trickle is fed on this thread alone: starting threads for a few records is waste.
+        let round_threads = if fed_last_round < 256 { 1 } else { threads };
+        let t0 = Instant::now();
+        fed_last_round = c.round(&queues, round_threads)?;
+        DBG.with(|d| { let mut d = d.borrow_mut(); d.0 += 1; if fed_last_round == 0 { d.1 += 1 }; if round_threads > 1 { d.2 += 1 }; d.3 += t0.elapsed().as_secs_f64(); });
+        let now = Instant::now();
         health.ready.store(c.assigned_once, Ordering::Relaxed);
         if cfg.until_end && c.reached_end() {
-            c.finish();
+            c.finish()?;
             c.checkpoint(&consumer, None, CommitMode::Sync)?;
             info!("end of input reached; final checkpoint written");
             break;
@@ -581,13 +765,16 @@ pub fn run(cfg: Config) -> Result<Summary> {
             break;
         }
         if now.saturating_duration_since(c.last_checkpoint) >= cfg.checkpoint_interval {
-            c.expire();
+            c.expire()?;
             c.checkpoint(&consumer, None, CommitMode::Async)?;
         }
         if let Some(e) = c.fatal.take() {
             return Err(e);
         }
     }
+    DBG.with(|d| eprintln!("DBG rounds {:?}", d.borrow()));
+    // The queues hold the consumer; drop them first so closing it below really closes it.
+    queues.clear();
     let mut c = core.borrow_mut();
     let mut summary = c.summary.clone();
     summary.consume_seconds = c.first_record.map(|f| f.elapsed().as_secs_f64()).unwrap_or(0.0);
