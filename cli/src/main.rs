@@ -69,6 +69,9 @@ enum Command {
     /// Benchmark baseline: a bare Kafka consumer that only counts a topic's records.
     #[command(hide = true)]
     BenchConsume(bench_cmd::BenchConsumeArgs),
+    /// The processor's CPU per Avro envelope without Kafka (benchmarks).
+    #[command(hide = true)]
+    BenchEngine(bench_cmd::BenchEngineArgs),
 }
 
 /// `mi_option_purge_delay` in mimalloc.h's `mi_option_e` (the Rust bindings name no constant).
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
         Command::BenchParse(args) => bench_cmd::run(args),
         Command::Gateway(args) => gateway_cmd::run_cmd(args),
         Command::BenchConsume(args) => bench_cmd::consume(args),
+        Command::BenchEngine(args) => bench_cmd::engine(args),
         Command::Process(args) => process_cmd::run(args),
         Command::Tail(args) => topic_cmd::tail(args),
         Command::Publish(args) => publish_cmd::run(args),

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use pitgun_contracts::envelope::Envelope;
+use pitgun_contracts::envelope::{ChannelValue, Envelope};
+use pitgun_engine::decode::{decode_into, EnvelopeView};
+use pitgun_ingest::avro::AvroWriter;
 use pitgun_runtime::kafka::topics;
-use pitgun_runtime::wire::AvroEncoder;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
@@ -59,7 +60,7 @@ pub fn run(args: PublishArgs) -> Result<ExitCode> {
         .set("queue.buffering.max.messages", "500000")
         .create()
         .context("cannot create the Kafka producer")?;
-    let mut encoder = AvroEncoder::default();
+    let mut encoder = GatewayAvro::new()?;
     let mut buf = Vec::with_capacity(1024);
     let started = Instant::now();
     let mut n = 0u64;
@@ -67,7 +68,7 @@ pub fn run(args: PublishArgs) -> Result<ExitCode> {
         let env: Envelope = serde_json::from_str(text).with_context(|| format!("{}:{line}: not an envelope", args.input.display()))?;
         buf.clear();
         match args.wire {
-            WireArg::Avro => encoder.encode(&env, &mut buf).map_err(|e| anyhow::anyhow!("{}:{line}: {e}", args.input.display()))?,
+            WireArg::Avro => encoder.encode(text, &env, &mut buf).map_err(|e| anyhow::anyhow!("{}:{line}: {e}", args.input.display()))?,
             WireArg::Json => buf.extend_from_slice(text.as_bytes()),
         }
         let mut record = BaseRecord::to(&topic).key(env.session_id.as_bytes()).payload(&buf);
@@ -89,4 +90,28 @@ pub fn run(args: PublishArgs) -> Result<ExitCode> {
     let s = started.elapsed().as_secs_f64();
     eprintln!("publish: {n} envelopes to {topic} in {s:.2} s ({:.0}/s), all acknowledged", n as f64 / s);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Avro single objects exactly as the gateway writes them: channels and dimensions in the
+/// envelope's own order (`apache-avro`'s value tree would shuffle them through a hash map),
+/// booleans as Avro booleans.
+pub(crate) struct GatewayAvro {
+    writer: AvroWriter,
+    booleans: Vec<bool>,
+}
+
+impl GatewayAvro {
+    pub(crate) fn new() -> Result<GatewayAvro> {
+        Ok(GatewayAvro { writer: AvroWriter::new().map_err(anyhow::Error::msg)?, booleans: Vec::new() })
+    }
+
+    /// Appends the encoding of the envelope `text` (already parsed as `env`) to `out`.
+    pub(crate) fn encode(&mut self, text: &str, env: &Envelope, out: &mut Vec<u8>) -> Result<()> {
+        let mut view = EnvelopeView::empty();
+        decode_into(text, &mut view).map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.booleans.clear();
+        self.booleans.extend(view.channels.iter().map(|(name, _)| matches!(env.channels.get(&**name), Some(ChannelValue::Bool(_)))));
+        self.writer.write(&view, &self.booleans, out);
+        Ok(())
+    }
 }

@@ -19,6 +19,7 @@ const MAX_SPAN: u64 = 1 << 20;
 pub struct SeenEvents {
     base: u64,
     /// `(id hash, event time)` per sequence number from `base`; hash 0 = not seen.
+    #[serde(with = "ring_bytes")]
     ring: VecDeque<(u64, i64)>,
     /// Ids that did not fit the ring, with their event time.
     overflow: FxHashSet<u64>,
@@ -82,9 +83,69 @@ impl SeenEvents {
     }
 }
 
+/// The ring in a checkpoint: one block of 16 little-endian bytes per entry. It holds an entry
+/// for every event of the oldest retained window (a whole lap), so writing it element by element
+/// as varints made each checkpoint's serialisation several times slower than a copy.
+mod ring_bytes {
+    use std::collections::VecDeque;
+    use std::fmt;
+
+    use serde::de::{Error, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    const ENTRY: usize = 16;
+
+    pub fn serialize<S: Serializer>(ring: &VecDeque<(u64, i64)>, s: S) -> Result<S::Ok, S::Error> {
+        let mut bytes = Vec::with_capacity(ring.len() * ENTRY);
+        for (hash, time) in ring {
+            bytes.extend_from_slice(&hash.to_le_bytes());
+            bytes.extend_from_slice(&time.to_le_bytes());
+        }
+        s.serialize_bytes(&bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<VecDeque<(u64, i64)>, D::Error> {
+        struct Ring;
+        impl<'de> Visitor<'de> for Ring {
+            type Value = VecDeque<(u64, i64)>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "a byte block of {ENTRY}-byte ring entries")
+            }
+            fn visit_bytes<E: Error>(self, bytes: &[u8]) -> Result<Self::Value, E> {
+                if bytes.len() % ENTRY != 0 {
+                    return Err(E::custom(format!("ring block of {} bytes is not a whole number of entries", bytes.len())));
+                }
+                Ok(bytes
+                    .chunks_exact(ENTRY)
+                    .map(|e| {
+                        let (hash, time) = e.split_at(8);
+                        (u64::from_le_bytes(hash.try_into().expect("8 bytes")), i64::from_le_bytes(time.try_into().expect("8 bytes")))
+                    })
+                    .collect())
+            }
+        }
+        d.deserialize_bytes(Ring)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checkpointed_ring_reads_back_whole() {
+        let mut s = SeenEvents::default();
+        for seq in 5..2000u64 {
+            assert!(s.insert(seq, seq * 7919, seq as i64 * 1000));
+        }
+        assert!(s.insert(5 + MAX_SPAN * 3, 42, 1));
+        let bytes = postcard::to_allocvec(&s).unwrap();
+        let mut back: SeenEvents = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!((back.base, &back.ring, &back.overflow), (s.base, &s.ring, &s.overflow));
+        assert!(!back.insert(1999, 1999 * 7919, 1_999_000), "a duplicate after the restore");
+        assert!(!back.insert(5 + MAX_SPAN * 3, 42, 1));
+        assert!(postcard::from_bytes::<SeenEvents>(&bytes[..bytes.len() - 3]).is_err());
+    }
 
     #[test]
     fn duplicates_are_found_in_and_out_of_the_ring() {

@@ -232,7 +232,7 @@ pub struct SessionState {
 
 /// Version of the byte form of [`SessionState`]; bumped whenever the state's fields change, so a
 /// state folder written by another build is refused instead of misread.
-pub const STATE_FORMAT: u8 = 1;
+pub const STATE_FORMAT: u8 = 2;
 
 impl SessionState {
     /// The state as bytes (a format byte, then postcard), for a durable store's checkpoint.

@@ -11,9 +11,7 @@
 //! by the bit patterns of its inputs. Pedal and state channels repeat a lot (a throttle at 1.0),
 //! so most evaluations are a table lookup, and the result is the same bit for bit.
 
-use rhai::packages::{
-    ArithmeticPackage, BasicMathPackage, LogicPackage, Package,
-};
+use rhai::packages::{ArithmeticPackage, BasicMathPackage, LogicPackage, Package};
 use rhai::{Dynamic, Engine, EvalAltResult, OptimizationLevel, Scope, AST};
 
 /// Operation budget per formula evaluation.
@@ -38,11 +36,25 @@ pub enum VarSource {
     Dt,
 }
 
+impl VarSource {
+    /// The variable's value for this evaluation (NaN = none).
+    #[inline]
+    fn read(self, slots: &[f64], prev: &[f64], dt: f64) -> f64 {
+        match self {
+            VarSource::Slot(i) => slots[i],
+            VarSource::Prev(i) => prev[i],
+            VarSource::Dt => dt,
+        }
+    }
+}
+
 /// A compiled formula and the variables it reads.
 #[derive(Debug, Clone)]
 pub struct Formula {
     ast: AST,
     vars: Vec<(String, VarSource)>,
+    /// The direct form when the formula is plain arithmetic and comparisons (no memo needed).
+    native: Option<crate::native::Native>,
     memo: std::cell::RefCell<Memo>,
 }
 
@@ -119,36 +131,68 @@ impl FormulaRuntime {
                 Some(t) => (t.elapsed() > MAX_WALL_TIME).then_some(Dynamic::UNIT),
             }
         });
-        FormulaRuntime { engine, scope: Scope::new(), started }
+        FormulaRuntime {
+            engine,
+            scope: Scope::new(),
+            started,
+        }
     }
 
     /// Compiles `text`, allowing exactly the variables in `available` (name → source).
-    pub fn compile(&self, text: &str, available: &[(String, VarSource)]) -> Result<Formula, String> {
+    pub fn compile(
+        &self,
+        text: &str,
+        available: &[(String, VarSource)],
+    ) -> Result<Formula, String> {
         let mut scope = Scope::new();
         for (name, _) in available {
             scope.push(name.as_str(), 0.0_f64);
         }
-        let ast = self.engine.compile_with_scope(&scope, text).map_err(|e| e.to_string())?;
+        let ast = self
+            .engine
+            .compile_with_scope(&scope, text)
+            .map_err(|e| e.to_string())?;
         let used = identifiers(text);
         let vars: Vec<(String, VarSource)> = available
             .iter()
             .filter(|(name, _)| used.iter().any(|u| u == name))
             .cloned()
             .collect();
-        let memo = Memo { entries: if vars.len() <= MEMO_VARS { vec![None; MEMO_SLOTS] } else { Vec::new() } };
-        Ok(Formula { ast, vars, memo: std::cell::RefCell::new(memo) })
+        let names: Vec<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
+        let native =
+            crate::native::Native::compile(&ast, &names).filter(|_| names.len() <= NATIVE_VARS);
+        let memoised = native.is_none() && vars.len() <= MEMO_VARS;
+        let memo = Memo {
+            entries: if memoised {
+                vec![None; MEMO_SLOTS]
+            } else {
+                Vec::new()
+            },
+        };
+        Ok(Formula {
+            ast,
+            vars,
+            native,
+            memo: std::cell::RefCell::new(memo),
+        })
     }
 
     /// Evaluates a formula. `slots` holds the current values (NaN = no value), `prev` the previous
     /// non-null values of the key, `dt` the formula's time step in seconds.
     pub fn eval(&mut self, formula: &Formula, slots: &[f64], prev: &[f64], dt: f64) -> Evaluated {
+        if let Some(native) = &formula.native {
+            let mut values = [0.0; NATIVE_VARS];
+            for (value, (_, source)) in values.iter_mut().zip(&formula.vars) {
+                *value = source.read(slots, prev, dt);
+                if value.is_nan() {
+                    return Evaluated::MissingInput;
+                }
+            }
+            return native_outcome(native.eval(&values));
+        }
         let mut key = [0u64; MEMO_VARS];
         for (k, (_, source)) in formula.vars.iter().enumerate() {
-            let value = match *source {
-                VarSource::Slot(i) => slots[i],
-                VarSource::Prev(i) => prev[i],
-                VarSource::Dt => dt,
-            };
+            let value = source.read(slots, prev, dt);
             if value.is_nan() {
                 return Evaluated::MissingInput;
             }
@@ -160,7 +204,9 @@ impl FormulaRuntime {
         let slot = if memo.entries.is_empty() {
             None
         } else {
-            let h = key.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, k| (h ^ k).wrapping_mul(0x0100_0000_01b3));
+            let h = key.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, k| {
+                (h ^ k).wrapping_mul(0x0100_0000_01b3)
+            });
             let slot = ((h ^ (h >> 29)) as usize) % MEMO_SLOTS;
             if let Some((k, outcome)) = memo.entries[slot] {
                 if k == key {
@@ -180,14 +226,12 @@ impl FormulaRuntime {
         *self.started.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.scope.clear();
         for (name, source) in &formula.vars {
-            let value = match *source {
-                VarSource::Slot(i) => slots[i],
-                VarSource::Prev(i) => prev[i],
-                VarSource::Dt => dt,
-            };
-            self.scope.push(name.as_str(), value);
+            self.scope.push(name.as_str(), source.read(slots, prev, dt));
         }
-        match self.engine.eval_ast_with_scope::<Dynamic>(&mut self.scope, &formula.ast) {
+        match self
+            .engine
+            .eval_ast_with_scope::<Dynamic>(&mut self.scope, &formula.ast)
+        {
             Ok(v) => to_number(v),
             Err(e) => match *e {
                 EvalAltResult::ErrorTooManyOperations(_)
@@ -200,12 +244,36 @@ impl FormulaRuntime {
     }
 }
 
+/// Variables a formula may have to run natively (values live on the stack).
+const NATIVE_VARS: usize = 16;
+
+/// The same mapping as [`to_number`], for the native evaluator's values.
+fn native_outcome(v: crate::native::Value) -> Evaluated {
+    use crate::native::Value;
+    match v {
+        Value::Unit => Evaluated::Null,
+        Value::Float(f) => {
+            if f.is_finite() {
+                Evaluated::Value(f)
+            } else {
+                Evaluated::Null
+            }
+        }
+        Value::Int(i) => Evaluated::Value(i as f64),
+        Value::Bool(b) => Evaluated::Value(if b { 1.0 } else { 0.0 }),
+    }
+}
+
 fn to_number(v: Dynamic) -> Evaluated {
     if v.is_unit() {
         return Evaluated::Null;
     }
     if let Ok(f) = v.as_float() {
-        return if f.is_finite() { Evaluated::Value(f) } else { Evaluated::Null };
+        return if f.is_finite() {
+            Evaluated::Value(f)
+        } else {
+            Evaluated::Null
+        };
     }
     if let Ok(i) = v.as_int() {
         return Evaluated::Value(i as f64);
@@ -248,12 +316,181 @@ mod tests {
     #[test]
     fn evaluates_with_inputs_prev_and_dt() {
         let mut rt = FormulaRuntime::new();
-        let f = rt.compile("(speed + prev_speed) / 2.0 * dt", &vars()).unwrap();
+        let f = rt
+            .compile("(speed + prev_speed) / 2.0 * dt", &vars())
+            .unwrap();
         assert_eq!(rt.eval(&f, &[10.0], &[20.0], 0.5), Evaluated::Value(7.5));
-        assert_eq!(rt.eval(&f, &[10.0], &[f64::NAN], 0.5), Evaluated::MissingInput);
-        let g = rt.compile("if speed > 5 { true } else { () }", &vars()).unwrap();
+        assert_eq!(
+            rt.eval(&f, &[10.0], &[f64::NAN], 0.5),
+            Evaluated::MissingInput
+        );
+        let g = rt
+            .compile("if speed > 5 { true } else { () }", &vars())
+            .unwrap();
         assert_eq!(rt.eval(&g, &[10.0], &[0.0], 0.0), Evaluated::Value(1.0));
         assert_eq!(rt.eval(&g, &[1.0], &[0.0], 0.0), Evaluated::Null);
+    }
+
+    /// Random formulas of the native subset, evaluated natively and by rhai on random values
+    /// (near-equal pairs included, for the epsilon comparisons): the outcomes agree bit for bit.
+    #[test]
+    fn native_evaluation_agrees_with_rhai() {
+        let seed: u64 = std::env::var("PITGUN_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(20261126);
+        eprintln!("native formula property test: seed {seed}");
+        let mut state = seed.max(1);
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        fn number(r: u64) -> String {
+            match r % 5 {
+                0 => format!("{}", (r >> 8) % 100),
+                1 => format!("{:.3}", ((r >> 8) % 100_000) as f64 / 1000.0),
+                2 => "0.98".into(),
+                3 => "0.0".into(),
+                _ => format!("{}.5", (r >> 8) % 10),
+            }
+        }
+        fn numeric(next: &mut dyn FnMut() -> u64, depth: u32) -> String {
+            let r = next();
+            if depth == 0 || r % 3 == 0 {
+                return match r % 4 {
+                    0 => number(r >> 3),
+                    1 => "a".into(),
+                    2 => "b".into(),
+                    _ => "prev_a".into(),
+                };
+            }
+            match r % 7 {
+                0 => format!("-({})", numeric(next, depth - 1)),
+                1 => format!(
+                    "if {} {{ {} }} else {{ {} }}",
+                    boolean(next, depth - 1),
+                    numeric(next, depth - 1),
+                    numeric(next, depth - 1)
+                ),
+                _ => {
+                    let op = ["+", "-", "*", "/"][(r >> 5) as usize % 4];
+                    format!(
+                        "({} {op} {})",
+                        numeric(next, depth - 1),
+                        numeric(next, depth - 1)
+                    )
+                }
+            }
+        }
+        fn boolean(next: &mut dyn FnMut() -> u64, depth: u32) -> String {
+            let r = next();
+            match r % 6 {
+                0 if depth > 0 => format!(
+                    "({} && {})",
+                    boolean(next, depth - 1),
+                    boolean(next, depth - 1)
+                ),
+                1 if depth > 0 => format!(
+                    "({} || {})",
+                    boolean(next, depth - 1),
+                    boolean(next, depth - 1)
+                ),
+                2 if depth > 0 => format!("!({})", boolean(next, depth - 1)),
+                _ => {
+                    let op = ["==", "!=", ">", ">=", "<", "<="][(r >> 5) as usize % 6];
+                    format!(
+                        "({} {op} {})",
+                        numeric(next, depth.saturating_sub(1)),
+                        numeric(next, depth.saturating_sub(1))
+                    )
+                }
+            }
+        }
+        let vars = vec![
+            ("a".to_string(), VarSource::Slot(0)),
+            ("b".to_string(), VarSource::Slot(1)),
+            ("prev_a".to_string(), VarSource::Prev(0)),
+        ];
+        let mut rt = FormulaRuntime::new();
+        let (mut native, mut checked) = (0, 0);
+        for i in 0..3000 {
+            let text = match i % 4 {
+                0 => boolean(&mut next, 3),
+                1 => format!(
+                    "if {} {{ {} }}",
+                    boolean(&mut next, 2),
+                    numeric(&mut next, 2)
+                ),
+                _ => numeric(&mut next, 3),
+            };
+            let f = rt
+                .compile(&text, &vars)
+                .unwrap_or_else(|e| panic!("{text}: {e}"));
+            if f.native.is_none() {
+                continue;
+            }
+            native += 1;
+            let mut slow = f.clone();
+            slow.native = None;
+            for _ in 0..20 {
+                let r = next();
+                let a = match r % 4 {
+                    0 => 0.98,
+                    1 => -(((r >> 8) % 1000) as f64) / 7.0,
+                    2 => 0.98 * (1.0 + f64::EPSILON),
+                    _ => ((r >> 8) % 100_000) as f64 / 1000.0,
+                };
+                let b = if r % 3 == 0 {
+                    a
+                } else {
+                    ((r >> 20) % 1000) as f64 / 10.0
+                };
+                let prev = if r % 5 == 0 {
+                    a * (1.0 - f64::EPSILON)
+                } else {
+                    b + 0.5
+                };
+                let slots = [a, b];
+                let prevs = [prev, f64::NAN];
+                let fast = rt.eval(&f, &slots, &prevs, 0.0);
+                let reference = rt.run(&slow, &slots, &prevs, 0.0);
+                let same = match (fast, reference) {
+                    (Evaluated::Value(x), Evaluated::Value(y)) => x.to_bits() == y.to_bits(),
+                    (x, y) => x == y,
+                };
+                assert!(same, "{text} with a={a:e} b={b:e} prev_a={prev:e}: native {fast:?}, rhai {reference:?}");
+                checked += 1;
+            }
+        }
+        assert!(native > 1500, "only {native} of 3000 formulas ran natively");
+        eprintln!("{native} native formulas, {checked} evaluations agreed with rhai");
+    }
+
+    #[test]
+    fn lap_performance_formulas_run_natively() {
+        let rt = FormulaRuntime::new();
+        let vars = vec![
+            ("speed".to_string(), VarSource::Slot(0)),
+            ("dt".to_string(), VarSource::Dt),
+            ("throttle".to_string(), VarSource::Slot(1)),
+        ];
+        for text in [
+            "speed * dt",
+            "if throttle >= 0.98 { 1.0 } else { 0.0 }",
+            "if speed > 5 { true } else { () }",
+        ] {
+            assert!(rt.compile(text, &vars).unwrap().native.is_some(), "{text}");
+        }
+        for text in [
+            "speed.abs()",
+            "let x = speed; x",
+            "speed % 2.0",
+            "speed ** 2.0",
+        ] {
+            assert!(rt.compile(text, &vars).unwrap().native.is_none(), "{text}");
+        }
     }
 
     #[test]
@@ -266,7 +503,9 @@ mod tests {
     #[test]
     fn infinite_loop_is_stopped_by_the_operation_limit_every_time() {
         let mut rt = FormulaRuntime::new();
-        let f = rt.compile("let x = 0; loop { x += 1; } x", &vars()).unwrap();
+        let f = rt
+            .compile("let x = 0; loop { x += 1; } x", &vars())
+            .unwrap();
         for _ in 0..3 {
             assert_eq!(rt.eval(&f, &[1.0], &[1.0], 0.0), Evaluated::Limit);
         }

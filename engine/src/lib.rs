@@ -20,6 +20,7 @@ pub mod decode_avro;
 pub mod dedup;
 pub mod engine;
 pub mod formula;
+mod native;
 pub mod plan;
 pub mod resolve;
 pub mod row;
@@ -29,10 +30,10 @@ pub mod testing;
 pub mod units;
 
 pub use engine::{Engine, EventNote, EventRef, Output, SessionState};
-pub use store::{MemoryStore, OpenSessions, SessionStore};
 pub use plan::Plan;
 pub use row::Row;
 pub use runner::Runner;
+pub use store::{MemoryStore, OpenSessions, SessionStore};
 
 /// Why an event was refused; each reason has its own counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -146,7 +147,11 @@ impl Stats {
 
     /// Refused events by reason code, non-zero only.
     pub fn rejected_by_reason(&self) -> Vec<(&'static str, u64)> {
-        Reason::ALL.iter().map(|r| (r.as_str(), self.rejected[*r as usize])).filter(|(_, n)| *n > 0).collect()
+        Reason::ALL
+            .iter()
+            .map(|r| (r.as_str(), self.rejected[*r as usize]))
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 
     /// Total refused events.

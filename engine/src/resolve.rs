@@ -2,7 +2,10 @@
 //!
 //! Aliases are keyed by producer and producer version. The first time a (producer, version)
 //! pair is seen its channel table is built — a hash map from channel name to slot, conversion
-//! and checks — and cached; every later event of that producer costs one hash lookup per channel.
+//! and checks — and cached. A producer writes an event kind's channels in the same order every
+//! time (Avro maps and JSON objects keep the writer's order), so the resolver also remembers the
+//! names and bindings of the producer's last event with as many channels, by position: a
+//! channel then costs one short comparison, and only a changed name costs a hash lookup.
 
 use std::sync::Arc;
 
@@ -26,6 +29,30 @@ enum Binding {
 
 type ChannelTable = FxHashMap<Box<str>, (Binding, u32)>;
 
+/// The channel names and bindings a producer's events with a given channel count had, by
+/// position. Learned from one event; learned again after `patience` events that did not match
+/// (a producer that writes maps in random order, as `apache-avro`'s hash maps do, is not
+/// re-learned on every event: the patience doubles each time, up to 4096).
+#[derive(Clone, Default)]
+struct Layout {
+    names: Vec<(Box<str>, Option<(Binding, u32)>)>,
+    misses: u32,
+    patience: u32,
+}
+
+/// Channel counts up to this get a remembered layout; larger events use the table alone.
+const MAX_LAYOUT: usize = 64;
+
+/// What the resolver knows about one (producer, version).
+struct ProducerTable {
+    producer: Box<str>,
+    version: Box<str>,
+    /// `None` when the version is not a semantic version (every event is refused).
+    channels: Option<ChannelTable>,
+    /// By channel count.
+    layouts: Vec<Layout>,
+}
+
 /// Values of an event's key dimensions (inline: no allocation per event).
 pub type KeyValues<'a> = smallvec::SmallVec<[&'a str; 4]>;
 
@@ -46,7 +73,9 @@ pub struct Resolver {
     policy: UnknownChannelPolicy,
     key_dims: Vec<String>,
     input_count: usize,
-    cache: Vec<(Box<str>, Box<str>, Option<ChannelTable>)>,
+    cache: Vec<ProducerTable>,
+    /// The producer of the previous event (usually the next one's too).
+    last: usize,
 }
 
 impl Resolver {
@@ -62,11 +91,17 @@ impl Resolver {
             key_dims: plan.key_dims.clone(),
             input_count: plan.input_count,
             cache: Vec::new(),
+            last: 0,
         }
     }
 
     fn table(&mut self, producer: &str, version: &str) -> usize {
-        if let Some(i) = self.cache.iter().position(|(p, v, _)| &**p == producer && &**v == version) {
+        let is = |t: &ProducerTable| &*t.producer == producer && &*t.version == version;
+        if self.cache.get(self.last).is_some_and(is) {
+            return self.last;
+        }
+        if let Some(i) = self.cache.iter().position(is) {
+            self.last = i;
             return i;
         }
         let mut table = ChannelTable::default();
@@ -74,7 +109,11 @@ impl Resolver {
         if let Ok(parsed) = &parsed {
             for alias in self.plan_aliases.iter() {
                 if alias.producer == producer && alias.versions.matches(parsed) {
-                    let metric = self.metric_names.iter().position(|m| *m == alias.metric).unwrap_or(0) as u32;
+                    let metric = self
+                        .metric_names
+                        .iter()
+                        .position(|m| *m == alias.metric)
+                        .unwrap_or(0) as u32;
                     let binding = match alias.slot {
                         Some(s) => Binding::Slot(s, alias.check),
                         None => Binding::Unused(alias.check),
@@ -84,10 +123,18 @@ impl Resolver {
             }
         }
         for (channel, slot) in &self.raw {
-            table.entry(channel.clone().into_boxed_str()).or_insert((Binding::Raw(*slot), u32::MAX));
+            table
+                .entry(channel.clone().into_boxed_str())
+                .or_insert((Binding::Raw(*slot), u32::MAX));
         }
-        self.cache.push((producer.into(), version.into(), parsed.is_ok().then_some(table)));
-        self.cache.len() - 1
+        self.cache.push(ProducerTable {
+            producer: producer.into(),
+            version: version.into(),
+            channels: parsed.is_ok().then_some(table),
+            layouts: vec![Layout::default(); MAX_LAYOUT + 1],
+        });
+        self.last = self.cache.len() - 1;
+        self.last
     }
 
     /// Writes the event's input values into `values` (NaN where absent) and its key dimension
@@ -101,10 +148,18 @@ impl Resolver {
         values.clear();
         values.resize(self.input_count, f64::NAN);
         let t = self.table(&ev.source.id, &ev.source.version);
-        let Some(table) = &self.cache[t].2 else {
+        let ProducerTable {
+            channels: table,
+            layouts,
+            ..
+        } = &mut self.cache[t];
+        let Some(table) = table else {
             return Err(Refusal {
                 reason: Reason::InvalidEnvelope,
-                detail: format!("at /source/version: {:?} is not a semantic version", ev.source.version),
+                detail: format!(
+                    "at /source/version: {:?} is not a semantic version",
+                    ev.source.version
+                ),
             });
         };
         key.clear();
@@ -120,8 +175,18 @@ impl Resolver {
             }
         }
         let mut unknown = 0;
-        for (channel, raw) in &ev.channels {
-            let Some((binding, metric)) = table.get(&**channel) else {
+        let mut no_layout = Layout::default();
+        let layout = layouts.get_mut(ev.channels.len()).unwrap_or(&mut no_layout);
+        let mut missed = false;
+        for (i, (channel, raw)) in ev.channels.iter().enumerate() {
+            let found = match layout.names.get(i) {
+                Some((name, found)) if **name == **channel => *found,
+                _ => {
+                    missed = true;
+                    table.get(&**channel).copied()
+                }
+            };
+            let Some((binding, metric)) = found else {
                 match self.policy {
                     UnknownChannelPolicy::Reject => {
                         return Err(Refusal {
@@ -136,36 +201,68 @@ impl Resolver {
                 }
                 continue;
             };
-            match *binding {
+            match binding {
                 Binding::Raw(slot) => values[slot] = *raw,
                 Binding::Slot(slot, check) => {
-                    values[slot] = canonical(*raw, check).map_err(|r| self.refusal(r, channel, *raw, *metric, check))?
+                    values[slot] = canonical(*raw, check)
+                        .map_err(|r| refusal(&self.metric_names, r, channel, *raw, metric, check))?
                 }
                 Binding::Unused(check) => {
-                    canonical(*raw, check).map_err(|r| self.refusal(r, channel, *raw, *metric, check))?;
+                    canonical(*raw, check).map_err(|r| {
+                        refusal(&self.metric_names, r, channel, *raw, metric, check)
+                    })?;
                 }
+            }
+        }
+        if !missed {
+            layout.misses = 0;
+            layout.patience = 8;
+        } else if !ev.channels.is_empty() && ev.channels.len() <= MAX_LAYOUT {
+            layout.misses += 1;
+            if layout.names.is_empty() || layout.misses >= layout.patience {
+                layout.names = ev
+                    .channels
+                    .iter()
+                    .map(|(c, _)| (Box::from(&**c), table.get(&**c).copied()))
+                    .collect();
+                layout.misses = 0;
+                layout.patience = (layout.patience * 2).clamp(8, 4096);
             }
         }
         Ok(unknown)
     }
+}
 
-    fn refusal(&self, reason: Reason, channel: &str, raw: f64, metric: u32, check: ValueCheck) -> Refusal {
-        let metric = self.metric_names.get(metric as usize).map(String::as_str).unwrap_or("?");
-        let detail = match (reason, check.range) {
-            (Reason::OutOfRange, Some((lo, hi))) => format!(
-                "channel {channel:?} = {raw} is {} in {metric}'s unit, outside its range [{lo}, {hi}]",
-                check.conversion.apply(raw)
-            ),
-            _ => format!("channel {channel:?} = {raw} is not a valid {:?} for {metric}", check.value_type),
-        };
-        Refusal { reason, detail }
-    }
+#[cold]
+fn refusal(
+    metric_names: &[String],
+    reason: Reason,
+    channel: &str,
+    raw: f64,
+    metric: u32,
+    check: ValueCheck,
+) -> Refusal {
+    let metric = metric_names
+        .get(metric as usize)
+        .map(String::as_str)
+        .unwrap_or("?");
+    let detail = match (reason, check.range) {
+        (Reason::OutOfRange, Some((lo, hi))) => format!(
+            "channel {channel:?} = {raw} is {} in {metric}'s unit, outside its range [{lo}, {hi}]",
+            check.conversion.apply(raw)
+        ),
+        _ => format!(
+            "channel {channel:?} = {raw} is not a valid {:?} for {metric}",
+            check.value_type
+        ),
+    };
+    Refusal { reason, detail }
 }
 
 #[inline]
 fn canonical(raw: f64, check: ValueCheck) -> Result<f64, Reason> {
     match check.value_type {
-        ValueType::Int if raw.fract() != 0.0 => return Err(Reason::TypeMismatch),
+        ValueType::Int if !crate::units::is_integral(raw) => return Err(Reason::TypeMismatch),
         ValueType::Bool if raw != 0.0 && raw != 1.0 => return Err(Reason::TypeMismatch),
         _ => {}
     }

@@ -11,7 +11,10 @@ pub struct Conversion {
 
 impl Conversion {
     /// The identity.
-    pub const IDENTITY: Conversion = Conversion { factor: 1.0, offset: 0.0 };
+    pub const IDENTITY: Conversion = Conversion {
+        factor: 1.0,
+        offset: 0.0,
+    };
 
     /// Resolves the conversion from `from` to `to` with the `ucum-units` library.
     ///
@@ -26,10 +29,13 @@ impl Conversion {
         let comparable = ucum::is_comparable(from, to)
             .map_err(|e| format!("cannot compare {from:?} with {to:?}: {e}"))?;
         if !comparable {
-            return Err(format!("unit {from:?} cannot be converted to {to:?} (different dimensions)"));
+            return Err(format!(
+                "unit {from:?} cannot be converted to {to:?} (different dimensions)"
+            ));
         }
         let at = |x: f64| {
-            ucum::convert(x, from, to).map_err(|e| format!("cannot convert {from:?} to {to:?}: {e}"))
+            ucum::convert(x, from, to)
+                .map_err(|e| format!("cannot convert {from:?} to {to:?}: {e}"))
         };
         let offset = at(0.0)?;
         let factor = at(1.0)? - offset;
@@ -39,12 +45,20 @@ impl Conversion {
         if (probe - predicted).abs() > 1e-9 * probe.abs().max(1.0) {
             return Err(format!("conversion {from:?} → {to:?} is not linear"));
         }
-        Ok(Conversion { factor, offset: if offset.abs() < 1e-12 { 0.0 } else { offset } })
+        Ok(Conversion {
+            factor,
+            offset: if offset.abs() < 1e-12 { 0.0 } else { offset },
+        })
     }
 
     /// Applies the conversion.
     #[inline]
     pub fn apply(self, x: f64) -> f64 {
+        // Most channels need no conversion; `mul_add` is a library call on baseline x86-64.
+        // `x + 0.0` gives exactly what the fused form gives for the identity (-0.0 becomes 0.0).
+        if self.factor == 1.0 && self.offset == 0.0 {
+            return x + 0.0;
+        }
         self.factor.mul_add(x, self.offset)
     }
 
@@ -72,7 +86,10 @@ impl Conversion {
 
     /// `self` followed by `next`.
     pub fn then(self, next: Conversion) -> Conversion {
-        Conversion { factor: self.factor * next.factor, offset: next.factor * self.offset + next.offset }
+        Conversion {
+            factor: self.factor * next.factor,
+            offset: next.factor * self.offset + next.offset,
+        }
     }
 }
 
@@ -91,19 +108,99 @@ impl Snap {
         }
         let digits = -resolution.log10();
         let rounded = digits.round();
-        ((digits - rounded).abs() < 1e-9).then(|| Snap { scale: 10f64.powi(rounded as i32) })
+        ((digits - rounded).abs() < 1e-9).then(|| Snap {
+            scale: 10f64.powi(rounded as i32),
+        })
     }
 
     /// Rounds `x` to the resolution (half away from zero).
     #[inline]
     pub fn apply(self, x: f64) -> f64 {
-        (x * self.scale).round() / self.scale
+        round_half_away(x * self.scale) / self.scale
+    }
+}
+
+/// 2⁵²: every float at least this large is an integer.
+const TWO_POW_52: f64 = 4_503_599_627_370_496.0;
+
+/// Exactly `f64::round` (half away from zero, sign kept), without the library call that
+/// `round` compiles to on baseline x86-64 (no SSE4.1); it ran once per channel value.
+#[inline]
+pub fn round_half_away(x: f64) -> f64 {
+    if !(x.abs() < TWO_POW_52) {
+        return x; // already an integer, or NaN/infinite
+    }
+    let t = x as i64 as f64; // truncation, exact below 2⁵²
+    let r = if (x - t).abs() >= 0.5 {
+        t + 1f64.copysign(x)
+    } else {
+        t
+    };
+    r.copysign(x)
+}
+
+/// Whether `x` is a finite integer (`x.fract() == 0.0`, without the library call).
+#[inline]
+pub fn is_integral(x: f64) -> bool {
+    if x.abs() < TWO_POW_52 {
+        x as i64 as f64 == x
+    } else {
+        x.is_finite()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fast_rounding_matches_std_bit_for_bit() {
+        let mut xs = vec![
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            2.5,
+            -2.5,
+            0.49999999999999994,
+            -0.49999999999999994,
+            4503599627370495.5,
+            4503599627370496.0,
+            -4503599627370497.0,
+            1e300,
+            -1e-300,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            123.456,
+            -98765.4321,
+        ];
+        // A fixed-seed walk over magnitudes (xorshift; seed 20261126).
+        let mut state: u64 = 20261126;
+        for _ in 0..100_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let x = f64::from_bits(state);
+            xs.push(x);
+            xs.push((state % 2_000_001) as f64 / 1000.0 - 1000.0);
+        }
+        for x in xs {
+            if x.is_nan() {
+                assert!(round_half_away(x).is_nan());
+            } else {
+                assert_eq!(round_half_away(x).to_bits(), x.round().to_bits(), "round({x:e})");
+            }
+            assert_eq!(is_integral(x), x.fract() == 0.0, "fract({x:e})");
+        }
+        let id = Conversion::IDENTITY;
+        for x in [0.0, -0.0, 1.5, -3.25] {
+            assert_eq!(id.apply(x).to_bits(), 1f64.mul_add(x, 0.0).to_bits());
+        }
+    }
 
     #[test]
     fn speed_temperature_and_ratio() {

@@ -590,7 +590,6 @@ const CHUNK_RECORDS: usize = 512;
 /// checkpoints, rebalances and signals are served promptly, large enough that starting the
 /// round's threads costs nothing measurable.
 const ROUND_RECORDS: usize = 4096;
-thread_local!(static DBG: RefCell<(u64,u64,u64,f64)> = RefCell::new((0,0,0,0.0)));
 
 /// Runs the processor until SIGTERM/SIGINT (or, with `until_end`, the end of input).
 pub fn run(cfg: Config) -> Result<Summary> {
@@ -748,9 +747,7 @@ pub fn run(cfg: Config) -> Result<Summary> {
         }
         // A trickle is fed on this thread alone: starting threads for a few records is waste.
         let round_threads = if fed_last_round < 256 { 1 } else { threads };
-        let t0 = Instant::now();
         fed_last_round = c.round(&queues, round_threads)?;
-        DBG.with(|d| { let mut d = d.borrow_mut(); d.0 += 1; if fed_last_round == 0 { d.1 += 1 }; if round_threads > 1 { d.2 += 1 }; d.3 += t0.elapsed().as_secs_f64(); });
         let now = Instant::now();
         health.ready.store(c.assigned_once, Ordering::Relaxed);
         if cfg.until_end && c.reached_end() {
@@ -772,7 +769,6 @@ pub fn run(cfg: Config) -> Result<Summary> {
             return Err(e);
         }
     }
-    DBG.with(|d| eprintln!("DBG rounds {:?}", d.borrow()));
     // The queues hold the consumer; drop them first so closing it below really closes it.
     queues.clear();
     let mut c = core.borrow_mut();
