@@ -43,6 +43,8 @@ PROC="$(cat "$OUT/processor-summary.json")"
 echo "processor: $PROC"
 grep -E "Maximum resident|Elapsed" "$OUT/processor-stderr.log" || true
 rm -rf "$STATE"
+# The engine alone (decode, resolve, windows; no Kafka) on the first million envelopes, one thread.
+echo "engine alone: $("$PITGUN" bench-engine --manifest manifests/pipelines/lap-performance.v1.yaml --input "$DATA" --limit 1000000)"
 python3 - "$BASE" "$PROC" <<'PY'
 import json, sys
 b, p = json.loads(sys.argv[1]), json.loads(sys.argv[2])

@@ -10,6 +10,10 @@
 //! outcome is a pure function of their values; each formula therefore memoises its last results
 //! by the bit patterns of its inputs. Pedal and state channels repeat a lot (a throttle at 1.0),
 //! so most evaluations are a table lookup, and the result is the same bit for bit.
+//!
+//! A formula that is only arithmetic and comparisons over its variables (`speed * dt`,
+//! `if throttle >= 0.98 { 1.0 } else { 0.0 }`) is not interpreted at all: `native` evaluates it
+//! from rhai's own AST with rhai's semantics, checked against rhai by a property test.
 
 use rhai::packages::{ArithmeticPackage, BasicMathPackage, LogicPackage, Package};
 use rhai::{Dynamic, Engine, EvalAltResult, OptimizationLevel, Scope, AST};

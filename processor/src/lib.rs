@@ -15,13 +15,17 @@
 //!   another replica in a rebalance) is rebuilt from the earliest retained offset. This broker
 //!   has no transactions, so this is the effectively-once contract: atomic state+offset
 //!   checkpoints here, idempotent upserts downstream.
-//! - Everything runs on one thread: librdkafka's rebalance callbacks are served inside `poll`,
-//!   so a revoked partition is checkpointed before it is given up.
+//! - Each owned partition's records come through its own librdkafka queue, so `--threads` engine
+//!   threads feed partitions in parallel: in *rounds*, each thread takes whichever partition is
+//!   free for a chunk of records; one partition is never fed by two threads at once, so its
+//!   order is kept. Between rounds the polling thread alone serves librdkafka's events — a
+//!   rebalance callback runs inside `poll`, so a revoked partition is checkpointed before it is
+//!   given up — and writes checkpoints, while no engine runs.
 //!
 //! Dependencies: `rdkafka` (the Kafka client), `rocksdb` (state), `postcard` (compact bytes of
 //! session state, via the engine), `prometheus` (metrics), `signal-hook` (SIGTERM → final
 //! checkpoint), `send_wrapper` (lets librdkafka's rebalance callback, which runs on the polling
-//! thread, reach the engines — they are not `Send` — with a runtime check of that thread).
+//! thread, reach the shared state without a lock, with a runtime check of that thread).
 #![deny(missing_docs)]
 
 pub mod metrics;
