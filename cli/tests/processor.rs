@@ -22,8 +22,13 @@ fn lines(path: &std::path::Path) -> Vec<String> {
     std::fs::read_to_string(path).unwrap().lines().map(|l| l.to_string()).collect()
 }
 
+/// Every test runs two engine threads, whatever the machine's core count, so the parallel
+/// path (partitions fed by different threads) is what the assertions hold.
 fn process_args<'a>(manifest: &'a str, state: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec!["process", "--manifest", manifest, "--dictionary", "manifests/dictionary/racing.yaml", "--state-dir", state];
+    let mut v = vec![
+        "process", "--manifest", manifest, "--dictionary", "manifests/dictionary/racing.yaml", "--state-dir", state,
+        "--threads", "2",
+    ];
     v.extend_from_slice(extra);
     v
 }
