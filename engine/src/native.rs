@@ -216,42 +216,53 @@ fn lower(e: &Expr, vars: &[&str]) -> Option<(Native, Type)> {
 }
 
 fn lower_operator(call: &FnCallExpr, vars: &[&str]) -> Option<(Native, Type)> {
-    {
-        match call.args.as_slice() {
-            [x] => {
-                let (n, t) = lower(x, vars)?;
-                match (call.name.as_str(), t) {
-                    ("-", Type::Float) => Some((Native::Neg(Box::new(n)), Type::Float)),
-                    ("!", Type::Bool) => Some((Native::Not(Box::new(n)), Type::Bool)),
-                    _ => None,
-                }
+    match call.args.as_slice() {
+        [x] => {
+            let (n, t) = lower(x, vars)?;
+            match (call.name.as_str(), t) {
+                ("-", Type::Float) => Some((Native::Neg(Box::new(n)), Type::Float)),
+                ("!", Type::Bool) => Some((Native::Not(Box::new(n)), Type::Bool)),
+                _ => None,
             }
-            [a, b] => {
-                let (a, ta) = lower(a, vars)?;
-                let (b, tb) = lower(b, vars)?;
-                // Int with int is integer arithmetic in rhai (overflow checks, truncating
-                // division): left to rhai. Mixed int and float promote to float.
-                if !numeric(ta) || !numeric(tb) || (ta == Type::Int && tb == Type::Int) {
-                    return None;
-                }
-                let (a, b) = (Box::new(a), Box::new(b));
-                let arith = |op| Some((Native::Arith(op, a.clone(), b.clone()), Type::Float));
-                let cmp = |op| Some((Native::Compare(op, a.clone(), b.clone()), Type::Bool));
-                match call.name.as_str() {
-                    "+" => arith(Arith::Add),
-                    "-" => arith(Arith::Sub),
-                    "*" => arith(Arith::Mul),
-                    "/" => arith(Arith::Div),
-                    "==" => cmp(Compare::Eq),
-                    "!=" => cmp(Compare::Ne),
-                    ">" => cmp(Compare::Gt),
-                    ">=" => cmp(Compare::Ge),
-                    "<" => cmp(Compare::Lt),
-                    "<=" => cmp(Compare::Le),
-                    _ => None,
-                }
-            }
-            _ => None,
         }
+        [a, b] => {
+            let (a, ta) = lower(a, vars)?;
+            let (b, tb) = lower(b, vars)?;
+            // Int with int is integer arithmetic in rhai (overflow checks, truncating
+            // division): left to rhai. Mixed int and float promote to float.
+            if !numeric(ta) || !numeric(tb) || (ta == Type::Int && tb == Type::Int) {
+                return None;
+            }
+            let (a, b) = (Box::new(a), Box::new(b));
+            let name = call.name.as_str();
+            match (arith_op(name), compare_op(name)) {
+                (Some(op), _) => Some((Native::Arith(op, a, b), Type::Float)),
+                (_, Some(op)) => Some((Native::Compare(op, a, b), Type::Bool)),
+                _ => None,
+            }
+        }
+        _ => None,
     }
+}
+
+fn arith_op(name: &str) -> Option<Arith> {
+    Some(match name {
+        "+" => Arith::Add,
+        "-" => Arith::Sub,
+        "*" => Arith::Mul,
+        "/" => Arith::Div,
+        _ => return None,
+    })
+}
+
+fn compare_op(name: &str) -> Option<Compare> {
+    Some(match name {
+        "==" => Compare::Eq,
+        "!=" => Compare::Ne,
+        ">" => Compare::Gt,
+        ">=" => Compare::Ge,
+        "<" => Compare::Lt,
+        "<=" => Compare::Le,
+        _ => return None,
+    })
 }

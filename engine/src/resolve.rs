@@ -27,7 +27,10 @@ enum Binding {
     Raw(usize),
 }
 
-type ChannelTable = FxHashMap<Box<str>, (Binding, u32)>;
+/// A channel's binding and the index of its metric's name (for refusal messages).
+type Bound = (Binding, u32);
+
+type ChannelTable = FxHashMap<Box<str>, Bound>;
 
 /// The channel names and bindings a producer's events with a given channel count had, by
 /// position. Learned from one event; learned again after `patience` events that did not match
@@ -35,7 +38,7 @@ type ChannelTable = FxHashMap<Box<str>, (Binding, u32)>;
 /// re-learned on every event: the patience doubles each time, up to 4096).
 #[derive(Clone, Default)]
 struct Layout {
-    names: Vec<(Box<str>, Option<(Binding, u32)>)>,
+    names: Vec<(Box<str>, Option<Bound>)>,
     misses: u32,
     patience: u32,
 }
