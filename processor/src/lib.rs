@@ -29,6 +29,7 @@
 #![deny(missing_docs)]
 
 pub mod metrics;
+pub mod queue;
 pub mod run;
 pub mod state;
 

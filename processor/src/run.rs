@@ -14,7 +14,6 @@ use pitgun_engine::{Output, Plan, Runner, SessionStore};
 use pitgun_runtime::kafka::{headers, topics, Broker};
 use pitgun_runtime::serve::{spawn_health_server, Health};
 use pitgun_runtime::wire::{Decoder, Record};
-use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
@@ -26,6 +25,7 @@ use send_wrapper::SendWrapper;
 use tracing::{info, warn};
 
 use crate::metrics::Metrics;
+use crate::queue::PartitionFeed;
 use crate::state::{Meta, PartitionStore, StateDb};
 
 /// Builds a fresh plan (each partition gets its own engine; formulas are not shared).
@@ -351,17 +351,14 @@ impl Part {
     }
 
     /// Feeds what this partition's queue holds now, at most `max` records. Returns the count.
-    fn drain(&mut self, queue: &PartitionQueue<Ctx>, outlet: &Outlet, decoder: &Decoder, now_us: i64, max: usize) -> Result<usize> {
-        let mut n = 0;
-        while n < max {
-            match queue.poll(Duration::ZERO) {
-                Some(Ok(msg)) => self.feed(outlet, decoder, now_us, msg.offset(), msg.payload().unwrap_or_default())?,
-                Some(Err(e)) => warn!(partition = %self.name, "consumer error: {e}"),
-                None => break,
+    fn drain(&mut self, queue: &PartitionFeed<Ctx>, outlet: &Outlet, decoder: &Decoder, now_us: i64, max: usize) -> Result<usize> {
+        queue.drain(max, |taken| match taken {
+            Ok((offset, payload)) => self.feed(outlet, decoder, now_us, offset, payload),
+            Err(e) => {
+                warn!(partition = %self.name, "consumer error: {e}");
+                Ok(())
             }
-            n += 1;
-        }
-        Ok(n)
+        })
     }
 }
 
@@ -487,7 +484,8 @@ impl Core {
         metrics.checkpoints.inc();
         self.summary.checkpoints += 1;
         metrics.checkpoint_seconds.observe(started.elapsed().as_secs_f64());
-        tracing::debug!(partitions = tpl.count(), seconds = started.elapsed().as_secs_f64(), records = self.summary.records, "checkpoint");
+        tracing::debug!(partitions = tpl.count(), seconds = started.elapsed().as_secs_f64(), records = self.summary.records,
+            offsets = ?self.parts.values().map(|p| p.next_offset).collect::<Vec<_>>(), "checkpoint");
         metrics.state_bytes.set(self.db.size_bytes() as i64);
         self.last_checkpoint = Instant::now();
         if tpl.count() > 0 && !self.checkpointed_partitions {
@@ -520,7 +518,7 @@ impl Core {
     /// [`ROUND_RECORDS`]) in chunks, each chunk by whichever of `threads` threads is free, so
     /// a busy partition never leaves a thread idle while another still has work. One
     /// partition is fed by one thread at a time, in offset order. Returns the records fed.
-    fn round(&mut self, queues: &[(Tp, PartitionQueue<Ctx>)], threads: usize) -> Result<usize> {
+    fn round(&mut self, queues: &[(Tp, PartitionFeed<Ctx>)], threads: usize) -> Result<usize> {
         self.clock_us = now_us();
         let started = Instant::now();
         let Core { parts, outlet, decoder, clock_us, .. } = self;
@@ -578,13 +576,13 @@ impl Core {
 /// A partition's share of a round.
 struct Slot<'a> {
     part: &'a mut Part,
-    queue: &'a PartitionQueue<Ctx>,
+    queue: &'a PartitionFeed<Ctx>,
     fed: usize,
     done: bool,
 }
 
 /// Records a thread feeds from one partition before it looks for the next free partition.
-const CHUNK_RECORDS: usize = 512;
+const CHUNK_RECORDS: usize = crate::queue::BATCH;
 
 /// Records one partition's queue gives its engine thread per round: small enough that
 /// checkpoints, rebalances and signals are served promptly, large enough that starting the
@@ -686,6 +684,7 @@ pub fn run(cfg: Config) -> Result<Summary> {
         }
         for p in t.partitions() {
             let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+            tracing::debug!(topic, partition = p.id(), low, high, "partition bounds");
             core.borrow_mut().bounds.insert((topic.clone(), p.id()), (low, high));
         }
     }
@@ -702,7 +701,7 @@ pub fn run(cfg: Config) -> Result<Summary> {
     // main queue then carries only events (rebalances, errors) and records fetched before the
     // split, which are fed first so every partition's records stay in offset order.
     let threads = cfg.threads.max(1);
-    let mut queues: Vec<(Tp, PartitionQueue<Ctx>)> = Vec::new();
+    let mut queues: Vec<(Tp, PartitionFeed<Ctx>)> = Vec::new();
     let mut queues_for = 0u64;
     let mut fed_last_round = 0usize;
     // An idle loop sleeps until a partition queue receives its first record (its non-empty
@@ -733,9 +732,7 @@ pub fn run(cfg: Config) -> Result<Summary> {
             // split is older than anything the partition queues will give.
             queues.clear();
             for tp in c.parts.keys() {
-                if let Some(mut q) = consumer.split_partition_queue(&tp.0, tp.1) {
-                    let wake = polling_thread.clone();
-                    q.set_nonempty_callback(move || wake.unpark());
+                if let Some(q) = PartitionFeed::split(&consumer, &tp.0, tp.1, polling_thread.clone()) {
                     queues.push((tp.clone(), q));
                 }
             }
