@@ -6,6 +6,11 @@
 //! number falls outside the ring, or collides with another id, go to a small hash set. Ids are
 //! forgotten from the front once older than every window still retained (a copy arriving after
 //! that is too late for any window anyway).
+//!
+//! The ring holds an entry for every event of the oldest retained window (a whole lap), so a
+//! checkpoint does not rewrite it: a durable store keeps it as fixed chunks of [`RING_CHUNK`]
+//! sequence numbers under their own keys, and each checkpoint writes only the chunks changed
+//! since the last one ([`SeenEvents::take_changes`]) and deletes the ones forgotten.
 
 use std::collections::VecDeque;
 
@@ -14,16 +19,43 @@ use rustc_hash::FxHashSet;
 /// Sequence numbers further than this from the ring's base use the overflow set.
 const MAX_SPAN: u64 = 1 << 20;
 
+/// Sequence numbers per stored ring chunk: chunk `c` holds sequence numbers
+/// `c * RING_CHUNK .. (c + 1) * RING_CHUNK` (a second or so of a 60 Hz session, 4 KB).
+pub const RING_CHUNK: u64 = 256;
+
+/// Bytes of one ring entry in a stored chunk: id hash and event time, little-endian.
+const ENTRY: usize = 16;
+
 /// Event ids seen in one session.
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct SeenEvents {
     base: u64,
-    /// `(id hash, event time)` per sequence number from `base`; hash 0 = not seen.
-    #[serde(with = "ring_bytes")]
+    /// `(id hash, event time)` per sequence number from `base`; hash 0 = not seen. Serialised
+    /// as its length only: the entries are stored as chunks (see [`SeenEvents::take_changes`]).
+    #[serde(with = "ring_length")]
     ring: VecDeque<(u64, i64)>,
     /// Ids that did not fit the ring, with their event time.
     overflow: FxHashSet<u64>,
     overflow_log: VecDeque<(i64, u64)>,
+    /// Lowest chunk a durable store may still hold for this ring.
+    stored_from: u64,
+    /// Lowest sequence number changed since the last checkpoint (`u64::MAX`: none). A new ring
+    /// is wholly unsaved (0); a restored one is wholly saved.
+    #[serde(skip, default = "nothing_changed")]
+    changed_from: u64,
+}
+
+fn nothing_changed() -> u64 {
+    u64::MAX
+}
+
+/// What a checkpoint writes for one session's ring.
+#[derive(Debug, Default, PartialEq)]
+pub struct RingChanges {
+    /// Chunks changed since the last checkpoint: chunk number and bytes, to store.
+    pub put: Vec<(u64, Vec<u8>)>,
+    /// Chunks no longer needed (all their ids forgotten), to delete.
+    pub delete: std::ops::Range<u64>,
 }
 
 impl SeenEvents {
@@ -50,6 +82,7 @@ impl SeenEvents {
             let slot = &mut self.ring[at];
             if slot.0 == 0 {
                 *slot = (id, time);
+                self.changed_from = self.changed_from.min(seq);
                 return true;
             }
             if slot.0 == id {
@@ -72,6 +105,49 @@ impl SeenEvents {
         }
     }
 
+    /// The ring's changes since the last call (or since it was created or restored), for a
+    /// durable store's checkpoint; the ring then counts as saved.
+    pub fn take_changes(&mut self) -> RingChanges {
+        let end = self.base + self.ring.len() as u64;
+        let mut put = Vec::new();
+        if !self.ring.is_empty() && self.changed_from < end {
+            for chunk in self.changed_from.max(self.base) / RING_CHUNK..=(end - 1) / RING_CHUNK {
+                let from = (chunk * RING_CHUNK).max(self.base);
+                let to = ((chunk + 1) * RING_CHUNK).min(end);
+                let mut bytes = Vec::with_capacity(8 + (to - from) as usize * ENTRY);
+                bytes.extend_from_slice(&from.to_le_bytes());
+                for (hash, time) in self.ring.range((from - self.base) as usize..(to - self.base) as usize) {
+                    bytes.extend_from_slice(&hash.to_le_bytes());
+                    bytes.extend_from_slice(&time.to_le_bytes());
+                }
+                put.push((chunk, bytes));
+            }
+        }
+        let keep_from = self.base / RING_CHUNK;
+        let delete = self.stored_from..keep_from.max(self.stored_from);
+        self.stored_from = keep_from;
+        self.changed_from = u64::MAX;
+        RingChanges { put, delete }
+    }
+
+    /// Puts back a chunk a durable store held (after deserialising the rest). Entries outside
+    /// the ring (forgotten since the chunk was written) are skipped.
+    pub fn load_chunk(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let (first, entries) = bytes.split_at_checked(8).ok_or("ring chunk shorter than its header")?;
+        if entries.len() % ENTRY != 0 {
+            return Err(format!("ring chunk of {} bytes is not a whole number of entries", entries.len()));
+        }
+        let first = u64::from_le_bytes(first.try_into().expect("8 bytes"));
+        for (i, e) in entries.chunks_exact(ENTRY).enumerate() {
+            let Some(at) = (first + i as u64).checked_sub(self.base) else { continue };
+            if let Some(slot) = self.ring.get_mut(at as usize) {
+                let (hash, time) = e.split_at(8);
+                *slot = (u64::from_le_bytes(hash.try_into().expect("8 bytes")), i64::from_le_bytes(time.try_into().expect("8 bytes")));
+            }
+        }
+        Ok(())
+    }
+
     /// Ids currently remembered.
     pub fn len(&self) -> usize {
         self.ring.iter().filter(|(h, _)| *h != 0).count() + self.overflow.len()
@@ -83,48 +159,23 @@ impl SeenEvents {
     }
 }
 
-/// The ring in a checkpoint: one block of 16 little-endian bytes per entry. It holds an entry
-/// for every event of the oldest retained window (a whole lap), so writing it element by element
-/// as varints made each checkpoint's serialisation several times slower than a copy.
-mod ring_bytes {
+/// The ring in the session's own record: its length only; the entries come from its chunks
+/// ([`SeenEvents::load_chunk`]) and are empty until then.
+mod ring_length {
     use std::collections::VecDeque;
-    use std::fmt;
 
-    use serde::de::{Error, Visitor};
-    use serde::{Deserializer, Serializer};
-
-    const ENTRY: usize = 16;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     pub fn serialize<S: Serializer>(ring: &VecDeque<(u64, i64)>, s: S) -> Result<S::Ok, S::Error> {
-        let mut bytes = Vec::with_capacity(ring.len() * ENTRY);
-        for (hash, time) in ring {
-            bytes.extend_from_slice(&hash.to_le_bytes());
-            bytes.extend_from_slice(&time.to_le_bytes());
-        }
-        s.serialize_bytes(&bytes)
+        (ring.len() as u64).serialize(s)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<VecDeque<(u64, i64)>, D::Error> {
-        struct Ring;
-        impl<'de> Visitor<'de> for Ring {
-            type Value = VecDeque<(u64, i64)>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                write!(f, "a byte block of {ENTRY}-byte ring entries")
-            }
-            fn visit_bytes<E: Error>(self, bytes: &[u8]) -> Result<Self::Value, E> {
-                if bytes.len() % ENTRY != 0 {
-                    return Err(E::custom(format!("ring block of {} bytes is not a whole number of entries", bytes.len())));
-                }
-                Ok(bytes
-                    .chunks_exact(ENTRY)
-                    .map(|e| {
-                        let (hash, time) = e.split_at(8);
-                        (u64::from_le_bytes(hash.try_into().expect("8 bytes")), i64::from_le_bytes(time.try_into().expect("8 bytes")))
-                    })
-                    .collect())
-            }
+        let len = u64::deserialize(d)?;
+        if len > super::MAX_SPAN {
+            return Err(serde::de::Error::custom(format!("ring of {len} entries is longer than the limit")));
         }
-        d.deserialize_bytes(Ring)
+        Ok(VecDeque::from(vec![(0, i64::MIN); len as usize]))
     }
 }
 
@@ -132,19 +183,72 @@ mod ring_bytes {
 mod tests {
     use super::*;
 
+    /// A store's view of one session: its record and its ring chunks.
+    #[derive(Default)]
+    struct Stored {
+        record: Vec<u8>,
+        chunks: std::collections::BTreeMap<u64, Vec<u8>>,
+    }
+
+    impl Stored {
+        /// A checkpoint: the changes, then the record (which holds `stored_from`).
+        fn save(&mut self, s: &mut SeenEvents) -> RingChanges {
+            let changes = s.take_changes();
+            for (c, bytes) in &changes.put {
+                self.chunks.insert(*c, bytes.clone());
+            }
+            self.chunks.retain(|c, _| !changes.delete.contains(c));
+            self.record = postcard::to_allocvec(s).unwrap();
+            changes
+        }
+
+        fn restore(&self) -> SeenEvents {
+            let mut back: SeenEvents = postcard::from_bytes(&self.record).unwrap();
+            for bytes in self.chunks.values() {
+                back.load_chunk(bytes).unwrap();
+            }
+            back
+        }
+    }
+
+    fn same(a: &SeenEvents, b: &SeenEvents) {
+        assert_eq!((a.base, &a.ring, &a.overflow, &a.overflow_log), (b.base, &b.ring, &b.overflow, &b.overflow_log));
+    }
+
     #[test]
-    fn a_checkpointed_ring_reads_back_whole() {
+    fn a_checkpointed_ring_reads_back_whole_and_later_checkpoints_write_only_what_changed() {
         let mut s = SeenEvents::default();
+        let mut store = Stored::default();
         for seq in 5..2000u64 {
             assert!(s.insert(seq, seq * 7919, seq as i64 * 1000));
         }
         assert!(s.insert(5 + MAX_SPAN * 3, 42, 1));
-        let bytes = postcard::to_allocvec(&s).unwrap();
-        let mut back: SeenEvents = postcard::from_bytes(&bytes).unwrap();
-        assert_eq!((back.base, &back.ring, &back.overflow), (s.base, &s.ring, &s.overflow));
+        let first = store.save(&mut s);
+        assert_eq!(first.put.len(), 8, "seqs 5..2000 span chunks 0..=7");
+        let mut back = store.restore();
+        same(&back, &s);
+        assert_eq!(back.take_changes(), RingChanges { put: vec![], delete: 0..0 }, "a restored ring is saved");
         assert!(!back.insert(1999, 1999 * 7919, 1_999_000), "a duplicate after the restore");
         assert!(!back.insert(5 + MAX_SPAN * 3, 42, 1));
-        assert!(postcard::from_bytes::<SeenEvents>(&bytes[..bytes.len() - 3]).is_err());
+
+        // A second of events later, and the oldest ids forgotten: one chunk written, two deleted.
+        for seq in 2000..2060u64 {
+            assert!(s.insert(seq, seq * 7919, seq as i64 * 1000));
+        }
+        s.forget_before(600_000);
+        let second = store.save(&mut s);
+        assert_eq!(second.put.iter().map(|(c, _)| *c).collect::<Vec<_>>(), vec![7, 8]);
+        assert_eq!(second.delete, 0..2, "chunks 0 and 1 hold only forgotten ids");
+        same(&store.restore(), &s);
+
+        // An earlier sequence number below the base grows the ring at the front: its chunk is
+        // rewritten, and forgotten ids still in a kept chunk are not brought back.
+        assert!(s.insert(595, 595 * 7919, 595_000));
+        store.save(&mut s);
+        let back = store.restore();
+        same(&back, &s);
+        assert!(postcard::from_bytes::<SeenEvents>(&store.record[..store.record.len() - 3]).is_err());
+        assert!(SeenEvents::default().load_chunk(&[1, 2, 3]).is_err());
     }
 
     #[test]

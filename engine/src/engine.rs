@@ -213,7 +213,7 @@ struct KeyState {
 
 /// The state of one open session (watermark, reorder buffer, seen ids, windows). Opaque to
 /// drivers; a [`SessionStore`] holds it, and a durable store saves it with
-/// [`SessionState::to_bytes`].
+/// [`SessionState::checkpoint`].
 #[derive(Serialize, Deserialize)]
 pub struct SessionState {
     max_time: i64,
@@ -232,23 +232,34 @@ pub struct SessionState {
 
 /// Version of the byte form of [`SessionState`]; bumped whenever the state's fields change, so a
 /// state folder written by another build is refused instead of misread.
-pub const STATE_FORMAT: u8 = 2;
+pub const STATE_FORMAT: u8 = 3;
 
 impl SessionState {
-    /// The state as bytes (a format byte, then postcard), for a durable store's checkpoint.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    /// What a durable store writes at a checkpoint: the session's record (a format byte, then
+    /// postcard) and its dedup ring's changes since the last checkpoint, stored as chunks
+    /// beside the record — the ring holds an id per event of a whole lap, and rewriting it every
+    /// second made it most of each checkpoint's bytes.
+    pub fn checkpoint(&mut self) -> (Vec<u8>, crate::RingChanges) {
+        // The changes first: taking them moves the ring's stored bounds, which the record holds.
+        let ring = self.seen.take_changes();
         let mut out = vec![STATE_FORMAT];
-        postcard::to_io(self, &mut out).expect("writing to a Vec cannot fail");
-        out
+        postcard::to_io(&*self, &mut out).expect("writing to a Vec cannot fail");
+        (out, ring)
     }
 
-    /// Reads what [`SessionState::to_bytes`] wrote.
+    /// Reads a record [`SessionState::checkpoint`] wrote; then give it the ring's stored chunks
+    /// with [`SessionState::load_ring_chunk`].
     pub fn from_bytes(bytes: &[u8]) -> Result<SessionState, String> {
         match bytes.split_first() {
             Some((&STATE_FORMAT, rest)) => postcard::from_bytes(rest).map_err(|e| format!("corrupt session state: {e}")),
             Some((v, _)) => Err(format!("session state in format {v}, this build reads format {STATE_FORMAT}")),
             None => Err("empty session state".into()),
         }
+    }
+
+    /// Puts back one stored chunk of the dedup ring.
+    pub fn load_ring_chunk(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.seen.load_chunk(bytes)
     }
 
     /// Last activity in the driver's clock (µs), for idle expiry.

@@ -29,6 +29,7 @@ pub mod store;
 pub mod testing;
 pub mod units;
 
+pub use dedup::RingChanges;
 pub use engine::{Engine, EventNote, EventRef, Output, SessionState};
 pub use plan::Plan;
 pub use row::Row;

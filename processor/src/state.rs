@@ -4,7 +4,9 @@
 //! Keys (one column family):
 //! - `meta` → JSON naming the manifest, version and group the folder belongs to;
 //! - `o\0<topic>\0<partition>` → next offset to consume (i64, big-endian);
-//! - `s\0<topic>\0<partition>\0<session>` → the session's state ([`SessionState::to_bytes`]);
+//! - `s\0<topic>\0<partition>\0<session>` → the session's state ([`SessionState::checkpoint`]);
+//! - `r\0<topic>\0<partition>\0<session length, u32 BE><session><chunk, u64 BE>` → a chunk of
+//!   the session's dedup ring; each checkpoint writes only the chunks that changed;
 //! - `c\0<topic>\0<partition>\0<session>` → when the session was closed (driver clock, µs).
 
 use std::path::Path;
@@ -45,6 +47,16 @@ fn part_prefix(tag: u8, topic: &str, partition: i32) -> Vec<u8> {
     k.extend_from_slice(topic.as_bytes());
     k.push(0);
     k.extend_from_slice(partition.to_string().as_bytes());
+    k
+}
+
+/// The key of a ring chunk; chunk `u64::MAX` (never written) bounds a session's range.
+fn chunk_key(topic: &str, partition: i32, session: &str, chunk: u64) -> Vec<u8> {
+    let mut k = part_prefix(b'r', topic, partition);
+    k.push(0);
+    k.extend_from_slice(&(session.len() as u32).to_be_bytes());
+    k.extend_from_slice(session.as_bytes());
+    k.extend_from_slice(&chunk.to_be_bytes());
     k
 }
 
@@ -104,6 +116,22 @@ impl StateDb {
                 }
             }
         }
+        let mut prefix = part_prefix(b'r', topic, partition);
+        prefix.push(0);
+        for item in self.db.iterator(IteratorMode::From(&prefix, Direction::Forward)) {
+            let (k, v) = item?;
+            let Some(rest) = k.strip_prefix(prefix.as_slice()) else { break };
+            let corrupt = || anyhow::anyhow!("{topic}/{partition}: corrupt ring chunk key; clear the state folder to rebuild from the log");
+            let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(corrupt)?;
+            let id = rest.get(..u32::from_be_bytes(*len) as usize).ok_or_else(corrupt)?;
+            let id = std::str::from_utf8(id).map_err(|_| corrupt())?;
+            // A chunk of a session closed in the same checkpoint that deleted it cannot be left
+            // behind (the deletion is in the same batch), so an orphan chunk is corruption.
+            let state = store.open.get_mut(id).ok_or_else(corrupt)?;
+            state
+                .load_ring_chunk(&v)
+                .map_err(|e| anyhow::anyhow!("{topic}/{partition} session {id:?}: {e}; clear the state folder to rebuild from the log"))?;
+        }
         Ok(Some(Restored { offset, store }))
     }
 
@@ -111,9 +139,21 @@ impl StateDb {
     pub fn stage(&self, batch: &mut WriteBatch, topic: &str, partition: i32, offset: i64, store: &mut PartitionStore) {
         for id in store.dirty.drain() {
             let key = session_key(b's', topic, partition, &id);
-            match store.open.get(&id) {
-                Some(state) => batch.put(key, state.to_bytes()),
-                None => batch.delete(key),
+            match store.open.get_mut(&id) {
+                Some(state) => {
+                    let (record, ring) = state.checkpoint();
+                    batch.put(key, record);
+                    for (chunk, bytes) in ring.put {
+                        batch.put(chunk_key(topic, partition, &id, chunk), bytes);
+                    }
+                    if !ring.delete.is_empty() {
+                        batch.delete_range(chunk_key(topic, partition, &id, ring.delete.start), chunk_key(topic, partition, &id, ring.delete.end));
+                    }
+                }
+                None => {
+                    batch.delete(key);
+                    batch.delete_range(chunk_key(topic, partition, &id, 0), chunk_key(topic, partition, &id, u64::MAX));
+                }
             }
         }
         for (id, at) in store.newly_closed.drain(..) {
