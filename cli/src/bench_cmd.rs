@@ -110,6 +110,10 @@ pub struct BenchEngineArgs {
     /// At most this many envelopes.
     #[arg(long, default_value_t = 1_000_000)]
     limit: u64,
+    /// Runs over the same envelopes, each with a fresh engine; the fastest is reported (a
+    /// shared machine's noise only ever slows a run down).
+    #[arg(long, default_value_t = 3)]
+    passes: u32,
 }
 
 /// Encodes up to `limit` envelopes as Avro single objects (as the gateway writes them), then
@@ -128,24 +132,32 @@ pub fn engine(args: BenchEngineArgs) -> Result<ExitCode> {
         Ok((records.len() as u64) < args.limit)
     })?;
     let decoder = Decoder::default();
-    let mut runner = pitgun_engine::Runner::with_store(project.compile()?, pitgun_processor::state::PartitionStore::default());
-    let mut out = Vec::new();
-    let (mut rows, mut errors) = (0u64, 0u64);
-    let started = Instant::now();
-    for bytes in &records {
-        let fed = match decoder.classify(bytes) {
-            Ok(Record::Avro(datum)) => runner.feed_avro(datum, 0, &mut out),
-            _ => anyhow::bail!("not an Avro single object"),
-        };
-        errors += u64::from(fed.is_err());
+    let mut best: Option<(f64, u64, u64)> = None;
+    for _ in 0..args.passes.max(1) {
+        let mut runner = pitgun_engine::Runner::with_store(project.compile()?, pitgun_processor::state::PartitionStore::default());
+        let mut out = Vec::new();
+        let (mut rows, mut errors) = (0u64, 0u64);
+        let started = Instant::now();
+        for bytes in &records {
+            let fed = match decoder.classify(bytes) {
+                Ok(Record::Avro(datum)) => runner.feed_avro(datum, 0, &mut out),
+                _ => anyhow::bail!("not an Avro single object"),
+            };
+            errors += u64::from(fed.is_err());
+            rows += out.len() as u64;
+            out.clear();
+        }
+        runner.finish(&mut out);
+        let secs = started.elapsed().as_secs_f64();
         rows += out.len() as u64;
-        out.clear();
+        if best.is_none_or(|(b, _, _)| secs < b) {
+            best = Some((secs, rows, errors));
+        }
     }
-    runner.finish(&mut out);
-    let secs = started.elapsed().as_secs_f64();
+    let (secs, rows, errors) = best.expect("at least one pass");
     println!(
         "{}",
-        serde_json::json!({"records": records.len(), "rows": rows + out.len() as u64, "errors": errors, "seconds": secs,
+        serde_json::json!({"records": records.len(), "rows": rows, "errors": errors, "seconds": secs, "passes": args.passes,
             "records_per_second": records.len() as f64 / secs, "ns_per_record": secs * 1e9 / records.len() as f64})
     );
     Ok(ExitCode::SUCCESS)

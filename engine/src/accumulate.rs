@@ -83,7 +83,10 @@ pub enum Accumulator {
     First(Option<(i64, u64, f64)>),
     /// Value at the largest (time, seq).
     Last(Option<(i64, u64, f64)>),
-    /// Exact Σx and Σx², for mean and population standard deviation.
+    /// Exact Σx and count, for the mean.
+    Mean(ExactSum, u64),
+    /// Exact Σx and Σx², for the population standard deviation (a mean needs no Σx², and
+    /// keeping it cost two more exact additions per value).
     Moments(ExactSum, ExactSum, u64),
     /// Percentile sketch.
     Sketch(Box<DDSketch>),
@@ -101,9 +104,8 @@ impl Accumulator {
             AggregateFn::Max => Accumulator::Max(None),
             AggregateFn::First => Accumulator::First(None),
             AggregateFn::Last => Accumulator::Last(None),
-            AggregateFn::Mean | AggregateFn::Stddev => {
-                Accumulator::Moments(ExactSum::default(), ExactSum::default(), 0)
-            }
+            AggregateFn::Mean => Accumulator::Mean(ExactSum::default(), 0),
+            AggregateFn::Stddev => Accumulator::Moments(ExactSum::default(), ExactSum::default(), 0),
             AggregateFn::Percentile => Accumulator::Sketch(Box::new(DDSketch::new(
                 SketchConfig::new(SKETCH_RELATIVE_ERROR, 4096, 1e-9),
             ))),
@@ -116,7 +118,7 @@ impl Accumulator {
     pub fn add(&mut self, value: f64, time: i64, seq: u64) {
         match self {
             Accumulator::Count(n) => *n += 1,
-            Accumulator::Sum(s, n) => {
+            Accumulator::Sum(s, n) | Accumulator::Mean(s, n) => {
                 s.add(value);
                 *n += 1;
             }
@@ -157,7 +159,7 @@ impl Accumulator {
     pub fn merge(&mut self, other: &Accumulator) {
         match (self, other) {
             (Accumulator::Count(a), Accumulator::Count(b)) => *a += b,
-            (Accumulator::Sum(a, n), Accumulator::Sum(b, m)) => {
+            (Accumulator::Sum(a, n), Accumulator::Sum(b, m)) | (Accumulator::Mean(a, n), Accumulator::Mean(b, m)) => {
                 b.partials.iter().for_each(|p| a.add(*p));
                 *n += m;
             }
@@ -200,9 +202,7 @@ impl Accumulator {
             (Accumulator::Sum(s, n), _) => (*n > 0).then(|| s.value()),
             (Accumulator::Min(m), _) | (Accumulator::Max(m), _) => *m,
             (Accumulator::First(v), _) | (Accumulator::Last(v), _) => v.map(|(_, _, x)| x),
-            (Accumulator::Moments(s1, _, n), AggregateFn::Mean) => {
-                (*n > 0).then(|| s1.value() / *n as f64)
-            }
+            (Accumulator::Mean(s1, n), _) => (*n > 0).then(|| s1.value() / *n as f64),
             (Accumulator::Moments(s1, s2, n), _) => (*n > 0).then(|| {
                 // Population variance = (n·Σx² − (Σx)²) / n². Both products are expanded exactly
                 // (value plus FMA remainder) into one exact sum, so the difference is rounded

@@ -320,7 +320,7 @@ impl<'de: 'a, 'a> Visitor<'de> for FillDims<'_, 'a> {
 impl EnvelopeView<'_> {
     /// The value of a dimension, if present (the last one when a name repeats).
     pub fn dim(&self, name: &str) -> Option<&str> {
-        self.dims.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_ref())
+        self.dims.iter().rev().find(|(n, _)| crate::text::same(n, name)).map(|(_, v)| v.as_ref())
     }
 }
 

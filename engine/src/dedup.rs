@@ -76,7 +76,9 @@ impl SeenEvents {
         }
         if seq >= self.base && seq - self.base < MAX_SPAN {
             let at = (seq - self.base) as usize;
-            if at >= self.ring.len() {
+            if at == self.ring.len() {
+                self.ring.push_back((0, i64::MIN)); // the next in order: the common case
+            } else if at > self.ring.len() {
                 self.ring.resize(at + 1, (0, i64::MIN));
             }
             let slot = &mut self.ring[at];

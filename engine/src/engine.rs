@@ -472,7 +472,7 @@ fn note(ev: &EventRef, reason: &'static str, detail: &str) -> EventNote {
 }
 
 fn key_index(plan: &Plan, session: &mut SessionState, ev: &EventRef) -> u32 {
-    if let Some(i) = session.keys.iter().position(|k| k.key[1..].iter().zip(ev.key).all(|(a, b)| a == b)) {
+    if let Some(i) = session.keys.iter().position(|k| k.key[1..].iter().zip(ev.key).all(|(a, b)| crate::text::same(a, b))) {
         return i as u32;
     }
     let mut key = Vec::with_capacity(ev.key.len() + 1);

@@ -27,6 +27,7 @@ pub mod row;
 pub mod runner;
 pub mod store;
 pub mod testing;
+pub mod text;
 pub mod units;
 
 pub use dedup::RingChanges;

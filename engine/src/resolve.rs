@@ -15,6 +15,7 @@ use rustc_hash::FxHashMap;
 
 use crate::decode::EnvelopeView;
 use crate::plan::{Plan, ValueCheck};
+use crate::text::same;
 use crate::Reason;
 
 #[derive(Debug, Clone, Copy)]
@@ -99,7 +100,7 @@ impl Resolver {
     }
 
     fn table(&mut self, producer: &str, version: &str) -> usize {
-        let is = |t: &ProducerTable| &*t.producer == producer && &*t.version == version;
+        let is = |t: &ProducerTable| same(&t.producer, producer) && same(&t.version, version);
         if self.cache.get(self.last).is_some_and(is) {
             return self.last;
         }
@@ -183,7 +184,7 @@ impl Resolver {
         let mut missed = false;
         for (i, (channel, raw)) in ev.channels.iter().enumerate() {
             let found = match layout.names.get(i) {
-                Some((name, found)) if **name == **channel => *found,
+                Some((name, found)) if same(name, channel) => *found,
                 _ => {
                     missed = true;
                     table.get(&**channel).copied()
