@@ -34,21 +34,35 @@ fi
 "$PITGUN" publish --input "$DATA" --wire avro
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-BASE="$("$PITGUN" bench-consume)"
-echo "bare consumer: $BASE"
-STATE="$(mktemp -d /tmp/pitgun-bench-state.XXXXXX)"
-/usr/bin/time -v "$PITGUN" process --manifest manifests/pipelines/lap-performance.v1.yaml \
-  --state-dir "$STATE" --checkpoint-interval 1s --until-end > "$OUT/processor-summary.json" 2> "$OUT/processor-stderr.log"
-PROC="$(cat "$OUT/processor-summary.json")"
-echo "processor: $PROC"
-grep -E "Maximum resident|Elapsed" "$OUT/processor-stderr.log" || true
-rm -rf "$STATE"
+# A shared machine only ever slows a run down, so each side gets several runs and its fastest
+# counts; the baseline gets one more than the processor, and one of them with mimalloc's own
+# defaults (pitgun sets its allocator options for the processor; the bare consumer gets to run
+# either way). Every run is printed.
+BASES=()
+for env in "" "MIMALLOC_ALLOW_THP=1 MIMALLOC_PURGE_DELAY=10" ""; do
+  B="$(env $env "$PITGUN" bench-consume)"
+  echo "bare consumer${env:+ ($env)}: $B"
+  BASES+=("$B")
+done
+PROCS=()
+for run in 1 2; do
+  STATE="$(mktemp -d /tmp/pitgun-bench-state.XXXXXX)"
+  /usr/bin/time -v "$PITGUN" process --manifest manifests/pipelines/lap-performance.v1.yaml \
+    --state-dir "$STATE" --checkpoint-interval 1s --until-end > "$OUT/processor-summary.json" 2> "$OUT/processor-stderr.log"
+  P="$(cat "$OUT/processor-summary.json")"
+  echo "processor run $run: $P"
+  grep -E "Maximum resident|Elapsed" "$OUT/processor-stderr.log" || true
+  PROCS+=("$P")
+  rm -rf "$STATE"
+done
 # The engine alone (decode, resolve, windows; no Kafka) on the first million envelopes, one thread.
 echo "engine alone: $("$PITGUN" bench-engine --manifest manifests/pipelines/lap-performance.v1.yaml --input "$DATA" --limit 1000000)"
+BASE="$(printf '%s\n' "${BASES[@]}" | python3 -c 'import json,sys; print(json.dumps(max((json.loads(l) for l in sys.stdin), key=lambda b: b["records_per_second"])))')"
+PROC="$(printf '%s\n' "${PROCS[@]}" | python3 -c 'import json,sys; print(json.dumps(min((json.loads(l) for l in sys.stdin), key=lambda p: p["consume_seconds"])))')"
 python3 - "$BASE" "$PROC" <<'PY'
 import json, sys
 b, p = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 pr = p["records"] / p["consume_seconds"]
-print(f"bare consumer {b['records_per_second']:,.0f} records/s; processor {pr:,.0f} envelopes/s "
+print(f"fastest bare consumer {b['records_per_second']:,.0f} records/s; fastest processor {pr:,.0f} envelopes/s "
       f"({p['records']:,} records, {p['rows']:,} rows, {p['checkpoints']} checkpoints); ratio {pr / b['records_per_second']:.2f}")
 PY

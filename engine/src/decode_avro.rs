@@ -14,6 +14,7 @@ use std::borrow::Cow;
 use pitgun_contracts::envelope::{EventKind, SourceKind, ENVELOPE_SCHEMA_V1};
 
 use crate::decode::{check, DecodeError, EnvelopeView};
+use crate::resolve::Resolver;
 
 const SOURCE_KINDS: [SourceKind; 4] = [
     SourceKind::Game,
@@ -140,6 +141,21 @@ pub fn decode_avro_into<'a>(
         bytes: datum,
         at: 0,
     };
+    head(&mut r, view)?;
+    view.channels.clear();
+    let channels = &mut view.channels;
+    r.map("/channels", |r| {
+        let name = r.string("/channels")?;
+        let value = channel_value(r, name)?;
+        channels.push((Cow::Borrowed(name), value));
+        Ok(())
+    })?;
+    tail(&mut r, view)
+}
+
+/// The fields before the channels.
+#[inline(always)]
+fn head<'a>(r: &mut Reader<'a>, view: &mut EnvelopeView<'a>) -> Result<(), DecodeError> {
     // The schema name is nearly always the one expected: compared as bytes, no UTF-8 check.
     let schema = r.bytes("/schema")?;
     view.schema = match schema {
@@ -158,33 +174,32 @@ pub fn decode_avro_into<'a>(
     view.seq = u64::try_from(seq).map_err(|_| err("/seq", format!("{seq} is negative")))?;
     view.time_us = r.long("/time_us")?;
     view.kind = EVENT_KINDS[r.index("/kind", EVENT_KINDS.len())?];
-    view.channels.clear();
-    let channels = &mut view.channels;
-    r.map("/channels", |r| {
-        let name = r.string("/channels")?;
-        let value = match r.index("/channels", 2)? {
-            0 => {
-                let b = r.take(8, "/channels")?;
-                let v = f64::from_le_bytes(b.try_into().expect("8 bytes"));
-                if !v.is_finite() {
-                    return Err(err(&format!("/channels/{name}"), "number is not finite"));
-                }
-                v
+    Ok(())
+}
+
+/// A channel's value: the union's double (finite) or boolean (as 1/0).
+#[inline(always)]
+fn channel_value(r: &mut Reader<'_>, name: &str) -> Result<f64, DecodeError> {
+    match r.index("/channels", 2)? {
+        0 => {
+            let b = r.take(8, "/channels")?;
+            let v = f64::from_le_bytes(b.try_into().expect("8 bytes"));
+            if !v.is_finite() {
+                return Err(err(&format!("/channels/{name}"), "number is not finite"));
             }
-            _ => match r.take(1, "/channels")?[0] {
-                0 => 0.0,
-                1 => 1.0,
-                b => {
-                    return Err(err(
-                        &format!("/channels/{name}"),
-                        format!("boolean byte {b}"),
-                    ))
-                }
-            },
-        };
-        channels.push((Cow::Borrowed(name), value));
-        Ok(())
-    })?;
+            Ok(v)
+        }
+        _ => match r.take(1, "/channels")?[0] {
+            0 => Ok(0.0),
+            1 => Ok(1.0),
+            b => Err(err(&format!("/channels/{name}"), format!("boolean byte {b}"))),
+        },
+    }
+}
+
+/// The fields after the channels, then the envelope's checks.
+#[inline(always)]
+fn tail<'a>(r: &mut Reader<'a>, view: &mut EnvelopeView<'a>) -> Result<(), DecodeError> {
     view.dims.clear();
     let dims = &mut view.dims;
     r.map("/dims", |r| {
@@ -193,11 +208,56 @@ pub fn decode_avro_into<'a>(
         dims.push((Cow::Borrowed(k), Cow::Borrowed(v)));
         Ok(())
     })?;
-    if r.at != datum.len() {
+    if r.at != r.bytes.len() {
         return Err(err(
             "",
-            format!("{} bytes after the envelope", datum.len() - r.at),
+            format!("{} bytes after the envelope", r.bytes.len() - r.at),
         ));
     }
     check(view)
+}
+
+/// Decodes and resolves in one pass, for a producer whose channel layout the resolver has
+/// learned: each channel's name is compared with the layout's name at its position and its
+/// value goes straight to its input slot, with no channel list in between. Returns the number of
+/// unknown channels dropped, or `None` whenever anything is unusual — another layout, an invalid
+/// field or value, a refused channel — and the caller then takes the two-pass path
+/// ([`decode_avro_into`], then [`Resolver::resolve`]), which learns layouts and words every
+/// error. So the result of an event never depends on which path took it.
+#[inline]
+pub(crate) fn decode_avro_resolved<'a>(
+    datum: &'a [u8],
+    view: &mut EnvelopeView<'a>,
+    resolver: &mut Resolver,
+    values: &mut Vec<f64>,
+) -> Option<u32> {
+    let mut r = Reader {
+        bytes: datum,
+        at: 0,
+    };
+    head(&mut r, view).ok()?;
+    view.channels.clear();
+    let count = r.long("/channels").ok()?;
+    let layout = resolver.learned_layout(&view.source.id, &view.source.version, usize::try_from(count).ok()?)?;
+    values.clear();
+    values.resize(layout.input_count, f64::NAN);
+    let mut unknown = 0;
+    for (name, found) in layout.names {
+        // Equal bytes to a known name: valid UTF-8 without a check.
+        let bytes = r.bytes("/channels").ok()?;
+        if !crate::text::same_bytes(bytes, name.as_bytes()) {
+            return None;
+        }
+        let raw = channel_value(&mut r, name).ok()?;
+        match found {
+            None if layout.drops_unknown => unknown += 1,
+            None => return None,
+            Some((binding, _)) => layout.bind(*binding, raw, values)?,
+        }
+    }
+    if r.long("/channels").ok()? != 0 {
+        return None;
+    }
+    tail(&mut r, view).ok()?;
+    Some(unknown)
 }

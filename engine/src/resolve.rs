@@ -19,7 +19,7 @@ use crate::text::same;
 use crate::Reason;
 
 #[derive(Debug, Clone, Copy)]
-enum Binding {
+pub(crate) enum Binding {
     /// Goes to a slot after conversion and checks.
     Slot(usize, ValueCheck),
     /// A known metric this manifest does not read: checked, then ignored.
@@ -29,7 +29,7 @@ enum Binding {
 }
 
 /// A channel's binding and the index of its metric's name (for refusal messages).
-type Bound = (Binding, u32);
+pub(crate) type Bound = (Binding, u32);
 
 type ChannelTable = FxHashMap<Box<str>, Bound>;
 
@@ -82,7 +82,60 @@ pub struct Resolver {
     last: usize,
 }
 
+/// A learned channel layout, lent to the one-pass Avro decoder.
+pub(crate) struct LearnedLayout<'r> {
+    /// Channel names and bindings by position.
+    pub names: &'r [(Box<str>, Option<Bound>)],
+    /// Input slots of the plan.
+    pub input_count: usize,
+    /// Whether unknown channels are dropped (else refused).
+    pub drops_unknown: bool,
+}
+
+impl LearnedLayout<'_> {
+    /// Converts and checks one value into its slot; `None` when it is refused.
+    #[inline(always)]
+    pub fn bind(&self, binding: Binding, raw: f64, values: &mut [f64]) -> Option<()> {
+        match binding {
+            Binding::Raw(slot) => values[slot] = raw,
+            Binding::Slot(slot, check) => values[slot] = canonical(raw, check).ok()?,
+            Binding::Unused(check) => {
+                canonical(raw, check).ok()?;
+            }
+        }
+        Some(())
+    }
+}
+
 impl Resolver {
+    /// The layout learned for this producer's events with `count` channels, when there is one
+    /// that matched its last event (the one-pass decoder's precondition).
+    #[inline]
+    pub(crate) fn learned_layout(&mut self, producer: &str, version: &str, count: usize) -> Option<LearnedLayout<'_>> {
+        let t = self.table(producer, version);
+        let table = &self.cache[t];
+        table.channels.as_ref()?;
+        let layout = table.layouts.get(count)?;
+        if layout.misses != 0 || layout.names.len() != count || count == 0 {
+            return None;
+        }
+        Some(LearnedLayout {
+            names: &layout.names,
+            input_count: self.input_count,
+            drops_unknown: !matches!(self.policy, UnknownChannelPolicy::Reject),
+        })
+    }
+
+    /// The event's key dimension values, in the manifest's key order; `None` when one is missing.
+    #[inline]
+    pub(crate) fn key_of<'v>(&self, ev: &'v EnvelopeView<'_>, key: &mut KeyValues<'v>) -> Option<()> {
+        key.clear();
+        for name in &self.key_dims {
+            key.push(ev.dim(name)?);
+        }
+        Some(())
+    }
+
     /// A resolver for `plan`.
     pub fn new(plan: &Plan) -> Resolver {
         let mut metric_names: Vec<String> = plan.aliases.iter().map(|a| a.metric.clone()).collect();

@@ -61,6 +61,16 @@ impl<S: SessionStore> Runner<S> {
     /// single-object header).
     pub fn feed_avro(&mut self, datum: &[u8], now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
         let mut view = EnvelopeView::empty();
+        if let Some(unknown) = crate::decode_avro::decode_avro_resolved(datum, &mut view, &mut self.resolver, &mut self.values) {
+            let mut key = KeyValues::new();
+            if self.resolver.key_of(&view, &mut key).is_some() {
+                self.engine.count_unknown_channels(unknown);
+                self.process(&view, &key, now_us, out);
+                return Ok(());
+            }
+        }
+        // Anything unusual: the two-pass path, which learns layouts and words every refusal.
+        let mut view = EnvelopeView::empty();
         match crate::decode_avro::decode_avro_into(datum, &mut view) {
             Ok(()) => self.feed_view(&view, now_us, out),
             Err(e) => Err(self.invalid(e)),
@@ -83,17 +93,24 @@ impl<S: SessionStore> Runner<S> {
                 return Err(RecordError { reason: r.reason, detail: r.detail });
             }
         }
+        self.process(view, &key, now_us, out);
+        Ok(())
+    }
+
+    /// Feeds a decoded, resolved event (its inputs in `self.values`).
+    #[inline]
+    fn process(&mut self, view: &EnvelopeView<'_>, key: &[&str], now_us: i64, out: &mut Vec<Output>) {
+        self.last_time_us = self.last_time_us.max(view.time_us);
         let ev = EventRef {
             session_id: &view.session_id,
             event_id: &view.event_id,
             seq: view.seq,
             time_us: view.time_us,
             kind: view.kind,
-            key: &key,
+            key,
             inputs: &self.values,
         };
         self.engine.process(&ev, now_us, out);
-        Ok(())
     }
 
     /// The newest event time decoded so far (µs; `i64::MIN` before the first), for lag metrics.

@@ -8,7 +8,12 @@
 /// Whether `a` and `b` hold the same bytes.
 #[inline(always)]
 pub fn same(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
+    same_bytes(a.as_bytes(), b.as_bytes())
+}
+
+/// Whether `a` and `b` are equal.
+#[inline(always)]
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {
         return false;
