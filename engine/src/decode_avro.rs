@@ -238,21 +238,21 @@ pub(crate) fn decode_avro_resolved<'a>(
     head(&mut r, view).ok()?;
     view.channels.clear();
     let count = r.long("/channels").ok()?;
-    let layout = resolver.learned_layout(&view.source.id, &view.source.version, usize::try_from(count).ok()?)?;
+    let count = usize::try_from(count).ok()?;
+    let mut layout = resolver.learned_layout(&view.source.id, &view.source.version, count)?;
     values.clear();
     values.resize(layout.input_count, f64::NAN);
     let mut unknown = 0;
-    for (name, found) in layout.names {
-        // Equal bytes to a known name: valid UTF-8 without a check.
-        let bytes = r.bytes("/channels").ok()?;
-        if !crate::text::same_bytes(bytes, name.as_bytes()) {
-            return None;
-        }
-        let raw = channel_value(&mut r, name).ok()?;
+    for i in 0..count {
+        let name = r.bytes("/channels").ok()?;
+        let found = layout.binding(i, name)?;
+        // Equal to a known name, so valid UTF-8; the name only words errors, which this
+        // path leaves to the two-pass one.
+        let raw = channel_value(&mut r, "").ok()?;
         match found {
             None if layout.drops_unknown => unknown += 1,
             None => return None,
-            Some((binding, _)) => layout.bind(*binding, raw, values)?,
+            Some((binding, _)) => layout.bind(binding, raw, values)?,
         }
     }
     if r.long("/channels").ok()? != 0 {

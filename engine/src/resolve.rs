@@ -4,8 +4,10 @@
 //! pair is seen its channel table is built — a hash map from channel name to slot, conversion
 //! and checks — and cached. A producer writes an event kind's channels in the same order every
 //! time (Avro maps and JSON objects keep the writer's order), so the resolver also remembers the
-//! names and bindings of the producer's last event with as many channels, by position: a
-//! channel then costs one short comparison, and only a changed name costs a hash lookup.
+//! channel lists (*layouts*: names and bindings by position) it has seen for each channel count,
+//! a few per count: a channel then costs one short comparison, and only an unseen name costs a
+//! hash lookup. A producer that writes its maps in random order fills its few layouts and then
+//! simply uses the hash table.
 
 use std::sync::Arc;
 
@@ -33,19 +35,31 @@ pub(crate) type Bound = (Binding, u32);
 
 type ChannelTable = FxHashMap<Box<str>, Bound>;
 
-/// The channel names and bindings a producer's events with a given channel count had, by
-/// position. Learned from one event; learned again after `patience` events that did not match
-/// (a producer that writes maps in random order, as `apache-avro`'s hash maps do, is not
-/// re-learned on every event: the patience doubles each time, up to 4096).
-#[derive(Clone, Default)]
-struct Layout {
-    names: Vec<(Box<str>, Option<Bound>)>,
-    misses: u32,
-    patience: u32,
-}
+/// Channel names and bindings by position, as one of the producer's events had them.
+type Layout = Box<[(Box<str>, Option<Bound>)]>;
 
-/// Channel counts up to this get a remembered layout; larger events use the table alone.
+/// Channel counts up to this get remembered layouts; larger events use the table alone.
 const MAX_LAYOUT: usize = 64;
+
+/// Layouts remembered per channel count (a producer may interleave a few channel sets).
+const LAYOUTS_PER_COUNT: usize = 4;
+
+/// Follows an event's channel names through the layouts of its channel count: stays on the
+/// current layout while its names match, and at a name that differs moves to another layout
+/// that agrees on every name so far and has this one. Names and bindings are equal wherever
+/// layouts agree, so the bindings already taken stay right.
+#[inline(always)]
+fn follow<'l>(layouts: &'l [Layout], current: &mut usize, i: usize, name: &[u8]) -> Option<&'l Option<Bound>> {
+    let here = layouts.get(*current)?;
+    if crate::text::same_bytes(here[i].0.as_bytes(), name) {
+        return Some(&here[i].1);
+    }
+    let j = layouts.iter().position(|l| {
+        crate::text::same_bytes(l[i].0.as_bytes(), name) && l[..i].iter().zip(&here[..i]).all(|(a, b)| crate::text::same(&a.0, &b.0))
+    })?;
+    *current = j;
+    Some(&layouts[j][i].1)
+}
 
 /// What the resolver knows about one (producer, version).
 struct ProducerTable {
@@ -53,8 +67,8 @@ struct ProducerTable {
     version: Box<str>,
     /// `None` when the version is not a semantic version (every event is refused).
     channels: Option<ChannelTable>,
-    /// By channel count.
-    layouts: Vec<Layout>,
+    /// Remembered layouts, by channel count.
+    layouts: Vec<Vec<Layout>>,
 }
 
 /// Values of an event's key dimensions (inline: no allocation per event).
@@ -82,10 +96,10 @@ pub struct Resolver {
     last: usize,
 }
 
-/// A learned channel layout, lent to the one-pass Avro decoder.
+/// The learned layouts of one channel count, lent to the one-pass Avro decoder.
 pub(crate) struct LearnedLayout<'r> {
-    /// Channel names and bindings by position.
-    pub names: &'r [(Box<str>, Option<Bound>)],
+    layouts: &'r [Layout],
+    current: usize,
     /// Input slots of the plan.
     pub input_count: usize,
     /// Whether unknown channels are dropped (else refused).
@@ -93,6 +107,13 @@ pub(crate) struct LearnedLayout<'r> {
 }
 
 impl LearnedLayout<'_> {
+    /// The binding of the channel at position `i` named `name`, if a learned layout has it
+    /// there (the inner `None`: a channel the dictionary does not know).
+    #[inline(always)]
+    pub fn binding(&mut self, i: usize, name: &[u8]) -> Option<Option<Bound>> {
+        follow(self.layouts, &mut self.current, i, name).copied()
+    }
+
     /// Converts and checks one value into its slot; `None` when it is refused.
     #[inline(always)]
     pub fn bind(&self, binding: Binding, raw: f64, values: &mut [f64]) -> Option<()> {
@@ -108,19 +129,19 @@ impl LearnedLayout<'_> {
 }
 
 impl Resolver {
-    /// The layout learned for this producer's events with `count` channels, when there is one
-    /// that matched its last event (the one-pass decoder's precondition).
+    /// The layout learned for this producer's events with `count` channels, if any.
     #[inline]
     pub(crate) fn learned_layout(&mut self, producer: &str, version: &str, count: usize) -> Option<LearnedLayout<'_>> {
         let t = self.table(producer, version);
         let table = &self.cache[t];
         table.channels.as_ref()?;
-        let layout = table.layouts.get(count)?;
-        if layout.misses != 0 || layout.names.len() != count || count == 0 {
+        let layouts = table.layouts.get(count)?;
+        if layouts.is_empty() || count == 0 {
             return None;
         }
         Some(LearnedLayout {
-            names: &layout.names,
+            layouts,
+            current: 0,
             input_count: self.input_count,
             drops_unknown: !matches!(self.policy, UnknownChannelPolicy::Reject),
         })
@@ -188,7 +209,7 @@ impl Resolver {
             producer: producer.into(),
             version: version.into(),
             channels: parsed.is_ok().then_some(table),
-            layouts: vec![Layout::default(); MAX_LAYOUT + 1],
+            layouts: vec![Vec::new(); MAX_LAYOUT + 1],
         });
         self.last = self.cache.len() - 1;
         self.last
@@ -232,14 +253,15 @@ impl Resolver {
             }
         }
         let mut unknown = 0;
-        let mut no_layout = Layout::default();
-        let layout = layouts.get_mut(ev.channels.len()).unwrap_or(&mut no_layout);
-        let mut missed = false;
+        let no_layouts: &[Layout] = &[];
+        let known = layouts.get(ev.channels.len()).map_or(no_layouts, |l| l.as_slice());
+        let mut current = 0;
+        let mut novel = false;
         for (i, (channel, raw)) in ev.channels.iter().enumerate() {
-            let found = match layout.names.get(i) {
-                Some((name, found)) if same(name, channel) => *found,
-                _ => {
-                    missed = true;
+            let found = match follow(known, &mut current, i, channel.as_bytes()) {
+                Some(found) => *found,
+                None => {
+                    novel = true;
                     table.get(&**channel).copied()
                 }
             };
@@ -271,19 +293,12 @@ impl Resolver {
                 }
             }
         }
-        if !missed {
-            layout.misses = 0;
-            layout.patience = 8;
-        } else if !ev.channels.is_empty() && ev.channels.len() <= MAX_LAYOUT {
-            layout.misses += 1;
-            if layout.names.is_empty() || layout.misses >= layout.patience {
-                layout.names = ev
-                    .channels
-                    .iter()
-                    .map(|(c, _)| (Box::from(&**c), table.get(&**c).copied()))
-                    .collect();
-                layout.misses = 0;
-                layout.patience = (layout.patience * 2).clamp(8, 4096);
+        // A channel list not seen before is remembered (a few per count), so the producer's
+        // next events like it compare names instead of hashing them.
+        if novel && (1..=MAX_LAYOUT).contains(&ev.channels.len()) {
+            let list = &mut layouts[ev.channels.len()];
+            if list.len() < LAYOUTS_PER_COUNT {
+                list.push(ev.channels.iter().map(|(c, _)| (Box::from(&**c), table.get(&**c).copied())).collect());
             }
         }
         Ok(unknown)
