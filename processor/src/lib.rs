@@ -15,7 +15,8 @@
 //!   another replica in a rebalance) is rebuilt from the earliest retained offset. This broker
 //!   has no transactions, so this is the effectively-once contract: atomic state+offset
 //!   checkpoints here, idempotent upserts downstream.
-//! - Each owned partition's records come through its own librdkafka queue, so `--threads` engine
+//! - Each owned partition's records come through its own librdkafka queue, read in batches
+//!   ([`queue`]), so `--threads` engine
 //!   threads feed partitions in parallel: in *rounds*, each thread takes whichever partition is
 //!   free for a chunk of records; one partition is never fed by two threads at once, so its
 //!   order is kept. Between rounds the polling thread alone serves librdkafka's events — a
