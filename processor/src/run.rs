@@ -176,6 +176,8 @@ struct Core {
     clock_us: i64,
     /// Whether the first checkpoint with partitions has been logged (for operators and tests).
     checkpointed_partitions: bool,
+    /// Engine threads; a checkpoint stages the partitions on as many.
+    threads: usize,
 }
 
 /// The consumer's context. librdkafka serves rebalances inside `poll`, on the thread that
@@ -460,23 +462,46 @@ impl Core {
             bail!("{failed} emitted records were not stored by the broker ({last}); not checkpointing past them");
         }
         let flushed = started.elapsed();
-        let mut batch = WriteBatch::default();
         let mut tpl = TopicPartitionList::new();
         let now = now_us();
         let mut open = 0;
+        let mut due: Vec<(&Tp, &mut Part)> = Vec::new();
         for (tp, part) in self.parts.iter_mut() {
             open += part.runner.engine().open_sessions() as i64;
             if only.is_some_and(|o| !o.contains(tp)) {
                 continue;
             }
-            self.db.stage(&mut batch, &tp.0, tp.1, part.next_offset, part.runner.engine_mut().store_mut());
             tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(part.next_offset))?;
             let labels = [tp.0.as_str(), &tp.1.to_string()];
             let newest = part.runner.newest_event_time();
             if newest != i64::MIN {
                 metrics.watermark_lag.with_label_values(&labels).set((now - newest) / 1_000_000);
             }
+            due.push((tp, part));
         }
+        // The engines wait while a checkpoint runs, so the partitions' sessions are serialised
+        // on as many threads; their batches are then joined into the one batch written.
+        let db = &self.db;
+        let queue = Mutex::new(due);
+        let stage = || {
+            let mut staged = Vec::new();
+            while let Some((tp, part)) = queue.lock().expect("checkpoint queue").pop() {
+                let mut batch = WriteBatch::default();
+                db.stage(&mut batch, &tp.0, tp.1, part.next_offset, part.runner.engine_mut().store_mut());
+                staged.push(batch);
+            }
+            staged
+        };
+        let threads = self.threads.clamp(1, tpl.count().max(1));
+        let batches = std::thread::scope(|s| -> Result<Vec<WriteBatch>> {
+            let others: Vec<_> = (1..threads).map(|_| s.spawn(stage)).collect();
+            let mut batches = stage();
+            for h in others {
+                batches.extend(h.join().map_err(|_| anyhow!("a checkpoint thread panicked"))?);
+            }
+            Ok(batches)
+        })?;
+        let batch = crate::state::join_batches(&batches);
         let (staged, bytes) = (started.elapsed(), batch.size_in_bytes());
         self.db.write(batch)?;
         let written = started.elapsed();
@@ -652,6 +677,7 @@ pub fn run(cfg: Config) -> Result<Summary> {
         first_record: None,
         clock_us: now_us(),
         checkpointed_partitions: false,
+        threads: cfg.threads.max(1),
     }));
     let mut consumer_config = cfg.broker.client_config(&format!("pitgun-process-{}", cfg.manifest));
     consumer_config
