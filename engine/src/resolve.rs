@@ -17,7 +17,7 @@ use rustc_hash::FxHashMap;
 
 use crate::decode::EnvelopeView;
 use crate::plan::{Plan, ValueCheck};
-use crate::text::same;
+use crate::text::{same, same_bytes};
 use crate::Reason;
 
 #[derive(Debug, Clone, Copy)]
@@ -51,11 +51,11 @@ const LAYOUTS_PER_COUNT: usize = 4;
 #[inline(always)]
 fn follow<'l>(layouts: &'l [Layout], current: &mut usize, i: usize, name: &[u8]) -> Option<&'l Option<Bound>> {
     let here = layouts.get(*current)?;
-    if crate::text::same_bytes(here[i].0.as_bytes(), name) {
+    if same_bytes(here[i].0.as_bytes(), name) {
         return Some(&here[i].1);
     }
     let j = layouts.iter().position(|l| {
-        crate::text::same_bytes(l[i].0.as_bytes(), name) && l[..i].iter().zip(&here[..i]).all(|(a, b)| crate::text::same(&a.0, &b.0))
+        same_bytes(l[i].0.as_bytes(), name) && l[..i].iter().zip(&here[..i]).all(|(a, b)| same(&a.0, &b.0))
     })?;
     *current = j;
     Some(&layouts[j][i].1)
@@ -117,15 +117,33 @@ impl LearnedLayout<'_> {
     /// Converts and checks one value into its slot; `None` when it is refused.
     #[inline(always)]
     pub fn bind(&self, binding: Binding, raw: f64, values: &mut [f64]) -> Option<()> {
-        match binding {
-            Binding::Raw(slot) => values[slot] = raw,
-            Binding::Slot(slot, check) => values[slot] = canonical(raw, check).ok()?,
-            Binding::Unused(check) => {
-                canonical(raw, check).ok()?;
-            }
-        }
-        Some(())
+        bind(binding, raw, values).ok()
     }
+}
+
+/// Converts and checks a channel's value into its slot (a metric the manifest does not read is
+/// checked only); the refusal's reason and the check that failed otherwise.
+#[inline(always)]
+fn bind(binding: Binding, raw: f64, values: &mut [f64]) -> Result<(), (Reason, ValueCheck)> {
+    match binding {
+        Binding::Raw(slot) => values[slot] = raw,
+        Binding::Slot(slot, check) => values[slot] = canonical(raw, check).map_err(|r| (r, check))?,
+        Binding::Unused(check) => {
+            canonical(raw, check).map_err(|r| (r, check))?;
+        }
+    }
+    Ok(())
+}
+
+/// The event's key dimension values, in the manifest's key order; the first missing one's name
+/// otherwise.
+#[inline]
+fn key_values<'v, 'k>(key_dims: &'k [String], ev: &'v EnvelopeView<'_>, key: &mut KeyValues<'v>) -> Result<(), &'k str> {
+    key.clear();
+    for name in key_dims {
+        key.push(ev.dim(name).ok_or(name.as_str())?);
+    }
+    Ok(())
 }
 
 impl Resolver {
@@ -150,11 +168,7 @@ impl Resolver {
     /// The event's key dimension values, in the manifest's key order; `None` when one is missing.
     #[inline]
     pub(crate) fn key_of<'v>(&self, ev: &'v EnvelopeView<'_>, key: &mut KeyValues<'v>) -> Option<()> {
-        key.clear();
-        for name in &self.key_dims {
-            key.push(ev.dim(name)?);
-        }
-        Some(())
+        key_values(&self.key_dims, ev, key).ok()
     }
 
     /// A resolver for `plan`.
@@ -240,18 +254,10 @@ impl Resolver {
                 ),
             });
         };
-        key.clear();
-        for name in &self.key_dims {
-            match ev.dim(name) {
-                Some(v) => key.push(v),
-                None => {
-                    return Err(Refusal {
-                        reason: Reason::MissingKey,
-                        detail: format!("dimension {name:?} (part of the manifest key) is missing"),
-                    })
-                }
-            }
-        }
+        key_values(&self.key_dims, ev, key).map_err(|name| Refusal {
+            reason: Reason::MissingKey,
+            detail: format!("dimension {name:?} (part of the manifest key) is missing"),
+        })?;
         let mut unknown = 0;
         let no_layouts: &[Layout] = &[];
         let known = layouts.get(ev.channels.len()).map_or(no_layouts, |l| l.as_slice());
@@ -280,18 +286,7 @@ impl Resolver {
                 }
                 continue;
             };
-            match binding {
-                Binding::Raw(slot) => values[slot] = *raw,
-                Binding::Slot(slot, check) => {
-                    values[slot] = canonical(*raw, check)
-                        .map_err(|r| refusal(&self.metric_names, r, channel, *raw, metric, check))?
-                }
-                Binding::Unused(check) => {
-                    canonical(*raw, check).map_err(|r| {
-                        refusal(&self.metric_names, r, channel, *raw, metric, check)
-                    })?;
-                }
-            }
+            bind(binding, *raw, values).map_err(|(r, check)| refusal(&self.metric_names, r, channel, *raw, metric, check))?;
         }
         // A channel list not seen before is remembered (a few per count), so the producer's
         // next events like it compare names instead of hashing them.

@@ -64,6 +64,7 @@ impl<S: SessionStore> Runner<S> {
         if let Some(unknown) = crate::decode_avro::decode_avro_resolved(datum, &mut view, &mut self.resolver, &mut self.values) {
             let mut key = KeyValues::new();
             if self.resolver.key_of(&view, &mut key).is_some() {
+                self.last_time_us = self.last_time_us.max(view.time_us);
                 self.engine.count_unknown_channels(unknown);
                 self.process(&view, &key, now_us, out);
                 return Ok(());
@@ -100,7 +101,6 @@ impl<S: SessionStore> Runner<S> {
     /// Feeds a decoded, resolved event (its inputs in `self.values`).
     #[inline]
     fn process(&mut self, view: &EnvelopeView<'_>, key: &[&str], now_us: i64, out: &mut Vec<Output>) {
-        self.last_time_us = self.last_time_us.max(view.time_us);
         let ev = EventRef {
             session_id: &view.session_id,
             event_id: &view.event_id,

@@ -483,24 +483,16 @@ impl Core {
         // on as many threads; their batches are then joined into the one batch written.
         let db = &self.db;
         let queue = Mutex::new(due);
-        let stage = || {
+        let stage = |_| {
             let mut staged = Vec::new();
             while let Some((tp, part)) = queue.lock().expect("checkpoint queue").pop() {
                 let mut batch = WriteBatch::default();
                 db.stage(&mut batch, &tp.0, tp.1, part.next_offset, part.runner.engine_mut().store_mut());
                 staged.push(batch);
             }
-            staged
+            Ok(staged)
         };
-        let threads = self.threads.clamp(1, tpl.count().max(1));
-        let batches = std::thread::scope(|s| -> Result<Vec<WriteBatch>> {
-            let others: Vec<_> = (1..threads).map(|_| s.spawn(stage)).collect();
-            let mut batches = stage();
-            for h in others {
-                batches.extend(h.join().map_err(|_| anyhow!("a checkpoint thread panicked"))?);
-            }
-            Ok(batches)
-        })?;
+        let batches: Vec<WriteBatch> = on_threads(self.threads.clamp(1, tpl.count().max(1)), stage)?.into_iter().flatten().collect();
         let batch = crate::state::join_batches(&batches);
         let (staged, bytes) = (started.elapsed(), batch.size_in_bytes());
         self.db.write(batch)?;
@@ -583,15 +575,7 @@ impl Core {
                 }
             }
         };
-        let threads = threads.clamp(1, slots.len());
-        let n = std::thread::scope(|s| -> Result<usize> {
-            let others: Vec<_> = (1..threads).map(|t| s.spawn(move || work(t))).collect();
-            let mut n = work(0)?;
-            for h in others {
-                n += h.join().map_err(|_| anyhow!("an engine thread panicked"))??;
-            }
-            Ok(n)
-        })?;
+        let n = on_threads(threads.clamp(1, slots.len()), work)?.into_iter().sum::<usize>();
         drop(slots);
         if n > 0 {
             self.first_record.get_or_insert(started);
@@ -599,6 +583,20 @@ impl Core {
         self.absorb();
         Ok(n)
     }
+}
+
+/// Runs `work(0)` on this thread and `work(1)` … `work(threads - 1)` on scoped threads; their
+/// results in that order, or the first error.
+fn on_threads<T: Send>(threads: usize, work: impl Fn(usize) -> Result<T> + Sync) -> Result<Vec<T>> {
+    std::thread::scope(|s| {
+        let work = &work;
+        let others: Vec<_> = (1..threads).map(|t| s.spawn(move || work(t))).collect();
+        let mut results = vec![work(0)?];
+        for h in others {
+            results.push(h.join().map_err(|_| anyhow!("an engine thread panicked"))??);
+        }
+        Ok(results)
+    })
 }
 
 /// A partition's share of a round.
