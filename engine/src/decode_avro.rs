@@ -25,6 +25,19 @@ const SOURCE_KINDS: [SourceKind; 4] = [
 /// The `.avsc` lists the symbols in declaration order (held by the contracts' schema tests).
 const EVENT_KINDS: [EventKind; 9] = EventKind::ALL;
 
+/// The session id's bytes in an envelope's Avro datum, read past the fields before it without
+/// decoding the rest; `None` when the datum is too damaged to tell. A driver uses it to group a
+/// batch's records by session before feeding them (see the processor's partition feed).
+pub fn session_id_of(datum: &[u8]) -> Option<&[u8]> {
+    let mut r = Reader { bytes: datum, at: 0 };
+    r.bytes("").ok()?; // schema
+    r.bytes("").ok()?; // event_id
+    r.index("", SOURCE_KINDS.len()).ok()?; // source.kind
+    r.bytes("").ok()?; // source.id
+    r.bytes("").ok()?; // source.version
+    r.bytes("").ok()
+}
+
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,

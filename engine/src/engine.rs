@@ -14,6 +14,7 @@ use pitgun_contracts::analysis::ColumnType;
 use pitgun_contracts::envelope::EventKind;
 use pitgun_contracts::manifest::{AggregateFn, WindowDef};
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use serde_json::{Map, Value};
 
 use crate::accumulate::Accumulator;
@@ -93,8 +94,25 @@ struct Pending {
     key: u32,
     /// Already behind the watermark on arrival: its window may have been dropped.
     behind: bool,
-    event_id: String,
-    values: Vec<f64>,
+    /// Inline up to 24 bytes (ids are usually short) and values inline up to 12 slots, so a
+    /// buffered event is one contiguous entry of the session's buffer: releasing it two seconds
+    /// later reads no cold heap allocation.
+    event_id: EventId,
+    values: SmallVec<[f64; 12]>,
+}
+
+/// An event id kept in a pending event (UTF-8 bytes of the id).
+#[derive(Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+struct EventId(SmallVec<[u8; 24]>);
+
+impl EventId {
+    fn new(id: &str) -> EventId {
+        EventId(SmallVec::from_slice(id.as_bytes()))
+    }
+
+    fn to_string(&self) -> String {
+        String::from_utf8_lossy(&self.0).into_owned()
+    }
 }
 
 impl PartialEq for Pending {
@@ -277,7 +295,6 @@ struct Core {
     plan: Plan,
     rt: FormulaRuntime,
     stats: Stats,
-    pool: Vec<(Vec<f64>, String)>,
     /// All-NaN previous values, for late events and filters.
     no_prev: Vec<f64>,
     /// Slot values for filter evaluation (derived slots stay NaN).
@@ -304,7 +321,7 @@ impl<S: SessionStore> Engine<S> {
         let rt = std::mem::take(&mut plan.formulas);
         let no_prev = vec![f64::NAN; plan.slots.len()];
         Engine {
-            core: Core { plan, rt, stats: Stats::default(), pool: Vec::new(), scratch: no_prev.clone(), no_prev },
+            core: Core { plan, rt, stats: Stats::default(), scratch: no_prev.clone(), no_prev },
             sessions: store,
         }
     }
@@ -397,12 +414,9 @@ impl<S: SessionStore> Engine<S> {
 
         if core.plan.accepts(ev.kind) && core.admit(ev, out) {
             let key = key_index(&core.plan, session, ev);
-            let (mut values, mut event_id) = core.pool.pop().unwrap_or_default();
-            values.clear();
-            values.extend_from_slice(ev.inputs);
+            let mut values = SmallVec::from_slice(ev.inputs);
             values.resize(core.plan.slots.len(), f64::NAN);
-            event_id.clear();
-            event_id.push_str(ev.event_id);
+            let event_id = EventId::new(ev.event_id);
             let behind = ev.time_us < session.watermark(&core.plan);
             let pending = Pending { time: ev.time_us, seq: ev.seq, key, behind, event_id, values };
             if session.frontier.is_some_and(|f| (ev.time_us, ev.seq) < f) {
@@ -566,13 +580,12 @@ impl Core {
                     self.stats.rejected[reason as usize] += 1;
                     out.push(Output::Rejected(EventNote {
                         session_id: sid.to_string(),
-                        event_id: p.event_id.clone(),
+                        event_id: p.event_id.to_string(),
                         seq: p.seq,
                         time_us: p.time,
                         reason: reason.as_str(),
                         detail: format!("derived value {:?} {what}", plan.slots[base + j].name),
                     }));
-                    self.pool.push((p.values, p.event_id));
                     return;
                 }
             }
@@ -599,14 +612,13 @@ impl Core {
             self.stats.late += 1;
             out.push(Output::Late(EventNote {
                 session_id: sid.to_string(),
-                event_id: p.event_id.clone(),
+                event_id: p.event_id.to_string(),
                 seq: p.seq,
                 time_us: p.time,
                 reason: "too_late",
                 detail: "the event's window closed beyond the allowed lateness".into(),
             }));
         }
-        self.pool.push((p.values, p.event_id));
     }
 
     /// The in-order path; false when the event's window was already dropped.
@@ -681,7 +693,7 @@ impl Core {
             self.stats.rejected[Reason::SegmentRegressed as usize] += 1;
             out.push(Output::Rejected(EventNote {
                 session_id: sid.to_string(),
-                event_id: p.event_id.clone(),
+                event_id: p.event_id.to_string(),
                 seq: p.seq,
                 time_us: p.time,
                 reason: Reason::SegmentRegressed.as_str(),

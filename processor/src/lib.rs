@@ -18,10 +18,11 @@
 //! - Each owned partition's records come through its own librdkafka queue, read in batches
 //!   ([`queue`]), so `--threads` engine threads feed partitions in parallel: in *rounds*, each
 //!   thread takes whichever partition is free for a chunk of records; one partition is never
-//!   fed by two threads at once, so its order is kept. Between rounds the polling thread alone
-//!   serves librdkafka's events — a rebalance callback runs inside `poll`, so a revoked
-//!   partition is checkpointed before it is given up — and writes checkpoints, while no engine
-//!   runs.
+//!   fed by two threads at once, so its order is kept. A chunk is fed grouped by session
+//!   ([`group`]): sessions are independent, and a session's state stays in cache for its share.
+//!   Between rounds the polling thread alone serves librdkafka's events — a rebalance
+//!   callback runs inside `poll`, so a revoked partition is checkpointed before it is given up
+//!   — and writes checkpoints, while no engine runs.
 //!
 //! Dependencies: `rdkafka` (the Kafka client), `rocksdb` (state), `postcard` (compact bytes of
 //! session state, via the engine), `prometheus` (metrics), `signal-hook` (SIGTERM → final
@@ -29,6 +30,7 @@
 //! thread, reach the shared state without a lock, with a runtime check of that thread).
 #![deny(missing_docs)]
 
+pub mod group;
 pub mod metrics;
 pub mod queue;
 pub mod run;

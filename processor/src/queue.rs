@@ -16,8 +16,17 @@ use anyhow::{bail, Result};
 use rdkafka::bindings as rd;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 
-/// Records taken from the queue per librdkafka call (the caller's chunk is at most this).
-pub const BATCH: usize = 512;
+/// Records taken from the queue per librdkafka call (the caller's chunk is at most this): with
+/// ~50 sessions per partition, a batch holds dozens of records of each, which the feed groups.
+pub const BATCH: usize = 8192;
+
+/// Reusable room for the message pointers of one batch; between batches it holds none alive.
+#[derive(Default)]
+pub struct Scratch(Vec<*mut rd::rd_kafka_message_t>);
+
+// SAFETY: every message a batch took is destroyed before `drain` returns; what stays are
+// dangling pointers nothing reads.
+unsafe impl Send for Scratch {}
 
 /// A partition's queue, split off the consumer's main queue so a thread can read it alone.
 pub struct PartitionFeed<C: ConsumerContext + 'static> {
@@ -58,36 +67,34 @@ impl<C: ConsumerContext + 'static> PartitionFeed<C> {
     }
 
     /// Takes what the queue holds now, at most `max` records (capped at [`BATCH`]), and lends
-    /// each to `each` in offset order: `Ok((offset, payload))`, or `Err` with librdkafka's
-    /// message for an error it queued for this partition. Returns the count taken. Stops at
-    /// the first error `each` returns; every record taken is destroyed either way.
-    pub fn drain(&self, max: usize, mut each: impl FnMut(Result<(i64, &[u8]), String>) -> Result<()>) -> Result<usize> {
-        let mut batch = [ptr::null_mut::<rd::rd_kafka_message_t>(); BATCH];
-        // SAFETY: the queue is valid and `batch` has room for the count asked for.
-        let n = unsafe { rd::rd_kafka_consume_batch_queue(self.queue.as_ptr(), 0, batch.as_mut_ptr(), max.min(BATCH)) };
+    /// them to `feed` as offset and payload, in offset order; librdkafka's messages for errors
+    /// it queued for this partition go to `on_error` first. Returns the count taken. Every
+    /// record taken is destroyed once `feed` returns, whatever it returned. `scratch` is the
+    /// caller's reusable room for the messages' pointers.
+    pub fn drain(
+        &self,
+        scratch: &mut Scratch,
+        max: usize,
+        mut on_error: impl FnMut(String),
+        feed: impl FnOnce(&[(i64, &[u8])]) -> Result<()>,
+    ) -> Result<usize> {
+        let scratch = &mut scratch.0;
+        scratch.clear();
+        scratch.resize(max.min(BATCH), ptr::null_mut());
+        // SAFETY: the queue is valid and `scratch` has room for the count asked for.
+        let n = unsafe { rd::rd_kafka_consume_batch_queue(self.queue.as_ptr(), 0, scratch.as_mut_ptr(), scratch.len()) };
         if n < 0 {
             bail!("reading a partition queue failed: {:?}", unsafe { rd::rd_kafka_last_error() });
         }
-        let taken = Taken(&batch[..n as usize]);
-        for (i, &m) in taken.0.iter().enumerate() {
-            // The records were written by librdkafka's fetch thread on another core: asking for
-            // the next records' lines now hides the cache misses the engine would wait on.
-            if let Some(&ahead) = taken.0.get(i + 2) {
-                prefetch(ahead as *const u8, 1);
-            }
-            if let Some(&next) = taken.0.get(i + 1) {
-                // SAFETY: as below; only the pointer and length are read.
-                let next = unsafe { &*next };
-                if !next.payload.is_null() {
-                    prefetch(next.payload as *const u8, next.len.div_ceil(64));
-                }
-            }
+        let taken = Taken(&scratch[..n as usize]);
+        let mut records = Vec::with_capacity(taken.0.len());
+        for &m in taken.0 {
             // SAFETY: librdkafka filled the first `n` entries with valid messages, destroyed only
-            // when `taken` drops, after the borrow of the payload has ended.
+            // when `taken` drops, after `feed` has returned and the borrows have ended.
             let m = unsafe { &*m };
             if m.err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
                 let text = unsafe { std::ffi::CStr::from_ptr(rd::rd_kafka_message_errstr(m)) };
-                each(Err(text.to_string_lossy().into_owned()))?;
+                on_error(text.to_string_lossy().into_owned());
                 continue;
             }
             let payload: &[u8] = if m.payload.is_null() {
@@ -96,15 +103,16 @@ impl<C: ConsumerContext + 'static> PartitionFeed<C> {
                 // SAFETY: a message's payload is `len` bytes, valid until the message is destroyed.
                 unsafe { std::slice::from_raw_parts(m.payload as *const u8, m.len) }
             };
-            each(Ok((m.offset, payload)))?;
+            records.push((m.offset, payload));
         }
+        feed(&records)?;
         Ok(n as usize)
     }
 }
 
 /// Hints the CPU to load `lines` cache lines from `at` (no effect on other architectures).
 #[inline(always)]
-fn prefetch(at: *const u8, lines: usize) {
+pub fn prefetch(at: *const u8, lines: usize) {
     #[cfg(target_arch = "x86_64")]
     for line in 0..lines.min(8) {
         // SAFETY: a prefetch never faults, whatever the address.
