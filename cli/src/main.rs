@@ -24,6 +24,7 @@ mod project;
 mod replay;
 mod simulate;
 mod simulate_target;
+mod sink_cmd;
 mod topic_cmd;
 mod validate;
 
@@ -55,6 +56,8 @@ enum Command {
     Manifest(manifest_cmd::ManifestCommand),
     /// Run a manifest version over the envelopes topic as a consumer group (RocksDB state).
     Process(process_cmd::ProcessArgs),
+    /// Write manifest versions' rows to PostgreSQL tables, effectively once.
+    Sink(sink_cmd::SinkArgs),
     /// Publish a dataset's envelopes straight to the envelopes topic (no gateway).
     Publish(publish_cmd::PublishArgs),
     /// Print the rows of an aggregates topic (or any topic) as they arrive.
@@ -119,6 +122,7 @@ fn main() -> ExitCode {
         Command::BenchConsume(args) => bench_cmd::consume(args),
         Command::BenchEngine(args) => bench_cmd::engine(args),
         Command::Process(args) => process_cmd::run(args),
+        Command::Sink(args) => sink_cmd::run(args),
         Command::Tail(args) => topic_cmd::tail(args),
         Command::Publish(args) => publish_cmd::run(args),
         Command::Export(args) => topic_cmd::export(args),

@@ -73,6 +73,8 @@ pub mod topics {
     pub const DEADLETTER_INGEST: &str = "pitgun.deadletter.ingest.v1";
     /// Records the processor could not decode or the engine refused.
     pub const DEADLETTER_PROCESS: &str = "pitgun.deadletter.process.v1";
+    /// Rows the sink could not convert or a target refused as invalid.
+    pub const DEADLETTER_SINK: &str = "pitgun.deadletter.sink.v1";
 
     /// Rows of one manifest version.
     pub fn aggregates(manifest: &str, version: u32) -> String {

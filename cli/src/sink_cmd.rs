@@ -1,0 +1,83 @@
+//! `pitgun sink`: write manifest versions' rows to the tables their manifests name (see
+//! `pitgun-sink`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use crate::broker_args::{init_logging, BrokerArgs};
+use crate::project::Project;
+
+/// Write the rows of manifest versions' aggregates topics to PostgreSQL, effectively once.
+///
+/// Consumes `pitgun.aggregates.<manifest>.v<version>` for each --manifest and writes each row
+/// to the tables the manifest's `output.sinks` name: one table per manifest version, created
+/// from its analysis contract (or the `runs` table for session-summary). Rows are upserted by
+/// key, and offsets are committed only after every target has committed the batch, so a crash
+/// or a re-emitted window never doubles a row. A target that is down is retried with backoff
+/// while rows wait in Kafka; rows that do not fit their table go to
+/// `pitgun.deadletter.sink.v1` with the reason.
+#[derive(Args, Debug)]
+pub struct SinkArgs {
+    /// Pipeline manifest whose rows to write (repeatable).
+    #[arg(long, required = true)]
+    manifest: Vec<PathBuf>,
+    #[command(flatten)]
+    broker: BrokerArgs,
+    /// PostgreSQL URL for `postgres` sinks, e.g. postgres://pitgun:pitgun@127.0.0.1:5432/pitgun.
+    #[arg(long, env = "PITGUN_POSTGRES")]
+    postgres: Option<String>,
+    /// Consumer group (default `pitgun.sink.<manifest>.v<version>[+…]` in the namespace).
+    #[arg(long)]
+    group: Option<String>,
+    /// Rows per batch at most (one transaction per table and batch).
+    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    batch_rows: u32,
+    /// How long a batch waits for more rows before it is written.
+    #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+    linger: Duration,
+    /// Longest wait between retries of a target that fails (backoff doubles from 100 ms).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    max_backoff: Duration,
+    /// Stop once the end offsets seen at start are written and committed (backfills, tests).
+    #[arg(long)]
+    until_end: bool,
+    /// Serve /metrics, /healthz and /readyz here, e.g. 127.0.0.1:9465.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+}
+
+pub fn run(args: SinkArgs) -> Result<ExitCode> {
+    init_logging();
+    let mut manifests = Vec::new();
+    for path in &args.manifest {
+        let project = Project::load(path, None)?;
+        let plan = project.compile().with_context(|| format!("manifest {}", path.display()))?;
+        let doc = &project.manifest.doc;
+        manifests.push(pitgun_sink::SinkManifest {
+            manifest: doc.name.clone(),
+            version: doc.version,
+            contract: plan.contract.clone(),
+            sinks: doc.output.sinks.clone(),
+        });
+    }
+    let cfg = pitgun_sink::Config {
+        broker: args.broker.broker(),
+        manifests,
+        postgres: args.postgres,
+        group: args.group,
+        batch_rows: args.batch_rows as usize,
+        linger: args.linger,
+        max_backoff: args.max_backoff,
+        until_end: args.until_end,
+        metrics_listen: args.metrics_listen,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let summary = rt.block_on(pitgun_sink::run(cfg))?;
+    println!("{}", serde_json::to_string(&summary)?);
+    Ok(ExitCode::SUCCESS)
+}

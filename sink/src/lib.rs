@@ -1,0 +1,30 @@
+//! Sink workers: the rows of manifest versions' aggregates topics, written to the tables their
+//! manifests' `output.sinks` name, effectively once.
+//!
+//! Design:
+//! - **Effectively once without transactions.** A batch of rows is written to every target
+//!   and committed there; only then are the batch's offsets committed to the consumer group.
+//!   A crash in between re-delivers the batch, and every write is an upsert by the row's key
+//!   (`row_id`; `session_id` for `runs`), so re-delivered rows and windows the processor
+//!   re-emitted replace their earlier versions. Within a batch only the last version of a key
+//!   is written.
+//! - **Back-pressure, bounded memory.** A target that fails is retried with exponential
+//!   backoff; the loop takes no new rows meanwhile, so rows wait in Kafka, not in memory.
+//! - **Bad rows do not stop the sink.** A row that does not fit its table's shape, or that the
+//!   target refuses as invalid, goes to `pitgun.deadletter.sink.v1` with the reason; the rest
+//!   of the batch is written.
+//! - **Tables follow the contracts** ([`table`]): created through a registry the sink owns,
+//!   never altered incompatibly. `runs` has its own explicit mapping ([`runs`]).
+//!
+//! Dependencies: `tokio-postgres` (PostgreSQL client, binary `COPY`), `bytes` and
+//! `futures-util` (what its `COPY` writer and `ToSql` need), `rdkafka`, `prometheus`, `sha2`
+//! (the registry's shape hashes).
+#![deny(missing_docs)]
+
+pub mod metrics;
+pub mod postgres;
+pub mod run;
+pub mod runs;
+pub mod table;
+
+pub use run::{run, Config, SinkManifest, Summary};

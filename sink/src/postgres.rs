@@ -1,0 +1,276 @@
+//! The PostgreSQL target: tables created through the sink's own migration registry, batches
+//! written by binary `COPY` into a session-local staging table and upserted from it in the same
+//! transaction, so a replayed or re-emitted row replaces its earlier version instead of doubling.
+
+use std::error::Error as StdError;
+
+use anyhow::{bail, Context, Result};
+use bytes::BytesMut;
+use futures_util::pin_mut;
+use sha2::{Digest, Sha256};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+use tokio_postgres::{Client, NoTls};
+use tracing::{info, warn};
+
+use crate::table::{Cell, PgType, TableRow, TableShape};
+
+/// The registry of tables the sink created: migration 1 of the sink's own schema.
+const REGISTRY: &str = "CREATE TABLE IF NOT EXISTS pitgun_sink_tables (
+    table_name text PRIMARY KEY,
+    manifest text NOT NULL,
+    version integer NOT NULL,
+    shape_sha256 text NOT NULL,
+    ddl text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now())";
+
+impl ToSql for Cell {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
+        match self {
+            Cell::Null => Ok(IsNull::Yes),
+            Cell::Text(s) => s.to_sql(ty, out),
+            Cell::Int(i) => i.to_sql(ty, out),
+            Cell::Float(f) => f.to_sql(ty, out),
+            Cell::Bool(b) => b.to_sql(ty, out),
+            Cell::Time(t) => t.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        [Type::TEXT, Type::INT8, Type::FLOAT8, Type::BOOL, Type::TIMESTAMPTZ].contains(ty)
+    }
+
+    to_sql_checked!();
+}
+
+fn pg_type(t: PgType) -> Type {
+    match t {
+        PgType::Text => Type::TEXT,
+        PgType::BigInt => Type::INT8,
+        PgType::Double => Type::FLOAT8,
+        PgType::Boolean => Type::BOOL,
+        PgType::Timestamptz => Type::TIMESTAMPTZ,
+    }
+}
+
+/// A table this target writes, with its statements built once.
+struct Prepared {
+    shape: TableShape,
+    types: Vec<Type>,
+    stage: String,
+    copy: String,
+    upsert: String,
+}
+
+impl Prepared {
+    fn new(shape: TableShape) -> Prepared {
+        let stage = format!("pitgun_stage_{}", shape.table);
+        let cols: Vec<String> = shape.columns.iter().map(|c| format!("\"{}\"", c.name)).collect();
+        let cols = cols.join(", ");
+        let updates: Vec<String> = shape
+            .columns
+            .iter()
+            .filter(|c| c.name != shape.conflict_key)
+            .map(|c| format!("\"{0}\" = EXCLUDED.\"{0}\"", c.name))
+            .collect();
+        let copy = format!("COPY \"{stage}\" ({cols}) FROM STDIN (FORMAT binary)");
+        let upsert = format!(
+            "INSERT INTO \"{}\" ({cols}) SELECT {cols} FROM \"{stage}\" ON CONFLICT (\"{}\") DO UPDATE SET {}",
+            shape.table,
+            shape.conflict_key,
+            updates.join(", ")
+        );
+        let types = shape.columns.iter().map(|c| pg_type(c.pg_type)).collect();
+        Prepared { shape, types, stage, copy, upsert }
+    }
+}
+
+/// Why a batch was not written.
+#[derive(Debug)]
+pub enum WriteError {
+    /// The server or the connection failed: retry the whole batch later.
+    Retry(anyhow::Error),
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteError::Retry(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+/// Rows PostgreSQL refused as invalid: index in the batch and the server's message.
+pub type Refused = Vec<(usize, String)>;
+
+/// A PostgreSQL database the sink writes tables to.
+pub struct PgTarget {
+    url: String,
+    client: Option<Client>,
+    tables: Vec<Prepared>,
+}
+
+impl PgTarget {
+    /// Connects, applies the sink's migrations and creates (or checks) each table. A table the
+    /// registry holds with another shape is refused: an incompatible change needs a new
+    /// manifest version and table.
+    pub async fn open(url: &str, tables: Vec<(TableShape, String, u32)>) -> Result<PgTarget> {
+        let mut target = PgTarget { url: url.to_string(), client: None, tables: Vec::new() };
+        let client = target.connect().await?;
+        client.batch_execute(REGISTRY).await.context("PostgreSQL: creating the sink's table registry")?;
+        for (shape, manifest, version) in tables {
+            ensure_table(&client, &shape, &manifest, version).await?;
+            target.tables.push(Prepared::new(shape));
+        }
+        target.client = Some(client);
+        target.stage_tables().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(target)
+    }
+
+    async fn connect(&self) -> Result<Client> {
+        let (client, connection) = tokio_postgres::connect(&self.url, NoTls)
+            .await
+            .with_context(|| format!("cannot connect to PostgreSQL at {}", redact(&self.url)))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                warn!("PostgreSQL connection ended: {e}");
+            }
+        });
+        Ok(client)
+    }
+
+    /// Staging tables live in the connection's session: created after each (re)connect.
+    async fn stage_tables(&mut self) -> Result<(), WriteError> {
+        let client = self.client.as_ref().expect("connected");
+        for t in &self.tables {
+            let sql = format!("CREATE TEMP TABLE IF NOT EXISTS \"{}\" (LIKE \"{}\") ON COMMIT DELETE ROWS", t.stage, t.shape.table);
+            client.batch_execute(&sql).await.map_err(|e| WriteError::Retry(e.into()))?;
+        }
+        Ok(())
+    }
+
+    /// Index of `table` among this target's tables.
+    pub fn table_index(&self, table: &str) -> Option<usize> {
+        self.tables.iter().position(|t| t.shape.table == table)
+    }
+
+    /// The shape of table `i`.
+    pub fn shape(&self, i: usize) -> &TableShape {
+        &self.tables[i].shape
+    }
+
+    /// Upserts `rows` (already one per key) into table `i` in one transaction. If PostgreSQL
+    /// refuses the data (a data or constraint error), the rows are written one by one and the
+    /// refused ones returned; a connection or server failure is `Retry` (nothing was committed).
+    pub async fn write(&mut self, i: usize, rows: &[TableRow]) -> Result<Refused, WriteError> {
+        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+            self.client = Some(self.connect().await.map_err(WriteError::Retry)?);
+            if let Err(e) = self.stage_tables().await {
+                self.client = None;
+                return Err(e);
+            }
+        }
+        match self.write_rows(i, rows).await {
+            Ok(()) => Ok(Vec::new()),
+            Err(e) if is_data_error(&e) => {
+                let mut refused = Vec::new();
+                for (at, row) in rows.iter().enumerate() {
+                    match self.write_rows(i, std::slice::from_ref(row)).await {
+                        Ok(()) => {}
+                        Err(e) if is_data_error(&e) => refused.push((at, db_message(&e))),
+                        Err(e) => return Err(self.retry(e)),
+                    }
+                }
+                Ok(refused)
+            }
+            Err(e) => Err(self.retry(e)),
+        }
+    }
+
+    fn retry(&mut self, e: tokio_postgres::Error) -> WriteError {
+        self.client = None; // reconnect next time: the session may be gone or mid-transaction
+        WriteError::Retry(anyhow::anyhow!("PostgreSQL: {}", db_message(&e)))
+    }
+
+    async fn write_rows(&mut self, i: usize, rows: &[TableRow]) -> Result<(), tokio_postgres::Error> {
+        let t = &self.tables[i];
+        let client = self.client.as_mut().expect("connected");
+        let tx = client.transaction().await?;
+        let sink = tx.copy_in(&t.copy).await?;
+        let writer = BinaryCopyInWriter::new(sink, &t.types);
+        pin_mut!(writer);
+        for row in rows {
+            writer.as_mut().write_raw(row.cells.iter().map(|c| c as &dyn ToSql)).await?;
+        }
+        writer.finish().await?;
+        tx.execute(&t.upsert, &[]).await?;
+        tx.commit().await
+    }
+}
+
+/// Creates `shape`'s table through the registry, or checks the one there.
+async fn ensure_table(client: &Client, shape: &TableShape, manifest: &str, version: u32) -> Result<()> {
+    let ddl = shape.create_sql();
+    let sha = hex::encode(Sha256::digest(ddl.as_bytes()));
+    let table = &shape.table;
+    // One sink at a time decides about a table (several replicas may start together).
+    client.batch_execute("BEGIN; SELECT pg_advisory_xact_lock(hashtext('pitgun_sink_tables'))").await?;
+    let found = client.query_opt("SELECT shape_sha256, manifest, version FROM pitgun_sink_tables WHERE table_name = $1", &[table]).await?;
+    match found {
+        Some(row) => {
+            let (old_sha, m, v): (String, String, i32) = (row.get(0), row.get(1), row.get(2));
+            client.batch_execute("COMMIT").await?;
+            if old_sha != sha {
+                bail!(
+                    "PostgreSQL table {table:?} was created for {m} v{v} with other columns; the sink never alters a table \
+                     incompatibly — give the changed manifest a new version and its own table"
+                );
+            }
+        }
+        None => {
+            client.batch_execute(&ddl).await.with_context(|| format!("creating table {table:?}"))?;
+            client
+                .execute(
+                    "INSERT INTO pitgun_sink_tables (table_name, manifest, version, shape_sha256, ddl) VALUES ($1, $2, $3, $4, $5)",
+                    &[table, &manifest, &(version as i32), &sha, &ddl],
+                )
+                .await?;
+            client.batch_execute("COMMIT").await?;
+            info!(table, manifest, version, "created PostgreSQL table");
+        }
+    }
+    Ok(())
+}
+
+/// Data exceptions (class 22) and integrity violations (class 23): the rows are at fault, not
+/// the server; retrying them would fail forever.
+fn is_data_error(e: &tokio_postgres::Error) -> bool {
+    e.code().is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23"))
+}
+
+fn db_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({}): {}", db.severity(), db.code().code(), db.message()),
+        None => format!("{e:#}"),
+    }
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match url[s + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+            None => url.to_string(),
+        },
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_not_printed() {
+        assert_eq!(super::redact("postgres://pitgun:secret@127.0.0.1:5432/db"), "postgres://pitgun:***@127.0.0.1:5432/db");
+        assert_eq!(super::redact("host=127.0.0.1 user=x"), "host=127.0.0.1 user=x");
+    }
+}

@@ -1,0 +1,360 @@
+//! The sink loop: consume rows, batch them per table, write every target, then commit offsets.
+//!
+//! Offsets are committed only after every target has committed the batch and every dead
+//! letter is acknowledged by the broker. A crash anywhere before that re-delivers the batch,
+//! and the targets upsert by key, so the tables end the same. A target that fails is retried
+//! with exponential backoff while the rows wait in Kafka: the loop takes no new rows meanwhile,
+//! so memory holds at most one batch.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use pitgun_contracts::analysis::AnalysisContract;
+use pitgun_contracts::manifest::{SinkDef, SinkKind};
+use pitgun_runtime::kafka::{headers, topics, Broker};
+use pitgun_runtime::serve::{spawn_health_server, Health};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use serde::Serialize;
+use tracing::{error, info, warn};
+
+use crate::metrics::Metrics;
+use crate::postgres::{redact, PgTarget, WriteError};
+use crate::runs::{runs_shape, RUNS_TABLE};
+use crate::table::{TableRow, TableShape};
+
+/// Environment variable that arms the failpoint between a target's commit and the offset
+/// commit (tests): `after-target-commit` aborts the process there, once.
+pub const FAILPOINT_ENV: &str = "PITGUN_SINK_FAILPOINT";
+
+/// A manifest version whose rows this sink writes.
+pub struct SinkManifest {
+    /// Manifest name.
+    pub manifest: String,
+    /// Manifest version.
+    pub version: u32,
+    /// Its output contract.
+    pub contract: AnalysisContract,
+    /// Its `output.sinks`.
+    pub sinks: Vec<SinkDef>,
+}
+
+/// What `pitgun sink` was asked to do.
+pub struct Config {
+    /// Where the broker is.
+    pub broker: Broker,
+    /// Manifest versions to sink.
+    pub manifests: Vec<SinkManifest>,
+    /// PostgreSQL URL (`postgres://user:pass@host:port/db`); tables of `postgres` sinks.
+    pub postgres: Option<String>,
+    /// Consumer group (default `pitgun.sink.<manifest>.v<version>[+…]`).
+    pub group: Option<String>,
+    /// Rows per batch at most.
+    pub batch_rows: usize,
+    /// How long a batch waits for more rows before it is written.
+    pub linger: Duration,
+    /// Longest wait between retries of a failing target.
+    pub max_backoff: Duration,
+    /// Stop once the end offsets seen at start are committed.
+    pub until_end: bool,
+    /// Serve `/metrics`, `/healthz`, `/readyz` here.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// What a run did (printed as JSON by `pitgun sink`).
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    /// Rows consumed.
+    pub rows: u64,
+    /// Rows committed, per `target:table`.
+    pub written: BTreeMap<String, u64>,
+    /// Rows sent to the dead-letter topic.
+    pub deadletters: u64,
+    /// Batches committed.
+    pub batches: u64,
+    /// Failed target writes retried.
+    pub retries: u64,
+}
+
+/// One table of one target, fed by one manifest version.
+struct Route {
+    /// Index of the table in the PostgreSQL target.
+    pg_table: usize,
+    /// `postgres:<table>`, for the summary.
+    label: String,
+}
+
+/// A batch in the making: rows per route, one per key (the last one read wins), and where
+/// each partition's consumption got to.
+#[derive(Default)]
+struct Batch {
+    rows: Vec<Vec<(TableRow, Origin)>>,
+    index: Vec<HashMap<String, usize>>,
+    next_offsets: BTreeMap<(String, i32), i64>,
+    dead: Vec<Dead>,
+    read: usize,
+}
+
+#[derive(Clone)]
+struct Origin {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    payload: Vec<u8>,
+}
+
+struct Dead {
+    reason: &'static str,
+    detail: String,
+    origin: Origin,
+}
+
+impl Batch {
+    fn new(routes: usize) -> Batch {
+        Batch { rows: vec![Vec::new(); routes], index: vec![HashMap::new(); routes], ..Batch::default() }
+    }
+
+    fn add(&mut self, route: usize, row: TableRow, origin: Origin) {
+        match self.index[route].get(&row.key) {
+            Some(&at) => self.rows[route][at] = (row, origin),
+            None => {
+                self.index[route].insert(row.key.clone(), self.rows[route].len());
+                self.rows[route].push((row, origin));
+            }
+        }
+    }
+}
+
+/// Sets the consumer-lag gauge from librdkafka's statistics (no extra request to the broker).
+struct LagContext {
+    lag: prometheus::IntGaugeVec,
+}
+
+impl ClientContext for LagContext {
+    fn stats(&self, stats: rdkafka::Statistics) {
+        for (topic, t) in &stats.topics {
+            for (p, part) in &t.partitions {
+                if part.partition >= 0 && part.consumer_lag >= 0 {
+                    self.lag.with_label_values(&[topic.as_str(), &p.to_string()]).set(part.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LagContext {}
+
+/// Runs the sink until SIGTERM/SIGINT (or, with `until_end`, the end offsets seen at start).
+pub async fn run(cfg: Config) -> Result<Summary> {
+    if cfg.manifests.is_empty() {
+        bail!("no manifest to sink: give at least one --manifest");
+    }
+    let metrics = std::sync::Arc::new(Metrics::new());
+    // Routes: every postgres sink of every manifest; other targets are named and skipped.
+    let mut pg_tables = Vec::new();
+    let mut topic_routes: HashMap<String, Vec<(usize, TableShape)>> = HashMap::new();
+    let mut routes = Vec::new();
+    for m in &cfg.manifests {
+        let topic = cfg.broker.name(&topics::aggregates(&m.manifest, m.version));
+        for sink in &m.sinks {
+            match sink.kind {
+                SinkKind::Postgres => {
+                    if cfg.postgres.is_none() {
+                        bail!("{} v{} writes PostgreSQL table {:?}: give --postgres URL", m.manifest, m.version, sink.table);
+                    }
+                    let shape = if sink.table == RUNS_TABLE { runs_shape(&m.contract)? } else { TableShape::from_contract(&m.contract, &sink.table)? };
+                    topic_routes.entry(topic.clone()).or_default().push((routes.len(), shape.clone()));
+                    routes.push(Route { pg_table: pg_tables.len(), label: format!("postgres:{}", sink.table) });
+                    pg_tables.push((shape, m.manifest.clone(), m.version));
+                }
+                SinkKind::Questdb => {
+                    warn!(manifest = %m.manifest, version = m.version, table = %sink.table, "QuestDB target not available in this build: skipped");
+                }
+            }
+        }
+    }
+    if routes.is_empty() {
+        bail!("none of the manifests names a target this sink can write (output.sinks)");
+    }
+    let mut pg = match &cfg.postgres {
+        Some(url) => Some(PgTarget::open(url, pg_tables).await?),
+        None => None,
+    };
+    if let Some(url) = &cfg.postgres {
+        info!(postgres = %redact(url), tables = routes.len(), "PostgreSQL target ready");
+    }
+
+    let group = cfg.group.clone().unwrap_or_else(|| {
+        let names: Vec<String> = cfg.manifests.iter().map(|m| format!("{}.v{}", m.manifest, m.version)).collect();
+        cfg.broker.name(&format!("pitgun.sink.{}", names.join("+")))
+    });
+    let consumer: StreamConsumer<LagContext> = cfg
+        .broker
+        .client_config("pitgun-sink")
+        .set("statistics.interval.ms", "1000")
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        // A target may be down for a long while; the sink stays in its group meanwhile.
+        .set("max.poll.interval.ms", "3600000")
+        .create_with_context(LagContext { lag: metrics.consumer_lag.clone() })
+        .context("cannot create the Kafka consumer")?;
+    let producer: FutureProducer = cfg
+        .broker
+        .client_config("pitgun-sink-deadletter")
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()
+        .context("cannot create the Kafka producer")?;
+    let deadletter_topic = cfg.broker.name(topics::DEADLETTER_SINK);
+    // Startup calls to the broker block (librdkafka's synchronous API): off the async workers.
+    let topic_names: Vec<String> = topic_routes.keys().cloned().collect();
+    let ends = tokio::task::block_in_place(|| -> Result<BTreeMap<(String, i32), (i64, i64)>> {
+        cfg.broker.ensure_topics(std::slice::from_ref(&deadletter_topic), 4, Duration::from_secs(10))?;
+        let mut ends = BTreeMap::new();
+        for topic in &topic_names {
+            let md = consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(10))
+                .with_context(|| format!("broker {} did not answer metadata", cfg.broker.bootstrap))?;
+            let t = md.topics().first().with_context(|| format!("no metadata for {topic}"))?;
+            if t.partitions().is_empty() {
+                bail!("aggregates topic {topic} does not exist (the processor creates it when it starts)");
+            }
+            for p in t.partitions() {
+                ends.insert((topic.clone(), p.id()), consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?);
+            }
+        }
+        Ok(ends)
+    })?;
+    let refs: Vec<&str> = topic_names.iter().map(|s| s.as_str()).collect();
+    consumer.subscribe(&refs).context("cannot subscribe")?;
+    let health = Health::new(metrics.registry.clone());
+    if let Some(addr) = cfg.metrics_listen {
+        let bound = spawn_health_server(addr, health.clone())?;
+        info!(%bound, "serving /metrics, /healthz, /readyz");
+    }
+    health.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    info!(group = %group, topics = ?topic_names, "sink started");
+
+    let mut failpoint = std::env::var(FAILPOINT_ENV).ok().filter(|v| v == "after-target-commit");
+    let mut summary = Summary::default();
+    let mut committed: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut stopping = false;
+    loop {
+        // Gather a batch: up to `batch_rows` rows, or what came within `linger`.
+        let mut batch = Batch::new(routes.len());
+        let deadline = tokio::time::Instant::now() + cfg.linger;
+        while batch.read < cfg.batch_rows {
+            let msg = tokio::select! {
+                m = consumer.recv() => m,
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = term.recv() => { stopping = true; break }
+                _ = tokio::signal::ctrl_c() => { stopping = true; break }
+            };
+            let msg = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!("consumer error: {e}");
+                    continue;
+                }
+            };
+            batch.read += 1;
+            metrics.rows_in.inc();
+            let origin = Origin { topic: msg.topic().to_string(), partition: msg.partition(), offset: msg.offset(), payload: msg.payload().unwrap_or_default().to_vec() };
+            batch.next_offsets.insert((origin.topic.clone(), origin.partition), origin.offset + 1);
+            let Some(table_routes) = topic_routes.get(msg.topic()) else { continue };
+            let row: serde_json::Map<String, serde_json::Value> = match serde_json::from_slice(&origin.payload) {
+                Ok(r) => r,
+                Err(e) => {
+                    batch.dead.push(Dead { reason: "invalid_row", detail: format!("not a JSON object: {e}"), origin });
+                    continue;
+                }
+            };
+            for (route, shape) in table_routes {
+                match shape.convert(&row) {
+                    Ok(r) => batch.add(*route, r, origin.clone()),
+                    Err(detail) => batch.dead.push(Dead { reason: "invalid_row", detail: format!("table {}: {detail}", shape.table), origin: origin.clone() }),
+                }
+            }
+        }
+        summary.rows += batch.read as u64;
+
+        if batch.read > 0 {
+            metrics.batch_rows.observe(batch.read as f64);
+            // Every target, each with retries until it commits.
+            for (r, route) in routes.iter().enumerate() {
+                let rows = std::mem::take(&mut batch.rows[r]);
+                if rows.is_empty() {
+                    continue;
+                }
+                let target = pg.as_mut().expect("routes exist only with a target");
+                let table_rows: Vec<TableRow> = rows.iter().map(|(row, _)| row.clone()).collect();
+                let mut backoff = Duration::from_millis(100);
+                let refused = loop {
+                    let started = Instant::now();
+                    match target.write(route.pg_table, &table_rows).await {
+                        Ok(refused) => {
+                            metrics.flush_seconds.with_label_values(&["postgres"]).observe(started.elapsed().as_secs_f64());
+                            break refused;
+                        }
+                        Err(WriteError::Retry(e)) => {
+                            metrics.retries.with_label_values(&["postgres"]).inc();
+                            summary.retries += 1;
+                            warn!(table = %target.shape(route.pg_table).table, retry_in = ?backoff, "PostgreSQL write failed: {e:#}");
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(cfg.max_backoff);
+                        }
+                    }
+                };
+                let written = (table_rows.len() - refused.len()) as u64;
+                metrics.rows_written.with_label_values(&["postgres", &target.shape(route.pg_table).table]).inc_by(written);
+                *summary.written.entry(route.label.clone()).or_default() += written;
+                for (at, message) in refused {
+                    batch.dead.push(Dead { reason: "refused_by_target", detail: format!("{}: {message}", route.label), origin: rows[at].1.clone() });
+                }
+                if failpoint.take().is_some() {
+                    error!("failpoint {FAILPOINT_ENV}=after-target-commit: aborting between the target's commit and the offset commit");
+                    std::process::abort();
+                }
+            }
+            // Dead letters acknowledged, then the offsets.
+            for d in &batch.dead {
+                let origin = format!("{}/{}/{}", d.origin.topic, d.origin.partition, d.origin.offset);
+                let hs = OwnedHeaders::new()
+                    .insert(Header { key: headers::STAGE, value: Some("sink") })
+                    .insert(Header { key: headers::REASON, value: Some(d.reason) })
+                    .insert(Header { key: headers::DETAIL, value: Some(d.detail.as_str()) })
+                    .insert(Header { key: headers::ORIGIN, value: Some(origin.as_str()) });
+                let record = FutureRecord::to(&deadletter_topic).payload(&d.origin.payload).key(&origin).headers(hs);
+                producer
+                    .send(record, Duration::from_secs(30))
+                    .await
+                    .map_err(|(e, _)| anyhow::anyhow!("dead letter for {origin} not acknowledged: {e}"))?;
+                metrics.deadletters.with_label_values(&[d.reason]).inc();
+                summary.deadletters += 1;
+                warn!(origin, reason = d.reason, "row sent to {deadletter_topic}: {}", d.detail);
+            }
+            let mut tpl = TopicPartitionList::new();
+            for ((topic, partition), next) in &batch.next_offsets {
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+            }
+            consumer.commit(&tpl, CommitMode::Sync).context("committing offsets")?;
+            committed.extend(batch.next_offsets.iter().map(|(k, v)| (k.clone(), *v)));
+            summary.batches += 1;
+        }
+        if stopping {
+            info!("stopping: the last batch is committed");
+            break;
+        }
+        if cfg.until_end && ends.iter().all(|(tp, (low, high))| high <= low || committed.get(tp).is_some_and(|n| n >= high)) {
+            info!("end offsets seen at start committed");
+            break;
+        }
+    }
+    Ok(summary)
+}
