@@ -42,18 +42,7 @@ fn stream_through_the_gateway_equals_replay_and_export() {
     let ns = Ns::new("stream");
     ns.create_topics(4);
     let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("keys.yaml");
-    let mut api_keys = String::new();
-    for source in ["pitgun-web", "pitgun-sim"] {
-        let out = std::process::Command::new(PITGUN).args(["gateway", "keygen", "--source", source, "--keys"]).arg(&keys).output().unwrap();
-        assert!(out.status.success(), "keygen: {}", String::from_utf8_lossy(&out.stderr));
-        api_keys.push_str(&format!("{source}={}\n", String::from_utf8(out.stdout).unwrap().trim()));
-    }
-    let api_keys_file = dir.path().join("api-keys");
-    std::fs::write(&api_keys_file, api_keys).unwrap();
-    let gw = Service::start("gateway", &["gateway", "--listen", "127.0.0.1:0", "--keys", keys.to_str().unwrap()], &ns);
-    let line = gw.wait_for_log("listening on ", Duration::from_secs(30));
-    let url = line.split("listening on ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    let (gw, url, api_keys_file) = start_gateway(&ns, dir.path());
 
     // One command writes the dataset and posts the same envelopes over 4 connections.
     let data = dir.path().join("stream.ndjson");

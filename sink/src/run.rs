@@ -201,6 +201,8 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         .set("auto.offset.reset", "earliest")
         // A target may be down for a long while; the sink stays in its group meanwhile.
         .set("max.poll.interval.ms", "3600000")
+        // A replica that died hands its partitions on within 10 s (librdkafka's default: 45 s).
+        .set("session.timeout.ms", "10000")
         .create_with_context(LagContext { lag: metrics.consumer_lag.clone() })
         .context("cannot create the Kafka consumer")?;
     let producer: FutureProducer = cfg

@@ -153,8 +153,14 @@ pub struct Service {
 
 impl Service {
     pub fn start(name: &str, args: &[&str], ns: &Ns) -> Service {
+        Service::start_with_env(name, args, ns, &[])
+    }
+
+    /// [`Service::start`] with extra environment variables (failpoints).
+    pub fn start_with_env(name: &str, args: &[&str], ns: &Ns, env: &[(&str, &str)]) -> Service {
         let mut child = Command::new(PITGUN)
             .args(args)
+            .envs(env.iter().copied())
             .env("PITGUN_BROKERS", &ns.brokers)
             .env("PITGUN_NAMESPACE", &ns.name)
             .env("RUST_LOG", "info,rdkafka=warn")
@@ -227,7 +233,7 @@ impl Service {
             .unwrap()
             .iter()
             .rev()
-            .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok().filter(|v| v.get("records").is_some()))
+            .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok().filter(|v| v.get("records").is_some() || v.get("batches").is_some()))
             .expect("a summary line")
     }
 }
@@ -336,4 +342,88 @@ pub fn seed(test: &str) -> u64 {
     let s = std::env::var("PITGUN_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20261126);
     eprintln!("{test}: seed {s} (rerun with PITGUN_TEST_SEED={s})");
     s
+}
+
+/// The gateway on a free port with API keys for the simulator's sources: the service, its URL
+/// and the `source=key` file `pitgun simulate --target --api-keys` reads.
+pub fn start_gateway(ns: &Ns, dir: &Path) -> (Service, String, PathBuf) {
+    let keys = dir.join("keys.yaml");
+    let mut api_keys = String::new();
+    for source in ["pitgun-web", "pitgun-sim"] {
+        let out = Command::new(PITGUN).args(["gateway", "keygen", "--source", source, "--keys"]).arg(&keys).output().unwrap();
+        assert!(out.status.success(), "keygen: {}", String::from_utf8_lossy(&out.stderr));
+        api_keys.push_str(&format!("{source}={}\n", String::from_utf8(out.stdout).unwrap().trim()));
+    }
+    let api_keys_file = dir.join("api-keys");
+    std::fs::write(&api_keys_file, api_keys).unwrap();
+    let gw = Service::start("gateway", &["gateway", "--listen", "127.0.0.1:0", "--keys", keys.to_str().unwrap()], ns);
+    let line = gw.wait_for_log("listening on ", Duration::from_secs(30));
+    let url = line.split("listening on ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    (gw, url, api_keys_file)
+}
+
+/// The PostgreSQL server `scripts/test.sh` starts (admin URL). Missing fails the test, as for
+/// the broker.
+pub fn postgres() -> String {
+    std::env::var("PITGUN_TEST_POSTGRES").expect(
+        "PITGUN_TEST_POSTGRES is not set: run the live tests through scripts/test.sh, which starts PostgreSQL \
+         (or scripts/stack.sh up and export PITGUN_TEST_POSTGRES=postgres://pitgun:pitgun@127.0.0.1:54329/pitgun)",
+    )
+}
+
+/// Runs SQL through `psql` (tuples only, unaligned) and returns its output; panics on error.
+pub fn psql(url: &str, sql: &str) -> String {
+    let bin = ["psql", "/usr/lib/postgresql/15/bin/psql"]
+        .into_iter()
+        .find(|b| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()))
+        .expect("psql not found (scripts/stack.sh install installs postgresql-15)");
+    let out = Command::new(bin).args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", url, "-c", sql]).output().unwrap();
+    assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A fresh database of the test's own on the test server; returns its URL.
+pub fn own_database(name: &str) -> String {
+    let admin = postgres();
+    let db = format!("t_{}_{}", name, std::process::id());
+    psql(&admin, &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+    psql(&admin, &format!("CREATE DATABASE {db}"));
+    let (base, _) = admin.rsplit_once('/').expect("URL with a database");
+    format!("{base}/{db}")
+}
+
+/// A table's rows as JSON objects keyed by `key`, timestamps written as the engine writes them
+/// (`…T00:00:03.677340Z`).
+pub fn table_rows(url: &str, table: &str, key: &str) -> HashMap<String, serde_json::Map<String, serde_json::Value>> {
+    let text = psql(url, &format!("SET TIME ZONE 'UTC'; SELECT row_to_json(t) FROM \"{table}\" t"));
+    let mut rows = HashMap::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let mut row: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line).unwrap();
+        for v in row.values_mut() {
+            if let Some(s) = v.as_str().and_then(engine_time) {
+                *v = serde_json::Value::String(s);
+            }
+        }
+        let k = row[key].as_str().unwrap().to_string();
+        assert!(rows.insert(k, row).is_none(), "{table}: {key} twice");
+    }
+    rows
+}
+
+/// PostgreSQL's JSON timestamp (`2026-01-01T00:00:03.67734+00:00`) in the engine's form.
+fn engine_time(s: &str) -> Option<String> {
+    let t = s.strip_suffix("+00:00")?;
+    if t.len() < 19 || t.as_bytes().get(10) != Some(&b'T') {
+        return None;
+    }
+    let (secs, frac) = t.split_once('.').unwrap_or((t, ""));
+    Some(format!("{secs}.{frac:0<6}Z"))
+}
+
+/// Whether two JSON values are equal, numbers compared as numbers (PostgreSQL writes 240.0 as 240).
+pub fn same_value(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    match (a, b) {
+        (serde_json::Value::Number(x), serde_json::Value::Number(y)) => x.as_f64() == y.as_f64(),
+        _ => a == b,
+    }
 }

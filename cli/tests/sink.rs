@@ -1,0 +1,188 @@
+//! The sink against the real broker and PostgreSQL `scripts/test.sh` starts: simulate →
+//! gateway → processor → sink, the tables equal replay column for column; a sink killed
+//! between a target's commit and the offset commit, and by SIGKILL mid-stream, ends with the
+//! same tables and no row doubled. Every test has its own namespace and database.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use rand::{Rng, SeedableRng};
+
+fn manifest(name: &str) -> PathBuf {
+    root().join("manifests/pipelines").join(name)
+}
+
+type Row = serde_json::Map<String, serde_json::Value>;
+
+fn replay_rows(manifest: &Path, data: &Path) -> Vec<Row> {
+    replay(manifest, None, data, &[]).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Every replay row is in the table under its key, every column equal; nothing else is there.
+fn assert_table_equals(table: &HashMap<String, Row>, expected: &[(String, Row)], what: &str) {
+    for (key, want) in expected {
+        let got = table.get(key).unwrap_or_else(|| panic!("{what}: row {key} missing"));
+        for (col, v) in want {
+            let g = got.get(col).unwrap_or_else(|| panic!("{what}: row {key} has no column {col}"));
+            assert!(same_value(g, v), "{what}: row {key}, column {col}: table {g}, replay {v}");
+        }
+    }
+    assert_eq!(table.len(), expected.len(), "{what}: the table has rows replay does not");
+}
+
+/// The session-summary replay rows as the `runs` mapping writes them (README, "Sinks").
+fn expected_runs(summary: &[Row]) -> Vec<(String, Row)> {
+    summary
+        .iter()
+        .map(|r| {
+            let secs = |c: &str| {
+                let t = r[c].as_str().unwrap();
+                let (day, time) = t.split_once('T').unwrap();
+                let parts: Vec<f64> = time.trim_end_matches('Z').split(':').map(|p| p.parse().unwrap()).collect();
+                (day.to_string(), parts[0] * 3600.0 + parts[1] * 60.0 + parts[2])
+            };
+            let ((d0, s0), (d1, s1)) = (secs("window_start"), secs("window_end"));
+            assert_eq!(d0, d1, "test data: a session within one day");
+            let mut run = Row::new();
+            for (to, from) in [
+                ("session_id", "session_id"), ("player", "player"), ("track", "track"), ("car", "car"),
+                ("started_at", "window_start"), ("ended_at", "window_end"), ("laps", "laps"), ("best_lap_s", "best_lap"),
+                ("top_speed_kmh", "top_speed"), ("distance_km", "distance"), ("events", "events"),
+                ("missing_events", "missing_events"), ("row_id", "row_id"),
+            ] {
+                run.insert(to.into(), r[from].clone());
+            }
+            let total = ((s1 - s0) * 1e6).round() / 1e6;
+            run.insert("total_time_s".into(), serde_json::json!(total));
+            (r["session_id"].as_str().unwrap().to_string(), run)
+        })
+        .collect()
+}
+
+fn by_row_id(rows: Vec<Row>) -> Vec<(String, Row)> {
+    rows.into_iter().map(|r| (r["row_id"].as_str().unwrap().to_string(), r)).collect()
+}
+
+fn sink_args<'a>(pg: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "sink", "--manifest", "manifests/pipelines/lap-performance.v1.yaml", "--manifest",
+        "manifests/pipelines/session-summary.v1.yaml", "--postgres", pg, "--until-end",
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
+/// Runs both manifests' processors over the topic `--until-end`.
+fn process_all(ns: &Ns, dir: &Path) {
+    for m in ["lap-performance.v1.yaml", "session-summary.v1.yaml"] {
+        let state = dir.join(format!("state-{m}"));
+        let path = manifest(m);
+        let mut p = Service::start(
+            "process",
+            &["process", "--manifest", path.to_str().unwrap(), "--state-dir", state.to_str().unwrap(), "--until-end", "--threads", "2"],
+            ns,
+        );
+        assert!(p.wait(Duration::from_secs(240)), "processor {m} failed");
+    }
+}
+
+/// simulate → gateway (4 connections) → processors → sink: `lap_performance_v1` holds exactly
+/// replay's rows (every column) and `runs` one row per simulated session, mapped as documented.
+/// The sink's metrics count what it wrote.
+#[test]
+fn end_to_end_tables_equal_replay() {
+    let ns = Ns::new("sink-e2e");
+    ns.create_topics(4);
+    let pg = own_database("sink_e2e");
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, url, api_keys) = start_gateway(&ns, dir.path());
+    let data = dir.path().join("e2e.ndjson");
+    let sessions = 8;
+    let out = pitgun(
+        &[
+            "simulate", "--quiet", "--seed", "11", "--sessions", &sessions.to_string(), "--duration", "4m",
+            "--faults", "duplicates=0.01,reorder_within=0.01", "--output", data.to_str().unwrap(),
+            "--target", &url, "--api-keys", api_keys.to_str().unwrap(), "--concurrency", "4", "--batch", "500",
+        ],
+        &ns,
+    );
+    assert!(out.status.success(), "simulate --target: {}", String::from_utf8_lossy(&out.stderr));
+    drop(gw);
+    process_all(&ns, dir.path());
+
+    let laps = by_row_id(replay_rows(&manifest("lap-performance.v1.yaml"), &data));
+    let summary = replay_rows(&manifest("session-summary.v1.yaml"), &data);
+    // A long-running sink (no --until-end): wait until the tables are full, scrape its
+    // metrics, then SIGTERM (it commits its last batch and exits).
+    let listen = format!("127.0.0.1:{}", free_port());
+    let args = ["sink", "--manifest", "manifests/pipelines/lap-performance.v1.yaml", "--manifest", "manifests/pipelines/session-summary.v1.yaml",
+        "--postgres", &pg, "--metrics-listen", &listen];
+    let mut sink = Service::start("sink", &args, &ns);
+    sink.wait_for_log("sink started", Duration::from_secs(60));
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let count = |t: &str| psql(&pg, &format!("SELECT count(*) FROM {t}")).trim().parse::<usize>().unwrap();
+    while count("lap_performance_v1") < laps.len() || count("runs") < sessions {
+        assert!(std::time::Instant::now() < deadline, "the sink did not fill the tables within 120 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let metrics = http_get(&listen, "/metrics");
+    // Every record of both aggregates topics consumed; at least one write per table row (a
+    // window re-emitted in another batch is written again, as an upsert).
+    let on_topics = ns.all_records("pitgun.aggregates.lap-performance.v1").len() + ns.all_records("pitgun.aggregates.session-summary.v1").len();
+    assert_eq!(metric(&metrics, "pitgun_sink_rows_in_total", ""), on_topics as f64, "rows consumed");
+    assert!(metric(&metrics, "pitgun_sink_rows_written_total", "lap_performance_v1") >= laps.len() as f64, "rows written, lap table");
+    assert!(metric(&metrics, "pitgun_sink_rows_written_total", "table=\"runs\"") >= sessions as f64, "rows written, runs");
+    assert!(metrics.contains("pitgun_sink_flush_seconds_count{target=\"postgres\"}"), "{metrics}");
+    sink.sigterm();
+    assert!(sink.wait(Duration::from_secs(30)), "sink did not stop on SIGTERM");
+    assert_eq!(sink.summary()["deadletters"].as_u64(), Some(0));
+
+    assert_table_equals(&table_rows(&pg, "lap_performance_v1", "row_id"), &laps, "lap_performance_v1");
+    assert_eq!(summary.len(), sessions, "replay: one summary per session");
+    assert_table_equals(&table_rows(&pg, "runs", "session_id"), &expected_runs(&summary), "runs");
+    let registry = psql(&pg, "SELECT table_name || ':' || manifest || ':' || version FROM pitgun_sink_tables ORDER BY 1");
+    assert_eq!(registry, "lap_performance_v1:lap-performance:1\nruns:session-summary:1\n");
+}
+
+/// The sink aborts through the failpoint between the target's commit and the offset commit,
+/// then is killed with SIGKILL at a random point (seed logged) with one-row batches, then runs
+/// to the end: the tables equal replay and no row is doubled.
+#[test]
+fn sink_crashes_leave_tables_complete_and_nothing_doubled() {
+    let seed = seed("sink_crashes");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let ns = Ns::new("sink-crash");
+    ns.create_topics(4);
+    let pg = own_database("sink_crash");
+    let dir = tempfile::tempdir().unwrap();
+    let data = simulate(dir.path(), "crash.ndjson", 12, 6, "4m", Some("duplicates=0.01"));
+    let out = pitgun(&["publish", "--input", data.to_str().unwrap(), "--wire", "avro"], &ns);
+    assert!(out.status.success(), "publish: {}", String::from_utf8_lossy(&out.stderr));
+    process_all(&ns, dir.path());
+
+    let mut first = Service::start_with_env("sink-failpoint", &sink_args(&pg, &[]), &ns, &[("PITGUN_SINK_FAILPOINT", "after-target-commit")]);
+    assert!(!first.wait(Duration::from_secs(120)), "the failpoint must stop the sink");
+    first.wait_for_log("failpoint PITGUN_SINK_FAILPOINT", Duration::from_secs(5));
+    let committed: u64 = psql(&pg, "SELECT count(*) FROM lap_performance_v1").trim().parse::<u64>().unwrap()
+        + psql(&pg, "SELECT count(*) FROM runs").trim().parse::<u64>().unwrap();
+    assert!(committed > 0, "the target committed before the abort");
+
+    let mut second = Service::start("sink-killed", &sink_args(&pg, &["--batch-rows", "1", "--linger", "10ms"]), &ns);
+    second.wait_for_log("sink started", Duration::from_secs(60));
+    let after = Duration::from_millis(rng.random_range(100..1500));
+    eprintln!("sink crash test: seed {seed}, SIGKILL {after:?} after start");
+    std::thread::sleep(after);
+    second.sigkill();
+
+    let mut last = Service::start("sink-final", &sink_args(&pg, &[]), &ns);
+    assert!(last.wait(Duration::from_secs(120)), "final sink failed");
+    let laps = by_row_id(replay_rows(&manifest("lap-performance.v1.yaml"), &data));
+    let summary = replay_rows(&manifest("session-summary.v1.yaml"), &data);
+    assert_table_equals(&table_rows(&pg, "lap_performance_v1", "row_id"), &laps, "lap_performance_v1 after crashes");
+    assert_table_equals(&table_rows(&pg, "runs", "session_id"), &expected_runs(&summary), "runs after crashes");
+    assert!(last.summary()["rows"].as_u64().unwrap() > 0, "the last run re-read what was not committed");
+}
