@@ -101,15 +101,15 @@ wait_until() { # wait_until DESCRIPTION LOGFILE COMMAND...
   done
 }
 
-stop_pid() { # stop_pid NAME PIDFILE
-  local name="$1" pidfile="$2"
+stop_pid() { # stop_pid NAME PIDFILE [SIGNAL]  (SIGTERM unless given)
+  local name="$1" pidfile="$2" signal="${3:-TERM}"
   [ -f "$pidfile" ] || { log "$name: not running (no $pidfile)"; return 0; }
   local pid; pid="$(cat "$pidfile")"
   if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
+    kill "-$signal" "$pid" 2>/dev/null || true
     local end=$((SECONDS + DEADLINE))
     while kill -0 "$pid" 2>/dev/null; do
-      if [ $SECONDS -ge $end ]; then log "$name (pid $pid) ignored SIGTERM for ${DEADLINE}s; killing"; kill -KILL "$pid" 2>/dev/null || true; fi
+      if [ $SECONDS -ge $end ]; then log "$name (pid $pid) ignored SIG$signal for ${DEADLINE}s; killing"; kill -KILL "$pid" 2>/dev/null || true; fi
       sleep 0.1
     done
     log "$name stopped (pid $pid)"
@@ -149,7 +149,8 @@ pg_start() {
   log "postgres up: postgres://pitgun:pitgun@127.0.0.1:$PG_PORT/pitgun (pid $(cat "$DIR/postgres.pid"))"
 }
 
-pg_stop() { stop_pid postgres "$DIR/postgres.pid"; }
+# SIGINT is PostgreSQL's fast shutdown: SIGTERM ("smart") would wait for every client to leave.
+pg_stop() { stop_pid postgres "$DIR/postgres.pid" INT; }
 
 # ---------------------------------------------------------------------------------------------
 # Broker
