@@ -25,6 +25,9 @@ enum WireArg {
     Avro,
     /// The JSON envelope, as the dataset has it.
     Json,
+    /// Aggregate rows (the JSON lines `pitgun replay` writes), keyed by `row_id`, to fill an
+    /// aggregates topic (give --topic): sink backfills and benchmarks.
+    Rows,
 }
 
 /// Publish a dataset's envelopes to the envelopes topic, keyed by session id.
@@ -64,14 +67,28 @@ pub fn run(args: PublishArgs) -> Result<ExitCode> {
     let mut buf = Vec::with_capacity(1024);
     let started = Instant::now();
     let mut n = 0u64;
+    let mut key = String::new();
     for_each_record(&args.input, &|_| {}, |line, text| {
-        let env: Envelope = serde_json::from_str(text).with_context(|| format!("{}:{line}: not an envelope", args.input.display()))?;
         buf.clear();
-        match args.wire {
-            WireArg::Avro => encoder.encode(text, &env, &mut buf).map_err(|e| anyhow::anyhow!("{}:{line}: {e}", args.input.display()))?,
-            WireArg::Json => buf.extend_from_slice(text.as_bytes()),
+        key.clear();
+        if let WireArg::Rows = args.wire {
+            #[derive(serde::Deserialize)]
+            struct Keyed<'a> {
+                #[serde(borrow)]
+                row_id: &'a str,
+            }
+            let row: Keyed = serde_json::from_str(text).with_context(|| format!("{}:{line}: not a row with a row_id", args.input.display()))?;
+            key.push_str(row.row_id);
+            buf.extend_from_slice(text.as_bytes());
+        } else {
+            let env: Envelope = serde_json::from_str(text).with_context(|| format!("{}:{line}: not an envelope", args.input.display()))?;
+            key.push_str(&env.session_id);
+            match args.wire {
+                WireArg::Avro => encoder.encode(text, &env, &mut buf).map_err(|e| anyhow::anyhow!("{}:{line}: {e}", args.input.display()))?,
+                _ => buf.extend_from_slice(text.as_bytes()),
+            }
         }
-        let mut record = BaseRecord::to(&topic).key(env.session_id.as_bytes()).payload(&buf);
+        let mut record = BaseRecord::to(&topic).key(key.as_bytes()).payload(&buf);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -88,7 +105,7 @@ pub fn run(args: PublishArgs) -> Result<ExitCode> {
     })?;
     producer.flush(Duration::from_secs(120)).context("the broker did not acknowledge every record within 120 s")?;
     let s = started.elapsed().as_secs_f64();
-    eprintln!("publish: {n} envelopes to {topic} in {s:.2} s ({:.0}/s), all acknowledged", n as f64 / s);
+    eprintln!("publish: {n} records to {topic} in {s:.2} s ({:.0}/s), all acknowledged", n as f64 / s);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -43,6 +43,12 @@ impl ToSql for Cell {
     to_sql_checked!();
 }
 
+/// A named function, not a closure: the write future must be `Send`, and a closure's
+/// lifetimes here are not general enough for that.
+fn as_sql(c: &Cell) -> &(dyn ToSql + Sync) {
+    c
+}
+
 fn pg_type(t: PgType) -> Type {
     match t {
         PgType::Text => Type::TEXT,
@@ -200,7 +206,7 @@ impl PgTarget {
         let writer = BinaryCopyInWriter::new(sink, &t.types);
         pin_mut!(writer);
         for row in rows {
-            writer.as_mut().write_raw(row.cells.iter().map(|c| c as &dyn ToSql)).await?;
+            writer.as_mut().write_raw(row.cells.iter().map(as_sql)).await?;
         }
         writer.finish().await?;
         tx.execute(&t.upsert, &[]).await?;

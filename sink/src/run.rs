@@ -78,6 +78,8 @@ pub struct Summary {
     pub batches: u64,
     /// Failed target writes retried.
     pub retries: u64,
+    /// From the first row read to the last batch committed.
+    pub seconds: f64,
 }
 
 /// One table of one target, fed by one manifest version.
@@ -92,7 +94,8 @@ struct Route {
 /// each partition's consumption got to.
 #[derive(Default)]
 struct Batch {
-    rows: Vec<Vec<(TableRow, Origin)>>,
+    rows: Vec<Vec<TableRow>>,
+    origins: Vec<Vec<Origin>>,
     index: Vec<HashMap<String, usize>>,
     next_offsets: BTreeMap<(String, i32), i64>,
     dead: Vec<Dead>,
@@ -115,18 +118,96 @@ struct Dead {
 
 impl Batch {
     fn new(routes: usize) -> Batch {
-        Batch { rows: vec![Vec::new(); routes], index: vec![HashMap::new(); routes], ..Batch::default() }
+        Batch { rows: vec![Vec::new(); routes], origins: vec![Vec::new(); routes], index: vec![HashMap::new(); routes], ..Batch::default() }
     }
 
     fn add(&mut self, route: usize, row: TableRow, origin: Origin) {
         match self.index[route].get(&row.key) {
-            Some(&at) => self.rows[route][at] = (row, origin),
+            Some(&at) => {
+                self.rows[route][at] = row;
+                self.origins[route][at] = origin;
+            }
             None => {
                 self.index[route].insert(row.key.clone(), self.rows[route].len());
-                self.rows[route].push((row, origin));
+                self.rows[route].push(row);
+                self.origins[route].push(origin);
             }
         }
     }
+}
+
+/// What writing a batch to the targets did.
+struct Written {
+    /// Rows committed per route.
+    rows: Vec<u64>,
+    /// Failed attempts retried.
+    retries: u64,
+}
+
+/// Writes every route's rows of `batch` to its table, each retried with backoff until it
+/// commits; rows the target refused become dead letters of the batch. Runs as its own task,
+/// so the next batch is read and converted while PostgreSQL works on this one.
+async fn write_batch(mut pg: PgTarget, mut batch: Batch, routes: std::sync::Arc<Vec<Route>>, metrics: std::sync::Arc<Metrics>, max_backoff: Duration, mut failpoint: bool) -> (PgTarget, Batch, Written) {
+    let mut written = Written { rows: vec![0; routes.len()], retries: 0 };
+    for (r, route) in routes.iter().enumerate() {
+        if batch.rows[r].is_empty() {
+            continue;
+        }
+        let table = pg.shape(route.pg_table).table.clone();
+        let mut backoff = Duration::from_millis(100);
+        let refused = loop {
+            let started = Instant::now();
+            match pg.write(route.pg_table, &batch.rows[r]).await {
+                Ok(refused) => {
+                    metrics.flush_seconds.with_label_values(&["postgres"]).observe(started.elapsed().as_secs_f64());
+                    break refused;
+                }
+                Err(WriteError::Retry(e)) => {
+                    metrics.retries.with_label_values(&["postgres"]).inc();
+                    written.retries += 1;
+                    warn!(table = %table, retry_in = ?backoff, "PostgreSQL write failed: {e:#}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(max_backoff);
+                }
+            }
+        };
+        let n = (batch.rows[r].len() - refused.len()) as u64;
+        metrics.rows_written.with_label_values(&["postgres", &table]).inc_by(n);
+        written.rows[r] = n;
+        for (at, message) in refused {
+            let origin = batch.origins[r][at].clone();
+            batch.dead.push(Dead { reason: "refused_by_target", detail: format!("{}: {message}", route.label), origin });
+        }
+        if std::mem::take(&mut failpoint) {
+            error!("failpoint {FAILPOINT_ENV}=after-target-commit: aborting between the target's commit and the offset commit");
+            std::process::abort();
+        }
+    }
+    (pg, batch, written)
+}
+
+/// Sends a written batch's dead letters (each acknowledged), then commits its offsets.
+async fn commit(done: &Batch, consumer: &StreamConsumer<LagContext>, producer: &FutureProducer, deadletter_topic: &str, metrics: &Metrics, summary: &mut Summary) -> Result<()> {
+    for d in &done.dead {
+        let origin = format!("{}/{}/{}", d.origin.topic, d.origin.partition, d.origin.offset);
+        let hs = OwnedHeaders::new()
+            .insert(Header { key: headers::STAGE, value: Some("sink") })
+            .insert(Header { key: headers::REASON, value: Some(d.reason) })
+            .insert(Header { key: headers::DETAIL, value: Some(d.detail.as_str()) })
+            .insert(Header { key: headers::ORIGIN, value: Some(origin.as_str()) });
+        let record = FutureRecord::to(deadletter_topic).payload(&d.origin.payload).key(&origin).headers(hs);
+        producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| anyhow::anyhow!("dead letter for {origin} not acknowledged: {e}"))?;
+        metrics.deadletters.with_label_values(&[d.reason]).inc();
+        summary.deadletters += 1;
+        warn!(origin, reason = d.reason, "row sent to {deadletter_topic}: {}", d.detail);
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), next) in &done.next_offsets {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+    }
+    consumer.commit(&tpl, CommitMode::Sync).context("committing offsets")?;
+    summary.batches += 1;
+    Ok(())
 }
 
 /// Sets the consumer-lag gauge from librdkafka's statistics (no extra request to the broker).
@@ -242,16 +323,20 @@ pub async fn run(cfg: Config) -> Result<Summary> {
     health.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     info!(group = %group, topics = ?topic_names, "sink started");
 
-    let mut failpoint = std::env::var(FAILPOINT_ENV).ok().filter(|v| v == "after-target-commit");
+    let mut failpoint = std::env::var(FAILPOINT_ENV).ok().is_some_and(|v| v == "after-target-commit");
+    let routes = std::sync::Arc::new(routes);
     let mut summary = Summary::default();
     let mut committed: BTreeMap<(String, i32), i64> = BTreeMap::new();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut stopping = false;
+    let mut first_row: Option<Instant> = None;
+    // One batch in the targets' hands at a time, while the next is read: memory holds two.
+    let mut inflight: Option<tokio::task::JoinHandle<(PgTarget, Batch, Written)>> = None;
     loop {
         // Gather a batch: up to `batch_rows` rows, or what came within `linger`.
         let mut batch = Batch::new(routes.len());
         let deadline = tokio::time::Instant::now() + cfg.linger;
-        while batch.read < cfg.batch_rows {
+        while batch.read < cfg.batch_rows && !stopping {
             let msg = tokio::select! {
                 m = consumer.recv() => m,
                 _ = tokio::time::sleep_until(deadline) => break,
@@ -266,6 +351,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
                 }
             };
             batch.read += 1;
+            first_row.get_or_insert_with(Instant::now);
             metrics.rows_in.inc();
             let origin = Origin { topic: msg.topic().to_string(), partition: msg.partition(), offset: msg.offset(), payload: msg.payload().unwrap_or_default().to_vec() };
             batch.next_offsets.insert((origin.topic.clone(), origin.partition), origin.offset + 1);
@@ -286,68 +372,26 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         }
         summary.rows += batch.read as u64;
 
+        // The batch before this one: its targets committed; dead letters, then offsets.
+        if let Some(h) = inflight.take() {
+            let (target, done, written) = h.await.context("the write task failed")?;
+            pg = Some(target);
+            summary.retries += written.retries;
+            for (route, n) in routes.iter().zip(&written.rows) {
+                if *n > 0 {
+                    *summary.written.entry(route.label.clone()).or_default() += n;
+                }
+            }
+            commit(&done, &consumer, &producer, &deadletter_topic, &metrics, &mut summary).await?;
+            committed.extend(done.next_offsets.iter().map(|(k, v)| (k.clone(), *v)));
+            summary.seconds = first_row.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        }
         if batch.read > 0 {
             metrics.batch_rows.observe(batch.read as f64);
-            // Every target, each with retries until it commits.
-            for (r, route) in routes.iter().enumerate() {
-                let rows = std::mem::take(&mut batch.rows[r]);
-                if rows.is_empty() {
-                    continue;
-                }
-                let target = pg.as_mut().expect("routes exist only with a target");
-                let table_rows: Vec<TableRow> = rows.iter().map(|(row, _)| row.clone()).collect();
-                let mut backoff = Duration::from_millis(100);
-                let refused = loop {
-                    let started = Instant::now();
-                    match target.write(route.pg_table, &table_rows).await {
-                        Ok(refused) => {
-                            metrics.flush_seconds.with_label_values(&["postgres"]).observe(started.elapsed().as_secs_f64());
-                            break refused;
-                        }
-                        Err(WriteError::Retry(e)) => {
-                            metrics.retries.with_label_values(&["postgres"]).inc();
-                            summary.retries += 1;
-                            warn!(table = %target.shape(route.pg_table).table, retry_in = ?backoff, "PostgreSQL write failed: {e:#}");
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(cfg.max_backoff);
-                        }
-                    }
-                };
-                let written = (table_rows.len() - refused.len()) as u64;
-                metrics.rows_written.with_label_values(&["postgres", &target.shape(route.pg_table).table]).inc_by(written);
-                *summary.written.entry(route.label.clone()).or_default() += written;
-                for (at, message) in refused {
-                    batch.dead.push(Dead { reason: "refused_by_target", detail: format!("{}: {message}", route.label), origin: rows[at].1.clone() });
-                }
-                if failpoint.take().is_some() {
-                    error!("failpoint {FAILPOINT_ENV}=after-target-commit: aborting between the target's commit and the offset commit");
-                    std::process::abort();
-                }
-            }
-            // Dead letters acknowledged, then the offsets.
-            for d in &batch.dead {
-                let origin = format!("{}/{}/{}", d.origin.topic, d.origin.partition, d.origin.offset);
-                let hs = OwnedHeaders::new()
-                    .insert(Header { key: headers::STAGE, value: Some("sink") })
-                    .insert(Header { key: headers::REASON, value: Some(d.reason) })
-                    .insert(Header { key: headers::DETAIL, value: Some(d.detail.as_str()) })
-                    .insert(Header { key: headers::ORIGIN, value: Some(origin.as_str()) });
-                let record = FutureRecord::to(&deadletter_topic).payload(&d.origin.payload).key(&origin).headers(hs);
-                producer
-                    .send(record, Duration::from_secs(30))
-                    .await
-                    .map_err(|(e, _)| anyhow::anyhow!("dead letter for {origin} not acknowledged: {e}"))?;
-                metrics.deadletters.with_label_values(&[d.reason]).inc();
-                summary.deadletters += 1;
-                warn!(origin, reason = d.reason, "row sent to {deadletter_topic}: {}", d.detail);
-            }
-            let mut tpl = TopicPartitionList::new();
-            for ((topic, partition), next) in &batch.next_offsets {
-                tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
-            }
-            consumer.commit(&tpl, CommitMode::Sync).context("committing offsets")?;
-            committed.extend(batch.next_offsets.iter().map(|(k, v)| (k.clone(), *v)));
-            summary.batches += 1;
+            let target = pg.take().expect("routes exist only with a target");
+            let fail_now = std::mem::take(&mut failpoint);
+            inflight = Some(tokio::spawn(write_batch(target, batch, routes.clone(), metrics.clone(), cfg.max_backoff, fail_now)));
+            continue; // commit it after the next batch is read
         }
         if stopping {
             info!("stopping: the last batch is committed");

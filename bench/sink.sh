@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Sink throughput: lap-performance rows from the aggregates topic to committed upserts in
+# PostgreSQL, against `psql \copy` of the same rows into an unindexed table, in the same run.
+#
+#   bench/sink.sh [ROWS]      (default 1,000,000; SINK_BATCH_ROWS=N sets --batch-rows, default 5000)
+#
+# Starts its own broker and PostgreSQL (scripts/stack.sh) on free ports, fills the topic with
+# generated rows (bench/sink_rows.py, `pitgun publish --wire rows`), then times both and prints
+# rows/s, the ratio, the row width and the server's fsync setting. Stops what it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N="${1:-1000000}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pitgun/target}"
+cargo build --locked --release -p pitgun >&2
+PITGUN="$CARGO_TARGET_DIR/release/pitgun"
+PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
+STACK="$(mktemp -d /tmp/pitgun-bench-sink.XXXXXX)"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PORT="$(free_port)"; PG_PORT="$(free_port)"
+trap 'bash scripts/stack.sh down --dir "$STACK"; rm -rf "$STACK"' EXIT
+bash scripts/stack.sh broker start --dir "$STACK" --broker-port "$PORT"
+bash scripts/stack.sh postgres start --dir "$STACK" --pg-port "$PG_PORT"
+export PITGUN_BROKERS="127.0.0.1:$PORT" PITGUN_NAMESPACE="bench"
+PG="postgres://pitgun:pitgun@127.0.0.1:$PG_PORT/pitgun"
+NISSHI="$(command -v nisshi || echo "$HOME/.cargo/bin/nisshi")"
+"$NISSHI" topic create --silent --broker "tcp://127.0.0.1:$PORT" --partitions 4 bench.pitgun.aggregates.lap-performance.v1 >/dev/null
+
+OUT="${BENCH_OUT:-bench/out}"; mkdir -p "$OUT"
+ROWS="$OUT/sink-rows-$N.ndjson"; CSV="$OUT/sink-rows-$N.csv"
+[ -f "$ROWS" ] && [ -f "$CSV" ] || python3 bench/sink_rows.py "$N" "$ROWS" "$CSV"
+"$PITGUN" publish --input "$ROWS" --wire rows --topic pitgun.aggregates.lap-performance.v1
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "PostgreSQL: $("$PG_BIN/psql" -X -tA "$PG" -c 'SHOW server_version') fsync=$("$PG_BIN/psql" -X -tA "$PG" -c 'SHOW fsync') synchronous_commit=$("$PG_BIN/psql" -X -tA "$PG" -c 'SHOW synchronous_commit')"
+# Baseline: the same rows, CSV, into a table of the same columns without any index.
+COLS="row_id text, session_id text, player text, track text, car text, window_start timestamptz, window_end timestamptz, lap bigint, lap_time double precision, max_speed double precision, mean_speed double precision, full_throttle_share double precision, braking_share double precision, distance double precision, tyre_fl_p50 double precision, tyre_fl_p90 double precision, tyre_fr_p50 double precision, tyre_fr_p90 double precision, tyre_rl_p50 double precision, tyre_rl_p90 double precision, tyre_rr_p50 double precision, tyre_rr_p90 double precision, samples bigint, complete boolean"
+"$PG_BIN/psql" -X -q "$PG" -c "CREATE TABLE copy_baseline ($COLS)"
+START=$(date +%s.%N)
+"$PG_BIN/psql" -X -q "$PG" -c "\\copy copy_baseline FROM '$CSV' WITH (FORMAT csv)"
+BASE_S=$(python3 -c "import time; print(time.time() - $START)")
+echo "psql \\copy: $N rows in $BASE_S s"
+# The sink: from the topic to committed upserts, first row to last commit.
+SUMMARY="$("$PITGUN" sink --manifest manifests/pipelines/lap-performance.v1.yaml --postgres "$PG" --until-end --batch-rows "${SINK_BATCH_ROWS:-5000}" 2>"$OUT/sink-stderr.log")"
+echo "sink: $SUMMARY"
+WIDTH="$("$PG_BIN/psql" -X -tA "$PG" -c 'SELECT round(avg(pg_column_size(t.*))) FROM lap_performance_v1 t')"
+JSON_WIDTH="$(python3 -c "import os; print(round(os.path.getsize('$ROWS') / $N))")"
+COUNT="$("$PG_BIN/psql" -X -tA "$PG" -c 'SELECT count(*) FROM lap_performance_v1')"
+python3 - "$SUMMARY" "$BASE_S" "$N" "$WIDTH" "$JSON_WIDTH" "$COUNT" <<'PY'
+import json, sys
+s, base, n, width, jw, count = json.loads(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], int(sys.argv[6])
+assert count == n, f"table holds {count} rows, expected {n}"
+sink = n / s["seconds"]
+print(f"rows: {n:,} ({width} bytes per row in PostgreSQL, {jw} bytes of JSON); psql \\copy {n / base:,.0f} rows/s; "
+      f"sink {sink:,.0f} rows/s ({s['batches']} batches); ratio {sink / (n / base):.2f}")
+PY
