@@ -31,6 +31,10 @@ pub struct SinkArgs {
     /// PostgreSQL URL for `postgres` sinks, e.g. postgres://pitgun:pitgun@127.0.0.1:5432/pitgun.
     #[arg(long, env = "PITGUN_POSTGRES")]
     postgres: Option<String>,
+    /// PostgreSQL connections: each batch is split by row key into this many shards, written
+    /// in parallel, one transaction each.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pg_connections: u16,
     /// Consumer group (default `pitgun.sink.<manifest>.v<version>[+…]` in the namespace).
     #[arg(long)]
     group: Option<String>,
@@ -69,6 +73,7 @@ pub fn run(args: SinkArgs) -> Result<ExitCode> {
         broker: args.broker.broker(),
         manifests,
         postgres: args.postgres,
+        pg_connections: args.pg_connections as usize,
         group: args.group,
         batch_rows: args.batch_rows as usize,
         linger: args.linger,

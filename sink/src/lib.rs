@@ -17,7 +17,8 @@
 //!   never altered incompatibly. `runs` has its own explicit mapping ([`runs`]).
 //!
 //! Dependencies: `tokio-postgres` (PostgreSQL client, binary `COPY`), `bytes` and
-//! `futures-util` (what its `COPY` writer and `ToSql` need), `rdkafka`, `prometheus`, `sha2`
+//! `futures-util` (what its `COPY` writer and `ToSql` need; shards written together), `xxhash-rust`
+//! (a row key's shard), `rdkafka`, `prometheus`, `sha2`
 //! (the registry's shape hashes).
 #![deny(missing_docs)]
 

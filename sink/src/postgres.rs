@@ -109,50 +109,33 @@ impl std::fmt::Display for WriteError {
 /// Rows PostgreSQL refused as invalid: index in the batch and the server's message.
 pub type Refused = Vec<(usize, String)>;
 
-/// A PostgreSQL database the sink writes tables to.
+/// A PostgreSQL database the sink writes tables to, over a small pool of connections.
 pub struct PgTarget {
     url: String,
-    client: Option<Client>,
+    /// One session per connection; `None` until (re)connected.
+    conns: Vec<Option<Client>>,
     tables: Vec<Prepared>,
 }
 
 impl PgTarget {
     /// Connects, applies the sink's migrations and creates (or checks) each table. A table the
     /// registry holds with another shape is refused: an incompatible change needs a new
-    /// manifest version and table.
-    pub async fn open(url: &str, tables: Vec<(TableShape, String, u32)>) -> Result<PgTarget> {
-        let mut target = PgTarget { url: url.to_string(), client: None, tables: Vec::new() };
-        let client = target.connect().await?;
+    /// manifest version and table. `connections` sessions write each batch's shards in
+    /// parallel.
+    pub async fn open(url: &str, tables: Vec<(TableShape, String, u32)>, connections: usize) -> Result<PgTarget> {
+        let client = connect(url).await?;
         client.batch_execute(REGISTRY).await.context("PostgreSQL: creating the sink's table registry")?;
+        let mut prepared = Vec::new();
         for (shape, manifest, version) in tables {
             ensure_table(&client, &shape, &manifest, version).await?;
-            target.tables.push(Prepared::new(shape));
+            prepared.push(Prepared::new(shape));
         }
-        target.client = Some(client);
-        target.stage_tables().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        drop(client);
+        let mut target = PgTarget { url: url.to_string(), conns: Vec::new(), tables: prepared };
+        for _ in 0..connections.max(1) {
+            target.conns.push(Some(session(&target.url, &target.tables).await.map_err(|e| anyhow::anyhow!("{e}"))?));
+        }
         Ok(target)
-    }
-
-    async fn connect(&self) -> Result<Client> {
-        let (client, connection) = tokio_postgres::connect(&self.url, NoTls)
-            .await
-            .with_context(|| format!("cannot connect to PostgreSQL at {}", redact(&self.url)))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                warn!("PostgreSQL connection ended: {e}");
-            }
-        });
-        Ok(client)
-    }
-
-    /// Staging tables live in the connection's session: created after each (re)connect.
-    async fn stage_tables(&mut self) -> Result<(), WriteError> {
-        let client = self.client.as_ref().expect("connected");
-        for t in &self.tables {
-            let sql = format!("CREATE TEMP TABLE IF NOT EXISTS \"{}\" (LIKE \"{}\") ON COMMIT DELETE ROWS", t.stage, t.shape.table);
-            client.batch_execute(&sql).await.map_err(|e| WriteError::Retry(e.into()))?;
-        }
-        Ok(())
     }
 
     /// Index of `table` among this target's tables.
@@ -165,53 +148,93 @@ impl PgTarget {
         &self.tables[i].shape
     }
 
-    /// Upserts `rows` (already one per key) into table `i` in one transaction. If PostgreSQL
-    /// refuses the data (a data or constraint error), the rows are written one by one and the
-    /// refused ones returned; a connection or server failure is `Retry` (nothing was committed).
+    /// Upserts `rows` (already one per key) into table `i`. The rows are split into one shard
+    /// per connection by key, each written in its own transaction at the same time (a key is
+    /// always in the same shard, and the next batch starts only after this one, so versions of
+    /// a key keep their order). If PostgreSQL refuses a shard's data (a data or constraint
+    /// error), that shard is written row by row and the refused rows returned (index in `rows`,
+    /// message). A connection or server failure is `Retry`: the caller writes the whole batch
+    /// again, which the upserts make harmless for the shards that had committed.
     pub async fn write(&mut self, i: usize, rows: &[TableRow]) -> Result<Refused, WriteError> {
-        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
-            self.client = Some(self.connect().await.map_err(WriteError::Retry)?);
-            if let Err(e) = self.stage_tables().await {
-                self.client = None;
-                return Err(e);
-            }
+        let n = self.conns.len();
+        let mut shards: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (at, row) in rows.iter().enumerate() {
+            shards[(xxhash_rust::xxh3::xxh3_64(row.key.as_bytes()) % n as u64) as usize].push(at);
         }
-        match self.write_rows(i, rows).await {
-            Ok(()) => Ok(Vec::new()),
-            Err(e) if is_data_error(&e) => {
-                let mut refused = Vec::new();
-                for (at, row) in rows.iter().enumerate() {
-                    match self.write_rows(i, std::slice::from_ref(row)).await {
-                        Ok(()) => {}
-                        Err(e) if is_data_error(&e) => refused.push((at, db_message(&e))),
-                        Err(e) => return Err(self.retry(e)),
-                    }
-                }
-                Ok(refused)
-            }
-            Err(e) => Err(self.retry(e)),
+        let (url, tables) = (&self.url, &self.tables);
+        let writes = self.conns.iter_mut().zip(&shards).map(|(conn, shard)| write_shard(url, tables, conn, i, rows, shard));
+        let mut refused = Vec::new();
+        for result in futures_util::future::join_all(writes).await {
+            refused.extend(result?);
         }
+        refused.sort_unstable_by_key(|(at, _)| *at);
+        Ok(refused)
     }
+}
 
-    fn retry(&mut self, e: tokio_postgres::Error) -> WriteError {
-        self.client = None; // reconnect next time: the session may be gone or mid-transaction
+async fn connect(url: &str) -> Result<Client> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.with_context(|| format!("cannot connect to PostgreSQL at {}", redact(url)))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            warn!("PostgreSQL connection ended: {e}");
+        }
+    });
+    Ok(client)
+}
+
+/// A connection with its staging tables (they live in the session: made after each connect).
+async fn session(url: &str, tables: &[Prepared]) -> Result<Client, WriteError> {
+    let client = connect(url).await.map_err(WriteError::Retry)?;
+    for t in tables {
+        let sql = format!("CREATE TEMP TABLE IF NOT EXISTS \"{}\" (LIKE \"{}\") ON COMMIT DELETE ROWS", t.stage, t.shape.table);
+        client.batch_execute(&sql).await.map_err(|e| WriteError::Retry(e.into()))?;
+    }
+    Ok(client)
+}
+
+/// One shard of a batch on one connection (see [`PgTarget::write`]).
+async fn write_shard(url: &str, tables: &[Prepared], conn: &mut Option<Client>, i: usize, rows: &[TableRow], shard: &[usize]) -> Result<Refused, WriteError> {
+    if shard.is_empty() {
+        return Ok(Vec::new());
+    }
+    if conn.as_ref().is_none_or(|c| c.is_closed()) {
+        *conn = Some(session(url, tables).await?);
+    }
+    let client = conn.as_mut().expect("connected");
+    let t = &tables[i];
+    let retry = |conn: &mut Option<Client>, e: tokio_postgres::Error| {
+        *conn = None; // reconnect next time: the session may be gone or mid-transaction
         WriteError::Retry(anyhow::anyhow!("PostgreSQL: {}", db_message(&e)))
-    }
-
-    async fn write_rows(&mut self, i: usize, rows: &[TableRow]) -> Result<(), tokio_postgres::Error> {
-        let t = &self.tables[i];
-        let client = self.client.as_mut().expect("connected");
-        let tx = client.transaction().await?;
-        let sink = tx.copy_in(&t.copy).await?;
-        let writer = BinaryCopyInWriter::new(sink, &t.types);
-        pin_mut!(writer);
-        for row in rows {
-            writer.as_mut().write_raw(row.cells.iter().map(as_sql)).await?;
+    };
+    match write_rows(client, t, shard.iter().map(|&at| &rows[at])).await {
+        Ok(()) => Ok(Vec::new()),
+        Err(e) if is_data_error(&e) => {
+            let mut refused = Vec::new();
+            for &at in shard {
+                match write_rows(client, t, std::iter::once(&rows[at])).await {
+                    Ok(()) => {}
+                    Err(e) if is_data_error(&e) => refused.push((at, db_message(&e))),
+                    Err(e) => return Err(retry(conn, e)),
+                }
+            }
+            Ok(refused)
         }
-        writer.finish().await?;
-        tx.execute(&t.upsert, &[]).await?;
-        tx.commit().await
+        Err(e) => Err(retry(conn, e)),
     }
+}
+
+/// Binary `COPY` into the session's staging table, then the upsert, in one transaction.
+async fn write_rows<'r>(client: &mut Client, t: &Prepared, rows: impl Iterator<Item = &'r TableRow>) -> Result<(), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let sink = tx.copy_in(&t.copy).await?;
+    let writer = BinaryCopyInWriter::new(sink, &t.types);
+    pin_mut!(writer);
+    for row in rows {
+        writer.as_mut().write_raw(row.cells.iter().map(as_sql)).await?;
+    }
+    writer.finish().await?;
+    tx.execute(&t.upsert, &[]).await?;
+    tx.commit().await
 }
 
 /// Creates `shape`'s table through the registry, or checks the one there.

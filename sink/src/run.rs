@@ -51,6 +51,8 @@ pub struct Config {
     pub manifests: Vec<SinkManifest>,
     /// PostgreSQL URL (`postgres://user:pass@host:port/db`); tables of `postgres` sinks.
     pub postgres: Option<String>,
+    /// PostgreSQL connections; each batch is written as that many shards in parallel.
+    pub pg_connections: usize,
     /// Consumer group (default `pitgun.sink.<manifest>.v<version>[+…]`).
     pub group: Option<String>,
     /// Rows per batch at most.
@@ -80,6 +82,8 @@ pub struct Summary {
     pub retries: u64,
     /// From the first row read to the last batch committed.
     pub seconds: f64,
+    /// Of which the targets spent writing (successful attempts; overlaps the reading).
+    pub target_seconds: f64,
 }
 
 /// One table of one target, fed by one manifest version.
@@ -142,13 +146,15 @@ struct Written {
     rows: Vec<u64>,
     /// Failed attempts retried.
     retries: u64,
+    /// Time of the successful attempts.
+    seconds: f64,
 }
 
 /// Writes every route's rows of `batch` to its table, each retried with backoff until it
 /// commits; rows the target refused become dead letters of the batch. Runs as its own task,
 /// so the next batch is read and converted while PostgreSQL works on this one.
 async fn write_batch(mut pg: PgTarget, mut batch: Batch, routes: std::sync::Arc<Vec<Route>>, metrics: std::sync::Arc<Metrics>, max_backoff: Duration, mut failpoint: bool) -> (PgTarget, Batch, Written) {
-    let mut written = Written { rows: vec![0; routes.len()], retries: 0 };
+    let mut written = Written { rows: vec![0; routes.len()], retries: 0, seconds: 0.0 };
     for (r, route) in routes.iter().enumerate() {
         if batch.rows[r].is_empty() {
             continue;
@@ -159,6 +165,7 @@ async fn write_batch(mut pg: PgTarget, mut batch: Batch, routes: std::sync::Arc<
             let started = Instant::now();
             match pg.write(route.pg_table, &batch.rows[r]).await {
                 Ok(refused) => {
+                    written.seconds += started.elapsed().as_secs_f64();
                     metrics.flush_seconds.with_label_values(&["postgres"]).observe(started.elapsed().as_secs_f64());
                     break refused;
                 }
@@ -262,7 +269,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         bail!("none of the manifests names a target this sink can write (output.sinks)");
     }
     let mut pg = match &cfg.postgres {
-        Some(url) => Some(PgTarget::open(url, pg_tables).await?),
+        Some(url) => Some(PgTarget::open(url, pg_tables, cfg.pg_connections).await?),
         None => None,
     };
     if let Some(url) = &cfg.postgres {
@@ -377,6 +384,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
             let (target, done, written) = h.await.context("the write task failed")?;
             pg = Some(target);
             summary.retries += written.retries;
+            summary.target_seconds += written.seconds;
             for (route, n) in routes.iter().zip(&written.rows) {
                 if *n > 0 {
                     *summary.written.entry(route.label.clone()).or_default() += n;
