@@ -238,3 +238,78 @@ fn target_down_then_back_tables_complete() {
     assert_table_equals(&table_rows(&pg, "runs", "session_id"), &expected_runs(&summary), "runs after the outage");
     stack("stop");
 }
+
+/// Records of a topic with their headers, read from the beginning until `n` arrived (30 s).
+fn records_with_headers(ns: &Ns, topic_base: &str, n: usize) -> Vec<(String, HashMap<String, String>)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let consumer: BaseConsumer = ns
+        .config()
+        .set("group.id", format!("{}-reader", ns.name))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&ns.topic(topic_base)]).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut out = Vec::new();
+    while out.len() < n {
+        assert!(std::time::Instant::now() < deadline, "{topic_base}: {} of {n} records within 30 s", out.len());
+        let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let mut hs = HashMap::new();
+        if let Some(headers) = m.headers() {
+            for h in headers.iter() {
+                hs.insert(h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned());
+            }
+        }
+        out.push((String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(), hs));
+    }
+    out
+}
+
+/// A row that does not fit its table and a row PostgreSQL refuses (a NUL character in text)
+/// go to `pitgun.deadletter.sink.v1` with the reason and the server's message; every other row
+/// of the batch is written.
+#[test]
+fn bad_rows_go_to_the_dead_letter_topic_and_the_rest_is_written() {
+    let ns = Ns::new("sink-dead");
+    let topic = ns.topic("pitgun.aggregates.lap-performance.v1");
+    pitgun_runtime::kafka::Broker::new(ns.brokers.clone(), "").ensure_topics(&[topic], 2, Duration::from_secs(20)).expect("topic");
+    let pg = own_database("sink_dead");
+    let dir = tempfile::tempdir().unwrap();
+    let data = simulate(dir.path(), "dead.ndjson", 14, 3, "4m", None);
+    let mut rows = replay_rows(&manifest("lap-performance.v1.yaml"), &data);
+    let good = rows.len();
+    let mut misfit = rows[0].clone();
+    misfit.insert("row_id".into(), "misfit".into());
+    misfit.insert("lap".into(), "one".into());
+    let mut refused = rows[1].clone();
+    refused.insert("row_id".into(), "refused".into());
+    refused.insert("player".into(), "nul\u{0}player".into());
+    rows.insert(1, misfit);
+    rows.push(refused);
+    let file = dir.path().join("rows.ndjson");
+    std::fs::write(&file, rows.iter().map(|r| serde_json::to_string(r).unwrap() + "\n").collect::<String>()).unwrap();
+    let out = pitgun(&["publish", "--input", file.to_str().unwrap(), "--wire", "rows", "--topic", "pitgun.aggregates.lap-performance.v1"], &ns);
+    assert!(out.status.success(), "publish: {}", String::from_utf8_lossy(&out.stderr));
+
+    let mut sink = Service::start("sink", &["sink", "--manifest", "manifests/pipelines/lap-performance.v1.yaml", "--postgres", &pg, "--until-end"], &ns);
+    assert!(sink.wait(Duration::from_secs(120)), "sink failed");
+    assert_eq!(sink.summary()["deadletters"].as_u64(), Some(2));
+    let table = table_rows(&pg, "lap_performance_v1", "row_id");
+    assert_eq!(table.len(), good, "every good row written");
+    assert!(!table.contains_key("misfit") && !table.contains_key("refused"));
+
+    let mut dead = records_with_headers(&ns, "pitgun.deadletter.sink.v1", 2);
+    dead.sort_by(|a, b| a.1["pitgun-reason"].cmp(&b.1["pitgun-reason"]));
+    let (payload, h) = &dead[0];
+    assert_eq!(h["pitgun-reason"], "invalid_row");
+    assert_eq!(h["pitgun-stage"], "sink");
+    assert!(h["pitgun-detail"].contains("column \"lap\": expected bigint"), "{h:?}");
+    assert!(payload.contains("\"misfit\""));
+    let (payload, h) = &dead[1];
+    assert_eq!(h["pitgun-reason"], "refused_by_target");
+    assert!(h["pitgun-detail"].contains("postgres:lap_performance_v1") && h["pitgun-detail"].contains("22021"), "{h:?}");
+    assert!(payload.contains("\"refused\""));
+    assert!(h["pitgun-origin"].starts_with(&ns.topic("pitgun.aggregates.lap-performance.v1")));
+}
