@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use pitgun_engine::{Output, Plan, Runner, SessionStore};
-use pitgun_runtime::kafka::{headers, topics, Broker};
+use pitgun_runtime::kafka::{headers, record_consumer_lag, topics, Broker};
 use pitgun_runtime::serve::{spawn_health_server, Health};
 use pitgun_runtime::wire::{Decoder, Record};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
@@ -200,16 +200,8 @@ impl Ctx {
 }
 
 impl ClientContext for Ctx {
-    /// librdkafka's statistics carry each partition's high watermark and committed offset, so
-    /// consumer lag costs no extra request (an offsets request would queue behind the fetch).
     fn stats(&self, stats: rdkafka::Statistics) {
-        for (topic, t) in &stats.topics {
-            for (p, part) in &t.partitions {
-                if part.partition >= 0 && part.consumer_lag >= 0 {
-                    self.lag.with_label_values(&[topic.as_str(), &p.to_string()]).set(part.consumer_lag);
-                }
-            }
-        }
+        record_consumer_lag(&stats, &self.lag);
     }
 }
 
@@ -310,10 +302,7 @@ impl Part {
         self.next_offset = last.0 + 1;
         self.runner.engine_mut().store_mut().now_us = now_us;
         let mut groups = std::mem::take(&mut self.groups);
-        let order = groups.order(records.iter().map(|(_, payload)| match decoder.classify(payload) {
-            Ok(Record::Avro(datum)) => pitgun_engine::decode_avro::session_id_of(datum),
-            _ => None,
-        }));
+        let order = groups.order(records.iter().map(|(_, payload)| decoder.avro_datum(payload).and_then(pitgun_engine::decode_avro::session_id_of)));
         let mut fed = Ok(());
         for (k, &i) in order.iter().enumerate() {
             // Records arrive from librdkafka's fetch thread on another core: asking for the next

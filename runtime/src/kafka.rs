@@ -8,6 +8,18 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::types::RDKafkaErrorCode;
 
+/// Sets `gauge` (labels: topic, partition) to each partition's consumer lag from librdkafka's
+/// statistics: lag costs no extra request (an offsets request would queue behind the fetch).
+pub fn record_consumer_lag(stats: &rdkafka::Statistics, gauge: &prometheus::IntGaugeVec) {
+    for (topic, t) in &stats.topics {
+        for (p, part) in &t.partitions {
+            if part.partition >= 0 && part.consumer_lag >= 0 {
+                gauge.with_label_values(&[topic.as_str(), &p.to_string()]).set(part.consumer_lag);
+            }
+        }
+    }
+}
+
 /// Where the broker is and which namespace the topic and group names live in.
 #[derive(Debug, Clone)]
 pub struct Broker {

@@ -89,10 +89,16 @@ impl Default for Decoder {
 }
 
 impl Decoder {
+    /// The Avro datum of a single object written with our schema; `None` for anything else
+    /// (no error text: for callers that only look, such as the processor's grouping pass).
+    pub fn avro_datum<'a>(&self, bytes: &'a [u8]) -> Option<&'a [u8]> {
+        bytes.strip_prefix(self.header.as_slice())
+    }
+
     /// Tells the record's format and checks the Avro fingerprint; the engine decodes the rest.
     pub fn classify<'a>(&self, bytes: &'a [u8]) -> Result<Record<'a>, String> {
         match sniff(bytes) {
-            WireFormat::Avro => match bytes.strip_prefix(self.header.as_slice()) {
+            WireFormat::Avro => match self.avro_datum(bytes) {
                 Some(datum) => Ok(Record::Avro(datum)),
                 None => Err(format!(
                     "Avro single object written with another schema: fingerprint {:02x?}, expected {:02x?} (pitgun-envelope/v1.avsc)",

@@ -138,11 +138,6 @@ impl PgTarget {
         Ok(target)
     }
 
-    /// Index of `table` among this target's tables.
-    pub fn table_index(&self, table: &str) -> Option<usize> {
-        self.tables.iter().position(|t| t.shape.table == table)
-    }
-
     /// The shape of table `i`.
     pub fn shape(&self, i: usize) -> &TableShape {
         &self.tables[i].shape

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use pitgun_contracts::analysis::AnalysisContract;
 use pitgun_contracts::manifest::{SinkDef, SinkKind};
-use pitgun_runtime::kafka::{headers, topics, Broker};
+use pitgun_runtime::kafka::{headers, record_consumer_lag, topics, Broker};
 use pitgun_runtime::serve::{spawn_health_server, Health};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{Header, Message, OwnedHeaders};
@@ -86,10 +86,9 @@ pub struct Summary {
     pub target_seconds: f64,
 }
 
-/// One table of one target, fed by one manifest version.
+/// One table of one target, fed by one manifest version; route `r` is table `r` of the
+/// PostgreSQL target (both are built in the same order).
 struct Route {
-    /// Index of the table in the PostgreSQL target.
-    pg_table: usize,
     /// `postgres:<table>`, for the summary.
     label: String,
 }
@@ -159,11 +158,11 @@ async fn write_batch(mut pg: PgTarget, mut batch: Batch, routes: std::sync::Arc<
         if batch.rows[r].is_empty() {
             continue;
         }
-        let table = pg.shape(route.pg_table).table.clone();
+        let table = pg.shape(r).table.clone();
         let mut backoff = Duration::from_millis(100);
         let refused = loop {
             let started = Instant::now();
-            match pg.write(route.pg_table, &batch.rows[r]).await {
+            match pg.write(r, &batch.rows[r]).await {
                 Ok(refused) => {
                     written.seconds += started.elapsed().as_secs_f64();
                     metrics.flush_seconds.with_label_values(&["postgres"]).observe(started.elapsed().as_secs_f64());
@@ -224,13 +223,7 @@ struct LagContext {
 
 impl ClientContext for LagContext {
     fn stats(&self, stats: rdkafka::Statistics) {
-        for (topic, t) in &stats.topics {
-            for (p, part) in &t.partitions {
-                if part.partition >= 0 && part.consumer_lag >= 0 {
-                    self.lag.with_label_values(&[topic.as_str(), &p.to_string()]).set(part.consumer_lag);
-                }
-            }
-        }
+        record_consumer_lag(&stats, &self.lag);
     }
 }
 
@@ -256,7 +249,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
                     }
                     let shape = if sink.table == RUNS_TABLE { runs_shape(&m.contract)? } else { TableShape::from_contract(&m.contract, &sink.table)? };
                     topic_routes.entry(topic.clone()).or_default().push((routes.len(), shape.clone()));
-                    routes.push(Route { pg_table: pg_tables.len(), label: format!("postgres:{}", sink.table) });
+                    routes.push(Route { label: format!("postgres:{}", sink.table) });
                     pg_tables.push((shape, m.manifest.clone(), m.version));
                 }
                 SinkKind::Questdb => {
