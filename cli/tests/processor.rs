@@ -82,7 +82,7 @@ fn crash_safety_sigkill_three_times_then_rows_equal_replay() {
     let ns = Ns::new("crash");
     ns.create_topics(4);
     let dir = tempfile::tempdir().unwrap();
-    let data = simulate(dir.path(), "crash.ndjson", 7, 24, "5m", Some("duplicates=0.01,reorder_within=0.01"));
+    let data = simulate(dir.path(), "crash.ndjson", 7, 48, "10m", Some("duplicates=0.01,reorder_within=0.01"));
     let produced = ns.produce_lines(lines(&data).iter().map(|s| s.as_str()));
     eprintln!("produced {produced} envelopes");
 
