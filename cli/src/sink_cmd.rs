@@ -12,7 +12,8 @@ use clap::Args;
 use crate::broker_args::{init_logging, BrokerArgs};
 use crate::project::Project;
 
-/// Write the rows of manifest versions' aggregates topics to PostgreSQL, effectively once.
+/// Write the rows of manifest versions' aggregates topics to PostgreSQL and QuestDB,
+/// effectively once.
 ///
 /// Consumes `pitgun.aggregates.<manifest>.v<version>` for each --manifest and writes each row
 /// to the tables the manifest's `output.sinks` name: one table per manifest version, created
@@ -31,6 +32,15 @@ pub struct SinkArgs {
     /// PostgreSQL URL for `postgres` sinks, e.g. postgres://pitgun:pitgun@127.0.0.1:5432/pitgun.
     #[arg(long, env = "PITGUN_POSTGRES")]
     postgres: Option<String>,
+    /// QuestDB client configuration for `questdb` sinks, e.g. 'http::addr=127.0.0.1:9000;'
+    /// (questdb-rs syntax: username=, password=, token=, request_timeout=… may follow).
+    /// Tables are created over QuestDB's /exec endpoint at the same address.
+    #[arg(long, env = "PITGUN_QUESTDB")]
+    questdb: Option<String>,
+    /// Write only to these kinds of target (comma-separated: postgres, questdb); by default
+    /// every sink the manifests name, each of which then needs its --postgres or --questdb.
+    #[arg(long, value_delimiter = ',', value_parser = parse_target)]
+    targets: Vec<pitgun_contracts::manifest::SinkKind>,
     /// PostgreSQL connections: each batch is split by row key into this many shards, written
     /// in parallel, one transaction each.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -73,6 +83,8 @@ pub fn run(args: SinkArgs) -> Result<ExitCode> {
         broker: args.broker.broker(),
         manifests,
         postgres: args.postgres,
+        questdb: args.questdb,
+        targets: if args.targets.is_empty() { None } else { Some(args.targets) },
         pg_connections: args.pg_connections as usize,
         group: args.group,
         batch_rows: args.batch_rows as usize,
@@ -85,4 +97,12 @@ pub fn run(args: SinkArgs) -> Result<ExitCode> {
     let summary = rt.block_on(pitgun_sink::run(cfg))?;
     println!("{}", serde_json::to_string(&summary)?);
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_target(s: &str) -> Result<pitgun_contracts::manifest::SinkKind, String> {
+    match s {
+        "postgres" => Ok(pitgun_contracts::manifest::SinkKind::Postgres),
+        "questdb" => Ok(pitgun_contracts::manifest::SinkKind::Questdb),
+        other => Err(format!("{other:?} is not a target kind: postgres or questdb")),
+    }
 }

@@ -151,7 +151,7 @@ fn compressed_and_avro_datasets_give_the_same_rows() {
         assert_eq!(replay(&m, &[other], &[]), want, "{}", other.display());
     }
     let csv = replay(&m, &[&plain], &["--format", "csv"]);
-    assert!(csv.starts_with("row_id,session_id,player,track,car,window_start,window_end,lap,lap_time,"));
+    assert!(csv.starts_with("row_id,session_id,player,track,car,window_start,window_end,window_anchor,lap,lap_time,"));
     assert_eq!(csv.lines().count(), want.lines().count() + 1);
 }
 

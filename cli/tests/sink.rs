@@ -70,7 +70,7 @@ fn by_row_id(rows: Vec<Row>) -> Vec<(String, Row)> {
 fn sink_args<'a>(pg: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec![
         "sink", "--manifest", "manifests/pipelines/lap-performance.v1.yaml", "--manifest",
-        "manifests/pipelines/session-summary.v1.yaml", "--postgres", pg, "--until-end",
+        "manifests/pipelines/session-summary.v1.yaml", "--postgres", pg, "--targets", "postgres", "--until-end",
     ];
     v.extend_from_slice(extra);
     v
@@ -120,7 +120,7 @@ fn end_to_end_tables_equal_replay() {
     // metrics, then SIGTERM (it commits its last batch and exits).
     let listen = format!("127.0.0.1:{}", free_port());
     let args = ["sink", "--manifest", "manifests/pipelines/lap-performance.v1.yaml", "--manifest", "manifests/pipelines/session-summary.v1.yaml",
-        "--postgres", &pg, "--metrics-listen", &listen];
+        "--postgres", &pg, "--targets", "postgres", "--metrics-listen", &listen];
     let mut sink = Service::start("sink", &args, &ns);
     sink.wait_for_log("sink started", Duration::from_secs(60));
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
@@ -214,7 +214,7 @@ fn target_down_then_back_tables_complete() {
     let pg = format!("postgres://pitgun:pitgun@127.0.0.1:{port}/pitgun");
     let listen = format!("127.0.0.1:{}", free_port());
     let args = ["sink", "--manifest", "manifests/pipelines/lap-performance.v1.yaml", "--manifest", "manifests/pipelines/session-summary.v1.yaml",
-        "--postgres", &pg, "--metrics-listen", &listen, "--batch-rows", "3", "--max-backoff", "500ms"];
+        "--postgres", &pg, "--targets", "postgres", "--metrics-listen", &listen, "--batch-rows", "3", "--max-backoff", "500ms"];
     let mut sink = Service::start("sink", &args, &ns);
     sink.wait_for_log("PostgreSQL target ready", Duration::from_secs(60));
     stack("stop");
@@ -239,33 +239,6 @@ fn target_down_then_back_tables_complete() {
     stack("stop");
 }
 
-/// Records of a topic with their headers, read from the beginning until `n` arrived (30 s).
-fn records_with_headers(ns: &Ns, topic_base: &str, n: usize) -> Vec<(String, HashMap<String, String>)> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::{Headers, Message};
-    let consumer: BaseConsumer = ns
-        .config()
-        .set("group.id", format!("{}-reader", ns.name))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&ns.topic(topic_base)]).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let mut out = Vec::new();
-    while out.len() < n {
-        assert!(std::time::Instant::now() < deadline, "{topic_base}: {} of {n} records within 30 s", out.len());
-        let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else { continue };
-        let mut hs = HashMap::new();
-        if let Some(headers) = m.headers() {
-            for h in headers.iter() {
-                hs.insert(h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned());
-            }
-        }
-        out.push((String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(), hs));
-    }
-    out
-}
 
 /// A row that does not fit its table and a row PostgreSQL refuses (a NUL character in text)
 /// go to `pitgun.deadletter.sink.v1` with the reason and the server's message; every other row

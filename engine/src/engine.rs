@@ -150,6 +150,11 @@ struct Win {
     /// Segment closed by the next value (segment windows).
     closed: bool,
     complete: bool,
+    /// The row's fixed time (`window_anchor`): the start when the row was first emitted. A late
+    /// event may move an emitted segment's or global window's start, but its row keeps its
+    /// identity (`row_id`), so a store keyed by time (QuestDB's dedup keys) needs a time that
+    /// does not move with it.
+    anchor: i64,
 }
 
 impl Win {
@@ -168,6 +173,7 @@ impl Win {
             segment: f64::NAN,
             closed: false,
             complete: false,
+            anchor: start,
         }
     }
 
@@ -953,6 +959,17 @@ fn emit(stats: &mut Stats, plan: &Plan, emissions: &mut u64, key: &[String], w: 
         }
         WindowDef::Global => (w.first_t, w.last_t, Value::Null),
     };
+    // Time and session windows are identified by their start, so their anchor is the start; a
+    // segment or global window keeps the start its row was first emitted with.
+    let anchor = match plan.manifest.window {
+        WindowDef::Segment { .. } | WindowDef::Global => {
+            if !w.emitted {
+                w.anchor = start;
+            }
+            w.anchor
+        }
+        _ => start,
+    };
     let id = row::row_id(&plan.manifest.name, plan.manifest.version, key, kind, discriminator.clone());
     let mut cols = Map::new();
     cols.insert("row_id".into(), Value::from(id.as_str()));
@@ -962,6 +979,7 @@ fn emit(stats: &mut Stats, plan: &Plan, emissions: &mut u64, key: &[String], w: 
     }
     cols.insert("window_start".into(), Value::from(row::format_timestamp(start)));
     cols.insert("window_end".into(), Value::from(row::format_timestamp(end)));
+    cols.insert("window_anchor".into(), Value::from(row::format_timestamp(anchor)));
     if let Some(slot) = plan.segment_slot {
         cols.insert(plan.slots[slot].name.clone(), discriminator);
     }

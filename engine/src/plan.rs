@@ -500,7 +500,7 @@ impl<'s> Compiler<'s> {
 }
 
 /// Names the row itself uses.
-const RESERVED: &[&str] = &["row_id", "session_id", "window_start", "window_end", "complete", "dt"];
+const RESERVED: &[&str] = &["row_id", "session_id", "window_start", "window_end", "window_anchor", "complete", "dt"];
 
 fn is_reserved(name: &str) -> bool {
     RESERVED.contains(&name) || name.starts_with("prev_")
@@ -534,6 +534,7 @@ fn contract_of(
     }
     columns.push(col("window_start", ColumnType::Timestamp, None, false, ColumnRole::Window, "Start of the window (first event for segment, session and global windows)."));
     columns.push(col("window_end", ColumnType::Timestamp, None, false, ColumnRole::Window, "End of the window (exclusive for time windows; next segment's start for a complete segment)."));
+    columns.push(col("window_anchor", ColumnType::Timestamp, None, false, ColumnRole::Window, "The row's fixed time: window_start as the row was first emitted. Equal to window_start unless a late event moved the start of an already emitted segment or global window; every version of a row keeps it (QuestDB's designated timestamp and dedup key)."));
     if let Some(s) = segment_slot {
         let slot = &slots[s];
         let t = if slot.integral { ColumnType::Int } else { ColumnType::Float };

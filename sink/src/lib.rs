@@ -24,6 +24,7 @@
 
 pub mod metrics;
 pub mod postgres;
+pub mod questdb;
 pub mod run;
 pub mod runs;
 pub mod table;

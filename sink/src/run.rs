@@ -23,7 +23,8 @@ use serde::Serialize;
 use tracing::{error, info, warn};
 
 use crate::metrics::Metrics;
-use crate::postgres::{redact, PgTarget, WriteError};
+use crate::postgres::{redact, PgTarget, Refused, WriteError};
+use crate::questdb::{QuestTable, QuestTarget};
 use crate::runs::{runs_shape, RUNS_TABLE};
 use crate::table::{TableRow, TableShape};
 
@@ -51,6 +52,10 @@ pub struct Config {
     pub manifests: Vec<SinkManifest>,
     /// PostgreSQL URL (`postgres://user:pass@host:port/db`); tables of `postgres` sinks.
     pub postgres: Option<String>,
+    /// QuestDB client configuration (`http::addr=host:9000;`); tables of `questdb` sinks.
+    pub questdb: Option<String>,
+    /// Only these kinds of target (`None`: every sink the manifests name).
+    pub targets: Option<Vec<SinkKind>>,
     /// PostgreSQL connections; each batch is written as that many shards in parallel.
     pub pg_connections: usize,
     /// Consumer group (default `pitgun.sink.<manifest>.v<version>[+…]`).
@@ -86,11 +91,49 @@ pub struct Summary {
     pub target_seconds: f64,
 }
 
-/// One table of one target, fed by one manifest version; route `r` is table `r` of the
-/// PostgreSQL target (both are built in the same order).
+/// One table of one target, fed by one manifest version.
 struct Route {
-    /// `postgres:<table>`, for the summary.
+    /// `postgres:<table>` or `questdb:<table>`, for the summary.
     label: String,
+    /// Which target, and the table's index there.
+    target: Target,
+    /// Table name (metrics).
+    table: String,
+}
+
+#[derive(Clone, Copy)]
+enum Target {
+    Postgres(usize),
+    Questdb(usize),
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::Postgres(_) => "postgres",
+            Target::Questdb(_) => "questdb",
+        }
+    }
+}
+
+/// The targets the sink writes, handed to the write task with each batch and back.
+struct Targets {
+    pg: Option<PgTarget>,
+    quest: Option<QuestTarget>,
+}
+
+impl Targets {
+    async fn write(&mut self, target: Target, rows: &mut Vec<TableRow>) -> Result<Refused, WriteError> {
+        match target {
+            Target::Postgres(i) => self.pg.as_mut().expect("a postgres route has its target").write(i, rows).await,
+            Target::Questdb(i) => {
+                let quest = self.quest.as_mut().expect("a questdb route has its target");
+                let (back, result) = quest.write(i, std::mem::take(rows)).await;
+                *rows = back;
+                result
+            }
+        }
+    }
 }
 
 /// A batch in the making: rows per route, one per key (the last one read wins), and where
@@ -152,33 +195,33 @@ struct Written {
 /// Writes every route's rows of `batch` to its table, each retried with backoff until it
 /// commits; rows the target refused become dead letters of the batch. Runs as its own task,
 /// so the next batch is read and converted while PostgreSQL works on this one.
-async fn write_batch(mut pg: PgTarget, mut batch: Batch, routes: std::sync::Arc<Vec<Route>>, metrics: std::sync::Arc<Metrics>, max_backoff: Duration, mut failpoint: bool) -> (PgTarget, Batch, Written) {
+async fn write_batch(mut targets: Targets, mut batch: Batch, routes: std::sync::Arc<Vec<Route>>, metrics: std::sync::Arc<Metrics>, max_backoff: Duration, mut failpoint: bool) -> (Targets, Batch, Written) {
     let mut written = Written { rows: vec![0; routes.len()], retries: 0, seconds: 0.0 };
     for (r, route) in routes.iter().enumerate() {
         if batch.rows[r].is_empty() {
             continue;
         }
-        let table = pg.shape(r).table.clone();
+        let (target, table) = (route.target.name(), route.table.as_str());
         let mut backoff = Duration::from_millis(100);
         let refused = loop {
             let started = Instant::now();
-            match pg.write(r, &batch.rows[r]).await {
+            match targets.write(route.target, &mut batch.rows[r]).await {
                 Ok(refused) => {
                     written.seconds += started.elapsed().as_secs_f64();
-                    metrics.flush_seconds.with_label_values(&["postgres"]).observe(started.elapsed().as_secs_f64());
+                    metrics.flush_seconds.with_label_values(&[target]).observe(started.elapsed().as_secs_f64());
                     break refused;
                 }
                 Err(WriteError::Retry(e)) => {
-                    metrics.retries.with_label_values(&["postgres"]).inc();
+                    metrics.retries.with_label_values(&[target]).inc();
                     written.retries += 1;
-                    warn!(table = %table, retry_in = ?backoff, "PostgreSQL write failed: {e:#}");
+                    warn!(target, table, retry_in = ?backoff, "write failed: {e:#}");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(max_backoff);
                 }
             }
         };
         let n = (batch.rows[r].len() - refused.len()) as u64;
-        metrics.rows_written.with_label_values(&["postgres", &table]).inc_by(n);
+        metrics.rows_written.with_label_values(&[target, table]).inc_by(n);
         written.rows[r] = n;
         for (at, message) in refused {
             let origin = batch.origins[r][at].clone();
@@ -189,7 +232,7 @@ async fn write_batch(mut pg: PgTarget, mut batch: Batch, routes: std::sync::Arc<
             std::process::abort();
         }
     }
-    (pg, batch, written)
+    (targets, batch, written)
 }
 
 /// Sends a written batch's dead letters (each acknowledged), then commits its offsets.
@@ -235,25 +278,36 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         bail!("no manifest to sink: give at least one --manifest");
     }
     let metrics = std::sync::Arc::new(Metrics::new());
-    // Routes: every postgres sink of every manifest; other targets are named and skipped.
+    // Routes: every sink of every manifest.
     let mut pg_tables = Vec::new();
+    let mut quest_tables = Vec::new();
     let mut topic_routes: HashMap<String, Vec<(usize, TableShape)>> = HashMap::new();
     let mut routes = Vec::new();
     for m in &cfg.manifests {
         let topic = cfg.broker.name(&topics::aggregates(&m.manifest, m.version));
         for sink in &m.sinks {
+            if cfg.targets.as_ref().is_some_and(|only| !only.contains(&sink.kind)) {
+                info!(manifest = %m.manifest, version = m.version, table = %sink.table, "target kind not selected (--targets): skipped");
+                continue;
+            }
             match sink.kind {
                 SinkKind::Postgres => {
                     if cfg.postgres.is_none() {
-                        bail!("{} v{} writes PostgreSQL table {:?}: give --postgres URL", m.manifest, m.version, sink.table);
+                        bail!("{} v{} writes PostgreSQL table {:?}: give --postgres URL (or leave it out with --targets)", m.manifest, m.version, sink.table);
                     }
                     let shape = if sink.table == RUNS_TABLE { runs_shape(&m.contract)? } else { TableShape::from_contract(&m.contract, &sink.table)? };
                     topic_routes.entry(topic.clone()).or_default().push((routes.len(), shape.clone()));
-                    routes.push(Route { label: format!("postgres:{}", sink.table) });
+                    routes.push(Route { label: format!("postgres:{}", sink.table), target: Target::Postgres(pg_tables.len()), table: sink.table.clone() });
                     pg_tables.push((shape, m.manifest.clone(), m.version));
                 }
                 SinkKind::Questdb => {
-                    warn!(manifest = %m.manifest, version = m.version, table = %sink.table, "QuestDB target not available in this build: skipped");
+                    if cfg.questdb.is_none() {
+                        bail!("{} v{} writes QuestDB table {:?}: give --questdb 'http::addr=HOST:9000;' (or leave it out with --targets postgres)", m.manifest, m.version, sink.table);
+                    }
+                    let table = QuestTable::from_contract(&m.contract, &sink.table)?;
+                    topic_routes.entry(topic.clone()).or_default().push((routes.len(), table.shape.clone()));
+                    routes.push(Route { label: format!("questdb:{}", sink.table), target: Target::Questdb(quest_tables.len()), table: sink.table.clone() });
+                    quest_tables.push(table);
                 }
             }
         }
@@ -261,13 +315,25 @@ pub async fn run(cfg: Config) -> Result<Summary> {
     if routes.is_empty() {
         bail!("none of the manifests names a target this sink can write (output.sinks)");
     }
-    let mut pg = match &cfg.postgres {
-        Some(url) => Some(PgTarget::open(url, pg_tables, cfg.pg_connections).await?),
-        None => None,
+    let pg = match (&cfg.postgres, pg_tables.is_empty()) {
+        (Some(url), false) => {
+            let n = pg_tables.len();
+            let target = PgTarget::open(url, pg_tables, cfg.pg_connections).await?;
+            info!(postgres = %redact(url), tables = n, "PostgreSQL target ready");
+            Some(target)
+        }
+        _ => None,
     };
-    if let Some(url) = &cfg.postgres {
-        info!(postgres = %redact(url), tables = routes.len(), "PostgreSQL target ready");
-    }
+    let quest = match (&cfg.questdb, quest_tables.is_empty()) {
+        (Some(conf), false) => {
+            let n = quest_tables.len();
+            let target = QuestTarget::open(conf, quest_tables).await?;
+            info!(tables = n, "QuestDB target ready");
+            Some(target)
+        }
+        _ => None,
+    };
+    let mut targets = Some(Targets { pg, quest });
 
     let group = cfg.group.clone().unwrap_or_else(|| {
         let names: Vec<String> = cfg.manifests.iter().map(|m| format!("{}.v{}", m.manifest, m.version)).collect();
@@ -313,6 +379,21 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         }
         Ok(ends)
     })?;
+    // What the group committed before this run: with `until_end`, partitions that have nothing
+    // new are already at their end.
+    let mut committed: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    if cfg.until_end {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition) in ends.keys() {
+            tpl.add_partition(topic, *partition);
+        }
+        let before = tokio::task::block_in_place(|| consumer.committed_offsets(tpl, Duration::from_secs(10))).context("reading the group's committed offsets")?;
+        for e in before.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                committed.insert((e.topic().to_string(), e.partition()), o);
+            }
+        }
+    }
     let refs: Vec<&str> = topic_names.iter().map(|s| s.as_str()).collect();
     consumer.subscribe(&refs).context("cannot subscribe")?;
     let health = Health::new(metrics.registry.clone());
@@ -326,12 +407,11 @@ pub async fn run(cfg: Config) -> Result<Summary> {
     let mut failpoint = std::env::var(FAILPOINT_ENV).ok().is_some_and(|v| v == "after-target-commit");
     let routes = std::sync::Arc::new(routes);
     let mut summary = Summary::default();
-    let mut committed: BTreeMap<(String, i32), i64> = BTreeMap::new();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut stopping = false;
     let mut first_row: Option<Instant> = None;
     // One batch in the targets' hands at a time, while the next is read: memory holds two.
-    let mut inflight: Option<tokio::task::JoinHandle<(PgTarget, Batch, Written)>> = None;
+    let mut inflight: Option<tokio::task::JoinHandle<(Targets, Batch, Written)>> = None;
     loop {
         // Gather a batch: up to `batch_rows` rows, or what came within `linger`.
         let mut batch = Batch::new(routes.len());
@@ -374,8 +454,8 @@ pub async fn run(cfg: Config) -> Result<Summary> {
 
         // The batch before this one: its targets committed; dead letters, then offsets.
         if let Some(h) = inflight.take() {
-            let (target, done, written) = h.await.context("the write task failed")?;
-            pg = Some(target);
+            let (back, done, written) = h.await.context("the write task failed")?;
+            targets = Some(back);
             summary.retries += written.retries;
             summary.target_seconds += written.seconds;
             for (route, n) in routes.iter().zip(&written.rows) {
@@ -389,9 +469,9 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         }
         if batch.read > 0 {
             metrics.batch_rows.observe(batch.read as f64);
-            let target = pg.take().expect("routes exist only with a target");
             let fail_now = std::mem::take(&mut failpoint);
-            inflight = Some(tokio::spawn(write_batch(target, batch, routes.clone(), metrics.clone(), cfg.max_backoff, fail_now)));
+            let held = targets.take().expect("the targets are back from the last write");
+            inflight = Some(tokio::spawn(write_batch(held, batch, routes.clone(), metrics.clone(), cfg.max_backoff, fail_now)));
             continue; // commit it after the next batch is read
         }
         if stopping {

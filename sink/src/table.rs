@@ -252,7 +252,7 @@ mod tests {
         assert!(sql.starts_with("CREATE TABLE IF NOT EXISTS \"lap_performance_v1\" (\"row_id\" text NOT NULL PRIMARY KEY, "), "{sql}");
         assert!(sql.contains("\"window_start\" timestamptz NOT NULL"), "{sql}");
         assert!(sql.contains("\"lap_time\" double precision,") || sql.contains("\"lap_time\" double precision NOT NULL"), "{sql}");
-        let row: serde_json::Map<String, Value> = serde_json::from_str(r#"{"row_id":"ab","session_id":"s","player":"p","track":"t","car":"c","window_start":"2026-01-01T00:00:03.677340Z","window_end":"2026-01-01T00:01:46.368860Z","lap":1,"lap_time":102.69152,"max_speed":312.0,"mean_speed":null,"full_throttle_share":0.5,"braking_share":0.1,"distance":5790.8679,"tyre_fl_p50":1.0,"tyre_fl_p90":1.0,"tyre_fr_p50":1.0,"tyre_fr_p90":1.0,"tyre_rl_p50":1.0,"tyre_rl_p90":1.0,"tyre_rr_p50":1.0,"tyre_rr_p90":1.0,"samples":2054,"complete":true}"#).unwrap();
+        let row: serde_json::Map<String, Value> = serde_json::from_str(r#"{"row_id":"ab","session_id":"s","player":"p","track":"t","car":"c","window_start":"2026-01-01T00:00:03.677340Z","window_end":"2026-01-01T00:01:46.368860Z","window_anchor":"2026-01-01T00:00:03.677340Z","lap":1,"lap_time":102.69152,"max_speed":312.0,"mean_speed":null,"full_throttle_share":0.5,"braking_share":0.1,"distance":5790.8679,"tyre_fl_p50":1.0,"tyre_fl_p90":1.0,"tyre_fr_p50":1.0,"tyre_fr_p90":1.0,"tyre_rl_p50":1.0,"tyre_rl_p90":1.0,"tyre_rr_p50":1.0,"tyre_rr_p90":1.0,"samples":2054,"complete":true}"#).unwrap();
         let converted = shape.convert(&row).unwrap();
         assert_eq!(converted.key, "ab");
         let at = |n: &str| &converted.cells[shape.columns.iter().position(|c| c.name == n).unwrap()];

@@ -2,6 +2,8 @@
 //! test sees another's topics or groups), and running `pitgun` subcommands.
 #![allow(dead_code)]
 
+pub mod fake_questdb;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -426,4 +428,32 @@ pub fn same_value(a: &serde_json::Value, b: &serde_json::Value) -> bool {
         (serde_json::Value::Number(x), serde_json::Value::Number(y)) => x.as_f64() == y.as_f64(),
         _ => a == b,
     }
+}
+
+/// Records of a topic with their headers, read from the beginning until `n` arrived (30 s).
+pub fn records_with_headers(ns: &Ns, topic_base: &str, n: usize) -> Vec<(String, HashMap<String, String>)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let consumer: BaseConsumer = ns
+        .config()
+        .set("group.id", format!("{}-reader", ns.name))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&ns.topic(topic_base)]).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut out = Vec::new();
+    while out.len() < n {
+        assert!(std::time::Instant::now() < deadline, "{topic_base}: {} of {n} records within 30 s", out.len());
+        let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let mut hs = HashMap::new();
+        if let Some(headers) = m.headers() {
+            for h in headers.iter() {
+                hs.insert(h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned());
+            }
+        }
+        out.push((String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(), hs));
+    }
+    out
 }

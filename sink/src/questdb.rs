@@ -1,0 +1,359 @@
+//! The QuestDB target: one table per manifest version, written with the official client
+//! (`questdb-rs`) as InfluxDB Line Protocol over HTTP.
+//!
+//! - **Tables are made beforehand** through QuestDB's SQL endpoint (`/exec`), never by ILP's
+//!   auto-create, so types follow the contract ([`crate::table`]'s mapping) and the table is a
+//!   WAL table with `DEDUP UPSERT KEYS(window_anchor, <key columns>, row_id)`. A table that
+//!   exists with other column types is refused when the sink starts.
+//! - **The designated timestamp is `window_anchor`**, the window's start as its row was first
+//!   emitted. It equals `window_start` except for a segment (lap) or global window whose start
+//!   a late event moved after the row was emitted; with `window_start` there, the re-emitted
+//!   row would have other dedup keys and QuestDB would keep both versions.
+//! - **One table per request**, flushed as a transaction: a batch lands whole or not at all.
+//!   A `400` names the line that QuestDB refused; that row becomes a dead letter carrying the
+//!   server's message and the rest is sent again. Anything else (5xx, a dropped connection,
+//!   QuestDB down) is retried by the sink's loop with backoff; the client's own retry is off
+//!   (`retry_timeout=0`) so that every retry is seen, counted and bounded by `--max-backoff`.
+//!   A request that was applied but whose answer was lost is simply sent again: the dedup keys
+//!   make the second copy replace the first.
+//! - The client is blocking (`ureq`), so every call runs on tokio's blocking pool.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use pitgun_contracts::analysis::{AnalysisContract, ColumnRole};
+use ::questdb::ingress::{Buffer, ColumnName, Sender, TableName, TimestampMicros};
+use ::questdb::ErrorCode;
+use tracing::info;
+
+use crate::postgres::{Refused, WriteError};
+use crate::table::{Cell, PgType, TableRow, TableShape};
+
+/// The column QuestDB's designated timestamp is taken from.
+pub const DESIGNATED: &str = "window_anchor";
+
+/// A QuestDB column type the sink creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuestType {
+    /// Key strings (few distinct values, indexed by QuestDB).
+    Symbol,
+    /// Other strings.
+    Varchar,
+    /// 64-bit integer.
+    Long,
+    /// 64-bit float.
+    Double,
+    /// Boolean.
+    Boolean,
+    /// Microsecond timestamp.
+    Timestamp,
+}
+
+impl QuestType {
+    /// Its SQL name, as `SHOW COLUMNS` also reports it.
+    pub fn sql(self) -> &'static str {
+        match self {
+            QuestType::Symbol => "SYMBOL",
+            QuestType::Varchar => "VARCHAR",
+            QuestType::Long => "LONG",
+            QuestType::Double => "DOUBLE",
+            QuestType::Boolean => "BOOLEAN",
+            QuestType::Timestamp => "TIMESTAMP",
+        }
+    }
+}
+
+/// One manifest version's QuestDB table.
+#[derive(Debug, Clone)]
+pub struct QuestTable {
+    /// Conversion of rows into cells (the contract's columns, as for PostgreSQL).
+    pub shape: TableShape,
+    /// QuestDB type per column of `shape`.
+    pub types: Vec<QuestType>,
+    /// Symbol columns first (ILP wants them before the other fields), by index into `shape`.
+    symbols: Vec<usize>,
+    /// The other columns except the designated timestamp.
+    fields: Vec<usize>,
+    /// Index of `window_anchor`.
+    designated: usize,
+    /// Dedup key columns: the designated timestamp, the contract's key columns, `row_id`.
+    pub dedup_keys: Vec<String>,
+}
+
+impl QuestTable {
+    /// The table of a contract: key columns become symbols, `row_id` a varchar.
+    pub fn from_contract(contract: &AnalysisContract, table: &str) -> Result<QuestTable> {
+        let shape = TableShape::from_contract(contract, table)?;
+        let mut types = Vec::new();
+        for (c, col) in contract.columns.iter().zip(&shape.columns) {
+            types.push(match (col.pg_type, c.role) {
+                (PgType::Text, ColumnRole::Key) => QuestType::Symbol,
+                (PgType::Text, _) => QuestType::Varchar,
+                (PgType::BigInt, _) => QuestType::Long,
+                (PgType::Double, _) => QuestType::Double,
+                (PgType::Boolean, _) => QuestType::Boolean,
+                (PgType::Timestamptz, _) => QuestType::Timestamp,
+            });
+        }
+        let Some(designated) = shape.columns.iter().position(|c| c.name == DESIGNATED) else {
+            bail!(
+                "QuestDB table {table:?}: the rows of {} v{} have no {DESIGNATED:?} column (the designated timestamp); \
+                 recompile the contract with this version of pitgun",
+                contract.manifest,
+                contract.version
+            );
+        };
+        let symbols: Vec<usize> = (0..types.len()).filter(|&i| types[i] == QuestType::Symbol).collect();
+        let fields = (0..types.len()).filter(|&i| types[i] != QuestType::Symbol && i != designated).collect();
+        let mut dedup_keys = vec![DESIGNATED.to_string()];
+        dedup_keys.extend(symbols.iter().map(|&i| shape.columns[i].name.clone()));
+        dedup_keys.push(shape.conflict_key.clone());
+        Ok(QuestTable { shape, types, symbols, fields, designated, dedup_keys })
+    }
+
+    /// `CREATE TABLE IF NOT EXISTS …` (identifiers were checked when the shape was built).
+    pub fn create_sql(&self) -> String {
+        let cols: Vec<String> = self.shape.columns.iter().zip(&self.types).map(|(c, t)| format!("\"{}\" {}", c.name, t.sql())).collect();
+        let keys: Vec<String> = self.dedup_keys.iter().map(|k| format!("\"{k}\"")).collect();
+        format!(
+            "CREATE TABLE IF NOT EXISTS \"{}\" ({}) TIMESTAMP(\"{DESIGNATED}\") PARTITION BY DAY WAL DEDUP UPSERT KEYS({})",
+            self.shape.table,
+            cols.join(", "),
+            keys.join(", ")
+        )
+    }
+
+    /// Appends one row as an ILP line. Null cells are left out (QuestDB stores NULL).
+    pub fn encode(&self, buf: &mut Buffer, row: &TableRow) -> ::questdb::Result<()> {
+        let name = |i: usize| ColumnName::new_unchecked(&self.shape.columns[i].name);
+        buf.table(TableName::new_unchecked(&self.shape.table))?;
+        for &i in &self.symbols {
+            if let Cell::Text(s) = &row.cells[i] {
+                buf.symbol(name(i), s.as_str())?;
+            }
+        }
+        for &i in &self.fields {
+            match &row.cells[i] {
+                Cell::Null => {}
+                Cell::Text(s) => {
+                    buf.column_str(name(i), s.as_str())?;
+                }
+                Cell::Int(v) => {
+                    buf.column_i64(name(i), *v)?;
+                }
+                Cell::Float(v) => {
+                    buf.column_f64(name(i), *v)?;
+                }
+                Cell::Bool(v) => {
+                    buf.column_bool(name(i), *v)?;
+                }
+                Cell::Time(t) => {
+                    buf.column_ts(name(i), TimestampMicros::new(micros(*t)))?;
+                }
+            }
+        }
+        match &row.cells[self.designated] {
+            Cell::Time(t) => buf.at(TimestampMicros::new(micros(*t))),
+            _ => Err(::questdb::Error::new(ErrorCode::InvalidTimestamp, format!("{DESIGNATED} is missing"))),
+        }
+    }
+}
+
+fn micros(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_micros() as i64,
+        Err(e) => -(e.duration().as_micros() as i64),
+    }
+}
+
+/// A QuestDB server the sink writes tables to.
+pub struct QuestTarget {
+    /// The client configuration string, with the sink's settings added.
+    conf: String,
+    sender: Option<Sender>,
+    tables: std::sync::Arc<Vec<QuestTable>>,
+}
+
+impl QuestTarget {
+    /// Creates (or checks) every table over `/exec`, then connects the ILP sender. `conf` is
+    /// the client's configuration string (`http::addr=host:9000;`).
+    pub async fn open(conf: &str, tables: Vec<QuestTable>) -> Result<QuestTarget> {
+        let parsed = questdb_confstr::parse_conf_str(conf).map_err(|e| anyhow::anyhow!("QuestDB configuration {conf:?}: {e}"))?;
+        if parsed.service() != "http" {
+            bail!("QuestDB configuration {conf:?}: the sink writes over http (one transaction per table and batch), not {}", parsed.service());
+        }
+        let Some(addr) = parsed.get("addr") else { bail!("QuestDB configuration {conf:?} has no addr=host:port") };
+        let exec = Exec { url: format!("http://{addr}/exec"), user: parsed.get("username").map(|u| (u.to_string(), parsed.get("password").unwrap_or("").to_string())), token: parsed.get("token").map(str::to_string), http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()? };
+        for t in &tables {
+            exec.ensure_table(t).await?;
+        }
+        let mut conf = conf.trim_end().to_string();
+        if !conf.ends_with(';') {
+            conf.push(';');
+        }
+        if parsed.get("retry_timeout").is_none() {
+            conf.push_str("retry_timeout=0;");
+        }
+        let mut target = QuestTarget { conf, sender: None, tables: std::sync::Arc::new(tables) };
+        let conf = target.conf.clone();
+        target.sender = Some(tokio::task::spawn_blocking(move || Sender::from_conf(&conf)).await?.with_context(|| format!("cannot connect to QuestDB at {addr}"))?);
+        Ok(target)
+    }
+
+    /// The shape of table `i`.
+    pub fn table(&self, i: usize) -> &QuestTable {
+        &self.tables[i]
+    }
+
+    /// Writes `rows` to table `i` in one transaction, on the blocking pool (the rows go there
+    /// and come back). Rows QuestDB refused are returned with its message; anything else is
+    /// `Retry`.
+    pub async fn write(&mut self, i: usize, rows: Vec<TableRow>) -> (Vec<TableRow>, Result<Refused, WriteError>) {
+        let (conf, tables, mut sender) = (self.conf.clone(), self.tables.clone(), self.sender.take());
+        let task = tokio::task::spawn_blocking(move || {
+            let result = write_blocking(&conf, &mut sender, &tables[i], &rows);
+            (sender, rows, result)
+        });
+        let (sender, rows, result) = task.await.expect("the QuestDB write task does not panic");
+        self.sender = sender;
+        (rows, result)
+    }
+}
+
+fn write_blocking(conf: &str, sender: &mut Option<Sender>, table: &QuestTable, rows: &[TableRow]) -> Result<Refused, WriteError> {
+    if sender.is_none() {
+        *sender = Some(Sender::from_conf(conf).map_err(|e| WriteError::Retry(anyhow::anyhow!("QuestDB: {}", e.msg())))?);
+    }
+    let s = sender.as_mut().expect("connected");
+    let mut refused: Refused = Vec::new();
+    let mut out = vec![false; rows.len()];
+    loop {
+        let mut buf = s.new_buffer();
+        // `lines[n]`: the row on ILP line n + 1 of this request.
+        let mut lines = Vec::with_capacity(rows.len());
+        for (at, row) in rows.iter().enumerate() {
+            if out[at] {
+                continue;
+            }
+            buf.set_marker().map_err(|e| WriteError::Retry(anyhow::anyhow!("{}", e.msg())))?;
+            match table.encode(&mut buf, row) {
+                Ok(()) => lines.push(at),
+                Err(e) => {
+                    buf.rewind_to_marker().map_err(|e| WriteError::Retry(anyhow::anyhow!("{}", e.msg())))?;
+                    out[at] = true;
+                    refused.push((at, format!("cannot encode for QuestDB: {}", e.msg())));
+                }
+            }
+        }
+        if lines.is_empty() {
+            break;
+        }
+        match s.flush_and_keep_with_flags(&buf, true) {
+            Ok(()) => break,
+            Err(e) => match refused_line(&e).filter(|n| (1..=lines.len()).contains(n)) {
+                // The server named the row it refused; the request was rolled back as a whole.
+                Some(n) => {
+                    out[lines[n - 1]] = true;
+                    refused.push((lines[n - 1], e.msg().to_string()));
+                }
+                None => {
+                    *sender = None; // a fresh client next time (it probes /settings again)
+                    return Err(WriteError::Retry(anyhow::anyhow!("QuestDB: {}", e.msg())));
+                }
+            },
+        }
+    }
+    refused.sort_unstable_by_key(|(at, _)| *at);
+    Ok(refused)
+}
+
+/// The line QuestDB refused, from the client's rendering of the server's JSON error
+/// (`… [id: …, code: invalid, line: 3]`): present only for errors in the data.
+fn refused_line(e: &::questdb::Error) -> Option<usize> {
+    if e.code() != ErrorCode::ServerFlushError {
+        return None;
+    }
+    let msg = e.msg();
+    let at = msg.rfind("line: ")? + "line: ".len();
+    let digits: String = msg[at..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// QuestDB's SQL endpoint, for the tables.
+struct Exec {
+    url: String,
+    user: Option<(String, String)>,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Exec {
+    async fn query(&self, sql: &str) -> Result<serde_json::Value> {
+        let mut req = self.http.get(&self.url).query(&[("query", sql)]);
+        if let Some((u, p)) = &self.user {
+            req = req.basic_auth(u, Some(p));
+        }
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.with_context(|| format!("QuestDB {}: no answer", self.url))?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.with_context(|| format!("QuestDB {}: answer is not JSON ({status})", self.url))?;
+        if !status.is_success() || body.get("error").is_some() {
+            bail!("QuestDB refused {sql:?}: {}", body.get("error").and_then(|e| e.as_str()).unwrap_or(&body.to_string()));
+        }
+        Ok(body)
+    }
+
+    /// Creates the table, then checks that the one there has our column types.
+    async fn ensure_table(&self, t: &QuestTable) -> Result<()> {
+        self.query(&t.create_sql()).await?;
+        let shown = self.query(&format!("SHOW COLUMNS FROM \"{}\"", t.shape.table)).await?;
+        let names: Vec<&str> = shown["columns"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str()).collect();
+        let (Some(ci), Some(ti)) = (names.iter().position(|n| *n == "column"), names.iter().position(|n| *n == "type")) else {
+            bail!("QuestDB: unexpected answer to SHOW COLUMNS FROM {}: {shown}", t.shape.table);
+        };
+        let have: Vec<(String, String)> = shown["dataset"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| Some((r[ci].as_str()?.to_string(), r[ti].as_str()?.to_uppercase())))
+            .collect();
+        for (c, want) in t.shape.columns.iter().zip(&t.types) {
+            match have.iter().find(|(n, _)| *n == c.name) {
+                Some((_, ty)) if ty == want.sql() => {}
+                Some((_, ty)) => bail!(
+                    "QuestDB table {:?} has column {:?} as {ty}, the contract needs {}; the sink never alters a table — give the changed manifest a new version and its own table",
+                    t.shape.table,
+                    c.name,
+                    want.sql()
+                ),
+                None => bail!("QuestDB table {:?} has no column {:?}; give the changed manifest a new version and its own table", t.shape.table, c.name),
+            }
+        }
+        info!(table = %t.shape.table, "QuestDB table ready");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contract() -> AnalysisContract {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/pipelines/lap-performance.v1.contract.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn the_table_is_a_wal_table_deduplicated_on_the_anchor_and_keys() {
+        let t = QuestTable::from_contract(&contract(), "lap_performance_v1").unwrap();
+        let sql = t.create_sql();
+        assert!(sql.starts_with("CREATE TABLE IF NOT EXISTS \"lap_performance_v1\" (\"row_id\" VARCHAR, \"session_id\" SYMBOL, \"player\" SYMBOL, "), "{sql}");
+        assert!(sql.contains("\"lap_time\" DOUBLE") && sql.contains("\"lap\" LONG") && sql.contains("\"complete\" BOOLEAN"), "{sql}");
+        assert!(
+            sql.ends_with(") TIMESTAMP(\"window_anchor\") PARTITION BY DAY WAL DEDUP UPSERT KEYS(\"window_anchor\", \"session_id\", \"player\", \"track\", \"car\", \"row_id\")"),
+            "{sql}"
+        );
+    }
+}
