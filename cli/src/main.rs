@@ -13,6 +13,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod api_cmd;
 mod bench_cmd;
 mod broker_args;
 mod dataset;
@@ -56,8 +57,10 @@ enum Command {
     Manifest(manifest_cmd::ManifestCommand),
     /// Run a manifest version over the envelopes topic as a consumer group (RocksDB state).
     Process(process_cmd::ProcessArgs),
-    /// Write manifest versions' rows to PostgreSQL tables, effectively once.
+    /// Write manifest versions' rows to PostgreSQL and QuestDB tables, effectively once.
     Sink(sink_cmd::SinkArgs),
+    /// Serve the performance API: runs, leaderboards, per-lap performance (JSON over HTTP).
+    Api(api_cmd::ApiArgs),
     /// Publish a dataset's envelopes straight to the envelopes topic (no gateway).
     Publish(publish_cmd::PublishArgs),
     /// Print the rows of an aggregates topic (or any topic) as they arrive.
@@ -123,6 +126,7 @@ fn main() -> ExitCode {
         Command::BenchEngine(args) => bench_cmd::engine(args),
         Command::Process(args) => process_cmd::run(args),
         Command::Sink(args) => sink_cmd::run(args),
+        Command::Api(args) => api_cmd::run(args),
         Command::Tail(args) => topic_cmd::tail(args),
         Command::Publish(args) => publish_cmd::run(args),
         Command::Export(args) => topic_cmd::export(args),

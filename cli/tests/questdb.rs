@@ -166,8 +166,7 @@ fn real_questdb() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         // WAL tables apply asynchronously: wait (bounded) until every row is visible.
-        let query: String = sql.bytes().map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
-        let body = http_get(&addr, &format!("/exec?query={query}"));
+        let body = http_get(&addr, &format!("/exec?query={}", urlencode(&sql)));
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         let (n, d) = (v["dataset"][0][0].as_u64().unwrap_or(0), v["dataset"][0][1].as_u64().unwrap_or(0));
         if n == rows.len() as u64 && d == n {

@@ -12,4 +12,5 @@
 
 pub mod kafka;
 pub mod serve;
+pub mod sql;
 pub mod wire;

@@ -19,6 +19,7 @@ use std::time::SystemTime;
 
 use anyhow::{bail, Result};
 use pitgun_contracts::analysis::{AnalysisContract, ColumnRole, ColumnType};
+use pitgun_runtime::sql::check_identifier;
 use serde_json::Value;
 
 /// A PostgreSQL column type the sink writes.
@@ -222,17 +223,6 @@ pub fn parse_time(s: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339(s).ok()
 }
 
-/// Table and column names go into SQL quoted; they must be plain identifiers all the same.
-fn check_identifier(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        && !name.as_bytes()[0].is_ascii_digit();
-    if !ok {
-        bail!("{name:?} is not a plain SQL identifier (a-z, 0-9, _; at most 63 bytes; not starting with a digit)");
-    }
-    Ok(())
-}
 
 #[cfg(test)]
 mod tests {

@@ -263,7 +263,8 @@ impl FakeQuestDb {
         }
         for line in &parsed {
             let t = st.tables.get_mut(&line.table).unwrap();
-            let mut row = Map::new();
+            // A column the line leaves out is NULL in that row.
+            let mut row: Map<String, Value> = t.columns.iter().map(|(n, _)| (n.clone(), Value::Null)).collect();
             for (name, v) in &line.values {
                 row.insert(name.clone(), v.json());
             }

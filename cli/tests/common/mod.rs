@@ -457,3 +457,27 @@ pub fn records_with_headers(ns: &Ns, topic_base: &str, n: usize) -> Vec<(String,
     }
     out
 }
+
+/// GET over plain HTTP/1.0: status and body (10 s deadline).
+pub fn http_get_status(addr: &str, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let status = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
+/// `pitgun api` over `pg`, once it serves; returns it and its address.
+pub fn start_api(pg: &str, ns: &Ns) -> (Service, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let api = Service::start("api", &["api", "--postgres", pg, "--listen", &addr, "--connections", "4"], ns);
+    api.wait_for_log("performance API serving", Duration::from_secs(30));
+    (api, addr)
+}
+
+/// A query-string value, percent-encoded.
+pub fn urlencode(s: &str) -> String {
+    s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}

@@ -1,0 +1,81 @@
+//! The performance API (`pitgun api`): runs, leaderboards and per-lap performance, read from
+//! the PostgreSQL tables `pitgun sink` writes.
+//!
+//! Design:
+//! - **Its own service, not the gateway's.** The gateway takes telemetry in and must keep
+//!   answering producers whatever the dashboards ask; the API reads the database and scales
+//!   with its readers. They share nothing but the health routes.
+//! - **Reads only what the sink wrote**: `runs` (one row per session, the sink's `runs`
+//!   mapping) and a lap table (the `lap-performance` manifest's rows). It creates the read
+//!   indexes its queries need, nothing else.
+//! - **No SQL from requests.** Every value is a bind parameter of a statement prepared once
+//!   per connection ([`store`]); parameters are parsed and checked first ([`params`]), and
+//!   unknown ones are refused.
+//! - **Keyset paging** for `/v1/runs` (`next_cursor`), so a page costs the same at any depth.
+//! - **Deterministic leaderboard**: each player's best complete lap (the lap set first wins a
+//!   tie), players ranked by it, ties to the lap set first, then to the player's name.
+//!
+//! The OpenAPI document is `schemas/pitgun-api/v1.openapi.json`, served at `/openapi.json`.
+//!
+//! Dependencies: `axum` (HTTP), `tokio-postgres` with `deadpool-postgres` (the connection
+//! pool, with per-connection statement caches), `prometheus`, `humantime` (RFC 3339), `hex`
+//! (opaque cursors).
+#![deny(missing_docs)]
+
+pub mod metrics;
+pub mod params;
+pub mod performance;
+pub mod routes;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use pitgun_runtime::serve::{routes as health_routes, Health};
+use tracing::info;
+
+/// What `pitgun api` was asked to do.
+pub struct Config {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// PostgreSQL URL.
+    pub postgres: String,
+    /// The runs table.
+    pub runs_table: String,
+    /// The lap table.
+    pub laps_table: String,
+    /// Connections in the pool.
+    pub connections: usize,
+}
+
+/// Serves until SIGTERM/SIGINT.
+pub async fn serve(cfg: Config) -> Result<()> {
+    let store = store::Store::open(&cfg.postgres, &cfg.runs_table, &cfg.laps_table, cfg.connections).await?;
+    let m = metrics::Metrics::new();
+    let health = Health::new(m.registry.clone());
+    let api = Arc::new(routes::Api { store, metrics: m });
+    // Readiness follows the database.
+    let (probe, ready) = (api.clone(), health.ready.clone());
+    tokio::spawn(async move {
+        loop {
+            ready.store(probe.store.ping().await, Ordering::Relaxed);
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        }
+    });
+    let app = routes::router(api).merge(health_routes(health));
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    info!(listen = %listener.local_addr()?, "performance API serving /v1/runs, /v1/leaderboard, /v1/sessions/{{id}}/performance, /openapi.json");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        })
+        .await?;
+    info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! Query parameters: parsed into typed values, or a 400 that names the parameter and what is
+//! wrong. Unknown parameters are refused too, so a typo (`?tarck=spa`) is not silently ignored.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A bad request: the message the client gets with its 400.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadRequest(pub String);
+
+/// The raw parameters of one request, checked against the names an endpoint takes.
+pub struct Params {
+    raw: HashMap<String, String>,
+}
+
+impl Params {
+    /// Refuses any parameter not in `allowed`.
+    pub fn new(raw: HashMap<String, String>, allowed: &[&str]) -> Result<Params, BadRequest> {
+        let mut unknown: Vec<&str> = raw.keys().map(String::as_str).filter(|k| !allowed.contains(k)).collect();
+        unknown.sort_unstable();
+        if let Some(k) = unknown.first() {
+            return Err(BadRequest(format!("unknown parameter {k:?}; this endpoint takes {}", allowed.join(", "))));
+        }
+        Ok(Params { raw })
+    }
+
+    /// A non-empty text value, if given.
+    pub fn text(&self, name: &str) -> Result<Option<String>, BadRequest> {
+        match self.raw.get(name) {
+            None => Ok(None),
+            Some(v) if v.is_empty() || v.len() > 200 => Err(BadRequest(format!("{name}: expected 1 to 200 characters, got {} characters", v.len()))),
+            Some(v) => Ok(Some(v.clone())),
+        }
+    }
+
+    /// A required text value.
+    pub fn required(&self, name: &str) -> Result<String, BadRequest> {
+        self.text(name)?.ok_or_else(|| BadRequest(format!("{name} is required")))
+    }
+
+    /// An integer in `min..=max`, `default` when absent.
+    pub fn limit(&self, name: &str, default: i64, min: i64, max: i64) -> Result<i64, BadRequest> {
+        match self.raw.get(name) {
+            None => Ok(default),
+            Some(v) => match v.parse::<i64>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(n),
+                _ => Err(BadRequest(format!("{name}: expected an integer from {min} to {max}, got {v:?}"))),
+            },
+        }
+    }
+
+    /// An RFC 3339 timestamp (`2026-11-27T10:00:00Z`), if given.
+    pub fn time(&self, name: &str) -> Result<Option<SystemTime>, BadRequest> {
+        match self.raw.get(name) {
+            None => Ok(None),
+            Some(v) => humantime::parse_rfc3339_weak(v)
+                .map(Some)
+                .map_err(|_| BadRequest(format!("{name}: expected an RFC 3339 timestamp such as 2026-11-27T10:00:00Z, got {v:?}"))),
+        }
+    }
+
+    /// A paging cursor from an earlier page's `next_cursor`, if given.
+    pub fn cursor(&self, name: &str) -> Result<Option<Cursor>, BadRequest> {
+        match self.raw.get(name) {
+            None => Ok(None),
+            Some(v) => Cursor::decode(v).map(Some).ok_or_else(|| BadRequest(format!("{name}: not a cursor this API returned ({v:?})"))),
+        }
+    }
+}
+
+/// Where a page of runs ends: the last run's start and session id (keyset paging, so a page
+/// costs the same however deep it is and rows written meanwhile do not shift pages).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cursor {
+    /// `started_at` of the last run on the page.
+    pub started_at: SystemTime,
+    /// Its session id.
+    pub session_id: String,
+}
+
+impl Cursor {
+    /// Opaque to clients: hex of `<µs since epoch>:<session id>`.
+    pub fn encode(&self) -> String {
+        let us = self.started_at.duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
+        hex::encode(format!("{us}:{}", self.session_id))
+    }
+
+    fn decode(s: &str) -> Option<Cursor> {
+        let text = String::from_utf8(hex::decode(s).ok()?).ok()?;
+        let (us, session_id) = text.split_once(':')?;
+        let us: u64 = us.parse().ok()?;
+        Some(Cursor { started_at: UNIX_EPOCH + Duration::from_micros(us), session_id: session_id.to_string() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)], allowed: &[&str]) -> Result<Params, BadRequest> {
+        Params::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), allowed)
+    }
+
+    #[test]
+    fn bad_parameters_are_named() {
+        assert_eq!(params(&[("tarck", "spa")], &["track", "limit"]).err().unwrap().0, "unknown parameter \"tarck\"; this endpoint takes track, limit");
+        let p = params(&[("limit", "0"), ("since", "yesterday"), ("cursor", "zz")], &["limit", "since", "cursor", "track"]).unwrap();
+        assert_eq!(p.limit("limit", 10, 1, 100).unwrap_err().0, "limit: expected an integer from 1 to 100, got \"0\"");
+        assert!(p.time("since").unwrap_err().0.starts_with("since: expected an RFC 3339 timestamp"));
+        assert!(p.cursor("cursor").is_err());
+        assert_eq!(p.required("track").unwrap_err().0, "track is required");
+    }
+
+    #[test]
+    fn cursors_round_trip() {
+        let c = Cursor { started_at: UNIX_EPOCH + Duration::from_micros(1_767_225_603_677_340), session_id: "s-1:2".into() };
+        assert_eq!(Cursor::decode(&c.encode()), Some(c));
+    }
+}

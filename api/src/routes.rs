@@ -1,0 +1,156 @@
+//! The HTTP routes: parameters in, JSON out, errors as `{"error": "..."}` with the status that
+//! says whose fault it is (400 the request's, 404 nothing there, 503 the database's).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tracing::warn;
+
+use crate::metrics::Metrics;
+use crate::params::{BadRequest, Params};
+use crate::performance::performance;
+use crate::store::{RunFilter, Store};
+
+/// The OpenAPI document, kept in `schemas/pitgun-api/`.
+pub const OPENAPI: &str = include_str!("../../schemas/pitgun-api/v1.openapi.json");
+
+/// Shared by the handlers.
+pub struct Api {
+    /// The database.
+    pub store: Store,
+    /// Request counters and latencies.
+    pub metrics: Metrics,
+}
+
+/// What a handler failed with.
+pub enum Failure {
+    /// 400.
+    Bad(String),
+    /// 404.
+    NotFound(String),
+    /// 503: the database failed.
+    Unavailable(anyhow::Error),
+}
+
+impl From<BadRequest> for Failure {
+    fn from(b: BadRequest) -> Failure {
+        Failure::Bad(b.0)
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Failure {
+        Failure::Unavailable(e)
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let (status, message) = match self {
+            Failure::Bad(m) => (StatusCode::BAD_REQUEST, m),
+            Failure::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            Failure::Unavailable(e) => {
+                warn!("database: {e:#}");
+                (StatusCode::SERVICE_UNAVAILABLE, format!("the database did not answer: {e:#}"))
+            }
+        };
+        (status, Json(json!({ "error": message }))).into_response()
+    }
+}
+
+type Reply = Result<Json<Value>, Failure>;
+
+/// The API's router (health routes are merged by the caller).
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/v1/runs", get(runs))
+        .route("/v1/runs/{session}", get(run))
+        .route("/v1/leaderboard", get(leaderboard))
+        .route("/v1/sessions/{session}/performance", get(session_performance))
+        .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
+        .fallback(|| async { Failure::NotFound("no such endpoint; see /openapi.json".into()) })
+        .with_state(api)
+}
+
+fn params(q: Result<Query<HashMap<String, String>>, QueryRejection>, allowed: &[&str]) -> Result<Params, Failure> {
+    let Query(raw) = q.map_err(|e| Failure::Bad(format!("cannot read the query string: {e}")))?;
+    Ok(Params::new(raw, allowed)?)
+}
+
+fn session_id(s: &str) -> Result<&str, Failure> {
+    if s.is_empty() || s.len() > 200 {
+        return Err(Failure::Bad(format!("session id: expected 1 to 200 characters, got {}", s.len())));
+    }
+    Ok(s)
+}
+
+/// Counts the request and its latency under its route.
+async fn timed(api: &Api, route: &str, reply: impl std::future::Future<Output = Reply>) -> Reply {
+    let started = Instant::now();
+    let out = reply.await;
+    let status = match &out {
+        Ok(_) => "200",
+        Err(Failure::Bad(_)) => "400",
+        Err(Failure::NotFound(_)) => "404",
+        Err(Failure::Unavailable(_)) => "503",
+    };
+    api.metrics.requests.with_label_values(&[route, status]).inc();
+    api.metrics.seconds.with_label_values(&[route]).observe(started.elapsed().as_secs_f64());
+    out
+}
+
+async fn runs(State(api): State<Arc<Api>>, q: Result<Query<HashMap<String, String>>, QueryRejection>) -> Reply {
+    timed(&api, "runs", async {
+        let p = params(q, &["player", "track", "car", "since", "limit", "cursor"])?;
+        let filter = RunFilter { player: p.text("player")?, track: p.text("track")?, car: p.text("car")?, since: p.time("since")? };
+        let limit = p.limit("limit", 50, 1, 500)?;
+        let (runs, next) = api.store.runs(&filter, p.cursor("cursor")?.as_ref(), limit).await?;
+        Ok(Json(json!({ "runs": runs, "next_cursor": next.map(|c| c.encode()) })))
+    })
+    .await
+}
+
+async fn run(State(api): State<Arc<Api>>, Path(session): Path<String>, q: Result<Query<HashMap<String, String>>, QueryRejection>) -> Reply {
+    timed(&api, "run", async {
+        params(q, &[])?;
+        let session = session_id(&session)?;
+        match api.store.run(session).await? {
+            Some(r) => Ok(Json(r)),
+            None => Err(Failure::NotFound(format!("no run for session {session:?}"))),
+        }
+    })
+    .await
+}
+
+async fn leaderboard(State(api): State<Arc<Api>>, q: Result<Query<HashMap<String, String>>, QueryRejection>) -> Reply {
+    timed(&api, "leaderboard", async {
+        let p = params(q, &["track", "car", "limit"])?;
+        let track = p.required("track")?;
+        let car = p.text("car")?;
+        let limit = p.limit("limit", 10, 1, 1000)?;
+        let entries = api.store.leaderboard(&track, car.as_deref(), limit).await?;
+        Ok(Json(json!({ "track": track, "car": car, "entries": entries })))
+    })
+    .await
+}
+
+async fn session_performance(State(api): State<Arc<Api>>, Path(session): Path<String>, q: Result<Query<HashMap<String, String>>, QueryRejection>) -> Reply {
+    timed(&api, "performance", async {
+        params(q, &[])?;
+        let session = session_id(&session)?;
+        let laps = api.store.performance_laps(session).await?;
+        if laps.is_empty() {
+            return Err(Failure::NotFound(format!("no laps recorded for session {session:?}")));
+        }
+        Ok(Json(performance(session, &laps)))
+    })
+    .await
+}

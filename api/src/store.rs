@@ -1,0 +1,219 @@
+//! The SQL the API runs, against the tables the sink writes: `runs` (one row per session,
+//! `pitgun-sink`'s `runs` mapping) and a lap table (one row per lap, the `lap-performance`
+//! manifest's contract).
+//!
+//! Every value from a request is a bind parameter. Table names come from the command line,
+//! are checked to be plain identifiers, and are put into the statement text once at start.
+
+use std::time::SystemTime;
+
+use anyhow::{bail, Context, Result};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use pitgun_runtime::sql::check_identifier;
+use serde_json::{json, Map, Value};
+use tokio_postgres::types::Type;
+use tokio_postgres::{NoTls, Row};
+use tracing::{info, warn};
+
+use crate::params::Cursor;
+
+/// The `runs` columns the API returns, in order.
+const RUN_COLUMNS: &str = "session_id, player, track, car, started_at, ended_at, total_time_s, laps, best_lap_s, top_speed_kmh, distance_km, events, missing_events";
+
+/// The lap-table columns `/performance` needs.
+const PERFORMANCE_COLUMNS: &[&str] = &["lap", "lap_time", "complete", "window_start", "max_speed", "mean_speed", "full_throttle_share", "braking_share", "distance", "samples"];
+
+/// Statements, built once.
+struct Sql {
+    runs_page: String,
+    run: String,
+    laps: String,
+    performance: String,
+    leaderboard: String,
+    leaderboard_car: String,
+}
+
+/// The database the API reads, through a pool of connections.
+pub struct Store {
+    pool: Pool,
+    sql: Sql,
+}
+
+/// Filters of `/v1/runs`.
+#[derive(Debug, Default)]
+pub struct RunFilter {
+    /// Exact player.
+    pub player: Option<String>,
+    /// Exact track.
+    pub track: Option<String>,
+    /// Exact car.
+    pub car: Option<String>,
+    /// Runs that started at or after this.
+    pub since: Option<SystemTime>,
+}
+
+impl Store {
+    /// Connects (`connections` at most), checks the tables and creates the read indexes the
+    /// leaderboard and the run list need when they are missing.
+    pub async fn open(url: &str, runs: &str, laps: &str, connections: usize) -> Result<Store> {
+        check_identifier(runs)?;
+        check_identifier(laps)?;
+        let config: tokio_postgres::Config = url.parse().context("--postgres is not a PostgreSQL URL")?;
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager).max_size(connections.max(1)).build()?;
+        let client = pool.get().await.context("cannot connect to PostgreSQL")?;
+        for (table, needed) in [(runs, RUN_COLUMNS.split(", ").collect::<Vec<_>>()), (laps, [&["session_id"][..], PERFORMANCE_COLUMNS].concat())] {
+            let have: Vec<String> = client
+                .query("SELECT column_name::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1", &[&table])
+                .await?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            if have.is_empty() {
+                bail!("table {table:?} does not exist yet: start `pitgun sink` for its manifest first (it creates the table)");
+            }
+            if let Some(missing) = needed.iter().find(|c| !have.iter().any(|h| h == *c)) {
+                bail!("table {table:?} has no column {missing:?}; is it the table of the right manifest?");
+            }
+        }
+        // Read indexes: the leaderboard walks (track[, car], player, best lap); the run list
+        // pages by start time. The sink does not need them, so the API makes them.
+        for ddl in [
+            format!("CREATE INDEX IF NOT EXISTS \"{runs}_leaderboard\" ON \"{runs}\" (track, player, best_lap_s, started_at, session_id) WHERE best_lap_s IS NOT NULL"),
+            format!("CREATE INDEX IF NOT EXISTS \"{runs}_leaderboard_car\" ON \"{runs}\" (track, car, player, best_lap_s, started_at, session_id) WHERE best_lap_s IS NOT NULL"),
+            format!("CREATE INDEX IF NOT EXISTS \"{runs}_started\" ON \"{runs}\" (started_at DESC, session_id DESC)"),
+            format!("CREATE INDEX IF NOT EXISTS \"{laps}_session\" ON \"{laps}\" (session_id)"),
+        ] {
+            if let Err(e) = client.batch_execute(&ddl).await {
+                warn!("could not create a read index (queries still work, slower): {e}");
+            }
+        }
+        info!(runs, laps, "tables checked");
+        // Best lap per player: the first row of each player's group in index order, then the
+        // players ranked; ties go to the lap set first, then the player's name.
+        let leaderboard = |car: &str| {
+            format!(
+                "SELECT player, best_lap_s, session_id, car, started_at FROM (\
+                   SELECT DISTINCT ON (player) player, best_lap_s, session_id, car, started_at FROM \"{runs}\" \
+                   WHERE track = $1 {car} AND best_lap_s IS NOT NULL \
+                   ORDER BY player, best_lap_s, started_at, session_id) best \
+                 ORDER BY best_lap_s, started_at, player LIMIT $2"
+            )
+        };
+        let sql = Sql {
+            runs_page: format!(
+                "SELECT {RUN_COLUMNS} FROM \"{runs}\" \
+                 WHERE ($1::text IS NULL OR player = $1) AND ($2::text IS NULL OR track = $2) AND ($3::text IS NULL OR car = $3) \
+                   AND ($4::timestamptz IS NULL OR started_at >= $4) \
+                   AND ($5::timestamptz IS NULL OR (started_at, session_id) < ($5, $6::text)) \
+                 ORDER BY started_at DESC, session_id DESC LIMIT $7"
+            ),
+            run: format!("SELECT {RUN_COLUMNS} FROM \"{runs}\" WHERE session_id = $1"),
+            laps: format!("SELECT * FROM \"{laps}\" WHERE session_id = $1 ORDER BY window_start, row_id"),
+            performance: format!("SELECT {} FROM \"{laps}\" WHERE session_id = $1 ORDER BY lap", PERFORMANCE_COLUMNS.join(", ")),
+            leaderboard: leaderboard(""),
+            leaderboard_car: leaderboard("AND car = $3"),
+        };
+        Ok(Store { pool, sql })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.context("no PostgreSQL connection")
+    }
+
+    /// Whether the database answers (readiness).
+    pub async fn ping(&self) -> bool {
+        match self.client().await {
+            Ok(c) => c.simple_query("SELECT 1").await.is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// A page of runs, newest first, and the cursor of the next page.
+    pub async fn runs(&self, f: &RunFilter, after: Option<&Cursor>, limit: i64) -> Result<(Vec<Value>, Option<Cursor>)> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(&self.sql.runs_page).await?;
+        let (at, sid) = (after.map(|a| a.started_at), after.map(|a| a.session_id.clone()));
+        // One more than asked: whether there is a next page.
+        let rows = c.query(&st, &[&f.player, &f.track, &f.car, &f.since, &at, &sid, &(limit + 1)]).await?;
+        let more = rows.len() as i64 > limit;
+        let rows = &rows[..rows.len().min(limit as usize)];
+        let next = match (more, rows.last()) {
+            (true, Some(last)) => Some(Cursor { started_at: last.get("started_at"), session_id: last.get("session_id") }),
+            _ => None,
+        };
+        Ok((rows.iter().map(row_json).collect(), next))
+    }
+
+    /// One run with its lap rows (`None`: no such session).
+    pub async fn run(&self, session: &str) -> Result<Option<Value>> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(&self.sql.run).await?;
+        let Some(run) = c.query_opt(&st, &[&session]).await? else { return Ok(None) };
+        let st = c.prepare_cached(&self.sql.laps).await?;
+        let laps: Vec<Value> = c.query(&st, &[&session]).await?.iter().map(row_json).collect();
+        let mut out = row_json(&run);
+        out["lap_rows"] = Value::from(laps);
+        Ok(Some(out))
+    }
+
+    /// The lap rows of a session for `/performance` (empty: no laps recorded).
+    pub async fn performance_laps(&self, session: &str) -> Result<Vec<Row>> {
+        let c = self.client().await?;
+        let st = c.prepare_cached(&self.sql.performance).await?;
+        Ok(c.query(&st, &[&session]).await?)
+    }
+
+    /// The best complete lap of each player on a track (and car), best first.
+    pub async fn leaderboard(&self, track: &str, car: Option<&str>, limit: i64) -> Result<Vec<Value>> {
+        let c = self.client().await?;
+        let rows = match car {
+            None => {
+                let st = c.prepare_cached(&self.sql.leaderboard).await?;
+                c.query(&st, &[&track, &limit]).await?
+            }
+            Some(car) => {
+                let st = c.prepare_cached(&self.sql.leaderboard_car).await?;
+                c.query(&st, &[&track, &limit, &car]).await?
+            }
+        };
+        Ok(rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                json!({
+                    "rank": i + 1,
+                    "player": r.get::<_, String>("player"),
+                    "best_lap_s": r.get::<_, f64>("best_lap_s"),
+                    "session_id": r.get::<_, String>("session_id"),
+                    "car": r.get::<_, String>("car"),
+                    "set_at": time_json(r.get("started_at")),
+                })
+            })
+            .collect())
+    }
+}
+
+/// A row as JSON, column by column by type (the types the sink creates).
+pub fn row_json(r: &Row) -> Value {
+    let mut out = Map::new();
+    for (i, c) in r.columns().iter().enumerate() {
+        let v = match *c.type_() {
+            Type::TEXT | Type::VARCHAR => r.get::<_, Option<String>>(i).map(Value::from),
+            Type::INT8 => r.get::<_, Option<i64>>(i).map(Value::from),
+            Type::INT4 => r.get::<_, Option<i32>>(i).map(Value::from),
+            Type::FLOAT8 => r.get::<_, Option<f64>>(i).map(Value::from),
+            Type::BOOL => r.get::<_, Option<bool>>(i).map(Value::from),
+            Type::TIMESTAMPTZ => r.get::<_, Option<SystemTime>>(i).map(time_json),
+            _ => Some(Value::from(format!("<{}>", c.type_().name()))),
+        };
+        out.insert(c.name().to_string(), v.unwrap_or(Value::Null));
+    }
+    Value::Object(out)
+}
+
+/// RFC 3339, microseconds, UTC: the format of the rows everywhere else in Pitgun.
+pub fn time_json(t: SystemTime) -> Value {
+    Value::from(humantime::format_rfc3339_micros(t).to_string())
+}
+

@@ -1,0 +1,160 @@
+//! `pitgun api` on known data: hand-written session-summary and lap rows go through the real
+//! broker and `pitgun sink` into the test's own PostgreSQL database; then every endpoint is
+//! asked, with paging, ties, filters, bad parameters and an injection attempt. (The end-to-end
+//! leaderboard against the simulator's ground truth is in `sink.rs`.)
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+/// A session-summary row (the contract's columns).
+fn run(session: &str, player: &str, track: &str, car: &str, start: &str, best: Option<f64>) -> Value {
+    json!({
+        "row_id": format!("run-{session}"), "session_id": session, "player": player, "track": track, "car": car,
+        "window_start": format!("2026-01-01T{start}.000000Z"), "window_end": format!("2026-01-01T{start}.500000Z"),
+        "window_anchor": format!("2026-01-01T{start}.000000Z"),
+        "laps": if best.is_some() { 3 } else { 0 }, "best_lap": best, "top_speed": 301.5, "distance": 17.25, "events": 1000, "missing_events": 2,
+    })
+}
+
+/// A lap-performance row (the contract's columns).
+fn lap(session: &str, n: i64, start: &str, time: f64, complete: bool) -> Value {
+    let mut r = json!({
+        "row_id": format!("lap-{session}-{n}"), "session_id": session, "player": "ana", "track": "monza", "car": "gt3",
+        "window_start": format!("2026-01-01T{start}.000000Z"), "window_end": format!("2026-01-01T{start}.900000Z"),
+        "window_anchor": format!("2026-01-01T{start}.000000Z"), "lap": n, "lap_time": time,
+        "max_speed": 300.0 + n as f64, "mean_speed": 200.0, "full_throttle_share": 0.5, "braking_share": 0.125, "distance": 5793.0,
+        "samples": 900, "complete": complete,
+    });
+    for t in ["fl", "fr", "rl", "rr"] {
+        r[format!("tyre_{t}_p50")] = json!(80.0);
+        r[format!("tyre_{t}_p90")] = json!(90.0);
+    }
+    r
+}
+
+fn get(addr: &str, path: &str) -> (u16, Value) {
+    let (status, body) = http_get_status(addr, path);
+    (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}")))
+}
+
+fn players(board: &Value) -> Vec<&str> {
+    board["entries"].as_array().unwrap().iter().map(|e| e["player"].as_str().unwrap()).collect()
+}
+
+#[test]
+fn api_endpoints_on_known_data() {
+    let ns = Ns::new("api-known");
+    let pg = own_database("api_known");
+    let dir = tempfile::tempdir().unwrap();
+    let runs = [
+        run("s1", "ana", "monza", "gt3", "10:00:00", Some(90.5)),
+        run("s2", "ana", "monza", "gt3", "11:00:00", Some(89.0)),
+        run("s3", "ben", "monza", "gt3", "10:30:00", Some(89.0)),
+        run("s4", "cho", "monza", "lmp2", "09:00:00", Some(95.0)),
+        run("s5", "dan", "monza", "gt3", "12:00:00", None),
+        run("s6", "ana", "spa", "gt3", "08:00:00", Some(120.0)),
+        run("s7", "fay", "monza", "gt3", "14:00:00", Some(89.5)),
+        run("s8", "eve", "monza", "gt3", "14:00:00", Some(89.5)),
+    ];
+    let laps = [lap("s1", 1, "10:00:00", 91.0, true), lap("s1", 2, "10:01:31", 90.5, true), lap("s1", 3, "10:03:01", 30.25, false)];
+    for (topic, rows) in [("pitgun.aggregates.session-summary.v1", &runs[..]), ("pitgun.aggregates.lap-performance.v1", &laps[..])] {
+        let file = dir.path().join(format!("{topic}.ndjson"));
+        std::fs::write(&file, rows.iter().map(|r| r.to_string() + "\n").collect::<String>()).unwrap();
+        let out = pitgun(&["publish", "--input", file.to_str().unwrap(), "--wire", "rows", "--topic", topic], &ns);
+        assert!(out.status.success(), "publish: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut sink = Service::start(
+        "sink",
+        &["sink", "--manifest", "manifests/pipelines/lap-performance.v1.yaml", "--manifest", "manifests/pipelines/session-summary.v1.yaml",
+          "--postgres", &pg, "--targets", "postgres", "--until-end"],
+        &ns,
+    );
+    assert!(sink.wait(Duration::from_secs(120)), "sink failed");
+    let (_api, addr) = start_api(&pg, &ns);
+
+    // Leaderboard: one entry per player, best lap first; ben and ana tie at 89.0 and ben set it
+    // first; eve and fay tie at 89.5 in the same minute, so by name; dan has no complete lap.
+    let (status, board) = get(&addr, "/v1/leaderboard?track=monza");
+    assert_eq!(status, 200, "{board}");
+    assert_eq!(players(&board), ["ben", "ana", "eve", "fay", "cho"], "{board}");
+    assert_eq!(board["entries"][1], json!({"rank": 2, "player": "ana", "best_lap_s": 89.0, "session_id": "s2", "car": "gt3", "set_at": "2026-01-01T11:00:00.000000Z"}));
+    assert_eq!(players(&get(&addr, "/v1/leaderboard?track=monza&car=gt3&limit=2").1), ["ben", "ana"]);
+    assert_eq!(players(&get(&addr, "/v1/leaderboard?track=spa").1), ["ana"]);
+    assert_eq!(players(&get(&addr, "/v1/leaderboard?track=nowhere").1), Vec::<&str>::new());
+
+    // Runs: newest first (ties by session id, descending), three pages of three.
+    let mut seen = Vec::new();
+    let mut path = "/v1/runs?limit=3".to_string();
+    for page in 0.. {
+        let (status, body) = get(&addr, &path);
+        assert_eq!(status, 200, "{body}");
+        seen.extend(body["runs"].as_array().unwrap().iter().map(|r| r["session_id"].as_str().unwrap().to_string()));
+        match body["next_cursor"].as_str() {
+            Some(c) => path = format!("/v1/runs?limit=3&cursor={c}"),
+            None => break,
+        }
+        assert!(page < 5, "paging does not end");
+    }
+    assert_eq!(seen, ["s8", "s7", "s5", "s2", "s3", "s1", "s4", "s6"]);
+    let (_, ana) = get(&addr, "/v1/runs?player=ana&track=monza");
+    let ids: Vec<&str> = ana["runs"].as_array().unwrap().iter().map(|r| r["session_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["s2", "s1"]);
+    let (_, since) = get(&addr, &format!("/v1/runs?since={}&car=gt3", urlencode("2026-01-01T11:00:00Z")));
+    assert_eq!(since["runs"].as_array().unwrap().len(), 4, "{since}");
+    let first = &ana["runs"][0];
+    assert_eq!(first["started_at"], "2026-01-01T11:00:00.000000Z");
+    assert_eq!((first["total_time_s"].as_f64(), first["best_lap_s"].as_f64(), first["events"].as_i64()), (Some(0.5), Some(89.0), Some(1000)));
+
+    // One run with its lap rows; per-lap performance.
+    let (status, s1) = get(&addr, "/v1/runs/s1");
+    assert_eq!(status, 200, "{s1}");
+    assert_eq!(s1["player"], "ana");
+    let lap_rows = s1["lap_rows"].as_array().unwrap();
+    assert_eq!(lap_rows.len(), 3);
+    assert_eq!((lap_rows[1]["lap"].as_i64(), lap_rows[1]["lap_time"].as_f64()), (Some(2), Some(90.5)));
+    let (status, perf) = get(&addr, "/v1/sessions/s1/performance");
+    assert_eq!(status, 200, "{perf}");
+    assert_eq!(perf["best_lap"], json!({"lap": 2, "lap_time_s": 90.5}));
+    assert_eq!(perf["complete_laps"], 2);
+    assert_eq!(perf["laps"][0]["delta_to_best_s"], 0.5);
+    assert_eq!(perf["laps"][2]["delta_to_best_s"], Value::Null);
+    assert_eq!(perf["mean_complete_lap_s"], 90.75);
+
+    // Bad parameters: a 400 naming the parameter; nothing there: 404.
+    for (path, says) in [
+        ("/v1/leaderboard", "track is required"),
+        ("/v1/leaderboard?track=monza&limit=abc", "limit: expected an integer from 1 to 1000"),
+        ("/v1/leaderboard?track=monza&limit=0", "limit: expected an integer from 1 to 1000"),
+        ("/v1/runs?since=yesterday", "since: expected an RFC 3339 timestamp"),
+        ("/v1/runs?plyer=ana", "unknown parameter \"plyer\""),
+        ("/v1/runs?cursor=zz", "cursor: not a cursor this API returned"),
+        ("/v1/runs?player=", "player: expected 1 to 200 characters"),
+    ] {
+        let (status, body) = get(&addr, path);
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(body["error"].as_str().unwrap().contains(says), "{path}: {body}");
+    }
+    for path in ["/v1/runs/nope", "/v1/sessions/nope/performance", "/v2/whatever"] {
+        let (status, body) = get(&addr, path);
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(body["error"].is_string());
+    }
+    // Values are bound, never spliced into SQL.
+    let (status, body) = get(&addr, &format!("/v1/runs?player={}", urlencode("x' OR '1'='1")));
+    assert_eq!((status, body["runs"].as_array().unwrap().len()), (200, 0), "{body}");
+
+    // The OpenAPI document is the one in schemas/ and names every endpoint.
+    let (status, doc) = get(&addr, "/openapi.json");
+    assert_eq!(status, 200);
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(root().join("schemas/pitgun-api/v1.openapi.json")).unwrap()).unwrap();
+    assert_eq!(doc, file);
+    for p in ["/v1/runs", "/v1/runs/{session}", "/v1/leaderboard", "/v1/sessions/{session}/performance"] {
+        assert!(doc["paths"].get(p).is_some(), "{p} documented");
+    }
+    let metrics = http_get(&addr, "/metrics");
+    assert!(metric(&metrics, "pitgun_api_requests_total", "route=\"leaderboard\",status=\"400\"") >= 3.0, "{metrics}");
+}
