@@ -33,14 +33,14 @@ ROWS="$OUT/sink-rows-$N.ndjson"; CSV="$OUT/sink-rows-$N.csv"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "PostgreSQL: $("$PG_BIN/psql" -X -tA "$PG" -c 'SHOW server_version') fsync=$("$PG_BIN/psql" -X -tA "$PG" -c 'SHOW fsync') synchronous_commit=$("$PG_BIN/psql" -X -tA "$PG" -c 'SHOW synchronous_commit')"
 # Baseline: the same rows, CSV, into a table of the same columns without any index.
-COLS="row_id text, session_id text, player text, track text, car text, window_start timestamptz, window_end timestamptz, lap bigint, lap_time double precision, max_speed double precision, mean_speed double precision, full_throttle_share double precision, braking_share double precision, distance double precision, tyre_fl_p50 double precision, tyre_fl_p90 double precision, tyre_fr_p50 double precision, tyre_fr_p90 double precision, tyre_rl_p50 double precision, tyre_rl_p90 double precision, tyre_rr_p50 double precision, tyre_rr_p90 double precision, samples bigint, complete boolean"
+COLS="row_id text, session_id text, player text, track text, car text, window_start timestamptz, window_end timestamptz, window_anchor timestamptz, lap bigint, lap_time double precision, max_speed double precision, mean_speed double precision, full_throttle_share double precision, braking_share double precision, distance double precision, tyre_fl_p50 double precision, tyre_fl_p90 double precision, tyre_fr_p50 double precision, tyre_fr_p90 double precision, tyre_rl_p50 double precision, tyre_rl_p90 double precision, tyre_rr_p50 double precision, tyre_rr_p90 double precision, samples bigint, complete boolean"
 "$PG_BIN/psql" -X -q "$PG" -c "CREATE TABLE copy_baseline ($COLS)"
 START=$(date +%s.%N)
 "$PG_BIN/psql" -X -q "$PG" -c "\\copy copy_baseline FROM '$CSV' WITH (FORMAT csv)"
 BASE_S=$(python3 -c "import time; print(time.time() - $START)")
 echo "psql \\copy: $N rows in $BASE_S s"
 # The sink: from the topic to committed upserts, first row to last commit.
-SUMMARY="$("$PITGUN" sink --manifest manifests/pipelines/lap-performance.v1.yaml --postgres "$PG" --until-end --batch-rows "${SINK_BATCH_ROWS:-5000}" 2>"$OUT/sink-stderr.log")"
+SUMMARY="$("$PITGUN" sink --manifest manifests/pipelines/lap-performance.v1.yaml --postgres "$PG" --targets postgres --until-end --batch-rows "${SINK_BATCH_ROWS:-5000}" 2>"$OUT/sink-stderr.log")"
 echo "sink: $SUMMARY"
 WIDTH="$("$PG_BIN/psql" -X -tA "$PG" -c 'SELECT round(avg(pg_column_size(t.*))) FROM lap_performance_v1 t')"
 JSON_WIDTH="$(python3 -c "import os; print(round(os.path.getsize('$ROWS') / $N))")"

@@ -10,7 +10,7 @@ import random
 import sys
 from datetime import datetime, timedelta, timezone
 
-COLUMNS = ["row_id", "session_id", "player", "track", "car", "window_start", "window_end", "lap", "lap_time",
+COLUMNS = ["row_id", "session_id", "player", "track", "car", "window_start", "window_end", "window_anchor", "lap", "lap_time",
            "max_speed", "mean_speed", "full_throttle_share", "braking_share", "distance", "tyre_fl_p50",
            "tyre_fl_p90", "tyre_fr_p50", "tyre_fr_p90", "tyre_rl_p50", "tyre_rl_p90", "tyre_rr_p50", "tyre_rr_p90",
            "samples", "complete"]
@@ -36,6 +36,7 @@ def main():
                 "player": players[session % 6], "track": tracks[session % 4], "car": cars[session % 2],
                 "window_start": start.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
                 "window_end": end.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "window_anchor": start.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
                 "lap": lap + 1, "lap_time": lap_time,
                 "max_speed": round(250 + rnd.random() * 80, 4), "mean_speed": rnd.random() * 200 + 50,
                 "full_throttle_share": rnd.random(), "braking_share": rnd.random() / 4,

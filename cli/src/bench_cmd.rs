@@ -222,3 +222,172 @@ mod tests {
         assert!(out_one.iter().filter(|o| matches!(o, pitgun_engine::Output::Row(_))).count() > 10);
     }
 }
+
+/// Arguments of `pitgun bench-ilp`: the QuestDB target's encoding cost.
+#[derive(Args)]
+pub struct BenchIlpArgs {
+    /// Rows as `pitgun replay` writes them (JSON lines) of the manifest below.
+    #[arg(long)]
+    rows: PathBuf,
+    /// The manifest whose contract the rows follow.
+    #[arg(long, default_value = "manifests/pipelines/lap-performance.v1.yaml")]
+    manifest: PathBuf,
+    /// Rows per ILP request (the sink's --batch-rows).
+    #[arg(long, default_value_t = 5000)]
+    batch: usize,
+    /// Passes over the rows (the fastest counts).
+    #[arg(long, default_value_t = 3)]
+    passes: usize,
+}
+
+/// Encodes rows as the QuestDB target does (contract cells → ILP v2 in the official client's
+/// buffer, one buffer per batch) and, as the baseline in the same run, writes the same rows back
+/// as JSON with serde_json. Also times the sink's whole per-row CPU path: JSON line → cells → ILP.
+pub fn ilp(args: BenchIlpArgs) -> Result<ExitCode> {
+    use pitgun_sink::questdb::{Buffer, ProtocolVersion, QuestTable};
+    use pitgun_sink::table::RowParser;
+    let project = crate::project::Project::load(&args.manifest, None)?;
+    let plan = project.compile()?;
+    let table = QuestTable::from_contract(&plan.contract, "bench")?;
+    let text = std::fs::read_to_string(&args.rows)?;
+    let lines: Vec<&str> = text.lines().collect();
+    let maps: Vec<serde_json::Map<String, serde_json::Value>> = lines.iter().map(|l| serde_json::from_str(l)).collect::<Result<_, _>>()?;
+    let cells: Vec<_> = maps.iter().map(|m| table.shape.convert(m)).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!(e))?;
+    let n = lines.len() as f64;
+    let best = |f: &mut dyn FnMut() -> usize| -> (f64, usize) {
+        let mut fastest = f64::MAX;
+        let mut bytes = 0;
+        for _ in 0..args.passes.max(1) {
+            let started = Instant::now();
+            bytes = f();
+            fastest = fastest.min(started.elapsed().as_secs_f64());
+        }
+        (fastest, bytes)
+    };
+    let mut buf = Buffer::new(ProtocolVersion::V2);
+    let (ilp_s, ilp_bytes) = best(&mut || {
+        let mut bytes = 0;
+        for batch in cells.chunks(args.batch) {
+            buf.clear();
+            for row in batch {
+                table.encode(&mut buf, row).expect("encodable");
+            }
+            bytes += buf.len();
+        }
+        bytes
+    });
+    let mut out = Vec::new();
+    let (json_s, json_bytes) = best(&mut || {
+        let mut bytes = 0;
+        for batch in maps.chunks(args.batch) {
+            out.clear();
+            for m in batch {
+                serde_json::to_writer(&mut out, m).expect("serialisable");
+                out.push(b'\n');
+            }
+            bytes += out.len();
+        }
+        bytes
+    });
+    let parser = RowParser::of(&plan.contract);
+    let binding = table.shape.bind(&parser)?;
+    let (full_s, _) = best(&mut || {
+        let mut bytes = 0;
+        for batch in lines.chunks(args.batch) {
+            buf.clear();
+            for line in batch {
+                let fields = parser.parse(line.as_bytes()).expect("a row");
+                table.encode(&mut buf, &table.shape.convert_fields(&binding, &fields).expect("fits")).expect("encodable");
+            }
+            bytes += buf.len();
+        }
+        bytes
+    });
+    println!(
+        "{} rows, {} per batch, fastest of {} passes: ILP v2 encoding {:.0} rows/s ({:.0} bytes/row); serde_json writing the same rows {:.0} rows/s ({:.0} bytes/row); ratio {:.2}; JSON line to ILP as the sink does it (parse into fields, convert, encode) {:.0} rows/s",
+        lines.len(),
+        args.batch,
+        args.passes,
+        n / ilp_s,
+        ilp_bytes as f64 / n,
+        n / json_s,
+        json_bytes as f64 / n,
+        json_s / ilp_s,
+        n / full_s
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `pitgun bench-http`: latency and rate of GET requests at a fixed concurrency.
+#[derive(Args)]
+pub struct BenchHttpArgs {
+    /// Server, e.g. 127.0.0.1:8090.
+    #[arg(long)]
+    addr: String,
+    /// Paths to GET, in turn (repeatable), e.g. '/v1/leaderboard?track=monza'.
+    #[arg(long = "path", required = true)]
+    paths: Vec<String>,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// How long to measure (after a one-second warm-up).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: std::time::Duration,
+}
+
+/// Keeps `concurrency` keep-alive connections busy for `duration` and prints requests/s and
+/// latency percentiles. Any non-200 answer fails the run.
+pub fn http(args: BenchHttpArgs) -> Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let latencies = rt.block_on(async {
+        let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
+        let run = |measure: std::time::Duration| {
+            let mut tasks = Vec::new();
+            for w in 0..args.concurrency {
+                let (client, paths, addr) = (client.clone(), args.paths.clone(), args.addr.clone());
+                tasks.push(tokio::spawn(async move {
+                    let end = Instant::now() + measure;
+                    let mut lat = Vec::new();
+                    let mut i = w;
+                    while Instant::now() < end {
+                        let url = format!("http://{addr}{}", paths[i % paths.len()]);
+                        i += 1;
+                        let started = Instant::now();
+                        let resp = client.get(&url).send().await?;
+                        let status = resp.status();
+                        let body = resp.bytes().await?;
+                        if status != 200 {
+                            anyhow::bail!("{url}: {status}: {}", String::from_utf8_lossy(&body));
+                        }
+                        lat.push(started.elapsed().as_secs_f64());
+                    }
+                    Ok(lat)
+                }));
+            }
+            tasks
+        };
+        for t in run(std::time::Duration::from_secs(1)) {
+            t.await??;
+        }
+        let mut all = Vec::new();
+        for t in run(args.duration) {
+            all.extend(t.await??);
+        }
+        anyhow::Ok(all)
+    })?;
+    let mut l = latencies;
+    l.sort_by(f64::total_cmp);
+    let at = |q: f64| l[((l.len() as f64 * q) as usize).min(l.len() - 1)] * 1e3;
+    println!(
+        "{} requests in {:?} at concurrency {}: {:.0} requests/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        l.len(),
+        args.duration,
+        args.concurrency,
+        l.len() as f64 / args.duration.as_secs_f64(),
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        l[l.len() - 1] * 1e3
+    );
+    Ok(ExitCode::SUCCESS)
+}

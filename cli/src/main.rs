@@ -78,6 +78,12 @@ enum Command {
     /// The processor's CPU per Avro envelope without Kafka (benchmarks).
     #[command(hide = true)]
     BenchEngine(bench_cmd::BenchEngineArgs),
+    /// The QuestDB target's ILP encoding rate, against serde_json (benchmarks).
+    #[command(hide = true)]
+    BenchIlp(bench_cmd::BenchIlpArgs),
+    /// GET requests at a fixed concurrency: rate and latency percentiles (benchmarks).
+    #[command(hide = true)]
+    BenchHttp(bench_cmd::BenchHttpArgs),
 }
 
 /// `mi_option_purge_delay` in mimalloc.h's `mi_option_e` (the Rust bindings name no constant).
@@ -124,6 +130,8 @@ fn main() -> ExitCode {
         Command::Gateway(args) => gateway_cmd::run_cmd(args),
         Command::BenchConsume(args) => bench_cmd::consume(args),
         Command::BenchEngine(args) => bench_cmd::engine(args),
+        Command::BenchIlp(args) => bench_cmd::ilp(args),
+        Command::BenchHttp(args) => bench_cmd::http(args),
         Command::Process(args) => process_cmd::run(args),
         Command::Sink(args) => sink_cmd::run(args),
         Command::Api(args) => api_cmd::run(args),

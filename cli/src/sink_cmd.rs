@@ -60,6 +60,10 @@ pub struct SinkArgs {
     /// Stop once the end offsets seen at start are written and committed (backfills, tests).
     #[arg(long)]
     until_end: bool,
+    /// Create (or check) the tables the manifests name, then exit without reading Kafka: run it
+    /// before a new manifest version goes live, or to give the API its tables.
+    #[arg(long, conflicts_with = "until_end")]
+    migrate: bool,
     /// Serve /metrics, /healthz and /readyz here, e.g. 127.0.0.1:9465.
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
@@ -91,6 +95,7 @@ pub fn run(args: SinkArgs) -> Result<ExitCode> {
         linger: args.linger,
         max_backoff: args.max_backoff,
         until_end: args.until_end,
+        migrate_only: args.migrate,
         metrics_listen: args.metrics_listen,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;

@@ -22,7 +22,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use pitgun_contracts::analysis::{AnalysisContract, ColumnRole};
-use ::questdb::ingress::{Buffer, ColumnName, Sender, TableName, TimestampMicros};
+use ::questdb::ingress::{ColumnName, Sender, TableName, TimestampMicros};
+/// The client's ILP buffer and protocol versions (for benchmarks and tools that encode rows).
+pub use ::questdb::ingress::{Buffer, ProtocolVersion};
 use ::questdb::ErrorCode;
 use tracing::info;
 

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -26,7 +27,7 @@ use crate::metrics::Metrics;
 use crate::postgres::{redact, PgTarget, Refused, WriteError};
 use crate::questdb::{QuestTable, QuestTarget};
 use crate::runs::{runs_shape, RUNS_TABLE};
-use crate::table::{TableRow, TableShape};
+use crate::table::{Binding, RowParser, TableRow, TableShape};
 
 /// Environment variable that arms the failpoint between a target's commit and the offset
 /// commit (tests): `after-target-commit` aborts the process there, once.
@@ -68,6 +69,8 @@ pub struct Config {
     pub max_backoff: Duration,
     /// Stop once the end offsets seen at start are committed.
     pub until_end: bool,
+    /// Only create (or check) the tables, then stop: Kafka is not read.
+    pub migrate_only: bool,
     /// Serve `/metrics`, `/healthz`, `/readyz` here.
     pub metrics_listen: Option<SocketAddr>,
 }
@@ -143,17 +146,17 @@ struct Batch {
     rows: Vec<Vec<TableRow>>,
     origins: Vec<Vec<Origin>>,
     index: Vec<HashMap<String, usize>>,
-    next_offsets: BTreeMap<(String, i32), i64>,
+    next_offsets: BTreeMap<(Arc<str>, i32), i64>,
     dead: Vec<Dead>,
     read: usize,
 }
 
 #[derive(Clone)]
 struct Origin {
-    topic: String,
+    topic: Arc<str>,
     partition: i32,
     offset: i64,
-    payload: Vec<u8>,
+    payload: Arc<[u8]>,
 }
 
 struct Dead {
@@ -179,6 +182,25 @@ impl Batch {
                 self.origins[route].push(origin);
             }
         }
+    }
+}
+
+/// The tables one aggregates topic feeds: its rows are parsed once, then converted per table.
+struct TopicRoutes {
+    topic: Arc<str>,
+    parser: RowParser,
+    tables: Vec<(usize, TableShape, Binding)>,
+}
+
+impl TopicRoutes {
+    fn new(topic: &str, contract: &AnalysisContract) -> TopicRoutes {
+        TopicRoutes { topic: topic.into(), parser: RowParser::of(contract), tables: Vec::new() }
+    }
+
+    fn add(&mut self, route: usize, shape: TableShape) -> Result<()> {
+        let binding = shape.bind(&self.parser)?;
+        self.tables.push((route, shape, binding));
+        Ok(())
     }
 }
 
@@ -244,7 +266,7 @@ async fn commit(done: &Batch, consumer: &StreamConsumer<LagContext>, producer: &
             .insert(Header { key: headers::REASON, value: Some(d.reason) })
             .insert(Header { key: headers::DETAIL, value: Some(d.detail.as_str()) })
             .insert(Header { key: headers::ORIGIN, value: Some(origin.as_str()) });
-        let record = FutureRecord::to(deadletter_topic).payload(&d.origin.payload).key(&origin).headers(hs);
+        let record = FutureRecord::to(deadletter_topic).payload(&d.origin.payload[..]).key(&origin).headers(hs);
         producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| anyhow::anyhow!("dead letter for {origin} not acknowledged: {e}"))?;
         metrics.deadletters.with_label_values(&[d.reason]).inc();
         summary.deadletters += 1;
@@ -281,7 +303,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
     // Routes: every sink of every manifest.
     let mut pg_tables = Vec::new();
     let mut quest_tables = Vec::new();
-    let mut topic_routes: HashMap<String, Vec<(usize, TableShape)>> = HashMap::new();
+    let mut topic_routes: HashMap<String, TopicRoutes> = HashMap::new();
     let mut routes = Vec::new();
     for m in &cfg.manifests {
         let topic = cfg.broker.name(&topics::aggregates(&m.manifest, m.version));
@@ -296,7 +318,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
                         bail!("{} v{} writes PostgreSQL table {:?}: give --postgres URL (or leave it out with --targets)", m.manifest, m.version, sink.table);
                     }
                     let shape = if sink.table == RUNS_TABLE { runs_shape(&m.contract)? } else { TableShape::from_contract(&m.contract, &sink.table)? };
-                    topic_routes.entry(topic.clone()).or_default().push((routes.len(), shape.clone()));
+                    topic_routes.entry(topic.clone()).or_insert_with(|| TopicRoutes::new(&topic, &m.contract)).add(routes.len(), shape.clone())?;
                     routes.push(Route { label: format!("postgres:{}", sink.table), target: Target::Postgres(pg_tables.len()), table: sink.table.clone() });
                     pg_tables.push((shape, m.manifest.clone(), m.version));
                 }
@@ -305,7 +327,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
                         bail!("{} v{} writes QuestDB table {:?}: give --questdb 'http::addr=HOST:9000;' (or leave it out with --targets postgres)", m.manifest, m.version, sink.table);
                     }
                     let table = QuestTable::from_contract(&m.contract, &sink.table)?;
-                    topic_routes.entry(topic.clone()).or_default().push((routes.len(), table.shape.clone()));
+                    topic_routes.entry(topic.clone()).or_insert_with(|| TopicRoutes::new(&topic, &m.contract)).add(routes.len(), table.shape.clone())?;
                     routes.push(Route { label: format!("questdb:{}", sink.table), target: Target::Questdb(quest_tables.len()), table: sink.table.clone() });
                     quest_tables.push(table);
                 }
@@ -334,6 +356,10 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         _ => None,
     };
     let mut targets = Some(Targets { pg, quest });
+    if cfg.migrate_only {
+        info!(tables = routes.len(), "tables created or checked (--migrate); not reading Kafka");
+        return Ok(Summary::default());
+    }
 
     let group = cfg.group.clone().unwrap_or_else(|| {
         let names: Vec<String> = cfg.manifests.iter().map(|m| format!("{}.v{}", m.manifest, m.version)).collect();
@@ -433,18 +459,21 @@ pub async fn run(cfg: Config) -> Result<Summary> {
             batch.read += 1;
             first_row.get_or_insert_with(Instant::now);
             metrics.rows_in.inc();
-            let origin = Origin { topic: msg.topic().to_string(), partition: msg.partition(), offset: msg.offset(), payload: msg.payload().unwrap_or_default().to_vec() };
+            let Some(to) = topic_routes.get(msg.topic()) else {
+                warn!(topic = msg.topic(), "a record from a topic not subscribed to: skipped");
+                continue;
+            };
+            let origin = Origin { topic: to.topic.clone(), partition: msg.partition(), offset: msg.offset(), payload: msg.payload().unwrap_or_default().into() };
             batch.next_offsets.insert((origin.topic.clone(), origin.partition), origin.offset + 1);
-            let Some(table_routes) = topic_routes.get(msg.topic()) else { continue };
-            let row: serde_json::Map<String, serde_json::Value> = match serde_json::from_slice(&origin.payload) {
-                Ok(r) => r,
-                Err(e) => {
-                    batch.dead.push(Dead { reason: "invalid_row", detail: format!("not a JSON object: {e}"), origin });
+            let fields = match to.parser.parse(&origin.payload) {
+                Ok(f) => f,
+                Err(detail) => {
+                    batch.dead.push(Dead { reason: "invalid_row", detail, origin });
                     continue;
                 }
             };
-            for (route, shape) in table_routes {
-                match shape.convert(&row) {
+            for (route, shape, binding) in &to.tables {
+                match shape.convert_fields(binding, &fields) {
                     Ok(r) => batch.add(*route, r, origin.clone()),
                     Err(detail) => batch.dead.push(Dead { reason: "invalid_row", detail: format!("table {}: {detail}", shape.table), origin: origin.clone() }),
                 }
@@ -464,7 +493,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
                 }
             }
             commit(&done, &consumer, &producer, &deadletter_topic, &metrics, &mut summary).await?;
-            committed.extend(done.next_offsets.iter().map(|(k, v)| (k.clone(), *v)));
+            committed.extend(done.next_offsets.iter().map(|((t, p), v)| ((t.to_string(), *p), *v)));
             summary.seconds = first_row.map_or(0.0, |t| t.elapsed().as_secs_f64());
         }
         if batch.read > 0 {

@@ -20,6 +20,7 @@ use std::time::SystemTime;
 use anyhow::{bail, Result};
 use pitgun_contracts::analysis::{AnalysisContract, ColumnRole, ColumnType};
 use pitgun_runtime::sql::check_identifier;
+use serde::de;
 use serde_json::Value;
 
 /// A PostgreSQL column type the sink writes.
@@ -159,58 +160,281 @@ impl TableShape {
         format!("CREATE TABLE IF NOT EXISTS \"{}\" ({})", self.table, cols.join(", "))
     }
 
-    /// Converts one aggregate row (a JSON object) into this table's cells; the error names the
-    /// column and what is wrong.
-    pub fn convert(&self, row: &serde_json::Map<String, Value>) -> Result<TableRow, String> {
-        let mut cells = Vec::with_capacity(self.columns.len());
-        let mut key = None;
+    /// Resolves the shape's sources to the positions of a topic's fields (the contract's
+    /// columns, [`RowParser`]); a source the rows do not carry is an error at start.
+    pub fn bind(&self, parser: &RowParser) -> Result<Binding> {
+        let at = |name: &str| match parser.names.iter().position(|n| n == name) {
+            Some(i) => Ok(i),
+            None => bail!("table {:?} reads column {name:?}, which the rows do not have", self.table),
+        };
+        let mut sources = Vec::with_capacity(self.columns.len());
         for c in &self.columns {
-            let cell = match &c.source {
-                Source::Column(name) => cell_of(row.get(name).unwrap_or(&Value::Null), c.pg_type, name)?,
-                Source::Seconds { from, to } => {
-                    let at = |n: &str| match cell_of(row.get(n).unwrap_or(&Value::Null), PgType::Timestamptz, n)? {
+            sources.push(match &c.source {
+                Source::Column(name) => Bound::Field(at(name)?),
+                Source::Seconds { from, to } => Bound::Seconds(at(from)?, at(to)?),
+            });
+        }
+        let key = self.columns.iter().position(|c| c.name == self.conflict_key).expect("the key is a column");
+        Ok(Binding { sources, key })
+    }
+
+    /// The field names this shape reads, in first-use order.
+    fn source_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for c in &self.columns {
+            let used = match &c.source {
+                Source::Column(n) => vec![n],
+                Source::Seconds { from, to } => vec![from, to],
+            };
+            for n in used {
+                if !names.contains(n) {
+                    names.push(n.clone());
+                }
+            }
+        }
+        names
+    }
+
+    /// Converts one row's fields ([`RowParser::parse`]) into this table's cells; the error names
+    /// the column and what is wrong.
+    pub fn convert_fields(&self, binding: &Binding, fields: &[Field]) -> Result<TableRow, String> {
+        let mut cells = Vec::with_capacity(self.columns.len());
+        for (c, source) in self.columns.iter().zip(&binding.sources) {
+            let cell = match *source {
+                Bound::Field(i) => cell_of(&fields[i], c.pg_type, &c.name)?,
+                Bound::Seconds(from, to) => {
+                    let at = |i: usize| match cell_of(&fields[i], PgType::Timestamptz, &c.name)? {
                         Cell::Time(t) => Ok(t),
-                        _ => Err(format!("column {n:?}: missing")),
+                        _ => Err(format!("column {:?}: its times are missing", c.name)),
                     };
                     let (from, to) = (at(from)?, at(to)?);
-                    let secs = match to.duration_since(from) {
+                    Cell::Float(match to.duration_since(from) {
                         Ok(d) => d.as_secs_f64(),
                         Err(e) => -e.duration().as_secs_f64(),
-                    };
-                    Cell::Float(secs)
+                    })
                 }
             };
             if cell == Cell::Null && !c.nullable {
                 return Err(format!("column {:?}: null or missing, but the table requires a value", c.name));
             }
-            if c.name == self.conflict_key {
-                match &cell {
-                    Cell::Text(t) => key = Some(t.clone()),
-                    _ => return Err(format!("key column {:?} is not text", c.name)),
-                }
-            }
             cells.push(cell);
         }
-        let key = key.ok_or_else(|| format!("key column {:?} missing", self.conflict_key))?;
+        let key = match &cells[binding.key] {
+            Cell::Text(t) => t.clone(),
+            _ => return Err(format!("key column {:?} is not text", self.conflict_key)),
+        };
         Ok(TableRow { key, cells })
+    }
+
+    /// Converts one aggregate row given as a JSON map (tests and tools; the sink reads rows
+    /// straight into fields with [`RowParser`]).
+    pub fn convert(&self, row: &serde_json::Map<String, Value>) -> Result<TableRow, String> {
+        let parser = RowParser::new(self.source_names());
+        let binding = self.bind(&parser).expect("the shape's own names");
+        let fields = parser.parse(serde_json::to_string(row).expect("a JSON map").as_bytes())?;
+        self.convert_fields(&binding, &fields)
     }
 }
 
-fn cell_of(v: &Value, t: PgType, name: &str) -> Result<Cell, String> {
+/// Where each column of a [`TableShape`] takes its value from, by field position.
+#[derive(Debug, Clone)]
+pub struct Binding {
+    sources: Vec<Bound>,
+    key: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    Field(usize),
+    Seconds(usize, usize),
+}
+
+/// One field of a row as read from its JSON, before it is typed for a column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Field {
+    /// The row has no such key.
+    Missing,
+    /// JSON `null`.
+    Null,
+    /// A string.
+    Str(String),
+    /// An integer that fits `i64`.
+    Int(i64),
+    /// A larger positive integer.
+    UInt(u64),
+    /// A number with a fraction or exponent.
+    Float(f64),
+    /// A boolean.
+    Bool(bool),
+    /// An object or an array (no column takes one).
+    Nested(&'static str),
+}
+
+impl std::fmt::Display for Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Field::Missing | Field::Null => f.write_str("null"),
+            Field::Str(s) => write!(f, "{}", Value::from(s.as_str())),
+            Field::Int(i) => write!(f, "{i}"),
+            Field::UInt(u) => write!(f, "{u}"),
+            Field::Float(x) => write!(f, "{}", Value::from(*x)),
+            Field::Bool(b) => write!(f, "{b}"),
+            Field::Nested(what) => f.write_str(what),
+        }
+    }
+}
+
+/// Reads a row's JSON object straight into fields by position, without building a map: the
+/// hot path of the sink. Keys are expected in contract order (as the engine writes them), so
+/// each is matched against the next expected name first; other orders work, slower. Keys the
+/// contract does not have are skipped.
+#[derive(Debug, Clone)]
+pub struct RowParser {
+    names: Vec<String>,
+}
+
+impl RowParser {
+    /// For rows with these fields (a contract's column names, in order).
+    pub fn new(names: Vec<String>) -> RowParser {
+        RowParser { names }
+    }
+
+    /// For the rows of a contract.
+    pub fn of(contract: &AnalysisContract) -> RowParser {
+        RowParser::new(contract.columns.iter().map(|c| c.name.clone()).collect())
+    }
+
+    /// The fields of one row.
+    pub fn parse(&self, json: &[u8]) -> Result<Vec<Field>, String> {
+        let mut de = serde_json::Deserializer::from_slice(json);
+        let fields = de::DeserializeSeed::deserialize(self, &mut de).map_err(|e| format!("not a JSON object: {e}"))?;
+        de.end().map_err(|e| format!("not a JSON object: {e}"))?;
+        Ok(fields)
+    }
+}
+
+impl<'de> de::DeserializeSeed<'de> for &RowParser {
+    type Value = Vec<Field>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Vec<Field>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> de::Visitor<'de> for &RowParser {
+    type Value = Vec<Field>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a row (a JSON object)")
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Vec<Field>, A::Error> {
+        let mut out = vec![Field::Missing; self.names.len()];
+        let mut next = 0;
+        while let Some(at) = map.next_key_seed(KeySeed { names: &self.names, next })? {
+            match at {
+                Some(i) => {
+                    out[i] = map.next_value::<Field>()?;
+                    next = i + 1;
+                }
+                None => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A key, as the position of its name (`None`: not a field).
+struct KeySeed<'a> {
+    names: &'a [String],
+    next: usize,
+}
+
+impl<'de> de::DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> de::Visitor<'de> for KeySeed<'_> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a column name")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Option<usize>, E> {
+        if self.names.get(self.next).is_some_and(|n| n == key) {
+            return Ok(Some(self.next));
+        }
+        Ok(self.names.iter().position(|n| n == key))
+    }
+}
+
+impl<'de> de::Deserialize<'de> for Field {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Field, D::Error> {
+        d.deserialize_any(FieldVisitor)
+    }
+}
+
+struct FieldVisitor;
+
+impl<'de> de::Visitor<'de> for FieldVisitor {
+    type Value = Field;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Field, E> {
+        Ok(Field::Null)
+    }
+    fn visit_none<E>(self) -> Result<Field, E> {
+        Ok(Field::Null)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Field, E> {
+        Ok(Field::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Field, E> {
+        Ok(Field::Int(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Field, E> {
+        Ok(i64::try_from(v).map_or(Field::UInt(v), Field::Int))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Field, E> {
+        Ok(Field::Float(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Field, E> {
+        Ok(Field::Str(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Field, E> {
+        Ok(Field::Str(v))
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Field, A::Error> {
+        while map.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
+        Ok(Field::Nested("an object"))
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Field, A::Error> {
+        while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+        Ok(Field::Nested("an array"))
+    }
+}
+
+fn cell_of(v: &Field, t: PgType, name: &str) -> Result<Cell, String> {
     let bad = |what: &str| Err(format!("column {name:?}: {what}, got {v}"));
     match (v, t) {
-        (Value::Null, _) => Ok(Cell::Null),
-        (Value::String(s), PgType::Text) => Ok(Cell::Text(s.clone())),
-        (Value::Number(n), PgType::BigInt) => match n.as_i64() {
-            Some(i) => Ok(Cell::Int(i)),
-            None => bad("expected a 64-bit integer"),
-        },
-        (Value::Number(n), PgType::Double) => match n.as_f64() {
-            Some(f) => Ok(Cell::Float(f)),
-            None => bad("expected a number"),
-        },
-        (Value::Bool(b), PgType::Boolean) => Ok(Cell::Bool(*b)),
-        (Value::String(s), PgType::Timestamptz) => match parse_time(s) {
+        (Field::Missing | Field::Null, _) => Ok(Cell::Null),
+        (Field::Str(s), PgType::Text) => Ok(Cell::Text(s.clone())),
+        (Field::Int(i), PgType::BigInt) => Ok(Cell::Int(*i)),
+        (Field::UInt(_) | Field::Float(_), PgType::BigInt) => bad("expected a 64-bit integer"),
+        (Field::Int(i), PgType::Double) => Ok(Cell::Float(*i as f64)),
+        (Field::UInt(u), PgType::Double) => Ok(Cell::Float(*u as f64)),
+        (Field::Float(x), PgType::Double) => Ok(Cell::Float(*x)),
+        (Field::Bool(b), PgType::Boolean) => Ok(Cell::Bool(*b)),
+        (Field::Str(s), PgType::Timestamptz) => match parse_time(s) {
             Some(t) => Ok(Cell::Time(t)),
             None => bad("expected an RFC 3339 UTC timestamp"),
         },
