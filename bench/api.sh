@@ -12,12 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-100000}"; C="${2:-4}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pitgun/target}"
-cargo build --locked --release -p pitgun >&2
-PITGUN="$CARGO_TARGET_DIR/release/pitgun"
-PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
-STACK="$(mktemp -d /tmp/pitgun-bench-api.XXXXXX)"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/lib.sh api
 PG_PORT="$(free_port)"; API="127.0.0.1:$(free_port)"
 API_PID=""
 trap '[ -n "$API_PID" ] && kill "$API_PID" 2>/dev/null; bash scripts/stack.sh down --dir "$STACK"; rm -rf "$STACK"' EXIT

@@ -10,12 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-1000000}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pitgun/target}"
-cargo build --locked --release -p pitgun >&2
-PITGUN="$CARGO_TARGET_DIR/release/pitgun"
-PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
-STACK="$(mktemp -d /tmp/pitgun-bench-sink.XXXXXX)"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/lib.sh sink
 PORT="$(free_port)"; PG_PORT="$(free_port)"
 trap 'bash scripts/stack.sh down --dir "$STACK"; rm -rf "$STACK"' EXIT
 bash scripts/stack.sh broker start --dir "$STACK" --broker-port "$PORT"
