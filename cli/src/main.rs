@@ -57,9 +57,8 @@ enum Command {
     Manifest(manifest_cmd::ManifestCommand),
     /// Run a manifest version over the envelopes topic as a consumer group (RocksDB state).
     Process(process_cmd::ProcessArgs),
-    /// Write manifest versions' rows to PostgreSQL and QuestDB tables, effectively once.
+    // Sink and Api: the about text and the long help come from their argument structs' docs.
     Sink(sink_cmd::SinkArgs),
-    /// Serve the performance API: runs, leaderboards, per-lap performance (JSON over HTTP).
     Api(api_cmd::ApiArgs),
     /// Publish a dataset's envelopes straight to the envelopes topic (no gateway).
     Publish(publish_cmd::PublishArgs),
