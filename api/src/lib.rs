@@ -13,7 +13,7 @@
 //!   unknown ones are refused.
 //! - **Keyset paging** for `/v1/runs` (`next_cursor`), so a page costs the same at any depth.
 //! - **Deterministic leaderboard**: each player's best complete lap, players ranked by it; ties
-//!   go to the lap set first, then to the player's name. Read as laps in that order from an
+//!   go to the run that started first, then to the player's name. Read as laps in that order from an
 //!   index, keeping each player's first, so its cost follows `limit`, not the number of runs.
 //!
 //! The OpenAPI document is `schemas/pitgun-api/v1.openapi.json`, served at `/openapi.json`.

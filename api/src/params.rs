@@ -29,6 +29,7 @@ impl Params {
         match self.raw.get(name) {
             None => Ok(None),
             Some(v) if v.is_empty() || v.len() > 200 => Err(BadRequest(format!("{name}: expected 1 to 200 characters, got {} characters", v.len()))),
+            Some(v) if v.contains('\0') => Err(BadRequest(format!("{name}: NUL characters are not allowed"))),
             Some(v) => Ok(Some(v.clone())),
         }
     }
@@ -49,13 +50,13 @@ impl Params {
         }
     }
 
-    /// An RFC 3339 timestamp (`2026-11-27T10:00:00Z`), if given.
+    /// An RFC 3339 UTC timestamp (`2026-11-27T10:00:00Z`, fractions allowed), if given.
     pub fn time(&self, name: &str) -> Result<Option<SystemTime>, BadRequest> {
         match self.raw.get(name) {
             None => Ok(None),
-            Some(v) => humantime::parse_rfc3339_weak(v)
+            Some(v) => humantime::parse_rfc3339(v)
                 .map(Some)
-                .map_err(|_| BadRequest(format!("{name}: expected an RFC 3339 timestamp such as 2026-11-27T10:00:00Z, got {v:?}"))),
+                .map_err(|_| BadRequest(format!("{name}: expected an RFC 3339 UTC timestamp such as 2026-11-27T10:00:00Z, got {v:?}"))),
         }
     }
 
@@ -88,7 +89,11 @@ impl Cursor {
     fn decode(s: &str) -> Option<Cursor> {
         let text = String::from_utf8(hex::decode(s).ok()?).ok()?;
         let (us, session_id) = text.split_once(':')?;
-        let us: u64 = us.parse().ok()?;
+        // Only what this API hands out: times up to the year 9999, a session id it could store.
+        let us: u64 = us.parse().ok().filter(|&us| us < 253_402_300_800_000_000)?;
+        if session_id.is_empty() || session_id.len() > 200 || session_id.contains('\0') {
+            return None;
+        }
         Some(Cursor { started_at: UNIX_EPOCH + Duration::from_micros(us), session_id: session_id.to_string() })
     }
 }
@@ -106,7 +111,7 @@ mod tests {
         assert_eq!(params(&[("tarck", "spa")], &["track", "limit"]).err().unwrap().0, "unknown parameter \"tarck\"; this endpoint takes track, limit");
         let p = params(&[("limit", "0"), ("since", "yesterday"), ("cursor", "zz")], &["limit", "since", "cursor", "track"]).unwrap();
         assert_eq!(p.limit("limit", 10, 1, 100).unwrap_err().0, "limit: expected an integer from 1 to 100, got \"0\"");
-        assert!(p.time("since").unwrap_err().0.starts_with("since: expected an RFC 3339 timestamp"));
+        assert!(p.time("since").unwrap_err().0.starts_with("since: expected an RFC 3339 UTC timestamp"));
         assert!(p.cursor("cursor").is_err());
         assert_eq!(p.required("track").unwrap_err().0, "track is required");
     }
@@ -115,5 +120,7 @@ mod tests {
     fn cursors_round_trip() {
         let c = Cursor { started_at: UNIX_EPOCH + Duration::from_micros(1_767_225_603_677_340), session_id: "s-1:2".into() };
         assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        assert_eq!(Cursor::decode(&hex::encode("99999999999999999999:s")), None, "out of range");
+        assert_eq!(Cursor::decode(&hex::encode("1:")), None);
     }
 }

@@ -48,7 +48,12 @@ impl From<BadRequest> for Failure {
 
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Failure {
-        Failure::Unavailable(e)
+        // A value PostgreSQL cannot take (SQLSTATE class 22) is the request's fault.
+        let refused = e.chain().filter_map(|c| c.downcast_ref::<tokio_postgres::Error>()).find_map(|pg| pg.code()).filter(|c| c.code().starts_with("22"));
+        match refused {
+            Some(_) => Failure::Bad(format!("a parameter's value is not acceptable: {}", e.root_cause())),
+            None => Failure::Unavailable(e),
+        }
     }
 }
 
@@ -58,8 +63,9 @@ impl IntoResponse for Failure {
             Failure::Bad(m) => (StatusCode::BAD_REQUEST, m),
             Failure::NotFound(m) => (StatusCode::NOT_FOUND, m),
             Failure::Unavailable(e) => {
+                // The details go to the log, not to clients.
                 warn!("database: {e:#}");
-                (StatusCode::SERVICE_UNAVAILABLE, format!("the database did not answer: {e:#}"))
+                (StatusCode::SERVICE_UNAVAILABLE, "the database is not available; try again later".to_string())
             }
         };
         (status, Json(json!({ "error": message }))).into_response()
@@ -86,8 +92,8 @@ fn params(q: Result<Query<HashMap<String, String>>, QueryRejection>, allowed: &[
 }
 
 fn session_id(s: &str) -> Result<&str, Failure> {
-    if s.is_empty() || s.len() > 200 {
-        return Err(Failure::Bad(format!("session id: expected 1 to 200 characters, got {}", s.len())));
+    if s.is_empty() || s.len() > 200 || s.contains('\0') {
+        return Err(Failure::Bad(format!("session id: expected 1 to 200 characters without NUL, got {} bytes", s.len())));
     }
     Ok(s)
 }

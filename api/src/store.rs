@@ -60,7 +60,15 @@ impl Store {
         check_identifier(laps)?;
         let config: tokio_postgres::Config = url.parse().context("--postgres is not a PostgreSQL URL")?;
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let pool = Pool::builder(manager).max_size(connections.max(1)).build()?;
+        // Bounded waits: a database that stops answering gives 503s, not hung requests.
+        let wait = Some(std::time::Duration::from_secs(5));
+        let pool = Pool::builder(manager)
+            .max_size(connections.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(wait)
+            .create_timeout(wait)
+            .recycle_timeout(wait)
+            .build()?;
         let client = pool.get().await.context("cannot connect to PostgreSQL")?;
         for (table, needed) in [(runs, RUN_COLUMNS.split(", ").collect::<Vec<_>>()), (laps, [&["session_id"][..], PERFORMANCE_COLUMNS].concat())] {
             let have: Vec<String> = client
@@ -90,8 +98,8 @@ impl Store {
         }
         info!(runs, laps, "tables checked");
         // Laps in ranking order straight from an index; the caller keeps each player's first
-        // (best) one. The order is the leaderboard's: lap time, then the lap set first, then the
-        // player's name.
+        // (best) one. The order is the leaderboard's: lap time, then the run that started
+        // first, then the player's name.
         let leaderboard = |car: &str| {
             format!(
                 "SELECT player, best_lap_s, session_id, car, started_at FROM \"{runs}\" \
@@ -122,10 +130,13 @@ impl Store {
 
     /// Whether the database answers (readiness).
     pub async fn ping(&self) -> bool {
-        match self.client().await {
-            Ok(c) => c.simple_query("SELECT 1").await.is_ok(),
-            Err(_) => false,
-        }
+        let ping = async {
+            match self.client().await {
+                Ok(c) => c.simple_query("SELECT 1").await.is_ok(),
+                Err(_) => false,
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), ping).await.unwrap_or(false)
     }
 
     /// A page of runs, newest first, and the cursor of the next page.

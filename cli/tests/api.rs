@@ -41,6 +41,10 @@ fn get(addr: &str, path: &str) -> (u16, Value) {
     (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}")))
 }
 
+fn hex_of(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
 fn players(board: &Value) -> Vec<&str> {
     board["entries"].as_array().unwrap().iter().map(|e| e["player"].as_str().unwrap()).collect()
 }
@@ -76,8 +80,8 @@ fn api_endpoints_on_known_data() {
     assert!(sink.wait(Duration::from_secs(120)), "sink failed");
     let (_api, addr) = start_api(&pg, &ns);
 
-    // Leaderboard: one entry per player, best lap first; ben and ana tie at 89.0 and ben set it
-    // first; eve and fay tie at 89.5 in the same minute, so by name; dan has no complete lap.
+    // Leaderboard: one entry per player, best lap first; ben and ana tie at 89.0 and ben's run
+    // started first; eve and fay tie at 89.5 in the same minute, so by name; dan has no complete lap.
     let (status, board) = get(&addr, "/v1/leaderboard?track=monza");
     assert_eq!(status, 200, "{board}");
     assert_eq!(players(&board), ["ben", "ana", "eve", "fay", "cho"], "{board}");
@@ -129,15 +133,20 @@ fn api_endpoints_on_known_data() {
         ("/v1/leaderboard", "track is required"),
         ("/v1/leaderboard?track=monza&limit=abc", "limit: expected an integer from 1 to 1000"),
         ("/v1/leaderboard?track=monza&limit=0", "limit: expected an integer from 1 to 1000"),
-        ("/v1/runs?since=yesterday", "since: expected an RFC 3339 timestamp"),
+        ("/v1/runs?since=yesterday", "since: expected an RFC 3339 UTC timestamp"),
         ("/v1/runs?plyer=ana", "unknown parameter \"plyer\""),
         ("/v1/runs?cursor=zz", "cursor: not a cursor this API returned"),
         ("/v1/runs?player=", "player: expected 1 to 200 characters"),
+        ("/v1/runs?player=a%00b", "player: NUL characters are not allowed"),
+        ("/v1/runs?since=2026-01-01T10:00:00%2B02:00", "since: expected an RFC 3339 UTC timestamp"),
     ] {
         let (status, body) = get(&addr, path);
         assert_eq!(status, 400, "{path}: {body}");
         assert!(body["error"].as_str().unwrap().contains(says), "{path}: {body}");
     }
+    // A cursor this API could not have made (a time past the year 9999) is refused, not sent on.
+    let (status, body) = get(&addr, &format!("/v1/runs?cursor={}", hex_of("99999999999999999999:s1")));
+    assert_eq!(status, 400, "{body}");
     for path in ["/v1/runs/nope", "/v1/sessions/nope/performance", "/v2/whatever"] {
         let (status, body) = get(&addr, path);
         assert_eq!(status, 404, "{path}: {body}");

@@ -222,7 +222,22 @@ impl QuestTarget {
     }
 }
 
+/// Rows per request at most: a request stays well under the client's 100 MiB buffer limit
+/// (a lap row is about 600 bytes of ILP). A larger batch is sent as several transactions, which
+/// the dedup keys make safe to repeat.
+const ROWS_PER_REQUEST: usize = 20_000;
+
 fn write_blocking(conf: &str, sender: &mut Option<Sender>, table: &QuestTable, rows: &[TableRow]) -> Result<Refused, WriteError> {
+    let mut refused: Refused = Vec::new();
+    for start in (0..rows.len()).step_by(ROWS_PER_REQUEST) {
+        let end = (start + ROWS_PER_REQUEST).min(rows.len());
+        refused.extend(write_request(conf, sender, table, rows, start..end)?);
+    }
+    Ok(refused)
+}
+
+/// Rows `range` of `rows` as one request (one transaction); refused rows by index in `rows`.
+fn write_request(conf: &str, sender: &mut Option<Sender>, table: &QuestTable, rows: &[TableRow], range: std::ops::Range<usize>) -> Result<Refused, WriteError> {
     if sender.is_none() {
         *sender = Some(Sender::from_conf(conf).map_err(|e| WriteError::Retry(anyhow::anyhow!("QuestDB: {}", e.msg())))?);
     }
@@ -232,8 +247,8 @@ fn write_blocking(conf: &str, sender: &mut Option<Sender>, table: &QuestTable, r
     loop {
         let mut buf = s.new_buffer();
         // `lines[n]`: the row on ILP line n + 1 of this request.
-        let mut lines = Vec::with_capacity(rows.len());
-        for (at, row) in rows.iter().enumerate() {
+        let mut lines = Vec::with_capacity(range.len());
+        for (at, row) in rows.iter().enumerate().take(range.end).skip(range.start) {
             if out[at] {
                 continue;
             }
@@ -269,13 +284,18 @@ fn write_blocking(conf: &str, sender: &mut Option<Sender>, table: &QuestTable, r
     Ok(refused)
 }
 
-/// The line QuestDB refused, from the client's rendering of the server's JSON error
-/// (`… [id: …, code: invalid, line: 3]`): present only for errors in the data.
+/// The line QuestDB refused as invalid, from the client's rendering of the server's JSON error
+/// (`… [id: …, code: invalid, line: 3]`).
 fn refused_line(e: &::questdb::Error) -> Option<usize> {
     if e.code() != ErrorCode::ServerFlushError {
         return None;
     }
     let msg = e.msg();
+    // QuestDB names a line in other errors too (a 500 for a full disk); only `invalid` blames
+    // the data.
+    if !msg.contains("code: invalid") {
+        return None;
+    }
     let at = msg.rfind("line: ")? + "line: ".len();
     let digits: String = msg[at..].chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
@@ -312,15 +332,25 @@ impl Exec {
         self.query(&t.create_sql()).await?;
         let shown = self.query(&format!("SHOW COLUMNS FROM \"{}\"", t.shape.table)).await?;
         let names: Vec<&str> = shown["columns"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str()).collect();
-        let (Some(ci), Some(ti)) = (names.iter().position(|n| *n == "column"), names.iter().position(|n| *n == "type")) else {
+        let col = |name: &str| names.iter().position(|n| *n == name);
+        let (Some(ci), Some(ti), Some(di), Some(ui)) = (col("column"), col("type"), col("designated"), col("upsertKey")) else {
             bail!("QuestDB: unexpected answer to SHOW COLUMNS FROM {}: {shown}", t.shape.table);
         };
-        let have: Vec<(String, String)> = shown["dataset"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|r| Some((r[ci].as_str()?.to_string(), r[ti].as_str()?.to_uppercase())))
-            .collect();
+        let rows = shown["dataset"].as_array().cloned().unwrap_or_default();
+        let have: Vec<(String, String)> = rows.iter().filter_map(|r| Some((r[ci].as_str()?.to_string(), r[ti].as_str()?.to_uppercase()))).collect();
+        // Without our designated timestamp and dedup keys, re-sent rows would be doubled.
+        let flagged = |i: usize| -> Vec<&str> { rows.iter().filter(|r| r[i].as_bool() == Some(true)).filter_map(|r| r[ci].as_str()).collect() };
+        let (designated, mut keys) = (flagged(di), flagged(ui));
+        let mut want: Vec<&str> = t.dedup_keys.iter().map(String::as_str).collect();
+        keys.sort_unstable();
+        want.sort_unstable();
+        if designated != [DESIGNATED] || keys != want {
+            bail!(
+                "QuestDB table {:?} exists with designated timestamp {designated:?} and dedup keys {keys:?}; the sink needs {DESIGNATED:?} and {want:?} \
+                 (re-sent rows would be doubled otherwise) — give the manifest's sink another table name",
+                t.shape.table
+            );
+        }
         for (c, want) in t.shape.columns.iter().zip(&t.types) {
             match have.iter().find(|(n, _)| *n == c.name) {
                 Some((_, ty)) if ty == want.sql() => {}

@@ -3,8 +3,8 @@
 //! Offsets are committed only after every target has committed the batch and every dead
 //! letter is acknowledged by the broker. A crash anywhere before that re-delivers the batch,
 //! and the targets upsert by key, so the tables end the same. A target that fails is retried
-//! with exponential backoff while the rows wait in Kafka: the loop takes no new rows meanwhile,
-//! so memory holds at most one batch.
+//! with exponential backoff while the rows wait in Kafka: the loop reads at most one more batch
+//! meanwhile, so memory holds two batches at most.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -257,8 +257,9 @@ async fn write_batch(mut targets: Targets, mut batch: Batch, routes: std::sync::
     (targets, batch, written)
 }
 
-/// Sends a written batch's dead letters (each acknowledged), then commits its offsets.
-async fn commit(done: &Batch, consumer: &StreamConsumer<LagContext>, producer: &FutureProducer, deadletter_topic: &str, metrics: &Metrics, summary: &mut Summary) -> Result<()> {
+/// Sends a written batch's dead letters (each acknowledged), then commits its offsets; whether
+/// the offsets were committed.
+async fn commit(done: &Batch, consumer: &StreamConsumer<LagContext>, producer: &FutureProducer, deadletter_topic: &str, metrics: &Metrics, summary: &mut Summary) -> Result<bool> {
     for d in &done.dead {
         let origin = format!("{}/{}/{}", d.origin.topic, d.origin.partition, d.origin.offset);
         let hs = OwnedHeaders::new()
@@ -276,9 +277,14 @@ async fn commit(done: &Batch, consumer: &StreamConsumer<LagContext>, producer: &
     for ((topic, partition), next) in &done.next_offsets {
         tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
     }
-    consumer.commit(&tpl, CommitMode::Sync).context("committing offsets")?;
+    // A commit refused in a rebalance is not fatal: the rows come again to whoever owns the
+    // partition now, and are upserted again.
+    if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+        warn!("offsets not committed (the batch will be delivered again and upserted): {e}");
+        return Ok(false);
+    }
     summary.batches += 1;
-    Ok(())
+    Ok(true)
 }
 
 /// Sets the consumer-lag gauge from librdkafka's statistics (no extra request to the broker).
@@ -492,8 +498,9 @@ pub async fn run(cfg: Config) -> Result<Summary> {
                     *summary.written.entry(route.label.clone()).or_default() += n;
                 }
             }
-            commit(&done, &consumer, &producer, &deadletter_topic, &metrics, &mut summary).await?;
-            committed.extend(done.next_offsets.iter().map(|((t, p), v)| ((t.to_string(), *p), *v)));
+            if commit(&done, &consumer, &producer, &deadletter_topic, &metrics, &mut summary).await? {
+                committed.extend(done.next_offsets.iter().map(|((t, p), v)| ((t.to_string(), *p), *v)));
+            }
             summary.seconds = first_row.map_or(0.0, |t| t.elapsed().as_secs_f64());
         }
         if batch.read > 0 {

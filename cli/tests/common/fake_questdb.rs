@@ -240,7 +240,8 @@ impl FakeQuestDb {
         let fault = st.faults.pop_front();
         if let Some(Fault::Status(s)) = fault {
             *st.errors_sent.entry(s).or_default() += 1;
-            return Some(error(s, "internal error", format!("test server: fault {s}"), None));
+            // QuestDB names a line in some server errors too (a write failing on a full disk).
+            return Some(error(s, "internal error", format!("test server: fault {s}"), Some(1)));
         }
         // Parse and check every line before applying any: one request, one transaction.
         let mut parsed = Vec::new();
