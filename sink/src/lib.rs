@@ -30,3 +30,10 @@ pub mod runs;
 pub mod table;
 
 pub use run::{run, Config, SinkManifest, Summary};
+
+/// A contract shipped in `manifests/pipelines/` (unit tests).
+#[cfg(test)]
+pub(crate) fn shipped_contract(name: &str) -> pitgun_contracts::analysis::AnalysisContract {
+    let path = format!("{}/../manifests/pipelines/{name}.contract.json", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}

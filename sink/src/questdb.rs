@@ -243,13 +243,14 @@ fn write_request(conf: &str, sender: &mut Option<Sender>, table: &QuestTable, ro
     }
     let s = sender.as_mut().expect("connected");
     let mut refused: Refused = Vec::new();
-    let mut out = vec![false; rows.len()];
+    // Rows of this request already refused (by index from `range.start`).
+    let mut out = vec![false; range.len()];
     loop {
         let mut buf = s.new_buffer();
         // `lines[n]`: the row on ILP line n + 1 of this request.
         let mut lines = Vec::with_capacity(range.len());
         for (at, row) in rows.iter().enumerate().take(range.end).skip(range.start) {
-            if out[at] {
+            if out[at - range.start] {
                 continue;
             }
             buf.set_marker().map_err(|e| WriteError::Retry(anyhow::anyhow!("{}", e.msg())))?;
@@ -257,7 +258,7 @@ fn write_request(conf: &str, sender: &mut Option<Sender>, table: &QuestTable, ro
                 Ok(()) => lines.push(at),
                 Err(e) => {
                     buf.rewind_to_marker().map_err(|e| WriteError::Retry(anyhow::anyhow!("{}", e.msg())))?;
-                    out[at] = true;
+                    out[at - range.start] = true;
                     refused.push((at, format!("cannot encode for QuestDB: {}", e.msg())));
                 }
             }
@@ -270,7 +271,7 @@ fn write_request(conf: &str, sender: &mut Option<Sender>, table: &QuestTable, ro
             Err(e) => match refused_line(&e).filter(|n| (1..=lines.len()).contains(n)) {
                 // The server named the row it refused; the request was rolled back as a whole.
                 Some(n) => {
-                    out[lines[n - 1]] = true;
+                    out[lines[n - 1] - range.start] = true;
                     refused.push((lines[n - 1], e.msg().to_string()));
                 }
                 None => {
@@ -373,8 +374,7 @@ mod tests {
     use super::*;
 
     fn contract() -> AnalysisContract {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/pipelines/lap-performance.v1.contract.json")).unwrap();
-        serde_json::from_str(&text).unwrap()
+        crate::shipped_contract("lap-performance.v1")
     }
 
     #[test]

@@ -96,8 +96,6 @@ pub struct Summary {
 
 /// One table of one target, fed by one manifest version.
 struct Route {
-    /// `postgres:<table>` or `questdb:<table>`, for the summary.
-    label: String,
     /// Which target, and the table's index there.
     target: Target,
     /// Table name (metrics).
@@ -108,6 +106,13 @@ struct Route {
 enum Target {
     Postgres(usize),
     Questdb(usize),
+}
+
+impl Route {
+    /// `postgres:<table>` or `questdb:<table>`, for the summary and dead letters.
+    fn label(&self) -> String {
+        format!("{}:{}", self.target.name(), self.table)
+    }
 }
 
 impl Target {
@@ -247,7 +252,7 @@ async fn write_batch(mut targets: Targets, mut batch: Batch, routes: std::sync::
         written.rows[r] = n;
         for (at, message) in refused {
             let origin = batch.origins[r][at].clone();
-            batch.dead.push(Dead { reason: "refused_by_target", detail: format!("{}: {message}", route.label), origin });
+            batch.dead.push(Dead { reason: "refused_by_target", detail: format!("{}: {message}", route.label()), origin });
         }
         if std::mem::take(&mut failpoint) {
             error!("failpoint {FAILPOINT_ENV}=after-target-commit: aborting between the target's commit and the offset commit");
@@ -325,7 +330,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
                     }
                     let shape = if sink.table == RUNS_TABLE { runs_shape(&m.contract)? } else { TableShape::from_contract(&m.contract, &sink.table)? };
                     topic_routes.entry(topic.clone()).or_insert_with(|| TopicRoutes::new(&topic, &m.contract)).add(routes.len(), shape.clone())?;
-                    routes.push(Route { label: format!("postgres:{}", sink.table), target: Target::Postgres(pg_tables.len()), table: sink.table.clone() });
+                    routes.push(Route { target: Target::Postgres(pg_tables.len()), table: sink.table.clone() });
                     pg_tables.push((shape, m.manifest.clone(), m.version));
                 }
                 SinkKind::Questdb => {
@@ -334,7 +339,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
                     }
                     let table = QuestTable::from_contract(&m.contract, &sink.table)?;
                     topic_routes.entry(topic.clone()).or_insert_with(|| TopicRoutes::new(&topic, &m.contract)).add(routes.len(), table.shape.clone())?;
-                    routes.push(Route { label: format!("questdb:{}", sink.table), target: Target::Questdb(quest_tables.len()), table: sink.table.clone() });
+                    routes.push(Route { target: Target::Questdb(quest_tables.len()), table: sink.table.clone() });
                     quest_tables.push(table);
                 }
             }
@@ -495,7 +500,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
             summary.target_seconds += written.seconds;
             for (route, n) in routes.iter().zip(&written.rows) {
                 if *n > 0 {
-                    *summary.written.entry(route.label.clone()).or_default() += n;
+                    *summary.written.entry(route.label()).or_default() += n;
                 }
             }
             if commit(&done, &consumer, &producer, &deadletter_topic, &metrics, &mut summary).await? {

@@ -74,8 +74,7 @@ mod tests {
 
     #[test]
     fn a_session_summary_row_becomes_a_run() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/pipelines/session-summary.v1.contract.json")).unwrap();
-        let contract: AnalysisContract = serde_json::from_str(&text).unwrap();
+        let contract = crate::shipped_contract("session-summary.v1");
         let shape = runs_shape(&contract).unwrap();
         let row = serde_json::from_str(r#"{"row_id":"adb1","session_id":"s-2026-0","player":"dara","track":"monza","car":"lmp2","window_start":"2026-01-01T00:00:03.677340Z","window_end":"2026-01-01T00:04:03.677340Z","laps":2,"best_lap":97.619407,"top_speed":313.4988,"distance":13.8341902,"events":5050,"missing_events":0}"#).unwrap();
         let run = shape.convert(&row).unwrap();

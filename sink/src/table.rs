@@ -455,8 +455,7 @@ mod tests {
     use super::*;
 
     fn contract() -> AnalysisContract {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/pipelines/lap-performance.v1.contract.json")).unwrap();
-        serde_json::from_str(&text).unwrap()
+        crate::shipped_contract("lap-performance.v1")
     }
 
     #[test]
