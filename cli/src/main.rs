@@ -6,6 +6,10 @@
 //! `xxhash-rust` (routing sessions to shards), `anyhow` (errors at the binary's edge),
 //! `rdkafka` (reading topics for `tail`/`export`), `signal-hook` (Ctrl-C/SIGTERM ends a tail),
 //! `tracing-subscriber` (service logs to stderr, filtered by `RUST_LOG`).
+//!
+//! The live services are behind the `live` feature (see `Cargo.toml`): the default build, the
+//! README's first command, needs neither librdkafka nor RocksDB, so nothing but the Rust
+//! toolchain and a C compiler. Without it a live subcommand says how to get it (`live`).
 
 /// mimalloc for Rust and, through its `override` feature, for the C libraries linked in
 /// (librdkafka, RocksDB): librdkafka allocates each fetched message on its broker thread and
@@ -13,19 +17,30 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[cfg(feature = "live")]
 mod api_cmd;
 mod bench_cmd;
+#[cfg(feature = "live")]
+mod bench_live;
+#[cfg(feature = "live")]
 mod broker_args;
 mod dataset;
+#[cfg(feature = "live")]
 mod gateway_cmd;
+mod live;
 mod manifest_cmd;
+#[cfg(feature = "live")]
 mod process_cmd;
+#[cfg(feature = "live")]
 mod publish_cmd;
 mod project;
 mod replay;
 mod simulate;
+#[cfg(feature = "live")]
 mod simulate_target;
+#[cfg(feature = "live")]
 mod sink_cmd;
+#[cfg(feature = "live")]
 mod topic_cmd;
 mod validate;
 
@@ -56,33 +71,48 @@ enum Command {
     #[command(subcommand)]
     Manifest(manifest_cmd::ManifestCommand),
     /// Run a manifest version over the envelopes topic as a consumer group (RocksDB state).
+    #[cfg(feature = "live")]
     Process(process_cmd::ProcessArgs),
     // Sink and Api: the about text and the long help come from their argument structs' docs.
+    #[cfg(feature = "live")]
     Sink(sink_cmd::SinkArgs),
+    #[cfg(feature = "live")]
     Api(api_cmd::ApiArgs),
     /// Publish a dataset's envelopes straight to the envelopes topic (no gateway).
+    #[cfg(feature = "live")]
     Publish(publish_cmd::PublishArgs),
     /// Print the rows of an aggregates topic (or any topic) as they arrive.
+    #[cfg(feature = "live")]
     Tail(topic_cmd::TailArgs),
     /// Write the envelopes of a topic to a dataset file, for `pitgun replay` post-mortem.
+    #[cfg(feature = "live")]
     Export(topic_cmd::ExportArgs),
     /// The HTTP ingest gateway: validate envelopes, produce them to Kafka, serve the definitions.
+    #[cfg(feature = "live")]
     Gateway(gateway_cmd::GatewayArgs),
     /// Benchmark floor: parse envelopes with serde_json only.
     #[command(hide = true)]
     BenchParse(bench_cmd::BenchParseArgs),
     /// Benchmark baseline: a bare Kafka consumer that only counts a topic's records.
+    #[cfg(feature = "live")]
     #[command(hide = true)]
-    BenchConsume(bench_cmd::BenchConsumeArgs),
+    BenchConsume(bench_live::BenchConsumeArgs),
     /// The processor's CPU per Avro envelope without Kafka (benchmarks).
+    #[cfg(feature = "live")]
     #[command(hide = true)]
-    BenchEngine(bench_cmd::BenchEngineArgs),
+    BenchEngine(bench_live::BenchEngineArgs),
     /// The QuestDB target's ILP encoding rate, against serde_json (benchmarks).
+    #[cfg(feature = "live")]
     #[command(hide = true)]
-    BenchIlp(bench_cmd::BenchIlpArgs),
+    BenchIlp(bench_live::BenchIlpArgs),
     /// GET requests at a fixed concurrency: rate and latency percentiles (benchmarks).
+    #[cfg(feature = "live")]
     #[command(hide = true)]
-    BenchHttp(bench_cmd::BenchHttpArgs),
+    BenchHttp(bench_live::BenchHttpArgs),
+    /// A live service asked of a build without them: explains how to build them.
+    #[cfg(not(feature = "live"))]
+    #[command(external_subcommand)]
+    Other(Vec<String>),
 }
 
 /// `mi_option_purge_delay` in mimalloc.h's `mi_option_e` (the Rust bindings name no constant).
@@ -126,17 +156,30 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Manifest(cmd) => manifest_cmd::run(cmd),
         Command::BenchParse(args) => bench_cmd::run(args),
+        #[cfg(feature = "live")]
         Command::Gateway(args) => gateway_cmd::run_cmd(args),
-        Command::BenchConsume(args) => bench_cmd::consume(args),
-        Command::BenchEngine(args) => bench_cmd::engine(args),
-        Command::BenchIlp(args) => bench_cmd::ilp(args),
-        Command::BenchHttp(args) => bench_cmd::http(args),
+        #[cfg(feature = "live")]
+        Command::BenchConsume(args) => bench_live::consume(args),
+        #[cfg(feature = "live")]
+        Command::BenchEngine(args) => bench_live::engine(args),
+        #[cfg(feature = "live")]
+        Command::BenchIlp(args) => bench_live::ilp(args),
+        #[cfg(feature = "live")]
+        Command::BenchHttp(args) => bench_live::http(args),
+        #[cfg(feature = "live")]
         Command::Process(args) => process_cmd::run(args),
+        #[cfg(feature = "live")]
         Command::Sink(args) => sink_cmd::run(args),
+        #[cfg(feature = "live")]
         Command::Api(args) => api_cmd::run(args),
+        #[cfg(feature = "live")]
         Command::Tail(args) => topic_cmd::tail(args),
+        #[cfg(feature = "live")]
         Command::Publish(args) => publish_cmd::run(args),
+        #[cfg(feature = "live")]
         Command::Export(args) => topic_cmd::export(args),
+        #[cfg(not(feature = "live"))]
+        Command::Other(words) => live::other_command(&words),
     };
     match result {
         Ok(code) => code,

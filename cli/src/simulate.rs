@@ -1,8 +1,9 @@
 //! `pitgun simulate`: the reference workload as a dataset file (and its ground truth), and/or
 //! posted to an ingest gateway (`--target`, see `simulate_target`).
 
+use std::collections::HashMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -11,7 +12,8 @@ use clap::Args;
 use pitgun_workload::{simulate, Faults, Record, SimConfig};
 
 use crate::dataset::DatasetWriter;
-use crate::simulate_target::{parse_api_key, read_api_keys, Poster, TargetOptions};
+#[cfg(feature = "live")]
+use crate::simulate_target::{Poster, TargetOptions};
 
 /// Arguments of `pitgun simulate`.
 #[derive(Args)]
@@ -76,6 +78,29 @@ fn parse_key_arg(text: &str) -> Result<(String, String), String> {
     parse_api_key(text).map_err(|e| e.to_string())
 }
 
+#[cfg_attr(not(feature = "live"), allow(dead_code))]
+/// Reads `source=token` lines (blank lines and `#` comments skipped).
+fn read_api_keys(path: &Path, into: &mut HashMap<String, String>) -> Result<()> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (s, t) = parse_api_key(line).with_context(|| format!("{}:{}", path.display(), n + 1))?;
+        into.insert(s, t);
+    }
+    Ok(())
+}
+
+/// `source=token`.
+fn parse_api_key(text: &str) -> Result<(String, String)> {
+    match text.split_once('=') {
+        Some((s, t)) if !s.trim().is_empty() && !t.trim().is_empty() => Ok((s.trim().to_string(), t.trim().to_string())),
+        _ => bail!("expected source=token, found {text:?}"),
+    }
+}
+
 fn parse_faults(text: &str) -> Result<Faults, String> {
     Faults::parse_list(text).map_err(|e| e.to_string())
 }
@@ -93,6 +118,9 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
     }
     let mut writer = args.output.as_deref().map(DatasetWriter::create).transpose()?;
     let mut poster = match &args.target {
+        #[cfg(not(feature = "live"))]
+        Some(_) => return Err(crate::live::unavailable("simulate --target")),
+        #[cfg(feature = "live")]
         Some(url) => {
             let mut tokens = std::collections::HashMap::new();
             if let Some(path) = &args.api_keys {
@@ -108,7 +136,7 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
                 retry_for: args.retry_for,
             })?)
         }
-        None => None,
+        None => None::<Poster>,
     };
     let mut line = Vec::new();
     let started = Instant::now();
@@ -173,4 +201,22 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The gateway client of `--target`, in a build without the live services: `--target` is
+/// refused before one could be made, so no value of this type exists.
+#[cfg(not(feature = "live"))]
+enum Poster {}
+
+#[cfg(not(feature = "live"))]
+impl Poster {
+    fn envelope(&mut self, _: &pitgun_contracts::envelope::Envelope, _: &[u8]) -> Result<()> {
+        match *self {}
+    }
+    fn malformed(&mut self, _: &str) -> Result<()> {
+        match *self {}
+    }
+    fn finish(self, _: bool) -> Result<()> {
+        match self {}
+    }
 }

@@ -5,7 +5,6 @@
 //! one source's envelopes only (a key sends for one source) and is resent as a whole on 503.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -27,28 +26,6 @@ pub struct TargetOptions {
     pub tokens: HashMap<String, String>,
     /// How long one batch may be resent before the run fails.
     pub retry_for: Duration,
-}
-
-/// Reads `source=token` lines (blank lines and `#` comments skipped).
-pub fn read_api_keys(path: &Path, into: &mut HashMap<String, String>) -> Result<()> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (s, t) = parse_api_key(line).with_context(|| format!("{}:{}", path.display(), n + 1))?;
-        into.insert(s, t);
-    }
-    Ok(())
-}
-
-/// `source=token`.
-pub fn parse_api_key(text: &str) -> Result<(String, String)> {
-    match text.split_once('=') {
-        Some((s, t)) if !s.trim().is_empty() && !t.trim().is_empty() => Ok((s.trim().to_string(), t.trim().to_string())),
-        _ => bail!("expected source=token, found {text:?}"),
-    }
 }
 
 struct Batch {

@@ -1,0 +1,360 @@
+//! The live services' benchmark commands (hidden from `--help`): a bare Kafka consumer, the
+//! processor's engine without Kafka, the QuestDB target's encoding, and HTTP GET load.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Args;
+use pitgun_contracts::envelope::Envelope;
+
+use crate::dataset::for_each_record;
+
+/// Arguments of `pitgun bench-consume`: the processor benchmark's baseline.
+#[derive(Args)]
+pub struct BenchConsumeArgs {
+    /// Topic (base name; the namespace is added).
+    #[arg(long, default_value = pitgun_runtime::kafka::topics::ENVELOPES)]
+    topic: String,
+    #[command(flatten)]
+    broker: crate::broker_args::BrokerArgs,
+}
+
+/// A bare rdkafka consumer in its own group that only counts the topic's records up to the end
+/// offsets seen at start — what the processor's throughput is compared with.
+pub fn consume(args: BenchConsumeArgs) -> Result<ExitCode> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use std::time::Duration;
+    let broker = args.broker.broker();
+    let topic = broker.name(&args.topic);
+    let group = format!("pitgun-bench-consume-{}", std::process::id());
+    let consumer: BaseConsumer = broker
+        .client_config("pitgun-bench-consume")
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+    let mut end_total = 0i64;
+    let mut ends = std::collections::HashMap::new();
+    for p in md.topics()[0].partitions() {
+        let (low, high) = consumer.fetch_watermarks(&topic, p.id(), Duration::from_secs(10))?;
+        end_total += high - low;
+        ends.insert(p.id(), high);
+    }
+    consumer.subscribe(&[&topic])?;
+    let (mut n, mut bytes) = (0i64, 0u64);
+    let mut first: Option<Instant> = None;
+    while n < end_total {
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m?;
+            first.get_or_insert_with(Instant::now);
+            if m.offset() < ends[&m.partition()] {
+                n += 1;
+                bytes += m.payload_len() as u64;
+            }
+        }
+    }
+    let s = first.map(|f| f.elapsed().as_secs_f64()).unwrap_or(0.0);
+    println!(
+        "{}",
+        serde_json::json!({"records": n, "bytes": bytes, "consume_seconds": s, "records_per_second": n as f64 / s})
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `pitgun bench-engine`: the processor's per-envelope CPU without Kafka.
+#[derive(Args)]
+pub struct BenchEngineArgs {
+    /// Manifest to run.
+    #[arg(long)]
+    manifest: PathBuf,
+    /// Dataset (NDJSON, optionally compressed); its envelopes are Avro-encoded in memory first.
+    #[arg(long)]
+    input: PathBuf,
+    /// At most this many envelopes.
+    #[arg(long, default_value_t = 1_000_000)]
+    limit: u64,
+    /// Runs over the same envelopes, each with a fresh engine; the fastest is reported (a
+    /// shared machine's noise only ever slows a run down).
+    #[arg(long, default_value_t = 3)]
+    passes: u32,
+}
+
+/// Encodes up to `limit` envelopes as Avro single objects (as the gateway writes them), then
+/// times one engine (the processor's `Runner` with RocksDB-backed session state in memory)
+/// over them: decode, resolve, windows — what the processor adds to a bare consumer per record.
+pub fn engine(args: BenchEngineArgs) -> Result<ExitCode> {
+    use pitgun_runtime::wire::{Decoder, Record};
+    let project = crate::project::Project::load(&args.manifest, None)?;
+    let mut encoder = crate::publish_cmd::GatewayAvro::new()?;
+    let mut records: Vec<Vec<u8>> = Vec::new();
+    for_each_record(&args.input, &|_| {}, |_, text| {
+        let env: Envelope = serde_json::from_str(text)?;
+        let mut bytes = Vec::new();
+        encoder.encode(text, &env, &mut bytes)?;
+        records.push(bytes);
+        Ok((records.len() as u64) < args.limit)
+    })?;
+    let decoder = Decoder::default();
+    let mut best: Option<(f64, u64, u64)> = None;
+    for _ in 0..args.passes.max(1) {
+        let mut runner = pitgun_engine::Runner::with_store(project.compile()?, pitgun_processor::state::PartitionStore::default());
+        let mut out = Vec::new();
+        let (mut rows, mut errors) = (0u64, 0u64);
+        let started = Instant::now();
+        for bytes in &records {
+            let fed = match decoder.classify(bytes) {
+                Ok(Record::Avro(datum)) => runner.feed_avro(datum, 0, &mut out),
+                _ => anyhow::bail!("not an Avro single object"),
+            };
+            errors += u64::from(fed.is_err());
+            rows += out.len() as u64;
+            out.clear();
+        }
+        runner.finish(&mut out);
+        let secs = started.elapsed().as_secs_f64();
+        rows += out.len() as u64;
+        if best.is_none_or(|(b, _, _)| secs < b) {
+            best = Some((secs, rows, errors));
+        }
+    }
+    let (secs, rows, errors) = best.expect("at least one pass");
+    println!(
+        "{}",
+        serde_json::json!({"records": records.len(), "rows": rows, "errors": errors, "seconds": secs, "passes": args.passes,
+            "records_per_second": records.len() as f64 / secs, "ns_per_record": secs * 1e9 / records.len() as f64})
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pitgun_engine::decode::EnvelopeView;
+    use pitgun_engine::decode_avro::decode_avro_into;
+    use pitgun_engine::runner::RecordError;
+    use pitgun_engine::{Reason, Runner};
+    use pitgun_runtime::wire::{Decoder, Record};
+
+    /// The engine decodes a learned producer's Avro envelopes in one pass (`Runner::feed_avro`)
+    /// and falls back to decoding, then resolving; every record, intact or damaged, must give
+    /// the same outputs, errors and counters either way.
+    #[test]
+    fn one_pass_and_two_pass_avro_paths_agree_on_every_record() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let project = crate::project::Project::load(&root.join("manifests/pipelines/lap-performance.v1.yaml"), None).unwrap();
+        let mut encoder = crate::publish_cmd::GatewayAvro::new().unwrap();
+        let mut records: Vec<Vec<u8>> = Vec::new();
+        for_each_record(&root.join("samples/racing-small.ndjson.zst"), &|_| {}, |i, text| {
+            let env: Envelope = serde_json::from_str(text)?;
+            let mut bytes = Vec::new();
+            encoder.encode(text, &env, &mut bytes)?;
+            // One record in nine damaged at a position that moves through the record.
+            if i % 9 == 4 {
+                let at = 10 + (i as usize * 31) % (bytes.len() - 10);
+                bytes[at] ^= 0x5a;
+            }
+            records.push(bytes);
+            Ok(true)
+        })
+        .unwrap();
+        let decoder = Decoder::default();
+        let mut one = Runner::new(project.compile().unwrap());
+        let mut two = Runner::new(project.compile().unwrap());
+        let (mut out_one, mut out_two) = (Vec::new(), Vec::new());
+        let mut refused = 0;
+        for (i, bytes) in records.iter().enumerate() {
+            let Ok(Record::Avro(datum)) = decoder.classify(bytes) else { continue };
+            let a = one.feed_avro(datum, 0, &mut out_one);
+            let mut view = EnvelopeView::empty();
+            let b = match decode_avro_into(datum, &mut view) {
+                Ok(()) => two.feed_view(&view, 0, &mut out_two),
+                Err(e) => {
+                    two.engine_mut().count_rejected(Reason::InvalidEnvelope);
+                    Err(RecordError { reason: Reason::InvalidEnvelope, detail: e.to_string() })
+                }
+            };
+            assert_eq!(a, b, "record {i}");
+            assert_eq!(out_one, out_two, "outputs after record {i}");
+            refused += usize::from(a.is_err());
+        }
+        one.finish(&mut out_one);
+        two.finish(&mut out_two);
+        assert_eq!(out_one, out_two);
+        assert_eq!(one.engine().stats(), two.engine().stats());
+        assert!(refused > 100, "the damage was refused ({refused} records)");
+        assert!(out_one.iter().filter(|o| matches!(o, pitgun_engine::Output::Row(_))).count() > 10);
+    }
+}
+
+/// Arguments of `pitgun bench-ilp`: the QuestDB target's encoding cost.
+#[derive(Args)]
+pub struct BenchIlpArgs {
+    /// Rows as `pitgun replay` writes them (JSON lines) of the manifest below.
+    #[arg(long)]
+    rows: PathBuf,
+    /// The manifest whose contract the rows follow.
+    #[arg(long, default_value = "manifests/pipelines/lap-performance.v1.yaml")]
+    manifest: PathBuf,
+    /// Rows per ILP request (the sink's --batch-rows).
+    #[arg(long, default_value_t = 5000)]
+    batch: usize,
+    /// Passes over the rows (the fastest counts).
+    #[arg(long, default_value_t = 3)]
+    passes: usize,
+}
+
+/// Encodes rows as the QuestDB target does (contract cells → ILP v2 in the official client's
+/// buffer, one buffer per batch) and, as the baseline in the same run, writes the same rows back
+/// as JSON with serde_json. Also times the sink's whole per-row CPU path: JSON line → cells → ILP.
+pub fn ilp(args: BenchIlpArgs) -> Result<ExitCode> {
+    use pitgun_sink::questdb::{Buffer, ProtocolVersion, QuestTable};
+    use pitgun_sink::table::RowParser;
+    let project = crate::project::Project::load(&args.manifest, None)?;
+    let plan = project.compile()?;
+    let table = QuestTable::from_contract(&plan.contract, "bench")?;
+    let text = std::fs::read_to_string(&args.rows)?;
+    let lines: Vec<&str> = text.lines().collect();
+    let maps: Vec<serde_json::Map<String, serde_json::Value>> = lines.iter().map(|l| serde_json::from_str(l)).collect::<Result<_, _>>()?;
+    let cells: Vec<_> = maps.iter().map(|m| table.shape.convert(m)).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow::anyhow!(e))?;
+    let n = lines.len() as f64;
+    let best = |f: &mut dyn FnMut() -> usize| -> (f64, usize) {
+        let mut fastest = f64::MAX;
+        let mut bytes = 0;
+        for _ in 0..args.passes.max(1) {
+            let started = Instant::now();
+            bytes = f();
+            fastest = fastest.min(started.elapsed().as_secs_f64());
+        }
+        (fastest, bytes)
+    };
+    let mut buf = Buffer::new(ProtocolVersion::V2);
+    let (ilp_s, ilp_bytes) = best(&mut || {
+        let mut bytes = 0;
+        for batch in cells.chunks(args.batch) {
+            buf.clear();
+            for row in batch {
+                table.encode(&mut buf, row).expect("encodable");
+            }
+            bytes += buf.len();
+        }
+        bytes
+    });
+    let mut out = Vec::new();
+    let (json_s, json_bytes) = best(&mut || {
+        let mut bytes = 0;
+        for batch in maps.chunks(args.batch) {
+            out.clear();
+            for m in batch {
+                serde_json::to_writer(&mut out, m).expect("serialisable");
+                out.push(b'\n');
+            }
+            bytes += out.len();
+        }
+        bytes
+    });
+    let parser = RowParser::of(&plan.contract);
+    let binding = table.shape.bind(&parser)?;
+    let (full_s, _) = best(&mut || {
+        let mut bytes = 0;
+        for batch in lines.chunks(args.batch) {
+            buf.clear();
+            for line in batch {
+                let fields = parser.parse(line.as_bytes()).expect("a row");
+                table.encode(&mut buf, &table.shape.convert_fields(&binding, &fields).expect("fits")).expect("encodable");
+            }
+            bytes += buf.len();
+        }
+        bytes
+    });
+    println!(
+        "{} rows, {} per batch, fastest of {} passes: ILP v2 encoding {:.0} rows/s ({:.0} bytes/row); serde_json writing the same rows {:.0} rows/s ({:.0} bytes/row); ratio {:.2}; JSON line to ILP as the sink does it (parse into fields, convert, encode) {:.0} rows/s",
+        lines.len(),
+        args.batch,
+        args.passes,
+        n / ilp_s,
+        ilp_bytes as f64 / n,
+        n / json_s,
+        json_bytes as f64 / n,
+        json_s / ilp_s,
+        n / full_s
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `pitgun bench-http`: latency and rate of GET requests at a fixed concurrency.
+#[derive(Args)]
+pub struct BenchHttpArgs {
+    /// Server, e.g. 127.0.0.1:8090.
+    #[arg(long)]
+    addr: String,
+    /// Paths to GET, in turn (repeatable), e.g. '/v1/leaderboard?track=monza'.
+    #[arg(long = "path", required = true)]
+    paths: Vec<String>,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// How long to measure (after a one-second warm-up).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: std::time::Duration,
+}
+
+/// Keeps `concurrency` keep-alive connections busy for `duration` and prints requests/s and
+/// latency percentiles. Any non-200 answer fails the run.
+pub fn http(args: BenchHttpArgs) -> Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let latencies = rt.block_on(async {
+        let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
+        let run = |measure: std::time::Duration| {
+            let mut tasks = Vec::new();
+            for w in 0..args.concurrency {
+                let (client, paths, addr) = (client.clone(), args.paths.clone(), args.addr.clone());
+                tasks.push(tokio::spawn(async move {
+                    let end = Instant::now() + measure;
+                    let mut lat = Vec::new();
+                    let mut i = w;
+                    while Instant::now() < end {
+                        let url = format!("http://{addr}{}", paths[i % paths.len()]);
+                        i += 1;
+                        let started = Instant::now();
+                        let resp = client.get(&url).send().await?;
+                        let status = resp.status();
+                        let body = resp.bytes().await?;
+                        if status != 200 {
+                            anyhow::bail!("{url}: {status}: {}", String::from_utf8_lossy(&body));
+                        }
+                        lat.push(started.elapsed().as_secs_f64());
+                    }
+                    Ok(lat)
+                }));
+            }
+            tasks
+        };
+        for t in run(std::time::Duration::from_secs(1)) {
+            t.await??;
+        }
+        let mut all = Vec::new();
+        for t in run(args.duration) {
+            all.extend(t.await??);
+        }
+        anyhow::Ok(all)
+    })?;
+    let mut l = latencies;
+    l.sort_by(f64::total_cmp);
+    let at = |q: f64| l[((l.len() as f64 * q) as usize).min(l.len() - 1)] * 1e3;
+    println!(
+        "{} requests in {:?} at concurrency {}: {:.0} requests/s; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        l.len(),
+        args.duration,
+        args.concurrency,
+        l.len() as f64 / args.duration.as_secs_f64(),
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        l[l.len() - 1] * 1e3
+    );
+    Ok(ExitCode::SUCCESS)
+}
