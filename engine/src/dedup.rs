@@ -1,23 +1,40 @@
-//! Per-session duplicate detection by event id, indexed by sequence number.
+//! Per-session duplicate detection by event id, with bounded memory.
 //!
-//! A resent event keeps its event id and its sequence number, and a session's sequence numbers
-//! are dense and increasing, so the ids seen are kept in a ring indexed by `seq - base`: checking
-//! and recording an event is an array access, not a hash-set insert. Events whose sequence
-//! number falls outside the ring, or collides with another id, go to a small hash set. Ids are
-//! forgotten from the front once older than every window still retained (a copy arriving after
-//! that is too late for any window anyway).
+//! A duplicate is the same event id in the same session, whatever its sequence number: a
+//! resend keeps its id, but a producer may number it anew. Ids are therefore looked up in a
+//! hash set of the id hashes remembered. Where they are *kept* (for forgetting by time and for
+//! checkpoints) is a ring indexed by `seq - base`: a session's sequence numbers are dense and
+//! increasing, so recording an event is an array write. An id whose sequence number falls
+//! outside the ring (far ahead, far behind, or a slot another id holds) goes to a small log
+//! instead, bounded by [`OVERFLOW_CAP`]; past it the oldest is forgotten and counted.
 //!
-//! The ring holds an entry for every event of the oldest retained window (a whole lap), so a
-//! checkpoint does not rewrite it: a durable store keeps it as fixed chunks of [`RING_CHUNK`]
-//! sequence numbers under their own keys, and each checkpoint writes only the chunks changed
-//! since the last one ([`SeenEvents::take_changes`]) and deletes the ones forgotten.
+//! **The bound.** The engine forgets ids of events older than the session's *dedup horizon*
+//! (watermark − allowed lateness − out-of-orderness) and refuses, as late, any event older than
+//! that horizon, so a forgotten id can never be counted twice. Memory per session is thus the
+//! ids of the last `lateness + out_of_orderness` of event time (about 2,000 at 60 Hz with the
+//! shipped manifests), whatever the window: a session-long global window no longer keeps every
+//! id of the session. The ring spans at most [`MAX_SPAN`] sequence numbers.
+//!
+//! The ring is stored by a durable store as fixed chunks of [`RING_CHUNK`] sequence numbers
+//! under their own keys, and each checkpoint writes only the chunks changed since the last one
+//! ([`SeenEvents::take_changes`]) and deletes the ones forgotten; the session's own record holds
+//! the ring's bounds and the overflow log (at most [`OVERFLOW_CAP`] entries).
 
 use std::collections::VecDeque;
 
 use rustc_hash::FxHashSet;
 
-/// Sequence numbers further than this from the ring's base use the overflow set.
-const MAX_SPAN: u64 = 1 << 20;
+/// The ring spans at most this many sequence numbers; an id further from its base, or more
+/// than [`MAX_GAP`] past its end, goes to the overflow log.
+const MAX_SPAN: u64 = 1 << 16;
+
+/// A sequence number more than this past the ring's end is not worth growing the ring for (a
+/// producer that jumped its numbering would otherwise make the ring, and a checkpoint, huge).
+const MAX_GAP: u64 = 4096;
+
+/// Most ids kept outside the ring per session; past it the oldest is forgotten (counted in
+/// [`SeenEvents::evicted`]).
+pub const OVERFLOW_CAP: usize = 4096;
 
 /// Sequence numbers per stored ring chunk: chunk `c` holds sequence numbers
 /// `c * RING_CHUNK .. (c + 1) * RING_CHUNK` (a second or so of a 60 Hz session, 4 KB).
@@ -34,15 +51,21 @@ pub struct SeenEvents {
     /// as its length only: the entries are stored as chunks (see [`SeenEvents::take_changes`]).
     #[serde(with = "ring_length")]
     ring: VecDeque<(u64, i64)>,
-    /// Ids that did not fit the ring, with their event time.
-    overflow: FxHashSet<u64>,
+    /// `(event time, id hash)` of ids that did not fit the ring, oldest first.
     overflow_log: VecDeque<(i64, u64)>,
+    /// Every id hash remembered (ring and overflow), for the lookup; rebuilt when restored.
+    #[serde(skip)]
+    ids: FxHashSet<u64>,
     /// Lowest chunk a durable store may still hold for this ring.
     stored_from: u64,
     /// Lowest sequence number changed since the last checkpoint (`u64::MAX`: none). A new ring
     /// is wholly unsaved (0); a restored one is wholly saved.
     #[serde(skip, default = "nothing_changed")]
     changed_from: u64,
+    /// Ids forgotten early because the overflow log was full, since the last
+    /// [`SeenEvents::take_evicted`].
+    #[serde(skip)]
+    evicted: u64,
 }
 
 fn nothing_changed() -> u64 {
@@ -59,27 +82,27 @@ pub struct RingChanges {
 }
 
 impl SeenEvents {
-    /// Records an event; false when its id was already seen (a duplicate).
+    /// Records an event; false when its id was already seen (a duplicate), whatever the
+    /// sequence number it came with.
     pub fn insert(&mut self, seq: u64, id_hash: u64, time: i64) -> bool {
         let id = id_hash.max(1);
-        if !self.overflow.is_empty() && self.overflow.contains(&id) {
+        if !self.ids.insert(id) {
             return false;
         }
-        if self.ring.is_empty() && self.overflow.is_empty() {
+        if self.ring.is_empty() {
             self.base = seq;
         }
-        if seq < self.base && self.base - seq < 1024 && self.ring.len() as u64 + (self.base - seq) < MAX_SPAN {
+        let len = self.ring.len() as u64;
+        if seq < self.base && self.base - seq < 1024 && len + (self.base - seq) < MAX_SPAN {
             for _ in seq..self.base {
                 self.ring.push_front((0, i64::MIN));
             }
             self.base = seq;
         }
-        if seq >= self.base && seq - self.base < MAX_SPAN {
+        if seq >= self.base && seq - self.base < MAX_SPAN && seq - self.base <= len + MAX_GAP {
             let at = (seq - self.base) as usize;
-            if at == self.ring.len() {
-                self.ring.push_back((0, i64::MIN)); // the next in order: the common case
-            } else if at > self.ring.len() {
-                self.ring.resize(at + 1, (0, i64::MIN));
+            if at >= self.ring.len() {
+                self.ring.resize(at + 1, (0, i64::MIN)); // at == len: the next in order, the common case
             }
             let slot = &mut self.ring[at];
             if slot.0 == 0 {
@@ -87,24 +110,48 @@ impl SeenEvents {
                 self.changed_from = self.changed_from.min(seq);
                 return true;
             }
-            if slot.0 == id {
-                return false;
-            }
+        }
+        if self.overflow_log.len() >= OVERFLOW_CAP {
+            let (_, oldest) = self.overflow_log.pop_front().expect("a full log");
+            self.ids.remove(&oldest);
+            self.evicted += 1;
         }
         self.overflow_log.push_back((time, id));
-        self.overflow.insert(id)
+        true
     }
 
-    /// Forgets ids of events older than `horizon` from the front.
+    /// Forgets ids of events older than `horizon`: from the ring's front (in sequence order)
+    /// and from the overflow log.
     pub fn forget_before(&mut self, horizon: i64) {
         while self.ring.front().is_some_and(|(_, t)| *t < horizon) && self.ring.len() > 1 {
-            self.ring.pop_front();
+            let (id, _) = self.ring.pop_front().expect("front");
+            if id != 0 {
+                self.ids.remove(&id);
+            }
             self.base += 1;
         }
-        while self.overflow_log.front().is_some_and(|(t, _)| *t < horizon) {
-            let (_, id) = self.overflow_log.pop_front().expect("front");
-            self.overflow.remove(&id);
+        // The log is in arrival order, not time order: take out every entry past the horizon.
+        if self.overflow_log.iter().any(|(t, _)| *t < horizon) {
+            let ids = &mut self.ids;
+            self.overflow_log.retain(|(t, id)| {
+                let keep = *t >= horizon;
+                if !keep {
+                    ids.remove(id);
+                }
+                keep
+            });
         }
+    }
+
+    /// Ids forgotten early since the last call because the overflow log was full.
+    pub fn take_evicted(&mut self) -> u64 {
+        std::mem::take(&mut self.evicted)
+    }
+
+    /// After deserialising: the lookup set from the overflow log (the ring's ids come with its
+    /// chunks, [`SeenEvents::load_chunk`]).
+    pub fn index_restored(&mut self) {
+        self.ids.extend(self.overflow_log.iter().map(|(_, id)| *id));
     }
 
     /// The ring's changes since the last call (or since it was created or restored), for a
@@ -145,6 +192,9 @@ impl SeenEvents {
             if let Some(slot) = self.ring.get_mut(at as usize) {
                 let (hash, time) = e.split_at(8);
                 *slot = (u64::from_le_bytes(hash.try_into().expect("8 bytes")), i64::from_le_bytes(time.try_into().expect("8 bytes")));
+                if slot.0 != 0 {
+                    self.ids.insert(slot.0);
+                }
             }
         }
         Ok(())
@@ -152,7 +202,7 @@ impl SeenEvents {
 
     /// Ids currently remembered.
     pub fn len(&self) -> usize {
-        self.ring.iter().filter(|(h, _)| *h != 0).count() + self.overflow.len()
+        self.ids.len()
     }
 
     /// Whether nothing is remembered.
@@ -206,6 +256,7 @@ mod tests {
 
         fn restore(&self) -> SeenEvents {
             let mut back: SeenEvents = postcard::from_bytes(&self.record).unwrap();
+            back.index_restored();
             for bytes in self.chunks.values() {
                 back.load_chunk(bytes).unwrap();
             }
@@ -214,7 +265,7 @@ mod tests {
     }
 
     fn same(a: &SeenEvents, b: &SeenEvents) {
-        assert_eq!((a.base, &a.ring, &a.overflow, &a.overflow_log), (b.base, &b.ring, &b.overflow, &b.overflow_log));
+        assert_eq!((a.base, &a.ring, &a.ids, &a.overflow_log), (b.base, &b.ring, &b.ids, &b.overflow_log));
     }
 
     #[test]
@@ -268,5 +319,37 @@ mod tests {
         s.forget_before(2);
         assert!(s.insert(9, 99, 0), "forgotten");
         assert!(!s.insert(11, 101, 2), "kept");
+    }
+
+    #[test]
+    fn a_resent_id_is_a_duplicate_whatever_its_sequence_number() {
+        let mut s = SeenEvents::default();
+        assert!(s.insert(1, 100, 1));
+        assert!(s.insert(2, 200, 2));
+        assert!(!s.insert(3, 100, 1), "id 100 again, numbered anew");
+        assert!(!s.insert(2 + MAX_SPAN * 4, 200, 2), "id 200 again, far ahead");
+        assert!(!s.insert(0, 200, 2), "id 200 again, behind the base");
+        assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn memory_is_bounded_and_what_falls_out_is_counted() {
+        let mut s = SeenEvents::default();
+        // A producer that jumps its numbering by more than the gap each time: every id goes to
+        // the overflow log, which keeps the newest OVERFLOW_CAP and counts the rest.
+        for i in 0..(OVERFLOW_CAP as u64 + 10) {
+            assert!(s.insert(1 + i * (MAX_GAP + 1) * 2, 1000 + i, i as i64));
+        }
+        assert_eq!(s.overflow_log.len(), OVERFLOW_CAP);
+        assert_eq!(s.take_evicted(), 9, "the first id went to the ring; 9 of the rest fell out");
+        assert!(s.ring.len() as u64 <= MAX_SPAN);
+        // A sequence number far past the ring's end does not grow it.
+        let before = s.ring.len();
+        assert!(s.insert(s.base + before as u64 + MAX_GAP + 1, 7, 0));
+        assert_eq!(s.ring.len(), before);
+        // Forgetting by time empties both.
+        s.forget_before(i64::MAX);
+        assert!(s.overflow_log.is_empty());
+        assert_eq!(s.len(), s.ring.iter().filter(|(h, _)| *h != 0).count());
     }
 }

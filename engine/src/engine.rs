@@ -155,6 +155,10 @@ struct Win {
     /// identity (`row_id`), so a store keyed by time (QuestDB's dedup keys) needs a time that
     /// does not move with it.
     anchor: i64,
+    /// Segment windows: the boundary it started at was observed (the previous segment's end, or
+    /// the session's start). A segment first seen mid-way — a session joined late, resumed, or
+    /// cut by retention — is never `complete`, however it ends.
+    start_seen: bool,
 }
 
 impl Win {
@@ -174,6 +178,7 @@ impl Win {
             closed: false,
             complete: false,
             anchor: start,
+            start_seen: false,
         }
     }
 
@@ -241,6 +246,11 @@ struct KeyState {
 #[derive(Serialize, Deserialize)]
 pub struct SessionState {
     max_time: i64,
+    /// (time, seq) of the session's end, once a `session_end` arrived (the earliest, if more).
+    /// The session closes when the watermark passes it; events after it are `session_closed`.
+    end: Option<(i64, u64)>,
+    /// Time of the session's `session_start`, if one arrived: the first segment's start was seen.
+    started: Option<i64>,
     frontier: Option<(i64, u64)>,
     /// Reorder buffer, sorted by (time, seq); in-order arrivals append at the back in O(1).
     buffer: VecDeque<Pending>,
@@ -256,7 +266,7 @@ pub struct SessionState {
 
 /// Version of the byte form of [`SessionState`]; bumped whenever the state's fields change, so a
 /// state folder written by another build is refused instead of misread.
-pub const STATE_FORMAT: u8 = 3;
+pub const STATE_FORMAT: u8 = 4;
 
 impl SessionState {
     /// What a durable store writes at a checkpoint: the session's record (a format byte, then
@@ -275,7 +285,11 @@ impl SessionState {
     /// with [`SessionState::load_ring_chunk`].
     pub fn from_bytes(bytes: &[u8]) -> Result<SessionState, String> {
         match bytes.split_first() {
-            Some((&STATE_FORMAT, rest)) => postcard::from_bytes(rest).map_err(|e| format!("corrupt session state: {e}")),
+            Some((&STATE_FORMAT, rest)) => {
+                let mut state: SessionState = postcard::from_bytes(rest).map_err(|e| format!("corrupt session state: {e}"))?;
+                state.seen.index_restored();
+                Ok(state)
+            }
             Some((v, _)) => Err(format!("session state in format {v}, this build reads format {STATE_FORMAT}")),
             None => Err("empty session state".into()),
         }
@@ -293,6 +307,17 @@ impl SessionState {
 
     fn watermark(&self, plan: &Plan) -> i64 {
         self.max_time.saturating_sub(plan.ooo_us)
+    }
+
+    /// Events older than this are more than the allowed lateness behind the watermark: late for
+    /// every window kind, so their ids need not be remembered (the dedup memory's bound).
+    fn horizon(&self, plan: &Plan) -> i64 {
+        self.watermark(plan).saturating_sub(plan.lateness_us)
+    }
+
+    /// Whether a `session_end` arrived (the session closes once the watermark passes it).
+    pub fn has_ended(&self) -> bool {
+        self.end.is_some()
     }
 }
 
@@ -383,6 +408,8 @@ impl<S: SessionStore> Engine<S> {
                 core.stats.sessions_opened += 1;
                 self.sessions.insert(ev.session_id, SessionState {
                     max_time: i64::MIN,
+                    end: None,
+                    started: None,
                     frontier: None,
                     buffer: VecDeque::new(),
                     seen: SeenEvents::default(),
@@ -396,12 +423,7 @@ impl<S: SessionStore> Engine<S> {
                 })
             }
         };
-        let id_hash = xxhash_rust::xxh3::xxh3_64(ev.event_id.as_bytes());
-        if !session.seen.insert(ev.seq, id_hash, ev.time_us) {
-            core.stats.duplicates += 1;
-            return;
-        }
-        session.last_activity = session.last_activity.max(now_us);
+        // Both checks come before the id is remembered: a refused event must not hold dedup memory.
         if session.max_time != i64::MIN {
             let ahead = ev.time_us.saturating_sub(session.watermark(&core.plan));
             if ahead > core.plan.max_jump_us {
@@ -412,11 +434,34 @@ impl<S: SessionStore> Engine<S> {
                 ));
                 return;
             }
+            if ev.time_us < session.horizon(&core.plan) {
+                core.stats.late += 1;
+                out.push(Output::Late(note(ev, "too_late", "more than allowed_lateness behind the session's watermark")));
+                return;
+            }
         }
+        // After the session's end in (time, seq) order, whichever arrived first.
+        if session.end.is_some_and(|end| (ev.time_us, ev.seq) > end) {
+            core.stats.late += 1;
+            out.push(Output::Late(note(ev, "session_closed", "the event comes after the session's end")));
+            return;
+        }
+        let id_hash = xxhash_rust::xxh3::xxh3_64(ev.event_id.as_bytes());
+        if !session.seen.insert(ev.seq, id_hash, ev.time_us) {
+            core.stats.duplicates += 1;
+            return;
+        }
+        core.stats.dedup_evicted += session.seen.take_evicted();
+        session.last_activity = session.last_activity.max(now_us);
         session.min_seq = session.min_seq.min(ev.seq);
         session.max_seq = session.max_seq.max(ev.seq);
         session.received += 1;
         session.max_time = session.max_time.max(ev.time_us);
+        match ev.kind {
+            EventKind::SessionStart => session.started = Some(session.started.map_or(ev.time_us, |t| t.min(ev.time_us))),
+            EventKind::SessionEnd => session.end = Some(session.end.map_or((ev.time_us, ev.seq), |e| e.min((ev.time_us, ev.seq)))),
+            _ => {}
+        }
 
         if core.plan.accepts(ev.kind) && core.admit(ev, out) {
             let key = key_index(&core.plan, session, ev);
@@ -427,42 +472,45 @@ impl<S: SessionStore> Engine<S> {
             let pending = Pending { time: ev.time_us, seq: ev.seq, key, behind, event_id, values };
             if session.frontier.is_some_and(|f| (ev.time_us, ev.seq) < f) {
                 core.apply(session, ev.session_id, pending, false, out);
+            } else if session.buffer.back().is_none_or(|last| *last <= pending) {
+                session.buffer.push_back(pending);
             } else {
-                if session.buffer.back().is_none_or(|last| *last <= pending) {
-                    session.buffer.push_back(pending);
-                } else {
-                    let at = session.buffer.partition_point(|p| *p <= pending);
-                    session.buffer.insert(at, pending);
-                }
+                let at = session.buffer.partition_point(|p| *p <= pending);
+                session.buffer.insert(at, pending);
             }
         } else {
             core.stats.filtered += 1;
         }
 
-        if ev.kind == EventKind::SessionEnd {
+        let wm = session.watermark(&core.plan);
+        core.release(session, ev.session_id, Some(wm), out);
+        if session.end.is_some_and(|(t, _)| t < wm) {
             let session = self.sessions.remove(ev.session_id).expect("present");
             self.core.close(session, ev.session_id, out);
             self.sessions.mark_closed(ev.session_id);
             return;
         }
-        let wm = session.watermark(&core.plan);
-        core.release(session, ev.session_id, Some(wm), out);
         core.advance(session, wm, out);
         session.since_purge += 1;
         if session.since_purge >= 1024 {
             session.since_purge = 0;
-            core.purge_dedup(session, wm);
+            session.seen.forget_before(session.horizon(&core.plan));
         }
     }
 
-    /// Closes sessions silent (in the driver's clock) for longer than the idle timeout.
+    /// Closes sessions silent (in the driver's clock) for longer than the idle timeout, and
+    /// ended sessions silent for longer than the out-of-orderness: nothing moves their
+    /// watermark past the end any more, so the driver's clock says when to stop waiting for
+    /// events sent before it.
     pub fn expire_idle(&mut self, now_us: i64, out: &mut Vec<Output>) {
-        let idle = self.core.plan.idle_us;
-        let mut expired = self.sessions.idle_ids(now_us.saturating_sub(idle));
+        let plan = &self.core.plan;
+        let mut expired = self.sessions.idle_ids(now_us.saturating_sub(plan.idle_us), now_us.saturating_sub(plan.ooo_us));
         expired.sort();
         for id in expired {
             let session = self.sessions.remove(&id).expect("present");
-            self.core.stats.sessions_expired += 1;
+            if !session.has_ended() {
+                self.core.stats.sessions_expired += 1;
+            }
             self.core.close(session, &id, out);
             self.sessions.mark_closed(&id);
         }
@@ -542,9 +590,12 @@ impl Core {
         }
     }
 
+    /// Releases buffered events in (time, seq) order: those strictly before the watermark (an
+    /// event at the watermark's time is exactly out-of-orderness behind and still in bounds, so
+    /// it waits, as it would have had it arrived first), never past the session's end.
     fn release(&mut self, s: &mut SessionState, sid: &str, up_to: Option<i64>, out: &mut Vec<Output>) {
         while let Some(front) = s.buffer.front() {
-            if up_to.is_some_and(|wm| front.time > wm) {
+            if up_to.is_some_and(|wm| front.time >= wm) || s.end.is_some_and(|end| (front.time, front.seq) > end) {
                 break;
             }
             let p = s.buffer.pop_front().expect("front");
@@ -707,14 +758,17 @@ impl Core {
             }));
             return;
         }
+        // Its start is seen if a segment before it was, or the session's start was.
+        let start_seen = key.segment_high > f64::NEG_INFINITY || s.started.is_some_and(|t| t <= p.time);
         key.segment_high = v;
         if let Some(w) = segs.last_mut().filter(|w| !w.closed) {
             w.closed = true;
             w.end = p.time;
-            w.complete = !integral || v == w.segment + 1.0;
+            w.complete = w.start_seen && (!integral || v == w.segment + 1.0);
             emit(&mut self.stats, plan, &mut s.emissions, &key.key, w, out);
         }
         let mut w = Win::new(plan, p.time, p.time);
+        w.start_seen = start_seen;
         w.segment = v;
         w.add(plan, &p.values, p.time, p.seq);
         segs.push(w);
@@ -866,9 +920,21 @@ impl Core {
         }
     }
 
-    /// Closes a session: releases everything buffered, emits every open window.
+    /// Closes a session: releases everything buffered up to its end, emits every open window.
     fn close(&mut self, mut s: SessionState, sid: &str, out: &mut Vec<Output>) {
         self.release(&mut s, sid, None, out);
+        // What is still buffered comes after the session's end.
+        for p in s.buffer.drain(..) {
+            self.stats.late += 1;
+            out.push(Output::Late(EventNote {
+                session_id: sid.to_string(),
+                event_id: p.event_id.to_string(),
+                seq: p.seq,
+                time_us: p.time,
+                reason: "session_closed",
+                detail: "the event comes after the session's end".into(),
+            }));
+        }
         let plan = &self.plan;
         for key in &mut s.keys {
             match &mut key.windows {
@@ -905,28 +971,6 @@ impl Core {
             self.stats.missing_events += (s.max_seq - s.min_seq + 1).saturating_sub(s.received);
         }
         self.stats.sessions_closed += 1;
-    }
-
-    /// Forgets event ids older than every retained window (their duplicates would be too late).
-    fn purge_dedup(&mut self, s: &mut SessionState, wm: i64) {
-        let plan = &self.plan;
-        let gap = session_gap(&plan.manifest.window);
-        let mut horizon = wm.saturating_sub(plan.lateness_us + plan.ooo_us);
-        for key in &s.keys {
-            let earliest = match &key.windows {
-                Windows::Fixed(map) => map.values().next().map(|w| w.start),
-                Windows::Sessions(wins) => wins.first().map(|w| w.first_t - gap),
-                Windows::Segments(segs) => segs.first().map(|w| w.start.min(w.first_t)),
-                Windows::Global(w) => w.as_ref().map(|w| w.first_t).or(Some(i64::MIN)),
-            };
-            if let Some(e) = earliest {
-                horizon = horizon.min(e);
-            }
-        }
-        if let Some(p) = s.buffer.front() {
-            horizon = horizon.min(p.time);
-        }
-        s.seen.forget_before(horizon);
     }
 }
 

@@ -21,13 +21,9 @@ use rhai::{Dynamic, Engine, EvalAltResult, OptimizationLevel, Scope, AST};
 /// Operation budget per formula evaluation.
 pub const MAX_OPERATIONS: u64 = 100_000;
 
-/// Wall-clock backstop per evaluation. The operation budget is what stops a runaway formula,
-/// deterministically; this only catches an operation that is itself pathologically slow.
-pub const MAX_WALL_TIME: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// How often (in operations) the backstop looks at the clock. Its clock starts at the first
-/// look, so the common evaluation of a few dozen operations reads no clock at all.
-const CLOCK_EVERY: u64 = 4096;
+// No wall-clock limit: a result must never depend on the machine's speed. Every operation the
+// sandbox offers (arithmetic, logic, math on numbers; strings, arrays and maps bounded in size)
+// costs bounded time, so the operation budget bounds the time too.
 
 /// Where a formula variable's value comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,11 +86,6 @@ pub enum Evaluated {
 pub struct FormulaRuntime {
     engine: Engine,
     scope: Scope<'static>,
-    /// When the current evaluation passed its first [`CLOCK_EVERY`] operations (backstop).
-    /// Shared with the progress callback, which rhai's `sync` build requires to be `Send + Sync`
-    /// (engines run on the processor's worker threads); touched once per evaluation that misses
-    /// the memo, so the lock is never contended.
-    started: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 impl Default for FormulaRuntime {
@@ -120,25 +111,9 @@ impl FormulaRuntime {
             .set_strict_variables(true)
             .set_optimization_level(OptimizationLevel::Simple);
         engine.disable_symbol("eval");
-        let started = std::sync::Arc::new(std::sync::Mutex::new(None));
-        let clock = started.clone();
-        engine.on_progress(move |ops| {
-            if ops % CLOCK_EVERY != 0 {
-                return None;
-            }
-            let mut clock = clock.lock().unwrap_or_else(|e| e.into_inner());
-            match *clock {
-                None => {
-                    *clock = Some(std::time::Instant::now());
-                    None
-                }
-                Some(t) => (t.elapsed() > MAX_WALL_TIME).then_some(Dynamic::UNIT),
-            }
-        });
         FormulaRuntime {
             engine,
             scope: Scope::new(),
-            started,
         }
     }
 
@@ -227,7 +202,6 @@ impl FormulaRuntime {
     }
 
     fn run(&mut self, formula: &Formula, slots: &[f64], prev: &[f64], dt: f64) -> Evaluated {
-        *self.started.lock().unwrap_or_else(|e| e.into_inner()) = None;
         self.scope.clear();
         for (name, source) in &formula.vars {
             self.scope.push(name.as_str(), source.read(slots, prev, dt));

@@ -123,6 +123,9 @@ pub struct Stats {
     pub sessions_expired: u64,
     /// Sequence numbers missing in closed sessions.
     pub missing_events: u64,
+    /// Event ids forgotten before their time because a session's dedup memory was full (a
+    /// resend of one of them would be counted again); see `dedup`.
+    pub dedup_evicted: u64,
 }
 
 impl Stats {
@@ -145,6 +148,7 @@ impl Stats {
         self.sessions_closed += o.sessions_closed;
         self.sessions_expired += o.sessions_expired;
         self.missing_events += o.missing_events;
+        self.dedup_evicted += o.dedup_evicted;
     }
 
     /// Refused events by reason code, non-zero only.

@@ -79,7 +79,7 @@ pub struct Plan {
     pub manifest: PipelineManifest,
     /// Manifest content hash.
     pub manifest_hash: String,
-    /// Accepted kinds as a bit set over [`EventKind::ALL`] (session_end always accepted).
+    /// Accepted kinds as a bit set over [`EventKind::ALL`] (a `session_end` closes its session whether or not it is listed).
     pub kinds_mask: u16,
     /// Key dimension names.
     pub key_dims: Vec<String>,
@@ -459,7 +459,8 @@ impl<'s> Compiler<'s> {
         for k in &m.input.kinds {
             kinds_mask |= kind_bit(*k);
         }
-        kinds_mask |= kind_bit(EventKind::SessionEnd);
+        // No kind is implied: a `session_end` closes its session whatever the manifest takes,
+        // and feeds its windows only if the manifest lists it.
 
         for (i, k) in m.key.iter().enumerate() {
             if k == "session_id" {

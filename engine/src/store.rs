@@ -16,8 +16,9 @@ pub trait SessionStore {
     fn remove(&mut self, session_id: &str) -> Option<SessionState>;
     /// Open sessions, in any order.
     fn open_ids(&self) -> Vec<Box<str>>;
-    /// Open sessions whose last activity is at or before `cutoff` (driver clock, µs).
-    fn idle_ids(&self, cutoff: i64) -> Vec<Box<str>>;
+    /// Open sessions whose last activity is at or before `idle_cutoff`, or `ended_cutoff` for a
+    /// session whose end arrived (driver clock, µs).
+    fn idle_ids(&self, idle_cutoff: i64, ended_cutoff: i64) -> Vec<Box<str>>;
     /// Number of open sessions.
     fn open_count(&self) -> usize;
     /// Whether the session was closed.
@@ -56,9 +57,11 @@ impl OpenSessions {
         self.0.keys().cloned().collect()
     }
 
-    /// Ids of sessions whose last activity is at or before `cutoff`.
-    pub fn idle_ids(&self, cutoff: i64) -> Vec<Box<str>> {
-        self.0.iter().filter(|(_, s)| s.last_activity() <= cutoff).map(|(id, _)| id.clone()).collect()
+    /// Ids of sessions whose last activity is at or before `idle_cutoff` (`ended_cutoff` for
+    /// sessions whose end arrived).
+    pub fn idle_ids(&self, idle_cutoff: i64, ended_cutoff: i64) -> Vec<Box<str>> {
+        let cutoff = |s: &SessionState| if s.has_ended() { ended_cutoff } else { idle_cutoff };
+        self.0.iter().filter(|(_, s)| s.last_activity() <= cutoff(s)).map(|(id, _)| id.clone()).collect()
     }
 
     /// Number of sessions.
@@ -96,8 +99,8 @@ impl SessionStore for MemoryStore {
         self.open.ids()
     }
 
-    fn idle_ids(&self, cutoff: i64) -> Vec<Box<str>> {
-        self.open.idle_ids(cutoff)
+    fn idle_ids(&self, idle_cutoff: i64, ended_cutoff: i64) -> Vec<Box<str>> {
+        self.open.idle_ids(idle_cutoff, ended_cutoff)
     }
 
     fn open_count(&self) -> usize {

@@ -118,3 +118,17 @@ fn manifest_semantic_errors_point_at_the_problem() {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
 }
+
+/// Rows never depend on the machine's speed: the engine reads no clock (a formula is stopped by
+/// its operation count alone; the driver passes its clock in, for idle expiry only).
+#[test]
+fn the_engine_reads_no_clock() {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    for entry in std::fs::read_dir(&src).expect("engine/src") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("source");
+        for needle in ["Instant", "SystemTime", "std::time::"] {
+            assert!(!text.contains(needle), "{} uses {needle}", path.display());
+        }
+    }
+}

@@ -18,11 +18,16 @@
 //!   released (so it is behind the release frontier): it must be absent from the rows and
 //!   counted in `stats().late` with reason `too_late`. For the global window nothing is ever
 //!   too late, so the same delayed event must be present;
-//! * after a `session_end`, further events of the session (new or duplicate ids) are late with
-//!   reason `session_closed`.
+//! * a session may begin with a `session_start` (then its first lap's start was seen, so that lap
+//!   can be `complete`) and end with a `session_end`, which arrives after every event before it;
+//! * after the `session_end`: events after it in (time, seq) are late with reason
+//!   `session_closed`; events before it and within out-of-orderness of it still count; resent
+//!   copies of earlier events are duplicates, or too late once more than the allowed lateness
+//!   behind the watermark;
+//! * a duplicate is resent with its own sequence number or with another one.
 //!
-//! The `session_end` event itself enters the windows (it has no channel values), as the engine
-//! documents (`session_end` is always accepted).
+//! Neither `session_start` nor `session_end` enters the windows: the generated manifests take
+//! only `sample` events.
 //!
 //! Numbers: count, min, max, first, last, sum, mean, duration and missing are compared exactly.
 //! The reference sum is the exact sum of the f64 values computed in i128 fixed point and rounded
@@ -144,7 +149,8 @@ struct Ev {
     id: String,
     seq: u64,
     t: i64,
-    end: bool,
+    /// `sample`, `session_start` or `session_end`.
+    kind: &'static str,
     /// Speed in thousandths of m/s (0..=120_000), so the f64 `k / 1000` is never snapped.
     speed: Option<u32>,
     lap: Option<u32>,
@@ -170,7 +176,7 @@ impl Ev {
             "session_id": self.session,
             "seq": self.seq,
             "time_us": self.t,
-            "kind": if self.end { "session_end" } else { "sample" },
+            "kind": self.kind,
         });
         if !channels.is_empty() {
             env["channels"] = Value::Object(channels);
@@ -302,7 +308,7 @@ fn aggregate(events: &[RefEv], start: i64, end: i64) -> (Map<String, Value>, Opt
 type RowKey = (String, String, Option<u32>);
 
 /// The rows the engine must produce for these events (all of which enter windows).
-fn reference(kind: Kind, sessions: &BTreeMap<String, Vec<RefEv>>) -> BTreeMap<RowKey, Want> {
+fn reference(kind: Kind, sessions: &BTreeMap<String, Vec<RefEv>>, starts: &BTreeMap<String, i64>) -> BTreeMap<RowKey, Want> {
     let mut rows = BTreeMap::new();
     for (sid, evs) in sessions {
         let mut evs = evs.clone();
@@ -335,7 +341,8 @@ fn reference(kind: Kind, sessions: &BTreeMap<String, Vec<RefEv>>) -> BTreeMap<Ro
             }
             Kind::Segment => {
                 // Runs of equal lap values in time order; an event without a lap joins the
-                // segment open at that point (the session_end event: the last one).
+                // segment open at that point. The first run's start was seen only if the session
+                // sent a session_start at or before it.
                 let mut groups: Vec<(u32, Vec<RefEv>)> = Vec::new();
                 for e in &evs {
                     match (e.lap, groups.last_mut()) {
@@ -348,8 +355,9 @@ fn reference(kind: Kind, sessions: &BTreeMap<String, Vec<RefEv>>) -> BTreeMap<Ro
                 for i in 0..groups.len() {
                     let (lap, g) = &groups[i];
                     let start = g[0].t;
+                    let start_seen = i > 0 || starts.get(sid).is_some_and(|&t0| t0 <= start);
                     let (end, complete) = match groups.get(i + 1) {
-                        Some((next, ng)) => (ng[0].t, *next == lap + 1),
+                        Some((next, ng)) => (ng[0].t, start_seen && *next == lap + 1),
                         None => (g.iter().map(|e| e.t).max().unwrap(), false),
                     };
                     windows.push((start, end, g.clone(), Some((*lap, complete))));
@@ -486,12 +494,16 @@ struct Step {
 struct SessionSpec {
     start_ms: u32,
     steps: Vec<Step>,
+    /// Send a session_start at the first event's time, arriving within out-of-orderness.
+    start: Option<u32>,
     /// Send a session_end this long after the last event.
     end_delay_ms: Option<u32>,
-    /// Duplicates: which event, and how long after the original's arrival.
-    dups: Vec<(prop::sample::Index, u32)>,
-    /// After session_end: (time offset from the last event, re-send an existing id).
-    extras: Vec<(i32, bool)>,
+    /// Duplicates: which event, how long after the original's arrival, and whether it comes
+    /// with another sequence number.
+    dups: Vec<(prop::sample::Index, u32, bool)>,
+    /// After session_end: (time offset from the last event, what is sent: 0 a new event,
+    /// 1 a resent copy of an earlier one, 2 a new event between the last one and the end).
+    extras: Vec<(i32, u8)>,
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -513,10 +525,11 @@ fn session_spec() -> impl Strategy<Value = SessionSpec> {
         0u32..20_000,
         prop::collection::vec(step(), 1..40),
         prop::option::of(0u32..2000),
-        prop::collection::vec((any::<prop::sample::Index>(), 0u32..30_000), 0..5),
-        prop::collection::vec((-30_000i32..30_000, any::<bool>()), 0..3),
+        prop::option::of(0u32..2000),
+        prop::collection::vec((any::<prop::sample::Index>(), 0u32..30_000, any::<bool>()), 0..5),
+        prop::collection::vec((-30_000i32..30_000, 0u8..3), 0..3),
     )
-        .prop_map(|(start_ms, steps, end_delay_ms, dups, extras)| SessionSpec { start_ms, steps, end_delay_ms, dups, extras })
+        .prop_map(|(start_ms, steps, start, end_delay_ms, dups, extras)| SessionSpec { start_ms, steps, start, end_delay_ms, dups, extras })
 }
 
 /// A generated stream in arrival order and what the engine must make of it.
@@ -525,6 +538,8 @@ struct Scenario {
     arrivals: Vec<Ev>,
     /// Events that must be in windows, per session.
     included: BTreeMap<String, Vec<RefEv>>,
+    /// Time of each session's session_start, if sent.
+    starts: BTreeMap<String, i64>,
     duplicates: u64,
     too_late: u64,
     session_closed: u64,
@@ -545,7 +560,7 @@ fn last_window_end(kind: Kind, t: i64) -> i64 {
 fn build(kind: Kind, specs: &[SessionSpec]) -> Scenario {
     // (arrival time, session index, order within session, event)
     let mut queue: Vec<(i64, usize, u64, Ev)> = Vec::new();
-    let mut sc = Scenario { arrivals: Vec::new(), included: BTreeMap::new(), duplicates: 0, too_late: 0, session_closed: 0 };
+    let mut sc = Scenario { arrivals: Vec::new(), included: BTreeMap::new(), starts: BTreeMap::new(), duplicates: 0, too_late: 0, session_closed: 0 };
     for (si, spec) in specs.iter().enumerate() {
         let sid = format!("s{}", si + 1);
         let steps = &spec.steps;
@@ -565,7 +580,7 @@ fn build(kind: Kind, specs: &[SessionSpec]) -> Scenario {
             id: format!("e{}", i + 1),
             seq: i as u64 + 1,
             t: t[i],
-            end: false,
+            kind: "sample",
             speed: steps[i].speed,
             lap: Some(lap[i]),
         };
@@ -579,14 +594,13 @@ fn build(kind: Kind, specs: &[SessionSpec]) -> Scenario {
             let delayable = steps[i].fate != 0 && i + 1 < n && steps[i + 1].fate == 0;
             if delayable && steps[i].fate == 2 && far_late_possible(kind) {
                 // Arrive right after an on-time event j whose time puts the watermark more than
-                // 1 s past the last window's end + lateness, and after i+1 was released.
+                // 1 s past the last window's end + lateness (for a global window: past the
+                // event's own time + lateness), and after i+1 was released.
                 let bound = last_window_end(kind, t[i]) + LATENESS + OOO + S;
                 if let Some(j) = (i + 1..n).find(|&j| steps[j].fate == 0 && t[j] > bound && t[i + 1] <= t[j] - OOO - S) {
                     key = (normal(j), 2 * j as u64 + 1);
-                    if kind != Kind::Global {
-                        dropped[i] = true;
-                        sc.too_late += 1;
-                    }
+                    dropped[i] = true;
+                    sc.too_late += 1;
                 }
             } else if delayable && (kind != Kind::Segment || lap[i + 1] == lap[i]) {
                 // Late within lateness: arrive right after the latest event j with
@@ -602,30 +616,77 @@ fn build(kind: Kind, specs: &[SessionSpec]) -> Scenario {
         for i in 0..n {
             queue.push((keys[i].0, si, keys[i].1, ev(i)));
         }
-        for (k, (idx, delay)) in spec.dups.iter().enumerate() {
+        // The watermark when something arrives at `arrival`: the newest time arrived before it
+        // (far-late events never move it), less the out-of-orderness.
+        let watermark_at = |queue: &[(i64, usize, u64, Ev)], arrival: (i64, u64)| {
+            queue.iter().filter(|q| q.1 == si && (q.0, q.2) < arrival).map(|q| q.3.t).max().unwrap_or(i64::MIN / 2) - OOO
+        };
+        for (k, (idx, delay, renumbered)) in spec.dups.iter().enumerate() {
             let i = idx.index(n);
-            queue.push((keys[i].0 + i64::from(*delay) * 1000, si, 1_000_000 + k as u64, ev(i)));
-            sc.duplicates += 1;
+            let mut copy = ev(i);
+            if *renumbered {
+                copy.seq += 10_000;
+            }
+            let arrival = (keys[i].0 + i64::from(*delay) * 1000, 1_000_000 + k as u64);
+            // A copy more than the allowed lateness behind the watermark is too late, not a duplicate.
+            if copy.t < watermark_at(&queue, arrival) - LATENESS {
+                sc.too_late += 1;
+            } else {
+                sc.duplicates += 1;
+            }
+            queue.push((arrival.0, si, arrival.1, copy));
         }
         let mut included: Vec<RefEv> = (0..n)
             .filter(|&i| !dropped[i])
             .map(|i| RefEv { t: t[i], seq: i as u64 + 1, speed: steps[i].speed, lap: Some(lap[i]) })
             .collect();
+        if let Some(j) = spec.start {
+            // At the first event's time; it arrives before anything more than out-of-orderness
+            // later, so before the first lap is released.
+            let start = Ev { session: sid.clone(), id: "start".into(), seq: 0, t: t[0], kind: "session_start", speed: None, lap: None };
+            queue.push((t[0] + i64::from(j) * 1000, si, 0, start));
+            sc.starts.insert(sid.clone(), t[0]);
+        }
         if let Some(d) = spec.end_delay_ms {
             let last_arrival = queue.iter().filter(|q| q.1 == si).map(|q| q.0).max().unwrap();
+            let end_seq = n as u64 + 1;
             let end_t = t[n - 1] + i64::from(d) * 1000;
-            let end = Ev { session: sid.clone(), id: "end".into(), seq: n as u64 + 1, t: end_t, end: true, speed: None, lap: None };
+            let end = Ev { session: sid.clone(), id: "end".into(), seq: end_seq, t: end_t, kind: "session_end", speed: None, lap: None };
             queue.push((last_arrival + 1, si, 0, end));
-            included.push(RefEv { t: end_t, seq: n as u64 + 1, speed: None, lap: None });
-            for (k, (off, dup)) in spec.extras.iter().enumerate() {
-                let mut x = if *dup { ev(k % n) } else { ev(0) };
-                if !*dup {
-                    x.id = format!("x{k}");
-                    x.seq = n as u64 + 2 + k as u64;
+            for (k, (off, what)) in spec.extras.iter().enumerate() {
+                let arrival = (last_arrival + 2 + k as i64, 0);
+                match what {
+                    1 => {
+                        // A copy of an earlier event, resent after the end (the newest time the
+                        // engine took is the end's: events after it do not move the watermark).
+                        let x = ev(k % n);
+                        if x.t < end_t - OOO - LATENESS {
+                            sc.too_late += 1;
+                        } else {
+                            sc.duplicates += 1;
+                        }
+                        queue.push((arrival.0, si, arrival.1, x));
+                    }
+                    2 if d >= 2 => {
+                        // Sent before the end (after the last event) and arriving after it:
+                        // within out-of-orderness of the end, so it counts.
+                        let mut x = ev(n - 1);
+                        x.id = format!("x{k}");
+                        x.seq = n as u64 + 2 + k as u64;
+                        x.t = t[n - 1] + 1000 * (1 + i64::from(off.unsigned_abs()) % (i64::from(d) - 1));
+                        included.push(RefEv { t: x.t, seq: x.seq, speed: x.speed, lap: x.lap });
+                        queue.push((arrival.0, si, arrival.1, x));
+                    }
+                    _ => {
+                        // A new event after the end: session_closed.
+                        let mut x = ev(n - 1);
+                        x.id = format!("x{k}");
+                        x.seq = end_seq + 1 + k as u64;
+                        x.t = end_t + i64::from(off.unsigned_abs()) * 1000;
+                        queue.push((arrival.0, si, arrival.1, x));
+                        sc.session_closed += 1;
+                    }
                 }
-                x.t = t[n - 1] + i64::from(*off) * 1000;
-                queue.push((last_arrival + 2 + k as i64, si, 0, x));
-                sc.session_closed += 1;
             }
         }
         sc.included.insert(sid, included);
@@ -638,13 +699,13 @@ fn build(kind: Kind, specs: &[SessionSpec]) -> Scenario {
 fn check_scenario(kind: Kind, specs: &[SessionSpec]) -> Result<(), TestCaseError> {
     let sc = build(kind, specs);
     let r = run(plan(kind), &sc.arrivals);
-    let want = reference(kind, &sc.included);
+    let want = reference(kind, &sc.included, &sc.starts);
     if let Err(e) = compare(&r.rows, &want) {
         return Err(TestCaseError::fail(format!("{kind:?}: {e}\narrivals: {:#?}", sc.arrivals)));
     }
     let reasons = late_reasons(&r.outputs);
     prop_assert_eq!(r.stats.duplicates, sc.duplicates, "duplicates");
-    prop_assert_eq!(r.stats.late, sc.too_late + sc.session_closed, "late");
+    prop_assert_eq!(r.stats.late, sc.too_late + sc.session_closed, "late {:?}", reasons);
     prop_assert_eq!(reasons.get("too_late").copied().unwrap_or(0), sc.too_late, "too_late");
     prop_assert_eq!(reasons.get("session_closed").copied().unwrap_or(0), sc.session_closed, "session_closed");
     prop_assert_eq!(r.stats.rejected_total(), 0, "rejected {:?}", r.stats.rejected_by_reason());
@@ -710,14 +771,18 @@ fn ev(id: &str, seq: u64, ms: i64, speed: Option<f64>, lap: Option<u32>) -> Ev {
         id: id.into(),
         seq,
         t: BASE + ms * 1000,
-        end: false,
+        kind: "sample",
         speed: speed.map(|v| (v * 1000.0).round() as u32),
         lap,
     }
 }
 
 fn end_ev(seq: u64, ms: i64) -> Ev {
-    Ev { session: "s1".into(), id: "end".into(), seq, t: BASE + ms * 1000, end: true, speed: None, lap: None }
+    Ev { session: "s1".into(), id: "end".into(), seq, t: BASE + ms * 1000, kind: "session_end", speed: None, lap: None }
+}
+
+fn start_ev(seq: u64, ms: i64) -> Ev {
+    Ev { session: "s1".into(), id: "start".into(), seq, t: BASE + ms * 1000, kind: "session_start", speed: None, lap: None }
 }
 
 /// Checks the listed columns of `row`; numbers by value.
@@ -758,9 +823,10 @@ fn tumbling_by_hand() {
         ("sd_speed", 5.0.into()), ("length", 10.0.into()), ("missing", 0.into()),
     ]);
     assert!((r.rows[0]["p50_speed"].as_f64().unwrap() - 10.0).abs() <= 0.1);
-    // [10 s, 20 s): 30.5 at 12 s and the session_end at 13 s (no speed): n 2, n_speed 1.
+    // [10 s, 20 s): 30.5 at 12 s; the session_end at 13 s closes the session but is not a
+    // sample, so it is not counted.
     assert_row(&r.rows[1], &[
-        ("window_start", at(10_000)), ("window_end", at(20_000)), ("n", 2.into()), ("n_speed", 1.into()),
+        ("window_start", at(10_000)), ("window_end", at(20_000)), ("n", 1.into()), ("n_speed", 1.into()),
         ("sum_speed", 30.5.into()), ("first_speed", 30.5.into()), ("last_speed", 30.5.into()),
         ("sd_speed", 0.0.into()), ("missing", 0.into()),
     ]);
@@ -807,31 +873,32 @@ fn hopping_by_hand() {
 
 #[test]
 fn session_gap_by_hand() {
-    // gap 3 s: 0, 2, 5 (5 − 2 = 3 ≤ gap: same window), 9 (9 − 5 = 4 > gap: new window), 11.
-    // Arrival 0, 2, 9, 11, 5: after 11 the watermark is 9 s and 9 s was released, so 5 s is
-    // behind the frontier and takes the late path; window [0, 2] is still retained
-    // (2 + 3 gap + 5 lateness = 10 > 9), so 5 s joins it.
+    // gap 3 s: 0, 2, 5 (5 − 2 = 3 ≤ gap: same window), 9 (9 − 5 = 4 > gap: new window), 11.5.
+    // Arrival 0, 2, 9, 11.5, 5: after 11.5 the watermark is 9.5 s and 9 s was released, so 5 s
+    // is behind the frontier and takes the late path; window [0, 2] is still retained
+    // (2 + 3 gap + 5 lateness = 10 > 9.5), so 5 s joins it.
     let events = [
         ev("a", 1, 0, Some(1.0), None),
         ev("b", 2, 2_000, Some(2.0), None),
         ev("d", 4, 9_000, Some(8.0), None),
-        ev("e", 5, 11_000, Some(9.0), None),
+        ev("e", 5, 11_500, Some(9.0), None),
         ev("c", 3, 5_000, Some(3.0), None),
     ];
     let r = run(plan(Kind::Session), &events);
     assert_eq!(r.rows.len(), 2, "{:#?}", r.rows);
     // [0, 5]: 1 + 2 + 3 = 6, mean 2, length 5 s, last by time is 3.
     assert_row(&r.rows[0], &[("window_start", at(0)), ("window_end", at(5_000)), ("n", 3.into()), ("sum_speed", 6.0.into()), ("mean_speed", 2.0.into()), ("length", 5.0.into()), ("last_speed", 3.0.into())]);
-    // [9, 11]: two events, length 2 s.
-    assert_row(&r.rows[1], &[("window_start", at(9_000)), ("window_end", at(11_000)), ("n", 2.into()), ("length", 2.0.into()), ("sum_speed", 17.0.into())]);
+    // [9, 11.5]: two events, length 2.5 s.
+    assert_row(&r.rows[1], &[("window_start", at(9_000)), ("window_end", at(11_500)), ("n", 2.into()), ("length", 2.5.into()), ("sum_speed", 17.0.into())]);
     assert_eq!(r.stats.late_updates, 1);
     assert_eq!(r.stats.late, 0);
 }
 
 #[test]
 fn segment_by_hand() {
-    // Laps 1 (0 s, 2 s), 2 (5 s), 4 (7 s, 8 s without speed).
+    // A session_start, then laps 1 (0 s, 2 s), 2 (5 s), 4 (7 s, 8 s without speed).
     let events = [
+        start_ev(0, 0),
         ev("a", 1, 0, Some(10.0), Some(1)),
         ev("b", 2, 2_000, Some(20.0), Some(1)),
         ev("c", 3, 5_000, Some(30.0), Some(2)),
@@ -850,24 +917,24 @@ fn segment_by_hand() {
 
 #[test]
 fn late_event_moves_a_lap_start_but_not_its_anchor() {
-    // Laps 1 (0 s), 2 (5 s, 6 s), 3 (10 s, 16 s): laps 1 and 2 are emitted once the watermark
-    // (16 s − 2 s) passes 10 s. Then a lap-2 sample at 4 s arrives, within the 5 s lateness.
+    // Laps 1 (0 s), 2 (5 s, 6 s), 3 (8 s, 11.5 s): laps 1 and 2 are emitted once the watermark
+    // (11.5 s − 2 s) passes 8 s. Then a lap-2 sample at 4.6 s arrives, within the 5 s lateness
+    // (the watermark less the lateness is 4.5 s): lap 2 now starts, and lap 1 ends, at 4.6 s.
     let events = [
         ev("a", 1, 0, Some(10.0), Some(1)),
         ev("b", 2, 5_000, Some(20.0), Some(2)),
         ev("c", 3, 6_000, Some(20.0), Some(2)),
-        ev("d", 4, 10_000, Some(30.0), Some(3)),
-        ev("e", 5, 16_000, Some(30.0), Some(3)),
-        ev("f", 6, 4_000, Some(25.0), Some(2)),
+        ev("d", 4, 8_000, Some(30.0), Some(3)),
+        ev("e", 5, 11_500, Some(30.0), Some(3)),
+        ev("f", 6, 4_600, Some(25.0), Some(2)),
     ];
     let r = run(plan(Kind::Segment), &events);
     let emissions = |lap: u64| r.outputs.iter().filter(|o| matches!(o, Output::Row(row) if row.json.contains(&format!("\"lap\":{lap},")))).count();
-    // Lap 1 (ended 5 s + 5 s lateness ≤ 14 s) is no longer retained; lap 2 is re-emitted.
-    assert_eq!((emissions(1), emissions(2)), (1, 2), "{:#?}", r.rows);
-    // Lap 2 now starts at 4 s, but its row keeps the time it was first emitted with.
-    assert_row(&r.rows[0], &[("lap", 1.into()), ("window_start", at(0)), ("window_end", at(5_000)), ("window_anchor", at(0))]);
-    assert_row(&r.rows[1], &[("lap", 2.into()), ("window_start", at(4_000)), ("window_end", at(10_000)), ("window_anchor", at(5_000)), ("n", 3.into())]);
-    assert_row(&r.rows[2], &[("lap", 3.into()), ("window_start", at(10_000)), ("window_anchor", at(10_000))]);
+    assert_eq!((emissions(1), emissions(2)), (2, 2), "{:#?}", r.rows);
+    // Both rows keep the time they were first emitted with.
+    assert_row(&r.rows[0], &[("lap", 1.into()), ("window_start", at(0)), ("window_end", at(4_600)), ("window_anchor", at(0))]);
+    assert_row(&r.rows[1], &[("lap", 2.into()), ("window_start", at(4_600)), ("window_end", at(8_000)), ("window_anchor", at(5_000)), ("n", 3.into())]);
+    assert_row(&r.rows[2], &[("lap", 3.into()), ("window_start", at(8_000)), ("window_anchor", at(8_000))]);
 }
 
 #[test]
@@ -889,6 +956,159 @@ fn global_by_hand() {
     // p50: rank ⌊0.5·2⌋ = 1 → 0.1 within 1 %.
     assert!(check_percentile(r.rows[0]["p50_speed"].as_f64().unwrap(), 0.1));
     assert_eq!(exact_sum(&[0.0, 0.1, 0.2]), 0.30000000000000004);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Arrival order never changes a row: one hand-computed case per defect found.
+
+/// Checkpoints session `s1` of a runner and returns the bytes its dedup ring writes (every chunk:
+/// the session was never checkpointed before).
+fn ring_bytes(runner: &mut Runner) -> usize {
+    use pitgun_engine::SessionStore;
+    let session = runner.engine_mut().store_mut().get_mut("s1").expect("s1 is open");
+    let (_, ring) = session.checkpoint();
+    ring.put.iter().map(|(_, bytes)| bytes.len()).sum()
+}
+
+#[test]
+fn a_sample_sent_before_the_session_end_counts_whenever_it_arrives() {
+    // b (5.000 s) arrives after the session_end (5.016 s); c (6 s) comes after the end in time
+    // but arrives before it. In (time, seq) order: a, b, end, c — so a and b count, c is late.
+    let events = [
+        ev("a", 1, 1_000, Some(10.0), None),
+        ev("c", 4, 6_000, Some(5.0), None),
+        end_ev(3, 5_016),
+        ev("b", 2, 5_000, Some(20.0), None),
+    ];
+    let r = run(plan(Kind::Tumbling), &events);
+    assert_eq!(r.rows.len(), 1, "{:#?}", r.rows);
+    assert_row(&r.rows[0], &[("window_start", at(0)), ("n", 2.into()), ("sum_speed", 30.0.into()), ("last_speed", 20.0.into())]);
+    assert_eq!(late_reasons(&r.outputs), BTreeMap::from([("session_closed", 1)]));
+}
+
+#[test]
+fn an_ended_session_closes_once_the_driver_clock_passes_out_of_orderness() {
+    // The driver's clock (µs) is what closes an ended session nothing more arrives for: after
+    // out_of_orderness (2 s) of it, not before; it is not counted as an idle expiry.
+    let mut runner = Runner::new(plan(Kind::Tumbling));
+    let mut out = Vec::new();
+    runner.feed_json(&ev("a", 1, 1_000, Some(10.0), None).json(), 0, &mut out).unwrap();
+    runner.feed_json(&end_ev(2, 3_000).json(), 0, &mut out).unwrap();
+    runner.engine_mut().expire_idle(1_999_999, &mut out);
+    assert!(final_rows(&out).is_empty(), "closed before out_of_orderness passed");
+    runner.feed_json(&ev("b", 3, 2_500, Some(20.0), None).json(), 500_000, &mut out).unwrap();
+    runner.engine_mut().expire_idle(2_499_999, &mut out);
+    assert!(final_rows(&out).is_empty(), "b's arrival restarted the wait");
+    runner.engine_mut().expire_idle(2_500_000, &mut out);
+    let rows = final_rows(&out);
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].json.contains("\"n\":2,"), "{}", rows[0].json);
+    assert_eq!((runner.engine().stats().sessions_closed, runner.engine().stats().sessions_expired), (1, 0));
+}
+
+#[test]
+fn a_session_end_feeds_no_window_of_a_manifest_that_does_not_take_it() {
+    // kinds: [sample]. The end at 12 s closes the session and opens no window [10 s, 20 s).
+    let r = run(plan(Kind::Tumbling), &[ev("a", 1, 1_000, Some(10.0), None), end_ev(2, 12_000)]);
+    assert_eq!(r.rows.len(), 1, "{:#?}", r.rows);
+    assert_row(&r.rows[0], &[("window_start", at(0)), ("n", 1.into())]);
+    assert_eq!(r.stats.filtered, 1);
+}
+
+#[test]
+fn an_event_id_resent_with_another_seq_is_a_duplicate() {
+    let events = [
+        ev("a", 1, 1_000, Some(10.0), None),
+        ev("a", 7, 1_000, Some(10.0), None), // the same event, numbered anew by its producer
+        ev("b", 2, 2_000, Some(20.0), None),
+    ];
+    let r = run(plan(Kind::Tumbling), &events);
+    assert_row(&r.rows[0], &[("n", 2.into()), ("sum_speed", 30.0.into())]);
+    assert_eq!(r.stats.duplicates, 1);
+}
+
+#[test]
+fn an_event_exactly_out_of_orderness_behind_keeps_its_order() {
+    // step = speed · dt (dt: seconds since the previous sample of the key). In (time, seq)
+    // order: a (0 s, 10) → 0; b (1 s, 20) → 20; c (1 s, 30) → 0; d (3 s, 40) → 80: 100.
+    // d's arrival puts the watermark at exactly 1 s: c and b, at the watermark, are still in
+    // bounds and must wait, so b (arriving last) is released before c.
+    let yaml = manifest(
+        Kind::Tumbling.window_yaml(),
+        "derived:\n  - {name: step, formula: \"speed * dt\"}",
+        "aggregations:\n  - {name: n, fn: count}\n  - {name: dist, fn: sum, of: step}",
+    );
+    let events = [
+        ev("a", 1, 0, Some(10.0), None),
+        ev("c", 3, 1_000, Some(30.0), None),
+        ev("d", 4, 3_000, Some(40.0), None),
+        ev("b", 2, 1_000, Some(20.0), None),
+    ];
+    let r = run(Plan::compile_text(&yaml, dictionary()).expect("compiles"), &events);
+    assert_row(&r.rows[0], &[("n", 4.into()), ("dist", 100.0.into())]);
+    assert_eq!(r.stats.late_updates, 0);
+}
+
+#[test]
+fn a_lap_whose_start_was_not_seen_is_never_complete() {
+    // Laps 3 (0 s, 1 s) and 4 (5 s, 6 s): 4 = 3 + 1, but nothing says lap 3 began at 0 s (the
+    // session may have been joined mid-lap). With a session_start at 0 s it did.
+    let laps = [
+        ev("a", 1, 0, Some(10.0), Some(3)),
+        ev("b", 2, 1_000, Some(10.0), Some(3)),
+        ev("c", 3, 5_000, Some(10.0), Some(4)),
+        ev("d", 4, 6_000, Some(10.0), Some(4)),
+    ];
+    let joined = run(plan(Kind::Segment), &laps);
+    assert_row(&joined.rows[0], &[("lap", 3.into()), ("length", 5.0.into()), ("complete", false.into())]);
+    let mut from_start = vec![start_ev(0, 0)];
+    from_start.extend(laps.iter().cloned());
+    let started = run(plan(Kind::Segment), &from_start);
+    assert_row(&started.rows[0], &[("lap", 3.into()), ("length", 5.0.into()), ("complete", true.into())]);
+    // Lap 4 is closed by the end of input: incomplete either way.
+    assert_row(&started.rows[1], &[("lap", 4.into()), ("complete", false.into())]);
+}
+
+/// 30,000 samples at 60 Hz (500 s), session `s1`, one lap, with `extra` inserted after the 100th.
+fn long_session(extra: Option<Ev>) -> Vec<Ev> {
+    let mut events: Vec<Ev> = (1..=30_000u64).map(|i| ev(&format!("e{i}"), i, (i as i64 * 50) / 3, Some(1.0), Some(1))).collect();
+    if let Some(x) = extra {
+        events.insert(100, x);
+    }
+    events
+}
+
+#[test]
+fn a_global_window_does_not_keep_every_id_of_its_session() {
+    // The ids kept are those of the last allowed_lateness (5 s) of event time, plus at most the
+    // 1,024 events between two purges: ~1,300 entries of 16 bytes, not 30,000.
+    let mut events = long_session(None);
+    events.push(ev("e1", 1, 16, Some(1.0), Some(1))); // resent 500 s later: beyond the lateness
+    let mut runner = Runner::new(plan(Kind::Global));
+    let mut out = Vec::new();
+    for e in &events {
+        runner.feed_json(&e.json(), 0, &mut out).unwrap();
+    }
+    let bytes = ring_bytes(&mut runner);
+    assert!(bytes < 48 * 1024, "the dedup ring of a 500 s session writes {bytes} bytes");
+    runner.finish(&mut out);
+    let rows = final_rows(&out);
+    assert!(rows[0].json.contains("\"n\":30000,"), "the late copy is not counted: {}", rows[0].json);
+    assert_eq!(late_reasons(&out), BTreeMap::from([("too_late", 1)]));
+}
+
+#[test]
+fn a_refused_far_future_event_does_not_pin_the_dedup_memory() {
+    // Two hours ahead (max_clock_jump is 1 h): refused as clock_jump, and its id not kept.
+    let mut runner = Runner::new(plan(Kind::Tumbling));
+    let mut out = Vec::new();
+    for e in long_session(Some(ev("future", 101, 7_200_000, Some(1.0), Some(1)))) {
+        let e = Ev { seq: if e.id == "future" { 101 } else if e.seq > 100 { e.seq + 1 } else { e.seq }, ..e };
+        runner.feed_json(&e.json(), 0, &mut out).unwrap();
+    }
+    assert_eq!(runner.engine().stats().rejected_by_reason(), vec![("clock_jump", 1)]);
+    let bytes = ring_bytes(&mut runner);
+    assert!(bytes < 48 * 1024, "the dedup ring writes {bytes} bytes");
 }
 
 #[test]
@@ -919,8 +1139,8 @@ fn infinite_loop_formula_rejects_every_event_deterministically() {
         let plan = Plan::compile_text(&yaml, dictionary()).expect("compiles");
         let r = run(plan, &events);
         assert!(r.rows.is_empty(), "{:#?}", r.rows);
-        // The session_end event is also evaluated (it enters the pipeline), so all 4 are refused.
-        assert_eq!(r.stats.rejected_by_reason(), vec![("formula_limit", 4)]);
+        // The three samples are refused; the session_end is not an input of this manifest.
+        assert_eq!(r.stats.rejected_by_reason(), vec![("formula_limit", 3)]);
         let notes: Vec<(String, &str)> = r
             .outputs
             .iter()

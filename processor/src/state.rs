@@ -251,8 +251,8 @@ impl SessionStore for PartitionStore {
         self.open.ids()
     }
 
-    fn idle_ids(&self, cutoff: i64) -> Vec<Box<str>> {
-        self.open.idle_ids(cutoff)
+    fn idle_ids(&self, idle_cutoff: i64, ended_cutoff: i64) -> Vec<Box<str>> {
+        self.open.idle_ids(idle_cutoff, ended_cutoff)
     }
 
     fn open_count(&self) -> usize {
