@@ -315,3 +315,125 @@ fn the_engine_refuses_exactly_the_envelopes_the_schema_refuses() {
         }
     }
 }
+
+// ------------------------------------------------------------------------------------------------
+// Arrival order never changes a row, and the shipped manifests count what an independent count
+// finds.
+
+const SHIPPED: [&str; 3] = ["lap-performance", "client-health", "session-summary"];
+
+/// A simulated file with every event kind, resent duplicates and events out of order within
+/// out_of_orderness (the faults that stay inside the manifests' bounds).
+fn in_bounds_dataset(dir: &Path) -> (PathBuf, Vec<Value>) {
+    let path = simulate(dir, "in-bounds.ndjson", &["--faults", "duplicates=0.02,reorder_within=0.05"]);
+    let events = std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    (path, events)
+}
+
+fn write_lines(path: &Path, events: &[&Value]) {
+    let text: String = events.iter().map(|e| format!("{e}\n")).collect();
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn four_arrival_orders_give_byte_identical_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (simulated, events) = in_bounds_dataset(dir.path());
+    let mut by_time: Vec<&Value> = events.iter().collect();
+    by_time.sort_by_key(|e| e["time_us"].as_i64().unwrap());
+    let mut by_session: Vec<&Value> = events.iter().collect();
+    by_session.sort_by(|a, b| a["session_id"].as_str().cmp(&b["session_id"].as_str()));
+    // And as a network delivers them: each event delayed by up to 1.9 s (the manifests'
+    // out_of_orderness is 2 s), seeded.
+    let seed = 7;
+    eprintln!("four_arrival_orders: delay seed {seed}");
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed);
+    let mut delayed: Vec<(i64, &Value)> =
+        events.iter().map(|e| (e["time_us"].as_i64().unwrap() + rand::Rng::random_range(&mut rng, 0..1_900_000), e)).collect();
+    delayed.sort_by_key(|(arrival, _)| *arrival);
+    let delayed: Vec<&Value> = delayed.into_iter().map(|(_, e)| e).collect();
+    let (sorted, grouped, late) =
+        (dir.path().join("by-time.ndjson"), dir.path().join("by-session.ndjson"), dir.path().join("delayed.ndjson"));
+    write_lines(&sorted, &by_time);
+    write_lines(&grouped, &by_session);
+    write_lines(&late, &delayed);
+    assert_ne!(std::fs::read(&simulated).unwrap(), std::fs::read(&sorted).unwrap(), "the simulated order is not already sorted");
+    for name in SHIPPED {
+        let want = replay(&manifest(name), &[&simulated], &["--threads", "2"]);
+        assert!(want.lines().count() >= 3, "{name}: {} rows", want.lines().count());
+        for (order, file) in [("sorted by time", &sorted), ("grouped by session", &grouped), ("delayed up to 1.9 s", &late)] {
+            let got = replay(&manifest(name), &[file], &["--threads", "1"]);
+            assert!(got == want, "{name}: rows differ when the events arrive {order}");
+        }
+    }
+}
+
+/// The producer channel names of a dictionary metric (every producer and version).
+fn channels_of(metric: &str) -> Vec<String> {
+    let dict = load::<Dictionary>(ContractKind::Dictionary, &root().join("manifests/dictionary/racing.yaml")).unwrap();
+    let m = dict.doc.metrics.iter().find(|m| m.id == metric).unwrap_or_else(|| panic!("{metric} in the dictionary"));
+    m.aliases.iter().map(|a| a.channel.clone()).collect()
+}
+
+#[test]
+fn window_counts_and_count_aggregations_equal_an_independent_count() {
+    // Counted here from the envelopes themselves, without the engine: unique events per
+    // session (the first copy of each event id), in (time, seq) order.
+    let dir = tempfile::tempdir().unwrap();
+    let (path, events) = in_bounds_dataset(dir.path());
+    let mut seen = std::collections::BTreeSet::new();
+    let mut unique: Vec<&Value> = events.iter().filter(|e| seen.insert((e["session_id"].to_string(), e["event_id"].to_string()))).collect();
+    unique.sort_by_key(|e| (e["session_id"].as_str().unwrap().to_string(), e["time_us"].as_i64().unwrap(), e["seq"].as_u64().unwrap()));
+    let kinds: std::collections::BTreeSet<&str> = unique.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    for k in ["session_start", "sample", "lap", "sector", "health", "session_end"] {
+        assert!(kinds.contains(k), "the dataset has no {k} event: {kinds:?}");
+    }
+    let has = |e: &Value, names: &[String]| names.iter().any(|n| e["channels"].get(n.as_str()).is_some());
+    let value = |e: &Value, names: &[String]| names.iter().find_map(|n| e["channels"].get(n.as_str()).and_then(Value::as_f64));
+    let (speed, lap, last_lap) = (channels_of("vehicle.speed"), channels_of("lap.number"), channels_of("lap.last_time"));
+    type Counts = std::collections::BTreeMap<(String, String), u64>;
+    let engine_counts = |name: &str, window: &str, count: &str| -> Counts {
+        rows(&replay(&manifest(name), &[&path], &[]))
+            .iter()
+            .map(|r| ((r["session_id"].as_str().unwrap().to_string(), r[window].to_string()), r[count].as_u64().unwrap()))
+            .collect()
+    };
+
+    // client-health: 10 s tumbling windows of health events; `samples` counts them.
+    let mut want = Counts::new();
+    for e in unique.iter().filter(|e| e["kind"] == "health") {
+        let start = e["time_us"].as_i64().unwrap().div_euclid(10_000_000) * 10_000_000;
+        let key = (e["session_id"].as_str().unwrap().to_string(), Value::from(pitgun_engine::row::format_timestamp(start)).to_string());
+        *want.entry(key).or_default() += 1;
+    }
+    assert_eq!(engine_counts("client-health", "window_start", "samples"), want, "client-health windows and samples");
+
+    // lap-performance: one window per lap value a session reaches (events of its kinds join the
+    // lap open at their time); `samples` counts those carrying a speed.
+    let mut want = Counts::new();
+    let mut current: Option<(String, u64)> = None;
+    for e in unique.iter().filter(|e| ["session_start", "sample", "lap", "session_end"].contains(&e["kind"].as_str().unwrap())) {
+        let sid = e["session_id"].as_str().unwrap().to_string();
+        if current.as_ref().is_some_and(|(s, _)| *s != sid) {
+            current = None;
+        }
+        if let Some(l) = value(e, &lap) {
+            current = Some((sid.clone(), l as u64));
+        }
+        if let Some((_, l)) = &current {
+            *want.entry((sid, l.to_string())).or_default() += u64::from(has(e, &speed));
+        }
+    }
+    assert_eq!(engine_counts("lap-performance", "lap", "samples"), want, "lap-performance windows and samples");
+
+    // session-summary: one window per session; `events` counts every unique event, `laps` the
+    // lap events carrying a lap time.
+    let (mut events_want, mut laps_want) = (Counts::new(), Counts::new());
+    for e in &unique {
+        let key = (e["session_id"].as_str().unwrap().to_string(), "null".to_string());
+        *events_want.entry(key.clone()).or_default() += 1;
+        *laps_want.entry(key).or_default() += u64::from(has(e, &last_lap));
+    }
+    assert_eq!(engine_counts("session-summary", "no_such_column", "events"), events_want, "session-summary events");
+    assert_eq!(engine_counts("session-summary", "no_such_column", "laps"), laps_want, "session-summary laps");
+}

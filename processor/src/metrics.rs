@@ -16,6 +16,8 @@ pub struct Metrics {
     pub duplicates: IntCounter,
     /// Events too late for any window.
     pub late: IntCounter,
+    /// Event ids forgotten early because a session's dedup memory was full.
+    pub dedup_evicted: IntCounter,
     /// Window rows produced (re-emissions included).
     pub windows_emitted: IntCounter,
     /// Records sent to the dead-letter topic.
@@ -73,6 +75,7 @@ impl Metrics {
             rejected,
             duplicates: c("duplicates_total", "Duplicate event ids dropped"),
             late: c("late_total", "Events too late for any window"),
+            dedup_evicted: c("dedup_evicted_total", "Event ids forgotten early because a session's dedup memory was full"),
             windows_emitted: c("windows_emitted_total", "Window rows produced, re-emissions included"),
             deadletters: c("deadletters_total", "Records sent to the dead-letter topic"),
             sessions_expired: c("sessions_expired_total", "Sessions closed after the idle timeout"),

@@ -97,6 +97,7 @@ struct Part {
     runner: Runner<PartitionStore>,
     next_offset: i64,
     reported_duplicates: u64,
+    reported_evicted: u64,
     reported_expired: u64,
     /// The engine's outputs for the record being fed (reused).
     out: Vec<Output>,
@@ -332,10 +333,15 @@ impl Part {
                 Err(("undecodable", detail))
             }
         };
-        let dups = self.runner.engine().stats().duplicates;
+        let stats = self.runner.engine().stats();
+        let (dups, evicted) = (stats.duplicates, stats.dedup_evicted);
         if dups != self.reported_duplicates {
             outlet.metrics.duplicates.inc_by(dups - self.reported_duplicates);
             self.reported_duplicates = dups;
+        }
+        if evicted != self.reported_evicted {
+            outlet.metrics.dedup_evicted.inc_by(evicted - self.reported_evicted);
+            self.reported_evicted = evicted;
         }
         if fed.is_ok() && self.out.is_empty() {
             return Ok(());
@@ -411,6 +417,7 @@ impl Core {
             runner: Runner::with_store(plan, store),
             next_offset: offset,
             reported_duplicates: 0,
+            reported_evicted: 0,
             reported_expired: 0,
             out: Vec::new(),
             tally: Tally::default(),
