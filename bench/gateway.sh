@@ -15,7 +15,7 @@ N="${1:-1000000}"
 CONN="${2:-4}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pitgun/target}"
 PROFILE="${BENCH_PROFILE:-dist}"   # dist = release with fat LTO, what a release ships
-cargo build --locked --profile "$PROFILE" -p pitgun >&2
+cargo build --locked --profile "$PROFILE" -p pitgun --features live >&2
 PITGUN="$CARGO_TARGET_DIR/$PROFILE/pitgun"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 WORK="$(mktemp -d /tmp/pitgun-bench-gateway.XXXXXX)"

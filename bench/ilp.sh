@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-200000}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pitgun/target}"
-cargo build --locked --release -p pitgun >&2
+cargo build --locked --release -p pitgun --features live >&2
 OUT="${BENCH_OUT:-bench/out}"; mkdir -p "$OUT"
 ROWS="$OUT/sink-rows-$N.ndjson"
 [ -f "$ROWS" ] || python3 bench/sink_rows.py "$N" "$ROWS" "$OUT/sink-rows-$N.csv"

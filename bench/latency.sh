@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${1:-60}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pitgun/target}"
-cargo build --locked --release -p pitgun >&2
+cargo build --locked --release -p pitgun --features live >&2
 PITGUN="$CARGO_TARGET_DIR/release/pitgun"
 STACK="$(mktemp -d /tmp/pitgun-latency.XXXXXX)"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

@@ -1,7 +1,7 @@
 # Shared by the benchmarks that run services: builds pitgun, names the tools, makes a state
 # folder and gives free ports. Source it from the repository root: `. bench/lib.sh NAME`.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pitgun/target}"
-cargo build --locked --release -p pitgun >&2
+cargo build --locked --release -p pitgun --features live >&2
 PITGUN="$CARGO_TARGET_DIR/release/pitgun"
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 STACK="$(mktemp -d "/tmp/pitgun-bench-$1.XXXXXX")"

@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 N="${1:-5000000}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pitgun/target}"
 # The release profile (what the tests build): a dist build would compile RocksDB a second time.
-cargo build --locked --release -p pitgun >&2
+cargo build --locked --release -p pitgun --features live >&2
 PITGUN="$CARGO_TARGET_DIR/release/pitgun"
 OUT="${BENCH_OUT:-bench/out}"
 mkdir -p "$OUT"

@@ -27,6 +27,7 @@ mod broker_args;
 mod dataset;
 #[cfg(feature = "live")]
 mod gateway_cmd;
+#[cfg(not(feature = "live"))]
 mod live;
 mod manifest_cmd;
 #[cfg(feature = "live")]

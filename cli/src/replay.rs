@@ -100,6 +100,9 @@ struct ShardResult {
     records: u64,
 }
 
+/// Records between two looks for ended sessions to close.
+const CLOSE_EVERY: u64 = 4096;
+
 struct Shard {
     runner: Option<Runner>,
     out: Vec<Output>,
@@ -121,8 +124,16 @@ impl Shard {
             }
             self.records += 1;
             let runner = self.runner.as_mut().expect("runner built before the first chunk");
+            // Replay's clock is the event time read so far: an ended session is closed once it
+            // is idle_timeout behind (the stream waits out_of_orderness of wall time), so a
+            // long file does not hold every ended session until its end.
+            let now = runner.newest_event_time().max(0);
+            if self.records % CLOSE_EVERY == 0 {
+                let idle = runner.engine().plan().idle_us;
+                runner.engine_mut().close_ended(now.saturating_sub(idle), &mut self.out);
+            }
             let result = match std::str::from_utf8(bytes) {
-                Ok(text) => runner.feed_json(text, 0, &mut self.out),
+                Ok(text) => runner.feed_json(text, now, &mut self.out),
                 Err(e) => {
                     runner.engine_mut().count_rejected(Reason::InvalidEnvelope);
                     Err(RecordError { reason: Reason::InvalidEnvelope, detail: format!("not UTF-8: {e}") })

@@ -17,6 +17,7 @@ use crate::simulate_target::{Poster, TargetOptions};
 
 /// Arguments of `pitgun simulate`.
 #[derive(Args)]
+#[cfg_attr(not(feature = "live"), allow(dead_code))] // the --target options are read by the live build
 #[command(after_help = "Faults (probability per event, comma-separated): reorder_within, late_within_lateness, \
 very_late, duplicates, gaps, clock_jumps, malformed, unknown_channels, out_of_range.\n\nExample:\n  \
 pitgun simulate --sessions 4 --duration 5m --seed 7 --output racing.ndjson.zst --truth truth.json \
@@ -116,11 +117,16 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
     if let Err(e) = config.validate() {
         bail!("invalid simulation: {e}");
     }
+    #[cfg(not(feature = "live"))]
+    if args.target.is_some() {
+        // Before --output is created: a refused run leaves no empty file behind.
+        return Err(crate::live::unavailable("simulate --target"));
+    }
     let mut writer = args.output.as_deref().map(DatasetWriter::create).transpose()?;
+    #[cfg(not(feature = "live"))]
+    let mut poster: Option<Poster> = None;
+    #[cfg(feature = "live")]
     let mut poster = match &args.target {
-        #[cfg(not(feature = "live"))]
-        Some(_) => return Err(crate::live::unavailable("simulate --target")),
-        #[cfg(feature = "live")]
         Some(url) => {
             let mut tokens = std::collections::HashMap::new();
             if let Some(path) = &args.api_keys {
@@ -136,7 +142,7 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
                 retry_for: args.retry_for,
             })?)
         }
-        None => None::<Poster>,
+        None => None,
     };
     let mut line = Vec::new();
     let started = Instant::now();

@@ -2,18 +2,20 @@
 //!
 //! A duplicate is the same event id in the same session, whatever its sequence number: a
 //! resend keeps its id, but a producer may number it anew. Ids are therefore looked up in a
-//! hash set of the id hashes remembered. Where they are *kept* (for forgetting by time and for
+//! hash map of the id hashes remembered, with the sequence number each was first seen with (so
+//! the engine can keep the lowest of a resent event's numbers, whichever copy came first). Where they are *kept* (for forgetting by time and for
 //! checkpoints) is a ring indexed by `seq - base`: a session's sequence numbers are dense and
 //! increasing, so recording an event is an array write. An id whose sequence number falls
 //! outside the ring (far ahead, far behind, or a slot another id holds) goes to a small log
 //! instead, bounded by [`OVERFLOW_CAP`]; past it the oldest is forgotten and counted.
 //!
-//! **The bound.** The engine forgets ids of events older than the session's *dedup horizon*
-//! (watermark − allowed lateness − out-of-orderness) and refuses, as late, any event older than
-//! that horizon, so a forgotten id can never be counted twice. Memory per session is thus the
-//! ids of the last `lateness + out_of_orderness` of event time (about 2,000 at 60 Hz with the
-//! shipped manifests), whatever the window: a session-long global window no longer keeps every
-//! id of the session. The ring spans at most [`MAX_SPAN`] sequence numbers.
+//! **The bound.** The engine forgets ids of events older than the session's *horizon*
+//! (watermark − allowed lateness) and refuses, as late, any event older than that horizon, so a
+//! forgotten id can never be counted twice. Memory per session is thus the ids of the last
+//! `allowed_lateness + out_of_orderness` of event time (about 2,000 at 60 Hz with the shipped
+//! manifests), whatever the window: a session-long global window no longer keeps every id of the
+//! session. The ring spans at most [`MAX_SPAN`] sequence numbers, and starts anew at a far
+//! sequence number once its older ids are forgotten (a producer that renumbered).
 //!
 //! The ring is stored by a durable store as fixed chunks of [`RING_CHUNK`] sequence numbers
 //! under their own keys, and each checkpoint writes only the chunks changed since the last one
@@ -22,7 +24,7 @@
 
 use std::collections::VecDeque;
 
-use rustc_hash::FxHashSet;
+use rustc_hash::FxHashMap;
 
 /// The ring spans at most this many sequence numbers; an id further from its base, or more
 /// than [`MAX_GAP`] past its end, goes to the overflow log.
@@ -51,11 +53,12 @@ pub struct SeenEvents {
     /// as its length only: the entries are stored as chunks (see [`SeenEvents::take_changes`]).
     #[serde(with = "ring_length")]
     ring: VecDeque<(u64, i64)>,
-    /// `(event time, id hash)` of ids that did not fit the ring, oldest first.
-    overflow_log: VecDeque<(i64, u64)>,
-    /// Every id hash remembered (ring and overflow), for the lookup; rebuilt when restored.
+    /// `(event time, id hash, seq)` of ids that did not fit the ring, oldest first.
+    overflow_log: VecDeque<(i64, u64, u64)>,
+    /// Every id hash remembered (ring and overflow) → the sequence number it was first seen
+    /// with, for the lookup; rebuilt when restored.
     #[serde(skip)]
-    ids: FxHashSet<u64>,
+    ids: FxHashMap<u64, u64>,
     /// Lowest chunk a durable store may still hold for this ring.
     stored_from: u64,
     /// Lowest sequence number changed since the last checkpoint (`u64::MAX`: none). A new ring
@@ -72,6 +75,18 @@ fn nothing_changed() -> u64 {
     u64::MAX
 }
 
+/// What [`SeenEvents::insert`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// A new id, now remembered.
+    New,
+    /// The id was seen before, first with this sequence number.
+    Duplicate {
+        /// The sequence number the id was first seen with.
+        first_seq: u64,
+    },
+}
+
 /// What a checkpoint writes for one session's ring.
 #[derive(Debug, Default, PartialEq)]
 pub struct RingChanges {
@@ -82,14 +97,23 @@ pub struct RingChanges {
 }
 
 impl SeenEvents {
-    /// Records an event; false when its id was already seen (a duplicate), whatever the
-    /// sequence number it came with.
-    pub fn insert(&mut self, seq: u64, id_hash: u64, time: i64) -> bool {
+    /// Records an event, or finds it was already seen (a duplicate), whatever the sequence
+    /// number it came with.
+    pub fn insert(&mut self, seq: u64, id_hash: u64, time: i64) -> Seen {
         let id = id_hash.max(1);
-        if !self.ids.insert(id) {
-            return false;
+        if let Some(&first_seq) = self.ids.get(&id) {
+            return Seen::Duplicate { first_seq };
         }
-        if self.ring.is_empty() {
+        self.ids.insert(id, seq);
+        let len = self.ring.len() as u64;
+        let far = seq < self.base.saturating_sub(1024) || seq.saturating_sub(self.base) > len + MAX_GAP;
+        if self.ring.is_empty() || (far && len <= 1) {
+            // A new ring, or one whose ids were all forgotten but the last (kept for its bounds):
+            // start it anew at this sequence number, the last id moving to the log.
+            if let Some(&(last, t)) = self.ring.back().filter(|(h, _)| *h != 0) {
+                self.push_overflow(t, last, self.base + len - 1);
+            }
+            self.ring.clear();
             self.base = seq;
         }
         let len = self.ring.len() as u64;
@@ -108,16 +132,28 @@ impl SeenEvents {
             if slot.0 == 0 {
                 *slot = (id, time);
                 self.changed_from = self.changed_from.min(seq);
-                return true;
+                return Seen::New;
             }
         }
+        self.push_overflow(time, id, seq);
+        Seen::New
+    }
+
+    /// Notes that the id's event now carries a lower sequence number (a resent copy numbered
+    /// lower arrived after it).
+    pub fn renumber(&mut self, id_hash: u64, seq: u64) {
+        if let Some(s) = self.ids.get_mut(&id_hash.max(1)) {
+            *s = seq;
+        }
+    }
+
+    fn push_overflow(&mut self, time: i64, id: u64, seq: u64) {
         if self.overflow_log.len() >= OVERFLOW_CAP {
-            let (_, oldest) = self.overflow_log.pop_front().expect("a full log");
+            let (_, oldest, _) = self.overflow_log.pop_front().expect("a full log");
             self.ids.remove(&oldest);
             self.evicted += 1;
         }
-        self.overflow_log.push_back((time, id));
-        true
+        self.overflow_log.push_back((time, id, seq));
     }
 
     /// Forgets ids of events older than `horizon`: from the ring's front (in sequence order)
@@ -131,9 +167,9 @@ impl SeenEvents {
             self.base += 1;
         }
         // The log is in arrival order, not time order: take out every entry past the horizon.
-        if self.overflow_log.iter().any(|(t, _)| *t < horizon) {
+        if self.overflow_log.iter().any(|(t, _, _)| *t < horizon) {
             let ids = &mut self.ids;
-            self.overflow_log.retain(|(t, id)| {
+            self.overflow_log.retain(|(t, id, _)| {
                 let keep = *t >= horizon;
                 if !keep {
                     ids.remove(id);
@@ -151,7 +187,7 @@ impl SeenEvents {
     /// After deserialising: the lookup set from the overflow log (the ring's ids come with its
     /// chunks, [`SeenEvents::load_chunk`]).
     pub fn index_restored(&mut self) {
-        self.ids.extend(self.overflow_log.iter().map(|(_, id)| *id));
+        self.ids.extend(self.overflow_log.iter().map(|(_, id, seq)| (*id, *seq)));
     }
 
     /// The ring's changes since the last call (or since it was created or restored), for a
@@ -188,12 +224,13 @@ impl SeenEvents {
         }
         let first = u64::from_le_bytes(first.try_into().expect("8 bytes"));
         for (i, e) in entries.chunks_exact(ENTRY).enumerate() {
-            let Some(at) = (first + i as u64).checked_sub(self.base) else { continue };
+            let seq = first + i as u64;
+            let Some(at) = seq.checked_sub(self.base) else { continue };
             if let Some(slot) = self.ring.get_mut(at as usize) {
                 let (hash, time) = e.split_at(8);
                 *slot = (u64::from_le_bytes(hash.try_into().expect("8 bytes")), i64::from_le_bytes(time.try_into().expect("8 bytes")));
                 if slot.0 != 0 {
-                    self.ids.insert(slot.0);
+                    self.ids.insert(slot.0, seq);
                 }
             }
         }
@@ -235,6 +272,17 @@ mod ring_length {
 mod tests {
     use super::*;
 
+    /// `insert` as a yes/no: true for a new id.
+    trait Add {
+        fn add(&mut self, seq: u64, id: u64, time: i64) -> bool;
+    }
+
+    impl Add for SeenEvents {
+        fn add(&mut self, seq: u64, id: u64, time: i64) -> bool {
+            self.insert(seq, id, time) == Seen::New
+        }
+    }
+
     /// A store's view of one session: its record and its ring chunks.
     #[derive(Default)]
     struct Stored {
@@ -273,20 +321,20 @@ mod tests {
         let mut s = SeenEvents::default();
         let mut store = Stored::default();
         for seq in 5..2000u64 {
-            assert!(s.insert(seq, seq * 7919, seq as i64 * 1000));
+            assert!(s.add(seq, seq * 7919, seq as i64 * 1000));
         }
-        assert!(s.insert(5 + MAX_SPAN * 3, 42, 1));
+        assert!(s.add(5 + MAX_SPAN * 3, 42, 1));
         let first = store.save(&mut s);
         assert_eq!(first.put.len(), 8, "seqs 5..2000 span chunks 0..=7");
         let mut back = store.restore();
         same(&back, &s);
         assert_eq!(back.take_changes(), RingChanges { put: vec![], delete: 0..0 }, "a restored ring is saved");
-        assert!(!back.insert(1999, 1999 * 7919, 1_999_000), "a duplicate after the restore");
-        assert!(!back.insert(5 + MAX_SPAN * 3, 42, 1));
+        assert!(!back.add(1999, 1999 * 7919, 1_999_000), "a duplicate after the restore");
+        assert!(!back.add(5 + MAX_SPAN * 3, 42, 1));
 
         // A second of events later, and the oldest ids forgotten: one chunk written, two deleted.
         for seq in 2000..2060u64 {
-            assert!(s.insert(seq, seq * 7919, seq as i64 * 1000));
+            assert!(s.add(seq, seq * 7919, seq as i64 * 1000));
         }
         s.forget_before(600_000);
         let second = store.save(&mut s);
@@ -296,7 +344,7 @@ mod tests {
 
         // An earlier sequence number below the base grows the ring at the front: its chunk is
         // rewritten, and forgotten ids still in a kept chunk are not brought back.
-        assert!(s.insert(595, 595 * 7919, 595_000));
+        assert!(s.add(595, 595 * 7919, 595_000));
         store.save(&mut s);
         let back = store.restore();
         same(&back, &s);
@@ -307,28 +355,30 @@ mod tests {
     #[test]
     fn duplicates_are_found_in_and_out_of_the_ring() {
         let mut s = SeenEvents::default();
-        assert!(s.insert(10, 100, 1));
-        assert!(s.insert(11, 101, 2));
-        assert!(!s.insert(10, 100, 1), "same id, same seq");
-        assert!(s.insert(9, 99, 0), "earlier seq grows the ring at the front");
-        assert!(!s.insert(9, 99, 0));
-        assert!(s.insert(11, 555, 2), "same seq, another id: a different event");
-        assert!(!s.insert(11, 555, 2));
-        assert!(s.insert(10 + MAX_SPAN * 2, 7, 3), "far ahead: overflow");
-        assert!(!s.insert(10 + MAX_SPAN * 2, 7, 3));
+        assert!(s.add(10, 100, 1));
+        assert!(s.add(11, 101, 2));
+        assert!(!s.add(10, 100, 1), "same id, same seq");
+        assert!(s.add(9, 99, 0), "earlier seq grows the ring at the front");
+        assert!(!s.add(9, 99, 0));
+        assert!(s.add(11, 555, 2), "same seq, another id: a different event");
+        assert!(!s.add(11, 555, 2));
+        assert!(s.add(10 + MAX_SPAN * 2, 7, 3), "far ahead: overflow");
+        assert!(!s.add(10 + MAX_SPAN * 2, 7, 3));
         s.forget_before(2);
-        assert!(s.insert(9, 99, 0), "forgotten");
-        assert!(!s.insert(11, 101, 2), "kept");
+        assert!(s.add(9, 99, 0), "forgotten");
+        assert!(!s.add(11, 101, 2), "kept");
     }
 
     #[test]
     fn a_resent_id_is_a_duplicate_whatever_its_sequence_number() {
         let mut s = SeenEvents::default();
-        assert!(s.insert(1, 100, 1));
-        assert!(s.insert(2, 200, 2));
-        assert!(!s.insert(3, 100, 1), "id 100 again, numbered anew");
-        assert!(!s.insert(2 + MAX_SPAN * 4, 200, 2), "id 200 again, far ahead");
-        assert!(!s.insert(0, 200, 2), "id 200 again, behind the base");
+        assert!(s.add(1, 100, 1));
+        assert!(s.add(2, 200, 2));
+        assert!(!s.add(3, 100, 1), "id 100 again, numbered anew");
+        assert!(!s.add(2 + MAX_SPAN * 4, 200, 2), "id 200 again, far ahead");
+        assert_eq!(s.insert(0, 200, 2), Seen::Duplicate { first_seq: 2 }, "id 200 again, behind the base");
+        s.renumber(200, 0);
+        assert_eq!(s.insert(5, 200, 2), Seen::Duplicate { first_seq: 0 });
         assert_eq!(s.len(), 2);
     }
 
@@ -338,15 +388,25 @@ mod tests {
         // A producer that jumps its numbering by more than the gap each time: every id goes to
         // the overflow log, which keeps the newest OVERFLOW_CAP and counts the rest.
         for i in 0..(OVERFLOW_CAP as u64 + 10) {
-            assert!(s.insert(1 + i * (MAX_GAP + 1) * 2, 1000 + i, i as i64));
+            assert!(s.add(1 + i * (MAX_GAP + 1) * 2, 1000 + i, i as i64));
         }
         assert_eq!(s.overflow_log.len(), OVERFLOW_CAP);
         assert_eq!(s.take_evicted(), 9, "the first id went to the ring; 9 of the rest fell out");
         assert!(s.ring.len() as u64 <= MAX_SPAN);
         // A sequence number far past the ring's end does not grow it.
         let before = s.ring.len();
-        assert!(s.insert(s.base + before as u64 + MAX_GAP + 1, 7, 0));
+        assert!(s.add(s.base + before as u64 + MAX_GAP + 1, 7, 0));
         assert_eq!(s.ring.len(), before);
+        // A ring whose ids were forgotten starts anew at a far sequence number (a producer that
+        // renumbered from zero) instead of sending every later id to the log.
+        let mut r = SeenEvents::default();
+        for seq in 1_000_000..1_000_100u64 {
+            assert!(r.add(seq, seq, seq as i64));
+        }
+        r.forget_before(1_000_099);
+        assert!(r.add(0, 7, 1_000_100));
+        assert!(r.add(1, 8, 1_000_101));
+        assert_eq!((r.base, r.ring.len(), r.overflow_log.len()), (0, 2, 1), "the old last id moved to the log");
         // Forgetting by time empties both.
         s.forget_before(i64::MAX);
         assert!(s.overflow_log.is_empty());

@@ -18,7 +18,7 @@ use smallvec::SmallVec;
 use serde_json::{Map, Value};
 
 use crate::accumulate::Accumulator;
-use crate::dedup::SeenEvents;
+use crate::dedup::{Seen, SeenEvents};
 use crate::store::{MemoryStore, SessionStore};
 use crate::formula::{Evaluated, FormulaRuntime};
 use crate::plan::Plan;
@@ -423,7 +423,7 @@ impl<S: SessionStore> Engine<S> {
                 })
             }
         };
-        // Both checks come before the id is remembered: a refused event must not hold dedup memory.
+        // Every check comes before the id is remembered: a refused event must not hold dedup memory.
         if session.max_time != i64::MIN {
             let ahead = ev.time_us.saturating_sub(session.watermark(&core.plan));
             if ahead > core.plan.max_jump_us {
@@ -434,22 +434,36 @@ impl<S: SessionStore> Engine<S> {
                 ));
                 return;
             }
-            if ev.time_us < session.horizon(&core.plan) {
-                core.stats.late += 1;
-                out.push(Output::Late(note(ev, "too_late", "more than allowed_lateness behind the session's watermark")));
-                return;
-            }
+        }
+        // A kind this manifest neither takes nor needs (start and end mark the session) is only
+        // counted: it reaches no window, so it is never late either.
+        let marks = matches!(ev.kind, EventKind::SessionStart | EventKind::SessionEnd);
+        let takes = core.plan.accepts(ev.kind) || marks;
+        if takes && ev.time_us < session.horizon(&core.plan) {
+            core.stats.late += 1;
+            out.push(Output::Late(note(ev, "too_late", "more than allowed_lateness behind the session's watermark")));
+            return;
         }
         // After the session's end in (time, seq) order, whichever arrived first.
         if session.end.is_some_and(|end| (ev.time_us, ev.seq) > end) {
-            core.stats.late += 1;
-            out.push(Output::Late(note(ev, "session_closed", "the event comes after the session's end")));
+            if takes {
+                core.stats.late += 1;
+                out.push(Output::Late(note(ev, "session_closed", "the event comes after the session's end")));
+            } else {
+                core.stats.filtered += 1;
+            }
             return;
         }
         let id_hash = xxhash_rust::xxh3::xxh3_64(ev.event_id.as_bytes());
-        if !session.seen.insert(ev.seq, id_hash, ev.time_us) {
-            core.stats.duplicates += 1;
-            return;
+        match session.seen.insert(ev.seq, id_hash, ev.time_us) {
+            Seen::New => {}
+            Seen::Duplicate { first_seq } => {
+                if ev.seq < first_seq {
+                    renumber(session, ev, first_seq, id_hash);
+                }
+                core.stats.duplicates += 1;
+                return;
+            }
         }
         core.stats.dedup_evicted += session.seen.take_evicted();
         session.last_activity = session.last_activity.max(now_us);
@@ -504,9 +518,21 @@ impl<S: SessionStore> Engine<S> {
     /// events sent before it.
     pub fn expire_idle(&mut self, now_us: i64, out: &mut Vec<Output>) {
         let plan = &self.core.plan;
-        let mut expired = self.sessions.idle_ids(now_us.saturating_sub(plan.idle_us), now_us.saturating_sub(plan.ooo_us));
-        expired.sort();
-        for id in expired {
+        let ids = self.sessions.idle_ids(now_us.saturating_sub(plan.idle_us), now_us.saturating_sub(plan.ooo_us));
+        self.close_all(ids, out);
+    }
+
+    /// Closes ended sessions whose last event arrived at or before `cutoff` (driver clock, µs):
+    /// how replay, whose clock is the event time read so far, frees them before the end of input.
+    pub fn close_ended(&mut self, cutoff: i64, out: &mut Vec<Output>) {
+        let ids = self.sessions.idle_ids(i64::MIN, cutoff);
+        self.close_all(ids, out);
+    }
+
+    /// Closes these sessions in id order; those that had not ended count as expired.
+    fn close_all(&mut self, mut ids: Vec<Box<str>>, out: &mut Vec<Output>) {
+        ids.sort();
+        for id in ids {
             let session = self.sessions.remove(&id).expect("present");
             if !session.has_ended() {
                 self.core.stats.sessions_expired += 1;
@@ -537,6 +563,22 @@ fn note(ev: &EventRef, reason: &'static str, detail: &str) -> EventNote {
         reason,
         detail: detail.to_string(),
     }
+}
+
+/// A resent copy of a buffered event came with a lower sequence number than the copy that
+/// arrived first: the event takes the lower one, so which copy arrives first changes no row.
+/// (Once released, the event is behind the watermark and the copy out of bounds.)
+fn renumber(session: &mut SessionState, ev: &EventRef, first_seq: u64, id_hash: u64) {
+    let id = EventId::new(ev.event_id);
+    let Some(at) = session.buffer.iter().position(|p| p.time == ev.time_us && p.seq == first_seq && p.event_id == id) else {
+        return;
+    };
+    let mut p = session.buffer.remove(at).expect("found");
+    p.seq = ev.seq;
+    let at = session.buffer.partition_point(|q| *q <= p);
+    session.buffer.insert(at, p);
+    session.seen.renumber(id_hash, ev.seq);
+    session.min_seq = session.min_seq.min(ev.seq);
 }
 
 fn key_index(plan: &Plan, session: &mut SessionState, ev: &EventRef) -> u32 {
@@ -813,7 +855,7 @@ impl Core {
                     (0..wins.len()).filter(|&i| t >= wins[i].first_t - gap && t <= wins[i].last_t + gap).collect();
                 match hits.as_slice() {
                     [] => {
-                        if t + gap + lateness <= wm {
+                        if t + gap + lateness < wm {
                             return false;
                         }
                         let mut w = Win::new(plan, t, t);
@@ -904,7 +946,7 @@ impl Core {
                 }
                 Windows::Sessions(wins) => {
                     let gap = session_gap(&plan.manifest.window);
-                    while wins.first().is_some_and(|w| w.last_t + gap + lateness <= wm) {
+                    while wins.first().is_some_and(|w| w.last_t + gap + lateness < wm) {
                         let mut w = wins.remove(0);
                         key.sealed_until = key.sealed_until.max(w.last_t);
                         emit(&mut self.stats, plan, &mut s.emissions, &key.key, &mut w, out);
