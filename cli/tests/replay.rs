@@ -323,10 +323,29 @@ fn the_engine_refuses_exactly_the_envelopes_the_schema_refuses() {
 const SHIPPED: [&str; 3] = ["lap-performance", "client-health", "session-summary"];
 
 /// A simulated file with every event kind, resent duplicates and events out of order within
-/// out_of_orderness (the faults that stay inside the manifests' bounds).
+/// out_of_orderness (the faults that stay inside the manifests' bounds). Four 15-minute sessions
+/// (seed 42) include pit stops; the simulator sends no `marker`, so each session gets one in the
+/// middle, numbered after its end (seq order need not be time order).
 fn in_bounds_dataset(dir: &Path) -> (PathBuf, Vec<Value>) {
-    let path = simulate(dir, "in-bounds.ndjson", &["--faults", "duplicates=0.02,reorder_within=0.05"]);
-    let events = std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let path = dir.join("in-bounds.ndjson");
+    ok(&["simulate", "--sessions", "4", "--duration", "15m", "--seed", "42", "--quiet", "--faults", "duplicates=0.02,reorder_within=0.05", "--output", path.to_str().unwrap()]);
+    let mut events: Vec<Value> = std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let ends: Vec<Value> = events.iter().filter(|e| e["kind"] == "session_end").cloned().collect();
+    for end in ends {
+        let sid = end["session_id"].as_str().unwrap();
+        let at = events.iter().rposition(|e| e["session_id"] == sid && e["kind"] == "session_start").unwrap();
+        let mid = (events[at]["time_us"].as_i64().unwrap() + end["time_us"].as_i64().unwrap()) / 2;
+        let mut marker = end.clone();
+        marker["event_id"] = Value::from(format!("{sid}-marker"));
+        marker["seq"] = Value::from(end["seq"].as_u64().unwrap() + 1);
+        marker["time_us"] = Value::from(mid);
+        marker["kind"] = Value::from("marker");
+        marker.as_object_mut().unwrap().remove("channels");
+        let pos = events.iter().position(|e| e["time_us"].as_i64().unwrap() > mid).unwrap_or(events.len());
+        events.insert(pos, marker);
+    }
+    let refs: Vec<&Value> = events.iter().collect();
+    write_lines(&path, &refs);
     (path, events)
 }
 
@@ -385,7 +404,7 @@ fn window_counts_and_count_aggregations_equal_an_independent_count() {
     let mut unique: Vec<&Value> = events.iter().filter(|e| seen.insert((e["session_id"].to_string(), e["event_id"].to_string()))).collect();
     unique.sort_by_key(|e| (e["session_id"].as_str().unwrap().to_string(), e["time_us"].as_i64().unwrap(), e["seq"].as_u64().unwrap()));
     let kinds: std::collections::BTreeSet<&str> = unique.iter().map(|e| e["kind"].as_str().unwrap()).collect();
-    for k in ["session_start", "sample", "lap", "sector", "health", "session_end"] {
+    for k in ["session_start", "sample", "lap", "sector", "pit_in", "pit_out", "health", "marker", "session_end"] {
         assert!(kinds.contains(k), "the dataset has no {k} event: {kinds:?}");
     }
     let has = |e: &Value, names: &[String]| names.iter().any(|n| e["channels"].get(n.as_str()).is_some());
