@@ -255,7 +255,12 @@ fn dead_letters_and_metrics() {
     let text = loop {
         std::thread::sleep(Duration::from_millis(300));
         let t = http_get(&addr, "/metrics");
-        if metric(&t, "pitgun_processor_events_in_total", "") >= total && metric(&t, "pitgun_processor_checkpoints_total", "") >= 2.0 {
+        // Windows are emitted as sessions end: out_of_orderness of the processor's clock after
+        // their last event, at a checkpoint.
+        if metric(&t, "pitgun_processor_events_in_total", "") >= total
+            && metric(&t, "pitgun_processor_checkpoints_total", "") >= 2.0
+            && metric(&t, "pitgun_processor_windows_emitted_total", "") > 0.0
+        {
             break t;
         }
         assert!(Instant::now() < deadline, "processor did not consume {total} records in time:\n{t}");
