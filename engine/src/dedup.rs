@@ -2,8 +2,9 @@
 //!
 //! A duplicate is the same event id in the same session, whatever its sequence number: a
 //! resend keeps its id, but a producer may number it anew. Ids are therefore looked up in a
-//! hash map of the id hashes remembered, with the sequence number each was first seen with (so
-//! the engine can keep the lowest of a resent event's numbers, whichever copy came first). Where they are *kept* (for forgetting by time and for
+//! hash set of the id hashes remembered (8 bytes each: the lookup is per event, so its cache
+//! footprint matters); the sequence number a duplicate was first seen with is found by a scan,
+//! which only duplicates pay (the engine keeps the lowest of a resent event's numbers). Where they are *kept* (for forgetting by time and for
 //! checkpoints) is a ring indexed by `seq - base`: a session's sequence numbers are dense and
 //! increasing, so recording an event is an array write. An id whose sequence number falls
 //! outside the ring (far ahead, far behind, or a slot another id holds) goes to a small log
@@ -24,7 +25,7 @@
 
 use std::collections::VecDeque;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::FxHashSet;
 
 /// The ring spans at most this many sequence numbers; an id further from its base, or more
 /// than [`MAX_GAP`] past its end, goes to the overflow log.
@@ -55,10 +56,9 @@ pub struct SeenEvents {
     ring: VecDeque<(u64, i64)>,
     /// `(event time, id hash, seq)` of ids that did not fit the ring, oldest first.
     overflow_log: VecDeque<(i64, u64, u64)>,
-    /// Every id hash remembered (ring and overflow) → the sequence number it was first seen
-    /// with, for the lookup; rebuilt when restored.
+    /// Every id hash remembered (ring and overflow), for the lookup; rebuilt when restored.
     #[serde(skip)]
-    ids: FxHashMap<u64, u64>,
+    ids: FxHashSet<u64>,
     /// Lowest chunk a durable store may still hold for this ring.
     stored_from: u64,
     /// Lowest sequence number changed since the last checkpoint (`u64::MAX`: none). A new ring
@@ -101,10 +101,9 @@ impl SeenEvents {
     /// number it came with.
     pub fn insert(&mut self, seq: u64, id_hash: u64, time: i64) -> Seen {
         let id = id_hash.max(1);
-        if let Some(&first_seq) = self.ids.get(&id) {
-            return Seen::Duplicate { first_seq };
+        if !self.ids.insert(id) {
+            return Seen::Duplicate { first_seq: self.seq_of(id) };
         }
-        self.ids.insert(id, seq);
         let len = self.ring.len() as u64;
         let far = seq < self.base.saturating_sub(1024) || seq.saturating_sub(self.base) > len + MAX_GAP;
         if self.ring.is_empty() || (far && len <= 1) {
@@ -139,12 +138,12 @@ impl SeenEvents {
         Seen::New
     }
 
-    /// Notes that the id's event now carries a lower sequence number (a resent copy numbered
-    /// lower arrived after it).
-    pub fn renumber(&mut self, id_hash: u64, seq: u64) {
-        if let Some(s) = self.ids.get_mut(&id_hash.max(1)) {
-            *s = seq;
+    /// The sequence number a remembered id was recorded under.
+    fn seq_of(&self, id: u64) -> u64 {
+        if let Some(at) = self.ring.iter().position(|(h, _)| *h == id) {
+            return self.base + at as u64;
         }
+        self.overflow_log.iter().find(|(_, h, _)| *h == id).map_or(u64::MAX, |(_, _, seq)| *seq)
     }
 
     fn push_overflow(&mut self, time: i64, id: u64, seq: u64) {
@@ -187,7 +186,7 @@ impl SeenEvents {
     /// After deserialising: the lookup set from the overflow log (the ring's ids come with its
     /// chunks, [`SeenEvents::load_chunk`]).
     pub fn index_restored(&mut self) {
-        self.ids.extend(self.overflow_log.iter().map(|(_, id, seq)| (*id, *seq)));
+        self.ids.extend(self.overflow_log.iter().map(|(_, id, _)| *id));
     }
 
     /// The ring's changes since the last call (or since it was created or restored), for a
@@ -224,13 +223,12 @@ impl SeenEvents {
         }
         let first = u64::from_le_bytes(first.try_into().expect("8 bytes"));
         for (i, e) in entries.chunks_exact(ENTRY).enumerate() {
-            let seq = first + i as u64;
-            let Some(at) = seq.checked_sub(self.base) else { continue };
+            let Some(at) = (first + i as u64).checked_sub(self.base) else { continue };
             if let Some(slot) = self.ring.get_mut(at as usize) {
                 let (hash, time) = e.split_at(8);
                 *slot = (u64::from_le_bytes(hash.try_into().expect("8 bytes")), i64::from_le_bytes(time.try_into().expect("8 bytes")));
                 if slot.0 != 0 {
-                    self.ids.insert(slot.0, seq);
+                    self.ids.insert(slot.0);
                 }
             }
         }
@@ -377,9 +375,9 @@ mod tests {
         assert!(!s.add(3, 100, 1), "id 100 again, numbered anew");
         assert!(!s.add(2 + MAX_SPAN * 4, 200, 2), "id 200 again, far ahead");
         assert_eq!(s.insert(0, 200, 2), Seen::Duplicate { first_seq: 2 }, "id 200 again, behind the base");
-        s.renumber(200, 0);
-        assert_eq!(s.insert(5, 200, 2), Seen::Duplicate { first_seq: 0 });
-        assert_eq!(s.len(), 2);
+        assert_eq!(s.insert(9, 300, 5), Seen::New);
+        assert_eq!(s.insert(10, 300, 2), Seen::Duplicate { first_seq: 9 });
+        assert_eq!(s.len(), 3);
     }
 
     #[test]

@@ -436,7 +436,7 @@ impl<S: SessionStore> Engine<S> {
             }
         }
         // A kind this manifest neither takes nor needs (start and end mark the session) is only
-        // counted: it reaches no window, so it is never late either.
+        // counted: it reaches no window, so it is never late, nor kept in the dedup memory.
         let marks = matches!(ev.kind, EventKind::SessionStart | EventKind::SessionEnd);
         let takes = core.plan.accepts(ev.kind) || marks;
         if takes && ev.time_us < session.horizon(&core.plan) {
@@ -454,18 +454,21 @@ impl<S: SessionStore> Engine<S> {
             }
             return;
         }
-        let id_hash = xxhash_rust::xxh3::xxh3_64(ev.event_id.as_bytes());
-        match session.seen.insert(ev.seq, id_hash, ev.time_us) {
-            Seen::New => {}
-            Seen::Duplicate { first_seq } => {
-                if ev.seq < first_seq {
-                    renumber(session, ev, first_seq, id_hash);
+        // Only what can reach a window needs telling apart from a resent copy.
+        if takes {
+            let id_hash = xxhash_rust::xxh3::xxh3_64(ev.event_id.as_bytes());
+            match session.seen.insert(ev.seq, id_hash, ev.time_us) {
+                Seen::New => {}
+                Seen::Duplicate { first_seq } => {
+                    if ev.seq < first_seq {
+                        renumber(session, ev, first_seq);
+                    }
+                    core.stats.duplicates += 1;
+                    return;
                 }
-                core.stats.duplicates += 1;
-                return;
             }
+            core.stats.dedup_evicted += session.seen.take_evicted();
         }
-        core.stats.dedup_evicted += session.seen.take_evicted();
         session.last_activity = session.last_activity.max(now_us);
         session.min_seq = session.min_seq.min(ev.seq);
         session.max_seq = session.max_seq.max(ev.seq);
@@ -568,7 +571,7 @@ fn note(ev: &EventRef, reason: &'static str, detail: &str) -> EventNote {
 /// A resent copy of a buffered event came with a lower sequence number than the copy that
 /// arrived first: the event takes the lower one, so which copy arrives first changes no row.
 /// (Once released, the event is behind the watermark and the copy out of bounds.)
-fn renumber(session: &mut SessionState, ev: &EventRef, first_seq: u64, id_hash: u64) {
+fn renumber(session: &mut SessionState, ev: &EventRef, first_seq: u64) {
     let id = EventId::new(ev.event_id);
     let Some(at) = session.buffer.iter().position(|p| p.time == ev.time_us && p.seq == first_seq && p.event_id == id) else {
         return;
@@ -577,7 +580,6 @@ fn renumber(session: &mut SessionState, ev: &EventRef, first_seq: u64, id_hash: 
     p.seq = ev.seq;
     let at = session.buffer.partition_point(|q| *q <= p);
     session.buffer.insert(at, p);
-    session.seen.renumber(id_hash, ev.seq);
     session.min_seq = session.min_seq.min(ev.seq);
 }
 
