@@ -115,6 +115,16 @@ impl EventId {
     }
 }
 
+impl Pending {
+    /// This buffered event in the late or rejected output.
+    fn note(&self, sid: &str, reason: &'static str, detail: String) -> EventNote {
+        EventNote { session_id: sid.to_string(), event_id: self.event_id.to_string(), seq: self.seq, time_us: self.time, reason, detail }
+    }
+}
+
+/// Why an event after its session's end is late, whether it arrived before the end or after.
+const AFTER_END: &str = "the event comes after the session's end";
+
 impl PartialEq for Pending {
     fn eq(&self, o: &Self) -> bool {
         (self.time, self.seq, &self.event_id) == (o.time, o.seq, &o.event_id)
@@ -438,7 +448,8 @@ impl<S: SessionStore> Engine<S> {
         // A kind this manifest neither takes nor needs (start and end mark the session) is only
         // counted: it reaches no window, so it is never late, nor kept in the dedup memory.
         let marks = matches!(ev.kind, EventKind::SessionStart | EventKind::SessionEnd);
-        let takes = core.plan.accepts(ev.kind) || marks;
+        let accepted_kind = core.plan.accepts(ev.kind);
+        let takes = accepted_kind || marks;
         if takes && ev.time_us < session.horizon(&core.plan) {
             core.stats.late += 1;
             out.push(Output::Late(note(ev, "too_late", "more than allowed_lateness behind the session's watermark")));
@@ -448,7 +459,7 @@ impl<S: SessionStore> Engine<S> {
         if session.end.is_some_and(|end| (ev.time_us, ev.seq) > end) {
             if takes {
                 core.stats.late += 1;
-                out.push(Output::Late(note(ev, "session_closed", "the event comes after the session's end")));
+                out.push(Output::Late(note(ev, "session_closed", AFTER_END)));
             } else {
                 core.stats.filtered += 1;
             }
@@ -480,7 +491,7 @@ impl<S: SessionStore> Engine<S> {
             _ => {}
         }
 
-        if core.plan.accepts(ev.kind) && core.admit(ev, out) {
+        if accepted_kind && core.admit(ev, out) {
             let key = key_index(&core.plan, session, ev);
             let mut values = SmallVec::from_slice(ev.inputs);
             values.resize(core.plan.slots.len(), f64::NAN);
@@ -679,14 +690,7 @@ impl Core {
                         (Reason::FormulaError, "failed at run time")
                     };
                     self.stats.rejected[reason as usize] += 1;
-                    out.push(Output::Rejected(EventNote {
-                        session_id: sid.to_string(),
-                        event_id: p.event_id.to_string(),
-                        seq: p.seq,
-                        time_us: p.time,
-                        reason: reason.as_str(),
-                        detail: format!("derived value {:?} {what}", plan.slots[base + j].name),
-                    }));
+                    out.push(Output::Rejected(p.note(sid, reason.as_str(), format!("derived value {:?} {what}", plan.slots[base + j].name))));
                     return;
                 }
             }
@@ -711,14 +715,7 @@ impl Core {
             }
         } else {
             self.stats.late += 1;
-            out.push(Output::Late(EventNote {
-                session_id: sid.to_string(),
-                event_id: p.event_id.to_string(),
-                seq: p.seq,
-                time_us: p.time,
-                reason: "too_late",
-                detail: "the event's window closed beyond the allowed lateness".into(),
-            }));
+            out.push(Output::Late(p.note(sid, "too_late", "the event's window closed beyond the allowed lateness".into())));
         }
     }
 
@@ -792,14 +789,7 @@ impl Core {
         }
         if v < key.segment_high {
             self.stats.rejected[Reason::SegmentRegressed as usize] += 1;
-            out.push(Output::Rejected(EventNote {
-                session_id: sid.to_string(),
-                event_id: p.event_id.to_string(),
-                seq: p.seq,
-                time_us: p.time,
-                reason: Reason::SegmentRegressed.as_str(),
-                detail: format!("segment value {v} after {}", key.segment_high),
-            }));
+            out.push(Output::Rejected(p.note(sid, Reason::SegmentRegressed.as_str(), format!("segment value {v} after {}", key.segment_high))));
             return;
         }
         // Its start is seen if a segment before it was, or the session's start was.
@@ -970,14 +960,7 @@ impl Core {
         // What is still buffered comes after the session's end.
         for p in s.buffer.drain(..) {
             self.stats.late += 1;
-            out.push(Output::Late(EventNote {
-                session_id: sid.to_string(),
-                event_id: p.event_id.to_string(),
-                seq: p.seq,
-                time_us: p.time,
-                reason: "session_closed",
-                detail: "the event comes after the session's end".into(),
-            }));
+            out.push(Output::Late(p.note(sid, "session_closed", AFTER_END.into())));
         }
         let plan = &self.plan;
         for key in &mut s.keys {
