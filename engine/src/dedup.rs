@@ -2,9 +2,10 @@
 //!
 //! A duplicate is the same event id in the same session, whatever its sequence number: a
 //! resend keeps its id, but a producer may number it anew. Ids are therefore looked up in a
-//! hash set of the id hashes remembered (8 bytes each: the lookup is per event, so its cache
-//! footprint matters); the sequence number a duplicate was first seen with is found by a scan,
-//! which only duplicates pay (the engine keeps the lowest of a resent event's numbers). Where they are *kept* (for forgetting by time and for
+//! set of the id hashes remembered (`IdSet`: 8 bytes each, one array, as the lookup is per
+//! event and its cache footprint is what it costs); the sequence number a duplicate was first
+//! seen with is found by a scan, which only duplicates pay (the engine keeps the lowest of a
+//! resent event's numbers). Where ids are *kept* (for forgetting by time and for
 //! checkpoints) is a ring indexed by `seq - base`: a session's sequence numbers are dense and
 //! increasing, so recording an event is an array write. An id whose sequence number falls
 //! outside the ring (far ahead, far behind, or a slot another id holds) goes to a small log
@@ -24,8 +25,6 @@
 //! the ring's bounds and the overflow log (at most [`OVERFLOW_CAP`] entries).
 
 use std::collections::VecDeque;
-
-use rustc_hash::FxHashSet;
 
 /// The ring spans at most this many sequence numbers; an id further from its base, or more
 /// than [`MAX_GAP`] past its end, goes to the overflow log.
@@ -58,7 +57,7 @@ pub struct SeenEvents {
     overflow_log: VecDeque<(i64, u64, u64)>,
     /// Every id hash remembered (ring and overflow), for the lookup; rebuilt when restored.
     #[serde(skip)]
-    ids: FxHashSet<u64>,
+    ids: IdSet,
     /// Lowest chunk a durable store may still hold for this ring.
     stored_from: u64,
     /// Lowest sequence number changed since the last checkpoint (`u64::MAX`: none). A new ring
@@ -149,7 +148,7 @@ impl SeenEvents {
     fn push_overflow(&mut self, time: i64, id: u64, seq: u64) {
         if self.overflow_log.len() >= OVERFLOW_CAP {
             let (_, oldest, _) = self.overflow_log.pop_front().expect("a full log");
-            self.ids.remove(&oldest);
+            self.ids.remove(oldest);
             self.evicted += 1;
         }
         self.overflow_log.push_back((time, id, seq));
@@ -161,7 +160,7 @@ impl SeenEvents {
         while self.ring.front().is_some_and(|(_, t)| *t < horizon) && self.ring.len() > 1 {
             let (id, _) = self.ring.pop_front().expect("front");
             if id != 0 {
-                self.ids.remove(&id);
+                self.ids.remove(id);
             }
             self.base += 1;
         }
@@ -171,7 +170,7 @@ impl SeenEvents {
             self.overflow_log.retain(|(t, id, _)| {
                 let keep = *t >= horizon;
                 if !keep {
-                    ids.remove(id);
+                    ids.remove(*id);
                 }
                 keep
             });
@@ -186,7 +185,9 @@ impl SeenEvents {
     /// After deserialising: the lookup set from the overflow log (the ring's ids come with its
     /// chunks, [`SeenEvents::load_chunk`]).
     pub fn index_restored(&mut self) {
-        self.ids.extend(self.overflow_log.iter().map(|(_, id, _)| *id));
+        for &(_, id, _) in &self.overflow_log {
+            self.ids.insert(id);
+        }
     }
 
     /// The ring's changes since the last call (or since it was created or restored), for a
@@ -237,12 +238,87 @@ impl SeenEvents {
 
     /// Ids currently remembered.
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.ids.len
     }
 
     /// Whether nothing is remembered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// A set of id hashes: open addressing with linear probing, and backward-shift deletion so
+/// forgetting leaves no tombstones. The hashes are uniform already (xxh3), so a hash's low bits
+/// are its slot: a lookup reads one array, mostly one cache line, where a general-purpose set
+/// reads a control-byte line and a bucket line (this lookup is per event, on a table another
+/// session's events have usually pushed out of cache). Holds at most half its slots.
+#[derive(Default, Debug, PartialEq)]
+struct IdSet {
+    /// 0 = empty (ids are never 0); a power of two long, or empty.
+    slots: Vec<u64>,
+    len: usize,
+}
+
+impl IdSet {
+    /// Adds `id` (not 0); false if it was there.
+    fn insert(&mut self, id: u64) -> bool {
+        if (self.len + 1) * 2 > self.slots.len() {
+            self.grow();
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = id as usize & mask;
+        loop {
+            match self.slots[i] {
+                0 => {
+                    self.slots[i] = id;
+                    self.len += 1;
+                    return true;
+                }
+                h if h == id => return false,
+                _ => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    fn remove(&mut self, id: u64) {
+        let Some(mask) = self.slots.len().checked_sub(1) else { return };
+        let mut hole = id as usize & mask;
+        loop {
+            match self.slots[hole] {
+                0 => return,
+                h if h == id => break,
+                _ => hole = (hole + 1) & mask,
+            }
+        }
+        // Pull back each later entry of the run that may sit in the hole: one whose home slot
+        // is not between the hole and where it sits.
+        let mut j = hole;
+        loop {
+            j = (j + 1) & mask;
+            let h = self.slots[j];
+            if h == 0 {
+                break;
+            }
+            if j.wrapping_sub(h as usize) & mask >= j.wrapping_sub(hole) & mask {
+                self.slots[hole] = h;
+                hole = j;
+            }
+        }
+        self.slots[hole] = 0;
+        self.len -= 1;
+    }
+
+    fn grow(&mut self) {
+        let slots = (self.slots.len() * 2).max(64);
+        let old = std::mem::replace(&mut self.slots, vec![0; slots]);
+        self.len = 0;
+        for id in old.into_iter().filter(|&id| id != 0) {
+            self.insert(id);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.slots.iter().copied().filter(|&id| id != 0)
     }
 }
 
@@ -311,7 +387,8 @@ mod tests {
     }
 
     fn same(a: &SeenEvents, b: &SeenEvents) {
-        assert_eq!((a.base, &a.ring, &a.ids, &a.overflow_log), (b.base, &b.ring, &b.ids, &b.overflow_log));
+        let ids = |s: &SeenEvents| s.ids.iter().collect::<std::collections::BTreeSet<_>>();
+        assert_eq!((a.base, &a.ring, ids(a), &a.overflow_log), (b.base, &b.ring, ids(b), &b.overflow_log));
     }
 
     #[test]
@@ -348,6 +425,35 @@ mod tests {
         same(&back, &s);
         assert!(postcard::from_bytes::<SeenEvents>(&store.record[..store.record.len() - 3]).is_err());
         assert!(SeenEvents::default().load_chunk(&[1, 2, 3]).is_err());
+    }
+
+    #[test]
+    fn the_id_set_agrees_with_a_reference_set_through_inserts_and_removals() {
+        // Ids crowded onto few home slots, so runs wrap around the table and removals shift.
+        let seed = 20261130u64;
+        println!("seed {seed}");
+        let mut state = seed;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let (mut set, mut reference) = (IdSet::default(), std::collections::BTreeSet::new());
+        for step in 0..200_000 {
+            let id = (next() % 3000 + 1) << if step % 3 == 0 { 0 } else { 10 };
+            if next() % 3 == 0 {
+                set.remove(id);
+                reference.remove(&id);
+            } else {
+                assert_eq!(set.insert(id), reference.insert(id), "insert {id} at step {step}");
+            }
+            assert_eq!(set.len, reference.len());
+        }
+        assert_eq!(set.iter().collect::<std::collections::BTreeSet<_>>(), reference);
+        for id in &reference {
+            assert!(!set.insert(*id), "{id} still found");
+        }
     }
 
     #[test]
