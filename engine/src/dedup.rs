@@ -1,12 +1,13 @@
 //! Per-session duplicate detection by event id, with bounded memory.
 //!
 //! A duplicate is the same event id in the same session, whatever its sequence number: a
-//! resend keeps its id, but a producer may number it anew. Ids are therefore looked up in a
-//! set of the id hashes remembered (`IdSet`: 8 bytes each, one array, as the lookup is per
-//! event and its cache footprint is what it costs); the sequence number a duplicate was first
-//! seen with is found by a scan, which only duplicates pay (the engine keeps the lowest of a
-//! resent event's numbers). Where ids are *kept* (for forgetting by time and for
-//! checkpoints) is a ring indexed by `seq - base`: a session's sequence numbers are dense and
+//! resend keeps its id, but a producer may number it anew. Ids are therefore looked up by a
+//! 4-byte fingerprint in one array (`Fingerprints`: the lookup is per event, and its cache
+//! footprint is what it costs); a fingerprint found is confirmed, with the sequence number the
+//! id was first seen with, by a scan of the full id hashes, which only duplicates pay (and one
+//! event in some millions whose fingerprint another id shares). Where ids are *kept* (for
+//! forgetting by time, confirming, and checkpoints)
+//! is a ring indexed by `seq - base`: a session's sequence numbers are dense and
 //! increasing, so recording an event is an array write. An id whose sequence number falls
 //! outside the ring (far ahead, far behind, or a slot another id holds) goes to a small log
 //! instead, bounded by [`OVERFLOW_CAP`]; past it the oldest is forgotten and counted.
@@ -55,9 +56,10 @@ pub struct SeenEvents {
     ring: VecDeque<(u64, i64)>,
     /// `(event time, id hash, seq)` of ids that did not fit the ring, oldest first.
     overflow_log: VecDeque<(i64, u64, u64)>,
-    /// Every id hash remembered (ring and overflow), for the lookup; rebuilt when restored.
+    /// The fingerprint of every id remembered (ring and overflow), for the lookup; rebuilt
+    /// when restored.
     #[serde(skip)]
-    ids: IdSet,
+    ids: Fingerprints,
     /// Lowest chunk a durable store may still hold for this ring.
     stored_from: u64,
     /// Lowest sequence number changed since the last checkpoint (`u64::MAX`: none). A new ring
@@ -100,8 +102,11 @@ impl SeenEvents {
     /// number it came with.
     pub fn insert(&mut self, seq: u64, id_hash: u64, time: i64) -> Seen {
         let id = id_hash.max(1);
-        if !self.ids.insert(id) {
-            return Seen::Duplicate { first_seq: self.seq_of(id) };
+        if !self.ids.add_if_absent(fingerprint(id)) {
+            if let Some(first_seq) = self.seq_of(id) {
+                return Seen::Duplicate { first_seq };
+            }
+            self.ids.add(fingerprint(id)); // another id with the same fingerprint
         }
         let len = self.ring.len() as u64;
         let far = seq < self.base.saturating_sub(1024) || seq.saturating_sub(self.base) > len + MAX_GAP;
@@ -137,18 +142,23 @@ impl SeenEvents {
         Seen::New
     }
 
-    /// The sequence number a remembered id was recorded under.
-    fn seq_of(&self, id: u64) -> u64 {
+    /// Starts bringing into cache where [`SeenEvents::insert`] will look for this id.
+    pub fn prefetch(&self, id_hash: u64) {
+        self.ids.prefetch(fingerprint(id_hash.max(1)));
+    }
+
+    /// The sequence number an id was recorded under, if it is remembered.
+    fn seq_of(&self, id: u64) -> Option<u64> {
         if let Some(at) = self.ring.iter().position(|(h, _)| *h == id) {
-            return self.base + at as u64;
+            return Some(self.base + at as u64);
         }
-        self.overflow_log.iter().find(|(_, h, _)| *h == id).map_or(u64::MAX, |(_, _, seq)| *seq)
+        self.overflow_log.iter().find(|(_, h, _)| *h == id).map(|(_, _, seq)| *seq)
     }
 
     fn push_overflow(&mut self, time: i64, id: u64, seq: u64) {
         if self.overflow_log.len() >= OVERFLOW_CAP {
             let (_, oldest, _) = self.overflow_log.pop_front().expect("a full log");
-            self.ids.remove(oldest);
+            self.ids.remove(fingerprint(oldest));
             self.evicted += 1;
         }
         self.overflow_log.push_back((time, id, seq));
@@ -160,7 +170,7 @@ impl SeenEvents {
         while self.ring.front().is_some_and(|(_, t)| *t < horizon) && self.ring.len() > 1 {
             let (id, _) = self.ring.pop_front().expect("front");
             if id != 0 {
-                self.ids.remove(id);
+                self.ids.remove(fingerprint(id));
             }
             self.base += 1;
         }
@@ -170,7 +180,7 @@ impl SeenEvents {
             self.overflow_log.retain(|(t, id, _)| {
                 let keep = *t >= horizon;
                 if !keep {
-                    ids.remove(*id);
+                    ids.remove(fingerprint(*id));
                 }
                 keep
             });
@@ -186,7 +196,7 @@ impl SeenEvents {
     /// chunks, [`SeenEvents::load_chunk`]).
     pub fn index_restored(&mut self) {
         for &(_, id, _) in &self.overflow_log {
-            self.ids.insert(id);
+            self.ids.add(fingerprint(id));
         }
     }
 
@@ -229,7 +239,7 @@ impl SeenEvents {
                 let (hash, time) = e.split_at(8);
                 *slot = (u64::from_le_bytes(hash.try_into().expect("8 bytes")), i64::from_le_bytes(time.try_into().expect("8 bytes")));
                 if slot.0 != 0 {
-                    self.ids.insert(slot.0);
+                    self.ids.add(fingerprint(slot.0));
                 }
             }
         }
@@ -247,46 +257,72 @@ impl SeenEvents {
     }
 }
 
-/// A set of id hashes: open addressing with linear probing, and backward-shift deletion so
-/// forgetting leaves no tombstones. The hashes are uniform already (xxh3), so a hash's low bits
-/// are its slot: a lookup reads one array, mostly one cache line, where a general-purpose set
-/// reads a control-byte line and a bucket line (this lookup is per event, on a table another
-/// session's events have usually pushed out of cache). Holds at most half its slots.
-#[derive(Default, Debug, PartialEq)]
-struct IdSet {
-    /// 0 = empty (ids are never 0); a power of two long, or empty.
-    slots: Vec<u64>,
+/// An id hash's fingerprint: its high half (the low half is no more random, and the high
+/// half's low bits make a fingerprint's slot independent of the ring's indexing).
+fn fingerprint(id: u64) -> u32 {
+    ((id >> 32) as u32).max(1)
+}
+
+/// A multiset of fingerprints: open addressing with linear probing, and backward-shift deletion
+/// so forgetting leaves no tombstones. A fingerprint's low bits are its slot (they come from
+/// xxh3, uniform already), so a lookup reads one array, mostly one cache line, where a
+/// general-purpose set reads a control-byte line and a bucket line — and at 4 bytes an entry
+/// more sessions' tables stay in cache between their events. Two ids that share a fingerprint
+/// are two entries. Holds at most half its slots.
+#[derive(Default, Debug)]
+struct Fingerprints {
+    /// 0 = empty (fingerprints are never 0); a power of two long, or empty.
+    slots: Vec<u32>,
     len: usize,
 }
 
-impl IdSet {
-    /// Adds `id` (not 0); false if it was there.
-    fn insert(&mut self, id: u64) -> bool {
+impl Fingerprints {
+    /// Adds `fp` unless it is there; false if it was.
+    fn add_if_absent(&mut self, fp: u32) -> bool {
+        self.add_unless(fp, true)
+    }
+
+    /// Adds `fp` even if it is there (another id with the same fingerprint).
+    fn add(&mut self, fp: u32) {
+        self.add_unless(fp, false);
+    }
+
+    fn add_unless(&mut self, fp: u32, present: bool) -> bool {
         if (self.len + 1) * 2 > self.slots.len() {
             self.grow();
         }
         let mask = self.slots.len() - 1;
-        let mut i = id as usize & mask;
+        let mut i = fp as usize & mask;
         loop {
             match self.slots[i] {
                 0 => {
-                    self.slots[i] = id;
+                    self.slots[i] = fp;
                     self.len += 1;
                     return true;
                 }
-                h if h == id => return false,
+                h if present && h == fp => return false,
                 _ => i = (i + 1) & mask,
             }
         }
     }
 
-    fn remove(&mut self, id: u64) {
+    fn prefetch(&self, fp: u32) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(mask) = self.slots.len().checked_sub(1) {
+            let slot: *const u32 = &self.slots[fp as usize & mask];
+            // SAFETY: a prefetch is a hint that never faults; SSE is part of x86-64.
+            unsafe { core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(slot.cast()) };
+        }
+    }
+
+    /// Takes out one entry of `fp`.
+    fn remove(&mut self, fp: u32) {
         let Some(mask) = self.slots.len().checked_sub(1) else { return };
-        let mut hole = id as usize & mask;
+        let mut hole = fp as usize & mask;
         loop {
             match self.slots[hole] {
                 0 => return,
-                h if h == id => break,
+                h if h == fp => break,
                 _ => hole = (hole + 1) & mask,
             }
         }
@@ -312,13 +348,17 @@ impl IdSet {
         let slots = (self.slots.len() * 2).max(64);
         let old = std::mem::replace(&mut self.slots, vec![0; slots]);
         self.len = 0;
-        for id in old.into_iter().filter(|&id| id != 0) {
-            self.insert(id);
+        for fp in old.into_iter().filter(|&fp| fp != 0) {
+            self.add(fp);
         }
     }
 
-    fn iter(&self) -> impl Iterator<Item = u64> + '_ {
-        self.slots.iter().copied().filter(|&id| id != 0)
+    /// Every entry, sorted.
+    #[cfg(test)]
+    fn sorted(&self) -> Vec<u32> {
+        let mut all: Vec<u32> = self.slots.iter().copied().filter(|&fp| fp != 0).collect();
+        all.sort_unstable();
+        all
     }
 }
 
@@ -387,8 +427,7 @@ mod tests {
     }
 
     fn same(a: &SeenEvents, b: &SeenEvents) {
-        let ids = |s: &SeenEvents| s.ids.iter().collect::<std::collections::BTreeSet<_>>();
-        assert_eq!((a.base, &a.ring, ids(a), &a.overflow_log), (b.base, &b.ring, ids(b), &b.overflow_log));
+        assert_eq!((a.base, &a.ring, a.ids.sorted(), &a.overflow_log), (b.base, &b.ring, b.ids.sorted(), &b.overflow_log));
     }
 
     #[test]
@@ -428,8 +467,9 @@ mod tests {
     }
 
     #[test]
-    fn the_id_set_agrees_with_a_reference_set_through_inserts_and_removals() {
-        // Ids crowded onto few home slots, so runs wrap around the table and removals shift.
+    fn the_fingerprint_table_agrees_with_a_reference_multiset_through_adds_and_removals() {
+        // Fingerprints crowded onto few home slots, so runs wrap around the table and removals
+        // shift; some added twice, as two ids sharing one.
         let seed = 20261130u64;
         println!("seed {seed}");
         let mut state = seed;
@@ -439,21 +479,49 @@ mod tests {
             state ^= state << 17;
             state
         };
-        let (mut set, mut reference) = (IdSet::default(), std::collections::BTreeSet::new());
+        let mut table = Fingerprints::default();
+        let mut reference = std::collections::BTreeMap::<u32, usize>::new();
         for step in 0..200_000 {
-            let id = (next() % 3000 + 1) << if step % 3 == 0 { 0 } else { 10 };
-            if next() % 3 == 0 {
-                set.remove(id);
-                reference.remove(&id);
-            } else {
-                assert_eq!(set.insert(id), reference.insert(id), "insert {id} at step {step}");
+            let fp = ((next() % 3000 + 1) as u32) << if step % 3 == 0 { 0 } else { 10 };
+            match next() % 4 {
+                0 => {
+                    table.remove(fp);
+                    if let Some(n) = reference.get_mut(&fp) {
+                        *n -= 1;
+                        if *n == 0 {
+                            reference.remove(&fp);
+                        }
+                    }
+                }
+                1 => {
+                    table.add(fp);
+                    *reference.entry(fp).or_default() += 1;
+                }
+                _ => {
+                    let absent = !reference.contains_key(&fp);
+                    assert_eq!(table.add_if_absent(fp), absent, "add {fp} at step {step}");
+                    if absent {
+                        reference.insert(fp, 1);
+                    }
+                }
             }
-            assert_eq!(set.len, reference.len());
+            assert_eq!(table.len, reference.values().sum::<usize>());
         }
-        assert_eq!(set.iter().collect::<std::collections::BTreeSet<_>>(), reference);
-        for id in &reference {
-            assert!(!set.insert(*id), "{id} still found");
-        }
+        let expected: Vec<u32> = reference.iter().flat_map(|(fp, n)| std::iter::repeat_n(*fp, *n)).collect();
+        assert_eq!(table.sorted(), expected);
+    }
+
+    #[test]
+    fn ids_that_share_a_fingerprint_are_told_apart() {
+        let mut s = SeenEvents::default();
+        let (a, b) = (0xABCD_0000_0000_0001u64, 0xABCD_0000_0000_0002u64);
+        assert_eq!(fingerprint(a), fingerprint(b));
+        assert_eq!(s.insert(1, a, 1), Seen::New);
+        assert_eq!(s.insert(2, b, 2), Seen::New, "same fingerprint, another id");
+        assert_eq!(s.insert(3, b, 2), Seen::Duplicate { first_seq: 2 });
+        s.forget_before(2); // forgets a, one entry of the fingerprint
+        assert_eq!(s.insert(4, b, 2), Seen::Duplicate { first_seq: 2 }, "b still found");
+        assert_eq!(s.len(), 1);
     }
 
     #[test]

@@ -467,8 +467,7 @@ impl<S: SessionStore> Engine<S> {
         }
         // Only what can reach a window needs telling apart from a resent copy.
         if takes {
-            let id_hash = xxhash_rust::xxh3::xxh3_64(ev.event_id.as_bytes());
-            match session.seen.insert(ev.seq, id_hash, ev.time_us) {
+            match session.seen.insert(ev.seq, id_hash(ev.event_id), ev.time_us) {
                 Seen::New => {}
                 Seen::Duplicate { first_seq } => {
                     if ev.seq < first_seq {
@@ -526,6 +525,16 @@ impl<S: SessionStore> Engine<S> {
         }
     }
 
+    /// A hint, given before the event is resolved: starts bringing into cache the slot of the
+    /// session's dedup memory the event will be looked up in, so that memory's wait overlaps
+    /// the resolver's work (the lookup is otherwise the engine's one cache miss per event).
+    /// Changes nothing.
+    pub fn prefetch(&self, session_id: &str, event_id: &str) {
+        if let Some(session) = self.sessions.in_memory(session_id) {
+            session.seen.prefetch(id_hash(event_id));
+        }
+    }
+
     /// Closes sessions silent (in the driver's clock) for longer than the idle timeout, and
     /// ended sessions silent for longer than the out-of-orderness: nothing moves their
     /// watermark past the end any more, so the driver's clock says when to stop waiting for
@@ -566,6 +575,11 @@ impl<S: SessionStore> Engine<S> {
             self.sessions.mark_closed(&id);
         }
     }
+}
+
+/// The hash an event id is remembered by.
+fn id_hash(event_id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(event_id.as_bytes())
 }
 
 fn note(ev: &EventRef, reason: &'static str, detail: &str) -> EventNote {

@@ -86,6 +86,7 @@ impl<S: SessionStore> Runner<S> {
     /// Feeds one decoded envelope.
     pub fn feed_view(&mut self, view: &EnvelopeView<'_>, now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
         self.last_time_us = self.last_time_us.max(view.time_us);
+        self.engine.prefetch(&view.session_id, &view.event_id);
         let mut key = KeyValues::new();
         match self.resolver.resolve(view, &mut self.values, &mut key) {
             Ok(unknown) => self.engine.count_unknown_channels(unknown),

@@ -10,6 +10,8 @@ use crate::engine::SessionState;
 pub trait SessionStore {
     /// The open session's state.
     fn get_mut(&mut self, session_id: &str) -> Option<&mut SessionState>;
+    /// The open session's state if it is in memory already (loads nothing, marks nothing).
+    fn in_memory(&self, session_id: &str) -> Option<&SessionState>;
     /// Stores a new open session and returns it.
     fn insert(&mut self, session_id: &str, state: SessionState) -> &mut SessionState;
     /// Takes an open session's state out (to close it).
@@ -85,6 +87,10 @@ pub struct MemoryStore {
 impl SessionStore for MemoryStore {
     fn get_mut(&mut self, session_id: &str) -> Option<&mut SessionState> {
         self.open.get_mut(session_id)
+    }
+
+    fn in_memory(&self, session_id: &str) -> Option<&SessionState> {
+        self.open.get(session_id)
     }
 
     fn insert(&mut self, session_id: &str, state: SessionState) -> &mut SessionState {

@@ -228,6 +228,10 @@ impl PartitionStore {
 }
 
 impl SessionStore for PartitionStore {
+    fn in_memory(&self, session_id: &str) -> Option<&SessionState> {
+        self.open.get(session_id)
+    }
+
     fn get_mut(&mut self, session_id: &str) -> Option<&mut SessionState> {
         let s = self.open.get_mut(session_id)?;
         // Any access may change the state; the set keeps one entry per session.
