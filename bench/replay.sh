@@ -17,7 +17,7 @@ if [ ! -s "$DATA" ]; then
   "$P" simulate --sessions 100 --duration 820s --seed 5 --output "$DATA"
 fi
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB"
-echo "dataset: $DATA ($(du -h "$DATA" | cut -f1))"
+echo "dataset: $DATA ($(du -hL "$DATA" | cut -f1))"
 cat "$DATA" > /dev/null   # warm the page cache so every pass reads from memory
 "$P" bench-parse "$DATA"
 for manifest in lap-performance client-health; do
