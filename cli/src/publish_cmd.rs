@@ -5,15 +5,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use pitgun_contracts::envelope::{ChannelValue, Envelope};
 use pitgun_engine::decode::{decode_into, EnvelopeView};
 use pitgun_ingest::avro::AvroWriter;
-use pitgun_runtime::kafka::topics;
-use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::types::RDKafkaErrorCode;
+use pitgun_runtime::kafka::{send_waiting, topics};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
 use crate::broker_args::BrokerArgs;
 use crate::dataset::for_each_record;
@@ -50,14 +48,14 @@ pub struct PublishArgs {
     wire: WireArg,
 }
 
+/// How long the broker may take to acknowledge what was sent (and to make room in a full queue).
+const FLUSH: Duration = Duration::from_secs(120);
+
 pub fn run(args: PublishArgs) -> Result<ExitCode> {
     let broker = args.broker.broker();
     let topic = broker.name(&args.topic);
-    let producer: BaseProducer = broker
-        .client_config("pitgun-publish")
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("compression.type", "lz4")
+    let producer: ThreadedProducer<DefaultProducerContext> = broker
+        .producer_config("pitgun-publish")
         .set("linger.ms", "20")
         .set("batch.size", "1000000")
         .set("queue.buffering.max.messages", "500000")
@@ -88,22 +86,12 @@ pub fn run(args: PublishArgs) -> Result<ExitCode> {
                 _ => buf.extend_from_slice(text.as_bytes()),
             }
         }
-        let mut record = BaseRecord::to(&topic).key(key.as_bytes()).payload(&buf);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    producer.poll(Duration::from_millis(5));
-                }
-                Err((e, _)) => bail!("cannot produce to {topic}: {e}"),
-            }
-        }
-        producer.poll(Duration::ZERO);
+        // A full queue waits for the broker as long as a flush may (a backfill has no hurry).
+        send_waiting(&producer, BaseRecord::to(&topic).key(key.as_bytes()).payload(&buf), FLUSH)?;
         n += 1;
         Ok(true)
     })?;
-    producer.flush(Duration::from_secs(120)).context("the broker did not acknowledge every record within 120 s")?;
+    producer.flush(FLUSH).context("the broker did not acknowledge every record within 120 s")?;
     let s = started.elapsed().as_secs_f64();
     eprintln!("publish: {n} records to {topic} in {s:.2} s ({:.0}/s), all acknowledged", n as f64 / s);
     Ok(ExitCode::SUCCESS)

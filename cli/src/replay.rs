@@ -5,7 +5,6 @@
 //! reach its engine in the same order whatever N is, and the merged output — final rows in
 //! canonical order — is byte-identical for every thread count.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
@@ -17,8 +16,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use pitgun_contracts::analysis::{AnalysisContract, ColumnType};
-use pitgun_engine::runner::RecordError;
-use pitgun_engine::{EventNote, Output, Reason, Row, Runner, Stats};
+use pitgun_engine::row::{final_rows, LastVersions};
+use pitgun_engine::{EventNote, Output, Row, Runner, Stats};
 
 use crate::dataset::{for_each_chunk, Chunk};
 use crate::project::Project;
@@ -92,7 +91,7 @@ struct BadRecord {
 #[derive(Default)]
 struct ShardResult {
     stats: Stats,
-    rows: HashMap<String, Row>,
+    rows: LastVersions<String, Row>,
     changelog: Vec<Row>,
     notes_late: Vec<EventNote>,
     notes_rejected: Vec<EventNote>,
@@ -134,10 +133,7 @@ impl Shard {
             }
             let result = match std::str::from_utf8(bytes) {
                 Ok(text) => runner.feed_json(text, now, &mut self.out),
-                Err(e) => {
-                    runner.engine_mut().count_rejected(Reason::InvalidEnvelope);
-                    Err(RecordError { reason: Reason::InvalidEnvelope, detail: format!("not UTF-8: {e}") })
-                }
+                Err(e) => Err(runner.refuse_undecodable(format!("not UTF-8: {e}"))),
             };
             if let Err(e) = result {
                 self.result.bad.push(BadRecord { file: chunk.file as usize, line, reason: e.reason.as_str(), detail: e.detail });
@@ -153,7 +149,7 @@ impl Shard {
             match o {
                 Output::Row(r) if self.changelog => self.result.changelog.push(r),
                 Output::Row(r) => {
-                    self.result.rows.insert(r.row_id.clone(), r);
+                    self.result.rows.keep(r.row_id.clone(), r);
                 }
                 Output::Late(n) => self.result.notes_late.push(n),
                 Output::Rejected(n) => self.result.notes_rejected.push(n),
@@ -277,6 +273,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     // Merge shards.
     let mut stats = Stats::default();
     let mut rows: Vec<Row> = Vec::new();
+    let mut versions: Vec<Row> = Vec::new();
     let mut late = Vec::new();
     let mut rejected_notes = Vec::new();
     let mut bad = Vec::new();
@@ -285,7 +282,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         if args.changelog {
             rows.extend(r.changelog);
         } else {
-            rows.extend(r.rows.into_values());
+            versions.extend(r.rows.into_values());
         }
         late.extend(r.notes_late);
         rejected_notes.extend(r.notes_rejected);
@@ -294,7 +291,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     if args.changelog {
         rows.sort_by(|a, b| (&a.key[0], a.emission).cmp(&(&b.key[0], b.emission)));
     } else {
-        rows.sort_by(|a, b| a.canonical_cmp(b));
+        rows = final_rows(versions);
     }
     let note_order = |a: &EventNote, b: &EventNote| (&a.session_id, a.seq, &a.event_id).cmp(&(&b.session_id, b.seq, &b.event_id));
     late.sort_by(note_order);

@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use pitgun_contracts::envelope::Envelope;
 use pitgun_runtime::kafka::{topics, Broker};
+use pitgun_engine::row::LastVersions;
 use pitgun_runtime::wire::Decoder;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
@@ -186,19 +187,11 @@ pub fn tail(args: TailArgs) -> Result<ExitCode> {
     };
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
-    let mut latest: Vec<Vec<u8>> = Vec::new();
-    let mut index: std::collections::HashMap<Vec<u8>, usize> = std::collections::HashMap::new();
+    let mut latest = LastVersions::default();
     read_topic(&broker, &topic, None, &range, |m| {
         let value = m.payload().unwrap_or_default();
         if args.latest {
-            let key = m.key().unwrap_or_default().to_vec();
-            match index.get(&key) {
-                Some(&i) => latest[i] = value.to_vec(),
-                None => {
-                    index.insert(key, latest.len());
-                    latest.push(value.to_vec());
-                }
-            }
+            latest.keep(m.key().unwrap_or_default().to_vec(), value.to_vec());
         } else {
             out.write_all(value)?;
             out.write_all(b"\n")?;
@@ -208,7 +201,7 @@ pub fn tail(args: TailArgs) -> Result<ExitCode> {
         }
         Ok(())
     })?;
-    for v in latest {
+    for v in latest.into_values() {
         out.write_all(&v)?;
         out.write_all(b"\n")?;
     }

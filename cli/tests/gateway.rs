@@ -183,6 +183,7 @@ fn http(method: Method, url: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (
 
 /// A record read back from a topic.
 struct Record {
+    partition: i32,
     key: Option<Vec<u8>>,
     value: Vec<u8>,
     headers: BTreeMap<String, String>,
@@ -224,7 +225,7 @@ fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
                 .headers()
                 .map(|h| h.iter().map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
                 .unwrap_or_default();
-            out.push(Record { key: m.key().map(<[u8]>::to_vec), value: m.payload().unwrap_or_default().to_vec(), headers });
+            out.push(Record { partition: m.partition(), key: m.key().map(<[u8]>::to_vec), value: m.payload().unwrap_or_default().to_vec(), headers });
         }
         if ends.get(&m.partition()).is_some_and(|end| m.offset() + 1 >= *end) {
             ends.remove(&m.partition());
@@ -245,6 +246,31 @@ fn decode_envelopes(records: &[Record]) -> Vec<Value> {
             v
         })
         .collect()
+}
+
+/// The partition a Java client's default partitioner gives a keyed record:
+/// `toPositive(murmur2(key)) % partitions` (Kafka's `Utils.murmur2`, written from its
+/// description: seed 0x9747b28c, little-endian 4-byte blocks).
+fn java_partition(key: &[u8], partitions: i32) -> i32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ key.len() as u32;
+    let blocks = key.chunks_exact(4);
+    let tail = blocks.remainder();
+    for b in blocks {
+        let mut k = u32::from_le_bytes([b[0], b[1], b[2], b[3]]).wrapping_mul(M);
+        k ^= k >> 24;
+        h = h.wrapping_mul(M) ^ k.wrapping_mul(M);
+    }
+    if !tail.is_empty() {
+        for (i, byte) in tail.iter().enumerate() {
+            h ^= (*byte as u32) << (8 * i);
+        }
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    ((h & 0x7fff_ffff) % partitions as u32) as i32
 }
 
 fn metric(m: &BTreeMap<String, f64>, name: &str) -> f64 {
@@ -302,6 +328,47 @@ fn a_valid_batch_is_acknowledged_and_stored_exactly_once_as_avro() {
     assert_eq!(moved("pitgun_gateway_request_bytes_total"), (body.len() + array.len() + sent[2].to_string().len()) as f64);
     assert_eq!(moved("pitgun_gateway_produce_seconds_count"), 3.0);
     assert_eq!(moved("pitgun_gateway_deadletters_total"), 0.0);
+}
+
+#[test]
+fn the_gateway_and_publish_put_a_session_on_the_partition_a_java_client_would() {
+    // Kafka's own test vectors for its murmur2 (UtilsTest), so the reference is the reference.
+    let positive = |key: &str| java_partition(key.as_bytes(), i32::MAX);
+    assert_eq!(positive("21"), -973932308i32 & 0x7fff_ffff);
+    assert_eq!(positive("foobar"), -790332482i32 & 0x7fff_ffff);
+    assert_eq!(positive("a-little-bit-long-string"), -985981536i32 & 0x7fff_ffff);
+
+    // A session that arrives partly through the gateway and partly through `pitgun publish`
+    // (a backfill beside live traffic) must land on one partition, or two engines split it.
+    let gw = Gateway::start("partitioner", &[]);
+    gw.wait_ready();
+    let sessions: Vec<String> = (0..24).map(|i| format!("partitioned-session-{i}")).collect();
+    let live: Vec<Value> = sessions.iter().flat_map(|s| (0..3).map(move |q| envelope(s, q))).collect();
+    let (status, answer) = gw.post(Some(&gw.web), "application/x-ndjson", ndjson(&live));
+    assert_eq!(status, 202, "{answer}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("backfill.ndjson");
+    let backfill: Vec<Value> = sessions.iter().flat_map(|s| (3..6).map(move |q| envelope(s, q))).collect();
+    std::fs::write(&file, ndjson(&backfill)).unwrap();
+    let ns = gw.broker.namespace.clone();
+    let out = Command::new(BIN)
+        .args(["publish", "--brokers", &test_brokers(), "--namespace", &ns, "--input"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "publish: {}", String::from_utf8_lossy(&out.stderr));
+
+    let records = read_topic(&test_brokers(), &gw.topic(topics::ENVELOPES));
+    assert_eq!(records.len(), live.len() + backfill.len());
+    let mut partitions_of: BTreeMap<&[u8], BTreeSet<i32>> = BTreeMap::new();
+    for r in &records {
+        let key = r.key.as_deref().expect("keyed by session id");
+        assert_eq!(r.partition, java_partition(key, 3), "session {}", String::from_utf8_lossy(key));
+        partitions_of.entry(key).or_default().insert(r.partition);
+    }
+    assert_eq!(partitions_of.len(), sessions.len());
+    assert!(partitions_of.values().all(|p| p.len() == 1));
+    assert_eq!(partitions_of.values().flatten().collect::<BTreeSet<_>>().len(), 3, "24 sessions spread over all 3 partitions");
 }
 
 #[test]

@@ -26,6 +26,51 @@ impl Row {
     }
 }
 
+/// The last version of each key: what a table upserted by key (rows by `row_id`, a compacted
+/// topic by record key) holds once every version so far was written. Values come out in the
+/// order their keys were first seen.
+#[derive(Debug)]
+pub struct LastVersions<K, V> {
+    index: std::collections::HashMap<K, usize>,
+    values: Vec<V>,
+}
+
+impl<K, V> Default for LastVersions<K, V> {
+    fn default() -> Self {
+        LastVersions { index: Default::default(), values: Vec::new() }
+    }
+}
+
+impl<K: std::hash::Hash + Eq, V> LastVersions<K, V> {
+    /// Keeps `value` as the key's version, replacing an earlier one.
+    pub fn keep(&mut self, key: K, value: V) {
+        match self.index.entry(key) {
+            std::collections::hash_map::Entry::Occupied(at) => self.values[*at.get()] = value,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(self.values.len());
+                self.values.push(value);
+            }
+        }
+    }
+
+    /// The last versions, in the order their keys were first seen.
+    pub fn into_values(self) -> Vec<V> {
+        self.values
+    }
+}
+
+/// The final rows of a run from its row versions in emission order: the last version of each
+/// `row_id`, in canonical order — what replay writes and a sink's tables end with.
+pub fn final_rows(versions: impl IntoIterator<Item = Row>) -> Vec<Row> {
+    let mut last = LastVersions::default();
+    for row in versions {
+        last.keep(row.row_id.clone(), row);
+    }
+    let mut rows = last.into_values();
+    rows.sort_by(Row::canonical_cmp);
+    rows
+}
+
 /// `row_id`: hex SHA-256 over the RFC 8785 JSON of
 /// `[manifest, version, session_id, key…, window kind, window start (µs) or segment value]`.
 pub fn row_id(manifest: &str, version: u32, key: &[String], kind: &str, discriminator: Value) -> String {

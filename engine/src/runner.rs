@@ -79,8 +79,14 @@ impl<S: SessionStore> Runner<S> {
     }
 
     fn invalid(&mut self, e: crate::decode::DecodeError) -> RecordError {
+        self.refuse_undecodable(e.to_string())
+    }
+
+    /// A record the driver could not even hand over (not UTF-8, not an Avro single object):
+    /// counted as every undecodable record is, under one reason in replay and stream.
+    pub fn refuse_undecodable(&mut self, detail: String) -> RecordError {
         self.engine.count_rejected(Reason::InvalidEnvelope);
-        RecordError { reason: Reason::InvalidEnvelope, detail: e.to_string() }
+        RecordError { reason: Reason::InvalidEnvelope, detail }
     }
 
     /// Feeds one decoded envelope.

@@ -19,17 +19,12 @@ pub struct CaseResult {
     pub failures: Vec<String>,
 }
 
-/// Final rows (last version per `row_id`) in canonical order.
+/// The final rows among an engine's outputs ([`crate::row::final_rows`]).
 pub fn final_rows(outputs: &[Output]) -> Vec<Row> {
-    let mut latest: BTreeMap<&str, &Row> = BTreeMap::new();
-    for o in outputs {
-        if let Output::Row(r) = o {
-            latest.insert(&r.row_id, r);
-        }
-    }
-    let mut rows: Vec<Row> = latest.into_values().cloned().collect();
-    rows.sort_by(|a, b| a.canonical_cmp(b));
-    rows
+    crate::row::final_rows(outputs.iter().filter_map(|o| match o {
+        Output::Row(r) => Some(r.clone()),
+        _ => None,
+    }))
 }
 
 /// Runs one case on a fresh engine compiled by `compile`.

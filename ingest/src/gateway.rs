@@ -23,7 +23,7 @@ use crate::batch::{self, BodyError};
 use crate::definitions::Definitions;
 use crate::keys::ApiKeys;
 use crate::metrics::GatewayMetrics;
-use crate::produce::{headers, EnvelopeProducer, Outgoing, ProduceError};
+use crate::produce::{EnvelopeProducer, Outgoing, ProduceError};
 use crate::validate::{Checked, Validator};
 
 /// Limits and names the gateway runs with.
@@ -265,7 +265,7 @@ impl Gateway {
             topic: &self.topics.deadletter,
             key: r.session_id.as_deref().map(str::as_bytes),
             value: &body[r.bytes.clone()],
-            headers: Some(headers(&[(dl::STAGE, "ingest"), (dl::REASON, r.reason.as_str()), (dl::DETAIL, detail), (dl::ORIGIN, origin)])),
+            headers: Some(dl::dead_letter("ingest", r.reason.as_str(), detail, origin)),
         });
         let started = Instant::now();
         let pending = self.producer.as_ref().map(|p| p.enqueue(envelopes.chain(deadletters)));

@@ -13,7 +13,7 @@ use std::time::Duration;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
+use rdkafka::message::{DeliveryResult, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use tokio::sync::Notify;
 
@@ -95,11 +95,6 @@ pub struct Outgoing<'a> {
     pub headers: Option<OwnedHeaders>,
 }
 
-/// Builds dead-letter headers from name/value pairs.
-pub fn headers(pairs: &[(&str, &str)]) -> OwnedHeaders {
-    pairs.iter().fold(OwnedHeaders::new_with_capacity(pairs.len()), |h, (k, v)| h.insert(Header { key: k, value: Some(*v) }))
-}
-
 /// A queued batch.
 pub struct Pending {
     ack: Arc<BatchAck>,
@@ -143,19 +138,13 @@ fn create(config: &ClientConfig) -> anyhow::Result<ThreadedProducer<AckContext>>
 }
 
 impl EnvelopeProducer {
-    /// A producer from `base` (bootstrap servers and client id set) with a delivery deadline.
+    /// A producer from `base` (`Broker::producer_config`) with a delivery deadline.
     pub fn new(mut base: ClientConfig, ack_timeout: Duration, compression: &str) -> anyhow::Result<EnvelopeProducer> {
         let ms = ack_timeout.as_millis().max(1).to_string();
-        base.set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("compression.type", compression)
+        base.set("compression.type", compression)
             .set("message.timeout.ms", &ms)
             .set("request.timeout.ms", &ms)
-            .set("linger.ms", "5")
-            .set("queue.buffering.max.messages", "200000")
-            // The same key → partition mapping as Java clients, so services producing straight
-            // to Kafka put a session on the same partition as the gateway does.
-            .set("partitioner", "murmur2_random");
+            .set("queue.buffering.max.messages", "200000");
         let producer = create(&base)?;
         Ok(EnvelopeProducer { config: base, current: RwLock::new(Arc::new(producer)), ack_timeout })
     }

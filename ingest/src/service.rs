@@ -68,7 +68,7 @@ pub fn build(settings: &Settings) -> Result<Arc<Gateway>> {
     let producer = if settings.baseline {
         None
     } else {
-        Some(EnvelopeProducer::new(settings.broker.client_config("pitgun-gateway"), settings.ack_timeout, &settings.compression)?)
+        Some(EnvelopeProducer::new(settings.broker.producer_config("pitgun-gateway"), settings.ack_timeout, &settings.compression)?)
     };
     Ok(Arc::new(Gateway {
         limits: settings.limits.clone(),

@@ -11,14 +11,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use pitgun_engine::{Output, Plan, Runner, SessionStore};
-use pitgun_runtime::kafka::{headers, record_consumer_lag, topics, Broker};
+use pitgun_runtime::kafka::{headers, partition_bounds, record_consumer_lag, send_waiting, topics, Broker};
 use pitgun_runtime::serve::{spawn_health_server, Health};
 use pitgun_runtime::wire::{Decoder, Record};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use rocksdb::WriteBatch;
 use send_wrapper::SendWrapper;
@@ -268,26 +267,12 @@ impl Outlet {
         if let Some(h) = h {
             record = record.headers(h);
         }
-        let deadline = Instant::now() + self.flush_timeout;
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) if Instant::now() < deadline => {
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                Err((e, _)) => bail!("cannot produce to {topic}: {e}"),
-            }
-        }
+        send_waiting(&self.producer, record, self.flush_timeout)
     }
 
     fn deadletter(&self, reason: &str, detail: &str, origin: &str, payload: &[u8]) -> Result<()> {
         self.metrics.deadletters.inc();
-        let h = OwnedHeaders::new()
-            .insert(Header { key: headers::STAGE, value: Some("process") })
-            .insert(Header { key: headers::REASON, value: Some(reason) })
-            .insert(Header { key: headers::DETAIL, value: Some(detail) })
-            .insert(Header { key: headers::ORIGIN, value: Some(origin) });
+        let h = headers::dead_letter("process", reason, detail, origin);
         self.send(Dest::Deadletter, origin.as_bytes(), payload, Some(h))
     }
 }
@@ -329,8 +314,8 @@ impl Part {
             Ok(Record::Avro(datum)) => self.runner.feed_avro(datum, now_us, &mut self.out).map_err(|e| (e.reason.as_str(), e.detail)),
             Ok(Record::Json(text)) => self.runner.feed_json(text, now_us, &mut self.out).map_err(|e| (e.reason.as_str(), e.detail)),
             Err(detail) => {
-                self.runner.engine_mut().count_rejected(pitgun_engine::Reason::InvalidEnvelope);
-                Err(("undecodable", detail))
+                let e = self.runner.refuse_undecodable(detail);
+                Err((e.reason.as_str(), e.detail))
             }
         };
         let stats = self.runner.engine().stats();
@@ -669,11 +654,7 @@ pub fn run(cfg: Config) -> Result<Summary> {
 
     let producer: ThreadedProducer<Deliveries> = cfg
         .broker
-        .client_config(&format!("pitgun-process-{}", cfg.manifest))
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("compression.type", "lz4")
-        .set("linger.ms", "5")
+        .producer_config(&format!("pitgun-process-{}", cfg.manifest))
         .set("message.timeout.ms", &cfg.flush_timeout.as_millis().to_string())
         .create_with_context(Deliveries::default())
         .context("cannot create the Kafka producer")?;
@@ -739,17 +720,13 @@ pub fn run(cfg: Config) -> Result<Summary> {
 
     // Bounds of every input partition, read before consuming (the end for `--until-end`).
     for topic in &inputs {
-        let md = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .with_context(|| format!("broker {} did not answer metadata for {topic}", cfg.broker.bootstrap))?;
-        let t = md.topics().first().with_context(|| format!("no metadata for {topic}"))?;
-        if t.partitions().is_empty() {
+        let bounds = partition_bounds(&*consumer, topic)?;
+        if bounds.is_empty() {
             bail!("input topic {topic} does not exist (create it: scripts/stack.sh topics)");
         }
-        for p in t.partitions() {
-            let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
-            tracing::debug!(topic, partition = p.id(), low, high, "partition bounds");
-            core.borrow_mut().bounds.insert((topic.clone(), p.id()), (low, high));
+        for (partition, (low, high)) in bounds {
+            tracing::debug!(topic, partition, low, high, "partition bounds");
+            core.borrow_mut().bounds.insert((topic.clone(), partition), (low, high));
         }
     }
     let refs: Vec<&str> = inputs.iter().map(|s| s.as_str()).collect();

@@ -1,12 +1,18 @@
-//! Broker settings, topic names and topic creation.
+//! The Kafka edge every service shares: broker settings, producer settings, topic names and
+//! creation, partition bounds, dead-letter headers, and sending under back-pressure.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::message::ToBytes;
 
 /// Sets `gauge` (labels: topic, partition) to each partition's consumer lag from librdkafka's
 /// statistics: lag costs no extra request (an offsets request would queue behind the fetch).
@@ -56,6 +62,21 @@ impl Broker {
         c
     }
 
+    /// Settings of every Pitgun producer, from [`Broker::client_config`]: idempotent (so
+    /// `acks=all`, and a retry neither duplicates nor reorders), lz4, and the Java clients'
+    /// key → partition mapping (murmur2), so a session keyed by its id lands on one partition
+    /// whichever client wrote it — the gateway, `pitgun publish`, or a service with a Java
+    /// client (`schemas/topics.md`). Callers add only their own timeouts and batching.
+    pub fn producer_config(&self, client_id: &str) -> ClientConfig {
+        let mut c = self.client_config(client_id);
+        c.set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("compression.type", "lz4")
+            .set("linger.ms", "5")
+            .set("partitioner", "murmur2_random");
+        c
+    }
+
     /// Creates `topics` with `partitions` each unless they exist (idempotent).
     pub fn ensure_topics(&self, topics: &[String], partitions: i32, timeout: Duration) -> Result<()> {
         let admin: AdminClient<DefaultClientContext> =
@@ -74,6 +95,42 @@ impl Broker {
             }
         }
         Ok(())
+    }
+}
+
+/// Low and high offsets of each partition of `topic`, by partition; empty if the topic does
+/// not exist. (Blocking: librdkafka's synchronous calls.)
+pub fn partition_bounds<C: ConsumerContext, K: Consumer<C>>(consumer: &K, topic: &str) -> Result<BTreeMap<i32, (i64, i64)>> {
+    let timeout = Duration::from_secs(10);
+    let md = consumer.fetch_metadata(Some(topic), timeout).with_context(|| format!("the broker did not answer metadata for {topic}"))?;
+    let mut bounds = BTreeMap::new();
+    for p in md.topics().iter().flat_map(|t| t.partitions()) {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p.id(), timeout)
+            .with_context(|| format!("the broker did not answer the offsets of {topic}/{}", p.id()))?;
+        bounds.insert(p.id(), (low, high));
+    }
+    Ok(bounds)
+}
+
+/// Queues a record, waiting while the producer's queue is full (back-pressure on whoever
+/// feeds it) for at most `wait`; any other refusal is an error naming the topic.
+pub fn send_waiting<'a, C, K, P>(producer: &ThreadedProducer<C>, mut record: BaseRecord<'a, K, P, C::DeliveryOpaque>, wait: Duration) -> Result<()>
+where
+    C: ProducerContext + 'static,
+    K: ToBytes + ?Sized,
+    P: ToBytes + ?Sized,
+{
+    let deadline = Instant::now() + wait;
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) if Instant::now() < deadline => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err((e, r)) => bail!("cannot produce to {}: {e}", r.topic),
+        }
     }
 }
 
@@ -115,4 +172,12 @@ pub mod headers {
     /// Where the record came from: `topic/partition/offset` for the processor, the request's
     /// source and item index for the gateway.
     pub const ORIGIN: &str = "pitgun-origin";
+
+    /// The headers of a dead letter: which stage refused it, why, and where it came from.
+    pub fn dead_letter(stage: &str, reason: &str, detail: &str, origin: &str) -> rdkafka::message::OwnedHeaders {
+        use rdkafka::message::{Header, OwnedHeaders};
+        [(STAGE, stage), (REASON, reason), (DETAIL, detail), (ORIGIN, origin)]
+            .into_iter()
+            .fold(OwnedHeaders::new_with_capacity(4), |h, (key, value)| h.insert(Header { key, value: Some(value) }))
+    }
 }

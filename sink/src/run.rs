@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use pitgun_contracts::analysis::AnalysisContract;
 use pitgun_contracts::manifest::{SinkDef, SinkKind};
-use pitgun_runtime::kafka::{headers, record_consumer_lag, topics, Broker};
+use pitgun_runtime::kafka::{headers, partition_bounds, record_consumer_lag, topics, Broker};
 use pitgun_runtime::serve::{spawn_health_server, Health};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::Serialize;
@@ -267,11 +267,7 @@ async fn write_batch(mut targets: Targets, mut batch: Batch, routes: std::sync::
 async fn commit(done: &Batch, consumer: &StreamConsumer<LagContext>, producer: &FutureProducer, deadletter_topic: &str, metrics: &Metrics, summary: &mut Summary) -> Result<bool> {
     for d in &done.dead {
         let origin = format!("{}/{}/{}", d.origin.topic, d.origin.partition, d.origin.offset);
-        let hs = OwnedHeaders::new()
-            .insert(Header { key: headers::STAGE, value: Some("sink") })
-            .insert(Header { key: headers::REASON, value: Some(d.reason) })
-            .insert(Header { key: headers::DETAIL, value: Some(d.detail.as_str()) })
-            .insert(Header { key: headers::ORIGIN, value: Some(origin.as_str()) });
+        let hs = headers::dead_letter("sink", d.reason, &d.detail, &origin);
         let record = FutureRecord::to(deadletter_topic).payload(&d.origin.payload[..]).key(&origin).headers(hs);
         producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| anyhow::anyhow!("dead letter for {origin} not acknowledged: {e}"))?;
         metrics.deadletters.with_label_values(&[d.reason]).inc();
@@ -391,9 +387,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         .context("cannot create the Kafka consumer")?;
     let producer: FutureProducer = cfg
         .broker
-        .client_config("pitgun-sink-deadletter")
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
+        .producer_config("pitgun-sink-deadletter")
         .create()
         .context("cannot create the Kafka producer")?;
     let deadletter_topic = cfg.broker.name(topics::DEADLETTER_SINK);
@@ -403,16 +397,11 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         cfg.broker.ensure_topics(std::slice::from_ref(&deadletter_topic), 4, Duration::from_secs(10))?;
         let mut ends = BTreeMap::new();
         for topic in &topic_names {
-            let md = consumer
-                .fetch_metadata(Some(topic), Duration::from_secs(10))
-                .with_context(|| format!("broker {} did not answer metadata", cfg.broker.bootstrap))?;
-            let t = md.topics().first().with_context(|| format!("no metadata for {topic}"))?;
-            if t.partitions().is_empty() {
+            let bounds = partition_bounds(&consumer, topic)?;
+            if bounds.is_empty() {
                 bail!("aggregates topic {topic} does not exist (the processor creates it when it starts)");
             }
-            for p in t.partitions() {
-                ends.insert((topic.clone(), p.id()), consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?);
-            }
+            ends.extend(bounds.into_iter().map(|(partition, b)| ((topic.clone(), partition), b)));
         }
         Ok(ends)
     })?;
