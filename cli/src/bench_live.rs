@@ -114,7 +114,7 @@ pub fn engine(args: BenchEngineArgs) -> Result<ExitCode> {
             rows += out.len() as u64;
             out.clear();
         }
-        runner.finish(&mut out);
+        runner.finish(0, &mut out);
         let secs = started.elapsed().as_secs_f64();
         rows += out.len() as u64;
         if best.is_none_or(|(b, _, _)| secs < b) {
@@ -181,8 +181,8 @@ mod tests {
             assert_eq!(out_one, out_two, "outputs after record {i}");
             refused += usize::from(a.is_err());
         }
-        one.finish(&mut out_one);
-        two.finish(&mut out_two);
+        one.finish(0, &mut out_one);
+        two.finish(0, &mut out_two);
         assert_eq!(out_one, out_two);
         assert_eq!(one.engine().stats(), two.engine().stats());
         assert!(refused > 100, "the damage was refused ({refused} records)");

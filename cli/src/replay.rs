@@ -128,8 +128,7 @@ impl Shard {
             // long file does not hold every ended session until its end.
             let now = runner.newest_event_time().max(0);
             if self.records % CLOSE_EVERY == 0 {
-                let idle = runner.engine().plan().idle_us;
-                runner.engine_mut().close_ended(now.saturating_sub(idle), &mut self.out);
+                runner.engine_mut().close_ended(now, &mut self.out);
             }
             let result = match std::str::from_utf8(bytes) {
                 Ok(text) => runner.feed_json(text, now, &mut self.out),
@@ -159,7 +158,8 @@ impl Shard {
 
     fn finish(mut self) -> ShardResult {
         let mut runner = self.runner.take().expect("runner");
-        runner.finish(&mut self.out);
+        let now = runner.newest_event_time().max(0);
+        runner.finish(now, &mut self.out);
         self.drain();
         self.result.stats = runner.engine().stats().clone();
         self.result.records = self.records;

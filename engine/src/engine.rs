@@ -514,7 +514,7 @@ impl<S: SessionStore> Engine<S> {
         if session.end.is_some_and(|(t, _)| t < wm) {
             let session = self.sessions.remove(ev.session_id).expect("present");
             self.core.close(session, ev.session_id, out);
-            self.sessions.mark_closed(ev.session_id);
+            self.sessions.mark_closed(ev.session_id, now_us);
             return;
         }
         core.advance(session, wm, out);
@@ -542,18 +542,19 @@ impl<S: SessionStore> Engine<S> {
     pub fn expire_idle(&mut self, now_us: i64, out: &mut Vec<Output>) {
         let plan = &self.core.plan;
         let ids = self.sessions.idle_ids(now_us.saturating_sub(plan.idle_us), now_us.saturating_sub(plan.ooo_us));
-        self.close_all(ids, out);
+        self.close_all(ids, now_us, out);
     }
 
-    /// Closes ended sessions whose last event arrived at or before `cutoff` (driver clock, µs):
+    /// Closes ended sessions without events for `idle_timeout` of the driver's clock (`now_us`):
     /// how replay, whose clock is the event time read so far, frees them before the end of input.
-    pub fn close_ended(&mut self, cutoff: i64, out: &mut Vec<Output>) {
-        let ids = self.sessions.idle_ids(i64::MIN, cutoff);
-        self.close_all(ids, out);
+    pub fn close_ended(&mut self, now_us: i64, out: &mut Vec<Output>) {
+        let ids = self.sessions.idle_ids(i64::MIN, now_us.saturating_sub(self.core.plan.idle_us));
+        self.close_all(ids, now_us, out);
     }
 
-    /// Closes these sessions in id order; those that had not ended count as expired.
-    fn close_all(&mut self, mut ids: Vec<Box<str>>, out: &mut Vec<Output>) {
+    /// Closes these sessions in id order, at `now_us` of the driver's clock; those that had not
+    /// ended count as expired.
+    fn close_all(&mut self, mut ids: Vec<Box<str>>, now_us: i64, out: &mut Vec<Output>) {
         ids.sort();
         for id in ids {
             let session = self.sessions.remove(&id).expect("present");
@@ -561,18 +562,19 @@ impl<S: SessionStore> Engine<S> {
                 self.core.stats.sessions_expired += 1;
             }
             self.core.close(session, &id, out);
-            self.sessions.mark_closed(&id);
+            self.sessions.mark_closed(&id, now_us);
         }
     }
 
-    /// End of input: closes every open session (in session-id order) as a session end would.
-    pub fn finish(&mut self, out: &mut Vec<Output>) {
+    /// End of input: closes every open session (in session-id order) as a session end would, at
+    /// `now_us` of the driver's clock.
+    pub fn finish(&mut self, now_us: i64, out: &mut Vec<Output>) {
         let mut ids = self.sessions.open_ids();
         ids.sort();
         for id in ids {
             let session = self.sessions.remove(&id).expect("present");
             self.core.close(session, &id, out);
-            self.sessions.mark_closed(&id);
+            self.sessions.mark_closed(&id, now_us);
         }
     }
 }

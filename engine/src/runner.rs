@@ -125,8 +125,8 @@ impl<S: SessionStore> Runner<S> {
         self.last_time_us
     }
 
-    /// End of input: closes every session.
-    pub fn finish(&mut self, out: &mut Vec<Output>) {
-        self.engine.finish(out);
+    /// End of input: closes every session, at `now_us` of the driver's clock.
+    pub fn finish(&mut self, now_us: i64, out: &mut Vec<Output>) {
+        self.engine.finish(now_us, out);
     }
 }

@@ -25,8 +25,8 @@ pub trait SessionStore {
     fn open_count(&self) -> usize;
     /// Whether the session was closed.
     fn is_closed(&self, session_id: &str) -> bool;
-    /// Remembers that the session was closed.
-    fn mark_closed(&mut self, session_id: &str);
+    /// Remembers that the session was closed, at `at_us` of the driver's clock.
+    fn mark_closed(&mut self, session_id: &str, at_us: i64);
 }
 
 /// Open sessions by id: the map every store keeps in memory (the durable one adds what changed).
@@ -117,7 +117,7 @@ impl SessionStore for MemoryStore {
         self.closed.contains(session_id)
     }
 
-    fn mark_closed(&mut self, session_id: &str) {
+    fn mark_closed(&mut self, session_id: &str, _at_us: i64) {
         self.closed.insert(session_id.into());
     }
 }

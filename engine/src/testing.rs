@@ -39,7 +39,7 @@ pub fn run_case(compile: &dyn Fn() -> Plan, case: &TestCase) -> CaseResult {
             let _ = (i, e);
         }
     }
-    runner.finish(&mut out);
+    runner.finish(0, &mut out);
     let rows = final_rows(&out);
     let expect = &case.expect;
     if rows.len() != expect.rows.len() {

@@ -49,7 +49,7 @@ fn unknown_channels_drop_reject_keep() {
     let mut out = Vec::new();
     keep.feed_json(&event(1, 1, r#""debug_x": 2.5"#), 0, &mut out).unwrap();
     keep.feed_json(&event(2, 2, r#""debug_x": 4"#), 0, &mut out).unwrap();
-    keep.finish(&mut out);
+    keep.finish(0, &mut out);
     let row: Value = serde_json::from_str(&final_rows(&out)[0].json).unwrap();
     assert_eq!(row["total"], 6.5);
 }
@@ -66,7 +66,7 @@ fn converted_values_are_range_and_type_checked() {
     // gear is an int metric: 2.5 is a type error, even though the manifest does not read it.
     let err = r.feed_json(&event(3, 3, r#""gear": 2.5"#), 0, &mut out).unwrap_err();
     assert_eq!(err.reason, Reason::TypeMismatch);
-    r.finish(&mut out);
+    r.finish(0, &mut out);
     let row: Value = serde_json::from_str(&final_rows(&out)[0].json).unwrap();
     assert_eq!(row["top"], 10.0);
     assert_eq!(row["n"], 1);

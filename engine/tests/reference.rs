@@ -200,7 +200,7 @@ fn run(plan: Plan, events: &[Ev]) -> Run {
     for ev in events {
         runner.feed_json(&ev.json(), 0, &mut outputs).unwrap_or_else(|e| panic!("{ev:?} refused: {e:?}"));
     }
-    runner.finish(&mut outputs);
+    runner.finish(0, &mut outputs);
     let rows = final_rows(&outputs).iter().map(|r| serde_json::from_str(&r.json).expect("rows are JSON")).collect();
     Run { rows, outputs, stats: runner.engine().stats().clone() }
 }
@@ -1145,7 +1145,7 @@ fn a_global_window_does_not_keep_every_id_of_its_session() {
     }
     let bytes = ring_bytes(&mut runner);
     assert!(bytes < 48 * 1024, "the dedup ring of a 500 s session writes {bytes} bytes");
-    runner.finish(&mut out);
+    runner.finish(0, &mut out);
     let rows = final_rows(&out);
     assert!(rows[0].json.contains("\"n\":30000,"), "the late copy is not counted: {}", rows[0].json);
     assert_eq!(late_reasons(&out), BTreeMap::from([("too_late", 1)]));

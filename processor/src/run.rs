@@ -286,7 +286,6 @@ impl Part {
         let records = &records[skip..];
         let Some(last) = records.last() else { return Ok(()) };
         self.next_offset = last.0 + 1;
-        self.runner.engine_mut().store_mut().now_us = now_us;
         let mut groups = std::mem::take(&mut self.groups);
         let order = groups.order(records.iter().map(|(_, payload)| decoder.avro_datum(payload).and_then(pitgun_engine::decode_avro::session_id_of)));
         let mut fed = Ok(());
@@ -445,7 +444,6 @@ impl Core {
         let cutoff = now - self.closed_retention_us;
         for part in self.parts.values_mut() {
             let engine = part.runner.engine_mut();
-            engine.store_mut().now_us = now;
             engine.expire_idle(now, &mut part.out);
             engine.store_mut().forget_closed_before(cutoff);
             let expired = engine.stats().sessions_expired;
@@ -542,8 +540,7 @@ impl Core {
     /// End of input: close every session of every owned partition, as replay does.
     fn finish(&mut self) -> Result<()> {
         for part in self.parts.values_mut() {
-            part.runner.engine_mut().store_mut().now_us = now_us();
-            part.runner.finish(&mut part.out);
+            part.runner.finish(now_us(), &mut part.out);
             let origin = format!("{}/end", part.name);
             part.route_outputs(&self.outlet, &origin)?;
         }

@@ -204,8 +204,6 @@ pub struct PartitionStore {
     dirty: FxHashSet<Box<str>>,
     newly_closed: Vec<(Box<str>, i64)>,
     forgotten: Vec<Box<str>>,
-    /// Driver clock of the current call, for closing times.
-    pub now_us: i64,
 }
 
 impl PartitionStore {
@@ -267,9 +265,9 @@ impl SessionStore for PartitionStore {
         self.closed.contains_key(session_id)
     }
 
-    fn mark_closed(&mut self, session_id: &str) {
-        self.closed.insert(session_id.into(), self.now_us);
-        self.newly_closed.push((session_id.into(), self.now_us));
+    fn mark_closed(&mut self, session_id: &str, at_us: i64) {
+        self.closed.insert(session_id.into(), at_us);
+        self.newly_closed.push((session_id.into(), at_us));
     }
 }
 
