@@ -471,7 +471,7 @@ impl<S: SessionStore> Engine<S> {
                 Seen::New => {}
                 Seen::Duplicate { first_seq } => {
                     if ev.seq < first_seq {
-                        renumber(session, ev, first_seq);
+                        renumber(session, ev);
                     }
                     core.stats.duplicates += 1;
                     return;
@@ -598,9 +598,11 @@ fn note(ev: &EventRef, reason: &'static str, detail: &str) -> EventNote {
 /// A resent copy of a buffered event came with a lower sequence number than the copy that
 /// arrived first: the event takes the lower one, so which copy arrives first changes no row.
 /// (Once released, the event is behind the watermark and the copy out of bounds.)
-fn renumber(session: &mut SessionState, ev: &EventRef, first_seq: u64) {
+/// The buffered event is found by time and id, not by the number the dedup memory recorded: an
+/// earlier renumbering may have lowered it already.
+fn renumber(session: &mut SessionState, ev: &EventRef) {
     let id = EventId::new(ev.event_id);
-    let Some(at) = session.buffer.iter().position(|p| p.time == ev.time_us && p.seq == first_seq && p.event_id == id) else {
+    let Some(at) = session.buffer.iter().position(|p| p.time == ev.time_us && p.seq > ev.seq && p.event_id == id) else {
         return;
     };
     let mut p = session.buffer.remove(at).expect("found");

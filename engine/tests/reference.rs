@@ -1041,6 +1041,20 @@ fn a_resent_copy_numbered_higher_arriving_first_changes_nothing() {
 }
 
 #[test]
+fn an_event_takes_its_lowest_number_whatever_order_three_copies_arrive_in() {
+    // b (seq 2) is resent twice with higher numbers; each order of the three copies gives b
+    // seq 2, so no sequence number is missing.
+    for copies in [[10_002, 10_001, 2], [10_002, 2, 10_001], [2, 10_002, 10_001], [10_001, 10_002, 2]] {
+        let mut events = vec![ev("a", 1, 1_000, Some(10.0), None)];
+        events.extend(copies.iter().map(|&seq| ev("b", seq, 2_000, Some(20.0), None)));
+        events.push(ev("c", 3, 3_000, Some(30.0), None));
+        let r = run(plan(Kind::Tumbling), &events);
+        assert_row(&r.rows[0], &[("n", 3.into()), ("sum_speed", 60.0.into()), ("missing", 0.into())]);
+        assert_eq!(r.stats.duplicates, 2, "{copies:?}");
+    }
+}
+
+#[test]
 fn an_ended_session_closes_once_the_driver_clock_passes_out_of_orderness() {
     // The driver's clock (µs) is what closes an ended session nothing more arrives for: after
     // out_of_orderness (2 s) of it, not before; it is not counted as an idle expiry.
