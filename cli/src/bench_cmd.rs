@@ -9,7 +9,7 @@ use anyhow::Result;
 use clap::Args;
 use pitgun_contracts::envelope::Envelope;
 
-use crate::dataset::for_each_record;
+use pitgun_codec::dataset::for_each_record;
 
 /// Arguments of `pitgun bench-parse`.
 #[derive(Args)]
@@ -30,7 +30,7 @@ pub fn run(args: BenchParseArgs) -> Result<ExitCode> {
                 Ok(env) => channels += env.channels.len() as u64,
                 Err(_) => bad += 1,
             }
-            Ok(true)
+            Ok::<_, anyhow::Error>(true)
         })?;
     }
     let secs = started.elapsed().as_secs_f64();

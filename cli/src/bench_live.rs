@@ -9,7 +9,7 @@ use anyhow::Result;
 use clap::Args;
 use pitgun_contracts::envelope::Envelope;
 
-use crate::dataset::for_each_record;
+use pitgun_codec::dataset::for_each_record;
 
 /// Arguments of `pitgun bench-consume`: the processor benchmark's baseline.
 #[derive(Args)]
@@ -87,7 +87,7 @@ pub struct BenchEngineArgs {
 /// times one engine (the processor's `Runner` with RocksDB-backed session state in memory)
 /// over them: decode, resolve, windows — what the processor adds to a bare consumer per record.
 pub fn engine(args: BenchEngineArgs) -> Result<ExitCode> {
-    use pitgun_runtime::wire::{Decoder, Record};
+    use pitgun_codec::{wire::Decoder, Record};
     let project = crate::project::Project::load(&args.manifest, None)?;
     let mut encoder = crate::publish_cmd::GatewayAvro::new()?;
     let mut records: Vec<Vec<u8>> = Vec::new();
@@ -133,11 +133,11 @@ pub fn engine(args: BenchEngineArgs) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pitgun_engine::decode::EnvelopeView;
-    use pitgun_engine::decode_avro::decode_avro_into;
+    use pitgun_codec::avro::decode_avro_into;
+    use pitgun_codec::EnvelopeView;
     use pitgun_engine::runner::RecordError;
     use pitgun_engine::{Reason, Runner};
-    use pitgun_runtime::wire::{Decoder, Record};
+    use pitgun_codec::{wire::Decoder, Record};
 
     /// The engine decodes a learned producer's Avro envelopes in one pass (`Runner::feed_avro`)
     /// and falls back to decoding, then resolving; every record, intact or damaged, must give

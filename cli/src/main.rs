@@ -1,8 +1,7 @@
 //! `pitgun`: the one binary. Each subcommand is a thin layer over the library crates.
 //!
 //! Dependencies of the binary, one line each: `clap` (the command line), `indicatif` (progress
-//! on a terminal), `flate2`/`zstd` (compressed datasets), `apache-avro` (Avro OCF datasets),
-//! `crossbeam-channel` (bounded queues between replay's reader and its session shards),
+//! on a terminal), `crossbeam-channel` (bounded queues between replay's reader and its session shards),
 //! `xxhash-rust` (routing sessions to shards), `anyhow` (errors at the binary's edge),
 //! `rdkafka` (reading topics for `tail`/`export`), `signal-hook` (Ctrl-C/SIGTERM ends a tail),
 //! `tracing-subscriber` (service logs to stderr, filtered by `RUST_LOG`).
@@ -24,7 +23,6 @@ mod bench_cmd;
 mod bench_live;
 #[cfg(feature = "live")]
 mod broker_args;
-mod dataset;
 #[cfg(feature = "live")]
 mod gateway_cmd;
 #[cfg(not(feature = "live"))]

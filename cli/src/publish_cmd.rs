@@ -8,13 +8,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use pitgun_contracts::envelope::{ChannelValue, Envelope};
-use pitgun_engine::decode::{decode_into, EnvelopeView};
-use pitgun_ingest::avro::AvroWriter;
+use pitgun_codec::avro::AvroWriter;
+use pitgun_codec::json::{decode_into, EnvelopeView};
 use pitgun_runtime::kafka::{send_waiting, topics};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
 use crate::broker_args::BrokerArgs;
-use crate::dataset::for_each_record;
+use pitgun_codec::dataset::for_each_record;
 
 /// Wire format of the published records.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -107,7 +107,7 @@ pub(crate) struct GatewayAvro {
 
 impl GatewayAvro {
     pub(crate) fn new() -> Result<GatewayAvro> {
-        Ok(GatewayAvro { writer: AvroWriter::new().map_err(anyhow::Error::msg)?, booleans: Vec::new() })
+        Ok(GatewayAvro { writer: AvroWriter::new(), booleans: Vec::new() })
     }
 
     /// Appends the encoding of the envelope `text` (already parsed as `env`) to `out`.

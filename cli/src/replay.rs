@@ -19,7 +19,9 @@ use pitgun_contracts::analysis::{AnalysisContract, ColumnType};
 use pitgun_engine::row::{final_rows, LastVersions};
 use pitgun_engine::{EventNote, Output, Row, Runner, Stats};
 
-use crate::dataset::{for_each_chunk, Chunk};
+use pitgun_codec::dataset::{for_each_chunk, Chunk, Format};
+use pitgun_codec::session::session_id;
+use pitgun_codec::Record;
 use crate::project::Project;
 
 /// Arguments of `pitgun replay`.
@@ -114,11 +116,11 @@ struct Shard {
 }
 
 impl Shard {
-    /// Processes this shard's lines of a chunk; false when `--strict` should stop the run.
+    /// Processes this shard's records of a chunk; false when `--strict` should stop the run.
     fn take(&mut self, chunk: &Chunk) -> bool {
         let mut keep_going = true;
-        chunk.for_each_line(|line, bytes| {
-            if !keep_going || (self.shards > 1 && route(bytes, self.shards) != self.me) {
+        chunk.for_each(|line, record| {
+            if !keep_going || (self.shards > 1 && route(record, self.shards) != self.me) {
                 return;
             }
             self.records += 1;
@@ -130,11 +132,7 @@ impl Shard {
             if self.records % CLOSE_EVERY == 0 {
                 runner.engine_mut().close_ended(now, &mut self.out);
             }
-            let result = match std::str::from_utf8(bytes) {
-                Ok(text) => runner.feed_json(text, now, &mut self.out),
-                Err(e) => Err(runner.refuse_undecodable(format!("not UTF-8: {e}"))),
-            };
-            if let Err(e) = result {
+            if let Err(e) = runner.feed(record, now, &mut self.out) {
                 self.result.bad.push(BadRecord { file: chunk.file as usize, line, reason: e.reason.as_str(), detail: e.detail });
                 keep_going = !self.strict;
             }
@@ -182,7 +180,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
     let total_bytes: u64 = args.input.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
     for p in &args.input {
-        crate::dataset::Format::of(p)?;
+        Format::of(p)?;
         if !p.exists() {
             bail!("{}: no such file", p.display());
         }
@@ -226,12 +224,12 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     if threads == 1 {
         let mut shard = new_shard(0, Runner::new(plan));
         for (fi, path) in args.input.iter().enumerate() {
-            for_each_chunk(path, fi as u32, &progress, |chunk| Ok(shard.take(&chunk)))?;
+            for_each_chunk(path, fi as u32, &progress, |chunk| Ok::<_, anyhow::Error>(shard.take(&chunk)))?;
         }
         results.push(shard.finish());
     } else {
-        // Every worker sees every chunk and keeps the lines of its own sessions: the reader does
-        // no per-line work, and each session's events reach one engine in file order.
+        // Every worker sees every chunk and keeps the records of its own sessions: the reader does
+        // no per-record work, and each session's events reach one engine in file order.
         let (senders, handles): (Vec<_>, Vec<_>) = (0..threads)
             .map(|me| {
                 let (tx, rx) = crossbeam_channel::bounded::<Arc<Chunk>>(8);
@@ -256,7 +254,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
                 for tx in &senders {
                     tx.send(chunk.clone()).context("a replay worker stopped")?;
                 }
-                Ok(!stop.load(Ordering::Relaxed))
+                Ok::<_, anyhow::Error>(!stop.load(Ordering::Relaxed))
             })?;
         }
         drop(senders);
@@ -333,36 +331,10 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Routes a record to a shard by its session id; a record whose session id cannot be found
-/// cheaply is parsed for it; one without any goes to shard 0 (it will be refused there).
-fn route(line: &[u8], shards: usize) -> usize {
-    let hash = |s: &[u8]| (xxhash_rust::xxh3::xxh3_64(s) % shards as u64) as usize;
-    if let Some(id) = session_id_fast(line) {
-        return hash(id);
-    }
-    #[derive(serde::Deserialize)]
-    struct OnlySession<'a> {
-        #[serde(borrow)]
-        session_id: std::borrow::Cow<'a, str>,
-    }
-    match serde_json::from_slice::<OnlySession>(line) {
-        Ok(s) => hash(s.session_id.as_bytes()),
-        Err(_) => 0,
-    }
-}
-
-/// The session id when `"session_id"` occurs exactly once, followed by a string without escapes.
-fn session_id_fast(line: &[u8]) -> Option<&[u8]> {
-    const KEY: &[u8] = b"\"session_id\"";
-    let at = memchr::memmem::find(line, KEY)?;
-    let rest = &line[at + KEY.len()..];
-    if memchr::memmem::find(rest, KEY).is_some() {
-        return None;
-    }
-    let rest = rest.trim_ascii_start().strip_prefix(b":")?.trim_ascii_start().strip_prefix(b"\"")?;
-    let end = memchr::memchr(b'"', rest)?;
-    let value = &rest[..end];
-    (!value.contains(&b'\\')).then_some(value)
+/// Routes a record to a shard by its session id; one without any goes to shard 0 (it will be
+/// refused there).
+fn route(record: Record<'_>, shards: usize) -> usize {
+    session_id(record).map_or(0, |id| (xxhash_rust::xxh3::xxh3_64(&id) % shards as u64) as usize)
 }
 
 fn write_rows(args: &ReplayArgs, contract: &AnalysisContract, rows: &[Row]) -> Result<()> {

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use pitgun_workload::{simulate, Faults, Record, SimConfig};
 
-use crate::dataset::DatasetWriter;
+use pitgun_codec::dataset::DatasetWriter;
 #[cfg(feature = "live")]
 use crate::simulate_target::{Poster, TargetOptions};
 
@@ -159,14 +159,14 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
                 serde_json::to_writer(&mut line, env).expect("envelopes serialise");
                 bytes += line.len() as u64 + 1;
                 let posted = poster.as_mut().map_or(Ok(()), |p| p.envelope(env, &line));
-                posted.and_then(|()| writer.as_mut().map_or(Ok(()), |w| w.envelope(env)))
+                posted.and_then(|()| writer.as_mut().map_or(Ok(()), |w| Ok(w.envelope(env)?)))
             }
             Record::Malformed(raw) => {
                 bytes += raw.len() as u64 + 1;
                 let posted = poster.as_mut().map_or(Ok(()), |p| p.malformed(raw));
                 posted.and_then(|()| {
                     writer.as_mut().map_or(Ok(()), |w| {
-                        w.raw_line(raw).map(|written| {
+                        w.raw_line(raw).map_err(anyhow::Error::from).map(|written| {
                             if !written {
                                 malformed_skipped += 1;
                             }

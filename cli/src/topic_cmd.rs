@@ -14,13 +14,13 @@ use clap::Args;
 use pitgun_contracts::envelope::Envelope;
 use pitgun_runtime::kafka::{topics, Broker};
 use pitgun_engine::row::LastVersions;
-use pitgun_runtime::wire::Decoder;
+use pitgun_codec::wire::{sniff, Decoder, WireFormat};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::broker_args::BrokerArgs;
-use crate::dataset::DatasetWriter;
+use pitgun_codec::dataset::DatasetWriter;
 
 /// Where to start and stop reading each partition.
 struct Range {
@@ -147,8 +147,9 @@ fn signal_hook_flag(stop: &Arc<AtomicBool>) {
 
 /// Print the rows of an aggregates topic as they arrive.
 ///
-/// Values are printed one per line, exactly as the processor wrote them (for rows: the JSON
-/// line `pitgun replay` writes). With --latest, only the last version of each key is printed,
+/// Values are printed one per line, exactly as they were written (for rows: the JSON line
+/// `pitgun replay` writes), except envelopes in Avro (what the gateway writes), which are
+/// printed as the JSON envelope they encode. With --latest, only the last version of each key is printed,
 /// once the end is reached (rows are upserts by row_id).
 #[derive(Args, Debug)]
 pub struct TailArgs {
@@ -188,8 +189,18 @@ pub fn tail(args: TailArgs) -> Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let mut latest = LastVersions::default();
+    let decoder = Decoder::default();
+    let mut json = String::new();
     read_topic(&broker, &topic, None, &range, |m| {
-        let value = m.payload().unwrap_or_default();
+        let mut value = m.payload().unwrap_or_default();
+        // Envelopes the gateway wrote are Avro single objects: shown as the JSON they encode.
+        if sniff(value) == WireFormat::Avro {
+            if let Err(e) = decoder.to_json(value, &mut json) {
+                eprintln!("tail: {topic}/{}/{}: {e}", m.partition(), m.offset());
+                return Ok(());
+            }
+            value = json.as_bytes();
+        }
         if args.latest {
             latest.keep(m.key().unwrap_or_default().to_vec(), value.to_vec());
         } else {

@@ -235,7 +235,7 @@ fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
 }
 
 fn decode_envelopes(records: &[Record]) -> Vec<Value> {
-    let decoder = pitgun_runtime::wire::Decoder::default();
+    let decoder = pitgun_codec::wire::Decoder::default();
     records
         .iter()
         .map(|r| {
@@ -320,6 +320,26 @@ fn a_valid_batch_is_acknowledged_and_stored_exactly_once_as_avro() {
         assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{s}: {seqs:?}");
     }
     assert!(read_topic(&test_brokers(), &gw.topic(topics::DEADLETTER_INGEST)).is_empty());
+    // `pitgun tail` shows the stored Avro envelopes as the JSON they encode.
+    let mut tail = Command::new(BIN)
+        .args(["tail", "--topic", &gw.topic(topics::ENVELOPES), "--brokers", &test_brokers(), "--from-beginning", "--until-end"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while tail.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "tail did not end within 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let tail = tail.wait_with_output().unwrap();
+    assert!(tail.status.success(), "tail: {}", String::from_utf8_lossy(&tail.stderr));
+    let mut shown: Vec<Value> = String::from_utf8(tail.stdout).unwrap().lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    let mut want = stored.clone();
+    let order = |v: &Value| (v["session_id"].to_string(), v["seq"].as_u64(), v["event_id"].to_string());
+    shown.sort_by_key(order);
+    want.sort_by_key(order);
+    assert_eq!(shown, want);
 
     let after = gw.metrics();
     let moved = |name: &str| metric(&after, name) - metric(&before, name);

@@ -613,7 +613,7 @@ fn renumber(session: &mut SessionState, ev: &EventRef) {
 }
 
 fn key_index(plan: &Plan, session: &mut SessionState, ev: &EventRef) -> u32 {
-    if let Some(i) = session.keys.iter().position(|k| k.key[1..].iter().zip(ev.key).all(|(a, b)| crate::text::same(a, b))) {
+    if let Some(i) = session.keys.iter().position(|k| k.key[1..].iter().zip(ev.key).all(|(a, b)| pitgun_codec::text::same(a, b))) {
         return i as u32;
     }
     let mut key = Vec::with_capacity(ev.key.len() + 1);

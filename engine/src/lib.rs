@@ -3,7 +3,7 @@
 //! A manifest is compiled once against its dictionary into a [`plan::Plan`]: inputs become slot
 //! indices, unit conversions become a factor and an offset (from UCUM), formulas become Rhai
 //! ASTs, aggregations become accumulator constructors, and the analysis contract is derived.
-//! Per event the hot path is: decode ([`decode`], borrowed, no allocation) → resolve channels
+//! Per event the hot path is: decode (`pitgun_codec`, borrowed, no allocation) → resolve channels
 //! through a per-producer table ([`resolve`]) → [`engine::Engine::process`]. Drivers — `pitgun
 //! replay` over files, the Kafka processor over partitions — feed events and collect
 //! [`engine::Output`]s; [`runner::Runner`] bundles the three steps for one thread.
@@ -15,8 +15,7 @@
 #![deny(missing_docs)]
 
 pub mod accumulate;
-pub mod decode;
-pub mod decode_avro;
+mod decode_avro;
 pub mod dedup;
 pub mod engine;
 pub mod formula;
@@ -27,7 +26,6 @@ pub mod row;
 pub mod runner;
 pub mod store;
 pub mod testing;
-pub mod text;
 pub mod units;
 
 pub use dedup::RingChanges;

@@ -15,9 +15,9 @@ use pitgun_contracts::dictionary::ValueType;
 use pitgun_contracts::manifest::UnknownChannelPolicy;
 use rustc_hash::FxHashMap;
 
-use crate::decode::EnvelopeView;
+use pitgun_codec::json::EnvelopeView;
 use crate::plan::{Plan, ValueCheck};
-use crate::text::{same, same_bytes};
+use pitgun_codec::text::{same, same_bytes};
 use crate::Reason;
 
 #[derive(Debug, Clone, Copy)]

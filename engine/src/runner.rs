@@ -1,6 +1,7 @@
 //! One thread's pipeline: decode → resolve → engine, with reusable scratch buffers.
 
-use crate::decode::{decode_into, EnvelopeView};
+use pitgun_codec::json::{decode_into, EnvelopeView};
+use pitgun_codec::Record;
 use crate::engine::{Engine, EventRef, Output};
 use crate::plan::Plan;
 use crate::resolve::{KeyValues, Resolver};
@@ -48,6 +49,17 @@ impl<S: SessionStore> Runner<S> {
         &mut self.engine
     }
 
+    /// Feeds one record in either format, as a dataset or a topic stores it.
+    pub fn feed(&mut self, record: Record<'_>, now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
+        match record {
+            Record::Avro(datum) => self.feed_avro(datum, now_us, out),
+            Record::Json(bytes) => match std::str::from_utf8(bytes) {
+                Ok(text) => self.feed_json(text, now_us, out),
+                Err(e) => Err(self.refuse_undecodable(format!("JSON record is not UTF-8: {e}"))),
+            },
+        }
+    }
+
     /// Feeds one JSON envelope. Refused records are counted and returned as errors.
     pub fn feed_json(&mut self, text: &str, now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
         let mut view = EnvelopeView::empty();
@@ -72,13 +84,13 @@ impl<S: SessionStore> Runner<S> {
         }
         // Anything unusual: the two-pass path, which learns layouts and words every refusal.
         let mut view = EnvelopeView::empty();
-        match crate::decode_avro::decode_avro_into(datum, &mut view) {
+        match pitgun_codec::avro::decode_avro_into(datum, &mut view) {
             Ok(()) => self.feed_view(&view, now_us, out),
             Err(e) => Err(self.invalid(e)),
         }
     }
 
-    fn invalid(&mut self, e: crate::decode::DecodeError) -> RecordError {
+    fn invalid(&mut self, e: pitgun_codec::json::DecodeError) -> RecordError {
         self.refuse_undecodable(e.to_string())
     }
 

@@ -309,12 +309,12 @@ async fn post_baseline(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body:
     let counts = SCRATCH.with(|s| {
         let s = &mut *s.borrow_mut();
         batch::split(&body, framing, gw.limits.max_batch, &mut s.items).map_err(body_error)?;
-        let mut view = pitgun_engine::decode::EnvelopeView::empty();
+        let mut view = pitgun_codec::json::EnvelopeView::empty();
         let mut ok = 0usize;
         for r in &s.items {
             view.channels.clear();
             view.dims.clear();
-            let parsed = std::str::from_utf8(&body[r.clone()]).map_err(|_| ()).and_then(|t| pitgun_engine::decode::decode_into(t, &mut view).map_err(|_| ()));
+            let parsed = std::str::from_utf8(&body[r.clone()]).map_err(|_| ()).and_then(|t| pitgun_codec::json::decode_into(t, &mut view).map_err(|_| ()));
             ok += usize::from(parsed.is_ok());
         }
         Ok::<_, Response>((ok, s.items.len() - ok))

@@ -5,10 +5,10 @@
 //! A request goes through, in order: the API key ([`keys`], 401), content type and encoding
 //! ([`batch`], 415), body size before and after decompression (413), framing into items without
 //! parsing them (NDJSON lines or a JSON array's top-level items; 413 past `--max-batch`), then
-//! per item one strict decode by the engine's decoder and the schema rules it leaves out
-//! ([`schema_rules`]), the key's source (403 for the whole batch), the dictionary ([`catalog`])
+//! per item one strict decode by `pitgun_codec`'s decoder and the schema rules it leaves out
+//! (`pitgun_codec::rules`), the key's source (403 for the whole batch), the dictionary ([`catalog`])
 //! and the clock ([`validate`]). Valid items are written as Avro single objects straight from
-//! the decoded view ([`avro`]) into a per-thread buffer reused between requests, and produced
+//! the decoded view (`pitgun_codec::avro`) into a per-thread buffer reused between requests, and produced
 //! keyed by session id; refused items go to the dead-letter topic with their reason in headers.
 //! The answer waits for the broker's acknowledgement of the whole batch ([`produce`]) and is 503
 //! with `Retry-After` if any record fails, times out or does not fit the producer queue — a
@@ -26,7 +26,6 @@
 //! client of `pitgun simulate --target`).
 #![deny(missing_docs)]
 
-pub mod avro;
 pub mod batch;
 pub mod catalog;
 pub mod client;
@@ -35,6 +34,5 @@ pub mod gateway;
 pub mod keys;
 pub mod metrics;
 pub mod produce;
-pub mod schema_rules;
 pub mod service;
 pub mod validate;

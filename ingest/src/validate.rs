@@ -1,7 +1,7 @@
 //! One batch's items → Avro records for the valid ones, a reasoned rejection for the others.
 //!
 //! Per item, in this order: UTF-8 and JSON syntax (`malformed_json`), the envelope schema via the
-//! engine's strict decoder plus [`crate::schema_rules`] (`invalid_envelope`), the key's source
+//! engine's strict decoder plus [`pitgun_codec::rules`] (`invalid_envelope`), the key's source
 //! (a foreign `source.id` fails the whole batch with 403, see [`Checked::foreign`]), the
 //! dictionary (`unknown_source`, `unknown_channel`) and the clock (`future_time`). Every
 //! rejection names the item's index and the JSON pointer of what is wrong.
@@ -9,12 +9,12 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use pitgun_engine::decode::{decode_into, EnvelopeView};
+use pitgun_codec::avro::AvroWriter;
+use pitgun_codec::json::{decode_into, EnvelopeView};
+use pitgun_codec::rules::{self, pointer};
 use serde::Serialize;
 
-use crate::avro::AvroWriter;
 use crate::catalog::{ChannelCatalog, ChannelTable, UnknownSource};
-use crate::schema_rules::{self, pointer};
 
 /// Why an item was refused (the `reason` of an answer's error and of a dead letter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -110,7 +110,7 @@ pub struct Validator {
 impl Validator {
     /// A validator for `catalog`'s producers; events may be at most `max_future_skew_us` ahead.
     pub fn new(catalog: Arc<ChannelCatalog>, max_future_skew_us: i64) -> Result<Validator, String> {
-        Ok(Validator { catalog, writer: AvroWriter::new()?, max_future_skew_us })
+        Ok(Validator { catalog, writer: AvroWriter::new(), max_future_skew_us })
     }
 
     /// Checks `items` of `body` for a client holding a key of `source` (`None`: any source) at
@@ -141,7 +141,7 @@ impl Validator {
                 reject(out, reason, pointer, message, None);
                 continue;
             }
-            if let Err(b) = schema_rules::check(&view) {
+            if let Err(b) = rules::check(&view) {
                 reject(out, Reason::InvalidEnvelope, b.pointer, b.message, Some(view.session_id.to_string()));
                 continue;
             }
@@ -222,7 +222,7 @@ fn unknown_source(view: &EnvelopeView<'_>, why: &UnknownSource) -> (&'static str
 }
 
 /// Tells malformed JSON from a well-formed non-envelope, and words the common cases.
-fn explain(text: &str, e: pitgun_engine::decode::DecodeError) -> (Reason, String, String) {
+fn explain(text: &str, e: pitgun_codec::DecodeError) -> (Reason, String, String) {
     // A full parse (not `IgnoredAny`, which skips nested values without a depth limit), so
     // nesting deeper than serde_json's 128 levels is reported as such.
     let Err(syntax) = serde_json::from_str::<serde_json::Value>(text) else {
@@ -275,7 +275,7 @@ mod tests {
         assert!(out.rejected.is_empty() && out.foreign.is_none(), "{:?}", out.rejected);
         assert_eq!(&out.arena[out.valid[0].key.clone()], "sé".as_bytes(), "escapes decoded in the key");
         let mut json = String::new();
-        pitgun_runtime::wire::Decoder::default().to_json(&out.arena[out.valid[0].value.clone()], &mut json).unwrap();
+        pitgun_codec::wire::Decoder::default().to_json(&out.arena[out.valid[0].value.clone()], &mut json).unwrap();
         let v: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(v["channels"], serde_json::json!({"speed_kmh": 120.0, "in_pit": true}), "a bool metric travels as a boolean");
     }

@@ -13,7 +13,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use pitgun_engine::{Output, Plan, Runner, SessionStore};
 use pitgun_runtime::kafka::{headers, partition_bounds, record_consumer_lag, send_waiting, topics, Broker};
 use pitgun_runtime::serve::{spawn_health_server, Health};
-use pitgun_runtime::wire::{Decoder, Record};
+use pitgun_codec::session::session_id;
+use pitgun_codec::wire::Decoder;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -287,7 +288,7 @@ impl Part {
         let Some(last) = records.last() else { return Ok(()) };
         self.next_offset = last.0 + 1;
         let mut groups = std::mem::take(&mut self.groups);
-        let order = groups.order(records.iter().map(|(_, payload)| decoder.avro_datum(payload).and_then(pitgun_engine::decode_avro::session_id_of)));
+        let order = groups.order(records.iter().map(|(_, payload)| decoder.classify(payload).ok().and_then(session_id)));
         let mut fed = Ok(());
         for (k, &i) in order.iter().enumerate() {
             // Records arrive from librdkafka's fetch thread on another core: asking for the next
@@ -310,13 +311,10 @@ impl Part {
     fn feed(&mut self, outlet: &Outlet, decoder: &Decoder, now_us: i64, offset: i64, payload: &[u8]) -> Result<()> {
         self.tally.records += 1;
         let fed = match decoder.classify(payload) {
-            Ok(Record::Avro(datum)) => self.runner.feed_avro(datum, now_us, &mut self.out).map_err(|e| (e.reason.as_str(), e.detail)),
-            Ok(Record::Json(text)) => self.runner.feed_json(text, now_us, &mut self.out).map_err(|e| (e.reason.as_str(), e.detail)),
-            Err(detail) => {
-                let e = self.runner.refuse_undecodable(detail);
-                Err((e.reason.as_str(), e.detail))
-            }
-        };
+            Ok(record) => self.runner.feed(record, now_us, &mut self.out),
+            Err(detail) => Err(self.runner.refuse_undecodable(detail)),
+        }
+        .map_err(|e| (e.reason.as_str(), e.detail));
         let stats = self.runner.engine().stats();
         let (dups, evicted) = (stats.duplicates, stats.dedup_evicted);
         if dups != self.reported_duplicates {

@@ -2,9 +2,6 @@
 //!
 //! - [`kafka`]: client settings for the broker, topic names (with an optional namespace prefix,
 //!   so tests and tenants never see each other's data) and topic creation;
-//! - [`wire`]: the envelope wire formats on `pitgun.envelopes.v1` — Avro single-object encoding
-//!   (what the gateway writes) and JSON (what services publishing straight to Kafka may send),
-//!   told apart by the first bytes;
 //! - [`serve`]: the `/metrics`, `/healthz` and `/readyz` endpoints every service exposes.
 //!
 //! Topic contracts are documented in `schemas/topics.md`.
@@ -13,4 +10,3 @@
 pub mod kafka;
 pub mod serve;
 pub mod sql;
-pub mod wire;

@@ -5,13 +5,10 @@
 //! schema is `schemas/pitgun-envelope/v1.avsc`; a record with another fingerprint is refused with
 //! both fingerprints named, never guessed at. JSON records start with `{` (after whitespace).
 
-use apache_avro::headers::{HeaderBuilder, RabinFingerprintHeader};
-use apache_avro::{GenericSingleObjectReader, GenericSingleObjectWriter, Schema};
 use pitgun_contracts::envelope::Envelope;
-use pitgun_contracts::schema::ENVELOPE_AVRO_SCHEMA;
 
-/// The two bytes that start an Avro single-object encoded record.
-pub const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];
+use crate::avro::{read_envelope, single_object_header, SINGLE_OBJECT_MAGIC};
+use crate::Record;
 
 /// Which format a record is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,56 +32,15 @@ pub fn sniff(bytes: &[u8]) -> WireFormat {
     }
 }
 
-/// The envelope Avro schema, parsed.
-pub fn envelope_schema() -> Schema {
-    Schema::parse_str(ENVELOPE_AVRO_SCHEMA).expect("the embedded envelope .avsc parses (tested)")
-}
-
-/// Encodes envelopes as Avro single objects.
-pub struct AvroEncoder {
-    schema: Schema,
-    writer: GenericSingleObjectWriter,
-}
-
-impl Default for AvroEncoder {
-    fn default() -> Self {
-        let schema = envelope_schema();
-        let writer = GenericSingleObjectWriter::new_with_capacity(&schema, 1024).expect("schema resolves");
-        AvroEncoder { schema, writer }
-    }
-}
-
-impl AvroEncoder {
-    /// Appends the single-object encoding of `env` to `out`.
-    pub fn encode(&mut self, env: &Envelope, out: &mut Vec<u8>) -> Result<(), String> {
-        let value = apache_avro::to_value(env).map_err(|e| e.to_string())?;
-        let value = value.resolve(&self.schema).map_err(|e| format!("envelope does not fit the Avro schema: {e}"))?;
-        self.writer.write_value(value, out).map_err(|e| e.to_string())?;
-        Ok(())
-    }
-}
-
-/// A record split by format, ready for the engine (`Runner::feed_avro` / `feed_json`).
-#[derive(Debug, Clone, Copy)]
-pub enum Record<'a> {
-    /// The Avro binary datum after a single-object header with our schema's fingerprint.
-    Avro(&'a [u8]),
-    /// A JSON envelope.
-    Json(&'a str),
-}
-
 /// Decodes records of either format.
 pub struct Decoder {
-    avro: GenericSingleObjectReader,
     /// `C3 01` + the envelope schema's Rabin fingerprint.
-    header: Vec<u8>,
+    header: [u8; 10],
 }
 
 impl Default for Decoder {
     fn default() -> Self {
-        let schema = envelope_schema();
-        let header = RabinFingerprintHeader::from_schema(&schema).build_header();
-        Decoder { avro: GenericSingleObjectReader::new(schema).expect("schema resolves"), header }
+        Decoder { header: single_object_header() }
     }
 }
 
@@ -92,10 +48,11 @@ impl Decoder {
     /// The Avro datum of a single object written with our schema; `None` for anything else
     /// (no error text: for callers that only look, such as the processor's grouping pass).
     pub fn avro_datum<'a>(&self, bytes: &'a [u8]) -> Option<&'a [u8]> {
-        bytes.strip_prefix(self.header.as_slice())
+        bytes.strip_prefix(&self.header[..])
     }
 
-    /// Tells the record's format and checks the Avro fingerprint; the engine decodes the rest.
+    /// Tells the record's format and checks the Avro fingerprint; the engine decodes the rest
+    /// (`Runner::feed`).
     pub fn classify<'a>(&self, bytes: &'a [u8]) -> Result<Record<'a>, String> {
         match sniff(bytes) {
             WireFormat::Avro => match self.avro_datum(bytes) {
@@ -106,11 +63,20 @@ impl Decoder {
                     &self.header[2..]
                 )),
             },
-            WireFormat::Json => std::str::from_utf8(bytes).map(Record::Json).map_err(|e| format!("JSON record is not UTF-8: {e}")),
+            WireFormat::Json => Ok(Record::Json(bytes)),
             WireFormat::Unknown => Err(format!(
                 "neither an Avro single object (starts C3 01) nor a JSON envelope (starts with {{); first bytes {:02x?}",
                 &bytes[..bytes.len().min(8)]
             )),
+        }
+    }
+
+    /// The record as an owned envelope, booleans kept (for readers such as `tail` and `topic
+    /// export`; the engine reads records through [`Decoder::classify`] and borrowed views).
+    pub fn to_envelope(&self, bytes: &[u8]) -> Result<Envelope, String> {
+        match self.classify(bytes)? {
+            Record::Avro(datum) => read_envelope(datum).map_err(|e| format!("Avro record: {e}")),
+            Record::Json(text) => serde_json::from_slice(text).map_err(|e| format!("JSON record: {e}")),
         }
     }
 
@@ -118,29 +84,21 @@ impl Decoder {
     /// is passed through as is; the engine validates it.
     pub fn to_json(&self, bytes: &[u8], json: &mut String) -> Result<(), String> {
         json.clear();
-        match sniff(bytes) {
-            WireFormat::Json => {
-                let text = std::str::from_utf8(bytes).map_err(|e| format!("JSON record is not UTF-8: {e}"))?;
-                json.push_str(text);
-                Ok(())
-            }
-            WireFormat::Avro => {
-                let value = self.avro.read_value(&mut &bytes[..]).map_err(|e| format!("Avro single object: {e}"))?;
-                let env: Envelope = apache_avro::from_value(&value).map_err(|e| format!("Avro record is not an envelope: {e}"))?;
+        match self.classify(bytes)? {
+            Record::Json(text) => json.push_str(std::str::from_utf8(text).map_err(|e| format!("JSON record is not UTF-8: {e}"))?),
+            Record::Avro(datum) => {
+                let env = read_envelope(datum).map_err(|e| format!("Avro record: {e}"))?;
                 *json = serde_json::to_string(&env).map_err(|e| e.to_string())?;
-                Ok(())
             }
-            WireFormat::Unknown => Err(format!(
-                "neither an Avro single object (starts C3 01) nor a JSON envelope (starts with {{); first bytes {:02x?}",
-                &bytes[..bytes.len().min(8)]
-            )),
         }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::avro::tests::reference_encode;
 
     fn sample() -> Envelope {
         serde_json::from_str(
@@ -154,8 +112,7 @@ mod tests {
     #[test]
     fn avro_single_object_round_trips_to_the_same_json() {
         let env = sample();
-        let mut bytes = Vec::new();
-        AvroEncoder::default().encode(&env, &mut bytes).unwrap();
+        let bytes = reference_encode(&env);
         assert_eq!(&bytes[..2], &SINGLE_OBJECT_MAGIC);
         assert_eq!(sniff(&bytes), WireFormat::Avro);
         let mut json = String::new();
@@ -166,10 +123,9 @@ mod tests {
     /// The engine's direct Avro decoder reads exactly what `apache-avro` wrote, field for field,
     /// as the JSON decoder reads the same envelope.
     #[test]
-    fn engine_avro_decoder_agrees_with_apache_avro_and_json() {
-        use pitgun_engine::decode::{decode, EnvelopeView};
-        use pitgun_engine::decode_avro::decode_avro_into;
-        let mut enc = AvroEncoder::default();
+    fn the_avro_reader_agrees_with_apache_avro_and_json() {
+        use crate::avro::{datum_len, decode_avro_into};
+        use crate::json::{decode, EnvelopeView};
         let dec = Decoder::default();
         for i in 0..200u32 {
             let mut env = sample();
@@ -190,11 +146,12 @@ mod tests {
             } else {
                 env.dims.insert("car".into(), format!("car-{i}"));
             }
-            let mut bytes = Vec::new();
-            enc.encode(&env, &mut bytes).unwrap();
+            let bytes = reference_encode(&env);
+            assert_eq!(dec.to_envelope(&bytes).unwrap(), env, "envelope {i}");
             let Record::Avro(datum) = dec.classify(&bytes).unwrap() else { panic!("not Avro") };
             let mut a = EnvelopeView::empty();
             decode_avro_into(datum, &mut a).unwrap();
+            assert_eq!(datum_len(datum).unwrap(), datum.len());
             let json = serde_json::to_string(&env).unwrap();
             let mut j = decode(&json).unwrap();
             // Avro maps carry no order (apache-avro writes them from a hash map); the engine
@@ -216,8 +173,7 @@ mod tests {
 
     #[test]
     fn a_foreign_fingerprint_and_garbage_are_refused_with_reasons() {
-        let mut bytes = Vec::new();
-        AvroEncoder::default().encode(&sample(), &mut bytes).unwrap();
+        let mut bytes = reference_encode(&sample());
         bytes[5] ^= 0xff;
         let mut json = String::new();
         let err = Decoder::default().to_json(&bytes, &mut json).unwrap_err();

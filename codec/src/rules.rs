@@ -7,7 +7,7 @@
 //! Schema validator per item (which would cost more than everything else together). A test holds
 //! decoder + these rules to the schema validator over the schema's examples and mutations of them.
 
-use pitgun_engine::decode::EnvelopeView;
+use crate::json::EnvelopeView;
 
 /// A rule the envelope breaks: JSON pointer and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,7 +116,7 @@ pub fn check(view: &EnvelopeView<'_>) -> Result<(), Broken> {
 #[cfg(test)]
 mod tests {
     use pitgun_contracts::schema::{ContractKind, Validators};
-    use pitgun_engine::decode::decode;
+    use crate::json::decode;
 
     use super::*;
 

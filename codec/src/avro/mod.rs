@@ -1,0 +1,72 @@
+//! The envelope in Avro (`schemas/pitgun-envelope/v1.avsc`): one reader and one writer of its
+//! binary datum, the single-object header, and object container files.
+//!
+//! Both directions read and write the binary encoding by hand, because the schema is flat and
+//! `apache-avro`'s value tree costs an allocation per field; `apache-avro` parses the schema
+//! (for the header's fingerprint) and, in the tests, holds both against its own encoder.
+
+pub mod container;
+mod read;
+mod write;
+
+use apache_avro::headers::{HeaderBuilder, RabinFingerprintHeader};
+use apache_avro::Schema;
+use pitgun_contracts::envelope::{EventKind, SourceKind};
+use pitgun_contracts::schema::ENVELOPE_AVRO_SCHEMA;
+
+pub use read::{datum_len, decode_avro_into, read_envelope, session_id_of, DatumReader};
+pub use write::AvroWriter;
+
+/// The two bytes that start an Avro single-object encoded record.
+pub const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];
+
+/// `source.kind` symbols in the `.avsc`'s order (a test reads them from the `.avsc`).
+pub(crate) const SOURCE_KINDS: [SourceKind; 4] = [SourceKind::Game, SourceKind::Simulator, SourceKind::Device, SourceKind::Replay];
+/// `kind` symbols in the `.avsc`'s order (a test reads them from the `.avsc`).
+pub(crate) const EVENT_KINDS: [EventKind; 9] = EventKind::ALL;
+
+/// The envelope Avro schema, parsed.
+pub fn envelope_schema() -> Schema {
+    Schema::parse_str(ENVELOPE_AVRO_SCHEMA).expect("the embedded envelope .avsc parses (tested)")
+}
+
+/// `C3 01` + the CRC-64-AVRO (Rabin) fingerprint of the envelope schema.
+pub fn single_object_header() -> [u8; 10] {
+    let header = RabinFingerprintHeader::from_schema(&envelope_schema()).build_header();
+    header.try_into().expect("a single-object header is 10 bytes")
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use pitgun_contracts::envelope::Envelope;
+
+    use super::*;
+
+    /// `apache-avro`'s single-object encoding of `env`: the reference the reader and writer
+    /// are held to.
+    pub(crate) fn reference_encode(env: &Envelope) -> Vec<u8> {
+        let schema = envelope_schema();
+        let value = apache_avro::to_value(env).unwrap().resolve(&schema).unwrap();
+        let mut out = Vec::new();
+        apache_avro::GenericSingleObjectWriter::new_with_capacity(&schema, 1024).unwrap().write_value(value, &mut out).unwrap();
+        out
+    }
+
+    fn symbols(avsc: &serde_json::Value, path: &[&str]) -> Vec<String> {
+        let mut t = avsc;
+        for name in path {
+            t = t["fields"].as_array().unwrap().iter().find(|f| f["name"] == *name).map(|f| &f["type"]).unwrap();
+        }
+        t["symbols"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
+    }
+
+    #[test]
+    fn symbol_orders_are_the_avsc_orders() {
+        let avsc: serde_json::Value = serde_json::from_str(ENVELOPE_AVRO_SCHEMA).unwrap();
+        let kinds: Vec<String> = EVENT_KINDS.iter().map(|k| k.as_str().to_string()).collect();
+        assert_eq!(symbols(&avsc, &["kind"]), kinds);
+        let sources: Vec<String> =
+            SOURCE_KINDS.iter().map(|k| serde_json::to_value(k).unwrap().as_str().unwrap().to_string()).collect();
+        assert_eq!(symbols(&avsc, &["source", "kind"]), sources);
+    }
+}

@@ -1,0 +1,196 @@
+//! The one Avro writer: single-object encoding straight from a decoded envelope view.
+//!
+//! `apache-avro` goes through its value tree (a tree of allocations per envelope), which would
+//! cost the gateway more than validation. The envelope schema is flat, so this writer emits the
+//! bytes directly into a reused buffer; tests hold it byte for byte against `apache-avro`.
+//!
+//! Channel values are typed by the caller: a channel it marks boolean travels as an Avro
+//! boolean when its value is 0 or 1 (`true`/`false` and `1`/`0` are the same reading to the
+//! engine), everything else as a double. A channel name repeated in one object keeps its last
+//! value, as every JSON reader (and the engine) does.
+
+use std::borrow::Cow;
+
+use super::{single_object_header, EVENT_KINDS, SOURCE_KINDS};
+use crate::json::EnvelopeView;
+
+/// Writes envelopes as Avro single objects.
+#[derive(Clone)]
+pub struct AvroWriter {
+    header: [u8; 10],
+}
+
+impl Default for AvroWriter {
+    fn default() -> Self {
+        AvroWriter::new()
+    }
+}
+
+fn index_of<T: PartialEq>(all: &[T], x: &T) -> i64 {
+    all.iter().position(|k| k == x).expect("every kind is in the .avsc (tested)") as i64
+}
+
+impl AvroWriter {
+    /// A writer for `pitgun-envelope/v1.avsc`.
+    pub fn new() -> AvroWriter {
+        AvroWriter { header: single_object_header() }
+    }
+
+/// Appends the single-object encoding of `view` to `out`. `booleans[i]` says whether the
+    /// dictionary types channel `i` as a boolean (missing entries: not).
+    pub fn write(&self, view: &EnvelopeView<'_>, booleans: &[bool], out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.header);
+        string(out, &view.schema);
+        string(out, &view.event_id);
+        long(out, index_of(&SOURCE_KINDS, &view.source.kind));
+        string(out, &view.source.id);
+        string(out, &view.source.version);
+        string(out, &view.session_id);
+        long(out, view.seq as i64);
+        long(out, view.time_us);
+        long(out, index_of(&EVENT_KINDS, &view.kind));
+
+        write_map(out, &view.channels, |out, i, value| {
+            if booleans.get(i).copied().unwrap_or(false) && (*value == 0.0 || *value == 1.0) {
+                out.push(2); // union branch 1: boolean
+                out.push(u8::from(*value == 1.0));
+            } else {
+                out.push(0); // union branch 0: double
+                out.extend_from_slice(&value.to_le_bytes());
+            }
+        });
+        write_map(out, &view.dims, |out, _, value| string(out, value));
+    }
+}
+
+/// Writes an Avro map (one block, then the end marker); of a repeated name only the last entry.
+fn write_map<V>(out: &mut Vec<u8>, entries: &[(Cow<'_, str>, V)], mut value: impl FnMut(&mut Vec<u8>, usize, &V)) {
+    let keep = last_of_each_name(entries);
+    let count = keep.as_ref().map_or(entries.len(), |k| k.iter().filter(|k| **k).count());
+    if count > 0 {
+        long(out, count as i64);
+        for (i, (name, v)) in entries.iter().enumerate() {
+            if keep.as_ref().is_none_or(|k| k[i]) {
+                string(out, name);
+                value(out, i, v);
+            }
+        }
+    }
+    out.push(0);
+}
+
+/// `None` when every name is distinct (the normal case, no allocation); otherwise which entries
+/// are the last of their name.
+fn last_of_each_name<V>(entries: &[(Cow<'_, str>, V)]) -> Option<Vec<bool>> {
+    if !has_repeats(entries) {
+        return None;
+    }
+    let mut last = std::collections::HashMap::new();
+    for (i, (n, _)) in entries.iter().enumerate() {
+        last.insert(n.as_ref(), i);
+    }
+    Some((0..entries.len()).map(|i| last.get(entries[i].0.as_ref()) == Some(&i)).collect())
+}
+
+/// Whether a name repeats (a quadratic scan without allocation for the usual dozen names; a set
+/// beyond that, so a hostile envelope with 1024 channels cannot cost a million comparisons).
+fn has_repeats<V>(entries: &[(Cow<'_, str>, V)]) -> bool {
+    if entries.len() <= 32 {
+        (1..entries.len()).any(|i| entries[..i].iter().any(|(n, _)| *n == entries[i].0))
+    } else {
+        let mut seen = std::collections::HashSet::new();
+        entries.iter().any(|(n, _)| !seen.insert(n.as_ref()))
+    }
+}
+
+fn long(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
+fn string(out: &mut Vec<u8>, s: &str) {
+    long(out, s.len() as i64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use pitgun_contracts::envelope::{ChannelValue, Envelope, EventKind, Source, SourceKind};
+
+    use super::*;
+    use crate::avro::tests::reference_encode;
+    use crate::wire::Decoder;
+
+    fn sample(kind: EventKind, source: SourceKind) -> Envelope {
+        Envelope {
+            schema: pitgun_contracts::envelope::ENVELOPE_SCHEMA_V1.into(),
+            event_id: "e-ü".into(),
+            source: Source { kind: source, id: "pitgun-web".into(), version: "1.4.2".into() },
+            session_id: "s1".into(),
+            seq: 300,
+            time_us: 1_700_000_000_123_456,
+            kind,
+            channels: [
+                ("a".to_string(), ChannelValue::Number(-1.5)),
+                ("in_pit".to_string(), ChannelValue::Bool(true)),
+                ("z".to_string(), ChannelValue::Number(1e300)),
+            ]
+            .into_iter()
+            .collect(),
+            dims: [("car".to_string(), "c7".to_string()), ("track".to_string(), "monza".to_string())].into_iter().collect(),
+        }
+    }
+
+    /// Byte-equal to `apache-avro` where it is deterministic (its maps are hash maps, so with
+    /// several entries only the decoded envelope can be compared), for every event and source
+    /// kind, and decodable into the same envelope.
+    #[test]
+    fn agrees_with_apache_avro_for_every_kind() {
+        let writer = AvroWriter::new();
+        let decoder = Decoder::default();
+        for (i, kind) in EventKind::ALL.into_iter().enumerate() {
+            let full = sample(kind, SOURCE_KINDS[i % 4]);
+            let mut single = full.clone();
+            single.channels.retain(|k, _| k == "in_pit");
+            single.dims.retain(|k, _| k == "track");
+            for (env, bytes_must_match) in [(single, true), (full, false)] {
+                let theirs = reference_encode(&env);
+                let text = serde_json::to_string(&env).unwrap();
+                let view = crate::json::decode(&text).unwrap();
+                let booleans: Vec<bool> = view.channels.iter().map(|(n, _)| n == "in_pit").collect();
+                let mut ours = Vec::new();
+                writer.write(&view, &booleans, &mut ours);
+                assert_eq!(decoder.to_envelope(&ours).unwrap(), env, "{text}");
+                if bytes_must_match {
+                    assert_eq!(ours, theirs, "{text}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_repeated_name_keeps_its_last_value() {
+        let w = AvroWriter::new();
+        let text = r#"{"schema":"pitgun-envelope/v1","event_id":"e\"1","source":{"kind":"device","id":"d","version":"2.0.0"},"session_id":"s","seq":0,"time_us":5,"kind":"lap","channels":{"x":1,"in_pit":0,"x":2.5,"in_pit":0.5},"dims":{"t":"a","t":"b"}}"#;
+        let view = crate::json::decode(text).unwrap();
+        let mut bytes = Vec::new();
+        w.write(&view, &[false, true, false, true], &mut bytes);
+        let mut json = String::new();
+        Decoder::default().to_json(&bytes, &mut json).unwrap();
+        let back: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(back["channels"], serde_json::json!({"x": 2.5, "in_pit": 0.5}), "last value wins; 0.5 is no boolean");
+        assert_eq!(back["dims"], serde_json::json!({"t": "b"}));
+        assert_eq!(back["event_id"], "e\"1");
+        let empty = r#"{"schema":"pitgun-envelope/v1","event_id":"e","source":{"kind":"game","id":"d","version":"2.0.0"},"session_id":"s","seq":9223372036854775807,"time_us":253402300799999999,"kind":"marker"}"#;
+        bytes.clear();
+        w.write(&crate::json::decode(empty).unwrap(), &[], &mut bytes);
+        Decoder::default().to_json(&bytes, &mut json).unwrap();
+        let back: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(back["seq"], 9223372036854775807u64);
+        assert_eq!(back["time_us"], 253402300799999999i64);
+    }
+}

@@ -1,0 +1,428 @@
+//! Dataset files: NDJSON or Avro OCF, plain, gzip or zstd — chosen by file extension.
+//!
+//! `x.ndjson`, `x.jsonl`, `x.json` (one envelope per line), each optionally `.gz` or `.zst`;
+//! `x.avro` is an Avro object container file with the schema in `schemas/pitgun-envelope/v1.avsc`
+//! (its blocks may be deflate- or zstd-compressed by the writer). Records are handed over as
+//! they are stored — a JSON line or an Avro datum — so replay feeds each to the engine's decoder
+//! for its format, as the processor does with Kafka records.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::ops::Range;
+use std::path::Path;
+
+use apache_avro::{Codec, Schema, Writer as AvroWriter};
+use pitgun_contracts::envelope::Envelope;
+
+use crate::avro::container::ContainerReader;
+use crate::avro::{datum_len, envelope_schema, read_envelope};
+use crate::Record;
+
+/// A dataset that cannot be read or written: the file and what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct DatasetError {
+    /// The file.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl DatasetError {
+    fn new(path: &Path, message: impl std::fmt::Display) -> DatasetError {
+        DatasetError { path: path.display().to_string(), message: message.to_string() }
+    }
+}
+
+/// How a dataset file is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Newline-delimited JSON.
+    Ndjson(Compression),
+    /// Avro object container file.
+    Avro,
+}
+
+/// Stream compression of an NDJSON file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Format {
+    /// From a file name.
+    pub fn of(path: &Path) -> Result<Format, DatasetError> {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let (stem, compression) = if let Some(s) = name.strip_suffix(".gz") {
+            (s, Compression::Gzip)
+        } else if let Some(s) = name.strip_suffix(".zst") {
+            (s, Compression::Zstd)
+        } else {
+            (name, Compression::None)
+        };
+        if stem.ends_with(".avro") {
+            if compression != Compression::None {
+                return Err(DatasetError::new(path, "Avro files compress their blocks themselves; drop the .gz/.zst"));
+            }
+            return Ok(Format::Avro);
+        }
+        if stem.ends_with(".ndjson") || stem.ends_with(".jsonl") || stem.ends_with(".json") {
+            return Ok(Format::Ndjson(compression));
+        }
+        Err(DatasetError::new(path, "unknown dataset format; use .ndjson, .jsonl, .json (optionally .gz or .zst) or .avro"))
+    }
+}
+
+/// Calls `f(record_number, text)` for every record of a dataset, as one JSON envelope per
+/// record (Avro records are converted; one that is not an envelope becomes a JSON object naming
+/// the error, which the consumer refuses). `text` for a broken NDJSON line is the line itself,
+/// so the engine reports it with its line number. `progress` receives compressed bytes read.
+pub fn for_each_record<E: From<DatasetError>>(
+    path: &Path,
+    progress: &dyn Fn(u64),
+    mut f: impl FnMut(u64, &str) -> Result<bool, E>,
+) -> Result<(), E> {
+    let mut text = String::new();
+    for_each_chunk(path, 0, progress, |chunk| {
+        let mut keep_going = true;
+        let mut result = Ok(());
+        chunk.for_each(|number, record| {
+            if !keep_going {
+                return;
+            }
+            let line = match record {
+                Record::Json(line) => String::from_utf8_lossy(line),
+                Record::Avro(datum) => {
+                    text = match read_envelope(datum) {
+                        Ok(env) => serde_json::to_string(&env).expect("an envelope serialises"),
+                        Err(e) => serde_json::json!({ "avro_error": e.to_string() }).to_string(),
+                    };
+                    std::borrow::Cow::Borrowed(text.as_str())
+                }
+            };
+            match f(number, &line) {
+                Ok(k) => keep_going = k,
+                Err(e) => {
+                    result = Err(e);
+                    keep_going = false;
+                }
+            }
+        });
+        result.map(|()| keep_going)
+    })
+}
+
+/// How a chunk's bytes divide into records.
+enum Layout {
+    /// Whole NDJSON lines, each ending in `\n`.
+    Lines,
+    /// Avro datums back to back, at these ranges.
+    Datums(Vec<Range<u32>>),
+}
+
+/// A run of whole records from one file.
+pub struct Chunk {
+    /// Index of the file among the inputs.
+    pub file: u32,
+    /// Number (1-based) of the first record: the line number in NDJSON, the record number in
+    /// Avro.
+    pub first: u64,
+    bytes: Vec<u8>,
+    layout: Layout,
+}
+
+impl Chunk {
+    /// Calls `f(number, record)` for every record (NDJSON: every non-blank line).
+    pub fn for_each(&self, mut f: impl FnMut(u64, Record<'_>)) {
+        match &self.layout {
+            Layout::Lines => {
+                let mut number = self.first;
+                let mut start = 0;
+                for end in memchr::memchr_iter(b'\n', &self.bytes) {
+                    let mut line = &self.bytes[start..end];
+                    if line.last() == Some(&b'\r') {
+                        line = &line[..line.len() - 1];
+                    }
+                    if !line.iter().all(u8::is_ascii_whitespace) {
+                        f(number, Record::Json(line));
+                    }
+                    number += 1;
+                    start = end + 1;
+                }
+            }
+            Layout::Datums(ranges) => {
+                for (i, r) in ranges.iter().enumerate() {
+                    f(self.first + i as u64, Record::Avro(&self.bytes[r.start as usize..r.end as usize]));
+                }
+            }
+        }
+    }
+}
+
+/// Target size of a chunk.
+pub const CHUNK_BYTES: usize = 1 << 20;
+
+/// Reads a dataset as chunks of whole records, so the caller can hand them to workers without
+/// touching each record. `progress` receives compressed bytes read.
+pub fn for_each_chunk<E: From<DatasetError>>(
+    path: &Path,
+    file: u32,
+    progress: &dyn Fn(u64),
+    mut f: impl FnMut(Chunk) -> Result<bool, E>,
+) -> Result<(), E> {
+    let handle = File::open(path).map_err(|e| DatasetError::new(path, format!("cannot open: {e}")))?;
+    let counted = CountingReader { inner: handle, progress, pending: 0 };
+    match Format::of(path)? {
+        Format::Ndjson(c) => {
+            let mut reader = decompressed(counted, c).map_err(|e| DatasetError::new(path, e))?;
+            let mut carry: Vec<u8> = Vec::new();
+            let mut first = 1u64;
+            loop {
+                let mut bytes = std::mem::take(&mut carry);
+                bytes.reserve(CHUNK_BYTES + 4096);
+                let before = bytes.len();
+                let n = (&mut reader)
+                    .take(CHUNK_BYTES as u64)
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| DatasetError::new(path, format!("read error after line {first}: {e}")))?;
+                if n == 0 {
+                    if bytes.is_empty() {
+                        break;
+                    }
+                    bytes.push(b'\n');
+                } else if let Some(last) = memchr::memrchr(b'\n', &bytes[before..]) {
+                    carry = bytes.split_off(before + last + 1);
+                } else {
+                    carry = bytes;
+                    continue;
+                }
+                let lines = memchr::memchr_iter(b'\n', &bytes).count() as u64;
+                let chunk = Chunk { file, first, bytes, layout: Layout::Lines };
+                first += lines;
+                if !f(chunk)? {
+                    break;
+                }
+            }
+        }
+        Format::Avro => {
+            let mut container = ContainerReader::new(BufReader::with_capacity(1 << 20, counted)).map_err(|e| DatasetError::new(path, e))?;
+            let mut first = 1u64;
+            let mut bytes = Vec::with_capacity(CHUNK_BYTES + 4096);
+            let mut ranges = Vec::new();
+            loop {
+                let start = bytes.len();
+                let count = container.next_block(&mut bytes).map_err(|e| DatasetError::new(path, format!("after record {}: {e}", first - 1 + ranges.len() as u64)))?;
+                let Some(count) = count else { break };
+                // Split the block into datums; the engine checks each one it is fed.
+                let mut at = start;
+                for _ in 0..count {
+                    let number = first + ranges.len() as u64;
+                    let len = datum_len(&bytes[at..]).map_err(|e| DatasetError::new(path, format!("record {number} cannot be read: {e}")))?;
+                    ranges.push(at as u32..(at + len) as u32);
+                    at += len;
+                }
+                if at != bytes.len() {
+                    return Err(DatasetError::new(path, format!("{} bytes after the last record of a block", bytes.len() - at)).into());
+                }
+                if bytes.len() >= CHUNK_BYTES {
+                    let n = ranges.len() as u64;
+                    let chunk = Chunk { file, first, bytes: std::mem::replace(&mut bytes, Vec::with_capacity(CHUNK_BYTES + 4096)), layout: Layout::Datums(std::mem::take(&mut ranges)) };
+                    first += n;
+                    if !f(chunk)? {
+                        return Ok(());
+                    }
+                }
+            }
+            if !ranges.is_empty() {
+                f(Chunk { file, first, bytes, layout: Layout::Datums(ranges) })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The decompressing reader for an NDJSON file.
+fn decompressed<'r>(raw: impl Read + 'r, c: Compression) -> std::io::Result<Box<dyn Read + 'r>> {
+    Ok(match c {
+        Compression::None => Box::new(raw),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(raw)?),
+    })
+}
+
+struct CountingReader<'a, R> {
+    inner: R,
+    progress: &'a dyn Fn(u64),
+    pending: u64,
+}
+
+impl<R: Read> Read for CountingReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.pending += n as u64;
+        if self.pending >= 1 << 20 || n == 0 {
+            (self.progress)(self.pending);
+            self.pending = 0;
+        }
+        Ok(n)
+    }
+}
+
+/// Writes envelopes (or raw lines) to a dataset file in the format its name says.
+pub struct DatasetWriter {
+    path: String,
+    out: Out,
+}
+
+enum Out {
+    Ndjson(Box<dyn Write>),
+    Avro(Box<AvroWriter<'static, BufWriter<File>>>),
+}
+
+impl DatasetWriter {
+    /// Creates `path`.
+    pub fn create(path: &Path) -> Result<DatasetWriter, DatasetError> {
+        let format = Format::of(path)?;
+        let file = File::create(path).map_err(|e| DatasetError::new(path, format!("cannot create: {e}")))?;
+        let out = match format {
+            Format::Ndjson(c) => {
+                let buffered = BufWriter::with_capacity(1 << 20, file);
+                let w: Box<dyn Write> = match c {
+                    Compression::None => Box::new(buffered),
+                    Compression::Gzip => Box::new(flate2::write::GzEncoder::new(buffered, flate2::Compression::fast())),
+                    Compression::Zstd => Box::new(zstd::stream::write::Encoder::new(buffered, 3).map_err(|e| DatasetError::new(path, e))?.auto_finish()),
+                };
+                Out::Ndjson(w)
+            }
+            Format::Avro => {
+                let schema: &'static Schema = Box::leak(Box::new(envelope_schema()));
+                Out::Avro(Box::new(AvroWriter::with_codec(schema, BufWriter::new(file), Codec::Deflate(Default::default()))))
+            }
+        };
+        Ok(DatasetWriter { path: path.display().to_string(), out })
+    }
+
+    fn fail(&self, e: impl std::fmt::Display) -> DatasetError {
+        DatasetError { path: self.path.clone(), message: e.to_string() }
+    }
+
+    /// Appends an envelope.
+    pub fn envelope(&mut self, env: &Envelope) -> Result<(), DatasetError> {
+        let written = match &mut self.out {
+            Out::Ndjson(w) => serde_json::to_writer(&mut *w, env).map_err(|e| e.to_string()).and_then(|()| w.write_all(b"\n").map_err(|e| e.to_string())),
+            Out::Avro(w) => w.append_ser(env).map(drop).map_err(|e| format!("envelope does not fit the Avro schema: {e}")),
+        };
+        written.map_err(|e| self.fail(e))
+    }
+
+    /// Appends a raw line; false for Avro (malformed records only exist in NDJSON).
+    pub fn raw_line(&mut self, line: &str) -> Result<bool, DatasetError> {
+        match &mut self.out {
+            Out::Ndjson(w) => {
+                let written = w.write_all(line.as_bytes()).and_then(|()| w.write_all(b"\n"));
+                written.map_err(|e| self.fail(e))?;
+                Ok(true)
+            }
+            Out::Avro(_) => Ok(false),
+        }
+    }
+
+    /// Flushes and closes.
+    pub fn finish(self) -> Result<(), DatasetError> {
+        let flushed = match self.out {
+            Out::Ndjson(mut w) => w.flush(),
+            Out::Avro(mut w) => w.flush().map(drop).map_err(std::io::Error::other),
+        };
+        flushed.map_err(|e| DatasetError { path: self.path, message: e.to_string() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pitgun_contracts::envelope::{ChannelValue, EventKind, Source, SourceKind};
+
+    use super::*;
+
+    fn envelope(i: u64) -> Envelope {
+        Envelope {
+            schema: pitgun_contracts::envelope::ENVELOPE_SCHEMA_V1.into(),
+            event_id: format!("e{i}"),
+            source: Source { kind: SourceKind::Device, id: "pitgun-sim".into(), version: "1.0.0".into() },
+            session_id: format!("s{}", i % 7),
+            seq: i,
+            time_us: 1_700_000_000_000_000 + i as i64,
+            kind: EventKind::Sample,
+            channels: [("speed".to_string(), ChannelValue::Number(i as f64 * 0.5)), ("abs".to_string(), ChannelValue::Bool(i % 2 == 0))].into_iter().collect(),
+            dims: [("track".to_string(), "monza".to_string())].into_iter().collect(),
+        }
+    }
+
+    fn records(path: &Path) -> Result<Vec<(u64, Envelope)>, DatasetError> {
+        let mut got = Vec::new();
+        for_each_chunk(path, 0, &|_| {}, |chunk| {
+            chunk.for_each(|n, record| {
+                let Record::Avro(datum) = record else { panic!("an Avro file gives datums") };
+                got.push((n, read_envelope(datum).unwrap()));
+            });
+            Ok::<_, DatasetError>(true)
+        })?;
+        Ok(got)
+    }
+
+    /// Enough records for several container blocks and several chunks: every datum comes back
+    /// whole, numbered, in order.
+    #[test]
+    fn an_avro_file_is_read_as_its_datums_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.avro");
+        let mut w = DatasetWriter::create(&path).unwrap();
+        let n = 30_000;
+        for i in 0..n {
+            w.envelope(&envelope(i)).unwrap();
+        }
+        w.finish().unwrap();
+        let got = records(&path).unwrap();
+        assert_eq!(got.len(), n as usize);
+        for (i, (number, env)) in got.iter().enumerate() {
+            assert_eq!(*number, i as u64 + 1);
+            assert_eq!(*env, envelope(i as u64));
+        }
+        let mut texts = Vec::new();
+        for_each_record(&path, &|_| {}, |n, text| {
+            texts.push((n, text.to_string()));
+            Ok::<_, DatasetError>(n < 3)
+        })
+        .unwrap();
+        assert_eq!(texts.len(), 3, "the callback stops the read");
+        assert_eq!(serde_json::from_str::<Envelope>(&texts[1].1).unwrap(), envelope(1));
+    }
+
+    #[test]
+    fn a_damaged_or_foreign_avro_file_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.avro");
+        let mut w = DatasetWriter::create(&path).unwrap();
+        for i in 0..100 {
+            w.envelope(&envelope(i)).unwrap();
+        }
+        w.finish().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let cut = dir.path().join("cut.avro");
+        std::fs::write(&cut, &bytes[..bytes.len() - 20]).unwrap();
+        let err = records(&cut).unwrap_err().to_string();
+        assert!(err.contains("cut.avro") && err.contains("ends"), "{err}");
+        let other = dir.path().join("other.avro");
+        let schema = Schema::parse_str(r#"{"type":"record","name":"x","fields":[{"name":"a","type":"long"}]}"#).unwrap();
+        let mut w = AvroWriter::new(&schema, File::create(&other).unwrap());
+        w.append(apache_avro::types::Value::Record(vec![("a".into(), apache_avro::types::Value::Long(1))])).unwrap();
+        w.flush().unwrap();
+        drop(w);
+        let err = records(&other).unwrap_err().to_string();
+        assert!(err.contains("another schema"), "{err}");
+        let text = dir.path().join("t.avro");
+        std::fs::write(&text, "{\"not\": \"avro\"}\n").unwrap();
+        assert!(records(&text).unwrap_err().to_string().contains("not an Avro object container file"));
+    }
+}
