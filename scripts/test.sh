@@ -32,6 +32,13 @@ if grep -E '^(librocksdb-sys|rdkafka-sys|bindgen|clang-sys) ' <<< "$TREE"; then
   echo "test.sh: the default pitgun build depends on the crates above; keep them behind the 'live' feature" >&2
   exit 1
 fi
+# The gateway parses envelopes with the codec alone: no engine (Rhai, sketches, UCUM) behind it.
+INGEST_TREE="$(cargo tree --locked -p pitgun-ingest -e normal --prefix none)"
+grep -q '^pitgun-codec ' <<< "$INGEST_TREE"   # the tree was read
+if grep -E '^(pitgun-engine|rhai|ucum-units|sketches-ddsketch) ' <<< "$INGEST_TREE"; then
+  echo "test.sh: pitgun-ingest depends on the crates above; the gateway needs only pitgun-codec to parse" >&2
+  exit 1
+fi
 # The first command itself, built as a new user builds it (default features, its own target
 # directory so the live build below is not rebuilt), and what it says of a live subcommand.
 FIRST="$CARGO_TARGET_DIR/first-command"

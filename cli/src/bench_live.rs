@@ -96,7 +96,7 @@ pub fn engine(args: BenchEngineArgs) -> Result<ExitCode> {
         let mut bytes = Vec::new();
         encoder.encode(text, &env, &mut bytes)?;
         records.push(bytes);
-        Ok((records.len() as u64) < args.limit)
+        Ok::<_, anyhow::Error>((records.len() as u64) < args.limit)
     })?;
     let decoder = Decoder::default();
     let mut best: Option<(f64, u64, u64)> = None;
@@ -158,7 +158,7 @@ mod tests {
                 bytes[at] ^= 0x5a;
             }
             records.push(bytes);
-            Ok(true)
+            Ok::<_, anyhow::Error>(true)
         })
         .unwrap();
         let decoder = Decoder::default();

@@ -89,7 +89,7 @@ pub fn run(args: PublishArgs) -> Result<ExitCode> {
         // A full queue waits for the broker as long as a flush may (a backfill has no hurry).
         send_waiting(&producer, BaseRecord::to(&topic).key(key.as_bytes()).payload(&buf), FLUSH)?;
         n += 1;
-        Ok(true)
+        Ok::<_, anyhow::Error>(true)
     })?;
     producer.flush(FLUSH).context("the broker did not acknowledge every record within 120 s")?;
     let s = started.elapsed().as_secs_f64();
