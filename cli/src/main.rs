@@ -1,8 +1,8 @@
 //! `pitgun`: the one binary. Each subcommand is a thin layer over the library crates.
 //!
 //! Dependencies of the binary, one line each: `clap` (the command line), `indicatif` (progress
-//! on a terminal), `crossbeam-channel` (bounded queues between replay's reader and its session shards),
-//! `xxhash-rust` (routing sessions to shards), `anyhow` (errors at the binary's edge),
+//! on a terminal), `xxhash-rust` (spreading a simulation's sessions over connections to the
+//! gateway), `anyhow` (errors at the binary's edge),
 //! `rdkafka` (reading topics for `tail`/`export`), `signal-hook` (Ctrl-C/SIGTERM ends a tail),
 //! `tracing-subscriber` (service logs to stderr, filtered by `RUST_LOG`).
 //!
@@ -30,9 +30,9 @@ mod live;
 mod manifest_cmd;
 #[cfg(feature = "live")]
 mod process_cmd;
+mod project;
 #[cfg(feature = "live")]
 mod publish_cmd;
-mod project;
 mod replay;
 mod simulate;
 #[cfg(feature = "live")]

@@ -1,0 +1,240 @@
+//! The embedded driver: a manifest's engine over dataset files, no broker — what `pitgun replay`
+//! runs, as a library.
+//!
+//! Sessions are independent, so with N threads every record is routed by a hash of its session
+//! id to one of N shards, each with its own engine, in file order. A session's events thus
+//! reach its engine in the same order whatever N is, and the merged result — final rows in
+//! canonical order — is the same for every thread count. Replay's clock is the event time read
+//! so far (the stream's is the wall clock): an ended session is closed once it is `idle_timeout`
+//! behind, so a long file does not hold every ended session until its end.
+//!
+//! Dependencies: `crossbeam-channel` (bounded queues from the reader to the shards),
+//! `xxhash-rust` (routing sessions to shards), `thiserror` (the error type).
+#![deny(missing_docs)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use pitgun_codec::dataset::{for_each_chunk, Chunk, DatasetError};
+use pitgun_codec::session::session_id;
+use pitgun_codec::Record;
+use pitgun_engine::row::{final_rows, LastVersions};
+use pitgun_engine::{EventNote, Output, Plan, Row, Runner, Stats};
+
+/// How to run.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Shards, each on its own thread (1: the calling thread).
+    pub threads: usize,
+    /// Keep every emission in order (per session) instead of the final rows.
+    pub changelog: bool,
+    /// Stop at the first refused record.
+    pub strict: bool,
+}
+
+/// A record the engine refused before it became an event, located in its file.
+#[derive(Debug, Clone)]
+pub struct BadRecord {
+    /// Index of the file among the inputs.
+    pub file: usize,
+    /// Line (NDJSON) or record (Avro) number, from 1.
+    pub line: u64,
+    /// Counted reason.
+    pub reason: &'static str,
+    /// Where and what.
+    pub detail: String,
+}
+
+/// What a replay produced, merged over its shards.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// The final version of every row in canonical order (key, window start, row id), or with
+    /// [`Options::changelog`] every emission, per session in emission order.
+    pub rows: Vec<Row>,
+    /// Events too late for any window, by session, sequence and event id.
+    pub late: Vec<EventNote>,
+    /// Events the engine refused after decoding (e.g. a session already closed), same order.
+    pub rejected: Vec<EventNote>,
+    /// Records refused before they became events, by file and line.
+    pub bad: Vec<BadRecord>,
+    /// The engines' counters, summed.
+    pub stats: Stats,
+    /// Records read.
+    pub records: u64,
+}
+
+/// A replay that could not run to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// A dataset could not be read.
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    /// A worker could not compile the manifest.
+    #[error("{0}")]
+    Compile(String),
+    /// A worker thread panicked.
+    #[error("a replay worker panicked")]
+    Panicked,
+}
+
+/// Runs the plans `compile` gives (one per shard: a plan holds compiled formulas and is not
+/// shared between threads) over `inputs` in order. `progress` receives compressed bytes read.
+pub fn replay<E: std::fmt::Display>(
+    compile: &(dyn Fn() -> Result<Plan, E> + Sync),
+    inputs: &[PathBuf],
+    options: Options,
+    progress: &dyn Fn(u64),
+) -> Result<Outcome, ReplayError> {
+    let threads = options.threads.max(1);
+    let compile = || compile().map_err(|e| ReplayError::Compile(e.to_string()));
+    let mut results = Vec::with_capacity(threads);
+    if threads == 1 {
+        let mut shard = Shard::new(0, threads, options, Runner::new(compile()?));
+        for (fi, path) in inputs.iter().enumerate() {
+            for_each_chunk(path, fi as u32, progress, |chunk| Ok::<_, ReplayError>(shard.take(&chunk)))?;
+        }
+        results.push(shard.finish());
+    } else {
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|scope| -> Result<(), ReplayError> {
+            // Every worker sees every chunk and keeps the records of its own sessions: the reader
+            // does no per-record work, and each session's events reach one engine in file order.
+            let (senders, handles): (Vec<_>, Vec<_>) = (0..threads)
+                .map(|me| {
+                    let (tx, rx) = crossbeam_channel::bounded::<Arc<Chunk>>(8);
+                    let (stop, compile) = (&stop, &compile);
+                    let handle = scope.spawn(move || -> Result<ShardResult, ReplayError> {
+                        let mut shard = Shard::new(me, threads, options, Runner::new(compile()?));
+                        for chunk in rx {
+                            if !shard.take(&chunk) {
+                                stop.store(true, Ordering::Relaxed);
+                            }
+                        }
+                        Ok(shard.finish())
+                    });
+                    (tx, handle)
+                })
+                .unzip();
+            let read = inputs.iter().enumerate().try_for_each(|(fi, path)| {
+                for_each_chunk(path, fi as u32, progress, |chunk| {
+                    let chunk = Arc::new(chunk);
+                    // A worker that stopped (its plan did not compile) leaves its result to say why.
+                    let delivered = senders.iter().all(|tx| tx.send(chunk.clone()).is_ok());
+                    Ok::<_, ReplayError>(delivered && !stop.load(Ordering::Relaxed))
+                })
+            });
+            drop(senders);
+            for h in handles {
+                results.push(h.join().map_err(|_| ReplayError::Panicked)??);
+            }
+            read
+        })?;
+    }
+    Ok(merge(results, options.changelog))
+}
+
+/// Records between two looks for ended sessions to close.
+const CLOSE_EVERY: u64 = 4096;
+
+/// Everything one shard produced.
+#[derive(Default)]
+struct ShardResult {
+    stats: Stats,
+    rows: LastVersions<String, Row>,
+    changelog: Vec<Row>,
+    notes_late: Vec<EventNote>,
+    notes_rejected: Vec<EventNote>,
+    bad: Vec<BadRecord>,
+    records: u64,
+}
+
+struct Shard {
+    runner: Runner,
+    out: Vec<Output>,
+    result: ShardResult,
+    me: usize,
+    shards: usize,
+    options: Options,
+}
+
+impl Shard {
+    fn new(me: usize, shards: usize, options: Options, runner: Runner) -> Shard {
+        Shard { runner, out: Vec::new(), result: ShardResult::default(), me, shards, options }
+    }
+
+    /// Processes this shard's records of a chunk; false when `strict` should stop the run.
+    fn take(&mut self, chunk: &Chunk) -> bool {
+        let mut keep_going = true;
+        chunk.for_each(|line, record| {
+            if !keep_going || (self.shards > 1 && route(record, self.shards) != self.me) {
+                return;
+            }
+            self.result.records += 1;
+            let now = self.runner.newest_event_time().max(0);
+            if self.result.records % CLOSE_EVERY == 0 {
+                self.runner.engine_mut().close_ended(now, &mut self.out);
+            }
+            if let Err(e) = self.runner.feed(record, now, &mut self.out) {
+                self.result.bad.push(BadRecord { file: chunk.file as usize, line, reason: e.reason.as_str(), detail: e.detail });
+                keep_going = !self.options.strict;
+            }
+            self.drain();
+        });
+        keep_going
+    }
+
+    fn drain(&mut self) {
+        for o in self.out.drain(..) {
+            match o {
+                Output::Row(r) if self.options.changelog => self.result.changelog.push(r),
+                Output::Row(r) => {
+                    self.result.rows.keep(r.row_id.clone(), r);
+                }
+                Output::Late(n) => self.result.notes_late.push(n),
+                Output::Rejected(n) => self.result.notes_rejected.push(n),
+            }
+        }
+    }
+
+    fn finish(mut self) -> ShardResult {
+        let now = self.runner.newest_event_time().max(0);
+        self.runner.finish(now, &mut self.out);
+        self.drain();
+        self.result.stats = self.runner.engine().stats().clone();
+        self.result
+    }
+}
+
+/// Routes a record to a shard by its session id; one without any goes to shard 0 (it will be
+/// refused there).
+fn route(record: Record<'_>, shards: usize) -> usize {
+    session_id(record).map_or(0, |id| (xxhash_rust::xxh3::xxh3_64(&id) % shards as u64) as usize)
+}
+
+fn merge(results: Vec<ShardResult>, changelog: bool) -> Outcome {
+    let mut outcome = Outcome::default();
+    let mut versions = Vec::new();
+    for r in results {
+        outcome.stats.merge(&r.stats);
+        outcome.records += r.records;
+        if changelog {
+            outcome.rows.extend(r.changelog);
+        } else {
+            versions.extend(r.rows.into_values());
+        }
+        outcome.late.extend(r.notes_late);
+        outcome.rejected.extend(r.notes_rejected);
+        outcome.bad.extend(r.bad);
+    }
+    if changelog {
+        outcome.rows.sort_by(|a, b| (&a.key[0], a.emission).cmp(&(&b.key[0], b.emission)));
+    } else {
+        outcome.rows = final_rows(versions);
+    }
+    let note_order = |a: &EventNote, b: &EventNote| (&a.session_id, a.seq, &a.event_id).cmp(&(&b.session_id, b.seq, &b.event_id));
+    outcome.late.sort_by(note_order);
+    outcome.rejected.sort_by(note_order);
+    outcome.bad.sort_by_key(|b| (b.file, b.line));
+    outcome
+}
