@@ -11,6 +11,10 @@ export PROPTEST_RNG_SEED="${PROPTEST_RNG_SEED:-20261126}"
 export PITGUN_TEST_SEED="${PITGUN_TEST_SEED:-20261126}"
 echo "test.sh: CARGO_TARGET_DIR=$CARGO_TARGET_DIR PROPTEST_RNG_SEED=$PROPTEST_RNG_SEED PITGUN_TEST_SEED=$PITGUN_TEST_SEED"
 
+# One format for the whole tree (rustfmt.toml): a file off it fails here, before any build.
+cargo fmt --version > /dev/null 2>&1 || rustup component add rustfmt
+cargo fmt --all --check
+
 bash scripts/stack.sh install
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }

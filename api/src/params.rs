@@ -108,7 +108,10 @@ mod tests {
 
     #[test]
     fn bad_parameters_are_named() {
-        assert_eq!(params(&[("tarck", "spa")], &["track", "limit"]).err().unwrap().0, "unknown parameter \"tarck\"; this endpoint takes track, limit");
+        assert_eq!(
+            params(&[("tarck", "spa")], &["track", "limit"]).err().unwrap().0,
+            "unknown parameter \"tarck\"; this endpoint takes track, limit"
+        );
         let p = params(&[("limit", "0"), ("since", "yesterday"), ("cursor", "zz")], &["limit", "since", "cursor", "track"]).unwrap();
         assert_eq!(p.limit("limit", 10, 1, 100).unwrap_err().0, "limit: expected an integer from 1 to 100, got \"0\"");
         assert!(p.time("since").unwrap_err().0.starts_with("since: expected an RFC 3339 UTC timestamp"));

@@ -101,7 +101,18 @@ mod tests {
     use super::*;
 
     fn lap(n: i64, t: f64, complete: bool) -> Lap {
-        Lap { lap: n, lap_time: t, complete, started_at: UNIX_EPOCH + Duration::from_secs(n as u64 * 100), max_speed: Some(300.0), mean_speed: None, full_throttle_share: Some(0.5), braking_share: Some(0.1), distance: Some(5000.0), samples: 10 }
+        Lap {
+            lap: n,
+            lap_time: t,
+            complete,
+            started_at: UNIX_EPOCH + Duration::from_secs(n as u64 * 100),
+            max_speed: Some(300.0),
+            mean_speed: None,
+            full_throttle_share: Some(0.5),
+            braking_share: Some(0.1),
+            distance: Some(5000.0),
+            samples: 10,
+        }
     }
 
     #[test]

@@ -49,7 +49,8 @@ impl From<BadRequest> for Failure {
 impl From<anyhow::Error> for Failure {
     fn from(e: anyhow::Error) -> Failure {
         // A value PostgreSQL cannot take (SQLSTATE class 22) is the request's fault.
-        let refused = e.chain().filter_map(|c| c.downcast_ref::<tokio_postgres::Error>()).find_map(|pg| pg.code()).filter(|c| c.code().starts_with("22"));
+        let refused =
+            e.chain().filter_map(|c| c.downcast_ref::<tokio_postgres::Error>()).find_map(|pg| pg.code()).filter(|c| c.code().starts_with("22"));
         match refused {
             Some(_) => Failure::Bad(format!("a parameter's value is not acceptable: {}", e.root_cause())),
             None => Failure::Unavailable(e),
@@ -148,7 +149,11 @@ async fn leaderboard(State(api): State<Arc<Api>>, q: Result<Query<HashMap<String
     .await
 }
 
-async fn session_performance(State(api): State<Arc<Api>>, Path(session): Path<String>, q: Result<Query<HashMap<String, String>>, QueryRejection>) -> Reply {
+async fn session_performance(
+    State(api): State<Arc<Api>>,
+    Path(session): Path<String>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Reply {
     timed(&api, "performance", async {
         params(q, &[])?;
         let session = session_id(&session)?;

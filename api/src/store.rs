@@ -18,10 +18,12 @@ use tracing::{info, warn};
 use crate::params::Cursor;
 
 /// The `runs` columns the API returns, in order.
-const RUN_COLUMNS: &str = "session_id, player, track, car, started_at, ended_at, total_time_s, laps, best_lap_s, top_speed_kmh, distance_km, events, missing_events";
+const RUN_COLUMNS: &str =
+    "session_id, player, track, car, started_at, ended_at, total_time_s, laps, best_lap_s, top_speed_kmh, distance_km, events, missing_events";
 
 /// The lap-table columns `/performance` needs.
-const PERFORMANCE_COLUMNS: &[&str] = &["lap", "lap_time", "complete", "window_start", "max_speed", "mean_speed", "full_throttle_share", "braking_share", "distance", "samples"];
+const PERFORMANCE_COLUMNS: &[&str] =
+    &["lap", "lap_time", "complete", "window_start", "max_speed", "mean_speed", "full_throttle_share", "braking_share", "distance", "samples"];
 
 /// Statements, built once.
 struct Sql {
@@ -72,7 +74,10 @@ impl Store {
         let client = pool.get().await.context("cannot connect to PostgreSQL")?;
         for (table, needed) in [(runs, RUN_COLUMNS.split(", ").collect::<Vec<_>>()), (laps, [&["session_id"][..], PERFORMANCE_COLUMNS].concat())] {
             let have: Vec<String> = client
-                .query("SELECT column_name::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1", &[&table])
+                .query(
+                    "SELECT column_name::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1",
+                    &[&table],
+                )
                 .await?
                 .iter()
                 .map(|r| r.get(0))
@@ -235,4 +240,3 @@ pub fn row_json(r: &Row) -> Value {
 pub fn time_json(t: SystemTime) -> Value {
     Value::from(humantime::format_rfc3339_micros(t).to_string())
 }
-

@@ -58,10 +58,7 @@ pub fn consume(args: BenchConsumeArgs) -> Result<ExitCode> {
         }
     }
     let s = first.map(|f| f.elapsed().as_secs_f64()).unwrap_or(0.0);
-    println!(
-        "{}",
-        serde_json::json!({"records": n, "bytes": bytes, "consume_seconds": s, "records_per_second": n as f64 / s})
-    );
+    println!("{}", serde_json::json!({"records": n, "bytes": bytes, "consume_seconds": s, "records_per_second": n as f64 / s}));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -135,9 +132,9 @@ mod tests {
     use super::*;
     use pitgun_codec::avro::decode_avro_into;
     use pitgun_codec::EnvelopeView;
+    use pitgun_codec::{wire::Decoder, Record};
     use pitgun_engine::runner::RecordError;
     use pitgun_engine::{Reason, Runner};
-    use pitgun_codec::{wire::Decoder, Record};
 
     /// The engine decodes a learned producer's Avro envelopes in one pass (`Runner::feed_avro`)
     /// and falls back to decoding, then resolving; every record, intact or damaged, must give

@@ -114,10 +114,7 @@ pub fn run(args: ProcessArgs) -> Result<ExitCode> {
         output_partitions: args.output_partitions,
         flush_timeout: args.flush_timeout,
         consumer_settings: args.consumer_config,
-        threads: args
-            .threads
-            .map(usize::from)
-            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+        threads: args.threads.map(usize::from).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
     })?;
     println!("{}", serde_json::to_string(&summary)?);
     Ok(ExitCode::SUCCESS)

@@ -33,12 +33,8 @@ impl Project {
     pub fn from_bundle(bundle: &Path, name: &str) -> Result<Project> {
         let b: Loaded<Bundle> = load(ContractKind::Bundle, bundle)?;
         let base = bundle.parent().unwrap_or(Path::new("."));
-        let pinned = b
-            .doc
-            .pipelines
-            .iter()
-            .find(|p| p.name == name)
-            .with_context(|| format!("bundle {} has no pipeline {name:?}", bundle.display()))?;
+        let pinned =
+            b.doc.pipelines.iter().find(|p| p.name == name).with_context(|| format!("bundle {} has no pipeline {name:?}", bundle.display()))?;
         let manifest: Loaded<PipelineManifest> = load(ContractKind::Pipeline, &base.join(&pinned.path))?;
         if manifest.hash != pinned.sha256 {
             bail!("{}: content hash {} does not match the bundle's pin {}", pinned.path, manifest.hash, pinned.sha256);
@@ -70,9 +66,5 @@ impl Project {
 fn default_dictionary(manifest: &Path, name: &str) -> Result<PathBuf> {
     let dir = manifest.parent().unwrap_or(Path::new("."));
     let candidates = [dir.join("../dictionary").join(format!("{name}.yaml")), dir.join(format!("{name}.yaml"))];
-    candidates
-        .iter()
-        .find(|p| p.exists())
-        .cloned()
-        .with_context(|| format!("dictionary {name:?} not found beside the manifest; pass --dictionary"))
+    candidates.iter().find(|p| p.exists()).cloned().with_context(|| format!("dictionary {name:?} not found beside the manifest; pass --dictionary"))
 }

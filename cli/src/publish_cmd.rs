@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use pitgun_contracts::envelope::{ChannelValue, Envelope};
 use pitgun_codec::avro::AvroWriter;
 use pitgun_codec::json::{decode_into, EnvelopeView};
+use pitgun_contracts::envelope::{ChannelValue, Envelope};
 use pitgun_runtime::kafka::{send_waiting, topics};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 

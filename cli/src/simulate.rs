@@ -11,9 +11,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use pitgun_workload::{simulate, Faults, Record, SimConfig};
 
-use pitgun_codec::dataset::DatasetWriter;
 #[cfg(feature = "live")]
 use crate::simulate_target::{Poster, TargetOptions};
+use pitgun_codec::dataset::DatasetWriter;
 
 /// Arguments of `pitgun simulate`.
 #[derive(Args)]

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use pitgun_contracts::envelope::Envelope;
-use pitgun_runtime::kafka::{topics, Broker};
-use pitgun_engine::row::LastVersions;
 use pitgun_codec::wire::{sniff, Decoder, WireFormat};
+use pitgun_contracts::envelope::Envelope;
+use pitgun_engine::row::LastVersions;
+use pitgun_runtime::kafka::{topics, Broker};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -96,7 +96,13 @@ fn read_topic(broker: &Broker, topic: &str, only: Option<i32>, range: &Range, mu
         let found = consumer.offsets_for_times(by_time, timeout).context("broker cannot look offsets up by time")?;
         for e in found.elements() {
             let high = consumer.fetch_watermarks(topic, e.partition(), timeout)?.1;
-            ends.insert(e.partition(), match e.offset() { Offset::Offset(o) => o, _ => high });
+            ends.insert(
+                e.partition(),
+                match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => high,
+                },
+            );
         }
     }
     consumer.assign(&tpl)?;
@@ -280,9 +286,7 @@ pub fn export(args: ExportArgs) -> Result<ExitCode> {
     for p in partitions {
         read_topic(&broker, &topic, Some(p), &range, |m| {
             let payload = m.payload().unwrap_or_default();
-            let parsed = decoder
-                .to_json(payload, &mut json)
-                .and_then(|()| serde_json::from_str::<Envelope>(&json).map_err(|e| e.to_string()));
+            let parsed = decoder.to_json(payload, &mut json).and_then(|()| serde_json::from_str::<Envelope>(&json).map_err(|e| e.to_string()));
             match parsed {
                 Ok(env) => {
                     w.envelope(&env)?;

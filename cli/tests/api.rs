@@ -73,8 +73,18 @@ fn api_endpoints_on_known_data() {
     }
     let mut sink = Service::start(
         "sink",
-        &["sink", "--manifest", "manifests/pipelines/lap-performance.v1.yaml", "--manifest", "manifests/pipelines/session-summary.v1.yaml",
-          "--postgres", &pg, "--targets", "postgres", "--until-end"],
+        &[
+            "sink",
+            "--manifest",
+            "manifests/pipelines/lap-performance.v1.yaml",
+            "--manifest",
+            "manifests/pipelines/session-summary.v1.yaml",
+            "--postgres",
+            &pg,
+            "--targets",
+            "postgres",
+            "--until-end",
+        ],
         &ns,
     );
     assert!(sink.wait(Duration::from_secs(120)), "sink failed");
@@ -85,7 +95,10 @@ fn api_endpoints_on_known_data() {
     let (status, board) = get(&addr, "/v1/leaderboard?track=monza");
     assert_eq!(status, 200, "{board}");
     assert_eq!(players(&board), ["ben", "ana", "eve", "fay", "cho"], "{board}");
-    assert_eq!(board["entries"][1], json!({"rank": 2, "player": "ana", "best_lap_s": 89.0, "session_id": "s2", "car": "gt3", "set_at": "2026-01-01T11:00:00.000000Z"}));
+    assert_eq!(
+        board["entries"][1],
+        json!({"rank": 2, "player": "ana", "best_lap_s": 89.0, "session_id": "s2", "car": "gt3", "set_at": "2026-01-01T11:00:00.000000Z"})
+    );
     assert_eq!(players(&get(&addr, "/v1/leaderboard?track=monza&car=gt3&limit=2").1), ["ben", "ana"]);
     assert_eq!(players(&get(&addr, "/v1/leaderboard?track=spa").1), ["ana"]);
     assert_eq!(players(&get(&addr, "/v1/leaderboard?track=nowhere").1), Vec::<&str>::new());

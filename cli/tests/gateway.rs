@@ -371,11 +371,7 @@ fn the_gateway_and_publish_put_a_session_on_the_partition_a_java_client_would() 
     let backfill: Vec<Value> = sessions.iter().flat_map(|s| (3..6).map(move |q| envelope(s, q))).collect();
     std::fs::write(&file, ndjson(&backfill)).unwrap();
     let ns = gw.broker.namespace.clone();
-    let out = Command::new(BIN)
-        .args(["publish", "--brokers", &test_brokers(), "--namespace", &ns, "--input"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = Command::new(BIN).args(["publish", "--brokers", &test_brokers(), "--namespace", &ns, "--input"]).arg(&file).output().unwrap();
     assert!(out.status.success(), "publish: {}", String::from_utf8_lossy(&out.stderr));
 
     let records = read_topic(&test_brokers(), &gw.topic(topics::ENVELOPES));
@@ -711,10 +707,7 @@ impl OwnStack {
 
 impl Drop for OwnStack {
     fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(repo().join("scripts/stack.sh"))
-            .args(["down", "--dir", self.dir.path().to_str().unwrap()])
-            .output();
+        let _ = Command::new("bash").arg(repo().join("scripts/stack.sh")).args(["down", "--dir", self.dir.path().to_str().unwrap()]).output();
     }
 }
 
@@ -769,7 +762,8 @@ fn back_pressure_answers_503_within_the_deadline_and_resent_batches_are_stored()
     assert_eq!(ids.len(), 300, "every event of the three batches is stored (duplicates only as repeated ids)");
     assert!(stored.len() >= 300);
     let m = gw.metrics();
-    let failed = metric(&m, "pitgun_gateway_batches_failed_total{cause=\"delivery\"}") + metric(&m, "pitgun_gateway_batches_failed_total{cause=\"queue_full\"}");
+    let failed = metric(&m, "pitgun_gateway_batches_failed_total{cause=\"delivery\"}")
+        + metric(&m, "pitgun_gateway_batches_failed_total{cause=\"queue_full\"}");
     assert_eq!(metric(&m, "pitgun_gateway_requests_total{status=\"503\"}"), failed);
     assert_eq!(metric(&m, "pitgun_gateway_envelopes_accepted_total"), 300.0, "503 answers count no envelopes");
 }

@@ -25,10 +25,7 @@ fn lines(path: &std::path::Path) -> Vec<String> {
 /// Every test runs two engine threads, whatever the machine's core count, so the parallel
 /// path (partitions fed by different threads) is what the assertions hold.
 fn process_args<'a>(manifest: &'a str, state: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec![
-        "process", "--manifest", manifest, "--dictionary", "manifests/dictionary/racing.yaml", "--state-dir", state,
-        "--threads", "2",
-    ];
+    let mut v = vec!["process", "--manifest", manifest, "--dictionary", "manifests/dictionary/racing.yaml", "--state-dir", state, "--threads", "2"];
     v.extend_from_slice(extra);
     v
 }
@@ -48,11 +45,26 @@ fn stream_through_the_gateway_equals_replay_and_export() {
     let data = dir.path().join("stream.ndjson");
     let out = pitgun(
         &[
-            "simulate", "--quiet", "--seed", "5", "--sessions", "12", "--duration", "4m",
-            "--faults", "duplicates=0.01,reorder_within=0.01,late_within_lateness=0.002",
-            "--output", data.to_str().unwrap(),
-            "--target", &url, "--api-keys", api_keys_file.to_str().unwrap(),
-            "--concurrency", "4", "--batch", "500",
+            "simulate",
+            "--quiet",
+            "--seed",
+            "5",
+            "--sessions",
+            "12",
+            "--duration",
+            "4m",
+            "--faults",
+            "duplicates=0.01,reorder_within=0.01,late_within_lateness=0.002",
+            "--output",
+            data.to_str().unwrap(),
+            "--target",
+            &url,
+            "--api-keys",
+            api_keys_file.to_str().unwrap(),
+            "--concurrency",
+            "4",
+            "--batch",
+            "500",
         ],
         &ns,
     );
@@ -247,7 +259,11 @@ fn dead_letters_and_metrics() {
     let state = dir.path().join("s");
     let p = Service::start(
         "metrics",
-        &process_args(root().join("manifests/pipelines/lap-performance.v1.yaml").to_str().unwrap(), state.to_str().unwrap(), &["--metrics-listen", &addr]),
+        &process_args(
+            root().join("manifests/pipelines/lap-performance.v1.yaml").to_str().unwrap(),
+            state.to_str().unwrap(),
+            &["--metrics-listen", &addr],
+        ),
         &ns,
     );
     let total = records.len() as f64;

@@ -80,10 +80,7 @@ fn lap_times_equal_the_simulators_ground_truth() {
     assert!(complete.len() >= 3, "expected several complete laps, got {}", complete.len());
     assert_eq!(complete.len(), truth_laps.len(), "every simulated lap is found, and no other");
     for t in truth_laps {
-        let row = complete
-            .iter()
-            .find(|r| r["session_id"] == t["session_id"] && r["lap"] == t["lap"])
-            .unwrap_or_else(|| panic!("no row for {t}"));
+        let row = complete.iter().find(|r| r["session_id"] == t["session_id"] && r["lap"] == t["lap"]).unwrap_or_else(|| panic!("no row for {t}"));
         assert_eq!(row["lap_time"].as_f64(), t["lap_time_s"].as_f64(), "lap {t}");
     }
     // The runs summary agrees: laps completed and best lap per session.
@@ -122,8 +119,17 @@ fn faults_are_counted_reported_and_never_stop_the_run_unless_strict() {
     let rejected = dir.path().join("rejected.ndjson");
     let late = dir.path().join("late.ndjson");
     let out = ok(&[
-        "replay", "--manifest", manifest("lap-performance").to_str().unwrap(), "--input", data.to_str().unwrap(),
-        "--rejected", rejected.to_str().unwrap(), "--late", late.to_str().unwrap(), "--output", dir.path().join("rows.ndjson").to_str().unwrap(),
+        "replay",
+        "--manifest",
+        manifest("lap-performance").to_str().unwrap(),
+        "--input",
+        data.to_str().unwrap(),
+        "--rejected",
+        rejected.to_str().unwrap(),
+        "--late",
+        late.to_str().unwrap(),
+        "--output",
+        dir.path().join("rows.ndjson").to_str().unwrap(),
     ]);
     let summary = String::from_utf8_lossy(&out.stderr);
     for reason in ["invalid_envelope", "clock_jump", "out_of_range"] {
@@ -134,7 +140,8 @@ fn faults_are_counted_reported_and_never_stop_the_run_unless_strict() {
     let first: Value = serde_json::from_str(rejected.lines().next().unwrap()).unwrap();
     assert!(first["line"].as_u64().unwrap() > 0 && first["reason"].is_string() && first["detail"].is_string());
     assert!(std::fs::read_to_string(&late).unwrap().lines().count() > 0, "very late events reach the late output");
-    let strict = run(&["replay", "--quiet", "--strict", "--manifest", manifest("lap-performance").to_str().unwrap(), "--input", data.to_str().unwrap()]);
+    let strict =
+        run(&["replay", "--quiet", "--strict", "--manifest", manifest("lap-performance").to_str().unwrap(), "--input", data.to_str().unwrap()]);
     assert_eq!(strict.status.code(), Some(1));
 }
 
@@ -328,7 +335,20 @@ const SHIPPED: [&str; 3] = ["lap-performance", "client-health", "session-summary
 /// middle, numbered after its end (seq order need not be time order).
 fn in_bounds_dataset(dir: &Path) -> (PathBuf, Vec<Value>) {
     let path = dir.join("in-bounds.ndjson");
-    ok(&["simulate", "--sessions", "4", "--duration", "15m", "--seed", "42", "--quiet", "--faults", "duplicates=0.02,reorder_within=0.05", "--output", path.to_str().unwrap()]);
+    ok(&[
+        "simulate",
+        "--sessions",
+        "4",
+        "--duration",
+        "15m",
+        "--seed",
+        "42",
+        "--quiet",
+        "--faults",
+        "duplicates=0.02,reorder_within=0.05",
+        "--output",
+        path.to_str().unwrap(),
+    ]);
     let mut events: Vec<Value> = std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let ends: Vec<Value> = events.iter().filter(|e| e["kind"] == "session_end").cloned().collect();
     for end in ends {
@@ -371,8 +391,7 @@ fn four_arrival_orders_give_byte_identical_rows() {
         events.iter().map(|e| (e["time_us"].as_i64().unwrap() + rand::Rng::random_range(&mut rng, 0..1_900_000), e)).collect();
     delayed.sort_by_key(|(arrival, _)| *arrival);
     let delayed: Vec<&Value> = delayed.into_iter().map(|(_, e)| e).collect();
-    let (sorted, grouped, late) =
-        (dir.path().join("by-time.ndjson"), dir.path().join("by-session.ndjson"), dir.path().join("delayed.ndjson"));
+    let (sorted, grouped, late) = (dir.path().join("by-time.ndjson"), dir.path().join("by-session.ndjson"), dir.path().join("delayed.ndjson"));
     write_lines(&sorted, &by_time);
     write_lines(&grouped, &by_session);
     write_lines(&late, &delayed);

@@ -49,10 +49,19 @@ fn expected_runs(summary: &[Row]) -> Vec<(String, Row)> {
             assert_eq!(d0, d1, "test data: a session within one day");
             let mut run = Row::new();
             for (to, from) in [
-                ("session_id", "session_id"), ("player", "player"), ("track", "track"), ("car", "car"),
-                ("started_at", "window_start"), ("ended_at", "window_end"), ("laps", "laps"), ("best_lap_s", "best_lap"),
-                ("top_speed_kmh", "top_speed"), ("distance_km", "distance"), ("events", "events"),
-                ("missing_events", "missing_events"), ("row_id", "row_id"),
+                ("session_id", "session_id"),
+                ("player", "player"),
+                ("track", "track"),
+                ("car", "car"),
+                ("started_at", "window_start"),
+                ("ended_at", "window_end"),
+                ("laps", "laps"),
+                ("best_lap_s", "best_lap"),
+                ("top_speed_kmh", "top_speed"),
+                ("distance_km", "distance"),
+                ("events", "events"),
+                ("missing_events", "missing_events"),
+                ("row_id", "row_id"),
             ] {
                 run.insert(to.into(), r[from].clone());
             }
@@ -69,8 +78,16 @@ fn by_row_id(rows: Vec<Row>) -> Vec<(String, Row)> {
 
 fn sink_args<'a>(pg: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec![
-        "sink", "--manifest", "manifests/pipelines/lap-performance.v1.yaml", "--manifest",
-        "manifests/pipelines/session-summary.v1.yaml", "--postgres", pg, "--targets", "postgres", "--until-end",
+        "sink",
+        "--manifest",
+        "manifests/pipelines/lap-performance.v1.yaml",
+        "--manifest",
+        "manifests/pipelines/session-summary.v1.yaml",
+        "--postgres",
+        pg,
+        "--targets",
+        "postgres",
+        "--until-end",
     ];
     v.extend_from_slice(extra);
     v
@@ -105,9 +122,28 @@ fn end_to_end_tables_equal_replay() {
     let sessions = 8;
     let out = pitgun(
         &[
-            "simulate", "--quiet", "--seed", "11", "--sessions", &sessions.to_string(), "--duration", "4m",
-            "--faults", "duplicates=0.01,reorder_within=0.01", "--output", data.to_str().unwrap(), "--truth", truth.to_str().unwrap(),
-            "--target", &url, "--api-keys", api_keys.to_str().unwrap(), "--concurrency", "4", "--batch", "500",
+            "simulate",
+            "--quiet",
+            "--seed",
+            "11",
+            "--sessions",
+            &sessions.to_string(),
+            "--duration",
+            "4m",
+            "--faults",
+            "duplicates=0.01,reorder_within=0.01",
+            "--output",
+            data.to_str().unwrap(),
+            "--truth",
+            truth.to_str().unwrap(),
+            "--target",
+            &url,
+            "--api-keys",
+            api_keys.to_str().unwrap(),
+            "--concurrency",
+            "4",
+            "--batch",
+            "500",
         ],
         &ns,
     );
@@ -123,8 +159,19 @@ fn end_to_end_tables_equal_replay() {
     let questdb = common::fake_questdb::FakeQuestDb::start();
     let listen = format!("127.0.0.1:{}", free_port());
     let conf = questdb.conf();
-    let args = ["sink", "--manifest", "manifests/pipelines/lap-performance.v1.yaml", "--manifest", "manifests/pipelines/session-summary.v1.yaml",
-        "--postgres", &pg, "--questdb", &conf, "--metrics-listen", &listen];
+    let args = [
+        "sink",
+        "--manifest",
+        "manifests/pipelines/lap-performance.v1.yaml",
+        "--manifest",
+        "manifests/pipelines/session-summary.v1.yaml",
+        "--postgres",
+        &pg,
+        "--questdb",
+        &conf,
+        "--metrics-listen",
+        &listen,
+    ];
     let mut sink = Service::start("sink", &args, &ns);
     sink.wait_for_log("sink started", Duration::from_secs(60));
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
@@ -151,7 +198,8 @@ fn end_to_end_tables_equal_replay() {
     let registry = psql(&pg, "SELECT table_name || ':' || manifest || ':' || version FROM pitgun_sink_tables ORDER BY 1");
     assert_eq!(registry, "lap_performance_v1:lap-performance:1\nruns:session-summary:1\n");
     // QuestDB's table (dedup keys on window_anchor) holds the same rows, each once.
-    let in_questdb: HashMap<String, Row> = questdb.rows("lap_performance_v1").into_iter().map(|r| (r["row_id"].as_str().unwrap().to_string(), r)).collect();
+    let in_questdb: HashMap<String, Row> =
+        questdb.rows("lap_performance_v1").into_iter().map(|r| (r["row_id"].as_str().unwrap().to_string(), r)).collect();
     assert_eq!(in_questdb.len(), questdb.rows("lap_performance_v1").len(), "a row_id twice in QuestDB");
     assert_table_equals(&in_questdb, &laps, "QuestDB lap_performance_v1");
 
@@ -175,8 +223,10 @@ fn end_to_end_tables_equal_replay() {
         }
         let mut want: Vec<(&str, (f64, i64))> = best.into_iter().collect();
         want.sort_by(|a, b| a.1 .0.total_cmp(&b.1 .0).then(a.1 .1.cmp(&b.1 .1)).then(a.0.cmp(b.0)));
-        let board: serde_json::Value = serde_json::from_str(&http_get(&addr, &format!("/v1/leaderboard?track={}&limit=100", urlencode(track)))).unwrap();
-        let got: Vec<(&str, f64)> = board["entries"].as_array().unwrap().iter().map(|e| (e["player"].as_str().unwrap(), e["best_lap_s"].as_f64().unwrap())).collect();
+        let board: serde_json::Value =
+            serde_json::from_str(&http_get(&addr, &format!("/v1/leaderboard?track={}&limit=100", urlencode(track)))).unwrap();
+        let got: Vec<(&str, f64)> =
+            board["entries"].as_array().unwrap().iter().map(|e| (e["player"].as_str().unwrap(), e["best_lap_s"].as_f64().unwrap())).collect();
         let want: Vec<(&str, f64)> = want.iter().map(|(p, (lap, _))| (*p, *lap)).collect();
         assert_eq!(got.len(), want.len(), "{track}: API {got:?}, truth {want:?}");
         for (g, w) in got.iter().zip(&want) {
@@ -252,8 +302,23 @@ fn target_down_then_back_tables_complete() {
     stack("start");
     let pg = format!("postgres://pitgun:pitgun@127.0.0.1:{port}/pitgun");
     let listen = format!("127.0.0.1:{}", free_port());
-    let args = ["sink", "--manifest", "manifests/pipelines/lap-performance.v1.yaml", "--manifest", "manifests/pipelines/session-summary.v1.yaml",
-        "--postgres", &pg, "--targets", "postgres", "--metrics-listen", &listen, "--batch-rows", "3", "--max-backoff", "500ms"];
+    let args = [
+        "sink",
+        "--manifest",
+        "manifests/pipelines/lap-performance.v1.yaml",
+        "--manifest",
+        "manifests/pipelines/session-summary.v1.yaml",
+        "--postgres",
+        &pg,
+        "--targets",
+        "postgres",
+        "--metrics-listen",
+        &listen,
+        "--batch-rows",
+        "3",
+        "--max-backoff",
+        "500ms",
+    ];
     let mut sink = Service::start("sink", &args, &ns);
     sink.wait_for_log("PostgreSQL target ready", Duration::from_secs(60));
     stack("stop");
@@ -277,7 +342,6 @@ fn target_down_then_back_tables_complete() {
     assert_table_equals(&table_rows(&pg, "runs", "session_id"), &expected_runs(&summary), "runs after the outage");
     stack("stop");
 }
-
 
 /// A row that does not fit its table and a row PostgreSQL refuses (a NUL character in text)
 /// go to `pitgun.deadletter.sink.v1` with the reason and the server's message; every other row
@@ -305,7 +369,11 @@ fn bad_rows_go_to_the_dead_letter_topic_and_the_rest_is_written() {
     let out = pitgun(&["publish", "--input", file.to_str().unwrap(), "--wire", "rows", "--topic", "pitgun.aggregates.lap-performance.v1"], &ns);
     assert!(out.status.success(), "publish: {}", String::from_utf8_lossy(&out.stderr));
 
-    let mut sink = Service::start("sink", &["sink", "--manifest", "manifests/pipelines/lap-performance.v1.yaml", "--postgres", &pg, "--targets", "postgres", "--until-end"], &ns);
+    let mut sink = Service::start(
+        "sink",
+        &["sink", "--manifest", "manifests/pipelines/lap-performance.v1.yaml", "--postgres", &pg, "--targets", "postgres", "--until-end"],
+        &ns,
+    );
     assert!(sink.wait(Duration::from_secs(120)), "sink failed");
     assert_eq!(sink.summary()["deadletters"].as_u64(), Some(2));
     let table = table_rows(&pg, "lap_performance_v1", "row_id");

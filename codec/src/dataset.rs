@@ -79,11 +79,7 @@ impl Format {
 /// record (Avro records are converted; one that is not an envelope becomes a JSON object naming
 /// the error, which the consumer refuses). `text` for a broken NDJSON line is the line itself,
 /// so the engine reports it with its line number. `progress` receives compressed bytes read.
-pub fn for_each_record<E: From<DatasetError>>(
-    path: &Path,
-    progress: &dyn Fn(u64),
-    mut f: impl FnMut(u64, &str) -> Result<bool, E>,
-) -> Result<(), E> {
+pub fn for_each_record<E: From<DatasetError>>(path: &Path, progress: &dyn Fn(u64), mut f: impl FnMut(u64, &str) -> Result<bool, E>) -> Result<(), E> {
     let mut text = String::new();
     for_each_chunk(path, 0, progress, |chunk| {
         let mut keep_going = true;
@@ -213,7 +209,9 @@ pub fn for_each_chunk<E: From<DatasetError>>(
             let mut ranges = Vec::new();
             loop {
                 let start = bytes.len();
-                let count = container.next_block(&mut bytes).map_err(|e| DatasetError::new(path, format!("after record {}: {e}", first - 1 + ranges.len() as u64)))?;
+                let count = container
+                    .next_block(&mut bytes)
+                    .map_err(|e| DatasetError::new(path, format!("after record {}: {e}", first - 1 + ranges.len() as u64)))?;
                 let Some(count) = count else { break };
                 // Split the block into datums; the engine checks each one it is fed.
                 let mut at = start;
@@ -228,7 +226,12 @@ pub fn for_each_chunk<E: From<DatasetError>>(
                 }
                 if bytes.len() >= CHUNK_BYTES {
                     let n = ranges.len() as u64;
-                    let chunk = Chunk { file, first, bytes: std::mem::replace(&mut bytes, Vec::with_capacity(CHUNK_BYTES + 4096)), layout: Layout::Datums(std::mem::take(&mut ranges)) };
+                    let chunk = Chunk {
+                        file,
+                        first,
+                        bytes: std::mem::replace(&mut bytes, Vec::with_capacity(CHUNK_BYTES + 4096)),
+                        layout: Layout::Datums(std::mem::take(&mut ranges)),
+                    };
                     first += n;
                     if !f(chunk)? {
                         return Ok(());
@@ -292,7 +295,9 @@ impl DatasetWriter {
                 let w: Box<dyn Write> = match c {
                     Compression::None => Box::new(buffered),
                     Compression::Gzip => Box::new(flate2::write::GzEncoder::new(buffered, flate2::Compression::fast())),
-                    Compression::Zstd => Box::new(zstd::stream::write::Encoder::new(buffered, 3).map_err(|e| DatasetError::new(path, e))?.auto_finish()),
+                    Compression::Zstd => {
+                        Box::new(zstd::stream::write::Encoder::new(buffered, 3).map_err(|e| DatasetError::new(path, e))?.auto_finish())
+                    }
                 };
                 Out::Ndjson(w)
             }
@@ -311,7 +316,9 @@ impl DatasetWriter {
     /// Appends an envelope.
     pub fn envelope(&mut self, env: &Envelope) -> Result<(), DatasetError> {
         let written = match &mut self.out {
-            Out::Ndjson(w) => serde_json::to_writer(&mut *w, env).map_err(|e| e.to_string()).and_then(|()| w.write_all(b"\n").map_err(|e| e.to_string())),
+            Out::Ndjson(w) => {
+                serde_json::to_writer(&mut *w, env).map_err(|e| e.to_string()).and_then(|()| w.write_all(b"\n").map_err(|e| e.to_string()))
+            }
             Out::Avro(w) => w.append_ser(env).map(drop).map_err(|e| format!("envelope does not fit the Avro schema: {e}")),
         };
         written.map_err(|e| self.fail(e))
@@ -354,7 +361,9 @@ mod tests {
             seq: i,
             time_us: 1_700_000_000_000_000 + i as i64,
             kind: EventKind::Sample,
-            channels: [("speed".to_string(), ChannelValue::Number(i as f64 * 0.5)), ("abs".to_string(), ChannelValue::Bool(i % 2 == 0))].into_iter().collect(),
+            channels: [("speed".to_string(), ChannelValue::Number(i as f64 * 0.5)), ("abs".to_string(), ChannelValue::Bool(i % 2 == 0))]
+                .into_iter()
+                .collect(),
             dims: [("track".to_string(), "monza".to_string())].into_iter().collect(),
         }
     }

@@ -194,11 +194,7 @@ fn explain(text: &str) -> DecodeError {
         Ok(_) => DecodeError { pointer: String::new(), message: "trailing characters".into() },
         Err(e) => {
             let path = e.path().to_string();
-            let pointer = if path == "." || path == "?" {
-                String::new()
-            } else {
-                format!("/{}", path.replace('.', "/"))
-            };
+            let pointer = if path == "." || path == "?" { String::new() } else { format!("/{}", path.replace('.', "/")) };
             DecodeError { pointer, message: e.into_inner().to_string() }
         }
     }

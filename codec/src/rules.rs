@@ -115,8 +115,8 @@ pub fn check(view: &EnvelopeView<'_>) -> Result<(), Broken> {
 
 #[cfg(test)]
 mod tests {
-    use pitgun_contracts::schema::{ContractKind, Validators};
     use crate::json::decode;
+    use pitgun_contracts::schema::{ContractKind, Validators};
 
     use super::*;
 

@@ -22,19 +22,13 @@ impl SourceText {
     /// Reads a file.
     pub fn read(path: &Path) -> Result<SourceText, ContractError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ContractError::Io { file: file.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ContractError::Io { file: file.clone(), source })?;
         Ok(SourceText { file, text })
     }
 
     /// An issue at `pointer`, with the line looked up in the text.
     pub fn issue(&self, pointer: &str, message: impl Into<String>) -> Issue {
-        Issue {
-            file: self.file.clone(),
-            line: locate_line(&self.text, pointer),
-            pointer: pointer.to_string(),
-            message: message.into(),
-        }
+        Issue { file: self.file.clone(), line: locate_line(&self.text, pointer), pointer: pointer.to_string(), message: message.into() }
     }
 
     fn is_json(&self) -> bool {
@@ -79,16 +73,10 @@ pub struct Loaded<T> {
 }
 
 /// Checks `value` against `kind`'s schema, then parses it strictly into `T`.
-pub fn from_value<T: DeserializeOwned>(
-    kind: ContractKind,
-    value: &Value,
-    source: &SourceText,
-) -> Result<T, ContractError> {
+pub fn from_value<T: DeserializeOwned>(kind: ContractKind, value: &Value, source: &SourceText) -> Result<T, ContractError> {
     let violations = Validators::get().validate(kind, value);
     if !violations.is_empty() {
-        return Err(ContractError::Invalid(
-            violations.into_iter().map(|v| source.issue(&v.pointer, v.message)).collect(),
-        ));
+        return Err(ContractError::Invalid(violations.into_iter().map(|v| source.issue(&v.pointer, v.message)).collect()));
     }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let pointer = path_to_pointer(&e.path().to_string());
@@ -103,26 +91,13 @@ pub fn load<T: DeserializeOwned>(kind: ContractKind, path: &Path) -> Result<Load
 }
 
 /// As [`load`], from text already in memory.
-pub fn load_text<T: DeserializeOwned>(
-    kind: ContractKind,
-    source: SourceText,
-) -> Result<Loaded<T>, ContractError> {
+pub fn load_text<T: DeserializeOwned>(kind: ContractKind, source: SourceText) -> Result<Loaded<T>, ContractError> {
     let value = source.parse()?;
     let expected = kind.tag();
     match value.get("schema").and_then(Value::as_str) {
         Some(tag) if tag == expected => {}
-        Some(tag) => {
-            return Err(ContractError::Invalid(vec![source.issue(
-                "/schema",
-                format!("expected a {expected} document, found {tag:?}"),
-            )]))
-        }
-        None => {
-            return Err(ContractError::Invalid(vec![source.issue(
-                "",
-                format!("missing `schema: {expected}`"),
-            )]))
-        }
+        Some(tag) => return Err(ContractError::Invalid(vec![source.issue("/schema", format!("expected a {expected} document, found {tag:?}"))])),
+        None => return Err(ContractError::Invalid(vec![source.issue("", format!("missing `schema: {expected}`"))])),
     }
     let doc = from_value(kind, &value, &source)?;
     let hash = content_hash(&value);
@@ -235,7 +210,8 @@ fn indent_of(line: &str) -> usize {
 mod tests {
     use super::*;
 
-    const DOC: &str = "schema: x\nwindow:\n  kind: tumbling\n  size: 10s\naggregations:\n  - name: a\n    fn: count\n  - name: b\n    fn: max\n    of: speed\n";
+    const DOC: &str =
+        "schema: x\nwindow:\n  kind: tumbling\n  size: 10s\naggregations:\n  - name: a\n    fn: count\n  - name: b\n    fn: max\n    of: speed\n";
 
     #[test]
     fn locates_keys_and_items() {

@@ -162,12 +162,7 @@ fn d_idle() -> Duration {
 
 impl Default for TimePolicy {
     fn default() -> Self {
-        TimePolicy {
-            out_of_orderness: d_ooo(),
-            allowed_lateness: d_lateness(),
-            max_clock_jump: d_jump(),
-            idle_timeout: d_idle(),
-        }
+        TimePolicy { out_of_orderness: d_ooo(), allowed_lateness: d_lateness(), max_clock_jump: d_jump(), idle_timeout: d_idle() }
     }
 }
 
@@ -186,13 +181,10 @@ impl Duration {
 
     /// Parses `<number><unit>` with unit `us`, `ms`, `s`, `m` or `h`.
     pub fn parse(text: &str) -> Result<Duration, String> {
-        let split = text
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("duration {text:?} has no unit (us, ms, s, m, h)"))?;
+        let split =
+            text.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(|| format!("duration {text:?} has no unit (us, ms, s, m, h)"))?;
         let (number, unit) = text.split_at(split);
-        let value: f64 = number
-            .parse()
-            .map_err(|_| format!("duration {text:?} does not start with a number"))?;
+        let value: f64 = number.parse().map_err(|_| format!("duration {text:?} does not start with a number"))?;
         let scale = match unit {
             "us" => 1.0,
             "ms" => 1e3,

@@ -38,13 +38,8 @@ pub enum ContractKind {
 
 impl ContractKind {
     /// Every contract.
-    pub const ALL: [ContractKind; 5] = [
-        ContractKind::Envelope,
-        ContractKind::Dictionary,
-        ContractKind::Pipeline,
-        ContractKind::Bundle,
-        ContractKind::Analysis,
-    ];
+    pub const ALL: [ContractKind; 5] =
+        [ContractKind::Envelope, ContractKind::Dictionary, ContractKind::Pipeline, ContractKind::Bundle, ContractKind::Analysis];
 
     /// The schema name, e.g. `pitgun-pipeline`.
     pub fn schema_name(self) -> &'static str {
@@ -89,8 +84,7 @@ pub fn schemas() -> &'static [SchemaDoc] {
         EMBEDDED
             .iter()
             .map(|(name, version, text)| {
-                let value: Value = serde_json::from_str(text)
-                    .unwrap_or_else(|e| panic!("embedded schema {name}/v{version} is not JSON: {e}"));
+                let value: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("embedded schema {name}/v{version} is not JSON: {e}"));
                 let id = value["$id"].as_str().unwrap_or_default().to_string();
                 assert_eq!(id, format!("{SCHEMA_ID_BASE}{name}/v{version}"), "schema $id of {name}");
                 SchemaDoc { name, version: *version, id, value }
@@ -110,15 +104,9 @@ struct EmbeddedRetriever {
 }
 
 impl jsonschema::Retrieve for EmbeddedRetriever {
-    fn retrieve(
-        &self,
-        uri: &jsonschema::Uri<String>,
-    ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+    fn retrieve(&self, uri: &jsonschema::Uri<String>) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
         let key = uri.as_str().trim_end_matches('#');
-        self.by_id
-            .get(key)
-            .cloned()
-            .ok_or_else(|| format!("schema {key} is not one of Pitgun's embedded schemas").into())
+        self.by_id.get(key).cloned().ok_or_else(|| format!("schema {key} is not one of Pitgun's embedded schemas").into())
     }
 }
 
@@ -141,8 +129,7 @@ impl Validators {
     pub fn get() -> &'static Validators {
         static V: OnceLock<Validators> = OnceLock::new();
         V.get_or_init(|| {
-            let by_id: BTreeMap<String, Value> =
-                schemas().iter().map(|s| (s.id.clone(), s.value.clone())).collect();
+            let by_id: BTreeMap<String, Value> = schemas().iter().map(|s| (s.id.clone(), s.value.clone())).collect();
             let retriever = Arc::new(EmbeddedRetriever { by_id });
             let by_kind = ContractKind::ALL
                 .into_iter()
@@ -161,10 +148,8 @@ impl Validators {
 
     /// Every violation of `kind`'s schema in `doc`, in document order.
     pub fn validate(&self, kind: ContractKind, doc: &Value) -> Vec<Violation> {
-        let mut out: Vec<Violation> = self.by_kind[&kind]
-            .iter_errors(doc)
-            .map(|e| Violation { pointer: e.instance_path().to_string(), message: e.to_string() })
-            .collect();
+        let mut out: Vec<Violation> =
+            self.by_kind[&kind].iter_errors(doc).map(|e| Violation { pointer: e.instance_path().to_string(), message: e.to_string() }).collect();
         out.sort_by(|a, b| a.pointer.cmp(&b.pointer));
         out
     }
@@ -173,10 +158,7 @@ impl Validators {
 struct SharedRetriever(Arc<EmbeddedRetriever>);
 
 impl jsonschema::Retrieve for SharedRetriever {
-    fn retrieve(
-        &self,
-        uri: &jsonschema::Uri<String>,
-    ) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
+    fn retrieve(&self, uri: &jsonschema::Uri<String>) -> Result<Value, Box<dyn std::error::Error + Send + Sync>> {
         self.0.retrieve(uri)
     }
 }

@@ -18,9 +18,7 @@ use pitgun_contracts::dictionary::{Dictionary, MetricKind, Stability, ValueType}
 use pitgun_contracts::envelope::{Envelope, EventKind, SourceKind};
 use pitgun_contracts::hash::content_hash;
 use pitgun_contracts::load::{load_text, Loaded, SourceText};
-use pitgun_contracts::manifest::{
-    AggregateFn, Duration, PipelineManifest, SinkKind, TimePolicy, UnknownChannelPolicy, WindowDef,
-};
+use pitgun_contracts::manifest::{AggregateFn, Duration, PipelineManifest, SinkKind, TimePolicy, UnknownChannelPolicy, WindowDef};
 use pitgun_contracts::schema::{schema, schemas, ContractKind, Validators, ENVELOPE_AVRO_SCHEMA};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -29,26 +27,18 @@ use serde_json::{json, Value};
 const COMMON_NAME: &str = "pitgun-common";
 
 fn schemas_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("schemas")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("schemas")
 }
 
 /// The example documents of one contract, `valid` or `invalid`, sorted by name.
 fn examples(kind: ContractKind, which: &str) -> Vec<PathBuf> {
-    let dir = schemas_dir()
-        .join(kind.schema_name())
-        .join("examples")
-        .join(which);
+    let dir = schemas_dir().join(kind.schema_name()).join("examples").join(which);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|entry| entry.expect("directory entry").path())
         .filter(|p| {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            name != "expected.json"
-                && [".json", ".yaml", ".yml"]
-                    .iter()
-                    .any(|ext| name.ends_with(ext))
+            name != "expected.json" && [".json", ".yaml", ".yml"].iter().any(|ext| name.ends_with(ext))
         })
         .collect();
     files.sort();
@@ -56,10 +46,7 @@ fn examples(kind: ContractKind, which: &str) -> Vec<PathBuf> {
 }
 
 fn file_name(path: &Path) -> String {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .expect("utf-8 file name")
-        .to_string()
+    path.file_name().and_then(|n| n.to_str()).expect("utf-8 file name").to_string()
 }
 
 fn read(path: &Path) -> SourceText {
@@ -76,41 +63,22 @@ where
     T: DeserializeOwned + Serialize + PartialEq + Debug,
 {
     let files = examples(kind, "valid");
-    assert!(
-        files.len() >= 2,
-        "{}: want at least two valid examples, found {}",
-        kind.tag(),
-        files.len()
-    );
+    assert!(files.len() >= 2, "{}: want at least two valid examples, found {}", kind.tag(), files.len());
     let validators = Validators::get();
     files
         .iter()
         .map(|path| {
             let name = path.display();
             let violations = validators.validate(kind, &parse(path));
-            assert!(
-                violations.is_empty(),
-                "{name} should be valid, but: {violations:#?}"
-            );
+            assert!(violations.is_empty(), "{name} should be valid, but: {violations:#?}");
 
-            let loaded: Loaded<T> =
-                load_text(kind, read(path)).unwrap_or_else(|e| panic!("{name} does not load: {e}"));
+            let loaded: Loaded<T> = load_text(kind, read(path)).unwrap_or_else(|e| panic!("{name} does not load: {e}"));
 
-            let back =
-                serde_json::to_value(&loaded.doc).expect("a contract type always serializes");
+            let back = serde_json::to_value(&loaded.doc).expect("a contract type always serializes");
             let violations = validators.validate(kind, &back);
-            assert!(
-                violations.is_empty(),
-                "{name}: the re-serialized {} no longer validates: {violations:#?}\n{back:#}",
-                std::any::type_name::<T>()
-            );
-            let again: T = serde_json::from_value(back).unwrap_or_else(|e| {
-                panic!("{name}: the re-serialized document does not parse: {e}")
-            });
-            assert_eq!(
-                again, loaded.doc,
-                "{name}: serialize → parse is not the identity"
-            );
+            assert!(violations.is_empty(), "{name}: the re-serialized {} no longer validates: {violations:#?}\n{back:#}", std::any::type_name::<T>());
+            let again: T = serde_json::from_value(back).unwrap_or_else(|e| panic!("{name}: the re-serialized document does not parse: {e}"));
+            assert_eq!(again, loaded.doc, "{name}: serialize → parse is not the identity");
             loaded
         })
         .collect()
@@ -121,37 +89,18 @@ fn check_invalid<T>(kind: ContractKind)
 where
     T: DeserializeOwned + Debug,
 {
-    let dir = schemas_dir()
-        .join(kind.schema_name())
-        .join("examples")
-        .join("invalid");
+    let dir = schemas_dir().join(kind.schema_name()).join("examples").join("invalid");
     let expected_path = dir.join("expected.json");
-    let expected: BTreeMap<String, String> = serde_json::from_str(
-        &std::fs::read_to_string(&expected_path)
-            .unwrap_or_else(|e| panic!("{}: {e}", expected_path.display())),
-    )
-    .unwrap_or_else(|e| panic!("{}: {e}", expected_path.display()));
+    let expected: BTreeMap<String, String> =
+        serde_json::from_str(&std::fs::read_to_string(&expected_path).unwrap_or_else(|e| panic!("{}: {e}", expected_path.display())))
+            .unwrap_or_else(|e| panic!("{}: {e}", expected_path.display()));
 
     let files = examples(kind, "invalid");
     let names: BTreeSet<String> = files.iter().map(|p| file_name(p)).collect();
     let listed: BTreeSet<String> = expected.keys().cloned().collect();
-    assert_eq!(
-        names,
-        listed,
-        "{}: invalid examples and expected.json must name the same files",
-        dir.display()
-    );
-    for case in [
-        "wrong-type",
-        "missing-required",
-        "unknown-field",
-        "out-of-range",
-    ] {
-        assert!(
-            names.iter().any(|n| n.starts_with(case)),
-            "{}: no `{case}` invalid example",
-            dir.display()
-        );
+    assert_eq!(names, listed, "{}: invalid examples and expected.json must name the same files", dir.display());
+    for case in ["wrong-type", "missing-required", "unknown-field", "out-of-range"] {
+        assert!(names.iter().any(|n| n.starts_with(case)), "{}: no `{case}` invalid example", dir.display());
     }
 
     let validators = Validators::get();
@@ -159,25 +108,12 @@ where
         let name = path.display();
         let pointer = &expected[&file_name(path)];
         let violations = validators.validate(kind, &parse(path));
-        assert!(
-            !violations.is_empty(),
-            "{name} should be invalid but passes the schema"
-        );
-        assert!(
-            violations.iter().any(|v| &v.pointer == pointer),
-            "{name}: expected a violation at {pointer:?}, got {violations:#?}"
-        );
+        assert!(!violations.is_empty(), "{name} should be invalid but passes the schema");
+        assert!(violations.iter().any(|v| &v.pointer == pointer), "{name}: expected a violation at {pointer:?}, got {violations:#?}");
 
         let err = load_text::<T>(kind, read(path)).expect_err(&format!("{name} should not load"));
-        let issue = err
-            .issues()
-            .iter()
-            .find(|i| &i.pointer == pointer)
-            .unwrap_or_else(|| panic!("{name}: no issue at {pointer:?} in {err}"));
-        assert!(
-            issue.line.is_some(),
-            "{name}: the issue at {pointer:?} has no line"
-        );
+        let issue = err.issues().iter().find(|i| &i.pointer == pointer).unwrap_or_else(|| panic!("{name}: no issue at {pointer:?} in {err}"));
+        assert!(issue.line.is_some(), "{name}: the issue at {pointer:?} has no line");
     }
 }
 
@@ -200,27 +136,11 @@ fn pipeline_examples() {
 
     // Together the valid examples show every window kind and every aggregate function.
     let windows: BTreeSet<&str> = loaded.iter().map(|l| l.doc.window.kind_name()).collect();
-    assert_eq!(
-        windows,
-        BTreeSet::from(["tumbling", "hopping", "session", "segment", "global"])
-    );
-    let functions: BTreeSet<String> = loaded
-        .iter()
-        .flat_map(|l| &l.doc.aggregations)
-        .map(|a| {
-            serde_json::to_value(a.function)
-                .unwrap()
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-    let all_functions: BTreeSet<String> =
-        schema_enum("pitgun-pipeline", "/$defs/aggregation/properties/fn/enum");
-    assert_eq!(
-        functions, all_functions,
-        "the pipeline examples should use every aggregate function"
-    );
+    assert_eq!(windows, BTreeSet::from(["tumbling", "hopping", "session", "segment", "global"]));
+    let functions: BTreeSet<String> =
+        loaded.iter().flat_map(|l| &l.doc.aggregations).map(|a| serde_json::to_value(a.function).unwrap().as_str().unwrap().to_string()).collect();
+    let all_functions: BTreeSet<String> = schema_enum("pitgun-pipeline", "/$defs/aggregation/properties/fn/enum");
+    assert_eq!(functions, all_functions, "the pipeline examples should use every aggregate function");
 }
 
 #[test]
@@ -237,75 +157,41 @@ fn analysis_examples() {
 
 /// A pin must equal the content hash; the message gives the hash to write instead.
 fn assert_pin(what: &str, pinned: &str, actual: &str) {
-    assert_eq!(
-        pinned, actual,
-        "{what} is pinned as {pinned}, but its content hash is {actual}"
-    );
+    assert_eq!(pinned, actual, "{what} is pinned as {pinned}, but its content hash is {actual}");
 }
 
 #[test]
 fn example_pins_are_real_content_hashes() {
-    let dictionaries: BTreeMap<(String, String), String> =
-        examples(ContractKind::Dictionary, "valid")
-            .iter()
-            .map(|p| {
-                let l = load_text::<Dictionary>(ContractKind::Dictionary, read(p)).unwrap();
-                ((l.doc.name.clone(), l.doc.version.clone()), l.hash)
-            })
-            .collect();
+    let dictionaries: BTreeMap<(String, String), String> = examples(ContractKind::Dictionary, "valid")
+        .iter()
+        .map(|p| {
+            let l = load_text::<Dictionary>(ContractKind::Dictionary, read(p)).unwrap();
+            ((l.doc.name.clone(), l.doc.version.clone()), l.hash)
+        })
+        .collect();
     for path in examples(ContractKind::Pipeline, "valid") {
         let l = load_text::<PipelineManifest>(ContractKind::Pipeline, read(&path)).unwrap();
         let pin = &l.doc.dictionary;
         let hash = dictionaries
             .get(&(pin.name.clone(), pin.version.clone()))
-            .unwrap_or_else(|| {
-                panic!(
-                    "{}: pins {}@{}, not an example dictionary",
-                    path.display(),
-                    pin.name,
-                    pin.version
-                )
-            });
-        assert_pin(
-            &format!(
-                "{}: dictionary {}@{}",
-                path.display(),
-                pin.name,
-                pin.version
-            ),
-            &pin.sha256,
-            hash,
-        );
+            .unwrap_or_else(|| panic!("{}: pins {}@{}, not an example dictionary", path.display(), pin.name, pin.version));
+        assert_pin(&format!("{}: dictionary {}@{}", path.display(), pin.name, pin.version), &pin.sha256, hash);
     }
 
     for path in examples(ContractKind::Bundle, "valid") {
-        let bundle = load_text::<Bundle>(ContractKind::Bundle, read(&path))
-            .unwrap()
-            .doc;
+        let bundle = load_text::<Bundle>(ContractKind::Bundle, read(&path)).unwrap().doc;
         let base = path.parent().unwrap();
         let what = |p: &str| format!("{}: {p}", path.display());
 
         let d = &bundle.dictionary;
-        let dict = load_text::<Dictionary>(ContractKind::Dictionary, read(&base.join(&d.path)))
-            .unwrap_or_else(|e| panic!("{}: {e}", what(&d.path)));
-        assert_eq!(
-            (&d.name, &d.version),
-            (&dict.doc.name, &dict.doc.version),
-            "{}",
-            what(&d.path)
-        );
+        let dict = load_text::<Dictionary>(ContractKind::Dictionary, read(&base.join(&d.path))).unwrap_or_else(|e| panic!("{}: {e}", what(&d.path)));
+        assert_eq!((&d.name, &d.version), (&dict.doc.name, &dict.doc.version), "{}", what(&d.path));
         assert_pin(&what(&d.path), &d.sha256, &dict.hash);
 
         for p in &bundle.pipelines {
             let manifest =
-                load_text::<PipelineManifest>(ContractKind::Pipeline, read(&base.join(&p.path)))
-                    .unwrap_or_else(|e| panic!("{}: {e}", what(&p.path)));
-            assert_eq!(
-                (&p.name, &p.version),
-                (&manifest.doc.name, &manifest.doc.version.to_string()),
-                "{}",
-                what(&p.path)
-            );
+                load_text::<PipelineManifest>(ContractKind::Pipeline, read(&base.join(&p.path))).unwrap_or_else(|e| panic!("{}: {e}", what(&p.path)));
+            assert_eq!((&p.name, &p.version), (&manifest.doc.name, &manifest.doc.version.to_string()), "{}", what(&p.path));
             assert_pin(&what(&p.path), &p.sha256, &manifest.hash);
             let pin = &manifest.doc.dictionary;
             assert_eq!(
@@ -319,11 +205,7 @@ fn example_pins_are_real_content_hashes() {
         for s in &bundle.schemas {
             let value = parse(&base.join(&s.path));
             assert_eq!(value["$id"], json!(s.id), "{}", what(&s.path));
-            assert!(
-                schemas().iter().any(|e| e.id == s.id),
-                "{}: not an embedded schema",
-                what(&s.path)
-            );
+            assert!(schemas().iter().any(|e| e.id == s.id), "{}: not an embedded schema", what(&s.path));
             assert_pin(&what(&s.path), &s.sha256, &content_hash(&value));
         }
     }
@@ -331,56 +213,30 @@ fn example_pins_are_real_content_hashes() {
 
 #[test]
 fn schemas_are_valid_draft_2020_12_and_resolve_offline() {
-    let ids: BTreeMap<&str, &Value> = schemas()
-        .iter()
-        .map(|s| (s.id.as_str(), &s.value))
-        .collect();
+    let ids: BTreeMap<&str, &Value> = schemas().iter().map(|s| (s.id.as_str(), &s.value)).collect();
     assert_eq!(ids.len(), 6, "common + five contracts");
     for s in schemas() {
-        assert_eq!(
-            s.value["$schema"],
-            json!("https://json-schema.org/draft/2020-12/schema"),
-            "{}",
-            s.id
-        );
+        assert_eq!(s.value["$schema"], json!("https://json-schema.org/draft/2020-12/schema"), "{}", s.id);
         if let Err(e) = jsonschema::meta::validate(&s.value) {
-            panic!(
-                "{} is not a valid draft 2020-12 schema: {e} at {}",
-                s.id,
-                e.instance_path()
-            );
+            panic!("{} is not a valid draft 2020-12 schema: {e} at {}", s.id, e.instance_path());
         }
         // Every $ref names an embedded schema and a node that exists in it.
         let mut refs = Vec::new();
         collect_refs(&s.value, &mut refs);
         for r in refs {
             let (base, fragment) = r.split_once('#').unwrap_or((r.as_str(), ""));
-            let target = if base.is_empty() {
-                &s.value
-            } else {
-                ids.get(base)
-                    .unwrap_or_else(|| panic!("{}: $ref {r} is not an embedded schema", s.id))
-            };
-            assert!(
-                target.pointer(fragment).is_some(),
-                "{}: $ref {r} points at nothing",
-                s.id
-            );
+            let target =
+                if base.is_empty() { &s.value } else { ids.get(base).unwrap_or_else(|| panic!("{}: $ref {r} is not an embedded schema", s.id)) };
+            assert!(target.pointer(fragment).is_some(), "{}: $ref {r} points at nothing", s.id);
         }
     }
     // Compiling resolves every reference through the embedded retriever; it panics otherwise.
     let validators = Validators::get();
     // A cross-schema reference really applies: the envelope inside a pipeline test case.
-    let mut manifest =
-        parse(&schemas_dir().join("pitgun-pipeline/examples/valid/speed-trace.yaml"));
+    let mut manifest = parse(&schemas_dir().join("pitgun-pipeline/examples/valid/speed-trace.yaml"));
     manifest["tests"][0]["input"][0]["seq"] = json!(-1);
     let violations = validators.validate(ContractKind::Pipeline, &manifest);
-    assert!(
-        violations
-            .iter()
-            .any(|v| v.pointer == "/tests/0/input/0/seq"),
-        "{violations:#?}"
-    );
+    assert!(violations.iter().any(|v| v.pointer == "/tests/0/input/0/seq"), "{violations:#?}");
 }
 
 fn collect_refs(value: &Value, out: &mut Vec<String>) {
@@ -406,10 +262,7 @@ fn every_property_is_described() {
             Value::Object(map) => {
                 if let Some(Value::Object(props)) = map.get("properties") {
                     for (name, sub) in props {
-                        let described = sub
-                            .get("description")
-                            .and_then(Value::as_str)
-                            .is_some_and(|d| !d.is_empty());
+                        let described = sub.get("description").and_then(Value::as_str).is_some_and(|d| !d.is_empty());
                         // `true` re-admits a property described where the object is defined;
                         // `false` forbids one there.
                         if !described && !sub.is_boolean() {
@@ -436,10 +289,7 @@ fn every_property_is_described() {
     for s in schemas() {
         walk(&s.id, "", &s.value, &mut missing);
     }
-    assert!(
-        missing.is_empty(),
-        "properties without a description: {missing:#?}"
-    );
+    assert!(missing.is_empty(), "properties without a description: {missing:#?}");
 }
 
 /// Every keyword is a draft 2020-12 keyword: a misspelt one (`minLenght`) would be ignored silently.
@@ -509,15 +359,9 @@ fn schemas_use_only_known_keywords() {
                         check(id, &format!("{here}/{i}"), sub, unknown);
                     }
                 }
-                "items"
-                | "additionalProperties"
-                | "propertyNames"
-                | "unevaluatedProperties"
-                | "contains"
-                | "not"
-                | "if"
-                | "then"
-                | "else" => check(id, &here, v, unknown),
+                "items" | "additionalProperties" | "propertyNames" | "unevaluatedProperties" | "contains" | "not" | "if" | "then" | "else" => {
+                    check(id, &here, v, unknown)
+                }
                 _ => {}
             }
         }
@@ -530,9 +374,7 @@ fn schemas_use_only_known_keywords() {
 }
 
 fn schema_value(name: &str) -> &'static Value {
-    &schema(name, 1)
-        .unwrap_or_else(|| panic!("no embedded schema {name}/v1"))
-        .value
+    &schema(name, 1).unwrap_or_else(|| panic!("no embedded schema {name}/v1")).value
 }
 
 fn schema_enum(name: &str, pointer: &str) -> BTreeSet<String> {
@@ -546,95 +388,35 @@ fn schema_enum(name: &str, pointer: &str) -> BTreeSet<String> {
 }
 
 fn object_keys(value: &Value) -> Vec<String> {
-    value
-        .as_object()
-        .expect("an object")
-        .keys()
-        .cloned()
-        .collect()
+    value.as_object().expect("an object").keys().cloned().collect()
 }
 
 #[test]
 fn avro_envelope_has_the_json_envelope_fields() {
     let avro: Value = serde_json::from_str(ENVELOPE_AVRO_SCHEMA).expect("the .avsc is JSON");
-    assert_eq!(
-        (&avro["type"], &avro["namespace"], &avro["name"]),
-        (&json!("record"), &json!("io.pitgun"), &json!("Envelope"))
-    );
+    assert_eq!((&avro["type"], &avro["namespace"], &avro["name"]), (&json!("record"), &json!("io.pitgun"), &json!("Envelope")));
 
     let json_schema = schema_value("pitgun-envelope");
-    let names = |fields: &Value| -> Vec<String> {
-        fields
-            .as_array()
-            .expect("fields")
-            .iter()
-            .map(|f| f["name"].as_str().unwrap().to_string())
-            .collect()
-    };
-    assert_eq!(
-        names(&avro["fields"]),
-        object_keys(&json_schema["properties"]),
-        "envelope fields, in order"
-    );
+    let names =
+        |fields: &Value| -> Vec<String> { fields.as_array().expect("fields").iter().map(|f| f["name"].as_str().unwrap().to_string()).collect() };
+    assert_eq!(names(&avro["fields"]), object_keys(&json_schema["properties"]), "envelope fields, in order");
 
     // Fields without an Avro default are exactly the JSON-required ones.
-    let avro_required: BTreeSet<String> = avro["fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f.get("default").is_none())
-        .map(|f| f["name"].as_str().unwrap().to_string())
-        .collect();
-    let json_required: BTreeSet<String> = json_schema["required"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap().to_string())
-        .collect();
+    let avro_required: BTreeSet<String> =
+        avro["fields"].as_array().unwrap().iter().filter(|f| f.get("default").is_none()).map(|f| f["name"].as_str().unwrap().to_string()).collect();
+    let json_required: BTreeSet<String> = json_schema["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
     assert_eq!(avro_required, json_required);
 
-    let field = |name: &str| -> &Value {
-        avro["fields"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|f| f["name"] == json!(name))
-            .unwrap()
-    };
+    let field = |name: &str| -> &Value { avro["fields"].as_array().unwrap().iter().find(|f| f["name"] == json!(name)).unwrap() };
     let source = &field("source")["type"];
-    assert_eq!(
-        names(&source["fields"]),
-        object_keys(&json_schema["$defs"]["source"]["properties"])
-    );
-    let symbols = |t: &Value| -> BTreeSet<String> {
-        t["symbols"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s.as_str().unwrap().to_string())
-            .collect()
-    };
-    assert_eq!(
-        symbols(&source["fields"][0]["type"]),
-        schema_enum("pitgun-envelope", "/$defs/source/properties/kind/enum")
-    );
-    assert_eq!(
-        symbols(&field("kind")["type"]),
-        schema_enum("pitgun-common", "/$defs/eventKind/enum")
-    );
-    assert_eq!(
-        field("time_us")["type"],
-        json!({"type": "long", "logicalType": "timestamp-micros"})
-    );
+    assert_eq!(names(&source["fields"]), object_keys(&json_schema["$defs"]["source"]["properties"]));
+    let symbols = |t: &Value| -> BTreeSet<String> { t["symbols"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect() };
+    assert_eq!(symbols(&source["fields"][0]["type"]), schema_enum("pitgun-envelope", "/$defs/source/properties/kind/enum"));
+    assert_eq!(symbols(&field("kind")["type"]), schema_enum("pitgun-common", "/$defs/eventKind/enum"));
+    assert_eq!(field("time_us")["type"], json!({"type": "long", "logicalType": "timestamp-micros"}));
     assert_eq!(field("seq")["type"], json!("long"));
-    assert_eq!(
-        field("channels")["type"],
-        json!({"type": "map", "values": ["double", "boolean"]})
-    );
-    assert_eq!(
-        field("dims")["type"],
-        json!({"type": "map", "values": "string"})
-    );
+    assert_eq!(field("channels")["type"], json!({"type": "map", "values": ["double", "boolean"]}));
+    assert_eq!(field("dims")["type"], json!({"type": "map", "values": "string"}));
 }
 
 /// Asserts that a Rust enum's wire names are exactly a schema `enum`. The `match` is exhaustive,
@@ -654,93 +436,35 @@ macro_rules! enum_matches_schema {
 
 #[test]
 fn enums_match_the_rust_types() {
-    enum_matches_schema!(
-        SourceKind,
-        [Game, Simulator, Device, Replay],
-        "pitgun-envelope",
-        "/$defs/source/properties/kind/enum"
-    );
+    enum_matches_schema!(SourceKind, [Game, Simulator, Device, Replay], "pitgun-envelope", "/$defs/source/properties/kind/enum");
     enum_matches_schema!(
         EventKind,
-        [
-            Sample,
-            Lap,
-            Sector,
-            PitIn,
-            PitOut,
-            SessionStart,
-            SessionEnd,
-            Health,
-            Marker
-        ],
+        [Sample, Lap, Sector, PitIn, PitOut, SessionStart, SessionEnd, Health, Marker],
         COMMON_NAME,
         "/$defs/eventKind/enum"
     );
-    let wire: BTreeSet<String> = EventKind::ALL
-        .iter()
-        .map(|k| k.as_str().to_string())
-        .collect();
+    let wire: BTreeSet<String> = EventKind::ALL.iter().map(|k| k.as_str().to_string()).collect();
     assert_eq!(wire, schema_enum(COMMON_NAME, "/$defs/eventKind/enum"));
-    enum_matches_schema!(
-        MetricKind,
-        [Gauge, Counter, State, Event],
-        "pitgun-dictionary",
-        "/$defs/metric/properties/kind/enum"
-    );
-    enum_matches_schema!(
-        ValueType,
-        [Float, Int, Bool],
-        "pitgun-dictionary",
-        "/$defs/metric/properties/type/enum"
-    );
-    enum_matches_schema!(
-        Stability,
-        [Experimental, Stable, Deprecated],
-        "pitgun-dictionary",
-        "/$defs/metric/properties/stability/enum"
-    );
-    enum_matches_schema!(
-        UnknownChannelPolicy,
-        [Drop, Keep, Reject],
-        "pitgun-pipeline",
-        "/$defs/input/properties/unknown_channels/enum"
-    );
+    enum_matches_schema!(MetricKind, [Gauge, Counter, State, Event], "pitgun-dictionary", "/$defs/metric/properties/kind/enum");
+    enum_matches_schema!(ValueType, [Float, Int, Bool], "pitgun-dictionary", "/$defs/metric/properties/type/enum");
+    enum_matches_schema!(Stability, [Experimental, Stable, Deprecated], "pitgun-dictionary", "/$defs/metric/properties/stability/enum");
+    enum_matches_schema!(UnknownChannelPolicy, [Drop, Keep, Reject], "pitgun-pipeline", "/$defs/input/properties/unknown_channels/enum");
     enum_matches_schema!(
         AggregateFn,
         [Count, Sum, Min, Max, Mean, First, Last, Stddev, Percentile, Duration, Missing],
         "pitgun-pipeline",
         "/$defs/aggregation/properties/fn/enum"
     );
-    enum_matches_schema!(
-        SinkKind,
-        [Questdb, Postgres],
-        "pitgun-pipeline",
-        "/$defs/sink/properties/kind/enum"
-    );
-    enum_matches_schema!(
-        ColumnType,
-        [String, Int, Float, Bool, Timestamp],
-        "pitgun-analysis",
-        "/$defs/column/properties/type/enum"
-    );
-    enum_matches_schema!(
-        ColumnRole,
-        [Id, Key, Window, Measure, Flag],
-        "pitgun-analysis",
-        "/$defs/column/properties/role/enum"
-    );
+    enum_matches_schema!(SinkKind, [Questdb, Postgres], "pitgun-pipeline", "/$defs/sink/properties/kind/enum");
+    enum_matches_schema!(ColumnType, [String, Int, Float, Bool, Timestamp], "pitgun-analysis", "/$defs/column/properties/type/enum");
+    enum_matches_schema!(ColumnRole, [Id, Key, Window, Measure, Flag], "pitgun-analysis", "/$defs/column/properties/role/enum");
 
     let second = Duration::from_secs(1);
     let windows = [
         WindowDef::Tumbling { size: second },
-        WindowDef::Hopping {
-            size: second,
-            hop: second,
-        },
+        WindowDef::Hopping { size: second, hop: second },
         WindowDef::Session { gap: second },
-        WindowDef::Segment {
-            field: "lap".into(),
-        },
+        WindowDef::Segment { field: "lap".into() },
         WindowDef::Global,
     ];
     let kinds: BTreeSet<String> = windows
@@ -754,10 +478,7 @@ fn enums_match_the_rust_types() {
                 | WindowDef::Global => (),
             };
             // The serde tag and the kind name agree.
-            assert_eq!(
-                serde_json::to_value(w).unwrap()["kind"],
-                json!(w.kind_name())
-            );
+            assert_eq!(serde_json::to_value(w).unwrap()["kind"], json!(w.kind_name()));
             w.kind_name().to_string()
         })
         .collect();
@@ -778,41 +499,21 @@ fn schema_defaults_are_the_rust_defaults() {
         serde_json::to_value(UnknownChannelPolicy::default()).unwrap()
     );
     // A derived value without a unit is dimensionless.
-    let derived: pitgun_contracts::manifest::DerivedDef =
-        serde_json::from_value(json!({"name": "x", "formula": "1.0"})).unwrap();
-    assert_eq!(
-        pipeline["$defs"]["derived"]["properties"]["unit"]["default"],
-        json!(derived.unit)
-    );
+    let derived: pitgun_contracts::manifest::DerivedDef = serde_json::from_value(json!({"name": "x", "formula": "1.0"})).unwrap();
+    assert_eq!(pipeline["$defs"]["derived"]["properties"]["unit"]["default"], json!(derived.unit));
 }
 
 #[test]
 fn durations_the_schema_accepts_parse_and_print_back_accepted() {
-    let validator =
-        jsonschema::draft202012::new(&schema_value(COMMON_NAME)["$defs"]["duration"]).unwrap();
-    for text in [
-        "0s", "1us", "250ms", "2s", "1.5s", "5m", "1h", "36h", "0.25ms",
-    ] {
-        assert!(
-            validator.is_valid(&json!(text)),
-            "{text} should match the schema"
-        );
+    let validator = jsonschema::draft202012::new(&schema_value(COMMON_NAME)["$defs"]["duration"]).unwrap();
+    for text in ["0s", "1us", "250ms", "2s", "1.5s", "5m", "1h", "36h", "0.25ms"] {
+        assert!(validator.is_valid(&json!(text)), "{text} should match the schema");
         let parsed = Duration::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
         let printed = parsed.to_string();
-        assert!(
-            validator.is_valid(&json!(printed)),
-            "{text} prints as {printed}, which the schema rejects"
-        );
-        assert_eq!(
-            Duration::parse(&printed).unwrap(),
-            parsed,
-            "{text} → {printed}"
-        );
+        assert!(validator.is_valid(&json!(printed)), "{text} prints as {printed}, which the schema rejects");
+        assert_eq!(Duration::parse(&printed).unwrap(), parsed, "{text} → {printed}");
     }
     for text in ["", "2", "s", "2 s", "-1s", "2sec", "1e3ms", ".5s", "2S"] {
-        assert!(
-            !validator.is_valid(&json!(text)),
-            "{text:?} should not match the schema"
-        );
+        assert!(!validator.is_valid(&json!(text)), "{text:?} should not match the schema");
     }
 }

@@ -106,9 +106,7 @@ impl Accumulator {
             AggregateFn::Last => Accumulator::Last(None),
             AggregateFn::Mean => Accumulator::Mean(ExactSum::default(), 0),
             AggregateFn::Stddev => Accumulator::Moments(ExactSum::default(), ExactSum::default(), 0),
-            AggregateFn::Percentile => Accumulator::Sketch(Box::new(DDSketch::new(
-                SketchConfig::new(SKETCH_RELATIVE_ERROR, 4096, 1e-9),
-            ))),
+            AggregateFn::Percentile => Accumulator::Sketch(Box::new(DDSketch::new(SketchConfig::new(SKETCH_RELATIVE_ERROR, 4096, 1e-9)))),
             AggregateFn::Duration | AggregateFn::Missing => Accumulator::WindowDerived,
         }
     }

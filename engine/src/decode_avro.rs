@@ -14,12 +14,7 @@ use crate::resolve::Resolver;
 /// ([`pitgun_codec::avro::decode_avro_into`], then [`Resolver::resolve`]), which learns layouts and words every
 /// error. So the result of an event never depends on which path took it.
 #[inline]
-pub(crate) fn decode_avro_resolved<'a>(
-    datum: &'a [u8],
-    view: &mut EnvelopeView<'a>,
-    resolver: &mut Resolver,
-    values: &mut Vec<f64>,
-) -> Option<u32> {
+pub(crate) fn decode_avro_resolved<'a>(datum: &'a [u8], view: &mut EnvelopeView<'a>, resolver: &mut Resolver, values: &mut Vec<f64>) -> Option<u32> {
     let mut r = DatumReader::new(datum);
     r.head(view).ok()?;
     view.channels.clear();

@@ -14,15 +14,15 @@ use pitgun_contracts::analysis::ColumnType;
 use pitgun_contracts::envelope::EventKind;
 use pitgun_contracts::manifest::{AggregateFn, WindowDef};
 use serde::{Deserialize, Serialize};
-use smallvec::SmallVec;
 use serde_json::{Map, Value};
+use smallvec::SmallVec;
 
 use crate::accumulate::Accumulator;
 use crate::dedup::{Seen, SeenEvents};
-use crate::store::{MemoryStore, SessionStore};
 use crate::formula::{Evaluated, FormulaRuntime};
 use crate::plan::Plan;
 use crate::row::{self, Row};
+use crate::store::{MemoryStore, SessionStore};
 use crate::{Reason, Stats};
 
 /// An event ready for the engine: decoded, resolved to input slots, key extracted.
@@ -361,10 +361,7 @@ impl<S: SessionStore> Engine<S> {
     pub fn with_store(mut plan: Plan, store: S) -> Engine<S> {
         let rt = std::mem::take(&mut plan.formulas);
         let no_prev = vec![f64::NAN; plan.slots.len()];
-        Engine {
-            core: Core { plan, rt, stats: Stats::default(), scratch: no_prev.clone(), no_prev },
-            sessions: store,
-        }
+        Engine { core: Core { plan, rt, stats: Stats::default(), scratch: no_prev.clone(), no_prev }, sessions: store }
     }
 
     /// The session store.
@@ -416,32 +413,40 @@ impl<S: SessionStore> Engine<S> {
                     return;
                 }
                 core.stats.sessions_opened += 1;
-                self.sessions.insert(ev.session_id, SessionState {
-                    max_time: i64::MIN,
-                    end: None,
-                    started: None,
-                    frontier: None,
-                    buffer: VecDeque::new(),
-                    seen: SeenEvents::default(),
-                    since_purge: 0,
-                    min_seq: u64::MAX,
-                    max_seq: 0,
-                    received: 0,
-                    keys: Vec::new(),
-                    last_activity: now_us,
-                    emissions: 0,
-                })
+                self.sessions.insert(
+                    ev.session_id,
+                    SessionState {
+                        max_time: i64::MIN,
+                        end: None,
+                        started: None,
+                        frontier: None,
+                        buffer: VecDeque::new(),
+                        seen: SeenEvents::default(),
+                        since_purge: 0,
+                        min_seq: u64::MAX,
+                        max_seq: 0,
+                        received: 0,
+                        keys: Vec::new(),
+                        last_activity: now_us,
+                        emissions: 0,
+                    },
+                )
             }
         };
         // Every check comes before the id is remembered: a refused event must not hold dedup memory.
         if session.max_time != i64::MIN {
             let ahead = ev.time_us.saturating_sub(session.watermark(&core.plan));
             if ahead > core.plan.max_jump_us {
-                core.reject(out, ev, Reason::ClockJump, format!(
-                    "event time is {:.3} s ahead of the session's watermark (limit {})",
-                    ahead as f64 / 1e6,
-                    core.plan.manifest.time.max_clock_jump
-                ));
+                core.reject(
+                    out,
+                    ev,
+                    Reason::ClockJump,
+                    format!(
+                        "event time is {:.3} s ahead of the session's watermark (limit {})",
+                        ahead as f64 / 1e6,
+                        core.plan.manifest.time.max_clock_jump
+                    ),
+                );
                 return;
             }
         }
@@ -721,11 +726,7 @@ impl Core {
             }
         }
         let wm = s.max_time.saturating_sub(plan.ooo_us);
-        let accepted = if in_order {
-            self.add_in_order(s, sid, p.key as usize, &p, out)
-        } else {
-            self.add_late(s, sid, p.key as usize, &p, wm, out)
-        };
+        let accepted = if in_order { self.add_in_order(s, sid, p.key as usize, &p, out) } else { self.add_late(s, sid, p.key as usize, &p, wm, out) };
         if accepted {
             self.stats.accepted += 1;
             if !in_order {
@@ -861,8 +862,7 @@ impl Core {
                 if t <= key.sealed_until.saturating_add(gap) {
                     return false;
                 }
-                let hits: Vec<usize> =
-                    (0..wins.len()).filter(|&i| t >= wins[i].first_t - gap && t <= wins[i].last_t + gap).collect();
+                let hits: Vec<usize> = (0..wins.len()).filter(|&i| t >= wins[i].first_t - gap && t <= wins[i].last_t + gap).collect();
                 match hits.as_slice() {
                     [] => {
                         if t + gap + lateness < wm {

@@ -111,49 +111,23 @@ impl FormulaRuntime {
             .set_strict_variables(true)
             .set_optimization_level(OptimizationLevel::Simple);
         engine.disable_symbol("eval");
-        FormulaRuntime {
-            engine,
-            scope: Scope::new(),
-        }
+        FormulaRuntime { engine, scope: Scope::new() }
     }
 
     /// Compiles `text`, allowing exactly the variables in `available` (name → source).
-    pub fn compile(
-        &self,
-        text: &str,
-        available: &[(String, VarSource)],
-    ) -> Result<Formula, String> {
+    pub fn compile(&self, text: &str, available: &[(String, VarSource)]) -> Result<Formula, String> {
         let mut scope = Scope::new();
         for (name, _) in available {
             scope.push(name.as_str(), 0.0_f64);
         }
-        let ast = self
-            .engine
-            .compile_with_scope(&scope, text)
-            .map_err(|e| e.to_string())?;
+        let ast = self.engine.compile_with_scope(&scope, text).map_err(|e| e.to_string())?;
         let used = identifiers(text);
-        let vars: Vec<(String, VarSource)> = available
-            .iter()
-            .filter(|(name, _)| used.iter().any(|u| u == name))
-            .cloned()
-            .collect();
+        let vars: Vec<(String, VarSource)> = available.iter().filter(|(name, _)| used.iter().any(|u| u == name)).cloned().collect();
         let names: Vec<&str> = vars.iter().map(|(n, _)| n.as_str()).collect();
-        let native =
-            crate::native::Native::compile(&ast, &names).filter(|_| names.len() <= NATIVE_VARS);
+        let native = crate::native::Native::compile(&ast, &names).filter(|_| names.len() <= NATIVE_VARS);
         let memoised = native.is_none() && vars.len() <= MEMO_VARS;
-        let memo = Memo {
-            entries: if memoised {
-                vec![None; MEMO_SLOTS]
-            } else {
-                Vec::new()
-            },
-        };
-        Ok(Formula {
-            ast,
-            vars,
-            native,
-            memo: std::cell::RefCell::new(memo),
-        })
+        let memo = Memo { entries: if memoised { vec![None; MEMO_SLOTS] } else { Vec::new() } };
+        Ok(Formula { ast, vars, native, memo: std::cell::RefCell::new(memo) })
     }
 
     /// Evaluates a formula. `slots` holds the current values (NaN = no value), `prev` the previous
@@ -183,9 +157,7 @@ impl FormulaRuntime {
         let slot = if memo.entries.is_empty() {
             None
         } else {
-            let h = key.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, k| {
-                (h ^ k).wrapping_mul(0x0100_0000_01b3)
-            });
+            let h = key.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, k| (h ^ k).wrapping_mul(0x0100_0000_01b3));
             let slot = ((h ^ (h >> 29)) as usize) % MEMO_SLOTS;
             if let Some((k, outcome)) = memo.entries[slot] {
                 if k == key {
@@ -206,10 +178,7 @@ impl FormulaRuntime {
         for (name, source) in &formula.vars {
             self.scope.push(name.as_str(), source.read(slots, prev, dt));
         }
-        match self
-            .engine
-            .eval_ast_with_scope::<Dynamic>(&mut self.scope, &formula.ast)
-        {
+        match self.engine.eval_ast_with_scope::<Dynamic>(&mut self.scope, &formula.ast) {
             Ok(v) => to_number(v),
             Err(e) => match *e {
                 EvalAltResult::ErrorTooManyOperations(_)
@@ -247,11 +216,7 @@ fn to_number(v: Dynamic) -> Evaluated {
         return Evaluated::Null;
     }
     if let Ok(f) = v.as_float() {
-        return if f.is_finite() {
-            Evaluated::Value(f)
-        } else {
-            Evaluated::Null
-        };
+        return if f.is_finite() { Evaluated::Value(f) } else { Evaluated::Null };
     }
     if let Ok(i) = v.as_int() {
         return Evaluated::Value(i as f64);
@@ -284,27 +249,16 @@ mod tests {
     use super::*;
 
     fn vars() -> Vec<(String, VarSource)> {
-        vec![
-            ("speed".into(), VarSource::Slot(0)),
-            ("prev_speed".into(), VarSource::Prev(0)),
-            ("dt".into(), VarSource::Dt),
-        ]
+        vec![("speed".into(), VarSource::Slot(0)), ("prev_speed".into(), VarSource::Prev(0)), ("dt".into(), VarSource::Dt)]
     }
 
     #[test]
     fn evaluates_with_inputs_prev_and_dt() {
         let mut rt = FormulaRuntime::new();
-        let f = rt
-            .compile("(speed + prev_speed) / 2.0 * dt", &vars())
-            .unwrap();
+        let f = rt.compile("(speed + prev_speed) / 2.0 * dt", &vars()).unwrap();
         assert_eq!(rt.eval(&f, &[10.0], &[20.0], 0.5), Evaluated::Value(7.5));
-        assert_eq!(
-            rt.eval(&f, &[10.0], &[f64::NAN], 0.5),
-            Evaluated::MissingInput
-        );
-        let g = rt
-            .compile("if speed > 5 { true } else { () }", &vars())
-            .unwrap();
+        assert_eq!(rt.eval(&f, &[10.0], &[f64::NAN], 0.5), Evaluated::MissingInput);
+        let g = rt.compile("if speed > 5 { true } else { () }", &vars()).unwrap();
         assert_eq!(rt.eval(&g, &[10.0], &[0.0], 0.0), Evaluated::Value(1.0));
         assert_eq!(rt.eval(&g, &[1.0], &[0.0], 0.0), Evaluated::Null);
     }
@@ -313,10 +267,7 @@ mod tests {
     /// (near-equal pairs included, for the epsilon comparisons): the outcomes agree bit for bit.
     #[test]
     fn native_evaluation_agrees_with_rhai() {
-        let seed: u64 = std::env::var("PITGUN_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(20261126);
+        let seed: u64 = std::env::var("PITGUN_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20261126);
         eprintln!("native formula property test: seed {seed}");
         let mut state = seed.max(1);
         let mut next = move || {
@@ -346,66 +297,35 @@ mod tests {
             }
             match r % 7 {
                 0 => format!("-({})", numeric(next, depth - 1)),
-                1 => format!(
-                    "if {} {{ {} }} else {{ {} }}",
-                    boolean(next, depth - 1),
-                    numeric(next, depth - 1),
-                    numeric(next, depth - 1)
-                ),
+                1 => format!("if {} {{ {} }} else {{ {} }}", boolean(next, depth - 1), numeric(next, depth - 1), numeric(next, depth - 1)),
                 _ => {
                     let op = ["+", "-", "*", "/"][(r >> 5) as usize % 4];
-                    format!(
-                        "({} {op} {})",
-                        numeric(next, depth - 1),
-                        numeric(next, depth - 1)
-                    )
+                    format!("({} {op} {})", numeric(next, depth - 1), numeric(next, depth - 1))
                 }
             }
         }
         fn boolean(next: &mut dyn FnMut() -> u64, depth: u32) -> String {
             let r = next();
             match r % 6 {
-                0 if depth > 0 => format!(
-                    "({} && {})",
-                    boolean(next, depth - 1),
-                    boolean(next, depth - 1)
-                ),
-                1 if depth > 0 => format!(
-                    "({} || {})",
-                    boolean(next, depth - 1),
-                    boolean(next, depth - 1)
-                ),
+                0 if depth > 0 => format!("({} && {})", boolean(next, depth - 1), boolean(next, depth - 1)),
+                1 if depth > 0 => format!("({} || {})", boolean(next, depth - 1), boolean(next, depth - 1)),
                 2 if depth > 0 => format!("!({})", boolean(next, depth - 1)),
                 _ => {
                     let op = ["==", "!=", ">", ">=", "<", "<="][(r >> 5) as usize % 6];
-                    format!(
-                        "({} {op} {})",
-                        numeric(next, depth.saturating_sub(1)),
-                        numeric(next, depth.saturating_sub(1))
-                    )
+                    format!("({} {op} {})", numeric(next, depth.saturating_sub(1)), numeric(next, depth.saturating_sub(1)))
                 }
             }
         }
-        let vars = vec![
-            ("a".to_string(), VarSource::Slot(0)),
-            ("b".to_string(), VarSource::Slot(1)),
-            ("prev_a".to_string(), VarSource::Prev(0)),
-        ];
+        let vars = vec![("a".to_string(), VarSource::Slot(0)), ("b".to_string(), VarSource::Slot(1)), ("prev_a".to_string(), VarSource::Prev(0))];
         let mut rt = FormulaRuntime::new();
         let (mut native, mut checked) = (0, 0);
         for i in 0..3000 {
             let text = match i % 4 {
                 0 => boolean(&mut next, 3),
-                1 => format!(
-                    "if {} {{ {} }}",
-                    boolean(&mut next, 2),
-                    numeric(&mut next, 2)
-                ),
+                1 => format!("if {} {{ {} }}", boolean(&mut next, 2), numeric(&mut next, 2)),
                 _ => numeric(&mut next, 3),
             };
-            let f = rt
-                .compile(&text, &vars)
-                .unwrap_or_else(|e| panic!("{text}: {e}"));
+            let f = rt.compile(&text, &vars).unwrap_or_else(|e| panic!("{text}: {e}"));
             if f.native.is_none() {
                 continue;
             }
@@ -420,16 +340,8 @@ mod tests {
                     2 => 0.98 * (1.0 + f64::EPSILON),
                     _ => ((r >> 8) % 100_000) as f64 / 1000.0,
                 };
-                let b = if r % 3 == 0 {
-                    a
-                } else {
-                    ((r >> 20) % 1000) as f64 / 10.0
-                };
-                let prev = if r % 5 == 0 {
-                    a * (1.0 - f64::EPSILON)
-                } else {
-                    b + 0.5
-                };
+                let b = if r % 3 == 0 { a } else { ((r >> 20) % 1000) as f64 / 10.0 };
+                let prev = if r % 5 == 0 { a * (1.0 - f64::EPSILON) } else { b + 0.5 };
                 let slots = [a, b];
                 let prevs = [prev, f64::NAN];
                 let fast = rt.eval(&f, &slots, &prevs, 0.0);
@@ -449,24 +361,11 @@ mod tests {
     #[test]
     fn lap_performance_formulas_run_natively() {
         let rt = FormulaRuntime::new();
-        let vars = vec![
-            ("speed".to_string(), VarSource::Slot(0)),
-            ("dt".to_string(), VarSource::Dt),
-            ("throttle".to_string(), VarSource::Slot(1)),
-        ];
-        for text in [
-            "speed * dt",
-            "if throttle >= 0.98 { 1.0 } else { 0.0 }",
-            "if speed > 5 { true } else { () }",
-        ] {
+        let vars = vec![("speed".to_string(), VarSource::Slot(0)), ("dt".to_string(), VarSource::Dt), ("throttle".to_string(), VarSource::Slot(1))];
+        for text in ["speed * dt", "if throttle >= 0.98 { 1.0 } else { 0.0 }", "if speed > 5 { true } else { () }"] {
             assert!(rt.compile(text, &vars).unwrap().native.is_some(), "{text}");
         }
-        for text in [
-            "speed.abs()",
-            "let x = speed; x",
-            "speed % 2.0",
-            "speed ** 2.0",
-        ] {
+        for text in ["speed.abs()", "let x = speed; x", "speed % 2.0", "speed ** 2.0"] {
             assert!(rt.compile(text, &vars).unwrap().native.is_none(), "{text}");
         }
     }
@@ -481,9 +380,7 @@ mod tests {
     #[test]
     fn infinite_loop_is_stopped_by_the_operation_limit_every_time() {
         let mut rt = FormulaRuntime::new();
-        let f = rt
-            .compile("let x = 0; loop { x += 1; } x", &vars())
-            .unwrap();
+        let f = rt.compile("let x = 0; loop { x += 1; } x", &vars()).unwrap();
         for _ in 0..3 {
             assert_eq!(rt.eval(&f, &[1.0], &[1.0], 0.0), Evaluated::Limit);
         }

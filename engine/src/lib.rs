@@ -151,11 +151,7 @@ impl Stats {
 
     /// Refused events by reason code, non-zero only.
     pub fn rejected_by_reason(&self) -> Vec<(&'static str, u64)> {
-        Reason::ALL
-            .iter()
-            .map(|r| (r.as_str(), self.rejected[*r as usize]))
-            .filter(|(_, n)| *n > 0)
-            .collect()
+        Reason::ALL.iter().map(|r| (r.as_str(), self.rejected[*r as usize])).filter(|(_, n)| *n > 0).collect()
     }
 
     /// Total refused events.

@@ -91,9 +91,7 @@ impl Native {
                     Arith::Div => x / y,
                 })
             }
-            Native::Compare(op, a, b) => {
-                Value::Bool(compare(*op, float(a.eval(vars)), float(b.eval(vars))))
-            }
+            Native::Compare(op, a, b) => Value::Bool(compare(*op, float(a.eval(vars)), float(b.eval(vars)))),
             Native::And(xs) => Value::Bool(xs.iter().all(|x| boolean(x.eval(vars)))),
             Native::Or(xs) => Value::Bool(xs.iter().any(|x| boolean(x.eval(vars)))),
             Native::If(c, then, otherwise) => {
@@ -126,11 +124,7 @@ fn boolean(v: Value) -> bool {
 /// `f64::EPSILON` counts as equal.
 #[inline]
 fn compare(op: Compare, x: f64, y: f64) -> bool {
-    let max = if x * y == 0.0 {
-        1.0
-    } else {
-        x.abs().max(y.abs())
-    };
+    let max = if x * y == 0.0 { 1.0 } else { x.abs().max(y.abs()) };
     if max == 0.0 {
         return matches!(op, Compare::Eq | Compare::Ge | Compare::Le);
     }
@@ -159,15 +153,8 @@ fn lower_stmt(stmt: &Stmt, vars: &[&str]) -> Option<(Native, Type)> {
             };
             let then = lower_block(flow.body.statements(), vars)?;
             let otherwise = lower_block(flow.branch.statements(), vars)?;
-            let t = if then.1 == otherwise.1 {
-                then.1
-            } else {
-                Type::Mixed
-            };
-            Some((
-                Native::If(Box::new(cond), Box::new(then.0), Box::new(otherwise.0)),
-                t,
-            ))
+            let t = if then.1 == otherwise.1 { then.1 } else { Type::Mixed };
+            Some((Native::If(Box::new(cond), Box::new(then.0), Box::new(otherwise.0)), t))
         }
         _ => None,
     }
@@ -201,14 +188,7 @@ fn lower(e: &Expr, vars: &[&str]) -> Option<(Native, Type)> {
                 };
                 parts.push(n);
             }
-            Some((
-                if matches!(e, Expr::And(..)) {
-                    Native::And(parts)
-                } else {
-                    Native::Or(parts)
-                },
-                Type::Bool,
-            ))
+            Some((if matches!(e, Expr::And(..)) { Native::And(parts) } else { Native::Or(parts) }, Type::Bool))
         }
         Expr::FnCall(call, _) if call.op_token.is_some() => lower_operator(call, vars),
         _ => None,

@@ -131,20 +131,14 @@ impl Plan {
 
     /// Compiles a loaded manifest against a loaded dictionary; every problem is reported with
     /// the manifest's file, line and JSON pointer.
-    pub fn compile(
-        manifest: &Loaded<PipelineManifest>,
-        dictionary: &Loaded<Dictionary>,
-    ) -> Result<Plan, ContractError> {
+    pub fn compile(manifest: &Loaded<PipelineManifest>, dictionary: &Loaded<Dictionary>) -> Result<Plan, ContractError> {
         Compiler::new(&manifest.source).run(manifest, dictionary)
     }
 
     /// Compiles from in-memory text (tests).
     pub fn compile_text(manifest_yaml: &str, dictionary: &Loaded<Dictionary>) -> Result<Plan, ContractError> {
         let source = SourceText { file: "<manifest>".into(), text: manifest_yaml.into() };
-        let manifest = pitgun_contracts::load::load_text(
-            pitgun_contracts::schema::ContractKind::Pipeline,
-            source,
-        )?;
+        let manifest = pitgun_contracts::load::load_text(pitgun_contracts::schema::ContractKind::Pipeline, source)?;
         Plan::compile(&manifest, dictionary)
     }
 }
@@ -164,11 +158,7 @@ impl<'s> Compiler<'s> {
         self.issues.push(self.source.issue(&pointer, message));
     }
 
-    fn run(
-        mut self,
-        loaded: &Loaded<PipelineManifest>,
-        dictionary: &Loaded<Dictionary>,
-    ) -> Result<Plan, ContractError> {
+    fn run(mut self, loaded: &Loaded<PipelineManifest>, dictionary: &Loaded<Dictionary>) -> Result<Plan, ContractError> {
         let m = &loaded.doc;
         let dict = &dictionary.doc;
         let mut warnings = Vec::new();
@@ -181,10 +171,7 @@ impl<'s> Compiler<'s> {
             self.err("/dictionary/version", format!("manifest pins version {}, dictionary is {}", m.dictionary.version, dict.version));
         }
         if m.dictionary.sha256 != dictionary.hash {
-            self.err(
-                "/dictionary/sha256",
-                format!("dictionary content hash is {}, manifest pins {}", dictionary.hash, m.dictionary.sha256),
-            );
+            self.err("/dictionary/sha256", format!("dictionary content hash is {}, manifest pins {}", dictionary.hash, m.dictionary.sha256));
         }
         let expected_topic = format!("pitgun.aggregates.{}.v{}", m.name, m.version);
         if m.output.topic != expected_topic {
@@ -229,19 +216,10 @@ impl<'s> Compiler<'s> {
                             }
                         }
                         if def.stability == Stability::Deprecated || def.deprecation.is_some() {
-                            let hint = def
-                                .deprecation
-                                .as_ref()
-                                .and_then(|d| d.renamed_to.as_ref())
-                                .map(|r| format!("; use {r}"))
-                                .unwrap_or_default();
+                            let hint = def.deprecation.as_ref().and_then(|d| d.renamed_to.as_ref()).map(|r| format!("; use {r}")).unwrap_or_default();
                             warnings.push(self.source.issue(&format!("{at}/metric"), format!("metric {id} is deprecated{hint}")));
                         }
-                        slots.push(SlotInfo {
-                            name: input.name.clone(),
-                            unit: def.unit.clone(),
-                            integral: def.value_type != ValueType::Float,
-                        });
+                        slots.push(SlotInfo { name: input.name.clone(), unit: def.unit.clone(), integral: def.value_type != ValueType::Float });
                         input_metrics.push(Some((def, input.dimensions.clone())));
                     }
                 },
@@ -314,8 +292,7 @@ impl<'s> Compiler<'s> {
 
         // Formulas: filter over inputs; derived over inputs, earlier derived, prev_*, dt.
         let formulas = FormulaRuntime::new();
-        let mut available: Vec<(String, VarSource)> =
-            slots.iter().enumerate().map(|(i, s)| (s.name.clone(), VarSource::Slot(i))).collect();
+        let mut available: Vec<(String, VarSource)> = slots.iter().enumerate().map(|(i, s)| (s.name.clone(), VarSource::Slot(i))).collect();
         let filter = match &m.filter {
             None => None,
             Some(text) => match formulas.compile(text, &available) {
@@ -512,12 +489,7 @@ fn slots_name_is_column(window: &WindowDef, name: &str) -> bool {
 }
 
 /// The analysis contract of a compiled manifest: the exact columns of its rows, in order.
-fn contract_of(
-    m: &PipelineManifest,
-    slots: &[SlotInfo],
-    segment_slot: Option<usize>,
-    aggregations: &[AggregationPlan],
-) -> AnalysisContract {
+fn contract_of(m: &PipelineManifest, slots: &[SlotInfo], segment_slot: Option<usize>, aggregations: &[AggregationPlan]) -> AnalysisContract {
     let col = |name: &str, t: ColumnType, unit: Option<String>, nullable: bool, role: ColumnRole, d: &str| Column {
         name: name.into(),
         column_type: t,
@@ -527,14 +499,35 @@ fn contract_of(
         description: d.into(),
     };
     let mut columns = vec![
-        col("row_id", ColumnType::String, None, false, ColumnRole::Id, "SHA-256 of [manifest, version, key…, window kind, window start or segment value]; the upsert key."),
+        col(
+            "row_id",
+            ColumnType::String,
+            None,
+            false,
+            ColumnRole::Id,
+            "SHA-256 of [manifest, version, key…, window kind, window start or segment value]; the upsert key.",
+        ),
         col("session_id", ColumnType::String, None, false, ColumnRole::Key, "Session the row belongs to."),
     ];
     for k in &m.key {
         columns.push(col(k, ColumnType::String, None, false, ColumnRole::Key, &format!("Envelope dimension `{k}`.")));
     }
-    columns.push(col("window_start", ColumnType::Timestamp, None, false, ColumnRole::Window, "Start of the window (first event for segment, session and global windows)."));
-    columns.push(col("window_end", ColumnType::Timestamp, None, false, ColumnRole::Window, "End of the window (exclusive for time windows; next segment's start for a complete segment)."));
+    columns.push(col(
+        "window_start",
+        ColumnType::Timestamp,
+        None,
+        false,
+        ColumnRole::Window,
+        "Start of the window (first event for segment, session and global windows).",
+    ));
+    columns.push(col(
+        "window_end",
+        ColumnType::Timestamp,
+        None,
+        false,
+        ColumnRole::Window,
+        "End of the window (exclusive for time windows; next segment's start for a complete segment).",
+    ));
     columns.push(col("window_anchor", ColumnType::Timestamp, None, false, ColumnRole::Window, "The row's fixed time: window_start as the row was first emitted. Equal to window_start unless a late event moved the start of an already emitted segment or global window; every version of a row keeps it (QuestDB's designated timestamp and dedup key)."));
     if let Some(s) = segment_slot {
         let slot = &slots[s];
@@ -544,14 +537,18 @@ fn contract_of(
     for a in aggregations {
         let nullable = !matches!(a.function, AggregateFn::Count | AggregateFn::Missing | AggregateFn::Duration);
         let source = m.aggregations.iter().find(|x| x.name == a.name);
-        let description = source
-            .filter(|x| !x.description.is_empty())
-            .map(|x| x.description.clone())
-            .unwrap_or_else(|| describe(a, slots));
+        let description = source.filter(|x| !x.description.is_empty()).map(|x| x.description.clone()).unwrap_or_else(|| describe(a, slots));
         columns.push(col(&a.name, a.column_type, a.unit.clone(), nullable, ColumnRole::Measure, &description));
     }
     if segment_slot.is_some() {
-        columns.push(col("complete", ColumnType::Bool, None, false, ColumnRole::Flag, "False when the segment was closed by session end, end of input or a jump in the segment value."));
+        columns.push(col(
+            "complete",
+            ColumnType::Bool,
+            None,
+            false,
+            ColumnRole::Flag,
+            "False when the segment was closed by session end, end of input or a jump in the segment value.",
+        ));
     }
     AnalysisContract {
         schema: ANALYSIS_SCHEMA_V1.into(),

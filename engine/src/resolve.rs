@@ -15,10 +15,10 @@ use pitgun_contracts::dictionary::ValueType;
 use pitgun_contracts::manifest::UnknownChannelPolicy;
 use rustc_hash::FxHashMap;
 
-use pitgun_codec::json::EnvelopeView;
 use crate::plan::{Plan, ValueCheck};
-use pitgun_codec::text::{same, same_bytes};
 use crate::Reason;
+use pitgun_codec::json::EnvelopeView;
+use pitgun_codec::text::{same, same_bytes};
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Binding {
@@ -54,9 +54,7 @@ fn follow<'l>(layouts: &'l [Layout], current: &mut usize, i: usize, name: &[u8])
     if same_bytes(here[i].0.as_bytes(), name) {
         return Some(&here[i].1);
     }
-    let j = layouts.iter().position(|l| {
-        same_bytes(l[i].0.as_bytes(), name) && l[..i].iter().zip(&here[..i]).all(|(a, b)| same(&a.0, &b.0))
-    })?;
+    let j = layouts.iter().position(|l| same_bytes(l[i].0.as_bytes(), name) && l[..i].iter().zip(&here[..i]).all(|(a, b)| same(&a.0, &b.0)))?;
     *current = j;
     Some(&layouts[j][i].1)
 }
@@ -201,11 +199,7 @@ impl Resolver {
         if let Ok(parsed) = &parsed {
             for alias in self.plan_aliases.iter() {
                 if alias.producer == producer && alias.versions.matches(parsed) {
-                    let metric = self
-                        .metric_names
-                        .iter()
-                        .position(|m| *m == alias.metric)
-                        .unwrap_or(0) as u32;
+                    let metric = self.metric_names.iter().position(|m| *m == alias.metric).unwrap_or(0) as u32;
                     let binding = match alias.slot {
                         Some(s) => Binding::Slot(s, alias.check),
                         None => Binding::Unused(alias.check),
@@ -215,9 +209,7 @@ impl Resolver {
             }
         }
         for (channel, slot) in &self.raw {
-            table
-                .entry(channel.clone().into_boxed_str())
-                .or_insert((Binding::Raw(*slot), u32::MAX));
+            table.entry(channel.clone().into_boxed_str()).or_insert((Binding::Raw(*slot), u32::MAX));
         }
         self.cache.push(ProducerTable {
             producer: producer.into(),
@@ -231,33 +223,19 @@ impl Resolver {
 
     /// Writes the event's input values into `values` (NaN where absent) and its key dimension
     /// values into `key`. Returns the number of unknown channels dropped.
-    pub fn resolve<'v>(
-        &mut self,
-        ev: &'v EnvelopeView<'_>,
-        values: &mut Vec<f64>,
-        key: &mut KeyValues<'v>,
-    ) -> Result<u32, Refusal> {
+    pub fn resolve<'v>(&mut self, ev: &'v EnvelopeView<'_>, values: &mut Vec<f64>, key: &mut KeyValues<'v>) -> Result<u32, Refusal> {
         values.clear();
         values.resize(self.input_count, f64::NAN);
         let t = self.table(&ev.source.id, &ev.source.version);
-        let ProducerTable {
-            channels: table,
-            layouts,
-            ..
-        } = &mut self.cache[t];
+        let ProducerTable { channels: table, layouts, .. } = &mut self.cache[t];
         let Some(table) = table else {
             return Err(Refusal {
                 reason: Reason::InvalidEnvelope,
-                detail: format!(
-                    "at /source/version: {:?} is not a semantic version",
-                    ev.source.version
-                ),
+                detail: format!("at /source/version: {:?} is not a semantic version", ev.source.version),
             });
         };
-        key_values(&self.key_dims, ev, key).map_err(|name| Refusal {
-            reason: Reason::MissingKey,
-            detail: format!("dimension {name:?} (part of the manifest key) is missing"),
-        })?;
+        key_values(&self.key_dims, ev, key)
+            .map_err(|name| Refusal { reason: Reason::MissingKey, detail: format!("dimension {name:?} (part of the manifest key) is missing") })?;
         let mut unknown = 0;
         let no_layouts: &[Layout] = &[];
         let known = layouts.get(ev.channels.len()).map_or(no_layouts, |l| l.as_slice());
@@ -276,10 +254,7 @@ impl Resolver {
                     UnknownChannelPolicy::Reject => {
                         return Err(Refusal {
                             reason: Reason::UnknownChannel,
-                            detail: format!(
-                                "channel {channel:?} is not in the dictionary for {} {}",
-                                ev.source.id, ev.source.version
-                            ),
+                            detail: format!("channel {channel:?} is not in the dictionary for {} {}", ev.source.id, ev.source.version),
                         })
                     }
                     UnknownChannelPolicy::Drop | UnknownChannelPolicy::Keep => unknown += 1,
@@ -301,27 +276,13 @@ impl Resolver {
 }
 
 #[cold]
-fn refusal(
-    metric_names: &[String],
-    reason: Reason,
-    channel: &str,
-    raw: f64,
-    metric: u32,
-    check: ValueCheck,
-) -> Refusal {
-    let metric = metric_names
-        .get(metric as usize)
-        .map(String::as_str)
-        .unwrap_or("?");
+fn refusal(metric_names: &[String], reason: Reason, channel: &str, raw: f64, metric: u32, check: ValueCheck) -> Refusal {
+    let metric = metric_names.get(metric as usize).map(String::as_str).unwrap_or("?");
     let detail = match (reason, check.range) {
-        (Reason::OutOfRange, Some((lo, hi))) => format!(
-            "channel {channel:?} = {raw} is {} in {metric}'s unit, outside its range [{lo}, {hi}]",
-            check.conversion.apply(raw)
-        ),
-        _ => format!(
-            "channel {channel:?} = {raw} is not a valid {:?} for {metric}",
-            check.value_type
-        ),
+        (Reason::OutOfRange, Some((lo, hi))) => {
+            format!("channel {channel:?} = {raw} is {} in {metric}'s unit, outside its range [{lo}, {hi}]", check.conversion.apply(raw))
+        }
+        _ => format!("channel {channel:?} = {raw} is not a valid {:?} for {metric}", check.value_type),
     };
     Refusal { reason, detail }
 }

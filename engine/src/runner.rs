@@ -1,12 +1,12 @@
 //! One thread's pipeline: decode → resolve → engine, with reusable scratch buffers.
 
-use pitgun_codec::json::{decode_into, EnvelopeView};
-use pitgun_codec::Record;
 use crate::engine::{Engine, EventRef, Output};
 use crate::plan::Plan;
 use crate::resolve::{KeyValues, Resolver};
 use crate::store::{MemoryStore, SessionStore};
 use crate::Reason;
+use pitgun_codec::json::{decode_into, EnvelopeView};
+use pitgun_codec::Record;
 
 /// A record the runner could not turn into an event.
 #[derive(Debug, Clone, PartialEq)]

@@ -50,9 +50,7 @@ pub fn run_case(compile: &dyn Fn() -> Plan, case: &TestCase) -> CaseResult {
         for (column, want_value) in want {
             match got.get(column) {
                 None => failures.push(format!("row {i}: no column {column:?}")),
-                Some(v) if !same(v, want_value) => {
-                    failures.push(format!("row {i}: column {column:?} expected {want_value}, got {v}"))
-                }
+                Some(v) if !same(v, want_value) => failures.push(format!("row {i}: column {column:?} expected {want_value}, got {v}")),
                 Some(_) => {}
             }
         }
@@ -68,8 +66,7 @@ pub fn run_case(compile: &dyn Fn() -> Plan, case: &TestCase) -> CaseResult {
             failures.push(format!("expected {d} duplicates, got {}", stats.duplicates));
         }
     }
-    let got_rejected: BTreeMap<String, u64> =
-        stats.rejected_by_reason().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let got_rejected: BTreeMap<String, u64> = stats.rejected_by_reason().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
     if !expect.rejected.is_empty() || !got_rejected.is_empty() {
         if expect.rejected != got_rejected {
             failures.push(format!("expected rejected {:?}, got {:?}", expect.rejected, got_rejected));

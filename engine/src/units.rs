@@ -11,10 +11,7 @@ pub struct Conversion {
 
 impl Conversion {
     /// The identity.
-    pub const IDENTITY: Conversion = Conversion {
-        factor: 1.0,
-        offset: 0.0,
-    };
+    pub const IDENTITY: Conversion = Conversion { factor: 1.0, offset: 0.0 };
 
     /// Resolves the conversion from `from` to `to` with the `ucum-units` library.
     ///
@@ -26,17 +23,11 @@ impl Conversion {
         }
         ucum::validate(from).map_err(|e| format!("unit {from:?} is not valid UCUM: {e}"))?;
         ucum::validate(to).map_err(|e| format!("unit {to:?} is not valid UCUM: {e}"))?;
-        let comparable = ucum::is_comparable(from, to)
-            .map_err(|e| format!("cannot compare {from:?} with {to:?}: {e}"))?;
+        let comparable = ucum::is_comparable(from, to).map_err(|e| format!("cannot compare {from:?} with {to:?}: {e}"))?;
         if !comparable {
-            return Err(format!(
-                "unit {from:?} cannot be converted to {to:?} (different dimensions)"
-            ));
+            return Err(format!("unit {from:?} cannot be converted to {to:?} (different dimensions)"));
         }
-        let at = |x: f64| {
-            ucum::convert(x, from, to)
-                .map_err(|e| format!("cannot convert {from:?} to {to:?}: {e}"))
-        };
+        let at = |x: f64| ucum::convert(x, from, to).map_err(|e| format!("cannot convert {from:?} to {to:?}: {e}"));
         let offset = at(0.0)?;
         let factor = at(1.0)? - offset;
         // Check the affine model on a third point, so a non-linear (logarithmic) unit is refused.
@@ -45,10 +36,7 @@ impl Conversion {
         if (probe - predicted).abs() > 1e-9 * probe.abs().max(1.0) {
             return Err(format!("conversion {from:?} → {to:?} is not linear"));
         }
-        Ok(Conversion {
-            factor,
-            offset: if offset.abs() < 1e-12 { 0.0 } else { offset },
-        })
+        Ok(Conversion { factor, offset: if offset.abs() < 1e-12 { 0.0 } else { offset } })
     }
 
     /// Applies the conversion.
@@ -86,10 +74,7 @@ impl Conversion {
 
     /// `self` followed by `next`.
     pub fn then(self, next: Conversion) -> Conversion {
-        Conversion {
-            factor: self.factor * next.factor,
-            offset: next.factor * self.offset + next.offset,
-        }
+        Conversion { factor: self.factor * next.factor, offset: next.factor * self.offset + next.offset }
     }
 }
 
@@ -108,9 +93,7 @@ impl Snap {
         }
         let digits = -resolution.log10();
         let rounded = digits.round();
-        ((digits - rounded).abs() < 1e-9).then(|| Snap {
-            scale: 10f64.powi(rounded as i32),
-        })
+        ((digits - rounded).abs() < 1e-9).then(|| Snap { scale: 10f64.powi(rounded as i32) })
     }
 
     /// Rounds `x` to the resolution (half away from zero).
@@ -131,11 +114,7 @@ pub fn round_half_away(x: f64) -> f64 {
         return x; // already an integer, or NaN/infinite
     }
     let t = x as i64 as f64; // truncation, exact below 2⁵²
-    let r = if (x - t).abs() >= 0.5 {
-        t + 1f64.copysign(x)
-    } else {
-        t
-    };
+    let r = if (x - t).abs() >= 0.5 { t + 1f64.copysign(x) } else { t };
     r.copysign(x)
 }
 

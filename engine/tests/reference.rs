@@ -787,15 +787,7 @@ proptest! {
 
 /// A sample of session `s1` at `BASE + ms` with a speed in m/s (a short decimal) and a lap.
 fn ev(id: &str, seq: u64, ms: i64, speed: Option<f64>, lap: Option<u32>) -> Ev {
-    Ev {
-        session: "s1".into(),
-        id: id.into(),
-        seq,
-        t: BASE + ms * 1000,
-        kind: "sample",
-        speed: speed.map(|v| (v * 1000.0).round() as u32),
-        lap,
-    }
+    Ev { session: "s1".into(), id: id.into(), seq, t: BASE + ms * 1000, kind: "sample", speed: speed.map(|v| (v * 1000.0).round() as u32), lap }
 }
 
 fn end_ev(seq: u64, ms: i64) -> Ev {
@@ -837,20 +829,41 @@ fn tumbling_by_hand() {
     assert_eq!(r.rows.len(), 2, "{:#?}", r.rows);
     // [0 s, 10 s): speeds 10 (t=1 s, first) and 20 (t=4 s, last): sum 30, mean 15,
     // stddev sqrt(((10−15)² + (20−15)²)/2) = 5; p50 rank ⌊0.5·1⌋ = 0 → 10 (±1 %); seqs 1..2.
-    assert_row(&r.rows[0], &[
-        ("window_start", at(0)), ("window_end", at(10_000)), ("n", 2.into()), ("n_speed", 2.into()),
-        ("sum_speed", 30.0.into()), ("mean_speed", 15.0.into()), ("min_speed", 10.0.into()),
-        ("max_speed", 20.0.into()), ("first_speed", 10.0.into()), ("last_speed", 20.0.into()),
-        ("sd_speed", 5.0.into()), ("length", 10.0.into()), ("missing", 0.into()),
-    ]);
+    assert_row(
+        &r.rows[0],
+        &[
+            ("window_start", at(0)),
+            ("window_end", at(10_000)),
+            ("n", 2.into()),
+            ("n_speed", 2.into()),
+            ("sum_speed", 30.0.into()),
+            ("mean_speed", 15.0.into()),
+            ("min_speed", 10.0.into()),
+            ("max_speed", 20.0.into()),
+            ("first_speed", 10.0.into()),
+            ("last_speed", 20.0.into()),
+            ("sd_speed", 5.0.into()),
+            ("length", 10.0.into()),
+            ("missing", 0.into()),
+        ],
+    );
     assert!((r.rows[0]["p50_speed"].as_f64().unwrap() - 10.0).abs() <= 0.1);
     // [10 s, 20 s): 30.5 at 12 s; the session_end at 13 s closes the session but is not a
     // sample, so it is not counted.
-    assert_row(&r.rows[1], &[
-        ("window_start", at(10_000)), ("window_end", at(20_000)), ("n", 1.into()), ("n_speed", 1.into()),
-        ("sum_speed", 30.5.into()), ("first_speed", 30.5.into()), ("last_speed", 30.5.into()),
-        ("sd_speed", 0.0.into()), ("missing", 0.into()),
-    ]);
+    assert_row(
+        &r.rows[1],
+        &[
+            ("window_start", at(10_000)),
+            ("window_end", at(20_000)),
+            ("n", 1.into()),
+            ("n_speed", 1.into()),
+            ("sum_speed", 30.5.into()),
+            ("first_speed", 30.5.into()),
+            ("last_speed", 30.5.into()),
+            ("sd_speed", 0.0.into()),
+            ("missing", 0.into()),
+        ],
+    );
     assert_eq!(r.stats.duplicates, 1);
     assert_eq!(r.stats.late, 1);
     assert_eq!(late_reasons(&r.outputs).get("session_closed"), Some(&1));
@@ -879,16 +892,25 @@ fn tumbling_far_late_event_is_dropped_by_hand() {
 fn hopping_by_hand() {
     // size 10 s, hop 5 s: t=1 s is in [−5, 5) and [0, 10); t=6 s in [0, 10) and [5, 15);
     // t=12 s in [5, 15) and [10, 20).
-    let events = [
-        ev("a", 1, 1_000, Some(1.0), None),
-        ev("b", 2, 6_000, Some(2.0), None),
-        ev("c", 3, 12_000, Some(4.0), None),
-    ];
+    let events = [ev("a", 1, 1_000, Some(1.0), None), ev("b", 2, 6_000, Some(2.0), None), ev("c", 3, 12_000, Some(4.0), None)];
     let r = run(plan(Kind::Hopping), &events);
     assert_eq!(r.rows.len(), 4, "{:#?}", r.rows);
     assert_row(&r.rows[0], &[("window_start", at(-5_000)), ("window_end", at(5_000)), ("n", 1.into()), ("sum_speed", 1.0.into())]);
-    assert_row(&r.rows[1], &[("window_start", at(0)), ("window_end", at(10_000)), ("n", 2.into()), ("sum_speed", 3.0.into()), ("mean_speed", 1.5.into())]);
-    assert_row(&r.rows[2], &[("window_start", at(5_000)), ("window_end", at(15_000)), ("n", 2.into()), ("sum_speed", 6.0.into()), ("first_speed", 2.0.into()), ("last_speed", 4.0.into())]);
+    assert_row(
+        &r.rows[1],
+        &[("window_start", at(0)), ("window_end", at(10_000)), ("n", 2.into()), ("sum_speed", 3.0.into()), ("mean_speed", 1.5.into())],
+    );
+    assert_row(
+        &r.rows[2],
+        &[
+            ("window_start", at(5_000)),
+            ("window_end", at(15_000)),
+            ("n", 2.into()),
+            ("sum_speed", 6.0.into()),
+            ("first_speed", 2.0.into()),
+            ("last_speed", 4.0.into()),
+        ],
+    );
     assert_row(&r.rows[3], &[("window_start", at(10_000)), ("window_end", at(20_000)), ("n", 1.into()), ("max_speed", 4.0.into())]);
 }
 
@@ -908,9 +930,23 @@ fn session_gap_by_hand() {
     let r = run(plan(Kind::Session), &events);
     assert_eq!(r.rows.len(), 2, "{:#?}", r.rows);
     // [0, 5]: 1 + 2 + 3 = 6, mean 2, length 5 s, last by time is 3.
-    assert_row(&r.rows[0], &[("window_start", at(0)), ("window_end", at(5_000)), ("n", 3.into()), ("sum_speed", 6.0.into()), ("mean_speed", 2.0.into()), ("length", 5.0.into()), ("last_speed", 3.0.into())]);
+    assert_row(
+        &r.rows[0],
+        &[
+            ("window_start", at(0)),
+            ("window_end", at(5_000)),
+            ("n", 3.into()),
+            ("sum_speed", 6.0.into()),
+            ("mean_speed", 2.0.into()),
+            ("length", 5.0.into()),
+            ("last_speed", 3.0.into()),
+        ],
+    );
     // [9, 11.5]: two events, length 2.5 s.
-    assert_row(&r.rows[1], &[("window_start", at(9_000)), ("window_end", at(11_500)), ("n", 2.into()), ("length", 2.5.into()), ("sum_speed", 17.0.into())]);
+    assert_row(
+        &r.rows[1],
+        &[("window_start", at(9_000)), ("window_end", at(11_500)), ("n", 2.into()), ("length", 2.5.into()), ("sum_speed", 17.0.into())],
+    );
     assert_eq!(r.stats.late_updates, 1);
     assert_eq!(r.stats.late, 0);
 }
@@ -929,11 +965,33 @@ fn segment_by_hand() {
     let r = run(plan(Kind::Segment), &events);
     assert_eq!(r.rows.len(), 3, "{:#?}", r.rows);
     // Lap 1 runs to lap 2's first event: 5 s; 2 = 1 + 1 so complete.
-    assert_row(&r.rows[0], &[("lap", 1.into()), ("window_start", at(0)), ("window_end", at(5_000)), ("length", 5.0.into()), ("n", 2.into()), ("mean_speed", 15.0.into()), ("complete", true.into())]);
+    assert_row(
+        &r.rows[0],
+        &[
+            ("lap", 1.into()),
+            ("window_start", at(0)),
+            ("window_end", at(5_000)),
+            ("length", 5.0.into()),
+            ("n", 2.into()),
+            ("mean_speed", 15.0.into()),
+            ("complete", true.into()),
+        ],
+    );
     // Lap 2 runs to lap 4's first event: 2 s; 4 ≠ 2 + 1 so incomplete.
     assert_row(&r.rows[1], &[("lap", 2.into()), ("window_end", at(7_000)), ("length", 2.0.into()), ("complete", false.into())]);
     // Lap 4 is closed by the end of input at its last event: 1 s, incomplete; two events, one speed.
-    assert_row(&r.rows[2], &[("lap", 4.into()), ("window_start", at(7_000)), ("window_end", at(8_000)), ("length", 1.0.into()), ("n", 2.into()), ("n_speed", 1.into()), ("complete", false.into())]);
+    assert_row(
+        &r.rows[2],
+        &[
+            ("lap", 4.into()),
+            ("window_start", at(7_000)),
+            ("window_end", at(8_000)),
+            ("length", 1.0.into()),
+            ("n", 2.into()),
+            ("n_speed", 1.into()),
+            ("complete", false.into()),
+        ],
+    );
 }
 
 #[test]
@@ -954,7 +1012,10 @@ fn late_event_moves_a_lap_start_but_not_its_anchor() {
     assert_eq!((emissions(1), emissions(2)), (2, 2), "{:#?}", r.rows);
     // Both rows keep the time they were first emitted with.
     assert_row(&r.rows[0], &[("lap", 1.into()), ("window_start", at(0)), ("window_end", at(4_600)), ("window_anchor", at(0))]);
-    assert_row(&r.rows[1], &[("lap", 2.into()), ("window_start", at(4_600)), ("window_end", at(8_000)), ("window_anchor", at(5_000)), ("n", 3.into())]);
+    assert_row(
+        &r.rows[1],
+        &[("lap", 2.into()), ("window_start", at(4_600)), ("window_end", at(8_000)), ("window_anchor", at(5_000)), ("n", 3.into())],
+    );
     assert_row(&r.rows[2], &[("lap", 3.into()), ("window_start", at(8_000)), ("window_anchor", at(8_000))]);
 }
 
@@ -962,18 +1023,22 @@ fn late_event_moves_a_lap_start_but_not_its_anchor() {
 fn global_by_hand() {
     // One row: first event 0 s, last 10 s; speeds 0, 0.1, 0.2: exact sum 0.30000000000000004
     // (the correctly rounded sum of the three doubles), first 0, last 0.2.
-    let events = [
-        ev("b", 2, 3_000, Some(0.1), None),
-        ev("a", 1, 0, Some(0.0), None),
-        ev("c", 3, 10_000, Some(0.2), None),
-    ];
+    let events = [ev("b", 2, 3_000, Some(0.1), None), ev("a", 1, 0, Some(0.0), None), ev("c", 3, 10_000, Some(0.2), None)];
     let r = run(plan(Kind::Global), &events);
     assert_eq!(r.rows.len(), 1);
-    assert_row(&r.rows[0], &[
-        ("window_start", at(0)), ("window_end", at(10_000)), ("length", 10.0.into()), ("n", 3.into()),
-        ("sum_speed", exact_sum(&[0.0, 0.1, 0.2]).into()), ("first_speed", 0.0.into()), ("last_speed", 0.2.into()),
-        ("min_speed", 0.0.into()),
-    ]);
+    assert_row(
+        &r.rows[0],
+        &[
+            ("window_start", at(0)),
+            ("window_end", at(10_000)),
+            ("length", 10.0.into()),
+            ("n", 3.into()),
+            ("sum_speed", exact_sum(&[0.0, 0.1, 0.2]).into()),
+            ("first_speed", 0.0.into()),
+            ("last_speed", 0.2.into()),
+            ("min_speed", 0.0.into()),
+        ],
+    );
     // p50: rank ⌊0.5·2⌋ = 1 → 0.1 within 1 %.
     assert!(check_percentile(r.rows[0]["p50_speed"].as_f64().unwrap(), 0.1));
     assert_eq!(exact_sum(&[0.0, 0.1, 0.2]), 0.30000000000000004);
@@ -995,12 +1060,7 @@ fn ring_bytes(runner: &mut Runner) -> usize {
 fn a_sample_sent_before_the_session_end_counts_whenever_it_arrives() {
     // b (5.000 s) arrives after the session_end (5.016 s); c (6 s) comes after the end in time
     // but arrives before it. In (time, seq) order: a, b, end, c — so a and b count, c is late.
-    let events = [
-        ev("a", 1, 1_000, Some(10.0), None),
-        ev("c", 4, 6_000, Some(5.0), None),
-        end_ev(3, 5_016),
-        ev("b", 2, 5_000, Some(20.0), None),
-    ];
+    let events = [ev("a", 1, 1_000, Some(10.0), None), ev("c", 4, 6_000, Some(5.0), None), end_ev(3, 5_016), ev("b", 2, 5_000, Some(20.0), None)];
     let r = run(plan(Kind::Tumbling), &events);
     assert_eq!(r.rows.len(), 1, "{:#?}", r.rows);
     assert_row(&r.rows[0], &[("window_start", at(0)), ("n", 2.into()), ("sum_speed", 30.0.into()), ("last_speed", 20.0.into())]);
@@ -1171,7 +1231,16 @@ fn a_refused_far_future_event_does_not_pin_the_dedup_memory() {
     let mut runner = Runner::new(plan(Kind::Tumbling));
     let mut out = Vec::new();
     for e in long_session(Some(ev("future", 101, 7_200_000, Some(1.0), Some(1)))) {
-        let e = Ev { seq: if e.id == "future" { 101 } else if e.seq > 100 { e.seq + 1 } else { e.seq }, ..e };
+        let e = Ev {
+            seq: if e.id == "future" {
+                101
+            } else if e.seq > 100 {
+                e.seq + 1
+            } else {
+                e.seq
+            },
+            ..e
+        };
         runner.feed_json(&e.json(), 0, &mut out).unwrap();
     }
     assert_eq!(runner.engine().stats().rejected_by_reason(), vec![("clock_jump", 1)]);
@@ -1196,12 +1265,7 @@ fn infinite_loop_formula_rejects_every_event_deterministically() {
         "derived:\n  - {name: spin, formula: \"let x = 0; loop { x += 1; } x\"}",
         "aggregations:\n  - {name: n, fn: count}\n  - {name: spun, fn: max, of: spin}",
     );
-    let events = [
-        ev("a", 1, 0, Some(1.0), Some(1)),
-        ev("b", 2, 1_000, None, Some(1)),
-        ev("c", 3, 5_000, Some(3.0), None),
-        end_ev(4, 6_000),
-    ];
+    let events = [ev("a", 1, 0, Some(1.0), Some(1)), ev("b", 2, 1_000, None, Some(1)), ev("c", 3, 5_000, Some(3.0), None), end_ev(4, 6_000)];
     let mut seen = Vec::new();
     for _ in 0..2 {
         let plan = Plan::compile_text(&yaml, dictionary()).expect("compiles");
@@ -1256,11 +1320,8 @@ fn late_event_does_not_split_a_session_window() {
         ev("c", 3, 5_000, Some(3.0), None),  // behind the frontier; 5 − 2 = 3 ≤ gap
     ];
     let r = run(plan(Kind::Session), &events);
-    let bounds: Vec<(String, String)> = r
-        .rows
-        .iter()
-        .map(|row| (row["window_start"].as_str().unwrap().to_string(), row["window_end"].as_str().unwrap().to_string()))
-        .collect();
+    let bounds: Vec<(String, String)> =
+        r.rows.iter().map(|row| (row["window_start"].as_str().unwrap().to_string(), row["window_end"].as_str().unwrap().to_string())).collect();
     for pair in bounds.windows(2) {
         assert!(
             !(pair[0].1 == ts(BASE + 2 * S) && pair[1].0 == ts(BASE + 5 * S)),

@@ -43,9 +43,7 @@ pub enum BodyError {
 /// Reads the `Content-Type` header (parameters such as `charset=utf-8` are allowed).
 pub fn framing(content_type: Option<&str>) -> Result<Framing, BodyError> {
     let Some(ct) = content_type else {
-        return Err(BodyError::Unsupported(
-            "missing Content-Type: send application/json (an envelope or an array) or application/x-ndjson".into(),
-        ));
+        return Err(BodyError::Unsupported("missing Content-Type: send application/json (an envelope or an array) or application/x-ndjson".into()));
     };
     let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     match mime.as_str() {
@@ -63,9 +61,7 @@ pub fn encoding(content_encoding: Option<&str>) -> Result<Encoding, BodyError> {
         None | Some("") | Some("identity") => Ok(Encoding::Identity),
         Some("gzip") | Some("x-gzip") => Ok(Encoding::Gzip),
         Some("zstd") => Ok(Encoding::Zstd),
-        Some(other) => Err(BodyError::Unsupported(format!(
-            "Content-Encoding {other:?} is not supported: send gzip, zstd or an uncompressed body"
-        ))),
+        Some(other) => Err(BodyError::Unsupported(format!("Content-Encoding {other:?} is not supported: send gzip, zstd or an uncompressed body"))),
     }
 }
 
@@ -79,16 +75,11 @@ pub fn decompress(body: &[u8], enc: Encoding, max: usize, out: &mut Vec<u8>) -> 
             return Ok(());
         }
         Encoding::Gzip => Box::new(flate2::read::MultiGzDecoder::new(body)),
-        Encoding::Zstd => Box::new(
-            zstd::stream::read::Decoder::with_buffer(body)
-                .map_err(|e| BodyError::Malformed(format!("zstd body: {e}")))?,
-        ),
+        Encoding::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(body).map_err(|e| BodyError::Malformed(format!("zstd body: {e}")))?),
     };
     let name = if enc == Encoding::Gzip { "gzip" } else { "zstd" };
     match reader.take(max as u64 + 1).read_to_end(out) {
-        Ok(_) if out.len() > max => Err(BodyError::TooLarge(format!(
-            "the {name} body expands to more than the {max}-byte limit"
-        ))),
+        Ok(_) if out.len() > max => Err(BodyError::TooLarge(format!("the {name} body expands to more than the {max}-byte limit"))),
         Ok(_) => Ok(()),
         Err(e) => Err(BodyError::Malformed(format!("cannot decompress the {name} body: {e}"))),
     }
@@ -185,9 +176,7 @@ fn split_array(body: &[u8], open: usize, max: usize, items: &mut Vec<Range<usize
                 };
             }
             b',' if depth == 0 => {
-                let s = start
-                    .take()
-                    .ok_or_else(|| BodyError::Malformed(format!("array item {} is empty (two commas in a row?)", items.len())))?;
+                let s = start.take().ok_or_else(|| BodyError::Malformed(format!("array item {} is empty (two commas in a row?)", items.len())))?;
                 push(items, s, i)?;
                 expect_item = true;
                 continue;

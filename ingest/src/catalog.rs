@@ -81,14 +81,9 @@ impl ChannelCatalog {
         for metric in &dict.metrics {
             let info = ChannelInfo { boolean: metric.value_type == ValueType::Bool };
             for alias in &metric.aliases {
-                let versions = semver::VersionReq::parse(&alias.versions).map_err(|e| {
-                    format!("metric {} alias {}: versions {:?}: {e}", metric.id, alias.channel, alias.versions)
-                })?;
-                by_producer.entry(alias.producer.clone()).or_default().push(Alias {
-                    versions,
-                    channel: alias.channel.clone(),
-                    info,
-                });
+                let versions = semver::VersionReq::parse(&alias.versions)
+                    .map_err(|e| format!("metric {} alias {}: versions {:?}: {e}", metric.id, alias.channel, alias.versions))?;
+                by_producer.entry(alias.producer.clone()).or_default().push(Alias { versions, channel: alias.channel.clone(), info });
             }
         }
         Ok(ChannelCatalog { by_producer, cache: RwLock::new(HashMap::new()) })

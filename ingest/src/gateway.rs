@@ -73,9 +73,7 @@ pub fn json_error(status: StatusCode, code: &str, message: impl Into<String>) ->
 
 /// The router: envelopes, definitions, health.
 pub fn router(gw: Arc<Gateway>, baseline: bool) -> Router {
-    let definitions = get(|State(gw): State<Arc<Gateway>>, uri: Uri, headers: HeaderMap| async move {
-        gw.definitions.answer(uri.path(), &headers)
-    });
+    let definitions = get(|State(gw): State<Arc<Gateway>>, uri: Uri, headers: HeaderMap| async move { gw.definitions.answer(uri.path(), &headers) });
     let ingest = if baseline { post(post_baseline) } else { post(post_envelopes) };
     Router::new()
         .route("/v1/envelopes", ingest)
@@ -314,7 +312,8 @@ async fn post_baseline(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body:
         for r in &s.items {
             view.channels.clear();
             view.dims.clear();
-            let parsed = std::str::from_utf8(&body[r.clone()]).map_err(|_| ()).and_then(|t| pitgun_codec::json::decode_into(t, &mut view).map_err(|_| ()));
+            let parsed =
+                std::str::from_utf8(&body[r.clone()]).map_err(|_| ()).and_then(|t| pitgun_codec::json::decode_into(t, &mut view).map_err(|_| ()));
             ok += usize::from(parsed.is_ok());
         }
         Ok::<_, Response>((ok, s.items.len() - ok))

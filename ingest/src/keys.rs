@@ -110,11 +110,8 @@ pub fn append_new_key(path: &Path, source: &str, created: &str) -> Result<String
     }
     entry.push_str(&format!("- source: {}\n  sha256: {}\n  created: \"{created}\"\n", yaml_scalar(source), hex::encode(hash(&token))));
     ApiKeys::parse(&format!("{existing}{entry}")).context("the keys file would not parse after appending (is it a YAML list?)")?;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .with_context(|| format!("cannot open {} for appending", path.display()))?;
+    let mut f =
+        std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("cannot open {} for appending", path.display()))?;
     f.write_all(entry.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(token)
 }

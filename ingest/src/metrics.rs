@@ -25,15 +25,9 @@ pub struct GatewayMetrics {
 impl GatewayMetrics {
     /// Creates and registers the metrics.
     pub fn register(registry: &Registry) -> prometheus::Result<GatewayMetrics> {
-        let requests = IntCounterVec::new(
-            Opts::new("pitgun_gateway_requests_total", "POST /v1/envelopes requests by answer status"),
-            &["status"],
-        )?;
+        let requests = IntCounterVec::new(Opts::new("pitgun_gateway_requests_total", "POST /v1/envelopes requests by answer status"), &["status"])?;
         let accepted = IntCounter::new("pitgun_gateway_envelopes_accepted_total", "Envelopes acknowledged by the broker")?;
-        let rejected_vec = IntCounterVec::new(
-            Opts::new("pitgun_gateway_envelopes_rejected_total", "Envelopes refused, by reason"),
-            &["reason"],
-        )?;
+        let rejected_vec = IntCounterVec::new(Opts::new("pitgun_gateway_envelopes_rejected_total", "Envelopes refused, by reason"), &["reason"])?;
         let rejected = Reason::ALL.iter().map(|r| rejected_vec.with_label_values(&[r.as_str()])).collect();
         let deadletters = IntCounter::new("pitgun_gateway_deadletters_total", "Refused items written to the dead-letter topic")?;
         let produce_seconds = Histogram::with_opts(
@@ -42,10 +36,7 @@ impl GatewayMetrics {
         )?;
         let bytes_in = IntCounter::new("pitgun_gateway_request_bytes_total", "Request body bytes as received")?;
         let bytes_decoded = IntCounter::new("pitgun_gateway_request_decoded_bytes_total", "Request body bytes after decompression")?;
-        let failures = IntCounterVec::new(
-            Opts::new("pitgun_gateway_batches_failed_total", "Batches answered 503, by cause"),
-            &["cause"],
-        )?;
+        let failures = IntCounterVec::new(Opts::new("pitgun_gateway_batches_failed_total", "Batches answered 503, by cause"), &["cause"])?;
         for cause in ["queue_full", "delivery"] {
             failures.with_label_values(&[cause]);
         }

@@ -132,9 +132,7 @@ pub struct EnvelopeProducer {
 }
 
 fn create(config: &ClientConfig) -> anyhow::Result<ThreadedProducer<AckContext>> {
-    config
-        .create_with_context(AckContext { fatal: AtomicBool::new(false) })
-        .map_err(|e| anyhow::anyhow!("cannot create the Kafka producer: {e}"))
+    config.create_with_context(AckContext { fatal: AtomicBool::new(false) }).map_err(|e| anyhow::anyhow!("cannot create the Kafka producer: {e}"))
 }
 
 impl EnvelopeProducer {

@@ -87,9 +87,7 @@ pub fn run(settings: Settings) -> Result<()> {
     let gw = build(&settings)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("gateway").build()?;
     rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(settings.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let listener = tokio::net::TcpListener::bind(settings.listen).await.with_context(|| format!("cannot listen on {}", settings.listen))?;
         let addr = listener.local_addr()?;
         // Tests and scripts read this line to find the port.
         eprintln!("pitgun gateway: listening on http://{addr}");

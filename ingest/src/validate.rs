@@ -34,8 +34,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for metrics.
-    pub const ALL: [Reason; 5] =
-        [Reason::MalformedJson, Reason::InvalidEnvelope, Reason::UnknownSource, Reason::UnknownChannel, Reason::FutureTime];
+    pub const ALL: [Reason; 5] = [Reason::MalformedJson, Reason::InvalidEnvelope, Reason::UnknownSource, Reason::UnknownChannel, Reason::FutureTime];
 
     /// The wire name.
     pub fn as_str(self) -> &'static str {
@@ -178,10 +177,7 @@ impl Validator {
             if let Some(i) = first_unknown {
                 let first = &view.channels[i].0;
                 let also = if more > 0 { format!(" ({more} more unknown channels)") } else { String::new() };
-                let message = format!(
-                    "channel {first:?} is not in the dictionary for {} {}{also}",
-                    view.source.id, view.source.version
-                );
+                let message = format!("channel {first:?} is not in the dictionary for {} {}{also}", view.source.id, view.source.version);
                 reject(out, Reason::UnknownChannel, pointer("/channels", first), message, Some(view.session_id.to_string()));
                 continue;
             }
@@ -214,10 +210,9 @@ fn unknown_source(view: &EnvelopeView<'_>, why: &UnknownSource) -> (&'static str
     match why {
         UnknownSource::Producer => ("/source/id", format!("the dictionary has no aliases for producer {id:?}")),
         UnknownSource::NotSemver(e) => ("/source/version", format!("{version:?} is not a semantic version: {e}")),
-        UnknownSource::Version(ranges) => (
-            "/source/version",
-            format!("the dictionary has no aliases for {id} {version}; it knows versions {}", ranges.join(" | ")),
-        ),
+        UnknownSource::Version(ranges) => {
+            ("/source/version", format!("the dictionary has no aliases for {id} {version}; it knows versions {}", ranges.join(" | ")))
+        }
     }
 }
 

@@ -1,8 +1,6 @@
 //! The processor's Prometheus metrics (names prefixed `pitgun_processor_`).
 
-use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Every metric the processor exports.
 pub struct Metrics {

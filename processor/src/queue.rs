@@ -54,9 +54,7 @@ impl<C: ConsumerContext + 'static> PartitionFeed<C> {
         let topic = CString::new(topic).ok()?;
         // SAFETY: the client pointer is valid while `consumer` lives; the queue is destroyed in
         // `drop`, before the `Arc` that keeps the client is released.
-        let queue = NonNull::new(unsafe {
-            rd::rd_kafka_queue_get_partition(consumer.client().native_ptr(), topic.as_ptr(), partition)
-        })?;
+        let queue = NonNull::new(unsafe { rd::rd_kafka_queue_get_partition(consumer.client().native_ptr(), topic.as_ptr(), partition) })?;
         let wake = Box::new(wake);
         // SAFETY: `queue` is valid; the opaque pointer stays valid until `drop` disables it.
         unsafe {

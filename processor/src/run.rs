@@ -1,20 +1,20 @@
 //! The processor loop: consume, run the engine per partition, produce rows, checkpoint.
 
+use std::cell::{RefCell, RefMut};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::cell::{RefCell, RefMut};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
+use pitgun_codec::session::session_id;
+use pitgun_codec::wire::Decoder;
 use pitgun_engine::{Output, Plan, Runner, SessionStore};
 use pitgun_runtime::kafka::{headers, partition_bounds, record_consumer_lag, send_waiting, topics, Broker};
 use pitgun_runtime::serve::{spawn_health_server, Health};
-use pitgun_codec::session::session_id;
-use pitgun_codec::wire::Decoder;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -24,8 +24,8 @@ use rocksdb::WriteBatch;
 use send_wrapper::SendWrapper;
 use tracing::{info, warn};
 
-use crate::metrics::Metrics;
 use crate::group::SessionGroups;
+use crate::metrics::Metrics;
 use crate::queue::{prefetch, PartitionFeed, Scratch};
 use crate::state::{Meta, PartitionStore, StateDb};
 
@@ -707,11 +707,8 @@ pub fn run(cfg: Config) -> Result<Summary> {
     for (k, v) in &cfg.consumer_settings {
         consumer_config.set(k, v);
     }
-    let consumer: Arc<BaseConsumer<Ctx>> = Arc::new(
-        consumer_config
-            .create_with_context(Ctx { core: SendWrapper::new(core.clone()), lag })
-            .context("cannot create the Kafka consumer")?,
-    );
+    let consumer: Arc<BaseConsumer<Ctx>> =
+        Arc::new(consumer_config.create_with_context(Ctx { core: SendWrapper::new(core.clone()), lag }).context("cannot create the Kafka consumer")?);
 
     // Bounds of every input partition, read before consuming (the end for `--until-end`).
     for topic in &inputs {

@@ -81,7 +81,13 @@ impl StateDb {
                 if &found != meta {
                     bail!(
                         "state folder {} belongs to {} v{} (group {}), not {} v{} (group {}); give each manifest version its own --state-dir",
-                        dir.display(), found.manifest, found.version, found.group, meta.manifest, meta.version, meta.group
+                        dir.display(),
+                        found.manifest,
+                        found.version,
+                        found.group,
+                        meta.manifest,
+                        meta.version,
+                        meta.group
                     );
                 }
             }

@@ -10,9 +10,9 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
+use rdkafka::message::ToBytes;
 use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::message::ToBytes;
 
 /// Sets `gauge` (labels: topic, partition) to each partition's consumer lag from librdkafka's
 /// statistics: lag costs no extra request (an offsets request would queue behind the fetch).
@@ -79,8 +79,7 @@ impl Broker {
 
     /// Creates `topics` with `partitions` each unless they exist (idempotent).
     pub fn ensure_topics(&self, topics: &[String], partitions: i32, timeout: Duration) -> Result<()> {
-        let admin: AdminClient<DefaultClientContext> =
-            self.client_config("pitgun-admin").create().context("cannot create a Kafka admin client")?;
+        let admin: AdminClient<DefaultClientContext> = self.client_config("pitgun-admin").create().context("cannot create a Kafka admin client")?;
         let new: Vec<NewTopic> = topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))).collect();
         let opts = AdminOptions::new().operation_timeout(Some(timeout)).request_timeout(Some(timeout));
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -29,11 +29,7 @@ impl Health {
 
 /// The three routes, to merge into a service's router.
 pub fn routes(health: Health) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .with_state(health)
+    Router::new().route("/metrics", get(metrics)).route("/healthz", get(|| async { "ok\n" })).route("/readyz", get(readyz)).with_state(health)
 }
 
 async fn metrics(State(h): State<Health>) -> impl IntoResponse {

@@ -40,7 +40,8 @@ impl Metrics {
         .expect("metric");
         let retries = IntCounterVec::new(Opts::new("retries_total", "Failed target writes that were retried."), &["target"]).expect("metric");
         let deadletters = IntCounterVec::new(Opts::new("deadletters_total", "Rows sent to the dead-letter topic."), &["reason"]).expect("metric");
-        let consumer_lag = IntGaugeVec::new(Opts::new("consumer_lag", "High watermark minus the next offset to commit."), &["topic", "partition"]).expect("metric");
+        let consumer_lag =
+            IntGaugeVec::new(Opts::new("consumer_lag", "High watermark minus the next offset to commit."), &["topic", "partition"]).expect("metric");
         for m in [
             Box::new(rows_in.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(rows_written.clone()),

@@ -73,12 +73,8 @@ impl Prepared {
         let stage = format!("pitgun_stage_{}", shape.table);
         let cols: Vec<String> = shape.columns.iter().map(|c| format!("\"{}\"", c.name)).collect();
         let cols = cols.join(", ");
-        let updates: Vec<String> = shape
-            .columns
-            .iter()
-            .filter(|c| c.name != shape.conflict_key)
-            .map(|c| format!("\"{0}\" = EXCLUDED.\"{0}\"", c.name))
-            .collect();
+        let updates: Vec<String> =
+            shape.columns.iter().filter(|c| c.name != shape.conflict_key).map(|c| format!("\"{0}\" = EXCLUDED.\"{0}\"", c.name)).collect();
         let copy = format!("COPY \"{stage}\" ({cols}) FROM STDIN (FORMAT binary)");
         let upsert = format!(
             "INSERT INTO \"{}\" ({cols}) SELECT {cols} FROM \"{stage}\" ON CONFLICT (\"{}\") DO UPDATE SET {}",
@@ -168,7 +164,8 @@ impl PgTarget {
 }
 
 async fn connect(url: &str) -> Result<Client> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await.with_context(|| format!("cannot connect to PostgreSQL at {}", redact(url)))?;
+    let (client, connection) =
+        tokio_postgres::connect(url, NoTls).await.with_context(|| format!("cannot connect to PostgreSQL at {}", redact(url)))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             warn!("PostgreSQL connection ended: {e}");
@@ -188,7 +185,14 @@ async fn session(url: &str, tables: &[Prepared]) -> Result<Client, WriteError> {
 }
 
 /// One shard of a batch on one connection (see [`PgTarget::write`]).
-async fn write_shard(url: &str, tables: &[Prepared], conn: &mut Option<Client>, i: usize, rows: &[TableRow], shard: &[usize]) -> Result<Refused, WriteError> {
+async fn write_shard(
+    url: &str,
+    tables: &[Prepared],
+    conn: &mut Option<Client>,
+    i: usize,
+    rows: &[TableRow],
+    shard: &[usize],
+) -> Result<Refused, WriteError> {
     if shard.is_empty() {
         return Ok(Vec::new());
     }

@@ -20,12 +20,12 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context, Result};
-use pitgun_contracts::analysis::{AnalysisContract, ColumnRole};
-use ::questdb::ingress::{ColumnName, Sender, TableName, TimestampMicros};
 /// The client's ILP buffer and protocol versions (for benchmarks and tools that encode rows).
 pub use ::questdb::ingress::{Buffer, ProtocolVersion};
+use ::questdb::ingress::{ColumnName, Sender, TableName, TimestampMicros};
 use ::questdb::ErrorCode;
+use anyhow::{bail, Context, Result};
+use pitgun_contracts::analysis::{AnalysisContract, ColumnRole};
 use tracing::info;
 
 use crate::postgres::{Refused, WriteError};
@@ -185,7 +185,12 @@ impl QuestTarget {
             bail!("QuestDB configuration {conf:?}: the sink writes over http (one transaction per table and batch), not {}", parsed.service());
         }
         let Some(addr) = parsed.get("addr") else { bail!("QuestDB configuration {conf:?} has no addr=host:port") };
-        let exec = Exec { url: format!("http://{addr}/exec"), user: parsed.get("username").map(|u| (u.to_string(), parsed.get("password").unwrap_or("").to_string())), token: parsed.get("token").map(str::to_string), http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()? };
+        let exec = Exec {
+            url: format!("http://{addr}/exec"),
+            user: parsed.get("username").map(|u| (u.to_string(), parsed.get("password").unwrap_or("").to_string())),
+            token: parsed.get("token").map(str::to_string),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
+        };
         for t in &tables {
             exec.ensure_table(t).await?;
         }
@@ -198,7 +203,9 @@ impl QuestTarget {
         }
         let mut target = QuestTarget { conf, sender: None, tables: std::sync::Arc::new(tables) };
         let conf = target.conf.clone();
-        target.sender = Some(tokio::task::spawn_blocking(move || Sender::from_conf(&conf)).await?.with_context(|| format!("cannot connect to QuestDB at {addr}"))?);
+        target.sender = Some(
+            tokio::task::spawn_blocking(move || Sender::from_conf(&conf)).await?.with_context(|| format!("cannot connect to QuestDB at {addr}"))?,
+        );
         Ok(target)
     }
 
@@ -237,7 +244,13 @@ fn write_blocking(conf: &str, sender: &mut Option<Sender>, table: &QuestTable, r
 }
 
 /// Rows `range` of `rows` as one request (one transaction); refused rows by index in `rows`.
-fn write_request(conf: &str, sender: &mut Option<Sender>, table: &QuestTable, rows: &[TableRow], range: std::ops::Range<usize>) -> Result<Refused, WriteError> {
+fn write_request(
+    conf: &str,
+    sender: &mut Option<Sender>,
+    table: &QuestTable,
+    rows: &[TableRow],
+    range: std::ops::Range<usize>,
+) -> Result<Refused, WriteError> {
     if sender.is_none() {
         *sender = Some(Sender::from_conf(conf).map_err(|e| WriteError::Retry(anyhow::anyhow!("QuestDB: {}", e.msg())))?);
     }
@@ -381,7 +394,10 @@ mod tests {
     fn the_table_is_a_wal_table_deduplicated_on_the_anchor_and_keys() {
         let t = QuestTable::from_contract(&contract(), "lap_performance_v1").unwrap();
         let sql = t.create_sql();
-        assert!(sql.starts_with("CREATE TABLE IF NOT EXISTS \"lap_performance_v1\" (\"row_id\" VARCHAR, \"session_id\" SYMBOL, \"player\" SYMBOL, "), "{sql}");
+        assert!(
+            sql.starts_with("CREATE TABLE IF NOT EXISTS \"lap_performance_v1\" (\"row_id\" VARCHAR, \"session_id\" SYMBOL, \"player\" SYMBOL, "),
+            "{sql}"
+        );
         assert!(sql.contains("\"lap_time\" DOUBLE") && sql.contains("\"lap\" LONG") && sql.contains("\"complete\" BOOLEAN"), "{sql}");
         assert!(
             sql.ends_with(") TIMESTAMP(\"window_anchor\") PARTITION BY DAY WAL DEDUP UPSERT KEYS(\"window_anchor\", \"session_id\", \"player\", \"track\", \"car\", \"row_id\")"),

@@ -222,7 +222,14 @@ struct Written {
 /// Writes every route's rows of `batch` to its table, each retried with backoff until it
 /// commits; rows the target refused become dead letters of the batch. Runs as its own task,
 /// so the next batch is read and converted while PostgreSQL works on this one.
-async fn write_batch(mut targets: Targets, mut batch: Batch, routes: std::sync::Arc<Vec<Route>>, metrics: std::sync::Arc<Metrics>, max_backoff: Duration, mut failpoint: bool) -> (Targets, Batch, Written) {
+async fn write_batch(
+    mut targets: Targets,
+    mut batch: Batch,
+    routes: std::sync::Arc<Vec<Route>>,
+    metrics: std::sync::Arc<Metrics>,
+    max_backoff: Duration,
+    mut failpoint: bool,
+) -> (Targets, Batch, Written) {
     let mut written = Written { rows: vec![0; routes.len()], retries: 0, seconds: 0.0 };
     for (r, route) in routes.iter().enumerate() {
         if batch.rows[r].is_empty() {
@@ -264,7 +271,14 @@ async fn write_batch(mut targets: Targets, mut batch: Batch, routes: std::sync::
 
 /// Sends a written batch's dead letters (each acknowledged), then commits its offsets; whether
 /// the offsets were committed.
-async fn commit(done: &Batch, consumer: &StreamConsumer<LagContext>, producer: &FutureProducer, deadletter_topic: &str, metrics: &Metrics, summary: &mut Summary) -> Result<bool> {
+async fn commit(
+    done: &Batch,
+    consumer: &StreamConsumer<LagContext>,
+    producer: &FutureProducer,
+    deadletter_topic: &str,
+    metrics: &Metrics,
+    summary: &mut Summary,
+) -> Result<bool> {
     for d in &done.dead {
         let origin = format!("{}/{}/{}", d.origin.topic, d.origin.partition, d.origin.offset);
         let hs = headers::dead_letter("sink", d.reason, &d.detail, &origin);
@@ -322,19 +336,33 @@ pub async fn run(cfg: Config) -> Result<Summary> {
             match sink.kind {
                 SinkKind::Postgres => {
                     if cfg.postgres.is_none() {
-                        bail!("{} v{} writes PostgreSQL table {:?}: give --postgres URL (or leave it out with --targets)", m.manifest, m.version, sink.table);
+                        bail!(
+                            "{} v{} writes PostgreSQL table {:?}: give --postgres URL (or leave it out with --targets)",
+                            m.manifest,
+                            m.version,
+                            sink.table
+                        );
                     }
-                    let shape = if sink.table == RUNS_TABLE { runs_shape(&m.contract)? } else { TableShape::from_contract(&m.contract, &sink.table)? };
+                    let shape =
+                        if sink.table == RUNS_TABLE { runs_shape(&m.contract)? } else { TableShape::from_contract(&m.contract, &sink.table)? };
                     topic_routes.entry(topic.clone()).or_insert_with(|| TopicRoutes::new(&topic, &m.contract)).add(routes.len(), shape.clone())?;
                     routes.push(Route { target: Target::Postgres(pg_tables.len()), table: sink.table.clone() });
                     pg_tables.push((shape, m.manifest.clone(), m.version));
                 }
                 SinkKind::Questdb => {
                     if cfg.questdb.is_none() {
-                        bail!("{} v{} writes QuestDB table {:?}: give --questdb 'http::addr=HOST:9000;' (or leave it out with --targets postgres)", m.manifest, m.version, sink.table);
+                        bail!(
+                            "{} v{} writes QuestDB table {:?}: give --questdb 'http::addr=HOST:9000;' (or leave it out with --targets postgres)",
+                            m.manifest,
+                            m.version,
+                            sink.table
+                        );
                     }
                     let table = QuestTable::from_contract(&m.contract, &sink.table)?;
-                    topic_routes.entry(topic.clone()).or_insert_with(|| TopicRoutes::new(&topic, &m.contract)).add(routes.len(), table.shape.clone())?;
+                    topic_routes
+                        .entry(topic.clone())
+                        .or_insert_with(|| TopicRoutes::new(&topic, &m.contract))
+                        .add(routes.len(), table.shape.clone())?;
                     routes.push(Route { target: Target::Questdb(quest_tables.len()), table: sink.table.clone() });
                     quest_tables.push(table);
                 }
@@ -385,11 +413,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         .set("session.timeout.ms", "10000")
         .create_with_context(LagContext { lag: metrics.consumer_lag.clone() })
         .context("cannot create the Kafka consumer")?;
-    let producer: FutureProducer = cfg
-        .broker
-        .producer_config("pitgun-sink-deadletter")
-        .create()
-        .context("cannot create the Kafka producer")?;
+    let producer: FutureProducer = cfg.broker.producer_config("pitgun-sink-deadletter").create().context("cannot create the Kafka producer")?;
     let deadletter_topic = cfg.broker.name(topics::DEADLETTER_SINK);
     // Startup calls to the broker block (librdkafka's synchronous API): off the async workers.
     let topic_names: Vec<String> = topic_routes.keys().cloned().collect();
@@ -413,7 +437,8 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         for (topic, partition) in ends.keys() {
             tpl.add_partition(topic, *partition);
         }
-        let before = tokio::task::block_in_place(|| consumer.committed_offsets(tpl, Duration::from_secs(10))).context("reading the group's committed offsets")?;
+        let before = tokio::task::block_in_place(|| consumer.committed_offsets(tpl, Duration::from_secs(10)))
+            .context("reading the group's committed offsets")?;
         for e in before.elements() {
             if let Offset::Offset(o) = e.offset() {
                 committed.insert((e.topic().to_string(), e.partition()), o);
@@ -463,7 +488,12 @@ pub async fn run(cfg: Config) -> Result<Summary> {
                 warn!(topic = msg.topic(), "a record from a topic not subscribed to: skipped");
                 continue;
             };
-            let origin = Origin { topic: to.topic.clone(), partition: msg.partition(), offset: msg.offset(), payload: msg.payload().unwrap_or_default().into() };
+            let origin = Origin {
+                topic: to.topic.clone(),
+                partition: msg.partition(),
+                offset: msg.offset(),
+                payload: msg.payload().unwrap_or_default().into(),
+            };
             batch.next_offsets.insert((origin.topic.clone(), origin.partition), origin.offset + 1);
             let fields = match to.parser.parse(&origin.payload) {
                 Ok(f) => f,
@@ -475,7 +505,9 @@ pub async fn run(cfg: Config) -> Result<Summary> {
             for (route, shape, binding) in &to.tables {
                 match shape.convert_fields(binding, &fields) {
                     Ok(r) => batch.add(*route, r, origin.clone()),
-                    Err(detail) => batch.dead.push(Dead { reason: "invalid_row", detail: format!("table {}: {detail}", shape.table), origin: origin.clone() }),
+                    Err(detail) => {
+                        batch.dead.push(Dead { reason: "invalid_row", detail: format!("table {}: {detail}", shape.table), origin: origin.clone() })
+                    }
                 }
             }
         }

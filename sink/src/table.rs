@@ -447,7 +447,6 @@ pub fn parse_time(s: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339(s).ok()
 }
 
-
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, UNIX_EPOCH};

@@ -10,10 +10,7 @@
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::track::{
-    CarSpec, Circuit, G0, PIT_BOX_BEFORE_LINE_M, PIT_ENTRY_BEFORE_LINE_M, PIT_EXIT_AFTER_LINE_M,
-    PIT_SPEED_LIMIT,
-};
+use crate::track::{CarSpec, Circuit, G0, PIT_BOX_BEFORE_LINE_M, PIT_ENTRY_BEFORE_LINE_M, PIT_EXIT_AFTER_LINE_M, PIT_SPEED_LIMIT};
 
 /// Longest physics step: 20 ms keeps a 90 m/s car under 2 m per step (the profile has 1 m slots).
 pub(crate) const MAX_STEP_US: i64 = 20_000;
@@ -30,30 +27,13 @@ const ERS_RESERVE_KJ: f64 = 1000.0;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Crossing {
     /// Sector `completed` of lap `lap` ended.
-    Sector {
-        time_us: i64,
-        lap: u32,
-        completed: u8,
-        sector_time_us: i64,
-    },
+    Sector { time_us: i64, lap: u32, completed: u8, sector_time_us: i64 },
     /// The line: lap `new_lap - 1` ran from `start_us` to `end_us`.
-    Line {
-        new_lap: u32,
-        start_us: i64,
-        end_us: i64,
-    },
+    Line { new_lap: u32, start_us: i64, end_us: i64 },
     /// Entered the pit lane.
-    PitIn {
-        time_us: i64,
-        lap: u32,
-        distance: f64,
-    },
+    PitIn { time_us: i64, lap: u32, distance: f64 },
     /// Left the pit lane.
-    PitOut {
-        time_us: i64,
-        lap: u32,
-        distance: f64,
-    },
+    PitOut { time_us: i64, lap: u32, distance: f64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -119,22 +99,11 @@ pub(crate) struct Car {
 }
 
 impl Car {
-    pub(crate) fn new(
-        spec: &'static CarSpec,
-        car: usize,
-        circuit: &'static Circuit,
-        start_us: i64,
-        rng: &mut ChaCha8Rng,
-    ) -> Car {
+    pub(crate) fn new(spec: &'static CarSpec, car: usize, circuit: &'static Circuit, start_us: i64, rng: &mut ChaCha8Rng) -> Car {
         let air_c = 14.0 + 16.0 * rng.random::<f64>();
         let track_c = air_c + 6.0 + 14.0 * rng.random::<f64>();
         let skill = 0.955 + 0.035 * rng.random::<f64>();
-        let wheel = Wheel {
-            surface_c: BLANKET_C,
-            inner_c: BLANKET_C,
-            wear: 0.0,
-            brake_c: air_c + 150.0,
-        };
+        let wheel = Wheel { surface_c: BLANKET_C, inner_c: BLANKET_C, wear: 0.0, brake_c: air_c + 150.0 };
         let mut car = Car {
             spec,
             car,
@@ -175,10 +144,7 @@ impl Car {
     }
 
     pub(crate) fn in_pit_lane(&self) -> bool {
-        matches!(
-            self.pit,
-            Pit::Approach | Pit::Stopped { .. } | Pit::Exiting { .. }
-        )
+        matches!(self.pit, Pit::Approach | Pit::Stopped { .. } | Pit::Exiting { .. })
     }
 
     /// Gauge pressure of a tyre from its carcass temperature (ideal gas at constant volume).
@@ -195,9 +161,7 @@ impl Car {
             let mut end = (self.t_us + MAX_STEP_US).min(t_us);
             if let Pit::Stopped { until_us } = self.pit {
                 if self.t_us >= until_us {
-                    self.pit = Pit::Exiting {
-                        exit_at: self.circuit.length + PIT_EXIT_AFTER_LINE_M,
-                    };
+                    self.pit = Pit::Exiting { exit_at: self.circuit.length + PIT_EXIT_AFTER_LINE_M };
                 } else {
                     end = end.min(until_us);
                     self.stand(end, rng);
@@ -234,11 +198,7 @@ impl Car {
         let v0 = self.v;
         let target = self.target_speed(self.s);
         let traction = spec.accel0 * (1.0 - (v0 / spec.v_top).powi(2)).max(0.04);
-        let mut v1 = if target > v0 {
-            (v0 + traction * dt).min(target)
-        } else {
-            target.max(v0 - 1.3 * spec.brake_g * G0 * dt)
-        };
+        let mut v1 = if target > v0 { (v0 + traction * dt).min(target) } else { target.max(v0 - 1.3 * spec.brake_g * G0 * dt) };
         let s0 = self.s;
         let mut s1 = s0 + 0.5 * (v0 + v1) * dt;
         let mut base = s0;
@@ -254,12 +214,7 @@ impl Car {
             base = at;
             match boundary {
                 Boundary::Sector => {
-                    out.push(Crossing::Sector {
-                        time_us: t,
-                        lap: self.lap,
-                        completed: self.sector,
-                        sector_time_us: t - self.sector_start_us,
-                    });
+                    out.push(Crossing::Sector { time_us: t, lap: self.lap, completed: self.sector, sector_time_us: t - self.sector_start_us });
                     self.sector += 1;
                     self.sector_start_us = t;
                     if rng.random_bool(0.15) {
@@ -267,17 +222,8 @@ impl Car {
                     }
                 }
                 Boundary::Line => {
-                    out.push(Crossing::Sector {
-                        time_us: t,
-                        lap: self.lap,
-                        completed: 3,
-                        sector_time_us: t - self.sector_start_us,
-                    });
-                    out.push(Crossing::Line {
-                        new_lap: self.lap + 1,
-                        start_us: self.lap_start_us,
-                        end_us: t,
-                    });
+                    out.push(Crossing::Sector { time_us: t, lap: self.lap, completed: 3, sector_time_us: t - self.sector_start_us });
+                    out.push(Crossing::Line { new_lap: self.lap + 1, start_us: self.lap_start_us, end_us: t });
                     self.lap += 1;
                     self.sector = 1;
                     self.lap_start_us = t;
@@ -286,20 +232,14 @@ impl Car {
                     s1 -= length;
                     base -= length;
                     if let Pit::Exiting { exit_at } = self.pit {
-                        self.pit = Pit::Exiting {
-                            exit_at: exit_at - length,
-                        };
+                        self.pit = Pit::Exiting { exit_at: exit_at - length };
                     }
                     self.new_lap_pace(rng);
                     self.plan_pit(rng);
                 }
                 Boundary::PitEntry => {
                     self.pit = Pit::Approach;
-                    out.push(Crossing::PitIn {
-                        time_us: t,
-                        lap: self.lap,
-                        distance: at,
-                    });
+                    out.push(Crossing::PitIn { time_us: t, lap: self.lap, distance: at });
                 }
                 Boundary::PitBox => {
                     // Stop dead at the box: tyres, fuel and wings are serviced while stationary.
@@ -307,19 +247,13 @@ impl Car {
                     v1 = 0.0;
                     let refuel_s = (spec.tank_kg - self.fuel_kg).max(0.0) / 4.0;
                     let stop_s = 2.4 + 1.6 * rng.random::<f64>() + refuel_s;
-                    self.pit = Pit::Stopped {
-                        until_us: t + (stop_s * 1e6) as i64,
-                    };
+                    self.pit = Pit::Stopped { until_us: t + (stop_s * 1e6) as i64 };
                     self.service();
                     break;
                 }
                 Boundary::PitExit => {
                     self.pit = Pit::Out;
-                    out.push(Crossing::PitOut {
-                        time_us: t,
-                        lap: self.lap,
-                        distance: at,
-                    });
+                    out.push(Crossing::PitOut { time_us: t, lap: self.lap, distance: at });
                 }
             }
         }
@@ -373,21 +307,14 @@ impl Car {
     fn dynamics(&mut self, v0: f64, v1: f64, dt: f64, rng: &mut ChaCha8Rng) {
         let spec = self.spec;
         let v = 0.5 * (v0 + v1);
-        let kappa = if self.in_pit_lane() {
-            0.0
-        } else {
-            self.circuit.curvature_at(self.s)
-        };
+        let kappa = if self.in_pit_lane() { 0.0 } else { self.circuit.curvature_at(self.s) };
         let a = (v1 - v0) / dt;
         let lat = v * v * kappa / G0;
         let drag = 0.35 + 0.000_13 * v * v + 0.6 * lat.abs();
         let traction = spec.accel0 * (1.0 - (v / spec.v_top).powi(2)).max(0.04);
         let drive = a + drag;
-        let (throttle, brake) = if drive >= 0.0 {
-            ((drive / (traction + drag)).min(1.0), 0.0)
-        } else {
-            (0.0, (-drive / (spec.brake_g * G0)).min(1.0))
-        };
+        let (throttle, brake) =
+            if drive >= 0.0 { ((drive / (traction + drag)).min(1.0), 0.0) } else { (0.0, (-drive / (spec.brake_g * G0)).min(1.0)) };
         let wobble = 0.01 * (rng.random::<f64>() - 0.5);
         self.throttle = relax(self.throttle, (throttle + wobble).clamp(0.0, 1.0), dt, 0.05);
         self.brake = relax(self.brake, brake, dt, 0.04);
@@ -405,23 +332,13 @@ impl Car {
         }
         self.gear = gear;
         let launch = spec.rpm_idle + 3500.0 * self.throttle;
-        self.rpm = (spec.rpm_max * v / gear_top(gear))
-            .max(launch)
-            .min(spec.rpm_max);
-        self.clutch = if v < 6.0 && self.throttle > 0.05 {
-            (1.0 - v / 6.0).clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
+        self.rpm = (spec.rpm_max * v / gear_top(gear)).max(launch).min(spec.rpm_max);
+        self.clutch = if v < 6.0 && self.throttle > 0.05 { (1.0 - v / 6.0).clamp(0.0, 1.0) } else { 0.0 };
 
         // Hybrid: harvest under braking, deploy at full throttle while energy lasts.
         let harvest = (self.brake * 300.0).min(ERS_POWER_KW);
         let deploy = self.throttle > 0.9 && v > 25.0 && self.ers_kj > ERS_RESERVE_KJ;
-        self.ers_kw = if deploy {
-            ERS_POWER_KW * self.throttle
-        } else {
-            0.0
-        };
+        self.ers_kw = if deploy { ERS_POWER_KW * self.throttle } else { 0.0 };
         self.ers_kj = (self.ers_kj + (harvest - self.ers_kw) * dt).clamp(0.0, ERS_CAPACITY_KJ);
 
         let rpm_frac = self.rpm / spec.rpm_max;
@@ -439,31 +356,15 @@ impl Car {
         for (w, wheel) in self.wheels.iter_mut().enumerate() {
             let (front, right) = (w < 2, w % 2 == 1);
             // A left-hand corner (lat > 0) loads the right-hand tyres; braking loads the fronts.
-            let side = if right {
-                1.0 + 0.45 * lat
-            } else {
-                1.0 - 0.45 * lat
-            }
-            .max(0.1);
-            let axle = if front {
-                1.0 - 0.5 * long
-            } else {
-                1.0 + 0.5 * long
-            }
-            .max(0.1);
+            let side = if right { 1.0 + 0.45 * lat } else { 1.0 - 0.45 * lat }.max(0.1);
+            let axle = if front { 1.0 - 0.5 * long } else { 1.0 + 0.5 * long }.max(0.1);
             let work = v * (0.05 + 0.5 * lat.abs() * side + 0.4 * long.abs() * axle);
-            wheel.surface_c += dt
-                * (0.085 * work
-                    - cooling * (wheel.surface_c - self.track_c)
-                    - 0.05 * (wheel.surface_c - wheel.inner_c));
-            wheel.inner_c += dt
-                * (0.04 * (wheel.surface_c - wheel.inner_c) - 0.004 * (wheel.inner_c - self.air_c));
+            wheel.surface_c += dt * (0.085 * work - cooling * (wheel.surface_c - self.track_c) - 0.05 * (wheel.surface_c - wheel.inner_c));
+            wheel.inner_c += dt * (0.04 * (wheel.surface_c - wheel.inner_c) - 0.004 * (wheel.inner_c - self.air_c));
             let overheat = 1.0 + ((wheel.surface_c - 110.0) / 20.0).max(0.0);
             wheel.wear = (wheel.wear + dt * 3.0e-6 * work * overheat).min(1.0);
             let share = if front { 0.6 } else { 0.4 };
-            wheel.brake_c += dt
-                * (6.0 * share * self.brake * v
-                    - (wheel.brake_c - self.air_c) * (0.02 + 0.0015 * v));
+            wheel.brake_c += dt * (6.0 * share * self.brake * v - (wheel.brake_c - self.air_c) * (0.02 + 0.0015 * v));
         }
         let rpm_frac = self.rpm / self.spec.rpm_max;
         let water_target = 80.0 + 14.0 * self.throttle * rpm_frac - 0.04 * v + 0.2 * self.air_c;
@@ -489,11 +390,7 @@ impl Car {
 
     fn nudge_position(&mut self, rng: &mut ChaCha8Rng) {
         let up = rng.random_bool(0.5 + (self.skill - 0.97) * 5.0);
-        self.position = if up {
-            self.position.saturating_sub(1).max(1)
-        } else {
-            (self.position + 1).min(FIELD)
-        };
+        self.position = if up { self.position.saturating_sub(1).max(1) } else { (self.position + 1).min(FIELD) };
     }
 
     fn new_lap_pace(&mut self, rng: &mut ChaCha8Rng) {

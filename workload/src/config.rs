@@ -46,33 +46,19 @@ impl Default for SimConfig {
 impl SimConfig {
     /// A config with defaults for everything but the size of the run and the seed.
     pub fn new(sessions: u32, duration_us: i64, seed: u64) -> SimConfig {
-        SimConfig {
-            sessions,
-            duration_us,
-            seed,
-            ..SimConfig::default()
-        }
+        SimConfig { sessions, duration_us, seed, ..SimConfig::default() }
     }
 
     /// Checks that the run can be simulated; [`crate::simulate`] panics on a config that fails.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.duration_us < 0 {
-            return Err(ConfigError(format!(
-                "duration_us must not be negative, got {}",
-                self.duration_us
-            )));
+            return Err(ConfigError(format!("duration_us must not be negative, got {}", self.duration_us)));
         }
         if !(self.rate_hz.is_finite() && self.rate_hz > 0.0 && self.rate_hz <= 10_000.0) {
-            return Err(ConfigError(format!(
-                "rate_hz must be in (0, 10000], got {}",
-                self.rate_hz
-            )));
+            return Err(ConfigError(format!("rate_hz must be in (0, 10000], got {}", self.rate_hz)));
         }
         if !(self.health_rate_hz.is_finite() && (0.0..=1000.0).contains(&self.health_rate_hz)) {
-            return Err(ConfigError(format!(
-                "health_rate_hz must be in [0, 1000], got {}",
-                self.health_rate_hz
-            )));
+            return Err(ConfigError(format!("health_rate_hz must be in [0, 1000], got {}", self.health_rate_hz)));
         }
         self.start_time_us
             .checked_add(self.duration_us)
@@ -80,9 +66,7 @@ impl SimConfig {
             .ok_or_else(|| ConfigError("start_time_us + duration_us overflows".into()))?;
         for (name, p) in self.faults.iter() {
             if !(0.0..=1.0).contains(&p) {
-                return Err(ConfigError(format!(
-                    "fault {name} must be a probability in [0, 1], got {p}"
-                )));
+                return Err(ConfigError(format!("fault {name} must be a probability in [0, 1], got {p}")));
             }
         }
         Ok(())
@@ -128,17 +112,8 @@ pub struct Faults {
 
 impl Faults {
     /// The fault names, as `parse_list` accepts them.
-    pub const NAMES: [&'static str; 9] = [
-        "reorder_within",
-        "late_within_lateness",
-        "very_late",
-        "duplicates",
-        "gaps",
-        "clock_jumps",
-        "malformed",
-        "unknown_channels",
-        "out_of_range",
-    ];
+    pub const NAMES: [&'static str; 9] =
+        ["reorder_within", "late_within_lateness", "very_late", "duplicates", "gaps", "clock_jumps", "malformed", "unknown_channels", "out_of_range"];
 
     /// Parses `name=probability` pairs separated by commas, e.g. `duplicates=0.01,gaps=0.001`.
     /// An empty string (or `none`) is no faults.
@@ -150,13 +125,8 @@ impl Faults {
         }
         for item in list.split(',') {
             let item = item.trim();
-            let (name, value) = item.split_once('=').ok_or_else(|| {
-                FaultParseError(format!("expected name=probability, got {item:?}"))
-            })?;
-            let p: f64 = value
-                .trim()
-                .parse()
-                .map_err(|_| FaultParseError(format!("{name}: {value:?} is not a number")))?;
+            let (name, value) = item.split_once('=').ok_or_else(|| FaultParseError(format!("expected name=probability, got {item:?}")))?;
+            let p: f64 = value.trim().parse().map_err(|_| FaultParseError(format!("{name}: {value:?} is not a number")))?;
             faults.set(name.trim(), p)?;
         }
         Ok(faults)
@@ -165,9 +135,7 @@ impl Faults {
     /// Sets one fault's probability by name.
     pub fn set(&mut self, name: &str, p: f64) -> Result<(), FaultParseError> {
         if !(0.0..=1.0).contains(&p) {
-            return Err(FaultParseError(format!(
-                "{name}: probability {p} is outside [0, 1]"
-            )));
+            return Err(FaultParseError(format!("{name}: probability {p} is outside [0, 1]")));
         }
         let slot = match name {
             "reorder_within" => &mut self.reorder_within,
@@ -179,12 +147,7 @@ impl Faults {
             "malformed" => &mut self.malformed,
             "unknown_channels" => &mut self.unknown_channels,
             "out_of_range" => &mut self.out_of_range,
-            _ => {
-                return Err(FaultParseError(format!(
-                    "unknown fault {name:?}; expected one of {}",
-                    Faults::NAMES.join(", ")
-                )))
-            }
+            _ => return Err(FaultParseError(format!("unknown fault {name:?}; expected one of {}", Faults::NAMES.join(", ")))),
         };
         *slot = p;
         Ok(())
@@ -215,11 +178,7 @@ impl Faults {
 impl fmt::Display for Faults {
     /// The non-zero faults as `parse_list` reads them, or `none`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let on: Vec<String> = self
-            .iter()
-            .filter(|(_, p)| *p != 0.0)
-            .map(|(n, p)| format!("{n}={p}"))
-            .collect();
+        let on: Vec<String> = self.iter().filter(|(_, p)| *p != 0.0).map(|(n, p)| format!("{n}={p}")).collect();
         if on.is_empty() {
             f.write_str("none")
         } else {
@@ -264,26 +223,13 @@ mod tests {
         assert_eq!(Faults::parse_list("none").unwrap(), Faults::default());
         assert!(Faults::default().is_none());
         for name in Faults::NAMES {
-            assert_eq!(
-                Faults::parse_list(&format!("{name}=0.5"))
-                    .unwrap()
-                    .iter()
-                    .filter(|f| f.1 == 0.5)
-                    .count(),
-                1
-            );
+            assert_eq!(Faults::parse_list(&format!("{name}=0.5")).unwrap().iter().filter(|f| f.1 == 0.5).count(), 1);
         }
     }
 
     #[test]
     fn rejects_bad_fault_lists() {
-        for bad in [
-            "duplicates",
-            "duplicates=x",
-            "duplicates=1.5",
-            "duplicates=-0.1",
-            "dupes=0.1",
-        ] {
+        for bad in ["duplicates", "duplicates=x", "duplicates=1.5", "duplicates=-0.1", "dupes=0.1"] {
             assert!(Faults::parse_list(bad).is_err(), "{bad}");
         }
     }
@@ -294,29 +240,11 @@ mod tests {
         assert_eq!(SimConfig::default().rate_hz, 60.0);
         assert_eq!(SimConfig::default().health_rate_hz, 1.0);
         let bad = [
-            SimConfig {
-                rate_hz: 0.0,
-                ..SimConfig::default()
-            },
-            SimConfig {
-                rate_hz: f64::NAN,
-                ..SimConfig::default()
-            },
-            SimConfig {
-                duration_us: -1,
-                ..SimConfig::default()
-            },
-            SimConfig {
-                health_rate_hz: -1.0,
-                ..SimConfig::default()
-            },
-            SimConfig {
-                faults: Faults {
-                    gaps: 2.0,
-                    ..Faults::default()
-                },
-                ..SimConfig::default()
-            },
+            SimConfig { rate_hz: 0.0, ..SimConfig::default() },
+            SimConfig { rate_hz: f64::NAN, ..SimConfig::default() },
+            SimConfig { duration_us: -1, ..SimConfig::default() },
+            SimConfig { health_rate_hz: -1.0, ..SimConfig::default() },
+            SimConfig { faults: Faults { gaps: 2.0, ..Faults::default() }, ..SimConfig::default() },
         ];
         for c in bad {
             assert!(c.validate().is_err(), "{c:?}");

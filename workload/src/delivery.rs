@@ -49,14 +49,7 @@ pub(crate) struct Delivery<F: FnMut(Record)> {
 
 impl<F: FnMut(Record)> Delivery<F> {
     pub(crate) fn new(emit: F) -> Delivery<F> {
-        Delivery {
-            emit,
-            held: BinaryHeap::new(),
-            order: 0,
-            max_held: 0,
-            envelopes: 0,
-            malformed: 0,
-        }
+        Delivery { emit, held: BinaryHeap::new(), order: 0, max_held: 0, envelopes: 0, malformed: 0 }
     }
 
     /// Sends every held record due at or before `now_us`.
@@ -84,11 +77,7 @@ impl<F: FnMut(Record)> Delivery<F> {
     pub(crate) fn hold(&mut self, release_us: i64, record: Record) {
         debug_assert!(self.has_room());
         self.order += 1;
-        self.held.push(Reverse(Held {
-            release_us,
-            order: self.order,
-            record,
-        }));
+        self.held.push(Reverse(Held { release_us, order: self.order, record }));
         self.max_held = self.max_held.max(self.held.len());
     }
 

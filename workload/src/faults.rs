@@ -108,13 +108,7 @@ pub(crate) struct Plan {
     pub duplicate_after: Option<i64>,
 }
 
-const DEBUG_CHANNELS: [&str; 5] = [
-    "debug_physics_substeps",
-    "debug_cpu_ms",
-    "debug_net_jitter_ms",
-    "debug_ghost_delta",
-    "debug_build",
-];
+const DEBUG_CHANNELS: [&str; 5] = ["debug_physics_substeps", "debug_cpu_ms", "debug_net_jitter_ms", "debug_ghost_delta", "debug_build"];
 
 /// A session's fault decisions.
 pub(crate) struct Injector {
@@ -159,15 +153,9 @@ impl Injector {
         plan.delay = if self.hit(f.reorder_within) {
             Some((Delay::Reorder, self.rng.random_range(1_000..REORDER_MAX_US)))
         } else if self.hit(f.late_within_lateness) {
-            Some((
-                Delay::Late,
-                self.rng.random_range(LATE_MIN_US..=LATE_MAX_US),
-            ))
+            Some((Delay::Late, self.rng.random_range(LATE_MIN_US..=LATE_MAX_US)))
         } else if self.hit(f.very_late) {
-            Some((
-                Delay::VeryLate,
-                self.rng.random_range(VERY_LATE_MIN_US..=VERY_LATE_MAX_US),
-            ))
+            Some((Delay::VeryLate, self.rng.random_range(VERY_LATE_MIN_US..=VERY_LATE_MAX_US)))
         } else {
             None
         };
@@ -180,20 +168,13 @@ impl Injector {
 
 /// Events that may carry faults: everything but the ground-truth markers.
 pub(crate) fn eligible(kind: EventKind) -> bool {
-    !matches!(
-        kind,
-        EventKind::SessionStart | EventKind::SessionEnd | EventKind::Lap
-    )
+    !matches!(kind, EventKind::SessionStart | EventKind::SessionEnd | EventKind::Lap)
 }
 
 /// Puts the first of a few well-known values far outside its range; false if the event has none.
 pub(crate) fn push_out_of_range(values: &mut [Value]) -> bool {
-    const WILD: [(Metric, f64); 4] = [
-        (Metric::VehicleSpeed, 9999.0 / 3.6),
-        (Metric::Fps, 100_000.0),
-        (Metric::SectorTime, -999.0),
-        (Metric::LapDistance, -99_999.0),
-    ];
+    const WILD: [(Metric, f64); 4] =
+        [(Metric::VehicleSpeed, 9999.0 / 3.6), (Metric::Fps, 100_000.0), (Metric::SectorTime, -999.0), (Metric::LapDistance, -99_999.0)];
     for (metric, wild) in WILD {
         if let Some(v) = values.iter_mut().find(|v| v.metric == metric) {
             v.value = wild;
@@ -205,9 +186,7 @@ pub(crate) fn push_out_of_range(values: &mut [Value]) -> bool {
 
 /// Adds an unknown channel to an encoded envelope.
 pub(crate) fn add_unknown_channel(envelope: &mut Envelope, (name, value): (&'static str, f64)) {
-    envelope
-        .channels
-        .insert(name.to_string(), ChannelValue::Number(value));
+    envelope.channels.insert(name.to_string(), ChannelValue::Number(value));
 }
 
 /// An undecodable rendering of an envelope: 0 truncates the JSON, 1 sends `seq` as a string,
@@ -221,15 +200,7 @@ pub(crate) fn malform(envelope: &Envelope, variant: u8, rng: &mut impl Rng) -> S
             let cut = rng.random_range(json.len() / 4..json.len() - 1);
             json[..cut].to_string()
         }
-        1 => json.replacen(
-            &format!("\"seq\":{}", envelope.seq),
-            &format!("\"seq\":\"{}\"", envelope.seq),
-            1,
-        ),
-        _ => json.replacen(
-            &format!("\"time_us\":{}", envelope.time_us),
-            &format!("\"time_us\":\"{}\"", envelope.time_us),
-            1,
-        ),
+        1 => json.replacen(&format!("\"seq\":{}", envelope.seq), &format!("\"seq\":\"{}\"", envelope.seq), 1),
+        _ => json.replacen(&format!("\"time_us\":{}", envelope.time_us), &format!("\"time_us\":\"{}\"", envelope.time_us), 1),
     }
 }

@@ -79,9 +79,7 @@ impl Record {
     /// The record as one line of NDJSON (compact JSON, no trailing newline).
     pub fn to_json_line(&self) -> String {
         match self {
-            Record::Envelope(envelope) => {
-                serde_json::to_string(envelope).expect("envelopes serialise")
-            }
+            Record::Envelope(envelope) => serde_json::to_string(envelope).expect("envelopes serialise"),
             Record::Malformed(line) => line.clone(),
         }
     }

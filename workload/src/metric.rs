@@ -141,11 +141,7 @@ impl Metric {
     /// The metric's dimension, if it has one: its name and values in index order.
     pub(crate) fn dimension(self) -> Option<(&'static str, &'static [&'static str])> {
         match self {
-            Metric::TyreSurfaceTemp
-            | Metric::TyreInnerTemp
-            | Metric::TyrePressure
-            | Metric::TyreWear
-            | Metric::BrakeTemp => Some(("wheel", &WHEELS)),
+            Metric::TyreSurfaceTemp | Metric::TyreInnerTemp | Metric::TyrePressure | Metric::TyreWear | Metric::BrakeTemp => Some(("wheel", &WHEELS)),
             Metric::Damage => Some(("part", &PARTS)),
             Metric::SectorTime => Some(("sector", &SECTORS)),
             _ => None,
@@ -169,19 +165,11 @@ pub(crate) struct Value {
 
 impl Value {
     pub(crate) fn new(metric: Metric, value: f64) -> Value {
-        Value {
-            metric,
-            index: 0,
-            value,
-        }
+        Value { metric, index: 0, value }
     }
 
     pub(crate) fn at(metric: Metric, index: usize, value: f64) -> Value {
-        Value {
-            metric,
-            index: index as u8,
-            value,
-        }
+        Value { metric, index: index as u8, value }
     }
 }
 

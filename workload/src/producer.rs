@@ -66,11 +66,7 @@ impl Producer {
     }
 
     pub(crate) fn source(self) -> Source {
-        Source {
-            kind: self.kind(),
-            id: self.id().to_string(),
-            version: self.version().to_string(),
-        }
+        Source { kind: self.kind(), id: self.id().to_string(), version: self.version().to_string() }
     }
 
     /// The channels this producer version sends, indexed by metric and dimension value.
@@ -99,10 +95,7 @@ impl ChannelSpec {
         if self.metric.is_bool() {
             return ChannelValue::Bool(canonical >= 0.5);
         }
-        ChannelValue::Number(round_to(
-            canonical * self.scale + self.offset,
-            self.decimals,
-        ))
+        ChannelValue::Number(round_to(canonical * self.scale + self.offset, self.decimals))
     }
 }
 
@@ -134,15 +127,7 @@ impl ChannelTable {
                 Ver::New => producer == Producer::Web14,
             };
             if applies {
-                let spec = ChannelSpec {
-                    metric: row.0,
-                    index: row.1,
-                    name: row.2,
-                    unit: row.3,
-                    scale: row.4,
-                    offset: row.5,
-                    decimals: row.6,
-                };
+                let spec = ChannelSpec { metric: row.0, index: row.1, name: row.2, unit: row.3, scale: row.4, offset: row.5, decimals: row.6 };
                 let slot = &mut slots[row.0 as usize * MAX_DIM + row.1 as usize];
                 assert!(slot.is_none(), "two channels for {:?}[{}]", row.0, row.1);
                 *slot = Some(spec);
@@ -194,10 +179,7 @@ pub fn channels() -> Vec<ChannelInfo> {
                 channel: s.name,
                 unit: s.unit,
                 metric: s.metric.id(),
-                dimension: s
-                    .metric
-                    .dimension()
-                    .map(|(name, values)| (name, values[usize::from(s.index)])),
+                dimension: s.metric.dimension().map(|(name, values)| (name, values[usize::from(s.index)])),
                 scale: s.scale,
                 offset: s.offset,
                 decimals: s.decimals as u32,
@@ -215,17 +197,8 @@ pub(crate) struct Encoder {
 }
 
 impl Encoder {
-    pub(crate) fn new(
-        producer: Producer,
-        session_id: String,
-        dims: BTreeMap<String, String>,
-    ) -> Encoder {
-        Encoder {
-            table: producer.table(),
-            source: producer.source(),
-            session_id,
-            dims,
-        }
+    pub(crate) fn new(producer: Producer, session_id: String, dims: BTreeMap<String, String>) -> Encoder {
+        Encoder { table: producer.table(), source: producer.source(), session_id, dims }
     }
 
     pub(crate) fn encode(&self, event: &SimEvent) -> Envelope {

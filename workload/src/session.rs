@@ -163,9 +163,7 @@ impl Session {
     }
 
     fn health_time(&self, k: u64) -> Option<i64> {
-        (self.health_rate_hz > 0.0).then(|| {
-            self.identity.start_us + ((k + 1) as f64 * 1e6 / self.health_rate_hz).round() as i64
-        })
+        (self.health_rate_hz > 0.0).then(|| self.identity.start_us + ((k + 1) as f64 * 1e6 / self.health_rate_hz).round() as i64)
     }
 
     /// The session's next event, or `None` after `session_end`.
@@ -226,72 +224,34 @@ impl Session {
 
     fn event(&mut self, kind: EventKind, time_us: i64, values: Vec<Value>) -> SimEvent {
         self.seq += 1;
-        SimEvent {
-            kind,
-            time_us,
-            seq: self.seq,
-            values,
-            lap: None,
-        }
+        SimEvent { kind, time_us, seq: self.seq, values, lap: None }
     }
 
     fn crossing_event(&mut self, crossing: Crossing) -> SimEvent {
         match crossing {
-            Crossing::Sector {
-                time_us,
-                lap,
-                completed,
-                sector_time_us,
-            } => {
-                let values = vec![
-                    Value::new(M::LapNumber, f64::from(lap)),
-                    Value::at(
-                        M::SectorTime,
-                        usize::from(completed - 1),
-                        sector_time_us as f64 / 1e6,
-                    ),
-                ];
+            Crossing::Sector { time_us, lap, completed, sector_time_us } => {
+                let values =
+                    vec![Value::new(M::LapNumber, f64::from(lap)), Value::at(M::SectorTime, usize::from(completed - 1), sector_time_us as f64 / 1e6)];
                 self.event(EventKind::Sector, time_us, values)
             }
-            Crossing::Line {
-                new_lap,
-                start_us,
-                end_us,
-            } => {
+            Crossing::Line { new_lap, start_us, end_us } => {
                 let values = vec![
                     Value::new(M::LapNumber, f64::from(new_lap)),
                     Value::new(M::LapLastTime, (end_us - start_us) as f64 / 1e6),
                     Value::new(M::RacePosition, f64::from(self.car.position)),
                 ];
                 let mut event = self.event(EventKind::Lap, end_us, values);
-                event.lap = Some(LapRecord {
-                    lap: new_lap - 1,
-                    start_us,
-                    end_us,
-                });
+                event.lap = Some(LapRecord { lap: new_lap - 1, start_us, end_us });
                 event
             }
-            Crossing::PitIn {
-                time_us,
-                lap,
-                distance,
-            }
-            | Crossing::PitOut {
-                time_us,
-                lap,
-                distance,
-            } => {
+            Crossing::PitIn { time_us, lap, distance } | Crossing::PitOut { time_us, lap, distance } => {
                 let pit_in = matches!(crossing, Crossing::PitIn { .. });
                 let values = vec![
                     Value::new(M::PitStatus, if pit_in { 1.0 } else { 0.0 }),
                     Value::new(M::LapNumber, f64::from(lap)),
                     Value::new(M::LapDistance, distance),
                 ];
-                let kind = if pit_in {
-                    EventKind::PitIn
-                } else {
-                    EventKind::PitOut
-                };
+                let kind = if pit_in { EventKind::PitIn } else { EventKind::PitOut };
                 self.event(kind, time_us, values)
             }
         }
@@ -317,24 +277,13 @@ impl Session {
             Value::new(M::LapDistance, car.s),
             Value::new(M::LapCurrentTime, (t - car.lap_start_us) as f64 / 1e6),
         ]);
-        let group =
-            (self.samples % SLOW_EVERY == 2).then_some(self.samples / SLOW_EVERY % SLOW_GROUPS);
+        let group = (self.samples % SLOW_EVERY == 2).then_some(self.samples / SLOW_EVERY % SLOW_GROUPS);
         match group {
             None => {}
-            Some(0) => {
-                values.extend((0..4).map(|w| {
-                    Value::at(M::TyreSurfaceTemp, w, car.wheels[w].surface_c + noise(0.2))
-                }))
-            }
-            Some(1) => {
-                values.extend((0..4).map(|w| Value::at(M::TyreInnerTemp, w, car.wheels[w].inner_c)))
-            }
-            Some(2) => {
-                values.extend((0..4).map(|w| Value::at(M::TyrePressure, w, car.pressure_kpa(w))))
-            }
-            Some(3) => values.extend(
-                (0..4).map(|w| Value::at(M::BrakeTemp, w, car.wheels[w].brake_c + noise(1.0))),
-            ),
+            Some(0) => values.extend((0..4).map(|w| Value::at(M::TyreSurfaceTemp, w, car.wheels[w].surface_c + noise(0.2)))),
+            Some(1) => values.extend((0..4).map(|w| Value::at(M::TyreInnerTemp, w, car.wheels[w].inner_c))),
+            Some(2) => values.extend((0..4).map(|w| Value::at(M::TyrePressure, w, car.pressure_kpa(w)))),
+            Some(3) => values.extend((0..4).map(|w| Value::at(M::BrakeTemp, w, car.wheels[w].brake_c + noise(1.0)))),
             Some(4) => values.extend((0..4).map(|w| Value::at(M::TyreWear, w, car.wheels[w].wear))),
             Some(5) => values.extend([
                 // Old web clients call the coolant temperature `engine.temperature`; each
@@ -366,15 +315,10 @@ impl Session {
     fn health_event(&mut self, t: i64) -> SimEvent {
         let rng = &mut self.rng;
         let h = &mut self.health;
-        let stall = if rng.random_bool(0.05) {
-            0.25 + 0.3 * rng.random::<f64>()
-        } else {
-            0.0
-        };
+        let stall = if rng.random_bool(0.05) { 0.25 + 0.3 * rng.random::<f64>() } else { 0.0 };
         let fps = h.fps_cap * (1.0 - 0.04 * rng.random::<f64>() - stall);
         let frame_ms = 1000.0 / fps * (1.0 + 0.02 * (rng.random::<f64>() - 0.5));
-        let rtt = h.rtt_ms * (0.9 + 0.2 * rng.random::<f64>())
-            - 3.0 * rng.random::<f64>().max(1e-12).ln();
+        let rtt = h.rtt_ms * (0.9 + 0.2 * rng.random::<f64>()) - 3.0 * rng.random::<f64>().max(1e-12).ln();
         let loss = (h.loss * (0.5 + rng.random::<f64>())).min(1.0);
         h.dropped += ((h.fps_cap - fps).max(0.0) * 0.3 / self.health_rate_hz).round() as u64;
         let values = vec![

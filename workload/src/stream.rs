@@ -36,27 +36,12 @@ pub fn simulate(config: &SimConfig, emit: impl FnMut(Record)) -> GroundTruth {
     let mut runs: Vec<Running> = (0..config.sessions)
         .map(|index| {
             let session = Session::new(config, index);
-            let encoder = Encoder::new(
-                session.identity.producer,
-                session.identity.id.clone(),
-                session.identity.dims(),
-            );
-            let injector = Injector::new(
-                config.faults,
-                session_rng(config.seed, index, STREAM_FAULTS),
-            );
-            Running {
-                session,
-                next: None,
-                encoder,
-                injector,
-            }
+            let encoder = Encoder::new(session.identity.producer, session.identity.id.clone(), session.identity.dims());
+            let injector = Injector::new(config.faults, session_rng(config.seed, index, STREAM_FAULTS));
+            Running { session, next: None, encoder, injector }
         })
         .collect();
-    let mut sessions: Vec<SessionTruth> = runs
-        .iter()
-        .map(|r| SessionTruth::new(&r.session.identity))
-        .collect();
+    let mut sessions: Vec<SessionTruth> = runs.iter().map(|r| SessionTruth::new(&r.session.identity)).collect();
     let mut laps = Vec::new();
     let mut counts = FaultCounts::default();
     let mut events = 0u64;
@@ -88,28 +73,12 @@ pub fn simulate(config: &SimConfig, emit: impl FnMut(Record)) -> GroundTruth {
     }
     out.finish();
 
-    let stats = StreamStats {
-        events,
-        envelopes: out.envelopes,
-        malformed: out.malformed,
-        max_held: out.max_held,
-        faults: counts,
-    };
-    GroundTruth {
-        laps,
-        sessions,
-        stats,
-    }
+    let stats = StreamStats { events, envelopes: out.envelopes, malformed: out.malformed, max_held: out.max_held, faults: counts };
+    GroundTruth { laps, sessions, stats }
 }
 
 /// Applies the session's fault plan to one event and hands the result to `out`.
-fn deliver<F: FnMut(Record)>(
-    run: &mut Running,
-    mut event: SimEvent,
-    now: i64,
-    out: &mut Delivery<F>,
-    counts: &mut FaultCounts,
-) {
+fn deliver<F: FnMut(Record)>(run: &mut Running, mut event: SimEvent, now: i64, out: &mut Delivery<F>, counts: &mut FaultCounts) {
     let plan = run.injector.plan(event.kind);
     if plan.gap {
         counts.gaps += 1;
@@ -135,13 +104,8 @@ fn deliver<F: FnMut(Record)>(
     }
     // Within-bound faults must not land after the session's end (see `faults`).
     let end_us = run.session.identity.end_us;
-    let duplicate = plan
-        .duplicate_after
-        .filter(|d| now + d < end_us)
-        .map(|d| (now + d, envelope.clone()));
-    let delay = plan
-        .delay
-        .filter(|(kind, d)| (*kind != Delay::Reorder || now + d < end_us) && out.has_room());
+    let duplicate = plan.duplicate_after.filter(|d| now + d < end_us).map(|d| (now + d, envelope.clone()));
+    let delay = plan.delay.filter(|(kind, d)| (*kind != Delay::Reorder || now + d < end_us) && out.has_room());
     match delay {
         Some((kind, d)) => {
             match kind {
@@ -167,9 +131,7 @@ mod tests {
 
     use super::*;
     use crate::config::Faults;
-    use crate::faults::{
-        LATE_MAX_US, OUT_OF_ORDERNESS_BOUND_US, VERY_LATE_MAX_US, VERY_LATE_MIN_US,
-    };
+    use crate::faults::{LATE_MAX_US, OUT_OF_ORDERNESS_BOUND_US, VERY_LATE_MAX_US, VERY_LATE_MIN_US};
     use crate::producer::channels;
 
     fn run(config: &SimConfig) -> (Vec<Record>, GroundTruth) {
@@ -188,8 +150,7 @@ mod tests {
     /// A channel's value back in the metric's canonical unit.
     fn canonical(e: &Envelope, metric: &str) -> Option<f64> {
         channels().into_iter().find_map(|c| {
-            let hit =
-                c.producer == e.source.id && c.version == e.source.version && c.metric == metric;
+            let hit = c.producer == e.source.id && c.version == e.source.version && c.metric == metric;
             let v = e.channels.get(c.channel).filter(|_| hit)?;
             Some((v.as_f64() - c.offset) / c.scale)
         })
@@ -210,20 +171,14 @@ mod tests {
         assert!(a.len() > 3 * 20 * 60);
         assert_eq!(a, b);
         assert_eq!(truth_a, truth_b);
-        let (c, _) = run(&SimConfig {
-            seed: 12,
-            ..config.clone()
-        });
+        let (c, _) = run(&SimConfig { seed: 12, ..config.clone() });
         assert_ne!(a, c, "another seed, another run");
     }
 
     #[test]
     fn faults_do_not_change_the_physics() {
         let clean = SimConfig::new(2, 30_000_000, 5);
-        let faulty = SimConfig {
-            faults: faults("duplicates=0.1,unknown_channels=0.1"),
-            ..clean.clone()
-        };
+        let faulty = SimConfig { faults: faults("duplicates=0.1,unknown_channels=0.1"), ..clean.clone() };
         let (a, _) = run(&clean);
         let (b, _) = run(&faulty);
         let strip = |records: &[Record]| -> BTreeMap<String, BTreeMap<String, ChannelValue>> {
@@ -248,27 +203,18 @@ mod tests {
         let mut switches = 0;
         let mut previous = "";
         for e in envelopes(&records) {
-            assert!(
-                e.time_us >= last_time,
-                "output is in event-time order without faults"
-            );
+            assert!(e.time_us >= last_time, "output is in event-time order without faults");
             last_time = e.time_us;
             assert_eq!(e.event_id, format!("{}-{}", e.session_id, e.seq));
             assert_eq!(e.schema, "pitgun-envelope/v1");
-            assert_eq!(
-                e.dims.keys().collect::<Vec<_>>(),
-                ["car", "player", "track"]
-            );
+            assert_eq!(e.dims.keys().collect::<Vec<_>>(), ["car", "player", "track"]);
             switches += usize::from(previous != e.session_id.as_str());
             previous = &e.session_id;
             per_session.entry(&e.session_id).or_default().push(e);
         }
         assert!(switches > 1000, "sessions interleave ({switches} switches)");
         assert_eq!(per_session.len(), 5);
-        let versions: BTreeSet<_> = per_session
-            .values()
-            .map(|v| v[0].source.version.as_str())
-            .collect();
+        let versions: BTreeSet<_> = per_session.values().map(|v| v[0].source.version.as_str()).collect();
         assert_eq!(versions, BTreeSet::from(["0.9.5", "1.4.2", "2.1.0"]));
         for (session, truth) in per_session.values().zip(&truth.sessions) {
             assert_eq!(session[0].session_id, truth.session_id);
@@ -280,20 +226,11 @@ mod tests {
             assert_eq!(canonical(first, "lap.number"), Some(1.0));
             assert_eq!(canonical(first, "lap.distance"), Some(0.0));
             assert_eq!(last.kind, EventKind::SessionEnd);
-            assert_eq!(
-                (first.time_us, last.time_us),
-                (truth.start_us, truth.end_us)
-            );
+            assert_eq!((first.time_us, last.time_us), (truth.start_us, truth.end_us));
             assert!((0..5_000_000).contains(&(first.time_us - config.start_time_us)));
-            let samples = session
-                .iter()
-                .filter(|e| e.kind == EventKind::Sample)
-                .count();
+            let samples = session.iter().filter(|e| e.kind == EventKind::Sample).count();
             assert_eq!(samples, 30 * 60);
-            let health = session
-                .iter()
-                .filter(|e| e.kind == EventKind::Health)
-                .count();
+            let health = session.iter().filter(|e| e.kind == EventKind::Health).count();
             assert_eq!(health, 29);
         }
     }
@@ -302,9 +239,7 @@ mod tests {
     fn ground_truth_matches_the_lap_events() {
         let config = SimConfig::new(4, 420_000_000, 9);
         let (records, truth) = run(&config);
-        let laps: Vec<&Envelope> = envelopes(&records)
-            .filter(|e| e.kind == EventKind::Lap)
-            .collect();
+        let laps: Vec<&Envelope> = envelopes(&records).filter(|e| e.kind == EventKind::Lap).collect();
         assert_eq!(laps.len(), truth.laps.len());
         assert!(truth.laps.len() >= 8, "{} laps", truth.laps.len());
         for (e, lap) in laps.iter().zip(&truth.laps) {
@@ -312,30 +247,19 @@ mod tests {
             assert_eq!(e.time_us, lap.end_us);
             assert_eq!(canonical(e, "lap.number"), Some(f64::from(lap.lap + 1)));
             let sent = canonical(e, "lap.last_time").unwrap();
-            assert!(
-                (sent - lap.lap_time_s).abs() < 1e-9,
-                "{sent} vs {}",
-                lap.lap_time_s
-            );
+            assert!((sent - lap.lap_time_s).abs() < 1e-9, "{sent} vs {}", lap.lap_time_s);
             assert_eq!(lap.lap_time_s, (lap.end_us - lap.start_us) as f64 / 1e6);
             assert!((60.0..200.0).contains(&lap.lap_time_s), "{lap:?}");
         }
         for s in &truth.sessions {
-            let mine: Vec<_> = truth
-                .laps
-                .iter()
-                .filter(|l| l.session_id == s.session_id)
-                .collect();
+            let mine: Vec<_> = truth.laps.iter().filter(|l| l.session_id == s.session_id).collect();
             assert_eq!(mine.len() as u32, s.complete_laps);
             assert_eq!(mine[0].start_us, s.start_us);
             for (k, pair) in mine.windows(2).enumerate() {
                 assert_eq!(pair[0].end_us, pair[1].start_us, "laps are contiguous");
                 assert_eq!(pair[0].lap as usize, k + 1);
             }
-            let best = mine
-                .iter()
-                .map(|l| l.lap_time_s)
-                .fold(f64::INFINITY, f64::min);
+            let best = mine.iter().map(|l| l.lap_time_s).fold(f64::INFINITY, f64::min);
             assert_eq!(s.best_lap_s, Some(best));
             // The three sector times add up to the lap time, to the microsecond.
             for lap in &mine {
@@ -344,10 +268,7 @@ mod tests {
                     .filter(|e| canonical(e, "lap.number") == Some(f64::from(lap.lap)))
                     .map(|e| canonical(e, "lap.sector_time").unwrap())
                     .sum();
-                assert!(
-                    (sectors - lap.lap_time_s).abs() < 1e-6,
-                    "{sectors} vs {lap:?}"
-                );
+                assert!((sectors - lap.lap_time_s).abs() < 1e-6, "{sectors} vs {lap:?}");
             }
         }
     }
@@ -361,9 +282,7 @@ mod tests {
         for e in envelopes(&records).filter(|e| e.kind == EventKind::Sample) {
             assert!(e.channels.len() >= 12, "{} channels", e.channels.len());
             let bytes = serde_json::to_string(e).unwrap().len();
-            let s = sizes
-                .entry(format!("{}@{}", e.source.id, e.source.version))
-                .or_default();
+            let s = sizes.entry(format!("{}@{}", e.source.id, e.source.version)).or_default();
             s.0 += 1;
             s.1 += bytes;
             total += bytes;
@@ -371,30 +290,17 @@ mod tests {
         }
         let mean = total as f64 / count as f64;
         for (producer, (n, bytes)) in &sizes {
-            println!(
-                "{producer}: {n} samples, mean {:.1} bytes",
-                *bytes as f64 / *n as f64
-            );
+            println!("{producer}: {n} samples, mean {:.1} bytes", *bytes as f64 / *n as f64);
         }
         println!("all: {count} samples, mean {mean:.1} bytes");
-        assert!(
-            (400.0..=500.0).contains(&mean),
-            "mean sample envelope {mean} bytes"
-        );
+        assert!((400.0..=500.0).contains(&mean), "mean sample envelope {mean} bytes");
     }
 
     #[test]
     fn fault_rates_follow_the_config() {
         let p = 0.02;
-        let list = Faults::NAMES
-            .iter()
-            .map(|n| format!("{n}={p}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        let config = SimConfig {
-            faults: faults(&list),
-            ..SimConfig::new(4, 150_000_000, 21)
-        };
+        let list = Faults::NAMES.iter().map(|n| format!("{n}={p}")).collect::<Vec<_>>().join(",");
+        let config = SimConfig { faults: faults(&list), ..SimConfig::new(4, 150_000_000, 21) };
         let (records, truth) = run(&config);
         let stats = truth.stats;
         let eligible = stats.events - 2 * 4 - truth.laps.len() as u64;
@@ -402,10 +308,7 @@ mod tests {
         // Gaps are drawn first, malformed only on the rest, delays exclusively in order.
         let expect = |name: &str, count: u64| {
             let rate = count as f64 / eligible as f64;
-            assert!(
-                (rate - p).abs() < p * 0.3,
-                "{name}: {count} of {eligible} ({rate})"
-            );
+            assert!((rate - p).abs() < p * 0.3, "{name}: {count} of {eligible} ({rate})");
         };
         for (name, count) in counts.iter() {
             if name == "out_of_range" || name == "reorder_within" || name == "duplicates" {
@@ -436,20 +339,12 @@ mod tests {
         let sent = seen.len() as u64;
         assert_eq!(stats.events, sent + counts.gaps + counts.malformed);
         assert_eq!(stats.envelopes, sent + counts.duplicates);
-        let unknown = envelopes(&records)
-            .filter(|e| e.channels.keys().any(|k| k.starts_with("debug_")))
-            .count();
-        let unknown_ids: BTreeSet<_> = envelopes(&records)
-            .filter(|e| e.channels.keys().any(|k| k.starts_with("debug_")))
-            .map(|e| &e.event_id)
-            .collect();
-        assert!(
-            unknown >= unknown_ids.len() && unknown_ids.len() as u64 == counts.unknown_channels
-        );
-        let jumped: BTreeSet<_> = envelopes(&records)
-            .filter(|e| e.time_us > truth.sessions.iter().map(|s| s.end_us).max().unwrap())
-            .map(|e| &e.event_id)
-            .collect();
+        let unknown = envelopes(&records).filter(|e| e.channels.keys().any(|k| k.starts_with("debug_"))).count();
+        let unknown_ids: BTreeSet<_> =
+            envelopes(&records).filter(|e| e.channels.keys().any(|k| k.starts_with("debug_"))).map(|e| &e.event_id).collect();
+        assert!(unknown >= unknown_ids.len() && unknown_ids.len() as u64 == counts.unknown_channels);
+        let jumped: BTreeSet<_> =
+            envelopes(&records).filter(|e| e.time_us > truth.sessions.iter().map(|s| s.end_us).max().unwrap()).map(|e| &e.event_id).collect();
         assert_eq!(jumped.len() as u64, counts.clock_jumps);
         // Ground-truth events are never faulted.
         let kept = |kind| envelopes(&records).filter(|e| e.kind == kind).count();
@@ -473,74 +368,43 @@ mod tests {
     #[test]
     fn delays_land_where_they_are_meant_to() {
         let base = SimConfig::new(3, 200_000_000, 8);
-        let run_with = |list: &str| {
-            run(&SimConfig {
-                faults: faults(list),
-                ..base.clone()
-            })
-        };
+        let run_with = |list: &str| run(&SimConfig { faults: faults(list), ..base.clone() });
 
         let (records, truth) = run_with("reorder_within=0.05");
         let late = lateness(&records);
-        assert!(
-            late.iter().all(|&l| l < OUT_OF_ORDERNESS_BOUND_US / 2),
-            "reorders stay within 1 s"
-        );
+        assert!(late.iter().all(|&l| l < OUT_OF_ORDERNESS_BOUND_US / 2), "reorders stay within 1 s");
         let out_of_order = late.iter().filter(|&&l| l > 0).count() as u64;
-        assert!(
-            out_of_order >= truth.stats.faults.reorder_within / 2,
-            "{out_of_order}"
-        );
+        assert!(out_of_order >= truth.stats.faults.reorder_within / 2, "{out_of_order}");
 
         let (records, truth) = run_with("late_within_lateness=0.01");
         let late = lateness(&records);
         assert!(late.iter().all(|&l| l <= LATE_MAX_US));
-        let beyond = late
-            .iter()
-            .filter(|&&l| l > OUT_OF_ORDERNESS_BOUND_US)
-            .count() as u64;
+        let beyond = late.iter().filter(|&&l| l > OUT_OF_ORDERNESS_BOUND_US).count() as u64;
         let injected = truth.stats.faults.late_within_lateness;
-        assert!(
-            beyond <= injected && beyond as f64 >= injected as f64 * 0.85,
-            "{beyond} of {injected}"
-        );
+        assert!(beyond <= injected && beyond as f64 >= injected as f64 * 0.85, "{beyond} of {injected}");
 
         let (records, truth) = run_with("very_late=0.005");
         let late = lateness(&records);
         assert!(late.iter().all(|&l| l <= VERY_LATE_MAX_US));
-        let beyond = late
-            .iter()
-            .filter(|&&l| l >= VERY_LATE_MIN_US - 20_000)
-            .count() as u64;
+        let beyond = late.iter().filter(|&&l| l >= VERY_LATE_MIN_US - 20_000).count() as u64;
         let injected = truth.stats.faults.very_late;
         // Events delayed past their session's end are only as late as the end allows.
-        assert!(
-            beyond <= injected && beyond as f64 >= injected as f64 * 0.3,
-            "{beyond} of {injected}"
-        );
+        assert!(beyond <= injected && beyond as f64 >= injected as f64 * 0.3, "{beyond} of {injected}");
     }
 
     #[test]
     fn the_delay_buffer_is_bounded() {
         let config = |seconds: i64| SimConfig {
-            faults: faults(
-                "reorder_within=0.05,late_within_lateness=0.02,very_late=0.01,duplicates=0.02",
-            ),
+            faults: faults("reorder_within=0.05,late_within_lateness=0.02,very_late=0.01,duplicates=0.02"),
             ..SimConfig::new(2, seconds * 1_000_000, 4)
         };
         let short = simulate(&config(180), |_| {}).stats.max_held;
         let long = simulate(&config(540), |_| {}).stats.max_held;
         assert!(short > 0);
-        assert!(
-            long as f64 <= short as f64 * 1.5 + 10.0,
-            "held {short} then {long}: grows with duration"
-        );
+        assert!(long as f64 <= short as f64 * 1.5 + 10.0, "held {short} then {long}: grows with duration");
 
         // Past the cap, delays are not injected: memory stays bounded whatever the rates.
-        let flood = SimConfig {
-            faults: faults("very_late=1"),
-            ..SimConfig::new(20, 70_000_000, 4)
-        };
+        let flood = SimConfig { faults: faults("very_late=1"), ..SimConfig::new(20, 70_000_000, 4) };
         let truth = simulate(&flood, |_| {});
         assert_eq!(truth.stats.max_held, crate::MAX_HELD);
         assert!(truth.stats.faults.very_late < truth.stats.events);
@@ -551,9 +415,7 @@ mod tests {
     fn envelopes_follow_the_schema_and_malformed_lines_do_not() {
         use pitgun_contracts::schema::{ContractKind, Validators};
         let config = SimConfig {
-            faults: faults(
-                "malformed=0.05,unknown_channels=0.05,clock_jumps=0.05,out_of_range=0.05",
-            ),
+            faults: faults("malformed=0.05,unknown_channels=0.05,clock_jumps=0.05,out_of_range=0.05"),
             ..SimConfig::new(5, 10_000_000, 6)
         };
         let (records, _) = run(&config);
@@ -569,9 +431,7 @@ mod tests {
                 }
                 Record::Malformed(_) => {
                     malformed += 1;
-                    let invalid = value.map_or(true, |v| {
-                        !validators.validate(ContractKind::Envelope, &v).is_empty()
-                    });
+                    let invalid = value.map_or(true, |v| !validators.validate(ContractKind::Envelope, &v).is_empty());
                     assert!(invalid, "{line}");
                 }
             }
@@ -584,10 +444,7 @@ mod tests {
         let config = SimConfig::new(5, 10_000_000, 1);
         let (records, _) = run(&config);
         let names = |version: &str| -> BTreeSet<String> {
-            envelopes(&records)
-                .filter(|e| e.source.version == version)
-                .flat_map(|e| e.channels.keys().cloned())
-                .collect()
+            envelopes(&records).filter(|e| e.source.version == version).flat_map(|e| e.channels.keys().cloned()).collect()
         };
         let (old, new, sim) = (names("0.9.5"), names("1.4.2"), names("2.1.0"));
         assert!(old.contains("spd") && old.contains("eng_temp") && !old.contains("ers_kj"));

@@ -200,9 +200,7 @@ pub(crate) const CARS: [CarSpec; 3] = [
 ];
 
 /// Players a session is driven by.
-pub(crate) const PLAYERS: [&str; 10] = [
-    "ayla", "bruno", "chen", "dara", "emil", "fatou", "goran", "hana", "ivo", "juno",
-];
+pub(crate) const PLAYERS: [&str; 10] = ["ayla", "bruno", "chen", "dara", "emil", "fatou", "goran", "hana", "ivo", "juno"];
 
 /// Pit lane geometry, the same on every track: entry and box before the line, exit after it.
 pub(crate) const PIT_ENTRY_BEFORE_LINE_M: f64 = 380.0;
@@ -235,16 +233,8 @@ impl Circuit {
             }
             *c = (sum / (2 * HALF + 1) as f64) as f32;
         }
-        let vmax = CARS
-            .iter()
-            .map(|car| speed_profile(&curvature, car))
-            .collect();
-        Circuit {
-            spec,
-            length: f64::from(spec.length_m),
-            curvature,
-            vmax,
-        }
+        let vmax = CARS.iter().map(|car| speed_profile(&curvature, car)).collect();
+        Circuit { spec, length: f64::from(spec.length_m), curvature, vmax }
     }
 
     fn index(&self, s: f64) -> (usize, usize, f64) {
@@ -269,11 +259,7 @@ impl Circuit {
 fn rasterise(spec: &TrackSpec) -> Vec<f64> {
     let n = spec.length_m as usize;
     let listed: f64 = spec.segments.iter().map(|s| s.0).sum();
-    assert!(
-        listed + 50.0 <= f64::from(spec.length_m),
-        "{}: segments longer than the lap",
-        spec.name
-    );
+    assert!(listed + 50.0 <= f64::from(spec.length_m), "{}: segments longer than the lap", spec.name);
     let mut raw = vec![0.0; n];
     let mut start = 0.0;
     for &(len, radius) in spec.segments {
@@ -327,18 +313,8 @@ mod tests {
                     lo = lo.min(v);
                     hi = hi.max(v);
                 }
-                assert!(
-                    lo > 10.0 && lo < 30.0,
-                    "{} {}: slowest corner {lo}",
-                    spec.name,
-                    car
-                );
-                assert!(
-                    (hi - CARS[car].v_top).abs() < 1e-3,
-                    "{} {}: {hi}",
-                    spec.name,
-                    car
-                );
+                assert!(lo > 10.0 && lo < 30.0, "{} {}: slowest corner {lo}", spec.name, car);
+                assert!((hi - CARS[car].v_top).abs() < 1e-3, "{} {}: {hi}", spec.name, car);
             }
         }
     }

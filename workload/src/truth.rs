@@ -93,12 +93,6 @@ impl SessionTruth {
         let lap_time_s = (lap.end_us - lap.start_us) as f64 / 1e6;
         self.complete_laps += 1;
         self.best_lap_s = Some(self.best_lap_s.map_or(lap_time_s, |b| b.min(lap_time_s)));
-        LapTruth {
-            session_id: self.session_id.clone(),
-            lap: lap.lap,
-            start_us: lap.start_us,
-            end_us: lap.end_us,
-            lap_time_s,
-        }
+        LapTruth { session_id: self.session_id.clone(), lap: lap.lap, start_us: lap.start_us, end_us: lap.end_us, lap_time_s }
     }
 }

@@ -179,12 +179,8 @@ impl FakeQuestDb {
     }
 
     fn exec(&self, query: &str) -> (u16, String) {
-        let sql: String = query
-            .split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(k, _)| *k == "query")
-            .map(|(_, v)| url_decode(v))
-            .unwrap_or_default();
+        let sql: String =
+            query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == "query").map(|(_, v)| url_decode(v)).unwrap_or_default();
         let bad = |why: &str| (400, json!({"query": sql, "error": why, "position": 0}).to_string());
         let mut st = self.state.lock().unwrap();
         if let Some(rest) = sql.strip_prefix("CREATE TABLE IF NOT EXISTS ") {
@@ -214,8 +210,13 @@ impl FakeQuestDb {
         }
         if let Some(name) = sql.strip_prefix("SHOW COLUMNS FROM ") {
             let Some(t) = st.tables.get(name.trim_matches('"')) else { return bad(&format!("table does not exist [table={name}]")) };
-            let dataset: Vec<Value> = t.columns.iter().map(|(n, ty)| json!([n, ty, false, 0, ty == "SYMBOL", 256, false, *n == t.designated, t.keys.contains(n)])).collect();
-            let columns = ["column", "type", "indexed", "indexBlockCapacity", "symbolCached", "symbolCapacity", "symbolTableSize", "designated", "upsertKey"];
+            let dataset: Vec<Value> = t
+                .columns
+                .iter()
+                .map(|(n, ty)| json!([n, ty, false, 0, ty == "SYMBOL", 256, false, *n == t.designated, t.keys.contains(n)]))
+                .collect();
+            let columns =
+                ["column", "type", "indexed", "indexBlockCapacity", "symbolCached", "symbolCapacity", "symbolTableSize", "designated", "upsertKey"];
             let columns: Vec<Value> = columns.iter().map(|c| json!({"name": c, "type": "STRING"})).collect();
             return (200, json!({"query": sql, "columns": columns, "timestamp": -1, "dataset": dataset, "count": t.columns.len()}).to_string());
         }
@@ -251,7 +252,12 @@ impl FakeQuestDb {
             line_no += 1;
             let refused = |st: &mut State, why: String| {
                 *st.errors_sent.entry(400).or_default() += 1;
-                Some(error(400, "invalid", format!("failed to parse line protocol:errors encountered on line(s):\nerror in line {line_no}: {why}"), Some(line_no)))
+                Some(error(
+                    400,
+                    "invalid",
+                    format!("failed to parse line protocol:errors encountered on line(s):\nerror in line {line_no}: {why}"),
+                    Some(line_no),
+                ))
             };
             let line = match parse_line(body, &mut at) {
                 Ok(l) => l,
@@ -297,7 +303,15 @@ fn check_line(st: &State, line: &Line) -> Result<(), String> {
         let Some((_, ty)) = t.columns.iter().find(|(n, _)| n == name) else {
             return Err(format!("table: {}, column: {name}; unknown column (tables are created by the sink)", line.table));
         };
-        let fits = matches!((v, ty.as_str()), (Ilp::Symbol(_), "SYMBOL") | (Ilp::Str(_), "VARCHAR") | (Ilp::Long(_), "LONG") | (Ilp::Double(_), "DOUBLE") | (Ilp::Bool(_), "BOOLEAN") | (Ilp::Micros(_), "TIMESTAMP"));
+        let fits = matches!(
+            (v, ty.as_str()),
+            (Ilp::Symbol(_), "SYMBOL")
+                | (Ilp::Str(_), "VARCHAR")
+                | (Ilp::Long(_), "LONG")
+                | (Ilp::Double(_), "DOUBLE")
+                | (Ilp::Bool(_), "BOOLEAN")
+                | (Ilp::Micros(_), "TIMESTAMP")
+        );
         if !fits {
             return Err(format!("table: {}, column: {name}; cast error from protocol type {v:?} to column type {ty}", line.table));
         }
@@ -408,7 +422,9 @@ fn parse_line(b: &[u8], at: &mut usize) -> Result<Line, String> {
                     "f" | "F" | "false" | "False" => Ilp::Bool(false),
                     _ if tok.ends_with('i') => Ilp::Long(tok[..tok.len() - 1].parse().map_err(|_| format!("column {k}: bad long {tok}"))?),
                     _ if tok.ends_with('t') => Ilp::Micros(tok[..tok.len() - 1].parse().map_err(|_| format!("column {k}: bad timestamp {tok}"))?),
-                    _ if tok.ends_with('n') => Ilp::Micros(tok[..tok.len() - 1].parse::<i64>().map_err(|_| format!("column {k}: bad timestamp {tok}"))? / 1000),
+                    _ if tok.ends_with('n') => {
+                        Ilp::Micros(tok[..tok.len() - 1].parse::<i64>().map_err(|_| format!("column {k}: bad timestamp {tok}"))? / 1000)
+                    }
                     _ => Ilp::Double(tok.parse().map_err(|_| format!("column {k}: bad value {tok}"))?),
                 }
             }

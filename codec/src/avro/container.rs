@@ -58,7 +58,12 @@ impl<R: Read> ContainerReader<R> {
                             b"null" => Codec::Null,
                             b"deflate" => Codec::Deflate,
                             b"zstandard" => Codec::Zstandard,
-                            other => return Err(format!("blocks compressed with {:?}; pitgun reads null, deflate and zstandard", String::from_utf8_lossy(other))),
+                            other => {
+                                return Err(format!(
+                                    "blocks compressed with {:?}; pitgun reads null, deflate and zstandard",
+                                    String::from_utf8_lossy(other)
+                                ))
+                            }
                         }
                     }
                     _ => {}
@@ -69,9 +74,7 @@ impl<R: Read> ContainerReader<R> {
         let theirs = Schema::parse_str(&String::from_utf8_lossy(&schema)).map_err(|e| format!("its avro.schema does not parse: {e}"))?;
         let (theirs, ours) = (theirs.fingerprint::<apache_avro::rabin::Rabin>(), envelope_schema().fingerprint::<apache_avro::rabin::Rabin>());
         if theirs.bytes != ours.bytes {
-            return Err(format!(
-                "written with another schema (fingerprint {theirs}); pitgun reads pitgun-envelope/v1.avsc (fingerprint {ours})"
-            ));
+            return Err(format!("written with another schema (fingerprint {theirs}); pitgun reads pitgun-envelope/v1.avsc (fingerprint {ours})"));
         }
         let mut sync = [0u8; 16];
         inner.read_exact(&mut sync).map_err(|e| format!("the header ends before its sync marker: {e}"))?;

@@ -65,8 +65,7 @@ pub(crate) mod tests {
         let avsc: serde_json::Value = serde_json::from_str(ENVELOPE_AVRO_SCHEMA).unwrap();
         let kinds: Vec<String> = EVENT_KINDS.iter().map(|k| k.as_str().to_string()).collect();
         assert_eq!(symbols(&avsc, &["kind"]), kinds);
-        let sources: Vec<String> =
-            SOURCE_KINDS.iter().map(|k| serde_json::to_value(k).unwrap().as_str().unwrap().to_string()).collect();
+        let sources: Vec<String> = SOURCE_KINDS.iter().map(|k| serde_json::to_value(k).unwrap().as_str().unwrap().to_string()).collect();
         assert_eq!(symbols(&avsc, &["source", "kind"]), sources);
     }
 }

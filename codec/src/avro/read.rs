@@ -39,10 +39,7 @@ pub struct DatumReader<'a> {
 }
 
 fn err(pointer: &str, message: impl Into<String>) -> DecodeError {
-    DecodeError {
-        pointer: pointer.into(),
-        message: message.into(),
-    }
+    DecodeError { pointer: pointer.into(), message: message.into() }
 }
 
 impl<'a> DatumReader<'a> {
@@ -121,28 +118,19 @@ impl<'a> DatumReader<'a> {
     #[inline(always)]
     fn index(&mut self, pointer: &str, symbols: usize) -> Result<usize, DecodeError> {
         let i = self.long(pointer)?;
-        usize::try_from(i)
-            .ok()
-            .filter(|&i| i < symbols)
-            .ok_or_else(|| err(pointer, format!("enum index {i} out of range")))
+        usize::try_from(i).ok().filter(|&i| i < symbols).ok_or_else(|| err(pointer, format!("enum index {i} out of range")))
     }
 
     /// Reads map blocks, calling `item` for each entry.
     #[inline(always)]
-    fn map(
-        &mut self,
-        pointer: &str,
-        mut item: impl FnMut(&mut Self) -> Result<(), DecodeError>,
-    ) -> Result<(), DecodeError> {
+    fn map(&mut self, pointer: &str, mut item: impl FnMut(&mut Self) -> Result<(), DecodeError>) -> Result<(), DecodeError> {
         loop {
             let mut count = self.long(pointer)?;
             if count == 0 {
                 return Ok(());
             }
             if count < 0 {
-                count = count
-                    .checked_neg()
-                    .ok_or_else(|| err(pointer, "bad map block count"))?;
+                count = count.checked_neg().ok_or_else(|| err(pointer, "bad map block count"))?;
                 self.long(pointer)?; // block size in bytes, not needed
             }
             for _ in 0..count {
@@ -153,10 +141,7 @@ impl<'a> DatumReader<'a> {
 }
 
 /// Decodes one Avro binary datum (the bytes after the single-object header) into `view`.
-pub fn decode_avro_into<'a>(
-    datum: &'a [u8],
-    view: &mut EnvelopeView<'a>,
-) -> Result<(), DecodeError> {
+pub fn decode_avro_into<'a>(datum: &'a [u8], view: &mut EnvelopeView<'a>) -> Result<(), DecodeError> {
     let mut r = DatumReader::new(datum);
     r.head(view)?;
     view.channels.clear();
@@ -171,80 +156,74 @@ pub fn decode_avro_into<'a>(
 }
 
 impl<'a> DatumReader<'a> {
-/// The fields before the channels.
-#[inline(always)]
-pub fn head(&mut self, view: &mut EnvelopeView<'a>) -> Result<(), DecodeError> {
-    let r = self;
-    // The schema name is nearly always the one expected: compared as bytes, no UTF-8 check.
-    let schema = r.bytes("/schema")?;
-    view.schema = match schema {
-        s if s == ENVELOPE_SCHEMA_V1.as_bytes() => Cow::Borrowed(ENVELOPE_SCHEMA_V1),
-        _ => Cow::Borrowed(
-            std::str::from_utf8(schema)
-                .map_err(|e| err("/schema", format!("string is not UTF-8: {e}")))?,
-        ),
-    };
-    view.event_id = Cow::Borrowed(r.string("/event_id")?);
-    view.source.kind = SOURCE_KINDS[r.index("/source/kind", SOURCE_KINDS.len())?];
-    view.source.id = Cow::Borrowed(r.string("/source/id")?);
-    view.source.version = Cow::Borrowed(r.string("/source/version")?);
-    view.session_id = Cow::Borrowed(r.string("/session_id")?);
-    let seq = r.long("/seq")?;
-    view.seq = u64::try_from(seq).map_err(|_| err("/seq", format!("{seq} is negative")))?;
-    view.time_us = r.long("/time_us")?;
-    view.kind = EVENT_KINDS[r.index("/kind", EVENT_KINDS.len())?];
-    Ok(())
-}
-
-/// A channel's value: the union's double (finite) or boolean (as 1/0). `name` words errors.
-#[inline(always)]
-pub fn channel_value(&mut self, name: &str) -> Result<f64, DecodeError> {
-    Ok(match self.typed_value(name)? {
-        ChannelValue::Number(v) => v,
-        ChannelValue::Bool(b) => f64::from(u8::from(b)),
-    })
-}
-
-#[inline(always)]
-fn typed_value(&mut self, name: &str) -> Result<ChannelValue, DecodeError> {
-    let r = self;
-    match r.index("/channels", 2)? {
-        0 => {
-            let b = r.take(8, "/channels")?;
-            let v = f64::from_le_bytes(b.try_into().expect("8 bytes"));
-            if !v.is_finite() {
-                return Err(err(&format!("/channels/{name}"), "number is not finite"));
-            }
-            Ok(ChannelValue::Number(v))
-        }
-        _ => match r.take(1, "/channels")?[0] {
-            0 => Ok(ChannelValue::Bool(false)),
-            1 => Ok(ChannelValue::Bool(true)),
-            b => Err(err(&format!("/channels/{name}"), format!("boolean byte {b}"))),
-        },
-    }
-}
-
-/// The fields after the channels, then the envelope's checks.
-#[inline(always)]
-pub fn tail(&mut self, view: &mut EnvelopeView<'a>) -> Result<(), DecodeError> {
-    let r = self;
-    view.dims.clear();
-    let dims = &mut view.dims;
-    r.map("/dims", |r| {
-        let k = r.string("/dims")?;
-        let v = r.string("/dims")?;
-        dims.push((Cow::Borrowed(k), Cow::Borrowed(v)));
+    /// The fields before the channels.
+    #[inline(always)]
+    pub fn head(&mut self, view: &mut EnvelopeView<'a>) -> Result<(), DecodeError> {
+        let r = self;
+        // The schema name is nearly always the one expected: compared as bytes, no UTF-8 check.
+        let schema = r.bytes("/schema")?;
+        view.schema = match schema {
+            s if s == ENVELOPE_SCHEMA_V1.as_bytes() => Cow::Borrowed(ENVELOPE_SCHEMA_V1),
+            _ => Cow::Borrowed(std::str::from_utf8(schema).map_err(|e| err("/schema", format!("string is not UTF-8: {e}")))?),
+        };
+        view.event_id = Cow::Borrowed(r.string("/event_id")?);
+        view.source.kind = SOURCE_KINDS[r.index("/source/kind", SOURCE_KINDS.len())?];
+        view.source.id = Cow::Borrowed(r.string("/source/id")?);
+        view.source.version = Cow::Borrowed(r.string("/source/version")?);
+        view.session_id = Cow::Borrowed(r.string("/session_id")?);
+        let seq = r.long("/seq")?;
+        view.seq = u64::try_from(seq).map_err(|_| err("/seq", format!("{seq} is negative")))?;
+        view.time_us = r.long("/time_us")?;
+        view.kind = EVENT_KINDS[r.index("/kind", EVENT_KINDS.len())?];
         Ok(())
-    })?;
-    if r.at != r.bytes.len() {
-        return Err(err(
-            "",
-            format!("{} bytes after the envelope", r.bytes.len() - r.at),
-        ));
     }
-    check(view)
-}
+
+    /// A channel's value: the union's double (finite) or boolean (as 1/0). `name` words errors.
+    #[inline(always)]
+    pub fn channel_value(&mut self, name: &str) -> Result<f64, DecodeError> {
+        Ok(match self.typed_value(name)? {
+            ChannelValue::Number(v) => v,
+            ChannelValue::Bool(b) => f64::from(u8::from(b)),
+        })
+    }
+
+    #[inline(always)]
+    fn typed_value(&mut self, name: &str) -> Result<ChannelValue, DecodeError> {
+        let r = self;
+        match r.index("/channels", 2)? {
+            0 => {
+                let b = r.take(8, "/channels")?;
+                let v = f64::from_le_bytes(b.try_into().expect("8 bytes"));
+                if !v.is_finite() {
+                    return Err(err(&format!("/channels/{name}"), "number is not finite"));
+                }
+                Ok(ChannelValue::Number(v))
+            }
+            _ => match r.take(1, "/channels")?[0] {
+                0 => Ok(ChannelValue::Bool(false)),
+                1 => Ok(ChannelValue::Bool(true)),
+                b => Err(err(&format!("/channels/{name}"), format!("boolean byte {b}"))),
+            },
+        }
+    }
+
+    /// The fields after the channels, then the envelope's checks.
+    #[inline(always)]
+    pub fn tail(&mut self, view: &mut EnvelopeView<'a>) -> Result<(), DecodeError> {
+        let r = self;
+        view.dims.clear();
+        let dims = &mut view.dims;
+        r.map("/dims", |r| {
+            let k = r.string("/dims")?;
+            let v = r.string("/dims")?;
+            dims.push((Cow::Borrowed(k), Cow::Borrowed(v)));
+            Ok(())
+        })?;
+        if r.at != r.bytes.len() {
+            return Err(err("", format!("{} bytes after the envelope", r.bytes.len() - r.at)));
+        }
+        check(view)
+    }
 }
 
 /// The length of the datum at the start of `bytes`, read past its fields without checking them

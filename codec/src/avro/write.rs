@@ -36,7 +36,7 @@ impl AvroWriter {
         AvroWriter { header: single_object_header() }
     }
 
-/// Appends the single-object encoding of `view` to `out`. `booleans[i]` says whether the
+    /// Appends the single-object encoding of `view` to `out`. `booleans[i]` says whether the
     /// dictionary types channel `i` as a boolean (missing entries: not).
     pub fn write(&self, view: &EnvelopeView<'_>, booleans: &[bool], out: &mut Vec<u8>) {
         out.extend_from_slice(&self.header);
