@@ -409,6 +409,22 @@ mod tests {
     }
 
     #[test]
+    fn a_line_that_is_not_utf8_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.ndjson");
+        std::fs::write(&path, b"{\"a\":1}\n{\"b\":\"\xff\"}\n").unwrap();
+        let mut seen = Vec::new();
+        let err = for_each_record(&path, &|_| {}, |n, text| {
+            seen.push((n, text.to_string()));
+            Ok::<_, DatasetError>(true)
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("d.ndjson") && err.contains("line 2") && err.contains("UTF-8"), "{err}");
+        assert_eq!(seen.len(), 1, "nothing altered is handed on");
+    }
+
+    #[test]
     fn a_damaged_or_foreign_avro_file_is_an_error_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.avro");

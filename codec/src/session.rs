@@ -75,4 +75,10 @@ mod tests {
         assert_eq!(json_id("not json"), None);
         assert_eq!(session_id(Record::Avro(b"\x02")), None);
     }
+
+    /// The decoder reads an escaped key as `session_id`; the peek must not take a nested one.
+    #[test]
+    fn an_escaped_key_is_not_mistaken_for_a_nested_one() {
+        assert_eq!(json_id(r#"{"session\u005fid":"real","dims":{"session_id":"fake"}}"#).unwrap(), b"real");
+    }
 }

@@ -60,6 +60,29 @@ pub(crate) mod tests {
         t["symbols"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
     }
 
+    /// A datum's length does not depend on whether its values pass the checks: a container
+    /// with one bad value yields that record, which the engine then refuses on its own.
+    #[test]
+    fn a_bad_value_has_a_length_and_a_decode_error() {
+        let text = r#"{"schema":"pitgun-envelope/v1","event_id":"e","source":{"kind":"game","id":"d","version":"2.0.0"},"session_id":"s","seq":1,"time_us":5,"kind":"lap","channels":{"x":1.5}}"#;
+        let mut view = crate::json::decode(text).unwrap();
+        view.channels[0].1 = f64::NAN;
+        let mut bytes = Vec::new();
+        AvroWriter::new().write(&view, &[], &mut bytes);
+        let datum = &bytes[10..];
+        assert_eq!(datum_len(datum).unwrap(), datum.len());
+        let err = decode_avro_into(datum, &mut crate::json::EnvelopeView::empty()).unwrap_err();
+        assert!(err.to_string().contains("/channels/x"), "{err}");
+    }
+
+    #[test]
+    fn a_container_header_with_the_most_negative_count_is_an_error() {
+        let mut file = b"Obj\x01".to_vec();
+        file.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]); // zig-zag i64::MIN
+        file.extend_from_slice(&[0x02, 0x00]);
+        assert!(container::ContainerReader::new(&file[..]).is_err());
+    }
+
     #[test]
     fn symbol_orders_are_the_avsc_orders() {
         let avsc: serde_json::Value = serde_json::from_str(ENVELOPE_AVRO_SCHEMA).unwrap();
