@@ -81,6 +81,7 @@ impl Format {
 /// so the engine reports it with its line number. `progress` receives compressed bytes read.
 pub fn for_each_record<E: From<DatasetError>>(path: &Path, progress: &dyn Fn(u64), mut f: impl FnMut(u64, &str) -> Result<bool, E>) -> Result<(), E> {
     let mut text = String::new();
+    let display = path.display().to_string();
     for_each_chunk(path, 0, progress, |chunk| {
         let mut keep_going = true;
         let mut result = Ok(());
@@ -89,7 +90,14 @@ pub fn for_each_record<E: From<DatasetError>>(path: &Path, progress: &dyn Fn(u64
                 return;
             }
             let line = match record {
-                Record::Json(line) => String::from_utf8_lossy(line),
+                Record::Json(line) => match std::str::from_utf8(line) {
+                    Ok(line) => std::borrow::Cow::Borrowed(line),
+                    Err(e) => {
+                        result = Err(DatasetError { path: display.clone(), message: format!("line {number} is not UTF-8: {e}") }.into());
+                        keep_going = false;
+                        return;
+                    }
+                },
                 Record::Avro(datum) => {
                     text = match read_envelope(datum) {
                         Ok(env) => serde_json::to_string(&env).expect("an envelope serialises"),

@@ -6,14 +6,15 @@ use std::borrow::Cow;
 use crate::Record;
 
 /// The record's session id; `None` when it has none (the engine will refuse the record).
-/// Avro datums and ordinary JSON lines are read in place; a JSON line whose id is escaped, or
-/// that names `"session_id"` more than once, is parsed.
+/// Avro datums and ordinary JSON lines are read in place; a JSON line with any escape, or that
+/// names `"session_id"` more than once, is parsed.
 pub fn session_id(record: Record<'_>) -> Option<Cow<'_, [u8]>> {
     match record {
         Record::Avro(datum) => crate::avro::session_id_of(datum).map(Cow::Borrowed),
+        // Any escape (even in a key: `"session\u005fid"` is the same key) means a parse.
         Record::Json(line) => match in_place(line) {
-            Some(id) => Some(Cow::Borrowed(id)),
-            None => parsed(line),
+            Some(id) if memchr::memchr(b'\\', line).is_none() => Some(Cow::Borrowed(id)),
+            _ => parsed(line),
         },
     }
 }

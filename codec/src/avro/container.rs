@@ -14,6 +14,10 @@ use super::envelope_schema;
 
 const MAGIC: [u8; 4] = *b"Obj\x01";
 
+/// The most record bytes one block may hold once decompressed (writers use kilobytes to a few
+/// megabytes): a bound on memory, and what keeps a chunk's record offsets within `u32`.
+pub const MAX_BLOCK_BYTES: usize = 256 << 20;
+
 /// A block's compression, from the file's `avro.codec`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Codec {
@@ -45,7 +49,7 @@ impl<R: Read> ContainerReader<R> {
                 break;
             }
             if count < 0 {
-                count = -count;
+                count = count.checked_neg().ok_or("a metadata block count out of range")?;
                 long(&mut inner)?; // block size in bytes
             }
             for _ in 0..count {
@@ -94,16 +98,21 @@ impl<R: Read> ContainerReader<R> {
         if self.raw.len() != size {
             return Err(format!("the file ends inside a block ({} of {size} bytes)", self.raw.len()));
         }
+        let before = data.len();
+        let limit = MAX_BLOCK_BYTES as u64 + 1;
         match self.codec {
             Codec::Null => data.extend_from_slice(&self.raw),
             Codec::Deflate => {
-                flate2::read::DeflateDecoder::new(&self.raw[..]).read_to_end(data).map_err(|e| format!("a deflate block: {e}"))?;
+                flate2::read::DeflateDecoder::new(&self.raw[..]).take(limit).read_to_end(data).map_err(|e| format!("a deflate block: {e}"))?;
             }
             Codec::Zstandard => {
                 zstd::stream::read::Decoder::new(&self.raw[..])
-                    .and_then(|mut d| d.read_to_end(data))
+                    .and_then(|d| d.take(limit).read_to_end(data))
                     .map_err(|e| format!("a zstandard block: {e}"))?;
             }
+        }
+        if data.len() - before > MAX_BLOCK_BYTES {
+            return Err(format!("a block holds more than {MAX_BLOCK_BYTES} bytes of records; write smaller blocks"));
         }
         let mut sync = [0u8; 16];
         self.inner.read_exact(&mut sync).map_err(|e| format!("the file ends before a block's sync marker: {e}"))?;
