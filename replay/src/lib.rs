@@ -87,7 +87,7 @@ pub fn replay<E: std::fmt::Display>(
     progress: &dyn Fn(u64),
 ) -> Result<Outcome, ReplayError> {
     let threads = options.threads.max(1);
-    let compile = || compile().map_err(|e| ReplayError::Compile(e.to_string()));
+    let compile = || compile().map_err(|e| ReplayError::Compile(format!("{e:#}")));
     let mut results = Vec::with_capacity(threads);
     if threads == 1 {
         let mut shard = Shard::new(0, threads, options, Runner::new(compile()?));
@@ -125,8 +125,11 @@ pub fn replay<E: std::fmt::Display>(
                 })
             });
             drop(senders);
-            for h in handles {
-                results.push(h.join().map_err(|_| ReplayError::Panicked)??);
+            // Every worker is joined before any error is returned: a scope that still held a
+            // panicked thread would panic itself instead of answering.
+            let joined: Vec<_> = handles.into_iter().map(|h| h.join().map_err(|_| ReplayError::Panicked).and_then(|r| r)).collect();
+            for r in joined {
+                results.push(r?);
             }
             read
         })?;
