@@ -321,18 +321,20 @@ fn a_valid_batch_is_acknowledged_and_stored_exactly_once_as_avro() {
     }
     assert!(read_topic(&test_brokers(), &gw.topic(topics::DEADLETTER_INGEST)).is_empty());
     // `pitgun tail` shows the stored Avro envelopes as the JSON they encode.
-    let mut tail = Command::new(BIN)
+    let tail = Command::new(BIN)
         .args(["tail", "--topic", &gw.topic(topics::ENVELOPES), "--brokers", &test_brokers(), "--from-beginning", "--until-end"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while tail.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "tail did not end within 60 s");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let tail = tail.wait_with_output().unwrap();
+    // Read its output while it runs (a full pipe would stall it), with a deadline.
+    let (pid, (tx, rx)) = (tail.id(), std::sync::mpsc::channel());
+    std::thread::spawn(move || tx.send(tail.wait_with_output()));
+    let Ok(tail) = rx.recv_timeout(Duration::from_secs(60)) else {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        panic!("tail did not end within 60 s");
+    };
+    let tail = tail.unwrap();
     assert!(tail.status.success(), "tail: {}", String::from_utf8_lossy(&tail.stderr));
     let mut shown: Vec<Value> = String::from_utf8(tail.stdout).unwrap().lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
     let mut want = stored.clone();
