@@ -126,6 +126,7 @@ const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
 /// - Purge delay: librdkafka frees each fetch buffer (~1 MB) as its last record is consumed and
 ///   allocates the next one at once; with the 10 ms default the memory went back to the OS and
 ///   was faulted in (and zeroed) again for every fetch. A second keeps it for reuse.
+///
 /// Either stays overridable by mimalloc's usual environment variables (`MIMALLOC_ALLOW_THP`,
 /// `MIMALLOC_PURGE_DELAY`), so a benchmark can run a baseline with the allocator's defaults.
 extern "C" fn set_allocator_options() {

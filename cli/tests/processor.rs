@@ -182,7 +182,7 @@ fn two_replicas_one_killed_survivor_takes_over() {
         assert!(Instant::now() < deadline, "survivor did not produce every row in time ({} of {})", latest.len(), expected.lines().count());
         std::thread::sleep(Duration::from_millis(500));
     }
-    assert!(a.log_count("rebuilding from the earliest offset") + a.log_count("restored checkpoint") >= 4 + 1, "A did not take partitions over");
+    assert!(a.log_count("rebuilding from the earliest offset") + a.log_count("restored checkpoint") > 4, "A did not take partitions over");
 }
 
 /// Version 1 and version 2 of a manifest run as two groups over the same topic; each writes its
@@ -241,7 +241,7 @@ fn dead_letters_and_metrics() {
     let mut records: Vec<String> = Vec::new();
     for (i, line) in good.iter().enumerate() {
         records.push(line.clone());
-        if i >= 100 && i < 135 && (i - 100) % 7 == 0 {
+        if (100..135).contains(&i) && (i - 100) % 7 == 0 {
             records.push(line.clone());
         }
     }

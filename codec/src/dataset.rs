@@ -142,9 +142,8 @@ impl Chunk {
     pub fn for_each(&self, mut f: impl FnMut(u64, Record<'_>)) {
         match &self.layout {
             Layout::Lines => {
-                let mut number = self.first;
                 let mut start = 0;
-                for end in memchr::memchr_iter(b'\n', &self.bytes) {
+                for (number, end) in (self.first..).zip(memchr::memchr_iter(b'\n', &self.bytes)) {
                     let mut line = &self.bytes[start..end];
                     if line.last() == Some(&b'\r') {
                         line = &line[..line.len() - 1];
@@ -152,7 +151,6 @@ impl Chunk {
                     if !line.iter().all(u8::is_ascii_whitespace) {
                         f(number, Record::Json(line));
                     }
-                    number += 1;
                     start = end + 1;
                 }
             }
@@ -369,7 +367,7 @@ mod tests {
             seq: i,
             time_us: 1_700_000_000_000_000 + i as i64,
             kind: EventKind::Sample,
-            channels: [("speed".to_string(), ChannelValue::Number(i as f64 * 0.5)), ("abs".to_string(), ChannelValue::Bool(i % 2 == 0))]
+            channels: [("speed".to_string(), ChannelValue::Number(i as f64 * 0.5)), ("abs".to_string(), ChannelValue::Bool(i.is_multiple_of(2)))]
                 .into_iter()
                 .collect(),
             dims: [("track".to_string(), "monza".to_string())].into_iter().collect(),

@@ -161,26 +161,10 @@ impl Accumulator {
                 b.partials.iter().for_each(|p| a.add(*p));
                 *n += m;
             }
-            (Accumulator::Min(a), Accumulator::Min(Some(b))) => {
-                if a.is_none_or(|x| b.total_cmp(&x).is_lt()) {
-                    *a = Some(*b);
-                }
-            }
-            (Accumulator::Max(a), Accumulator::Max(Some(b))) => {
-                if a.is_none_or(|x| b.total_cmp(&x).is_gt()) {
-                    *a = Some(*b);
-                }
-            }
-            (Accumulator::First(a), Accumulator::First(Some(b))) => {
-                if a.is_none_or(|x| (b.0, b.1) < (x.0, x.1)) {
-                    *a = Some(*b);
-                }
-            }
-            (Accumulator::Last(a), Accumulator::Last(Some(b))) => {
-                if a.is_none_or(|x| (b.0, b.1) > (x.0, x.1)) {
-                    *a = Some(*b);
-                }
-            }
+            (Accumulator::Min(a), Accumulator::Min(Some(b))) if a.is_none_or(|x| b.total_cmp(&x).is_lt()) => *a = Some(*b),
+            (Accumulator::Max(a), Accumulator::Max(Some(b))) if a.is_none_or(|x| b.total_cmp(&x).is_gt()) => *a = Some(*b),
+            (Accumulator::First(a), Accumulator::First(Some(b))) if a.is_none_or(|x| (b.0, b.1) < (x.0, x.1)) => *a = Some(*b),
+            (Accumulator::Last(a), Accumulator::Last(Some(b))) if a.is_none_or(|x| (b.0, b.1) > (x.0, x.1)) => *a = Some(*b),
             (Accumulator::Moments(a1, a2, n), Accumulator::Moments(b1, b2, m)) => {
                 b1.partials.iter().for_each(|p| a1.add(*p));
                 b2.partials.iter().for_each(|p| a2.add(*p));

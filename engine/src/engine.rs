@@ -109,9 +109,11 @@ impl EventId {
     fn new(id: &str) -> EventId {
         EventId(SmallVec::from_slice(id.as_bytes()))
     }
+}
 
-    fn to_string(&self) -> String {
-        String::from_utf8_lossy(&self.0).into_owned()
+impl std::fmt::Display for EventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.0))
     }
 }
 

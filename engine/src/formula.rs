@@ -287,7 +287,7 @@ mod tests {
         }
         fn numeric(next: &mut dyn FnMut() -> u64, depth: u32) -> String {
             let r = next();
-            if depth == 0 || r % 3 == 0 {
+            if depth == 0 || r.is_multiple_of(3) {
                 return match r % 4 {
                     0 => number(r >> 3),
                     1 => "a".into(),

@@ -67,10 +67,8 @@ pub fn run_case(compile: &dyn Fn() -> Plan, case: &TestCase) -> CaseResult {
         }
     }
     let got_rejected: BTreeMap<String, u64> = stats.rejected_by_reason().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-    if !expect.rejected.is_empty() || !got_rejected.is_empty() {
-        if expect.rejected != got_rejected {
-            failures.push(format!("expected rejected {:?}, got {:?}", expect.rejected, got_rejected));
-        }
+    if (!expect.rejected.is_empty() || !got_rejected.is_empty()) && expect.rejected != got_rejected {
+        failures.push(format!("expected rejected {:?}, got {:?}", expect.rejected, got_rejected));
     }
     CaseResult { name: case.name.clone(), failures }
 }

@@ -88,7 +88,7 @@ pub struct Snap {
 impl Snap {
     /// From a dictionary resolution (e.g. `0.001`); `None` when the resolution is not 10⁻ᵈ.
     pub fn from_resolution(resolution: f64) -> Option<Snap> {
-        if !(resolution > 0.0) {
+        if resolution.is_nan() || resolution <= 0.0 {
             return None;
         }
         let digits = -resolution.log10();
@@ -110,7 +110,7 @@ const TWO_POW_52: f64 = 4_503_599_627_370_496.0;
 /// `round` compiles to on baseline x86-64 (no SSE4.1); it ran once per channel value.
 #[inline]
 pub fn round_half_away(x: f64) -> f64 {
-    if !(x.abs() < TWO_POW_52) {
+    if x.is_nan() || x.abs() >= TWO_POW_52 {
         return x; // already an integer, or NaN/infinite
     }
     let t = x as i64 as f64; // truncation, exact below 2⁵²

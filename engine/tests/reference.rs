@@ -62,6 +62,9 @@ const OOO: i64 = 2 * S; // out_of_orderness
 const LATENESS: i64 = 5 * S; // allowed_lateness
 const SIZE: i64 = 10 * S; // tumbling / hopping size
 const HOP: i64 = 5 * S; // hopping hop
+
+/// A reference window: start, end, its events, and a segment's value and completeness.
+type RefWindow = (i64, i64, Vec<RefEv>, Option<(u32, bool)>);
 const GAP: i64 = 3 * S; // session gap
 /// Event times start at 1970-01-01T00:16:40Z (a multiple of every window size).
 const BASE: i64 = 1000 * S;
@@ -315,8 +318,7 @@ fn reference(kind: Kind, sessions: &BTreeMap<String, Vec<RefEv>>, starts: &BTree
     for (sid, evs) in sessions {
         let mut evs = evs.clone();
         evs.sort_by_key(|e| (e.t, e.seq));
-        // (start, end, events, segment value and completeness)
-        let mut windows: Vec<(i64, i64, Vec<RefEv>, Option<(u32, bool)>)> = Vec::new();
+        let mut windows: Vec<RefWindow> = Vec::new();
         match kind {
             Kind::Tumbling | Kind::Hopping => {
                 let hop = if kind == Kind::Hopping { HOP } else { SIZE };
@@ -452,7 +454,7 @@ fn compare(got_rows: &[Value], want: &BTreeMap<RowKey, Want>) -> Result<(), Stri
         if names != want_names {
             return Err(format!("columns differ: engine {names:?}, reference {want_names:?}"));
         }
-        if !g["row_id"].as_str().is_some_and(|id| id.len() == 64) {
+        if g["row_id"].as_str().is_none_or(|id| id.len() != 64) {
             return Err(format!("bad row_id in {}", got[k]));
         }
         for (col, wv) in &w.cols {
@@ -626,8 +628,8 @@ fn build(kind: Kind, specs: &[SessionSpec]) -> Scenario {
             }
             keys.push(key);
         }
-        for i in 0..n {
-            queue.push((keys[i].0, si, keys[i].1, ev(i)));
+        for (i, key) in keys.iter().enumerate() {
+            queue.push((key.0, si, key.1, ev(i)));
         }
         // The watermark when something arrives at `arrival`: the newest time arrived before it
         // (far-late events never move it), less the out-of-orderness.

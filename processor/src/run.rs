@@ -650,7 +650,7 @@ pub fn run(cfg: Config) -> Result<Summary> {
     let producer: ThreadedProducer<Deliveries> = cfg
         .broker
         .producer_config(&format!("pitgun-process-{}", cfg.manifest))
-        .set("message.timeout.ms", &cfg.flush_timeout.as_millis().to_string())
+        .set("message.timeout.ms", cfg.flush_timeout.as_millis().to_string())
         .create_with_context(Deliveries::default())
         .context("cannot create the Kafka producer")?;
 

@@ -175,7 +175,7 @@ impl Shard {
             }
             self.result.records += 1;
             let now = self.runner.newest_event_time().max(0);
-            if self.result.records % CLOSE_EVERY == 0 {
+            if self.result.records.is_multiple_of(CLOSE_EVERY) {
                 self.runner.engine_mut().close_ended(now, &mut self.out);
             }
             if let Err(e) = self.runner.feed(record, now, &mut self.out) {

@@ -21,7 +21,10 @@ fn run(inputs: &[PathBuf], threads: usize) -> Outcome {
     replay(&compile, inputs, Options { threads, changelog: false, strict: false }, &|_| {}).unwrap()
 }
 
-fn summary(o: &Outcome) -> (Vec<String>, Vec<String>, Vec<(u64, String)>, u64, u64) {
+/// Rows, late notes, refusals (record number, reason) and the two counts a test compares.
+type Summary = (Vec<String>, Vec<String>, Vec<(u64, String)>, u64, u64);
+
+fn summary(o: &Outcome) -> Summary {
     (
         o.rows.iter().map(|r| r.json.clone()).collect(),
         o.late.iter().map(|n| n.to_json()).collect(),

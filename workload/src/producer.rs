@@ -32,7 +32,7 @@ impl Producer {
     pub(crate) fn for_session(index: u32) -> Producer {
         if index % 8 == 4 {
             Producer::Web09
-        } else if index % 2 == 0 {
+        } else if index.is_multiple_of(2) {
             Producer::Web14
         } else {
             Producer::Sim21

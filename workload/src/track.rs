@@ -306,7 +306,7 @@ mod tests {
             assert!(spec.sector_ends[0] < spec.sector_ends[1]);
             assert!(spec.sector_ends[1] < c.length - PIT_ENTRY_BEFORE_LINE_M);
             assert!(spec.sector_ends[0] > PIT_EXIT_AFTER_LINE_M);
-            for car in 0..CARS.len() {
+            for (car, spec_car) in CARS.iter().enumerate() {
                 let (mut lo, mut hi) = (f64::MAX, 0f64);
                 for s in 0..spec.length_m {
                     let v = c.vmax_at(car, f64::from(s));
@@ -314,7 +314,7 @@ mod tests {
                     hi = hi.max(v);
                 }
                 assert!(lo > 10.0 && lo < 30.0, "{} {}: slowest corner {lo}", spec.name, car);
-                assert!((hi - CARS[car].v_top).abs() < 1e-3, "{} {}: {hi}", spec.name, car);
+                assert!((hi - spec_car.v_top).abs() < 1e-3, "{} {}: {hi}", spec.name, car);
             }
         }
     }
