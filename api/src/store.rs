@@ -4,22 +4,20 @@
 //!
 //! Every value from a request is a bind parameter. Table names come from the command line,
 //! are checked to be plain identifiers, and are put into the statement text once at start.
+//! The API runs no DDL: the sink owns the schema, read indexes included.
 
 use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use pitgun_contracts::runs::served_columns;
 use pitgun_runtime::sql::check_identifier;
 use serde_json::{json, Map, Value};
 use tokio_postgres::types::Type;
 use tokio_postgres::{NoTls, Row};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::params::Cursor;
-
-/// The `runs` columns the API returns, in order.
-const RUN_COLUMNS: &str =
-    "session_id, player, track, car, started_at, ended_at, total_time_s, laps, best_lap_s, top_speed_kmh, distance_km, events, missing_events";
 
 /// The lap-table columns `/performance` needs.
 const PERFORMANCE_COLUMNS: &[&str] =
@@ -55,8 +53,7 @@ pub struct RunFilter {
 }
 
 impl Store {
-    /// Connects (`connections` at most), checks the tables and creates the read indexes the
-    /// leaderboard and the run list need when they are missing.
+    /// Connects (`connections` at most) and checks that the tables have the columns it reads.
     pub async fn open(url: &str, runs: &str, laps: &str, connections: usize) -> Result<Store> {
         check_identifier(runs)?;
         check_identifier(laps)?;
@@ -72,7 +69,8 @@ impl Store {
             .recycle_timeout(wait)
             .build()?;
         let client = pool.get().await.context("cannot connect to PostgreSQL")?;
-        for (table, needed) in [(runs, RUN_COLUMNS.split(", ").collect::<Vec<_>>()), (laps, [&["session_id"][..], PERFORMANCE_COLUMNS].concat())] {
+        let run_columns: Vec<&str> = served_columns().collect();
+        for (table, needed) in [(runs, run_columns.clone()), (laps, [&["session_id"][..], PERFORMANCE_COLUMNS].concat())] {
             let have: Vec<String> = client
                 .query(
                     "SELECT column_name::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1",
@@ -89,18 +87,6 @@ impl Store {
                 bail!("table {table:?} has no column {missing:?}; is it the table of the right manifest?");
             }
         }
-        // Read indexes: the leaderboard walks (track[, car]) laps in ranking order; the run list
-        // pages by start time. The sink does not need them, so the API makes them.
-        for ddl in [
-            format!("CREATE INDEX IF NOT EXISTS \"{runs}_laps_ranked\" ON \"{runs}\" (track, best_lap_s, started_at, player, session_id) WHERE best_lap_s IS NOT NULL"),
-            format!("CREATE INDEX IF NOT EXISTS \"{runs}_laps_ranked_car\" ON \"{runs}\" (track, car, best_lap_s, started_at, player, session_id) WHERE best_lap_s IS NOT NULL"),
-            format!("CREATE INDEX IF NOT EXISTS \"{runs}_started\" ON \"{runs}\" (started_at DESC, session_id DESC)"),
-            format!("CREATE INDEX IF NOT EXISTS \"{laps}_session\" ON \"{laps}\" (session_id)"),
-        ] {
-            if let Err(e) = client.batch_execute(&ddl).await {
-                warn!("could not create a read index (queries still work, slower): {e}");
-            }
-        }
         info!(runs, laps, "tables checked");
         // Laps in ranking order straight from an index; the caller keeps each player's first
         // (best) one. The order is the leaderboard's: lap time, then the run that started
@@ -112,15 +98,16 @@ impl Store {
                  ORDER BY best_lap_s, started_at, player, session_id LIMIT $2"
             )
         };
+        let run_columns = run_columns.join(", ");
         let sql = Sql {
             runs_page: format!(
-                "SELECT {RUN_COLUMNS} FROM \"{runs}\" \
+                "SELECT {run_columns} FROM \"{runs}\" \
                  WHERE ($1::text IS NULL OR player = $1) AND ($2::text IS NULL OR track = $2) AND ($3::text IS NULL OR car = $3) \
                    AND ($4::timestamptz IS NULL OR started_at >= $4) \
                    AND ($5::timestamptz IS NULL OR (started_at, session_id) < ($5, $6::text)) \
                  ORDER BY started_at DESC, session_id DESC LIMIT $7"
             ),
-            run: format!("SELECT {RUN_COLUMNS} FROM \"{runs}\" WHERE session_id = $1"),
+            run: format!("SELECT {run_columns} FROM \"{runs}\" WHERE session_id = $1"),
             laps: format!("SELECT * FROM \"{laps}\" WHERE session_id = $1 ORDER BY window_start, row_id"),
             performance: format!("SELECT {} FROM \"{laps}\" WHERE session_id = $1 ORDER BY lap", PERFORMANCE_COLUMNS.join(", ")),
             leaderboard: leaderboard(""),

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use pitgun_codec::avro::AvroWriter;
 use pitgun_codec::json::{decode_into, EnvelopeView};
+use pitgun_codec::rules::unique_channels;
 use pitgun_contracts::envelope::{ChannelValue, Envelope};
 use pitgun_runtime::kafka::{send_waiting, topics};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -114,9 +115,23 @@ impl GatewayAvro {
     pub(crate) fn encode(&mut self, text: &str, env: &Envelope, out: &mut Vec<u8>) -> Result<()> {
         let mut view = EnvelopeView::empty();
         decode_into(text, &mut view).map_err(|e| anyhow::anyhow!("{e}"))?;
+        unique_channels(&view).map_err(|b| anyhow::anyhow!("at {}: {}", b.pointer, b.message))?;
         self.booleans.clear();
         self.booleans.extend(view.channels.iter().map(|(name, _)| matches!(env.channels.get(&**name), Some(ChannelValue::Bool(_)))));
         self.writer.write(&view, &self.booleans, out);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_channel_named_twice_is_refused_before_it_is_published() {
+        let text = r#"{"schema":"pitgun-envelope/v1","event_id":"e","source":{"kind":"game","id":"pitgun-web","version":"1.4.2"},"session_id":"s","seq":1,"time_us":1,"kind":"sample","channels":{"speed_kmh":1,"speed_kmh":2}}"#;
+        let env: Envelope = serde_json::from_str(text).unwrap();
+        let err = GatewayAvro::new().unwrap().encode(text, &env, &mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("/channels/speed_kmh") && err.to_string().contains("more than once"), "{err}");
     }
 }

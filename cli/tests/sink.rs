@@ -197,6 +197,18 @@ fn end_to_end_tables_equal_replay() {
     assert_table_equals(&table_rows(&pg, "runs", "session_id"), &expected_runs(&summary), "runs");
     let registry = psql(&pg, "SELECT table_name || ':' || manifest || ':' || version FROM pitgun_sink_tables ORDER BY 1");
     assert_eq!(registry, "lap_performance_v1:lap-performance:1\nruns:session-summary:1\n");
+    // The sink owns the schema: its migrations are recorded, and it made the read indexes the
+    // API's queries use (the API runs no DDL).
+    assert_eq!(psql(&pg, "SELECT string_agg(version::text, ',' ORDER BY version) FROM pitgun_sink_schema").trim(), "1");
+    let indexes = psql(&pg, "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND indexname NOT LIKE '%pkey' ORDER BY 1");
+    assert_eq!(indexes, "lap_performance_v1_session\nruns_laps_ranked\nruns_laps_ranked_car\nruns_started\n");
+    // A database a newer sink migrated is refused, not written with an older schema.
+    psql(&pg, "INSERT INTO pitgun_sink_schema (version) VALUES (99)");
+    let mut migrate = sink_args(&pg, &["--migrate"]);
+    migrate.retain(|a| *a != "--until-end");
+    let out = pitgun(&migrate, &ns);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("version 99, newer than this sink"), "{err}");
     // QuestDB's table (dedup keys on window_anchor) holds the same rows, each once.
     let in_questdb: HashMap<String, Row> =
         questdb.rows("lap_performance_v1").into_iter().map(|r| (r["row_id"].as_str().unwrap().to_string(), r)).collect();

@@ -245,7 +245,7 @@ impl<'de: 'a, 'a> Visitor<'de> for FillChannels<'_, 'a> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(CowStr(name)) = map.next_key::<CowStr<'a>>()? {
-            // A repeated name is kept; the last value wins, as in every JSON object reader.
+            // A repeated name is kept as sent; `rules::unique_channels` refuses it wherever it is read.
             self.0.push((name, map.next_value::<ChannelNumber>()?.0));
         }
         Ok(())
@@ -352,6 +352,8 @@ mod tests {
         assert!(decode(&missing).unwrap_err().message.contains("missing field `seq`"));
         assert!(decode(&format!("{GOOD} x")).is_err(), "trailing characters");
         let repeated = GOOD.replace("\"pit\":true", "\"pit\":true,\"pit\":false");
-        assert_eq!(decode(&repeated).unwrap().channels.last().unwrap().1, 0.0, "the last value wins");
+        let v = decode(&repeated).unwrap();
+        assert_eq!(v.channels.len(), 3, "kept as sent");
+        assert_eq!(crate::rules::unique_channels(&v).unwrap_err().pointer, "/channels/pit");
     }
 }

@@ -7,6 +7,8 @@
 //! Schema validator per item (which would cost more than everything else together). A test holds
 //! decoder + these rules to the schema validator over the schema's examples and mutations of them.
 
+use std::borrow::Cow;
+
 use crate::json::EnvelopeView;
 
 /// A rule the envelope breaks: JSON pointer and message.
@@ -72,6 +74,27 @@ pub fn is_semver(s: &str) -> bool {
     three && pre.is_none_or(idents) && build.is_none_or(idents)
 }
 
+/// A channel named twice in one envelope is refused wherever an envelope is read (the gateway,
+/// `publish`, and the engine on replay and on the stream): which value is meant cannot be known,
+/// and keeping one would silently drop the other.
+pub fn unique_channels(view: &EnvelopeView<'_>) -> Result<(), Broken> {
+    match repeated_name(&view.channels) {
+        Some(name) => broken(pointer("/channels", name), format!("channel {name:?} appears more than once in this envelope")),
+        None => Ok(()),
+    }
+}
+
+/// The first name that repeats (a quadratic scan without allocation for the usual dozen names;
+/// a set beyond that, so a hostile envelope with 1024 channels cannot cost a million comparisons).
+fn repeated_name<'e, V>(entries: &'e [(Cow<'_, str>, V)]) -> Option<&'e str> {
+    if entries.len() <= 32 {
+        (1..entries.len()).find(|&i| entries[..i].iter().any(|(n, _)| *n == entries[i].0)).map(|i| entries[i].0.as_ref())
+    } else {
+        let mut seen = std::collections::HashSet::new();
+        entries.iter().map(|(n, _)| n.as_ref()).find(|n| !seen.insert(*n))
+    }
+}
+
 /// Checks what the decoder does not. `view` must have decoded without error.
 pub fn check(view: &EnvelopeView<'_>) -> Result<(), Broken> {
     if too_long(&view.event_id, 128) {
@@ -99,6 +122,7 @@ pub fn check(view: &EnvelopeView<'_>) -> Result<(), Broken> {
             return broken(pointer("/channels", name), "a channel name has 1 to 128 characters");
         }
     }
+    unique_channels(view)?;
     if view.dims.len() > 64 {
         return broken("/dims", format!("{} dimensions; at most 64", view.dims.len()));
     }

@@ -10,8 +10,12 @@
 //!   Semantic checks (unknown metric, bad unit, formulas) belong to the engine's compiler.
 //! - Content hashes are SHA-256 over the RFC 8785 canonical JSON of the parsed document
 //!   ([`hash::content_hash`]), so reformatting a YAML file does not change its hash.
+//! - Two rules other crates must share live here too: which channels a producer version may
+//!   send ([`aliases`], read by the gateway and the engine alike) and the `runs` table the API
+//!   serves ([`runs`], built by the sink).
 #![deny(missing_docs)]
 
+pub mod aliases;
 pub mod analysis;
 pub mod bundle;
 pub mod dictionary;
@@ -20,6 +24,7 @@ pub mod error;
 pub mod hash;
 pub mod load;
 pub mod manifest;
+pub mod runs;
 pub mod schema;
 
 pub use error::{ContractError, Issue};

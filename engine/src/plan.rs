@@ -2,7 +2,9 @@
 //! every unit conversion to a factor and offset, every formula to an AST — once.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use pitgun_contracts::aliases::AliasIndex;
 use pitgun_contracts::analysis::{AnalysisContract, Column, ColumnRole, ColumnType, ANALYSIS_SCHEMA_V1};
 use pitgun_contracts::dictionary::{Dictionary, MetricDef, Stability, ValueType};
 use pitgun_contracts::envelope::EventKind;
@@ -26,15 +28,9 @@ pub struct ValueCheck {
     pub value_type: ValueType,
 }
 
-/// One alias the manifest's inputs need, with its version requirement.
+/// What one dictionary alias means to this manifest (by its position in [`AliasIndex::all`]).
 #[derive(Debug, Clone)]
 pub struct AliasBinding {
-    /// Producer id.
-    pub producer: String,
-    /// Version requirement.
-    pub versions: semver::VersionReq,
-    /// Channel name.
-    pub channel: String,
     /// Input slot the value goes to; `None` when the metric is known but not used here.
     pub slot: Option<usize>,
     /// Conversion and checks.
@@ -87,7 +83,9 @@ pub struct Plan {
     pub slots: Vec<SlotInfo>,
     /// Number of input slots (derived follow).
     pub input_count: usize,
-    /// Aliases of every known metric, for resolution.
+    /// The dictionary's aliases: which a producer version may send (shared with the gateway).
+    pub alias_index: Arc<AliasIndex>,
+    /// Each alias of `alias_index`, by position: its slot and checks.
     pub aliases: Vec<AliasBinding>,
     /// Raw channels read with `channel:` (name, slot).
     pub raw_channels: Vec<(String, usize)>,
@@ -241,53 +239,35 @@ impl<'s> Compiler<'s> {
         let input_count = slots.len();
 
         // Aliases of every metric: used ones point at their slot, others are validated only.
-        let mut aliases = Vec::new();
-        for def in &dict.metrics {
-            let check_for = |unit: &str| -> Result<ValueCheck, String> {
-                Ok(ValueCheck {
-                    conversion: Conversion::between(unit, &def.unit)?,
-                    snap: def.resolution.and_then(Snap::from_resolution),
-                    range: def.range.map(|r| (r.min, r.max)),
-                    value_type: def.value_type,
-                })
-            };
-            for alias in &def.aliases {
-                let versions = match semver::VersionReq::parse(&alias.versions) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        self.issues.push(Issue {
-                            file: dictionary.source.file.clone(),
-                            line: None,
-                            pointer: format!("/metrics/{}", def.id),
-                            message: format!("alias {} versions {:?}: {e}", alias.channel, alias.versions),
-                        });
-                        continue;
-                    }
-                };
-                let check = match check_for(&alias.unit) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        self.issues.push(Issue {
-                            file: dictionary.source.file.clone(),
-                            line: None,
-                            pointer: format!("/metrics/{}", def.id),
-                            message: format!("alias {}: {e}", alias.channel),
-                        });
-                        continue;
-                    }
-                };
-                let slot = input_metrics.iter().position(|im| {
-                    im.as_ref().is_some_and(|(d, dims)| d.id == def.id && dims.iter().all(|(k, v)| alias.dimensions.get(k) == Some(v)))
-                });
-                aliases.push(AliasBinding {
-                    producer: alias.producer.clone(),
-                    versions,
-                    channel: alias.channel.clone(),
-                    slot,
-                    check,
-                    metric: def.id.clone(),
-                });
+        let alias_index = AliasIndex::new(dict).unwrap_or_else(|errors| {
+            for e in errors {
+                let message = format!("alias {} versions {:?}: {}", e.channel, e.versions, e.message);
+                self.issues.push(Issue { file: dictionary.source.file.clone(), line: None, pointer: format!("/metrics/{}", e.metric), message });
             }
+            AliasIndex::default()
+        });
+        let mut aliases = Vec::with_capacity(alias_index.all().len());
+        for indexed in alias_index.all() {
+            let def = &dict.metrics[indexed.metric];
+            let alias = &def.aliases[indexed.alias];
+            let conversion = match Conversion::between(&alias.unit, &def.unit) {
+                Ok(c) => c,
+                Err(e) => {
+                    let message = format!("alias {}: {e}", alias.channel);
+                    self.issues.push(Issue { file: dictionary.source.file.clone(), line: None, pointer: format!("/metrics/{}", def.id), message });
+                    continue;
+                }
+            };
+            let check = ValueCheck {
+                conversion,
+                snap: def.resolution.and_then(Snap::from_resolution),
+                range: def.range.map(|r| (r.min, r.max)),
+                value_type: def.value_type,
+            };
+            let slot = input_metrics
+                .iter()
+                .position(|im| im.as_ref().is_some_and(|(d, dims)| d.id == def.id && dims.iter().all(|(k, v)| alias.dimensions.get(k) == Some(v))));
+            aliases.push(AliasBinding { slot, check, metric: def.id.clone() });
         }
 
         // Formulas: filter over inputs; derived over inputs, earlier derived, prev_*, dt.
@@ -459,6 +439,7 @@ impl<'s> Compiler<'s> {
             key_dims: m.key.clone(),
             slots,
             input_count,
+            alias_index: Arc::new(alias_index),
             aliases,
             raw_channels,
             unknown_channels: m.input.unknown_channels,

@@ -1,7 +1,8 @@
 //! Dictionary resolution: a producer's channels → canonical values in the plan's input slots.
 //!
 //! Aliases are keyed by producer and producer version. The first time a (producer, version)
-//! pair is seen its channel table is built — a hash map from channel name to slot, conversion
+//! pair is seen its channel table is built from the dictionary's alias index (the gateway's
+//! catalog reads the same index) — a hash map from channel name to slot, conversion
 //! and checks — and cached. A producer writes an event kind's channels in the same order every
 //! time (Avro maps and JSON objects keep the writer's order), so the resolver also remembers the
 //! channel lists (*layouts*: names and bindings by position) it has seen for each channel count,
@@ -11,13 +12,15 @@
 
 use std::sync::Arc;
 
+use pitgun_contracts::aliases::{AliasIndex, UnknownSource};
 use pitgun_contracts::dictionary::ValueType;
 use pitgun_contracts::manifest::UnknownChannelPolicy;
 use rustc_hash::FxHashMap;
 
-use crate::plan::{Plan, ValueCheck};
+use crate::plan::{AliasBinding, Plan, ValueCheck};
 use crate::Reason;
 use pitgun_codec::json::EnvelopeView;
+use pitgun_codec::rules::unique_channels;
 use pitgun_codec::text::{same, same_bytes};
 
 #[derive(Debug, Clone, Copy)]
@@ -30,7 +33,7 @@ pub(crate) enum Binding {
     Raw(usize),
 }
 
-/// A channel's binding and the index of its metric's name (for refusal messages).
+/// A channel's binding and its alias's position in the plan (for refusal messages).
 pub(crate) type Bound = (Binding, u32);
 
 type ChannelTable = FxHashMap<Box<str>, Bound>;
@@ -40,6 +43,9 @@ type Layout = Box<[(Box<str>, Option<Bound>)]>;
 
 /// Channel counts up to this get remembered layouts; larger events use the table alone.
 const MAX_LAYOUT: usize = 64;
+
+/// (producer, version) tables kept per resolver.
+const MAX_PRODUCER_VERSIONS: usize = 256;
 
 /// Layouts remembered per channel count (a producer may interleave a few channel sets).
 const LAYOUTS_PER_COUNT: usize = 4;
@@ -83,15 +89,18 @@ pub struct Refusal {
 
 /// Resolves envelopes for one plan; holds a per-producer cache, so keep one per thread.
 pub struct Resolver {
-    plan_aliases: Arc<[crate::plan::AliasBinding]>,
-    metric_names: Vec<String>,
+    alias_index: Arc<AliasIndex>,
+    bindings: Arc<[AliasBinding]>,
     raw: Vec<(String, usize)>,
     policy: UnknownChannelPolicy,
     key_dims: Vec<String>,
     input_count: usize,
+    /// At most [`MAX_PRODUCER_VERSIONS`] tables; when full, the oldest is replaced.
     cache: Vec<ProducerTable>,
     /// The producer of the previous event (usually the next one's too).
     last: usize,
+    /// The table the next new (producer, version) replaces once the cache is full.
+    evict: usize,
 }
 
 /// The learned layouts of one channel count, lent to the one-pass Avro decoder.
@@ -171,17 +180,16 @@ impl Resolver {
 
     /// A resolver for `plan`.
     pub fn new(plan: &Plan) -> Resolver {
-        let mut metric_names: Vec<String> = plan.aliases.iter().map(|a| a.metric.clone()).collect();
-        metric_names.dedup();
         Resolver {
-            plan_aliases: plan.aliases.clone().into(),
-            metric_names,
+            alias_index: plan.alias_index.clone(),
+            bindings: plan.aliases.clone().into(),
             raw: plan.raw_channels.clone(),
             policy: plan.unknown_channels,
             key_dims: plan.key_dims.clone(),
             input_count: plan.input_count,
             cache: Vec::new(),
             last: 0,
+            evict: 0,
         }
     }
 
@@ -194,30 +202,37 @@ impl Resolver {
             self.last = i;
             return i;
         }
-        let mut table = ChannelTable::default();
-        let parsed = semver::Version::parse(version);
-        if let Ok(parsed) = &parsed {
-            for alias in self.plan_aliases.iter() {
-                if alias.producer == producer && alias.versions.matches(parsed) {
-                    let metric = self.metric_names.iter().position(|m| *m == alias.metric).unwrap_or(0) as u32;
-                    let binding = match alias.slot {
-                        Some(s) => Binding::Slot(s, alias.check),
-                        None => Binding::Unused(alias.check),
-                    };
-                    table.insert(alias.channel.clone().into_boxed_str(), (binding, metric));
-                }
+        // The gateway's catalog asks the same question, so what it admits is what is placed
+        // here. An unknown producer or version has no aliases: its channels are unknown.
+        let admitted = match self.alias_index.admitted(producer, version) {
+            Err(UnknownSource::NotSemver(_)) => None,
+            admitted => Some(admitted.unwrap_or_default()),
+        };
+        let channels = admitted.map(|admitted| {
+            let mut table = ChannelTable::default();
+            for i in admitted {
+                let alias = &self.bindings[i];
+                let binding = match alias.slot {
+                    Some(s) => Binding::Slot(s, alias.check),
+                    None => Binding::Unused(alias.check),
+                };
+                table.insert(self.alias_index.all()[i].channel.clone(), (binding, i as u32));
             }
-        }
-        for (channel, slot) in &self.raw {
-            table.entry(channel.clone().into_boxed_str()).or_insert((Binding::Raw(*slot), u32::MAX));
-        }
-        self.cache.push(ProducerTable {
-            producer: producer.into(),
-            version: version.into(),
-            channels: parsed.is_ok().then_some(table),
-            layouts: vec![Vec::new(); MAX_LAYOUT + 1],
+            for (channel, slot) in &self.raw {
+                table.entry(channel.clone().into_boxed_str()).or_insert((Binding::Raw(*slot), u32::MAX));
+            }
+            table
         });
-        self.last = self.cache.len() - 1;
+        let table = ProducerTable { producer: producer.into(), version: version.into(), channels, layouts: vec![Vec::new(); MAX_LAYOUT + 1] };
+        // Bounded, so a producer inventing versions cannot grow the resolver's memory.
+        if self.cache.len() < MAX_PRODUCER_VERSIONS {
+            self.cache.push(table);
+            self.last = self.cache.len() - 1;
+        } else {
+            self.last = self.evict;
+            self.cache[self.evict] = table;
+            self.evict = (self.evict + 1) % MAX_PRODUCER_VERSIONS;
+        }
         self.last
     }
 
@@ -236,33 +251,19 @@ impl Resolver {
         };
         key_values(&self.key_dims, ev, key)
             .map_err(|name| Refusal { reason: Reason::MissingKey, detail: format!("dimension {name:?} (part of the manifest key) is missing") })?;
-        let mut unknown = 0;
         let no_layouts: &[Layout] = &[];
         let known = layouts.get(ev.channels.len()).map_or(no_layouts, |l| l.as_slice());
-        let mut current = 0;
-        let mut novel = false;
-        for (i, (channel, raw)) in ev.channels.iter().enumerate() {
-            let found = match follow(known, &mut current, i, channel.as_bytes()) {
-                Some(found) => *found,
-                None => {
-                    novel = true;
-                    table.get(&**channel).copied()
-                }
-            };
-            let Some((binding, metric)) = found else {
-                match self.policy {
-                    UnknownChannelPolicy::Reject => {
-                        return Err(Refusal {
-                            reason: Reason::UnknownChannel,
-                            detail: format!("channel {channel:?} is not in the dictionary for {} {}", ev.source.id, ev.source.version),
-                        })
-                    }
-                    UnknownChannelPolicy::Drop | UnknownChannelPolicy::Keep => unknown += 1,
-                }
-                continue;
-            };
-            bind(binding, *raw, values).map_err(|(r, check)| refusal(&self.metric_names, r, channel, *raw, metric, check))?;
+        let bound = bind_channels(ev, table, known, self.policy, &self.bindings, values);
+        // A list that followed a learned layout has that layout's names, which are distinct, so
+        // only a new list can repeat a name; a repeat is the refusal, as at the gateway.
+        let novel = match bound {
+            Ok((_, novel)) => novel,
+            Err(_) => true,
+        };
+        if novel {
+            unique_channels(ev).map_err(|b| Refusal { reason: Reason::InvalidEnvelope, detail: format!("at {}: {}", b.pointer, b.message) })?;
         }
+        let (unknown, novel) = bound?;
         // A channel list not seen before is remembered (a few per count), so the producer's
         // next events like it compare names instead of hashing them.
         if novel && (1..=MAX_LAYOUT).contains(&ev.channels.len()) {
@@ -275,9 +276,45 @@ impl Resolver {
     }
 }
 
+/// Binds every channel of `ev` into `values`: the number of unknown channels dropped, and
+/// whether the list left the learned layouts (`novel`).
+fn bind_channels(
+    ev: &EnvelopeView<'_>,
+    table: &ChannelTable,
+    known: &[Layout],
+    policy: UnknownChannelPolicy,
+    bindings: &[AliasBinding],
+    values: &mut [f64],
+) -> Result<(u32, bool), Refusal> {
+    let (mut unknown, mut current, mut novel) = (0, 0, false);
+    for (i, (channel, raw)) in ev.channels.iter().enumerate() {
+        let found = match follow(known, &mut current, i, channel.as_bytes()) {
+            Some(found) => *found,
+            None => {
+                novel = true;
+                table.get(&**channel).copied()
+            }
+        };
+        let Some((binding, metric)) = found else {
+            match policy {
+                UnknownChannelPolicy::Reject => {
+                    return Err(Refusal {
+                        reason: Reason::UnknownChannel,
+                        detail: format!("channel {channel:?} is not in the dictionary for {} {}", ev.source.id, ev.source.version),
+                    })
+                }
+                UnknownChannelPolicy::Drop | UnknownChannelPolicy::Keep => unknown += 1,
+            }
+            continue;
+        };
+        bind(binding, *raw, values).map_err(|(r, check)| refusal(bindings, r, channel, *raw, metric, check))?;
+    }
+    Ok((unknown, novel))
+}
+
 #[cold]
-fn refusal(metric_names: &[String], reason: Reason, channel: &str, raw: f64, metric: u32, check: ValueCheck) -> Refusal {
-    let metric = metric_names.get(metric as usize).map(String::as_str).unwrap_or("?");
+fn refusal(bindings: &[AliasBinding], reason: Reason, channel: &str, raw: f64, alias: u32, check: ValueCheck) -> Refusal {
+    let metric = bindings.get(alias as usize).map_or("?", |b| b.metric.as_str());
     let detail = match (reason, check.range) {
         (Reason::OutOfRange, Some((lo, hi))) => {
             format!("channel {channel:?} = {raw} is {} in {metric}'s unit, outside its range [{lo}, {hi}]", check.conversion.apply(raw))
@@ -304,4 +341,44 @@ fn canonical(raw: f64, check: ValueCheck) -> Result<f64, Reason> {
         }
     }
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pitgun_contracts::load::load;
+    use pitgun_contracts::schema::ContractKind;
+
+    fn plan() -> Plan {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/dictionary/racing.yaml");
+        let d = load(ContractKind::Dictionary, &path).unwrap();
+        let yaml = format!(
+            "schema: pitgun-pipeline/v1\nname: t\nversion: 1\ndictionary: {{name: racing, version: 1.0.0, sha256: \"{}\"}}\ninput: {{topics: [x], unknown_channels: reject}}\ninputs:\n  - {{name: speed, metric: vehicle.speed}}\nwindow: {{kind: global}}\naggregations:\n  - {{name: n, fn: count}}\noutput: {{topic: pitgun.aggregates.t.v1}}\n",
+            d.hash
+        );
+        Plan::compile_text(&yaml, &d).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn resolve(r: &mut Resolver, version: &str, channel: &str) -> Result<Vec<f64>, Refusal> {
+        let text = format!(
+            r#"{{"schema":"pitgun-envelope/v1","event_id":"e","source":{{"kind":"game","id":"pitgun-web","version":"{version}"}},"session_id":"s","seq":1,"time_us":1,"kind":"sample","channels":{{"{channel}":36}}}}"#
+        );
+        let view = pitgun_codec::json::decode(&text).unwrap();
+        let (mut values, mut key) = (Vec::new(), KeyValues::new());
+        r.resolve(&view, &mut values, &mut key).map(|_| values)
+    }
+
+    #[test]
+    fn a_producer_inventing_versions_cannot_grow_the_table_cache() {
+        let mut r = Resolver::new(&plan());
+        for patch in 0..(MAX_PRODUCER_VERSIONS * 3) {
+            let values = resolve(&mut r, &format!("1.4.{patch}"), "speed_kmh").unwrap();
+            assert_eq!(values[0], 10.0, "36 km/h is 10 m/s, whichever table answers");
+            assert!(r.cache.len() <= MAX_PRODUCER_VERSIONS);
+        }
+        assert_eq!(r.cache.len(), MAX_PRODUCER_VERSIONS);
+        let old = resolve(&mut r, "0.9.3", "speed_kmh").unwrap_err();
+        assert_eq!(old.reason, Reason::UnknownChannel, "0.9 sent `spd`: the alias index decides, as for the gateway");
+        assert_eq!(resolve(&mut r, "1.0", "speed_kmh").unwrap_err().reason, Reason::InvalidEnvelope);
+    }
 }

@@ -73,6 +73,46 @@ fn converted_values_are_range_and_type_checked() {
     assert_eq!(r.engine().stats().rejected_by_reason(), vec![("out_of_range", 1), ("type_mismatch", 1)]);
 }
 
+/// One answer with the gateway (`codec::rules::unique_channels`): a channel named twice is
+/// refused, whichever occurrence is valid, on the JSON path and the Avro one, before and after
+/// the resolver has learned the producer's channel layout.
+#[test]
+fn a_channel_named_twice_is_refused_on_every_path() {
+    let mut r = Runner::new(plan(&GLOBAL_SPEED.replace("POLICY", "drop")));
+    let mut out = Vec::new();
+    let writer = pitgun_codec::avro::AvroWriter::new();
+    let mut seq = 0;
+    for channels in [
+        r#""speed_kmh": 36, "gear": 3"#,
+        r#""speed_kmh": 36, "speed_kmh": 9999"#,
+        r#""speed_kmh": 9999, "speed_kmh": 36"#,
+        r#""speed_kmh": 36, "speed_kmh": 36"#,
+    ] {
+        for avro in [false, true] {
+            seq += 1;
+            let text = event(seq, seq, channels);
+            let result = if avro {
+                let mut datum = Vec::new();
+                writer.write(&pitgun_codec::json::decode(&text).unwrap(), &[], &mut datum);
+                let record = pitgun_codec::wire::Decoder::default().classify(&datum).unwrap();
+                r.feed(record, 0, &mut out)
+            } else {
+                r.feed_json(&text, 0, &mut out)
+            };
+            if channels.contains("gear") {
+                result.unwrap();
+                continue;
+            }
+            let err = result.expect_err(channels);
+            assert_eq!(err.reason, Reason::InvalidEnvelope, "{channels} (avro: {avro}): {}", err.detail);
+            assert!(err.detail.contains("/channels/speed_kmh") && err.detail.contains("more than once"), "{}", err.detail);
+        }
+    }
+    r.finish(0, &mut out);
+    let row: Value = serde_json::from_str(&final_rows(&out)[0].json).unwrap();
+    assert_eq!(row["n"], 2, "only the two envelopes without a repeat count");
+}
+
 #[test]
 fn a_missing_key_dimension_is_refused_with_its_name() {
     let p = plan("input: {topics: [x]}\nkey: [car]\ninputs:\n  - {name: speed, metric: vehicle.speed}\nwindow: {kind: global}\naggregations:\n  - {name: n, fn: count}");

@@ -1,7 +1,8 @@
-//! Which channels each producer version may send, from the dictionary's aliases.
+//! Which channels each producer version may send, from the dictionary's alias index.
 //!
 //! The gateway only admits what the processor can place: a producer (`source.id`) at a version
-//! (`source.version`) must have aliases, and every channel it sends must be one of them. Tables
+//! (`source.version`) must have aliases, and every channel it sends must be one of them. Which
+//! aliases those are is [`AliasIndex::admitted`]'s answer, the one the engine's resolver uses. Tables
 //! are built per (producer, version) the first time that pair is seen and shared by every
 //! request; a batch normally carries one producer version, so the caller keeps the last table
 //! and compares two short strings per envelope instead of hashing them.
@@ -9,6 +10,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use pitgun_contracts::aliases::AliasIndex;
+pub use pitgun_contracts::aliases::UnknownSource;
 use pitgun_contracts::dictionary::{Dictionary, ValueType};
 use rustc_hash::FxHashMap;
 
@@ -47,65 +50,35 @@ impl ChannelTable {
     }
 }
 
-/// Why a producer version has no channel table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UnknownSource {
-    /// No alias names this producer at all.
-    Producer,
-    /// The producer is known, but `source.version` is not a semantic version.
-    NotSemver(String),
-    /// The producer is known, but no alias covers this version; the known ranges are listed.
-    Version(Vec<String>),
-}
-
 /// `(source.id, source.version)`.
 type ProducerVersion = (Box<str>, Box<str>);
 
-struct Alias {
-    versions: semver::VersionReq,
-    channel: String,
-    info: ChannelInfo,
-}
-
-/// Every alias of a dictionary, by producer.
+/// The dictionary's alias index, with each metric's Avro typing, and the tables built so far.
 pub struct ChannelCatalog {
-    by_producer: HashMap<String, Vec<Alias>>,
+    aliases: AliasIndex,
+    /// By metric position: whether its values travel as Avro booleans.
+    boolean: Vec<bool>,
     cache: RwLock<HashMap<ProducerVersion, Arc<ChannelTable>>>,
 }
 
 impl ChannelCatalog {
-    /// Indexes `dict`'s aliases. An alias whose version range does not parse is an error (the
-    /// dictionary loader validates the document, but not the ranges' grammar).
+    /// Indexes `dict`'s aliases; an alias whose version range does not parse is an error.
     pub fn new(dict: &Dictionary) -> Result<ChannelCatalog, String> {
-        let mut by_producer: HashMap<String, Vec<Alias>> = HashMap::new();
-        for metric in &dict.metrics {
-            let info = ChannelInfo { boolean: metric.value_type == ValueType::Bool };
-            for alias in &metric.aliases {
-                let versions = semver::VersionReq::parse(&alias.versions)
-                    .map_err(|e| format!("metric {} alias {}: versions {:?}: {e}", metric.id, alias.channel, alias.versions))?;
-                by_producer.entry(alias.producer.clone()).or_default().push(Alias { versions, channel: alias.channel.clone(), info });
-            }
-        }
-        Ok(ChannelCatalog { by_producer, cache: RwLock::new(HashMap::new()) })
+        let aliases = AliasIndex::new(dict).map_err(|errors| errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))?;
+        let boolean = dict.metrics.iter().map(|m| m.value_type == ValueType::Bool).collect();
+        Ok(ChannelCatalog { aliases, boolean, cache: RwLock::new(HashMap::new()) })
     }
 
-    /// The channel table of `producer` at `version`.
+    /// The channel table of `producer` at `version`: what [`AliasIndex::admitted`] answers.
     pub fn table(&self, producer: &str, version: &str) -> Result<Arc<ChannelTable>, UnknownSource> {
         let key = (Box::<str>::from(producer), Box::<str>::from(version));
         if let Some(t) = self.cache.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return Ok(t.clone());
         }
-        let aliases = self.by_producer.get(producer).ok_or(UnknownSource::Producer)?;
-        let parsed = semver::Version::parse(version).map_err(|e| UnknownSource::NotSemver(e.to_string()))?;
         let mut table = ChannelTable::default();
-        for alias in aliases.iter().filter(|a| a.versions.matches(&parsed)) {
-            table.channels.entry(alias.channel.as_str().into()).or_insert(alias.info);
-        }
-        if table.is_empty() {
-            let mut ranges: Vec<String> = aliases.iter().map(|a| a.versions.to_string()).collect();
-            ranges.sort();
-            ranges.dedup();
-            return Err(UnknownSource::Version(ranges));
+        for i in self.aliases.admitted(producer, version)? {
+            let alias = &self.aliases.all()[i];
+            table.channels.insert(alias.channel.clone(), ChannelInfo { boolean: self.boolean[alias.metric] });
         }
         let table = Arc::new(table);
         let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
@@ -117,9 +90,7 @@ impl ChannelCatalog {
 
     /// Producer ids with at least one alias, sorted.
     pub fn producers(&self) -> Vec<&str> {
-        let mut p: Vec<&str> = self.by_producer.keys().map(String::as_str).collect();
-        p.sort();
-        p
+        self.aliases.producers()
     }
 }
 

@@ -278,11 +278,13 @@ mod tests {
     #[test]
     fn each_refusal_names_index_pointer_and_reason() {
         let unknown = item(r#""speed_kmh":1,"a/b":2,"c":3"#, NOW);
+        let twice = item(r#""speed_kmh":1,"speed_kmh":2"#, NOW);
         let future = item(r#""speed_kmh":1"#, NOW + 301_000_000);
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
         let nan = item(r#""speed_kmh":NaN"#, NOW);
         let other = item(r#""speed_kmh":1"#, NOW).replace("pitgun-web", "pitgun-sim");
-        let items: [&[u8]; 6] = [unknown.as_bytes(), future.as_bytes(), deep.as_bytes(), nan.as_bytes(), b"{\"\xff\":1}", other.as_bytes()];
+        let items: [&[u8]; 7] =
+            [unknown.as_bytes(), future.as_bytes(), deep.as_bytes(), nan.as_bytes(), b"{\"\xff\":1}", other.as_bytes(), twice.as_bytes()];
         let out = check(&items, Some("pitgun-web"));
         let got: Vec<(usize, &str, &str)> = out.rejected.iter().map(|r| (r.index, r.pointer.as_str(), r.reason.as_str())).collect();
         assert_eq!(
@@ -292,9 +294,11 @@ mod tests {
                 (1, "/time_us", "future_time"),
                 (2, "", "malformed_json"),
                 (3, "", "malformed_json"),
-                (4, "", "malformed_json")
+                (4, "", "malformed_json"),
+                (6, "/channels/speed_kmh", "invalid_envelope")
             ]
         );
+        assert!(out.rejected[5].message.contains("more than once"), "{}", out.rejected[5].message);
         assert!(out.rejected[0].message.contains("(1 more unknown channels)"), "{}", out.rejected[0].message);
         assert!(out.rejected[1].message.contains("5m ahead") || out.rejected[1].message.contains("ahead"), "{}", out.rejected[1].message);
         assert!(out.rejected[2].message.contains("deeper than 128"), "{}", out.rejected[2].message);

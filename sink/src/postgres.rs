@@ -1,4 +1,6 @@
-//! The PostgreSQL target: tables created through the sink's own migration registry, batches
+//! The PostgreSQL target: the one component that changes the database's schema. Its own tables
+//! come from numbered migrations; each row table (with its read indexes) is created through its
+//! registry. Batches are
 //! written by binary `COPY` into a session-local staging table and upserted from it in the same
 //! transaction, so a replayed or re-emitted row replaces its earlier version instead of doubling.
 
@@ -15,14 +17,43 @@ use tracing::{info, warn};
 
 use crate::table::{Cell, PgType, TableRow, TableShape};
 
-/// The registry of tables the sink created: migration 1 of the sink's own schema.
-const REGISTRY: &str = "CREATE TABLE IF NOT EXISTS pitgun_sink_tables (
-    table_name text PRIMARY KEY,
-    manifest text NOT NULL,
-    version integer NOT NULL,
-    shape_sha256 text NOT NULL,
-    ddl text NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now())";
+/// The sink's own schema, one numbered step each, applied in order once and recorded in
+/// `pitgun_sink_schema`. Append only: a released step never changes.
+const MIGRATIONS: &[&str] = &[
+    // 1: the registry of tables the sink created (`IF NOT EXISTS`: databases from before this
+    // list already have it).
+    "CREATE TABLE IF NOT EXISTS pitgun_sink_tables (
+        table_name text PRIMARY KEY,
+        manifest text NOT NULL,
+        version integer NOT NULL,
+        shape_sha256 text NOT NULL,
+        ddl text NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now())",
+];
+
+/// Applies the migrations this database has not had, under a lock (replicas start together).
+/// A database migrated by a newer sink is refused rather than written with an older schema.
+async fn migrate(client: &Client) -> Result<()> {
+    client
+        .batch_execute(
+            "BEGIN; SELECT pg_advisory_xact_lock(hashtext('pitgun_sink_schema'));
+             CREATE TABLE IF NOT EXISTS pitgun_sink_schema (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await?;
+    let applied: i32 = client.query_one("SELECT coalesce(max(version), 0) FROM pitgun_sink_schema", &[]).await?.get(0);
+    if applied as usize > MIGRATIONS.len() {
+        client.batch_execute("ROLLBACK").await?;
+        bail!("the database's sink schema is at version {applied}, newer than this sink's {}: upgrade the sink", MIGRATIONS.len());
+    }
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
+        let version = i as i32 + 1;
+        client.batch_execute(step).await.with_context(|| format!("sink schema migration {version}"))?;
+        client.execute("INSERT INTO pitgun_sink_schema (version) VALUES ($1)", &[&version]).await?;
+        info!(version, "applied sink schema migration");
+    }
+    client.batch_execute("COMMIT").await?;
+    Ok(())
+}
 
 impl ToSql for Cell {
     fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
@@ -120,7 +151,7 @@ impl PgTarget {
     /// parallel.
     pub async fn open(url: &str, tables: Vec<(TableShape, String, u32)>, connections: usize) -> Result<PgTarget> {
         let client = connect(url).await?;
-        client.batch_execute(REGISTRY).await.context("PostgreSQL: creating the sink's table registry")?;
+        migrate(&client).await.context("PostgreSQL: migrating the sink's own schema")?;
         let mut prepared = Vec::new();
         for (shape, manifest, version) in tables {
             ensure_table(&client, &shape, &manifest, version).await?;
@@ -236,7 +267,8 @@ async fn write_rows<'r>(client: &mut Client, t: &Prepared, rows: impl Iterator<I
     tx.commit().await
 }
 
-/// Creates `shape`'s table through the registry, or checks the one there.
+/// Creates `shape`'s table and read indexes through the registry, or checks the table there
+/// and adds the indexes it lacks.
 async fn ensure_table(client: &Client, shape: &TableShape, manifest: &str, version: u32) -> Result<()> {
     let ddl = shape.create_sql();
     let sha = hex::encode(Sha256::digest(ddl.as_bytes()));
@@ -247,8 +279,8 @@ async fn ensure_table(client: &Client, shape: &TableShape, manifest: &str, versi
     match found {
         Some(row) => {
             let (old_sha, m, v): (String, String, i32) = (row.get(0), row.get(1), row.get(2));
-            client.batch_execute("COMMIT").await?;
             if old_sha != sha {
+                client.batch_execute("ROLLBACK").await?;
                 bail!(
                     "PostgreSQL table {table:?} was created for {m} v{v} with other columns; the sink never alters a table \
                      incompatibly — give the changed manifest a new version and its own table"
@@ -263,10 +295,14 @@ async fn ensure_table(client: &Client, shape: &TableShape, manifest: &str, versi
                     &[table, &manifest, &(version as i32), &sha, &ddl],
                 )
                 .await?;
-            client.batch_execute("COMMIT").await?;
             info!(table, manifest, version, "created PostgreSQL table");
         }
     }
+    // Read indexes, for tables created before an index was added too.
+    for index in shape.index_sql() {
+        client.batch_execute(&index).await.with_context(|| format!("creating an index of table {table:?}: {index}"))?;
+    }
+    client.batch_execute("COMMIT").await?;
     Ok(())
 }
 

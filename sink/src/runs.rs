@@ -1,70 +1,41 @@
-//! The `runs` table: one row per session, from the `session-summary` manifest's rows.
-//!
-//! An explicit mapping, not the generic contract copy, because the table is an API other code
-//! reads (the performance API, dashboards) and its names should not follow a manifest's:
-//!
-//! | `runs` column | from the contract column | type |
-//! |---|---|---|
-//! | `session_id` (primary key) | `session_id` | text |
-//! | `player`, `track`, `car` | same names | text |
-//! | `started_at` | `window_start` (first event of the session) | timestamptz |
-//! | `ended_at` | `window_end` (last event) | timestamptz |
-//! | `total_time_s` | `window_end − window_start` in seconds | double precision |
-//! | `laps` | `laps` (laps completed) | bigint |
-//! | `best_lap_s` | `best_lap` (best complete lap, s; NULL: none) | double precision |
-//! | `top_speed_kmh` | `top_speed` | double precision |
-//! | `distance_km` | `distance` | double precision |
-//! | `events` | `events` (duplicates dropped) | bigint |
-//! | `missing_events` | `missing_events` | bigint |
-//! | `row_id` | `row_id` (the row it came from) | text |
-//!
-//! A contract that lacks one of these columns, or has another type for it, is refused when the
-//! sink starts, naming the column.
+//! The `runs` table from the `session-summary` manifest's rows: the mapping declared in
+//! [`pitgun_contracts::runs`], checked against a contract. A contract that lacks one of the
+//! columns it reads, or has another type for it, is refused when the sink starts, naming the
+//! column.
 
 use anyhow::{bail, Result};
-use pitgun_contracts::analysis::{AnalysisContract, ColumnType};
+use pitgun_contracts::analysis::AnalysisContract;
+pub use pitgun_contracts::runs::RUNS_TABLE;
+use pitgun_contracts::runs::{RunsSource, RUNS_COLUMNS, RUNS_INDEXES, RUNS_KEY};
 
 use crate::table::{PgType, Source, TableShape, TargetColumn};
 
-/// The table name that selects this mapping in a manifest's `output.sinks`.
-pub const RUNS_TABLE: &str = "runs";
-
 /// The `runs` shape for a contract (checked to carry every column the mapping reads).
 pub fn runs_shape(contract: &AnalysisContract) -> Result<TableShape> {
-    let col = |name: &str, from: &str, want: ColumnType, nullable: bool| -> Result<TargetColumn> {
-        let Some(c) = contract.columns.iter().find(|c| c.name == from) else {
-            bail!("the runs table needs column {from:?} in the rows of {} v{}, which has none", contract.manifest, contract.version);
+    let mut columns = Vec::with_capacity(RUNS_COLUMNS.len());
+    for c in RUNS_COLUMNS {
+        let (source, nullable) = match c.source {
+            RunsSource::Column(from) => {
+                let Some(have) = contract.columns.iter().find(|h| h.name == from) else {
+                    bail!("the runs table needs column {from:?} in the rows of {} v{}, which has none", contract.manifest, contract.version);
+                };
+                if have.column_type != c.column_type {
+                    bail!(
+                        "the runs table needs column {from:?} of {} v{} to be {:?}, not {:?}",
+                        contract.manifest,
+                        contract.version,
+                        c.column_type,
+                        have.column_type
+                    );
+                }
+                (Source::Column(from.into()), c.nullable || have.nullable)
+            }
+            RunsSource::Seconds { from, to } => (Source::Seconds { from: from.into(), to: to.into() }, c.nullable),
         };
-        if c.column_type != want {
-            bail!("the runs table needs column {from:?} of {} v{} to be {want:?}, not {:?}", contract.manifest, contract.version, c.column_type);
-        }
-        Ok(TargetColumn { name: name.into(), pg_type: PgType::of(want), nullable: nullable || c.nullable, source: Source::Column(from.into()) })
-    };
-    use ColumnType::*;
-    let mut columns = vec![
-        col("session_id", "session_id", String, false)?,
-        col("player", "player", String, false)?,
-        col("track", "track", String, false)?,
-        col("car", "car", String, false)?,
-        col("started_at", "window_start", Timestamp, false)?,
-        col("ended_at", "window_end", Timestamp, false)?,
-    ];
-    columns.push(TargetColumn {
-        name: "total_time_s".into(),
-        pg_type: PgType::Double,
-        nullable: false,
-        source: Source::Seconds { from: "window_start".into(), to: "window_end".into() },
-    });
-    columns.extend([
-        col("laps", "laps", Int, false)?,
-        col("best_lap_s", "best_lap", Float, true)?,
-        col("top_speed_kmh", "top_speed", Float, true)?,
-        col("distance_km", "distance", Float, true)?,
-        col("events", "events", Int, false)?,
-        col("missing_events", "missing_events", Int, false)?,
-        col("row_id", "row_id", String, false)?,
-    ]);
-    Ok(TableShape { table: RUNS_TABLE.into(), columns, conflict_key: "session_id".into() })
+        columns.push(TargetColumn { name: c.name.into(), pg_type: PgType::of(c.column_type), nullable, source });
+    }
+    let indexes = RUNS_INDEXES.iter().map(|(suffix, spec)| (suffix.to_string(), spec.to_string())).collect();
+    Ok(TableShape { table: RUNS_TABLE.into(), columns, conflict_key: RUNS_KEY.into(), indexes })
 }
 
 #[cfg(test)]
@@ -84,6 +55,7 @@ mod tests {
         assert_eq!(at("best_lap_s"), &Cell::Float(97.619407));
         assert_eq!(at("row_id"), &Cell::Text("adb1".into()));
         assert!(shape.create_sql().contains("\"session_id\" text NOT NULL PRIMARY KEY"));
+        assert!(shape.index_sql().iter().any(|i| i.starts_with("CREATE INDEX IF NOT EXISTS \"runs_started\" ON \"runs\" (started_at DESC")));
 
         let mut other = contract.clone();
         other.columns.retain(|c| c.name != "laps");

@@ -98,6 +98,9 @@ pub struct TableShape {
     pub columns: Vec<TargetColumn>,
     /// The upsert key column (unique).
     pub conflict_key: String,
+    /// Read indexes (name suffix, columns and predicate); the sink creates them with the table,
+    /// so readers such as the API run no DDL.
+    pub indexes: Vec<(String, String)>,
 }
 
 /// One cell of a row, typed for its column.
@@ -143,7 +146,12 @@ impl TableShape {
         let Some(id) = contract.columns.iter().find(|c| c.role == ColumnRole::Id) else {
             bail!("contract of {} v{} has no id column", contract.manifest, contract.version);
         };
-        Ok(TableShape { table: table.to_string(), columns, conflict_key: id.name.clone() })
+        // Rows are read by session (the API's lap rows of a run).
+        let indexes = match contract.columns.iter().any(|c| c.name == "session_id") && id.name != "session_id" {
+            true => vec![("session".to_string(), "(session_id)".to_string())],
+            false => Vec::new(),
+        };
+        Ok(TableShape { table: table.to_string(), columns, conflict_key: id.name.clone(), indexes })
     }
 
     /// `CREATE TABLE IF NOT EXISTS` for this shape (identifiers checked when it was built).
@@ -158,6 +166,12 @@ impl TableShape {
             })
             .collect();
         format!("CREATE TABLE IF NOT EXISTS \"{}\" ({})", self.table, cols.join(", "))
+    }
+
+    /// `CREATE INDEX IF NOT EXISTS` for each read index. Not part of the shape's fingerprint:
+    /// adding an index to a table that exists is safe.
+    pub fn index_sql(&self) -> Vec<String> {
+        self.indexes.iter().map(|(suffix, spec)| format!("CREATE INDEX IF NOT EXISTS \"{0}_{suffix}\" ON \"{0}\" {spec}", self.table)).collect()
     }
 
     /// Resolves the shape's sources to the positions of a topic's fields (the contract's

@@ -6,8 +6,9 @@
 //!
 //! Channel values are typed by the caller: a channel it marks boolean travels as an Avro
 //! boolean when its value is 0 or 1 (`true`/`false` and `1`/`0` are the same reading to the
-//! engine), everything else as a double. A channel name repeated in one object keeps its last
-//! value, as every JSON reader (and the engine) does.
+//! engine), everything else as a double. Channels are written as given: every caller has refused
+//! a repeated channel name first ([`crate::rules::unique_channels`]). A repeated dimension keeps
+//! its last value, as [`EnvelopeView::dim`] reads it.
 
 use std::borrow::Cow;
 
@@ -50,7 +51,7 @@ impl AvroWriter {
         long(out, view.time_us);
         long(out, index_of(&EVENT_KINDS, &view.kind));
 
-        write_map(out, &view.channels, |out, i, value| {
+        write_map(out, &view.channels, None, |out, i, value| {
             if booleans.get(i).copied().unwrap_or(false) && (*value == 0.0 || *value == 1.0) {
                 out.push(2); // union branch 1: boolean
                 out.push(u8::from(*value == 1.0));
@@ -59,18 +60,18 @@ impl AvroWriter {
                 out.extend_from_slice(&value.to_le_bytes());
             }
         });
-        write_map(out, &view.dims, |out, _, value| string(out, value));
+        let keep = last_of_each_name(&view.dims);
+        write_map(out, &view.dims, keep.as_deref(), |out, _, value| string(out, value));
     }
 }
 
-/// Writes an Avro map (one block, then the end marker); of a repeated name only the last entry.
-fn write_map<V>(out: &mut Vec<u8>, entries: &[(Cow<'_, str>, V)], mut value: impl FnMut(&mut Vec<u8>, usize, &V)) {
-    let keep = last_of_each_name(entries);
-    let count = keep.as_ref().map_or(entries.len(), |k| k.iter().filter(|k| **k).count());
+/// Writes an Avro map (one block, then the end marker): every entry, or those `keep` marks.
+fn write_map<V>(out: &mut Vec<u8>, entries: &[(Cow<'_, str>, V)], keep: Option<&[bool]>, mut value: impl FnMut(&mut Vec<u8>, usize, &V)) {
+    let count = keep.map_or(entries.len(), |k| k.iter().filter(|k| **k).count());
     if count > 0 {
         long(out, count as i64);
         for (i, (name, v)) in entries.iter().enumerate() {
-            if keep.as_ref().is_none_or(|k| k[i]) {
+            if keep.is_none_or(|k| k[i]) {
                 string(out, name);
                 value(out, i, v);
             }
@@ -80,9 +81,9 @@ fn write_map<V>(out: &mut Vec<u8>, entries: &[(Cow<'_, str>, V)], mut value: imp
 }
 
 /// `None` when every name is distinct (the normal case, no allocation); otherwise which entries
-/// are the last of their name.
+/// are the last of their name. Dimensions are few, so a quadratic scan.
 fn last_of_each_name<V>(entries: &[(Cow<'_, str>, V)]) -> Option<Vec<bool>> {
-    if !has_repeats(entries) {
+    if !(1..entries.len()).any(|i| entries[..i].iter().any(|(n, _)| *n == entries[i].0)) {
         return None;
     }
     let mut last = std::collections::HashMap::new();
@@ -90,17 +91,6 @@ fn last_of_each_name<V>(entries: &[(Cow<'_, str>, V)]) -> Option<Vec<bool>> {
         last.insert(n.as_ref(), i);
     }
     Some((0..entries.len()).map(|i| last.get(entries[i].0.as_ref()) == Some(&i)).collect())
-}
-
-/// Whether a name repeats (a quadratic scan without allocation for the usual dozen names; a set
-/// beyond that, so a hostile envelope with 1024 channels cannot cost a million comparisons).
-fn has_repeats<V>(entries: &[(Cow<'_, str>, V)]) -> bool {
-    if entries.len() <= 32 {
-        (1..entries.len()).any(|i| entries[..i].iter().any(|(n, _)| *n == entries[i].0))
-    } else {
-        let mut seen = std::collections::HashSet::new();
-        entries.iter().any(|(n, _)| !seen.insert(n.as_ref()))
-    }
 }
 
 fn long(out: &mut Vec<u8>, v: i64) {
@@ -173,16 +163,16 @@ mod tests {
     }
 
     #[test]
-    fn a_repeated_name_keeps_its_last_value() {
+    fn a_repeated_dimension_keeps_its_last_value() {
         let w = AvroWriter::new();
-        let text = r#"{"schema":"pitgun-envelope/v1","event_id":"e\"1","source":{"kind":"device","id":"d","version":"2.0.0"},"session_id":"s","seq":0,"time_us":5,"kind":"lap","channels":{"x":1,"in_pit":0,"x":2.5,"in_pit":0.5},"dims":{"t":"a","t":"b"}}"#;
+        let text = r#"{"schema":"pitgun-envelope/v1","event_id":"e\"1","source":{"kind":"device","id":"d","version":"2.0.0"},"session_id":"s","seq":0,"time_us":5,"kind":"lap","channels":{"x":2.5,"in_pit":0.5},"dims":{"t":"a","t":"b"}}"#;
         let view = crate::json::decode(text).unwrap();
         let mut bytes = Vec::new();
-        w.write(&view, &[false, true, false, true], &mut bytes);
+        w.write(&view, &[false, true], &mut bytes);
         let mut json = String::new();
         Decoder::default().to_json(&bytes, &mut json).unwrap();
         let back: serde_json::Value = serde_json::from_str(&json).unwrap();
-        assert_eq!(back["channels"], serde_json::json!({"x": 2.5, "in_pit": 0.5}), "last value wins; 0.5 is no boolean");
+        assert_eq!(back["channels"], serde_json::json!({"x": 2.5, "in_pit": 0.5}), "0.5 is no boolean");
         assert_eq!(back["dims"], serde_json::json!({"t": "b"}));
         assert_eq!(back["event_id"], "e\"1");
         let empty = r#"{"schema":"pitgun-envelope/v1","event_id":"e","source":{"kind":"game","id":"d","version":"2.0.0"},"session_id":"s","seq":9223372036854775807,"time_us":253402300799999999,"kind":"marker"}"#;

@@ -1,0 +1,171 @@
+//! Which channels a producer version may send: the dictionary's aliases, indexed once.
+//!
+//! The gateway admits a channel only if the processor can place it. Both read this index, so the
+//! two cannot disagree: the gateway's catalog and the engine's resolver each ask
+//! [`AliasIndex::admitted`] for a (producer, version) and keep what it answers.
+//!
+//! One rule for overlaps: when two aliases of one producer name the same channel and both cover
+//! a version, the first in dictionary order (metric order, then alias order) is the one.
+
+use std::collections::HashMap;
+
+use crate::dictionary::Dictionary;
+
+/// One alias of the dictionary, with its version range parsed.
+#[derive(Debug, Clone)]
+pub struct IndexedAlias {
+    /// Position of its metric in `Dictionary::metrics`.
+    pub metric: usize,
+    /// Position of the alias in that metric's `aliases`.
+    pub alias: usize,
+    /// The producer's channel name.
+    pub channel: Box<str>,
+    /// The producer versions it covers.
+    pub versions: semver::VersionReq,
+}
+
+/// Why a producer version may send no channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnknownSource {
+    /// No alias names this producer at all.
+    Producer,
+    /// The producer is known, but its version is not a semantic version.
+    NotSemver(String),
+    /// The producer is known, but no alias covers this version; the known ranges, sorted.
+    Version(Vec<String>),
+}
+
+/// An alias whose version range does not parse (the schema checks the document, not the
+/// ranges' grammar).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("metric {metric} alias {channel}: versions {versions:?}: {message}")]
+pub struct AliasError {
+    /// The metric id.
+    pub metric: String,
+    /// The alias's channel.
+    pub channel: String,
+    /// The range as written.
+    pub versions: String,
+    /// What the semver parser said.
+    pub message: String,
+}
+
+/// Every alias of a dictionary, in dictionary order, and the positions of each producer's.
+#[derive(Debug, Clone, Default)]
+pub struct AliasIndex {
+    all: Vec<IndexedAlias>,
+    by_producer: HashMap<String, Vec<usize>>,
+}
+
+impl AliasIndex {
+    /// Indexes `dict`'s aliases; every alias whose range does not parse is an error.
+    pub fn new(dict: &Dictionary) -> Result<AliasIndex, Vec<AliasError>> {
+        let mut index = AliasIndex::default();
+        let mut errors = Vec::new();
+        for (m, metric) in dict.metrics.iter().enumerate() {
+            for (a, alias) in metric.aliases.iter().enumerate() {
+                match semver::VersionReq::parse(&alias.versions) {
+                    Ok(versions) => {
+                        index.by_producer.entry(alias.producer.clone()).or_default().push(index.all.len());
+                        index.all.push(IndexedAlias { metric: m, alias: a, channel: alias.channel.as_str().into(), versions });
+                    }
+                    Err(e) => errors.push(AliasError {
+                        metric: metric.id.clone(),
+                        channel: alias.channel.clone(),
+                        versions: alias.versions.clone(),
+                        message: e.to_string(),
+                    }),
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(index)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Every alias, in dictionary order.
+    pub fn all(&self) -> &[IndexedAlias] {
+        &self.all
+    }
+
+    /// The aliases `producer` at `version` may send, as positions in [`AliasIndex::all`]: one per
+    /// channel name, the first in dictionary order where two cover the same channel.
+    pub fn admitted(&self, producer: &str, version: &str) -> Result<Vec<usize>, UnknownSource> {
+        let mine = self.by_producer.get(producer).ok_or(UnknownSource::Producer)?;
+        let parsed = semver::Version::parse(version).map_err(|e| UnknownSource::NotSemver(e.to_string()))?;
+        let mut admitted: Vec<usize> = Vec::new();
+        for &i in mine {
+            let alias = &self.all[i];
+            if alias.versions.matches(&parsed) && !admitted.iter().any(|&j| self.all[j].channel == alias.channel) {
+                admitted.push(i);
+            }
+        }
+        if admitted.is_empty() {
+            let mut ranges: Vec<String> = mine.iter().map(|&i| self.all[i].versions.to_string()).collect();
+            ranges.sort();
+            ranges.dedup();
+            return Err(UnknownSource::Version(ranges));
+        }
+        Ok(admitted)
+    }
+
+    /// Producer ids with at least one alias, sorted.
+    pub fn producers(&self) -> Vec<&str> {
+        let mut p: Vec<&str> = self.by_producer.keys().map(String::as_str).collect();
+        p.sort();
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn racing() -> Dictionary {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/dictionary/racing.yaml")).unwrap();
+        serde_yaml_ng::from_str(&text).unwrap()
+    }
+
+    fn channels(index: &AliasIndex, producer: &str, version: &str) -> Vec<String> {
+        index.admitted(producer, version).unwrap().iter().map(|&i| index.all()[i].channel.to_string()).collect()
+    }
+
+    #[test]
+    fn admitted_channels_follow_producer_versions() {
+        let index = AliasIndex::new(&racing()).unwrap();
+        let old = channels(&index, "pitgun-web", "0.9.3");
+        assert!(old.contains(&"spd".to_string()) && !old.contains(&"speed_kmh".to_string()), "{old:?}");
+        let new = channels(&index, "pitgun-web", "1.4.2");
+        assert!(new.contains(&"speed_kmh".to_string()) && !new.contains(&"spd".to_string()), "{new:?}");
+        assert_eq!(index.admitted("nobody", "1.0.0").unwrap_err(), UnknownSource::Producer);
+        assert!(matches!(index.admitted("pitgun-web", "7.0.0").unwrap_err(), UnknownSource::Version(r) if !r.is_empty()));
+        assert!(matches!(index.admitted("pitgun-web", "1.0").unwrap_err(), UnknownSource::NotSemver(_)));
+        assert_eq!(index.producers(), ["pitgun-sim", "pitgun-web"]);
+    }
+
+    #[test]
+    fn of_two_aliases_for_one_channel_the_first_in_dictionary_order_is_admitted() {
+        let mut dict = racing();
+        dict.metrics[0].aliases[0].versions = "*".into();
+        let first = dict.metrics[0].aliases[0].clone();
+        let last = dict.metrics.len() - 1;
+        dict.metrics[last].aliases.push(first.clone());
+        let index = AliasIndex::new(&dict).unwrap();
+        let hits: Vec<usize> =
+            index.admitted(&first.producer, "3.0.0").unwrap().into_iter().filter(|&i| *index.all()[i].channel == *first.channel).collect();
+        assert_eq!(hits.len(), 1, "one alias per channel");
+        assert_eq!((index.all()[hits[0]].metric, index.all()[hits[0]].alias), (0, 0), "the first in dictionary order");
+    }
+
+    #[test]
+    fn every_bad_range_is_reported_with_its_metric_and_channel() {
+        let mut dict = racing();
+        dict.metrics[0].aliases[0].versions = "not a range".into();
+        dict.metrics[1].aliases[0].versions = ">=1, <<2".into();
+        let errors = AliasIndex::new(&dict).unwrap_err();
+        assert_eq!(errors.len(), 2);
+        assert!(errors[0].to_string().contains(&dict.metrics[0].id) && errors[0].to_string().contains("not a range"), "{}", errors[0]);
+    }
+}
