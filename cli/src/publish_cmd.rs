@@ -84,7 +84,13 @@ pub fn run(args: PublishArgs) -> Result<ExitCode> {
             key.push_str(&env.session_id);
             match args.wire {
                 WireArg::Avro => encoder.encode(text, &env, &mut buf).map_err(|e| anyhow::anyhow!("{}:{line}: {e}", args.input.display()))?,
-                _ => buf.extend_from_slice(text.as_bytes()),
+                _ => {
+                    let mut view = EnvelopeView::empty();
+                    decode_into(text, &mut view)
+                        .and_then(|()| each_channel_once(&view))
+                        .map_err(|e| anyhow::anyhow!("{}:{line}: {e}", args.input.display()))?;
+                    buf.extend_from_slice(text.as_bytes());
+                }
             }
         }
         // A full queue waits for the broker as long as a flush may (a backfill has no hurry).
@@ -96,6 +102,11 @@ pub fn run(args: PublishArgs) -> Result<ExitCode> {
     let s = started.elapsed().as_secs_f64();
     eprintln!("publish: {n} records to {topic} in {s:.2} s ({:.0}/s), all acknowledged", n as f64 / s);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The gateway's and the engine's rule, so a backfill stores nothing they would refuse.
+fn each_channel_once(view: &EnvelopeView<'_>) -> Result<(), pitgun_codec::json::DecodeError> {
+    unique_channels(view).map_err(|b| pitgun_codec::json::DecodeError { pointer: b.pointer, message: b.message })
 }
 
 /// Avro single objects exactly as the gateway writes them: channels and dimensions in the
@@ -115,7 +126,7 @@ impl GatewayAvro {
     pub(crate) fn encode(&mut self, text: &str, env: &Envelope, out: &mut Vec<u8>) -> Result<()> {
         let mut view = EnvelopeView::empty();
         decode_into(text, &mut view).map_err(|e| anyhow::anyhow!("{e}"))?;
-        unique_channels(&view).map_err(|b| anyhow::anyhow!("at {}: {}", b.pointer, b.message))?;
+        each_channel_once(&view).map_err(|e| anyhow::anyhow!("{e}"))?;
         self.booleans.clear();
         self.booleans.extend(view.channels.iter().map(|(name, _)| matches!(env.channels.get(&**name), Some(ChannelValue::Bool(_)))));
         self.writer.write(&view, &self.booleans, out);
@@ -133,5 +144,8 @@ mod tests {
         let env: Envelope = serde_json::from_str(text).unwrap();
         let err = GatewayAvro::new().unwrap().encode(text, &env, &mut Vec::new()).unwrap_err();
         assert!(err.to_string().contains("/channels/speed_kmh") && err.to_string().contains("more than once"), "{err}");
+        let mut view = EnvelopeView::empty();
+        decode_into(text, &mut view).unwrap();
+        assert_eq!(each_channel_once(&view).unwrap_err().pointer, "/channels/speed_kmh", "--wire json applies the same rule");
     }
 }

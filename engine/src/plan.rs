@@ -431,6 +431,8 @@ impl<'s> Compiler<'s> {
         if !self.issues.is_empty() {
             return Err(ContractError::Invalid(self.issues));
         }
+        // Without issues every alias got its binding, so positions match the index's.
+        assert_eq!(aliases.len(), alias_index.all().len(), "one binding per indexed alias");
         let contract = contract_of(m, &slots, segment_slot, &aggregations);
         Ok(Plan {
             manifest: m.clone(),

@@ -267,8 +267,8 @@ async fn write_rows<'r>(client: &mut Client, t: &Prepared, rows: impl Iterator<I
     tx.commit().await
 }
 
-/// Creates `shape`'s table and read indexes through the registry, or checks the table there
-/// and adds the indexes it lacks.
+/// Creates `shape`'s table through the registry, or checks the table there; then adds the read
+/// indexes it lacks.
 async fn ensure_table(client: &Client, shape: &TableShape, manifest: &str, version: u32) -> Result<()> {
     let ddl = shape.create_sql();
     let sha = hex::encode(Sha256::digest(ddl.as_bytes()));
@@ -298,11 +298,24 @@ async fn ensure_table(client: &Client, shape: &TableShape, manifest: &str, versi
             info!(table, manifest, version, "created PostgreSQL table");
         }
     }
-    // Read indexes, for tables created before an index was added too.
-    for index in shape.index_sql() {
-        client.batch_execute(&index).await.with_context(|| format!("creating an index of table {table:?}: {index}"))?;
-    }
     client.batch_execute("COMMIT").await?;
+    // Read indexes the table lacks (also one created before an index was added), each on its
+    // own: an existing index costs one catalog query, not a table lock. The sink writes without
+    // them, so a failure (e.g. a role that does not own the table) is a warning.
+    let have: Vec<String> = client
+        .query("SELECT indexname::text FROM pg_indexes WHERE schemaname = current_schema() AND tablename = $1", &[table])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for ((suffix, _), sql) in shape.indexes.iter().zip(shape.index_sql()) {
+        if !have.iter().any(|h| *h == format!("{table}_{suffix}")) {
+            match client.batch_execute(&sql).await {
+                Ok(()) => info!(table, index = %suffix, "created read index"),
+                Err(e) => warn!(table, "could not create a read index (reads work, slower): {}: {sql}", db_message(&e)),
+            }
+        }
+    }
     Ok(())
 }
 
