@@ -7,7 +7,7 @@
 # Starts its own PostgreSQL (scripts/stack.sh) on a free port; the sink creates the tables
 # (`pitgun sink --migrate`), SQL fills `runs` with RUNS generated runs (500 players, 8 tracks,
 # 4 cars, one in 17 without a complete lap; deterministic), then `pitgun api` serves them and
-# `pitgun bench-http` keeps CONCURRENCY requests in flight for 10 s, cycling over every
+# `pitgun-bench http` keeps CONCURRENCY requests in flight for 10 s, cycling over every
 # track, with and without a car filter. Stops what it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,5 +38,5 @@ for t in 0 1 2 3 4 5 6 7; do
   PATHS+=(--path "/v1/leaderboard?track=track-$t&limit=10")
   PATHS+=(--path "/v1/leaderboard?track=track-$t&car=car-$((t % 4))&limit=10")
 done
-echo "healthz (baseline): $("$PITGUN" bench-http --addr "$API" --path /healthz --concurrency "$C" --duration 10s)"
-echo "leaderboard: $("$PITGUN" bench-http --addr "$API" "${PATHS[@]}" --concurrency "$C" --duration 10s)"
+echo "healthz (baseline): $("$BENCH" http --addr "$API" --path /healthz --concurrency "$C" --duration 10s)"
+echo "leaderboard: $("$BENCH" http --addr "$API" "${PATHS[@]}" --concurrency "$C" --duration 10s)"

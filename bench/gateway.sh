@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Gateway throughput: envelopes/s accepted (acknowledged by the broker) with NDJSON batches of 500
 # over HTTP/1.1 keep-alive, from `pitgun simulate --target` on the same machine; and, in the same
-# run with the same load, a baseline gateway (`pitgun gateway --bench-baseline`) that only parses
+# run with the same load, a baseline gateway (`pitgun-bench gateway`) that only parses
 # each batch into envelopes and answers 202 — so the cost of validation and Kafka is the ratio.
 #
 #   bench/gateway.sh [ENVELOPES] [CONNECTIONS]     (defaults 1,000,000 and 4; BENCH_PROFILE=release
@@ -15,8 +15,9 @@ N="${1:-1000000}"
 CONN="${2:-4}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pitgun/target}"
 PROFILE="${BENCH_PROFILE:-dist}"   # dist = release with fat LTO, what a release ships
-cargo build --locked --profile "$PROFILE" -p pitgun --features live >&2
+cargo build --locked --profile "$PROFILE" -p pitgun -p pitgun-bench --features pitgun/live,pitgun-bench/live >&2
 PITGUN="$CARGO_TARGET_DIR/$PROFILE/pitgun"
+BENCH="$CARGO_TARGET_DIR/$PROFILE/pitgun-bench"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 WORK="$(mktemp -d /tmp/pitgun-bench-gateway.XXXXXX)"
 PORT="$(free_port)"
@@ -43,9 +44,9 @@ SESSIONS=200
 SECS=$(( N / SESSIONS / 61 + 1 ))
 LOAD=(simulate --seed 1 --sessions "$SESSIONS" --duration "${SECS}s" --batch 500 --concurrency "$CONN" --api-keys "$WORK/tokens")
 
-start_gateway() { # start_gateway LOGFILE ARGS... → sets GW_PID and URL
+start_gateway() { # start_gateway LOGFILE PROGRAM ARGS... → sets GW_PID and URL
   local logf="$1"; shift
-  "$PITGUN" gateway --listen 127.0.0.1:0 "$@" 2>"$logf" &
+  "$@" --listen 127.0.0.1:0 2>"$logf" &
   GW_PID=$!
   local end=$((SECONDS + 30))
   until grep -q "listening on" "$logf"; do
@@ -53,12 +54,10 @@ start_gateway() { # start_gateway LOGFILE ARGS... → sets GW_PID and URL
     sleep 0.1
   done
   URL="$(sed -n 's/.*listening on \(http[^ ]*\).*/\1/p' "$logf" | head -1)"
-  if [ "$1" != "--bench-baseline" ]; then
-    until curl -sf "$URL/readyz" >/dev/null; do
-      [ $SECONDS -lt $end ] || { cat "$logf" >&2; echo "gateway not ready" >&2; exit 1; }
-      sleep 0.1
-    done
-  fi
+  until curl -sf "$URL/readyz" >/dev/null; do
+    [ $SECONDS -lt $end ] || { cat "$logf" >&2; echo "gateway not ready" >&2; exit 1; }
+    sleep 0.1
+  done
 }
 stop_gateway() { kill -TERM "$GW_PID"; wait "$GW_PID" || true; GW_PID=""; }
 
@@ -73,7 +72,7 @@ run_load() { # run_load LABEL → prints the summary line, sets RATE and ACCEPTE
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB"
 echo "load: pitgun ${LOAD[*]} --target URL"
 
-start_gateway "$WORK/gateway.log" --keys "$KEYS"
+start_gateway "$WORK/gateway.log" "$PITGUN" gateway --keys "$KEYS"
 echo "gateway (validation + Kafka, acks=all, idempotent, lz4):"
 run_load
 GW_RATE="$RATE"; GW_ACCEPTED="$ACCEPTED"
@@ -81,10 +80,10 @@ curl -s "$URL/metrics" | grep -E '^pitgun_gateway_(envelopes_accepted_total|requ
 read -r UT ST < <(awk '{print $14, $15}' "/proc/$GW_PID/stat")
 echo "  gateway CPU: $(python3 -c "print(f'{($UT + $ST) / $(getconf CLK_TCK):.2f}')") s"
 stop_gateway
-STORED="$("$PITGUN" bench-consume | python3 -c 'import json,sys; print(json.load(sys.stdin)["records"])')"
+STORED="$("$BENCH" consume | python3 -c 'import json,sys; print(json.load(sys.stdin)["records"])')"
 echo "  records on the envelopes topic: $STORED (accepted: $GW_ACCEPTED)"
 
-start_gateway "$WORK/baseline.log" --bench-baseline
+start_gateway "$WORK/baseline.log" "$BENCH" gateway
 echo "baseline (parse into envelopes, answer 202):"
 run_load
 BASE_RATE="$RATE"

@@ -13,8 +13,9 @@ cd "$(dirname "$0")/.."
 N="${1:-5000000}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pitgun/target}"
 # The release profile (what the tests build): a dist build would compile RocksDB a second time.
-cargo build --locked --release -p pitgun --features live >&2
+cargo build --locked --release -p pitgun -p pitgun-bench --features pitgun/live,pitgun-bench/live >&2
 PITGUN="$CARGO_TARGET_DIR/release/pitgun"
+BENCH="$CARGO_TARGET_DIR/release/pitgun-bench"
 OUT="${BENCH_OUT:-bench/out}"
 mkdir -p "$OUT"
 STACK="$(mktemp -d /tmp/pitgun-bench-stack.XXXXXX)"
@@ -40,7 +41,7 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 # either way). Every run is printed.
 BASES=()
 for env in "" "MIMALLOC_ALLOW_THP=1 MIMALLOC_PURGE_DELAY=10" ""; do
-  B="$(env $env "$PITGUN" bench-consume)"
+  B="$(env $env "$BENCH" consume)"
   echo "bare consumer${env:+ ($env)}: $B"
   BASES+=("$B")
 done
@@ -56,7 +57,7 @@ for run in 1 2; do
   rm -rf "$STATE"
 done
 # The engine alone (decode, resolve, windows; no Kafka) on the first million envelopes, one thread.
-echo "engine alone: $("$PITGUN" bench-engine --manifest manifests/pipelines/lap-performance.v1.yaml --input "$DATA" --limit 1000000)"
+echo "engine alone: $("$BENCH" engine --manifest manifests/pipelines/lap-performance.v1.yaml --input "$DATA" --limit 1000000)"
 BASE="$(printf '%s\n' "${BASES[@]}" | python3 -c 'import json,sys; print(json.dumps(max((json.loads(l) for l in sys.stdin), key=lambda b: b["records_per_second"])))')"
 PROC="$(printf '%s\n' "${PROCS[@]}" | python3 -c 'import json,sys; print(json.dumps(min((json.loads(l) for l in sys.stdin), key=lambda p: p["consume_seconds"])))')"
 python3 - "$BASE" "$PROC" <<'PY'

@@ -10,8 +10,9 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pitgun/target}"
 OUT="${BENCH_DIR:-bench/out}"
 mkdir -p "$OUT"
-cargo build --locked --profile dist -p pitgun >&2
+cargo build --locked --profile dist -p pitgun -p pitgun-bench >&2
 P="$CARGO_TARGET_DIR/dist/pitgun"
+BENCH="$CARGO_TARGET_DIR/dist/pitgun-bench"
 DATA="$OUT/bench-100x820s-seed5.ndjson"
 if [ ! -s "$DATA" ]; then
   "$P" simulate --sessions 100 --duration 820s --seed 5 --output "$DATA"
@@ -19,7 +20,7 @@ fi
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB"
 echo "dataset: $DATA ($(du -hL "$DATA" | cut -f1))"
 cat "$DATA" > /dev/null   # warm the page cache so every pass reads from memory
-"$P" bench-parse "$DATA"
+"$BENCH" parse "$DATA"
 for manifest in lap-performance client-health; do
   for threads in 1 2; do
     /usr/bin/time -f "  peak RSS %M KB, wall %e s" "$P" replay --threads "$threads" \

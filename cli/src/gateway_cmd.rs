@@ -35,7 +35,7 @@ pub struct GatewayArgs {
     #[command(flatten)]
     broker: BrokerArgs,
     /// API keys file (YAML list of {source, sha256}); make keys with `pitgun gateway keygen`.
-    #[arg(long, env = "PITGUN_KEYS", required_unless_present = "bench_baseline")]
+    #[arg(long, env = "PITGUN_KEYS", required = true)]
     keys: Option<PathBuf>,
     /// The dictionary envelopes are checked against (producer versions and their channels).
     #[arg(long, default_value = "manifests/dictionary/racing.yaml")]
@@ -64,10 +64,6 @@ pub struct GatewayArgs {
     /// How often /readyz asks the broker for metadata.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     readiness_interval: Duration,
-    /// Benchmark baseline: only parse each batch into envelopes and answer 202 (no keys,
-    /// validation or broker).
-    #[arg(long, hide = true)]
-    bench_baseline: bool,
 }
 
 #[derive(Subcommand)]
@@ -129,7 +125,6 @@ pub fn run_cmd(args: GatewayArgs) -> Result<ExitCode> {
         ack_timeout: args.ack_timeout,
         compression: args.compression,
         readiness_interval: args.readiness_interval,
-        baseline: args.bench_baseline,
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -3,9 +3,8 @@
 
 use std::process::ExitCode;
 
-/// The subcommands that exist only with the `live` feature (the `bench-*` ones are hidden).
-const LIVE_COMMANDS: [&str; 11] =
-    ["gateway", "process", "sink", "api", "tail", "export", "publish", "bench-consume", "bench-engine", "bench-ilp", "bench-http"];
+/// The subcommands that exist only with the `live` feature.
+const LIVE_COMMANDS: [&str; 7] = ["gateway", "process", "sink", "api", "tail", "export", "publish"];
 
 /// The explanation for `what` (a subcommand or an option) in a build without the services.
 pub fn unavailable(what: &str) -> anyhow::Error {

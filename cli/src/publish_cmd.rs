@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use pitgun_codec::avro::AvroWriter;
+use pitgun_codec::avro::TextEncoder;
 use pitgun_codec::json::{decode_into, EnvelopeView};
 use pitgun_codec::rules::unique_channels;
-use pitgun_contracts::envelope::{ChannelValue, Envelope};
+use pitgun_contracts::envelope::Envelope;
 use pitgun_runtime::kafka::{send_waiting, topics};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
@@ -62,7 +62,7 @@ pub fn run(args: PublishArgs) -> Result<ExitCode> {
         .set("queue.buffering.max.messages", "500000")
         .create()
         .context("cannot create the Kafka producer")?;
-    let mut encoder = GatewayAvro::new()?;
+    let mut encoder = TextEncoder::default();
     let mut buf = Vec::with_capacity(1024);
     let started = Instant::now();
     let mut n = 0u64;
@@ -109,31 +109,6 @@ fn each_channel_once(view: &EnvelopeView<'_>) -> Result<(), pitgun_codec::json::
     unique_channels(view).map_err(|b| pitgun_codec::json::DecodeError { pointer: b.pointer, message: b.message })
 }
 
-/// Avro single objects exactly as the gateway writes them: channels and dimensions in the
-/// envelope's own order (`apache-avro`'s value tree would shuffle them through a hash map),
-/// booleans as Avro booleans.
-pub(crate) struct GatewayAvro {
-    writer: AvroWriter,
-    booleans: Vec<bool>,
-}
-
-impl GatewayAvro {
-    pub(crate) fn new() -> Result<GatewayAvro> {
-        Ok(GatewayAvro { writer: AvroWriter::new(), booleans: Vec::new() })
-    }
-
-    /// Appends the encoding of the envelope `text` (already parsed as `env`) to `out`.
-    pub(crate) fn encode(&mut self, text: &str, env: &Envelope, out: &mut Vec<u8>) -> Result<()> {
-        let mut view = EnvelopeView::empty();
-        decode_into(text, &mut view).map_err(|e| anyhow::anyhow!("{e}"))?;
-        each_channel_once(&view).map_err(|e| anyhow::anyhow!("{e}"))?;
-        self.booleans.clear();
-        self.booleans.extend(view.channels.iter().map(|(name, _)| matches!(env.channels.get(&**name), Some(ChannelValue::Bool(_)))));
-        self.writer.write(&view, &self.booleans, out);
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,7 +117,7 @@ mod tests {
     fn a_channel_named_twice_is_refused_before_it_is_published() {
         let text = r#"{"schema":"pitgun-envelope/v1","event_id":"e","source":{"kind":"game","id":"pitgun-web","version":"1.4.2"},"session_id":"s","seq":1,"time_us":1,"kind":"sample","channels":{"speed_kmh":1,"speed_kmh":2}}"#;
         let env: Envelope = serde_json::from_str(text).unwrap();
-        let err = GatewayAvro::new().unwrap().encode(text, &env, &mut Vec::new()).unwrap_err();
+        let err = TextEncoder::default().encode(text, &env, &mut Vec::new()).unwrap_err();
         assert!(err.to_string().contains("/channels/speed_kmh") && err.to_string().contains("more than once"), "{err}");
         let mut view = EnvelopeView::empty();
         decode_into(text, &mut view).unwrap();

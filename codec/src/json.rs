@@ -78,6 +78,8 @@ impl fmt::Display for DecodeError {
     }
 }
 
+impl std::error::Error for DecodeError {}
+
 /// Latest event time an envelope may carry: 9999-12-31T23:59:59.999999Z.
 pub const MAX_TIME_US: i64 = 253_402_300_799_999_999;
 

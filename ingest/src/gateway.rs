@@ -23,7 +23,7 @@ use crate::batch::{self, BodyError};
 use crate::definitions::Definitions;
 use crate::keys::ApiKeys;
 use crate::metrics::GatewayMetrics;
-use crate::produce::{EnvelopeProducer, Outgoing, ProduceError};
+use crate::produce::{Outgoing, ProduceError, Publish};
 use crate::validate::{Checked, Validator};
 
 /// Limits and names the gateway runs with.
@@ -56,8 +56,8 @@ pub struct Gateway {
     pub keys: ApiKeys,
     /// Item validation.
     pub validator: Validator,
-    /// The Kafka producer (`None` in the benchmark baseline).
-    pub producer: Option<EnvelopeProducer>,
+    /// Where batches go: the Kafka producer, or a stand-in in tests.
+    pub producer: Box<dyn Publish>,
     /// Schemas, dictionary, manifests.
     pub definitions: Definitions,
     /// Metrics.
@@ -72,11 +72,10 @@ pub fn json_error(status: StatusCode, code: &str, message: impl Into<String>) ->
 }
 
 /// The router: envelopes, definitions, health.
-pub fn router(gw: Arc<Gateway>, baseline: bool) -> Router {
+pub fn router(gw: Arc<Gateway>) -> Router {
     let definitions = get(|State(gw): State<Arc<Gateway>>, uri: Uri, headers: HeaderMap| async move { gw.definitions.answer(uri.path(), &headers) });
-    let ingest = if baseline { post(post_baseline) } else { post(post_envelopes) };
     Router::new()
-        .route("/v1/envelopes", ingest)
+        .route("/v1/envelopes", post(post_envelopes))
         .route("/schemas", definitions.clone())
         .route("/schemas/{name}/{version}", definitions.clone())
         .route("/dictionary", definitions.clone())
@@ -92,19 +91,12 @@ pub fn router(gw: Arc<Gateway>, baseline: bool) -> Router {
 /// Keeps `/readyz` true only while the broker answers a metadata request for the envelopes
 /// topic; checks every `interval`.
 pub async fn watch_readiness(gw: Arc<Gateway>, interval: Duration) {
-    let Some(_) = &gw.producer else {
-        gw.health.ready.store(true, Ordering::Relaxed);
-        return;
-    };
     let mut last_error = String::new();
     loop {
         let g = gw.clone();
-        let probe = tokio::task::spawn_blocking(move || match &g.producer {
-            Some(p) => p.probe(&g.topics.envelopes, interval.max(Duration::from_secs(1))),
-            None => Ok(()),
-        })
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()));
+        let probe = tokio::task::spawn_blocking(move || g.producer.probe(&g.topics.envelopes, interval.max(Duration::from_secs(1))))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
         match probe {
             Ok(()) => {
                 if !gw.health.ready.swap(true, Ordering::Relaxed) {
@@ -132,7 +124,7 @@ async fn post_envelopes(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body
 
 /// What a batch turns into before the broker is involved.
 struct Prepared {
-    pending: Option<crate::produce::Pending>,
+    pending: crate::produce::Pending,
     accepted: usize,
     answer: Vec<u8>,
     started: Instant,
@@ -221,22 +213,20 @@ impl Gateway {
             Ok(p) => p,
             Err(r) => return r,
         };
-        if let Some(pending) = prepared.pending {
-            if let Err(e) = pending.acknowledged().await {
-                self.metrics.failed(if e == ProduceError::QueueFull { "queue_full" } else { "delivery" });
-                if e != ProduceError::QueueFull {
-                    self.health.ready.store(false, Ordering::Relaxed);
-                }
-                let mut r = json_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    format!("{e}; the batch was not stored in full: send the whole batch again (resent events are dropped by event id)"),
-                );
-                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(self.limits.retry_after_secs));
-                return r;
+        if let Err(e) = prepared.pending.acknowledged().await {
+            self.metrics.failed(if e == ProduceError::QueueFull { "queue_full" } else { "delivery" });
+            if e != ProduceError::QueueFull {
+                self.health.ready.store(false, Ordering::Relaxed);
             }
-            self.metrics.produce_seconds.observe(prepared.started.elapsed().as_secs_f64());
+            let mut r = json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("{e}; the batch was not stored in full: send the whole batch again (resent events are dropped by event id)"),
+            );
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(self.limits.retry_after_secs));
+            return r;
         }
+        self.metrics.produce_seconds.observe(prepared.started.elapsed().as_secs_f64());
         self.metrics.accepted.inc_by(prepared.accepted as u64);
         let status = if prepared.accepted > 0 { StatusCode::ACCEPTED } else { StatusCode::UNPROCESSABLE_ENTITY };
         (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], prepared.answer).into_response()
@@ -266,7 +256,7 @@ impl Gateway {
             headers: Some(dl::dead_letter("ingest", r.reason.as_str(), detail, origin)),
         });
         let started = Instant::now();
-        let pending = self.producer.as_ref().map(|p| p.enqueue(envelopes.chain(deadletters)));
+        let pending = self.producer.enqueue(&mut envelopes.chain(deadletters));
         for r in &checked.rejected {
             self.metrics.rejected(r.reason);
         }
@@ -291,35 +281,4 @@ fn display_pointer(p: &str) -> &str {
 
 fn now_us() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
-}
-
-/// The benchmark baseline: the same framing, then only a parse of every item into an envelope
-/// view, and 202 — no keys, no validation beyond the parse, no Kafka.
-async fn post_baseline(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
-    let framing = match batch::framing(headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok())) {
-        Ok(f) => f,
-        Err(e) => return body_error(e),
-    };
-    let body = match gw.read_body(&headers, body).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let counts = SCRATCH.with(|s| {
-        let s = &mut *s.borrow_mut();
-        batch::split(&body, framing, gw.limits.max_batch, &mut s.items).map_err(body_error)?;
-        let mut view = pitgun_codec::json::EnvelopeView::empty();
-        let mut ok = 0usize;
-        for r in &s.items {
-            view.channels.clear();
-            view.dims.clear();
-            let parsed =
-                std::str::from_utf8(&body[r.clone()]).map_err(|_| ()).and_then(|t| pitgun_codec::json::decode_into(t, &mut view).map_err(|_| ()));
-            ok += usize::from(parsed.is_ok());
-        }
-        Ok::<_, Response>((ok, s.items.len() - ok))
-    });
-    match counts {
-        Ok((ok, bad)) => (StatusCode::ACCEPTED, axum::Json(json!({"accepted": ok, "rejected": bad, "errors": []}))).into_response(),
-        Err(r) => r,
-    }
 }

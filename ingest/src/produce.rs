@@ -103,6 +103,18 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// A batch already settled with `result`: what a stand-in for the broker returns.
+    pub fn settled(result: Result<(), ProduceError>) -> Pending {
+        let ack = Arc::new(BatchAck::default());
+        ack.pending.store(1, Ordering::Release);
+        let queue_full = result == Err(ProduceError::QueueFull);
+        if let Err(ProduceError::Delivery(e)) = result {
+            ack.fail(e);
+        }
+        ack.settle(None);
+        Pending { ack, queue_full, deadline: Duration::ZERO }
+    }
+
     /// Waits until the broker acknowledged every record, or fails the whole batch.
     pub async fn acknowledged(self) -> Result<(), ProduceError> {
         // librdkafka fails undelivered records at `message.timeout.ms`; the extra second only
@@ -120,6 +132,17 @@ impl Pending {
         }
         Ok(())
     }
+}
+
+/// Where the gateway puts a batch: [`EnvelopeProducer`] in service, a stand-in in the router's
+/// tests. Blocking calls ([`Publish::probe`], [`Publish::flush`]) run on a blocking thread.
+pub trait Publish: Send + Sync {
+    /// Queues `records` without waiting; [`Pending::acknowledged`] waits for the broker.
+    fn enqueue(&self, records: &mut dyn Iterator<Item = Outgoing<'_>>) -> Pending;
+    /// Whether the broker answers for `topic` within `timeout` and the topic exists.
+    fn probe(&self, topic: &str, timeout: Duration) -> Result<(), String>;
+    /// Waits up to `timeout` for queued records to be delivered (at shutdown).
+    fn flush(&self, timeout: Duration) -> Result<(), String>;
 }
 
 /// The gateway's Kafka producer. An idempotent producer that hits a fatal error (the broker lost
@@ -166,11 +189,13 @@ impl EnvelopeProducer {
         }
         slot.clone()
     }
+}
 
+impl Publish for EnvelopeProducer {
     /// Queues `records` for the broker without waiting; [`Pending::acknowledged`] waits. Records
     /// queued before a failure may still be stored: clients resend the whole batch and the
     /// engine drops the duplicate event ids.
-    pub fn enqueue<'a>(&self, records: impl Iterator<Item = Outgoing<'a>>) -> Pending {
+    fn enqueue(&self, records: &mut dyn Iterator<Item = Outgoing<'_>>) -> Pending {
         let ack = Arc::new(BatchAck::default());
         ack.pending.store(1, Ordering::Release); // held here until every record is queued
         let mut queue_full = false;
@@ -200,7 +225,7 @@ impl EnvelopeProducer {
 
     /// Whether the broker answers a metadata request for `topic` within `timeout` and the
     /// topic exists (blocking; call from a blocking thread).
-    pub fn probe(&self, topic: &str, timeout: Duration) -> Result<(), String> {
+    fn probe(&self, topic: &str, timeout: Duration) -> Result<(), String> {
         let md = self.producer().client().fetch_metadata(Some(topic), timeout).map_err(|e| e.to_string())?;
         match md.topics().iter().find(|t| t.name() == topic) {
             Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(()),
@@ -210,7 +235,7 @@ impl EnvelopeProducer {
     }
 
     /// Waits up to `timeout` for queued records to be delivered (at shutdown).
-    pub fn flush(&self, timeout: Duration) -> Result<(), String> {
+    fn flush(&self, timeout: Duration) -> Result<(), String> {
         self.producer().flush(timeout).map_err(|e| e.to_string())
     }
 }

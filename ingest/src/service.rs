@@ -18,7 +18,7 @@ use crate::definitions::Definitions;
 use crate::gateway::{router, watch_readiness, Gateway, Limits, Topics};
 use crate::keys::ApiKeys;
 use crate::metrics::GatewayMetrics;
-use crate::produce::EnvelopeProducer;
+use crate::produce::{EnvelopeProducer, Publish};
 use crate::validate::Validator;
 
 /// How to run the gateway (the `pitgun gateway` flags).
@@ -28,7 +28,7 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// The broker and the namespace of topic names.
     pub broker: Broker,
-    /// The API keys file (required unless `baseline`).
+    /// The API keys file.
     pub keys: Option<PathBuf>,
     /// The dictionary envelopes are checked against and `/dictionary` serves.
     pub dictionary: PathBuf,
@@ -44,32 +44,31 @@ pub struct Settings {
     pub compression: String,
     /// How often `/readyz` asks the broker for metadata.
     pub readiness_interval: Duration,
-    /// Benchmark baseline: parse and answer 202, no keys, validation or Kafka.
-    pub baseline: bool,
 }
 
-/// Builds the gateway from `settings` (blocking: reads files, creates the producer).
+/// Builds the gateway from `settings` with a Kafka producer (blocking: reads files).
 pub fn build(settings: &Settings) -> Result<Arc<Gateway>> {
+    let producer = EnvelopeProducer::new(settings.broker.producer_config("pitgun-gateway"), settings.ack_timeout, &settings.compression)?;
+    build_with(settings, Box::new(producer))
+}
+
+/// Builds the gateway from `settings` around `producer` (blocking: reads files). The broker in
+/// `settings` only names the topics here.
+pub fn build_with(settings: &Settings, producer: Box<dyn Publish>) -> Result<Arc<Gateway>> {
     let dictionary: Loaded<Dictionary> = load(ContractKind::Dictionary, &settings.dictionary)?;
     let catalog = ChannelCatalog::new(&dictionary.doc).map_err(anyhow::Error::msg).context("dictionary aliases")?;
     let skew_us = i64::try_from(settings.max_future_skew.as_micros()).context("--max-future-skew is too long")?;
     let validator = Validator::new(Arc::new(catalog), skew_us).map_err(anyhow::Error::msg)?;
-    let keys = match (&settings.keys, settings.baseline) {
-        (Some(path), _) => ApiKeys::load(path)?,
-        (None, true) => ApiKeys::default(),
-        (None, false) => bail!("--keys is required: make keys with `pitgun gateway keygen --source S --keys FILE`"),
+    let keys = match &settings.keys {
+        Some(path) => ApiKeys::load(path)?,
+        None => bail!("--keys is required: make keys with `pitgun gateway keygen --source S --keys FILE`"),
     };
-    if keys.is_empty() && !settings.baseline {
+    if keys.is_empty() {
         tracing::warn!("the keys file holds no keys: every request will be answered 401");
     }
     let definitions = Definitions::load(&dictionary, settings.manifests.as_deref())?;
     let registry = Registry::new();
     let metrics = GatewayMetrics::register(&registry)?;
-    let producer = if settings.baseline {
-        None
-    } else {
-        Some(EnvelopeProducer::new(settings.broker.producer_config("pitgun-gateway"), settings.ack_timeout, &settings.compression)?)
-    };
     Ok(Arc::new(Gateway {
         limits: settings.limits.clone(),
         topics: Topics { envelopes: settings.broker.name(topics::ENVELOPES), deadletter: settings.broker.name(topics::DEADLETTER_INGEST) },
@@ -93,20 +92,15 @@ pub fn run(settings: Settings) -> Result<()> {
         eprintln!("pitgun gateway: listening on http://{addr}");
         tracing::info!(
             envelopes = %gw.topics.envelopes, deadletter = %gw.topics.deadletter, brokers = %settings.broker.bootstrap,
-            baseline = settings.baseline, "gateway started"
+            "gateway started"
         );
         let readiness = tokio::spawn(watch_readiness(gw.clone(), settings.readiness_interval));
-        axum::serve(listener, router(gw.clone(), settings.baseline))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("the HTTP server failed")?;
+        axum::serve(listener, router(gw.clone())).with_graceful_shutdown(shutdown_signal()).await.context("the HTTP server failed")?;
         readiness.abort();
         Ok::<_, anyhow::Error>(())
     })?;
-    if let Some(p) = &gw.producer {
-        tracing::info!("shutting down: flushing the producer");
-        p.flush(settings.ack_timeout).map_err(|e| anyhow::anyhow!("records left unacknowledged at shutdown: {e}"))?;
-    }
+    tracing::info!("shutting down: flushing the producer");
+    gw.producer.flush(settings.ack_timeout).map_err(|e| anyhow::anyhow!("records left unacknowledged at shutdown: {e}"))?;
     eprintln!("pitgun gateway: stopped");
     Ok(())
 }

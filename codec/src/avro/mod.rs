@@ -15,7 +15,7 @@ use pitgun_contracts::envelope::{EventKind, SourceKind};
 use pitgun_contracts::schema::ENVELOPE_AVRO_SCHEMA;
 
 pub use read::{datum_len, decode_avro_into, read_envelope, session_id_of, DatumReader};
-pub use write::AvroWriter;
+pub use write::{AvroWriter, TextEncoder};
 
 /// The two bytes that start an Avro single-object encoded record.
 pub const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];

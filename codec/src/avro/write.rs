@@ -12,8 +12,11 @@
 
 use std::borrow::Cow;
 
+use pitgun_contracts::envelope::{ChannelValue, Envelope};
+
 use super::{single_object_header, EVENT_KINDS, SOURCE_KINDS};
-use crate::json::EnvelopeView;
+use crate::json::{decode_into, DecodeError, EnvelopeView};
+use crate::rules::unique_channels;
 
 /// Writes envelopes as Avro single objects.
 #[derive(Clone)]
@@ -24,6 +27,29 @@ pub struct AvroWriter {
 impl Default for AvroWriter {
     fn default() -> Self {
         AvroWriter::new()
+    }
+}
+
+/// Avro single objects from envelope JSON text, exactly as the gateway writes them: channels
+/// and dimensions in the envelope's own order, a channel written as a JSON boolean as an Avro
+/// boolean, a channel named twice refused. For producers that hold the JSON text (`pitgun
+/// publish`, benchmarks); the gateway types booleans from the dictionary instead.
+#[derive(Default)]
+pub struct TextEncoder {
+    writer: AvroWriter,
+    booleans: Vec<bool>,
+}
+
+impl TextEncoder {
+    /// Appends the encoding of the envelope `text` (already parsed as `env`) to `out`.
+    pub fn encode(&mut self, text: &str, env: &Envelope, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+        let mut view = EnvelopeView::empty();
+        decode_into(text, &mut view)?;
+        unique_channels(&view).map_err(|b| DecodeError { pointer: b.pointer, message: b.message })?;
+        self.booleans.clear();
+        self.booleans.extend(view.channels.iter().map(|(name, _)| matches!(env.channels.get(&**name), Some(ChannelValue::Bool(_)))));
+        self.writer.write(&view, &self.booleans, out);
+        Ok(())
     }
 }
 

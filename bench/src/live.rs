@@ -1,33 +1,57 @@
-//! The live services' benchmark commands (hidden from `--help`): a bare Kafka consumer, the
+//! Benchmarks around the live services: a bare Kafka consumer (the processor's baseline), the
 //! processor's engine without Kafka, the QuestDB target's encoding, and HTTP GET load.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
-use pitgun_contracts::envelope::Envelope;
-
 use pitgun_codec::dataset::for_each_record;
+use pitgun_contracts::dictionary::Dictionary;
+use pitgun_contracts::envelope::Envelope;
+use pitgun_contracts::load::{load, Loaded};
+use pitgun_contracts::manifest::PipelineManifest;
+use pitgun_contracts::schema::ContractKind;
+use pitgun_engine::Plan;
 
-/// Arguments of `pitgun bench-consume`: the processor benchmark's baseline.
+/// A manifest and its dictionary, loaded and checked.
+struct Project {
+    manifest: Loaded<PipelineManifest>,
+    dictionary: Loaded<Dictionary>,
+}
+
+impl Project {
+    fn load(manifest: &Path, dictionary: &Path) -> Result<Project> {
+        Ok(Project { manifest: load(ContractKind::Pipeline, manifest)?, dictionary: load(ContractKind::Dictionary, dictionary)? })
+    }
+
+    fn compile(&self) -> Result<Plan> {
+        Ok(Plan::compile(&self.manifest, &self.dictionary)?)
+    }
+}
+
+/// Arguments of `pitgun-bench consume`: the processor benchmark's baseline.
 #[derive(Args)]
-pub struct BenchConsumeArgs {
+pub struct ConsumeArgs {
     /// Topic (base name; the namespace is added).
     #[arg(long, default_value = pitgun_runtime::kafka::topics::ENVELOPES)]
     topic: String,
-    #[command(flatten)]
-    broker: crate::broker_args::BrokerArgs,
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "PITGUN_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// Prefix of topic names, as the services were given it.
+    #[arg(long, env = "PITGUN_NAMESPACE", default_value = "")]
+    namespace: String,
 }
 
 /// A bare rdkafka consumer in its own group that only counts the topic's records up to the end
 /// offsets seen at start — what the processor's throughput is compared with.
-pub fn consume(args: BenchConsumeArgs) -> Result<ExitCode> {
+pub fn consume(args: ConsumeArgs) -> Result<ExitCode> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::Message;
     use std::time::Duration;
-    let broker = args.broker.broker();
+    let broker = pitgun_runtime::kafka::Broker::new(args.brokers, args.namespace);
     let topic = broker.name(&args.topic);
     let group = format!("pitgun-bench-consume-{}", std::process::id());
     let consumer: BaseConsumer = broker
@@ -62,12 +86,15 @@ pub fn consume(args: BenchConsumeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Arguments of `pitgun bench-engine`: the processor's per-envelope CPU without Kafka.
+/// Arguments of `pitgun-bench engine`: the processor's per-envelope CPU without Kafka.
 #[derive(Args)]
-pub struct BenchEngineArgs {
+pub struct EngineArgs {
     /// Manifest to run.
     #[arg(long)]
     manifest: PathBuf,
+    /// The dictionary it pins.
+    #[arg(long, default_value = "manifests/dictionary/racing.yaml")]
+    dictionary: PathBuf,
     /// Dataset (NDJSON, optionally compressed); its envelopes are Avro-encoded in memory first.
     #[arg(long)]
     input: PathBuf,
@@ -83,10 +110,10 @@ pub struct BenchEngineArgs {
 /// Encodes up to `limit` envelopes as Avro single objects (as the gateway writes them), then
 /// times one engine (the processor's `Runner` with RocksDB-backed session state in memory)
 /// over them: decode, resolve, windows — what the processor adds to a bare consumer per record.
-pub fn engine(args: BenchEngineArgs) -> Result<ExitCode> {
+pub fn engine(args: EngineArgs) -> Result<ExitCode> {
     use pitgun_codec::{wire::Decoder, Record};
-    let project = crate::project::Project::load(&args.manifest, None)?;
-    let mut encoder = crate::publish_cmd::GatewayAvro::new()?;
+    let project = Project::load(&args.manifest, &args.dictionary)?;
+    let mut encoder = pitgun_codec::avro::TextEncoder::default();
     let mut records: Vec<Vec<u8>> = Vec::new();
     for_each_record(&args.input, &|_| {}, |_, text| {
         let env: Envelope = serde_json::from_str(text)?;
@@ -127,75 +154,18 @@ pub fn engine(args: BenchEngineArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use pitgun_codec::avro::decode_avro_into;
-    use pitgun_codec::EnvelopeView;
-    use pitgun_codec::{wire::Decoder, Record};
-    use pitgun_engine::runner::RecordError;
-    use pitgun_engine::{Reason, Runner};
-
-    /// The engine decodes a learned producer's Avro envelopes in one pass (`Runner::feed_avro`)
-    /// and falls back to decoding, then resolving; every record, intact or damaged, must give
-    /// the same outputs, errors and counters either way.
-    #[test]
-    fn one_pass_and_two_pass_avro_paths_agree_on_every_record() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let project = crate::project::Project::load(&root.join("manifests/pipelines/lap-performance.v1.yaml"), None).unwrap();
-        let mut encoder = crate::publish_cmd::GatewayAvro::new().unwrap();
-        let mut records: Vec<Vec<u8>> = Vec::new();
-        for_each_record(&root.join("samples/racing-small.ndjson.zst"), &|_| {}, |i, text| {
-            let env: Envelope = serde_json::from_str(text)?;
-            let mut bytes = Vec::new();
-            encoder.encode(text, &env, &mut bytes)?;
-            // One record in nine damaged at a position that moves through the record.
-            if i % 9 == 4 {
-                let at = 10 + (i as usize * 31) % (bytes.len() - 10);
-                bytes[at] ^= 0x5a;
-            }
-            records.push(bytes);
-            Ok::<_, anyhow::Error>(true)
-        })
-        .unwrap();
-        let decoder = Decoder::default();
-        let mut one = Runner::new(project.compile().unwrap());
-        let mut two = Runner::new(project.compile().unwrap());
-        let (mut out_one, mut out_two) = (Vec::new(), Vec::new());
-        let mut refused = 0;
-        for (i, bytes) in records.iter().enumerate() {
-            let Ok(Record::Avro(datum)) = decoder.classify(bytes) else { continue };
-            let a = one.feed_avro(datum, 0, &mut out_one);
-            let mut view = EnvelopeView::empty();
-            let b = match decode_avro_into(datum, &mut view) {
-                Ok(()) => two.feed_view(&view, 0, &mut out_two),
-                Err(e) => {
-                    two.engine_mut().count_rejected(Reason::InvalidEnvelope);
-                    Err(RecordError { reason: Reason::InvalidEnvelope, detail: e.to_string() })
-                }
-            };
-            assert_eq!(a, b, "record {i}");
-            assert_eq!(out_one, out_two, "outputs after record {i}");
-            refused += usize::from(a.is_err());
-        }
-        one.finish(0, &mut out_one);
-        two.finish(0, &mut out_two);
-        assert_eq!(out_one, out_two);
-        assert_eq!(one.engine().stats(), two.engine().stats());
-        assert!(refused > 100, "the damage was refused ({refused} records)");
-        assert!(out_one.iter().filter(|o| matches!(o, pitgun_engine::Output::Row(_))).count() > 10);
-    }
-}
-
-/// Arguments of `pitgun bench-ilp`: the QuestDB target's encoding cost.
+/// Arguments of `pitgun-bench ilp`: the QuestDB target's encoding cost.
 #[derive(Args)]
-pub struct BenchIlpArgs {
+pub struct IlpArgs {
     /// Rows as `pitgun replay` writes them (JSON lines) of the manifest below.
     #[arg(long)]
     rows: PathBuf,
     /// The manifest whose contract the rows follow.
     #[arg(long, default_value = "manifests/pipelines/lap-performance.v1.yaml")]
     manifest: PathBuf,
+    /// The dictionary it pins.
+    #[arg(long, default_value = "manifests/dictionary/racing.yaml")]
+    dictionary: PathBuf,
     /// Rows per ILP request (the sink's --batch-rows).
     #[arg(long, default_value_t = 5000)]
     batch: usize,
@@ -207,11 +177,10 @@ pub struct BenchIlpArgs {
 /// Encodes rows as the QuestDB target does (contract cells → ILP v2 in the official client's
 /// buffer, one buffer per batch) and, as the baseline in the same run, writes the same rows back
 /// as JSON with serde_json. Also times the sink's whole per-row CPU path: JSON line → cells → ILP.
-pub fn ilp(args: BenchIlpArgs) -> Result<ExitCode> {
+pub fn ilp(args: IlpArgs) -> Result<ExitCode> {
     use pitgun_sink::questdb::{Buffer, ProtocolVersion, QuestTable};
     use pitgun_sink::table::RowParser;
-    let project = crate::project::Project::load(&args.manifest, None)?;
-    let plan = project.compile()?;
+    let plan = Project::load(&args.manifest, &args.dictionary)?.compile()?;
     let table = QuestTable::from_contract(&plan.contract, "bench")?;
     let text = std::fs::read_to_string(&args.rows)?;
     let lines: Vec<&str> = text.lines().collect();
@@ -282,9 +251,9 @@ pub fn ilp(args: BenchIlpArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Arguments of `pitgun bench-http`: latency and rate of GET requests at a fixed concurrency.
+/// Arguments of `pitgun-bench http`: latency and rate of GET requests at a fixed concurrency.
 #[derive(Args)]
-pub struct BenchHttpArgs {
+pub struct HttpArgs {
     /// Server, e.g. 127.0.0.1:8090.
     #[arg(long)]
     addr: String,
@@ -301,7 +270,7 @@ pub struct BenchHttpArgs {
 
 /// Keeps `concurrency` keep-alive connections busy for `duration` and prints requests/s and
 /// latency percentiles. Any non-200 answer fails the run.
-pub fn http(args: BenchHttpArgs) -> Result<ExitCode> {
+pub fn http(args: HttpArgs) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let latencies = rt.block_on(async {
         let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;

@@ -1,5 +1,5 @@
-//! `pitgun bench-parse`: the floor of the replay benchmark — only parse each envelope with
-//! serde_json into the contract type, no resolution, no windows. Hidden from `--help`.
+//! `pitgun-bench parse`: the floor of the replay benchmark — only parse each envelope with
+//! serde_json into the contract type, no resolution, no windows.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -11,15 +11,15 @@ use pitgun_contracts::envelope::Envelope;
 
 use pitgun_codec::dataset::for_each_record;
 
-/// Arguments of `pitgun bench-parse`.
+/// Arguments of `pitgun-bench parse`.
 #[derive(Args)]
-pub struct BenchParseArgs {
+pub struct ParseArgs {
     /// Dataset files.
     #[arg(required = true)]
     input: Vec<PathBuf>,
 }
 
-pub fn run(args: BenchParseArgs) -> Result<ExitCode> {
+pub fn run(args: ParseArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let (mut records, mut bytes, mut bad, mut channels) = (0u64, 0u64, 0u64, 0u64);
     for path in &args.input {

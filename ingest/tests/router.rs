@@ -1,0 +1,499 @@
+//! The gateway's HTTP behaviour through its router, in process: statuses, limits, keys, what is
+//! queued for the broker and what is dead-lettered, definitions and readiness. A stand-in for
+//! the broker records what the gateway hands it and answers as it is told; the Kafka path itself
+//! (Avro stored once, partitions, back pressure) is `cli/tests/gateway.rs`'s, against a real broker.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use pitgun_ingest::gateway::{router, watch_readiness, Gateway, Limits};
+use pitgun_ingest::produce::{Outgoing, Pending, ProduceError, Publish};
+use pitgun_ingest::service::{build_with, Settings};
+use pitgun_runtime::kafka::{topics, Broker};
+use rdkafka::message::Headers;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn now_us() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as i64
+}
+
+/// A sample envelope of pitgun-web 1.4.2 (channels the dictionary knows for it).
+fn envelope(session: &str, seq: u64) -> Value {
+    json!({
+        "schema": "pitgun-envelope/v1", "event_id": format!("{session}-{seq}"),
+        "source": {"kind": "game", "id": "pitgun-web", "version": "1.4.2"},
+        "session_id": session, "seq": seq, "time_us": 1_700_000_000_000_000i64 + seq as i64 * 16_667,
+        "kind": "sample", "channels": {"speed_kmh": 100.0 + seq as f64, "throttle": 55, "in_pit": seq.is_multiple_of(2)},
+        "dims": {"track": "monza", "player": "p1", "car": "c1"}
+    })
+}
+
+fn ndjson(items: &[Value]) -> String {
+    items.iter().map(|v| format!("{v}\n")).collect()
+}
+
+/// A record the gateway handed to the broker.
+struct Record {
+    topic: String,
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+    headers: BTreeMap<String, String>,
+}
+
+/// The broker's stand-in: keeps every record of a batch it acknowledges, none of one it fails.
+#[derive(Clone, Default)]
+struct StandIn {
+    stored: Arc<Mutex<Vec<Record>>>,
+    /// What the next batches get: acknowledged, or this failure.
+    failure: Arc<Mutex<Option<ProduceError>>>,
+    /// What a metadata request gets.
+    unreachable: Arc<Mutex<Option<String>>>,
+}
+
+impl Publish for StandIn {
+    fn enqueue(&self, records: &mut dyn Iterator<Item = Outgoing<'_>>) -> Pending {
+        if let Some(e) = self.failure.lock().unwrap().clone() {
+            return Pending::settled(Err(e));
+        }
+        let mut stored = self.stored.lock().unwrap();
+        for r in records {
+            let headers = r
+                .headers
+                .map(|h| h.iter().map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
+                .unwrap_or_default();
+            stored.push(Record { topic: r.topic.to_string(), key: r.key.map(<[u8]>::to_vec), value: r.value.to_vec(), headers });
+        }
+        Pending::settled(Ok(()))
+    }
+
+    fn probe(&self, _topic: &str, _timeout: Duration) -> Result<(), String> {
+        self.unreachable.lock().unwrap().clone().map_or(Ok(()), Err)
+    }
+
+    fn flush(&self, _timeout: Duration) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A gateway around a stand-in, with keys for three sources.
+struct Harness {
+    gw: Arc<Gateway>,
+    broker: StandIn,
+    web: String,
+    sim: String,
+    acme: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    fn new(limits: Limits) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys.yaml");
+        let key = |source: &str| pitgun_ingest::keys::append_new_key(&keys, source, "2026-11-30T00:00:00Z").unwrap();
+        let (web, sim, acme) = (key("pitgun-web"), key("pitgun-sim"), key("acme-telemetry"));
+        let settings = Settings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            // Names the topics only: nothing connects to it.
+            broker: Broker::new("127.0.0.1:9", "router"),
+            keys: Some(keys),
+            dictionary: repo().join("manifests/dictionary/racing.yaml"),
+            manifests: Some(repo().join("manifests")),
+            max_future_skew: Duration::from_secs(300),
+            limits,
+            ack_timeout: Duration::from_secs(5),
+            compression: "lz4".into(),
+            readiness_interval: Duration::from_millis(20),
+        };
+        let broker = StandIn::default();
+        let gw = build_with(&settings, Box::new(broker.clone())).unwrap();
+        Harness { gw, broker, web, sim, acme, _dir: dir }
+    }
+
+    fn standard() -> Harness {
+        Harness::new(Limits { max_body: 8 << 20, max_batch: 5000, retry_after_secs: 1 })
+    }
+
+    async fn request(&self, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+        let r = router(self.gw.clone()).oneshot(req).await.unwrap();
+        let (parts, body) = r.into_parts();
+        (parts.status, parts.headers, body.collect().await.unwrap().to_bytes().to_vec())
+    }
+
+    async fn get(&self, path: &str, if_none_match: Option<&str>) -> (StatusCode, Option<String>, Value) {
+        let mut req = Request::get(path);
+        if let Some(e) = if_none_match {
+            req = req.header("if-none-match", e);
+        }
+        let (status, headers, body) = self.request(req.body(Body::empty()).unwrap()).await;
+        let etag = headers.get("etag").map(|e| e.to_str().unwrap().to_string());
+        (status, etag, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, token: Option<&str>, content_type: &str, body: impl Into<Vec<u8>>) -> (StatusCode, Value) {
+        self.post_with(token, &[("content-type", content_type)], body).await
+    }
+
+    async fn post_with(&self, token: Option<&str>, headers: &[(&str, &str)], body: impl Into<Vec<u8>>) -> (StatusCode, Value) {
+        let mut req = Request::post("/v1/envelopes");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let (status, _, body) = self.request(req.body(Body::from(body.into())).unwrap()).await;
+        (status, serde_json::from_slice(&body).unwrap_or_else(|_| json!(String::from_utf8_lossy(&body))))
+    }
+
+    /// The stored records of one topic.
+    fn on(&self, base: &str) -> Vec<Record> {
+        let topic = Broker::new("", "router").name(base);
+        self.broker.stored.lock().unwrap().drain(..).filter(|r| r.topic == topic).collect()
+    }
+
+    fn records(&self) -> (Vec<Record>, Vec<Record>) {
+        let all: Vec<Record> = self.broker.stored.lock().unwrap().drain(..).collect();
+        let envelopes = Broker::new("", "router").name(topics::ENVELOPES);
+        all.into_iter().partition(|r| r.topic == envelopes)
+    }
+
+    async fn metrics(&self) -> BTreeMap<String, f64> {
+        let (status, _, body) = self.request(Request::get("/metrics").body(Body::empty()).unwrap()).await;
+        assert_eq!(status, 200);
+        String::from_utf8(body)
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("pitgun_gateway"))
+            .filter_map(|l| l.rsplit_once(' ').map(|(k, v)| (k.to_string(), v.parse().unwrap())))
+            .collect()
+    }
+}
+
+fn metric(m: &BTreeMap<String, f64>, name: &str) -> f64 {
+    m.get(name).copied().unwrap_or(0.0)
+}
+
+/// The event ids of Avro single objects, each checked to be keyed by its session.
+fn event_ids(records: &[Record]) -> Vec<String> {
+    let decoder = pitgun_codec::wire::Decoder::default();
+    records
+        .iter()
+        .map(|r| {
+            let mut text = String::new();
+            decoder.to_json(&r.value, &mut text).expect("an Avro single object");
+            let v: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(r.key.as_deref(), Some(v["session_id"].as_str().unwrap().as_bytes()), "keyed by session id");
+            v["event_id"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn gzip_and_zstd_bodies_are_read() {
+    let h = Harness::standard();
+    let body = ndjson(&(0..20).map(|i| envelope("z", i)).collect::<Vec<_>>());
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(body.as_bytes()).unwrap();
+    let gz = gz.finish().unwrap();
+    let (status, answer) = h.post_with(Some(&h.web), &[("content-type", "application/x-ndjson"), ("content-encoding", "gzip")], gz).await;
+    assert_eq!((status, answer["accepted"].as_u64()), (StatusCode::ACCEPTED, Some(20)), "{answer}");
+    let zs = zstd::encode_all(body.as_bytes(), 3).unwrap();
+    let (status, answer) = h.post_with(Some(&h.web), &[("content-type", "application/x-ndjson"), ("content-encoding", "zstd")], zs).await;
+    assert_eq!((status, answer["accepted"].as_u64()), (StatusCode::ACCEPTED, Some(20)), "{answer}");
+    let (status, answer) = h.post_with(Some(&h.web), &[("content-type", "application/x-ndjson"), ("content-encoding", "gzip")], "not gzip").await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("gzip"), "{answer}");
+    assert_eq!(event_ids(&h.on(topics::ENVELOPES)).len(), 40);
+}
+
+#[tokio::test]
+async fn bad_items_are_refused_by_index_and_pointer_and_dead_lettered() {
+    let h = Harness::standard();
+    let good = envelope("b", 1);
+    let mut wrong_type = envelope("b", 2);
+    wrong_type["seq"] = json!("two");
+    let mut unknown_channel = envelope("b", 3);
+    unknown_channel["channels"]["warp/drive"] = json!(9);
+    let mut old_version = envelope("b", 4);
+    old_version["source"]["version"] = json!("7.0.0");
+    let mut future = envelope("b", 5);
+    future["time_us"] = json!(now_us() + 3_600_000_000);
+    let mut extra_field = envelope("b", 6);
+    extra_field["colour"] = json!("red");
+    let mut long_dim = envelope("b", 7);
+    long_dim["dims"]["track"] = json!("m".repeat(300));
+    let nan = envelope("b", 8).to_string().replace("\"throttle\":55", "\"throttle\":NaN");
+    let inf = envelope("b", 9).to_string().replace("\"throttle\":55", "\"throttle\":-Infinity");
+    let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    let body = [
+        good.to_string(),
+        wrong_type.to_string(),
+        unknown_channel.to_string(),
+        old_version.to_string(),
+        future.to_string(),
+        extra_field.to_string(),
+        long_dim.to_string(),
+        nan,
+        inf,
+        deep,
+        "{\"schema\": \"pitgun-envelope/v1\",".into(),
+    ]
+    .join("\n");
+    let before = h.metrics().await;
+    let (status, answer) = h.post(Some(&h.web), "application/x-ndjson", body).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!((answer["accepted"].as_u64(), answer["rejected"].as_u64()), (Some(1), Some(10)), "{answer:#}");
+    let errors: Vec<(u64, &str, &str, &str)> = answer["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["index"].as_u64().unwrap(), e["pointer"].as_str().unwrap(), e["reason"].as_str().unwrap(), e["message"].as_str().unwrap()))
+        .collect();
+    let expect = [
+        (1, "/seq", "invalid_envelope", "two"),
+        (2, "/channels/warp~1drive", "unknown_channel", "warp/drive"),
+        (3, "/source/version", "unknown_source", "7.0.0"),
+        (4, "/time_us", "future_time", "ahead of the gateway's clock"),
+        (5, "/colour", "invalid_envelope", "unknown field `colour`"),
+        (6, "/dims/track", "invalid_envelope", "256"),
+        (7, "", "malformed_json", "NaN and Infinity are not JSON"),
+        (8, "", "malformed_json", "NaN and Infinity are not JSON"),
+        (9, "", "malformed_json", "nested deeper than 128"),
+        (10, "", "malformed_json", "EOF"),
+    ];
+    assert_eq!(errors.len(), expect.len(), "{answer:#}");
+    for (got, want) in errors.iter().zip(expect) {
+        assert_eq!((got.0, got.1, got.2), (want.0, want.1, want.2), "{got:?}");
+        assert!(got.3.contains(want.3), "item {}: {:?} should mention {:?}", got.0, got.3, want.3);
+    }
+
+    let (stored, dead) = h.records();
+    assert_eq!(event_ids(&stored), ["b-1"], "nothing invalid reaches the envelopes topic");
+    assert_eq!(dead.len(), 10);
+    let reasons: BTreeMap<String, usize> = dead.iter().fold(BTreeMap::new(), |mut m, r| {
+        assert_eq!(r.topic, Broker::new("", "router").name(topics::DEADLETTER_INGEST));
+        assert_eq!(r.headers["pitgun-stage"], "ingest");
+        assert!(r.headers["pitgun-origin"].starts_with("source=pitgun-web index="), "{:?}", r.headers);
+        assert!(r.headers["pitgun-detail"].starts_with("at /"), "{:?}", r.headers);
+        *m.entry(r.headers["pitgun-reason"].clone()).or_default() += 1;
+        m
+    });
+    assert_eq!(
+        reasons,
+        BTreeMap::from([
+            ("future_time".into(), 1),
+            ("invalid_envelope".into(), 3),
+            ("malformed_json".into(), 4),
+            ("unknown_channel".into(), 1),
+            ("unknown_source".into(), 1)
+        ])
+    );
+    let unknown = dead.iter().find(|r| r.headers["pitgun-reason"] == "unknown_channel").unwrap();
+    assert_eq!(serde_json::from_slice::<Value>(&unknown.value).unwrap(), unknown_channel, "the item as sent");
+    assert_eq!(unknown.headers["pitgun-origin"], "source=pitgun-web index=2");
+    assert_eq!(unknown.key.as_deref(), Some(&b"b"[..]), "a dead letter is keyed by its session when it has one");
+
+    let after = h.metrics().await;
+    let moved = |name: &str| metric(&after, name) - metric(&before, name);
+    assert_eq!(moved("pitgun_gateway_envelopes_rejected_total{reason=\"malformed_json\"}"), 4.0);
+    assert_eq!(moved("pitgun_gateway_envelopes_rejected_total{reason=\"invalid_envelope\"}"), 3.0);
+    assert_eq!(moved("pitgun_gateway_envelopes_rejected_total{reason=\"future_time\"}"), 1.0);
+    assert_eq!(moved("pitgun_gateway_envelopes_accepted_total"), 1.0);
+    assert_eq!(moved("pitgun_gateway_deadletters_total"), 10.0);
+}
+
+#[tokio::test]
+async fn keys_are_required_and_bound_to_their_source() {
+    let h = Harness::standard();
+    let body = ndjson(&[envelope("k", 1), envelope("k", 2)]);
+    let (status, answer) = h.post(None, "application/x-ndjson", body.clone()).await;
+    assert_eq!(status, 401);
+    assert!(answer["message"].as_str().unwrap().contains("Authorization: Bearer"), "{answer}");
+    let (status, answer) = h.post(Some("pgk_0000"), "application/x-ndjson", body.clone()).await;
+    assert_eq!((status, answer["message"].as_str()), (StatusCode::UNAUTHORIZED, Some("unknown API key")));
+    let (status, answer) = h.post_with(None, &[("content-type", "application/x-ndjson"), ("x-api-key", &h.web)], body.clone()).await;
+    assert_eq!(status, 202, "X-Api-Key is accepted too: {answer}");
+    let mut sim = envelope("k", 3);
+    sim["source"] = json!({"kind": "simulator", "id": "pitgun-sim", "version": "2.1.0"});
+    let mixed = format!("{body}{sim}\n");
+    let (status, answer) = h.post(Some(&h.web), "application/x-ndjson", mixed.clone()).await;
+    assert_eq!(status, 403, "{answer}");
+    let m = answer["message"].as_str().unwrap();
+    assert!(m.contains("item 2") && m.contains("pitgun-sim") && m.contains("pitgun-web"), "{m}");
+    let (status, _) = h.post(Some(&h.sim), "application/x-ndjson", mixed).await;
+    assert_eq!(status, 403, "the web items are foreign to the sim key");
+    let (stored, dead) = h.records();
+    assert_eq!(event_ids(&stored), ["k-1", "k-2"], "only the X-Api-Key batch");
+    assert!(dead.is_empty(), "refused requests leave no dead letters");
+    let m = h.metrics().await;
+    assert_eq!(metric(&m, "pitgun_gateway_requests_total{status=\"401\"}"), 2.0);
+    assert_eq!(metric(&m, "pitgun_gateway_requests_total{status=\"403\"}"), 2.0);
+}
+
+#[tokio::test]
+async fn a_batch_without_valid_items_is_422_and_an_unknown_source_is_named() {
+    let h = Harness::standard();
+    let mut acme = envelope("a", 1);
+    acme["source"]["id"] = json!("acme-telemetry");
+    let (status, answer) = h.post(Some(&h.acme), "application/json", Value::Array(vec![acme.clone(), acme]).to_string()).await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["accepted"], 0);
+    assert_eq!(answer["errors"][0]["reason"], "unknown_source");
+    assert_eq!(answer["errors"][0]["pointer"], "/source/id");
+    assert!(answer["errors"][0]["message"].as_str().unwrap().contains("no aliases for producer \"acme-telemetry\""), "{answer}");
+    assert_eq!(answer["errors"][1]["index"], 1);
+    let (stored, dead) = h.records();
+    assert!(stored.is_empty());
+    assert_eq!(dead.len(), 2);
+    assert_eq!(metric(&h.metrics().await, "pitgun_gateway_requests_total{status=\"422\"}"), 1.0);
+}
+
+#[tokio::test]
+async fn limits_content_types_and_broken_bodies_have_their_statuses() {
+    let h = Harness::new(Limits { max_body: 64 << 10, max_batch: 10, retry_after_secs: 1 });
+    let eleven = ndjson(&(0..11).map(|i| envelope("l", i)).collect::<Vec<_>>());
+    let (status, answer) = h.post(Some(&h.web), "application/x-ndjson", eleven).await;
+    assert_eq!(status, 413);
+    assert!(answer["message"].as_str().unwrap().contains("more than 10 items"), "{answer}");
+    let big = format!("{}\n{}", envelope("l", 1), " ".repeat(70 * 1024));
+    let (status, answer) = h.post(Some(&h.web), "application/x-ndjson", big).await;
+    assert_eq!(status, 413);
+    assert!(answer["message"].as_str().unwrap().contains("65536-byte limit"), "{answer}");
+    let mut bomb = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    bomb.write_all(&vec![b' '; 50 << 20]).unwrap();
+    let bomb = bomb.finish().unwrap();
+    assert!(bomb.len() < 64 * 1024);
+    let (status, answer) = h.post_with(Some(&h.web), &[("content-type", "application/x-ndjson"), ("content-encoding", "gzip")], bomb).await;
+    assert_eq!(status, 413, "a zip bomb is cut off: {answer}");
+    assert!(answer["message"].as_str().unwrap().contains("expands to more than"), "{answer}");
+    let (status, answer) = h.post(Some(&h.web), "text/plain", envelope("l", 1).to_string()).await;
+    assert_eq!(status, 415);
+    assert!(answer["message"].as_str().unwrap().contains("application/x-ndjson"), "{answer}");
+    let (status, _) = h.post_with(Some(&h.web), &[("content-type", "application/json"), ("content-encoding", "br")], "{}").await;
+    assert_eq!(status, 415);
+    for (body, says) in [("[{\"a\":1}, {\"b\":", "not closed"), ("[]", "no envelopes"), ("[1,,2]", "two commas")] {
+        let (status, answer) = h.post(Some(&h.web), "application/json", body).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(answer["message"].as_str().unwrap().contains(says), "{body}: {answer}");
+    }
+    let (stored, dead) = h.records();
+    assert!(stored.is_empty() && dead.is_empty(), "a refused request queues nothing");
+    let m = h.metrics().await;
+    assert_eq!(metric(&m, "pitgun_gateway_requests_total{status=\"413\"}"), 3.0);
+    assert_eq!(metric(&m, "pitgun_gateway_requests_total{status=\"415\"}"), 2.0);
+    assert_eq!(metric(&m, "pitgun_gateway_requests_total{status=\"400\"}"), 3.0);
+}
+
+#[tokio::test]
+async fn a_batch_the_broker_does_not_take_is_503_with_retry_after() {
+    let h = Harness::new(Limits { max_body: 8 << 20, max_batch: 5000, retry_after_secs: 7 });
+    h.gw.health.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    let body = ndjson(&[envelope("u", 1), envelope("u", 2)]);
+    for (failure, cause, stays_ready) in
+        [(ProduceError::QueueFull, "queue_full", true), (ProduceError::Delivery("Broker: Not enough in-sync replicas".into()), "delivery", false)]
+    {
+        *h.broker.failure.lock().unwrap() = Some(failure);
+        let (status, headers, answer) = h
+            .request(
+                Request::post("/v1/envelopes")
+                    .header("content-type", "application/x-ndjson")
+                    .header("authorization", format!("Bearer {}", h.web))
+                    .body(Body::from(body.clone()))
+                    .unwrap(),
+            )
+            .await;
+        let answer: Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(status, 503, "{answer}");
+        assert_eq!(headers.get("retry-after").map(|v| v.to_str().unwrap()), Some("7"));
+        assert!(answer["message"].as_str().unwrap().contains("send the whole batch again"), "{answer}");
+        assert_eq!(
+            h.gw.health.ready.load(std::sync::atomic::Ordering::Relaxed),
+            stays_ready,
+            "{cause}: a full queue is load, a failed delivery is the broker"
+        );
+        let m = h.metrics().await;
+        assert_eq!(metric(&m, &format!("pitgun_gateway_batches_failed_total{{cause=\"{cause}\"}}")), 1.0, "{m:?}");
+    }
+    *h.broker.failure.lock().unwrap() = None;
+    let (status, answer) = h.post(Some(&h.web), "application/x-ndjson", body).await;
+    assert_eq!(status, 202, "the resent batch is stored: {answer}");
+    assert_eq!(event_ids(&h.on(topics::ENVELOPES)), ["u-1", "u-2"]);
+    let m = h.metrics().await;
+    assert_eq!(metric(&m, "pitgun_gateway_requests_total{status=\"503\"}"), 2.0);
+    assert_eq!(metric(&m, "pitgun_gateway_envelopes_accepted_total"), 2.0, "a failed batch is not counted as accepted");
+}
+
+#[tokio::test]
+async fn readiness_follows_the_broker_and_health_does_not() {
+    let h = Harness::standard();
+    let watcher = tokio::spawn(watch_readiness(h.gw.clone(), Duration::from_millis(20)));
+    let status_of = |path: &'static str| {
+        let h = &h;
+        async move { h.request(Request::get(path).body(Body::empty()).unwrap()).await.0 }
+    };
+    let wait_for = |want: StatusCode| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while status_of("/readyz").await != want {
+            assert!(tokio::time::Instant::now() < deadline, "/readyz did not turn {want} within 10 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    wait_for(StatusCode::OK).await;
+    *h.broker.unreachable.lock().unwrap() = Some("Local: Broker transport failure".into());
+    wait_for(StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(status_of("/healthz").await, 200, "alive while the broker is away");
+    *h.broker.unreachable.lock().unwrap() = None;
+    wait_for(StatusCode::OK).await;
+    watcher.abort();
+}
+
+#[tokio::test]
+async fn definitions_are_served_with_etags() {
+    let h = Harness::standard();
+    let (status, etag, schema) = h.get("/schemas/pitgun-envelope/v1", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(schema["$id"], "https://api.pitgun.io/schemas/pitgun-envelope/v1");
+    let on_disk: Value = serde_json::from_str(&std::fs::read_to_string(repo().join("schemas/pitgun-envelope/v1.json")).unwrap()).unwrap();
+    assert_eq!(schema, on_disk);
+    let etag = etag.expect("an ETag");
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "strong: {etag}");
+    assert_eq!(h.get("/schemas/pitgun-envelope/v1", Some(&etag)).await.0, 304);
+    assert_eq!(h.get("/schemas/pitgun-envelope/v1", Some(&format!("\"x\", W/{etag}"))).await.0, 304);
+    assert_eq!(h.get("/schemas/pitgun-envelope/v1", Some("\"other\"")).await.0, 200);
+    let (_, _, list) = h.get("/schemas", None).await;
+    let names: Vec<&str> = list["schemas"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"pitgun-dictionary") && names.contains(&"pitgun-common"), "{list}");
+    let (status, _, dict) = h.get("/dictionary", None).await;
+    assert_eq!((status, dict["name"].as_str()), (StatusCode::OK, Some("racing")));
+    let (status, _, speed) = h.get("/dictionary/vehicle.speed", None).await;
+    assert_eq!((status, speed["unit"].as_str()), (StatusCode::OK, Some("m/s")));
+    let (_, _, manifests) = h.get("/manifests", None).await;
+    let urls: Vec<&str> = manifests["manifests"].as_array().unwrap().iter().map(|m| m["url"].as_str().unwrap()).collect();
+    assert!(urls.contains(&"/manifests/lap-performance/v1") && urls.contains(&"/manifests/racing/1.0.0"), "{urls:?}");
+    let (status, _, m) = h.get("/manifests/lap-performance/v1", None).await;
+    assert_eq!((status, m["name"].as_str()), (StatusCode::OK, Some("lap-performance")));
+    assert_eq!(h.get("/manifests/lap-performance/1", None).await.2, m);
+    assert_eq!(h.get("/manifests/lap-performance/v1/contract", None).await.0, 200);
+    for (path, says) in [
+        ("/schemas/pitgun-nope/v1", "no schema \"pitgun-nope/v1\""),
+        ("/dictionary/vehicle.warp", "metric \"vehicle.warp\" is not in dictionary racing"),
+        ("/manifests/lap-performance/v9", "no manifest \"lap-performance/v9\""),
+        ("/v2/envelopes", "no route /v2/envelopes"),
+    ] {
+        let (status, _, body) = h.get(path, None).await;
+        assert_eq!(status, 404, "{path}");
+        assert_eq!(body["error"], "not_found");
+        assert!(body["message"].as_str().unwrap().contains(says), "{path}: {body}");
+    }
+}
