@@ -8,7 +8,7 @@ use clap::Subcommand;
 use pitgun_contracts::analysis::AnalysisContract;
 use pitgun_contracts::load::{load, SourceText};
 use pitgun_contracts::schema::{ContractKind, Validators};
-use pitgun_engine::testing::run_case;
+use pitgun_engine::manifest_test::run_case;
 
 use crate::project::Project;
 

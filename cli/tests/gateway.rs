@@ -7,6 +7,10 @@
 //! test starts its own broker (with PostgreSQL storage, so the topic survives the restart)
 //! through scripts/stack.sh.
 
+#[path = "../../ingest/tests/support/envelopes.rs"]
+mod envelopes;
+
+use envelopes::{envelope, ndjson};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -38,21 +42,6 @@ fn test_brokers() -> String {
 fn namespace(test: &str) -> String {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
     format!("gw-{test}-{}-{nanos}", std::process::id())
-}
-
-/// A sample envelope of pitgun-web 1.4.2 (channels the dictionary knows for it).
-fn envelope(session: &str, seq: u64) -> Value {
-    json!({
-        "schema": "pitgun-envelope/v1", "event_id": format!("{session}-{seq}"),
-        "source": {"kind": "game", "id": "pitgun-web", "version": "1.4.2"},
-        "session_id": session, "seq": seq, "time_us": 1_700_000_000_000_000i64 + seq as i64 * 16_667,
-        "kind": "sample", "channels": {"speed_kmh": 100.0 + seq as f64, "throttle": 55, "in_pit": seq.is_multiple_of(2)},
-        "dims": {"track": "monza", "player": "p1", "car": "c1"}
-    })
-}
-
-fn ndjson(items: &[Value]) -> String {
-    items.iter().map(|v| format!("{v}\n")).collect()
 }
 
 fn keygen(keys: &Path, source: &str) -> String {

@@ -156,7 +156,7 @@ fn end_to_end_tables_equal_replay() {
     // A long-running sink (no --until-end) writing PostgreSQL and (the in-process stand-in
     // for) QuestDB: wait until the tables are full, scrape its metrics, then SIGTERM (it
     // commits its last batch and exits).
-    let questdb = common::fake_questdb::FakeQuestDb::start();
+    let questdb = common::questdb_standin::QuestDbStandIn::start();
     let listen = format!("127.0.0.1:{}", free_port());
     let conf = questdb.conf();
     let args = [

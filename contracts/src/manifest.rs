@@ -347,7 +347,7 @@ pub struct SinkDef {
 }
 
 /// Storage target kinds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SinkKind {
     /// QuestDB over ILP/HTTP (telemetry time series).

@@ -4,11 +4,11 @@
 //! indices, unit conversions become a factor and an offset (from UCUM), formulas become Rhai
 //! ASTs, aggregations become accumulator constructors, and the analysis contract is derived.
 //! Per event the hot path is: decode (`pitgun_codec`, borrowed, no allocation) → resolve channels
-//! through a per-producer table ([`resolve`]) → [`engine::Engine::process`]. Drivers — `pitgun
+//! through a per-producer table ([`resolve`]) → [`session_engine::Engine::process`]. Drivers — `pitgun
 //! replay` over files, the Kafka processor over partitions — feed events and collect
-//! [`engine::Output`]s; [`runner::Runner`] bundles the three steps for one thread.
+//! [`session_engine::Output`]s; [`runner::Runner`] bundles the three steps for one thread.
 //!
-//! Semantics (see `engine` for the details): the watermark is kept per session; events are
+//! Semantics (see [`session_engine`] for the details): the watermark is kept per session; events are
 //! released to windows in (event time, sequence) order once the watermark passes them; sums are
 //! exact, so results are bit-identical whatever the arrival order within the bound; late events
 //! within the allowed lateness update and re-emit their window; later ones go to the late output.
@@ -17,22 +17,22 @@
 pub mod accumulate;
 mod decode_avro;
 pub mod dedup;
-pub mod engine;
 pub mod formula;
+pub mod manifest_test;
 mod native;
 pub mod plan;
 pub mod resolve;
 pub mod row;
 pub mod runner;
+pub mod session_engine;
 pub mod store;
-pub mod testing;
 pub mod units;
 
 pub use dedup::RingChanges;
-pub use engine::{Engine, EventNote, EventRef, Output, SessionState};
 pub use plan::Plan;
 pub use row::Row;
 pub use runner::Runner;
+pub use session_engine::{Engine, EventNote, EventRef, Output, SessionState};
 pub use store::{MemoryStore, OpenSessions, SessionStore};
 
 /// Why an event was refused; each reason has its own counter.

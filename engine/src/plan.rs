@@ -156,11 +156,54 @@ impl<'s> Compiler<'s> {
         self.issues.push(self.source.issue(&pointer, message));
     }
 
+    /// Compiles in stages, each adding its issues; a manifest with any issue gets them all.
     fn run(mut self, loaded: &Loaded<PipelineManifest>, dictionary: &Loaded<Dictionary>) -> Result<Plan, ContractError> {
         let m = &loaded.doc;
-        let dict = &dictionary.doc;
         let mut warnings = Vec::new();
+        self.pins(m, dictionary);
+        let Inputs { mut slots, metrics: input_metrics, raw_channels } = self.inputs(m, &dictionary.doc, &mut warnings);
+        let input_count = slots.len();
+        let (alias_index, aliases) = self.aliases(dictionary, &input_metrics);
+        let (formulas, filter, derived) = self.formulas(m, &mut slots);
+        let segment_slot = self.window(m, &slots);
+        let t = &m.time;
+        let aggregations = self.aggregations(m, &slots);
+        let kinds_mask = self.kinds_and_keys(m);
 
+        if !self.issues.is_empty() {
+            return Err(ContractError::Invalid(self.issues));
+        }
+        // Without issues every alias got its binding, so positions match the index's.
+        assert_eq!(aliases.len(), alias_index.all().len(), "one binding per indexed alias");
+        let contract = contract_of(m, &slots, segment_slot, &aggregations);
+        Ok(Plan {
+            manifest: m.clone(),
+            manifest_hash: loaded.hash.clone(),
+            kinds_mask,
+            key_dims: m.key.clone(),
+            slots,
+            input_count,
+            alias_index: Arc::new(alias_index),
+            aliases,
+            raw_channels,
+            unknown_channels: m.input.unknown_channels,
+            filter,
+            derived,
+            aggregations,
+            segment_slot,
+            contract,
+            warnings,
+            formulas,
+            ooo_us: t.out_of_orderness.micros,
+            lateness_us: t.allowed_lateness.micros,
+            max_jump_us: t.max_clock_jump.micros,
+            idle_us: t.idle_timeout.micros,
+        })
+    }
+
+    /// The dictionary the manifest pins, and its one output topic.
+    fn pins(&mut self, m: &PipelineManifest, dictionary: &Loaded<Dictionary>) {
+        let dict = &dictionary.doc;
         // Dictionary pin.
         if m.dictionary.name != dict.name {
             self.err("/dictionary/name", format!("manifest pins dictionary {:?}, given {:?}", m.dictionary.name, dict.name));
@@ -175,10 +218,11 @@ impl<'s> Compiler<'s> {
         if m.output.topic != expected_topic {
             self.err("/output/topic", format!("output topic must be {expected_topic:?} (one topic per manifest version)"));
         }
+    }
 
+    /// Inputs become slots: a dictionary metric (with its dimensions selected) or a raw channel.
+    fn inputs<'d>(&mut self, m: &PipelineManifest, dict: &'d Dictionary, warnings: &mut Vec<Issue>) -> Inputs<'d> {
         let metrics: BTreeMap<&str, &MetricDef> = dict.metrics.iter().map(|d| (d.id.as_str(), d)).collect();
-
-        // Inputs → slots.
         let mut slots: Vec<SlotInfo> = Vec::new();
         let mut input_metrics: Vec<Option<(&MetricDef, BTreeMap<String, String>)>> = Vec::new();
         let mut raw_channels = Vec::new();
@@ -236,9 +280,13 @@ impl<'s> Compiler<'s> {
                 }
             }
         }
-        let input_count = slots.len();
+        Inputs { slots, metrics: input_metrics, raw_channels }
+    }
 
-        // Aliases of every metric: used ones point at their slot, others are validated only.
+    /// Every alias of every metric with its conversion and checks; the ones an input selects
+    /// point at its slot, the others are validated only.
+    fn aliases(&mut self, dictionary: &Loaded<Dictionary>, input_metrics: &[InputMetric<'_>]) -> (AliasIndex, Vec<AliasBinding>) {
+        let dict = &dictionary.doc;
         let alias_index = AliasIndex::new(dict).unwrap_or_else(|errors| {
             for e in errors {
                 let message = format!("alias {} versions {:?}: {}", e.channel, e.versions, e.message);
@@ -269,8 +317,12 @@ impl<'s> Compiler<'s> {
                 .position(|im| im.as_ref().is_some_and(|(d, dims)| d.id == def.id && dims.iter().all(|(k, v)| alias.dimensions.get(k) == Some(v))));
             aliases.push(AliasBinding { slot, check, metric: def.id.clone() });
         }
+        (alias_index, aliases)
+    }
 
-        // Formulas: filter over inputs; derived over inputs, earlier derived, prev_*, dt.
+    /// The filter over inputs; derived values over inputs, earlier derived values, `prev_*` and
+    /// `dt` (each derived value gets a slot).
+    fn formulas(&mut self, m: &PipelineManifest, slots: &mut Vec<SlotInfo>) -> (FormulaRuntime, Option<Formula>, Vec<Formula>) {
         let formulas = FormulaRuntime::new();
         let mut available: Vec<(String, VarSource)> = slots.iter().enumerate().map(|(i, s)| (s.name.clone(), VarSource::Slot(i))).collect();
         let filter = match &m.filter {
@@ -305,8 +357,11 @@ impl<'s> Compiler<'s> {
             available.insert(slot, (d.name.clone(), VarSource::Slot(slot)));
             available.push((format!("prev_{}", d.name), VarSource::Prev(slot)));
         }
+        (formulas, filter, derived)
+    }
 
-        // Window.
+    /// The window's geometry and the time settings; the segment field's slot.
+    fn window(&mut self, m: &PipelineManifest, slots: &[SlotInfo]) -> Option<usize> {
         let mut segment_slot = None;
         match &m.window {
             WindowDef::Tumbling { size } => {
@@ -343,8 +398,11 @@ impl<'s> Compiler<'s> {
         if t.max_clock_jump.micros <= t.out_of_orderness.micros {
             self.err("/time/max_clock_jump", "max_clock_jump must exceed out_of_orderness");
         }
+        segment_slot
+    }
 
-        // Aggregations.
+    /// Aggregations: their slot, unit conversion and column type.
+    fn aggregations(&mut self, m: &PipelineManifest, slots: &[SlotInfo]) -> Vec<AggregationPlan> {
         let mut aggregations = Vec::new();
         let mut names: Vec<&str> = Vec::new();
         for (i, a) in m.aggregations.iter().enumerate() {
@@ -411,7 +469,11 @@ impl<'s> Compiler<'s> {
             };
             aggregations.push(AggregationPlan { name: a.name.clone(), function: a.function, slot, q, conversion, column_type, unit });
         }
+        aggregations
+    }
 
+    /// The event kinds the manifest takes (a bit mask) and the key dimensions' rules.
+    fn kinds_and_keys(&mut self, m: &PipelineManifest) -> u16 {
         let mut kinds_mask = if m.input.kinds.is_empty() { u16::MAX } else { 0 };
         for k in &m.input.kinds {
             kinds_mask |= kind_bit(*k);
@@ -427,37 +489,18 @@ impl<'s> Compiler<'s> {
                 self.err(format!("/key/{i}"), format!("key dimension {k:?} is listed twice"));
             }
         }
-
-        if !self.issues.is_empty() {
-            return Err(ContractError::Invalid(self.issues));
-        }
-        // Without issues every alias got its binding, so positions match the index's.
-        assert_eq!(aliases.len(), alias_index.all().len(), "one binding per indexed alias");
-        let contract = contract_of(m, &slots, segment_slot, &aggregations);
-        Ok(Plan {
-            manifest: m.clone(),
-            manifest_hash: loaded.hash.clone(),
-            kinds_mask,
-            key_dims: m.key.clone(),
-            slots,
-            input_count,
-            alias_index: Arc::new(alias_index),
-            aliases,
-            raw_channels,
-            unknown_channels: m.input.unknown_channels,
-            filter,
-            derived,
-            aggregations,
-            segment_slot,
-            contract,
-            warnings,
-            formulas,
-            ooo_us: t.out_of_orderness.micros,
-            lateness_us: t.allowed_lateness.micros,
-            max_jump_us: t.max_clock_jump.micros,
-            idle_us: t.idle_timeout.micros,
-        })
+        kinds_mask
     }
+}
+
+/// A selected input metric and its dimensions (`None`: a raw channel or an input in error).
+type InputMetric<'d> = Option<(&'d MetricDef, BTreeMap<String, String>)>;
+
+/// What the inputs stage gives the later ones.
+struct Inputs<'d> {
+    slots: Vec<SlotInfo>,
+    metrics: Vec<InputMetric<'d>>,
+    raw_channels: Vec<(String, usize)>,
 }
 
 /// Names the row itself uses.

@@ -59,6 +59,14 @@ impl<K: std::hash::Hash + Eq, V> LastVersions<K, V> {
     }
 }
 
+/// The final version of each row among an engine's outputs ([`final_rows`] of its rows).
+pub fn final_output_rows(outputs: &[crate::session_engine::Output]) -> Vec<Row> {
+    final_rows(outputs.iter().filter_map(|o| match o {
+        crate::session_engine::Output::Row(r) => Some(r.clone()),
+        _ => None,
+    }))
+}
+
 /// The final rows of a run from its row versions in emission order: the last version of each
 /// `row_id`, in canonical order — what replay writes and a sink's tables end with.
 pub fn final_rows(versions: impl IntoIterator<Item = Row>) -> Vec<Row> {

@@ -1,8 +1,8 @@
 //! One thread's pipeline: decode → resolve → engine, with reusable scratch buffers.
 
-use crate::engine::{Engine, EventRef, Output};
 use crate::plan::Plan;
 use crate::resolve::{KeyValues, Resolver};
+use crate::session_engine::{Engine, EventRef, Output};
 use crate::store::{MemoryStore, SessionStore};
 use crate::Reason;
 use pitgun_codec::json::{decode_into, EnvelopeView};

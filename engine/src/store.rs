@@ -4,7 +4,7 @@
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::engine::SessionState;
+use crate::session_engine::SessionState;
 
 /// Per-session state, plus the ids of sessions already closed (their late events are refused).
 pub trait SessionStore {

@@ -5,7 +5,7 @@ use std::path::Path;
 use pitgun_contracts::dictionary::Dictionary;
 use pitgun_contracts::load::{load, Loaded};
 use pitgun_contracts::schema::ContractKind;
-use pitgun_engine::testing::final_rows;
+use pitgun_engine::row::final_output_rows as final_rows;
 use pitgun_engine::{Output, Plan, Reason, Runner};
 use serde_json::Value;
 

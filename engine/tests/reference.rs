@@ -48,7 +48,7 @@ use std::sync::OnceLock;
 use pitgun_contracts::dictionary::Dictionary;
 use pitgun_contracts::load::{load, Loaded};
 use pitgun_contracts::schema::ContractKind;
-use pitgun_engine::testing::final_rows;
+use pitgun_engine::row::final_output_rows as final_rows;
 use pitgun_engine::{Output, Plan, Runner, Stats};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngSeed};

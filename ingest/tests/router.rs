@@ -3,6 +3,10 @@
 //! the broker records what the gateway hands it and answers as it is told; the Kafka path itself
 //! (Avro stored once, partitions, back pressure) is `cli/tests/gateway.rs`'s, against a real broker.
 
+#[path = "support/envelopes.rs"]
+mod envelopes;
+
+use envelopes::{envelope, ndjson};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -26,21 +30,6 @@ fn repo() -> PathBuf {
 
 fn now_us() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_micros() as i64
-}
-
-/// A sample envelope of pitgun-web 1.4.2 (channels the dictionary knows for it).
-fn envelope(session: &str, seq: u64) -> Value {
-    json!({
-        "schema": "pitgun-envelope/v1", "event_id": format!("{session}-{seq}"),
-        "source": {"kind": "game", "id": "pitgun-web", "version": "1.4.2"},
-        "session_id": session, "seq": seq, "time_us": 1_700_000_000_000_000i64 + seq as i64 * 16_667,
-        "kind": "sample", "channels": {"speed_kmh": 100.0 + seq as f64, "throttle": 55, "in_pit": seq.is_multiple_of(2)},
-        "dims": {"track": "monza", "player": "p1", "car": "c1"}
-    })
-}
-
-fn ndjson(items: &[Value]) -> String {
-    items.iter().map(|v| format!("{v}\n")).collect()
 }
 
 /// A record the gateway handed to the broker.

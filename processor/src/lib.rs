@@ -24,16 +24,29 @@
 //!   callback runs inside `poll`, so a revoked partition is checkpointed before it is given up
 //!   — and writes checkpoints, while no engine runs.
 //!
+//! Rooms: [`service`] sets up and runs the polling loop over the state it shares with the
+//! rebalance callback ([`worker`], [`rebalance`]); [`partition`] feeds one partition's records,
+//! [`outlet`] sends the outputs, [`scheduler`] spreads rounds over the engine threads, and
+//! [`checkpoint`] writes the checkpoint protocol above.
+//!
 //! Dependencies: `rdkafka` (the Kafka client), `rocksdb` (state), `postcard` (compact bytes of
 //! session state, via the engine), `prometheus` (metrics), `signal-hook` (SIGTERM → final
 //! checkpoint), `send_wrapper` (lets librdkafka's rebalance callback, which runs on the polling
 //! thread, reach the shared state without a lock, with a runtime check of that thread).
 #![deny(missing_docs)]
 
+mod checkpoint;
+mod config;
 pub mod group;
 pub mod metrics;
+mod outlet;
+mod partition;
 pub mod queue;
-pub mod run;
+mod rebalance;
+mod scheduler;
+mod service;
 pub mod state;
+mod worker;
 
-pub use run::{run, Config, Summary};
+pub use config::{Config, PlanFactory, Summary};
+pub use service::run;

@@ -14,22 +14,27 @@
 //!   target refuses as invalid, goes to `pitgun.deadletter.sink.v1` with the reason; the rest
 //!   of the batch is written.
 //! - **Tables follow the contracts** ([`table`]): created through a registry the sink owns,
-//!   never altered incompatibly. `runs` has its own explicit mapping ([`runs`]).
+//!   never altered incompatibly. `runs` has its own explicit mapping ([`runs_table`]).
+//! - **Targets behind one interface** ([`target::Target`]): PostgreSQL and QuestDB; the loop
+//!   routes rows to a table index of a target and knows neither by name.
 //!
-//! Dependencies: `tokio-postgres` (PostgreSQL client, binary `COPY`), `bytes` and
+//! Dependencies: `thiserror` (the write error), `tokio-postgres` (PostgreSQL client, binary `COPY`), `bytes` and
 //! `futures-util` (what its `COPY` writer and `ToSql` need; shards written together), `xxhash-rust`
 //! (a row key's shard), `rdkafka`, `prometheus`, `sha2`
 //! (the registry's shape hashes).
 #![deny(missing_docs)]
 
+mod batch;
 pub mod metrics;
 pub mod postgres;
 pub mod questdb;
-pub mod run;
-pub mod runs;
+mod routes;
+pub mod runs_table;
+mod service;
 pub mod table;
+pub mod target;
 
-pub use run::{run, Config, SinkManifest, Summary};
+pub use service::{run, Config, SinkManifest, Summary};
 
 /// A contract shipped in `manifests/pipelines/` (unit tests).
 #[cfg(test)]

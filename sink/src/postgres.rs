@@ -15,7 +15,10 @@ use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::{Client, NoTls};
 use tracing::{info, warn};
 
+use futures_util::future::BoxFuture;
+
 use crate::table::{Cell, PgType, TableRow, TableShape};
+use crate::target::{Refused, Target, WriteError};
 
 /// The sink's own schema, one numbered step each, applied in order once and recorded in
 /// `pitgun_sink_schema`. Append only: a released step never changes.
@@ -118,24 +121,6 @@ impl Prepared {
     }
 }
 
-/// Why a batch was not written.
-#[derive(Debug)]
-pub enum WriteError {
-    /// The server or the connection failed: retry the whole batch later.
-    Retry(anyhow::Error),
-}
-
-impl std::fmt::Display for WriteError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            WriteError::Retry(e) => write!(f, "{e:#}"),
-        }
-    }
-}
-
-/// Rows PostgreSQL refused as invalid: index in the batch and the server's message.
-pub type Refused = Vec<(usize, String)>;
-
 /// A PostgreSQL database the sink writes tables to, over a small pool of connections.
 pub struct PgTarget {
     url: String,
@@ -177,7 +162,7 @@ impl PgTarget {
     /// error), that shard is written row by row and the refused rows returned (index in `rows`,
     /// message). A connection or server failure is `Retry`: the caller writes the whole batch
     /// again, which the upserts make harmless for the shards that had committed.
-    pub async fn write(&mut self, i: usize, rows: &[TableRow]) -> Result<Refused, WriteError> {
+    async fn upsert(&mut self, i: usize, rows: &[TableRow]) -> Result<Refused, WriteError> {
         let n = self.conns.len();
         let mut shards: Vec<Vec<usize>> = vec![Vec::new(); n];
         for (at, row) in rows.iter().enumerate() {
@@ -191,6 +176,16 @@ impl PgTarget {
         }
         refused.sort_unstable_by_key(|(at, _)| *at);
         Ok(refused)
+    }
+}
+
+impl Target for PgTarget {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn write<'a>(&'a mut self, table: usize, rows: &'a mut Vec<TableRow>) -> BoxFuture<'a, Result<Refused, WriteError>> {
+        Box::pin(self.upsert(table, rows))
     }
 }
 

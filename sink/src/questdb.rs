@@ -25,11 +25,12 @@ pub use ::questdb::ingress::{Buffer, ProtocolVersion};
 use ::questdb::ingress::{ColumnName, Sender, TableName, TimestampMicros};
 use ::questdb::ErrorCode;
 use anyhow::{bail, Context, Result};
+use futures_util::future::BoxFuture;
 use pitgun_contracts::analysis::{AnalysisContract, ColumnRole};
 use tracing::info;
 
-use crate::postgres::{Refused, WriteError};
 use crate::table::{Cell, PgType, TableRow, TableShape};
+use crate::target::{Refused, Target, WriteError};
 
 /// The column QuestDB's designated timestamp is taken from.
 pub const DESIGNATED: &str = "window_anchor";
@@ -217,7 +218,7 @@ impl QuestTarget {
     /// Writes `rows` to table `i` in one transaction, on the blocking pool (the rows go there
     /// and come back). Rows QuestDB refused are returned with its message; anything else is
     /// `Retry`.
-    pub async fn write(&mut self, i: usize, rows: Vec<TableRow>) -> (Vec<TableRow>, Result<Refused, WriteError>) {
+    async fn send(&mut self, i: usize, rows: Vec<TableRow>) -> (Vec<TableRow>, Result<Refused, WriteError>) {
         let (conf, tables, mut sender) = (self.conf.clone(), self.tables.clone(), self.sender.take());
         let task = tokio::task::spawn_blocking(move || {
             let result = write_blocking(&conf, &mut sender, &tables[i], &rows);
@@ -226,6 +227,20 @@ impl QuestTarget {
         let (sender, rows, result) = task.await.expect("the QuestDB write task does not panic");
         self.sender = sender;
         (rows, result)
+    }
+}
+
+impl Target for QuestTarget {
+    fn kind(&self) -> &'static str {
+        "questdb"
+    }
+
+    fn write<'a>(&'a mut self, table: usize, rows: &'a mut Vec<TableRow>) -> BoxFuture<'a, Result<Refused, WriteError>> {
+        Box::pin(async move {
+            let (back, result) = self.send(table, std::mem::take(rows)).await;
+            *rows = back;
+            result
+        })
     }
 }
 

@@ -2,7 +2,8 @@
 //! test sees another's topics or groups), and running `pitgun` subcommands.
 #![allow(dead_code)]
 
-pub mod fake_questdb;
+#[path = "../../../sink/tests/support/questdb_standin.rs"]
+pub mod questdb_standin;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -1,4 +1,4 @@
-//! The sink loop: consume rows, batch them per table, write every target, then commit offsets.
+//! The sink service: consume rows, batch them per table, write every target, then commit offsets.
 //!
 //! Offsets are committed only after every target has committed the batch and every dead
 //! letter is acknowledged by the broker. A crash anywhere before that re-delivers the batch,
@@ -6,7 +6,7 @@
 //! with exponential backoff while the rows wait in Kafka: the loop reads at most one more batch
 //! meanwhile, so memory holds two batches at most.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,13 +21,11 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use serde::Serialize;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
+use crate::batch::{self, Batch, Dead, Origin, Targets, Written};
 use crate::metrics::Metrics;
-use crate::postgres::{redact, PgTarget, Refused, WriteError};
-use crate::questdb::{QuestTable, QuestTarget};
-use crate::runs::{runs_shape, RUNS_TABLE};
-use crate::table::{Binding, RowParser, TableRow, TableShape};
+use crate::routes::{self, Routing};
 
 /// Environment variable that arms the failpoint between a target's commit and the offset
 /// commit (tests): `after-target-commit` aborts the process there, once.
@@ -94,181 +92,6 @@ pub struct Summary {
     pub target_seconds: f64,
 }
 
-/// One table of one target, fed by one manifest version.
-struct Route {
-    /// Which target, and the table's index there.
-    target: Target,
-    /// Table name (metrics).
-    table: String,
-}
-
-#[derive(Clone, Copy)]
-enum Target {
-    Postgres(usize),
-    Questdb(usize),
-}
-
-impl Route {
-    /// `postgres:<table>` or `questdb:<table>`, for the summary and dead letters.
-    fn label(&self) -> String {
-        format!("{}:{}", self.target.name(), self.table)
-    }
-}
-
-impl Target {
-    fn name(self) -> &'static str {
-        match self {
-            Target::Postgres(_) => "postgres",
-            Target::Questdb(_) => "questdb",
-        }
-    }
-}
-
-/// The targets the sink writes, handed to the write task with each batch and back.
-struct Targets {
-    pg: Option<PgTarget>,
-    quest: Option<QuestTarget>,
-}
-
-impl Targets {
-    async fn write(&mut self, target: Target, rows: &mut Vec<TableRow>) -> Result<Refused, WriteError> {
-        match target {
-            Target::Postgres(i) => self.pg.as_mut().expect("a postgres route has its target").write(i, rows).await,
-            Target::Questdb(i) => {
-                let quest = self.quest.as_mut().expect("a questdb route has its target");
-                let (back, result) = quest.write(i, std::mem::take(rows)).await;
-                *rows = back;
-                result
-            }
-        }
-    }
-}
-
-/// A batch in the making: rows per route, one per key (the last one read wins), and where
-/// each partition's consumption got to.
-#[derive(Default)]
-struct Batch {
-    rows: Vec<Vec<TableRow>>,
-    origins: Vec<Vec<Origin>>,
-    index: Vec<HashMap<String, usize>>,
-    next_offsets: BTreeMap<(Arc<str>, i32), i64>,
-    dead: Vec<Dead>,
-    read: usize,
-}
-
-#[derive(Clone)]
-struct Origin {
-    topic: Arc<str>,
-    partition: i32,
-    offset: i64,
-    payload: Arc<[u8]>,
-}
-
-struct Dead {
-    reason: &'static str,
-    detail: String,
-    origin: Origin,
-}
-
-impl Batch {
-    fn new(routes: usize) -> Batch {
-        Batch { rows: vec![Vec::new(); routes], origins: vec![Vec::new(); routes], index: vec![HashMap::new(); routes], ..Batch::default() }
-    }
-
-    fn add(&mut self, route: usize, row: TableRow, origin: Origin) {
-        match self.index[route].get(&row.key) {
-            Some(&at) => {
-                self.rows[route][at] = row;
-                self.origins[route][at] = origin;
-            }
-            None => {
-                self.index[route].insert(row.key.clone(), self.rows[route].len());
-                self.rows[route].push(row);
-                self.origins[route].push(origin);
-            }
-        }
-    }
-}
-
-/// The tables one aggregates topic feeds: its rows are parsed once, then converted per table.
-struct TopicRoutes {
-    topic: Arc<str>,
-    parser: RowParser,
-    tables: Vec<(usize, TableShape, Binding)>,
-}
-
-impl TopicRoutes {
-    fn new(topic: &str, contract: &AnalysisContract) -> TopicRoutes {
-        TopicRoutes { topic: topic.into(), parser: RowParser::of(contract), tables: Vec::new() }
-    }
-
-    fn add(&mut self, route: usize, shape: TableShape) -> Result<()> {
-        let binding = shape.bind(&self.parser)?;
-        self.tables.push((route, shape, binding));
-        Ok(())
-    }
-}
-
-/// What writing a batch to the targets did.
-struct Written {
-    /// Rows committed per route.
-    rows: Vec<u64>,
-    /// Failed attempts retried.
-    retries: u64,
-    /// Time of the successful attempts.
-    seconds: f64,
-}
-
-/// Writes every route's rows of `batch` to its table, each retried with backoff until it
-/// commits; rows the target refused become dead letters of the batch. Runs as its own task,
-/// so the next batch is read and converted while PostgreSQL works on this one.
-async fn write_batch(
-    mut targets: Targets,
-    mut batch: Batch,
-    routes: std::sync::Arc<Vec<Route>>,
-    metrics: std::sync::Arc<Metrics>,
-    max_backoff: Duration,
-    mut failpoint: bool,
-) -> (Targets, Batch, Written) {
-    let mut written = Written { rows: vec![0; routes.len()], retries: 0, seconds: 0.0 };
-    for (r, route) in routes.iter().enumerate() {
-        if batch.rows[r].is_empty() {
-            continue;
-        }
-        let (target, table) = (route.target.name(), route.table.as_str());
-        let mut backoff = Duration::from_millis(100);
-        let refused = loop {
-            let started = Instant::now();
-            match targets.write(route.target, &mut batch.rows[r]).await {
-                Ok(refused) => {
-                    written.seconds += started.elapsed().as_secs_f64();
-                    metrics.flush_seconds.with_label_values(&[target]).observe(started.elapsed().as_secs_f64());
-                    break refused;
-                }
-                Err(WriteError::Retry(e)) => {
-                    metrics.retries.with_label_values(&[target]).inc();
-                    written.retries += 1;
-                    warn!(target, table, retry_in = ?backoff, "write failed: {e:#}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(max_backoff);
-                }
-            }
-        };
-        let n = (batch.rows[r].len() - refused.len()) as u64;
-        metrics.rows_written.with_label_values(&[target, table]).inc_by(n);
-        written.rows[r] = n;
-        for (at, message) in refused {
-            let origin = batch.origins[r][at].clone();
-            batch.dead.push(Dead { reason: "refused_by_target", detail: format!("{}: {message}", route.label()), origin });
-        }
-        if std::mem::take(&mut failpoint) {
-            error!("failpoint {FAILPOINT_ENV}=after-target-commit: aborting between the target's commit and the offset commit");
-            std::process::abort();
-        }
-    }
-    (targets, batch, written)
-}
-
 /// Sends a written batch's dead letters (each acknowledged), then commits its offsets; whether
 /// the offsets were committed.
 async fn commit(
@@ -320,77 +143,9 @@ pub async fn run(cfg: Config) -> Result<Summary> {
     if cfg.manifests.is_empty() {
         bail!("no manifest to sink: give at least one --manifest");
     }
-    let metrics = std::sync::Arc::new(Metrics::new());
-    // Routes: every sink of every manifest.
-    let mut pg_tables = Vec::new();
-    let mut quest_tables = Vec::new();
-    let mut topic_routes: HashMap<String, TopicRoutes> = HashMap::new();
-    let mut routes = Vec::new();
-    for m in &cfg.manifests {
-        let topic = cfg.broker.name(&topics::aggregates(&m.manifest, m.version));
-        for sink in &m.sinks {
-            if cfg.targets.as_ref().is_some_and(|only| !only.contains(&sink.kind)) {
-                info!(manifest = %m.manifest, version = m.version, table = %sink.table, "target kind not selected (--targets): skipped");
-                continue;
-            }
-            match sink.kind {
-                SinkKind::Postgres => {
-                    if cfg.postgres.is_none() {
-                        bail!(
-                            "{} v{} writes PostgreSQL table {:?}: give --postgres URL (or leave it out with --targets)",
-                            m.manifest,
-                            m.version,
-                            sink.table
-                        );
-                    }
-                    let shape =
-                        if sink.table == RUNS_TABLE { runs_shape(&m.contract)? } else { TableShape::from_contract(&m.contract, &sink.table)? };
-                    topic_routes.entry(topic.clone()).or_insert_with(|| TopicRoutes::new(&topic, &m.contract)).add(routes.len(), shape.clone())?;
-                    routes.push(Route { target: Target::Postgres(pg_tables.len()), table: sink.table.clone() });
-                    pg_tables.push((shape, m.manifest.clone(), m.version));
-                }
-                SinkKind::Questdb => {
-                    if cfg.questdb.is_none() {
-                        bail!(
-                            "{} v{} writes QuestDB table {:?}: give --questdb 'http::addr=HOST:9000;' (or leave it out with --targets postgres)",
-                            m.manifest,
-                            m.version,
-                            sink.table
-                        );
-                    }
-                    let table = QuestTable::from_contract(&m.contract, &sink.table)?;
-                    topic_routes
-                        .entry(topic.clone())
-                        .or_insert_with(|| TopicRoutes::new(&topic, &m.contract))
-                        .add(routes.len(), table.shape.clone())?;
-                    routes.push(Route { target: Target::Questdb(quest_tables.len()), table: sink.table.clone() });
-                    quest_tables.push(table);
-                }
-            }
-        }
-    }
-    if routes.is_empty() {
-        bail!("none of the manifests names a target this sink can write (output.sinks)");
-    }
-    let pg = match (&cfg.postgres, pg_tables.is_empty()) {
-        (Some(url), false) => {
-            let n = pg_tables.len();
-            let target = PgTarget::open(url, pg_tables, cfg.pg_connections).await?;
-            info!(postgres = %redact(url), tables = n, "PostgreSQL target ready");
-            Some(target)
-        }
-        _ => None,
-    };
-    let quest = match (&cfg.questdb, quest_tables.is_empty()) {
-        (Some(conf), false) => {
-            let n = quest_tables.len();
-            let target = QuestTarget::open(conf, quest_tables).await?;
-            info!(tables = n, "QuestDB target ready");
-            Some(target)
-        }
-        _ => None,
-    };
-    let mut targets = Some(Targets { pg, quest });
+    let metrics = Arc::new(Metrics::new());
+    let Routing { routes, topics: topic_routes, targets } = routes::open(&cfg).await?;
+    let mut targets = Some(targets);
     if cfg.migrate_only {
         info!(tables = routes.len(), "tables created or checked (--migrate); not reading Kafka");
         return Ok(Summary::default());
@@ -456,7 +211,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
     info!(group = %group, topics = ?topic_names, "sink started");
 
     let mut failpoint = std::env::var(FAILPOINT_ENV).ok().is_some_and(|v| v == "after-target-commit");
-    let routes = std::sync::Arc::new(routes);
+    let routes = Arc::new(routes);
     let mut summary = Summary::default();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut stopping = false;
@@ -521,7 +276,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
             summary.target_seconds += written.seconds;
             for (route, n) in routes.iter().zip(&written.rows) {
                 if *n > 0 {
-                    *summary.written.entry(route.label()).or_default() += n;
+                    *summary.written.entry(route.label.clone()).or_default() += n;
                 }
             }
             if commit(&done, &consumer, &producer, &deadletter_topic, &metrics, &mut summary).await? {
@@ -533,7 +288,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
             metrics.batch_rows.observe(batch.read as f64);
             let fail_now = std::mem::take(&mut failpoint);
             let held = targets.take().expect("the targets are back from the last write");
-            inflight = Some(tokio::spawn(write_batch(held, batch, routes.clone(), metrics.clone(), cfg.max_backoff, fail_now)));
+            inflight = Some(tokio::spawn(batch::write(held, batch, routes.clone(), metrics.clone(), cfg.max_backoff, fail_now)));
             continue; // commit it after the next batch is read
         }
         if stopping {

@@ -17,6 +17,8 @@
 //! - **DEDUP UPSERT KEYS** as QuestDB documents it: a row whose designated timestamp and key
 //!   columns equal an existing row's replaces that row; the test reads the table back.
 
+#![allow(dead_code)] // the sink tests and the CLI tests each use part of it
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -58,16 +60,16 @@ struct State {
 
 /// The running server; stops with the test process.
 #[derive(Clone)]
-pub struct FakeQuestDb {
+pub struct QuestDbStandIn {
     pub addr: String,
     state: Arc<Mutex<State>>,
 }
 
-impl FakeQuestDb {
-    pub fn start() -> FakeQuestDb {
+impl QuestDbStandIn {
+    pub fn start() -> QuestDbStandIn {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let server = FakeQuestDb { addr, state: Arc::default() };
+        let server = QuestDbStandIn { addr, state: Arc::default() };
         let s = server.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming().map_while(Result::ok) {

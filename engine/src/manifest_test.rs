@@ -5,9 +5,8 @@ use std::collections::BTreeMap;
 use pitgun_contracts::manifest::TestCase;
 use serde_json::Value;
 
-use crate::engine::Output;
 use crate::plan::Plan;
-use crate::row::Row;
+use crate::row::final_output_rows;
 use crate::runner::Runner;
 
 /// Result of one test case.
@@ -17,14 +16,6 @@ pub struct CaseResult {
     pub name: String,
     /// Mismatches; empty when the case passed.
     pub failures: Vec<String>,
-}
-
-/// The final rows among an engine's outputs ([`crate::row::final_rows`]).
-pub fn final_rows(outputs: &[Output]) -> Vec<Row> {
-    crate::row::final_rows(outputs.iter().filter_map(|o| match o {
-        Output::Row(r) => Some(r.clone()),
-        _ => None,
-    }))
 }
 
 /// Runs one case on a fresh engine compiled by `compile`.
@@ -40,7 +31,7 @@ pub fn run_case(compile: &dyn Fn() -> Plan, case: &TestCase) -> CaseResult {
         }
     }
     runner.finish(0, &mut out);
-    let rows = final_rows(&out);
+    let rows = final_output_rows(&out);
     let expect = &case.expect;
     if rows.len() != expect.rows.len() {
         failures.push(format!("expected {} rows, got {}", expect.rows.len(), rows.len()));

@@ -1,0 +1,95 @@
+//! The checkpoint protocol: every emitted row acknowledged, then state and offsets in one
+//! RocksDB batch, then the offsets committed to the group.
+
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::Producer;
+use rdkafka::{Offset, TopicPartitionList};
+use rocksdb::WriteBatch;
+use tracing::info;
+
+use crate::partition::Part;
+use crate::rebalance::Ctx;
+use crate::scheduler::on_threads;
+use crate::worker::{now_us, Tp, Worker};
+
+impl Worker {
+    /// The checkpoint, in order: flush the producer until every emitted row is acknowledged;
+    /// write state and offsets of the partitions in one RocksDB batch; commit the offsets.
+    pub(crate) fn checkpoint(&mut self, consumer: &BaseConsumer<Ctx>, only: Option<&[Tp]>, mode: CommitMode) -> Result<()> {
+        self.absorb();
+        let started = Instant::now();
+        let producer = &self.outlet.producer;
+        let metrics = &self.outlet.metrics;
+        // librdkafka's flush checks in 100 ms steps; a checkpoint waits only as long as the
+        // acknowledgements take (the producer's own thread serves the delivery reports).
+        let deadline = Instant::now() + self.outlet.flush_timeout;
+        while producer.in_flight_count() > 0 {
+            if Instant::now() > deadline {
+                bail!("{} emitted records not acknowledged within {:?}", producer.in_flight_count(), self.outlet.flush_timeout);
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        let failed = producer.context().failed.load(Ordering::Relaxed);
+        if failed > 0 {
+            let last = producer.context().last_error.lock().expect("lock").clone().unwrap_or_default();
+            bail!("{failed} emitted records were not stored by the broker ({last}); not checkpointing past them");
+        }
+        let flushed = started.elapsed();
+        let mut tpl = TopicPartitionList::new();
+        let now = now_us();
+        let mut open = 0;
+        let mut due: Vec<(&Tp, &mut Part)> = Vec::new();
+        for (tp, part) in self.parts.iter_mut() {
+            open += part.runner.engine().open_sessions() as i64;
+            if only.is_some_and(|o| !o.contains(tp)) {
+                continue;
+            }
+            tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(part.next_offset))?;
+            let labels = [tp.0.as_str(), &tp.1.to_string()];
+            let newest = part.runner.newest_event_time();
+            if newest != i64::MIN {
+                metrics.watermark_lag.with_label_values(&labels).set((now - newest) / 1_000_000);
+            }
+            due.push((tp, part));
+        }
+        // The engines wait while a checkpoint runs, so the partitions' sessions are serialised
+        // on as many threads; their batches are then joined into the one batch written.
+        let db = &self.db;
+        let queue = Mutex::new(due);
+        let stage = |_| {
+            let mut staged = Vec::new();
+            while let Some((tp, part)) = queue.lock().expect("checkpoint queue").pop() {
+                let mut batch = WriteBatch::default();
+                db.stage(&mut batch, &tp.0, tp.1, part.next_offset, part.runner.engine_mut().store_mut());
+                staged.push(batch);
+            }
+            Ok(staged)
+        };
+        let batches: Vec<WriteBatch> = on_threads(self.threads.clamp(1, tpl.count().max(1)), stage)?.into_iter().flatten().collect();
+        let batch = crate::state::join_batches(&batches);
+        let (staged, bytes) = (started.elapsed(), batch.size_in_bytes());
+        self.db.write(batch)?;
+        let written = started.elapsed();
+        if tpl.count() > 0 {
+            consumer.commit(&tpl, mode).context("offset commit to the group failed")?;
+        }
+        metrics.sessions_open.set(open);
+        metrics.checkpoints.inc();
+        self.summary.checkpoints += 1;
+        metrics.checkpoint_seconds.observe(started.elapsed().as_secs_f64());
+        tracing::debug!(partitions = tpl.count(), seconds = started.elapsed().as_secs_f64(), ?flushed, ?staged, ?written, bytes, records = self.summary.records,
+            offsets = ?self.parts.values().map(|p| p.next_offset).collect::<Vec<_>>(), "checkpoint");
+        metrics.state_bytes.set(self.db.size_bytes() as i64);
+        self.last_checkpoint = Instant::now();
+        if tpl.count() > 0 && !self.checkpointed_partitions {
+            self.checkpointed_partitions = true;
+            info!(partitions = tpl.count(), seconds = started.elapsed().as_secs_f64(), "checkpoint written");
+        }
+        Ok(())
+    }
+}

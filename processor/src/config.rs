@@ -1,0 +1,69 @@
+//! What `pitgun process` is asked to do, and what a run did.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use pitgun_engine::Plan;
+use pitgun_runtime::kafka::Broker;
+
+/// Builds a fresh plan (each partition gets its own engine; formulas are not shared).
+pub type PlanFactory = Arc<dyn Fn() -> Result<Plan> + Send + Sync>;
+
+/// How to run one manifest version.
+pub struct Config {
+    /// Broker and namespace.
+    pub broker: Broker,
+    /// Manifest name and version (the group is `pitgun.<name>.v<version>`).
+    pub manifest: String,
+    /// Manifest version.
+    pub version: u32,
+    /// Input topics (base names; the namespace is added).
+    pub input_topics: Vec<String>,
+    /// Compiles the manifest.
+    pub plan: PlanFactory,
+    /// RocksDB state folder, one per manifest version and replica.
+    pub state_dir: PathBuf,
+    /// Time between checkpoints.
+    pub checkpoint_interval: Duration,
+    /// Consume up to the end offsets seen at start, close every session, checkpoint, exit.
+    pub until_end: bool,
+    /// Where to serve `/metrics`, `/healthz`, `/readyz`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// How long closed session ids are remembered (late copies of their events are refused).
+    pub closed_retention: Duration,
+    /// Consumer-group session timeout: how soon a dead replica's partitions move.
+    pub group_session_timeout: Duration,
+    /// Partitions of the output topics when the processor creates them.
+    pub output_partitions: i32,
+    /// How long a checkpoint waits for the broker to acknowledge emitted rows.
+    pub flush_timeout: Duration,
+    /// Extra librdkafka settings for the consumer (`fetch.max.bytes`, …), applied last.
+    pub consumer_settings: Vec<(String, String)>,
+    /// Engine threads: owned partitions are fed by this many threads at once (each partition
+    /// by one thread at a time, so its order is kept).
+    pub threads: usize,
+}
+
+/// What a run did (printed by `pitgun process` at exit).
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Summary {
+    /// Records consumed.
+    pub records: u64,
+    /// Rows produced (re-emissions included).
+    pub rows: u64,
+    /// Late events produced to the late topic.
+    pub late: u64,
+    /// Records sent to the dead-letter topic.
+    pub deadletters: u64,
+    /// Partitions resumed from a local checkpoint.
+    pub restored_partitions: u64,
+    /// Partitions rebuilt from the earliest offset.
+    pub rebuilt_partitions: u64,
+    /// Checkpoints written.
+    pub checkpoints: u64,
+    /// Seconds from the first record consumed to the end (throughput = records / this).
+    pub consume_seconds: f64,
+}

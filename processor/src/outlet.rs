@@ -1,0 +1,78 @@
+//! Where the engine's outputs go: rows to the aggregates topic, late events to the late topic,
+//! refusals to the dead-letter topic, through one producer whose failed deliveries a checkpoint
+//! must see.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::Result;
+use pitgun_runtime::kafka::{headers, send_waiting};
+use rdkafka::message::{Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+
+use crate::metrics::Metrics;
+
+/// Counts failed deliveries: a checkpoint must never follow a row the broker did not take.
+#[derive(Default)]
+pub(crate) struct Deliveries {
+    pub(crate) failed: AtomicU64,
+    pub(crate) last_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for Deliveries {}
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, msg)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            *self.last_error.lock().expect("lock") = Some(format!("delivery to {} failed: {e}", msg.topic()));
+        }
+    }
+}
+
+/// Output topic names, with the namespace.
+pub(crate) struct OutTopics {
+    pub(crate) aggregates: String,
+    pub(crate) late: String,
+    pub(crate) deadletter: String,
+}
+
+/// Where outputs go: the producer, its topics and the metrics. Shared (`Sync`) by the engine
+/// threads; librdkafka's producer is thread-safe.
+pub(crate) struct Outlet {
+    pub(crate) producer: ThreadedProducer<Deliveries>,
+    pub(crate) topics: OutTopics,
+    pub(crate) metrics: Metrics,
+    pub(crate) flush_timeout: Duration,
+}
+
+#[derive(Clone, Copy)]
+pub(crate) enum Dest {
+    Aggregates,
+    Late,
+    Deadletter,
+}
+
+impl Outlet {
+    /// Queues a record; waits while the producer queue is full (back-pressure on the consumer).
+    pub(crate) fn send(&self, dest: Dest, key: &[u8], payload: &[u8], h: Option<OwnedHeaders>) -> Result<()> {
+        let topic = match dest {
+            Dest::Aggregates => &self.topics.aggregates,
+            Dest::Late => &self.topics.late,
+            Dest::Deadletter => &self.topics.deadletter,
+        };
+        let mut record = BaseRecord::to(topic).key(key).payload(payload);
+        if let Some(h) = h {
+            record = record.headers(h);
+        }
+        send_waiting(&self.producer, record, self.flush_timeout)
+    }
+
+    pub(crate) fn deadletter(&self, reason: &str, detail: &str, origin: &str, payload: &[u8]) -> Result<()> {
+        self.metrics.deadletters.inc();
+        let h = headers::dead_letter("process", reason, detail, origin);
+        self.send(Dest::Deadletter, origin.as_bytes(), payload, Some(h))
+    }
+}

@@ -1,0 +1,138 @@
+//! One owned input partition: its engine, where it has read to, and how a batch of its records
+//! is fed (grouped by session) with the outputs sent on at once.
+
+use anyhow::Result;
+use pitgun_codec::session::session_id;
+use pitgun_codec::wire::Decoder;
+use pitgun_engine::{Output, Runner};
+use tracing::warn;
+
+use crate::group::SessionGroups;
+use crate::outlet::{Dest, Outlet};
+use crate::queue::{prefetch, PartitionFeed, Scratch};
+use crate::rebalance::Ctx;
+use crate::state::PartitionStore;
+
+/// One owned input partition.
+pub(crate) struct Part {
+    /// `topic/partition`, the prefix of dead-letter origins.
+    pub(crate) name: String,
+    pub(crate) runner: Runner<PartitionStore>,
+    pub(crate) next_offset: i64,
+    pub(crate) reported_duplicates: u64,
+    pub(crate) reported_evicted: u64,
+    pub(crate) reported_expired: u64,
+    /// The engine's outputs for the record being fed (reused).
+    pub(crate) out: Vec<Output>,
+    /// Counts since the last round, summed into the summary and metrics on the polling thread
+    /// (a shared counter bumped per record by two threads costs more than the engine's step).
+    pub(crate) tally: Tally,
+    /// Buffers for the feeding order of a batch.
+    pub(crate) groups: SessionGroups,
+    /// Room for the message pointers of a batch taken from the queue.
+    pub(crate) scratch: Scratch,
+}
+
+#[derive(Default, Clone, Copy)]
+pub(crate) struct Tally {
+    pub(crate) records: u64,
+    pub(crate) rows: u64,
+    pub(crate) late: u64,
+    pub(crate) deadletters: u64,
+}
+
+impl Part {
+    /// Feeds a batch of this partition's records (offset order) grouped by session
+    /// ([`SessionGroups`]); outputs go to their topics right away.
+    pub(crate) fn feed_batch(&mut self, outlet: &Outlet, decoder: &Decoder, now_us: i64, records: &[(i64, &[u8])]) -> Result<()> {
+        // Records already in the state (a fetch raced the seek) are skipped.
+        let skip = records.partition_point(|(offset, _)| *offset < self.next_offset);
+        let records = &records[skip..];
+        let Some(last) = records.last() else { return Ok(()) };
+        self.next_offset = last.0 + 1;
+        let mut groups = std::mem::take(&mut self.groups);
+        let order = groups.order(records.iter().map(|(_, payload)| decoder.classify(payload).ok().and_then(session_id)));
+        let mut fed = Ok(());
+        for (k, &i) in order.iter().enumerate() {
+            // Records arrive from librdkafka's fetch thread on another core: asking for the next
+            // one's lines now hides the cache misses the engine would wait on.
+            if let Some(&next) = order.get(k + 1) {
+                let next = records[next as usize].1;
+                prefetch(next.as_ptr(), next.len().div_ceil(64));
+            }
+            let (offset, payload) = records[i as usize];
+            fed = self.feed(outlet, decoder, now_us, offset, payload);
+            if fed.is_err() {
+                break;
+            }
+        }
+        self.groups = groups;
+        fed
+    }
+
+    /// Feeds one record of this partition; its outputs go to their topics right away.
+    pub(crate) fn feed(&mut self, outlet: &Outlet, decoder: &Decoder, now_us: i64, offset: i64, payload: &[u8]) -> Result<()> {
+        self.tally.records += 1;
+        let fed = match decoder.classify(payload) {
+            Ok(record) => self.runner.feed(record, now_us, &mut self.out),
+            Err(detail) => Err(self.runner.refuse_undecodable(detail)),
+        }
+        .map_err(|e| (e.reason.as_str(), e.detail));
+        let stats = self.runner.engine().stats();
+        let (dups, evicted) = (stats.duplicates, stats.dedup_evicted);
+        if dups != self.reported_duplicates {
+            outlet.metrics.duplicates.inc_by(dups - self.reported_duplicates);
+            self.reported_duplicates = dups;
+        }
+        if evicted != self.reported_evicted {
+            outlet.metrics.dedup_evicted.inc_by(evicted - self.reported_evicted);
+            self.reported_evicted = evicted;
+        }
+        if fed.is_ok() && self.out.is_empty() {
+            return Ok(());
+        }
+        let origin = format!("{}/{offset}", self.name);
+        if let Err((reason, detail)) = fed {
+            outlet.metrics.rejected.with_label_values(&[reason]).inc();
+            self.tally.deadletters += 1;
+            outlet.deadletter(reason, &detail, &origin, payload)?;
+        }
+        self.route_outputs(outlet, &origin)
+    }
+
+    /// Sends the engine's outputs to their topics.
+    pub(crate) fn route_outputs(&mut self, outlet: &Outlet, origin: &str) -> Result<()> {
+        for o in self.out.drain(..) {
+            match o {
+                Output::Row(row) => {
+                    outlet.metrics.windows_emitted.inc();
+                    self.tally.rows += 1;
+                    outlet.send(Dest::Aggregates, row.row_id.as_bytes(), row.json.as_bytes(), None)?;
+                }
+                Output::Late(note) => {
+                    outlet.metrics.late.inc();
+                    self.tally.late += 1;
+                    outlet.send(Dest::Late, note.session_id.as_bytes(), note.to_json().as_bytes(), None)?;
+                }
+                Output::Rejected(note) => {
+                    outlet.metrics.rejected.with_label_values(&[note.reason]).inc();
+                    self.tally.deadletters += 1;
+                    outlet.deadletter(note.reason, &note.detail, origin, note.to_json().as_bytes())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Feeds what this partition's queue holds now, at most `max` records. Returns the count.
+    pub(crate) fn drain(&mut self, queue: &PartitionFeed<Ctx>, outlet: &Outlet, decoder: &Decoder, now_us: i64, max: usize) -> Result<usize> {
+        let mut errors = Vec::new();
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let taken = queue.drain(&mut scratch, max, |e| errors.push(e), |records| self.feed_batch(outlet, decoder, now_us, records));
+        self.scratch = scratch;
+        for e in errors {
+            warn!(partition = %self.name, "consumer error: {e}");
+        }
+        taken
+    }
+}

@@ -1,0 +1,135 @@
+//! Where each row goes: every `output.sinks` entry of every manifest version becomes a route
+//! (one table of one target), and every aggregates topic knows the routes its rows feed. The
+//! targets are opened here, each with the tables routed to it, so a table that cannot be
+//! created stops the sink before it reads a row.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use pitgun_contracts::analysis::AnalysisContract;
+use pitgun_contracts::manifest::SinkKind;
+use pitgun_runtime::kafka::topics;
+use tracing::info;
+
+use crate::batch::Targets;
+use crate::postgres::{redact, PgTarget};
+use crate::questdb::{QuestTable, QuestTarget};
+use crate::runs_table::{runs_shape, RUNS_TABLE};
+use crate::service::Config;
+use crate::table::{Binding, RowParser, TableShape};
+
+/// One table of one target, fed by one manifest version.
+pub(crate) struct Route {
+    /// The target's index in [`Routing::targets`].
+    pub target: usize,
+    /// The table's index in that target.
+    pub table: usize,
+    /// `postgres:<table>` or `questdb:<table>`: the summary's and dead letters' label.
+    pub label: String,
+    /// The target's kind and the table's name (metrics labels).
+    pub kind: &'static str,
+    pub name: String,
+}
+
+/// The tables one aggregates topic feeds: its rows are parsed once, then converted per table.
+pub(crate) struct TopicRoutes {
+    pub topic: Arc<str>,
+    pub parser: RowParser,
+    /// Route index, the table's shape and its binding to the parser's fields.
+    pub tables: Vec<(usize, TableShape, Binding)>,
+}
+
+impl TopicRoutes {
+    fn new(topic: &str, contract: &AnalysisContract) -> TopicRoutes {
+        TopicRoutes { topic: topic.into(), parser: RowParser::of(contract), tables: Vec::new() }
+    }
+
+    fn add(&mut self, route: usize, shape: TableShape) -> Result<()> {
+        let binding = shape.bind(&self.parser)?;
+        self.tables.push((route, shape, binding));
+        Ok(())
+    }
+}
+
+/// Routes, the topics that feed them, and the opened targets.
+pub(crate) struct Routing {
+    pub routes: Vec<Route>,
+    pub topics: HashMap<String, TopicRoutes>,
+    pub targets: Targets,
+}
+
+/// The tables of each kind of target, in route order, before the targets are opened.
+#[derive(Default)]
+struct Tables {
+    postgres: Vec<(TableShape, String, u32)>,
+    questdb: Vec<QuestTable>,
+}
+
+/// Routes every sink the configuration selects, then opens each target with its tables
+/// (creating or checking them).
+pub(crate) async fn open(cfg: &Config) -> Result<Routing> {
+    let mut tables = Tables::default();
+    let mut topics: HashMap<String, TopicRoutes> = HashMap::new();
+    let mut routed: Vec<(SinkKind, usize, String)> = Vec::new();
+    for m in &cfg.manifests {
+        let topic = cfg.broker.name(&topics::aggregates(&m.manifest, m.version));
+        for sink in &m.sinks {
+            if cfg.targets.as_ref().is_some_and(|only| !only.contains(&sink.kind)) {
+                info!(manifest = %m.manifest, version = m.version, table = %sink.table, "target kind not selected (--targets): skipped");
+                continue;
+            }
+            let unconfigured =
+                |what: &str, flag: &str| anyhow::anyhow!("{} v{} writes {what} table {:?}: give {flag}", m.manifest, m.version, sink.table);
+            let (shape, index) = match sink.kind {
+                SinkKind::Postgres => {
+                    if cfg.postgres.is_none() {
+                        return Err(unconfigured("PostgreSQL", "--postgres URL (or leave it out with --targets)"));
+                    }
+                    let shape =
+                        if sink.table == RUNS_TABLE { runs_shape(&m.contract)? } else { TableShape::from_contract(&m.contract, &sink.table)? };
+                    tables.postgres.push((shape.clone(), m.manifest.clone(), m.version));
+                    (shape, tables.postgres.len() - 1)
+                }
+                SinkKind::Questdb => {
+                    if cfg.questdb.is_none() {
+                        return Err(unconfigured("QuestDB", "--questdb 'http::addr=HOST:9000;' (or leave it out with --targets postgres)"));
+                    }
+                    let table = QuestTable::from_contract(&m.contract, &sink.table)?;
+                    let shape = table.shape.clone();
+                    tables.questdb.push(table);
+                    (shape, tables.questdb.len() - 1)
+                }
+            };
+            topics.entry(topic.clone()).or_insert_with(|| TopicRoutes::new(&topic, &m.contract)).add(routed.len(), shape)?;
+            routed.push((sink.kind, index, sink.table.clone()));
+        }
+    }
+    if routed.is_empty() {
+        bail!("none of the manifests names a target this sink can write (output.sinks)");
+    }
+    // Each kind of target opened once, with every table routed to it.
+    let mut targets: Targets = Vec::new();
+    let mut slot: HashMap<SinkKind, usize> = HashMap::new();
+    if let (Some(url), false) = (&cfg.postgres, tables.postgres.is_empty()) {
+        let n = tables.postgres.len();
+        targets.push(Box::new(PgTarget::open(url, tables.postgres, cfg.pg_connections).await?));
+        slot.insert(SinkKind::Postgres, targets.len() - 1);
+        info!(postgres = %redact(url), tables = n, "PostgreSQL target ready");
+    }
+    if let (Some(conf), false) = (&cfg.questdb, tables.questdb.is_empty()) {
+        let n = tables.questdb.len();
+        targets.push(Box::new(QuestTarget::open(conf, tables.questdb).await?));
+        slot.insert(SinkKind::Questdb, targets.len() - 1);
+        info!(tables = n, "QuestDB target ready");
+    }
+    let routes = routed
+        .into_iter()
+        .map(|(kind, table, name)| {
+            let target = slot[&kind];
+            let kind = targets[target].kind();
+            Route { target, table, label: format!("{kind}:{name}"), kind, name }
+        })
+        .collect();
+    Ok(Routing { routes, topics, targets })
+}

@@ -1,0 +1,119 @@
+//! The PostgreSQL target against the real PostgreSQL `scripts/test.sh` starts
+//! (`PITGUN_TEST_POSTGRES`), each test in a database of its own. A write commits its rows; a
+//! later version of a row and a re-delivered batch replace rows instead of doubling them; a row
+//! PostgreSQL refuses comes back with the server's error code while the rest is written; a
+//! session the server dropped is replaced (after one `Retry` at most); a server failure gives
+//! `Retry`.
+
+#[path = "support/rows.rs"]
+mod rows;
+
+use pitgun_sink::postgres::PgTarget;
+use pitgun_sink::table::TableShape;
+use pitgun_sink::target::{Target, WriteError};
+use rows::*;
+use tokio_postgres::{Client, NoTls};
+
+const TABLE: &str = "lap_performance_v1";
+
+async fn connect(url: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+/// A fresh database of the test's own; its URL.
+async fn own_database(name: &str) -> String {
+    let admin_url = std::env::var("PITGUN_TEST_POSTGRES").expect(
+        "PITGUN_TEST_POSTGRES is not set: run the tests through scripts/test.sh, which starts PostgreSQL \
+         (or scripts/stack.sh up and export PITGUN_TEST_POSTGRES=postgres://pitgun:pitgun@127.0.0.1:54329/pitgun)",
+    );
+    let admin = connect(&admin_url).await;
+    let db = format!("t_sink_{name}_{}", std::process::id());
+    // Two statements: neither may run inside the implicit transaction of a multi-statement batch.
+    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).await.unwrap();
+    admin.batch_execute(&format!("CREATE DATABASE {db}")).await.unwrap();
+    let (base, _) = admin_url.rsplit_once('/').expect("URL with a database");
+    format!("{base}/{db}")
+}
+
+async fn open(url: &str, connections: usize) -> (PgTarget, TableShape) {
+    let shape = TableShape::from_contract(&lap_contract(), TABLE).unwrap();
+    (PgTarget::open(url, vec![(shape.clone(), "lap-performance".into(), 1)], connections).await.expect("open"), shape)
+}
+
+/// `(row_id, samples)` of every row in the table, by row id.
+async fn table(client: &Client) -> Vec<(String, i64)> {
+    let rows = client.query(&format!("SELECT row_id, samples FROM {TABLE} ORDER BY row_id"), &[]).await.unwrap();
+    rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
+fn expected(rows: &[Row]) -> Vec<(String, i64)> {
+    let mut v: Vec<(String, i64)> = rows.iter().map(|r| (r["row_id"].as_str().unwrap().to_string(), r["samples"].as_i64().unwrap())).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upserts_replace_versions_and_a_refused_row_comes_back_with_the_rest_written() {
+    let url = own_database("upsert").await;
+    let (mut target, shape) = open(&url, 2).await;
+    assert_eq!(target.kind(), "postgres");
+    let client = connect(&url).await;
+    let rows = lap_rows();
+    let refused = target.write(0, &mut convert(&shape, &rows)).await.expect("write");
+    assert!(refused.is_empty(), "{refused:?}");
+    assert_eq!(table(&client).await, expected(&rows), "after the first write");
+
+    // A later version of row 0, and a row PostgreSQL refuses (a NUL in a text value).
+    let mut want = rows.clone();
+    want[0] = next_version(&rows[0]);
+    let mut bad = rows[1].clone();
+    bad.insert("row_id".into(), "refused".into());
+    bad.insert("player".into(), "nul\u{0}player".into());
+    let mut batch = convert(&shape, &[want[0].clone(), bad]);
+    let refused = target.write(0, &mut batch).await.expect("write");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].0, 1, "the refused row's index in the batch");
+    assert!(refused[0].1.contains("22021"), "PostgreSQL's error code: {}", refused[0].1);
+    assert_eq!(table(&client).await, expected(&want), "the later version replaced row 0");
+
+    // The whole batch again, as after a crash before the offset commit: nothing doubles.
+    let refused = target.write(0, &mut convert(&shape, &want)).await.expect("write");
+    assert!(refused.is_empty(), "{refused:?}");
+    assert_eq!(table(&client).await, expected(&want), "after the re-delivered batch");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_session_is_replaced_and_a_server_failure_is_retry() {
+    let url = own_database("dropped").await;
+    let (mut target, shape) = open(&url, 1).await;
+    let client = connect(&url).await;
+    let rows = lap_rows();
+    let db = url.rsplit_once('/').unwrap().1;
+    let killed = client
+        .query_one("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", &[&db])
+        .await
+        .unwrap();
+    assert!(killed.get::<_, i64>(0) >= 1, "the target's session was terminated");
+    // The target sees the session gone before the write (it reconnects first) or during it
+    // (`Retry`), depending on when the server's notice reaches the client; one retry at most.
+    let mut batch = convert(&shape, &rows);
+    let refused = match target.write(0, &mut batch).await {
+        Ok(refused) => refused,
+        Err(WriteError::Retry(e)) => {
+            assert!(format!("{e:#}").contains("57P01"), "the retry names the termination: {e:#}");
+            target.write(0, &mut batch).await.expect("the retried write lands on a new session")
+        }
+    };
+    assert!(refused.is_empty(), "{refused:?}");
+    assert_eq!(table(&client).await, expected(&rows));
+
+    // A failure that is not the rows' fault (here: the table is gone) is Retry, not a refusal:
+    // the rows wait in Kafka instead of going to the dead-letter topic.
+    client.batch_execute(&format!("DROP TABLE {TABLE}")).await.unwrap();
+    match target.write(0, &mut convert(&shape, &rows)).await {
+        Err(WriteError::Retry(e)) => assert!(format!("{e:#}").contains(TABLE), "the error names the table: {e:#}"),
+        other => panic!("a missing table is Retry, not {other:?}"),
+    }
+}
