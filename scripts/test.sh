@@ -54,13 +54,14 @@ if "$FIRST/release/pitgun" process --manifest manifests/pipelines/lap-performanc
 fi
 grep -q -- "--features live" "$STACK_DIR/live.err"
 
-cargo build --locked --release -p pitgun --features live
-"$CARGO_TARGET_DIR/release/pitgun" replay --manifest manifests/pipelines/lap-performance.v1.yaml \
+# One profile (Cargo.toml, `ci`) serves the binary below, the lints and the tests.
+cargo build --locked --profile ci -p pitgun --features live
+"$CARGO_TARGET_DIR/ci/pitgun" replay --manifest manifests/pipelines/lap-performance.v1.yaml \
   --input samples/racing-small.ndjson.zst 2>/dev/null | cmp - "$STACK_DIR/first-rows.ndjson"
 echo "test.sh: the first command builds without librdkafka or RocksDB and gives the live build's rows"
 # Lints over the whole tree, tests included, with the profile and features just built (the
 # check reuses their build scripts: no second RocksDB compile); any warning fails.
 cargo clippy --version > /dev/null 2>&1 || rustup component add clippy
-cargo clippy --locked --workspace --all-targets --release --all-features -- -D warnings
-cargo test --locked --workspace --release --all-features
-"$CARGO_TARGET_DIR/release/pitgun" manifest test manifests/pipelines/*.yaml
+cargo clippy --locked --workspace --all-targets --profile ci --all-features -- -D warnings
+cargo test --locked --workspace --profile ci --all-features
+"$CARGO_TARGET_DIR/ci/pitgun" manifest test manifests/pipelines/*.yaml
