@@ -1,4 +1,5 @@
-//! The engine proper: per-session watermarks, reorder buffers, deduplication and windows.
+//! The engine proper: per-session watermarks, reorder buffers and deduplication; the window
+//! kinds behind one assigner ([`windows`]).
 //!
 //! Every session keeps its own watermark (highest event time − out-of-orderness) and a reorder
 //! buffer. Events wait in the buffer until the watermark passes them and are then *released* in
@@ -8,22 +9,21 @@
 //! allowed lateness (re-emitting its row, an upsert by `row_id`) or goes to the late output.
 //! Nothing depends on other sessions, so threads, files and partitions cannot change a row.
 
-use std::collections::{BTreeMap, VecDeque};
+mod windows;
 
-use pitgun_contracts::analysis::ColumnType;
+use std::collections::VecDeque;
+
 use pitgun_contracts::envelope::EventKind;
-use pitgun_contracts::manifest::{AggregateFn, WindowDef};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 use smallvec::SmallVec;
 
-use crate::accumulate::Accumulator;
 use crate::dedup::{Seen, SeenEvents};
 use crate::formula::{Evaluated, FormulaRuntime};
 use crate::plan::Plan;
 use crate::row::{self, Row};
 use crate::store::{MemoryStore, SessionStore};
 use crate::{Reason, Stats};
+use windows::{Assigner, Rows, Windows};
 
 /// An event ready for the engine: decoded, resolved to input slots, key extracted.
 #[derive(Debug, Clone, Copy)]
@@ -144,102 +144,6 @@ impl Ord for Pending {
     }
 }
 
-/// One window's accumulated state.
-#[derive(Clone, Serialize, Deserialize)]
-struct Win {
-    start: i64,
-    end: i64,
-    first_t: i64,
-    last_t: i64,
-    min_seq: u64,
-    max_seq: u64,
-    events: u64,
-    accs: Vec<Accumulator>,
-    emitted: bool,
-    dirty: bool,
-    /// Segment value (segment windows).
-    segment: f64,
-    /// Segment closed by the next value (segment windows).
-    closed: bool,
-    complete: bool,
-    /// The row's fixed time (`window_anchor`): the start when the row was first emitted. A late
-    /// event may move an emitted segment's or global window's start, but its row keeps its
-    /// identity (`row_id`), so a store keyed by time (QuestDB's dedup keys) needs a time that
-    /// does not move with it.
-    anchor: i64,
-    /// Segment windows: the boundary it started at was observed (the previous segment's end, or
-    /// the session's start). A segment first seen mid-way — a session joined late, resumed, or
-    /// cut by retention — is never `complete`, however it ends.
-    start_seen: bool,
-}
-
-impl Win {
-    fn new(plan: &Plan, start: i64, end: i64) -> Win {
-        Win {
-            start,
-            end,
-            first_t: i64::MAX,
-            last_t: i64::MIN,
-            min_seq: u64::MAX,
-            max_seq: 0,
-            events: 0,
-            accs: plan.aggregations.iter().map(|a| Accumulator::new(a.function)).collect(),
-            emitted: false,
-            dirty: false,
-            segment: f64::NAN,
-            closed: false,
-            complete: false,
-            anchor: start,
-            start_seen: false,
-        }
-    }
-
-    #[inline]
-    fn add(&mut self, plan: &Plan, values: &[f64], t: i64, seq: u64) {
-        for (acc, agg) in self.accs.iter_mut().zip(&plan.aggregations) {
-            match agg.slot {
-                None => acc.add(0.0, t, seq),
-                Some(s) => {
-                    let v = values[s];
-                    if !v.is_nan() {
-                        acc.add(v, t, seq);
-                    }
-                }
-            }
-        }
-        self.first_t = self.first_t.min(t);
-        self.last_t = self.last_t.max(t);
-        self.min_seq = self.min_seq.min(seq);
-        self.max_seq = self.max_seq.max(seq);
-        self.events += 1;
-        self.dirty = true;
-    }
-
-    fn merge(&mut self, other: &Win) {
-        for (a, b) in self.accs.iter_mut().zip(&other.accs) {
-            a.merge(b);
-        }
-        self.first_t = self.first_t.min(other.first_t);
-        self.last_t = self.last_t.max(other.last_t);
-        self.min_seq = self.min_seq.min(other.min_seq);
-        self.max_seq = self.max_seq.max(other.max_seq);
-        self.events += other.events;
-        self.dirty = true;
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-enum Windows {
-    /// Tumbling and hopping windows by start.
-    Fixed(BTreeMap<i64, Win>),
-    /// Session-gap windows, ordered by first event.
-    Sessions(Vec<Win>),
-    /// Segments in order of value.
-    Segments(Vec<Win>),
-    /// The whole session.
-    Global(Option<Win>),
-}
-
 #[derive(Serialize, Deserialize)]
 struct KeyState {
     /// Session id then key dimension values.
@@ -336,6 +240,8 @@ impl SessionState {
 /// Everything but the sessions, so session code can borrow both.
 struct Core {
     plan: Plan,
+    /// The plan's window kind: where events go, when windows are emitted.
+    assigner: Assigner,
     rt: FormulaRuntime,
     stats: Stats,
     /// All-NaN previous values, for late events and filters.
@@ -363,7 +269,7 @@ impl<S: SessionStore> Engine<S> {
     pub fn with_store(mut plan: Plan, store: S) -> Engine<S> {
         let rt = std::mem::take(&mut plan.formulas);
         let no_prev = vec![f64::NAN; plan.slots.len()];
-        Engine { core: Core { plan, rt, stats: Stats::default(), scratch: no_prev.clone(), no_prev }, sessions: store }
+        Engine { core: Core { assigner: Assigner::of(&plan), plan, rt, stats: Stats::default(), scratch: no_prev.clone(), no_prev }, sessions: store }
     }
 
     /// The session store.
@@ -498,7 +404,7 @@ impl<S: SessionStore> Engine<S> {
         }
 
         if accepted_kind && core.admit(ev, out) {
-            let key = key_index(&core.plan, session, ev);
+            let key = key_index(&core.plan, core.assigner, session, ev);
             let mut values = SmallVec::from_slice(ev.inputs);
             values.resize(core.plan.slots.len(), f64::NAN);
             let event_id = EventId::new(ev.event_id);
@@ -619,19 +525,14 @@ fn renumber(session: &mut SessionState, ev: &EventRef) {
     session.min_seq = session.min_seq.min(ev.seq);
 }
 
-fn key_index(plan: &Plan, session: &mut SessionState, ev: &EventRef) -> u32 {
+fn key_index(plan: &Plan, assigner: Assigner, session: &mut SessionState, ev: &EventRef) -> u32 {
     if let Some(i) = session.keys.iter().position(|k| k.key[1..].iter().zip(ev.key).all(|(a, b)| pitgun_codec::text::same(a, b))) {
         return i as u32;
     }
     let mut key = Vec::with_capacity(ev.key.len() + 1);
     key.push(ev.session_id.to_string());
     key.extend(ev.key.iter().map(|s| s.to_string()));
-    let windows = match plan.manifest.window {
-        WindowDef::Tumbling { .. } | WindowDef::Hopping { .. } => Windows::Fixed(BTreeMap::new()),
-        WindowDef::Session { .. } => Windows::Sessions(Vec::new()),
-        WindowDef::Segment { .. } => Windows::Segments(Vec::new()),
-        WindowDef::Global => Windows::Global(None),
-    };
+    let windows = assigner.empty();
     session.keys.push(KeyState {
         key,
         prev: vec![f64::NAN; plan.slots.len()],
@@ -728,7 +629,13 @@ impl Core {
             }
         }
         let wm = s.max_time.saturating_sub(plan.ooo_us);
-        let accepted = if in_order { self.add_in_order(s, sid, p.key as usize, &p, out) } else { self.add_late(s, sid, p.key as usize, &p, wm, out) };
+        let mut rows = Rows { plan, stats: &mut self.stats, emissions: &mut s.emissions, out };
+        let key = &mut s.keys[p.key as usize];
+        let accepted = if in_order {
+            self.assigner.add_in_order(&mut rows, key, sid, &p, wm, s.started)
+        } else {
+            self.assigner.add_late(&mut rows, key, &p, wm)
+        };
         if accepted {
             self.stats.accepted += 1;
             if !in_order {
@@ -740,237 +647,11 @@ impl Core {
         }
     }
 
-    /// The in-order path; false when the event's window was already dropped.
-    fn add_in_order(&mut self, s: &mut SessionState, sid: &str, k: usize, p: &Pending, out: &mut Vec<Output>) -> bool {
-        let plan = &self.plan;
-        let (t, seq) = (p.time, p.seq);
-        match (&plan.manifest.window, &mut s.keys[k].windows) {
-            (WindowDef::Tumbling { size: sz }, Windows::Fixed(map)) | (WindowDef::Hopping { size: sz, .. }, Windows::Fixed(map)) => {
-                // An event released in order may still be far behind the watermark (nothing
-                // after it had been released yet): a window already dropped is not re-created.
-                let (size, hop) = fixed_geometry(&plan.manifest.window, sz.micros);
-                let wm = s.max_time.saturating_sub(plan.ooo_us);
-                let last = t.div_euclid(hop) * hop;
-                let mut start = last - size + hop;
-                let mut taken = false;
-                while start <= last {
-                    if !p.behind || map.contains_key(&start) || start + size + plan.lateness_us > wm {
-                        map.entry(start).or_insert_with(|| Win::new(plan, start, start + size)).add(plan, &p.values, t, seq);
-                        taken = true;
-                    }
-                    start += hop;
-                }
-                return taken;
-            }
-            (WindowDef::Session { gap }, Windows::Sessions(_)) => {
-                if p.behind && t <= s.keys[k].sealed_until.saturating_add(gap.micros) {
-                    return false;
-                }
-                let Windows::Sessions(wins) = &mut s.keys[k].windows else { unreachable!() };
-                match wins.last_mut() {
-                    Some(w) if t - w.last_t <= gap.micros => w.add(plan, &p.values, t, seq),
-                    _ => {
-                        let mut w = Win::new(plan, t, t);
-                        w.add(plan, &p.values, t, seq);
-                        wins.push(w);
-                    }
-                }
-            }
-            (WindowDef::Segment { .. }, Windows::Segments(_)) => {
-                self.segment_in_order(s, sid, k, p, out);
-            }
-            (WindowDef::Global, Windows::Global(win)) => {
-                win.get_or_insert_with(|| Win::new(plan, t, t)).add(plan, &p.values, t, seq);
-            }
-            _ => unreachable!("windows match the plan"),
-        }
-        true
-    }
-
-    fn segment_in_order(&mut self, s: &mut SessionState, sid: &str, k: usize, p: &Pending, out: &mut Vec<Output>) {
-        let plan = &self.plan;
-        let slot = plan.segment_slot.expect("segment plan");
-        let integral = plan.slots[slot].integral;
-        let v = p.values[slot];
-        let key = &mut s.keys[k];
-        let Windows::Segments(segs) = &mut key.windows else { unreachable!() };
-        let open = segs.last_mut().filter(|w| !w.closed);
-        if v.is_nan() {
-            match open {
-                Some(w) => w.add(plan, &p.values, p.time, p.seq),
-                None => self.stats.no_segment += 1,
-            }
-            return;
-        }
-        if let Some(w) = open {
-            if w.segment == v {
-                w.add(plan, &p.values, p.time, p.seq);
-                return;
-            }
-        }
-        if v < key.segment_high {
-            self.stats.rejected[Reason::SegmentRegressed as usize] += 1;
-            out.push(Output::Rejected(p.note(sid, Reason::SegmentRegressed.as_str(), format!("segment value {v} after {}", key.segment_high))));
-            return;
-        }
-        // Its start is seen if a segment before it was, or the session's start was.
-        let start_seen = key.segment_high > f64::NEG_INFINITY || s.started.is_some_and(|t| t <= p.time);
-        key.segment_high = v;
-        if let Some(w) = segs.last_mut().filter(|w| !w.closed) {
-            w.closed = true;
-            w.end = p.time;
-            w.complete = w.start_seen && (!integral || v == w.segment + 1.0);
-            emit(&mut self.stats, plan, &mut s.emissions, &key.key, w, out);
-        }
-        let mut w = Win::new(plan, p.time, p.time);
-        w.start_seen = start_seen;
-        w.segment = v;
-        w.add(plan, &p.values, p.time, p.seq);
-        segs.push(w);
-    }
-
-    /// The late path; false when no retained window takes the event.
-    fn add_late(&mut self, s: &mut SessionState, _sid: &str, k: usize, p: &Pending, wm: i64, out: &mut Vec<Output>) -> bool {
-        let plan = &self.plan;
-        let lateness = plan.lateness_us;
-        let (t, seq) = (p.time, p.seq);
-        let key = &mut s.keys[k];
-        let stats = &mut self.stats;
-        let emissions = &mut s.emissions;
-        match (&plan.manifest.window, &mut key.windows) {
-            (WindowDef::Tumbling { size: sz }, Windows::Fixed(map)) | (WindowDef::Hopping { size: sz, .. }, Windows::Fixed(map)) => {
-                let (size, hop) = fixed_geometry(&plan.manifest.window, sz.micros);
-                let last = t.div_euclid(hop) * hop;
-                let mut start = last - size + hop;
-                let mut taken = false;
-                while start <= last {
-                    let end = start + size;
-                    let retained = map.contains_key(&start) || end + lateness > wm;
-                    if retained {
-                        let w = map.entry(start).or_insert_with(|| Win::new(plan, start, end));
-                        w.add(plan, &p.values, t, seq);
-                        if w.emitted || end <= wm {
-                            emit(stats, plan, emissions, &key.key, w, out);
-                        }
-                        taken = true;
-                    }
-                    start += hop;
-                }
-                taken
-            }
-            (WindowDef::Session { gap }, Windows::Sessions(wins)) => {
-                let gap = gap.micros;
-                // Within the gap of a window already emitted: merging is no longer possible.
-                if t <= key.sealed_until.saturating_add(gap) {
-                    return false;
-                }
-                let hits: Vec<usize> = (0..wins.len()).filter(|&i| t >= wins[i].first_t - gap && t <= wins[i].last_t + gap).collect();
-                match hits.as_slice() {
-                    [] => {
-                        if t + gap + lateness < wm {
-                            return false;
-                        }
-                        let mut w = Win::new(plan, t, t);
-                        w.add(plan, &p.values, t, seq);
-                        let at = wins.partition_point(|x| x.first_t < t);
-                        wins.insert(at, w);
-                    }
-                    [i, rest @ ..] => {
-                        for j in rest.iter().rev() {
-                            let other = wins.remove(*j);
-                            wins[*i].merge(&other);
-                        }
-                        wins[*i].add(plan, &p.values, t, seq);
-                    }
-                }
-                true
-            }
-            (WindowDef::Segment { .. }, Windows::Segments(segs)) => {
-                let slot = plan.segment_slot.expect("segment plan");
-                let v = p.values[slot];
-                let found = if v.is_nan() {
-                    segs.iter().position(|w| w.start <= t && (!w.closed || t < w.end))
-                } else {
-                    segs.iter().position(|w| w.segment == v)
-                };
-                let Some(i) = found else { return false };
-                let w = &mut segs[i];
-                let old_start = w.start;
-                w.add(plan, &p.values, t, seq);
-                if t < w.start {
-                    w.start = t;
-                }
-                let moved = w.start != old_start;
-                let new_start = w.start;
-                if segs[i].emitted {
-                    emit(stats, plan, emissions, &key.key, &mut segs[i], out);
-                }
-                if moved && i > 0 {
-                    let prev = &mut segs[i - 1];
-                    if prev.closed && prev.end == old_start {
-                        prev.end = new_start;
-                        prev.dirty = true;
-                        if prev.emitted {
-                            emit(stats, plan, emissions, &key.key, prev, out);
-                        }
-                    }
-                }
-                true
-            }
-            (WindowDef::Global, Windows::Global(win)) => {
-                win.get_or_insert_with(|| Win::new(plan, t, t)).add(plan, &p.values, t, seq);
-                true
-            }
-            _ => unreachable!("windows match the plan"),
-        }
-    }
-
     /// Emits windows the watermark has passed and drops those beyond the allowed lateness.
     fn advance(&mut self, s: &mut SessionState, wm: i64, out: &mut Vec<Output>) {
-        let plan = &self.plan;
-        let lateness = plan.lateness_us;
+        let mut rows = Rows { plan: &self.plan, stats: &mut self.stats, emissions: &mut s.emissions, out };
         for key in &mut s.keys {
-            match &mut key.windows {
-                Windows::Fixed(map) => {
-                    while let Some(mut entry) = map.first_entry() {
-                        let w = entry.get_mut();
-                        if w.end > wm {
-                            break;
-                        }
-                        if !w.emitted || w.dirty {
-                            emit(&mut self.stats, plan, &mut s.emissions, &key.key, w, out);
-                        }
-                        if w.end + lateness <= wm {
-                            entry.remove();
-                        } else {
-                            break;
-                        }
-                    }
-                    // Windows after the first retained one may also have ended (hopping).
-                    for w in map.values_mut() {
-                        if w.end > wm {
-                            break;
-                        }
-                        if !w.emitted || w.dirty {
-                            emit(&mut self.stats, plan, &mut s.emissions, &key.key, w, out);
-                        }
-                    }
-                }
-                Windows::Sessions(wins) => {
-                    let gap = session_gap(&plan.manifest.window);
-                    while wins.first().is_some_and(|w| w.last_t + gap + lateness < wm) {
-                        let mut w = wins.remove(0);
-                        key.sealed_until = key.sealed_until.max(w.last_t);
-                        emit(&mut self.stats, plan, &mut s.emissions, &key.key, &mut w, out);
-                    }
-                }
-                Windows::Segments(segs) => {
-                    while segs.first().is_some_and(|w| w.closed && w.end + lateness <= wm) {
-                        segs.remove(0);
-                    }
-                }
-                Windows::Global(_) => {}
-            }
+            self.assigner.advance(&mut rows, key, wm);
         }
     }
 
@@ -982,119 +663,13 @@ impl Core {
             self.stats.late += 1;
             out.push(Output::Late(p.note(sid, "session_closed", AFTER_END.into())));
         }
-        let plan = &self.plan;
+        let mut rows = Rows { plan: &self.plan, stats: &mut self.stats, emissions: &mut s.emissions, out };
         for key in &mut s.keys {
-            match &mut key.windows {
-                Windows::Fixed(map) => {
-                    for w in map.values_mut() {
-                        if !w.emitted || w.dirty {
-                            emit(&mut self.stats, plan, &mut s.emissions, &key.key, w, out);
-                        }
-                    }
-                }
-                Windows::Sessions(wins) => {
-                    for w in wins.iter_mut() {
-                        emit(&mut self.stats, plan, &mut s.emissions, &key.key, w, out);
-                    }
-                }
-                Windows::Segments(segs) => {
-                    for w in segs.iter_mut() {
-                        if !w.closed {
-                            w.closed = true;
-                            w.end = w.last_t;
-                            w.complete = false;
-                            w.dirty = true;
-                        }
-                        if !w.emitted || w.dirty {
-                            emit(&mut self.stats, plan, &mut s.emissions, &key.key, w, out);
-                        }
-                    }
-                }
-                Windows::Global(Some(w)) => emit(&mut self.stats, plan, &mut s.emissions, &key.key, w, out),
-                Windows::Global(None) => {}
-            }
+            self.assigner.close(&mut rows, key);
         }
         if s.received > 0 {
             self.stats.missing_events += (s.max_seq - s.min_seq + 1).saturating_sub(s.received);
         }
         self.stats.sessions_closed += 1;
     }
-}
-
-/// The gap of a session window (0 for other kinds), µs.
-fn session_gap(window: &WindowDef) -> i64 {
-    match window {
-        WindowDef::Session { gap } => gap.micros,
-        _ => 0,
-    }
-}
-
-/// (size, hop) of a tumbling (hop = size) or hopping window, µs.
-fn fixed_geometry(window: &WindowDef, size: i64) -> (i64, i64) {
-    match window {
-        WindowDef::Hopping { hop, .. } => (size, hop.micros),
-        _ => (size, size),
-    }
-}
-
-/// Renders and emits a window's row.
-fn emit(stats: &mut Stats, plan: &Plan, emissions: &mut u64, key: &[String], w: &mut Win, out: &mut Vec<Output>) {
-    let kind = plan.manifest.window.kind_name();
-    let (start, end, discriminator) = match plan.manifest.window {
-        WindowDef::Tumbling { .. } | WindowDef::Hopping { .. } => (w.start, w.end, Value::from(w.start)),
-        WindowDef::Session { .. } => (w.first_t, w.last_t, Value::from(w.first_t)),
-        WindowDef::Segment { .. } => {
-            let t = if plan.slots[plan.segment_slot.expect("segment")].integral { ColumnType::Int } else { ColumnType::Float };
-            let end = if w.closed { w.end } else { w.last_t };
-            (w.start, end, row::number(Some(w.segment), t))
-        }
-        WindowDef::Global => (w.first_t, w.last_t, Value::Null),
-    };
-    // Time and session windows are identified by their start, so their anchor is the start; a
-    // segment or global window keeps the start its row was first emitted with.
-    let anchor = match plan.manifest.window {
-        WindowDef::Segment { .. } | WindowDef::Global => {
-            if !w.emitted {
-                w.anchor = start;
-            }
-            w.anchor
-        }
-        _ => start,
-    };
-    let id = row::row_id(&plan.manifest.name, plan.manifest.version, key, kind, discriminator.clone());
-    let mut cols = Map::new();
-    cols.insert("row_id".into(), Value::from(id.as_str()));
-    cols.insert("session_id".into(), Value::from(key[0].as_str()));
-    for (name, value) in plan.key_dims.iter().zip(&key[1..]) {
-        cols.insert(name.clone(), Value::from(value.as_str()));
-    }
-    cols.insert("window_start".into(), Value::from(row::format_timestamp(start)));
-    cols.insert("window_end".into(), Value::from(row::format_timestamp(end)));
-    cols.insert("window_anchor".into(), Value::from(row::format_timestamp(anchor)));
-    if let Some(slot) = plan.segment_slot {
-        cols.insert(plan.slots[slot].name.clone(), discriminator);
-    }
-    for (agg, acc) in plan.aggregations.iter().zip(&w.accs) {
-        let value = match agg.function {
-            AggregateFn::Duration => Some((end - start) as f64 / 1e6),
-            AggregateFn::Missing => Some((w.max_seq + 1).saturating_sub(w.min_seq).saturating_sub(w.events) as f64),
-            f => acc.finish(f, agg.q),
-        };
-        let value = match agg.function {
-            AggregateFn::Count | AggregateFn::Missing => value,
-            _ => value.map(|v| agg.conversion.apply_for_output(v)),
-        };
-        cols.insert(agg.name.clone(), row::number(value, agg.column_type));
-    }
-    if plan.segment_slot.is_some() {
-        cols.insert("complete".into(), Value::from(w.complete));
-    }
-    if !w.emitted {
-        stats.windows_emitted += 1;
-    }
-    stats.rows_emitted += 1;
-    w.emitted = true;
-    w.dirty = false;
-    *emissions += 1;
-    out.push(Output::Row(Row { row_id: id, key: key.to_vec(), window_start: start, json: row::render(cols), emission: *emissions }));
 }

@@ -163,9 +163,20 @@ fn manifest_semantic_errors_point_at_the_problem() {
 /// its operation count alone; the driver passes its clock in, for idle expiry only).
 #[test]
 fn the_engine_reads_no_clock() {
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    for entry in std::fs::read_dir(&src).expect("engine/src") {
-        let path = entry.expect("entry").path();
+    let mut folders = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
+    let mut files = Vec::new();
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).expect("engine/src") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                folders.push(path)
+            } else {
+                files.push(path)
+            }
+        }
+    }
+    assert!(files.iter().any(|f| f.ends_with("session_engine/windows.rs")), "sub-folders are read too");
+    for path in files {
         let text = std::fs::read_to_string(&path).expect("source");
         for needle in ["Instant", "SystemTime", "std::time::"] {
             assert!(!text.contains(needle), "{} uses {needle}", path.display());

@@ -67,7 +67,7 @@ impl Outlet {
         if let Some(h) = h {
             record = record.headers(h);
         }
-        send_waiting(&self.producer, record, self.flush_timeout)
+        Ok(send_waiting(&self.producer, record, self.flush_timeout)?)
     }
 
     pub(crate) fn deadletter(&self, reason: &str, detail: &str, origin: &str, payload: &[u8]) -> Result<()> {

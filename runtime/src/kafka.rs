@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -13,6 +12,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::ToBytes;
 use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
+
+use crate::error::{Error, Result};
 
 /// Sets `gauge` (labels: topic, partition) to each partition's consumer lag from librdkafka's
 /// statistics: lag costs no extra request (an offsets request would queue behind the fetch).
@@ -79,18 +80,19 @@ impl Broker {
 
     /// Creates `topics` with `partitions` each unless they exist (idempotent).
     pub fn ensure_topics(&self, topics: &[String], partitions: i32, timeout: Duration) -> Result<()> {
-        let admin: AdminClient<DefaultClientContext> = self.client_config("pitgun-admin").create().context("cannot create a Kafka admin client")?;
+        let admin: AdminClient<DefaultClientContext> =
+            self.client_config("pitgun-admin").create().map_err(Error::kafka("cannot create a Kafka admin client"))?;
         let new: Vec<NewTopic> = topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))).collect();
         let opts = AdminOptions::new().operation_timeout(Some(timeout)).request_timeout(Some(timeout));
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let results = rt
             .block_on(async { tokio::time::timeout(timeout, admin.create_topics(&new, &opts)).await })
-            .with_context(|| format!("broker {} did not answer a topic creation within {timeout:?}", self.bootstrap))?
-            .with_context(|| format!("cannot create topics on {}", self.bootstrap))?;
+            .map_err(|_| Error::TopicCreationTimeout { bootstrap: self.bootstrap.clone(), timeout })?
+            .map_err(Error::kafka(format!("cannot create topics on {}", self.bootstrap)))?;
         for r in results {
             match r {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((t, e)) => bail!("cannot create topic {t}: {e}"),
+                Err((topic, code)) => return Err(Error::TopicCreation { topic, code }),
             }
         }
         Ok(())
@@ -101,12 +103,12 @@ impl Broker {
 /// not exist. (Blocking: librdkafka's synchronous calls.)
 pub fn partition_bounds<C: ConsumerContext, K: Consumer<C>>(consumer: &K, topic: &str) -> Result<BTreeMap<i32, (i64, i64)>> {
     let timeout = Duration::from_secs(10);
-    let md = consumer.fetch_metadata(Some(topic), timeout).with_context(|| format!("the broker did not answer metadata for {topic}"))?;
+    let md = consumer.fetch_metadata(Some(topic), timeout).map_err(Error::kafka(format!("the broker did not answer metadata for {topic}")))?;
     let mut bounds = BTreeMap::new();
     for p in md.topics().iter().flat_map(|t| t.partitions()) {
         let (low, high) = consumer
             .fetch_watermarks(topic, p.id(), timeout)
-            .with_context(|| format!("the broker did not answer the offsets of {topic}/{}", p.id()))?;
+            .map_err(Error::kafka(format!("the broker did not answer the offsets of {topic}/{}", p.id())))?;
         bounds.insert(p.id(), (low, high));
     }
     Ok(bounds)
@@ -128,7 +130,7 @@ where
                 record = r;
                 std::thread::sleep(Duration::from_millis(2));
             }
-            Err((e, r)) => bail!("cannot produce to {}: {e}", r.topic),
+            Err((source, r)) => return Err(Error::Kafka { what: format!("cannot produce to {}", r.topic), source }),
         }
     }
 }

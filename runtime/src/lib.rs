@@ -2,11 +2,13 @@
 //!
 //! - [`kafka`]: client settings for the broker, topic names (with an optional namespace prefix,
 //!   so tests and tenants never see each other's data) and topic creation;
-//! - [`serve`]: the `/metrics`, `/healthz` and `/readyz` endpoints every service exposes.
+//! - [`serve`]: the `/metrics`, `/healthz` and `/readyz` endpoints every service exposes;
+//! - [`error`]: what can go wrong there, typed (`thiserror`); `anyhow` stays in the binary.
 //!
 //! Topic contracts are documented in `schemas/topics.md`.
 #![deny(missing_docs)]
 
+pub mod error;
 pub mod kafka;
 pub mod serve;
 pub mod sql;

@@ -48,8 +48,8 @@ async fn readyz(State(h): State<Health>) -> impl IntoResponse {
 
 /// Serves only the health routes on `addr` from a background thread (for services that are not
 /// HTTP servers themselves, such as the processor). Returns the bound address.
-pub fn spawn_health_server(addr: SocketAddr, health: Health) -> anyhow::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind(addr).map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+pub fn spawn_health_server(addr: SocketAddr, health: Health) -> crate::error::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| crate::error::Error::Listen { addr, source })?;
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
     std::thread::Builder::new().name("health".into()).spawn(move || {

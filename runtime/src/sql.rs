@@ -1,6 +1,6 @@
 //! Table and column names that go into SQL text (PostgreSQL, QuestDB).
 
-use anyhow::{bail, Result};
+use crate::error::{Error, Result};
 
 /// Names are quoted where they appear in SQL, and must be plain identifiers all the same: a
 /// name comes from a manifest or the command line, never from a request, and this keeps any
@@ -11,7 +11,7 @@ pub fn check_identifier(name: &str) -> Result<()> {
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         && !name.as_bytes()[0].is_ascii_digit();
     if !ok {
-        bail!("{name:?} is not a plain SQL identifier (a-z, 0-9, _; at most 63 bytes; not starting with a digit)");
+        return Err(Error::Identifier(name.to_string()));
     }
     Ok(())
 }
