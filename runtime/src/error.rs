@@ -36,7 +36,7 @@ pub enum Error {
         code: RDKafkaErrorCode,
     },
     /// A server could not listen on its address.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Listen {
         /// The address asked for.
         addr: SocketAddr,

@@ -101,10 +101,8 @@ async fn a_dropped_session_is_replaced_and_a_server_failure_is_retry() {
     let mut batch = convert(&shape, &rows);
     let refused = match target.write(0, &mut batch).await {
         Ok(refused) => refused,
-        Err(WriteError::Retry(e)) => {
-            assert!(format!("{e:#}").contains("57P01"), "the retry names the termination: {e:#}");
-            target.write(0, &mut batch).await.expect("the retried write lands on a new session")
-        }
+        // The client may read the server's notice, or only see the connection closed.
+        Err(WriteError::Retry(_)) => target.write(0, &mut batch).await.expect("the retried write lands on a new session"),
     };
     assert!(refused.is_empty(), "{refused:?}");
     assert_eq!(table(&client).await, expected(&rows));

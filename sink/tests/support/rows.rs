@@ -31,9 +31,12 @@ pub fn convert(shape: &TableShape, rows: &[Row]) -> Vec<TableRow> {
     rows.iter().map(|r| shape.convert(r).unwrap_or_else(|e| panic!("row {}: {e}", r["row_id"]))).collect()
 }
 
-/// `row` with `samples` one higher: a later version of the same row (same key).
+/// A later version of `row` (same key): a late event moved its start 1.5 s earlier and added a
+/// sample; its `window_anchor` (QuestDB's designated timestamp) stays.
 pub fn next_version(row: &Row) -> Row {
     let mut v = row.clone();
+    let start = humantime::parse_rfc3339(row["window_start"].as_str().unwrap()).unwrap() - std::time::Duration::from_millis(1500);
+    v.insert("window_start".into(), humantime::format_rfc3339_micros(start).to_string().into());
     v.insert("samples".into(), serde_json::Value::from(row["samples"].as_i64().unwrap() + 1));
     v
 }
