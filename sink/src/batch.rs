@@ -119,7 +119,7 @@ pub(crate) async fn write(
         written.rows[r] = n;
         for (at, message) in refused {
             let origin = batch.origins[r][at].clone();
-            batch.dead.push(Dead { reason: "refused_by_target", detail: format!("{}: {message}", route.label), origin });
+            batch.dead.push(Dead { reason: "refused_by_target", detail: format!("{}: {message}", route.label()), origin });
         }
         if std::mem::take(&mut failpoint) {
             error!("failpoint {FAILPOINT_ENV}=after-target-commit: aborting between the target's commit and the offset commit");

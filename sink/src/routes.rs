@@ -25,11 +25,16 @@ pub(crate) struct Route {
     pub target: usize,
     /// The table's index in that target.
     pub table: usize,
-    /// `postgres:<table>` or `questdb:<table>`: the summary's and dead letters' label.
-    pub label: String,
     /// The target's kind and the table's name (metrics labels).
     pub kind: &'static str,
     pub name: String,
+}
+
+impl Route {
+    /// `postgres:<table>` or `questdb:<table>`: the summary's and dead letters' label.
+    pub fn label(&self) -> String {
+        format!("{}:{}", self.kind, self.name)
+    }
 }
 
 /// The tables one aggregates topic feeds: its rows are parsed once, then converted per table.
@@ -128,7 +133,7 @@ pub(crate) async fn open(cfg: &Config) -> Result<Routing> {
         .map(|(kind, table, name)| {
             let target = slot[&kind];
             let kind = targets[target].kind();
-            Route { target, table, label: format!("{kind}:{name}"), kind, name }
+            Route { target, table, kind, name }
         })
         .collect();
     Ok(Routing { routes, topics, targets })

@@ -276,7 +276,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
             summary.target_seconds += written.seconds;
             for (route, n) in routes.iter().zip(&written.rows) {
                 if *n > 0 {
-                    *summary.written.entry(route.label.clone()).or_default() += n;
+                    *summary.written.entry(route.label()).or_default() += n;
                 }
             }
             if commit(&done, &consumer, &producer, &deadletter_topic, &metrics, &mut summary).await? {

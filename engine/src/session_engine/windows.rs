@@ -176,8 +176,8 @@ impl Assigner {
         match (self, &mut key.windows) {
             (Assigner::Fixed { size, hop }, Windows::Fixed(map)) => fixed_add_in_order(plan, map, size, hop, p, wm),
             (Assigner::Gap { gap }, Windows::Sessions(wins)) => gap_add_in_order(plan, wins, key.sealed_until, gap, p),
-            (Assigner::Segment { slot, integral }, Windows::Segments(_)) => {
-                segment_add_in_order(rows, key, slot, integral, sid, p, started);
+            (Assigner::Segment { .. }, Windows::Segments(_)) => {
+                segment_add_in_order(rows, self, key, sid, p, started);
                 true
             }
             (Assigner::Global, Windows::Global(win)) => {
@@ -399,7 +399,8 @@ fn gap_add_late(plan: &Plan, wins: &mut Vec<Win>, sealed_until: i64, gap: i64, p
 
 // Segment windows.
 
-fn segment_add_in_order(rows: &mut Rows, key: &mut KeyState, slot: usize, integral: bool, sid: &str, p: &Pending, started: Option<i64>) {
+fn segment_add_in_order(rows: &mut Rows, assigner: Assigner, key: &mut KeyState, sid: &str, p: &Pending, started: Option<i64>) {
+    let Assigner::Segment { slot, integral } = assigner else { unreachable!("a segment assigner") };
     let plan = rows.plan;
     let v = p.values[slot];
     let KeyState { key: names, windows, segment_high, .. } = key;
@@ -426,7 +427,6 @@ fn segment_add_in_order(rows: &mut Rows, key: &mut KeyState, slot: usize, integr
     // Its start is seen if a segment before it was, or the session's start was.
     let start_seen = *segment_high > f64::NEG_INFINITY || started.is_some_and(|t| t <= p.time);
     *segment_high = v;
-    let assigner = Assigner::Segment { slot, integral };
     if let Some(w) = segs.last_mut().filter(|w| !w.closed) {
         w.closed = true;
         w.end = p.time;
