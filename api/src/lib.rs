@@ -23,6 +23,7 @@
 //! (opaque cursors).
 #![deny(missing_docs)]
 
+pub mod error;
 pub mod metrics;
 pub mod params;
 pub mod performance;
@@ -33,9 +34,10 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
 use pitgun_runtime::serve::{routes as health_routes, Health};
 use tracing::info;
+
+pub use error::{Error, Result};
 
 /// What `pitgun api` was asked to do.
 pub struct Config {
@@ -66,7 +68,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
         }
     });
     let app = routes::router(api).merge(health_routes(health));
-    let listener = tokio::net::TcpListener::bind(cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|source| Error::Listen { addr: cfg.listen, source })?;
     info!(listen = %listener.local_addr()?, "performance API serving /v1/runs, /v1/leaderboard, /v1/sessions/{{id}}/performance, /openapi.json");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     axum::serve(listener, app)

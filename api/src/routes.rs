@@ -37,7 +37,7 @@ pub enum Failure {
     /// 404.
     NotFound(String),
     /// 503: the database failed.
-    Unavailable(anyhow::Error),
+    Unavailable(crate::Error),
 }
 
 impl From<BadRequest> for Failure {
@@ -46,13 +46,10 @@ impl From<BadRequest> for Failure {
     }
 }
 
-impl From<anyhow::Error> for Failure {
-    fn from(e: anyhow::Error) -> Failure {
-        // A value PostgreSQL cannot take (SQLSTATE class 22) is the request's fault.
-        let refused =
-            e.chain().filter_map(|c| c.downcast_ref::<tokio_postgres::Error>()).find_map(|pg| pg.code()).filter(|c| c.code().starts_with("22"));
-        match refused {
-            Some(_) => Failure::Bad(format!("a parameter's value is not acceptable: {}", e.root_cause())),
+impl From<crate::Error> for Failure {
+    fn from(e: crate::Error) -> Failure {
+        match e.refused_value() {
+            Some(pg) => Failure::Bad(format!("a parameter's value is not acceptable: {}", pg.as_db_error().map_or_else(|| pg.to_string(), |d| d.message().to_string()))),
             None => Failure::Unavailable(e),
         }
     }
@@ -65,7 +62,7 @@ impl IntoResponse for Failure {
             Failure::NotFound(m) => (StatusCode::NOT_FOUND, m),
             Failure::Unavailable(e) => {
                 // The details go to the log, not to clients.
-                warn!("database: {e:#}");
+                warn!("database: {}", pitgun_runtime::error::Chain(&e));
                 (StatusCode::SERVICE_UNAVAILABLE, "the database is not available; try again later".to_string())
             }
         };

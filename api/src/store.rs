@@ -8,7 +8,6 @@
 
 use std::time::SystemTime;
 
-use anyhow::{bail, Context, Result};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use pitgun_contracts::runs::served_columns;
 use pitgun_runtime::sql::check_identifier;
@@ -17,6 +16,7 @@ use tokio_postgres::types::Type;
 use tokio_postgres::{NoTls, Row};
 use tracing::info;
 
+use crate::error::{Error, Result};
 use crate::params::Cursor;
 
 /// The lap-table columns `/performance` needs.
@@ -57,7 +57,7 @@ impl Store {
     pub async fn open(url: &str, runs: &str, laps: &str, connections: usize) -> Result<Store> {
         check_identifier(runs)?;
         check_identifier(laps)?;
-        let config: tokio_postgres::Config = url.parse().context("--postgres is not a PostgreSQL URL")?;
+        let config: tokio_postgres::Config = url.parse().map_err(Error::Url)?;
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         // Bounded waits: a database that stops answering gives 503s, not hung requests.
         let wait = Some(std::time::Duration::from_secs(5));
@@ -68,7 +68,7 @@ impl Store {
             .create_timeout(wait)
             .recycle_timeout(wait)
             .build()?;
-        let client = pool.get().await.context("cannot connect to PostgreSQL")?;
+        let client = pool.get().await?;
         let run_columns: Vec<&str> = served_columns().collect();
         for (table, needed) in [(runs, run_columns.clone()), (laps, [&["session_id"][..], PERFORMANCE_COLUMNS].concat())] {
             let have: Vec<String> = client
@@ -81,10 +81,10 @@ impl Store {
                 .map(|r| r.get(0))
                 .collect();
             if have.is_empty() {
-                bail!("table {table:?} does not exist yet: start `pitgun sink` for its manifest first (it creates the table)");
+                return Err(Error::NoTable(table.to_string()));
             }
             if let Some(missing) = needed.iter().find(|c| !have.iter().any(|h| h == *c)) {
-                bail!("table {table:?} has no column {missing:?}; is it the table of the right manifest?");
+                return Err(Error::NoColumn { table: table.to_string(), column: missing.to_string() });
             }
         }
         info!(runs, laps, "tables checked");
@@ -117,7 +117,7 @@ impl Store {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
-        self.pool.get().await.context("no PostgreSQL connection")
+        Ok(self.pool.get().await?)
     }
 
     /// Whether the database answers (readiness).
