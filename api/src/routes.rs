@@ -49,7 +49,10 @@ impl From<BadRequest> for Failure {
 impl From<crate::Error> for Failure {
     fn from(e: crate::Error) -> Failure {
         match e.refused_value() {
-            Some(pg) => Failure::Bad(format!("a parameter's value is not acceptable: {}", pg.as_db_error().map_or_else(|| pg.to_string(), |d| d.message().to_string()))),
+            Some(pg) => Failure::Bad(format!(
+                "a parameter's value is not acceptable: {}",
+                pg.as_db_error().map_or_else(|| pg.to_string(), |d| d.message().to_string())
+            )),
             None => Failure::Unavailable(e),
         }
     }

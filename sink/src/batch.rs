@@ -108,7 +108,7 @@ pub(crate) async fn write(
                 Err(WriteError::Retry(e)) => {
                     metrics.retries.with_label_values(&[kind]).inc();
                     written.retries += 1;
-                    warn!(target = kind, table, retry_in = ?backoff, "write failed: {e:#}");
+                    warn!(target = kind, table, retry_in = ?backoff, "write failed: {e}");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(max_backoff);
                 }

@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 mod batch;
+pub mod error;
 pub mod metrics;
 pub mod postgres;
 pub mod questdb;

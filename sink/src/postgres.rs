@@ -6,7 +6,7 @@
 
 use std::error::Error as StdError;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{Error, Result};
 use bytes::BytesMut;
 use futures_util::pin_mut;
 use sha2::{Digest, Sha256};
@@ -37,24 +37,30 @@ const MIGRATIONS: &[&str] = &[
 /// Applies the migrations this database has not had, under a lock (replicas start together).
 /// A database migrated by a newer sink is refused rather than written with an older schema.
 async fn migrate(client: &Client) -> Result<()> {
+    const DOING: &str = "migrating the sink's own schema";
     client
         .batch_execute(
             "BEGIN; SELECT pg_advisory_xact_lock(hashtext('pitgun_sink_schema'));
              CREATE TABLE IF NOT EXISTS pitgun_sink_schema (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
         )
-        .await?;
-    let applied: i32 = client.query_one("SELECT coalesce(max(version), 0) FROM pitgun_sink_schema", &[]).await?.get(0);
+        .await
+        .map_err(Error::postgres(DOING))?;
+    let applied: i32 =
+        client.query_one("SELECT coalesce(max(version), 0) FROM pitgun_sink_schema", &[]).await.map_err(Error::postgres(DOING))?.get(0);
     if applied as usize > MIGRATIONS.len() {
-        client.batch_execute("ROLLBACK").await?;
-        bail!("the database's sink schema is at version {applied}, newer than this sink's {}: upgrade the sink", MIGRATIONS.len());
+        client.batch_execute("ROLLBACK").await.map_err(Error::postgres(DOING))?;
+        return Err(Error::TableMismatch(format!(
+            "the database's sink schema is at version {applied}, newer than this sink's {}: upgrade the sink",
+            MIGRATIONS.len()
+        )));
     }
     for (i, step) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
         let version = i as i32 + 1;
-        client.batch_execute(step).await.with_context(|| format!("sink schema migration {version}"))?;
-        client.execute("INSERT INTO pitgun_sink_schema (version) VALUES ($1)", &[&version]).await?;
+        client.batch_execute(step).await.map_err(Error::postgres(format!("sink schema migration {version}")))?;
+        client.execute("INSERT INTO pitgun_sink_schema (version) VALUES ($1)", &[&version]).await.map_err(Error::postgres(DOING))?;
         info!(version, "applied sink schema migration");
     }
-    client.batch_execute("COMMIT").await?;
+    client.batch_execute("COMMIT").await.map_err(Error::postgres(DOING))?;
     Ok(())
 }
 
@@ -136,7 +142,7 @@ impl PgTarget {
     /// parallel.
     pub async fn open(url: &str, tables: Vec<(TableShape, String, u32)>, connections: usize) -> Result<PgTarget> {
         let client = connect(url).await?;
-        migrate(&client).await.context("PostgreSQL: migrating the sink's own schema")?;
+        migrate(&client).await?;
         let mut prepared = Vec::new();
         for (shape, manifest, version) in tables {
             ensure_table(&client, &shape, &manifest, version).await?;
@@ -145,7 +151,7 @@ impl PgTarget {
         drop(client);
         let mut target = PgTarget { url: url.to_string(), conns: Vec::new(), tables: prepared };
         for _ in 0..connections.max(1) {
-            target.conns.push(Some(session(&target.url, &target.tables).await.map_err(|e| anyhow::anyhow!("{e}"))?));
+            target.conns.push(Some(session(&target.url, &target.tables).await?));
         }
         Ok(target)
     }
@@ -190,8 +196,7 @@ impl Target for PgTarget {
 }
 
 async fn connect(url: &str) -> Result<Client> {
-    let (client, connection) =
-        tokio_postgres::connect(url, NoTls).await.with_context(|| format!("cannot connect to PostgreSQL at {}", redact(url)))?;
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(Error::postgres(format!("cannot connect to {}", redact(url))))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             warn!("PostgreSQL connection ended: {e}");
@@ -202,10 +207,10 @@ async fn connect(url: &str) -> Result<Client> {
 
 /// A connection with its staging tables (they live in the session: made after each connect).
 async fn session(url: &str, tables: &[Prepared]) -> Result<Client, WriteError> {
-    let client = connect(url).await.map_err(WriteError::Retry)?;
+    let client = connect(url).await.map_err(|e| WriteError::Retry(pitgun_runtime::error::Chain(&e).to_string()))?;
     for t in tables {
         let sql = format!("CREATE TEMP TABLE IF NOT EXISTS \"{}\" (LIKE \"{}\") ON COMMIT DELETE ROWS", t.stage, t.shape.table);
-        client.batch_execute(&sql).await.map_err(|e| WriteError::Retry(e.into()))?;
+        client.batch_execute(&sql).await.map_err(|e| WriteError::Retry(format!("PostgreSQL: {}", db_message(&e))))?;
     }
     Ok(client)
 }
@@ -229,7 +234,7 @@ async fn write_shard(
     let t = &tables[i];
     let retry = |conn: &mut Option<Client>, e: tokio_postgres::Error| {
         *conn = None; // reconnect next time: the session may be gone or mid-transaction
-        WriteError::Retry(anyhow::anyhow!("PostgreSQL: {}", db_message(&e)))
+        WriteError::Retry(format!("PostgreSQL: {}", db_message(&e)))
     };
     match write_rows(client, t, shard.iter().map(|&at| &rows[at])).await {
         Ok(()) => Ok(Vec::new()),
@@ -268,38 +273,44 @@ async fn ensure_table(client: &Client, shape: &TableShape, manifest: &str, versi
     let ddl = shape.create_sql();
     let sha = hex::encode(Sha256::digest(ddl.as_bytes()));
     let table = &shape.table;
+    let step = format!("registering table {table:?}");
     // One sink at a time decides about a table (several replicas may start together).
-    client.batch_execute("BEGIN; SELECT pg_advisory_xact_lock(hashtext('pitgun_sink_tables'))").await?;
-    let found = client.query_opt("SELECT shape_sha256, manifest, version FROM pitgun_sink_tables WHERE table_name = $1", &[table]).await?;
+    client.batch_execute("BEGIN; SELECT pg_advisory_xact_lock(hashtext('pitgun_sink_tables'))").await.map_err(Error::postgres(&step))?;
+    let found = client
+        .query_opt("SELECT shape_sha256, manifest, version FROM pitgun_sink_tables WHERE table_name = $1", &[table])
+        .await
+        .map_err(Error::postgres(&step))?;
     match found {
         Some(row) => {
             let (old_sha, m, v): (String, String, i32) = (row.get(0), row.get(1), row.get(2));
             if old_sha != sha {
-                client.batch_execute("ROLLBACK").await?;
-                bail!(
+                client.batch_execute("ROLLBACK").await.map_err(Error::postgres(&step))?;
+                return Err(Error::TableMismatch(format!(
                     "PostgreSQL table {table:?} was created for {m} v{v} with other columns; the sink never alters a table \
                      incompatibly — give the changed manifest a new version and its own table"
-                );
+                )));
             }
         }
         None => {
-            client.batch_execute(&ddl).await.with_context(|| format!("creating table {table:?}"))?;
+            client.batch_execute(&ddl).await.map_err(Error::postgres(format!("creating table {table:?}")))?;
             client
                 .execute(
                     "INSERT INTO pitgun_sink_tables (table_name, manifest, version, shape_sha256, ddl) VALUES ($1, $2, $3, $4, $5)",
                     &[table, &manifest, &(version as i32), &sha, &ddl],
                 )
-                .await?;
+                .await
+                .map_err(Error::postgres(&step))?;
             info!(table, manifest, version, "created PostgreSQL table");
         }
     }
-    client.batch_execute("COMMIT").await?;
+    client.batch_execute("COMMIT").await.map_err(Error::postgres(&step))?;
     // Read indexes the table lacks (also one created before an index was added), each on its
     // own: an existing index costs one catalog query, not a table lock. The sink writes without
     // them, so a failure (e.g. a role that does not own the table) is a warning.
     let have: Vec<String> = client
         .query("SELECT indexname::text FROM pg_indexes WHERE schemaname = current_schema() AND tablename = $1", &[table])
-        .await?
+        .await
+        .map_err(Error::postgres(&step))?
         .iter()
         .map(|r| r.get(0))
         .collect();

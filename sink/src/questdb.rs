@@ -20,11 +20,11 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::error::{Error, Result};
 /// The client's ILP buffer and protocol versions (for benchmarks and tools that encode rows).
 pub use ::questdb::ingress::{Buffer, ProtocolVersion};
 use ::questdb::ingress::{ColumnName, Sender, TableName, TimestampMicros};
 use ::questdb::ErrorCode;
-use anyhow::{bail, Context, Result};
 use futures_util::future::BoxFuture;
 use pitgun_contracts::analysis::{AnalysisContract, ColumnRole};
 use tracing::info;
@@ -99,12 +99,11 @@ impl QuestTable {
             });
         }
         let Some(designated) = shape.columns.iter().position(|c| c.name == DESIGNATED) else {
-            bail!(
+            return Err(Error::Setup(format!(
                 "QuestDB table {table:?}: the rows of {} v{} have no {DESIGNATED:?} column (the designated timestamp); \
                  recompile the contract with this version of pitgun",
-                contract.manifest,
-                contract.version
-            );
+                contract.manifest, contract.version
+            )));
         };
         let symbols: Vec<usize> = (0..types.len()).filter(|&i| types[i] == QuestType::Symbol).collect();
         let fields = (0..types.len()).filter(|&i| types[i] != QuestType::Symbol && i != designated).collect();
@@ -181,16 +180,19 @@ impl QuestTarget {
     /// Creates (or checks) every table over `/exec`, then connects the ILP sender. `conf` is
     /// the client's configuration string (`http::addr=host:9000;`).
     pub async fn open(conf: &str, tables: Vec<QuestTable>) -> Result<QuestTarget> {
-        let parsed = questdb_confstr::parse_conf_str(conf).map_err(|e| anyhow::anyhow!("QuestDB configuration {conf:?}: {e}"))?;
+        let parsed = questdb_confstr::parse_conf_str(conf).map_err(|e| Error::Setup(format!("QuestDB configuration {conf:?}: {e}")))?;
         if parsed.service() != "http" {
-            bail!("QuestDB configuration {conf:?}: the sink writes over http (one transaction per table and batch), not {}", parsed.service());
+            return Err(Error::Setup(format!(
+                "QuestDB configuration {conf:?}: the sink writes over http (one transaction per table and batch), not {}",
+                parsed.service()
+            )));
         }
-        let Some(addr) = parsed.get("addr") else { bail!("QuestDB configuration {conf:?} has no addr=host:port") };
+        let Some(addr) = parsed.get("addr") else { return Err(Error::Setup(format!("QuestDB configuration {conf:?} has no addr=host:port"))) };
         let exec = Exec {
             url: format!("http://{addr}/exec"),
             user: parsed.get("username").map(|u| (u.to_string(), parsed.get("password").unwrap_or("").to_string())),
             token: parsed.get("token").map(str::to_string),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?,
+            http: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(Error::questdb("cannot set up the HTTP client"))?,
         };
         for t in &tables {
             exec.ensure_table(t).await?;
@@ -204,9 +206,8 @@ impl QuestTarget {
         }
         let mut target = QuestTarget { conf, sender: None, tables: std::sync::Arc::new(tables) };
         let conf = target.conf.clone();
-        target.sender = Some(
-            tokio::task::spawn_blocking(move || Sender::from_conf(&conf)).await?.with_context(|| format!("cannot connect to QuestDB at {addr}"))?,
-        );
+        target.sender =
+            Some(tokio::task::spawn_blocking(move || Sender::from_conf(&conf)).await?.map_err(Error::questdb(format!("cannot connect to {addr}")))?);
         Ok(target)
     }
 
@@ -267,7 +268,7 @@ fn write_request(
     range: std::ops::Range<usize>,
 ) -> Result<Refused, WriteError> {
     if sender.is_none() {
-        *sender = Some(Sender::from_conf(conf).map_err(|e| WriteError::Retry(anyhow::anyhow!("QuestDB: {}", e.msg())))?);
+        *sender = Some(Sender::from_conf(conf).map_err(|e| WriteError::Retry(format!("QuestDB: {}", e.msg())))?);
     }
     let s = sender.as_mut().expect("connected");
     let mut refused: Refused = Vec::new();
@@ -281,11 +282,11 @@ fn write_request(
             if out[at - range.start] {
                 continue;
             }
-            buf.set_marker().map_err(|e| WriteError::Retry(anyhow::anyhow!("{}", e.msg())))?;
+            buf.set_marker().map_err(|e| WriteError::Retry(e.msg().to_string()))?;
             match table.encode(&mut buf, row) {
                 Ok(()) => lines.push(at),
                 Err(e) => {
-                    buf.rewind_to_marker().map_err(|e| WriteError::Retry(anyhow::anyhow!("{}", e.msg())))?;
+                    buf.rewind_to_marker().map_err(|e| WriteError::Retry(e.msg().to_string()))?;
                     out[at - range.start] = true;
                     refused.push((at, format!("cannot encode for QuestDB: {}", e.msg())));
                 }
@@ -304,7 +305,7 @@ fn write_request(
                 }
                 None => {
                     *sender = None; // a fresh client next time (it probes /settings again)
-                    return Err(WriteError::Retry(anyhow::anyhow!("QuestDB: {}", e.msg())));
+                    return Err(WriteError::Retry(format!("QuestDB: {}", e.msg())));
                 }
             },
         }
@@ -347,11 +348,12 @@ impl Exec {
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        let resp = req.send().await.with_context(|| format!("QuestDB {}: no answer", self.url))?;
+        let resp = req.send().await.map_err(Error::questdb(format!("{}: no answer", self.url)))?;
         let status = resp.status();
-        let body: serde_json::Value = resp.json().await.with_context(|| format!("QuestDB {}: answer is not JSON ({status})", self.url))?;
+        let body: serde_json::Value = resp.json().await.map_err(Error::questdb(format!("{}: answer is not JSON ({status})", self.url)))?;
         if !status.is_success() || body.get("error").is_some() {
-            bail!("QuestDB refused {sql:?}: {}", body.get("error").and_then(|e| e.as_str()).unwrap_or(&body.to_string()));
+            let message = body.get("error").and_then(|e| e.as_str()).map_or_else(|| body.to_string(), str::to_string);
+            return Err(Error::QuestDbRefused { sql: sql.to_string(), message });
         }
         Ok(body)
     }
@@ -363,7 +365,7 @@ impl Exec {
         let names: Vec<&str> = shown["columns"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str()).collect();
         let col = |name: &str| names.iter().position(|n| *n == name);
         let (Some(ci), Some(ti), Some(di), Some(ui)) = (col("column"), col("type"), col("designated"), col("upsertKey")) else {
-            bail!("QuestDB: unexpected answer to SHOW COLUMNS FROM {}: {shown}", t.shape.table);
+            return Err(Error::TableMismatch(format!("QuestDB: unexpected answer to SHOW COLUMNS FROM {}: {shown}", t.shape.table)));
         };
         let rows = shown["dataset"].as_array().cloned().unwrap_or_default();
         let have: Vec<(String, String)> = rows.iter().filter_map(|r| Some((r[ci].as_str()?.to_string(), r[ti].as_str()?.to_uppercase()))).collect();
@@ -374,22 +376,29 @@ impl Exec {
         keys.sort_unstable();
         want.sort_unstable();
         if designated != [DESIGNATED] || keys != want {
-            bail!(
+            return Err(Error::TableMismatch(format!(
                 "QuestDB table {:?} exists with designated timestamp {designated:?} and dedup keys {keys:?}; the sink needs {DESIGNATED:?} and {want:?} \
                  (re-sent rows would be doubled otherwise) — give the manifest's sink another table name",
                 t.shape.table
-            );
+            )));
         }
         for (c, want) in t.shape.columns.iter().zip(&t.types) {
             match have.iter().find(|(n, _)| *n == c.name) {
                 Some((_, ty)) if ty == want.sql() => {}
-                Some((_, ty)) => bail!(
-                    "QuestDB table {:?} has column {:?} as {ty}, the contract needs {}; the sink never alters a table — give the changed manifest a new version and its own table",
-                    t.shape.table,
-                    c.name,
-                    want.sql()
-                ),
-                None => bail!("QuestDB table {:?} has no column {:?}; give the changed manifest a new version and its own table", t.shape.table, c.name),
+                Some((_, ty)) => {
+                    return Err(Error::TableMismatch(format!(
+                        "QuestDB table {:?} has column {:?} as {ty}, the contract needs {}; the sink never alters a table — give the changed manifest a new version and its own table",
+                        t.shape.table,
+                        c.name,
+                        want.sql()
+                    )))
+                }
+                None => {
+                    return Err(Error::TableMismatch(format!(
+                        "QuestDB table {:?} has no column {:?}; give the changed manifest a new version and its own table",
+                        t.shape.table, c.name
+                    )))
+                }
             }
         }
         info!(table = %t.shape.table, "QuestDB table ready");

@@ -6,13 +6,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use anyhow::{bail, Result};
 use pitgun_contracts::analysis::AnalysisContract;
 use pitgun_contracts::manifest::SinkKind;
 use pitgun_runtime::kafka::topics;
 use tracing::info;
 
 use crate::batch::Targets;
+use crate::error::{Error, Result};
 use crate::postgres::{redact, PgTarget};
 use crate::questdb::{QuestTable, QuestTarget};
 use crate::runs_table::{runs_shape, RUNS_TABLE};
@@ -85,7 +85,7 @@ pub(crate) async fn open(cfg: &Config) -> Result<Routing> {
                 continue;
             }
             let unconfigured =
-                |what: &str, flag: &str| anyhow::anyhow!("{} v{} writes {what} table {:?}: give {flag}", m.manifest, m.version, sink.table);
+                |what: &str, flag: &str| Error::Setup(format!("{} v{} writes {what} table {:?}: give {flag}", m.manifest, m.version, sink.table));
             let (shape, index) = match sink.kind {
                 SinkKind::Postgres => {
                     if cfg.postgres.is_none() {
@@ -111,7 +111,7 @@ pub(crate) async fn open(cfg: &Config) -> Result<Routing> {
         }
     }
     if routed.is_empty() {
-        bail!("none of the manifests names a target this sink can write (output.sinks)");
+        return Err(Error::Setup("none of the manifests names a target this sink can write (output.sinks)".into()));
     }
     // Each kind of target opened once, with every table routed to it.
     let mut targets: Targets = Vec::new();

@@ -3,11 +3,11 @@
 //! columns it reads, or has another type for it, is refused when the sink starts, naming the
 //! column.
 
-use anyhow::{bail, Result};
 use pitgun_contracts::analysis::AnalysisContract;
 pub use pitgun_contracts::runs::RUNS_TABLE;
 use pitgun_contracts::runs::{RunsSource, RUNS_COLUMNS, RUNS_INDEXES, RUNS_KEY};
 
+use crate::error::{Error, Result};
 use crate::table::{PgType, Source, TableShape, TargetColumn};
 
 /// The `runs` shape for a contract (checked to carry every column the mapping reads).
@@ -17,16 +17,16 @@ pub fn runs_shape(contract: &AnalysisContract) -> Result<TableShape> {
         let (source, nullable) = match c.source {
             RunsSource::Column(from) => {
                 let Some(have) = contract.columns.iter().find(|h| h.name == from) else {
-                    bail!("the runs table needs column {from:?} in the rows of {} v{}, which has none", contract.manifest, contract.version);
+                    return Err(Error::Setup(format!(
+                        "the runs table needs column {from:?} in the rows of {} v{}, which has none",
+                        contract.manifest, contract.version
+                    )));
                 };
                 if have.column_type != c.column_type {
-                    bail!(
+                    return Err(Error::Setup(format!(
                         "the runs table needs column {from:?} of {} v{} to be {:?}, not {:?}",
-                        contract.manifest,
-                        contract.version,
-                        c.column_type,
-                        have.column_type
-                    );
+                        contract.manifest, contract.version, c.column_type, have.column_type
+                    )));
                 }
                 (Source::Column(from.into()), c.nullable || have.nullable)
             }

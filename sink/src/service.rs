@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
 use pitgun_contracts::analysis::AnalysisContract;
 use pitgun_contracts::manifest::{SinkDef, SinkKind};
 use pitgun_runtime::kafka::{headers, partition_bounds, record_consumer_lag, topics, Broker};
@@ -24,6 +23,7 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::batch::{self, Batch, Dead, Origin, Targets, Written};
+use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::routes::{self, Routing};
 
@@ -106,14 +106,14 @@ async fn commit(
         let origin = format!("{}/{}/{}", d.origin.topic, d.origin.partition, d.origin.offset);
         let hs = headers::dead_letter("sink", d.reason, &d.detail, &origin);
         let record = FutureRecord::to(deadletter_topic).payload(&d.origin.payload[..]).key(&origin).headers(hs);
-        producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| anyhow::anyhow!("dead letter for {origin} not acknowledged: {e}"))?;
+        producer.send(record, Duration::from_secs(30)).await.map_err(|(source, _)| Error::DeadLetter { origin: origin.clone(), source })?;
         metrics.deadletters.with_label_values(&[d.reason]).inc();
         summary.deadletters += 1;
         warn!(origin, reason = d.reason, "row sent to {deadletter_topic}: {}", d.detail);
     }
     let mut tpl = TopicPartitionList::new();
     for ((topic, partition), next) in &done.next_offsets {
-        tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)).map_err(Error::kafka("offsets to commit"))?;
     }
     // A commit refused in a rebalance is not fatal: the rows come again to whoever owns the
     // partition now, and are upserted again.
@@ -141,7 +141,7 @@ impl ConsumerContext for LagContext {}
 /// Runs the sink until SIGTERM/SIGINT (or, with `until_end`, the end offsets seen at start).
 pub async fn run(cfg: Config) -> Result<Summary> {
     if cfg.manifests.is_empty() {
-        bail!("no manifest to sink: give at least one --manifest");
+        return Err(Error::Setup("no manifest to sink: give at least one --manifest".into()));
     }
     let metrics = Arc::new(Metrics::new());
     let Routing { routes, topics: topic_routes, targets } = routes::open(&cfg).await?;
@@ -167,8 +167,9 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         // A replica that died hands its partitions on within 10 s (librdkafka's default: 45 s).
         .set("session.timeout.ms", "10000")
         .create_with_context(LagContext { lag: metrics.consumer_lag.clone() })
-        .context("cannot create the Kafka consumer")?;
-    let producer: FutureProducer = cfg.broker.producer_config("pitgun-sink-deadletter").create().context("cannot create the Kafka producer")?;
+        .map_err(Error::kafka("cannot create the Kafka consumer"))?;
+    let producer: FutureProducer =
+        cfg.broker.producer_config("pitgun-sink-deadletter").create().map_err(Error::kafka("cannot create the Kafka producer"))?;
     let deadletter_topic = cfg.broker.name(topics::DEADLETTER_SINK);
     // Startup calls to the broker block (librdkafka's synchronous API): off the async workers.
     let topic_names: Vec<String> = topic_routes.keys().cloned().collect();
@@ -178,7 +179,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         for topic in &topic_names {
             let bounds = partition_bounds(&consumer, topic)?;
             if bounds.is_empty() {
-                bail!("aggregates topic {topic} does not exist (the processor creates it when it starts)");
+                return Err(Error::NoTopic(topic.clone()));
             }
             ends.extend(bounds.into_iter().map(|(partition, b)| ((topic.clone(), partition), b)));
         }
@@ -193,7 +194,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
             tpl.add_partition(topic, *partition);
         }
         let before = tokio::task::block_in_place(|| consumer.committed_offsets(tpl, Duration::from_secs(10)))
-            .context("reading the group's committed offsets")?;
+            .map_err(Error::kafka("reading the group's committed offsets"))?;
         for e in before.elements() {
             if let Offset::Offset(o) = e.offset() {
                 committed.insert((e.topic().to_string(), e.partition()), o);
@@ -201,7 +202,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         }
     }
     let refs: Vec<&str> = topic_names.iter().map(|s| s.as_str()).collect();
-    consumer.subscribe(&refs).context("cannot subscribe")?;
+    consumer.subscribe(&refs).map_err(Error::kafka("cannot subscribe"))?;
     let health = Health::new(metrics.registry.clone());
     if let Some(addr) = cfg.metrics_listen {
         let bound = spawn_health_server(addr, health.clone())?;
@@ -270,7 +271,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
 
         // The batch before this one: its targets committed; dead letters, then offsets.
         if let Some(h) = inflight.take() {
-            let (back, done, written) = h.await.context("the write task failed")?;
+            let (back, done, written) = h.await?;
             targets = Some(back);
             summary.retries += written.retries;
             summary.target_seconds += written.seconds;

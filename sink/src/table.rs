@@ -17,7 +17,7 @@
 
 use std::time::SystemTime;
 
-use anyhow::{bail, Result};
+use crate::error::{Error, Result};
 use pitgun_contracts::analysis::{AnalysisContract, ColumnRole, ColumnType};
 use pitgun_runtime::sql::check_identifier;
 use serde::de;
@@ -144,7 +144,7 @@ impl TableShape {
             });
         }
         let Some(id) = contract.columns.iter().find(|c| c.role == ColumnRole::Id) else {
-            bail!("contract of {} v{} has no id column", contract.manifest, contract.version);
+            return Err(Error::Setup(format!("contract of {} v{} has no id column", contract.manifest, contract.version)));
         };
         // Rows are read by session (the API's lap rows of a run).
         let indexes = match contract.columns.iter().any(|c| c.name == "session_id") && id.name != "session_id" {
@@ -179,7 +179,7 @@ impl TableShape {
     pub fn bind(&self, parser: &RowParser) -> Result<Binding> {
         let at = |name: &str| match parser.names.iter().position(|n| n == name) {
             Some(i) => Ok(i),
-            None => bail!("table {:?} reads column {name:?}, which the rows do not have", self.table),
+            None => Err(Error::Setup(format!("table {:?} reads column {name:?}, which the rows do not have", self.table))),
         };
         let mut sources = Vec::with_capacity(self.columns.len());
         for c in &self.columns {

@@ -13,8 +13,8 @@ pub type Refused = Vec<(usize, String)>;
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     /// The server or the connection failed: retry the whole batch later.
-    #[error("{0:#}")]
-    Retry(anyhow::Error),
+    #[error("{0}")]
+    Retry(String),
 }
 
 /// A database the sink writes tables to. A write commits its rows (already one per key) or
