@@ -7,9 +7,10 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
 use axum::body::Bytes;
 use serde::Deserialize;
+
+use crate::error::{Error, Result};
 
 /// What the gateway answered for a batch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -44,7 +45,7 @@ impl GatewayClient {
             .tcp_nodelay(true)
             .timeout(Duration::from_secs(60))
             .build()
-            .context("cannot build the HTTP client")?;
+            .map_err(|source| Error::Http { what: "cannot build the HTTP client", source })?;
         Ok(GatewayClient { http, url: format!("{}/v1/envelopes", base.trim_end_matches('/')), retry_for })
     }
 
@@ -64,7 +65,8 @@ impl GatewayClient {
                 .await;
             let wait = match sent {
                 Ok(r) if r.status().as_u16() == 202 || r.status().as_u16() == 422 => {
-                    let a: Answer = r.json().await.context("the gateway's answer is not the documented JSON")?;
+                    let a: Answer =
+                        r.json().await.map_err(|source| Error::Http { what: "the gateway's answer is not the documented JSON", source })?;
                     return Ok(Outcome { accepted: a.accepted, rejected: a.rejected, resends });
                 }
                 Ok(r) if r.status().as_u16() == 503 => {
@@ -74,17 +76,17 @@ impl GatewayClient {
                 Ok(r) => {
                     let status = r.status();
                     let text = r.text().await.unwrap_or_default();
-                    bail!("the gateway answered {status}: {}", text.trim());
+                    return Err(Error::Refused { status, body: text.trim().to_string() });
                 }
                 Err(e) => {
                     if started.elapsed() > self.retry_for {
-                        bail!("cannot reach the gateway at {} for {:?}: {e}", self.url, self.retry_for);
+                        return Err(Error::Unreachable { url: self.url.clone(), retry_for: self.retry_for, source: e });
                     }
                     backoff
                 }
             };
             if started.elapsed() + wait > self.retry_for {
-                bail!("the gateway answered 503 for {:?}; giving up on this batch", self.retry_for);
+                return Err(Error::Overloaded(self.retry_for));
             }
             tokio::time::sleep(wait).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));

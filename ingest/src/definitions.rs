@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
 use axum::body::Bytes;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +16,8 @@ use pitgun_contracts::load::{load, Loaded};
 use pitgun_contracts::schema::ContractKind;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
 
 /// One served document.
 #[derive(Clone)]
@@ -79,13 +80,13 @@ impl Definitions {
                     };
                     let url = format!("/manifests/{name}/{version}");
                     if by_path.contains_key(&url) {
-                        bail!("{}: another manifest is already served at {url}", path.display());
+                        return Err(Error::Setup(format!("{}: another manifest is already served at {url}", path.display())));
                     }
                     let mut entry = json!({"kind": kind.schema_name(), "name": name, "version": version, "sha256": loaded.hash, "url": url});
                     let contract = path.with_file_name(path.file_name().unwrap_or_default().to_string_lossy().replace(".yaml", ".contract.json"));
                     if kind == ContractKind::Pipeline && contract.is_file() {
-                        let text = std::fs::read_to_string(&contract).with_context(|| format!("cannot read {}", contract.display()))?;
-                        let value: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", contract.display()))?;
+                        let text = std::fs::read_to_string(&contract).map_err(|source| Error::Read { path: contract.clone(), source })?;
+                        let value: Value = serde_json::from_str(&text).map_err(|source| Error::NotJson { path: contract.clone(), source })?;
                         by_path.insert(format!("{url}/contract"), Resource::new(&value));
                         entry["contract"] = json!(format!("{url}/contract"));
                     }
@@ -145,7 +146,7 @@ fn yaml_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
         return Ok(Vec::new());
     }
     let mut files: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot list {}", dir.display()))?
+        .map_err(|source| Error::Read { path: dir.to_path_buf(), source })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
         .collect();

@@ -9,10 +9,11 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
 use rand::RngCore;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+
+use crate::error::{Error, KeysError, Result};
 
 /// One entry of the keys file.
 #[derive(Debug, Clone, Deserialize)]
@@ -42,24 +43,24 @@ const HEADER: &str = "# API keys of the Pitgun ingest gateway, one entry per tok
 impl ApiKeys {
     /// Loads a keys file.
     pub fn load(path: &Path) -> Result<ApiKeys> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the keys file {}", path.display()))?;
-        ApiKeys::parse(&text).with_context(|| format!("keys file {}", path.display()))
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
+        ApiKeys::parse(&text).map_err(|source| Error::Keys { path: Some(path.to_path_buf()), source })
     }
 
     /// Parses the text of a keys file.
-    pub fn parse(text: &str) -> Result<ApiKeys> {
-        let entries: Option<Vec<KeyEntry>> = serde_yaml_ng::from_str(text).context("not a YAML list of {source, sha256} entries")?;
+    pub fn parse(text: &str) -> Result<ApiKeys, KeysError> {
+        let entries: Option<Vec<KeyEntry>> = serde_yaml_ng::from_str(text).map_err(KeysError::NotAList)?;
         let mut keys = ApiKeys::default();
         for (i, e) in entries.unwrap_or_default().into_iter().enumerate() {
             let mut hash = [0u8; 32];
             if e.sha256.len() != 64 || hex::decode_to_slice(&e.sha256, &mut hash).is_err() {
-                bail!("entry {i} (source {}): sha256 must be 64 hex digits", e.source);
+                return Err(KeysError::BadHash { entry: i, source_name: e.source });
             }
             if e.source.is_empty() {
-                bail!("entry {i}: source is empty");
+                return Err(KeysError::NoSource(i));
             }
             if let Some(other) = keys.by_hash.insert(hash, e.source.clone()) {
-                bail!("entry {i}: the same key is listed for {other} and {}", e.source);
+                return Err(KeysError::Duplicate { entry: i, first: other, second: e.source });
             }
         }
         Ok(keys)
@@ -98,9 +99,9 @@ pub fn append_new_key(path: &Path, source: &str, created: &str) -> Result<String
     let existing = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        Err(source) => return Err(Error::Read { path: path.to_path_buf(), source }),
     };
-    ApiKeys::parse(&existing).with_context(|| format!("keys file {}", path.display()))?;
+    ApiKeys::parse(&existing).map_err(|source| Error::Keys { path: Some(path.to_path_buf()), source })?;
     let token = new_token();
     let mut entry = String::new();
     if existing.is_empty() {
@@ -109,10 +110,11 @@ pub fn append_new_key(path: &Path, source: &str, created: &str) -> Result<String
         entry.push('\n');
     }
     entry.push_str(&format!("- source: {}\n  sha256: {}\n  created: \"{created}\"\n", yaml_scalar(source), hex::encode(hash(&token))));
-    ApiKeys::parse(&format!("{existing}{entry}")).context("the keys file would not parse after appending (is it a YAML list?)")?;
+    ApiKeys::parse(&format!("{existing}{entry}"))
+        .map_err(|e| Error::Setup(format!("keys file {}: would not parse after appending (is it a YAML list?): {e}", path.display())))?;
     let mut f =
-        std::fs::OpenOptions::new().create(true).append(true).open(path).with_context(|| format!("cannot open {} for appending", path.display()))?;
-    f.write_all(entry.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|source| Error::Write { path: path.to_path_buf(), source })?;
+    f.write_all(entry.as_bytes()).map_err(|source| Error::Write { path: path.to_path_buf(), source })?;
     Ok(token)
 }
 

@@ -30,6 +30,7 @@ pub mod batch;
 pub mod catalog;
 pub mod client;
 pub mod definitions;
+pub mod error;
 pub mod gateway;
 pub mod keys;
 pub mod metrics;

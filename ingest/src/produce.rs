@@ -154,13 +154,13 @@ pub struct EnvelopeProducer {
     ack_timeout: Duration,
 }
 
-fn create(config: &ClientConfig) -> anyhow::Result<ThreadedProducer<AckContext>> {
-    config.create_with_context(AckContext { fatal: AtomicBool::new(false) }).map_err(|e| anyhow::anyhow!("cannot create the Kafka producer: {e}"))
+fn create(config: &ClientConfig) -> Result<ThreadedProducer<AckContext>, crate::error::Error> {
+    config.create_with_context(AckContext { fatal: AtomicBool::new(false) }).map_err(crate::error::Error::Producer)
 }
 
 impl EnvelopeProducer {
     /// A producer from `base` (`Broker::producer_config`) with a delivery deadline.
-    pub fn new(mut base: ClientConfig, ack_timeout: Duration, compression: &str) -> anyhow::Result<EnvelopeProducer> {
+    pub fn new(mut base: ClientConfig, ack_timeout: Duration, compression: &str) -> Result<EnvelopeProducer, crate::error::Error> {
         let ms = ack_timeout.as_millis().max(1).to_string();
         base.set("compression.type", compression)
             .set("message.timeout.ms", &ms)
@@ -184,7 +184,7 @@ impl EnvelopeProducer {
                     tracing::warn!("the Kafka producer reported a fatal error; replaced it with a new one");
                     *slot = Arc::new(fresh);
                 }
-                Err(e) => tracing::error!("the Kafka producer reported a fatal error and cannot be replaced: {e:#}"),
+                Err(e) => tracing::error!("the Kafka producer reported a fatal error and cannot be replaced: {}", pitgun_runtime::error::Chain(&e)),
             }
         }
         slot.clone()

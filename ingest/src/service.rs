@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
 use pitgun_contracts::dictionary::Dictionary;
 use pitgun_contracts::load::{load, Loaded};
 use pitgun_contracts::schema::ContractKind;
@@ -15,6 +14,7 @@ use prometheus::Registry;
 
 use crate::catalog::ChannelCatalog;
 use crate::definitions::Definitions;
+use crate::error::{Error, Result};
 use crate::gateway::{router, watch_readiness, Gateway, Limits, Topics};
 use crate::keys::ApiKeys;
 use crate::metrics::GatewayMetrics;
@@ -56,12 +56,12 @@ pub fn build(settings: &Settings) -> Result<Arc<Gateway>> {
 /// `settings` only names the topics here.
 pub fn build_with(settings: &Settings, producer: Box<dyn Publish>) -> Result<Arc<Gateway>> {
     let dictionary: Loaded<Dictionary> = load(ContractKind::Dictionary, &settings.dictionary)?;
-    let catalog = ChannelCatalog::new(&dictionary.doc).map_err(anyhow::Error::msg).context("dictionary aliases")?;
-    let skew_us = i64::try_from(settings.max_future_skew.as_micros()).context("--max-future-skew is too long")?;
-    let validator = Validator::new(Arc::new(catalog), skew_us).map_err(anyhow::Error::msg)?;
+    let catalog = ChannelCatalog::new(&dictionary.doc).map_err(|e| Error::Setup(format!("dictionary aliases: {e}")))?;
+    let skew_us = i64::try_from(settings.max_future_skew.as_micros()).map_err(|_| Error::Setup("--max-future-skew is too long".into()))?;
+    let validator = Validator::new(Arc::new(catalog), skew_us).map_err(Error::Setup)?;
     let keys = match &settings.keys {
         Some(path) => ApiKeys::load(path)?,
-        None => bail!("--keys is required: make keys with `pitgun gateway keygen --source S --keys FILE`"),
+        None => return Err(Error::Setup("--keys is required: make keys with `pitgun gateway keygen --source S --keys FILE`".into())),
     };
     if keys.is_empty() {
         tracing::warn!("the keys file holds no keys: every request will be answered 401");
@@ -86,7 +86,7 @@ pub fn run(settings: Settings) -> Result<()> {
     let gw = build(&settings)?;
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("gateway").build()?;
     rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(settings.listen).await.with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let listener = tokio::net::TcpListener::bind(settings.listen).await.map_err(|source| Error::Listen { addr: settings.listen, source })?;
         let addr = listener.local_addr()?;
         // Tests and scripts read this line to find the port.
         eprintln!("pitgun gateway: listening on http://{addr}");
@@ -95,12 +95,12 @@ pub fn run(settings: Settings) -> Result<()> {
             "gateway started"
         );
         let readiness = tokio::spawn(watch_readiness(gw.clone(), settings.readiness_interval));
-        axum::serve(listener, router(gw.clone())).with_graceful_shutdown(shutdown_signal()).await.context("the HTTP server failed")?;
+        axum::serve(listener, router(gw.clone())).with_graceful_shutdown(shutdown_signal()).await?;
         readiness.abort();
-        Ok::<_, anyhow::Error>(())
+        Ok::<_, Error>(())
     })?;
     tracing::info!("shutting down: flushing the producer");
-    gw.producer.flush(settings.ack_timeout).map_err(|e| anyhow::anyhow!("records left unacknowledged at shutdown: {e}"))?;
+    gw.producer.flush(settings.ack_timeout).map_err(Error::Unacknowledged)?;
     eprintln!("pitgun gateway: stopped");
     Ok(())
 }
