@@ -6,8 +6,8 @@
 //!   answering producers whatever the dashboards ask; the API reads the database and scales
 //!   with its readers. They share nothing but the health routes.
 //! - **Reads only what the sink wrote**: `runs` (one row per session, the sink's `runs`
-//!   mapping) and a lap table (the `lap-performance` manifest's rows). It creates the read
-//!   indexes its queries need, nothing else.
+//!   mapping) and a lap table (the `lap-performance` manifest's rows). It runs no DDL: the
+//!   sink owns the schema, read indexes included.
 //! - **No SQL from requests.** Every value is a bind parameter of a statement prepared once
 //!   per connection ([`store`]); parameters are parsed and checked first ([`params`]), and
 //!   unknown ones are refused.
@@ -20,7 +20,8 @@
 //!
 //! Dependencies: `axum` (HTTP), `tokio-postgres` with `deadpool-postgres` (the connection
 //! pool, with per-connection statement caches), `prometheus`, `humantime` (RFC 3339), `hex`
-//! (opaque cursors).
+//! (opaque cursors), `thiserror` ([`error`]: typed, so a value PostgreSQL refuses is a 400 and a
+//! database that is not there a 503).
 #![deny(missing_docs)]
 
 pub mod error;

@@ -97,7 +97,7 @@ pub fn run(args: ProcessArgs) -> Result<ExitCode> {
     let project = Arc::new(project);
     let plan = {
         let project = project.clone();
-        Arc::new(move || project.compile()) as pitgun_processor::PlanFactory
+        Arc::new(move || project.compile().map_err(Into::into)) as pitgun_processor::PlanFactory
     };
     let summary = pitgun_processor::run(pitgun_processor::Config {
         broker: args.broker.broker(),

@@ -23,7 +23,8 @@
 //! `rustc-hash` (channel lookups on the hot path), `sha2`/`hex` (API key hashes, ETags), `rand`
 //! (new API keys), `serde_yaml_ng` (the keys file), `semver` (producer version ranges of
 //! dictionary aliases), `humantime` (times and durations in error messages), `reqwest` (the HTTP
-//! client of `pitgun simulate --target`).
+//! client of `pitgun simulate --target`), `thiserror` ([`error`]: what stops the gateway, typed;
+//! `anyhow` stays in the binary).
 #![deny(missing_docs)]
 
 pub mod batch;

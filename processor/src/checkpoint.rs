@@ -5,7 +5,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use crate::error::{Error, Result};
+use pitgun_runtime::error::Error as EdgeError;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::Producer;
 use rdkafka::{Offset, TopicPartitionList};
@@ -30,14 +31,14 @@ impl Worker {
         let deadline = Instant::now() + self.outlet.flush_timeout;
         while producer.in_flight_count() > 0 {
             if Instant::now() > deadline {
-                bail!("{} emitted records not acknowledged within {:?}", producer.in_flight_count(), self.outlet.flush_timeout);
+                return Err(Error::Unacknowledged { in_flight: producer.in_flight_count(), timeout: self.outlet.flush_timeout });
             }
             std::thread::sleep(Duration::from_micros(500));
         }
         let failed = producer.context().failed.load(Ordering::Relaxed);
         if failed > 0 {
             let last = producer.context().last_error.lock().expect("lock").clone().unwrap_or_default();
-            bail!("{failed} emitted records were not stored by the broker ({last}); not checkpointing past them");
+            return Err(Error::NotStored { failed, last });
         }
         let flushed = started.elapsed();
         let mut tpl = TopicPartitionList::new();
@@ -49,7 +50,7 @@ impl Worker {
             if only.is_some_and(|o| !o.contains(tp)) {
                 continue;
             }
-            tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(part.next_offset))?;
+            tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(part.next_offset)).map_err(EdgeError::kafka("offsets to commit"))?;
             let labels = [tp.0.as_str(), &tp.1.to_string()];
             let newest = part.runner.newest_event_time();
             if newest != i64::MIN {
@@ -76,7 +77,7 @@ impl Worker {
         self.db.write(batch)?;
         let written = started.elapsed();
         if tpl.count() > 0 {
-            consumer.commit(&tpl, mode).context("offset commit to the group failed")?;
+            consumer.commit(&tpl, mode).map_err(EdgeError::kafka("offset commit to the group failed"))?;
         }
         metrics.sessions_open.set(open);
         metrics.checkpoints.inc();

@@ -5,12 +5,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
+use crate::error::Result;
 use pitgun_engine::Plan;
 use pitgun_runtime::kafka::Broker;
 
 /// Builds a fresh plan (each partition gets its own engine; formulas are not shared).
-pub type PlanFactory = Arc<dyn Fn() -> Result<Plan> + Send + Sync>;
+pub type PlanFactory = Arc<dyn Fn() -> Result<Plan, Box<dyn std::error::Error + Send + Sync>> + Send + Sync>;
 
 /// How to run one manifest version.
 pub struct Config {

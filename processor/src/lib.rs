@@ -32,11 +32,13 @@
 //! Dependencies: `rdkafka` (the Kafka client), `rocksdb` (state), `postcard` (compact bytes of
 //! session state, via the engine), `prometheus` (metrics), `signal-hook` (SIGTERM → final
 //! checkpoint), `send_wrapper` (lets librdkafka's rebalance callback, which runs on the polling
-//! thread, reach the shared state without a lock, with a runtime check of that thread).
+//! thread, reach the shared state without a lock, with a runtime check of that thread),
+//! `thiserror` ([`error`]: what stops the processor, typed; `anyhow` stays in the binary).
 #![deny(missing_docs)]
 
 mod checkpoint;
 mod config;
+pub mod error;
 pub mod group;
 pub mod metrics;
 mod outlet;
@@ -49,4 +51,5 @@ pub mod state;
 mod worker;
 
 pub use config::{Config, PlanFactory, Summary};
+pub use error::{Error, Result};
 pub use service::run;

@@ -1,7 +1,7 @@
 //! One owned input partition: its engine, where it has read to, and how a batch of its records
 //! is fed (grouped by session) with the outputs sent on at once.
 
-use anyhow::Result;
+use crate::error::Result;
 use pitgun_codec::session::session_id;
 use pitgun_codec::wire::Decoder;
 use pitgun_engine::{Output, Runner};

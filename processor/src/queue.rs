@@ -12,7 +12,7 @@ use std::ptr::{self, NonNull};
 use std::sync::Arc;
 use std::thread::Thread;
 
-use anyhow::{bail, Result};
+use crate::error::{Error, Result};
 use rdkafka::bindings as rd;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 
@@ -82,7 +82,10 @@ impl<C: ConsumerContext + 'static> PartitionFeed<C> {
         // SAFETY: the queue is valid and `scratch` has room for the count asked for.
         let n = unsafe { rd::rd_kafka_consume_batch_queue(self.queue.as_ptr(), 0, scratch.as_mut_ptr(), scratch.len()) };
         if n < 0 {
-            bail!("reading a partition queue failed: {:?}", unsafe { rd::rd_kafka_last_error() });
+            return Err(Error::Runtime(pitgun_runtime::error::Error::Kafka {
+                what: "reading a partition queue".into(),
+                source: rdkafka::error::KafkaError::MessageConsumption(unsafe { rd::rd_kafka_last_error() }.into()),
+            }));
         }
         let taken = Taken(&scratch[..n as usize]);
         let mut records = Vec::with_capacity(taken.0.len());

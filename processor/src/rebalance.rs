@@ -4,7 +4,8 @@
 use std::cell::{RefCell, RefMut};
 use std::rc::Rc;
 
-use anyhow::anyhow;
+use crate::error::Error;
+use pitgun_runtime::error::Error as EdgeError;
 use pitgun_runtime::kafka::record_consumer_lag;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::types::RDKafkaRespErr;
@@ -46,7 +47,7 @@ impl ConsumerContext for Ctx {
                     match worker.take_partition(&topic, partition) {
                         Ok(offset) => {
                             if let Err(e) = tpl.set_partition_offset(&topic, partition, offset) {
-                                worker.fatal.get_or_insert(anyhow!("cannot seek {topic}/{partition}: {e}"));
+                                worker.fatal.get_or_insert(Error::from(EdgeError::kafka(format!("cannot seek {topic}/{partition}"))(e)));
                             }
                         }
                         Err(e) => {
@@ -57,13 +58,13 @@ impl ConsumerContext for Ctx {
                 worker.assigned_once = true;
                 worker.assignment += 1;
                 if let Err(e) = consumer.assign(tpl) {
-                    worker.fatal.get_or_insert(anyhow!("cannot take the assigned partitions: {e}"));
+                    worker.fatal.get_or_insert(Error::from(EdgeError::kafka("cannot take the assigned partitions")(e)));
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let revoked: Vec<Tp> = tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
                 if let Err(e) = worker.checkpoint(consumer, Some(&revoked), CommitMode::Sync) {
-                    worker.fatal.get_or_insert(e.context("checkpoint of revoked partitions failed"));
+                    worker.fatal.get_or_insert(Error::RevokeCheckpoint(Box::new(e)));
                 }
                 worker.assignment += 1;
                 for tp in &revoked {
@@ -72,7 +73,7 @@ impl ConsumerContext for Ctx {
                     }
                 }
                 if let Err(e) = consumer.unassign() {
-                    worker.fatal.get_or_insert(anyhow!("cannot give up revoked partitions: {e}"));
+                    worker.fatal.get_or_insert(Error::from(EdgeError::kafka("cannot give up revoked partitions")(e)));
                 }
             }
             other => warn!("rebalance error: {:?}", other),

@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
-use anyhow::{anyhow, Result};
+use crate::error::{Error, Result};
 
 use crate::partition::Part;
 use crate::queue::PartitionFeed;
@@ -71,7 +71,7 @@ pub(crate) fn on_threads<T: Send>(threads: usize, work: impl Fn(usize) -> Result
         let others: Vec<_> = (1..threads).map(|t| s.spawn(move || work(t))).collect();
         let mut results = vec![work(0)?];
         for h in others {
-            results.push(h.join().map_err(|_| anyhow!("an engine thread panicked"))??);
+            results.push(h.join().map_err(|_| Error::EnginePanicked)??);
         }
         Ok(results)
     })

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
 use pitgun_codec::wire::Decoder;
 use pitgun_runtime::kafka::{partition_bounds, topics};
 use pitgun_runtime::serve::{spawn_health_server, Health};
@@ -18,12 +17,14 @@ use send_wrapper::SendWrapper;
 use tracing::{info, warn};
 
 use crate::config::{Config, Summary};
+use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::outlet::{Deliveries, OutTopics, Outlet};
 use crate::queue::PartitionFeed;
 use crate::rebalance::Ctx;
 use crate::state::{Meta, StateDb};
 use crate::worker::{now_us, Tp, Worker};
+use pitgun_runtime::error::Error as EdgeError;
 
 /// Runs the processor until SIGTERM/SIGINT (or, with `until_end`, the end of input).
 pub fn run(cfg: Config) -> Result<Summary> {
@@ -35,14 +36,12 @@ pub fn run(cfg: Config) -> Result<Summary> {
         deadletter: cfg.broker.name(topics::DEADLETTER_PROCESS),
     };
     // Compile once up front, so a manifest that does not compile never joins the group.
-    (cfg.plan)()?;
-    cfg.broker
-        .ensure_topics(
-            &[out_topics.aggregates.clone(), out_topics.late.clone(), out_topics.deadletter.clone()],
-            cfg.output_partitions,
-            Duration::from_secs(10),
-        )
-        .context("cannot create the output topics")?;
+    (cfg.plan)().map_err(Error::Plan)?;
+    cfg.broker.ensure_topics(
+        &[out_topics.aggregates.clone(), out_topics.late.clone(), out_topics.deadletter.clone()],
+        cfg.output_partitions,
+        Duration::from_secs(10),
+    )?;
     let db = StateDb::open(&cfg.state_dir, &Meta { manifest: cfg.manifest.clone(), version: cfg.version, group: group.clone() })?;
 
     let producer: ThreadedProducer<Deliveries> = cfg
@@ -50,12 +49,12 @@ pub fn run(cfg: Config) -> Result<Summary> {
         .producer_config(&format!("pitgun-process-{}", cfg.manifest))
         .set("message.timeout.ms", cfg.flush_timeout.as_millis().to_string())
         .create_with_context(Deliveries::default())
-        .context("cannot create the Kafka producer")?;
+        .map_err(EdgeError::kafka("cannot create the Kafka producer"))?;
 
     // Learn the output topics' leaders now, so the first rows (and the first checkpoint's
     // flush) do not wait for metadata of topics created a moment ago.
     for t in [&out_topics.aggregates, &out_topics.late, &out_topics.deadletter] {
-        producer.client().fetch_metadata(Some(t), Duration::from_secs(10)).with_context(|| format!("no metadata for {t}"))?;
+        producer.client().fetch_metadata(Some(t), Duration::from_secs(10)).map_err(EdgeError::kafka(format!("no metadata for {t}")))?;
     }
     let metrics = Metrics::new(&cfg.manifest, cfg.version);
     let lag = metrics.consumer_lag.clone();
@@ -106,14 +105,16 @@ pub fn run(cfg: Config) -> Result<Summary> {
         consumer_config.set(k, v);
     }
     let consumer: Arc<BaseConsumer<Ctx>> = Arc::new(
-        consumer_config.create_with_context(Ctx { worker: SendWrapper::new(worker.clone()), lag }).context("cannot create the Kafka consumer")?,
+        consumer_config
+            .create_with_context(Ctx { worker: SendWrapper::new(worker.clone()), lag })
+            .map_err(EdgeError::kafka("cannot create the Kafka consumer"))?,
     );
 
     // Bounds of every input partition, read before consuming (the end for `--until-end`).
     for topic in &inputs {
         let bounds = partition_bounds(&*consumer, topic)?;
         if bounds.is_empty() {
-            bail!("input topic {topic} does not exist (create it: scripts/stack.sh topics)");
+            return Err(Error::NoInputTopic(topic.clone()));
         }
         for (partition, (low, high)) in bounds {
             tracing::debug!(topic, partition, low, high, "partition bounds");
@@ -121,7 +122,7 @@ pub fn run(cfg: Config) -> Result<Summary> {
         }
     }
     let refs: Vec<&str> = inputs.iter().map(|s| s.as_str()).collect();
-    consumer.subscribe(&refs).context("cannot subscribe")?;
+    consumer.subscribe(&refs).map_err(EdgeError::kafka("cannot subscribe"))?;
     info!(group = %group, topics = ?inputs, "processor started");
 
     let stop = Arc::new(AtomicBool::new(false));

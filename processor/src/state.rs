@@ -11,10 +11,11 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
 use pitgun_engine::{OpenSessions, SessionState, SessionStore};
 use rocksdb::{Direction, IteratorMode, Options, WriteBatch, DB};
 use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::error::{Error, Result};
 
 /// Which folder belongs to which manifest version: a state folder is never shared by two.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -70,54 +71,47 @@ fn session_key(tag: u8, topic: &str, partition: i32, session: &str) -> Vec<u8> {
 impl StateDb {
     /// Opens (or creates) the folder; refuses one written for another manifest version.
     pub fn open(dir: &Path, meta: &Meta) -> Result<StateDb> {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create state folder {}", dir.display()))?;
+        let folder = |e: Box<dyn std::error::Error + Send + Sync>| Error::StateFolder { path: dir.to_path_buf(), source: e };
+        std::fs::create_dir_all(dir).map_err(|e| folder(e.into()))?;
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        let db = DB::open(&opts, dir).with_context(|| format!("cannot open RocksDB state in {}", dir.display()))?;
-        match db.get(b"meta")? {
+        let db = DB::open(&opts, dir).map_err(|e| folder(e.into()))?;
+        match db.get(b"meta").map_err(Error::rocks("reading the meta record"))? {
             Some(bytes) => {
-                let found: Meta = serde_json::from_slice(&bytes).context("state folder: unreadable meta record")?;
+                let found: Meta = serde_json::from_slice(&bytes)
+                    .map_err(|e| Error::CorruptState(format!("state folder {}: unreadable meta record: {e}", dir.display())))?;
                 if &found != meta {
-                    bail!(
-                        "state folder {} belongs to {} v{} (group {}), not {} v{} (group {}); give each manifest version its own --state-dir",
-                        dir.display(),
-                        found.manifest,
-                        found.version,
-                        found.group,
-                        meta.manifest,
-                        meta.version,
-                        meta.group
-                    );
+                    return Err(Error::ForeignState { path: dir.to_path_buf(), found: Box::new(found), want: Box::new(meta.clone()) });
                 }
             }
-            None => db.put(b"meta", serde_json::to_vec(meta)?)?,
+            None => db.put(b"meta", serde_json::to_vec(meta).expect("plain strings and numbers")).map_err(Error::rocks("writing the meta record"))?,
         }
         Ok(StateDb { db })
     }
 
     /// The partition's checkpoint, if this folder has one.
     pub fn restore(&self, topic: &str, partition: i32) -> Result<Option<Restored>> {
-        let Some(off) = self.db.get(part_prefix(b'o', topic, partition))? else {
+        let Some(off) = self.db.get(part_prefix(b'o', topic, partition)).map_err(Error::rocks("reading a checkpoint"))? else {
             return Ok(None);
         };
-        let offset = i64::from_be_bytes(off.as_slice().try_into().context("corrupt offset record")?);
+        let corrupt = |what: &str| Error::CorruptState(format!("{topic}/{partition}: corrupt {what}"));
+        let offset = i64::from_be_bytes(off.as_slice().try_into().map_err(|_| corrupt("offset record"))?);
         let mut store = PartitionStore::default();
         for (tag, closed) in [(b's', false), (b'c', true)] {
             let mut prefix = part_prefix(tag, topic, partition);
             prefix.push(0);
             for item in self.db.iterator(IteratorMode::From(&prefix, Direction::Forward)) {
-                let (k, v) = item?;
+                let (k, v) = item.map_err(Error::rocks("reading a checkpoint"))?;
                 if !k.starts_with(&prefix) {
                     break;
                 }
-                let id = std::str::from_utf8(&k[prefix.len()..]).context("corrupt session key")?;
+                let id = std::str::from_utf8(&k[prefix.len()..]).map_err(|_| corrupt("session key"))?;
                 if closed {
-                    let at = i64::from_be_bytes(v.as_ref().try_into().context("corrupt closed record")?);
+                    let at = i64::from_be_bytes(v.as_ref().try_into().map_err(|_| corrupt("closed record"))?);
                     store.closed.insert(id.into(), at);
                 } else {
-                    let state = SessionState::from_bytes(&v)
-                        .map_err(|e| anyhow::anyhow!("{topic}/{partition} session {id:?}: {e}; clear the state folder to rebuild from the log"))?;
+                    let state = SessionState::from_bytes(&v).map_err(|e| Error::CorruptState(format!("{topic}/{partition} session {id:?}: {e}")))?;
                     store.open.insert(id, state);
                 }
             }
@@ -125,18 +119,16 @@ impl StateDb {
         let mut prefix = part_prefix(b'r', topic, partition);
         prefix.push(0);
         for item in self.db.iterator(IteratorMode::From(&prefix, Direction::Forward)) {
-            let (k, v) = item?;
+            let (k, v) = item.map_err(Error::rocks("reading a checkpoint"))?;
             let Some(rest) = k.strip_prefix(prefix.as_slice()) else { break };
-            let corrupt = || anyhow::anyhow!("{topic}/{partition}: corrupt ring chunk key; clear the state folder to rebuild from the log");
-            let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(corrupt)?;
-            let id = rest.get(..u32::from_be_bytes(*len) as usize).ok_or_else(corrupt)?;
-            let id = std::str::from_utf8(id).map_err(|_| corrupt())?;
+            let chunk_key = || corrupt("ring chunk key");
+            let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(chunk_key)?;
+            let id = rest.get(..u32::from_be_bytes(*len) as usize).ok_or_else(chunk_key)?;
+            let id = std::str::from_utf8(id).map_err(|_| chunk_key())?;
             // A chunk of a session closed in the same checkpoint that deleted it cannot be left
             // behind (the deletion is in the same batch), so an orphan chunk is corruption.
-            let state = store.open.get_mut(id).ok_or_else(corrupt)?;
-            state
-                .load_ring_chunk(&v)
-                .map_err(|e| anyhow::anyhow!("{topic}/{partition} session {id:?}: {e}; clear the state folder to rebuild from the log"))?;
+            let state = store.open.get_mut(id).ok_or_else(chunk_key)?;
+            state.load_ring_chunk(&v).map_err(|e| Error::CorruptState(format!("{topic}/{partition} session {id:?}: {e}")))?;
         }
         Ok(Some(Restored { offset, store }))
     }
@@ -173,7 +165,7 @@ impl StateDb {
 
     /// Writes a batch atomically.
     pub fn write(&self, batch: WriteBatch) -> Result<()> {
-        self.db.write(batch).context("RocksDB write of the checkpoint failed")
+        self.db.write(batch).map_err(Error::rocks("writing the checkpoint"))
     }
 
     /// Bytes on disk and in memtables (an estimate RocksDB keeps).

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::Result;
+use crate::error::Result;
 use pitgun_codec::wire::Decoder;
 use pitgun_engine::{Runner, SessionStore};
 use rdkafka::message::{BorrowedMessage, Message};
@@ -32,7 +32,7 @@ pub(crate) struct Worker {
     pub(crate) bounds: BTreeMap<Tp, (i64, i64)>,
     pub(crate) decoder: Decoder,
     pub(crate) summary: Summary,
-    pub(crate) fatal: Option<anyhow::Error>,
+    pub(crate) fatal: Option<crate::error::Error>,
     pub(crate) assigned_once: bool,
     /// Bumped by every assignment and revocation: the partition queues must be split again.
     pub(crate) assignment: u64,
@@ -55,7 +55,7 @@ pub(crate) fn now_us() -> i64 {
 impl Worker {
     /// Loads a newly assigned partition; returns where to start reading it.
     pub(crate) fn take_partition(&mut self, topic: &str, partition: i32) -> Result<Offset> {
-        let plan = (self.cfg_plan)()?;
+        let plan = (self.cfg_plan)().map_err(crate::error::Error::Plan)?;
         let tp = (topic.to_string(), partition);
         let (store, offset, start) = match self.db.restore(topic, partition)? {
             Some(r) => {

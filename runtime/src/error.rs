@@ -54,7 +54,7 @@ pub enum Error {
 
 impl Error {
     /// A Kafka client error while doing `what`.
-    pub(crate) fn kafka(what: impl Into<String>) -> impl FnOnce(KafkaError) -> Error {
+    pub fn kafka(what: impl Into<String>) -> impl FnOnce(KafkaError) -> Error {
         let what = what.into();
         move |source| Error::Kafka { what, source }
     }

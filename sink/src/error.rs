@@ -42,15 +42,6 @@ pub enum Error {
         /// QuestDB's message.
         message: String,
     },
-    /// The Kafka client failed while doing `what`.
-    #[error("{what}")]
-    Kafka {
-        /// What was being done.
-        what: String,
-        /// librdkafka's error.
-        #[source]
-        source: KafkaError,
-    },
     /// An aggregates topic the manifests name is not on the broker.
     #[error("aggregates topic {0} does not exist (the processor creates it when it starts)")]
     NoTopic(String),
@@ -66,7 +57,7 @@ pub enum Error {
     /// A target could not open its write connections.
     #[error(transparent)]
     Write(#[from] crate::target::WriteError),
-    /// The shared Kafka edge failed (topics, partition bounds).
+    /// The Kafka client or the shared Kafka edge failed (topics, partition bounds).
     #[error(transparent)]
     Runtime(#[from] pitgun_runtime::error::Error),
     /// A signal handler could not be installed.
@@ -88,12 +79,6 @@ impl Error {
     pub(crate) fn questdb<E: std::error::Error + Send + Sync + 'static>(what: impl Into<String>) -> impl FnOnce(E) -> Error {
         let what = what.into();
         move |source| Error::QuestDb { what, source: Box::new(source) }
-    }
-
-    /// A Kafka client error while doing `what`.
-    pub(crate) fn kafka(what: impl Into<String>) -> impl FnOnce(KafkaError) -> Error {
-        let what = what.into();
-        move |source| Error::Kafka { what, source }
     }
 }
 

@@ -18,7 +18,7 @@
 //! - **Targets behind one interface** ([`target::Target`]): PostgreSQL and QuestDB; the loop
 //!   routes rows to a table index of a target and knows neither by name.
 //!
-//! Dependencies: `thiserror` (the write error), `tokio-postgres` (PostgreSQL client, binary `COPY`), `bytes` and
+//! Dependencies: `thiserror` ([`error`] and the write error, typed; `anyhow` stays in the binary), `tokio-postgres` (PostgreSQL client, binary `COPY`), `bytes` and
 //! `futures-util` (what its `COPY` writer and `ToSql` need; shards written together), `xxhash-rust`
 //! (a row key's shard), `rdkafka`, `prometheus`, `sha2`
 //! (the registry's shape hashes).

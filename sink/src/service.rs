@@ -26,6 +26,7 @@ use crate::batch::{self, Batch, Dead, Origin, Targets, Written};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::routes::{self, Routing};
+use pitgun_runtime::error::Error as EdgeError;
 
 /// Environment variable that arms the failpoint between a target's commit and the offset
 /// commit (tests): `after-target-commit` aborts the process there, once.
@@ -113,7 +114,7 @@ async fn commit(
     }
     let mut tpl = TopicPartitionList::new();
     for ((topic, partition), next) in &done.next_offsets {
-        tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)).map_err(Error::kafka("offsets to commit"))?;
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)).map_err(EdgeError::kafka("offsets to commit"))?;
     }
     // A commit refused in a rebalance is not fatal: the rows come again to whoever owns the
     // partition now, and are upserted again.
@@ -167,9 +168,9 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         // A replica that died hands its partitions on within 10 s (librdkafka's default: 45 s).
         .set("session.timeout.ms", "10000")
         .create_with_context(LagContext { lag: metrics.consumer_lag.clone() })
-        .map_err(Error::kafka("cannot create the Kafka consumer"))?;
+        .map_err(EdgeError::kafka("cannot create the Kafka consumer"))?;
     let producer: FutureProducer =
-        cfg.broker.producer_config("pitgun-sink-deadletter").create().map_err(Error::kafka("cannot create the Kafka producer"))?;
+        cfg.broker.producer_config("pitgun-sink-deadletter").create().map_err(EdgeError::kafka("cannot create the Kafka producer"))?;
     let deadletter_topic = cfg.broker.name(topics::DEADLETTER_SINK);
     // Startup calls to the broker block (librdkafka's synchronous API): off the async workers.
     let topic_names: Vec<String> = topic_routes.keys().cloned().collect();
@@ -194,7 +195,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
             tpl.add_partition(topic, *partition);
         }
         let before = tokio::task::block_in_place(|| consumer.committed_offsets(tpl, Duration::from_secs(10)))
-            .map_err(Error::kafka("reading the group's committed offsets"))?;
+            .map_err(EdgeError::kafka("reading the group's committed offsets"))?;
         for e in before.elements() {
             if let Offset::Offset(o) = e.offset() {
                 committed.insert((e.topic().to_string(), e.partition()), o);
@@ -202,7 +203,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         }
     }
     let refs: Vec<&str> = topic_names.iter().map(|s| s.as_str()).collect();
-    consumer.subscribe(&refs).map_err(Error::kafka("cannot subscribe"))?;
+    consumer.subscribe(&refs).map_err(EdgeError::kafka("cannot subscribe"))?;
     let health = Health::new(metrics.registry.clone());
     if let Some(addr) = cfg.metrics_listen {
         let bound = spawn_health_server(addr, health.clone())?;
