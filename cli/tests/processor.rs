@@ -296,3 +296,78 @@ fn dead_letters_and_metrics() {
     assert!(dead.iter().any(|d| d.contains("nobody-knows-me")));
     drop(p);
 }
+
+/// Waits until the processor serving `/metrics` at `addr` has taken `records` records in and
+/// written a checkpoint after that (so a SIGTERM then loses nothing it has read).
+fn wait_consumed(addr: &str, records: usize, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut seen_at: Option<f64> = None;
+    loop {
+        std::thread::sleep(Duration::from_millis(100));
+        let t = http_get(addr, "/metrics");
+        let checkpoints = metric(&t, "pitgun_processor_checkpoints_total", "");
+        if metric(&t, "pitgun_processor_events_in_total", "") >= records as f64 {
+            match seen_at {
+                Some(at) if checkpoints > at => return,
+                None => seen_at = Some(checkpoints),
+                _ => {}
+            }
+        }
+        assert!(Instant::now() < deadline, "{what}: {records} records not consumed in time:\n{t}");
+    }
+}
+
+/// A group stopped for longer than the manifest's `idle_timeout` and started again: the time it
+/// was down is not idleness. Every session open at the stop resumes with the events that
+/// follow (none goes to the late topic as `session_closed`), and the rows equal replay of the
+/// whole dataset, which has no gap in event time.
+#[test]
+fn downtime_longer_than_idle_timeout_closes_no_session() {
+    let ns = Ns::new("downtime");
+    ns.create_topics(2);
+    let dir = tempfile::tempdir().unwrap();
+    let data = simulate(dir.path(), "downtime.ndjson", 23, 6, "3m", None);
+    let all = lines(&data);
+    let (first, second) = all.split_at(all.len() / 2);
+
+    // lap-performance with a 4 s idle timeout.
+    let text = std::fs::read_to_string(manifest("lap-performance.v1.yaml")).unwrap();
+    assert!(text.contains("idle_timeout: 10m"), "the manifest's idle timeout changed; update this test");
+    let m = dir.path().join("lap-performance.v1.yaml");
+    std::fs::write(&m, text.replace("idle_timeout: 10m", "idle_timeout: 4s")).unwrap();
+    let m_s = m.to_str().unwrap().to_string();
+    let expected = replay(&m, Some(&dictionary()), &data, &[]);
+    let state = dir.path().join("state");
+    let state_s = state.to_str().unwrap().to_string();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let with_metrics = process_args(&m_s, &state_s, &["--checkpoint-interval", "200ms", "--metrics-listen", &addr]);
+    let until_end = process_args(&m_s, &state_s, &["--checkpoint-interval", "200ms", "--until-end"]);
+
+    // Run 1 reads the first half of every session and stops (SIGTERM: final checkpoint).
+    ns.produce_lines(first.iter().map(|s| s.as_str()));
+    let mut run1 = Service::start("run1", &with_metrics, &ns);
+    wait_consumed(&addr, first.len(), "run 1");
+    run1.sigterm();
+    assert!(run1.wait(Duration::from_secs(30)), "run 1 did not stop cleanly");
+    eprintln!("run 1 stopped: {}", run1.summary());
+
+    // Down for three idle timeouts; then run 2 restores and checks idleness a few times
+    // before any new record arrives.
+    std::thread::sleep(Duration::from_secs(12));
+    let mut run2 = Service::start("run2", &with_metrics, &ns);
+    run2.wait_for_log("restored checkpoint", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(1500));
+    ns.produce_lines(second.iter().map(|s| s.as_str()));
+    wait_consumed(&addr, second.len(), "run 2");
+    run2.sigterm();
+    assert!(run2.wait(Duration::from_secs(30)), "run 2 did not stop cleanly");
+
+    // Run 3 finds the end of input and closes what is still open, as replay does.
+    let mut run3 = Service::start("run3", &until_end, &ns);
+    assert!(run3.wait(Duration::from_secs(120)), "run 3 failed");
+
+    let closed: Vec<String> = ns.all_records("pitgun.late.lap-performance.v1").into_iter().filter(|l| l.contains("session_closed")).collect();
+    assert!(closed.is_empty(), "{} events went to the late topic as session_closed, e.g. {}", closed.len(), closed[0]);
+    let latest = ns.latest_rows("pitgun.aggregates.lap-performance.v1");
+    assert_rows_equal_replay(&latest, &expected, "after a downtime longer than idle_timeout");
+}

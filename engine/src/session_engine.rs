@@ -221,6 +221,13 @@ impl SessionState {
         self.last_activity
     }
 
+    /// Starts the idle clock again at `now_us` of the driver's clock. For a session restored
+    /// from a checkpoint: the time the driver was down is not idleness, so a group stopped
+    /// for longer than `idle_timeout` does not close every session it held.
+    pub fn restart_idle_clock(&mut self, now_us: i64) {
+        self.last_activity = now_us;
+    }
+
     fn watermark(&self, plan: &Plan) -> i64 {
         self.max_time.saturating_sub(plan.ooo_us)
     }

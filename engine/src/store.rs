@@ -54,6 +54,13 @@ impl OpenSessions {
         self.0.remove(session_id)
     }
 
+    /// Starts every session's idle clock again at `now_us` ([`SessionState::restart_idle_clock`]).
+    pub fn restart_idle_clocks(&mut self, now_us: i64) {
+        for s in self.0.values_mut() {
+            s.restart_idle_clock(now_us);
+        }
+    }
+
     /// Every id, in any order.
     pub fn ids(&self) -> Vec<Box<str>> {
         self.0.keys().cloned().collect()

@@ -217,6 +217,16 @@ impl PartitionStore {
         n
     }
 
+    /// After a restore, at `now_us`: the time the processor was down counts neither as a
+    /// session's idleness nor against a closed session's retention, so both clocks start
+    /// again now. (The stored values are not rewritten: the next restore restarts them too.)
+    pub fn resume(&mut self, now_us: i64) {
+        self.open.restart_idle_clocks(now_us);
+        for at in self.closed.values_mut() {
+            *at = now_us;
+        }
+    }
+
     /// Closed sessions remembered.
     pub fn closed_count(&self) -> usize {
         self.closed.len()

@@ -58,7 +58,8 @@ impl Worker {
         let plan = (self.cfg_plan)().map_err(crate::error::Error::Plan)?;
         let tp = (topic.to_string(), partition);
         let (store, offset, start) = match self.db.restore(topic, partition)? {
-            Some(r) => {
+            Some(mut r) => {
+                r.store.resume(now_us());
                 self.outlet.metrics.checkpoints_restored.inc();
                 self.summary.restored_partitions += 1;
                 info!(topic, partition, offset = r.offset, sessions = r.store.open_count(), "restored checkpoint");
