@@ -53,6 +53,12 @@ pub struct ProcessArgs {
     /// How long ids of closed sessions are remembered (late copies are refused meanwhile).
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     closed_retention: Duration,
+    /// A stable name for this replica in the group (static membership, Kafka's
+    /// `group.instance.id`), e.g. the StatefulSet pod name. A replica restarted under the same
+    /// name within --group-session-timeout gets its partitions back and nothing else moves;
+    /// two live replicas must never share one (the broker fences the older).
+    #[arg(long, env = "PITGUN_INSTANCE_ID")]
+    instance_id: Option<String>,
     /// Consumer-group session timeout: how soon a dead replica's partitions move to the others.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     group_session_timeout: Duration,
@@ -111,6 +117,7 @@ pub fn run(args: ProcessArgs) -> Result<ExitCode> {
         metrics_listen: args.metrics_listen,
         closed_retention: args.closed_retention,
         group_session_timeout: args.group_session_timeout,
+        instance_id: args.instance_id,
         output_partitions: args.output_partitions,
         flush_timeout: args.flush_timeout,
         consumer_settings: args.consumer_config,

@@ -371,3 +371,164 @@ fn downtime_longer_than_idle_timeout_closes_no_session() {
     let latest = ns.latest_rows("pitgun.aggregates.lap-performance.v1");
     assert_rows_equal_replay(&latest, &expected, "after a downtime longer than idle_timeout");
 }
+
+/// Checks the emissions on an aggregates topic against replay's changelog (every emission, in
+/// order): each row's emissions on the topic are replay's for that row, in replay's order, each
+/// once — none repeated, none going back to an older version.
+fn assert_each_version_once_in_order(topic: &[String], changelog: &str, what: &str) {
+    let id = |l: &str| serde_json::from_str::<serde_json::Value>(l).unwrap()["row_id"].as_str().unwrap().to_string();
+    let mut versions: std::collections::HashMap<String, Vec<&str>> = Default::default();
+    for line in changelog.lines() {
+        versions.entry(id(line)).or_default().push(line);
+    }
+    // Per row, the index in replay's sequence of the next emission expected at the earliest.
+    let mut next: std::collections::HashMap<String, usize> = Default::default();
+    for (n, line) in topic.iter().enumerate() {
+        let row = id(line);
+        let seq = versions.get(&row).unwrap_or_else(|| panic!("{what}: emission {n} is of a row replay never emits: {line}"));
+        let from = next.get(&row).copied().unwrap_or(0);
+        match seq.iter().enumerate().skip(from).find(|(_, v)| **v == line) {
+            Some((i, _)) => {
+                next.insert(row, i + 1);
+            }
+            None => {
+                let earlier = seq.iter().position(|v| *v == line);
+                panic!("{what}: emission {n} of row {row} is its version {earlier:?} again, after version {}: {line}", from as i64 - 1);
+            }
+        }
+    }
+}
+
+/// A partition has one owner's state. Replica A reads the first third and stops; replica B
+/// (no local state) takes every partition and reads the second third; A comes back with a
+/// checkpoint that is no longer the group's. Neither may re-emit what the other already
+/// emitted: B catches up to the group's offsets without emitting, A discards its stale
+/// checkpoint. Every row version reaches the topic once, in replay's order.
+#[test]
+fn a_partition_that_comes_back_does_not_resume_a_stale_checkpoint() {
+    let ns = Ns::new("owner");
+    ns.create_topics(2);
+    let dir = tempfile::tempdir().unwrap();
+    let data = simulate(dir.path(), "owner.ndjson", 29, 8, "3m", None);
+    let all = lines(&data);
+    let third = all.len() / 3;
+    let (first, rest) = all.split_at(third);
+    let (second, last) = rest.split_at(third);
+    let m = manifest("lap-performance.v1.yaml");
+    let m_s = m.to_str().unwrap().to_string();
+    let expected = replay(&m, None, &data, &[]);
+    let changelog = replay(&m, None, &data, &["--changelog"]);
+    let (sa, sb) = (dir.path().join("a"), dir.path().join("b"));
+    let (sa, sb) = (sa.to_str().unwrap().to_string(), sb.to_str().unwrap().to_string());
+    let addr = format!("127.0.0.1:{}", free_port());
+    let run = |state: &str, name: &str, consumed: usize| {
+        let mut p = Service::start(name, &process_args(&m_s, state, &["--checkpoint-interval", "200ms", "--metrics-listen", &addr]), &ns);
+        wait_consumed(&addr, consumed, name);
+        p.sigterm();
+        assert!(p.wait(Duration::from_secs(30)), "{name} did not stop cleanly");
+        eprintln!("{name}: {}", p.summary());
+        p.summary()
+    };
+
+    ns.produce_lines(first.iter().map(|s| s.as_str()));
+    run(&sa, "a1", first.len());
+    ns.produce_lines(second.iter().map(|s| s.as_str()));
+    // B rebuilds both partitions from the earliest offset: the first third again, silently.
+    let b = run(&sb, "b", first.len() + second.len());
+    assert_eq!(b["rebuilt_partitions"], 2, "B: {b}");
+    ns.produce_lines(last.iter().map(|s| s.as_str()));
+    let mut a2 = Service::start("a2", &process_args(&m_s, &sa, &["--checkpoint-interval", "200ms", "--until-end"]), &ns);
+    assert!(a2.wait(Duration::from_secs(120)), "a2 failed");
+    let a = a2.summary();
+    eprintln!("a2: {a}");
+
+    let topic = ns.all_records("pitgun.aggregates.lap-performance.v1");
+    eprintln!("{} emissions on the topic, {} in replay's changelog", topic.len(), changelog.lines().count());
+    assert_each_version_once_in_order(&topic, &changelog, "two hand-offs");
+    assert_eq!(
+        topic.len(),
+        changelog.lines().count(),
+        "every version once: the topic has {} emissions, replay {}",
+        topic.len(),
+        changelog.lines().count()
+    );
+    // Each emission carries its version, and a row's versions never fall.
+    let mut last: std::collections::HashMap<String, i64> = Default::default();
+    for (payload, h) in records_with_headers(&ns, "pitgun.aggregates.lap-performance.v1", topic.len()) {
+        let version: i64 = h.get("pitgun-row-version").unwrap_or_else(|| panic!("a row without its version: {payload}")).parse().unwrap();
+        let id = serde_json::from_str::<serde_json::Value>(&payload).unwrap()["row_id"].as_str().unwrap().to_string();
+        if let Some(before) = last.insert(id.clone(), version) {
+            assert!(version >= before, "row {id}: version {version} after {before}");
+        }
+    }
+    assert_rows_equal_replay(&ns.latest_rows("pitgun.aggregates.lap-performance.v1"), &expected, "after two hand-offs");
+    assert_eq!((a["restored_partitions"].as_u64(), a["discarded_checkpoints"].as_u64()), (Some(0), Some(2)), "A resumed a stale checkpoint: {a}");
+}
+
+/// Cooperative assignment and static membership: replicas named with `--instance-id` (a
+/// StatefulSet's pod names). When B joins, A gives up only the partitions B takes. B is stopped
+/// and started again under its name within the session timeout: it gets its own partitions back
+/// from its checkpoint, A gives up nothing, and the rows equal replay.
+#[test]
+fn a_static_member_restarted_in_time_moves_no_partition() {
+    let ns = Ns::new("static");
+    ns.create_topics(4);
+    let dir = tempfile::tempdir().unwrap();
+    let data = simulate(dir.path(), "static.ndjson", 31, 12, "3m", None);
+    let all = lines(&data);
+    let (first, second) = all.split_at(all.len() / 2);
+    let m = manifest("lap-performance.v1.yaml");
+    let expected = replay(&m, None, &data, &[]);
+    let m_s = m.to_str().unwrap().to_string();
+    let (sa, sb) = (dir.path().join("a"), dir.path().join("b"));
+    let (sa, sb) = (sa.to_str().unwrap().to_string(), sb.to_str().unwrap().to_string());
+    let args = |state: &'static str, dir: &str| -> Vec<String> {
+        let extra = ["--checkpoint-interval", "200ms", "--group-session-timeout", "30s", "--instance-id", state];
+        process_args(&m_s, dir, &extra).into_iter().map(String::from).collect()
+    };
+    let start = |name: &str, args: &[String]| Service::start(name, &args.iter().map(|s| s.as_str()).collect::<Vec<_>>(), &ns);
+
+    ns.produce_lines(first.iter().map(|s| s.as_str()));
+    let (args_a, args_b) = (args("replica-a", &sa), args("replica-b", &sb));
+    let a = start("a", &args_a);
+    a.wait_for_log("partition", Duration::from_secs(60));
+    let mut b = start("b", &args_b);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while b.log_count("checkpoint written") == 0 || a.log_count("partition revoked") == 0 {
+        assert!(Instant::now() < deadline, "the two replicas did not share the partitions in time");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let taken = b.log_count("rebuilding from the earliest offset") + b.log_count("restored checkpoint");
+    let revoked = a.log_count("partition revoked");
+    eprintln!("B took {taken} partitions; A gave up {revoked}");
+    assert_eq!(revoked, taken, "cooperative assignment: A gives up only the partitions B takes");
+    // B rebuilt what it took from the earliest offset; stopped before it caught up with A's
+    // offsets, its state would not be the group's (and would be rebuilt again, rightly).
+    while b.log_count("caught up with the group's committed offset") < taken {
+        assert!(Instant::now() < deadline, "B did not catch up in time");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    b.sigterm();
+    assert!(b.wait(Duration::from_secs(30)), "B did not stop cleanly");
+
+    // B again under its name, well within the session timeout.
+    let mut b2 = start("b2", &args_b);
+    b2.wait_for_log("restored checkpoint", Duration::from_secs(30));
+    ns.produce_lines(second.iter().map(|s| s.as_str()));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let latest = ns.latest_rows("pitgun.aggregates.lap-performance.v1");
+        if latest.len() == expected.lines().count() {
+            assert_rows_equal_replay(&latest, &expected, "static members");
+            break;
+        }
+        assert!(Instant::now() < deadline, "rows not complete in time ({} of {})", latest.len(), expected.lines().count());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(a.log_count("partition revoked"), revoked, "A gave partitions up when B came back");
+    b2.sigterm();
+    assert!(b2.wait(Duration::from_secs(30)), "B2 did not stop cleanly");
+    let s = b2.summary();
+    eprintln!("b2: {s}");
+    assert_eq!((s["restored_partitions"].as_u64(), s["rebuilt_partitions"].as_u64()), (Some(taken as u64), Some(0)), "B2: {s}");
+}

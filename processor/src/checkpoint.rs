@@ -50,7 +50,11 @@ impl Worker {
             if only.is_some_and(|o| !o.contains(tp)) {
                 continue;
             }
-            tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(part.next_offset)).map_err(EdgeError::kafka("offsets to commit"))?;
+            // A partition still catching up never moves the group back: the previous owner's
+            // offset stays committed (the state written below is then not the group's, and is
+            // rebuilt again if the partition moves before it catches up).
+            let commit = part.next_offset.max(part.emit_from);
+            tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(commit)).map_err(EdgeError::kafka("offsets to commit"))?;
             let labels = [tp.0.as_str(), &tp.1.to_string()];
             let newest = part.runner.newest_event_time();
             if newest != i64::MIN {

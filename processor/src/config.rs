@@ -36,6 +36,9 @@ pub struct Config {
     pub closed_retention: Duration,
     /// Consumer-group session timeout: how soon a dead replica's partitions move.
     pub group_session_timeout: Duration,
+    /// Static membership (`group.instance.id`): a replica restarted under this name within the
+    /// session timeout takes its place in the group without a rebalance.
+    pub instance_id: Option<String>,
     /// Partitions of the output topics when the processor creates them.
     pub output_partitions: i32,
     /// How long a checkpoint waits for the broker to acknowledge emitted rows.
@@ -62,6 +65,8 @@ pub struct Summary {
     pub restored_partitions: u64,
     /// Partitions rebuilt from the earliest offset.
     pub rebuilt_partitions: u64,
+    /// Local checkpoints discarded (not at the group's committed offset).
+    pub discarded_checkpoints: u64,
     /// Checkpoints written.
     pub checkpoints: u64,
     /// Seconds from the first record consumed to the end (throughput = records / this).

@@ -34,8 +34,14 @@ pub struct Metrics {
     pub checkpoints: IntCounter,
     /// Partitions resumed from a local checkpoint.
     pub checkpoints_restored: IntCounter,
-    /// Partitions rebuilt from the earliest offset (no local checkpoint).
+    /// Partitions rebuilt from the earliest offset (no local checkpoint at the group's offset).
     pub partitions_rebuilt: IntCounter,
+    /// Local checkpoints discarded because they were not at the group's committed offset.
+    pub checkpoints_discarded: IntCounter,
+    /// Sessions restored from local checkpoints.
+    pub sessions_restored: IntCounter,
+    /// Time to read one partition's local checkpoint at assignment.
+    pub restore_seconds: Histogram,
     /// State size on disk (RocksDB SST files + memtables).
     pub state_bytes: IntGauge,
 }
@@ -68,6 +74,12 @@ impl Metrics {
         )
         .expect("metric");
         registry.register(Box::new(checkpoint_seconds.clone())).expect("register");
+        let restore_seconds = Histogram::with_opts(
+            HistogramOpts::new("restore_duration_seconds", "Reading one partition's local checkpoint at assignment")
+                .buckets(vec![0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+        )
+        .expect("metric");
+        registry.register(Box::new(restore_seconds.clone())).expect("register");
         Metrics {
             events_in: c("events_in_total", "Records consumed"),
             rejected,
@@ -84,6 +96,9 @@ impl Metrics {
             checkpoints: c("checkpoints_total", "Checkpoints written"),
             checkpoints_restored: c("checkpoints_restored_total", "Partitions resumed from a local checkpoint"),
             partitions_rebuilt: c("partitions_rebuilt_total", "Partitions rebuilt from the earliest offset"),
+            checkpoints_discarded: c("checkpoints_discarded_total", "Local checkpoints not at the group's committed offset, discarded"),
+            sessions_restored: c("sessions_restored_total", "Sessions restored from local checkpoints"),
+            restore_seconds,
             state_bytes: g("state_size_bytes", "RocksDB SST files plus memtables"),
             registry,
         }

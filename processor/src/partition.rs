@@ -5,7 +5,8 @@ use crate::error::Result;
 use pitgun_codec::session::session_id;
 use pitgun_codec::wire::Decoder;
 use pitgun_engine::{Output, Runner};
-use tracing::warn;
+use pitgun_runtime::kafka::headers;
+use tracing::{info, warn};
 
 use crate::group::SessionGroups;
 use crate::outlet::{Dest, Outlet};
@@ -19,6 +20,9 @@ pub(crate) struct Part {
     pub(crate) name: String,
     pub(crate) runner: Runner<PartitionStore>,
     pub(crate) next_offset: i64,
+    /// Outputs of records below this offset are not sent: the group's previous owner of the
+    /// partition sent them before committing it (set while a partition is rebuilt).
+    pub(crate) emit_from: i64,
     pub(crate) reported_duplicates: u64,
     pub(crate) reported_evicted: u64,
     pub(crate) reported_expired: u64,
@@ -67,6 +71,10 @@ impl Part {
             }
         }
         self.groups = groups;
+        if self.emit_from != i64::MIN && !self.catching_up() {
+            info!(partition = %self.name, offset = self.emit_from, "caught up with the group's committed offset: emitting again");
+            self.emit_from = i64::MIN;
+        }
         fed
     }
 
@@ -88,7 +96,8 @@ impl Part {
             outlet.metrics.dedup_evicted.inc_by(evicted - self.reported_evicted);
             self.reported_evicted = evicted;
         }
-        if fed.is_ok() && self.out.is_empty() {
+        if (fed.is_ok() && self.out.is_empty()) || offset < self.emit_from {
+            self.out.clear();
             return Ok(());
         }
         let origin = format!("{}/{offset}", self.name);
@@ -97,17 +106,29 @@ impl Part {
             self.tally.deadletters += 1;
             outlet.deadletter(reason, &detail, &origin, payload)?;
         }
-        self.route_outputs(outlet, &origin)
+        self.route_outputs(outlet, &origin, offset)
     }
 
-    /// Sends the engine's outputs to their topics.
-    pub(crate) fn route_outputs(&mut self, outlet: &Outlet, origin: &str) -> Result<()> {
+    /// Whether the partition is still being rebuilt up to the previous owner's offset.
+    pub(crate) fn catching_up(&self) -> bool {
+        self.next_offset < self.emit_from
+    }
+
+    /// The version of rows emitted now without a record (idle expiry, end of input): the last
+    /// offset read, so a row's versions keep growing.
+    pub(crate) fn version_now(&self) -> i64 {
+        self.next_offset - 1
+    }
+
+    /// Sends the engine's outputs to their topics; rows carry `version`
+    /// ([`headers::ROW_VERSION`]).
+    pub(crate) fn route_outputs(&mut self, outlet: &Outlet, origin: &str, version: i64) -> Result<()> {
         for o in self.out.drain(..) {
             match o {
                 Output::Row(row) => {
                     outlet.metrics.windows_emitted.inc();
                     self.tally.rows += 1;
-                    outlet.send(Dest::Aggregates, row.row_id.as_bytes(), row.json.as_bytes(), None)?;
+                    outlet.send(Dest::Aggregates, row.row_id.as_bytes(), row.json.as_bytes(), Some(headers::row_version(version)))?;
                 }
                 Output::Late(note) => {
                     outlet.metrics.late.inc();

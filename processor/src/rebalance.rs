@@ -7,13 +7,16 @@ use std::rc::Rc;
 use crate::error::Error;
 use pitgun_runtime::error::Error as EdgeError;
 use pitgun_runtime::kafka::record_consumer_lag;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::types::RDKafkaRespErr;
-use rdkafka::{ClientContext, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use send_wrapper::SendWrapper;
 use tracing::{info, warn};
 
 use crate::worker::{Tp, Worker};
+
+/// How long an assignment waits for the group's committed offsets.
+const COMMITTED_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// The consumer's context. librdkafka serves rebalances inside `poll`, on the thread that
 /// polls — the only thread that touches the engines — and `SendWrapper` checks exactly that.
@@ -36,15 +39,45 @@ impl ClientContext for Ctx {
 }
 
 impl ConsumerContext for Ctx {
-    /// Assign: resume each partition from this replica's checkpoint, or rebuild it from the
-    /// earliest offset. Revoke: checkpoint first, then give the partitions up.
+    /// Assign: resume each partition from this replica's checkpoint if it is at the group's
+    /// committed offset, or rebuild it from the earliest offset. Revoke: checkpoint first, then
+    /// give the partitions up.
+    ///
+    /// Under the cooperative protocol the list holds only the partitions that change owner, and
+    /// the others keep being read meanwhile.
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         let mut worker = self.lock();
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let wanted: Vec<Tp> = tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+                // Which local checkpoints are still the group's is decided against its offsets.
+                let committed = match wanted.is_empty() {
+                    true => Ok(TopicPartitionList::new()),
+                    false => consumer.committed_offsets(tpl.clone(), COMMITTED_TIMEOUT),
+                };
+                // Without them nothing can be decided: no partition is taken and the replica
+                // stops (the assignment is still completed, so the group is not left waiting).
+                let committed = committed.and_then(|c| {
+                    let failed = c.elements().iter().find_map(|e| e.error().err());
+                    failed.map_or(Ok(c), Err)
+                });
+                let committed = match committed {
+                    Ok(c) => c,
+                    Err(e) => {
+                        worker.fatal.get_or_insert(Error::from(EdgeError::kafka("cannot read the group's committed offsets")(e)));
+                        TopicPartitionList::new()
+                    }
+                };
                 for (topic, partition) in wanted {
-                    match worker.take_partition(&topic, partition) {
+                    if worker.fatal.is_some() {
+                        break;
+                    }
+                    let at = committed.find_partition(&topic, partition).and_then(|e| match e.offset() {
+                        Offset::Offset(n) => Some(n),
+                        _ => None,
+                    });
+                    match worker.take_partition(&topic, partition, at) {
                         Ok(offset) => {
                             if let Err(e) = tpl.set_partition_offset(&topic, partition, offset) {
                                 worker.fatal.get_or_insert(Error::from(EdgeError::kafka(format!("cannot seek {topic}/{partition}"))(e)));
@@ -57,7 +90,8 @@ impl ConsumerContext for Ctx {
                 }
                 worker.assigned_once = true;
                 worker.assignment += 1;
-                if let Err(e) = consumer.assign(tpl) {
+                let taken = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
+                if let Err(e) = taken {
                     worker.fatal.get_or_insert(Error::from(EdgeError::kafka("cannot take the assigned partitions")(e)));
                 }
             }
@@ -72,7 +106,8 @@ impl ConsumerContext for Ctx {
                         info!(topic = %tp.0, partition = tp.1, "partition revoked after its checkpoint");
                     }
                 }
-                if let Err(e) = consumer.unassign() {
+                let given_up = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
+                if let Err(e) = given_up {
                     worker.fatal.get_or_insert(Error::from(EdgeError::kafka("cannot give up revoked partitions")(e)));
                 }
             }

@@ -90,13 +90,21 @@ impl StateDb {
         Ok(StateDb { db })
     }
 
-    /// The partition's checkpoint, if this folder has one.
-    pub fn restore(&self, topic: &str, partition: i32) -> Result<Option<Restored>> {
+    /// The offset of the partition's checkpoint, if this folder has one (without reading it).
+    pub fn checkpoint_offset(&self, topic: &str, partition: i32) -> Result<Option<i64>> {
         let Some(off) = self.db.get(part_prefix(b'o', topic, partition)).map_err(Error::rocks("reading a checkpoint"))? else {
             return Ok(None);
         };
+        let offset: [u8; 8] = off.as_slice().try_into().map_err(|_| Error::CorruptState(format!("{topic}/{partition}: corrupt offset record")))?;
+        Ok(Some(i64::from_be_bytes(offset)))
+    }
+
+    /// The partition's checkpoint, if this folder has one.
+    pub fn restore(&self, topic: &str, partition: i32) -> Result<Option<Restored>> {
+        let Some(offset) = self.checkpoint_offset(topic, partition)? else {
+            return Ok(None);
+        };
         let corrupt = |what: &str| Error::CorruptState(format!("{topic}/{partition}: corrupt {what}"));
-        let offset = i64::from_be_bytes(off.as_slice().try_into().map_err(|_| corrupt("offset record"))?);
         let mut store = PartitionStore::default();
         for (tag, closed) in [(b's', false), (b'c', true)] {
             let mut prefix = part_prefix(tag, topic, partition);
@@ -131,6 +139,19 @@ impl StateDb {
             state.load_ring_chunk(&v).map_err(|e| Error::CorruptState(format!("{topic}/{partition} session {id:?}: {e}")))?;
         }
         Ok(Some(Restored { offset, store }))
+    }
+
+    /// Deletes the partition's checkpoint: its offset, sessions, ring chunks and closed ids.
+    pub fn discard(&self, topic: &str, partition: i32) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for tag in [b's', b'r', b'c'] {
+            let (mut from, mut to) = (part_prefix(tag, topic, partition), part_prefix(tag, topic, partition));
+            from.push(0);
+            to.push(1);
+            batch.delete_range(from, to);
+        }
+        batch.delete(part_prefix(b'o', topic, partition));
+        self.db.write(batch).map_err(Error::rocks("discarding a checkpoint"))
     }
 
     /// Adds the partition's changes since its last checkpoint, and its offset, to `batch`.
@@ -282,6 +303,38 @@ impl SessionStore for PartitionStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A discarded checkpoint is gone whole; the partition beside it (same topic, a partition
+    /// number with the same first digit) keeps its own.
+    #[test]
+    fn a_discarded_checkpoint_leaves_nothing_behind() {
+        let dir = std::env::temp_dir().join(format!("pitgun-discard-{}-{:?}", std::process::id(), std::time::SystemTime::now()));
+        let meta = Meta { manifest: "m".into(), version: 1, group: "g".into() };
+        let db = StateDb::open(&dir, &meta).unwrap();
+        for (partition, offset) in [(1, 40), (10, 7)] {
+            let mut store = PartitionStore::default();
+            store.mark_closed("s-0", 5);
+            let mut batch = WriteBatch::default();
+            db.stage(&mut batch, "t", partition, offset, &mut store);
+            db.write(batch).unwrap();
+        }
+        // An open session's record and a ring chunk of partition 1 (their bytes do not matter here).
+        db.db.put(session_key(b's', "t", 1, "s-1"), b"state").unwrap();
+        db.db.put(chunk_key("t", 1, "s-1", 0), b"ring").unwrap();
+        db.discard("t", 1).unwrap();
+        assert!(db.restore("t", 1).unwrap().is_none());
+        let mut left = 0;
+        for item in db.db.iterator(IteratorMode::Start) {
+            let (k, _) = item.unwrap();
+            assert!(k.as_ref() == b"meta" || k.windows(5).any(|w| w == b"\0t\x0010"), "left behind: {:?}", String::from_utf8_lossy(&k));
+            left += 1;
+        }
+        assert!(left > 1);
+        let kept = db.restore("t", 10).unwrap().unwrap();
+        assert_eq!((kept.offset, kept.store.closed_count()), (7, 1));
+        drop(db);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     /// Batches staged apart and joined are written as one: every put, delete and range delete of
     /// each is applied.

@@ -9,7 +9,7 @@ use pitgun_codec::wire::Decoder;
 use pitgun_engine::{Runner, SessionStore};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::Offset;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::{PlanFactory, Summary};
 use crate::group::SessionGroups;
@@ -53,14 +53,37 @@ pub(crate) fn now_us() -> i64 {
 }
 
 impl Worker {
-    /// Loads a newly assigned partition; returns where to start reading it.
-    pub(crate) fn take_partition(&mut self, topic: &str, partition: i32) -> Result<Offset> {
+    /// Loads a newly assigned partition; returns where to start reading it. `committed` is the
+    /// group's committed offset for it: the local checkpoint is this partition's state only if
+    /// it was written at exactly that offset (another replica may have owned the partition
+    /// since, or a crash came between the state write and the commit). Anything else is
+    /// discarded and the partition rebuilt from the earliest offset, its outputs held back
+    /// below `committed` — the replica that committed it has sent them.
+    pub(crate) fn take_partition(&mut self, topic: &str, partition: i32, committed: Option<i64>) -> Result<Offset> {
         let plan = (self.cfg_plan)().map_err(crate::error::Error::Plan)?;
         let tp = (topic.to_string(), partition);
-        let (store, offset, start) = match self.db.restore(topic, partition)? {
+        // Only the offset is read to decide; a stale checkpoint is not parsed.
+        let local = match self.db.checkpoint_offset(topic, partition)? {
+            Some(at) if Some(at) == committed => {
+                let reading = Instant::now();
+                let restored = self.db.restore(topic, partition)?;
+                self.outlet.metrics.restore_seconds.observe(reading.elapsed().as_secs_f64());
+                restored
+            }
+            Some(stale) => {
+                warn!(topic, partition, local = stale, committed = ?committed, "local checkpoint is not at the group's committed offset: discarded");
+                self.db.discard(topic, partition)?;
+                self.outlet.metrics.checkpoints_discarded.inc();
+                self.summary.discarded_checkpoints += 1;
+                None
+            }
+            None => None,
+        };
+        let (store, offset, start) = match local {
             Some(mut r) => {
                 r.store.resume(now_us());
                 self.outlet.metrics.checkpoints_restored.inc();
+                self.outlet.metrics.sessions_restored.inc_by(r.store.open_count() as u64);
                 self.summary.restored_partitions += 1;
                 info!(topic, partition, offset = r.offset, sessions = r.store.open_count(), "restored checkpoint");
                 (r.store, r.offset, Offset::Offset(r.offset))
@@ -69,7 +92,7 @@ impl Worker {
                 self.outlet.metrics.partitions_rebuilt.inc();
                 self.summary.rebuilt_partitions += 1;
                 let low = self.bounds.get(&tp).map(|b| b.0).unwrap_or(0);
-                info!(topic, partition, from = low, "no local checkpoint: rebuilding from the earliest offset");
+                info!(topic, partition, from = low, emit_from = ?committed, "rebuilding from the earliest offset");
                 (PartitionStore::default(), low, Offset::Beginning)
             }
         };
@@ -77,6 +100,7 @@ impl Worker {
             name: format!("{topic}/{partition}"),
             runner: Runner::with_store(plan, store),
             next_offset: offset,
+            emit_from: committed.unwrap_or(i64::MIN),
             reported_duplicates: 0,
             reported_evicted: 0,
             reported_expired: 0,
@@ -120,6 +144,9 @@ impl Worker {
         let now = now_us();
         let cutoff = now - self.closed_retention_us;
         for part in self.parts.values_mut() {
+            if part.catching_up() {
+                continue; // the previous owner closed what idled before its commit
+            }
             let engine = part.runner.engine_mut();
             engine.expire_idle(now, &mut part.out);
             engine.store_mut().forget_closed_before(cutoff);
@@ -127,7 +154,7 @@ impl Worker {
             self.outlet.metrics.sessions_expired.inc_by(expired - part.reported_expired);
             part.reported_expired = expired;
             let origin = format!("{}/idle-expiry", part.name);
-            part.route_outputs(&self.outlet, &origin)?;
+            part.route_outputs(&self.outlet, &origin, part.version_now())?;
         }
         Ok(())
     }
@@ -144,7 +171,7 @@ impl Worker {
         for part in self.parts.values_mut() {
             part.runner.finish(now_us(), &mut part.out);
             let origin = format!("{}/end", part.name);
-            part.route_outputs(&self.outlet, &origin)?;
+            part.route_outputs(&self.outlet, &origin, part.version_now())?;
         }
         self.absorb();
         Ok(())

@@ -162,8 +162,15 @@ pub mod topics {
     }
 }
 
-/// Header names on dead-letter records.
+/// Header names: on dead-letter records, and the version on rows.
 pub mod headers {
+    use rdkafka::message::{Header, Headers, OwnedHeaders};
+
+    /// On a row (aggregates topics): its version, in decimal — the offset of the input record
+    /// whose processing emitted it, or for a row emitted without one (idle expiry, end of
+    /// input) the last offset its partition had read. A row's versions never fall, on whichever
+    /// replica it was emitted; a reader keeps the highest.
+    pub const ROW_VERSION: &str = "pitgun-row-version";
     /// Which stage refused the record (`ingest`, `process`).
     pub const STAGE: &str = "pitgun-stage";
     /// Reason code (`invalid_envelope`, `unknown_channel`, …).
@@ -175,10 +182,24 @@ pub mod headers {
     pub const ORIGIN: &str = "pitgun-origin";
 
     /// The headers of a dead letter: which stage refused it, why, and where it came from.
-    pub fn dead_letter(stage: &str, reason: &str, detail: &str, origin: &str) -> rdkafka::message::OwnedHeaders {
-        use rdkafka::message::{Header, OwnedHeaders};
+    pub fn dead_letter(stage: &str, reason: &str, detail: &str, origin: &str) -> OwnedHeaders {
         [(STAGE, stage), (REASON, reason), (DETAIL, detail), (ORIGIN, origin)]
             .into_iter()
             .fold(OwnedHeaders::new_with_capacity(4), |h, (key, value)| h.insert(Header { key, value: Some(value) }))
+    }
+
+    /// The headers of a row emitted at `version` ([`ROW_VERSION`]).
+    pub fn row_version(version: i64) -> OwnedHeaders {
+        let text = version.to_string();
+        OwnedHeaders::new_with_capacity(1).insert(Header { key: ROW_VERSION, value: Some(&text) })
+    }
+
+    /// A row's version: `Ok(None)` when it has none (written before rows carried one), an
+    /// error naming the value when it is not a decimal integer.
+    pub fn read_row_version<H: Headers>(headers: Option<&H>) -> Result<Option<i64>, String> {
+        let Some(h) = headers else { return Ok(None) };
+        let Some(found) = h.iter().find(|h| h.key == ROW_VERSION) else { return Ok(None) };
+        let text = found.value.map(String::from_utf8_lossy).unwrap_or_default();
+        text.parse().map(Some).map_err(|_| format!("header {ROW_VERSION} is {text:?}, not a decimal integer"))
     }
 }
