@@ -6,7 +6,7 @@
 //!   answering producers whatever the dashboards ask; the API reads the database and scales
 //!   with its readers. They share nothing but the health routes.
 //! - **Reads only what the sink wrote**: `runs` (one row per session, the sink's `runs`
-//!   mapping) and a lap table (the `lap-performance` manifest's rows). It runs no DDL: the
+//!   mapping; a session with several summary rows is the one `RUNS_PREFERRED_BY` picks) and a lap table (the `lap-performance` manifest's rows). It runs no DDL: the
 //!   sink owns the schema, read indexes included.
 //! - **No SQL from requests.** Every value is a bind parameter of a statement prepared once
 //!   per connection ([`store`]); parameters are parsed and checked first ([`params`]), and

@@ -9,6 +9,7 @@
 use std::time::SystemTime;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use pitgun_contracts::analysis::STORED_VERSION_COLUMN;
 use pitgun_contracts::runs::served_columns;
 use pitgun_runtime::sql::check_identifier;
 use serde_json::{json, Map, Value};
@@ -70,10 +71,12 @@ impl Store {
             .build()?;
         let client = pool.get().await?;
         let run_columns: Vec<&str> = served_columns().collect();
+        let mut lap_columns = String::new();
         for (table, needed) in [(runs, run_columns.clone()), (laps, [&["session_id"][..], PERFORMANCE_COLUMNS].concat())] {
             let have: Vec<String> = client
                 .query(
-                    "SELECT column_name::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1",
+                    "SELECT column_name::text FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1 \
+                     ORDER BY ordinal_position",
                     &[&table],
                 )
                 .await?
@@ -85,6 +88,11 @@ impl Store {
             }
             if let Some(missing) = needed.iter().find(|c| !have.iter().any(|h| h == *c)) {
                 return Err(Error::NoColumn { table: table.to_string(), column: missing.to_string() });
+            }
+            if table == laps {
+                // A lap row is the manifest's row: every column but the sink's version.
+                let columns: Vec<String> = have.iter().filter(|c| *c != STORED_VERSION_COLUMN).map(|c| format!("\"{c}\"")).collect();
+                lap_columns = columns.join(", ");
             }
         }
         info!(runs, laps, "tables checked");
@@ -108,7 +116,7 @@ impl Store {
                  ORDER BY started_at DESC, session_id DESC LIMIT $7"
             ),
             run: format!("SELECT {run_columns} FROM \"{runs}\" WHERE session_id = $1"),
-            laps: format!("SELECT * FROM \"{laps}\" WHERE session_id = $1 ORDER BY window_start, row_id"),
+            laps: format!("SELECT {lap_columns} FROM \"{laps}\" WHERE session_id = $1 ORDER BY window_start, row_id"),
             performance: format!("SELECT {} FROM \"{laps}\" WHERE session_id = $1 ORDER BY lap", PERFORMANCE_COLUMNS.join(", ")),
             leaderboard: leaderboard(""),
             leaderboard_car: leaderboard("AND car = $3"),

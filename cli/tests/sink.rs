@@ -405,3 +405,68 @@ fn bad_rows_go_to_the_dead_letter_topic_and_the_rest_is_written() {
     assert!(payload.contains("\"refused\""));
     assert!(h["pitgun-origin"].starts_with(&ns.topic("pitgun.aggregates.lap-performance.v1")));
 }
+
+/// A row never goes back to an older version. After a rebalance the sink can read a row's
+/// older emission after a newer one (the replica that lost the partition wrote its batch late);
+/// every emission carries its version in the `pitgun-row-version` header (the input offset
+/// it follows), and the table keeps the highest, however the versions arrive.
+#[test]
+fn an_older_row_version_read_last_does_not_replace_a_newer_one() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let ns = Ns::new("sink-version");
+    let topic = ns.topic("pitgun.aggregates.lap-performance.v1");
+    pitgun_runtime::kafka::Broker::new(ns.brokers.clone(), "")
+        .ensure_topics(std::slice::from_ref(&topic), 2, Duration::from_secs(20))
+        .expect("topic");
+    let pg = own_database("sink_version");
+    let dir = tempfile::tempdir().unwrap();
+    let data = simulate(dir.path(), "version.ndjson", 15, 2, "4m", None);
+    let rows = replay_rows(&manifest("lap-performance.v1.yaml"), &data);
+    let (a, b) = (rows[0].clone(), rows[1].clone());
+    let older = |row: &Row| {
+        let mut r = row.clone();
+        r.insert("samples".into(), serde_json::json!(r["samples"].as_i64().unwrap() - 7));
+        r
+    };
+    // Row a: newer, then older. Row b: older, then newer. Then an unversioned copy of each
+    // (as written before versions existed), which replaces neither.
+    let sends: Vec<(Row, Option<i64>)> = vec![(a.clone(), Some(900)), (older(&a), Some(400)), (older(&b), Some(500)), (b.clone(), Some(800))];
+    let unversioned = vec![(older(&a), None), (older(&b), None)];
+    let producer: BaseProducer = ns.config().set("enable.idempotence", "true").create().unwrap();
+    for (row, version) in sends.iter().chain(&unversioned) {
+        let payload = serde_json::to_string(row).unwrap();
+        let key = row["row_id"].as_str().unwrap();
+        let mut record = BaseRecord::to(&topic).key(key).payload(&payload);
+        let text;
+        if let Some(v) = version {
+            text = v.to_string();
+            record = record.headers(OwnedHeaders::new().insert(Header { key: "pitgun-row-version", value: Some(&text) }));
+        }
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+        producer.flush(Duration::from_secs(20)).unwrap();
+    }
+    let mut sink = Service::start(
+        "sink",
+        // One record per batch: PostgreSQL's upsert decides, not the batch.
+        &[
+            "sink",
+            "--manifest",
+            "manifests/pipelines/lap-performance.v1.yaml",
+            "--postgres",
+            &pg,
+            "--targets",
+            "postgres",
+            "--until-end",
+            "--batch-rows",
+            "1",
+        ],
+        &ns,
+    );
+    assert!(sink.wait(Duration::from_secs(120)), "sink failed");
+    let table = table_rows(&pg, "lap_performance_v1", "row_id");
+    for (row, what) in [(&a, "newer first"), (&b, "older first")] {
+        let got = &table[row["row_id"].as_str().unwrap()];
+        assert_eq!(got["samples"], row["samples"], "{what}: the table holds {} samples, the newest version {}", got["samples"], row["samples"]);
+    }
+}

@@ -5,6 +5,11 @@ use serde::{Deserialize, Serialize};
 /// The schema identifier of a v1 analysis contract.
 pub const ANALYSIS_SCHEMA_V1: &str = "pitgun-analysis/v1";
 
+/// The column the sink adds to every PostgreSQL table it writes: the version of the row stored
+/// (the `pitgun-row-version` header it came with). Not a column of the rows: readers such as
+/// the API leave it out.
+pub const STORED_VERSION_COLUMN: &str = "pitgun_row_version";
+
 /// Generated from a manifest; changing it incompatibly requires a new manifest version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

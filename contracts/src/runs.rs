@@ -71,6 +71,17 @@ pub const RUNS_COLUMNS: &[RunsColumn] = &[
 /// The conflict key: one run per session.
 pub const RUNS_KEY: &str = "session_id";
 
+/// The column naming the row a run came from: a later version of the same row always replaces
+/// the stored one.
+pub const RUNS_ROW: &str = "row_id";
+
+/// Which row is a session's run when it has several: a driver or car change mid-session starts
+/// a summary row of another key. The run is the row with the most `events`, equal counts broken
+/// by the greater `row_id` (compared in this order). A row's `events` never falls from one
+/// version to the next, so the run ends as the same row, at its last version, whatever order
+/// rows and versions arrive in.
+pub const RUNS_PREFERRED_BY: &[&str] = &["events", "row_id"];
+
 /// Read indexes of `runs` (name suffix, then the index's columns and predicate). The
 /// leaderboard walks `(track[, car])` laps in ranking order; the run list pages by start time.
 pub const RUNS_INDEXES: &[(&str, &str)] = &[

@@ -11,7 +11,7 @@ use tracing::{error, warn};
 use crate::metrics::Metrics;
 use crate::routes::Route;
 use crate::service::FAILPOINT_ENV;
-use crate::table::TableRow;
+use crate::table::{TableRow, TableShape};
 use crate::target::{Target, WriteError};
 
 /// The opened targets, in the order routes point at them; handed to the write task with each
@@ -25,8 +25,9 @@ pub(crate) struct Batch {
     pub rows: Vec<Vec<TableRow>>,
     origins: Vec<Vec<Origin>>,
     index: Vec<HashMap<String, usize>>,
-    /// The offset to commit per (topic, partition): one past the last record read.
-    pub next_offsets: BTreeMap<(Arc<str>, i32), i64>,
+    /// The offset to commit per (topic, partition): one past the last record read, and the
+    /// assignment it was read in.
+    pub next_offsets: BTreeMap<(Arc<str>, i32), (i64, u64)>,
     pub dead: Vec<Dead>,
     /// Records read into the batch (rows and dead letters alike).
     pub read: usize,
@@ -39,6 +40,8 @@ pub(crate) struct Origin {
     pub partition: i32,
     pub offset: i64,
     pub payload: Arc<[u8]>,
+    /// The partition's assignment it was read in ([`crate::service`] counts revocations).
+    pub generation: u64,
 }
 
 /// A record that goes to the dead-letter topic instead of a table.
@@ -53,9 +56,40 @@ impl Batch {
         Batch { rows: vec![Vec::new(); routes], origins: vec![Vec::new(); routes], index: vec![HashMap::new(); routes], ..Batch::default() }
     }
 
-    /// Adds a row for `route`, replacing an earlier version of its key in this batch.
-    pub fn add(&mut self, route: usize, row: TableRow, origin: Origin) {
+    /// Removes what was read from a partition in an assignment since revoked: the partition's
+    /// new owner reads it again from the last committed offset, and rows written here after
+    /// that could be older than the ones it writes. Returns the rows (and dead letters) dropped.
+    pub fn drop_revoked(&mut self, current: impl Fn(&str, i32) -> u64) -> usize {
+        let stale = |o: &Origin| o.generation != current(&o.topic, o.partition);
+        let mut dropped = 0;
+        for route in 0..self.rows.len() {
+            if !self.origins[route].iter().any(stale) {
+                continue;
+            }
+            let (rows, origins) = (std::mem::take(&mut self.rows[route]), std::mem::take(&mut self.origins[route]));
+            self.index[route].clear();
+            for (row, origin) in rows.into_iter().zip(origins) {
+                if stale(&origin) {
+                    dropped += 1;
+                } else {
+                    self.index[route].insert(row.key.clone(), self.rows[route].len());
+                    self.rows[route].push(row);
+                    self.origins[route].push(origin);
+                }
+            }
+        }
+        let dead = self.dead.len();
+        self.dead.retain(|d| !stale(&d.origin));
+        dropped += dead - self.dead.len();
+        self.next_offsets.retain(|(topic, partition), (_, generation)| *generation == current(topic, *partition));
+        dropped
+    }
+
+    /// Adds a row for `route`, replacing the row of its key in this batch if the table's rule
+    /// says so ([`TableShape::replaces`]: a later version of it, or a row that ranks higher).
+    pub fn add(&mut self, route: usize, shape: &TableShape, row: TableRow, origin: Origin) {
         match self.index[route].get(&row.key) {
+            Some(&at) if !shape.replaces(&row, &self.rows[route][at]) => {}
             Some(&at) => {
                 self.rows[route][at] = row;
                 self.origins[route][at] = origin;
@@ -127,4 +161,48 @@ pub(crate) async fn write(
         }
     }
     (targets, batch, written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::Cell;
+
+    fn row(key: &str, version: i64) -> TableRow {
+        TableRow { key: key.into(), cells: vec![Cell::Text(key.into()), Cell::Int(version)], version }
+    }
+
+    fn origin(partition: i32, offset: i64, generation: u64) -> Origin {
+        Origin { topic: "rows".into(), partition, offset, payload: Arc::from(&b"{}"[..]), generation }
+    }
+
+    /// Within a batch a key keeps its newest version, whatever order versions are read in; what
+    /// was read from a partition in an assignment since revoked is dropped, offsets included,
+    /// and the partition's rows read after it came back stay.
+    #[test]
+    fn a_batch_keeps_newest_versions_and_drops_revoked_reads() {
+        let shape = TableShape { table: "t".into(), columns: Vec::new(), conflict_key: "row_id".into(), indexes: Vec::new(), preference: None };
+        let mut batch = Batch::new(1);
+        batch.add(0, &shape, row("a", 9), origin(0, 10, 0));
+        batch.add(0, &shape, row("a", 4), origin(0, 11, 0));
+        batch.add(0, &shape, row("b", 1), origin(1, 20, 0));
+        batch.add(0, &shape, row("c", 2), origin(1, 21, 1));
+        batch.dead.push(Dead { reason: "invalid_row", detail: String::new(), origin: origin(1, 22, 0) });
+        batch.next_offsets.insert(("rows".into(), 0), (12, 0));
+        batch.next_offsets.insert(("rows".into(), 1), (22, 1));
+        assert_eq!(batch.rows[0].iter().map(|r| (r.key.as_str(), r.version)).collect::<Vec<_>>(), [("a", 9), ("b", 1), ("c", 2)]);
+
+        // Partition 1 was revoked once (generation 1) and came back: "c" was read since.
+        let dropped = batch.drop_revoked(|_, partition| u64::from(partition == 1));
+        assert_eq!(dropped, 2, "row b and the dead letter");
+        assert_eq!(batch.rows[0].iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["a", "c"]);
+        assert!(batch.dead.is_empty());
+        assert_eq!(batch.next_offsets.len(), 2);
+        batch.add(0, &shape, row("c", 3), origin(1, 23, 1));
+        assert_eq!(batch.rows[0].iter().map(|r| (r.key.as_str(), r.version)).collect::<Vec<_>>(), [("a", 9), ("c", 3)], "the index follows the rows");
+
+        // Revoked again: its offset is not committed either.
+        batch.drop_revoked(|_, partition| if partition == 1 { 2 } else { 0 });
+        assert_eq!(batch.next_offsets.keys().map(|(_, p)| *p).collect::<Vec<_>>(), [0]);
+    }
 }

@@ -6,8 +6,10 @@
 //!   and committed there; only then are the batch's offsets committed to the consumer group.
 //!   A crash in between re-delivers the batch, and every write is an upsert by the row's key
 //!   (`row_id`; `session_id` for `runs`), so re-delivered rows and windows the processor
-//!   re-emitted replace their earlier versions. Within a batch only the last version of a key
-//!   is written.
+//!   re-emitted replace their earlier versions — never a newer one: rows carry a version
+//!   (`pitgun-row-version`) and a table keeps the highest. Within a batch only the newest
+//!   version of a key is written, and rows of a partition revoked before their write are
+//!   dropped.
 //! - **Back-pressure, bounded memory.** A target that fails is retried with exponential
 //!   backoff; the loop takes no new rows meanwhile, so rows wait in Kafka, not in memory.
 //! - **Bad rows do not stop the sink.** A row that does not fit its table's shape, or that the

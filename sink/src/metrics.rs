@@ -20,6 +20,9 @@ pub struct Metrics {
     pub deadletters: IntCounterVec,
     /// High watermark minus the next offset to commit, per topic and partition.
     pub consumer_lag: IntGaugeVec,
+    /// Table rows (one per table a record feeds) and dead letters read from a partition revoked
+    /// before they were written, left to its new owner.
+    pub revoked_rows: IntCounter,
 }
 
 impl Metrics {
@@ -42,6 +45,11 @@ impl Metrics {
         let deadletters = IntCounterVec::new(Opts::new("deadletters_total", "Rows sent to the dead-letter topic."), &["reason"]).expect("metric");
         let consumer_lag =
             IntGaugeVec::new(Opts::new("consumer_lag", "High watermark minus the next offset to commit."), &["topic", "partition"]).expect("metric");
+        let revoked_rows = IntCounter::new(
+            "revoked_rows_total",
+            "Table rows and dead letters read from a partition revoked before they were written, left to its new owner.",
+        )
+        .expect("metric");
         for m in [
             Box::new(rows_in.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(rows_written.clone()),
@@ -50,10 +58,11 @@ impl Metrics {
             Box::new(retries.clone()),
             Box::new(deadletters.clone()),
             Box::new(consumer_lag.clone()),
+            Box::new(revoked_rows.clone()),
         ] {
             registry.register(m).expect("register");
         }
-        Metrics { registry, rows_in, rows_written, batch_rows, flush_seconds, retries, deadletters, consumer_lag }
+        Metrics { registry, rows_in, rows_written, batch_rows, flush_seconds, retries, deadletters, consumer_lag, revoked_rows }
     }
 }
 

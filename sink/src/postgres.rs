@@ -2,7 +2,8 @@
 //! come from numbered migrations; each row table (with its read indexes) is created through its
 //! registry. Batches are
 //! written by binary `COPY` into a session-local staging table and upserted from it in the same
-//! transaction, so a replayed or re-emitted row replaces its earlier version instead of doubling.
+//! transaction, so a replayed or re-emitted row replaces its earlier version instead of doubling
+//! — and only an earlier one: the upsert's condition is [`TableShape::replace_condition`].
 
 use std::error::Error as StdError;
 
@@ -17,7 +18,7 @@ use tracing::{info, warn};
 
 use futures_util::future::BoxFuture;
 
-use crate::table::{Cell, PgType, TableRow, TableShape};
+use crate::table::{Cell, PgType, TableRow, TableShape, UNVERSIONED, VERSION_COLUMN};
 use crate::target::{Refused, Target, WriteError};
 
 /// The sink's own schema, one numbered step each, applied in order once and recorded in
@@ -111,18 +112,18 @@ struct Prepared {
 impl Prepared {
     fn new(shape: TableShape) -> Prepared {
         let stage = format!("pitgun_stage_{}", shape.table);
-        let cols: Vec<String> = shape.columns.iter().map(|c| format!("\"{}\"", c.name)).collect();
-        let cols = cols.join(", ");
-        let updates: Vec<String> =
-            shape.columns.iter().filter(|c| c.name != shape.conflict_key).map(|c| format!("\"{0}\" = EXCLUDED.\"{0}\"", c.name)).collect();
+        let names = || shape.columns.iter().map(|c| c.name.as_str()).chain([VERSION_COLUMN]);
+        let cols = names().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
+        let updates: Vec<String> = names().filter(|c| *c != shape.conflict_key).map(|c| format!("\"{c}\" = EXCLUDED.\"{c}\"")).collect();
         let copy = format!("COPY \"{stage}\" ({cols}) FROM STDIN (FORMAT binary)");
         let upsert = format!(
-            "INSERT INTO \"{}\" ({cols}) SELECT {cols} FROM \"{stage}\" ON CONFLICT (\"{}\") DO UPDATE SET {}",
+            "INSERT INTO \"{}\" ({cols}) SELECT {cols} FROM \"{stage}\" ON CONFLICT (\"{}\") DO UPDATE SET {} WHERE {}",
             shape.table,
             shape.conflict_key,
-            updates.join(", ")
+            updates.join(", "),
+            shape.replace_condition()
         );
-        let types = shape.columns.iter().map(|c| pg_type(c.pg_type)).collect();
+        let types = shape.columns.iter().map(|c| pg_type(c.pg_type)).chain([Type::INT8]).collect();
         Prepared { shape, types, stage, copy, upsert }
     }
 }
@@ -260,7 +261,9 @@ async fn write_rows<'r>(client: &mut Client, t: &Prepared, rows: impl Iterator<I
     let writer = BinaryCopyInWriter::new(sink, &t.types);
     pin_mut!(writer);
     for row in rows {
-        writer.as_mut().write_raw(row.cells.iter().map(as_sql)).await?;
+        // `write_raw` wants an exact-size iterator, which a chain is not.
+        let values: Vec<&(dyn ToSql + Sync)> = row.cells.iter().map(as_sql).chain([&row.version as &(dyn ToSql + Sync)]).collect();
+        writer.as_mut().write_raw(values).await?;
     }
     writer.finish().await?;
     tx.execute(&t.upsert, &[]).await?;
@@ -302,6 +305,20 @@ async fn ensure_table(client: &Client, shape: &TableShape, manifest: &str, versi
                 .map_err(Error::postgres(&step))?;
             info!(table, manifest, version, "created PostgreSQL table");
         }
+    }
+    // The version column, on tables created before it existed too (rows there count as
+    // unversioned: any versioned row replaces them).
+    let has_version = client
+        .query_opt(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1 AND column_name = $2",
+            &[table, &VERSION_COLUMN],
+        )
+        .await
+        .map_err(Error::postgres(&step))?
+        .is_some();
+    if !has_version {
+        let sql = format!("ALTER TABLE \"{table}\" ADD COLUMN \"{VERSION_COLUMN}\" bigint NOT NULL DEFAULT {UNVERSIONED}");
+        client.batch_execute(&sql).await.map_err(Error::postgres(format!("adding the version column to {table:?}")))?;
     }
     client.batch_execute("COMMIT").await.map_err(Error::postgres(&step))?;
     // Read indexes the table lacks (also one created before an index was added), each on its

@@ -1,14 +1,15 @@
 //! The `runs` table from the `session-summary` manifest's rows: the mapping declared in
 //! [`pitgun_contracts::runs`], checked against a contract. A contract that lacks one of the
 //! columns it reads, or has another type for it, is refused when the sink starts, naming the
-//! column.
+//! column. A session with several summary rows keeps one, by the rule
+//! [`pitgun_contracts::runs::RUNS_PREFERRED_BY`] states.
 
 use pitgun_contracts::analysis::AnalysisContract;
 pub use pitgun_contracts::runs::RUNS_TABLE;
-use pitgun_contracts::runs::{RunsSource, RUNS_COLUMNS, RUNS_INDEXES, RUNS_KEY};
+use pitgun_contracts::runs::{RunsSource, RUNS_COLUMNS, RUNS_INDEXES, RUNS_KEY, RUNS_PREFERRED_BY, RUNS_ROW};
 
 use crate::error::{Error, Result};
-use crate::table::{PgType, Source, TableShape, TargetColumn};
+use crate::table::{PgType, Preference, Source, TableShape, TargetColumn};
 
 /// The `runs` shape for a contract (checked to carry every column the mapping reads).
 pub fn runs_shape(contract: &AnalysisContract) -> Result<TableShape> {
@@ -35,13 +36,14 @@ pub fn runs_shape(contract: &AnalysisContract) -> Result<TableShape> {
         columns.push(TargetColumn { name: c.name.into(), pg_type: PgType::of(c.column_type), nullable, source });
     }
     let indexes = RUNS_INDEXES.iter().map(|(suffix, spec)| (suffix.to_string(), spec.to_string())).collect();
-    Ok(TableShape { table: RUNS_TABLE.into(), columns, conflict_key: RUNS_KEY.into(), indexes })
+    let preference = Preference { row: RUNS_ROW.into(), rank: RUNS_PREFERRED_BY.iter().map(|c| c.to_string()).collect() };
+    Ok(TableShape { table: RUNS_TABLE.into(), columns, conflict_key: RUNS_KEY.into(), indexes, preference: Some(preference) })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::Cell;
+    use crate::table::{Cell, TableRow};
 
     #[test]
     fn a_session_summary_row_becomes_a_run() {
@@ -56,6 +58,27 @@ mod tests {
         assert_eq!(at("row_id"), &Cell::Text("adb1".into()));
         assert!(shape.create_sql().contains("\"session_id\" text NOT NULL PRIMARY KEY"));
         assert!(shape.index_sql().iter().any(|i| i.starts_with("CREATE INDEX IF NOT EXISTS \"runs_started\" ON \"runs\" (started_at DESC")));
+
+        // A session's other row replaces this one only with more events (or as many and a
+        // greater row id).
+        let with = |row_id: &str, events: i64| {
+            let mut r = run.clone();
+            r.cells[shape.columns.iter().position(|c| c.name == "row_id").unwrap()] = Cell::Text(row_id.into());
+            r.cells[shape.columns.iter().position(|c| c.name == "events").unwrap()] = Cell::Int(events);
+            r
+        };
+        assert!(!shape.replaces(&with("adb0", 5000), &run));
+        assert!(shape.replaces(&with("adb2", 5050), &run));
+        assert!(shape.replaces(&with("adb0", 5051), &run));
+        // Versions of one row: a newer one (or the same again) replaces, never an older one.
+        let at = |row: &TableRow, version: i64| TableRow { version, ..row.clone() };
+        assert!(shape.replaces(&at(&with("adb1", 6000), 5), &at(&run, 4)));
+        assert!(!shape.replaces(&at(&run, 3), &at(&with("adb1", 6000), 4)));
+        assert!(shape.replaces(&at(&run, 4), &at(&run, 4)));
+        assert_eq!(
+            shape.replace_condition(),
+            r#"CASE WHEN "runs"."row_id" = EXCLUDED."row_id" THEN EXCLUDED."pitgun_row_version" >= "runs"."pitgun_row_version" ELSE (EXCLUDED."events", EXCLUDED."row_id" COLLATE "C") > ("runs"."events", "runs"."row_id" COLLATE "C") END"#
+        );
 
         let mut other = contract.clone();
         other.columns.retain(|c| c.name != "laps");

@@ -6,16 +6,16 @@
 //! with exponential backoff while the rows wait in Kafka: the loop reads at most one more batch
 //! meanwhile, so memory holds two batches at most.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pitgun_contracts::analysis::AnalysisContract;
 use pitgun_contracts::manifest::{SinkDef, SinkKind};
 use pitgun_runtime::kafka::{headers, partition_bounds, record_consumer_lag, topics, Broker};
 use pitgun_runtime::serve::{spawn_health_server, Health};
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -26,6 +26,7 @@ use crate::batch::{self, Batch, Dead, Origin, Targets, Written};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::routes::{self, Routing};
+use crate::table::{TableRow, UNVERSIONED};
 use pitgun_runtime::error::Error as EdgeError;
 
 /// Environment variable that arms the failpoint between a target's commit and the offset
@@ -87,22 +88,25 @@ pub struct Summary {
     pub batches: u64,
     /// Failed target writes retried.
     pub retries: u64,
+    /// Table rows (one per table a record feeds) and dead letters read from a partition revoked
+    /// before they were written, left to its new owner.
+    pub revoked_rows: u64,
     /// From the first row read to the last batch committed.
     pub seconds: f64,
     /// Of which the targets spent writing (successful attempts; overlaps the reading).
     pub target_seconds: f64,
 }
 
-/// Sends a written batch's dead letters (each acknowledged), then commits its offsets; whether
-/// the offsets were committed.
+/// Sends a written batch's dead letters (each acknowledged), then commits its offsets; the
+/// offsets committed (none if the group refused them).
 async fn commit(
     done: &Batch,
-    consumer: &StreamConsumer<LagContext>,
+    consumer: &StreamConsumer<SinkContext>,
     producer: &FutureProducer,
     deadletter_topic: &str,
     metrics: &Metrics,
     summary: &mut Summary,
-) -> Result<bool> {
+) -> Result<Vec<((String, i32), i64)>> {
     for d in &done.dead {
         let origin = format!("{}/{}/{}", d.origin.topic, d.origin.partition, d.origin.offset);
         let hs = headers::dead_letter("sink", d.reason, &d.detail, &origin);
@@ -113,31 +117,60 @@ async fn commit(
         warn!(origin, reason = d.reason, "row sent to {deadletter_topic}: {}", d.detail);
     }
     let mut tpl = TopicPartitionList::new();
-    for ((topic, partition), next) in &done.next_offsets {
-        tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)).map_err(EdgeError::kafka("offsets to commit"))?;
+    let mut offsets = Vec::new();
+    for ((topic, partition), (next, generation)) in &done.next_offsets {
+        // A partition revoked while its rows were written is its new owner's to commit.
+        if *generation == consumer.context().generation(topic, *partition) {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)).map_err(EdgeError::kafka("offsets to commit"))?;
+            offsets.push(((topic.to_string(), *partition), *next));
+        }
+    }
+    if offsets.is_empty() {
+        return Ok(offsets);
     }
     // A commit refused in a rebalance is not fatal: the rows come again to whoever owns the
     // partition now, and are upserted again.
     if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
         warn!("offsets not committed (the batch will be delivered again and upserted): {e}");
-        return Ok(false);
+        return Ok(Vec::new());
     }
     summary.batches += 1;
-    Ok(true)
+    Ok(offsets)
 }
 
-/// Sets the consumer-lag gauge from librdkafka's statistics (no extra request to the broker).
-struct LagContext {
+/// The consumer's context: sets the consumer-lag gauge from librdkafka's statistics (no extra
+/// request to the broker) and counts each partition's revocations, so rows read before one are
+/// not written after it ([`Batch::drop_revoked`]).
+struct SinkContext {
     lag: prometheus::IntGaugeVec,
+    revocations: Mutex<HashMap<(String, i32), u64>>,
 }
 
-impl ClientContext for LagContext {
+impl SinkContext {
+    /// The partition's assignment: how many times it has been revoked from this consumer.
+    fn generation(&self, topic: &str, partition: i32) -> u64 {
+        // A scan of a few partitions, without building a key per row read.
+        let revocations = self.revocations.lock().expect("revocations lock");
+        revocations.iter().find(|((t, p), _)| *p == partition && t == topic).map_or(0, |(_, n)| *n)
+    }
+}
+
+impl ClientContext for SinkContext {
     fn stats(&self, stats: rdkafka::Statistics) {
         record_consumer_lag(&stats, &self.lag);
     }
 }
 
-impl ConsumerContext for LagContext {}
+impl ConsumerContext for SinkContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let mut revocations = self.revocations.lock().expect("revocations lock");
+            for e in tpl.elements() {
+                *revocations.entry((e.topic().to_string(), e.partition())).or_default() += 1;
+            }
+        }
+    }
+}
 
 /// Runs the sink until SIGTERM/SIGINT (or, with `until_end`, the end offsets seen at start).
 pub async fn run(cfg: Config) -> Result<Summary> {
@@ -156,7 +189,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         let names: Vec<String> = cfg.manifests.iter().map(|m| format!("{}.v{}", m.manifest, m.version)).collect();
         cfg.broker.name(&format!("pitgun.sink.{}", names.join("+")))
     });
-    let consumer: StreamConsumer<LagContext> = cfg
+    let consumer: StreamConsumer<SinkContext> = cfg
         .broker
         .client_config("pitgun-sink")
         .set("statistics.interval.ms", "1000")
@@ -167,7 +200,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         .set("max.poll.interval.ms", "3600000")
         // A replica that died hands its partitions on within 10 s (librdkafka's default: 45 s).
         .set("session.timeout.ms", "10000")
-        .create_with_context(LagContext { lag: metrics.consumer_lag.clone() })
+        .create_with_context(SinkContext { lag: metrics.consumer_lag.clone(), revocations: Mutex::default() })
         .map_err(EdgeError::kafka("cannot create the Kafka consumer"))?;
     let producer: FutureProducer =
         cfg.broker.producer_config("pitgun-sink-deadletter").create().map_err(EdgeError::kafka("cannot create the Kafka producer"))?;
@@ -250,10 +283,12 @@ pub async fn run(cfg: Config) -> Result<Summary> {
                 partition: msg.partition(),
                 offset: msg.offset(),
                 payload: msg.payload().unwrap_or_default().into(),
+                generation: consumer.context().generation(msg.topic(), msg.partition()),
             };
-            batch.next_offsets.insert((origin.topic.clone(), origin.partition), origin.offset + 1);
-            let fields = match to.parser.parse(&origin.payload) {
-                Ok(f) => f,
+            batch.next_offsets.insert((origin.topic.clone(), origin.partition), (origin.offset + 1, origin.generation));
+            let parsed = headers::read_row_version(msg.headers()).and_then(|v| Ok((v.unwrap_or(UNVERSIONED), to.parser.parse(&origin.payload)?)));
+            let (version, fields) = match parsed {
+                Ok(p) => p,
                 Err(detail) => {
                     batch.dead.push(Dead { reason: "invalid_row", detail, origin });
                     continue;
@@ -261,7 +296,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
             };
             for (route, shape, binding) in &to.tables {
                 match shape.convert_fields(binding, &fields) {
-                    Ok(r) => batch.add(*route, r, origin.clone()),
+                    Ok(r) => batch.add(*route, shape, TableRow { version, ..r }, origin.clone()),
                     Err(detail) => {
                         batch.dead.push(Dead { reason: "invalid_row", detail: format!("table {}: {detail}", shape.table), origin: origin.clone() })
                     }
@@ -281,10 +316,14 @@ pub async fn run(cfg: Config) -> Result<Summary> {
                     *summary.written.entry(route.label()).or_default() += n;
                 }
             }
-            if commit(&done, &consumer, &producer, &deadletter_topic, &metrics, &mut summary).await? {
-                committed.extend(done.next_offsets.iter().map(|((t, p), v)| ((t.to_string(), *p), *v)));
-            }
+            committed.extend(commit(&done, &consumer, &producer, &deadletter_topic, &metrics, &mut summary).await?);
             summary.seconds = first_row.map_or(0.0, |t| t.elapsed().as_secs_f64());
+        }
+        let dropped = batch.drop_revoked(|topic, partition| consumer.context().generation(topic, partition));
+        if dropped > 0 {
+            metrics.revoked_rows.inc_by(dropped as u64);
+            summary.revoked_rows += dropped as u64;
+            info!(dropped, "rows of partitions revoked since they were read: not written (their new owner writes them)");
         }
         if batch.read > 0 {
             metrics.batch_rows.observe(batch.read as f64);

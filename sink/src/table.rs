@@ -101,6 +101,20 @@ pub struct TableShape {
     /// Read indexes (name suffix, columns and predicate); the sink creates them with the table,
     /// so readers such as the API run no DDL.
     pub indexes: Vec<(String, String)>,
+    /// Which of two rows with one key is kept when they come from different rows; `None`: the
+    /// key is the row's own id, and the last version written is kept.
+    pub preference: Option<Preference>,
+}
+
+/// Several rows share a key (e.g. `runs`: one per session, rows per driver): the stored one is
+/// replaced by a later version of itself, or by another row that ranks higher.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preference {
+    /// The column naming the row (its versions share it).
+    pub row: String,
+    /// Columns compared in order, greater first; none may be NULL, and none may fall from one
+    /// version of a row to the next (else arrival order would decide).
+    pub rank: Vec<String>,
 }
 
 /// One cell of a row, typed for its column.
@@ -120,14 +134,24 @@ pub enum Cell {
     Time(SystemTime),
 }
 
-/// A row converted for a table: its upsert key and its cells in table order.
+/// A row converted for a table: its upsert key, its cells in table order, and its version.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableRow {
     /// The conflict key's value.
     pub key: String,
     /// Cells in the shape's column order.
     pub cells: Vec<Cell>,
+    /// The row's version ([`pitgun_runtime::kafka::headers::ROW_VERSION`]);
+    /// [`UNVERSIONED`] for a row emitted before rows carried one.
+    pub version: i64,
 }
+
+/// The version of a row that carries none: older than every versioned row.
+pub const UNVERSIONED: i64 = -1;
+
+/// The column, on every PostgreSQL table the sink writes, holding the version of the row
+/// stored (not part of a table's shape: the sink adds it to tables created before it existed).
+pub use pitgun_contracts::analysis::STORED_VERSION_COLUMN as VERSION_COLUMN;
 
 impl TableShape {
     /// The generic shape: every contract column as is, `row_id` the key.
@@ -151,7 +175,42 @@ impl TableShape {
             true => vec![("session".to_string(), "(session_id)".to_string())],
             false => Vec::new(),
         };
-        Ok(TableShape { table: table.to_string(), columns, conflict_key: id.name.clone(), indexes })
+        Ok(TableShape { table: table.to_string(), columns, conflict_key: id.name.clone(), indexes, preference: None })
+    }
+
+    /// Whether `new` replaces `old`, a row of the same key: a version of the same row replaces
+    /// one no newer (a row never goes back to an older version, whatever order versions are
+    /// read in); another row replaces it only if it ranks higher ([`Preference`]).
+    pub fn replaces(&self, new: &TableRow, old: &TableRow) -> bool {
+        let newer = new.version >= old.version;
+        let Some(p) = &self.preference else { return newer };
+        let at = |name: &str| self.columns.iter().position(|c| c.name == name).expect("a preference names the shape's columns");
+        let row = at(&p.row);
+        if new.cells[row] == old.cells[row] {
+            return newer;
+        }
+        for i in p.rank.iter().map(|c| at(c)) {
+            match cell_order(&new.cells[i], &old.cells[i]) {
+                Some(std::cmp::Ordering::Equal) => continue,
+                other => return other == Some(std::cmp::Ordering::Greater),
+            }
+        }
+        false
+    }
+
+    /// The same rule as [`TableShape::replaces`], as the `WHERE` of PostgreSQL's `ON CONFLICT
+    /// DO UPDATE` (the stored row is the table's, the new one `EXCLUDED`).
+    pub fn replace_condition(&self) -> String {
+        let table = format!("\"{}\"", self.table);
+        let newer = format!("EXCLUDED.\"{VERSION_COLUMN}\" >= {table}.\"{VERSION_COLUMN}\"");
+        let Some(p) = self.preference.as_ref() else { return newer };
+        // Text compares byte-wise, as Rust's `cmp` does, whatever the database's collation.
+        let collate = |c: &str| match self.columns.iter().find(|t| t.name == c).map(|t| t.pg_type) {
+            Some(PgType::Text) => " COLLATE \"C\"",
+            _ => "",
+        };
+        let cols = |of: &str| p.rank.iter().map(|c| format!("{of}.\"{c}\"{}", collate(c))).collect::<Vec<_>>().join(", ");
+        format!("CASE WHEN {table}.\"{0}\" = EXCLUDED.\"{0}\" THEN {newer} ELSE ({1}) > ({2}) END", p.row, cols("EXCLUDED"), cols(&table))
     }
 
     /// `CREATE TABLE IF NOT EXISTS` for this shape (identifiers checked when it was built).
@@ -237,7 +296,7 @@ impl TableShape {
             Cell::Text(t) => t.clone(),
             _ => return Err(format!("key column {:?} is not text", self.conflict_key)),
         };
-        Ok(TableRow { key, cells })
+        Ok(TableRow { key, cells, version: UNVERSIONED })
     }
 
     /// Converts one aggregate row given as a JSON map (tests and tools; the sink reads rows
@@ -247,6 +306,18 @@ impl TableShape {
         let binding = self.bind(&parser).expect("the shape's own names");
         let fields = parser.parse(serde_json::to_string(row).expect("a JSON map").as_bytes())?;
         self.convert_fields(&binding, &fields)
+    }
+}
+
+/// The order of two cells of one column (`None` across types, or for a NaN).
+fn cell_order(a: &Cell, b: &Cell) -> Option<std::cmp::Ordering> {
+    match (a, b) {
+        (Cell::Text(a), Cell::Text(b)) => Some(a.cmp(b)),
+        (Cell::Int(a), Cell::Int(b)) => Some(a.cmp(b)),
+        (Cell::Float(a), Cell::Float(b)) => a.partial_cmp(b),
+        (Cell::Bool(a), Cell::Bool(b)) => Some(a.cmp(b)),
+        (Cell::Time(a), Cell::Time(b)) => Some(a.cmp(b)),
+        _ => None,
     }
 }
 

@@ -115,3 +115,48 @@ async fn a_dropped_session_is_replaced_and_a_server_failure_is_retry() {
         other => panic!("a missing table is Retry, not {other:?}"),
     }
 }
+
+/// A session with two summary rows (a driver change: another key, another `row_id`) has one
+/// run, and which one does not depend on the order its rows and their versions arrive in: the
+/// documented rule (`pitgun_contracts::runs::RUNS_PREFERRED_BY`) picks the row with the most
+/// events, at its last version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_keeps_one_row_per_session_whatever_the_arrival_order() {
+    let contract: pitgun_contracts::analysis::AnalysisContract =
+        serde_json::from_str(&std::fs::read_to_string(root().join("manifests/pipelines/session-summary.v1.contract.json")).unwrap()).unwrap();
+    let shape = pitgun_sink::runs_table::runs_shape(&contract).unwrap();
+    let summary = |row_id: &str, player: &str, events: i64| -> Row {
+        serde_json::from_value(serde_json::json!({
+            "row_id": row_id, "session_id": "s-7", "player": player, "track": "monza", "car": "gt3",
+            "window_start": "2026-01-01T00:00:00.000000Z", "window_end": "2026-01-01T00:10:00.000000Z",
+            "laps": events / 100, "best_lap": 97.5, "top_speed": 301.0, "distance": 12.5, "events": events, "missing_events": 0
+        }))
+        .unwrap()
+    };
+    // Ana drove first, Bo took over; Ana's row at two versions (input offsets 10 and 30), Bo's
+    // at one (20). Ana's older version read last must not bring her 300 events back.
+    let (ana1, bo, ana2) = ((summary("r-ana", "ana", 300), 10), (summary("r-bo", "bo", 320), 20), (summary("r-ana", "ana", 400), 30));
+    let orders: [(&str, Vec<&(Row, i64)>); 5] = [
+        ("ana bo ana", vec![&ana1, &bo, &ana2]),
+        ("bo ana ana", vec![&bo, &ana1, &ana2]),
+        ("ana ana bo", vec![&ana1, &ana2, &bo]),
+        ("ana2 bo ana1", vec![&ana2, &bo, &ana1]),
+        ("ana bo", vec![&ana1, &bo]),
+    ];
+    for (n, (what, order)) in orders.iter().enumerate() {
+        let url = own_database(&format!("runs{n}")).await;
+        let mut target = PgTarget::open(&url, vec![(shape.clone(), "session-summary".into(), 1)], 1).await.expect("open");
+        for (row, version) in order {
+            let mut rows = convert(&shape, std::slice::from_ref(row));
+            rows[0].version = *version;
+            let refused = target.write(0, &mut rows).await.expect("write");
+            assert!(refused.is_empty(), "{what}: {refused:?}");
+        }
+        let client = connect(&url).await;
+        let got = client.query("SELECT session_id, player, events FROM runs", &[]).await.unwrap();
+        let got: Vec<(String, String, i64)> = got.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+        // Ana's last version has the most events, unless it never came: then Bo's 320 beat her 300.
+        let want = if order.len() == 3 { ("s-7", "ana", 400) } else { ("s-7", "bo", 320) };
+        assert_eq!(got, vec![(want.0.to_string(), want.1.to_string(), want.2)], "arrival order {what}");
+    }
+}
