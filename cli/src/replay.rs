@@ -14,7 +14,7 @@ use clap::{Args, ValueEnum};
 use pitgun_codec::dataset::Format;
 use pitgun_contracts::analysis::{AnalysisContract, ColumnType};
 use pitgun_engine::{Row, Stats};
-use pitgun_replay::{Options, Outcome};
+use pitgun_replay::{Options, Outcome, ReplayError};
 
 use crate::project::Project;
 
@@ -55,7 +55,8 @@ pub struct ReplayArgs {
     /// Write refused records here (JSON lines: file, line, reason, detail).
     #[arg(long)]
     rejected: Option<PathBuf>,
-    /// Stop at the first refused record (exit code 1).
+    /// Refuse the whole run at the first refused record (or event the engine rejected): it is
+    /// named, nothing is written, exit code 1. The same answer for any --threads.
     #[arg(long)]
     strict: bool,
     /// Worker threads (default: all cores).
@@ -120,12 +121,23 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     let options = Options { threads, changelog: args.changelog, strict: args.strict };
     let compile = || project.compile();
     let compile: &(dyn Fn() -> Result<pitgun_engine::Plan> + Sync) = &compile;
-    let outcome = pitgun_replay::replay(compile, &args.input, options, &progress)?;
+    let outcome = pitgun_replay::replay(compile, &args.input, options, &progress);
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
+    let outcome = match outcome {
+        Err(refused @ ReplayError::Refused { .. }) => return Ok(strict_refusal(&refused.to_string())),
+        other => other?,
+    };
     let elapsed = started.elapsed();
     let Outcome { rows, late, rejected: rejected_notes, bad, stats, records } = outcome;
+    if args.strict && stats.rejected_total() > 0 {
+        let what = match rejected_notes.first() {
+            Some(first) => format!("an event the engine rejected: {}", first.to_json()),
+            None => format!("events the engine rejected: {:?}", stats.rejected_by_reason()),
+        };
+        return Ok(strict_refusal(&what));
+    }
 
     write_rows(&args, &contract, &rows)?;
     if let Some(path) = &args.late {
@@ -156,10 +168,14 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         }
         summary(&stats, records, rows.len(), bytes_read.load(Ordering::Relaxed), elapsed, threads);
     }
-    if args.strict && (!bad.is_empty() || stats.rejected_total() > 0) {
-        return Ok(ExitCode::from(1));
-    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--strict` met a refusal: it is named, and the run wrote nothing.
+fn strict_refusal(what: &str) -> ExitCode {
+    eprintln!("error: {what}");
+    eprintln!("--strict: the run stops at the first refusal; no rows were written");
+    ExitCode::from(1)
 }
 
 fn write_rows(args: &ReplayArgs, contract: &AnalysisContract, rows: &[Row]) -> Result<()> {

@@ -140,9 +140,23 @@ fn faults_are_counted_reported_and_never_stop_the_run_unless_strict() {
     let first: Value = serde_json::from_str(rejected.lines().next().unwrap()).unwrap();
     assert!(first["line"].as_u64().unwrap() > 0 && first["reason"].is_string() && first["detail"].is_string());
     assert!(std::fs::read_to_string(&late).unwrap().lines().count() > 0, "very late events reach the late output");
-    let strict =
-        run(&["replay", "--quiet", "--strict", "--manifest", manifest("lap-performance").to_str().unwrap(), "--input", data.to_str().unwrap()]);
+    let strict_rows = dir.path().join("strict-rows.ndjson");
+    let strict = run(&[
+        "replay",
+        "--quiet",
+        "--strict",
+        "--manifest",
+        manifest("lap-performance").to_str().unwrap(),
+        "--input",
+        data.to_str().unwrap(),
+        "--output",
+        strict_rows.to_str().unwrap(),
+    ]);
     assert_eq!(strict.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&strict.stderr);
+    let named = format!("{}:{}: {}", data.display(), first["line"], first["reason"].as_str().unwrap());
+    assert!(said.contains(&named) && said.contains("no rows were written"), "names the first refused record ({named}):\n{said}");
+    assert!(!strict_rows.exists(), "a refused strict run writes no rows");
 }
 
 #[test]

@@ -29,7 +29,8 @@ pub struct Options {
     pub threads: usize,
     /// Keep every emission in order (per session) instead of the final rows.
     pub changelog: bool,
-    /// Stop at the first refused record.
+    /// Stop at the first refused record: the run is then [`ReplayError::Refused`], the same one
+    /// whatever the thread count (shards on other threads may have read past it).
     pub strict: bool,
 }
 
@@ -76,6 +77,14 @@ pub enum ReplayError {
     /// A worker thread panicked.
     #[error("a replay worker panicked")]
     Panicked,
+    /// With [`Options::strict`]: the first record refused, in file order.
+    #[error("{}:{}: {}: {}", file.display(), record.line, record.reason, record.detail)]
+    Refused {
+        /// The file it is in.
+        file: PathBuf,
+        /// Where in it, and why.
+        record: BadRecord,
+    },
 }
 
 /// Runs the plans `compile` gives (one per shard: a plan holds compiled formulas and is not
@@ -134,7 +143,14 @@ pub fn replay<E: std::fmt::Display>(
             read
         })?;
     }
-    Ok(merge(results, options.changelog))
+    let outcome = merge(results, options.changelog);
+    // Every shard read every record up to the first refused one (a shard stops only at its own,
+    // and the reader only after the chunk that held it), so the first in file order is found
+    // whatever the thread count; what the shards did past it is not an answer.
+    match outcome.bad.first() {
+        Some(first) if options.strict => Err(ReplayError::Refused { file: inputs[first.file].clone(), record: first.clone() }),
+        _ => Ok(outcome),
+    }
 }
 
 /// Records between two looks for ended sessions to close.

@@ -15,10 +15,14 @@ fn root() -> PathBuf {
 }
 
 fn run(inputs: &[PathBuf], threads: usize) -> Outcome {
+    run_with(inputs, Options { threads, changelog: false, strict: false }).unwrap()
+}
+
+fn run_with(inputs: &[PathBuf], options: Options) -> Result<Outcome, pitgun_replay::ReplayError> {
     let manifest = load(ContractKind::Pipeline, &root().join("manifests/pipelines/lap-performance.v1.yaml")).unwrap();
     let dictionary = load(ContractKind::Dictionary, &root().join("manifests/dictionary/racing.yaml")).unwrap();
     let compile = || Plan::compile(&manifest, &dictionary);
-    replay(&compile, inputs, Options { threads, changelog: false, strict: false }, &|_| {}).unwrap()
+    replay(&compile, inputs, options, &|_| {})
 }
 
 /// Rows, late notes, refusals (record number, reason) and the two counts a test compares.
@@ -57,6 +61,37 @@ fn thread_counts_and_formats_give_the_same_outcome() {
     let from_avro = summary(&run(&[avro], 3));
     let want = summary(&one);
     assert_eq!((from_avro.0, from_avro.1), (want.0, want.1), "the same dataset as Avro");
+}
+
+/// `--strict` stops at the first refused record, and a run stopped there answers the same
+/// whatever the thread count: with several, the other shards have read on past it.
+#[test]
+fn a_strict_run_stops_at_the_same_record_whatever_the_thread_count() {
+    // The sample with two lines broken, at about 40 % and 70 % of it.
+    let dir = tempfile::tempdir().unwrap();
+    let sample = dir.path().join("broken.ndjson");
+    let mut lines = Vec::new();
+    for_each_record(&root().join("samples/racing-small.ndjson.zst"), &|_| {}, |_, text| {
+        lines.push(text.to_string());
+        Ok::<_, DatasetError>(true)
+    })
+    .unwrap();
+    let n = lines.len();
+    lines[n * 4 / 10] = "{\"schema\": \"pitgun-envelope/v1\", broken".into();
+    lines[n * 7 / 10] = "not json at all".into();
+    std::fs::write(&sample, lines.join("\n") + "\n").unwrap();
+    let lenient = run(std::slice::from_ref(&sample), 1);
+    assert_eq!(lenient.bad.len(), 2, "both broken lines are refused");
+    let first = &lenient.bad[0];
+    let answer = |threads| match run_with(std::slice::from_ref(&sample), Options { threads, changelog: false, strict: true }) {
+        Ok(o) => format!("rows {} records {} bad {:?}", o.rows.len(), o.records, summary(&o).2),
+        Err(e) => format!("error: {e}"),
+    };
+    let one = answer(1);
+    for threads in [2, 3] {
+        assert_eq!(answer(threads), one, "{threads} threads");
+    }
+    assert!(one.contains(&format!(":{}: {}", first.line, first.reason)), "names the first refused record (line {}): {one}", first.line);
 }
 
 #[test]
