@@ -414,6 +414,34 @@ mod tests {
         assert_eq!(serde_json::from_str::<Envelope>(&texts[1].1).unwrap(), envelope(1));
     }
 
+    /// Files other writers make: blocks of every codec the reader takes, each read back whole.
+    #[test]
+    fn avro_files_with_null_deflate_or_zstandard_blocks_give_the_same_datums() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = envelope_schema();
+        let n = 5_000;
+        for (name, codec) in
+            [("null", Codec::Null), ("deflate", Codec::Deflate(Default::default())), ("zstandard", Codec::Zstandard(Default::default()))]
+        {
+            let path = dir.path().join(format!("{name}.avro"));
+            // Small blocks: several per file.
+            let mut w = apache_avro::Writer::builder().schema(&schema).writer(File::create(&path).unwrap()).codec(codec).block_size(16 << 10).build();
+            for i in 0..n {
+                w.append_ser(envelope(i)).unwrap();
+            }
+            w.flush().unwrap();
+            drop(w);
+            let header = std::fs::read(&path).unwrap();
+            let named = header.windows(name.len()).any(|w| w == name.as_bytes());
+            assert!(named || name == "null", "{name}: the header names the codec");
+            let got = records(&path).unwrap();
+            assert_eq!(got.len(), n as usize, "{name}");
+            for (i, (number, env)) in got.iter().enumerate() {
+                assert_eq!((*number, env), (i as u64 + 1, &envelope(i as u64)), "{name}");
+            }
+        }
+    }
+
     #[test]
     fn a_line_that_is_not_utf8_is_an_error_naming_it() {
         let dir = tempfile::tempdir().unwrap();
