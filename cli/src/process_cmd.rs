@@ -50,7 +50,8 @@ pub struct ProcessArgs {
     /// Serve /metrics, /healthz and /readyz here, e.g. 127.0.0.1:9464.
     #[arg(long)]
     metrics_listen: Option<SocketAddr>,
-    /// How long ids of closed sessions are remembered (late copies are refused meanwhile).
+    /// How long ids of closed sessions stay in memory. The state folder keeps them for good, so
+    /// a late copy of an event never opens its closed session again, whenever it comes.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     closed_retention: Duration,
     /// A stable name for this replica in the group (static membership, Kafka's

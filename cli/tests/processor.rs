@@ -532,3 +532,56 @@ fn a_static_member_restarted_in_time_moves_no_partition() {
     eprintln!("b2: {s}");
     assert_eq!((s["restored_partitions"].as_u64(), s["rebuilt_partitions"].as_u64()), (Some(taken as u64), Some(0)), "B2: {s}");
 }
+
+/// A copy of an event that arrives after its session closed and after `--closed-retention`
+/// has passed does not open the session again: it goes to the late topic as `session_closed`,
+/// and the session's rows stay those replay gives (replay remembers every closed session, and
+/// refuses or drops the copy too).
+#[test]
+fn a_copy_after_closed_retention_does_not_reopen_its_session() {
+    let ns = Ns::new("closed-copy");
+    ns.create_topics(2);
+    let dir = tempfile::tempdir().unwrap();
+    let data = simulate(dir.path(), "closed.ndjson", 29, 3, "40s", None);
+    let all = lines(&data);
+    let copy = all.iter().find(|l| l.contains("\"sample\"")).expect("a sample event").clone();
+    let m = manifest("lap-performance.v1.yaml");
+    let m_s = m.to_str().unwrap().to_string();
+    let expected = replay(&m, Some(&dictionary()), &data, &[]);
+    let with_copy = dir.path().join("with-copy.ndjson");
+    std::fs::write(&with_copy, format!("{}\n{copy}\n", all.join("\n"))).unwrap();
+    assert_rows_equal_replay(
+        &expected.lines().map(|l| l.to_string()).collect::<Vec<_>>(),
+        &replay(&m, Some(&dictionary()), &with_copy, &[]),
+        "replay with the late copy",
+    );
+
+    let state = dir.path().join("state");
+    let state_s = state.to_str().unwrap().to_string();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let args = process_args(&m_s, &state_s, &["--checkpoint-interval", "200ms", "--closed-retention", "1s", "--metrics-listen", &addr]);
+    ns.produce_lines(all.iter().map(|s| s.as_str()));
+    let mut p = Service::start("processor", &args, &ns);
+    wait_consumed(&addr, all.len(), "the dataset");
+    // Every session ended: each closes once the out-of-orderness (2 s) has passed, and its id
+    // is forgotten from memory a retention (1 s) later.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(&http_get(&addr, "/metrics"), "pitgun_processor_sessions_open", "") > 0.0 {
+        assert!(Instant::now() < deadline, "the 3 sessions did not close");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    ns.produce_lines([copy.as_str()]);
+    wait_consumed(&addr, all.len() + 1, "the copy");
+    p.sigterm();
+    assert!(p.wait(Duration::from_secs(30)), "the processor did not stop cleanly");
+
+    let event_id = serde_json::from_str::<serde_json::Value>(&copy).unwrap()["event_id"].as_str().unwrap().to_string();
+    let late = ns.all_records("pitgun.late.lap-performance.v1");
+    assert!(
+        late.iter().any(|l| l.contains(&event_id) && l.contains("session_closed")),
+        "the copy {event_id} is not on the late topic as session_closed: {late:?}"
+    );
+    let latest = ns.latest_rows("pitgun.aggregates.lap-performance.v1");
+    assert_rows_equal_replay(&latest, &expected, "after a copy past --closed-retention");
+}

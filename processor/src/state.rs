@@ -8,8 +8,14 @@
 //! - `r\0<topic>\0<partition>\0<session length, u32 BE><session><chunk, u64 BE>` → a chunk of
 //!   the session's dedup ring; each checkpoint writes only the chunks that changed;
 //! - `c\0<topic>\0<partition>\0<session>` → when the session was closed (driver clock, µs).
+//!
+//! Closed ids stay on disk for good (a few dozen bytes a session): a copy of an event that
+//! arrives long after its session closed must not open it again, and replay, which remembers
+//! every closed session, refuses it too. Memory holds only the recently closed
+//! (`--closed-retention`); an id not found there is looked up on disk, once per session opened.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use pitgun_engine::{OpenSessions, SessionState, SessionStore};
 use rocksdb::{Direction, IteratorMode, Options, WriteBatch, DB};
@@ -30,7 +36,7 @@ pub struct Meta {
 
 /// The state database of one processor.
 pub struct StateDb {
-    db: DB,
+    db: Arc<DB>,
 }
 
 /// What a partition's checkpoint holds.
@@ -87,7 +93,14 @@ impl StateDb {
             }
             None => db.put(b"meta", serde_json::to_vec(meta).expect("plain strings and numbers")).map_err(Error::rocks("writing the meta record"))?,
         }
-        Ok(StateDb { db })
+        Ok(StateDb { db: Arc::new(db) })
+    }
+
+    /// An empty store for the partition, whose closed ids are looked up in this folder.
+    pub fn empty_store(&self, topic: &str, partition: i32) -> PartitionStore {
+        let mut prefix = part_prefix(b'c', topic, partition);
+        prefix.push(0);
+        PartitionStore { closed_on_disk: Some(ClosedOnDisk { db: self.db.clone(), prefix }), ..PartitionStore::default() }
     }
 
     /// The offset of the partition's checkpoint, if this folder has one (without reading it).
@@ -105,24 +118,18 @@ impl StateDb {
             return Ok(None);
         };
         let corrupt = |what: &str| Error::CorruptState(format!("{topic}/{partition}: corrupt {what}"));
-        let mut store = PartitionStore::default();
-        for (tag, closed) in [(b's', false), (b'c', true)] {
-            let mut prefix = part_prefix(tag, topic, partition);
-            prefix.push(0);
-            for item in self.db.iterator(IteratorMode::From(&prefix, Direction::Forward)) {
-                let (k, v) = item.map_err(Error::rocks("reading a checkpoint"))?;
-                if !k.starts_with(&prefix) {
-                    break;
-                }
-                let id = std::str::from_utf8(&k[prefix.len()..]).map_err(|_| corrupt("session key"))?;
-                if closed {
-                    let at = i64::from_be_bytes(v.as_ref().try_into().map_err(|_| corrupt("closed record"))?);
-                    store.closed.insert(id.into(), at);
-                } else {
-                    let state = SessionState::from_bytes(&v).map_err(|e| Error::CorruptState(format!("{topic}/{partition} session {id:?}: {e}")))?;
-                    store.open.insert(id, state);
-                }
+        // Closed ids are not read: they are looked up on disk when a session id is new.
+        let mut store = self.empty_store(topic, partition);
+        let mut prefix = part_prefix(b's', topic, partition);
+        prefix.push(0);
+        for item in self.db.iterator(IteratorMode::From(&prefix, Direction::Forward)) {
+            let (k, v) = item.map_err(Error::rocks("reading a checkpoint"))?;
+            if !k.starts_with(&prefix) {
+                break;
             }
+            let id = std::str::from_utf8(&k[prefix.len()..]).map_err(|_| corrupt("session key"))?;
+            let state = SessionState::from_bytes(&v).map_err(|e| Error::CorruptState(format!("{topic}/{partition} session {id:?}: {e}")))?;
+            store.open.insert(id, state);
         }
         let mut prefix = part_prefix(b'r', topic, partition);
         prefix.push(0);
@@ -178,9 +185,6 @@ impl StateDb {
         for (id, at) in store.newly_closed.drain(..) {
             batch.put(session_key(b'c', topic, partition, &id), at.to_be_bytes());
         }
-        for id in store.forgotten.drain(..) {
-            batch.delete(session_key(b'c', topic, partition, &id));
-        }
         batch.put(part_prefix(b'o', topic, partition), offset.to_be_bytes());
     }
 
@@ -222,35 +226,48 @@ pub struct PartitionStore {
     closed: FxHashMap<Box<str>, i64>,
     dirty: FxHashSet<Box<str>>,
     newly_closed: Vec<(Box<str>, i64)>,
-    forgotten: Vec<Box<str>>,
+    /// Where closed ids no longer in memory are found (none: a store of its own, as in tests).
+    closed_on_disk: Option<ClosedOnDisk>,
+}
+
+/// One partition's closed ids in the state folder.
+struct ClosedOnDisk {
+    db: Arc<DB>,
+    /// `c\0<topic>\0<partition>\0`.
+    prefix: Vec<u8>,
+}
+
+impl ClosedOnDisk {
+    fn contains(&self, session_id: &str) -> bool {
+        let mut key = Vec::with_capacity(self.prefix.len() + session_id.len());
+        key.extend_from_slice(&self.prefix);
+        key.extend_from_slice(session_id.as_bytes());
+        match self.db.get_pinned(&key) {
+            Ok(found) => found.is_some(),
+            Err(e) => {
+                // Refusing the event sends it to the late topic, where it is kept; opening the
+                // session could overwrite its rows.
+                tracing::warn!(session = session_id, "cannot read a closed id from the state folder ({e}); the event is refused as late");
+                true
+            }
+        }
+    }
 }
 
 impl PartitionStore {
-    /// Forgets closed sessions older than `cutoff` (bounded state: a copy of an event of a
-    /// session closed that long ago is refused as late by the dedup horizon anyway).
+    /// Drops from memory the ids of sessions closed before `cutoff` (driver clock): memory
+    /// stays bounded, and the state folder still has them.
     pub fn forget_closed_before(&mut self, cutoff: i64) -> usize {
-        let old: Vec<Box<str>> = self.closed.iter().filter(|(_, &at)| at < cutoff).map(|(id, _)| id.clone()).collect();
-        for id in &old {
-            self.closed.remove(id);
-        }
-        let n = old.len();
-        self.forgotten.extend(old);
-        n
+        let before = self.closed.len();
+        self.closed.retain(|_, at| *at >= cutoff);
+        before - self.closed.len()
     }
 
-    /// After a restore, at `now_us`: the time the processor was down counts neither as a
-    /// session's idleness nor against a closed session's retention, so both clocks start
-    /// again now. (The stored values are not rewritten: the next restore restarts them too.)
+    /// After a restore, at `now_us`: the time the processor was down is not a session's
+    /// idleness, so every idle clock starts again now. (The stored values are not rewritten:
+    /// the next restore restarts them too.)
     pub fn resume(&mut self, now_us: i64) {
         self.open.restart_idle_clocks(now_us);
-        for at in self.closed.values_mut() {
-            *at = now_us;
-        }
-    }
-
-    /// Closed sessions remembered.
-    pub fn closed_count(&self) -> usize {
-        self.closed.len()
     }
 }
 
@@ -291,7 +308,7 @@ impl SessionStore for PartitionStore {
     }
 
     fn is_closed(&self, session_id: &str) -> bool {
-        self.closed.contains_key(session_id)
+        self.closed.contains_key(session_id) || self.closed_on_disk.as_ref().is_some_and(|d| d.contains(session_id))
     }
 
     fn mark_closed(&mut self, session_id: &str, at_us: i64) {
@@ -331,7 +348,8 @@ mod tests {
         }
         assert!(left > 1);
         let kept = db.restore("t", 10).unwrap().unwrap();
-        assert_eq!((kept.offset, kept.store.closed_count()), (7, 1));
+        assert_eq!(kept.offset, 7);
+        assert!(kept.store.is_closed("s-0") && !kept.store.is_closed("s-1"), "partition 10's closed id is on disk");
         drop(db);
         std::fs::remove_dir_all(&dir).unwrap();
     }

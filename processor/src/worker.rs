@@ -16,7 +16,7 @@ use crate::group::SessionGroups;
 use crate::outlet::Outlet;
 use crate::partition::{Part, Tally};
 use crate::queue::Scratch;
-use crate::state::{PartitionStore, StateDb};
+use crate::state::StateDb;
 
 /// An input partition: topic and partition number.
 pub(crate) type Tp = (String, i32);
@@ -93,7 +93,7 @@ impl Worker {
                 self.summary.rebuilt_partitions += 1;
                 let low = self.bounds.get(&tp).map(|b| b.0).unwrap_or(0);
                 info!(topic, partition, from = low, emit_from = ?committed, "rebuilding from the earliest offset");
-                (PartitionStore::default(), low, Offset::Beginning)
+                (self.db.empty_store(topic, partition), low, Offset::Beginning)
             }
         };
         let part = Part {
