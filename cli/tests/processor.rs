@@ -297,6 +297,24 @@ fn dead_letters_and_metrics() {
     drop(p);
 }
 
+/// Waits until the processor serving `/metrics` at `addr` holds no open session.
+fn wait_no_open_session(addr: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(&http_get(addr, "/metrics"), "pitgun_processor_sessions_open", "") > 0.0 {
+        assert!(Instant::now() < deadline, "{what} did not close in time");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A copy of lap-performance in `dir` whose `idle_timeout` is `idle`.
+fn lap_performance_idle(dir: &std::path::Path, idle: &str) -> PathBuf {
+    let text = std::fs::read_to_string(manifest("lap-performance.v1.yaml")).unwrap();
+    assert!(text.contains("idle_timeout: 10m"), "the manifest's idle timeout changed; update this helper");
+    let m = dir.join("lap-performance.v1.yaml");
+    std::fs::write(&m, text.replace("idle_timeout: 10m", &format!("idle_timeout: {idle}"))).unwrap();
+    m
+}
+
 /// Waits until the processor serving `/metrics` at `addr` has taken `records` records in and
 /// written a checkpoint after that (so a SIGTERM then loses nothing it has read).
 fn wait_consumed(addr: &str, records: usize, what: &str) {
@@ -330,11 +348,7 @@ fn downtime_longer_than_idle_timeout_closes_no_session() {
     let all = lines(&data);
     let (first, second) = all.split_at(all.len() / 2);
 
-    // lap-performance with a 4 s idle timeout.
-    let text = std::fs::read_to_string(manifest("lap-performance.v1.yaml")).unwrap();
-    assert!(text.contains("idle_timeout: 10m"), "the manifest's idle timeout changed; update this test");
-    let m = dir.path().join("lap-performance.v1.yaml");
-    std::fs::write(&m, text.replace("idle_timeout: 10m", "idle_timeout: 4s")).unwrap();
+    let m = lap_performance_idle(dir.path(), "4s");
     let m_s = m.to_str().unwrap().to_string();
     let expected = replay(&m, Some(&dictionary()), &data, &[]);
     let state = dir.path().join("state");
@@ -565,11 +579,7 @@ fn a_copy_after_closed_retention_does_not_reopen_its_session() {
     wait_consumed(&addr, all.len(), "the dataset");
     // Every session ended: each closes once the out-of-orderness (2 s) has passed, and its id
     // is forgotten from memory a retention (1 s) later.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while metric(&http_get(&addr, "/metrics"), "pitgun_processor_sessions_open", "") > 0.0 {
-        assert!(Instant::now() < deadline, "the 3 sessions did not close");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_no_open_session(&addr, "the 3 ended sessions");
     std::thread::sleep(Duration::from_secs(3));
     ns.produce_lines([copy.as_str()]);
     wait_consumed(&addr, all.len() + 1, "the copy");
@@ -584,4 +594,55 @@ fn a_copy_after_closed_retention_does_not_reopen_its_session() {
     );
     let latest = ns.latest_rows("pitgun.aggregates.lap-performance.v1");
     assert_rows_equal_replay(&latest, &expected, "after a copy past --closed-retention");
+}
+
+/// A session silent for longer than `idle_timeout` in its own event time, then heard again: it
+/// ended at the silence, in the stream (whose wall clock expired it meanwhile) and in replay
+/// (which reads the gap in event time) alike. The events after the gap go to the late topic as
+/// `session_closed`, and the rows equal replay's.
+#[test]
+fn a_gap_longer_than_idle_timeout_ends_the_session_in_stream_and_replay_alike() {
+    let ns = Ns::new("event-gap");
+    ns.create_topics(2);
+    let dir = tempfile::tempdir().unwrap();
+    let data = simulate(dir.path(), "gap-source.ndjson", 31, 3, "1m", None);
+    let all = lines(&data);
+    let (first, second) = all.split_at(all.len() / 2);
+    // The second half 20 s later in event time: a silence of four idle timeouts.
+    let second: Vec<String> = second
+        .iter()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let t = v["time_us"].as_i64().unwrap();
+            v["time_us"] = serde_json::json!(t + 20_000_000);
+            v.to_string()
+        })
+        .collect();
+    let gapped = dir.path().join("gap.ndjson");
+    std::fs::write(&gapped, format!("{}\n{}\n", first.join("\n"), second.join("\n"))).unwrap();
+
+    let m = lap_performance_idle(dir.path(), "5s");
+    let m_s = m.to_str().unwrap().to_string();
+    let expected = replay(&m, Some(&dictionary()), &gapped, &[]);
+    let state = dir.path().join("state");
+    let state_s = state.to_str().unwrap().to_string();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let live = process_args(&m_s, &state_s, &["--checkpoint-interval", "200ms", "--metrics-listen", &addr]);
+
+    ns.produce_lines(first.iter().map(|s| s.as_str()));
+    let mut run1 = Service::start("run1", &live, &ns);
+    wait_consumed(&addr, first.len(), "the first half");
+    // Silent in wall time too, for longer than the idle timeout: the stream expires them.
+    wait_no_open_session(&addr, "the silent sessions");
+    ns.produce_lines(second.iter().map(|s| s.as_str()));
+    wait_consumed(&addr, all.len(), "the second half");
+    run1.sigterm();
+    assert!(run1.wait(Duration::from_secs(30)), "the processor did not stop cleanly");
+    let mut run2 = Service::start("run2", &process_args(&m_s, &state_s, &["--checkpoint-interval", "200ms", "--until-end"]), &ns);
+    assert!(run2.wait(Duration::from_secs(120)), "the run to the end failed");
+
+    let closed = ns.all_records("pitgun.late.lap-performance.v1").into_iter().filter(|l| l.contains("session_closed")).count();
+    assert!(closed >= second.len() / 2, "only {closed} of the {} events after the gap went to the late topic", second.len());
+    let latest = ns.latest_rows("pitgun.aggregates.lap-performance.v1");
+    assert_rows_equal_replay(&latest, &expected, "a session silent longer than idle_timeout, then heard again");
 }

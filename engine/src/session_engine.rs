@@ -126,6 +126,7 @@ impl Pending {
 
 /// Why an event after its session's end is late, whether it arrived before the end or after.
 const AFTER_END: &str = "the event comes after the session's end";
+const AFTER_SILENCE: &str = "more than idle_timeout after the session's last event: the session had ended";
 
 impl PartialEq for Pending {
     fn eq(&self, o: &Self) -> bool {
@@ -364,6 +365,18 @@ impl<S: SessionStore> Engine<S> {
                 );
                 return;
             }
+        }
+        // A silence in the session's own event time longer than idle_timeout ended it: the
+        // event that breaks it finds the session closed, in replay (which reads the gap) as in
+        // the stream (whose wall clock expired the session meanwhile, or would have).
+        if session.end.is_none() && session.max_time != i64::MIN && ev.time_us.saturating_sub(session.max_time) > core.plan.idle_us {
+            let session = self.sessions.remove(ev.session_id).expect("present");
+            self.core.stats.sessions_expired += 1;
+            self.core.close(session, ev.session_id, out);
+            self.sessions.mark_closed(ev.session_id, now_us);
+            self.core.stats.late += 1;
+            out.push(Output::Late(note(ev, "session_closed", AFTER_SILENCE)));
+            return;
         }
         // A kind this manifest neither takes nor needs (start and end mark the session) is only
         // counted: it reaches no window, so it is never late, nor kept in the dedup memory.
