@@ -580,6 +580,8 @@ fn a_copy_after_closed_retention_does_not_reopen_its_session() {
     // Every session ended: each closes once the out-of-orderness (2 s) has passed, and its id
     // is forgotten from memory a retention (1 s) later.
     wait_no_open_session(&addr, "the 3 ended sessions");
+    let closed = |cause: &str| metric(&http_get(&addr, "/metrics"), "pitgun_processor_sessions_closed_total", &format!("cause=\"{cause}\""));
+    assert_eq!((closed("end"), closed("idle"), closed("gap")), (3.0, 0.0, 0.0), "closed by their end");
     std::thread::sleep(Duration::from_secs(3));
     ns.produce_lines([copy.as_str()]);
     wait_consumed(&addr, all.len() + 1, "the copy");
@@ -634,6 +636,8 @@ fn a_gap_longer_than_idle_timeout_ends_the_session_in_stream_and_replay_alike() 
     wait_consumed(&addr, first.len(), "the first half");
     // Silent in wall time too, for longer than the idle timeout: the stream expires them.
     wait_no_open_session(&addr, "the silent sessions");
+    let closed = |cause: &str| metric(&http_get(&addr, "/metrics"), "pitgun_processor_sessions_closed_total", &format!("cause=\"{cause}\""));
+    assert_eq!((closed("end"), closed("idle"), closed("gap")), (0.0, 3.0, 0.0), "closed by the wall clock's idle timeout");
     ns.produce_lines(second.iter().map(|s| s.as_str()));
     wait_consumed(&addr, all.len(), "the second half");
     run1.sigterm();

@@ -35,6 +35,35 @@ pub use runner::Runner;
 pub use session_engine::{Engine, EventNote, EventRef, Output, SessionState};
 pub use store::{MemoryStore, OpenSessions, SessionStore};
 
+/// Why a session closed; each cause has its own counter ([`Stats::closed_by`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseCause {
+    /// Its `session_end`, once everything before it was released (or the driver's clock said
+    /// nothing more would move the watermark past it).
+    End,
+    /// No event for `idle_timeout` of the driver's clock (the processor's wall clock).
+    Idle,
+    /// A silence longer than `idle_timeout` in its own event time, seen when the next event came.
+    Gap,
+    /// The end of the input (`replay`, `process --until-end`).
+    InputEnd,
+}
+
+impl CloseCause {
+    /// Every cause, in [`Stats::closed_by`] order.
+    pub const ALL: [CloseCause; 4] = [CloseCause::End, CloseCause::Idle, CloseCause::Gap, CloseCause::InputEnd];
+
+    /// The label metrics give it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseCause::End => "end",
+            CloseCause::Idle => "idle",
+            CloseCause::Gap => "gap",
+            CloseCause::InputEnd => "input_end",
+        }
+    }
+}
+
 /// Why an event was refused; each reason has its own counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Reason {
@@ -117,8 +146,11 @@ pub struct Stats {
     pub sessions_opened: u64,
     /// Sessions closed (ended, expired or at end of input).
     pub sessions_closed: u64,
-    /// Sessions closed by the idle timeout.
+    /// Sessions closed without their end: idle in the driver's clock or after a gap in their
+    /// own event time.
     pub sessions_expired: u64,
+    /// Sessions closed, by [`CloseCause`] (in [`CloseCause::ALL`] order).
+    pub closed_by: [u64; 4],
     /// Sequence numbers missing in closed sessions.
     pub missing_events: u64,
     /// Event ids forgotten before their time because a session's dedup memory was full (a
@@ -145,6 +177,9 @@ impl Stats {
         self.sessions_opened += o.sessions_opened;
         self.sessions_closed += o.sessions_closed;
         self.sessions_expired += o.sessions_expired;
+        for (mine, theirs) in self.closed_by.iter_mut().zip(o.closed_by) {
+            *mine += theirs;
+        }
         self.missing_events += o.missing_events;
         self.dedup_evicted += o.dedup_evicted;
     }

@@ -22,7 +22,7 @@ use crate::formula::{Evaluated, FormulaRuntime};
 use crate::plan::Plan;
 use crate::row::{self, Row};
 use crate::store::{MemoryStore, SessionStore};
-use crate::{Reason, Stats};
+use crate::{CloseCause, Reason, Stats};
 use windows::{Assigner, Rows, Windows};
 
 /// An event ready for the engine: decoded, resolved to input slots, key extracted.
@@ -371,8 +371,7 @@ impl<S: SessionStore> Engine<S> {
         // the stream (whose wall clock expired the session meanwhile, or would have).
         if session.end.is_none() && session.max_time != i64::MIN && ev.time_us.saturating_sub(session.max_time) > core.plan.idle_us {
             let session = self.sessions.remove(ev.session_id).expect("present");
-            self.core.stats.sessions_expired += 1;
-            self.core.close(session, ev.session_id, out);
+            self.core.close(session, ev.session_id, CloseCause::Gap, out);
             self.sessions.mark_closed(ev.session_id, now_us);
             self.core.stats.late += 1;
             out.push(Output::Late(note(ev, "session_closed", AFTER_SILENCE)));
@@ -446,7 +445,7 @@ impl<S: SessionStore> Engine<S> {
         core.release(session, ev.session_id, Some(wm), out);
         if session.end.is_some_and(|(t, _)| t < wm) {
             let session = self.sessions.remove(ev.session_id).expect("present");
-            self.core.close(session, ev.session_id, out);
+            self.core.close(session, ev.session_id, CloseCause::End, out);
             self.sessions.mark_closed(ev.session_id, now_us);
             return;
         }
@@ -491,10 +490,8 @@ impl<S: SessionStore> Engine<S> {
         ids.sort();
         for id in ids {
             let session = self.sessions.remove(&id).expect("present");
-            if !session.has_ended() {
-                self.core.stats.sessions_expired += 1;
-            }
-            self.core.close(session, &id, out);
+            let cause = if session.has_ended() { CloseCause::End } else { CloseCause::Idle };
+            self.core.close(session, &id, cause, out);
             self.sessions.mark_closed(&id, now_us);
         }
     }
@@ -506,7 +503,7 @@ impl<S: SessionStore> Engine<S> {
         ids.sort();
         for id in ids {
             let session = self.sessions.remove(&id).expect("present");
-            self.core.close(session, &id, out);
+            self.core.close(session, &id, CloseCause::InputEnd, out);
             self.sessions.mark_closed(&id, now_us);
         }
     }
@@ -676,7 +673,7 @@ impl Core {
     }
 
     /// Closes a session: releases everything buffered up to its end, emits every open window.
-    fn close(&mut self, mut s: SessionState, sid: &str, out: &mut Vec<Output>) {
+    fn close(&mut self, mut s: SessionState, sid: &str, cause: CloseCause, out: &mut Vec<Output>) {
         self.release(&mut s, sid, None, out);
         // What is still buffered comes after the session's end.
         for p in s.buffer.drain(..) {
@@ -691,5 +688,9 @@ impl Core {
             self.stats.missing_events += (s.max_seq - s.min_seq + 1).saturating_sub(s.received);
         }
         self.stats.sessions_closed += 1;
+        self.stats.closed_by[cause as usize] += 1;
+        if matches!(cause, CloseCause::Idle | CloseCause::Gap) {
+            self.stats.sessions_expired += 1;
+        }
     }
 }

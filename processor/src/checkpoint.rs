@@ -1,6 +1,7 @@
 //! The checkpoint protocol: every emitted row acknowledged, then state and offsets in one
 //! RocksDB batch, then the offsets committed to the group.
 
+use pitgun_engine::CloseCause;
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -47,6 +48,11 @@ impl Worker {
         let mut due: Vec<(&Tp, &mut Part)> = Vec::new();
         for (tp, part) in self.parts.iter_mut() {
             open += part.runner.engine().open_sessions() as i64;
+            let closed_by = part.runner.engine().stats().closed_by;
+            for ((cause, now), before) in CloseCause::ALL.iter().zip(closed_by).zip(&mut part.reported_closed) {
+                metrics.sessions_closed.with_label_values(&[cause.as_str()]).inc_by(now - *before);
+                *before = now;
+            }
             if only.is_some_and(|o| !o.contains(tp)) {
                 continue;
             }

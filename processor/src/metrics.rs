@@ -22,6 +22,8 @@ pub struct Metrics {
     pub deadletters: IntCounter,
     /// Sessions expired after the idle timeout.
     pub sessions_expired: IntCounter,
+    /// Sessions closed, by cause (`pitgun_engine::CloseCause`).
+    pub sessions_closed: IntCounterVec,
     /// Open sessions held in state.
     pub sessions_open: IntGauge,
     /// Wall clock minus the newest event time seen, per partition (seconds).
@@ -68,6 +70,12 @@ impl Metrics {
         };
         let rejected = IntCounterVec::new(Opts::new("rejected_total", "Records refused, by reason"), &["reason"]).expect("metric");
         registry.register(Box::new(rejected.clone())).expect("register");
+        let sessions_closed = IntCounterVec::new(
+            Opts::new("sessions_closed_total", "Sessions closed, by cause: end, idle (wall clock), gap (own event time), input_end"),
+            &["cause"],
+        )
+        .expect("metric");
+        registry.register(Box::new(sessions_closed.clone())).expect("register");
         let checkpoint_seconds = Histogram::with_opts(
             HistogramOpts::new("checkpoint_duration_seconds", "Flush + state write + offset commit")
                 .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
@@ -88,7 +96,8 @@ impl Metrics {
             dedup_evicted: c("dedup_evicted_total", "Event ids forgotten early because a session's dedup memory was full"),
             windows_emitted: c("windows_emitted_total", "Window rows produced, re-emissions included"),
             deadletters: c("deadletters_total", "Records sent to the dead-letter topic"),
-            sessions_expired: c("sessions_expired_total", "Sessions closed after the idle timeout"),
+            sessions_expired: c("sessions_expired_total", "Sessions closed without their end: idle, or a gap in their event time"),
+            sessions_closed,
             sessions_open: g("sessions_open", "Open sessions held in state"),
             watermark_lag: gv("watermark_lag_seconds", "Wall clock minus the newest event time seen"),
             consumer_lag: gv("consumer_lag", "High watermark minus next offset to consume"),
