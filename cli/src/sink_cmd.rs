@@ -27,6 +27,9 @@ pub struct SinkArgs {
     /// Pipeline manifest whose rows to write (repeatable).
     #[arg(long, required = true)]
     manifest: Vec<PathBuf>,
+    /// Dictionary for every --manifest (default: found beside each manifest).
+    #[arg(long)]
+    dictionary: Option<PathBuf>,
     #[command(flatten)]
     broker: BrokerArgs,
     /// PostgreSQL URL for `postgres` sinks, e.g. postgres://pitgun:pitgun@127.0.0.1:5432/pitgun.
@@ -73,7 +76,7 @@ pub fn run(args: SinkArgs) -> Result<ExitCode> {
     init_logging();
     let mut manifests = Vec::new();
     for path in &args.manifest {
-        let project = Project::load(path, None)?;
+        let project = Project::load(path, args.dictionary.as_deref())?;
         let plan = project.compile().with_context(|| format!("manifest {}", path.display()))?;
         let doc = &project.manifest.doc;
         manifests.push(pitgun_sink::SinkManifest {

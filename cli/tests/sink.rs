@@ -16,60 +16,8 @@ fn manifest(name: &str) -> PathBuf {
     root().join("manifests/pipelines").join(name)
 }
 
-type Row = serde_json::Map<String, serde_json::Value>;
-
 fn replay_rows(manifest: &Path, data: &Path) -> Vec<Row> {
     replay(manifest, None, data, &[]).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
-}
-
-/// Every replay row is in the table under its key, every column equal; nothing else is there.
-fn assert_table_equals(table: &HashMap<String, Row>, expected: &[(String, Row)], what: &str) {
-    for (key, want) in expected {
-        let got = table.get(key).unwrap_or_else(|| panic!("{what}: row {key} missing"));
-        for (col, v) in want {
-            let g = got.get(col).unwrap_or_else(|| panic!("{what}: row {key} has no column {col}"));
-            assert!(same_value(g, v), "{what}: row {key}, column {col}: table {g}, replay {v}");
-        }
-    }
-    assert_eq!(table.len(), expected.len(), "{what}: the table has rows replay does not");
-}
-
-/// The session-summary replay rows as the `runs` mapping writes them (README, "Sinks").
-fn expected_runs(summary: &[Row]) -> Vec<(String, Row)> {
-    summary
-        .iter()
-        .map(|r| {
-            let secs = |c: &str| {
-                let t = r[c].as_str().unwrap();
-                let (day, time) = t.split_once('T').unwrap();
-                let parts: Vec<f64> = time.trim_end_matches('Z').split(':').map(|p| p.parse().unwrap()).collect();
-                (day.to_string(), parts[0] * 3600.0 + parts[1] * 60.0 + parts[2])
-            };
-            let ((d0, s0), (d1, s1)) = (secs("window_start"), secs("window_end"));
-            assert_eq!(d0, d1, "test data: a session within one day");
-            let mut run = Row::new();
-            for (to, from) in [
-                ("session_id", "session_id"),
-                ("player", "player"),
-                ("track", "track"),
-                ("car", "car"),
-                ("started_at", "window_start"),
-                ("ended_at", "window_end"),
-                ("laps", "laps"),
-                ("best_lap_s", "best_lap"),
-                ("top_speed_kmh", "top_speed"),
-                ("distance_km", "distance"),
-                ("events", "events"),
-                ("missing_events", "missing_events"),
-                ("row_id", "row_id"),
-            ] {
-                run.insert(to.into(), r[from].clone());
-            }
-            let total = ((s1 - s0) * 1e6).round() / 1e6;
-            run.insert("total_time_s".into(), serde_json::json!(total));
-            (r["session_id"].as_str().unwrap().to_string(), run)
-        })
-        .collect()
 }
 
 fn by_row_id(rows: Vec<Row>) -> Vec<(String, Row)> {

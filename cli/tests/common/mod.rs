@@ -285,6 +285,13 @@ fn row_id(line: &str) -> String {
 /// Puts the topic's latest rows in replay's canonical order and compares them byte for byte
 /// with replay's output.
 pub fn assert_rows_equal_replay(latest: &[String], replay_text: &str, what: &str) {
+    if let Err(e) = rows_equal_replay(latest, replay_text) {
+        panic!("{what}: {e}");
+    }
+}
+
+/// [`assert_rows_equal_replay`]'s comparison; the difference, if any, said.
+pub fn rows_equal_replay(latest: &[String], replay_text: &str) -> Result<(), String> {
     let by_id: HashMap<String, &String> = latest.iter().map(|l| (row_id(l), l)).collect();
     let mut ordered = String::new();
     let mut missing = Vec::new();
@@ -297,11 +304,15 @@ pub fn assert_rows_equal_replay(latest: &[String], replay_text: &str, what: &str
             None => missing.push(line.to_string()),
         }
     }
-    assert!(missing.is_empty(), "{what}: {} replay rows missing on the topic, first: {}", missing.len(), missing[0]);
-    assert_eq!(latest.len(), replay_text.lines().count(), "{what}: the topic has rows replay does not");
-    if ordered != replay_text {
-        let first = ordered.lines().zip(replay_text.lines()).find(|(a, b)| a != b);
-        panic!("{what}: rows differ from replay; first difference:\n stream: {:?}\n replay: {:?}", first.map(|f| f.0), first.map(|f| f.1));
+    if let Some(first) = missing.first() {
+        return Err(format!("{} replay rows missing on the topic, first: {first}", missing.len()));
+    }
+    if latest.len() != replay_text.lines().count() {
+        return Err(format!("the topic has rows replay does not ({} against {})", latest.len(), replay_text.lines().count()));
+    }
+    match ordered.lines().zip(replay_text.lines()).find(|(a, b)| a != b) {
+        Some((stream, replay)) => Err(format!("rows differ from replay; first difference:\n stream: {stream:?}\n replay: {replay:?}")),
+        None => Ok(()),
     }
 }
 
@@ -481,4 +492,57 @@ pub fn start_api(pg: &str, ns: &Ns) -> (Service, String) {
 /// A query-string value, percent-encoded.
 pub fn urlencode(s: &str) -> String {
     s.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}
+
+/// A row as JSON.
+pub type Row = serde_json::Map<String, serde_json::Value>;
+
+/// Every replay row is in the table under its key, every column equal; nothing else is there.
+pub fn assert_table_equals(table: &HashMap<String, Row>, expected: &[(String, Row)], what: &str) {
+    for (key, want) in expected {
+        let got = table.get(key).unwrap_or_else(|| panic!("{what}: row {key} missing"));
+        for (col, v) in want {
+            let g = got.get(col).unwrap_or_else(|| panic!("{what}: row {key} has no column {col}"));
+            assert!(same_value(g, v), "{what}: row {key}, column {col}: table {g}, replay {v}");
+        }
+    }
+    assert_eq!(table.len(), expected.len(), "{what}: the table has rows replay does not");
+}
+
+/// The session-summary replay rows as the `runs` mapping writes them (README, "Sinks").
+pub fn expected_runs(summary: &[Row]) -> Vec<(String, Row)> {
+    summary
+        .iter()
+        .map(|r| {
+            let secs = |c: &str| {
+                let t = r[c].as_str().unwrap();
+                let (day, time) = t.split_once('T').unwrap();
+                let parts: Vec<f64> = time.trim_end_matches('Z').split(':').map(|p| p.parse().unwrap()).collect();
+                (day.to_string(), parts[0] * 3600.0 + parts[1] * 60.0 + parts[2])
+            };
+            let ((d0, s0), (d1, s1)) = (secs("window_start"), secs("window_end"));
+            assert_eq!(d0, d1, "test data: a session within one day");
+            let mut run = Row::new();
+            for (to, from) in [
+                ("session_id", "session_id"),
+                ("player", "player"),
+                ("track", "track"),
+                ("car", "car"),
+                ("started_at", "window_start"),
+                ("ended_at", "window_end"),
+                ("laps", "laps"),
+                ("best_lap_s", "best_lap"),
+                ("top_speed_kmh", "top_speed"),
+                ("distance_km", "distance"),
+                ("events", "events"),
+                ("missing_events", "missing_events"),
+                ("row_id", "row_id"),
+            ] {
+                run.insert(to.into(), r[from].clone());
+            }
+            let total = ((s1 - s0) * 1e6).round() / 1e6;
+            run.insert("total_time_s".into(), serde_json::json!(total));
+            (r["session_id"].as_str().unwrap().to_string(), run)
+        })
+        .collect()
 }
