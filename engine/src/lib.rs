@@ -150,7 +150,7 @@ pub struct Stats {
     /// own event time.
     pub sessions_expired: u64,
     /// Sessions closed, by [`CloseCause`] (in [`CloseCause::ALL`] order).
-    pub closed_by: [u64; 4],
+    pub closed_by: [u64; CloseCause::ALL.len()],
     /// Sequence numbers missing in closed sessions.
     pub missing_events: u64,
     /// Event ids forgotten before their time because a session's dedup memory was full (a

@@ -49,9 +49,9 @@ impl Worker {
         for (tp, part) in self.parts.iter_mut() {
             open += part.runner.engine().open_sessions() as i64;
             let closed_by = part.runner.engine().stats().closed_by;
-            for ((cause, now), before) in CloseCause::ALL.iter().zip(closed_by).zip(&mut part.reported_closed) {
-                metrics.sessions_closed.with_label_values(&[cause.as_str()]).inc_by(now - *before);
-                *before = now;
+            for ((cause, total), reported) in CloseCause::ALL.iter().zip(closed_by).zip(&mut part.reported_closed) {
+                metrics.sessions_closed.with_label_values(&[cause.as_str()]).inc_by(total - *reported);
+                *reported = total;
             }
             if only.is_some_and(|o| !o.contains(tp)) {
                 continue;

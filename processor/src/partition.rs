@@ -27,7 +27,7 @@ pub(crate) struct Part {
     pub(crate) reported_evicted: u64,
     pub(crate) reported_expired: u64,
     /// The engine's closed-by-cause counts already added to the metric.
-    pub(crate) reported_closed: [u64; 4],
+    pub(crate) reported_closed: [u64; pitgun_engine::CloseCause::ALL.len()],
     /// The engine's outputs for the record being fed (reused).
     pub(crate) out: Vec<Output>,
     /// Counts since the last round, summed into the summary and metrics on the polling thread

@@ -82,6 +82,11 @@ impl StateDb {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        // A new session id is looked up among the closed ids on disk, and is almost never there:
+        // a bloom filter answers most such misses without reading a block.
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_bloom_filter(10.0, false);
+        opts.set_block_based_table_factory(&table);
         let db = DB::open(&opts, dir).map_err(|e| folder(e.into()))?;
         match db.get(b"meta").map_err(Error::rocks("reading the meta record"))? {
             Some(bytes) => {
@@ -258,8 +263,10 @@ impl PartitionStore {
     /// Drops from memory the ids of sessions closed before `cutoff` (driver clock): memory
     /// stays bounded, and the state folder still has them.
     pub fn forget_closed_before(&mut self, cutoff: i64) -> usize {
+        // An id closed since the last checkpoint is not on disk yet: it stays until it is.
+        let unwritten: FxHashSet<&str> = self.newly_closed.iter().map(|(id, _)| &**id).collect();
         let before = self.closed.len();
-        self.closed.retain(|_, at| *at >= cutoff);
+        self.closed.retain(|id, at| *at >= cutoff || unwritten.contains(&**id));
         before - self.closed.len()
     }
 

@@ -104,7 +104,7 @@ impl Worker {
             reported_duplicates: 0,
             reported_evicted: 0,
             reported_expired: 0,
-            reported_closed: [0; 4],
+            reported_closed: Default::default(),
             out: Vec::new(),
             tally: Tally::default(),
             groups: SessionGroups::default(),

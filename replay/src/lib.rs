@@ -98,15 +98,22 @@ pub fn replay<E: std::fmt::Display>(
     let threads = options.threads.max(1);
     let compile = || compile().map_err(|e| ReplayError::Compile(format!("{e:#}")));
     let mut results = Vec::with_capacity(threads);
-    if threads == 1 {
+    let read = if threads == 1 {
         let mut shard = Shard::new(0, threads, options, Runner::new(compile()?));
-        for (fi, path) in inputs.iter().enumerate() {
-            for_each_chunk(path, fi as u32, progress, |chunk| Ok::<_, ReplayError>(shard.take(&chunk)))?;
-        }
+        let mut keep_going = true;
+        let read = inputs.iter().enumerate().try_for_each(|(fi, path)| match keep_going {
+            true => for_each_chunk(path, fi as u32, progress, |chunk| {
+                keep_going = shard.take(&chunk);
+                Ok::<_, ReplayError>(keep_going)
+            }),
+            false => Ok(()),
+        });
         results.push(shard.finish());
+        read
     } else {
         let stop = AtomicBool::new(false);
-        std::thread::scope(|scope| -> Result<(), ReplayError> {
+        // The outer result: a worker's failure; the inner: the reader's.
+        std::thread::scope(|scope| -> Result<Result<(), ReplayError>, ReplayError> {
             // Every worker sees every chunk and keeps the records of its own sessions: the reader
             // does no per-record work, and each session's events reach one engine in file order.
             let (senders, handles): (Vec<_>, Vec<_>) = (0..threads)
@@ -125,7 +132,7 @@ pub fn replay<E: std::fmt::Display>(
                     (tx, handle)
                 })
                 .unzip();
-            let read = inputs.iter().enumerate().try_for_each(|(fi, path)| {
+            let read = inputs.iter().enumerate().filter(|_| !stop.load(Ordering::Relaxed)).try_for_each(|(fi, path)| {
                 for_each_chunk(path, fi as u32, progress, |chunk| {
                     let chunk = Arc::new(chunk);
                     // A worker that stopped (its plan did not compile) leaves its result to say why.
@@ -140,16 +147,18 @@ pub fn replay<E: std::fmt::Display>(
             for r in joined {
                 results.push(r?);
             }
-            read
-        })?;
-    }
+            Ok(read)
+        })?
+    };
     let outcome = merge(results, options.changelog);
-    // Every shard read every record up to the first refused one (a shard stops only at its own,
-    // and the reader only after the chunk that held it), so the first in file order is found
-    // whatever the thread count; what the shards did past it is not an answer.
+    // Every record before the first refused one reached its shard: the reader stops only after
+    // the chunk that held a refusal was sent to every shard, and a shard feeds each chunk it gets
+    // up to its own first refusal. So the first in file order is found whatever the thread count.
+    // How far the reader got past it depends on timing (a read error there, too), and is not an
+    // answer: a refusal found wins over a read error, which can only come after it.
     match outcome.bad.first() {
         Some(first) if options.strict => Err(ReplayError::Refused { file: inputs[first.file].clone(), record: first.clone() }),
-        _ => Ok(outcome),
+        _ => read.map(|()| outcome),
     }
 }
 

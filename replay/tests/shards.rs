@@ -83,15 +83,22 @@ fn a_strict_run_stops_at_the_same_record_whatever_the_thread_count() {
     let lenient = run(std::slice::from_ref(&sample), 1);
     assert_eq!(lenient.bad.len(), 2, "both broken lines are refused");
     let first = &lenient.bad[0];
-    let answer = |threads| match run_with(std::slice::from_ref(&sample), Options { threads, changelog: false, strict: true }) {
+    let answer = |inputs: &[PathBuf], threads| match run_with(inputs, Options { threads, changelog: false, strict: true }) {
         Ok(o) => format!("rows {} records {} bad {:?}", o.rows.len(), o.records, summary(&o).2),
         Err(e) => format!("error: {e}"),
     };
-    let one = answer(1);
+    let one = answer(&[sample.clone()], 1);
     for threads in [2, 3] {
-        assert_eq!(answer(threads), one, "{threads} threads");
+        assert_eq!(answer(&[sample.clone()], threads), one, "{threads} threads");
     }
     assert!(one.contains(&format!(":{}: {}", first.line, first.reason)), "names the first refused record (line {}): {one}", first.line);
+    // A damaged file after it is never read: the run stopped at the refusal, whatever the
+    // thread count (one thread used to read on into the next file and fail on it).
+    let damaged = dir.path().join("damaged.ndjson.zst");
+    std::fs::write(&damaged, b"not zstandard at all").unwrap();
+    for threads in [1, 2, 3] {
+        assert_eq!(answer(&[sample.clone(), damaged.clone()], threads), one, "{threads} threads, a damaged file after");
+    }
 }
 
 #[test]
