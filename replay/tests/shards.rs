@@ -87,9 +87,9 @@ fn a_strict_run_stops_at_the_same_record_whatever_the_thread_count() {
         Ok(o) => format!("rows {} records {} bad {:?}", o.rows.len(), o.records, summary(&o).2),
         Err(e) => format!("error: {e}"),
     };
-    let one = answer(&[sample.clone()], 1);
+    let one = answer(std::slice::from_ref(&sample), 1);
     for threads in [2, 3] {
-        assert_eq!(answer(&[sample.clone()], threads), one, "{threads} threads");
+        assert_eq!(answer(std::slice::from_ref(&sample), threads), one, "{threads} threads");
     }
     assert!(one.contains(&format!(":{}: {}", first.line, first.reason)), "names the first refused record (line {}): {one}", first.line);
     // A damaged file after it is never read: the run stopped at the refusal, whatever the
