@@ -370,9 +370,7 @@ impl<S: SessionStore> Engine<S> {
         // event that breaks it finds the session closed, in replay (which reads the gap) as in
         // the stream (whose wall clock expired the session meanwhile, or would have).
         if session.end.is_none() && session.max_time != i64::MIN && ev.time_us.saturating_sub(session.max_time) > core.plan.idle_us {
-            let session = self.sessions.remove(ev.session_id).expect("present");
-            self.core.close(session, ev.session_id, CloseCause::Gap, out);
-            self.sessions.mark_closed(ev.session_id, now_us);
+            self.close_session(ev.session_id, CloseCause::Gap, now_us, out);
             self.core.stats.late += 1;
             out.push(Output::Late(note(ev, "session_closed", AFTER_SILENCE)));
             return;
@@ -444,9 +442,7 @@ impl<S: SessionStore> Engine<S> {
         let wm = session.watermark(&core.plan);
         core.release(session, ev.session_id, Some(wm), out);
         if session.end.is_some_and(|(t, _)| t < wm) {
-            let session = self.sessions.remove(ev.session_id).expect("present");
-            self.core.close(session, ev.session_id, CloseCause::End, out);
-            self.sessions.mark_closed(ev.session_id, now_us);
+            self.close_session(ev.session_id, CloseCause::End, now_us, out);
             return;
         }
         core.advance(session, wm, out);
@@ -489,10 +485,7 @@ impl<S: SessionStore> Engine<S> {
     fn close_all(&mut self, mut ids: Vec<Box<str>>, now_us: i64, out: &mut Vec<Output>) {
         ids.sort();
         for id in ids {
-            let session = self.sessions.remove(&id).expect("present");
-            let cause = if session.has_ended() { CloseCause::End } else { CloseCause::Idle };
-            self.core.close(session, &id, cause, out);
-            self.sessions.mark_closed(&id, now_us);
+            self.close_session(&id, CloseCause::Idle, now_us, out);
         }
     }
 
@@ -502,10 +495,17 @@ impl<S: SessionStore> Engine<S> {
         let mut ids = self.sessions.open_ids();
         ids.sort();
         for id in ids {
-            let session = self.sessions.remove(&id).expect("present");
-            self.core.close(session, &id, CloseCause::InputEnd, out);
-            self.sessions.mark_closed(&id, now_us);
+            self.close_session(&id, CloseCause::InputEnd, now_us, out);
         }
+    }
+
+    /// Closes an open session and remembers it closed at `now_us` of the driver's clock. An ended
+    /// session the clock closes ([`CloseCause::Idle`]) counts as closed by its end.
+    fn close_session(&mut self, id: &str, cause: CloseCause, now_us: i64, out: &mut Vec<Output>) {
+        let session = self.sessions.remove(id).expect("present");
+        let cause = if cause == CloseCause::Idle && session.has_ended() { CloseCause::End } else { cause };
+        self.core.close(session, id, cause, out);
+        self.sessions.mark_closed(id, now_us);
     }
 }
 
