@@ -74,6 +74,12 @@ pub struct ProcessArgs {
     /// `--consumer-config fetch.max.bytes=104857600`.
     #[arg(long = "consumer-config", value_name = "KEY=VALUE", value_parser = parse_setting)]
     consumer_config: Vec<(String, String)>,
+    /// Do not write the state changelog (`pitgun.state.<manifest>.v<version>`). By default each
+    /// checkpoint's state changes go there too, so a replica that takes a partition (rebalance,
+    /// rescaling, a lost volume) restores its sessions from it and goes on from the group's
+    /// offset; without it such a partition is rebuilt by reading its input from the start.
+    #[arg(long)]
+    no_changelog: bool,
     /// Engine threads (default: the machine's cores). Partitions are spread over them; one
     /// partition is fed by one thread at a time, so more threads than partitions gain nothing.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -122,6 +128,7 @@ pub fn run(args: ProcessArgs) -> Result<ExitCode> {
         output_partitions: args.output_partitions,
         flush_timeout: args.flush_timeout,
         consumer_settings: args.consumer_config,
+        changelog: !args.no_changelog,
         threads: args.threads.map(usize::from).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
     })?;
     println!("{}", serde_json::to_string(&summary)?);

@@ -182,7 +182,8 @@ fn two_replicas_one_killed_survivor_takes_over() {
         assert!(Instant::now() < deadline, "survivor did not produce every row in time ({} of {})", latest.len(), expected.lines().count());
         std::thread::sleep(Duration::from_millis(500));
     }
-    assert!(a.log_count("rebuilding from the earliest offset") + a.log_count("restored checkpoint") > 4, "A did not take partitions over");
+    let took = a.log_count("rebuilding from the earliest offset") + a.log_count("restored checkpoint") + a.log_count("restored from the changelog");
+    assert!(took > 4, "A did not take partitions over");
 }
 
 /// Version 1 and version 2 of a manifest run as two groups over the same topic; each writes its
@@ -416,11 +417,24 @@ fn assert_each_version_once_in_order(topic: &[String], changelog: &str, what: &s
 /// A partition has one owner's state. Replica A reads the first third and stops; replica B
 /// (no local state) takes every partition and reads the second third; A comes back with a
 /// checkpoint that is no longer the group's. Neither may re-emit what the other already
-/// emitted: B catches up to the group's offsets without emitting, A discards its stale
-/// checkpoint. Every row version reaches the topic once, in replay's order.
+/// emitted: B restores A's state from the changelog and goes on from the group's offsets, A
+/// discards its stale checkpoint and restores B's from the changelog. Every row version
+/// reaches the topic once, in replay's order.
 #[test]
 fn a_partition_that_comes_back_does_not_resume_a_stale_checkpoint() {
-    let ns = Ns::new("owner");
+    hand_offs(true);
+}
+
+/// The same hand-offs without the changelog: B rebuilds the partitions from the earliest
+/// offset and catches up to the group's offsets without emitting; A discards its stale
+/// checkpoint and rebuilds too.
+#[test]
+fn without_the_changelog_a_taken_partition_is_rebuilt_without_re_emitting() {
+    hand_offs(false);
+}
+
+fn hand_offs(changelog_on: bool) {
+    let ns = Ns::new(if changelog_on { "owner" } else { "owner-rebuild" });
     ns.create_topics(2);
     let dir = tempfile::tempdir().unwrap();
     let data = simulate(dir.path(), "owner.ndjson", 29, 8, "3m", None);
@@ -435,8 +449,10 @@ fn a_partition_that_comes_back_does_not_resume_a_stale_checkpoint() {
     let (sa, sb) = (dir.path().join("a"), dir.path().join("b"));
     let (sa, sb) = (sa.to_str().unwrap().to_string(), sb.to_str().unwrap().to_string());
     let addr = format!("127.0.0.1:{}", free_port());
+    let mode: &[&str] = if changelog_on { &[] } else { &["--no-changelog"] };
     let run = |state: &str, name: &str, consumed: usize| {
-        let mut p = Service::start(name, &process_args(&m_s, state, &["--checkpoint-interval", "200ms", "--metrics-listen", &addr]), &ns);
+        let extra = [&["--checkpoint-interval", "200ms", "--metrics-listen", &addr][..], mode].concat();
+        let mut p = Service::start(name, &process_args(&m_s, state, &extra), &ns);
         wait_consumed(&addr, consumed, name);
         p.sigterm();
         assert!(p.wait(Duration::from_secs(30)), "{name} did not stop cleanly");
@@ -447,11 +463,17 @@ fn a_partition_that_comes_back_does_not_resume_a_stale_checkpoint() {
     ns.produce_lines(first.iter().map(|s| s.as_str()));
     run(&sa, "a1", first.len());
     ns.produce_lines(second.iter().map(|s| s.as_str()));
-    // B rebuilds both partitions from the earliest offset: the first third again, silently.
-    let b = run(&sb, "b", first.len() + second.len());
-    assert_eq!(b["rebuilt_partitions"], 2, "B: {b}");
+    // With the changelog B restores A's state and reads the second third; without, it rebuilds
+    // both partitions from the earliest offset: the first third again, silently.
+    let b = match changelog_on {
+        true => run(&sb, "b", second.len()),
+        false => run(&sb, "b", first.len() + second.len()),
+    };
+    let taken = if changelog_on { "changelog_restored_partitions" } else { "rebuilt_partitions" };
+    assert_eq!(b[taken], 2, "B: {b}");
     ns.produce_lines(last.iter().map(|s| s.as_str()));
-    let mut a2 = Service::start("a2", &process_args(&m_s, &sa, &["--checkpoint-interval", "200ms", "--until-end"]), &ns);
+    let extra = [&["--checkpoint-interval", "200ms", "--until-end"][..], mode].concat();
+    let mut a2 = Service::start("a2", &process_args(&m_s, &sa, &extra), &ns);
     assert!(a2.wait(Duration::from_secs(120)), "a2 failed");
     let a = a2.summary();
     eprintln!("a2: {a}");
@@ -477,6 +499,7 @@ fn a_partition_that_comes_back_does_not_resume_a_stale_checkpoint() {
     }
     assert_rows_equal_replay(&ns.latest_rows("pitgun.aggregates.lap-performance.v1"), &expected, "after two hand-offs");
     assert_eq!((a["restored_partitions"].as_u64(), a["discarded_checkpoints"].as_u64()), (Some(0), Some(2)), "A resumed a stale checkpoint: {a}");
+    assert_eq!(a[taken], 2, "A2: {a}");
 }
 
 /// Cooperative assignment and static membership: replicas named with `--instance-id` (a
@@ -512,16 +535,11 @@ fn a_static_member_restarted_in_time_moves_no_partition() {
         assert!(Instant::now() < deadline, "the two replicas did not share the partitions in time");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let taken = b.log_count("rebuilding from the earliest offset") + b.log_count("restored checkpoint");
+    let taken = b.log_count("restored from the changelog");
     let revoked = a.log_count("partition revoked");
     eprintln!("B took {taken} partitions; A gave up {revoked}");
-    assert_eq!(revoked, taken, "cooperative assignment: A gives up only the partitions B takes");
-    // B rebuilt what it took from the earliest offset; stopped before it caught up with A's
-    // offsets, its state would not be the group's (and would be rebuilt again, rightly).
-    while b.log_count("caught up with the group's committed offset") < taken {
-        assert!(Instant::now() < deadline, "B did not catch up in time");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert_eq!(revoked, taken, "cooperative assignment: A gives up only the partitions B takes, and B restores them from the changelog");
+    assert_eq!(b.log_count("rebuilding from the earliest offset"), 0, "B rebuilt a partition the changelog holds");
     b.sigterm();
     assert!(b.wait(Duration::from_secs(30)), "B did not stop cleanly");
 

@@ -1,5 +1,6 @@
 //! The checkpoint protocol: every emitted row acknowledged, then state and offsets in one
-//! RocksDB batch, then the offsets committed to the group.
+//! RocksDB batch, then the same changes acknowledged on the changelog, then the offsets
+//! committed to the group.
 
 use pitgun_engine::CloseCause;
 use std::sync::atomic::Ordering;
@@ -14,14 +15,21 @@ use rdkafka::{Offset, TopicPartitionList};
 use rocksdb::WriteBatch;
 use tracing::info;
 
+use crate::changelog::Due;
 use crate::partition::Part;
 use crate::rebalance::Ctx;
 use crate::scheduler::on_threads;
+use crate::state::Change;
 use crate::worker::{now_us, Tp, Worker};
+use std::collections::BTreeMap;
+
+/// A partition's checkpoint changes, for the changelog.
+type Logged = (Tp, Vec<Change>);
 
 impl Worker {
     /// The checkpoint, in order: flush the producer until every emitted row is acknowledged;
-    /// write state and offsets of the partitions in one RocksDB batch; commit the offsets.
+    /// write state and offsets of the partitions in one RocksDB batch; write the changes (or a
+    /// snapshot) and a mark per partition to the changelog and wait for them; commit the offsets.
     pub(crate) fn checkpoint(&mut self, consumer: &BaseConsumer<Ctx>, only: Option<&[Tp]>, mode: CommitMode) -> Result<()> {
         self.absorb();
         let started = Instant::now();
@@ -71,21 +79,36 @@ impl Worker {
         // The engines wait while a checkpoint runs, so the partitions' sessions are serialised
         // on as many threads; their batches are then joined into the one batch written.
         let db = &self.db;
+        let logged = self.changelog.is_some();
         let queue = Mutex::new(due);
         let stage = |_| {
             let mut staged = Vec::new();
             while let Some((tp, part)) = queue.lock().expect("checkpoint queue").pop() {
                 let mut batch = WriteBatch::default();
-                db.stage(&mut batch, &tp.0, tp.1, part.next_offset, part.runner.engine_mut().store_mut());
-                staged.push(batch);
+                // A partition still catching up is not the group's state: the changelog keeps
+                // the previous owner's until this one is.
+                let mut changes = (logged && !part.catching_up()).then(Vec::new);
+                db.stage(&mut batch, &tp.0, tp.1, part.next_offset, part.runner.engine_mut().store_mut(), changes.as_mut());
+                staged.push((batch, changes.map(|c| (tp.clone(), c))));
             }
             Ok(staged)
         };
-        let batches: Vec<WriteBatch> = on_threads(self.threads.clamp(1, tpl.count().max(1)), stage)?.into_iter().flatten().collect();
+        let staged: Vec<(WriteBatch, Option<Logged>)> = on_threads(self.threads.clamp(1, tpl.count().max(1)), stage)?.into_iter().flatten().collect();
+        let (batches, logged): (Vec<WriteBatch>, Vec<_>) = staged.into_iter().unzip();
         let batch = crate::state::join_batches(&batches);
         let (staged, bytes) = (started.elapsed(), batch.size_in_bytes());
         self.db.write(batch)?;
         let written = started.elapsed();
+        if let Some(log) = &self.changelog {
+            let mut changes: BTreeMap<Tp, Vec<Change>> = logged.into_iter().flatten().collect();
+            let mut due: Vec<Due<'_>> = Vec::new();
+            for (tp, part) in self.parts.iter_mut() {
+                if let Some(changes) = changes.remove(tp) {
+                    due.push(Due { topic: &tp.0, partition: tp.1, offset: part.next_offset, chain: &mut part.chain, changes });
+                }
+            }
+            log.write(&self.db, &mut due, metrics)?;
+        }
         if tpl.count() > 0 {
             consumer.commit(&tpl, mode).map_err(EdgeError::kafka("offset commit to the group failed"))?;
         }
@@ -93,7 +116,7 @@ impl Worker {
         metrics.checkpoints.inc();
         self.summary.checkpoints += 1;
         metrics.checkpoint_seconds.observe(started.elapsed().as_secs_f64());
-        tracing::debug!(partitions = tpl.count(), seconds = started.elapsed().as_secs_f64(), ?flushed, ?staged, ?written, bytes, records = self.summary.records,
+        tracing::debug!(partitions = tpl.count(), seconds = started.elapsed().as_secs_f64(), ?flushed, ?staged, ?written, logged = ?started.elapsed(), bytes, records = self.summary.records,
             offsets = ?self.parts.values().map(|p| p.next_offset).collect::<Vec<_>>(), "checkpoint");
         metrics.state_bytes.set(self.db.size_bytes() as i64);
         self.last_checkpoint = Instant::now();

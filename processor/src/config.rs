@@ -45,6 +45,9 @@ pub struct Config {
     pub flush_timeout: Duration,
     /// Extra librdkafka settings for the consumer (`fetch.max.bytes`, …), applied last.
     pub consumer_settings: Vec<(String, String)>,
+    /// Write the state changelog (`pitgun.state.<manifest>.v<version>`) at every checkpoint and
+    /// restore partitions taken from another replica from it (else they are rebuilt).
+    pub changelog: bool,
     /// Engine threads: owned partitions are fed by this many threads at once (each partition
     /// by one thread at a time, so its order is kept).
     pub threads: usize,
@@ -63,6 +66,8 @@ pub struct Summary {
     pub deadletters: u64,
     /// Partitions resumed from a local checkpoint.
     pub restored_partitions: u64,
+    /// Partitions restored from the state changelog.
+    pub changelog_restored_partitions: u64,
     /// Partitions rebuilt from the earliest offset.
     pub rebuilt_partitions: u64,
     /// Local checkpoints discarded (not at the group's committed offset).

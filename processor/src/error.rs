@@ -67,6 +67,19 @@ pub enum Error {
         /// The last delivery error.
         last: String,
     },
+    /// The state changelog could not be read as expected (the partition is rebuilt instead).
+    #[error("state changelog {0}")]
+    Changelog(String),
+    /// The changelog topic has too few partitions for the input's.
+    #[error("the changelog topic {topic} has {has} partitions; input partition {needs} needs one of its own (delete the topic, or give it more partitions)")]
+    ChangelogPartitions {
+        /// The changelog topic.
+        topic: String,
+        /// Its partitions.
+        has: usize,
+        /// The highest input partition number.
+        needs: i32,
+    },
     /// A checkpoint of partitions being revoked failed.
     #[error("checkpoint of revoked partitions failed")]
     RevokeCheckpoint(#[source] Box<Error>),

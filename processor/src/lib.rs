@@ -11,10 +11,14 @@
 //!   broker; only after the batch is the offset committed to the group (for lag in standard
 //!   tools). After a crash the processor seeks to its *own* checkpointed offsets, re-emits what
 //!   it had emitted after them (same rows, same `row_id`s — sinks upsert), and goes on.
-//! - A partition with no local checkpoint (empty state folder, or a partition that came from
-//!   another replica in a rebalance) is rebuilt from the earliest retained offset. This broker
-//!   has no transactions, so this is the effectively-once contract: atomic state+offset
-//!   checkpoints here, idempotent upserts downstream.
+//! - Each checkpoint's state changes are also written to the partition's share of the state
+//!   changelog topic before the offsets are committed ([`changelog`]). A partition with no local
+//!   checkpoint at the group's offset (an empty state folder, or a partition that came from
+//!   another replica in a rebalance) is restored from the changelog, and continues from the
+//!   committed offset; only when the changelog cannot give that state (turned off, or its
+//!   snapshot past retention) is it rebuilt from the earliest retained offset. This broker has
+//!   no transactions, so this is the effectively-once contract: atomic state+offset checkpoints
+//!   here, idempotent upserts downstream.
 //! - Each owned partition's records come through its own librdkafka queue, read in batches
 //!   ([`queue`]), so `--threads` engine threads feed partitions in parallel: in *rounds*, each
 //!   thread takes whichever partition is free for a chunk of records; one partition is never
@@ -36,6 +40,7 @@
 //! `thiserror` ([`error`]: what stops the processor, typed; `anyhow` stays in the binary).
 #![deny(missing_docs)]
 
+mod changelog;
 mod checkpoint;
 mod config;
 pub mod error;

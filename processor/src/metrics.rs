@@ -46,6 +46,18 @@ pub struct Metrics {
     pub restore_seconds: Histogram,
     /// State size on disk (RocksDB SST files + memtables).
     pub state_bytes: IntGauge,
+    /// Bytes written to the state changelog (keys and values).
+    pub changelog_bytes: IntCounter,
+    /// Full snapshots written to the state changelog.
+    pub changelog_snapshots: IntCounter,
+    /// Partitions restored from the state changelog.
+    pub changelog_restored: IntCounter,
+    /// Changelog records read by restores (rate: restore records/s).
+    pub restore_records: IntCounter,
+    /// Changelog bytes read by restores.
+    pub restore_bytes: IntCounter,
+    /// Time to restore one partition from the changelog (read and write to local state).
+    pub changelog_restore_seconds: Histogram,
 }
 
 impl Metrics {
@@ -88,6 +100,12 @@ impl Metrics {
         )
         .expect("metric");
         registry.register(Box::new(restore_seconds.clone())).expect("register");
+        let changelog_restore_seconds = Histogram::with_opts(
+            HistogramOpts::new("changelog_restore_duration_seconds", "Restoring one partition from the state changelog at assignment")
+                .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0]),
+        )
+        .expect("metric");
+        registry.register(Box::new(changelog_restore_seconds.clone())).expect("register");
         Metrics {
             events_in: c("events_in_total", "Records consumed"),
             rejected,
@@ -109,6 +127,12 @@ impl Metrics {
             sessions_restored: c("sessions_restored_total", "Sessions restored from local checkpoints"),
             restore_seconds,
             state_bytes: g("state_size_bytes", "RocksDB SST files plus memtables"),
+            changelog_bytes: c("changelog_bytes_total", "Bytes written to the state changelog"),
+            changelog_snapshots: c("changelog_snapshots_total", "Full snapshots written to the state changelog"),
+            changelog_restored: c("changelog_restored_total", "Partitions restored from the state changelog"),
+            restore_records: c("restore_records_total", "State changelog records read by restores"),
+            restore_bytes: c("restore_bytes_total", "State changelog bytes read by restores"),
+            changelog_restore_seconds,
             registry,
         }
     }

@@ -8,6 +8,7 @@ use pitgun_engine::{Output, Runner};
 use pitgun_runtime::kafka::headers;
 use tracing::{info, warn};
 
+use crate::changelog::Chain;
 use crate::group::SessionGroups;
 use crate::outlet::{Dest, Outlet};
 use crate::queue::{prefetch, PartitionFeed, Scratch};
@@ -28,6 +29,8 @@ pub(crate) struct Part {
     pub(crate) reported_expired: u64,
     /// The engine's closed-by-cause counts already added to the metric.
     pub(crate) reported_closed: [u64; pitgun_engine::CloseCause::ALL.len()],
+    /// What this replica has written to the changelog for the partition since taking it.
+    pub(crate) chain: Chain,
     /// The engine's outputs for the record being fed (reused).
     pub(crate) out: Vec<Output>,
     /// Counts since the last round, summed into the summary and metrics on the polling thread

@@ -16,6 +16,7 @@ use rdkafka::producer::{Producer, ThreadedProducer};
 use send_wrapper::SendWrapper;
 use tracing::{info, warn};
 
+use crate::changelog::Changelog;
 use crate::config::{Config, Summary};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -64,9 +65,14 @@ pub fn run(cfg: Config) -> Result<Summary> {
         info!("metrics on http://{bound}/metrics");
     }
 
+    let changelog = match cfg.changelog {
+        true => Some(changelog(&cfg, &inputs)?),
+        false => None,
+    };
     let worker = Rc::new(RefCell::new(Worker {
         cfg_plan: cfg.plan.clone(),
         db,
+        changelog,
         outlet: Outlet { producer, topics: out_topics, metrics, flush_timeout: cfg.flush_timeout },
         parts: BTreeMap::new(),
         bounds: BTreeMap::new(),
@@ -214,4 +220,21 @@ pub fn run(cfg: Config) -> Result<Summary> {
     drop(c);
     drop(consumer);
     Ok(summary)
+}
+
+/// The state changelog: its topic created with a partition per input partition (the most any
+/// input topic has), or checked to have enough.
+fn changelog(cfg: &Config, inputs: &[String]) -> Result<Changelog> {
+    let topic = cfg.broker.name(&topics::changelog(&cfg.manifest, cfg.version));
+    let admin: BaseConsumer = cfg.broker.client_config("pitgun-process-admin").create().map_err(EdgeError::kafka("cannot create a Kafka client"))?;
+    let mut needs = 0;
+    for input in inputs {
+        needs = needs.max(partition_bounds(&admin, input)?.keys().max().map_or(0, |p| p + 1));
+    }
+    cfg.broker.ensure_topics(std::slice::from_ref(&topic), needs.max(1), Duration::from_secs(10))?;
+    let has = partition_bounds(&admin, &topic)?.len();
+    if (has as i32) < needs {
+        return Err(Error::ChangelogPartitions { topic, has, needs: needs - 1 });
+    }
+    Changelog::new(&cfg.broker, topic, &format!("pitgun-process-{}-changelog", cfg.manifest), cfg.flush_timeout)
 }

@@ -155,42 +155,82 @@ impl StateDb {
 
     /// Deletes the partition's checkpoint: its offset, sessions, ring chunks and closed ids.
     pub fn discard(&self, topic: &str, partition: i32) -> Result<()> {
-        let mut batch = WriteBatch::default();
-        for tag in [b's', b'r', b'c'] {
-            let (mut from, mut to) = (part_prefix(tag, topic, partition), part_prefix(tag, topic, partition));
-            from.push(0);
-            to.push(1);
-            batch.delete_range(from, to);
-        }
-        batch.delete(part_prefix(b'o', topic, partition));
-        self.db.write(batch).map_err(Error::rocks("discarding a checkpoint"))
+        self.db.write(discard_batch(topic, partition)).map_err(Error::rocks("discarding a checkpoint"))
     }
 
-    /// Adds the partition's changes since its last checkpoint, and its offset, to `batch`.
-    pub fn stage(&self, batch: &mut WriteBatch, topic: &str, partition: i32, offset: i64, store: &mut PartitionStore) {
+    /// Adds the partition's changes since its last checkpoint, and its offset, to `batch`; with
+    /// `mirror`, the same changes (the offset aside) are also listed there, for the changelog.
+    pub fn stage(
+        &self,
+        batch: &mut WriteBatch,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        store: &mut PartitionStore,
+        mirror: Option<&mut Vec<Change>>,
+    ) {
+        let mut w = Writes { batch, mirror };
         for id in store.dirty.drain() {
             let key = session_key(b's', topic, partition, &id);
             match store.open.get_mut(&id) {
                 Some(state) => {
                     let (record, ring) = state.checkpoint();
-                    batch.put(key, record);
+                    w.put(key, record);
                     for (chunk, bytes) in ring.put {
-                        batch.put(chunk_key(topic, partition, &id, chunk), bytes);
+                        w.put(chunk_key(topic, partition, &id, chunk), bytes);
                     }
                     if !ring.delete.is_empty() {
-                        batch.delete_range(chunk_key(topic, partition, &id, ring.delete.start), chunk_key(topic, partition, &id, ring.delete.end));
+                        w.delete_range(chunk_key(topic, partition, &id, ring.delete.start), chunk_key(topic, partition, &id, ring.delete.end));
                     }
                 }
                 None => {
-                    batch.delete(key);
-                    batch.delete_range(chunk_key(topic, partition, &id, 0), chunk_key(topic, partition, &id, u64::MAX));
+                    w.delete(key);
+                    w.delete_range(chunk_key(topic, partition, &id, 0), chunk_key(topic, partition, &id, u64::MAX));
                 }
             }
         }
         for (id, at) in store.newly_closed.drain(..) {
-            batch.put(session_key(b'c', topic, partition, &id), at.to_be_bytes());
+            w.put(session_key(b'c', topic, partition, &id), at.to_be_bytes().to_vec());
         }
-        batch.put(part_prefix(b'o', topic, partition), offset.to_be_bytes());
+        batch_offset(w.batch, topic, partition, offset);
+    }
+
+    /// Every record of the partition's checkpoint but its offset: sessions, ring chunks and
+    /// closed ids (a changelog snapshot).
+    pub fn partition_records(&self, topic: &str, partition: i32) -> Result<Vec<KeyValue>> {
+        let mut records = Vec::new();
+        for tag in [b's', b'r', b'c'] {
+            let mut prefix = part_prefix(tag, topic, partition);
+            prefix.push(0);
+            for item in self.db.iterator(IteratorMode::From(&prefix, Direction::Forward)) {
+                let (k, v) = item.map_err(Error::rocks("reading a checkpoint"))?;
+                if !k.starts_with(&prefix) {
+                    break;
+                }
+                records.push((k, v));
+            }
+        }
+        Ok(records)
+    }
+
+    /// Replaces the partition's checkpoint with `changes` (a changelog's snapshot and the
+    /// deltas after it, in order) at `offset`, in one batch.
+    pub fn replace(&self, topic: &str, partition: i32, offset: i64, changes: Vec<Change>) -> Result<()> {
+        let mut batch = discard_batch(topic, partition);
+        for change in changes {
+            match change {
+                Change::Put(k, v) => batch.put(k, v),
+                Change::Delete(k) => batch.delete(k),
+                Change::DeleteRange(from, to) => batch.delete_range(from, to),
+            }
+        }
+        batch_offset(&mut batch, topic, partition, offset);
+        self.db.write(batch).map_err(Error::rocks("writing a checkpoint from the changelog"))
+    }
+
+    /// The key of the partition's offset record (the changelog's marks carry it too).
+    pub fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
+        part_prefix(b'o', topic, partition)
     }
 
     /// Writes a batch atomically.
@@ -202,6 +242,66 @@ impl StateDb {
     pub fn size_bytes(&self) -> u64 {
         let prop = |p: &str| self.db.property_int_value(p).ok().flatten().unwrap_or(0);
         prop("rocksdb.total-sst-files-size") + prop("rocksdb.cur-size-all-mem-tables")
+    }
+}
+
+/// A batch that deletes the partition's whole checkpoint.
+fn discard_batch(topic: &str, partition: i32) -> WriteBatch {
+    let mut batch = WriteBatch::default();
+    for tag in [b's', b'r', b'c'] {
+        let (mut from, mut to) = (part_prefix(tag, topic, partition), part_prefix(tag, topic, partition));
+        from.push(0);
+        to.push(1);
+        batch.delete_range(from, to);
+    }
+    batch.delete(part_prefix(b'o', topic, partition));
+    batch
+}
+
+fn batch_offset(batch: &mut WriteBatch, topic: &str, partition: i32, offset: i64) {
+    batch.put(part_prefix(b'o', topic, partition), offset.to_be_bytes());
+}
+
+/// A stored key and its value.
+pub type KeyValue = (Box<[u8]>, Box<[u8]>);
+
+/// One change to a partition's checkpoint, as the changelog carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Set a key.
+    Put(Vec<u8>, Vec<u8>),
+    /// Delete a key.
+    Delete(Vec<u8>),
+    /// Delete the keys from the first to the second (excluded).
+    DeleteRange(Vec<u8>, Vec<u8>),
+}
+
+/// A write batch, and optionally the same changes listed for the changelog.
+struct Writes<'a> {
+    batch: &'a mut WriteBatch,
+    mirror: Option<&'a mut Vec<Change>>,
+}
+
+impl Writes<'_> {
+    fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.batch.put(&key, &value);
+        if let Some(m) = self.mirror.as_deref_mut() {
+            m.push(Change::Put(key, value));
+        }
+    }
+
+    fn delete(&mut self, key: Vec<u8>) {
+        self.batch.delete(&key);
+        if let Some(m) = self.mirror.as_deref_mut() {
+            m.push(Change::Delete(key));
+        }
+    }
+
+    fn delete_range(&mut self, from: Vec<u8>, to: Vec<u8>) {
+        self.batch.delete_range(&from, &to);
+        if let Some(m) = self.mirror.as_deref_mut() {
+            m.push(Change::DeleteRange(from, to));
+        }
     }
 }
 
@@ -339,7 +439,7 @@ mod tests {
             let mut store = PartitionStore::default();
             store.mark_closed("s-0", 5);
             let mut batch = WriteBatch::default();
-            db.stage(&mut batch, "t", partition, offset, &mut store);
+            db.stage(&mut batch, "t", partition, offset, &mut store, None);
             db.write(batch).unwrap();
         }
         // An open session's record and a ring chunk of partition 1 (their bytes do not matter here).

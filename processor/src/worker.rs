@@ -11,12 +11,13 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::Offset;
 use tracing::{info, warn};
 
+use crate::changelog::{Chain, Changelog};
 use crate::config::{PlanFactory, Summary};
 use crate::group::SessionGroups;
 use crate::outlet::Outlet;
 use crate::partition::{Part, Tally};
 use crate::queue::Scratch;
-use crate::state::StateDb;
+use crate::state::{Restored, StateDb};
 
 /// An input partition: topic and partition number.
 pub(crate) type Tp = (String, i32);
@@ -26,6 +27,8 @@ pub(crate) type Tp = (String, i32);
 pub(crate) struct Worker {
     pub(crate) cfg_plan: PlanFactory,
     pub(crate) db: StateDb,
+    /// The state changelog (none when turned off).
+    pub(crate) changelog: Option<Changelog>,
     pub(crate) outlet: Outlet,
     pub(crate) parts: BTreeMap<Tp, Part>,
     /// Low and high watermarks seen at start (for `--until-end` and rebuilds).
@@ -57,8 +60,9 @@ impl Worker {
     /// group's committed offset for it: the local checkpoint is this partition's state only if
     /// it was written at exactly that offset (another replica may have owned the partition
     /// since, or a crash came between the state write and the commit). Anything else is
-    /// discarded and the partition rebuilt from the earliest offset, its outputs held back
-    /// below `committed` — the replica that committed it has sent them.
+    /// discarded, and the state at `committed` is read from the changelog; failing that, the
+    /// partition is rebuilt from the earliest offset, its outputs held back below `committed`
+    /// — the replica that committed it has sent them.
     pub(crate) fn take_partition(&mut self, topic: &str, partition: i32, committed: Option<i64>) -> Result<Offset> {
         let plan = (self.cfg_plan)().map_err(crate::error::Error::Plan)?;
         let tp = (topic.to_string(), partition);
@@ -79,13 +83,23 @@ impl Worker {
             }
             None => None,
         };
+        let (from_log, local) = match (local, committed) {
+            (None, Some(at)) => (true, self.restore_from_changelog(topic, partition, at)?),
+            (local, _) => (false, local),
+        };
         let (store, offset, start) = match local {
             Some(mut r) => {
                 r.store.resume(now_us());
-                self.outlet.metrics.checkpoints_restored.inc();
                 self.outlet.metrics.sessions_restored.inc_by(r.store.open_count() as u64);
-                self.summary.restored_partitions += 1;
-                info!(topic, partition, offset = r.offset, sessions = r.store.open_count(), "restored checkpoint");
+                if from_log {
+                    self.outlet.metrics.changelog_restored.inc();
+                    self.summary.changelog_restored_partitions += 1;
+                    info!(topic, partition, offset = r.offset, sessions = r.store.open_count(), "restored from the changelog");
+                } else {
+                    self.outlet.metrics.checkpoints_restored.inc();
+                    self.summary.restored_partitions += 1;
+                    info!(topic, partition, offset = r.offset, sessions = r.store.open_count(), "restored checkpoint");
+                }
                 (r.store, r.offset, Offset::Offset(r.offset))
             }
             None => {
@@ -105,6 +119,7 @@ impl Worker {
             reported_evicted: 0,
             reported_expired: 0,
             reported_closed: Default::default(),
+            chain: Chain::new(),
             out: Vec::new(),
             tally: Tally::default(),
             groups: SessionGroups::default(),
@@ -112,6 +127,40 @@ impl Worker {
         };
         self.parts.insert(tp, part);
         Ok(start)
+    }
+
+    /// The partition's state at the group's `committed` offset from the changelog, written to
+    /// the state folder; `None` when the changelog is off or cannot give it (rebuild instead).
+    fn restore_from_changelog(&mut self, topic: &str, partition: i32, committed: i64) -> Result<Option<Restored>> {
+        let Some(log) = &self.changelog else { return Ok(None) };
+        let started = Instant::now();
+        let read = match log.restore(topic, partition, committed) {
+            Ok(Some(read)) => read,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                let error =
+                    std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source()).map(|e| e.to_string()).collect::<Vec<_>>().join(": ");
+                warn!(topic, partition, committed, error, "cannot restore from the changelog");
+                return Ok(None);
+            }
+        };
+        let metrics = &self.outlet.metrics;
+        metrics.restore_records.inc_by(read.records);
+        metrics.restore_bytes.inc_by(read.bytes);
+        self.db.replace(topic, partition, committed, read.changes)?;
+        let restored = self.db.restore(topic, partition)?;
+        let seconds = started.elapsed().as_secs_f64();
+        metrics.changelog_restore_seconds.observe(seconds);
+        info!(
+            topic,
+            partition,
+            records = read.records,
+            bytes = read.bytes,
+            seconds,
+            records_per_second = read.records as f64 / seconds.max(1e-9),
+            "changelog restore"
+        );
+        Ok(restored)
     }
 
     /// A record from the consumer's main queue (fetched before its partition's queue was split).

@@ -156,6 +156,12 @@ pub mod topics {
         format!("pitgun.late.{manifest}.v{version}")
     }
 
+    /// Session state of one manifest version: partition p holds the checkpoints of input
+    /// partition p, so a replica that takes a partition restores it without reading the input.
+    pub fn changelog(manifest: &str, version: u32) -> String {
+        format!("pitgun.state.{manifest}.v{version}")
+    }
+
     /// The consumer group of one manifest version.
     pub fn group(manifest: &str, version: u32) -> String {
         format!("pitgun.{manifest}.v{version}")

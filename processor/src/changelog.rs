@@ -1,0 +1,360 @@
+//! The state changelog: every checkpoint's changes to a partition's state, also written to the
+//! topic `pitgun.state.<manifest>.v<version>` (partition p holds input partition p), so a
+//! replica that takes a partition restores its sessions from there and continues from the
+//! group's committed offset instead of rebuilding it from the earliest input offset.
+//!
+//! The broker keeps every record (it does not compact topics; see the README), so restore must
+//! not read the whole topic. Each replica that takes a partition writes under a *writer id* of
+//! its own: first a full **snapshot** of the partition's state, then at each checkpoint the
+//! **changes** (the same puts and deletes RocksDB gets), then a **mark**: the input offset the
+//! state is at and where the writer's latest snapshot starts. A new snapshot is written when
+//! the changes since the last one outgrow it (and at least every [`SNAPSHOT_EVERY`]), so a
+//! restore reads at most about twice the state. Marks are written after the records they close
+//! are acknowledged, and the group's offset is committed only after its mark: restore finds the
+//! latest mark at the committed offset (reading back from the end) and applies the records of
+//! that mark's writer from its snapshot to the mark. Records of other writers (a replica that
+//! crashed after writing, a partition's previous owner) in between are skipped.
+//!
+//! A record: key = the RocksDB key it changes (the partition's offset key for snapshot begins
+//! and marks); value = an operation byte, the writer id (u64, big-endian), then the operation's
+//! body (a put's value, a range delete's end key, a mark's input offset and snapshot start).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use pitgun_runtime::error::Error as EdgeError;
+use pitgun_runtime::kafka::{send_waiting, Broker};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tracing::{info, warn};
+
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::state::{Change, StateDb};
+
+const PUT: u8 = b'P';
+const DELETE: u8 = b'D';
+const DELETE_RANGE: u8 = b'R';
+/// The first record of a snapshot (a snapshot of an empty partition is this alone).
+const BEGIN: u8 = b'B';
+const MARK: u8 = b'M';
+const HEADER: usize = 9;
+
+/// A snapshot is written at least this often, so the one a restore starts from is never older
+/// than this (the topic's retention must be longer; the broker's default is a week).
+pub(crate) const SNAPSHOT_EVERY: Duration = Duration::from_secs(3600);
+/// Changes may add up to this much (or the snapshot's size, if larger) before a new snapshot.
+const TAIL_BYTES: u64 = 8 << 20;
+/// How long a restore may read before the partition is rebuilt instead.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// One writer's chain of a partition: what it has written since it took the partition.
+pub(crate) struct Chain {
+    writer: u64,
+    /// Changelog offset of the writer's latest snapshot (none yet: the next checkpoint writes one).
+    snapshot_start: Option<i64>,
+    snapshot_bytes: u64,
+    snapshot_at: Instant,
+    /// Bytes of changes since the snapshot.
+    since_snapshot: u64,
+    /// The input offset of the last mark.
+    last_mark: Option<i64>,
+}
+
+impl Chain {
+    /// A new writer for a partition just taken: a random id, no snapshot yet.
+    pub(crate) fn new() -> Chain {
+        Chain {
+            writer: RandomState::new().hash_one(std::process::id()),
+            snapshot_start: None,
+            snapshot_bytes: 0,
+            snapshot_at: Instant::now(),
+            since_snapshot: 0,
+            last_mark: None,
+        }
+    }
+
+    fn snapshot_due(&self) -> bool {
+        self.snapshot_start.is_none() || self.since_snapshot > self.snapshot_bytes.max(TAIL_BYTES) || self.snapshot_at.elapsed() > SNAPSHOT_EVERY
+    }
+}
+
+/// Failed deliveries, and the offsets of the records whose place a mark must name.
+#[derive(Default)]
+pub(crate) struct Acks {
+    failed: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    offsets: Mutex<HashMap<usize, i64>>,
+}
+
+impl ClientContext for Acks {}
+impl ProducerContext for Acks {
+    /// 0 for records whose offset nobody asks for; otherwise a token for [`Acks::offsets`].
+    type DeliveryOpaque = usize;
+    fn delivery(&self, result: &DeliveryResult<'_>, token: usize) {
+        match result {
+            Ok(msg) if token != 0 => {
+                self.offsets.lock().expect("lock").insert(token, msg.offset());
+            }
+            Ok(_) => {}
+            Err((e, msg)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                *self.last_error.lock().expect("lock") = Some(format!("changelog record to {} failed: {e}", msg.topic()));
+            }
+        }
+    }
+}
+
+/// What one partition's checkpoint gives the changelog.
+pub(crate) struct Due<'a> {
+    pub(crate) topic: &'a str,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) chain: &'a mut Chain,
+    /// The checkpoint's changes (the offset aside), as RocksDB got them.
+    pub(crate) changes: Vec<Change>,
+}
+
+/// A partition's state read back from the changelog.
+pub(crate) struct Restored {
+    pub(crate) changes: Vec<Change>,
+    /// Records read (every writer's) and their bytes.
+    pub(crate) records: u64,
+    pub(crate) bytes: u64,
+}
+
+/// The changelog topic and its producer.
+pub(crate) struct Changelog {
+    producer: ThreadedProducer<Acks>,
+    broker: Broker,
+    pub(crate) topic: String,
+    flush_timeout: Duration,
+    tokens: AtomicUsize,
+}
+
+impl Changelog {
+    pub(crate) fn new(broker: &Broker, topic: String, client_id: &str, flush_timeout: Duration) -> Result<Changelog> {
+        let producer = broker
+            .producer_config(client_id)
+            .set("message.timeout.ms", flush_timeout.as_millis().to_string())
+            .create_with_context(Acks::default())
+            .map_err(EdgeError::kafka("cannot create the changelog producer"))?;
+        Ok(Changelog { producer, broker: broker.clone(), topic, flush_timeout, tokens: AtomicUsize::new(1) })
+    }
+
+    /// Writes the checkpoint's share of each partition (a snapshot when one is due, else its
+    /// changes), waits for them, then writes and waits for the marks. On return the group's
+    /// offsets may be committed.
+    pub(crate) fn write(&self, db: &StateDb, due: &mut [Due<'_>], metrics: &Metrics) -> Result<()> {
+        let mut snapshots = Vec::new();
+        let mut marks = Vec::new();
+        for (i, d) in due.iter_mut().enumerate() {
+            let writer = d.chain.writer;
+            if d.chain.snapshot_due() {
+                let token = self.tokens.fetch_add(1, Ordering::Relaxed);
+                let mut bytes = self.send(d.partition, &StateDb::offset_key(d.topic, d.partition), BEGIN, writer, &[], token)?;
+                for (k, v) in db.partition_records(d.topic, d.partition)? {
+                    bytes += self.send(d.partition, &k, PUT, writer, &v, 0)?;
+                }
+                metrics.changelog_snapshots.inc();
+                metrics.changelog_bytes.inc_by(bytes);
+                snapshots.push((i, token, bytes));
+                marks.push(i);
+            } else if !d.changes.is_empty() || d.chain.last_mark != Some(d.offset) {
+                let mut bytes = 0;
+                for change in std::mem::take(&mut d.changes) {
+                    bytes += match change {
+                        Change::Put(k, v) => self.send(d.partition, &k, PUT, writer, &v, 0)?,
+                        Change::Delete(k) => self.send(d.partition, &k, DELETE, writer, &[], 0)?,
+                        Change::DeleteRange(from, to) => self.send(d.partition, &from, DELETE_RANGE, writer, &to, 0)?,
+                    };
+                }
+                d.chain.since_snapshot += bytes;
+                metrics.changelog_bytes.inc_by(bytes);
+                marks.push(i);
+            }
+        }
+        if marks.is_empty() {
+            return Ok(());
+        }
+        self.flush()?;
+        for (i, token, bytes) in snapshots {
+            let start = self.offsets().remove(&token).ok_or(Error::Unacknowledged { in_flight: 1, timeout: self.flush_timeout })?;
+            let chain = &mut due[i].chain;
+            (chain.snapshot_start, chain.snapshot_bytes, chain.snapshot_at, chain.since_snapshot) = (Some(start), bytes, Instant::now(), 0);
+        }
+        for i in marks {
+            let d = &mut due[i];
+            let start = d.chain.snapshot_start.expect("a snapshot was written before any mark");
+            let mut body = [0u8; 16];
+            body[..8].copy_from_slice(&d.offset.to_be_bytes());
+            body[8..].copy_from_slice(&start.to_be_bytes());
+            let bytes = self.send(d.partition, &StateDb::offset_key(d.topic, d.partition), MARK, d.chain.writer, &body, 0)?;
+            metrics.changelog_bytes.inc_by(bytes);
+            d.chain.last_mark = Some(d.offset);
+        }
+        self.flush()
+    }
+
+    fn offsets(&self) -> std::sync::MutexGuard<'_, HashMap<usize, i64>> {
+        self.producer.context().offsets.lock().expect("lock")
+    }
+
+    /// Queues one record; returns its bytes (key and value).
+    fn send(&self, partition: i32, key: &[u8], op: u8, writer: u64, body: &[u8], token: usize) -> Result<u64> {
+        let mut value = Vec::with_capacity(HEADER + body.len());
+        value.push(op);
+        value.extend_from_slice(&writer.to_be_bytes());
+        value.extend_from_slice(body);
+        let record = BaseRecord::with_opaque_to(&self.topic, token).partition(partition).key(key).payload(&value);
+        send_waiting(&self.producer, record, self.flush_timeout)?;
+        Ok((key.len() + value.len()) as u64)
+    }
+
+    /// Waits until every record is acknowledged; an unstored one is an error (no checkpoint
+    /// may name state the changelog does not hold).
+    fn flush(&self) -> Result<()> {
+        let deadline = Instant::now() + self.flush_timeout;
+        while self.producer.in_flight_count() > 0 {
+            if Instant::now() > deadline {
+                return Err(Error::Unacknowledged { in_flight: self.producer.in_flight_count(), timeout: self.flush_timeout });
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        let failed = self.producer.context().failed.swap(0, Ordering::Relaxed);
+        if failed > 0 {
+            let last = self.producer.context().last_error.lock().expect("lock").clone().unwrap_or_default();
+            return Err(Error::NotStored { failed, last });
+        }
+        Ok(())
+    }
+
+    /// The partition's state at the group's `committed` offset, if the changelog holds it:
+    /// `None` (with a warning naming why) means the partition must be rebuilt.
+    pub(crate) fn restore(&self, topic: &str, partition: i32, committed: i64) -> Result<Option<Restored>> {
+        let consumer: BaseConsumer = self
+            .broker
+            .client_config("pitgun-restore")
+            // librdkafka assigns partitions only in a consumer with a group id; this one never
+            // joins the group (no subscribe) nor commits.
+            .set("group.id", format!("{}.restore", self.topic))
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "20")
+            .create()
+            .map_err(EdgeError::kafka("cannot create the changelog reader"))?;
+        let deadline = Instant::now() + RESTORE_TIMEOUT;
+        let (low, high) = consumer
+            .fetch_watermarks(&self.topic, partition, Duration::from_secs(10))
+            .map_err(EdgeError::kafka(format!("the broker did not answer the offsets of {}/{partition}", self.topic)))?;
+        let mark_key = StateDb::offset_key(topic, partition);
+        let mut read = Reader { consumer, topic: &self.topic, partition, deadline, records: 0, bytes: 0 };
+
+        // The mark at the committed offset: read back from the end in growing windows. Marks of
+        // a partition are written in input-offset order, so one below `committed` ends the search.
+        let (mut end, mut window) = (high, 4096i64);
+        let found = loop {
+            if end <= low {
+                break None;
+            }
+            let start = (end - window).max(low);
+            let (mut best, mut older) = (None, false);
+            read.range(start, end, |offset, key, op, writer, body| {
+                if op == MARK && key == mark_key.as_slice() {
+                    let (at, snapshot) = decode_mark(body);
+                    if at == committed {
+                        best = Some((offset, writer, snapshot));
+                    } else if at < committed {
+                        older = true;
+                    }
+                }
+            })?;
+            if best.is_some() || older {
+                break best;
+            }
+            (end, window) = (start, window.saturating_mul(4));
+        };
+        let Some((mark, writer, snapshot)) = found else {
+            warn!(topic, partition, committed, changelog = %self.topic, "the changelog has no state at the committed offset");
+            return Ok(None);
+        };
+        if snapshot < low {
+            warn!(topic, partition, committed, snapshot, low, changelog = %self.topic, "the changelog's snapshot is older than its retention");
+            return Ok(None);
+        }
+        let mut changes = Vec::new();
+        let mut begun = false;
+        read.range(snapshot, mark + 1, |offset, key, op, w, body| {
+            if w != writer {
+                return;
+            }
+            begun |= offset == snapshot && op == BEGIN;
+            match op {
+                PUT => changes.push(Change::Put(key.to_vec(), body.to_vec())),
+                DELETE => changes.push(Change::Delete(key.to_vec())),
+                DELETE_RANGE => changes.push(Change::DeleteRange(key.to_vec(), body.to_vec())),
+                _ => {}
+            }
+        })?;
+        if !begun {
+            return Err(Error::Changelog(format!("{}/{partition} offset {snapshot} is not the snapshot its mark names", self.topic)));
+        }
+        info!(topic, partition, committed, snapshot, mark, records = read.records, bytes = read.bytes, "state read from the changelog");
+        Ok(Some(Restored { changes, records: read.records, bytes: read.bytes }))
+    }
+}
+
+fn decode_mark(body: &[u8]) -> (i64, i64) {
+    let n = |b: Option<&[u8]>| b.and_then(|b| b.try_into().ok()).map(i64::from_be_bytes).unwrap_or(i64::MIN);
+    (n(body.get(..8)), n(body.get(8..16)))
+}
+
+/// Reads ranges of one changelog partition.
+struct Reader<'a> {
+    consumer: BaseConsumer,
+    topic: &'a str,
+    partition: i32,
+    deadline: Instant,
+    records: u64,
+    bytes: u64,
+}
+
+impl Reader<'_> {
+    /// Calls `f(offset, key, op, writer, body)` for each record from `from` to `to` (excluded).
+    fn range(&mut self, from: i64, to: i64, mut f: impl FnMut(i64, &[u8], u8, u64, &[u8])) -> Result<()> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(self.topic, self.partition, Offset::Offset(from)).map_err(EdgeError::kafka("changelog offsets"))?;
+        self.consumer.assign(&tpl).map_err(EdgeError::kafka("cannot read the changelog"))?;
+        let mut next = from;
+        while next < to {
+            if Instant::now() > self.deadline {
+                return Err(Error::Changelog(format!("{}/{}: offsets {from}..{to} not read within {RESTORE_TIMEOUT:?}", self.topic, self.partition)));
+            }
+            let Some(msg) = self.consumer.poll(Duration::from_millis(100)) else { continue };
+            let msg = msg.map_err(EdgeError::kafka("reading the changelog"))?;
+            if msg.offset() < next {
+                continue;
+            }
+            next = msg.offset() + 1;
+            let (key, value) = (msg.key().unwrap_or_default(), msg.payload().unwrap_or_default());
+            self.records += 1;
+            self.bytes += (key.len() + value.len()) as u64;
+            if value.len() < HEADER {
+                return Err(Error::Changelog(format!(
+                    "{}/{} offset {}: a record of {} bytes",
+                    self.topic,
+                    self.partition,
+                    msg.offset(),
+                    value.len()
+                )));
+            }
+            let writer = u64::from_be_bytes(value[1..HEADER].try_into().expect("8 bytes"));
+            f(msg.offset(), key, value[0], writer, &value[HEADER..]);
+        }
+        Ok(())
+    }
+}
