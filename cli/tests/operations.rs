@@ -59,6 +59,10 @@ struct Replica {
     state: PathBuf,
     metrics: String,
     service: Option<Service>,
+    /// Partitions this replica took from the changelog, and rebuilt although the group had
+    /// committed them (the changelog failed to give their state), over all its runs.
+    from_changelog: usize,
+    rebuilt_committed: usize,
 }
 
 impl Replica {
@@ -92,10 +96,18 @@ impl Replica {
         let mut s = self.service.take().expect("running");
         s.sigterm();
         assert!(s.wait(Duration::from_secs(60)), "{} did not stop cleanly", self.id);
+        self.tally(&s);
     }
 
     fn kill(&mut self) {
-        self.service.take().expect("running").sigkill();
+        let mut s = self.service.take().expect("running");
+        s.sigkill();
+        self.tally(&s);
+    }
+
+    fn tally(&mut self, s: &Service) {
+        self.from_changelog += s.log_count("restored from the changelog");
+        self.rebuilt_committed += s.log_count("emit_from=Some(");
     }
 }
 
@@ -132,7 +144,14 @@ fn operations_end_with_every_table_equal_to_replay() {
     let keys = std::fs::read_to_string(&api_keys).unwrap();
     let mut replicas: Vec<Replica> = ["r0", "r1", "r2"]
         .into_iter()
-        .map(|id| Replica { id, state: dir.path().join(id), metrics: format!("127.0.0.1:{}", free_port()), service: None })
+        .map(|id| Replica {
+            id,
+            state: dir.path().join(id),
+            metrics: format!("127.0.0.1:{}", free_port()),
+            service: None,
+            from_changelog: 0,
+            rebuilt_committed: 0,
+        })
         .collect();
     for r in &mut replicas {
         r.start(&lap_s, &ns);
@@ -218,6 +237,12 @@ fn operations_end_with_every_table_equal_to_replay() {
     for r in &mut replicas {
         r.stop();
     }
+    // Every partition that moved after the group's first commit came from the changelog.
+    let (from_changelog, rebuilt): (usize, usize) =
+        replicas.iter().map(|r| (r.from_changelog, r.rebuilt_committed)).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    eprintln!("partitions restored from the changelog: {from_changelog}; rebuilt after a commit: {rebuilt}");
+    assert!(from_changelog > 0, "no partition moved through the changelog");
+    assert_eq!(rebuilt, 0, "partitions the group had committed were rebuilt from the input");
     let closed_late: usize = ns.all_records("pitgun.late.lap-performance.v1").iter().filter(|l| l.contains("session_closed")).count();
     assert_eq!(closed_late, 0, "events went to the late topic as session_closed");
     // The remaining sink fills both targets.
