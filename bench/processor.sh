@@ -7,7 +7,8 @@
 #
 # It starts its own broker (scripts/stack.sh, memory storage) on a free port, publishes a
 # simulated dataset as Avro single objects (the gateway's format), runs the baseline and the
-# processor `--until-end`, prints both rates and the ratio, and stops the broker.
+# processor `--until-end` (with and without the state changelog), prints the rates and ratios, and
+# stops the broker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N="${1:-5000000}"
@@ -45,25 +46,36 @@ for env in "" "MIMALLOC_ALLOW_THP=1 MIMALLOC_PURGE_DELAY=10" ""; do
   echo "bare consumer${env:+ ($env)}: $B"
   BASES+=("$B")
 done
+# Each processor run has its own consumer group and an empty state folder, so each reads the whole
+# topic; runs with the state changelog (the default) and without (--no-changelog) alternate.
 PROCS=()
-for run in 1 2; do
-  STATE="$(mktemp -d /tmp/pitgun-bench-state.XXXXXX)"
-  /usr/bin/time -v "$PITGUN" process --manifest manifests/pipelines/lap-performance.v1.yaml \
-    --state-dir "$STATE" --checkpoint-interval 1s --until-end > "$OUT/processor-summary.json" 2> "$OUT/processor-stderr.log"
-  P="$(cat "$OUT/processor-summary.json")"
-  echo "processor run $run: $P"
-  grep -E "Maximum resident|Elapsed" "$OUT/processor-stderr.log" || true
-  PROCS+=("$P")
-  rm -rf "$STATE"
+OFFS=()
+for run in 1 2 3; do
+  for mode in changelog off; do
+    STATE="$(mktemp -d /tmp/pitgun-bench-state.XXXXXX)"
+    EXTRA=(--consumer-config "group.id=bench.processor.$mode.$run.$$")
+    [ "$mode" = off ] && EXTRA+=(--no-changelog)
+    /usr/bin/time -v "$PITGUN" process --manifest manifests/pipelines/lap-performance.v1.yaml \
+      --state-dir "$STATE" --checkpoint-interval 1s --until-end "${EXTRA[@]}" > "$OUT/processor-summary.json" 2> "$OUT/processor-stderr.log"
+    P="$(cat "$OUT/processor-summary.json")"
+    echo "processor run $run ($mode): $P"
+    grep -E "Maximum resident|Elapsed" "$OUT/processor-stderr.log" || true
+    if [ "$mode" = off ]; then OFFS+=("$P"); else PROCS+=("$P"); fi
+    rm -rf "$STATE"
+  done
 done
 # The engine alone (decode, resolve, windows; no Kafka) on the first million envelopes, one thread.
 echo "engine alone: $("$BENCH" engine --manifest manifests/pipelines/lap-performance.v1.yaml --input "$DATA" --limit 1000000)"
 BASE="$(printf '%s\n' "${BASES[@]}" | python3 -c 'import json,sys; print(json.dumps(max((json.loads(l) for l in sys.stdin), key=lambda b: b["records_per_second"])))')"
-PROC="$(printf '%s\n' "${PROCS[@]}" | python3 -c 'import json,sys; print(json.dumps(min((json.loads(l) for l in sys.stdin), key=lambda p: p["consume_seconds"])))')"
-python3 - "$BASE" "$PROC" <<'PY'
+fastest() { printf '%s\n' "$@" | python3 -c 'import json,sys; print(json.dumps(min((json.loads(l) for l in sys.stdin), key=lambda p: p["consume_seconds"])))'; }
+PROC="$(fastest "${PROCS[@]}")"
+OFF="$(fastest "${OFFS[@]}")"
+python3 - "$BASE" "$PROC" "$OFF" <<'PY'
 import json, sys
-b, p = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-pr = p["records"] / p["consume_seconds"]
-print(f"fastest bare consumer {b['records_per_second']:,.0f} records/s; fastest processor {pr:,.0f} envelopes/s "
-      f"({p['records']:,} records, {p['rows']:,} rows, {p['checkpoints']} checkpoints); ratio {pr / b['records_per_second']:.2f}")
+b, p, o = (json.loads(a) for a in sys.argv[1:4])
+for name, r in (("processor", p), ("processor --no-changelog", o)):
+    rate = r["records"] / r["consume_seconds"]
+    print(f"fastest {name}: {rate:,.0f} envelopes/s ({r['records']:,} records, {r['rows']:,} rows, {r['checkpoints']} checkpoints, "
+          f"{r.get('changelog_bytes', 0) / 1e6:,.1f} MB to the changelog); ratio to the bare consumer {rate / b['records_per_second']:.2f}")
+print(f"fastest bare consumer {b['records_per_second']:,.0f} records/s")
 PY

@@ -10,9 +10,9 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::questdb_standin::QuestDbStandIn;
+use common::questdb_standin::{Fault, QuestDbStandIn};
 use common::*;
 
 type Row = serde_json::Map<String, serde_json::Value>;
@@ -82,6 +82,65 @@ fn every_row_reaches_the_table_once_and_a_refused_row_the_dead_letter_topic() {
     let detail = &h["pitgun-detail"];
     assert!(detail.starts_with("questdb:lap_performance_v1: "), "{detail}");
     assert!(detail.contains("refused by the test") && detail.contains("code: invalid") && detail.contains("line: "), "{detail}");
+}
+
+/// A batch still being written when its partition moves to another sink lands before the new
+/// owner writes that partition: QuestDB has no conditional write, so an older version landing
+/// after a newer one would stay. Sink A's first write (every row's first version) is held 10 s
+/// by the stand-in; meanwhile every row gets a second version and sink B joins the group and
+/// takes one of the two partitions while A gathers its next batch (a 4 s linger: a sink serves
+/// the group only while it reads). At the end every row in QuestDB is its second version.
+#[test]
+fn a_write_in_flight_at_a_rebalance_lands_before_the_new_owner_writes() {
+    let ns = Ns::new("qdb-rebalance");
+    ns.create_topic("pitgun.aggregates.lap-performance.v1", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let data = simulate(dir.path(), "q.ndjson", 23, 4, "4m", None);
+    let first = replay_rows(&data);
+    assert!(first.len() >= 8, "test data: laps on both partitions ({})", first.len());
+    let second: Vec<Row> = first
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r.insert("max_speed".into(), (r["max_speed"].as_f64().unwrap() + 1.0).into());
+            r
+        })
+        .collect();
+    publish_rows(&ns, dir.path(), "first.ndjson", &first);
+
+    let q = QuestDbStandIn::start();
+    q.push_fault(Fault::Slow(Duration::from_secs(10)));
+    let conf = q.conf();
+    let args = ["sink", "--manifest", LAPS, "--targets", "questdb", "--questdb", &conf, "--linger", "4s"];
+    let mut a = Service::start("a", &args, &ns);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while q.counts().0 == 0 {
+        assert!(Instant::now() < deadline, "sink A wrote nothing within 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    publish_rows(&ns, dir.path(), "second.ndjson", &second);
+    let mut b = Service::start("b", &args, &ns);
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let table = q.rows("lap_performance_v1");
+        let stale: Vec<&str> = second
+            .iter()
+            .filter(|w| !table.iter().any(|r| r["row_id"] == w["row_id"] && same_value(&r["max_speed"], &w["max_speed"])))
+            .map(|w| w["row_id"].as_str().unwrap())
+            .collect();
+        if stale.is_empty() && q.counts().1 >= 2 {
+            assert_table_equals(&table, &second, "QuestDB after the rebalance");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} rows are not their second version in QuestDB (an older write landed last): {stale:?}", stale.len());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(b.log_count("sink started") == 1 && q.counts().1 >= 2, "sink B never wrote");
+    for s in [&mut a, &mut b] {
+        s.sigterm();
+        assert!(s.wait(Duration::from_secs(60)), "a sink did not stop cleanly");
+    }
 }
 
 /// Against a real QuestDB: `PITGUN_QUESTDB_URL=http://host:9000` (not set in CI, where no

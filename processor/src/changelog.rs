@@ -149,8 +149,9 @@ impl Changelog {
 
     /// Writes the checkpoint's share of each partition (a snapshot when one is due, else its
     /// changes), waits for them, then writes and waits for the marks. On return the group's
-    /// offsets may be committed.
-    pub(crate) fn write(&self, db: &StateDb, due: &mut [Due<'_>], metrics: &Metrics) -> Result<()> {
+    /// offsets may be committed. Returns the bytes written.
+    pub(crate) fn write(&self, db: &StateDb, due: &mut [Due<'_>], metrics: &Metrics) -> Result<u64> {
+        let before = metrics.changelog_bytes.get();
         let mut snapshots = Vec::new();
         let mut marks = Vec::new();
         for (i, d) in due.iter_mut().enumerate() {
@@ -180,7 +181,7 @@ impl Changelog {
             }
         }
         if marks.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         self.flush()?;
         for (i, token, bytes) in snapshots {
@@ -198,7 +199,8 @@ impl Changelog {
             metrics.changelog_bytes.inc_by(bytes);
             d.chain.last_mark = Some(d.offset);
         }
-        self.flush()
+        self.flush()?;
+        Ok(metrics.changelog_bytes.get() - before)
     }
 
     fn offsets(&self) -> std::sync::MutexGuard<'_, HashMap<usize, i64>> {

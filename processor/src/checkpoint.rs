@@ -107,7 +107,7 @@ impl Worker {
                     due.push(Due { topic: &tp.0, partition: tp.1, offset: part.next_offset, chain: &mut part.chain, changes });
                 }
             }
-            log.write(&self.db, &mut due, metrics)?;
+            self.summary.changelog_bytes += log.write(&self.db, &mut due, metrics)?;
         }
         if tpl.count() > 0 {
             consumer.commit(&tpl, mode).map_err(EdgeError::kafka("offset commit to the group failed"))?;

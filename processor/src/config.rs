@@ -74,6 +74,8 @@ pub struct Summary {
     pub discarded_checkpoints: u64,
     /// Checkpoints written.
     pub checkpoints: u64,
+    /// Bytes written to the state changelog.
+    pub changelog_bytes: u64,
     /// Seconds from the first record consumed to the end (throughput = records / this).
     pub consume_seconds: f64,
 }

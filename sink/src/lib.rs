@@ -8,8 +8,9 @@
 //!   (`row_id`; `session_id` for `runs`), so re-delivered rows and windows the processor
 //!   re-emitted replace their earlier versions — never a newer one: rows carry a version
 //!   (`pitgun-row-version`) and a table keeps the highest. Within a batch only the newest
-//!   version of a key is written, and rows of a partition revoked before their write are
-//!   dropped.
+//!   version of a key is written, rows of a partition revoked before their write are
+//!   dropped, and a revocation waits for the batch being written, so a partition's new owner
+//!   always writes after its previous one.
 //! - **Back-pressure, bounded memory.** A target that fails is retried with exponential
 //!   backoff; the loop takes no new rows meanwhile, so rows wait in Kafka, not in memory.
 //! - **Bad rows do not stop the sink.** A row that does not fit its table's shape, or that the

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use pitgun_contracts::analysis::AnalysisContract;
@@ -144,6 +144,40 @@ async fn commit(
 struct SinkContext {
     lag: prometheus::IntGaugeVec,
     revocations: Mutex<HashMap<(String, i32), u64>>,
+    writing: Arc<WriteGate>,
+}
+
+/// Whether a batch is in the targets' hands. A revocation waits until it is not: the batch's
+/// rows then land before the partitions' new owner writes any, since QuestDB has no
+/// conditional write and an older version landing after a newer one would stay.
+#[derive(Default)]
+struct WriteGate {
+    busy: Mutex<bool>,
+    idle: Condvar,
+}
+
+impl WriteGate {
+    /// Marks a write begun; it ends when the returned guard drops (also if the write panics).
+    fn begin(self: &Arc<Self>) -> WriteGuard {
+        *self.busy.lock().expect("write gate") = true;
+        WriteGuard(self.clone())
+    }
+
+    fn wait_idle(&self) {
+        let mut busy = self.busy.lock().expect("write gate");
+        while *busy {
+            busy = self.idle.wait(busy).expect("write gate");
+        }
+    }
+}
+
+struct WriteGuard(Arc<WriteGate>);
+
+impl Drop for WriteGuard {
+    fn drop(&mut self) {
+        *self.0.busy.lock().expect("write gate") = false;
+        self.0.idle.notify_all();
+    }
 }
 
 impl SinkContext {
@@ -164,9 +198,19 @@ impl ClientContext for SinkContext {
 impl ConsumerContext for SinkContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            let mut revocations = self.revocations.lock().expect("revocations lock");
-            for e in tpl.elements() {
-                *revocations.entry((e.topic().to_string(), e.partition())).or_default() += 1;
+            {
+                let mut revocations = self.revocations.lock().expect("revocations lock");
+                for e in tpl.elements() {
+                    *revocations.entry((e.topic().to_string(), e.partition())).or_default() += 1;
+                }
+            }
+            // The partitions go only once the batch being written has landed (the group waits,
+            // up to max.poll.interval.ms). This runs inside the consumer's poll on a runtime
+            // worker; the write runs on another.
+            let waited = Instant::now();
+            tokio::task::block_in_place(|| self.writing.wait_idle());
+            if waited.elapsed() > Duration::from_millis(10) {
+                info!(seconds = waited.elapsed().as_secs_f64(), "revocation waited for the batch being written");
             }
         }
     }
@@ -200,7 +244,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         .set("max.poll.interval.ms", "3600000")
         // A replica that died hands its partitions on within 10 s (librdkafka's default: 45 s).
         .set("session.timeout.ms", "10000")
-        .create_with_context(SinkContext { lag: metrics.consumer_lag.clone(), revocations: Mutex::default() })
+        .create_with_context(SinkContext { lag: metrics.consumer_lag.clone(), revocations: Mutex::default(), writing: Arc::default() })
         .map_err(EdgeError::kafka("cannot create the Kafka consumer"))?;
     let producer: FutureProducer =
         cfg.broker.producer_config("pitgun-sink-deadletter").create().map_err(EdgeError::kafka("cannot create the Kafka producer"))?;
@@ -329,7 +373,13 @@ pub async fn run(cfg: Config) -> Result<Summary> {
             metrics.batch_rows.observe(batch.read as f64);
             let fail_now = std::mem::take(&mut failpoint);
             let held = targets.take().expect("the targets are back from the last write");
-            inflight = Some(tokio::spawn(batch::write(held, batch, routes.clone(), metrics.clone(), cfg.max_backoff, fail_now)));
+            let writing = consumer.context().writing.begin();
+            let write = batch::write(held, batch, routes.clone(), metrics.clone(), cfg.max_backoff, fail_now);
+            inflight = Some(tokio::spawn(async move {
+                let written = write.await;
+                drop(writing);
+                written
+            }));
             continue; // commit it after the next batch is read
         }
         if stopping {

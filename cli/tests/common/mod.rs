@@ -54,6 +54,13 @@ impl Ns {
     }
 
     /// Creates the namespace's envelopes and dead-letter topics.
+    /// Creates one topic of this namespace.
+    pub fn create_topic(&self, base: &str, partitions: i32) {
+        pitgun_runtime::kafka::Broker::new(self.brokers.clone(), "")
+            .ensure_topics(&[self.topic(base)], partitions, Duration::from_secs(20))
+            .expect("topic created within 20 s");
+    }
+
     pub fn create_topics(&self, partitions: i32) {
         let names = [self.topic("pitgun.envelopes.v1"), self.topic("pitgun.deadletter.ingest.v1"), self.topic("pitgun.deadletter.process.v1")];
         pitgun_runtime::kafka::Broker::new(self.brokers.clone(), "")

@@ -34,6 +34,8 @@ pub enum Fault {
     Status(u16),
     /// Apply the request, then close the connection without an answer.
     ApplyThenDrop,
+    /// Hold the request this long, then apply and answer it (a slow write, landing late).
+    Slow(Duration),
 }
 
 #[derive(Default)]
@@ -227,8 +229,26 @@ impl QuestDbStandIn {
 
     /// `None`: drop the connection without an answer.
     fn write(&self, body: &[u8]) -> Option<(u16, String)> {
+        let slow = {
+            let mut st = self.state.lock().unwrap();
+            match st.faults.front() {
+                Some(Fault::Slow(d)) => {
+                    let d = *d;
+                    st.faults.pop_front();
+                    st.writes += 1;
+                    Some(d)
+                }
+                _ => None,
+            }
+        };
+        // Other connections are served meanwhile (the lock is not held).
+        if let Some(d) = slow {
+            std::thread::sleep(d);
+        }
         let mut st = self.state.lock().unwrap();
-        st.writes += 1;
+        if slow.is_none() {
+            st.writes += 1;
+        }
         let error = |status: u16, code: &str, message: String, line: Option<usize>| {
             let mut e = json!({"code": code, "message": message, "errorId": format!("test-{status}")});
             if let Some(l) = line {
