@@ -387,6 +387,68 @@ fn downtime_longer_than_idle_timeout_closes_no_session() {
     assert_rows_equal_replay(&latest, &expected, "after a downtime longer than idle_timeout");
 }
 
+/// A partition goes back to a replica whose local checkpoint is at the group's committed offset,
+/// after another replica wrote a different state at that same offset: with no new input, its
+/// idle clock closed the session. The first replica restores the state from the changelog, not
+/// its own checkpoint: the session stays closed, and its next event goes to the late topic as
+/// `session_closed` instead of continuing it.
+#[test]
+fn a_local_checkpoint_written_over_at_the_same_offset_is_not_resumed() {
+    let ns = Ns::new("aba");
+    ns.create_topics(1);
+    let dir = tempfile::tempdir().unwrap();
+    let data = simulate(dir.path(), "aba.ndjson", 37, 1, "40s", None);
+    let open: Vec<String> = lines(&data).into_iter().filter(|l| !l.contains("\"kind\":\"session_end\"")).collect();
+    let (first, next) = open.split_at(open.len() - 1);
+    let m = lap_performance_idle(dir.path(), "3s");
+    let m_s = m.to_str().unwrap().to_string();
+    let (sa, sb) = (dir.path().join("a"), dir.path().join("b"));
+    let (sa, sb) = (sa.to_str().unwrap().to_string(), sb.to_str().unwrap().to_string());
+    let addr = format!("127.0.0.1:{}", free_port());
+    let args = |state: &str| {
+        process_args(&m_s, state, &["--checkpoint-interval", "200ms", "--metrics-listen", &addr]).into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let start = |name: &str, state: &str| Service::start(name, &args(state).iter().map(|s| s.as_str()).collect::<Vec<_>>(), &ns);
+    let stop = |mut s: Service| {
+        s.sigterm();
+        assert!(s.wait(Duration::from_secs(30)), "{} did not stop cleanly", s.name);
+        s
+    };
+
+    ns.produce_lines(first.iter().map(|s| s.as_str()));
+    let a = start("a", &sa);
+    wait_consumed(&addr, first.len(), "a");
+    stop(a);
+    // B takes the partition from the changelog; idle for its timeout, the session closes.
+    let b = start("b", &sb);
+    b.wait_for_log("restored from the changelog", Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(&http_get(&addr, "/metrics"), "pitgun_processor_sessions_closed_total", "idle") < 1.0 {
+        assert!(Instant::now() < deadline, "B's idle clock closed no session");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let checkpoints = metric(&http_get(&addr, "/metrics"), "pitgun_processor_checkpoints_total", "");
+    while metric(&http_get(&addr, "/metrics"), "pitgun_processor_checkpoints_total", "") <= checkpoints {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop(b);
+
+    let a2 = start("a2", &sa);
+    a2.wait_for_log("restored", Duration::from_secs(60));
+    ns.produce_lines(next.iter().map(|s| s.as_str()));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let late = ns.all_records("pitgun.late.lap-performance.v1");
+        if late.iter().any(|l| l.contains("session_closed")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A resumed its own checkpoint: the closed session took its next event (late topic: {late:?})");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let a2 = stop(a2);
+    assert_eq!(a2.summary()["changelog_restored_partitions"], 1, "A2: {}", a2.summary());
+}
+
 /// Checks the emissions on an aggregates topic against replay's changelog (every emission, in
 /// order): each row's emissions on the topic are replay's for that row, in replay's order, each
 /// once — none repeated, none going back to an older version.

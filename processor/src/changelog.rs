@@ -8,8 +8,9 @@
 //! its own: first a full **snapshot** of the partition's state, then at each checkpoint the
 //! **changes** (the same puts and deletes RocksDB gets), then a **mark**: the input offset the
 //! state is at and where the writer's latest snapshot starts. A new snapshot is written when
-//! the changes since the last one outgrow it (and at least every [`SNAPSHOT_EVERY`]), so a
-//! restore reads at most about twice the state. Marks are written after the records they close
+//! the changes since the last one outgrow it or [`TAIL_BYTES`] (and at least every
+//! [`SNAPSHOT_EVERY`]), so a restore reads the snapshot and at most about as many bytes of
+//! changes again, plus what other writers interleaved. Marks are written after the records they close
 //! are acknowledged, and the group's offset is committed only after its mark: restore finds the
 //! latest mark at the committed offset (reading back from the end) and applies the records of
 //! that mark's writer from its snapshot to the mark. Records of other writers (a replica that
@@ -79,6 +80,11 @@ impl Chain {
         }
     }
 
+    /// The writer id, recorded in the state folder beside the checkpoint's offset.
+    pub(crate) fn writer(&self) -> u64 {
+        self.writer
+    }
+
     fn snapshot_due(&self) -> bool {
         self.snapshot_start.is_none() || self.since_snapshot > self.snapshot_bytes.max(TAIL_BYTES) || self.snapshot_at.elapsed() > SNAPSHOT_EVERY
     }
@@ -123,6 +129,8 @@ pub(crate) struct Due<'a> {
 /// A partition's state read back from the changelog.
 pub(crate) struct Restored {
     pub(crate) changes: Vec<Change>,
+    /// The writer whose state it is.
+    pub(crate) writer: u64,
     /// Records read (every writer's) and their bytes.
     pub(crate) records: u64,
     pub(crate) bytes: u64,
@@ -236,9 +244,9 @@ impl Changelog {
         Ok(())
     }
 
-    /// The partition's state at the group's `committed` offset, if the changelog holds it:
-    /// `None` (with a warning naming why) means the partition must be rebuilt.
-    pub(crate) fn restore(&self, topic: &str, partition: i32, committed: i64) -> Result<Option<Restored>> {
+    /// A reader of one changelog partition, its low and high offsets, and a deadline for
+    /// everything read through it.
+    fn reader(&self, partition: i32) -> Result<(Reader<'_>, i64, i64)> {
         let consumer: BaseConsumer = self
             .broker
             .client_config("pitgun-restore")
@@ -246,22 +254,28 @@ impl Changelog {
             // joins the group (no subscribe) nor commits.
             .set("group.id", format!("{}.restore", self.topic))
             .set("enable.auto.commit", "false")
+            // A record deleted under the reader is an error, not a jump to the end.
+            .set("auto.offset.reset", "error")
             .set("fetch.wait.max.ms", "20")
             .create()
             .map_err(EdgeError::kafka("cannot create the changelog reader"))?;
-        let deadline = Instant::now() + RESTORE_TIMEOUT;
         let (low, high) = consumer
             .fetch_watermarks(&self.topic, partition, Duration::from_secs(10))
             .map_err(EdgeError::kafka(format!("the broker did not answer the offsets of {}/{partition}", self.topic)))?;
-        let mark_key = StateDb::offset_key(topic, partition);
-        let mut read = Reader { consumer, topic: &self.topic, partition, deadline, records: 0, bytes: 0 };
+        let deadline = Instant::now() + RESTORE_TIMEOUT;
+        Ok((Reader { consumer, topic: &self.topic, partition, deadline, records: 0, bytes: 0 }, low, high))
+    }
 
-        // The mark at the committed offset: read back from the end in growing windows. Marks of
-        // a partition are written in input-offset order, so one below `committed` ends the search.
-        let (mut end, mut window) = (high, 4096i64);
-        let found = loop {
+    /// The latest mark of the partition at the group's `committed` offset, read back from the
+    /// changelog's end in growing windows. Marks of a partition are written in input-offset
+    /// order, so one below `committed` ends the search.
+    fn find_mark(read: &mut Reader<'_>, (low, high): (i64, i64), topic: &str, partition: i32, committed: i64) -> Result<Option<Mark>> {
+        let mark_key = StateDb::offset_key(topic, partition);
+        // The last record is usually a mark: a checkpoint ends with its marks.
+        let (mut end, mut window) = (high, 64i64);
+        loop {
             if end <= low {
-                break None;
+                return Ok(None);
             }
             let start = (end - window).max(low);
             let (mut best, mut older) = (None, false);
@@ -269,18 +283,33 @@ impl Changelog {
                 if op == MARK && key == mark_key.as_slice() {
                     let (at, snapshot) = decode_mark(body);
                     if at == committed {
-                        best = Some((offset, writer, snapshot));
+                        best = Some(Mark { offset, writer, snapshot });
                     } else if at < committed {
                         older = true;
                     }
                 }
             })?;
             if best.is_some() || older {
-                break best;
+                return Ok(best);
             }
-            (end, window) = (start, window.saturating_mul(4));
-        };
-        let Some((mark, writer, snapshot)) = found else {
+            (end, window) = (start, window.saturating_mul(8));
+        }
+    }
+
+    /// Who wrote the partition's state at the group's `committed` offset last, if the
+    /// changelog has it: a local checkpoint at that offset is the group's state only if this
+    /// replica wrote it (another may have taken the partition, let the idle clock close
+    /// sessions, and committed the same offset).
+    pub(crate) fn last_writer(&self, topic: &str, partition: i32, committed: i64) -> Result<Option<u64>> {
+        let (mut read, low, high) = self.reader(partition)?;
+        Ok(Self::find_mark(&mut read, (low, high), topic, partition, committed)?.map(|m| m.writer))
+    }
+
+    /// The partition's state at the group's `committed` offset, if the changelog holds it:
+    /// `None` (with a warning naming why) means the partition must be rebuilt.
+    pub(crate) fn restore(&self, topic: &str, partition: i32, committed: i64) -> Result<Option<Restored>> {
+        let (mut read, low, high) = self.reader(partition)?;
+        let Some(Mark { offset: mark, writer, snapshot }) = Self::find_mark(&mut read, (low, high), topic, partition, committed)? else {
             warn!(topic, partition, committed, changelog = %self.topic, "the changelog has no state at the committed offset");
             return Ok(None);
         };
@@ -306,8 +335,15 @@ impl Changelog {
             return Err(Error::Changelog(format!("{}/{partition} offset {snapshot} is not the snapshot its mark names", self.topic)));
         }
         info!(topic, partition, committed, snapshot, mark, records = read.records, bytes = read.bytes, "state read from the changelog");
-        Ok(Some(Restored { changes, records: read.records, bytes: read.bytes }))
+        Ok(Some(Restored { changes, writer, records: read.records, bytes: read.bytes }))
     }
+}
+
+/// A mark found in the changelog: its offset, its writer and where that writer's snapshot starts.
+struct Mark {
+    offset: i64,
+    writer: u64,
+    snapshot: i64,
 }
 
 fn decode_mark(body: &[u8]) -> (i64, i64) {
@@ -340,6 +376,11 @@ impl Reader<'_> {
             let msg = msg.map_err(EdgeError::kafka("reading the changelog"))?;
             if msg.offset() < next {
                 continue;
+            }
+            if msg.offset() != next || msg.offset() >= to {
+                // Deleted by retention under the reader (the broker has no compaction): what
+                // was read is not the whole range.
+                return Err(Error::Changelog(format!("{}/{}: offset {} read where {next} was expected", self.topic, self.partition, msg.offset())));
             }
             next = msg.offset() + 1;
             let (key, value) = (msg.key().unwrap_or_default(), msg.payload().unwrap_or_default());

@@ -19,7 +19,7 @@ use crate::changelog::Due;
 use crate::partition::Part;
 use crate::rebalance::Ctx;
 use crate::scheduler::on_threads;
-use crate::state::Change;
+use crate::state::{Change, StateDb};
 use crate::worker::{now_us, Tp, Worker};
 use std::collections::BTreeMap;
 
@@ -89,6 +89,9 @@ impl Worker {
                 // the previous owner's until this one is.
                 let mut changes = (logged && !part.catching_up()).then(Vec::new);
                 db.stage(&mut batch, &tp.0, tp.1, part.next_offset, part.runner.engine_mut().store_mut(), changes.as_mut());
+                if changes.is_some() {
+                    StateDb::stage_writer(&mut batch, &tp.0, tp.1, part.chain.writer());
+                }
                 staged.push((batch, changes.map(|c| (tp.clone(), c))));
             }
             Ok(staged)

@@ -97,7 +97,12 @@ impl ConsumerContext for Ctx {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let revoked: Vec<Tp> = tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
-                if let Err(e) = worker.checkpoint(consumer, Some(&revoked), CommitMode::Sync) {
+                if consumer.assignment_lost() {
+                    // The group gave them away already (this replica missed its session
+                    // timeout): their new owners write the state now, so this one writes
+                    // nothing more, to the changelog least of all.
+                    warn!(partitions = revoked.len(), "assignment lost: partitions given up without a checkpoint");
+                } else if let Err(e) = worker.checkpoint(consumer, Some(&revoked), CommitMode::Sync) {
                     worker.fatal.get_or_insert(Error::RevokeCheckpoint(Box::new(e)));
                 }
                 worker.assignment += 1;

@@ -107,6 +107,9 @@ pub fn run(cfg: Config) -> Result<Summary> {
         // for this long, and records arriving for the others wait too: with the 500 ms default
         // the last partition of a backfill idled ~0.4 s. A short wait also lowers latency.
         .set("fetch.wait.max.ms", "20")
+        // Partitions taken are restored inside the poll that assigns them (up to 2 min each
+        // from the changelog); librdkafka's 5 min default would leave the group meanwhile.
+        .set("max.poll.interval.ms", "900000")
         // A rebalance moves only the partitions that change owner; the others keep being read.
         .set("partition.assignment.strategy", "cooperative-sticky");
     if let Some(id) = &cfg.instance_id {

@@ -7,7 +7,8 @@
 //! - `s\0<topic>\0<partition>\0<session>` → the session's state ([`SessionState::checkpoint`]);
 //! - `r\0<topic>\0<partition>\0<session length, u32 BE><session><chunk, u64 BE>` → a chunk of
 //!   the session's dedup ring; each checkpoint writes only the chunks that changed;
-//! - `c\0<topic>\0<partition>\0<session>` → when the session was closed (driver clock, µs).
+//! - `c\0<topic>\0<partition>\0<session>` → when the session was closed (driver clock, µs);
+//! - `w\0<topic>\0<partition>` → the changelog writer id of the checkpoint (u64, big-endian).
 //!
 //! Closed ids stay on disk for good (a few dozen bytes a session): a copy of an event that
 //! arrives long after its session closed must not open it again, and replay, which remembers
@@ -215,7 +216,7 @@ impl StateDb {
 
     /// Replaces the partition's checkpoint with `changes` (a changelog's snapshot and the
     /// deltas after it, in order) at `offset`, in one batch.
-    pub fn replace(&self, topic: &str, partition: i32, offset: i64, changes: Vec<Change>) -> Result<()> {
+    pub fn replace(&self, topic: &str, partition: i32, offset: i64, writer: u64, changes: Vec<Change>) -> Result<()> {
         let mut batch = discard_batch(topic, partition);
         for change in changes {
             match change {
@@ -225,7 +226,19 @@ impl StateDb {
             }
         }
         batch_offset(&mut batch, topic, partition, offset);
+        Self::stage_writer(&mut batch, topic, partition, writer);
         self.db.write(batch).map_err(Error::rocks("writing a checkpoint from the changelog"))
+    }
+
+    /// Records which changelog writer the partition's checkpoint belongs to.
+    pub fn stage_writer(batch: &mut WriteBatch, topic: &str, partition: i32, writer: u64) {
+        batch.put(part_prefix(b'w', topic, partition), writer.to_be_bytes());
+    }
+
+    /// The changelog writer the partition's checkpoint belongs to, if recorded.
+    pub fn writer(&self, topic: &str, partition: i32) -> Result<Option<u64>> {
+        let found = self.db.get(part_prefix(b'w', topic, partition)).map_err(Error::rocks("reading a checkpoint"))?;
+        Ok(found.and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok()).map(u64::from_be_bytes))
     }
 
     /// The key of the partition's offset record (the changelog's marks carry it too).
@@ -255,6 +268,7 @@ fn discard_batch(topic: &str, partition: i32) -> WriteBatch {
         batch.delete_range(from, to);
     }
     batch.delete(part_prefix(b'o', topic, partition));
+    batch.delete(part_prefix(b'w', topic, partition));
     batch
 }
 

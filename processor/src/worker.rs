@@ -51,6 +51,11 @@ pub(crate) struct Worker {
     pub(crate) threads: usize,
 }
 
+/// An error and its sources, `: `-joined, for a log line.
+fn chain(e: &dyn std::error::Error) -> String {
+    std::iter::successors(Some(e), |e| e.source()).map(|e| e.to_string()).collect::<Vec<_>>().join(": ")
+}
+
 pub(crate) fn now_us() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
@@ -68,14 +73,14 @@ impl Worker {
         let tp = (topic.to_string(), partition);
         // Only the offset is read to decide; a stale checkpoint is not parsed.
         let local = match self.db.checkpoint_offset(topic, partition)? {
-            Some(at) if Some(at) == committed => {
+            Some(at) if Some(at) == committed && !self.written_over(topic, partition, at)? => {
                 let reading = Instant::now();
                 let restored = self.db.restore(topic, partition)?;
                 self.outlet.metrics.restore_seconds.observe(reading.elapsed().as_secs_f64());
                 restored
             }
             Some(stale) => {
-                warn!(topic, partition, local = stale, committed = ?committed, "local checkpoint is not at the group's committed offset: discarded");
+                warn!(topic, partition, local = stale, committed = ?committed, "local checkpoint is not the group's state at its committed offset: discarded");
                 self.db.discard(topic, partition)?;
                 self.outlet.metrics.checkpoints_discarded.inc();
                 self.summary.discarded_checkpoints += 1;
@@ -129,6 +134,26 @@ impl Worker {
         Ok(start)
     }
 
+    /// Whether another replica has written the group's state at `committed` to the changelog
+    /// since this one wrote its local checkpoint there (it took the partition, its idle clock
+    /// closed sessions, and it committed the same offset). Without a changelog, or one that
+    /// cannot be read, the local checkpoint is trusted, as its offset says.
+    fn written_over(&self, topic: &str, partition: i32, committed: i64) -> Result<bool> {
+        let Some(log) = &self.changelog else { return Ok(false) };
+        let latest = match log.last_writer(topic, partition, committed) {
+            Ok(latest) => latest,
+            Err(e) => {
+                warn!(topic, partition, committed, error = %chain(&e), "cannot read the changelog; the local checkpoint is taken as the group's");
+                return Ok(false);
+            }
+        };
+        let over = latest.is_some_and(|w| Some(w) != self.db.writer(topic, partition).ok().flatten());
+        if over {
+            info!(topic, partition, committed, "another replica wrote the state at the committed offset since this one's checkpoint");
+        }
+        Ok(over)
+    }
+
     /// The partition's state at the group's `committed` offset from the changelog, written to
     /// the state folder; `None` when the changelog is off or cannot give it (rebuild instead).
     fn restore_from_changelog(&mut self, topic: &str, partition: i32, committed: i64) -> Result<Option<Restored>> {
@@ -138,17 +163,23 @@ impl Worker {
             Ok(Some(read)) => read,
             Ok(None) => return Ok(None),
             Err(e) => {
-                let error =
-                    std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source()).map(|e| e.to_string()).collect::<Vec<_>>().join(": ");
-                warn!(topic, partition, committed, error, "cannot restore from the changelog");
+                warn!(topic, partition, committed, error = %chain(&e), "cannot restore from the changelog");
                 return Ok(None);
             }
         };
         let metrics = &self.outlet.metrics;
         metrics.restore_records.inc_by(read.records);
         metrics.restore_bytes.inc_by(read.bytes);
-        self.db.replace(topic, partition, committed, read.changes)?;
-        let restored = self.db.restore(topic, partition)?;
+        self.db.replace(topic, partition, committed, read.writer, read.changes)?;
+        let restored = match self.db.restore(topic, partition) {
+            Ok(restored) => restored,
+            Err(e) => {
+                // Kept, it would fail every start the same way: rebuild instead.
+                warn!(topic, partition, committed, error = %chain(&e), "the changelog's state does not load: discarded");
+                self.db.discard(topic, partition)?;
+                return Ok(None);
+            }
+        };
         let seconds = started.elapsed().as_secs_f64();
         metrics.changelog_restore_seconds.observe(seconds);
         info!(
