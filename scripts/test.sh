@@ -14,6 +14,8 @@ echo "test.sh: CARGO_TARGET_DIR=$CARGO_TARGET_DIR PROPTEST_RNG_SEED=$PROPTEST_RN
 # One format for the whole tree (rustfmt.toml): a file off it fails here, before any build.
 cargo fmt --version > /dev/null 2>&1 || rustup component add rustfmt
 cargo fmt --all --check
+# k8s/ renders, validates against the Kubernetes schemas and keeps its policies (offline, fast).
+bash scripts/k8s-check.sh
 
 bash scripts/stack.sh install
 

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Policy checks over a rendered overlay (`kubectl kustomize k8s/overlays/NAME`): what the schema
+cannot say. Usage: k8s_policy.py RENDERED.yaml REPO_ROOT. Prints every violation; exit 1 if any.
+`k8s_policy.py --self-test RENDERED.yaml REPO_ROOT` breaks one rule at a time in a copy and
+checks that each copy is refused (a check that cannot fail proves nothing)."""
+import copy
+import pathlib
+import re
+import sys
+
+import yaml
+
+
+def pod_spec(obj):
+    return obj.get("spec", {}).get("template", {}).get("spec")
+
+
+def check(docs, root):
+    """Every violation of the policies in `docs` (the rendered objects)."""
+    problems = []
+
+    def fail(obj, what):
+        problems.append(f"{obj['kind']}/{obj['metadata']['name']}: {what}")
+
+    by_kind = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], []).append(d)
+
+    for obj in docs:
+        spec = pod_spec(obj)
+        if spec is None:
+            continue
+        if not spec.get("securityContext", {}).get("runAsNonRoot"):
+            fail(obj, "the pod does not set runAsNonRoot")
+        for c in spec.get("containers", []):
+            image = c.get("image", "")
+            tag = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else ""
+            if not tag or tag == "latest":
+                fail(obj, f"container {c['name']}: image {image!r} has no fixed tag")
+            for probe in ("readinessProbe", "livenessProbe"):
+                if probe not in c:
+                    fail(obj, f"container {c['name']}: no {probe}")
+            res = c.get("resources", {})
+            for side in ("requests", "limits"):
+                for r in ("cpu", "memory"):
+                    if r not in res.get(side, {}):
+                        fail(obj, f"container {c['name']}: no {side}.{r}")
+            sc = c.get("securityContext", {})
+            if not sc.get("readOnlyRootFilesystem") or sc.get("allowPrivilegeEscalation", True):
+                fail(obj, f"container {c['name']}: root filesystem writable or privilege escalation allowed")
+            for e in c.get("env", []):
+                if re.search(r"://[^/\s]*:[^@\s]*@", str(e.get("value", ""))):
+                    fail(obj, f"container {c['name']}: env {e['name']} holds a credential; use a Secret")
+            # Every processor is a StatefulSet with its own volume and a static member id.
+            if c.get("args", [None])[0] == "process":
+                if obj["kind"] != "StatefulSet":
+                    fail(obj, "a processor that is not a StatefulSet")
+                    continue
+                mounts = {m["name"] for m in c.get("volumeMounts", [])}
+                claims = {t["metadata"]["name"] for t in obj["spec"].get("volumeClaimTemplates", [])}
+                if not (mounts & claims):
+                    fail(obj, "the processor's state is not on a volume claim of its own")
+                ids = [e for e in c.get("env", []) if e["name"] == "PITGUN_INSTANCE_ID"]
+                if not ids or ids[0].get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != "metadata.name":
+                    fail(obj, "the processor's static member id (PITGUN_INSTANCE_ID) is not the pod name")
+                # Named after the manifest version it runs, whose file the ConfigMap carries.
+                manifest = c["args"][c["args"].index("--manifest") + 1]
+                path = root / "manifests" / "pipelines" / pathlib.Path(manifest).name
+                if not path.is_file():
+                    fail(obj, f"runs {manifest}, which is not in manifests/pipelines")
+                    continue
+                m = yaml.safe_load(open(path))
+                want = f"processor-{m['name']}-v{m['version']}"
+                if obj["metadata"]["name"] != want:
+                    fail(obj, f"runs {m['name']} v{m['version']}: name it {want}")
+                if spec.get("terminationGracePeriodSeconds", 30) < 60:
+                    fail(obj, "terminationGracePeriodSeconds under 60 s: the final checkpoint may not finish")
+
+    for s in by_kind.get("Secret", []):
+        fail(s, "a Secret in the tree: Secrets are made in the cluster, never committed")
+
+    # The changelog of a manifest version has a partition per input partition.
+    topics = {t["spec"]["topicName"]: t for t in by_kind.get("KafkaTopic", [])}
+    envelopes = topics.get("pitgun.envelopes.v1")
+    if envelopes is None:
+        problems.append("no KafkaTopic for pitgun.envelopes.v1")
+    for name, t in topics.items():
+        if not t["metadata"].get("labels", {}).get("strimzi.io/cluster"):
+            fail(t, "no strimzi.io/cluster label")
+        if name.startswith("pitgun.state.") and envelopes and t["spec"]["partitions"] < envelopes["spec"]["partitions"]:
+            fail(t, "fewer partitions than pitgun.envelopes.v1: the changelog needs one per input partition")
+    for obj in by_kind.get("StatefulSet", []):
+        c = obj["spec"]["template"]["spec"]["containers"][0]
+        name = obj["metadata"]["name"].removeprefix("processor-")
+        manifest, version = name.rsplit("-v", 1)
+        for topic in (f"pitgun.aggregates.{manifest}.v{version}", f"pitgun.late.{manifest}.v{version}", f"pitgun.state.{manifest}.v{version}"):
+            if topic not in topics:
+                fail(obj, f"no KafkaTopic for {topic}")
+
+    return problems
+
+
+def self_test(docs, root):
+    """Breaks one rule at a time; each broken copy must be refused."""
+    def first(kind, f):
+        return lambda ds: f(next(d for d in ds if d["kind"] == kind))
+    def processor(ds):
+        return next(d for d in ds if d["kind"] == "StatefulSet")
+    breaks = {
+        "image latest": first("Deployment", lambda d: d["spec"]["template"]["spec"]["containers"][0].update(image="pitgun:latest")),
+        "no readiness probe": first("Deployment", lambda d: d["spec"]["template"]["spec"]["containers"][0].pop("readinessProbe")),
+        "no memory limit": first("Deployment", lambda d: d["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"].pop("memory")),
+        "runs as root": first("Deployment", lambda d: d["spec"]["template"]["spec"]["securityContext"].pop("runAsNonRoot")),
+        "a committed Secret": lambda ds: ds.append({"kind": "Secret", "metadata": {"name": "pg"}}),
+        "processor without its volume claim": lambda ds: processor(ds)["spec"].pop("volumeClaimTemplates"),
+        "processor without static id": lambda ds: processor(ds)["spec"]["template"]["spec"]["containers"][0]["env"].clear(),
+        "processor as a Deployment": lambda ds: processor(ds).update(kind="Deployment"),
+        "changelog with too few partitions": lambda ds: next(d for d in ds if d["kind"] == "KafkaTopic" and d["spec"]["topicName"].startswith("pitgun.state.")
+                                                         )["spec"].update(partitions=1),
+    }
+    assert not check(docs, root), "the rendered overlay breaks the policies already"
+    failed = []
+    for what, breaking in breaks.items():
+        broken = copy.deepcopy(docs)
+        breaking(broken)
+        if not check(broken, root):
+            failed.append(what)
+    for what in failed:
+        print(f"k8s policy self-test: a copy with {what} was not refused", file=sys.stderr)
+    return not failed
+
+
+if __name__ == "__main__":
+    test = sys.argv[1] == "--self-test"
+    rendered, root = sys.argv[1 + test], pathlib.Path(sys.argv[2 + test])
+    docs = [d for d in yaml.safe_load_all(open(rendered)) if d]
+    if test:
+        sys.exit(0 if self_test(docs, root) else 1)
+    problems = check(docs, root)
+    for p in problems:
+        print(f"k8s policy: {rendered}: {p}", file=sys.stderr)
+    sys.exit(1 if problems else 0)
