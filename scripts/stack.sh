@@ -63,6 +63,8 @@ install() {
   local missing=()
   command -v clang >/dev/null 2>&1 || [ -e /usr/lib/llvm-14/lib/libclang.so ] || ls /usr/lib/llvm-*/lib/libclang*.so >/dev/null 2>&1 || missing+=(libclang-dev)
   [ -x "$PG_BIN/initdb" ] || missing+=(postgresql-15)
+  # promtool checks and tests k8s/monitoring's alert rules (scripts/k8s-check.sh).
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
