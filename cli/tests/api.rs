@@ -179,4 +179,5 @@ fn api_endpoints_on_known_data() {
     }
     let metrics = http_get(&addr, "/metrics");
     assert!(metric(&metrics, "pitgun_api_requests_total", "route=\"leaderboard\",status=\"400\"") >= 3.0, "{metrics}");
+    assert_promtool_metrics(&metrics, "api");
 }

@@ -290,6 +290,7 @@ fn dead_letters_and_metrics() {
     assert!(metric(&text, "pitgun_processor_checkpoint_duration_seconds_count", "") >= 2.0);
     assert_eq!(metric(&text, "pitgun_processor_consumer_lag", ""), 0.0);
     assert!(metric(&text, "pitgun_processor_state_size_bytes", "") > 0.0);
+    assert_promtool_metrics(&text, "processor");
     assert_eq!(http_get(&addr, "/readyz").trim(), "ready");
 
     let dead = ns.all_records("pitgun.deadletter.process.v1");

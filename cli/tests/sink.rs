@@ -129,6 +129,7 @@ fn end_to_end_tables_equal_replay() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let metrics = http_get(&listen, "/metrics");
+    assert_promtool_metrics(&metrics, "sink");
     // Every record of both aggregates topics consumed; at least one write per table row (a
     // window re-emitted in another batch is written again, as an upsert).
     let on_topics = ns.all_records("pitgun.aggregates.lap-performance.v1").len() + ns.all_records("pitgun.aggregates.session-summary.v1").len();

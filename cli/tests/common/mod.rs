@@ -350,6 +350,27 @@ pub fn http_get(addr: &str, path: &str) -> String {
 }
 
 /// The value of a Prometheus sample whose line starts with `prefix` (name and labels).
+/// A service's `/metrics` text passes `promtool check metrics` (Prometheus's own parser and
+/// naming lints; Debian's `prometheus` package, which the test command installs).
+pub fn assert_promtool_metrics(text: &str, service: &str) {
+    assert!(text.contains("pitgun_"), "{service}: no Pitgun metric in /metrics:\n{text}");
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; scripts/stack.sh install installs it)");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{service}: promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub fn metric(text: &str, name: &str, label_contains: &str) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
