@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,7 @@ use tracing::{info, warn};
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::outlet::Failures;
 use crate::state::{Change, StateDb};
 
 const PUT: u8 = b'P';
@@ -93,8 +94,7 @@ impl Chain {
 /// Failed deliveries, and the offsets of the records whose place a mark must name.
 #[derive(Default)]
 pub(crate) struct Acks {
-    failed: AtomicU64,
-    last_error: Mutex<Option<String>>,
+    failures: Failures,
     offsets: Mutex<HashMap<usize, i64>>,
 }
 
@@ -108,10 +108,7 @@ impl ProducerContext for Acks {
                 self.offsets.lock().expect("lock").insert(token, msg.offset());
             }
             Ok(_) => {}
-            Err((e, msg)) => {
-                self.failed.fetch_add(1, Ordering::Relaxed);
-                *self.last_error.lock().expect("lock") = Some(format!("changelog record to {} failed: {e}", msg.topic()));
-            }
+            Err((e, msg)) => self.failures.record(format!("changelog record to {} failed: {e}", msg.topic())),
         }
     }
 }
@@ -229,19 +226,7 @@ impl Changelog {
     /// Waits until every record is acknowledged; an unstored one is an error (no checkpoint
     /// may name state the changelog does not hold).
     fn flush(&self) -> Result<()> {
-        let deadline = Instant::now() + self.flush_timeout;
-        while self.producer.in_flight_count() > 0 {
-            if Instant::now() > deadline {
-                return Err(Error::Unacknowledged { in_flight: self.producer.in_flight_count(), timeout: self.flush_timeout });
-            }
-            std::thread::sleep(Duration::from_micros(500));
-        }
-        let failed = self.producer.context().failed.swap(0, Ordering::Relaxed);
-        if failed > 0 {
-            let last = self.producer.context().last_error.lock().expect("lock").clone().unwrap_or_default();
-            return Err(Error::NotStored { failed, last });
-        }
-        Ok(())
+        self.producer.context().failures.await_acks(&self.producer, self.flush_timeout)
     }
 
     /// A reader of one changelog partition, its low and high offsets, and a deadline for

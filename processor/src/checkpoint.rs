@@ -3,11 +3,10 @@
 //! committed to the group.
 
 use pitgun_engine::CloseCause;
-use std::sync::atomic::Ordering;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use pitgun_runtime::error::Error as EdgeError;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::Producer;
@@ -35,20 +34,7 @@ impl Worker {
         let started = Instant::now();
         let producer = &self.outlet.producer;
         let metrics = &self.outlet.metrics;
-        // librdkafka's flush checks in 100 ms steps; a checkpoint waits only as long as the
-        // acknowledgements take (the producer's own thread serves the delivery reports).
-        let deadline = Instant::now() + self.outlet.flush_timeout;
-        while producer.in_flight_count() > 0 {
-            if Instant::now() > deadline {
-                return Err(Error::Unacknowledged { in_flight: producer.in_flight_count(), timeout: self.outlet.flush_timeout });
-            }
-            std::thread::sleep(Duration::from_micros(500));
-        }
-        let failed = producer.context().failed.load(Ordering::Relaxed);
-        if failed > 0 {
-            let last = producer.context().last_error.lock().expect("lock").clone().unwrap_or_default();
-            return Err(Error::NotStored { failed, last });
-        }
+        producer.context().failures.await_acks(producer, self.outlet.flush_timeout)?;
         let flushed = started.elapsed();
         let mut tpl = TopicPartitionList::new();
         let now = now_us();

@@ -4,21 +4,54 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use pitgun_runtime::kafka::{headers, send_waiting};
 use rdkafka::message::{Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 
 use crate::metrics::Metrics;
 
-/// Counts failed deliveries: a checkpoint must never follow a row the broker did not take.
+/// Failed deliveries of a producer: a checkpoint must never follow a record the broker did not take.
+#[derive(Default)]
+pub(crate) struct Failures {
+    failed: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Failures {
+    /// Counts a failed delivery.
+    pub(crate) fn record(&self, what: String) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock().expect("lock") = Some(what);
+    }
+
+    /// Waits until `producer` has nothing in flight (at most `timeout`), then fails if any
+    /// delivery failed. librdkafka's flush checks in 100 ms steps; this waits only as long as
+    /// the acknowledgements take (the producer's own thread serves the delivery reports).
+    pub(crate) fn await_acks<C: ProducerContext>(&self, producer: &ThreadedProducer<C>, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while producer.in_flight_count() > 0 {
+            if Instant::now() > deadline {
+                return Err(Error::Unacknowledged { in_flight: producer.in_flight_count(), timeout });
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+        let failed = self.failed.load(Ordering::Relaxed);
+        if failed > 0 {
+            let last = self.last_error.lock().expect("lock").clone().unwrap_or_default();
+            return Err(Error::NotStored { failed, last });
+        }
+        Ok(())
+    }
+}
+
+/// The rows producer's context: its failed deliveries.
 #[derive(Default)]
 pub(crate) struct Deliveries {
-    pub(crate) failed: AtomicU64,
-    pub(crate) last_error: Mutex<Option<String>>,
+    pub(crate) failures: Failures,
 }
 
 impl ClientContext for Deliveries {}
@@ -26,8 +59,7 @@ impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((e, msg)) = result {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-            *self.last_error.lock().expect("lock") = Some(format!("delivery to {} failed: {e}", msg.topic()));
+            self.failures.record(format!("delivery to {} failed: {e}", msg.topic()));
         }
     }
 }
