@@ -450,6 +450,56 @@ fn a_local_checkpoint_written_over_at_the_same_offset_is_not_resumed() {
     assert_eq!(a2.summary()["changelog_restored_partitions"], 1, "A2: {}", a2.summary());
 }
 
+/// The changelog topic is deleted and created again under a running processor (an operator
+/// resetting it), twice: at once, between two checkpoints (the processor's next marks then land
+/// before its earlier ones), and with checkpoints waiting while it is gone (the new topic holds
+/// no sequence for the processor's idempotent producer, and librdkafka takes the broker's
+/// refusal as fatal to that producer). Neither may stop the processor or leave it writing marks
+/// that name a snapshot the topic no longer has: it starts each partition's chain again, from a
+/// snapshot, under a new writer (and a new producer), so a replica with no local state restores
+/// every partition from the new topic, and the rows equal replay.
+#[test]
+fn a_changelog_topic_reset_under_the_processor_is_written_again_from_snapshots() {
+    let ns = Ns::new("reset");
+    ns.create_topics(2);
+    let dir = tempfile::tempdir().unwrap();
+    let data = simulate(dir.path(), "reset.ndjson", 41, 8, "2m", None);
+    let all = lines(&data);
+    let (first, rest) = all.split_at(all.len() / 3);
+    let (second, third) = rest.split_at(rest.len() / 2);
+    let m = manifest("lap-performance.v1.yaml");
+    let m_s = m.to_str().unwrap().to_string();
+    let expected = replay(&m, Some(&dictionary()), &data, &[]);
+    let (sa, sb) = (dir.path().join("a"), dir.path().join("b"));
+    let (sa, sb) = (sa.to_str().unwrap().to_string(), sb.to_str().unwrap().to_string());
+    let addr = format!("127.0.0.1:{}", free_port());
+    let a_args = process_args(&m_s, &sa, &["--checkpoint-interval", "200ms", "--metrics-listen", &addr]);
+    let restarts = || metric(&http_get(&addr, "/metrics"), "pitgun_processor_changelog_restarts_total", "");
+
+    ns.produce_lines(first.iter().map(|s| s.as_str()));
+    let mut a = Service::start("a", &a_args, &ns);
+    wait_consumed(&addr, first.len(), "a, first third");
+    ns.recreate_topic("pitgun.state.lap-performance.v1", 2, || {});
+    ns.produce_lines(second.iter().map(|s| s.as_str()));
+    wait_consumed(&addr, first.len() + second.len(), "a, second third");
+    let after_first = restarts();
+    assert!(after_first >= 1.0, "no changelog chain was started again after the first reset");
+    ns.recreate_topic("pitgun.state.lap-performance.v1", 2, || {
+        ns.produce_lines(third.iter().map(|s| s.as_str()));
+        std::thread::sleep(Duration::from_millis(1500));
+    });
+    wait_consumed(&addr, all.len(), "a, last third");
+    assert!(restarts() > after_first, "no changelog chain was started again after the second reset");
+    a.sigterm();
+    assert!(a.wait(Duration::from_secs(30)), "a did not stop cleanly after its changelog topic was reset");
+
+    let mut b = Service::start("b", &process_args(&m_s, &sb, &["--checkpoint-interval", "200ms", "--until-end"]), &ns);
+    assert!(b.wait(Duration::from_secs(120)), "b failed");
+    assert_eq!(b.summary()["changelog_restored_partitions"], 2, "b restored every partition from the new topic: {}", b.summary());
+    let latest = ns.latest_rows("pitgun.aggregates.lap-performance.v1");
+    assert_rows_equal_replay(&latest, &expected, "after the changelog topic was reset");
+}
+
 /// Checks the emissions on an aggregates topic against replay's changelog (every emission, in
 /// order): each row's emissions on the topic are replay's for that row, in replay's order, each
 /// once — none repeated, none going back to an older version.

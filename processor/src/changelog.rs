@@ -64,8 +64,9 @@ pub(crate) struct Chain {
     snapshot_at: Instant,
     /// Bytes of changes since the snapshot.
     since_snapshot: u64,
-    /// The input offset of the last mark.
+    /// The input offset of the last mark, and where that mark is in the changelog.
     last_mark: Option<i64>,
+    last_mark_at: Option<i64>,
 }
 
 impl Chain {
@@ -78,7 +79,14 @@ impl Chain {
             snapshot_at: Instant::now(),
             since_snapshot: 0,
             last_mark: None,
+            last_mark_at: None,
         }
+    }
+
+    /// Gives up this chain (some of its records may be missing): the partition goes on under a
+    /// new writer, from a snapshot, so no mark can name the broken chain's records.
+    fn restart(&mut self) {
+        *self = Chain::new();
     }
 
     /// The writer id, recorded in the state folder beside the checkpoint's offset.
@@ -138,74 +146,154 @@ pub(crate) struct Changelog {
     producer: ThreadedProducer<Acks>,
     broker: Broker,
     pub(crate) topic: String,
+    partitions: i32,
+    client_id: String,
     flush_timeout: Duration,
     tokens: AtomicUsize,
 }
 
 impl Changelog {
-    pub(crate) fn new(broker: &Broker, topic: String, client_id: &str, flush_timeout: Duration) -> Result<Changelog> {
-        let producer = broker
+    /// The changelog `topic` (created with `partitions`) and its producer.
+    pub(crate) fn new(broker: &Broker, topic: String, partitions: i32, client_id: &str, flush_timeout: Duration) -> Result<Changelog> {
+        let producer = Self::producer(broker, client_id, flush_timeout)?;
+        Ok(Changelog {
+            producer,
+            broker: broker.clone(),
+            topic,
+            partitions,
+            client_id: client_id.to_string(),
+            flush_timeout,
+            tokens: AtomicUsize::new(1),
+        })
+    }
+
+    fn producer(broker: &Broker, client_id: &str, flush_timeout: Duration) -> Result<ThreadedProducer<Acks>> {
+        Ok(broker
             .producer_config(client_id)
             .set("message.timeout.ms", flush_timeout.as_millis().to_string())
+            // A deleted changelog topic is created again by the processor, with a partition per
+            // input partition, never by the broker's defaults.
+            .set("allow.auto.create.topics", "false")
             .create_with_context(Acks::default())
-            .map_err(EdgeError::kafka("cannot create the changelog producer"))?;
-        Ok(Changelog { producer, broker: broker.clone(), topic, flush_timeout, tokens: AtomicUsize::new(1) })
+            .map_err(EdgeError::kafka("cannot create the changelog producer"))?)
     }
 
     /// Writes the checkpoint's share of each partition (a snapshot when one is due, else its
     /// changes), waits for them, then writes and waits for the marks. On return the group's
     /// offsets may be committed. Returns the bytes written.
-    pub(crate) fn write(&self, db: &StateDb, due: &mut [Due<'_>], metrics: &Metrics) -> Result<u64> {
+    ///
+    /// A chain that breaks is started again at once, under a new writer from a snapshot, and
+    /// only then are the offsets committed:
+    /// - a record the broker did not take. librdkafka makes an idempotent producer unusable when
+    ///   its sequence and the broker's disagree, so every chain goes on through a new producer.
+    /// - a mark stored *before* the chain's previous one: the topic was deleted and created
+    ///   again under the processor, and its snapshot went with it.
+    ///
+    /// A second failure is an error: no checkpoint may name state the changelog does not hold.
+    pub(crate) fn write(&mut self, db: &StateDb, due: &mut [Due<'_>], metrics: &Metrics) -> Result<u64> {
         let before = metrics.changelog_bytes.get();
-        let mut snapshots = Vec::new();
-        let mut marks = Vec::new();
+        let broken = match self.write_chains(due, db, metrics) {
+            Ok(reset) => reset,
+            Err(e) => {
+                warn!(error = %e, changelog = %self.topic, "the changelog did not take a checkpoint; writing snapshots through a new producer");
+                self.producer = Self::producer(&self.broker, &self.client_id, self.flush_timeout)?;
+                self.broker.ensure_topics(std::slice::from_ref(&self.topic), self.partitions, Duration::from_secs(10))?;
+                (0..due.len()).collect()
+            }
+        };
+        if !broken.is_empty() {
+            metrics.changelog_restarts.inc_by(broken.len() as u64);
+            let mut batch = rocksdb::WriteBatch::default();
+            for &i in &broken {
+                let d = &mut due[i];
+                warn!(topic = d.topic, partition = d.partition, changelog = %self.topic, "the partition's changelog chain broke; starting a new one from a snapshot");
+                d.chain.restart();
+                StateDb::stage_writer(&mut batch, d.topic, d.partition, d.chain.writer);
+            }
+            db.write(batch)?;
+            // Chains not broken have nothing left to write (their marks are at their offsets).
+            let again = self.write_chains(due, db, metrics)?;
+            if !again.is_empty() {
+                return Err(Error::Changelog(format!("{}: marks went back again right after new snapshots", self.topic)));
+            }
+        }
+        Ok(metrics.changelog_bytes.get() - before)
+    }
+
+    /// One attempt of [`Changelog::write`]: returns the chains whose records went back (the
+    /// first record of this write stored at or before the chain's previous mark).
+    fn write_chains(&self, due: &mut [Due<'_>], db: &StateDb, metrics: &Metrics) -> Result<Vec<usize>> {
+        let ack = |token: usize| self.offsets().remove(&token).ok_or(Error::Unacknowledged { in_flight: 1, timeout: self.flush_timeout });
+        // Per partition written: its index in `due`, the token of its first record (the mark's
+        // when it has no other), and its snapshot's bytes when it has one.
+        let mut written: Vec<(usize, Option<usize>, Option<u64>)> = Vec::new();
         for (i, d) in due.iter_mut().enumerate() {
             let writer = d.chain.writer;
+            let first = self.tokens.fetch_add(1, Ordering::Relaxed);
             if d.chain.snapshot_due() {
-                let token = self.tokens.fetch_add(1, Ordering::Relaxed);
-                let mut bytes = self.send(d.partition, &StateDb::offset_key(d.topic, d.partition), BEGIN, writer, &[], token)?;
+                let mut bytes = self.send(d.partition, &StateDb::offset_key(d.topic, d.partition), BEGIN, writer, &[], first)?;
                 for (k, v) in db.partition_records(d.topic, d.partition)? {
                     bytes += self.send(d.partition, &k, PUT, writer, &v, 0)?;
                 }
                 metrics.changelog_snapshots.inc();
                 metrics.changelog_bytes.inc_by(bytes);
-                snapshots.push((i, token, bytes));
-                marks.push(i);
+                written.push((i, Some(first), Some(bytes)));
             } else if !d.changes.is_empty() || d.chain.last_mark != Some(d.offset) {
-                let mut bytes = 0;
-                for change in std::mem::take(&mut d.changes) {
+                let (mut bytes, mut token) = (0, first);
+                let changes = std::mem::take(&mut d.changes);
+                let had_changes = !changes.is_empty();
+                for change in changes {
                     bytes += match change {
-                        Change::Put(k, v) => self.send(d.partition, &k, PUT, writer, &v, 0)?,
-                        Change::Delete(k) => self.send(d.partition, &k, DELETE, writer, &[], 0)?,
-                        Change::DeleteRange(from, to) => self.send(d.partition, &from, DELETE_RANGE, writer, &to, 0)?,
+                        Change::Put(k, v) => self.send(d.partition, &k, PUT, writer, &v, token)?,
+                        Change::Delete(k) => self.send(d.partition, &k, DELETE, writer, &[], token)?,
+                        Change::DeleteRange(from, to) => self.send(d.partition, &from, DELETE_RANGE, writer, &to, token)?,
                     };
+                    token = 0;
                 }
                 d.chain.since_snapshot += bytes;
                 metrics.changelog_bytes.inc_by(bytes);
-                marks.push(i);
+                written.push((i, had_changes.then_some(first), None));
             }
         }
-        if marks.is_empty() {
-            return Ok(0);
+        if written.is_empty() {
+            return Ok(Vec::new());
         }
         self.flush()?;
-        for (i, token, bytes) in snapshots {
-            let start = self.offsets().remove(&token).ok_or(Error::Unacknowledged { in_flight: 1, timeout: self.flush_timeout })?;
-            let chain = &mut due[i].chain;
-            (chain.snapshot_start, chain.snapshot_bytes, chain.snapshot_at, chain.since_snapshot) = (Some(start), bytes, Instant::now(), 0);
+        let mut firsts = Vec::with_capacity(written.len());
+        for &(i, first, snapshot) in &written {
+            let first = first.map(ack).transpose()?;
+            if let (Some(start), Some(bytes)) = (first, snapshot) {
+                let chain = &mut due[i].chain;
+                (chain.snapshot_start, chain.snapshot_bytes, chain.snapshot_at, chain.since_snapshot) = (Some(start), bytes, Instant::now(), 0);
+            }
+            firsts.push(first);
         }
-        for i in marks {
+        let mut marks = Vec::with_capacity(written.len());
+        for &(i, _, _) in &written {
             let d = &mut due[i];
             let start = d.chain.snapshot_start.expect("a snapshot was written before any mark");
             let mut body = [0u8; 16];
             body[..8].copy_from_slice(&d.offset.to_be_bytes());
             body[8..].copy_from_slice(&start.to_be_bytes());
-            let bytes = self.send(d.partition, &StateDb::offset_key(d.topic, d.partition), MARK, d.chain.writer, &body, 0)?;
+            let token = self.tokens.fetch_add(1, Ordering::Relaxed);
+            let bytes = self.send(d.partition, &StateDb::offset_key(d.topic, d.partition), MARK, d.chain.writer, &body, token)?;
             metrics.changelog_bytes.inc_by(bytes);
             d.chain.last_mark = Some(d.offset);
+            marks.push(token);
         }
         self.flush()?;
-        Ok(metrics.changelog_bytes.get() - before)
+        let mut went_back = Vec::new();
+        for ((&(i, _, _), first), mark) in written.iter().zip(firsts).zip(marks) {
+            let at = ack(mark)?;
+            let chain = &mut due[i].chain;
+            // Only this replica writes the partition while it owns it, so its records' offsets
+            // only grow; one at or before its previous mark is on a new topic of the same name.
+            if chain.last_mark_at.is_some_and(|last| first.unwrap_or(at) <= last) {
+                went_back.push(i);
+            }
+            chain.last_mark_at = Some(at);
+        }
+        Ok(went_back)
     }
 
     fn offsets(&self) -> std::sync::MutexGuard<'_, HashMap<usize, i64>> {

@@ -88,7 +88,7 @@ impl Worker {
         let (staged, bytes) = (started.elapsed(), batch.size_in_bytes());
         self.db.write(batch)?;
         let written = started.elapsed();
-        if let Some(log) = &self.changelog {
+        if let Some(log) = &mut self.changelog {
             let mut changes: BTreeMap<Tp, Vec<Change>> = logged.into_iter().flatten().collect();
             let mut due: Vec<Due<'_>> = Vec::new();
             for (tp, part) in self.parts.iter_mut() {

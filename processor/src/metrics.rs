@@ -50,6 +50,9 @@ pub struct Metrics {
     pub changelog_bytes: IntCounter,
     /// Full snapshots written to the state changelog.
     pub changelog_snapshots: IntCounter,
+    /// Partitions whose changelog chain broke (a record not stored, the topic reset) and was
+    /// started again from a snapshot.
+    pub changelog_restarts: IntCounter,
     /// Partitions restored from the state changelog.
     pub changelog_restored: IntCounter,
     /// Changelog records read by restores (rate: restore records/s).
@@ -129,6 +132,7 @@ impl Metrics {
             state_bytes: g("state_size_bytes", "RocksDB SST files plus memtables"),
             changelog_bytes: c("changelog_bytes_total", "Bytes written to the state changelog"),
             changelog_snapshots: c("changelog_snapshots_total", "Full snapshots written to the state changelog"),
+            changelog_restarts: c("changelog_restarts_total", "Partitions whose changelog chain broke and was started again from a snapshot"),
             changelog_restored: c("changelog_restored_total", "Partitions restored from the state changelog"),
             restore_records: c("restore_records_total", "State changelog records read by restores"),
             restore_bytes: c("restore_bytes_total", "State changelog bytes read by restores"),

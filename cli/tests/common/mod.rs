@@ -61,6 +61,37 @@ impl Ns {
             .expect("topic created within 20 s");
     }
 
+    /// Deletes one topic of this namespace and, after `while_gone()` returns, creates it again,
+    /// empty, with `partitions` (what an operator does to reset a topic under running clients).
+    pub fn recreate_topic(&self, base: &str, partitions: i32, while_gone: impl FnOnce()) {
+        use rdkafka::admin::{AdminClient, AdminOptions};
+        use rdkafka::client::DefaultClientContext;
+        let admin: AdminClient<DefaultClientContext> = self.config().create().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let topic = self.topic(base);
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let deleted = rt.block_on(async { tokio::time::timeout(Duration::from_secs(20), admin.delete_topics(&[&topic], &opts)).await });
+        let results = deleted.expect("topic deleted within 20 s").expect("delete request answered");
+        assert!(results.iter().all(|r| r.is_ok()), "deleting {topic}: {results:?}");
+        while_gone();
+        // The broker may still hold the name for a moment after the delete.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let created = pitgun_runtime::kafka::Broker::new(self.brokers.clone(), "").ensure_topics(
+                std::slice::from_ref(&topic),
+                partitions,
+                Duration::from_secs(10),
+            );
+            let consumer: rdkafka::consumer::BaseConsumer = self.config().create().unwrap();
+            let md = rdkafka::consumer::Consumer::fetch_metadata(&consumer, Some(&topic), Duration::from_secs(10));
+            if created.is_ok() && md.is_ok_and(|m| m.topics().iter().any(|t| t.name() == topic && t.partitions().len() == partitions as usize)) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{topic} not created again within 20 s: {created:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn create_topics(&self, partitions: i32) {
         let names = [self.topic("pitgun.envelopes.v1"), self.topic("pitgun.deadletter.ingest.v1"), self.topic("pitgun.deadletter.process.v1")];
         pitgun_runtime::kafka::Broker::new(self.brokers.clone(), "")
