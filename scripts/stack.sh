@@ -65,6 +65,11 @@ install() {
   [ -x "$PG_BIN/initdb" ] || missing+=(postgresql-15)
   # promtool checks and tests k8s/monitoring's alert rules (scripts/k8s-check.sh).
   command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  # scripts/image.sh builds and runs the image without a daemon: buildah, podman with runc,
+  # skopeo to read the exported archive, debootstrap for the base.
+  for tool in buildah podman skopeo debootstrap runc; do
+    command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing+=("$tool")
+  done
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

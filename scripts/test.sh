@@ -62,6 +62,11 @@ cargo build --locked --profile ci -p pitgun --features live
 "$CARGO_TARGET_DIR/ci/pitgun" replay --manifest manifests/pipelines/lap-performance.v1.yaml \
   --input samples/racing-small.ndjson.zst 2>/dev/null | cmp - "$STACK_DIR/first-rows.ndjson"
 echo "test.sh: the first command builds without librdkafka or RocksDB and gives the live build's rows"
+# The image: built from the Containerfile with the binary just built, exported and read back,
+# then run: --version, a non-root gateway container answering 202, a processor container
+# consuming that batch.
+bash scripts/image.sh build
+bash scripts/image.sh test --brokers "$PITGUN_TEST_BROKERS"
 # Lints over the whole tree, tests included, with the profile and features just built (the
 # check reuses their build scripts: no second RocksDB compile); any warning fails.
 cargo clippy --version > /dev/null 2>&1 || rustup component add clippy
