@@ -9,6 +9,8 @@
 #   scripts/stack.sh postgres start|stop [options]
 #   scripts/stack.sh topics   [options]          create the pitgun topics (idempotent)
 #   scripts/stack.sh env      [--dir D]          print PITGUN_* variables for the running stack
+#   scripts/stack.sh scrape   [--dir D] ADDR...  have the stack's Prometheus scrape these
+#                                                `host:port` /metrics endpoints (replaces the list)
 #
 # Options (all have defaults, so `scripts/stack.sh up` alone gives a working local stack):
 #   --dir D             state folder: pids, logs, PostgreSQL data   (default .stack)
@@ -19,6 +21,9 @@
 #   --namespace NS      prefix of topic names (as `pitgun --namespace`)
 #   --rebalance-delay D how long a new consumer group's first rebalance waits (default 3s; tests
 #                       use less so each test's group starts sooner)
+#   --with-prometheus   also start Prometheus (Debian's) on 127.0.0.1:--prometheus-port (9090),
+#                       loading k8s/monitoring's alert rules and scraping the targets that
+#                       `scripts/stack.sh scrape` lists (reread every 5 s)
 #
 # Every wait has a deadline (STACK_DEADLINE seconds, default 60); a service that does not answer
 # in time is reported with the tail of its log and the script fails.
@@ -33,12 +38,15 @@ BROKER_STORAGE=memory
 PARTITIONS=4
 NAMESPACE=""
 REBALANCE_DELAY=3s
+WITH_PROMETHEUS=0
+PROMETHEUS_PORT=9090
 DEADLINE="${STACK_DEADLINE:-60}"
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 
 log() { echo "stack: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+ARGS=()
 parse() {
   while [ $# -gt 0 ]; do
     case "$1" in
@@ -49,7 +57,10 @@ parse() {
       --partitions) PARTITIONS="$2"; shift 2 ;;
       --namespace) NAMESPACE="$2"; shift 2 ;;
       --rebalance-delay) REBALANCE_DELAY="$2"; shift 2 ;;
-      *) die "unknown option $1 (see the top of scripts/stack.sh)" ;;
+      --with-prometheus) WITH_PROMETHEUS=1; shift ;;
+      --prometheus-port) PROMETHEUS_PORT="$2"; shift 2 ;;
+      --*) die "unknown option $1 (see the top of scripts/stack.sh)" ;;
+      *) ARGS+=("$1"); shift ;;
     esac
   done
   mkdir -p "$DIR"
@@ -194,6 +205,39 @@ broker_answers() { timeout 5 "$(nisshi_bin)" topic list --broker "tcp://127.0.0.
 
 broker_stop() { stop_pid broker "$DIR/broker.pid"; }
 
+# ---------------------------------------------------------------------------------------------
+# Prometheus: the alert rules of k8s/monitoring, and the targets listed in a file it rereads.
+
+prometheus_start() {
+  command -v prometheus >/dev/null || die "prometheus not installed (run: scripts/stack.sh install)"
+  if [ -f "$DIR/prometheus.pid" ] && kill -0 "$(cat "$DIR/prometheus.pid")" 2>/dev/null; then
+    log "prometheus already running (pid $(cat "$DIR/prometheus.pid"))"; return 0
+  fi
+  port_open "$PROMETHEUS_PORT" && die "port $PROMETHEUS_PORT is taken by a process this stack did not start"
+  [ -f "$DIR/prometheus-targets.json" ] || echo '[]' > "$DIR/prometheus-targets.json"
+  cat > "$DIR/prometheus.yml" <<YAML
+global: {scrape_interval: 5s, evaluation_interval: 5s}
+rule_files: ['$PWD/k8s/monitoring/pitgun-alerts.rules.yaml']
+scrape_configs:
+  - job_name: pitgun
+    file_sd_configs: [{files: ['$DIR/prometheus-targets.json'], refresh_interval: 5s}]
+YAML
+  ( exec nohup prometheus --config.file="$DIR/prometheus.yml" --storage.tsdb.path="$DIR/prometheus-data" \
+      --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" >>"$DIR/prometheus.log" 2>&1 ) &
+  echo $! > "$DIR/prometheus.pid"
+  wait_until "Prometheus on port $PROMETHEUS_PORT" "$DIR/prometheus.log" port_open "$PROMETHEUS_PORT"
+  log "prometheus up: http://127.0.0.1:$PROMETHEUS_PORT (pid $(cat "$DIR/prometheus.pid")); add targets with: scripts/stack.sh scrape --dir $DIR HOST:PORT..."
+}
+
+prometheus_stop() { stop_pid prometheus "$DIR/prometheus.pid"; }
+
+scrape() {
+  local list=""; for t in "${ARGS[@]}"; do list+="${list:+, }\"$t\""; done
+  echo "[{\"targets\": [$list]}]" > "$DIR/prometheus-targets.json.part"
+  mv "$DIR/prometheus-targets.json.part" "$DIR/prometheus-targets.json"
+  log "prometheus scrapes: ${ARGS[*]:-nothing}"
+}
+
 topics() {
   local prefix=""; [ -n "$NAMESPACE" ] && prefix="$NAMESPACE."
   local nisshi; nisshi="$(nisshi_bin)" || die "nisshi not installed"
@@ -215,8 +259,10 @@ cmd="${1:-}"; shift || true
 case "$cmd" in
   install) install ;;
   up) parse "$@"; install; pg_start; broker_start; topics
+      [ "$WITH_PROMETHEUS" = 1 ] && prometheus_start
       log "ready; stop with: scripts/stack.sh down --dir $DIR" ;;
-  down) parse "$@"; broker_stop; pg_stop ;;
+  down) parse "$@"; prometheus_stop; broker_stop; pg_stop ;;
+  scrape) parse "$@"; scrape ;;
   broker) sub="${1:-}"; shift || true; parse "$@"
       case "$sub" in start) broker_start ;; stop) broker_stop ;; *) die "broker start|stop" ;; esac ;;
   postgres) sub="${1:-}"; shift || true; parse "$@"
@@ -225,5 +271,5 @@ case "$cmd" in
   env) parse "$@"
       echo "PITGUN_BROKERS=127.0.0.1:$(cat "$DIR/broker.port" 2>/dev/null || echo "$BROKER_PORT")"
       echo "PITGUN_POSTGRES=postgres://pitgun:pitgun@127.0.0.1:$(cat "$DIR/postgres.port" 2>/dev/null || echo "$PG_PORT")/pitgun" ;;
-  *) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$cmd" ] || exit 2 ;;
+ *) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$cmd" ] || exit 2 ;;
 esac

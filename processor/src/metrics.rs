@@ -85,12 +85,19 @@ impl Metrics {
         };
         let rejected = IntCounterVec::new(Opts::new("rejected_total", "Records refused, by reason"), &["reason"]).expect("metric");
         registry.register(Box::new(rejected.clone())).expect("register");
+        // At 0 from the start: "none yet", not "no such series", for alerts and panels.
+        for reason in pitgun_engine::Reason::ALL {
+            rejected.with_label_values(&[reason.as_str()]);
+        }
         let sessions_closed = IntCounterVec::new(
             Opts::new("sessions_closed_total", "Sessions closed, by cause: end, idle (wall clock), gap (own event time), input_end"),
             &["cause"],
         )
         .expect("metric");
         registry.register(Box::new(sessions_closed.clone())).expect("register");
+        for cause in pitgun_engine::CloseCause::ALL {
+            sessions_closed.with_label_values(&[cause.as_str()]);
+        }
         let checkpoint_seconds = Histogram::with_opts(
             HistogramOpts::new("checkpoint_duration_seconds", "Flush + state write + offset commit")
                 .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),

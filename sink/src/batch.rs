@@ -44,6 +44,11 @@ pub(crate) struct Origin {
     pub generation: u64,
 }
 
+/// Why a row goes to the dead-letter topic: a target refused it (its error in the detail).
+pub(crate) const REFUSED_BY_TARGET: &str = "refused_by_target";
+/// Why a row goes to the dead-letter topic: not a row of its manifest's contract.
+pub(crate) const INVALID_ROW: &str = "invalid_row";
+
 /// A record that goes to the dead-letter topic instead of a table.
 pub(crate) struct Dead {
     pub reason: &'static str,
@@ -153,7 +158,7 @@ pub(crate) async fn write(
         written.rows[r] = n;
         for (at, message) in refused {
             let origin = batch.origins[r][at].clone();
-            batch.dead.push(Dead { reason: "refused_by_target", detail: format!("{}: {message}", route.label()), origin });
+            batch.dead.push(Dead { reason: REFUSED_BY_TARGET, detail: format!("{}: {message}", route.label()), origin });
         }
         if std::mem::take(&mut failpoint) {
             error!("failpoint {FAILPOINT_ENV}=after-target-commit: aborting between the target's commit and the offset commit");
@@ -187,7 +192,7 @@ mod tests {
         batch.add(0, &shape, row("a", 4), origin(0, 11, 0));
         batch.add(0, &shape, row("b", 1), origin(1, 20, 0));
         batch.add(0, &shape, row("c", 2), origin(1, 21, 1));
-        batch.dead.push(Dead { reason: "invalid_row", detail: String::new(), origin: origin(1, 22, 0) });
+        batch.dead.push(Dead { reason: INVALID_ROW, detail: String::new(), origin: origin(1, 22, 0) });
         batch.next_offsets.insert(("rows".into(), 0), (12, 0));
         batch.next_offsets.insert(("rows".into(), 1), (22, 1));
         assert_eq!(batch.rows[0].iter().map(|r| (r.key.as_str(), r.version)).collect::<Vec<_>>(), [("a", 9), ("b", 1), ("c", 2)]);

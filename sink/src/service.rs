@@ -224,6 +224,14 @@ pub async fn run(cfg: Config) -> Result<Summary> {
     let metrics = Arc::new(Metrics::new());
     let Routing { routes, topics: topic_routes, targets } = routes::open(&cfg).await?;
     let mut targets = Some(targets);
+    // Series that exist from the start, at 0: an alert or panel over them sees "none yet", not
+    // "no such series".
+    for route in &routes {
+        metrics.retries.with_label_values(&[route.kind]);
+    }
+    for reason in [batch::REFUSED_BY_TARGET, batch::INVALID_ROW] {
+        metrics.deadletters.with_label_values(&[reason]);
+    }
     if cfg.migrate_only {
         info!(tables = routes.len(), "tables created or checked (--migrate); not reading Kafka");
         return Ok(Summary::default());
@@ -334,16 +342,18 @@ pub async fn run(cfg: Config) -> Result<Summary> {
             let (version, fields) = match parsed {
                 Ok(p) => p,
                 Err(detail) => {
-                    batch.dead.push(Dead { reason: "invalid_row", detail, origin });
+                    batch.dead.push(Dead { reason: batch::INVALID_ROW, detail, origin });
                     continue;
                 }
             };
             for (route, shape, binding) in &to.tables {
                 match shape.convert_fields(binding, &fields) {
                     Ok(r) => batch.add(*route, shape, TableRow { version, ..r }, origin.clone()),
-                    Err(detail) => {
-                        batch.dead.push(Dead { reason: "invalid_row", detail: format!("table {}: {detail}", shape.table), origin: origin.clone() })
-                    }
+                    Err(detail) => batch.dead.push(Dead {
+                        reason: batch::INVALID_ROW,
+                        detail: format!("table {}: {detail}", shape.table),
+                        origin: origin.clone(),
+                    }),
                 }
             }
         }

@@ -605,3 +605,37 @@ pub fn expected_runs(summary: &[Row]) -> Vec<(String, Row)> {
         })
         .collect()
 }
+
+/// Posts envelopes to the gateway as NDJSON, 500 a request, each with its source's API key
+/// (`keys`: the `source=key` lines `start_gateway` wrote); every request must be stored (202).
+pub fn post(url: &str, keys: &str, envelopes: &[&str]) {
+    let key_of: HashMap<&str, &str> = keys.lines().filter_map(|l| l.split_once('=')).collect();
+    let mut by_source: Vec<(String, Vec<&str>)> = Vec::new();
+    for e in envelopes {
+        let source = serde_json::from_str::<serde_json::Value>(e).unwrap()["source"]["id"].as_str().unwrap().to_string();
+        match by_source.iter_mut().find(|(s, _)| *s == source) {
+            Some((_, v)) => v.push(e),
+            None => by_source.push((source, vec![e])),
+        }
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        for (source, envelopes) in &by_source {
+            let key = key_of.get(source.as_str()).unwrap_or_else(|| panic!("no API key for {source}"));
+            for chunk in envelopes.chunks(500) {
+                let r = client
+                    .post(format!("{url}/v1/envelopes"))
+                    .header("content-type", "application/x-ndjson")
+                    .header("authorization", format!("Bearer {key}"))
+                    .body(chunk.join("\n"))
+                    .timeout(Duration::from_secs(30))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                assert_eq!(status, 202, "the gateway refused a batch: {}", r.text().await.unwrap_or_default());
+            }
+        }
+    });
+}
