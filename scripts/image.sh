@@ -7,9 +7,10 @@
 #                                              isolation), tagged with the commit; exported to
 #                                              $PITGUN_CACHE/image/pitgun-TAG.oci.tar and read
 #                                              back with skopeo
-#   scripts/image.sh test --brokers HOST:PORT  the image test: --version, a non-root process, a
-#                                              gateway container answering 202 to a batch and a
-#                                              processor container consuming it
+#   scripts/image.sh test --brokers HOST:PORT  the image test: --version, a topics container
+#                                              creating the topics, a non-root gateway container
+#                                              answering 202 to a batch and a processor container
+#                                              consuming it
 #
 # The binary is built outside the image (the base has no Rust toolchain) with debug info
 # stripped; it must be built for this machine's Debian release, which is also the base's.
@@ -78,8 +79,9 @@ build() {
   log "$archive ($(du -h "$archive" | cut -f1)); labels $labels"
 }
 
-# The image test: the image answers --version, runs as uid 10001 with a read-only root, and a
-# gateway container takes a batch (202) that a processor container then consumes.
+# The image test: the image answers --version, a topics container creates the topics (the
+# k8s/topics-job command), the gateway runs as uid 10001 with a read-only root and takes a batch
+# (202) that a processor container then consumes.
 image_test() {
   local brokers=""
   while [ $# -gt 0 ]; do
@@ -101,12 +103,14 @@ image_test() {
   mkdir -p "$dir/keys" "$dir/state"
   local token; token="$("$BINARY" gateway keygen --source pitgun-web --keys "$dir/keys/keys.yaml")"
   chmod 755 "$dir" "$dir/keys"; chmod 644 "$dir/keys/keys.yaml"; chown 10001:10001 "$dir/state"
-  local nisshi; nisshi="$(command -v nisshi || echo "$HOME/.cargo/bin/nisshi")"
-  for t in pitgun.envelopes.v1 pitgun.deadletter.ingest.v1 pitgun.deadletter.process.v1; do
-    timeout 20 "$nisshi" topic create --silent --broker "tcp://$brokers" --partitions 2 "$ns.$t" >/dev/null
-  done
   local port; port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
   local mounts=(-v "$PWD/manifests:/etc/pitgun/manifests:ro" -v "$dir/keys:/etc/pitgun/keys:ro")
+  # The topics, as k8s/topics-job creates them.
+  "${PODMAN[@]}" run --rm --network host --read-only "${RUN_LIMITS[@]}" "${mounts[@]}" "$IMAGE" \
+    topics --brokers "$brokers" --namespace "$ns" --manifest /etc/pitgun/manifests/pipelines --partitions 2 > "$dir/topics" \
+    || die "the topics container failed"
+  grep -q "^$ns.pitgun.state.lap-performance.v1	2 partitions	created$" "$dir/topics" || { cat "$dir/topics" >&2; die "the topics container did not create the changelog topic"; }
+  log "the topics container created $(wc -l < "$dir/topics") topics"
   "${PODMAN[@]}" run -d --name "$gw" --network host --read-only "${RUN_LIMITS[@]}" "${mounts[@]}" "$IMAGE" \
     gateway --listen "127.0.0.1:$port" --brokers "$brokers" --namespace "$ns" --keys /etc/pitgun/keys/keys.yaml \
     --dictionary /etc/pitgun/manifests/dictionary/racing.yaml --manifests /etc/pitgun/manifests >/dev/null
@@ -142,5 +146,5 @@ case "${1:-}" in
   base) shift; base "$@" ;;
   build) shift; build "$@" ;;
   test) shift; image_test "$@" ;;
-  *) sed -n '2,16p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,17p' "$0" >&2; exit 2 ;;
 esac

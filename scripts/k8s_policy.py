@@ -37,7 +37,8 @@ def check(docs, root):
             tag = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else ""
             if not tag or tag == "latest":
                 fail(obj, f"container {c['name']}: image {image!r} has no fixed tag")
-            for probe in ("readinessProbe", "livenessProbe"):
+            # A Job runs to completion: nothing to probe.
+            for probe in ("readinessProbe", "livenessProbe") if obj["kind"] != "Job" else ():
                 if probe not in c:
                     fail(obj, f"container {c['name']}: no {probe}")
             res = c.get("resources", {})
@@ -78,6 +79,19 @@ def check(docs, root):
 
     for s in by_kind.get("Secret", []):
         fail(s, "a Secret in the tree: Secrets are made in the cluster, never committed")
+
+    # Without Strimzi, the pitgun-topics Job creates every manifest's topics from the pipelines
+    # folder (and refuses a short changelog itself); there must be no KafkaTopic beside it.
+    topic_jobs = [j for j in by_kind.get("Job", []) if j["spec"]["template"]["spec"]["containers"][0].get("args", [None])[0] == "topics"]
+    if topic_jobs:
+        for j in topic_jobs:
+            args = j["spec"]["template"]["spec"]["containers"][0]["args"]
+            folder = args[args.index("--manifest") + 1] if "--manifest" in args else None
+            if folder != "/etc/pitgun/manifests/pipelines":
+                fail(j, "does not create the topics of every manifest in /etc/pitgun/manifests/pipelines")
+        if by_kind.get("KafkaTopic"):
+            problems.append("both KafkaTopics and a topics Job: pick one")
+        return problems
 
     # The changelog of a manifest version has a partition per input partition.
     topics = {t["spec"]["topicName"]: t for t in by_kind.get("KafkaTopic", [])}

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 /// The subcommands that exist only with the `live` feature.
-const LIVE_COMMANDS: [&str; 7] = ["gateway", "process", "sink", "api", "tail", "export", "publish"];
+const LIVE_COMMANDS: [&str; 8] = ["gateway", "process", "sink", "api", "tail", "export", "publish", "topics"];
 
 /// The explanation for `what` (a subcommand or an option) in a build without the services.
 pub fn unavailable(what: &str) -> anyhow::Error {

@@ -33,6 +33,8 @@ mod simulate_target;
 mod sink_cmd;
 #[cfg(feature = "live")]
 mod topic_cmd;
+#[cfg(feature = "live")]
+mod topics_cmd;
 mod validate;
 
 use std::process::ExitCode;
@@ -81,6 +83,9 @@ enum Command {
     /// The HTTP ingest gateway: validate envelopes, produce them to Kafka, serve the definitions.
     #[cfg(feature = "live")]
     Gateway(gateway_cmd::GatewayArgs),
+    // Like Sink and Api: the about text and the long help come from the arguments' docs.
+    #[cfg(feature = "live")]
+    Topics(topics_cmd::TopicsArgs),
     /// A live service asked of a build without them: explains how to build them.
     #[cfg(not(feature = "live"))]
     #[command(external_subcommand)]
@@ -108,6 +113,8 @@ fn main() -> ExitCode {
         Command::Publish(args) => publish_cmd::run(args),
         #[cfg(feature = "live")]
         Command::Export(args) => topic_cmd::export(args),
+        #[cfg(feature = "live")]
+        Command::Topics(args) => topics_cmd::run(args),
         #[cfg(not(feature = "live"))]
         Command::Other(words) => live::other_command(&words),
     };

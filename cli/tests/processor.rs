@@ -504,6 +504,51 @@ fn a_changelog_topic_reset_under_the_processor_is_written_again_from_snapshots()
     assert_rows_equal_replay(&latest, &expected, "after the changelog topic was reset");
 }
 
+/// `pitgun topics` creates every topic of a deployment from the manifests folder — the shared
+/// ones and each manifest version's aggregates, late and changelog topics — with the partitions
+/// asked; a second run keeps them ("existed"); and a changelog with fewer partitions than the
+/// envelopes topic is refused (exit 1, naming it), as a processor would refuse it.
+#[test]
+fn topics_creates_every_topic_of_the_manifests_and_refuses_a_short_changelog() {
+    let ns = Ns::new("topics");
+    let out = pitgun(&["topics", "--partitions", "3", "--retention", "2d", "--manifest", "manifests/pipelines"], &ns);
+    assert!(out.status.success(), "topics: {}", String::from_utf8_lossy(&out.stderr));
+    let listed = String::from_utf8(out.stdout).unwrap();
+    let mut expected = vec!["pitgun.envelopes.v1", "pitgun.deadletter.ingest.v1", "pitgun.deadletter.process.v1", "pitgun.deadletter.sink.v1"]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+    for entry in std::fs::read_dir(root().join("manifests/pipelines")).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.to_string_lossy().ends_with(".yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(path).unwrap();
+        let field = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).unwrap().trim().to_string();
+        let (name, version) = (field("name:"), field("version:"));
+        for kind in ["aggregates", "late", "state"] {
+            expected.push(format!("pitgun.{kind}.{name}.v{version}"));
+        }
+    }
+    for topic in &expected {
+        let line = format!("{}\t3 partitions\tcreated", ns.topic(topic));
+        assert!(listed.lines().any(|l| l == line), "{topic} not created with 3 partitions:\n{listed}");
+    }
+    assert_eq!(listed.lines().count(), expected.len(), "only the deployment's topics:\n{listed}");
+
+    let again = pitgun(&["topics", "--partitions", "3", "--manifest", "manifests/pipelines"], &ns);
+    assert!(again.status.success());
+    assert!(String::from_utf8(again.stdout).unwrap().lines().all(|l| l.ends_with("\texisted")), "a second run creates nothing");
+
+    let short = Ns::new("topics-short");
+    short.create_topic("pitgun.envelopes.v1", 4);
+    short.create_topic("pitgun.state.lap-performance.v1", 2);
+    let refused = pitgun(&["topics", "--partitions", "4", "--manifest", "manifests/pipelines/lap-performance.v1.yaml"], &short);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "a short changelog is refused: {stderr}");
+    assert!(stderr.contains(&format!("{} has 2 partitions, the envelopes topic 4", short.topic("pitgun.state.lap-performance.v1"))), "{stderr}");
+}
+
 /// Checks the emissions on an aggregates topic against replay's changelog (every emission, in
 /// order): each row's emissions on the topic are replay's for that row, in replay's order, each
 /// once — none repeated, none going back to an older version.

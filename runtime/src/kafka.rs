@@ -80,23 +80,43 @@ impl Broker {
 
     /// Creates `topics` with `partitions` each unless they exist (idempotent).
     pub fn ensure_topics(&self, topics: &[String], partitions: i32, timeout: Duration) -> Result<()> {
+        self.create_topics(topics, &TopicSpec { partitions, replication: 1, config: Vec::new() }, timeout).map(|_| ())
+    }
+
+    /// Creates `topics` as `spec` says, keeping those that exist as they are (idempotent);
+    /// returns, per topic, whether this call created it.
+    pub fn create_topics(&self, topics: &[String], spec: &TopicSpec, timeout: Duration) -> Result<Vec<bool>> {
         let admin: AdminClient<DefaultClientContext> =
             self.client_config("pitgun-admin").create().map_err(Error::kafka("cannot create a Kafka admin client"))?;
-        let new: Vec<NewTopic> = topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))).collect();
+        let new: Vec<NewTopic> = topics
+            .iter()
+            .map(|t| spec.config.iter().fold(NewTopic::new(t, spec.partitions, TopicReplication::Fixed(spec.replication)), |n, (k, v)| n.set(k, v)))
+            .collect();
         let opts = AdminOptions::new().operation_timeout(Some(timeout)).request_timeout(Some(timeout));
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let results = rt
             .block_on(async { tokio::time::timeout(timeout, admin.create_topics(&new, &opts)).await })
             .map_err(|_| Error::TopicCreationTimeout { bootstrap: self.bootstrap.clone(), timeout })?
             .map_err(Error::kafka(format!("cannot create topics on {}", self.bootstrap)))?;
-        for r in results {
-            match r {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => return Err(Error::TopicCreation { topic, code }),
-            }
-        }
-        Ok(())
+        results
+            .into_iter()
+            .map(|r| match r {
+                Ok(_) => Ok(true),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => Ok(false),
+                Err((topic, code)) => Err(Error::TopicCreation { topic, code }),
+            })
+            .collect()
     }
+}
+
+/// How [`Broker::create_topics`] makes a topic.
+pub struct TopicSpec {
+    /// Partitions of each topic.
+    pub partitions: i32,
+    /// Replicas of each partition.
+    pub replication: i32,
+    /// Topic configuration (`retention.ms`, `cleanup.policy`, …).
+    pub config: Vec<(String, String)>,
 }
 
 /// Low and high offsets of each partition of `topic`, by partition; empty if the topic does
