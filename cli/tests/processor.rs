@@ -91,6 +91,18 @@ fn stream_through_the_gateway_equals_replay_and_export() {
 /// write and the offset commit, so the local checkpoint is ahead of the group — the changelog's
 /// state at the committed offset), rows are emitted more than once before deduplication, and the
 /// final rows (last version per row_id) still equal replay.
+/// A lone replica's own state is always its own: the changelog never shows another writer at
+/// the committed offset, and a local checkpoint is discarded only when it is not at that offset
+/// (the kill fell between the state write and the commit).
+fn assert_own_state_resumed(p: &Service) {
+    assert_eq!(p.log_count("another replica wrote the state"), 0, "{}: a lone replica took its own checkpoint for another's", p.name);
+    for line in p.log.lock().unwrap().iter().filter(|l| l.contains("local checkpoint is not the group's state")) {
+        let field = |k: &str| line.split(&format!(" {k}=")).nth(1).and_then(|r| r.split_whitespace().next()).unwrap_or_default().to_string();
+        let (local, committed) = (field("local"), field("committed"));
+        assert_ne!(format!("Some({local})"), committed, "{}: discarded a local checkpoint at the committed offset: {line}", p.name);
+    }
+}
+
 #[test]
 fn crash_safety_sigkill_three_times_then_rows_equal_replay() {
     let ns = Ns::new("crash");
@@ -121,6 +133,7 @@ fn crash_safety_sigkill_three_times_then_rows_equal_replay() {
         assert!(p.child.try_wait().unwrap().is_none(), "run {run} finished before it could be killed: make the dataset larger");
         p.sigkill();
         kills += 1;
+        assert_own_state_resumed(&p);
         let restored = p.log_count("restored checkpoint") + p.log_count("restored from the changelog");
         let rebuilt = p.log_count("rebuilding from the earliest");
         eprintln!("run {run}: {restored} partitions restored, {rebuilt} rebuilt");
@@ -130,6 +143,7 @@ fn crash_safety_sigkill_three_times_then_rows_equal_replay() {
     }
     let mut last = Service::start("final", &process_args(&m_s, &state_s, &["--until-end", "--checkpoint-interval", "100ms"]), &ns);
     assert!(last.wait(Duration::from_secs(240)), "final run failed");
+    assert_own_state_resumed(&last);
     let summary = last.summary();
     eprintln!("final run: {summary}");
     let resumed = summary["restored_partitions"].as_u64().unwrap() + summary["changelog_restored_partitions"].as_u64().unwrap();
@@ -478,7 +492,7 @@ fn a_changelog_topic_reset_under_the_processor_is_written_again_from_snapshots()
     let (sa, sb) = (sa.to_str().unwrap().to_string(), sb.to_str().unwrap().to_string());
     let addr = format!("127.0.0.1:{}", free_port());
     let a_args = process_args(&m_s, &sa, &["--checkpoint-interval", "200ms", "--metrics-listen", &addr]);
-    let restarts = || metric(&http_get(&addr, "/metrics"), "pitgun_processor_changelog_restarts_total", "");
+    let restarts = |cause: &str| metric(&http_get(&addr, "/metrics"), "pitgun_processor_changelog_restarts_total", cause);
 
     ns.produce_lines(first.iter().map(|s| s.as_str()));
     let mut a = Service::start("a", &a_args, &ns);
@@ -486,14 +500,20 @@ fn a_changelog_topic_reset_under_the_processor_is_written_again_from_snapshots()
     ns.recreate_topic("pitgun.state.lap-performance.v1", 2, || {});
     ns.produce_lines(second.iter().map(|s| s.as_str()));
     wait_consumed(&addr, first.len() + second.len(), "a, second third");
-    let after_first = restarts();
-    assert!(after_first >= 1.0, "no changelog chain was started again after the first reset");
+    let after_first = restarts("topic_reset");
+    assert!(after_first >= 1.0, "the first reset was not seen as one (records stored before the chain's last mark)");
+    let not_stored = restarts("not_stored");
     ns.recreate_topic("pitgun.state.lap-performance.v1", 2, || {
         ns.produce_lines(third.iter().map(|s| s.as_str()));
         std::thread::sleep(Duration::from_millis(1500));
     });
     wait_consumed(&addr, all.len(), "a, last third");
-    assert!(restarts() > after_first, "no changelog chain was started again after the second reset");
+    // Records sent while the topic is gone wait for it (the processor does not create it), then
+    // land on the new topic below the last mark, or fail: either way the chain starts again.
+    assert!(
+        restarts("topic_reset") + restarts("not_stored") > after_first + not_stored,
+        "no changelog chain was started again after the second reset"
+    );
     a.sigterm();
     assert!(a.wait(Duration::from_secs(30)), "a did not stop cleanly after its changelog topic was reset");
 

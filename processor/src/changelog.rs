@@ -47,6 +47,11 @@ const BEGIN: u8 = b'B';
 const MARK: u8 = b'M';
 const HEADER: usize = 9;
 
+/// Why a chain was started again (`changelog_restarts_total{cause}`): the topic went back.
+pub(crate) const RESET: &str = "topic_reset";
+/// Why a chain was started again: the broker did not store a record.
+pub(crate) const NOT_STORED: &str = "not_stored";
+
 /// A snapshot is written at least this often, so the one a restore starts from is never older
 /// than this (the topic's retention must be longer; the broker's default is a week).
 pub(crate) const SNAPSHOT_EVERY: Duration = Duration::from_secs(3600);
@@ -64,9 +69,8 @@ pub(crate) struct Chain {
     snapshot_at: Instant,
     /// Bytes of changes since the snapshot.
     since_snapshot: u64,
-    /// The input offset of the last mark, and where that mark is in the changelog.
+    /// The input offset of the last mark.
     last_mark: Option<i64>,
-    last_mark_at: Option<i64>,
 }
 
 impl Chain {
@@ -79,7 +83,6 @@ impl Chain {
             snapshot_at: Instant::now(),
             since_snapshot: 0,
             last_mark: None,
-            last_mark_at: None,
         }
     }
 
@@ -92,6 +95,11 @@ impl Chain {
     /// The writer id, recorded in the state folder beside the checkpoint's offset.
     pub(crate) fn writer(&self) -> u64 {
         self.writer
+    }
+
+    /// Whether this checkpoint writes anything for the partition.
+    fn writes(&self, d: &Due<'_>) -> bool {
+        self.snapshot_due() || !d.changes.is_empty() || self.last_mark != Some(d.offset)
     }
 
     fn snapshot_due(&self) -> bool {
@@ -146,21 +154,22 @@ pub(crate) struct Changelog {
     producer: ThreadedProducer<Acks>,
     broker: Broker,
     pub(crate) topic: String,
-    partitions: i32,
     client_id: String,
+    /// Per changelog partition, the highest offset this processor's records were stored at.
+    stored_up_to: HashMap<i32, i64>,
     flush_timeout: Duration,
     tokens: AtomicUsize,
 }
 
 impl Changelog {
-    /// The changelog `topic` (created with `partitions`) and its producer.
-    pub(crate) fn new(broker: &Broker, topic: String, partitions: i32, client_id: &str, flush_timeout: Duration) -> Result<Changelog> {
+    /// The changelog `topic` and its producer.
+    pub(crate) fn new(broker: &Broker, topic: String, client_id: &str, flush_timeout: Duration) -> Result<Changelog> {
         let producer = Self::producer(broker, client_id, flush_timeout)?;
         Ok(Changelog {
             producer,
             broker: broker.clone(),
             topic,
-            partitions,
+            stored_up_to: HashMap::new(),
             client_id: client_id.to_string(),
             flush_timeout,
             tokens: AtomicUsize::new(1),
@@ -171,8 +180,8 @@ impl Changelog {
         Ok(broker
             .producer_config(client_id)
             .set("message.timeout.ms", flush_timeout.as_millis().to_string())
-            // A deleted changelog topic is created again by the processor, with a partition per
-            // input partition, never by the broker's defaults.
+            // A missing changelog topic is made by the processor at start (a partition per input
+            // partition) or by `pitgun topics`, never by the broker's defaults while it runs.
             .set("allow.auto.create.topics", "false")
             .create_with_context(Acks::default())
             .map_err(EdgeError::kafka("cannot create the changelog producer"))?)
@@ -192,21 +201,22 @@ impl Changelog {
     /// A second failure is an error: no checkpoint may name state the changelog does not hold.
     pub(crate) fn write(&mut self, db: &StateDb, due: &mut [Due<'_>], metrics: &Metrics) -> Result<u64> {
         let before = metrics.changelog_bytes.get();
-        let broken = match self.write_chains(due, db, metrics) {
-            Ok(reset) => reset,
-            Err(e) => {
+        let writing: Vec<usize> = (0..due.len()).filter(|&i| due[i].chain.writes(&due[i])).collect();
+        let (broken, cause) = match self.write_chains(due, db, metrics) {
+            Ok(went_back) => (went_back, RESET),
+            Err(e @ (Error::NotStored { .. } | Error::Unacknowledged { .. })) => {
                 warn!(error = %e, changelog = %self.topic, "the changelog did not take a checkpoint; writing snapshots through a new producer");
                 self.producer = Self::producer(&self.broker, &self.client_id, self.flush_timeout)?;
-                self.broker.ensure_topics(std::slice::from_ref(&self.topic), self.partitions, Duration::from_secs(10))?;
-                (0..due.len()).collect()
+                (writing, NOT_STORED)
             }
+            Err(e) => return Err(e),
         };
         if !broken.is_empty() {
-            metrics.changelog_restarts.inc_by(broken.len() as u64);
+            metrics.changelog_restarts.with_label_values(&[cause]).inc_by(broken.len() as u64);
             let mut batch = rocksdb::WriteBatch::default();
             for &i in &broken {
                 let d = &mut due[i];
-                warn!(topic = d.topic, partition = d.partition, changelog = %self.topic, "the partition's changelog chain broke; starting a new one from a snapshot");
+                warn!(topic = d.topic, partition = d.partition, changelog = %self.topic, cause, "the partition's changelog chain broke; starting a new one from a snapshot");
                 d.chain.restart();
                 StateDb::stage_writer(&mut batch, d.topic, d.partition, d.chain.writer);
             }
@@ -214,7 +224,7 @@ impl Changelog {
             // Chains not broken have nothing left to write (their marks are at their offsets).
             let again = self.write_chains(due, db, metrics)?;
             if !again.is_empty() {
-                return Err(Error::Changelog(format!("{}: marks went back again right after new snapshots", self.topic)));
+                return Err(Error::Changelog(format!("{}: records went back again right after new snapshots", self.topic)));
             }
         }
         Ok(metrics.changelog_bytes.get() - before)
@@ -222,8 +232,9 @@ impl Changelog {
 
     /// One attempt of [`Changelog::write`]: returns the chains whose records went back (the
     /// first record of this write stored at or before the chain's previous mark).
-    fn write_chains(&self, due: &mut [Due<'_>], db: &StateDb, metrics: &Metrics) -> Result<Vec<usize>> {
-        let ack = |token: usize| self.offsets().remove(&token).ok_or(Error::Unacknowledged { in_flight: 1, timeout: self.flush_timeout });
+    fn write_chains(&mut self, due: &mut [Due<'_>], db: &StateDb, metrics: &Metrics) -> Result<Vec<usize>> {
+        let flush_timeout = self.flush_timeout;
+        let ack = |token: usize| Self::take_offset(&self.producer, token).ok_or(Error::Unacknowledged { in_flight: 1, timeout: flush_timeout });
         // Per partition written: its index in `due`, the token of its first record (the mark's
         // when it has no other), and its snapshot's bytes when it has one.
         let mut written: Vec<(usize, Option<usize>, Option<u64>)> = Vec::new();
@@ -238,7 +249,7 @@ impl Changelog {
                 metrics.changelog_snapshots.inc();
                 metrics.changelog_bytes.inc_by(bytes);
                 written.push((i, Some(first), Some(bytes)));
-            } else if !d.changes.is_empty() || d.chain.last_mark != Some(d.offset) {
+            } else if d.chain.writes(d) {
                 let (mut bytes, mut token) = (0, first);
                 let changes = std::mem::take(&mut d.changes);
                 let had_changes = !changes.is_empty();
@@ -282,22 +293,37 @@ impl Changelog {
             marks.push(token);
         }
         self.flush()?;
+        // This producer's records on a changelog partition land at growing offsets (whoever
+        // else writes there). One at or before the last this producer stored there, a mark
+        // before its own first record, or a mark before its snapshot: the topic was deleted and
+        // created again under the processor, and the chain's snapshot went with it.
         let mut went_back = Vec::new();
+        // Per changelog partition written: the highest mark of this write, and whether it went back.
+        let mut this_write: HashMap<i32, (i64, bool)> = HashMap::new();
         for ((&(i, _, _), first), mark) in written.iter().zip(firsts).zip(marks) {
             let at = ack(mark)?;
-            let chain = &mut due[i].chain;
-            // Only this replica writes the partition while it owns it, so its records' offsets
-            // only grow; one at or before its previous mark is on a new topic of the same name.
-            if chain.last_mark_at.is_some_and(|last| first.unwrap_or(at) <= last) {
+            let d = &due[i];
+            let lowest = first.unwrap_or(at).min(at);
+            let back = self.stored_up_to.get(&d.partition).is_some_and(|&last| lowest <= last)
+                || first.is_some_and(|f| f > at)
+                || d.chain.snapshot_start.is_some_and(|s| s > at);
+            if back {
                 went_back.push(i);
             }
-            chain.last_mark_at = Some(at);
+            let w = this_write.entry(d.partition).or_insert((at, false));
+            *w = (w.0.max(at), w.1 || back);
+        }
+        // On a new topic the old offsets mean nothing: its own become the ones to stay above.
+        for (partition, (highest, back)) in this_write {
+            let last = self.stored_up_to.entry(partition).or_insert(highest);
+            *last = if back { highest } else { (*last).max(highest) };
         }
         Ok(went_back)
     }
 
-    fn offsets(&self) -> std::sync::MutexGuard<'_, HashMap<usize, i64>> {
-        self.producer.context().offsets.lock().expect("lock")
+    /// The offset the record sent with `token` was stored at, once acknowledged.
+    fn take_offset(producer: &ThreadedProducer<Acks>, token: usize) -> Option<i64> {
+        producer.context().offsets.lock().expect("lock").remove(&token)
     }
 
     /// Queues one record; returns its bytes (key and value).

@@ -52,7 +52,7 @@ pub struct Metrics {
     pub changelog_snapshots: IntCounter,
     /// Partitions whose changelog chain broke (a record not stored, the topic reset) and was
     /// started again from a snapshot.
-    pub changelog_restarts: IntCounter,
+    pub changelog_restarts: IntCounterVec,
     /// Partitions restored from the state changelog.
     pub changelog_restored: IntCounter,
     /// Changelog records read by restores (rate: restore records/s).
@@ -98,6 +98,15 @@ impl Metrics {
         for cause in pitgun_engine::CloseCause::ALL {
             sessions_closed.with_label_values(&[cause.as_str()]);
         }
+        let changelog_restarts = IntCounterVec::new(
+            Opts::new("changelog_restarts_total", "Partitions whose changelog chain broke and was started again from a snapshot, by cause"),
+            &["cause"],
+        )
+        .expect("metric");
+        registry.register(Box::new(changelog_restarts.clone())).expect("register");
+        for cause in [crate::changelog::RESET, crate::changelog::NOT_STORED] {
+            changelog_restarts.with_label_values(&[cause]);
+        }
         let checkpoint_seconds = Histogram::with_opts(
             HistogramOpts::new("checkpoint_duration_seconds", "Flush + state write + offset commit")
                 .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
@@ -139,7 +148,7 @@ impl Metrics {
             state_bytes: g("state_size_bytes", "RocksDB SST files plus memtables"),
             changelog_bytes: c("changelog_bytes_total", "Bytes written to the state changelog"),
             changelog_snapshots: c("changelog_snapshots_total", "Full snapshots written to the state changelog"),
-            changelog_restarts: c("changelog_restarts_total", "Partitions whose changelog chain broke and was started again from a snapshot"),
+            changelog_restarts,
             changelog_restored: c("changelog_restored_total", "Partitions restored from the state changelog"),
             restore_records: c("restore_records_total", "State changelog records read by restores"),
             restore_bytes: c("restore_bytes_total", "State changelog bytes read by restores"),

@@ -239,5 +239,5 @@ fn changelog(cfg: &Config, inputs: &[String]) -> Result<Changelog> {
     if (has as i32) < needs {
         return Err(Error::ChangelogPartitions { topic, has, needs: needs - 1 });
     }
-    Changelog::new(&cfg.broker, topic, needs.max(1), &format!("pitgun-process-{}-changelog", cfg.manifest), cfg.flush_timeout)
+    Changelog::new(&cfg.broker, topic, &format!("pitgun-process-{}-changelog", cfg.manifest), cfg.flush_timeout)
 }
