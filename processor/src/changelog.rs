@@ -193,10 +193,12 @@ impl Changelog {
     ///
     /// A chain that breaks is started again at once, under a new writer from a snapshot, and
     /// only then are the offsets committed:
-    /// - a record the broker did not take. librdkafka makes an idempotent producer unusable when
-    ///   its sequence and the broker's disagree, so every chain goes on through a new producer.
-    /// - a mark stored *before* the chain's previous one: the topic was deleted and created
-    ///   again under the processor, and its snapshot went with it.
+    /// - a record the broker did not take (the partitions being written restart). librdkafka
+    ///   makes an idempotent producer unusable when its sequence and the broker's disagree, so
+    ///   the write goes on through a new producer.
+    /// - records stored at or below offsets this processor already stored on their changelog
+    ///   partition (see [`Changelog::write_chains`]): the topic was deleted and created again
+    ///   under the processor, and the chain's snapshot went with it.
     ///
     /// A second failure is an error: no checkpoint may name state the changelog does not hold.
     pub(crate) fn write(&mut self, db: &StateDb, due: &mut [Due<'_>], metrics: &Metrics) -> Result<u64> {
