@@ -81,6 +81,11 @@ install() {
   for tool in buildah podman skopeo debootstrap runc; do
     command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || missing+=("$tool")
   done
+  # The browser game (game/): Node.js with npm builds and tests it; the browser test drives
+  # Debian's chromium (never a downloaded browser).
+  command -v node >/dev/null 2>&1 || missing+=(nodejs)
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

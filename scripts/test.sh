@@ -71,5 +71,10 @@ bash scripts/image.sh test --brokers "$PITGUN_TEST_BROKERS"
 # check reuses their build scripts: no second RocksDB compile); any warning fails.
 cargo clippy --version > /dev/null 2>&1 || rustup component add clippy
 cargo clippy --locked --workspace --all-targets --profile ci --all-features -- -D warnings
+# The browser game: its npm packages from the lockfile, its unit tests (simulation, telemetry
+# client), and its build (game/dist), which the browser test in cli/tests/game.rs serves.
+npm ci --prefix game --no-audit --no-fund
+npm --prefix game test
+npm --prefix game run build
 cargo test --locked --workspace --profile ci --all-features
 "$CARGO_TARGET_DIR/ci/pitgun" manifest test manifests/pipelines/*.yaml

@@ -6,6 +6,9 @@ use std::net::SocketAddr;
 /// An error of [`crate::serve`] or [`crate::store::Store`].
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A flag's value cannot be used.
+    #[error("{0}")]
+    Config(String),
     /// `--postgres` does not parse.
     #[error("--postgres is not a PostgreSQL URL")]
     Url(#[source] tokio_postgres::Error),

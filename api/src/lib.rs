@@ -29,9 +29,11 @@ pub mod metrics;
 pub mod params;
 pub mod performance;
 pub mod routes;
+pub mod sessions;
 pub mod store;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -52,6 +54,12 @@ pub struct Config {
     pub laps_table: String,
     /// Connections in the pool.
     pub connections: usize,
+    /// Browser session tokens (`POST /v1/sessions`), if enabled.
+    pub sessions: Option<sessions::SessionSettings>,
+    /// The built browser game (`game/dist`), served at `/play/`.
+    pub game: Option<PathBuf>,
+    /// Origins allowed to call the API from a browser page served elsewhere.
+    pub cors_origins: Vec<String>,
 }
 
 /// Serves until SIGTERM/SIGINT.
@@ -59,7 +67,9 @@ pub async fn serve(cfg: Config) -> Result<()> {
     let store = store::Store::open(&cfg.postgres, &cfg.runs_table, &cfg.laps_table, cfg.connections).await?;
     let m = metrics::Metrics::new();
     let health = Health::new(m.registry.clone());
-    let api = Arc::new(routes::Api { store, metrics: m });
+    let cors = pitgun_runtime::browser::cors(&cfg.cors_origins).map_err(Error::Config)?;
+    let sessions = cfg.sessions.map(sessions::Sessions::new);
+    let api = Arc::new(routes::Api { store, metrics: m, sessions });
     // Readiness follows the database.
     let (probe, ready) = (api.clone(), health.ready.clone());
     tokio::spawn(async move {
@@ -68,11 +78,29 @@ pub async fn serve(cfg: Config) -> Result<()> {
             tokio::time::sleep(std::time::Duration::from_secs(2)).await;
         }
     });
-    let app = routes::router(api).merge(health_routes(health));
+    if api.sessions.is_some() {
+        let forget = api.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+                if let Some(s) = &forget.sessions {
+                    s.forget_idle_clients();
+                }
+            }
+        });
+    }
+    let mut app = routes::router(api).merge(health_routes(health));
+    if let Some(dir) = &cfg.game {
+        if !dir.join("index.html").is_file() {
+            return Err(Error::Config(format!("--game {}: no index.html there; build the game with `npm --prefix game run build`", dir.display())));
+        }
+        app = app.merge(routes::game(dir));
+    }
+    let app = app.layer(cors);
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|source| Error::Listen { addr: cfg.listen, source })?;
     info!(listen = %listener.local_addr()?, "performance API serving /v1/runs, /v1/leaderboard, /v1/sessions/{{id}}/performance, /openapi.json");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    axum::serve(listener, app)
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
             tokio::select! {
                 _ = term.recv() => {}

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use tracing::warn;
@@ -17,6 +17,7 @@ use tracing::warn;
 use crate::metrics::Metrics;
 use crate::params::{BadRequest, Params};
 use crate::performance::performance;
+use crate::sessions::{Refusal, Sessions};
 use crate::store::{RunFilter, Store};
 
 /// The OpenAPI document, kept in `schemas/pitgun-api/`.
@@ -28,6 +29,8 @@ pub struct Api {
     pub store: Store,
     /// Request counters and latencies.
     pub metrics: Metrics,
+    /// Browser session tokens (`None`: `POST /v1/sessions` answers 404).
+    pub sessions: Option<Sessions>,
 }
 
 /// What a handler failed with.
@@ -36,6 +39,8 @@ pub enum Failure {
     Bad(String),
     /// 404.
     NotFound(String),
+    /// 429: over the client's quota; ask again after this many seconds.
+    TooMany(u64),
     /// 503: the database failed.
     Unavailable(crate::Error),
 }
@@ -63,6 +68,10 @@ impl IntoResponse for Failure {
         let (status, message) = match self {
             Failure::Bad(m) => (StatusCode::BAD_REQUEST, m),
             Failure::NotFound(m) => (StatusCode::NOT_FOUND, m),
+            Failure::TooMany(secs) => {
+                let m = format!("too many new sessions from this address; try again in {secs} s");
+                return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, secs.to_string())], Json(json!({ "error": m }))).into_response();
+            }
             Failure::Unavailable(e) => {
                 // The details go to the log, not to clients.
                 warn!("database: {}", pitgun_runtime::error::Chain(&e));
@@ -81,10 +90,19 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/runs", get(runs))
         .route("/v1/runs/{session}", get(run))
         .route("/v1/leaderboard", get(leaderboard))
+        .route("/v1/sessions", post(new_session))
         .route("/v1/sessions/{session}/performance", get(session_performance))
         .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
         .fallback(|| async { Failure::NotFound("no such endpoint; see /openapi.json".into()) })
         .with_state(api)
+}
+
+/// The browser game's files at `/play/` (`/play` redirects there, so the page's relative links
+/// resolve under it).
+pub fn game(dir: &std::path::Path) -> Router {
+    Router::new()
+        .route("/play", get(|| async { axum::response::Redirect::permanent("/play/") }))
+        .nest_service("/play/", tower_http::services::ServeDir::new(dir))
 }
 
 fn params(q: Result<Query<HashMap<String, String>>, QueryRejection>, allowed: &[&str]) -> Result<Params, Failure> {
@@ -101,12 +119,18 @@ fn session_id(s: &str) -> Result<&str, Failure> {
 
 /// Counts the request and its latency under its route.
 async fn timed(api: &Api, route: &str, reply: impl std::future::Future<Output = Reply>) -> Reply {
+    timed_as(api, route, "200", reply).await
+}
+
+/// [`timed`], for a route whose success is `ok` (e.g. 201).
+async fn timed_as(api: &Api, route: &str, ok: &str, reply: impl std::future::Future<Output = Reply>) -> Reply {
     let started = Instant::now();
     let out = reply.await;
     let status = match &out {
-        Ok(_) => "200",
+        Ok(_) => ok,
         Err(Failure::Bad(_)) => "400",
         Err(Failure::NotFound(_)) => "404",
+        Err(Failure::TooMany(_)) => "429",
         Err(Failure::Unavailable(_)) => "503",
     };
     api.metrics.requests.with_label_values(&[route, status]).inc();
@@ -164,4 +188,22 @@ async fn session_performance(
         Ok(Json(performance(session, &laps)))
     })
     .await
+}
+
+/// `POST /v1/sessions`: a new browser session and its token (201). The body is not read.
+async fn new_session(State(api): State<Arc<Api>>, ConnectInfo(client): ConnectInfo<std::net::SocketAddr>) -> Response {
+    let reply = timed_as(&api, "sessions", "201", async {
+        let Some(sessions) = &api.sessions else {
+            return Err(Failure::NotFound("this API issues no browser sessions: it runs without --session-secret-file".into()));
+        };
+        match sessions.issue(client.ip()) {
+            Ok(session) => Ok(Json(session)),
+            Err(Refusal::TooMany(wait)) => Err(Failure::TooMany(wait.as_secs_f64().ceil().max(1.0) as u64)),
+        }
+    })
+    .await;
+    match reply {
+        Ok(body) => (StatusCode::CREATED, [(header::CACHE_CONTROL, "no-store")], body).into_response(),
+        Err(f) => f.into_response(),
+    }
 }

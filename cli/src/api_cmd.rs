@@ -1,7 +1,10 @@
 //! `pitgun api`: the performance API over the tables the sink writes (see `pitgun-api`).
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
@@ -15,7 +18,8 @@ use crate::broker_args::init_logging;
 /// (newest first, paged), GET /v1/runs/{session} (the run and its lap rows),
 /// GET /v1/leaderboard?track=&car=&limit= (best complete lap per player),
 /// GET /v1/sessions/{session}/performance (per-lap performance), GET /openapi.json, and
-/// /metrics, /healthz, /readyz.
+/// /metrics, /healthz, /readyz. With --session-secret-file, POST /v1/sessions gives a browser
+/// game a token for one new session (see --gateway-url); with --game, the game is at /play/.
 #[derive(Args, Debug)]
 pub struct ApiArgs {
     /// Where to listen.
@@ -36,6 +40,26 @@ pub struct ApiArgs {
     /// Worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// Issue browser session tokens (POST /v1/sessions) signed with this secret; the gateway
+    /// must be given the same file. Make one with `pitgun gateway session-secret --out FILE`.
+    #[arg(long, env = "PITGUN_SESSION_SECRET_FILE", requires = "gateway_url")]
+    session_secret_file: Option<PathBuf>,
+    /// The gateway's URL as browsers reach it, told to each new session.
+    #[arg(long, env = "PITGUN_GATEWAY_URL")]
+    gateway_url: Option<String>,
+    /// How long a session token is valid.
+    #[arg(long, default_value = "2h", value_parser = humantime::parse_duration)]
+    session_ttl: Duration,
+    /// New browser sessions per client address per minute (429 with Retry-After beyond).
+    #[arg(long, default_value_t = NonZeroU32::new(30).expect("non-zero"))]
+    sessions_per_minute: NonZeroU32,
+    /// The built browser game (`npm --prefix game run build` makes game/dist), served at /play/.
+    #[arg(long)]
+    game: Option<PathBuf>,
+    /// An origin whose pages may call the API (`scheme://host[:port]`); repeat or separate with
+    /// commas. Not needed for the game at /play/, which is the API's own origin.
+    #[arg(long = "cors-origin", env = "PITGUN_CORS_ORIGINS", value_delimiter = ',')]
+    cors_origins: Vec<String>,
 }
 
 pub fn run(args: ApiArgs) -> Result<ExitCode> {
@@ -45,12 +69,24 @@ pub fn run(args: ApiArgs) -> Result<ExitCode> {
         rt.worker_threads(n.max(1));
     }
     let rt = rt.enable_all().build()?;
+    let sessions = match (&args.session_secret_file, args.gateway_url) {
+        (Some(path), Some(gateway_url)) => Some(pitgun_api::sessions::SessionSettings {
+            key: pitgun_runtime::browser::SessionKey::load(path).map_err(anyhow::Error::msg)?,
+            gateway_url,
+            ttl: args.session_ttl,
+            per_minute: args.sessions_per_minute,
+        }),
+        _ => None,
+    };
     rt.block_on(pitgun_api::serve(pitgun_api::Config {
         listen: args.listen,
         postgres: args.postgres,
         runs_table: args.runs_table,
         laps_table: args.laps_table,
         connections: args.connections as usize,
+        sessions,
+        game: args.game,
+        cors_origins: args.cors_origins,
     }))?;
     Ok(ExitCode::SUCCESS)
 }

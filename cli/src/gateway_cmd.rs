@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use pitgun_ingest::gateway::Limits;
 use pitgun_ingest::service::{run, Settings};
@@ -64,12 +64,32 @@ pub struct GatewayArgs {
     /// How often /readyz asks the broker for metadata.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     readiness_interval: Duration,
+    /// Accept browser session tokens signed with this secret (the file `pitgun api` issues them
+    /// with; make one with `pitgun gateway session-secret --out FILE`). A token sends envelopes
+    /// of its one session and source only. Without it, session tokens get 401.
+    #[arg(long, env = "PITGUN_SESSION_SECRET_FILE")]
+    session_secret_file: Option<PathBuf>,
+    /// An origin browsers may post envelopes from (`scheme://host[:port]`), e.g. the page
+    /// serving the game; repeat or separate with commas. Preflights from other origins get no
+    /// CORS headers.
+    #[arg(long = "cors-origin", env = "PITGUN_CORS_ORIGINS", value_delimiter = ',')]
+    cors_origins: Vec<String>,
 }
 
 #[derive(Subcommand)]
 enum GatewayCommand {
     /// Make a new API key for a source: prints the token once, appends its SHA-256 to the keys file.
     Keygen(KeygenArgs),
+    /// Make the secret browser session tokens are signed with (32 random bytes, hex, mode 600),
+    /// for `pitgun api` and `pitgun gateway --session-secret-file`. Refuses to overwrite.
+    SessionSecret(SessionSecretArgs),
+}
+
+#[derive(Args)]
+struct SessionSecretArgs {
+    /// The file to create.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -110,6 +130,11 @@ pub fn run_cmd(args: GatewayArgs) -> Result<ExitCode> {
         eprintln!("key for source {} added to {} (only its SHA-256 is stored; keep the token, it is not shown again)", k.source, k.keys.display());
         return Ok(ExitCode::SUCCESS);
     }
+    if let Some(GatewayCommand::SessionSecret(a)) = args.command {
+        write_session_secret(&a.out)?;
+        eprintln!("session secret written to {} (mode 600); give the same file to `pitgun api` and `pitgun gateway`", a.out.display());
+        return Ok(ExitCode::SUCCESS);
+    }
     init_logging();
     if args.max_batch == 0 || args.max_body == 0 {
         bail!("--max-batch and --max-body must be positive");
@@ -125,6 +150,8 @@ pub fn run_cmd(args: GatewayArgs) -> Result<ExitCode> {
         ack_timeout: args.ack_timeout,
         compression: args.compression,
         readiness_interval: args.readiness_interval,
+        session_secret: args.session_secret_file,
+        cors_origins: args.cors_origins,
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -138,4 +165,21 @@ mod tests {
         assert_eq!(super::parse_size("64 KiB"), Ok(64 << 10));
         assert!(super::parse_size("8 parsecs").is_err());
     }
+}
+
+fn write_session_secret(path: &std::path::Path) -> Result<()> {
+    use rand::RngCore;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {} (an existing secret is never overwritten)", path.display()))?;
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    writeln!(file, "{hex}").with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
 }

@@ -14,7 +14,8 @@ pub enum Framing {
     /// `application/json`: one envelope object or an array of them.
     Json,
     /// `application/x-ndjson` (also `application/jsonl`, `application/json-seq` is not): one
-    /// envelope per line.
+    /// envelope per line. `text/plain` is read as NDJSON too: it is what `navigator.sendBeacon`
+    /// can send without a CORS preflight.
     Ndjson,
 }
 
@@ -48,7 +49,7 @@ pub fn framing(content_type: Option<&str>) -> Result<Framing, BodyError> {
     let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     match mime.as_str() {
         "application/json" => Ok(Framing::Json),
-        "application/x-ndjson" | "application/ndjson" | "application/jsonl" | "application/x-jsonlines" => Ok(Framing::Ndjson),
+        "application/x-ndjson" | "application/ndjson" | "application/jsonl" | "application/x-jsonlines" | "text/plain" => Ok(Framing::Ndjson),
         _ => Err(BodyError::Unsupported(format!(
             "Content-Type {ct:?} is not supported: send application/json (an envelope or an array) or application/x-ndjson"
         ))),
@@ -240,7 +241,8 @@ mod tests {
     fn content_headers() {
         assert_eq!(framing(Some("application/json; charset=utf-8")), Ok(Framing::Json));
         assert_eq!(framing(Some("Application/X-NDJSON")), Ok(Framing::Ndjson));
-        assert!(matches!(framing(Some("text/plain")), Err(BodyError::Unsupported(m)) if m.contains("text/plain")));
+        assert_eq!(framing(Some("text/plain;charset=UTF-8")), Ok(Framing::Ndjson));
+        assert!(matches!(framing(Some("text/csv")), Err(BodyError::Unsupported(m)) if m.contains("text/csv")));
         assert!(matches!(framing(None), Err(BodyError::Unsupported(_))));
         assert_eq!(encoding(Some("gzip")), Ok(Encoding::Gzip));
         assert!(matches!(encoding(Some("br")), Err(BodyError::Unsupported(_))));

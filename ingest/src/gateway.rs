@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use pitgun_runtime::browser::{self, SessionClaims, SessionKey, TOKEN_PREFIX};
 use pitgun_runtime::kafka::headers as dl;
 use pitgun_runtime::serve::{routes, Health};
 use serde_json::json;
@@ -64,6 +65,34 @@ pub struct Gateway {
     pub metrics: GatewayMetrics,
     /// `/metrics`, `/healthz`, `/readyz`.
     pub health: Health,
+    /// Browser clients: session tokens and CORS origins.
+    pub browsers: Browsers,
+}
+
+/// What the gateway accepts from browsers (see [`pitgun_runtime::browser`]).
+#[derive(Debug, Clone, Default)]
+pub struct Browsers {
+    /// The secret session tokens are checked with; `None`: session tokens are refused.
+    pub sessions: Option<SessionKey>,
+    /// Origins allowed to post envelopes cross-origin.
+    pub origins: Vec<String>,
+}
+
+/// Who sent a request.
+enum Caller {
+    /// A service, by API key: any session of its source.
+    Service(String),
+    /// A browser, by session token: one session of one source.
+    Session(SessionClaims),
+}
+
+impl Caller {
+    fn source(&self) -> &str {
+        match self {
+            Caller::Service(s) => s,
+            Caller::Session(c) => &c.src,
+        }
+    }
 }
 
 /// A JSON error answer: `{"error": code, "message": …}`.
@@ -71,10 +100,11 @@ pub fn json_error(status: StatusCode, code: &str, message: impl Into<String>) ->
     (status, axum::Json(json!({"error": code, "message": message.into()}))).into_response()
 }
 
-/// The router: envelopes, definitions, health.
-pub fn router(gw: Arc<Gateway>) -> Router {
+/// The router: envelopes, definitions, health; CORS for the allowed browser origins.
+pub fn router(gw: Arc<Gateway>) -> std::result::Result<Router, String> {
+    let cors = browser::cors(&gw.browsers.origins)?;
     let definitions = get(|State(gw): State<Arc<Gateway>>, uri: Uri, headers: HeaderMap| async move { gw.definitions.answer(uri.path(), &headers) });
-    Router::new()
+    Ok(Router::new()
         .route("/v1/envelopes", post(post_envelopes))
         .route("/schemas", definitions.clone())
         .route("/schemas/{name}/{version}", definitions.clone())
@@ -86,6 +116,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .fallback(|uri: Uri| async move { json_error(StatusCode::NOT_FOUND, "not_found", format!("no route {}", uri.path())) })
         .with_state(gw.clone())
         .merge(routes(gw.health.clone()))
+        .layer(cors))
 }
 
 /// Keeps `/readyz` true only while the broker answers a metadata request for the envelopes
@@ -116,8 +147,8 @@ pub async fn watch_readiness(gw: Arc<Gateway>, interval: Duration) {
     }
 }
 
-async fn post_envelopes(State(gw): State<Arc<Gateway>>, headers: HeaderMap, body: Body) -> Response {
-    let response = gw.ingest(&headers, body).await;
+async fn post_envelopes(State(gw): State<Arc<Gateway>>, RawQuery(query): RawQuery, headers: HeaderMap, body: Body) -> Response {
+    let response = gw.ingest(&headers, query.as_deref(), body).await;
     gw.metrics.request(response.status().as_u16());
     response
 }
@@ -151,12 +182,37 @@ fn body_error(e: BodyError) -> Response {
 }
 
 impl Gateway {
-    fn token(headers: &HeaderMap) -> Option<&str> {
+    /// The credential: a header, or `access_token` in the query for `navigator.sendBeacon`,
+    /// which cannot send headers.
+    fn token<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> {
         if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
             let (scheme, token) = v.trim().split_once(' ')?;
             return scheme.eq_ignore_ascii_case("bearer").then_some(token.trim());
         }
-        headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)
+        if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
+            return Some(v.trim());
+        }
+        query?.split('&').find_map(|pair| pair.strip_prefix("access_token="))
+    }
+
+    /// Who the credential belongs to, or the 401 to answer.
+    fn caller(&self, token: Option<&str>) -> Result<Caller, Response> {
+        let unauthorized = |m: String| json_error(StatusCode::UNAUTHORIZED, "unauthorized", m);
+        let Some(token) = token else {
+            return Err(unauthorized(
+                "missing credentials: send `Authorization: Bearer <API key or session token>` or `X-Api-Key: <API key>`".into(),
+            ));
+        };
+        if token.starts_with(TOKEN_PREFIX) {
+            let Some(key) = &self.browsers.sessions else {
+                return Err(unauthorized("this gateway takes no session tokens (it runs without --session-secret-file)".into()));
+            };
+            return key.verify(token, now_us().max(0) as u64 / 1_000_000).map(Caller::Session).map_err(|e| unauthorized(e.to_string()));
+        }
+        match self.keys.source_of(token) {
+            Some(source) => Ok(Caller::Service(source.to_string())),
+            None => Err(unauthorized("unknown API key".into())),
+        }
     }
 
     async fn read_body(&self, headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
@@ -173,17 +229,11 @@ impl Gateway {
         }
     }
 
-    /// Handles one `POST /v1/envelopes`.
-    pub async fn ingest(&self, headers: &HeaderMap, body: Body) -> Response {
-        let Some(token) = Self::token(headers) else {
-            return json_error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing API key: send `Authorization: Bearer <token>` or `X-Api-Key: <token>`",
-            );
-        };
-        let Some(source) = self.keys.source_of(token) else {
-            return json_error(StatusCode::UNAUTHORIZED, "unauthorized", "unknown API key");
+    /// Handles one `POST /v1/envelopes`; `query` is the request's query string.
+    pub async fn ingest(&self, headers: &HeaderMap, query: Option<&str>, body: Body) -> Response {
+        let caller = match self.caller(Self::token(headers, query)) {
+            Ok(c) => c,
+            Err(r) => return r,
         };
         let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
         let content_encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
@@ -206,8 +256,8 @@ impl Gateway {
             };
             self.metrics.bytes_decoded.inc_by(decoded.len() as u64);
             batch::split(decoded, framing, self.limits.max_batch, &mut s.items).map_err(body_error)?;
-            self.validator.check(decoded, &s.items, Some(source), now_us(), &mut s.checked);
-            self.send(source, decoded, &s.checked)
+            self.validator.check(decoded, &s.items, Some(caller.source()), now_us(), &mut s.checked);
+            self.send(&caller, decoded, &s.checked)
         });
         let prepared = match prepared {
             Ok(p) => p,
@@ -232,14 +282,18 @@ impl Gateway {
         (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], prepared.answer).into_response()
     }
 
-    /// Checks the 403 rule, queues valid items and dead letters, and writes the answer body.
-    fn send(&self, source: &str, body: &[u8], checked: &Checked) -> Result<Prepared, Response> {
+    /// Checks the 403 rules, queues valid items and dead letters, and writes the answer body.
+    fn send(&self, caller: &Caller, body: &[u8], checked: &Checked) -> Result<Prepared, Response> {
+        let source = caller.source();
+        let forbidden = |m: String| Err(json_error(StatusCode::FORBIDDEN, "forbidden", format!("{m}; nothing in the batch was stored")));
         if let Some((index, other)) = &checked.foreign {
-            return Err(json_error(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!("item {index} has source.id {other:?}, but this API key sends for {source:?} only; nothing in the batch was stored"),
-            ));
+            let holder = if matches!(caller, Caller::Session(_)) { "session token" } else { "API key" };
+            return forbidden(format!("item {index} has source.id {other:?}, but this {holder} sends for {source:?} only"));
+        }
+        if let Caller::Session(claims) = caller {
+            if let Some(other) = other_session(checked, &claims.sid) {
+                return forbidden(format!("an item is for session {other:?}, but this session token sends for session {:?} only", claims.sid));
+            }
         }
         let envelopes = checked.valid.iter().map(|e| Outgoing {
             topic: &self.topics.envelopes,
@@ -269,6 +323,14 @@ impl Gateway {
         .unwrap_or_default();
         Ok(Prepared { pending, accepted: checked.valid.len(), answer, started })
     }
+}
+
+/// The first session of the batch that is not `sid` (valid items by their key, refused ones by
+/// the session they name, if any).
+fn other_session<'a>(checked: &'a Checked, sid: &str) -> Option<std::borrow::Cow<'a, str>> {
+    let valid = checked.valid.iter().map(|e| String::from_utf8_lossy(&checked.arena[e.key.clone()]));
+    let refused = checked.rejected.iter().filter_map(|r| r.session_id.as_deref().map(std::borrow::Cow::Borrowed));
+    valid.chain(refused).find(|s| s != sid)
 }
 
 fn display_pointer(p: &str) -> &str {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use pitgun_contracts::dictionary::Dictionary;
 use pitgun_contracts::load::{load, Loaded};
 use pitgun_contracts::schema::ContractKind;
+use pitgun_runtime::browser::{self, SessionKey};
 use pitgun_runtime::kafka::{topics, Broker};
 use pitgun_runtime::serve::Health;
 use prometheus::Registry;
@@ -15,7 +16,7 @@ use prometheus::Registry;
 use crate::catalog::ChannelCatalog;
 use crate::definitions::Definitions;
 use crate::error::{Error, Result};
-use crate::gateway::{router, watch_readiness, Gateway, Limits, Topics};
+use crate::gateway::{router, watch_readiness, Browsers, Gateway, Limits, Topics};
 use crate::keys::ApiKeys;
 use crate::metrics::GatewayMetrics;
 use crate::produce::{EnvelopeProducer, Publish};
@@ -44,6 +45,10 @@ pub struct Settings {
     pub compression: String,
     /// How often `/readyz` asks the broker for metadata.
     pub readiness_interval: Duration,
+    /// The secret browser session tokens are checked with (`None`: they are refused).
+    pub session_secret: Option<PathBuf>,
+    /// Origins browsers may post envelopes from.
+    pub cors_origins: Vec<String>,
 }
 
 /// Builds the gateway from `settings` with a Kafka producer (blocking: reads files).
@@ -67,6 +72,9 @@ pub fn build_with(settings: &Settings, producer: Box<dyn Publish>) -> Result<Arc
         tracing::warn!("the keys file holds no keys: every request will be answered 401");
     }
     let definitions = Definitions::load(&dictionary, settings.manifests.as_deref())?;
+    let sessions = settings.session_secret.as_deref().map(SessionKey::load).transpose().map_err(Error::Setup)?;
+    // Checked here, so a bad origin stops the gateway at start rather than at its first request.
+    let _ = browser::cors(&settings.cors_origins).map_err(|e| Error::Setup(format!("--cors-origin: {e}")))?;
     let registry = Registry::new();
     let metrics = GatewayMetrics::register(&registry)?;
     Ok(Arc::new(Gateway {
@@ -78,6 +86,7 @@ pub fn build_with(settings: &Settings, producer: Box<dyn Publish>) -> Result<Arc
         definitions,
         metrics,
         health: Health::new(registry),
+        browsers: Browsers { sessions, origins: settings.cors_origins.clone() },
     }))
 }
 
@@ -95,7 +104,8 @@ pub fn run(settings: Settings) -> Result<()> {
             "gateway started"
         );
         let readiness = tokio::spawn(watch_readiness(gw.clone(), settings.readiness_interval));
-        axum::serve(listener, router(gw.clone())).with_graceful_shutdown(shutdown_signal()).await?;
+        let app = router(gw.clone()).map_err(Error::Setup)?;
+        axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
         readiness.abort();
         Ok::<_, Error>(())
     })?;

@@ -85,8 +85,22 @@ struct Harness {
     _dir: tempfile::TempDir,
 }
 
+/// The secret of the browser harness's session tokens.
+const SESSION_SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+/// The one origin the browser harness lets post.
+const GAME_ORIGIN: &str = "http://127.0.0.1:8090";
+
 impl Harness {
     fn new(limits: Limits) -> Harness {
+        Harness::with(limits, false)
+    }
+
+    /// A gateway that also takes browser session tokens and allows [`GAME_ORIGIN`].
+    fn browsers() -> Harness {
+        Harness::with(Limits { max_body: 8 << 20, max_batch: 5000, retry_after_secs: 1 }, true)
+    }
+
+    fn with(limits: Limits, browsers: bool) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let keys = dir.path().join("keys.yaml");
         let key = |source: &str| pitgun_ingest::keys::append_new_key(&keys, source, "2026-11-30T00:00:00Z").unwrap();
@@ -103,7 +117,18 @@ impl Harness {
             ack_timeout: Duration::from_secs(5),
             compression: "lz4".into(),
             readiness_interval: Duration::from_millis(20),
+            session_secret: None,
+            cors_origins: Vec::new(),
         };
+        let mut settings = settings;
+        if browsers {
+            use std::os::unix::fs::PermissionsExt;
+            let secret = dir.path().join("session.secret");
+            std::fs::write(&secret, SESSION_SECRET).unwrap();
+            std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+            settings.session_secret = Some(secret);
+            settings.cors_origins = vec![GAME_ORIGIN.to_string()];
+        }
         let broker = StandIn::default();
         let gw = build_with(&settings, Box::new(broker.clone())).unwrap();
         Harness { gw, broker, web, sim, acme, _dir: dir }
@@ -114,7 +139,7 @@ impl Harness {
     }
 
     async fn request(&self, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
-        let r = router(self.gw.clone()).oneshot(req).await.unwrap();
+        let r = router(self.gw.clone()).unwrap().oneshot(req).await.unwrap();
         let (parts, body) = r.into_parts();
         (parts.status, parts.headers, body.collect().await.unwrap().to_bytes().to_vec())
     }
@@ -366,7 +391,7 @@ async fn limits_content_types_and_broken_bodies_have_their_statuses() {
     let (status, answer) = h.post_with(Some(&h.web), &[("content-type", "application/x-ndjson"), ("content-encoding", "gzip")], bomb).await;
     assert_eq!(status, 413, "a zip bomb is cut off: {answer}");
     assert!(answer["message"].as_str().unwrap().contains("expands to more than"), "{answer}");
-    let (status, answer) = h.post(Some(&h.web), "text/plain", envelope("l", 1).to_string()).await;
+    let (status, answer) = h.post(Some(&h.web), "text/csv", envelope("l", 1).to_string()).await;
     assert_eq!(status, 415);
     assert!(answer["message"].as_str().unwrap().contains("application/x-ndjson"), "{answer}");
     let (status, _) = h.post_with(Some(&h.web), &[("content-type", "application/json"), ("content-encoding", "br")], "{}").await;
@@ -485,4 +510,101 @@ async fn definitions_are_served_with_etags() {
         assert_eq!(body["error"], "not_found");
         assert!(body["message"].as_str().unwrap().contains(says), "{path}: {body}");
     }
+}
+
+/// A session token as the API issues it, for `session`, valid for `ttl_s` more seconds (negative:
+/// expired that long ago).
+fn session_token(session: &str, source: &str, ttl_s: i64) -> String {
+    use pitgun_runtime::browser::{SessionClaims, SessionKey};
+    let exp = (now_us() / 1_000_000 + ttl_s) as u64;
+    SessionKey::new(SESSION_SECRET).unwrap().issue(&SessionClaims { sid: session.into(), src: source.into(), exp })
+}
+
+#[tokio::test]
+async fn a_session_token_sends_for_its_one_session_and_source_only() {
+    let h = Harness::browsers();
+    let token = session_token("web-1", "pitgun-web", 600);
+    let body = ndjson(&(0..3).map(|i| envelope("web-1", i)).collect::<Vec<_>>());
+    let (status, answer) = h.post(Some(&token), "application/x-ndjson", body.clone()).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(event_ids(&h.on(topics::ENVELOPES)), ["web-1-0", "web-1-1", "web-1-2"]);
+
+    // Another session in the batch: 403, and nothing of the batch is stored.
+    let mixed = ndjson(&[envelope("web-1", 3), envelope("web-2", 1)]);
+    let (status, answer) = h.post(Some(&token), "application/x-ndjson", mixed).await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("\"web-2\""), "names the other session: {answer}");
+    // Another source, even for the right session: 403.
+    let mut sim = envelope("web-1", 4);
+    sim["source"] = json!({"kind": "simulator", "id": "pitgun-sim", "version": "2.1.0"});
+    let (status, answer) = h.post(Some(&token), "application/json", sim.to_string()).await;
+    assert_eq!(status, 403, "{answer}");
+    // An invalid item naming another session is refused as a whole too, not dead-lettered.
+    let mut bad = envelope("web-9", 5);
+    bad["seq"] = json!("x");
+    let (status, answer) = h.post(Some(&token), "application/x-ndjson", ndjson(&[envelope("web-1", 5), bad])).await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(h.broker.stored.lock().unwrap().is_empty(), "a refused batch queues nothing");
+
+    // Expired, forged, or signed for another source: 401.
+    let (status, answer) = h.post(Some(&session_token("web-1", "pitgun-web", -1)), "application/x-ndjson", body.clone()).await;
+    assert_eq!(status, 401, "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("expired"), "{answer}");
+    let forged = format!("{}x", &token[..token.len() - 1]);
+    let (status, answer) = h.post(Some(&forged), "application/x-ndjson", body.clone()).await;
+    assert_eq!(status, 401, "{answer}");
+    let other_secret = pitgun_runtime::browser::SessionKey::new(&[9u8; 32]).unwrap().issue(&pitgun_runtime::browser::SessionClaims {
+        sid: "web-1".into(),
+        src: "pitgun-web".into(),
+        exp: u64::MAX,
+    });
+    let (status, _) = h.post(Some(&other_secret), "application/x-ndjson", body.clone()).await;
+    assert_eq!(status, 401);
+    // A gateway without the secret refuses every session token, naming the flag.
+    let plain = Harness::standard();
+    let (status, answer) = plain.post(Some(&token), "application/x-ndjson", body).await;
+    assert_eq!(status, 401, "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("--session-secret-file"), "{answer}");
+    assert!(h.broker.stored.lock().unwrap().is_empty() && plain.broker.stored.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_beacon_sends_its_token_in_the_query_and_its_body_as_text() {
+    let h = Harness::browsers();
+    let token = session_token("web-3", "pitgun-web", 600);
+    let req = Request::post(format!("/v1/envelopes?access_token={token}"))
+        .header("content-type", "text/plain;charset=UTF-8")
+        .header("origin", GAME_ORIGIN)
+        .body(Body::from(ndjson(&[envelope("web-3", 1), envelope("web-3", 2)])))
+        .unwrap();
+    let (status, headers, body) = h.request(req).await;
+    assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(headers.get("access-control-allow-origin").map(|v| v.to_str().unwrap()), Some(GAME_ORIGIN));
+    assert_eq!(event_ids(&h.on(topics::ENVELOPES)), ["web-3-1", "web-3-2"]);
+}
+
+#[tokio::test]
+async fn preflights_are_answered_for_allowed_origins_only() {
+    let h = Harness::browsers();
+    let preflight = |origin: &str| {
+        Request::builder()
+            .method("OPTIONS")
+            .uri("/v1/envelopes")
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization, content-type, content-encoding")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (status, headers, _) = h.request(preflight(GAME_ORIGIN)).await;
+    assert!(status.is_success(), "{status}");
+    assert_eq!(headers.get("access-control-allow-origin").map(|v| v.to_str().unwrap()), Some(GAME_ORIGIN));
+    let allowed = headers.get("access-control-allow-headers").unwrap().to_str().unwrap().to_ascii_lowercase();
+    for h in ["authorization", "content-type", "content-encoding"] {
+        assert!(allowed.contains(h), "{h} not in {allowed}");
+    }
+    assert!(headers.get("access-control-allow-methods").unwrap().to_str().unwrap().contains("POST"));
+    let (_, headers, _) = h.request(preflight("http://evil.example")).await;
+    assert!(headers.get("access-control-allow-origin").is_none(), "another origin is not allowed: {headers:?}");
+    assert!(h.broker.stored.lock().unwrap().is_empty());
 }

@@ -3,11 +3,13 @@
 //! - [`kafka`]: client settings for the broker, topic names (with an optional namespace prefix,
 //!   so tests and tenants never see each other's data) and topic creation;
 //! - [`serve`]: the `/metrics`, `/healthz` and `/readyz` endpoints every service exposes;
+//! - [`browser`]: what the gateway and the API need for browser clients: session tokens, CORS;
 //! - [`error`]: what can go wrong there, typed (`thiserror`); `anyhow` stays in the binary.
 //!
 //! Topic contracts are documented in `schemas/topics.md`.
 #![deny(missing_docs)]
 
+pub mod browser;
 pub mod error;
 pub mod kafka;
 pub mod serve;

@@ -10,7 +10,7 @@
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::track::{CarSpec, Circuit, G0, PIT_BOX_BEFORE_LINE_M, PIT_ENTRY_BEFORE_LINE_M, PIT_EXIT_AFTER_LINE_M, PIT_SPEED_LIMIT};
+use crate::track::{pit_lane, CarSpec, Circuit, G0};
 
 /// Longest physics step: 20 ms keeps a 90 m/s car under 2 m per step (the profile has 1 m slots).
 pub(crate) const MAX_STEP_US: i64 = 20_000;
@@ -161,7 +161,7 @@ impl Car {
             let mut end = (self.t_us + MAX_STEP_US).min(t_us);
             if let Pit::Stopped { until_us } = self.pit {
                 if self.t_us >= until_us {
-                    self.pit = Pit::Exiting { exit_at: self.circuit.length + PIT_EXIT_AFTER_LINE_M };
+                    self.pit = Pit::Exiting { exit_at: self.circuit.length + pit_lane().exit_after_line_m };
                 } else {
                     end = end.min(until_us);
                     self.stand(end, rng);
@@ -274,8 +274,8 @@ impl Car {
             _ => (length, Boundary::Line),
         };
         let pit = match self.pit {
-            Pit::Planned => Some((length - PIT_ENTRY_BEFORE_LINE_M, Boundary::PitEntry)),
-            Pit::Approach => Some((length - PIT_BOX_BEFORE_LINE_M, Boundary::PitBox)),
+            Pit::Planned => Some((length - pit_lane().entry_before_line_m, Boundary::PitEntry)),
+            Pit::Approach => Some((length - pit_lane().box_before_line_m, Boundary::PitBox)),
             Pit::Exiting { exit_at } => Some((exit_at, Boundary::PitExit)),
             Pit::Out | Pit::Stopped { .. } => None,
         };
@@ -289,17 +289,18 @@ impl Car {
         let length = self.circuit.length;
         let free = self.circuit.vmax_at(self.car, s) * self.pace;
         let brake = self.spec.brake_g * G0 * 0.8;
+        let limit = pit_lane().speed_limit();
         match self.pit {
             Pit::Out => free,
             Pit::Planned => {
-                let to_entry = (length - PIT_ENTRY_BEFORE_LINE_M - s).max(0.0);
-                free.min((PIT_SPEED_LIMIT * PIT_SPEED_LIMIT + 2.0 * brake * to_entry).sqrt())
+                let to_entry = (length - pit_lane().entry_before_line_m - s).max(0.0);
+                free.min((limit * limit + 2.0 * brake * to_entry).sqrt())
             }
             Pit::Approach => {
-                let to_box = (length - PIT_BOX_BEFORE_LINE_M - s).max(0.0);
-                PIT_SPEED_LIMIT.min((2.0 * 5.0 * to_box).sqrt() + 0.5)
+                let to_box = (length - pit_lane().box_before_line_m - s).max(0.0);
+                limit.min((2.0 * 5.0 * to_box).sqrt() + 0.5)
             }
-            Pit::Exiting { .. } | Pit::Stopped { .. } => PIT_SPEED_LIMIT,
+            Pit::Exiting { .. } | Pit::Stopped { .. } => limit,
         }
     }
 

@@ -18,7 +18,7 @@ use crate::car::{Car, Crossing};
 use crate::config::SimConfig;
 use crate::metric::{Metric as M, Value};
 use crate::producer::Producer;
-use crate::track::{Circuit, CARS, PLAYERS, TRACKS};
+use crate::track::{cars, tracks, Circuit, PLAYERS};
 
 /// Random streams of a session, so physics and faults never perturb each other.
 pub(crate) const STREAM_PHYSICS: u64 = 0;
@@ -41,7 +41,7 @@ pub(crate) fn session_rng(seed: u64, index: u32, stream: u64) -> ChaCha8Rng {
 /// The circuits, rasterised once per process.
 fn circuits() -> &'static [Circuit] {
     static CIRCUITS: OnceLock<Vec<Circuit>> = OnceLock::new();
-    CIRCUITS.get_or_init(|| TRACKS.iter().map(Circuit::build).collect())
+    CIRCUITS.get_or_init(|| tracks().iter().map(Circuit::build).collect())
 }
 
 /// A lap completed at a line crossing, as the ground truth records it.
@@ -119,8 +119,8 @@ pub(crate) struct Session {
 impl Session {
     pub(crate) fn new(config: &SimConfig, index: u32) -> Session {
         let mut rng = session_rng(config.seed, index, STREAM_PHYSICS);
-        let track = rng.random_range(0..TRACKS.len());
-        let car = rng.random_range(0..CARS.len());
+        let track = rng.random_range(0..tracks().len());
+        let car = rng.random_range(0..cars().len());
         let player = PLAYERS[rng.random_range(0..PLAYERS.len())];
         // Sessions start a few seconds apart so their events interleave like a live stream.
         let offset_us = rng.random_range(0..5_000_000i64);
@@ -129,8 +129,8 @@ impl Session {
         let identity = Identity {
             id: format!("s-{}-{}", config.seed, index),
             producer,
-            track: TRACKS[track].name,
-            car: CARS[car].name,
+            track: &tracks()[track].name,
+            car: &cars()[car].name,
             player,
             start_us,
             end_us: start_us + config.duration_us,
@@ -141,7 +141,7 @@ impl Session {
             loss: 0.002 + 0.01 * rng.random::<f64>(),
             dropped: 0,
         };
-        let car = Car::new(&CARS[car], car, &circuits()[track], start_us, &mut rng);
+        let car = Car::new(&cars()[car], car, &circuits()[track], start_us, &mut rng);
         Session {
             identity,
             rate_hz: config.rate_hz,

@@ -7,24 +7,41 @@
 //! `sqrt(grip * g / |curvature|)`, capped at the car's top speed, then swept backwards (twice round
 //! the loop, so the line wraps) so the car can always brake down to the next corner in time.
 
+use std::sync::OnceLock;
+
+use serde::Deserialize;
+
 /// Standard gravity, m/s².
 pub(crate) const G0: f64 = 9.806_65;
 
+/// The circuits, cars and pit lane, shared with the browser game (`game/`) so both drive the
+/// same geometry. Parsed once; the file is compiled in, so a bad edit fails the unit tests.
+const CIRCUITS_JSON: &str = include_str!("../circuits.json");
+
+#[derive(Deserialize)]
+struct CircuitsFile {
+    tracks: Vec<TrackSpec>,
+    cars: Vec<CarSpec>,
+    pit_lane: PitLane,
+}
+
 /// A circuit.
+#[derive(Deserialize)]
 pub(crate) struct TrackSpec {
-    pub name: &'static str,
+    pub name: String,
     /// Lap length in metres.
     pub length_m: u32,
     /// `(length m, signed radius m)`: radius 0 is a straight, positive turns left. The final
     /// straight to the line is added so the segments sum to `length_m`.
-    pub segments: &'static [(f64, f64)],
+    pub segments: Vec<(f64, f64)>,
     /// Lap distances where sectors 1 and 2 end (sector 3 ends at the line).
     pub sector_ends: [f64; 2],
 }
 
 /// A car model.
+#[derive(Deserialize)]
 pub(crate) struct CarSpec {
-    pub name: &'static str,
+    pub name: String,
     /// Top speed, m/s.
     pub v_top: f64,
     /// Lateral grip, g.
@@ -42,172 +59,44 @@ pub(crate) struct CarSpec {
     pub wheelbase_m: f64,
 }
 
-pub(crate) const TRACKS: [TrackSpec; 4] = [
-    TrackSpec {
-        name: "monza",
-        length_m: 5793,
-        segments: &[
-            (620.0, 0.0),
-            (45.0, -22.0),
-            (45.0, 24.0),
-            (280.0, 0.0),
-            (520.0, -360.0),
-            (380.0, 0.0),
-            (40.0, 28.0),
-            (40.0, -30.0),
-            (260.0, 0.0),
-            (150.0, -105.0),
-            (160.0, 0.0),
-            (110.0, -85.0),
-            (720.0, 0.0),
-            (70.0, 60.0),
-            (90.0, -95.0),
-            (140.0, -160.0),
-            (880.0, 0.0),
-            (360.0, -125.0),
-        ],
-        sector_ends: [1920.0, 3890.0],
-    },
-    TrackSpec {
-        name: "spa",
-        length_m: 7004,
-        segments: &[
-            (230.0, 0.0),
-            (70.0, -17.0),
-            (320.0, 0.0),
-            (110.0, 130.0),
-            (130.0, -160.0),
-            (1050.0, 0.0),
-            (80.0, -62.0),
-            (60.0, 58.0),
-            (330.0, 0.0),
-            (110.0, -42.0),
-            (280.0, 0.0),
-            (90.0, 70.0),
-            (260.0, 0.0),
-            (300.0, 115.0),
-            (270.0, 0.0),
-            (80.0, -75.0),
-            (80.0, 80.0),
-            (320.0, 0.0),
-            (160.0, -95.0),
-            (650.0, 0.0),
-            (420.0, 480.0),
-            (620.0, 0.0),
-            (40.0, -26.0),
-            (45.0, 24.0),
-        ],
-        sector_ends: [2240.0, 5050.0],
-    },
-    TrackSpec {
-        name: "suzuka",
-        length_m: 5807,
-        segments: &[
-            (480.0, 0.0),
-            (170.0, -120.0),
-            (60.0, -55.0),
-            (90.0, 75.0),
-            (90.0, -70.0),
-            (90.0, 72.0),
-            (80.0, -68.0),
-            (200.0, 0.0),
-            (160.0, -48.0),
-            (380.0, 0.0),
-            (80.0, 42.0),
-            (250.0, 0.0),
-            (70.0, -30.0),
-            (190.0, 0.0),
-            (260.0, 140.0),
-            (760.0, 0.0),
-            (60.0, -42.0),
-            (420.0, 0.0),
-            (160.0, 260.0),
-            (300.0, 0.0),
-            (35.0, -20.0),
-            (35.0, 22.0),
-        ],
-        sector_ends: [1540.0, 3780.0],
-    },
-    TrackSpec {
-        name: "silverstone",
-        length_m: 5891,
-        segments: &[
-            (330.0, 0.0),
-            (120.0, -150.0),
-            (60.0, -40.0),
-            (280.0, 0.0),
-            (55.0, 35.0),
-            (420.0, 0.0),
-            (110.0, -75.0),
-            (720.0, 0.0),
-            (90.0, 45.0),
-            (60.0, -38.0),
-            (440.0, 0.0),
-            (120.0, -170.0),
-            (90.0, 120.0),
-            (80.0, -130.0),
-            (100.0, 160.0),
-            (190.0, 0.0),
-            (110.0, -90.0),
-            (760.0, 0.0),
-            (130.0, -55.0),
-            (180.0, 0.0),
-            (110.0, 60.0),
-            (240.0, 0.0),
-            (80.0, -65.0),
-        ],
-        sector_ends: [1830.0, 4120.0],
-    },
-];
+/// Pit lane geometry, the same on every track: entry and box before the line, exit after it.
+#[derive(Deserialize)]
+pub(crate) struct PitLane {
+    pub entry_before_line_m: f64,
+    pub box_before_line_m: f64,
+    pub exit_after_line_m: f64,
+    pub speed_limit_kmh: f64,
+}
 
-pub(crate) const CARS: [CarSpec; 3] = [
-    CarSpec {
-        name: "gt3",
-        v_top: 79.0,
-        grip_g: 1.65,
-        brake_g: 1.55,
-        accel0: 8.5,
-        rpm_max: 9000.0,
-        rpm_idle: 1200.0,
-        tank_kg: 110.0,
-        cold_kpa: 135.0,
-        wheelbase_m: 2.6,
-    },
-    CarSpec {
-        name: "lmp2",
-        v_top: 91.0,
-        grip_g: 2.15,
-        brake_g: 2.2,
-        accel0: 9.5,
-        rpm_max: 8500.0,
-        rpm_idle: 1500.0,
-        tank_kg: 75.0,
-        cold_kpa: 125.0,
-        wheelbase_m: 3.0,
-    },
-    CarSpec {
-        name: "f3",
-        v_top: 77.0,
-        grip_g: 2.35,
-        brake_g: 2.5,
-        accel0: 10.0,
-        rpm_max: 7800.0,
-        rpm_idle: 1800.0,
-        tank_kg: 45.0,
-        cold_kpa: 110.0,
-        wheelbase_m: 2.8,
-    },
-];
+impl PitLane {
+    /// The pit lane speed limit, m/s.
+    pub(crate) fn speed_limit(&self) -> f64 {
+        self.speed_limit_kmh / 3.6
+    }
+}
+
+fn circuits_file() -> &'static CircuitsFile {
+    static FILE: OnceLock<CircuitsFile> = OnceLock::new();
+    FILE.get_or_init(|| serde_json::from_str(CIRCUITS_JSON).expect("workload/circuits.json is valid (unit-tested)"))
+}
+
+/// The tracks a session draws from, in file order.
+pub(crate) fn tracks() -> &'static [TrackSpec] {
+    &circuits_file().tracks
+}
+
+/// The cars a session draws from, in file order.
+pub(crate) fn cars() -> &'static [CarSpec] {
+    &circuits_file().cars
+}
+
+/// The pit lane of every track.
+pub(crate) fn pit_lane() -> &'static PitLane {
+    &circuits_file().pit_lane
+}
 
 /// Players a session is driven by.
 pub(crate) const PLAYERS: [&str; 10] = ["ayla", "bruno", "chen", "dara", "emil", "fatou", "goran", "hana", "ivo", "juno"];
-
-/// Pit lane geometry, the same on every track: entry and box before the line, exit after it.
-pub(crate) const PIT_ENTRY_BEFORE_LINE_M: f64 = 380.0;
-pub(crate) const PIT_BOX_BEFORE_LINE_M: f64 = 140.0;
-pub(crate) const PIT_EXIT_AFTER_LINE_M: f64 = 260.0;
-/// 80 km/h.
-pub(crate) const PIT_SPEED_LIMIT: f64 = 80.0 / 3.6;
 
 /// A track rasterised at one metre per slot, plus one speed profile per car.
 pub(crate) struct Circuit {
@@ -215,7 +104,7 @@ pub(crate) struct Circuit {
     pub length: f64,
     /// Signed curvature (1/m) per metre; positive turns left.
     curvature: Vec<f32>,
-    /// Highest speed per metre, per car in [`CARS`] order.
+    /// Highest speed per metre, per car in [`cars`] order.
     vmax: Vec<Vec<f32>>,
 }
 
@@ -233,7 +122,7 @@ impl Circuit {
             }
             *c = (sum / (2 * HALF + 1) as f64) as f32;
         }
-        let vmax = CARS.iter().map(|car| speed_profile(&curvature, car)).collect();
+        let vmax = cars().iter().map(|car| speed_profile(&curvature, car)).collect();
         Circuit { spec, length: f64::from(spec.length_m), curvature, vmax }
     }
 
@@ -262,7 +151,7 @@ fn rasterise(spec: &TrackSpec) -> Vec<f64> {
     assert!(listed + 50.0 <= f64::from(spec.length_m), "{}: segments longer than the lap", spec.name);
     let mut raw = vec![0.0; n];
     let mut start = 0.0;
-    for &(len, radius) in spec.segments {
+    for &(len, radius) in &spec.segments {
         let k = if radius == 0.0 { 0.0 } else { 1.0 / radius };
         let (a, b) = (start as usize, ((start + len) as usize).min(n));
         raw[a..b].iter_mut().for_each(|c| *c = k);
@@ -301,12 +190,12 @@ mod tests {
 
     #[test]
     fn profiles_are_plausible() {
-        for spec in &TRACKS {
+        for spec in tracks() {
             let c = Circuit::build(spec);
             assert!(spec.sector_ends[0] < spec.sector_ends[1]);
-            assert!(spec.sector_ends[1] < c.length - PIT_ENTRY_BEFORE_LINE_M);
-            assert!(spec.sector_ends[0] > PIT_EXIT_AFTER_LINE_M);
-            for (car, spec_car) in CARS.iter().enumerate() {
+            assert!(spec.sector_ends[1] < c.length - pit_lane().entry_before_line_m);
+            assert!(spec.sector_ends[0] > pit_lane().exit_after_line_m);
+            for (car, spec_car) in cars().iter().enumerate() {
                 let (mut lo, mut hi) = (f64::MAX, 0f64);
                 for s in 0..spec.length_m {
                     let v = c.vmax_at(car, f64::from(s));

@@ -1,0 +1,120 @@
+//! `POST /v1/sessions`: a browser game client's credentials.
+//!
+//! A browser cannot keep an API key, so the API gives each new game session its own
+//! short-lived token, bound to a fresh session id and to the `pitgun-web` source
+//! ([`pitgun_runtime::browser`]); the gateway accepts it for that session's envelopes only. The
+//! answer also names the gateway to send them to, so a page needs to know only the API.
+//!
+//! Anyone may ask, so requests are limited per client address (the TCP peer: behind a proxy,
+//! that is the proxy, and the limit is shared by everyone behind it). A client over its quota
+//! gets 429 with `Retry-After`.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use pitgun_runtime::browser::{SessionClaims, SessionKey};
+use rand::RngCore;
+use serde_json::{json, Value};
+
+/// The source a browser session sends for (the game's producer id in the dictionary).
+pub const BROWSER_SOURCE: &str = "pitgun-web";
+
+/// How sessions are issued.
+pub struct SessionSettings {
+    /// The secret shared with the gateway.
+    pub key: SessionKey,
+    /// The gateway's URL as browsers reach it.
+    pub gateway_url: String,
+    /// How long a token is valid.
+    pub ttl: Duration,
+    /// New sessions per client address per minute.
+    pub per_minute: NonZeroU32,
+}
+
+/// Issues session tokens, within each client address's quota.
+pub struct Sessions {
+    settings: SessionSettings,
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+/// Why no session was issued.
+pub enum Refusal {
+    /// The client asked too often; it may ask again after this long.
+    TooMany(Duration),
+}
+
+impl Sessions {
+    /// An issuer; the quota allows a burst of one minute's sessions.
+    pub fn new(settings: SessionSettings) -> Sessions {
+        let limiter = RateLimiter::keyed(Quota::per_minute(settings.per_minute));
+        Sessions { settings, limiter }
+    }
+
+    /// A new session for `client`, as the JSON answer.
+    pub fn issue(&self, client: IpAddr) -> Result<Value, Refusal> {
+        if let Err(not_until) = self.limiter.check_key(&client) {
+            return Err(Refusal::TooMany(not_until.wait_time_from(DefaultClock::default().now())));
+        }
+        let mut id = [0u8; 16];
+        rand::rng().fill_bytes(&mut id);
+        let sid = format!("web-{}", hex::encode(id));
+        let expires = SystemTime::now() + self.settings.ttl;
+        let exp = expires.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let token = self.settings.key.issue(&SessionClaims { sid: sid.clone(), src: BROWSER_SOURCE.into(), exp });
+        Ok(json!({
+            "session_id": sid,
+            "token": token,
+            "expires_at": humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(exp)).to_string(),
+            "gateway": self.settings.gateway_url,
+            "source": {"kind": "game", "id": BROWSER_SOURCE},
+        }))
+    }
+
+    /// Forgets clients whose quota is full again, so the table stays as small as the clients
+    /// of the last minute.
+    pub fn forget_idle_clients(&self) {
+        self.limiter.retain_recent();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sessions(per_minute: u32) -> Sessions {
+        Sessions::new(SessionSettings {
+            key: SessionKey::new(&[3u8; 32]).unwrap(),
+            gateway_url: "http://127.0.0.1:8080".into(),
+            ttl: Duration::from_secs(60),
+            per_minute: NonZeroU32::new(per_minute).unwrap(),
+        })
+    }
+
+    #[test]
+    fn a_token_is_bound_to_its_new_session_and_the_browser_source() {
+        let s = sessions(10);
+        let a = s.issue("127.0.0.1".parse().unwrap()).ok().unwrap();
+        let b = s.issue("127.0.0.1".parse().unwrap()).ok().unwrap();
+        assert_ne!(a["session_id"], b["session_id"]);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let claims = SessionKey::new(&[3u8; 32]).unwrap().verify(a["token"].as_str().unwrap(), now).unwrap();
+        assert_eq!(claims.sid, a["session_id"].as_str().unwrap());
+        assert_eq!(claims.src, BROWSER_SOURCE);
+        assert!(claims.exp > now && claims.exp <= now + 61, "{claims:?}");
+    }
+
+    #[test]
+    fn each_address_has_its_own_quota() {
+        let s = sessions(2);
+        let (one, two): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        assert!(s.issue(one).is_ok() && s.issue(one).is_ok());
+        match s.issue(one) {
+            Err(Refusal::TooMany(wait)) => assert!(wait > Duration::ZERO && wait <= Duration::from_secs(30), "{wait:?}"),
+            Ok(v) => panic!("a third session within the minute was issued: {v}"),
+        }
+        assert!(s.issue(two).is_ok(), "another address is not limited by the first");
+    }
+}

@@ -1,0 +1,216 @@
+/**
+ * The page: start screen, race loop, HUD and results. The sim runs in fixed 60 Hz steps; each
+ * animation frame runs the steps that catch up with wall time (or K steps with `?speed=K`) and
+ * sends one sample. Event times are sim times, so fast-forward and pauses never bend lap times.
+ *
+ * Query: `?api=` API base (default: same origin), `?autopilot=SEED&speed=K`,
+ * `?player=&track=&car=&laps=` preselect and start.
+ */
+import { newAutopilot } from "../sim/autopilot.js";
+import { CARS, TRACKS } from "../sim/data.js";
+import { currentLapUs, startSession, STEP_HZ, type LapRecord } from "../sim/session.js";
+import { circuit } from "../sim/track.js";
+import { FrameMeter } from "../live/frame_meter.js";
+import { LiveSession, type Snapshot } from "../live/live_session.js";
+import { createSessionPatiently } from "../telemetry/api.js";
+import { TelemetryClient } from "../telemetry/client.js";
+import { gzip, systemClock, type HttpFetch } from "../telemetry/ports.js";
+import { lapClock } from "./format.js";
+import { PlayerControls } from "./input.js";
+import { TrackView } from "./render.js";
+import { showResults } from "./results.js";
+
+const RUN_KEY = "pitgun.run";
+const params = new URLSearchParams(location.search);
+const api = (params.get("api") ?? "").replace(/\/$/, "");
+const autopilotSeed = params.has("autopilot") ? Number(params.get("autopilot")) || 1 : null;
+const speed = Math.max(1, Math.min(600, Number(params.get("speed") ?? 1) || 1));
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+const httpFetch: HttpFetch = (url, init) => fetch(url, init as RequestInit);
+
+type PageState = "start" | "connecting" | "racing" | "finishing" | "results" | "error";
+let pageState: PageState = "start";
+let live: LiveSession | null = null;
+
+function saveSnapshot(): void {
+  if (!live || live.sim.phase !== "running") return;
+  try {
+    localStorage.setItem(RUN_KEY, JSON.stringify(live.snapshot()));
+  } catch (e) {
+    console.warn("snapshot not saved", e);
+  }
+}
+
+const client = new TelemetryClient({
+  fetch: httpFetch,
+  clock: systemClock,
+  storage: localStorage,
+  compress: typeof CompressionStream === "function" ? gzip : null,
+  beacon: (url, body) => navigator.sendBeacon(url, body),
+  onFlush: saveSnapshot,
+  log: (m) => console.warn(`[pitgun] ${m}`),
+});
+
+(window as unknown as { pitgun: unknown }).pitgun = {
+  state: () => pageState,
+  sessionId: () => live?.route.sessionId ?? null,
+  laps: () => live?.sim.completed.map((l) => ({ lap: l.lap, us: l.endUs - l.startUs })) ?? [],
+  telemetry: () => ({ ...client.stats, queuedBatches: client.outbox.size, droppedBatches: client.outbox.dropped }),
+};
+
+addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "hidden") client.flush();
+});
+addEventListener("pagehide", () => client.pagehide());
+
+function fillStartForm(): void {
+  $<HTMLSelectElement>("track").replaceChildren(...TRACKS.map((t) => new Option(`${t.name} (${(t.length_m / 1000).toFixed(3)} km)`, t.name)));
+  $<HTMLSelectElement>("car").replaceChildren(...CARS.map((c) => new Option(c.name, c.name)));
+  for (const k of ["player", "track", "car", "laps"]) {
+    const v = params.get(k);
+    if (v) ($(k) as HTMLInputElement).value = v;
+  }
+}
+
+async function start(player: string, track: string, car: string, laps: number): Promise<void> {
+  pageState = "connecting";
+  $("start-error").textContent = "";
+  try {
+    const grant = await createSessionPatiently(httpFetch, api, { player, track, car });
+    const gateway = grant.gateway.replace(/\/$/, "");
+    const seed = autopilotSeed ?? Math.floor(Math.random() * 2 ** 31);
+    const { state, events } = startSession({ track, car, player, laps, seed });
+    const identity = { sessionId: grant.session_id, wallStartUs: Date.now() * 1000, dims: { player, track, car }, source: grant.source };
+    live = new LiveSession({ sessionId: grant.session_id, gateway, token: grant.token }, identity, state, client,
+      autopilotSeed !== null ? newAutopilot(autopilotSeed) : null, grant.expires_at);
+    live.report(events);
+    saveSnapshot();
+    race();
+  } catch (e) {
+    pageState = "error";
+    $("start").hidden = false;
+    $("start-error").textContent = (e as Error).message;
+  }
+}
+
+function race(): void {
+  const session = live!;
+  pageState = "racing";
+  $("start").hidden = true;
+  $("results").hidden = true;
+  $("race").hidden = false;
+  const canvas = $<HTMLCanvasElement>("view");
+  const ctx = canvas.getContext("2d")!;
+  const view = new TrackView(circuit(session.sim.track));
+  const controls = new PlayerControls();
+  controls.attach($("touch"));
+  const human = controls.driver();
+  const meter = new FrameMeter(1000 / STEP_HZ);
+  const lapList = $("lap-times");
+  lapList.replaceChildren(...session.sim.completed.map(lapItem));
+  let last = performance.now();
+  let lastHealth = last;
+  let owedMs = 0;
+
+  const frame = (now: number) => {
+    const dtMs = now - last;
+    last = now;
+    meter.record(dtMs);
+    controls.update(Math.min(dtMs, 100) / 1000);
+    // A hidden tab or a long stall pauses the race rather than jumping it forward.
+    owedMs = Math.min(owedMs + dtMs, 250);
+    let steps = Math.floor((owedMs * STEP_HZ) / 1000);
+    owedMs -= (steps * 1000) / STEP_HZ;
+    if (session.autopilot) steps = speed;
+    const events = session.frame(steps, session.driver(human));
+    for (const e of events) if (e.kind === "lap") lapList.append(lapItem(session.sim.completed[session.sim.completed.length - 1]));
+    if (now - lastHealth >= 1000) {
+      lastHealth = now;
+      session.health(meter.take());
+    }
+    resize(canvas);
+    view.draw(ctx, session.sim.carState, canvas.width, canvas.height);
+    hud(session);
+    if (session.sim.phase === "ended") void finish(session);
+    else requestAnimationFrame(frame);
+  };
+  requestAnimationFrame(frame);
+}
+
+function lapItem(l: LapRecord): HTMLLIElement {
+  const li = document.createElement("li");
+  const us = l.endUs - l.startUs;
+  li.dataset.lap = String(l.lap);
+  li.dataset.us = String(us);
+  li.dataset.ms = (us / 1000).toFixed(3);
+  li.textContent = `Lap ${l.lap}: ${lapClock(us)}`;
+  return li;
+}
+
+function resize(canvas: HTMLCanvasElement): void {
+  const dpr = Math.min(2, devicePixelRatio || 1);
+  const w = Math.round(canvas.clientWidth * dpr);
+  const h = Math.round(canvas.clientHeight * dpr);
+  if (canvas.width !== w || canvas.height !== h) {
+    canvas.width = w;
+    canvas.height = h;
+  }
+}
+
+function hud(session: LiveSession): void {
+  const s = session.sim;
+  const car = s.carState;
+  $("hud-speed").textContent = String(Math.round(car.v * 3.6));
+  $("hud-gear").textContent = car.gear === 0 ? "N" : String(car.gear);
+  $("hud-lap").textContent = `${Math.min(s.lap, s.lapsTarget)}/${s.lapsTarget}`;
+  $("hud-timer").textContent = lapClock(currentLapUs(s));
+  const times = s.completed.map((l) => l.endUs - l.startUs);
+  $("hud-last").textContent = times.length ? lapClock(times[times.length - 1]) : "—";
+  $("hud-best").textContent = times.length ? lapClock(Math.min(...times)) : "—";
+  $("hud-sectors").textContent = s.sectorsUs.map((us, i) => `S${i + 1} ${(us / 1e6).toFixed(3)}`).join("  ");
+  $("hud-pit").textContent = car.pit === "stopped" ? "PIT STOP — servicing" : car.pit !== "out" ? "PIT LIMITER 80" : car.pitRequested ? "PIT this lap" : car.offTrack ? "OFF TRACK" : "";
+  const st = client.stats;
+  const net = $("hud-net");
+  net.textContent = `telemetry: ${client.outbox.size} batches queued · rtt ${Math.round(st.lastRttMs)} ms${client.outbox.dropped ? ` · ${client.outbox.dropped} dropped` : ""}${st.fatal ? ` · ${st.fatal}` : ""}`;
+  net.classList.toggle("bad", !!st.fatal || client.outbox.size > 5);
+}
+
+async function finish(session: LiveSession): Promise<void> {
+  pageState = "finishing";
+  localStorage.removeItem(RUN_KEY);
+  await client.drain(60_000);
+  $("race").hidden = true;
+  pageState = "results";
+  await showResults(httpFetch, api, session.route.sessionId, session.sim.track, session.sim.car, session.sim.completed);
+}
+
+function resumeSaved(): boolean {
+  const raw = localStorage.getItem(RUN_KEY);
+  if (!raw) return false;
+  try {
+    const snap = JSON.parse(raw) as Snapshot;
+    if (snap.version !== 1 || snap.sim.phase !== "running") throw new Error("not resumable");
+    live = LiveSession.resume(snap, client);
+    race();
+    return true;
+  } catch {
+    localStorage.removeItem(RUN_KEY);
+    return false;
+  }
+}
+
+fillStartForm();
+$("start-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const v = (id: string) => ($(id) as HTMLInputElement).value;
+  void start(v("player").trim() || "player", v("track"), v("car"), Math.max(1, Number(v("laps")) || 3));
+});
+$("again").addEventListener("click", () => location.assign(location.pathname + (api ? `?api=${encodeURIComponent(api)}` : "")));
+
+if (!resumeSaved()) {
+  if (params.has("player") || params.has("track") || params.has("car") || autopilotSeed !== null) {
+    void start(params.get("player") ?? `auto-${autopilotSeed ?? 1}`, params.get("track") ?? TRACKS[0].name, params.get("car") ?? CARS[0].name, Math.max(1, Number(params.get("laps") ?? 3) || 3));
+  } else {
+    $("start").hidden = false;
+  }
+}

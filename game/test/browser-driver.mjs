@@ -1,0 +1,71 @@
+// Drives one page of the game in Debian's chromium for cli/tests/game.rs: a JSON command per
+// line on stdin, one JSON answer per line on stdout ({"error": …} when it failed). Page console
+// messages and errors go to stderr. Never downloads a browser.
+//
+//   {"open": URL}                         load the page
+//   {"wait": "lap", "n": N, "timeout_s"}  until the page's lap timer lists lap N
+//   {"wait": "results", "timeout_s"}      until the results screen is ready
+//   {"reload": true}                      reload (the page resumes its session)
+//   {"read": true}                        the session, the page's lap timer, the results, the leaderboard
+//   {"screenshot": PATH}                  a PNG of the page
+//   {"quit": true}
+
+import { createInterface } from "node:readline";
+import { chromium } from "playwright-core";
+
+const browser = await chromium.launch({
+  executablePath: process.env.PITGUN_CHROMIUM ?? "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run"],
+});
+const page = await browser.newPage({ viewport: { width: 1280, height: 720 } });
+page.on("console", (m) => process.stderr.write(`console.${m.type()}: ${m.text()}\n`));
+page.on("pageerror", (e) => process.stderr.write(`pageerror: ${e.message}\n`));
+
+async function run(cmd) {
+  const ms = (cmd.timeout_s ?? 60) * 1000;
+  if (cmd.open) {
+    await page.goto(cmd.open, { timeout: ms });
+    return {};
+  }
+  if (cmd.wait === "lap") {
+    await page.waitForSelector(`#lap-times li[data-lap="${cmd.n}"]`, { state: "attached", timeout: ms });
+    return {};
+  }
+  if (cmd.wait === "results") {
+    await page.waitForSelector("#results[data-state=ready]", { state: "attached", timeout: ms });
+    return {};
+  }
+  if (cmd.reload) {
+    await page.reload({ timeout: ms });
+    return {};
+  }
+  if (cmd.read) {
+    return await page.evaluate(() => ({
+      session: window.pitgun.sessionId(),
+      laps: [...document.querySelectorAll("#lap-times li[data-lap]")].map((li) => ({ lap: Number(li.dataset.lap), us: Number(li.dataset.us) })),
+      results: [...document.querySelectorAll("#results-laps li[data-lap]")].map((li) => ({
+        lap: Number(li.dataset.lap),
+        lap_time_s: Number(li.dataset.lapTimeS),
+      })),
+      leaderboard: [...document.querySelectorAll("#leaderboard li[data-player]")].map((li) => li.dataset.player),
+    }));
+  }
+  if (cmd.screenshot) {
+    await page.screenshot({ path: cmd.screenshot });
+    return {};
+  }
+  throw new Error(`unknown command ${JSON.stringify(cmd)}`);
+}
+
+for await (const line of createInterface({ input: process.stdin })) {
+  if (!line.trim()) continue;
+  const cmd = JSON.parse(line);
+  if (cmd.quit) break;
+  try {
+    process.stdout.write(JSON.stringify({ ok: true, ...(await run(cmd)) }) + "\n");
+  } catch (e) {
+    process.stdout.write(JSON.stringify({ error: String(e?.message ?? e) }) + "\n");
+  }
+}
+await browser.close();

@@ -1,0 +1,198 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { newAutopilot } from "../src/sim/autopilot.js";
+import { startSession } from "../src/sim/session.js";
+import { LiveSession, type Snapshot } from "../src/live/live_session.js";
+import { TelemetryClient } from "../src/telemetry/client.js";
+import type { Envelope } from "../src/telemetry/envelope.js";
+import { MemoryStore } from "../src/telemetry/ports.js";
+import { ManualClock, scriptedGateway, settle } from "./helpers.js";
+import { referenceLapTimes } from "./reference.js";
+
+const route = { sessionId: "web-1", gateway: "http://gw", token: "pgs_x" };
+
+function envelope(seq: number): Envelope {
+  return {
+    schema: "pitgun-envelope/v1", event_id: `web-1-${seq}`, source: { kind: "game", id: "pitgun-web", version: "1.5.0" },
+    session_id: "web-1", seq, time_us: 1_000_000 + seq, kind: "sample", channels: { lap: 1 }, dims: { player: "a", track: "monza", car: "gt3" },
+  };
+}
+
+function client(clock: ManualClock, fetch: ReturnType<typeof scriptedGateway>["fetch"], extra: Partial<ConstructorParameters<typeof TelemetryClient>[0]> = {}) {
+  const c = new TelemetryClient({ fetch, clock, random: () => 1, ...extra });
+  c.bind(route);
+  return c;
+}
+
+test("batches by count: 200 events go at once, as one NDJSON batch with the bearer token", async () => {
+  const clock = new ManualClock();
+  const gw = scriptedGateway(clock, []);
+  const c = client(clock, gw.fetch);
+  for (let i = 1; i <= 200; i++) c.push(envelope(i));
+  await settle();
+  assert.equal(gw.calls.length, 1);
+  assert.equal(gw.calls[0].url, "http://gw/v1/envelopes");
+  assert.equal(gw.calls[0].headers.Authorization, "Bearer pgs_x");
+  assert.equal(gw.calls[0].headers["Content-Type"], "application/x-ndjson");
+  assert.equal(gw.calls[0].body.trim().split("\n").length, 200);
+  assert.equal(c.outbox.size, 0);
+});
+
+test("batches by time: a few events wait at most a second", async () => {
+  const clock = new ManualClock();
+  const gw = scriptedGateway(clock, []);
+  const c = client(clock, gw.fetch);
+  for (let i = 1; i <= 5; i++) c.push(envelope(i));
+  await clock.advance(999);
+  assert.equal(gw.calls.length, 0);
+  await clock.advance(1);
+  assert.equal(gw.calls.length, 1);
+  assert.equal(gw.calls[0].body.trim().split("\n").length, 5);
+});
+
+test("503 and network errors resend the same batch with growing backoff, capped", async () => {
+  const clock = new ManualClock();
+  const gw = scriptedGateway(clock, [503, "network", "network", "network", "network", "network", "network", "network"]);
+  const c = client(clock, gw.fetch);
+  c.push(envelope(1));
+  c.flush();
+  await clock.advance(60_000);
+  assert.equal(gw.calls.length, 9);
+  assert.ok(gw.calls.every((x) => x.body === gw.calls[0].body));
+  const gaps = gw.calls.slice(1).map((x, i) => x.at - gw.calls[i].at);
+  // Retry-After: 1 on the 503, then 500, 1000, 2000 … capped at 10 s (random() = 1: no jitter).
+  assert.deepEqual(gaps, [1000, 500, 1000, 2000, 4000, 8000, 10000, 10000]);
+  assert.equal(c.outbox.size, 0);
+  assert.equal(c.stats.responses503, 1);
+  assert.equal(c.stats.networkErrors, 7);
+});
+
+test("413 splits, 422 drops without resending, 401 surfaces an error", async () => {
+  const clock = new ManualClock();
+  const gw = scriptedGateway(clock, [413, 202, 202, 422, 401]);
+  const c = client(clock, gw.fetch);
+  for (let i = 1; i <= 4; i++) c.push(envelope(i));
+  c.flush();
+  await clock.advance(10);
+  assert.equal(gw.calls.length, 3);
+  assert.equal(gw.calls[1].body.trim().split("\n").length, 2);
+  c.push(envelope(5));
+  c.flush();
+  await clock.advance(10);
+  assert.equal(c.outbox.size, 0);
+  c.push(envelope(6));
+  c.flush();
+  await clock.advance(10);
+  assert.equal(gw.calls.length, 5);
+  assert.match(c.stats.fatal ?? "", /401/);
+  await clock.advance(30_000);
+  assert.equal(gw.calls.length, 5);
+});
+
+test("unsent batches survive a reload and go out from the new page", async () => {
+  const store = new MemoryStore();
+  const clock = new ManualClock();
+  const down = scriptedGateway(clock, [], "network");
+  const a = client(clock, down.fetch, { storage: store });
+  for (let i = 1; i <= 450; i++) a.push(envelope(i));
+  a.flush();
+  await clock.advance(100);
+  a.close();
+  assert.equal(a.outbox.size, 3);
+  const up = scriptedGateway(clock, []);
+  const b = new TelemetryClient({ fetch: up.fetch, clock, storage: store });
+  await clock.advance(100);
+  const seqs = up.calls.flatMap((x) => x.body.trim().split("\n").map((l) => (JSON.parse(l) as Envelope).seq));
+  assert.deepEqual(seqs, Array.from({ length: 450 }, (_, i) => i + 1));
+  assert.equal(b.outbox.size, 0);
+});
+
+test("storage is bounded: the oldest batches are dropped and counted", async () => {
+  const store = new MemoryStore();
+  const clock = new ManualClock();
+  const down = scriptedGateway(clock, [], "network");
+  const c = client(clock, down.fetch, { storage: store, maxBatches: 3, log: () => {} });
+  for (let b = 0; b < 5; b++) {
+    c.push(envelope(b + 1));
+    c.flush();
+  }
+  assert.equal(c.outbox.size, 3);
+  assert.equal(c.outbox.dropped, 2);
+  assert.equal(store.getItem("pitgun.outbox.dropped"), "2");
+  // A byte bound and a storage quota are met the same way.
+  const tight = new MemoryStore(2000);
+  const d = client(clock, down.fetch, { storage: tight, log: () => {} });
+  for (let b = 0; b < 10; b++) {
+    c.push(envelope(b));
+    d.push(envelope(b));
+    d.flush();
+  }
+  assert.ok(d.outbox.dropped > 0);
+  assert.ok((tight.getItem("pitgun.outbox") ?? "").length <= 2000);
+});
+
+test("pagehide beacons everything left (token in the query, text/plain) and keeps it stored", async () => {
+  const store = new MemoryStore();
+  const clock = new ManualClock();
+  const down = scriptedGateway(clock, [], "network");
+  const beacons: { url: string; type: string; text: string }[] = [];
+  const pending: Promise<void>[] = [];
+  const c = client(clock, down.fetch, {
+    storage: store,
+    beacon: (url, blob) => {
+      pending.push(blob.text().then((text) => void beacons.push({ url, type: blob.type, text })));
+      return true;
+    },
+  });
+  for (let i = 1; i <= 300; i++) c.push(envelope(i));
+  c.pagehide();
+  await Promise.all(pending);
+  assert.ok(beacons.length >= 2);
+  assert.ok(beacons.every((b) => b.url === "http://gw/v1/envelopes?access_token=pgs_x" && b.type === "text/plain"));
+  assert.ok(beacons.every((b) => b.text.length <= 60_000));
+  const seqs = beacons.flatMap((b) => b.text.trim().split("\n").map((l) => (JSON.parse(l) as Envelope).seq)).sort((x, y) => x - y);
+  assert.deepEqual(seqs, Array.from({ length: 300 }, (_, i) => i + 1));
+  assert.equal(JSON.parse(store.getItem("pitgun.outbox")!).reduce((n: number, b: { count: number }) => n + b.count, 0), 300);
+});
+
+test("a reload mid-session resumes at the snapshot: no seq twice, no gap, every lap once, lap times exact", async () => {
+  const store = new MemoryStore();
+  const clock = new ManualClock();
+  const gw = scriptedGateway(clock, []);
+  const received: Envelope[] = [];
+  const fetch: typeof gw.fetch = async (url, init) => {
+    received.push(...String(init.body).trim().split("\n").map((l) => JSON.parse(l) as Envelope));
+    return gw.fetch(url, init);
+  };
+  let snapshot = "";
+  let live: LiveSession;
+  const onFlush = () => void (snapshot = JSON.stringify(live.snapshot()));
+  const page1 = new TelemetryClient({ fetch, clock, storage: store, onFlush });
+  const { state, events } = startSession({ track: "monza", car: "lmp2", player: "a", laps: 2, seed: 4 });
+  live = new LiveSession(route, { sessionId: route.sessionId, wallStartUs: 1_767_225_600_000_000, dims: { player: "a", track: "monza", car: "lmp2" } }, state, page1, newAutopilot(4));
+  live.report(events);
+  const driver = live.driver({ inputs: () => ({ throttle: 0, brake: 0, steer: 0, pit: false }) });
+  // Drive ~1.5 laps at 4 steps a frame, flushing each simulated second; then the tab dies
+  // without pagehide in the middle of a second: what was only in memory is lost.
+  for (let f = 0; f < 2700; f++) {
+    live.frame(4, driver);
+    if (f % 15 === 14) await clock.advance(1000);
+  }
+  for (let f = 0; f < 7; f++) live.frame(4, driver);
+  page1.close();
+  const snap = JSON.parse(snapshot) as Snapshot;
+  const page2 = new TelemetryClient({ fetch, clock, storage: store, onFlush });
+  live = LiveSession.resume(snap, page2);
+  const driver2 = live.driver({ inputs: () => ({ throttle: 0, brake: 0, steer: 0, pit: false }) });
+  while (live.sim.phase === "running") live.frame(4, driver2);
+  page2.flush();
+  await clock.advance(5000);
+  assert.equal(page2.outbox.size, 0);
+  const seqs = received.map((e) => e.seq);
+  assert.equal(new Set(received.map((e) => e.event_id)).size, received.length, "an event id sent twice");
+  assert.deepEqual([...seqs].sort((a, b) => a - b), Array.from({ length: seqs.length }, (_, i) => i + 1));
+  const lapEvents = received.filter((e) => e.kind === "lap").map((e) => e.channels.lap);
+  assert.deepEqual(lapEvents, [2, 3]);
+  const ref = referenceLapTimes(received);
+  for (const rec of live.sim.completed) assert.ok(Math.abs(ref.get(rec.lap)! - (rec.endUs - rec.startUs) / 1e6) < 1e-6);
+});

@@ -1,0 +1,180 @@
+//! What browsers need from the services: session tokens and CORS.
+//!
+//! A browser cannot keep a secret, so a game client never holds an API key. The performance API
+//! issues it a short-lived **session token** bound to one new session id and one source
+//! (`POST /v1/sessions`); the gateway accepts the token only for envelopes of that session and
+//! source. Both services read the same secret file; nothing else is shared, and the gateway
+//! needs no database to check a token.
+//!
+//! A token is `pgs_<claims>.<mac>`: the claims are JSON (`sid`, `src`, `exp` in Unix seconds),
+//! both parts base64url without padding, the MAC is HMAC-SHA256 over the encoded claims. The
+//! MAC is checked in constant time before the claims are read.
+
+use std::path::Path;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+/// Every session token starts with this, so the gateway tells it from an API key at a glance.
+pub const TOKEN_PREFIX: &str = "pgs_";
+
+/// The shortest secret accepted, in bytes (HMAC-SHA256's block security needs no more).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// What a session token grants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionClaims {
+    /// The one session id the token may send envelopes for.
+    pub sid: String,
+    /// The one `source.id` those envelopes may carry.
+    pub src: String,
+    /// Expiry, Unix seconds.
+    pub exp: u64,
+}
+
+/// Why a token was refused. The gateway answers 401 to each.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not `pgs_<claims>.<mac>` in base64url.
+    #[error("malformed session token")]
+    Malformed,
+    /// The MAC does not match: forged, damaged, or signed with another secret.
+    #[error("session token signature does not match")]
+    BadSignature,
+    /// Past its expiry.
+    #[error("session token expired at {0} (Unix seconds); ask the API for a new session")]
+    Expired(u64),
+}
+
+/// Signs and checks session tokens with the shared secret.
+#[derive(Clone)]
+pub struct SessionKey {
+    secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionKey(..)")
+    }
+}
+
+impl SessionKey {
+    /// A key from the secret's bytes; at least [`MIN_SECRET_BYTES`].
+    pub fn new(secret: &[u8]) -> Result<SessionKey, String> {
+        if secret.len() < MIN_SECRET_BYTES {
+            return Err(format!("the session secret has {} bytes; at least {MIN_SECRET_BYTES} are needed", secret.len()));
+        }
+        Ok(SessionKey { secret: secret.to_vec() })
+    }
+
+    /// Reads the secret file (surrounding whitespace is not part of the secret). The file must
+    /// not be readable by group or others.
+    pub fn load(path: &Path) -> Result<SessionKey, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let place = path.display();
+        let meta = std::fs::metadata(path).map_err(|e| format!("cannot read the session secret {place}: {e}"))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(format!(
+                "the session secret {place} is readable by others (mode {:o}); run `chmod 600 {place}`",
+                meta.permissions().mode() & 0o777
+            ));
+        }
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read the session secret {place}: {e}"))?;
+        SessionKey::new(bytes.trim_ascii()).map_err(|e| format!("{place}: {e}"))
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC takes a key of any length")
+    }
+
+    /// A token for `claims`.
+    pub fn issue(&self, claims: &SessionClaims) -> String {
+        let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).expect("claims serialise"));
+        let mut mac = self.mac();
+        mac.update(body.as_bytes());
+        let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        format!("{TOKEN_PREFIX}{body}.{sig}")
+    }
+
+    /// The claims of a valid, unexpired token, at `now` (Unix seconds).
+    pub fn verify(&self, token: &str, now: u64) -> Result<SessionClaims, TokenError> {
+        let rest = token.strip_prefix(TOKEN_PREFIX).ok_or(TokenError::Malformed)?;
+        let (body, sig) = rest.split_once('.').ok_or(TokenError::Malformed)?;
+        let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| TokenError::Malformed)?;
+        let mut mac = self.mac();
+        mac.update(body.as_bytes());
+        mac.verify_slice(&sig).map_err(|_| TokenError::BadSignature)?;
+        let json = URL_SAFE_NO_PAD.decode(body).map_err(|_| TokenError::Malformed)?;
+        let claims: SessionClaims = serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)?;
+        if claims.exp <= now {
+            return Err(TokenError::Expired(claims.exp));
+        }
+        Ok(claims)
+    }
+}
+
+/// The CORS layer for an allow-list of origins (`scheme://host[:port]`, as browsers send them).
+/// Preflights from a listed origin are answered; others get no CORS headers, so the browser
+/// refuses the request. An empty list allows no cross-origin request.
+pub fn cors(origins: &[String]) -> Result<tower_http::cors::CorsLayer, String> {
+    use axum::http::{header, HeaderValue, Method};
+    let mut allowed = Vec::with_capacity(origins.len());
+    for o in origins {
+        let host = o.strip_prefix("http://").or_else(|| o.strip_prefix("https://"));
+        if !host.is_some_and(|h| !h.is_empty() && !h.contains('/')) {
+            return Err(format!("CORS origin {o:?}: expected scheme://host[:port], no path and no trailing slash"));
+        }
+        allowed.push(HeaderValue::from_str(o).map_err(|_| format!("CORS origin {o:?} is not a valid header value"))?);
+    }
+    Ok(tower_http::cors::CorsLayer::new()
+        .allow_origin(allowed)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::CONTENT_ENCODING, "x-api-key".parse().expect("header name")])
+        .expose_headers([header::RETRY_AFTER])
+        .max_age(std::time::Duration::from_secs(600)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> SessionKey {
+        SessionKey::new(&[7u8; 32]).unwrap()
+    }
+
+    fn claims() -> SessionClaims {
+        SessionClaims { sid: "web-1".into(), src: "pitgun-web".into(), exp: 1_000 }
+    }
+
+    #[test]
+    fn a_token_round_trips_until_it_expires() {
+        let t = key().issue(&claims());
+        assert!(t.starts_with(TOKEN_PREFIX));
+        assert_eq!(key().verify(&t, 999), Ok(claims()));
+        assert_eq!(key().verify(&t, 1_000), Err(TokenError::Expired(1_000)));
+    }
+
+    #[test]
+    fn a_changed_claim_or_another_secret_is_refused() {
+        let t = key().issue(&claims());
+        let (body, sig) = t[TOKEN_PREFIX.len()..].split_once('.').unwrap();
+        let other = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&SessionClaims { sid: "web-2".into(), ..claims() }).unwrap());
+        assert_eq!(key().verify(&format!("{TOKEN_PREFIX}{other}.{sig}"), 0), Err(TokenError::BadSignature));
+        assert_eq!(SessionKey::new(&[8u8; 32]).unwrap().verify(&t, 0), Err(TokenError::BadSignature));
+        assert_eq!(key().verify(&format!("{TOKEN_PREFIX}{body}"), 0), Err(TokenError::Malformed));
+        assert_eq!(key().verify("pgk_0123", 0), Err(TokenError::Malformed));
+        assert_eq!(key().verify(&format!("{TOKEN_PREFIX}{body}.!!"), 0), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn short_secrets_and_bad_origins_are_refused() {
+        assert!(SessionKey::new(&[1u8; 31]).is_err());
+        assert!(cors(&["http://127.0.0.1:8090".into(), "https://play.example".into()]).is_ok());
+        for bad in ["127.0.0.1:8090", "http://a/", "http://a/play", "http://", "*"] {
+            assert!(cors(&[bad.into()]).is_err(), "{bad}");
+        }
+    }
+}
