@@ -4,7 +4,8 @@
 #   scripts/image.sh base                      Debian base (debootstrap minbase), made once per
 #                                              machine and cached in $PITGUN_CACHE/base
 #   scripts/image.sh build [--binary PATH]     the image from ./Containerfile (buildah, chroot
-#                                              isolation), tagged with the commit; exported to
+#                                              isolation) with the binary and game/dist (the
+#                                              built game), tagged with the commit; exported to
 #                                              $PITGUN_CACHE/image/pitgun-TAG.oci.tar and read
 #                                              back with skopeo
 #   scripts/image.sh test --brokers HOST:PORT  the image test: --version, a topics container
@@ -54,11 +55,14 @@ build() {
     esac
   done
   [ -x "$BINARY" ] || die "no binary at $BINARY (cargo build --profile ci -p pitgun --features live)"
+  [ -s game/dist/index.html ] || die "no built game at game/dist (npm --prefix game run build)"
   base
   CTX="$(mktemp -d /tmp/pitgun-image.XXXXXX)"; local ctx="$CTX"
   trap 'rm -rf "$CTX"' EXIT
   ln "$BASE" "$ctx/base.tar" 2>/dev/null || cp "$BASE" "$ctx/base.tar"
   objcopy --strip-debug "$BINARY" "$ctx/pitgun"
+  # Readable by the image's user (10001) whatever the umask that built it.
+  cp -R game/dist "$ctx/game" && chmod -R a+rX "$ctx/game"
   local version; version="$("$ctx/pitgun" --version | awk '{print $2}')"
   local source; source="$(git remote get-url origin 2>/dev/null || echo "file://$PWD")"
   # One image and one archive per machine: earlier builds go.
@@ -146,5 +150,5 @@ case "${1:-}" in
   base) shift; base "$@" ;;
   build) shift; build "$@" ;;
   test) shift; image_test "$@" ;;
-  *) sed -n '2,17p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,18p' "$0" >&2; exit 2 ;;
 esac

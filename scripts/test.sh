@@ -62,6 +62,12 @@ cargo build --locked --profile ci -p pitgun --features live
 "$CARGO_TARGET_DIR/ci/pitgun" replay --manifest manifests/pipelines/lap-performance.v1.yaml \
   --input samples/racing-small.ndjson.zst 2>/dev/null | cmp - "$STACK_DIR/first-rows.ndjson"
 echo "test.sh: the first command builds without librdkafka or RocksDB and gives the live build's rows"
+# The browser game: its npm packages from the lockfile, its unit tests (simulation, telemetry
+# client), and its build (game/dist), which the image carries and the browser test in
+# cli/tests/game.rs serves.
+npm ci --prefix game --no-audit --no-fund
+npm --prefix game test
+npm --prefix game run build
 # The image: built from the Containerfile with the binary just built, exported and read back,
 # then run: --version, a non-root gateway container answering 202, a processor container
 # consuming that batch.
@@ -71,10 +77,5 @@ bash scripts/image.sh test --brokers "$PITGUN_TEST_BROKERS"
 # check reuses their build scripts: no second RocksDB compile); any warning fails.
 cargo clippy --version > /dev/null 2>&1 || rustup component add clippy
 cargo clippy --locked --workspace --all-targets --profile ci --all-features -- -D warnings
-# The browser game: its npm packages from the lockfile, its unit tests (simulation, telemetry
-# client), and its build (game/dist), which the browser test in cli/tests/game.rs serves.
-npm ci --prefix game --no-audit --no-fund
-npm --prefix game test
-npm --prefix game run build
 cargo test --locked --workspace --profile ci --all-features
 "$CARGO_TARGET_DIR/ci/pitgun" manifest test manifests/pipelines/*.yaml

@@ -1,5 +1,5 @@
 //! The browser game end to end, in Debian's chromium driven by `playwright-core`
-//! (`game/tests/browser-driver.mjs`): the page is served by `pitgun api --game`, gets its
+//! (`game/test/browser-driver.mjs`): the page is served by `pitgun api --game`, gets its
 //! session token from `POST /v1/sessions`, and sends its envelopes to the real gateway; two
 //! processors (lap-performance, session-summary), the sink and PostgreSQL turn them into the
 //! run the page then reads back. A seeded autopilot drives 3 laps, fast-forwarded (several
@@ -36,7 +36,7 @@ impl Browser {
             "the game is not built: run `npm ci --prefix game && npm --prefix game run build` (scripts/test.sh does)"
         );
         let mut child = Command::new("node")
-            .arg(game.join("tests/browser-driver.mjs"))
+            .arg(game.join("test/browser-driver.mjs"))
             .current_dir(&game)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

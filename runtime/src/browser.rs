@@ -71,14 +71,15 @@ impl SessionKey {
     }
 
     /// Reads the secret file (surrounding whitespace is not part of the secret). The file must
-    /// not be readable by group or others.
+    /// not be readable by others; group read is allowed, as Kubernetes mounts a Secret for a
+    /// pod's `fsGroup`.
     pub fn load(path: &Path) -> Result<SessionKey, String> {
         use std::os::unix::fs::PermissionsExt;
         let place = path.display();
         let meta = std::fs::metadata(path).map_err(|e| format!("cannot read the session secret {place}: {e}"))?;
-        if meta.permissions().mode() & 0o077 != 0 {
+        if meta.permissions().mode() & 0o007 != 0 {
             return Err(format!(
-                "the session secret {place} is readable by others (mode {:o}); run `chmod 600 {place}`",
+                "the session secret {place} is open to others (mode {:o}); run `chmod 600 {place}`",
                 meta.permissions().mode() & 0o777
             ));
         }
