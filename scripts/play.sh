@@ -8,7 +8,10 @@
 #   scripts/play.sh down   stop everything it started (by recorded process ids)
 #
 # State, logs and pids go to .play/ (PLAY_DIR). Ports: API and game 127.0.0.1:8090, gateway
-# 127.0.0.1:8080, broker 9092, PostgreSQL 54329 (the stack's defaults). Bots against it:
+# 127.0.0.1:8080, broker 9092, PostgreSQL 54329 (the stack's defaults); the processors' metrics on
+# 127.0.0.1:9464 (client-health), 9465 (lap-performance), 9466 (session-summary), the sink's on
+# 9467. PLAY_SESSIONS_PER_MINUTE sets the API's per-address session quota (default 30; the
+# players benchmark raises it, its bots all come from one address). Bots against it:
 #   npm --prefix game run bots -- --players 20 --api http://127.0.0.1:8090
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,15 +66,17 @@ up() {
   # A keys file the gateway needs; browsers use session tokens, services would use these keys.
   [ -f "$DIR/keys.yaml" ] || "$PITGUN" gateway keygen --source pitgun-sim --keys "$DIR/keys.yaml" > "$DIR/pitgun-sim.key"
   start gateway gateway --listen "$GATEWAY" --keys "$DIR/keys.yaml" --session-secret-file "$DIR/session.secret" --cors-origin "http://$API"
-  for m in lap-performance session-summary; do
-    start "process-$m" process --manifest "manifests/pipelines/$m.v1.yaml" --state-dir "$DIR/state-$m"
+  local port=9464
+  for m in client-health lap-performance session-summary; do
+    start "process-$m" process --manifest "manifests/pipelines/$m.v1.yaml" --state-dir "$DIR/state-$m" --metrics-listen "127.0.0.1:$port"
+    port=$((port + 1))
   done
   start sink sink --manifest manifests/pipelines/lap-performance.v1.yaml --manifest manifests/pipelines/session-summary.v1.yaml \
-    --targets postgres --postgres "$PITGUN_POSTGRES"
+    --targets postgres --postgres "$PITGUN_POSTGRES" --metrics-listen "127.0.0.1:$port"
   wait_for gateway "$GATEWAY"
   wait_log sink "sink started"
   start api api --listen "$API" --postgres "$PITGUN_POSTGRES" --session-secret-file "$DIR/session.secret" \
-    --gateway-url "http://$GATEWAY" --game game/dist
+    --gateway-url "http://$GATEWAY" --game game/dist --sessions-per-minute "${PLAY_SESSIONS_PER_MINUTE:-30}"
   wait_for api "$API"
   log "play at http://$API/play/ (logs in $DIR/; stop with scripts/play.sh down)"
 }

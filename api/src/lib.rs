@@ -78,14 +78,13 @@ pub async fn serve(cfg: Config) -> Result<()> {
             tokio::time::sleep(std::time::Duration::from_secs(2)).await;
         }
     });
-    if api.sessions.is_some() {
+    let (sessions_on, game_on) = (api.sessions.is_some(), cfg.game.is_some());
+    if sessions_on {
         let forget = api.clone();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(std::time::Duration::from_secs(60)).await;
-                if let Some(s) = &forget.sessions {
-                    s.forget_idle_clients();
-                }
+                forget.sessions.as_ref().map(sessions::Sessions::forget_idle_clients);
             }
         });
     }
@@ -98,7 +97,12 @@ pub async fn serve(cfg: Config) -> Result<()> {
     }
     let app = app.layer(cors);
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|source| Error::Listen { addr: cfg.listen, source })?;
-    info!(listen = %listener.local_addr()?, "performance API serving /v1/runs, /v1/leaderboard, /v1/sessions/{{id}}/performance, /openapi.json");
+    info!(
+        listen = %listener.local_addr()?, browser_sessions = sessions_on, game = game_on,
+        "performance API serving /v1/runs, /v1/leaderboard, /v1/sessions/{{id}}/performance, /openapi.json{}{}",
+        if sessions_on { ", POST /v1/sessions" } else { "" },
+        if game_on { ", the game at /play/" } else { "" }
+    );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {

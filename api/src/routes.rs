@@ -97,12 +97,13 @@ pub fn router(api: Arc<Api>) -> Router {
         .with_state(api)
 }
 
-/// The browser game's files at `/play/` (`/play` redirects there, so the page's relative links
-/// resolve under it).
+/// The browser game's files at `/play/` (`/play` redirects there with its query, so the page's
+/// relative links resolve under it).
 pub fn game(dir: &std::path::Path) -> Router {
-    Router::new()
-        .route("/play", get(|| async { axum::response::Redirect::permanent("/play/") }))
-        .nest_service("/play/", tower_http::services::ServeDir::new(dir))
+    let redirect = |uri: axum::http::Uri| async move {
+        axum::response::Redirect::temporary(&format!("/play/{}", uri.query().map(|q| format!("?{q}")).unwrap_or_default()))
+    };
+    Router::new().route("/play", get(redirect)).nest_service("/play/", tower_http::services::ServeDir::new(dir))
 }
 
 fn params(q: Result<Query<HashMap<String, String>>, QueryRejection>, allowed: &[&str]) -> Result<Params, Failure> {
@@ -191,12 +192,12 @@ async fn session_performance(
 }
 
 /// `POST /v1/sessions`: a new browser session and its token (201). The body is not read.
-async fn new_session(State(api): State<Arc<Api>>, ConnectInfo(client): ConnectInfo<std::net::SocketAddr>) -> Response {
+async fn new_session(State(api): State<Arc<Api>>, ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>, headers: axum::http::HeaderMap) -> Response {
     let reply = timed_as(&api, "sessions", "201", async {
         let Some(sessions) = &api.sessions else {
             return Err(Failure::NotFound("this API issues no browser sessions: it runs without --session-secret-file".into()));
         };
-        match sessions.issue(client.ip()) {
+        match sessions.issue(sessions.client(peer.ip(), &headers)) {
             Ok(session) => Ok(Json(session)),
             Err(Refusal::TooMany(wait)) => Err(Failure::TooMany(wait.as_secs_f64().ceil().max(1.0) as u64)),
         }

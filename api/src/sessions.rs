@@ -5,15 +5,16 @@
 //! ([`pitgun_runtime::browser`]); the gateway accepts it for that session's envelopes only. The
 //! answer also names the gateway to send them to, so a page needs to know only the API.
 //!
-//! Anyone may ask, so requests are limited per client address (the TCP peer: behind a proxy,
-//! that is the proxy, and the limit is shared by everyone behind it). A client over its quota
-//! gets 429 with `Retry-After`.
+//! Anyone may ask, so requests are limited per client address: the TCP peer, or, behind one
+//! trusted proxy (`--trust-forwarded-for`), the address that proxy appended to
+//! `X-Forwarded-For`. Without that flag behind a proxy, everyone shares the proxy's quota. A
+//! client over its quota gets 429 with `Retry-After`.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use pitgun_runtime::browser::{SessionClaims, SessionKey};
 use rand::RngCore;
@@ -32,6 +33,8 @@ pub struct SessionSettings {
     pub ttl: Duration,
     /// New sessions per client address per minute.
     pub per_minute: NonZeroU32,
+    /// Take the client address from the last `X-Forwarded-For` entry (one trusted proxy in front).
+    pub trust_forwarded_for: bool,
 }
 
 /// Issues session tokens, within each client address's quota.
@@ -53,16 +56,26 @@ impl Sessions {
         Sessions { settings, limiter }
     }
 
+    /// The address a request's quota is kept under: the TCP peer, or the last
+    /// `X-Forwarded-For` entry when the proxy in front is trusted (IPv4-mapped IPv6 as IPv4).
+    pub fn client(&self, peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
+        let forwarded = || {
+            let last = headers.get_all("x-forwarded-for").iter().next_back()?.to_str().ok()?;
+            last.rsplit(',').next()?.trim().parse::<IpAddr>().ok()
+        };
+        let ip = if self.settings.trust_forwarded_for { forwarded().unwrap_or(peer) } else { peer };
+        ip.to_canonical()
+    }
+
     /// A new session for `client`, as the JSON answer.
     pub fn issue(&self, client: IpAddr) -> Result<Value, Refusal> {
         if let Err(not_until) = self.limiter.check_key(&client) {
-            return Err(Refusal::TooMany(not_until.wait_time_from(DefaultClock::default().now())));
+            return Err(Refusal::TooMany(not_until.wait_time_from(self.limiter.clock().now())));
         }
         let mut id = [0u8; 16];
         rand::rng().fill_bytes(&mut id);
         let sid = format!("web-{}", hex::encode(id));
-        let expires = SystemTime::now() + self.settings.ttl;
-        let exp = expires.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let exp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()).saturating_add(self.settings.ttl.as_secs());
         let token = self.settings.key.issue(&SessionClaims { sid: sid.clone(), src: BROWSER_SOURCE.into(), exp });
         Ok(json!({
             "session_id": sid,
@@ -77,6 +90,7 @@ impl Sessions {
     /// of the last minute.
     pub fn forget_idle_clients(&self) {
         self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
     }
 }
 
@@ -90,7 +104,21 @@ mod tests {
             gateway_url: "http://127.0.0.1:8080".into(),
             ttl: Duration::from_secs(60),
             per_minute: NonZeroU32::new(per_minute).unwrap(),
+            trust_forwarded_for: true,
         })
+    }
+
+    #[test]
+    fn behind_a_trusted_proxy_the_quota_follows_the_forwarded_address() {
+        let s = sessions(1);
+        let proxy: IpAddr = "10.0.0.9".parse().unwrap();
+        let mut h = axum::http::HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.7, 198.51.100.2".parse().unwrap());
+        assert_eq!(s.client(proxy, &h), "198.51.100.2".parse::<IpAddr>().unwrap(), "the entry the proxy appended");
+        assert_eq!(s.client(proxy, &axum::http::HeaderMap::new()), proxy);
+        assert_eq!(s.client("::ffff:10.1.2.3".parse().unwrap(), &axum::http::HeaderMap::new()), "10.1.2.3".parse::<IpAddr>().unwrap());
+        let untrusted = Sessions::new(SessionSettings { trust_forwarded_for: false, ..s.settings });
+        assert_eq!(untrusted.client(proxy, &h), proxy, "a header an untrusted client sends is ignored");
     }
 
     #[test]

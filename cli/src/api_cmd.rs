@@ -45,11 +45,16 @@ pub struct ApiArgs {
     #[arg(long, env = "PITGUN_SESSION_SECRET_FILE", requires = "gateway_url")]
     session_secret_file: Option<PathBuf>,
     /// The gateway's URL as browsers reach it, told to each new session.
-    #[arg(long, env = "PITGUN_GATEWAY_URL")]
+    #[arg(long, env = "PITGUN_GATEWAY_URL", requires = "session_secret_file")]
     gateway_url: Option<String>,
-    /// How long a session token is valid.
-    #[arg(long, default_value = "2h", value_parser = humantime::parse_duration)]
+    /// How long a session token is valid (1m to 24h).
+    #[arg(long, default_value = "2h", value_parser = parse_ttl)]
     session_ttl: Duration,
+    /// Behind one trusted proxy (an ingress, a load balancer): keep the session quota per the
+    /// address it appends to X-Forwarded-For, not per the proxy. Never set it when clients reach
+    /// the API directly: they could then pick their own address.
+    #[arg(long)]
+    trust_forwarded_for: bool,
     /// New browser sessions per client address per minute (429 with Retry-After beyond).
     #[arg(long, default_value_t = NonZeroU32::new(30).expect("non-zero"))]
     sessions_per_minute: NonZeroU32,
@@ -60,6 +65,14 @@ pub struct ApiArgs {
     /// commas. Not needed for the game at /play/, which is the API's own origin.
     #[arg(long = "cors-origin", env = "PITGUN_CORS_ORIGINS", value_delimiter = ',')]
     cors_origins: Vec<String>,
+}
+
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if ttl < Duration::from_secs(60) || ttl > Duration::from_secs(24 * 3600) {
+        return Err(format!("{text}: a session token lives between 1m and 24h"));
+    }
+    Ok(ttl)
 }
 
 pub fn run(args: ApiArgs) -> Result<ExitCode> {
@@ -75,6 +88,7 @@ pub fn run(args: ApiArgs) -> Result<ExitCode> {
             gateway_url,
             ttl: args.session_ttl,
             per_minute: args.sessions_per_minute,
+            trust_forwarded_for: args.trust_forwarded_for,
         }),
         _ => None,
     };

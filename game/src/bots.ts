@@ -29,7 +29,7 @@ interface Args {
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { players: 10, api: "http://127.0.0.1:8080", gateway: null, seed: 1, laps: 3, durationS: 60, hz: 60 };
+  const a: Args = { players: 10, api: "http://127.0.0.1:8090", gateway: null, seed: 1, laps: 3, durationS: 60, hz: 60 };
   for (let i = 0; i < argv.length; i++) {
     const v = argv[i + 1];
     switch (argv[i]) {
@@ -102,6 +102,8 @@ async function main(): Promise<void> {
 
   let sentEvents = 0;
   let lastSent = 0;
+  // Every acknowledgement time of the run (one per batch: bounded by players × seconds).
+  const allAcks: number[] = [];
   let prev = { r202: 0, r503: 0 };
   const deadline = t0 + args.durationS * 1000;
   const tick = setInterval(() => {
@@ -143,6 +145,7 @@ async function main(): Promise<void> {
       r503 += s.responses503;
       acks.push(...b.live.client.takeAckTimes());
     }
+    for (const a of acks) allAcks.push(a);
     const line = {
       t_s: Math.round((Date.now() - t0) / 1000), players: bots.filter((b) => !b.done).length, events_per_s: sentEvents - lastSent,
       r202: r202 - prev.r202, r503: r503 - prev.r503, ack_p50_ms: Math.round(percentile(acks, 0.5)), ack_p99_ms: Math.round(percentile(acks, 0.99)),
@@ -160,6 +163,7 @@ async function main(): Promise<void> {
   for (const b of bots) if (!b.done) { sentEvents += b.live.end().length; b.done = true; }
   await Promise.all(bots.map((b) => b.live.client.drain(30_000)));
   clearInterval(status);
+  for (const b of bots) for (const a of b.live.client.takeAckTimes()) allAcks.push(a);
   let accepted = 0, rejected = 0, r202 = 0, r503 = 0, unsent = 0, dropped = 0, laps = 0;
   for (const b of bots) {
     const s = b.live.client.stats;
@@ -172,6 +176,7 @@ async function main(): Promise<void> {
   console.log(JSON.stringify({
     summary: true, players: bots.length, requested: args.players, duration_s: (Date.now() - t0) / 1000, events_sent: sentEvents,
     accepted, rejected, responses_202: r202, responses_503: r503, unsent_events: unsent, dropped_batches: dropped, laps_completed: laps,
+    ack_p50_ms: percentile(allAcks, 0.5), ack_p99_ms: percentile(allAcks, 0.99), batches_acked: allAcks.length,
     errors: errors.slice(0, 10),
   }));
   process.exit(unsent === 0 && bots.length === args.players ? 0 : 1);

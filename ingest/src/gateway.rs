@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use pitgun_runtime::browser::{self, SessionClaims, SessionKey, TOKEN_PREFIX};
+use pitgun_runtime::browser::{SessionClaims, SessionKey, TOKEN_PREFIX};
 use pitgun_runtime::kafka::headers as dl;
 use pitgun_runtime::serve::{routes, Health};
 use serde_json::json;
@@ -70,12 +70,14 @@ pub struct Gateway {
 }
 
 /// What the gateway accepts from browsers (see [`pitgun_runtime::browser`]).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Browsers {
     /// The secret session tokens are checked with; `None`: session tokens are refused.
     pub sessions: Option<SessionKey>,
-    /// Origins allowed to post envelopes cross-origin.
+    /// Origins allowed to post envelopes with a session token.
     pub origins: Vec<String>,
+    /// The CORS layer for `origins`.
+    pub cors: pitgun_runtime::browser::CorsLayer,
 }
 
 /// Who sent a request.
@@ -101,10 +103,9 @@ pub fn json_error(status: StatusCode, code: &str, message: impl Into<String>) ->
 }
 
 /// The router: envelopes, definitions, health; CORS for the allowed browser origins.
-pub fn router(gw: Arc<Gateway>) -> std::result::Result<Router, String> {
-    let cors = browser::cors(&gw.browsers.origins)?;
+pub fn router(gw: Arc<Gateway>) -> Router {
     let definitions = get(|State(gw): State<Arc<Gateway>>, uri: Uri, headers: HeaderMap| async move { gw.definitions.answer(uri.path(), &headers) });
-    Ok(Router::new()
+    Router::new()
         .route("/v1/envelopes", post(post_envelopes))
         .route("/schemas", definitions.clone())
         .route("/schemas/{name}/{version}", definitions.clone())
@@ -116,7 +117,7 @@ pub fn router(gw: Arc<Gateway>) -> std::result::Result<Router, String> {
         .fallback(|uri: Uri| async move { json_error(StatusCode::NOT_FOUND, "not_found", format!("no route {}", uri.path())) })
         .with_state(gw.clone())
         .merge(routes(gw.health.clone()))
-        .layer(cors))
+        .layer(gw.browsers.cors.clone())
 }
 
 /// Keeps `/readyz` true only while the broker answers a metadata request for the envelopes
@@ -182,17 +183,29 @@ fn body_error(e: BodyError) -> Response {
 }
 
 impl Gateway {
-    /// The credential: a header, or `access_token` in the query for `navigator.sendBeacon`,
-    /// which cannot send headers.
-    fn token<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> {
-        if let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-            let (scheme, token) = v.trim().split_once(' ')?;
-            return scheme.eq_ignore_ascii_case("bearer").then_some(token.trim());
+    /// The credential: `Authorization: Bearer`, `X-Api-Key`, or a session token as
+    /// `access_token` in the query (for `navigator.sendBeacon`, which cannot send headers; API
+    /// keys never travel in URLs, which proxies log). `Err`: the 401 to answer.
+    fn token<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Result<Option<&'a str>, Response> {
+        let unauthorized = |m: &str| Err(json_error(StatusCode::UNAUTHORIZED, "unauthorized", m));
+        if let Some(v) = headers.get(header::AUTHORIZATION) {
+            let bearer = v.to_str().ok().and_then(|v| v.trim().split_once(' ')).filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"));
+            return match bearer {
+                Some((_, token)) if !token.trim().is_empty() => Ok(Some(token.trim())),
+                _ => unauthorized("the Authorization header must be `Bearer <API key or session token>`"),
+            };
         }
-        if let Some(v) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
-            return Some(v.trim());
+        if let Some(v) = headers.get("x-api-key") {
+            return match v.to_str() {
+                Ok(v) => Ok(Some(v.trim())),
+                Err(_) => unauthorized("the X-Api-Key header is not ASCII"),
+            };
         }
-        query?.split('&').find_map(|pair| pair.strip_prefix("access_token="))
+        match query.and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("access_token="))) {
+            Some(t) if t.starts_with(TOKEN_PREFIX) => Ok(Some(t)),
+            Some(_) => unauthorized("only session tokens go in the query; send an API key in the Authorization header"),
+            None => Ok(None),
+        }
     }
 
     /// Who the credential belongs to, or the 401 to answer.
@@ -231,10 +244,21 @@ impl Gateway {
 
     /// Handles one `POST /v1/envelopes`; `query` is the request's query string.
     pub async fn ingest(&self, headers: &HeaderMap, query: Option<&str>, body: Body) -> Response {
-        let caller = match self.caller(Self::token(headers, query)) {
+        let caller = match Self::token(headers, query).and_then(|t| self.caller(t)) {
             Ok(c) => c,
             Err(r) => return r,
         };
+        if let (Caller::Session(_), Some(origin)) = (&caller, headers.get(header::ORIGIN)) {
+            // A beacon is a simple request, sent without a preflight: the allow-list is enforced
+            // here too, not only by the browser reading CORS headers.
+            if !self.browsers.origins.iter().any(|o| o.as_bytes() == origin.as_bytes()) {
+                return json_error(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!("origin {:?} may not send with a session token (see --cors-origin)", String::from_utf8_lossy(origin.as_bytes())),
+                );
+            }
+        }
         let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
         let content_encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
         let (framing, encoding) = match (batch::framing(content_type), batch::encoding(content_encoding)) {
@@ -291,8 +315,12 @@ impl Gateway {
             return forbidden(format!("item {index} has source.id {other:?}, but this {holder} sends for {source:?} only"));
         }
         if let Caller::Session(claims) = caller {
-            if let Some(other) = other_session(checked, &claims.sid) {
-                return forbidden(format!("an item is for session {other:?}, but this session token sends for session {:?} only", claims.sid));
+            match other_session(checked, &claims.sid) {
+                Some(Some(other)) => {
+                    return forbidden(format!("an item is for session {other:?}, but this session token sends for session {:?} only", claims.sid))
+                }
+                Some(None) => return forbidden("an item's session cannot be read, and a session token sends only items of its own session".into()),
+                None => {}
             }
         }
         let envelopes = checked.valid.iter().map(|e| Outgoing {
@@ -325,12 +353,13 @@ impl Gateway {
     }
 }
 
-/// The first session of the batch that is not `sid` (valid items by their key, refused ones by
-/// the session they name, if any).
-fn other_session<'a>(checked: &'a Checked, sid: &str) -> Option<std::borrow::Cow<'a, str>> {
-    let valid = checked.valid.iter().map(|e| String::from_utf8_lossy(&checked.arena[e.key.clone()]));
-    let refused = checked.rejected.iter().filter_map(|r| r.session_id.as_deref().map(std::borrow::Cow::Borrowed));
-    valid.chain(refused).find(|s| s != sid)
+/// The first item of the batch that is not provably of session `sid`: `Some(Some(other))` names
+/// its session, `Some(None)` is a refused item whose session could not be read. Valid items are
+/// judged by their Kafka key, refused ones by the session they name.
+fn other_session<'a>(checked: &'a Checked, sid: &str) -> Option<Option<std::borrow::Cow<'a, str>>> {
+    let valid = checked.valid.iter().map(|e| Some(String::from_utf8_lossy(&checked.arena[e.key.clone()])));
+    let refused = checked.rejected.iter().map(|r| r.session_id.as_deref().map(std::borrow::Cow::Borrowed));
+    valid.chain(refused).find(|s| s.as_deref() != Some(sid))
 }
 
 fn display_pointer(p: &str) -> &str {

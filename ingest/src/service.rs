@@ -73,8 +73,7 @@ pub fn build_with(settings: &Settings, producer: Box<dyn Publish>) -> Result<Arc
     }
     let definitions = Definitions::load(&dictionary, settings.manifests.as_deref())?;
     let sessions = settings.session_secret.as_deref().map(SessionKey::load).transpose().map_err(Error::Setup)?;
-    // Checked here, so a bad origin stops the gateway at start rather than at its first request.
-    let _ = browser::cors(&settings.cors_origins).map_err(|e| Error::Setup(format!("--cors-origin: {e}")))?;
+    let cors = browser::cors(&settings.cors_origins).map_err(|e| Error::Setup(format!("--cors-origin: {e}")))?;
     let registry = Registry::new();
     let metrics = GatewayMetrics::register(&registry)?;
     Ok(Arc::new(Gateway {
@@ -86,7 +85,7 @@ pub fn build_with(settings: &Settings, producer: Box<dyn Publish>) -> Result<Arc
         definitions,
         metrics,
         health: Health::new(registry),
-        browsers: Browsers { sessions, origins: settings.cors_origins.clone() },
+        browsers: Browsers { sessions, origins: settings.cors_origins.clone(), cors },
     }))
 }
 
@@ -104,8 +103,7 @@ pub fn run(settings: Settings) -> Result<()> {
             "gateway started"
         );
         let readiness = tokio::spawn(watch_readiness(gw.clone(), settings.readiness_interval));
-        let app = router(gw.clone()).map_err(Error::Setup)?;
-        axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+        axum::serve(listener, router(gw.clone())).with_graceful_shutdown(shutdown_signal()).await?;
         readiness.abort();
         Ok::<_, Error>(())
     })?;

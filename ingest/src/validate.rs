@@ -140,15 +140,17 @@ impl Validator {
                 reject(out, reason, pointer, message, None);
                 continue;
             }
-            if let Err(b) = rules::check(&view) {
-                reject(out, Reason::InvalidEnvelope, b.pointer, b.message, Some(view.session_id.to_string()));
-                continue;
-            }
+            // The caller's source first: an item of another source refuses the batch (403) even
+            // when it is invalid too, rather than being dead-lettered under this caller.
             if let Some(s) = source {
                 if view.source.id != s {
                     out.foreign.get_or_insert_with(|| (index, view.source.id.to_string()));
                     continue;
                 }
+            }
+            if let Err(b) = rules::check(&view) {
+                reject(out, Reason::InvalidEnvelope, b.pointer, b.message, Some(view.session_id.to_string()));
+                continue;
             }
             let same = last.as_ref().is_some_and(|(id, v, _)| *id == view.source.id && *v == view.source.version);
             if !same {

@@ -139,7 +139,7 @@ impl Harness {
     }
 
     async fn request(&self, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
-        let r = router(self.gw.clone()).unwrap().oneshot(req).await.unwrap();
+        let r = router(self.gw.clone()).oneshot(req).await.unwrap();
         let (parts, body) = r.into_parts();
         (parts.status, parts.headers, body.collect().await.unwrap().to_bytes().to_vec())
     }
@@ -544,6 +544,12 @@ async fn a_session_token_sends_for_its_one_session_and_source_only() {
     bad["seq"] = json!("x");
     let (status, answer) = h.post(Some(&token), "application/x-ndjson", ndjson(&[envelope("web-1", 5), bad])).await;
     assert_eq!(status, 403, "{answer}");
+    // An invalid item of another source is refused with the batch too, not dead-lettered.
+    let mut foreign_bad = envelope("web-1", 6);
+    foreign_bad["source"] = json!({"kind": "simulator", "id": "pitgun-sim", "version": "2.1.0"});
+    foreign_bad["kind"] = json!("no-such-kind");
+    let (status, answer) = h.post(Some(&token), "application/x-ndjson", ndjson(&[envelope("web-1", 6), foreign_bad])).await;
+    assert_eq!(status, 403, "{answer}");
     assert!(h.broker.stored.lock().unwrap().is_empty(), "a refused batch queues nothing");
 
     // Expired, forged, or signed for another source: 401.
@@ -581,6 +587,41 @@ async fn a_beacon_sends_its_token_in_the_query_and_its_body_as_text() {
     assert_eq!(status, 202, "{}", String::from_utf8_lossy(&body));
     assert_eq!(headers.get("access-control-allow-origin").map(|v| v.to_str().unwrap()), Some(GAME_ORIGIN));
     assert_eq!(event_ids(&h.on(topics::ENVELOPES)), ["web-3-1", "web-3-2"]);
+}
+
+#[tokio::test]
+async fn credentials_are_read_from_one_place_and_keys_never_from_the_url() {
+    let h = Harness::browsers();
+    let body = ndjson(&[envelope("web-4", 1)]);
+    let post = |uri: String, headers: Vec<(&'static str, String)>| {
+        let mut req = Request::post(uri).header("content-type", "application/x-ndjson");
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        req.body(Body::from(body.clone())).unwrap()
+    };
+    // An API key in the query: refused (URLs end up in proxy logs), and so named.
+    let (status, _, answer) = h.request(post(format!("/v1/envelopes?access_token={}", h.web), vec![])).await;
+    assert_eq!(status, 401);
+    assert!(String::from_utf8_lossy(&answer).contains("Authorization header"), "{}", String::from_utf8_lossy(&answer));
+    // Another scheme: a clear 401, not "missing credentials".
+    let (status, _, answer) = h.request(post("/v1/envelopes".into(), vec![("authorization", "Basic dXNlcjpwYXNz".into())])).await;
+    assert_eq!(status, 401);
+    assert!(String::from_utf8_lossy(&answer).contains("Bearer"), "{}", String::from_utf8_lossy(&answer));
+    // A session token from a page of an origin not on the list: 403, even without a preflight.
+    let token = session_token("web-4", "pitgun-web", 600);
+    let (status, _, answer) =
+        h.request(post("/v1/envelopes".into(), vec![("authorization", format!("Bearer {token}")), ("origin", "http://evil.example".into())])).await;
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&answer));
+    assert!(h.broker.stored.lock().unwrap().is_empty(), "nothing refused is queued");
+    // The same token from the game's origin, or from no page at all (bots): stored.
+    for origin in [Some(GAME_ORIGIN), None] {
+        let mut headers = vec![("authorization", format!("Bearer {token}"))];
+        headers.extend(origin.map(|o| ("origin", o.to_string())));
+        let (status, _, answer) = h.request(post("/v1/envelopes".into(), headers)).await;
+        assert_eq!(status, 202, "{origin:?}: {}", String::from_utf8_lossy(&answer));
+    }
+    assert_eq!(event_ids(&h.on(topics::ENVELOPES)), ["web-4-1", "web-4-1"]);
 }
 
 #[tokio::test]

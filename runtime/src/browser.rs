@@ -18,6 +18,8 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+pub use tower_http::cors::CorsLayer;
+
 /// Every session token starts with this, so the gateway tells it from an API key at a glance.
 pub const TOKEN_PREFIX: &str = "pgs_";
 
@@ -70,20 +72,25 @@ impl SessionKey {
         Ok(SessionKey { secret: secret.to_vec() })
     }
 
-    /// Reads the secret file (surrounding whitespace is not part of the secret). The file must
-    /// not be readable by others; group read is allowed, as Kubernetes mounts a Secret for a
-    /// pod's `fsGroup`.
+    /// Reads the secret file: its bytes, without surrounding whitespace, are the key
+    /// (`pitgun gateway session-secret` writes 64 hex digits). Others may not read it and the
+    /// group may not write it; group read is allowed, as Kubernetes mounts a Secret for a pod's
+    /// `fsGroup`.
     pub fn load(path: &Path) -> Result<SessionKey, String> {
         use std::os::unix::fs::PermissionsExt;
         let place = path.display();
-        let meta = std::fs::metadata(path).map_err(|e| format!("cannot read the session secret {place}: {e}"))?;
-        if meta.permissions().mode() & 0o007 != 0 {
+        use std::io::Read;
+        let cannot = |e: std::io::Error| format!("cannot read the session secret {place}: {e}");
+        let mut file = std::fs::File::open(path).map_err(cannot)?;
+        let mode = file.metadata().map_err(cannot)?.permissions().mode();
+        if mode & 0o027 != 0 {
             return Err(format!(
-                "the session secret {place} is open to others (mode {:o}); run `chmod 600 {place}`",
-                meta.permissions().mode() & 0o777
+                "the session secret {place} is open to others or writable by its group (mode {:o}); run `chmod 600 {place}`",
+                mode & 0o777
             ));
         }
-        let bytes = std::fs::read(path).map_err(|e| format!("cannot read the session secret {place}: {e}"))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(cannot)?;
         SessionKey::new(bytes.trim_ascii()).map_err(|e| format!("{place}: {e}"))
     }
 
@@ -120,7 +127,7 @@ impl SessionKey {
 /// The CORS layer for an allow-list of origins (`scheme://host[:port]`, as browsers send them).
 /// Preflights from a listed origin are answered; others get no CORS headers, so the browser
 /// refuses the request. An empty list allows no cross-origin request.
-pub fn cors(origins: &[String]) -> Result<tower_http::cors::CorsLayer, String> {
+pub fn cors(origins: &[String]) -> Result<CorsLayer, String> {
     use axum::http::{header, HeaderValue, Method};
     let mut allowed = Vec::with_capacity(origins.len());
     for o in origins {
@@ -130,10 +137,11 @@ pub fn cors(origins: &[String]) -> Result<tower_http::cors::CorsLayer, String> {
         }
         allowed.push(HeaderValue::from_str(o).map_err(|_| format!("CORS origin {o:?} is not a valid header value"))?);
     }
-    Ok(tower_http::cors::CorsLayer::new()
+    // No X-Api-Key: API keys are for services, never for pages.
+    Ok(CorsLayer::new()
         .allow_origin(allowed)
         .allow_methods([Method::GET, Method::POST])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::CONTENT_ENCODING, "x-api-key".parse().expect("header name")])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::CONTENT_ENCODING])
         .expose_headers([header::RETRY_AFTER])
         .max_age(std::time::Duration::from_secs(600)))
 }
@@ -168,6 +176,27 @@ mod tests {
         assert_eq!(key().verify(&format!("{TOKEN_PREFIX}{body}"), 0), Err(TokenError::Malformed));
         assert_eq!(key().verify("pgk_0123", 0), Err(TokenError::Malformed));
         assert_eq!(key().verify(&format!("{TOKEN_PREFIX}{body}.!!"), 0), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn a_secret_file_others_can_read_or_its_group_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("pitgun-secret-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("session.secret");
+        std::fs::write(&path, format!("{}\n", "ab".repeat(32))).unwrap();
+        for (mode, ok) in [(0o600, true), (0o440, true), (0o640, true), (0o604, false), (0o660, false), (0o644, false)] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let got = SessionKey::load(&path);
+            assert_eq!(got.is_ok(), ok, "mode {mode:o}: {got:?}");
+            if let Err(e) = got {
+                assert!(e.contains("chmod 600"), "{e}");
+            }
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(&path, "short\n").unwrap();
+        assert!(SessionKey::load(&path).unwrap_err().contains("at least 32"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
