@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use pitgun_ingest::gateway::Limits;
 use pitgun_ingest::service::{run, Settings};
@@ -131,7 +131,7 @@ pub fn run_cmd(args: GatewayArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(GatewayCommand::SessionSecret(a)) = args.command {
-        write_session_secret(&a.out)?;
+        pitgun_runtime::browser::write_new_secret(&a.out).map_err(anyhow::Error::msg)?;
         eprintln!("session secret written to {} (mode 600); give the same file to `pitgun api` and `pitgun gateway`", a.out.display());
         return Ok(ExitCode::SUCCESS);
     }
@@ -165,21 +165,4 @@ mod tests {
         assert_eq!(super::parse_size("64 KiB"), Ok(64 << 10));
         assert!(super::parse_size("8 parsecs").is_err());
     }
-}
-
-fn write_session_secret(path: &std::path::Path) -> Result<()> {
-    use rand::RngCore;
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut secret = [0u8; 32];
-    rand::rng().fill_bytes(&mut secret);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {} (an existing secret is never overwritten)", path.display()))?;
-    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-    writeln!(file, "{hex}").with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }

@@ -15,7 +15,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -105,6 +105,9 @@ const REFUSED: u8 = 2;
 struct Front {
     addr: SocketAddr,
     mode: Arc<AtomicU8>,
+    /// The client side of every forwarded connection, cut when the gateway is taken away (a
+    /// browser keeps its connection alive across requests).
+    open: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl Front {
@@ -112,7 +115,8 @@ impl Front {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let mode = Arc::new(AtomicU8::new(FORWARD));
-        let m = mode.clone();
+        let open = Arc::new(Mutex::new(Vec::<TcpStream>::new()));
+        let (m, o) = (mode.clone(), open.clone());
         std::thread::spawn(move || {
             let mut listener = Some(listener);
             loop {
@@ -127,8 +131,9 @@ impl Front {
                     Ok((client, _)) => {
                         client.set_nonblocking(false).unwrap();
                         if m.load(Ordering::SeqCst) == UNAVAILABLE {
-                            std::thread::spawn(move || answer_unavailable(client));
+                            std::thread::spawn(move || answer_unavailable(client, gateway));
                         } else {
+                            o.lock().unwrap().push(client.try_clone().unwrap());
                             std::thread::spawn(move || forward(client, gateway));
                         }
                     }
@@ -137,28 +142,51 @@ impl Front {
                 }
             }
         });
-        Front { addr, mode }
+        Front { addr, mode, open }
     }
 
     fn set(&self, mode: u8) {
         self.mode.store(mode, Ordering::SeqCst);
+        if mode != FORWARD {
+            for c in self.open.lock().unwrap().drain(..) {
+                let _ = c.shutdown(std::net::Shutdown::Both);
+            }
+        }
     }
 }
 
-fn answer_unavailable(mut client: TcpStream) {
+/// 503 with `Retry-After: 1` and the CORS headers the gateway's own 503 carries; preflights
+/// still reach the gateway, which answers them without the broker.
+fn answer_unavailable(mut client: TcpStream, gateway: SocketAddr) {
     client.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let mut buf = [0u8; 65536];
-    let _ = client.read(&mut buf);
+    let mut buf = vec![0u8; 65536];
+    let n = client.read(&mut buf).unwrap_or(0);
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    if head.starts_with("OPTIONS ") {
+        let Ok(mut server) = TcpStream::connect(gateway) else { return };
+        if server.write_all(&buf[..n]).is_ok() {
+            pipe(client, server);
+        }
+        return;
+    }
+    let origin = head.lines().find_map(|l| l.to_ascii_lowercase().starts_with("origin:").then(|| l[7..].trim().to_string())).unwrap_or_default();
     let body = r#"{"error":"unavailable","message":"the broker did not acknowledge (test front)"}"#;
     let _ = write!(
         client,
-        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nAccess-Control-Allow-Origin: {origin}\r\nAccess-Control-Expose-Headers: retry-after\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
 }
 
 fn forward(client: TcpStream, to: SocketAddr) {
-    let Ok(server) = TcpStream::connect(to) else { return };
+    if let Ok(server) = TcpStream::connect(to) {
+        pipe(client, server);
+    }
+}
+
+/// Copies both ways until each side has finished.
+fn pipe(client: TcpStream, server: TcpStream) {
     let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
     let (mut c, mut s) = (client, server);
     std::thread::spawn(move || {
@@ -353,9 +381,12 @@ fn three_autopilot_laps_in_chromium_equal_the_apis_run() {
     assert!(page.leaderboard.iter().any(|p| p == "ada"), "the leaderboard shows the player: {:?}", page.leaderboard);
     screenshot(&mut browser, "game-results.png");
 
-    // The session endpoint: a quota per address (4 a minute here; the page took one).
-    let statuses: Vec<u16> = (0..5).map(|_| post_status(&stack.api, "/v1/sessions")).collect();
-    assert!(statuses.iter().filter(|s| **s == 201).count() <= 3 && statuses.contains(&429), "{statuses:?}");
+    // The session endpoint: a quota per address (a burst of 4, then one every 15 s here).
+    let answers: Vec<(u16, String)> = (0..6).map(|_| post(&stack.api, "/v1/sessions")).collect();
+    let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    assert!(statuses.iter().filter(|s| **s == 201).count() <= 4 && statuses[4..] == [429, 429], "{statuses:?}");
+    let refused = &answers[5].1.to_ascii_lowercase();
+    assert!(refused.contains("retry-after:"), "a 429 says when to ask again: {refused}");
 }
 
 /// The gateway away for 10 s in the middle of a session (5 s of 503s, then 5 s of refused
@@ -374,6 +405,8 @@ fn a_gateway_outage_and_a_reload_mid_session_lose_and_double_nothing() {
     std::thread::sleep(Duration::from_secs(5));
     stack.front.set(FORWARD);
     browser.ask(json!({"wait": "lap", "n": 2, "timeout_s": 120}));
+    let seen = browser.ask(json!({"read": true}))["telemetry"].clone();
+    assert!(seen["responses503"].as_u64() > Some(0) && seen["networkErrors"].as_u64() > Some(0), "the page met both kinds of outage: {seen}");
     browser.ask(json!({"reload": true, "timeout_s": 60}));
     browser.ask(json!({"wait": "results", "timeout_s": 240}));
     let page = read_page(&mut browser);
@@ -388,12 +421,12 @@ fn a_gateway_outage_and_a_reload_mid_session_lose_and_double_nothing() {
     assert_eq!(laps.trim(), "3", "the run counts 3 laps");
 }
 
-/// POST with an empty body; the status.
-fn post_status(addr: &str, path: &str) -> u16 {
+/// POST with an empty body; the status and the whole answer.
+fn post(addr: &str, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(s, "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n").unwrap();
     let mut buf = String::new();
     s.read_to_string(&mut buf).unwrap();
-    buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    (buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0), buf)
 }

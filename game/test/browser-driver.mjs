@@ -6,7 +6,8 @@
 //   {"wait": "lap", "n": N, "timeout_s"}  until the page's lap timer lists lap N
 //   {"wait": "results", "timeout_s"}      until the results screen is ready
 //   {"reload": true}                      reload (the page resumes its session)
-//   {"read": true}                        the session, the page's lap timer, the results, the leaderboard
+//   {"read": true}                        the session, the page's lap timer, the results, the
+//                                         leaderboard, the telemetry client's counters
 //   {"screenshot": PATH}                  a PNG of the page
 //   {"quit": true}
 
@@ -49,6 +50,7 @@ async function run(cmd) {
         lap_time_s: Number(li.dataset.lapTimeS),
       })),
       leaderboard: [...document.querySelectorAll("#leaderboard li[data-player]")].map((li) => li.dataset.player),
+      telemetry: window.pitgun.telemetry(),
     }));
   }
   if (cmd.screenshot) {

@@ -315,12 +315,8 @@ impl Gateway {
             return forbidden(format!("item {index} has source.id {other:?}, but this {holder} sends for {source:?} only"));
         }
         if let Caller::Session(claims) = caller {
-            match other_session(checked, &claims.sid) {
-                Some(Some(other)) => {
-                    return forbidden(format!("an item is for session {other:?}, but this session token sends for session {:?} only", claims.sid))
-                }
-                Some(None) => return forbidden("an item's session cannot be read, and a session token sends only items of its own session".into()),
-                None => {}
+            if let Some(why) = other_session(checked, &claims.sid) {
+                return forbidden(format!("{why}, but this session token sends for session {:?} only", claims.sid));
             }
         }
         let envelopes = checked.valid.iter().map(|e| Outgoing {
@@ -353,13 +349,17 @@ impl Gateway {
     }
 }
 
-/// The first item of the batch that is not provably of session `sid`: `Some(Some(other))` names
-/// its session, `Some(None)` is a refused item whose session could not be read. Valid items are
-/// judged by their Kafka key, refused ones by the session they name.
-fn other_session<'a>(checked: &'a Checked, sid: &str) -> Option<Option<std::borrow::Cow<'a, str>>> {
-    let valid = checked.valid.iter().map(|e| Some(String::from_utf8_lossy(&checked.arena[e.key.clone()])));
-    let refused = checked.rejected.iter().map(|r| r.session_id.as_deref().map(std::borrow::Cow::Borrowed));
-    valid.chain(refused).find(|s| s.as_deref() != Some(sid))
+/// Why the batch is not provably of session `sid` alone, naming the first item that is not: a
+/// valid item by its Kafka key, a refused one by the session it names or, if its session cannot
+/// be read, by what is wrong with it.
+fn other_session(checked: &Checked, sid: &str) -> Option<String> {
+    if let Some(key) = checked.valid.iter().map(|e| String::from_utf8_lossy(&checked.arena[e.key.clone()])).find(|k| k != sid) {
+        return Some(format!("an item is for session {key:?}"));
+    }
+    checked.rejected.iter().find(|r| r.session_id.as_deref() != Some(sid)).map(|r| match &r.session_id {
+        Some(other) => format!("item {} is for session {other:?}", r.index),
+        None => format!("item {}'s session cannot be read (at {}: {})", r.index, display_pointer(&r.pointer), r.message),
+    })
 }
 
 fn display_pointer(p: &str) -> &str {

@@ -124,6 +124,24 @@ impl SessionKey {
     }
 }
 
+/// Creates a new secret file: 32 random bytes as 64 hex digits, mode 600. Never overwrites.
+pub fn write_new_secret(path: &Path) -> Result<(), String> {
+    use rand::RngCore;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let place = path.display();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot create {place} (an existing secret is never overwritten): {e}"))?;
+    writeln!(file, "{hex}").map_err(|e| format!("cannot write {place}: {e}"))
+}
+
 /// The CORS layer for an allow-list of origins (`scheme://host[:port]`, as browsers send them).
 /// Preflights from a listed origin are answered; others get no CORS headers, so the browser
 /// refuses the request. An empty list allows no cross-origin request.
@@ -196,6 +214,14 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         std::fs::write(&path, "short\n").unwrap();
         assert!(SessionKey::load(&path).unwrap_err().contains("at least 32"));
+        // A new secret: mode 600, loadable, never over an existing file.
+        let new = dir.join("new.secret");
+        write_new_secret(&new).unwrap();
+        assert_eq!(std::fs::metadata(&new).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(SessionKey::load(&new).is_ok());
+        let before = std::fs::read(&new).unwrap();
+        assert!(write_new_secret(&new).unwrap_err().contains("never overwritten"));
+        assert_eq!(std::fs::read(&new).unwrap(), before);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -1,4 +1,5 @@
 /** The Pitgun API the game talks to: sessions, runs and the leaderboard. */
+import { SOURCE } from "./channels.js";
 import type { HttpFetch } from "./ports.js";
 
 export interface SessionGrant {
@@ -6,7 +7,13 @@ export interface SessionGrant {
   token: string;
   expires_at: string;
   gateway: string;
-  source?: { kind: string; id: string; version: string };
+  /** The source the token sends for (kind and id); the version is the game's own. */
+  source?: { kind: string; id: string };
+}
+
+/** The envelopes' source: the one the token was issued for, at this game's version. */
+export function sourceOf(grant: SessionGrant): { kind: string; id: string; version: string } {
+  return { kind: grant.source?.kind ?? SOURCE.kind, id: grant.source?.id ?? SOURCE.id, version: SOURCE.version };
 }
 
 export class ApiError extends Error {

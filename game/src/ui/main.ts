@@ -12,7 +12,7 @@ import { currentLapUs, startSession, STEP_HZ, type LapRecord } from "../sim/sess
 import { circuit } from "../sim/track.js";
 import { FrameMeter } from "../live/frame_meter.js";
 import { LiveSession, type Snapshot } from "../live/live_session.js";
-import { createSessionPatiently } from "../telemetry/api.js";
+import { createSessionPatiently, sourceOf } from "../telemetry/api.js";
 import { TelemetryClient } from "../telemetry/client.js";
 import { gzip, systemClock, type HttpFetch } from "../telemetry/ports.js";
 import { lapClock } from "./format.js";
@@ -80,7 +80,7 @@ async function start(player: string, track: string, car: string, laps: number): 
     const gateway = grant.gateway.replace(/\/$/, "");
     const seed = autopilotSeed ?? Math.floor(Math.random() * 2 ** 31);
     const { state, events } = startSession({ track, car, player, laps, seed });
-    const identity = { sessionId: grant.session_id, wallStartUs: Date.now() * 1000, dims: { player, track, car }, source: grant.source };
+    const identity = { sessionId: grant.session_id, wallStartUs: Date.now() * 1000, dims: { player, track, car }, source: sourceOf(grant) };
     live = new LiveSession({ sessionId: grant.session_id, gateway, token: grant.token }, identity, state, client,
       autopilotSeed !== null ? newAutopilot(autopilotSeed) : null, grant.expires_at);
     live.report(events);
