@@ -6,6 +6,8 @@ import { LiveSession, type Snapshot } from "../src/live/live_session.js";
 import { TelemetryClient } from "../src/telemetry/client.js";
 import type { Envelope } from "../src/telemetry/envelope.js";
 import { MemoryStore } from "../src/telemetry/ports.js";
+import { sourceOf } from "../src/telemetry/api.js";
+import { SOURCE } from "../src/telemetry/channels.js";
 import { ManualClock, scriptedGateway, settle } from "./helpers.js";
 import { referenceLapTimes } from "./reference.js";
 
@@ -195,4 +197,12 @@ test("a reload mid-session resumes at the snapshot: no seq twice, no gap, every 
   assert.deepEqual(lapEvents, [2, 3]);
   const ref = referenceLapTimes(received);
   for (const rec of live.sim.completed) assert.ok(Math.abs(ref.get(rec.lap)! - (rec.endUs - rec.startUs) / 1e6) < 1e-6);
+});
+
+test("envelopes name the source the token was issued for, at the game's own version", () => {
+  // The API's grant names kind and id only: a version-less source would fail every envelope.
+  const grant = { session_id: "web-1", token: "pgs_x", expires_at: "2026-12-01T00:00:00Z", gateway: "http://gw", source: { kind: "game", id: "pitgun-web" } };
+  assert.deepEqual(sourceOf(grant), { kind: "game", id: "pitgun-web", version: SOURCE.version });
+  assert.match(SOURCE.version, /^1\.\d+\.\d+$/, "a 1.x version: the dictionary's pitgun-web 1.x aliases apply");
+  assert.deepEqual(sourceOf({ ...grant, source: undefined }), SOURCE);
 });
