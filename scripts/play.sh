@@ -53,6 +53,8 @@ wait_log() { # wait_log NAME TEXT
 
 up() {
   mkdir -p "$DIR"
+  # PostgreSQL runs as its own user and must reach the stack folder inside this one.
+  chmod go+x "$DIR"
   bash scripts/stack.sh up --dir "$DIR/stack"
   eval "$(bash scripts/stack.sh env --dir "$DIR/stack" | sed 's/^/export /')"
   if [ -z "${PITGUN_BIN:-}" ]; then
