@@ -49,6 +49,9 @@ pub struct GatewayArgs {
     /// Largest request body, before and after decompression (bytes; KiB/MiB suffixes allowed).
     #[arg(long, default_value = "8MiB", value_parser = parse_size)]
     max_body: usize,
+    /// Largest total size of a request's headers (bytes; KiB suffix allowed); larger gets 431.
+    #[arg(long, default_value = "16KiB", value_parser = parse_size)]
+    max_header_size: usize,
     /// Most envelopes in one request.
     #[arg(long, default_value_t = 5000)]
     max_batch: usize,
@@ -146,7 +149,12 @@ pub fn run_cmd(args: GatewayArgs) -> Result<ExitCode> {
         dictionary: args.dictionary,
         manifests: Some(args.manifests),
         max_future_skew: args.max_future_skew,
-        limits: Limits { max_body: args.max_body, max_batch: args.max_batch, retry_after_secs: args.retry_after },
+        limits: Limits {
+            max_body: args.max_body,
+            max_batch: args.max_batch,
+            retry_after_secs: args.retry_after,
+            max_header_bytes: args.max_header_size,
+        },
         ack_timeout: args.ack_timeout,
         compression: args.compression,
         readiness_interval: args.readiness_interval,

@@ -36,6 +36,8 @@ pub struct Limits {
     pub max_batch: usize,
     /// `Retry-After` of a 503, in seconds.
     pub retry_after_secs: u64,
+    /// Largest total size of a request's headers (names, values and separators); larger is 431.
+    pub max_header_bytes: usize,
 }
 
 /// Where valid and refused items go.
@@ -117,7 +119,22 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .fallback(|uri: Uri| async move { json_error(StatusCode::NOT_FOUND, "not_found", format!("no route {}", uri.path())) })
         .with_state(gw.clone())
         .merge(routes(gw.health.clone()))
+        .layer(axum::middleware::from_fn_with_state(gw.limits.max_header_bytes, bound_headers))
         .layer(gw.browsers.cors.clone())
+}
+
+/// Answers 431 to a request whose headers together exceed `max` bytes, before any route runs:
+/// a producer cannot make the gateway keep or parse an unbounded header.
+async fn bound_headers(State(max): State<usize>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let size: usize = req.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    if size > max {
+        return json_error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!("the request's headers take {size} bytes; at most {max} are accepted (--max-header-size)"),
+        );
+    }
+    next.run(req).await
 }
 
 /// Keeps `/readyz` true only while the broker answers a metadata request for the envelopes

@@ -97,7 +97,7 @@ impl Harness {
 
     /// A gateway that also takes browser session tokens and allows [`GAME_ORIGIN`].
     fn browsers() -> Harness {
-        Harness::with(Limits { max_body: 8 << 20, max_batch: 5000, retry_after_secs: 1 }, true)
+        Harness::with(Limits { max_body: 8 << 20, max_batch: 5000, retry_after_secs: 1, max_header_bytes: 16 << 10 }, true)
     }
 
     fn with(limits: Limits, browsers: bool) -> Harness {
@@ -135,7 +135,7 @@ impl Harness {
     }
 
     fn standard() -> Harness {
-        Harness::new(Limits { max_body: 8 << 20, max_batch: 5000, retry_after_secs: 1 })
+        Harness::new(Limits { max_body: 8 << 20, max_batch: 5000, retry_after_secs: 1, max_header_bytes: 16 << 10 })
     }
 
     async fn request(&self, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
@@ -375,7 +375,7 @@ async fn a_batch_without_valid_items_is_422_and_an_unknown_source_is_named() {
 
 #[tokio::test]
 async fn limits_content_types_and_broken_bodies_have_their_statuses() {
-    let h = Harness::new(Limits { max_body: 64 << 10, max_batch: 10, retry_after_secs: 1 });
+    let h = Harness::new(Limits { max_body: 64 << 10, max_batch: 10, retry_after_secs: 1, max_header_bytes: 16 << 10 });
     let eleven = ndjson(&(0..11).map(|i| envelope("l", i)).collect::<Vec<_>>());
     let (status, answer) = h.post(Some(&h.web), "application/x-ndjson", eleven).await;
     assert_eq!(status, 413);
@@ -411,7 +411,7 @@ async fn limits_content_types_and_broken_bodies_have_their_statuses() {
 
 #[tokio::test]
 async fn a_batch_the_broker_does_not_take_is_503_with_retry_after() {
-    let h = Harness::new(Limits { max_body: 8 << 20, max_batch: 5000, retry_after_secs: 7 });
+    let h = Harness::new(Limits { max_body: 8 << 20, max_batch: 5000, retry_after_secs: 7, max_header_bytes: 16 << 10 });
     h.gw.health.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     let body = ndjson(&[envelope("u", 1), envelope("u", 2)]);
     for (failure, cause, stays_ready) in
@@ -648,4 +648,26 @@ async fn preflights_are_answered_for_allowed_origins_only() {
     let (_, headers, _) = h.request(preflight("http://evil.example")).await;
     assert!(headers.get("access-control-allow-origin").is_none(), "another origin is not allowed: {headers:?}");
     assert!(h.broker.stored.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn headers_beyond_the_bound_are_refused_with_431() {
+    let h = Harness::standard();
+    let body = ndjson(&[envelope("h", 1)]);
+    let with_header = |bytes: usize| {
+        Request::post("/v1/envelopes")
+            .header("content-type", "application/x-ndjson")
+            .header("authorization", format!("Bearer {}", h.web))
+            .header("x-padding", "a".repeat(bytes))
+            .body(Body::from(body.clone()))
+            .unwrap()
+    };
+    let (status, _, answer) = h.request(with_header(200 << 10)).await;
+    assert_eq!(status, 431, "{}", String::from_utf8_lossy(&answer));
+    assert!(String::from_utf8_lossy(&answer).contains("--max-header-size"), "{}", String::from_utf8_lossy(&answer));
+    assert!(h.broker.stored.lock().unwrap().is_empty(), "a refused request queues nothing");
+    let (status, _, answer) = h.request(with_header(8 << 10)).await;
+    assert_eq!(status, 202, "a header within the bound is read: {}", String::from_utf8_lossy(&answer));
+    let (status, _, _) = h.request(Request::get("/healthz").header("x-padding", "a".repeat(200 << 10)).body(Body::empty()).unwrap()).await;
+    assert_eq!(status, 431, "every route is bounded");
 }
