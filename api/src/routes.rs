@@ -199,7 +199,7 @@ async fn new_session(State(api): State<Arc<Api>>, ConnectInfo(peer): ConnectInfo
         };
         match sessions.issue(sessions.client(peer.ip(), &headers)) {
             Ok(session) => Ok(Json(session)),
-            Err(Refusal::TooMany(wait)) => Err(Failure::TooMany(wait.as_secs_f64().ceil().max(1.0) as u64)),
+            Err(Refusal::TooMany(wait)) => Err(Failure::TooMany(pitgun_runtime::quota::retry_after_secs(wait))),
         }
     })
     .await;

@@ -14,9 +14,8 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use governor::clock::Clock;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use pitgun_runtime::browser::{SessionClaims, SessionKey};
+use pitgun_runtime::quota::{client_address, Quota};
 use rand::RngCore;
 use serde_json::{json, Value};
 
@@ -40,7 +39,7 @@ pub struct SessionSettings {
 /// Issues session tokens, within each client address's quota.
 pub struct Sessions {
     settings: SessionSettings,
-    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    quota: Quota<IpAddr>,
 }
 
 /// Why no session was issued.
@@ -52,26 +51,18 @@ pub enum Refusal {
 impl Sessions {
     /// An issuer; the quota allows a burst of one minute's sessions.
     pub fn new(settings: SessionSettings) -> Sessions {
-        let limiter = RateLimiter::keyed(Quota::per_minute(settings.per_minute));
-        Sessions { settings, limiter }
+        let quota = Quota::per_minute(settings.per_minute);
+        Sessions { settings, quota }
     }
 
-    /// The address a request's quota is kept under: the TCP peer, or the last
-    /// `X-Forwarded-For` entry when the proxy in front is trusted (IPv4-mapped IPv6 as IPv4).
+    /// The address a request's quota is kept under ([`client_address`]).
     pub fn client(&self, peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
-        let forwarded = || {
-            let last = headers.get_all("x-forwarded-for").iter().next_back()?.to_str().ok()?;
-            last.rsplit(',').next()?.trim().parse::<IpAddr>().ok()
-        };
-        let ip = if self.settings.trust_forwarded_for { forwarded().unwrap_or(peer) } else { peer };
-        ip.to_canonical()
+        client_address(peer, headers, self.settings.trust_forwarded_for)
     }
 
     /// A new session for `client`, as the JSON answer.
     pub fn issue(&self, client: IpAddr) -> Result<Value, Refusal> {
-        if let Err(not_until) = self.limiter.check_key(&client) {
-            return Err(Refusal::TooMany(not_until.wait_time_from(self.limiter.clock().now())));
-        }
+        self.quota.take(&client).map_err(Refusal::TooMany)?;
         let mut id = [0u8; 16];
         rand::rng().fill_bytes(&mut id);
         let sid = format!("web-{}", hex::encode(id));
@@ -89,8 +80,7 @@ impl Sessions {
     /// Forgets clients whose quota is full again, so the table stays as small as the clients
     /// of the last minute.
     pub fn forget_idle_clients(&self) {
-        self.limiter.retain_recent();
-        self.limiter.shrink_to_fit();
+        self.quota.forget_idle();
     }
 }
 
@@ -109,16 +99,14 @@ mod tests {
     }
 
     #[test]
-    fn behind_a_trusted_proxy_the_quota_follows_the_forwarded_address() {
+    fn the_quota_follows_the_forwarded_address_only_when_trusted() {
         let s = sessions(1);
         let proxy: IpAddr = "10.0.0.9".parse().unwrap();
         let mut h = axum::http::HeaderMap::new();
         h.insert("x-forwarded-for", "203.0.113.7, 198.51.100.2".parse().unwrap());
-        assert_eq!(s.client(proxy, &h), "198.51.100.2".parse::<IpAddr>().unwrap(), "the entry the proxy appended");
-        assert_eq!(s.client(proxy, &axum::http::HeaderMap::new()), proxy);
-        assert_eq!(s.client("::ffff:10.1.2.3".parse().unwrap(), &axum::http::HeaderMap::new()), "10.1.2.3".parse::<IpAddr>().unwrap());
+        assert_eq!(s.client(proxy, &h), "198.51.100.2".parse::<IpAddr>().unwrap());
         let untrusted = Sessions::new(SessionSettings { trust_forwarded_for: false, ..s.settings });
-        assert_eq!(untrusted.client(proxy, &h), proxy, "a header an untrusted client sends is ignored");
+        assert_eq!(untrusted.client(proxy, &h), proxy);
     }
 
     #[test]

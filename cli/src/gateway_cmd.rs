@@ -1,6 +1,7 @@
 //! `pitgun gateway`: the HTTP ingest gateway, and `pitgun gateway keygen` for its API keys.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -23,6 +24,7 @@ GET  /schemas[/NAME/VERSION]   the JSON Schemas (ETag, If-None-Match)\n  \
 GET  /dictionary[/METRIC]      the dictionary\n  \
 GET  /manifests[/NAME/VERSION] pipeline and bundle manifests\n  \
 GET  /metrics /healthz /readyz\n\n\
+Keys: the keys file is read again when it changes and on SIGHUP; delete an entry to revoke a key.\n\n\
 Example:\n  pitgun gateway keygen --source pitgun-web --keys keys.yaml\n  \
 pitgun gateway --listen 127.0.0.1:8080 --brokers 127.0.0.1:9092 --keys keys.yaml"
 )]
@@ -67,6 +69,24 @@ pub struct GatewayArgs {
     /// How often /readyz asks the broker for metadata.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     readiness_interval: Duration,
+    /// How often the keys file is checked for changes; a changed file is read again, so a key
+    /// is added or revoked without a restart (SIGHUP reloads it at once). A broken new version
+    /// is logged and the keys in force stay.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    keys_check_interval: Duration,
+    /// Requests per second one API key (or one browser session's token) may make, in bursts of
+    /// as many; beyond, 429 with Retry-After. 0: no limit.
+    #[arg(long, default_value_t = 1000)]
+    requests_per_second_per_credential: u32,
+    /// Requests without a valid credential one client address may make per minute; beyond, 429
+    /// with Retry-After instead of 401.
+    #[arg(long, default_value_t = NonZeroU32::new(60).expect("non-zero"))]
+    unauthenticated_per_minute: NonZeroU32,
+    /// Behind one trusted proxy (an ingress, a load balancer): count addresses by the entry it
+    /// appends to X-Forwarded-For, not by the proxy. Never set it when clients reach the gateway
+    /// directly: they could then pick their own address.
+    #[arg(long)]
+    trust_forwarded_for: bool,
     /// Accept browser session tokens signed with this secret (the file `pitgun api` issues them
     /// with; make one with `pitgun gateway session-secret --out FILE`). A token sends envelopes
     /// of its one session and source only. Without it, session tokens get 401.
@@ -154,10 +174,14 @@ pub fn run_cmd(args: GatewayArgs) -> Result<ExitCode> {
             max_batch: args.max_batch,
             retry_after_secs: args.retry_after,
             max_header_bytes: args.max_header_size,
+            per_credential_per_second: NonZeroU32::new(args.requests_per_second_per_credential),
+            unauthenticated_per_minute: args.unauthenticated_per_minute,
+            trust_forwarded_for: args.trust_forwarded_for,
         },
         ack_timeout: args.ack_timeout,
         compression: args.compression,
         readiness_interval: args.readiness_interval,
+        keys_check_interval: args.keys_check_interval,
         session_secret: args.session_secret_file,
         cors_origins: args.cors_origins,
     })?;

@@ -280,6 +280,50 @@ fn same_envelope(stored: &Value, sent: &Value) {
     assert!(stored["channels"]["in_pit"].is_boolean(), "in_pit is a bool metric: {stored}");
 }
 
+/// Served over TCP, the per-address quota counts the real peer; a key deleted from the file is
+/// refused after SIGHUP, without a restart, and the other keys keep working.
+#[test]
+fn keys_are_revoked_on_sighup_and_failures_are_limited_per_address() {
+    let gw = Gateway::start("keys-reload", &["--unauthenticated-per-minute", "2", "--keys-check-interval", "1h"]);
+    gw.wait_ready();
+    let body = ndjson(&[envelope("kr", 1)]);
+    assert_eq!(gw.post(Some(&gw.web), "application/x-ndjson", body.clone()).0, 202);
+    let keys = gw._dir.path().join("keys.yaml");
+    let text = std::fs::read_to_string(&keys).unwrap();
+    let kept: Vec<&str> = text.split("\n- ").filter(|e| !e.starts_with("source: \"pitgun-web\"")).collect();
+    std::fs::write(&keys, kept.join("\n- ")).unwrap();
+    assert_eq!(gw.post(Some(&gw.web), "application/x-ndjson", body.clone()).0, 202, "not read again before the signal (1 h interval)");
+    let hup = Command::new("kill").args(["-HUP", &gw.child.id().to_string()]).status().unwrap();
+    assert!(hup.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, answer) = gw.post(Some(&gw.web), "application/x-ndjson", body.clone());
+        if status == 401 {
+            assert_eq!(answer["message"], "unknown API key");
+            break;
+        }
+        assert_eq!(status, 202, "{answer}");
+        assert!(Instant::now() < deadline, "the key was still accepted 10 s after SIGHUP: {:?}", gw.log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut sim = envelope("kr", 2);
+    sim["source"] = json!({"kind": "simulator", "id": "pitgun-sim", "version": "2.1.0"});
+    sim["channels"] = json!({"speed": 40.0});
+    let sim = ndjson(&[sim]);
+    assert_eq!(gw.post(Some(&gw.sim), "application/x-ndjson", sim.clone()).0, 202, "the other keys stay");
+
+    // The revoked key's request was this address's first failure.
+    assert_eq!(gw.post(None, "application/x-ndjson", body.clone()).0, 401);
+    let (status, answer) = gw.post(Some("pgk_wrong"), "application/x-ndjson", body.clone());
+    assert_eq!(status, 429, "127.0.0.1 spent its 2 failures: {answer}");
+    assert_eq!(gw.post(Some(&gw.sim), "application/x-ndjson", sim).0, 202, "a valid key from the same address still sends");
+    let m = gw.metrics();
+    assert_eq!(metric(&m, "pitgun_gateway_keys_reloads_total{result=\"ok\"}"), 1.0);
+    assert_eq!(metric(&m, "pitgun_gateway_api_keys"), 2.0);
+    assert_eq!(metric(&m, "pitgun_gateway_throttled_total{limit=\"unauthenticated\"}"), 1.0);
+    assert!(gw.log.lock().unwrap().iter().any(|l| l.contains("keys file reloaded")), "the reload is logged");
+}
+
 #[test]
 fn a_valid_batch_is_acknowledged_and_stored_exactly_once_as_avro() {
     let gw = Gateway::start("valid", &[]);

@@ -25,6 +25,12 @@ pub enum KeysError {
     /// An entry without a source.
     #[error("entry {0}: source is empty")]
     NoSource(usize),
+    /// A file others may change: whoever can write it can add a key.
+    #[error("group or others may write it (mode {mode:o}): whoever can write the keys file can add a key; run `chmod go-w` on it")]
+    Writable {
+        /// The file's permission bits.
+        mode: u32,
+    },
     /// One key listed for two sources.
     #[error("entry {entry}: the same key is listed for {first} and {second}")]
     Duplicate {

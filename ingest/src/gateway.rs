@@ -3,26 +3,29 @@
 #![allow(clippy::result_large_err)]
 
 use std::cell::RefCell;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroU32;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{RawQuery, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{Extension, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use pitgun_runtime::browser::{SessionClaims, SessionKey, TOKEN_PREFIX};
 use pitgun_runtime::kafka::headers as dl;
+use pitgun_runtime::quota::{client_address, retry_after_secs, Quota};
 use pitgun_runtime::serve::{routes, Health};
 use serde_json::json;
 
 use crate::batch::{self, BodyError};
 use crate::definitions::Definitions;
-use crate::keys::ApiKeys;
+use crate::keys::{KeyHash, KeysFile};
 use crate::metrics::GatewayMetrics;
 use crate::produce::{Outgoing, ProduceError, Publish};
 use crate::validate::{Checked, Validator};
@@ -38,6 +41,45 @@ pub struct Limits {
     pub retry_after_secs: u64,
     /// Largest total size of a request's headers (names, values and separators); larger is 431.
     pub max_header_bytes: usize,
+    /// Requests per second one credential (an API key, a session token's session) may make,
+    /// with a burst of as many; `None`: unlimited.
+    pub per_credential_per_second: Option<NonZeroU32>,
+    /// Requests without a valid credential one client address may make per minute before its
+    /// answers turn from 401 to 429.
+    pub unauthenticated_per_minute: NonZeroU32,
+    /// Count addresses by the last `X-Forwarded-For` entry (one trusted proxy in front).
+    pub trust_forwarded_for: bool,
+}
+
+/// Whose quota a request is counted in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Holder {
+    Key(KeyHash),
+    Session(String),
+}
+
+/// The request quotas ([`Limits`]): per credential, and per address for requests without one.
+pub struct Quotas {
+    per_credential: Option<Quota<Holder>>,
+    unauthenticated: Quota<IpAddr>,
+}
+
+impl Quotas {
+    /// Quotas as `limits` sets them.
+    pub fn new(limits: &Limits) -> Quotas {
+        Quotas {
+            per_credential: limits.per_credential_per_second.map(Quota::per_second),
+            unauthenticated: Quota::per_minute(limits.unauthenticated_per_minute),
+        }
+    }
+
+    /// Forgets clients whose quota is full again (called every minute).
+    pub fn forget_idle(&self) {
+        if let Some(q) = &self.per_credential {
+            q.forget_idle();
+        }
+        self.unauthenticated.forget_idle();
+    }
 }
 
 /// Where valid and refused items go.
@@ -55,8 +97,10 @@ pub struct Gateway {
     pub limits: Limits,
     /// Topic names.
     pub topics: Topics,
-    /// Accepted keys.
-    pub keys: ApiKeys,
+    /// Accepted keys, reloaded when their file changes.
+    pub keys: KeysFile,
+    /// Request quotas.
+    pub quotas: Quotas,
     /// Item validation.
     pub validator: Validator,
     /// Where batches go: the Kafka producer, or a stand-in in tests.
@@ -85,7 +129,7 @@ pub struct Browsers {
 /// Who sent a request.
 enum Caller {
     /// A service, by API key: any session of its source.
-    Service(String),
+    Service { source: String, key: KeyHash },
     /// A browser, by session token: one session of one source.
     Session(SessionClaims),
 }
@@ -93,8 +137,15 @@ enum Caller {
 impl Caller {
     fn source(&self) -> &str {
         match self {
-            Caller::Service(s) => s,
+            Caller::Service { source, .. } => source,
             Caller::Session(c) => &c.src,
+        }
+    }
+
+    fn holder(&self) -> Holder {
+        match self {
+            Caller::Service { key, .. } => Holder::Key(*key),
+            Caller::Session(c) => Holder::Session(c.sid.clone()),
         }
     }
 }
@@ -137,6 +188,37 @@ async fn bound_headers(State(max): State<usize>, req: axum::extract::Request, ne
     next.run(req).await
 }
 
+/// Reloads the keys file when it changes (checked every `interval`) and at once on SIGHUP; a
+/// broken new version is logged and counted, and the keys in force stay.
+pub async fn watch_keys(gw: Arc<Gateway>, interval: Duration) {
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("cannot listen for SIGHUP; the keys file is still checked every {interval:?}: {e}");
+            None
+        }
+    };
+    loop {
+        let forced = tokio::select! {
+            _ = tokio::time::sleep(interval) => false,
+            Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => true,
+        };
+        let outcome = if forced { Some(gw.keys.reload()) } else { gw.keys.reload_if_changed() };
+        match outcome {
+            None => {}
+            Some(Ok(n)) => {
+                gw.metrics.keys_reloaded(n);
+                tracing::info!(keys = n, path = %gw.keys.path().display(), "keys file reloaded");
+            }
+            Some(Err(e)) => {
+                gw.metrics.keys_reload_failed();
+                let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
+                tracing::error!("keys file not reloaded, the previous keys stay in force: {e}{cause}");
+            }
+        }
+    }
+}
+
 /// Keeps `/readyz` true only while the broker answers a metadata request for the envelopes
 /// topic; checks every `interval`.
 pub async fn watch_readiness(gw: Arc<Gateway>, interval: Duration) {
@@ -165,8 +247,16 @@ pub async fn watch_readiness(gw: Arc<Gateway>, interval: Duration) {
     }
 }
 
-async fn post_envelopes(State(gw): State<Arc<Gateway>>, RawQuery(query): RawQuery, headers: HeaderMap, body: Body) -> Response {
-    let response = gw.ingest(&headers, query.as_deref(), body).await;
+async fn post_envelopes(
+    State(gw): State<Arc<Gateway>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    // Without connection info (a router driven in process), every client shares one address.
+    let peer = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |Extension(ConnectInfo(a))| a.ip());
+    let response = gw.ingest(&headers, query.as_deref(), peer, body).await;
     gw.metrics.request(response.status().as_u16());
     response
 }
@@ -225,6 +315,39 @@ impl Gateway {
         }
     }
 
+    /// Who the request comes from, within its quota: the caller, or the 401 or 429 to answer.
+    /// A request without a valid credential counts against its address's quota, and once that
+    /// is spent the answer is 429: guessing keys or flooding costs the gateway a hash and no body.
+    fn admit(&self, headers: &HeaderMap, query: Option<&str>, peer: IpAddr) -> Result<Caller, Response> {
+        let too_many = |wait, limit: &str, message: String| {
+            self.metrics.throttled(limit);
+            let mut r = json_error(StatusCode::TOO_MANY_REQUESTS, "too_many_requests", message);
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));
+            r
+        };
+        let caller = match Self::token(headers, query).and_then(|t| self.caller(t)) {
+            Ok(c) => c,
+            Err(unauthorized) => {
+                let address = client_address(peer, headers, self.limits.trust_forwarded_for);
+                return Err(match self.quotas.unauthenticated.take(&address) {
+                    Ok(()) => unauthorized,
+                    Err(wait) => too_many(
+                        wait,
+                        "unauthenticated",
+                        format!("too many requests without a valid credential from {address} (--unauthenticated-per-minute)"),
+                    ),
+                });
+            }
+        };
+        if let Some(q) = &self.quotas.per_credential {
+            if let Err(wait) = q.take(&caller.holder()) {
+                let whose = if matches!(caller, Caller::Session(_)) { "this session token" } else { "this API key" };
+                return Err(too_many(wait, "credential", format!("{whose} made more requests than --requests-per-second-per-credential allows")));
+            }
+        }
+        Ok(caller)
+    }
+
     /// Who the credential belongs to, or the 401 to answer.
     fn caller(&self, token: Option<&str>) -> Result<Caller, Response> {
         let unauthorized = |m: String| json_error(StatusCode::UNAUTHORIZED, "unauthorized", m);
@@ -239,8 +362,8 @@ impl Gateway {
             };
             return key.verify(token, now_us().max(0) as u64 / 1_000_000).map(Caller::Session).map_err(|e| unauthorized(e.to_string()));
         }
-        match self.keys.source_of(token) {
-            Some(source) => Ok(Caller::Service(source.to_string())),
+        match self.keys.current().source_of(token) {
+            Some((key, source)) => Ok(Caller::Service { source: source.to_string(), key }),
             None => Err(unauthorized("unknown API key".into())),
         }
     }
@@ -260,8 +383,8 @@ impl Gateway {
     }
 
     /// Handles one `POST /v1/envelopes`; `query` is the request's query string.
-    pub async fn ingest(&self, headers: &HeaderMap, query: Option<&str>, body: Body) -> Response {
-        let caller = match Self::token(headers, query).and_then(|t| self.caller(t)) {
+    pub async fn ingest(&self, headers: &HeaderMap, query: Option<&str>, peer: IpAddr, body: Body) -> Response {
+        let caller = match self.admit(headers, query, peer) {
             Ok(c) => c,
             Err(r) => return r,
         };

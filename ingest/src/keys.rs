@@ -4,14 +4,23 @@
 //! appends its hash, so the file can be kept in configuration management without holding a
 //! secret. A token is `pgk_` and 64 hex digits (256 random bits); a request presents it as
 //! `Authorization: Bearer <token>` or `X-Api-Key: <token>`.
+//!
+//! A presented token is hashed and compared with every stored hash in constant time (`subtle`,
+//! the RustCrypto comparison), so how long a refusal takes says nothing about the keys. The file
+//! may not be writable by group or others (whoever can write it can add a key), and
+//! [`KeysFile`] reloads it when it changes or on demand (SIGHUP): a key is revoked by deleting
+//! its entry, without a restart.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::SystemTime;
 
 use rand::RngCore;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::error::{Error, KeysError, Result};
 
@@ -34,16 +43,26 @@ pub struct KeyEntry {
 /// The keys the gateway accepts.
 #[derive(Debug, Default)]
 pub struct ApiKeys {
-    by_hash: HashMap<[u8; 32], String>,
+    /// (SHA-256 of the token, its source), in file order.
+    entries: Vec<([u8; 32], String)>,
 }
+
+/// A key's identity for quotas and logs: its SHA-256, never the token.
+pub type KeyHash = [u8; 32];
 
 const HEADER: &str = "# API keys of the Pitgun ingest gateway, one entry per token. Only each token's SHA-256 is\n\
 # stored; `pitgun gateway keygen --source S --keys FILE` prints a new token once and appends it here.\n";
 
 impl ApiKeys {
-    /// Loads a keys file.
+    /// Loads a keys file, refusing one that group or others may write.
     pub fn load(path: &Path) -> Result<ApiKeys> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
+        use std::os::unix::fs::PermissionsExt;
+        let read = |source| Error::Read { path: path.to_path_buf(), source };
+        let mode = std::fs::metadata(path).map_err(read)?.permissions().mode();
+        if mode & 0o022 != 0 {
+            return Err(Error::Keys { path: Some(path.to_path_buf()), source: KeysError::Writable { mode: mode & 0o777 } });
+        }
+        let text = std::fs::read_to_string(path).map_err(read)?;
         ApiKeys::parse(&text).map_err(|source| Error::Keys { path: Some(path.to_path_buf()), source })
     }
 
@@ -51,6 +70,7 @@ impl ApiKeys {
     pub fn parse(text: &str) -> Result<ApiKeys, KeysError> {
         let entries: Option<Vec<KeyEntry>> = serde_yaml_ng::from_str(text).map_err(KeysError::NotAList)?;
         let mut keys = ApiKeys::default();
+        let mut seen = HashSet::new();
         for (i, e) in entries.unwrap_or_default().into_iter().enumerate() {
             let mut hash = [0u8; 32];
             if e.sha256.len() != 64 || hex::decode_to_slice(&e.sha256, &mut hash).is_err() {
@@ -59,26 +79,101 @@ impl ApiKeys {
             if e.source.is_empty() {
                 return Err(KeysError::NoSource(i));
             }
-            if let Some(other) = keys.by_hash.insert(hash, e.source.clone()) {
-                return Err(KeysError::Duplicate { entry: i, first: other, second: e.source });
+            if !seen.insert(hash) {
+                let first = keys.entries.iter().find(|(h, _)| *h == hash).map(|(_, s)| s.clone()).unwrap_or_default();
+                return Err(KeysError::Duplicate { entry: i, first, second: e.source });
             }
+            keys.entries.push((hash, e.source));
         }
         Ok(keys)
     }
 
-    /// The source a token may send for, if it is a known key.
-    pub fn source_of(&self, token: &str) -> Option<&str> {
-        self.by_hash.get(&hash(token)).map(String::as_str)
+    /// The key a token is and the source it may send for, if it is a known key. Every stored
+    /// hash is compared, each in constant time.
+    pub fn source_of(&self, token: &str) -> Option<(KeyHash, &str)> {
+        let presented = hash(token);
+        let mut found = None;
+        for (stored, source) in &self.entries {
+            if bool::from(stored.ct_eq(&presented)) {
+                found = Some((presented, source.as_str()));
+            }
+        }
+        found
     }
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.by_hash.len()
+        self.entries.len()
     }
 
     /// Whether there are no keys (every request gets 401).
     pub fn is_empty(&self) -> bool {
-        self.by_hash.is_empty()
+        self.entries.is_empty()
+    }
+}
+
+/// The keys file the gateway runs with, reloaded when it changes: the keys a request is checked
+/// against are those of the last good reading; a broken new version is refused with an error and
+/// the previous keys stay.
+#[derive(Debug)]
+pub struct KeysFile {
+    path: PathBuf,
+    keys: RwLock<Arc<ApiKeys>>,
+    /// What the file looked like at the last reading, to notice a change without reading it.
+    seen: Mutex<Option<Stamp>>,
+}
+
+/// A file version as `stat` shows it; Kubernetes replaces a mounted Secret's file by a new one,
+/// so the inode changes even if the size and second do not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some(Stamp { modified: m.modified().ok(), len: m.len(), inode: m.ino() })
+}
+
+impl KeysFile {
+    /// Reads the file (it must be good at start).
+    pub fn open(path: &Path) -> Result<KeysFile> {
+        let seen = stamp(path);
+        let keys = ApiKeys::load(path)?;
+        Ok(KeysFile { path: path.to_path_buf(), keys: RwLock::new(Arc::new(keys)), seen: Mutex::new(seen) })
+    }
+
+    /// The keys in force.
+    pub fn current(&self) -> Arc<ApiKeys> {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the file again: `Ok(n)`, the number of keys now in force; `Err`, what is wrong
+    /// with the new version (the previous keys stay).
+    pub fn reload(&self) -> Result<usize> {
+        let seen = stamp(&self.path);
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = seen;
+        let keys = ApiKeys::load(&self.path)?;
+        let n = keys.len();
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
+        Ok(n)
+    }
+
+    /// [`KeysFile::reload`] if the file changed since the last reading; `None` if it did not.
+    pub fn reload_if_changed(&self) -> Option<Result<usize>> {
+        let now = stamp(&self.path);
+        if *self.seen.lock().unwrap_or_else(|p| p.into_inner()) == now {
+            return None;
+        }
+        Some(self.reload())
     }
 }
 
@@ -135,8 +230,9 @@ mod tests {
         assert!(web.starts_with("pgk_") && web.len() == 68 && web != sim);
         let keys = ApiKeys::load(&path).unwrap();
         assert_eq!(keys.len(), 2);
-        assert_eq!(keys.source_of(&web), Some("pitgun-web"));
-        assert_eq!(keys.source_of(&sim), Some("pitgun-sim"));
+        assert_eq!(keys.source_of(&web).map(|k| k.1), Some("pitgun-web"));
+        assert_eq!(keys.source_of(&sim).map(|k| k.1), Some("pitgun-sim"));
+        assert_ne!(keys.source_of(&web).unwrap().0, keys.source_of(&sim).unwrap().0);
         assert_eq!(keys.source_of("pgk_nope"), None);
         assert!(!std::fs::read_to_string(&path).unwrap().contains(&web), "the token itself is never stored");
     }
@@ -153,5 +249,45 @@ mod tests {
         std::fs::write(&path, "keys: {}\n").unwrap();
         assert!(append_new_key(&path, "a", "now").is_err());
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "keys: {}\n");
+    }
+
+    #[test]
+    fn a_keys_file_others_may_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.yaml");
+        append_new_key(&path, "a", "now").unwrap();
+        for (mode, ok) in [(0o600, true), (0o644, true), (0o664, false), (0o646, false)] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let r = ApiKeys::load(&path);
+            assert_eq!(r.is_ok(), ok, "mode {mode:o}: {:?}", r.as_ref().err().map(ToString::to_string));
+            if let Err(e) = r {
+                let msg = format!("{e}: {}", std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default());
+                assert!(msg.contains("keys.yaml") && msg.contains(&format!("{:o}", mode)) && msg.contains("chmod go-w"), "{msg}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_changed_file_is_reloaded_and_a_broken_one_keeps_the_keys_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.yaml");
+        let a = append_new_key(&path, "a", "now").unwrap();
+        let file = KeysFile::open(&path).unwrap();
+        assert!(file.reload_if_changed().is_none(), "unchanged");
+        let b = append_new_key(&path, "b", "now").unwrap();
+        assert_eq!(file.reload_if_changed().unwrap().unwrap(), 2);
+        assert!(file.current().source_of(&b).is_some());
+        // Revoke a: write the file without its entry (a new file, as an editor or Kubernetes would).
+        let text = std::fs::read_to_string(&path).unwrap();
+        let kept: String = text.split("- source").filter(|e| !e.starts_with(": \"a\"\n")).collect::<Vec<_>>().join("- source");
+        std::fs::write(path.with_extension("new"), &kept).unwrap();
+        std::fs::rename(path.with_extension("new"), &path).unwrap();
+        assert_eq!(file.reload_if_changed().unwrap().unwrap(), 1);
+        assert!(file.current().source_of(&a).is_none(), "revoked");
+        std::fs::write(&path, "not: [a list").unwrap();
+        assert!(file.reload_if_changed().unwrap().is_err());
+        assert!(file.current().source_of(&b).is_some(), "a broken version keeps the keys in force");
+        assert!(file.reload_if_changed().is_none(), "and is not read again until it changes");
     }
 }

@@ -1,7 +1,7 @@
 //! The gateway's Prometheus metrics. Counters move when an answer is given: a batch answered 503
 //! counts as a request but none of its envelopes, since the client will send them again.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 use crate::validate::Reason;
 
@@ -20,6 +20,10 @@ pub struct GatewayMetrics {
     /// Request body bytes after decompression.
     pub bytes_decoded: IntCounter,
     failures: IntCounterVec,
+    throttled: IntCounterVec,
+    /// API keys in force.
+    pub api_keys: IntGauge,
+    key_reloads: IntCounterVec,
 }
 
 impl GatewayMetrics {
@@ -40,14 +44,37 @@ impl GatewayMetrics {
         for cause in ["queue_full", "delivery"] {
             failures.with_label_values(&[cause]);
         }
-        for c in [&requests, &rejected_vec, &failures] {
+        let throttled = IntCounterVec::new(Opts::new("pitgun_gateway_throttled_total", "Requests answered 429, by the quota spent"), &["limit"])?;
+        for limit in ["credential", "unauthenticated"] {
+            throttled.with_label_values(&[limit]);
+        }
+        let api_keys = IntGauge::new("pitgun_gateway_api_keys", "API keys in force (from the last good reading of the keys file)")?;
+        let key_reloads =
+            IntCounterVec::new(Opts::new("pitgun_gateway_keys_reloads_total", "Readings of the changed keys file, by result"), &["result"])?;
+        for result in ["ok", "error"] {
+            key_reloads.with_label_values(&[result]);
+        }
+        registry.register(Box::new(api_keys.clone()))?;
+        for c in [&requests, &rejected_vec, &failures, &throttled, &key_reloads] {
             registry.register(Box::new(c.clone()))?;
         }
         for c in [&accepted, &deadletters, &bytes_in, &bytes_decoded] {
             registry.register(Box::new(c.clone()))?;
         }
         registry.register(Box::new(produce_seconds.clone()))?;
-        Ok(GatewayMetrics { requests, accepted, rejected, deadletters, produce_seconds, bytes_in, bytes_decoded, failures })
+        Ok(GatewayMetrics {
+            requests,
+            accepted,
+            rejected,
+            deadletters,
+            produce_seconds,
+            bytes_in,
+            bytes_decoded,
+            failures,
+            throttled,
+            api_keys,
+            key_reloads,
+        })
     }
 
     /// Counts an answer.
@@ -65,5 +92,21 @@ impl GatewayMetrics {
     /// Counts a batch answered 503 (`queue_full`, `delivery`).
     pub fn failed(&self, cause: &str) {
         self.failures.with_label_values(&[cause]).inc();
+    }
+
+    /// Counts a request answered 429 (`credential`, `unauthenticated`).
+    pub fn throttled(&self, limit: &str) {
+        self.throttled.with_label_values(&[limit]).inc();
+    }
+
+    /// Records a good reading of the keys file holding `n` keys.
+    pub fn keys_reloaded(&self, n: usize) {
+        self.key_reloads.with_label_values(&["ok"]).inc();
+        self.api_keys.set(n as i64);
+    }
+
+    /// Counts a reading of the keys file that was refused.
+    pub fn keys_reload_failed(&self) {
+        self.key_reloads.with_label_values(&["error"]).inc();
     }
 }

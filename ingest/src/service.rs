@@ -16,8 +16,8 @@ use prometheus::Registry;
 use crate::catalog::ChannelCatalog;
 use crate::definitions::Definitions;
 use crate::error::{Error, Result};
-use crate::gateway::{router, watch_readiness, Browsers, Gateway, Limits, Topics};
-use crate::keys::ApiKeys;
+use crate::gateway::{router, watch_keys, watch_readiness, Browsers, Gateway, Limits, Quotas, Topics};
+use crate::keys::KeysFile;
 use crate::metrics::GatewayMetrics;
 use crate::produce::{EnvelopeProducer, Publish};
 use crate::validate::Validator;
@@ -45,6 +45,8 @@ pub struct Settings {
     pub compression: String,
     /// How often `/readyz` asks the broker for metadata.
     pub readiness_interval: Duration,
+    /// How often the keys file is checked for changes (SIGHUP reloads it at once).
+    pub keys_check_interval: Duration,
     /// The secret browser session tokens are checked with (`None`: they are refused).
     pub session_secret: Option<PathBuf>,
     /// Origins browsers may post envelopes from.
@@ -65,10 +67,10 @@ pub fn build_with(settings: &Settings, producer: Box<dyn Publish>) -> Result<Arc
     let skew_us = i64::try_from(settings.max_future_skew.as_micros()).map_err(|_| Error::Setup("--max-future-skew is too long".into()))?;
     let validator = Validator::new(Arc::new(catalog), skew_us).map_err(Error::Setup)?;
     let keys = match &settings.keys {
-        Some(path) => ApiKeys::load(path)?,
+        Some(path) => KeysFile::open(path)?,
         None => return Err(Error::Setup("--keys is required: make keys with `pitgun gateway keygen --source S --keys FILE`".into())),
     };
-    if keys.is_empty() {
+    if keys.current().is_empty() {
         tracing::warn!("the keys file holds no keys: every request will be answered 401");
     }
     let definitions = Definitions::load(&dictionary, settings.manifests.as_deref())?;
@@ -76,8 +78,10 @@ pub fn build_with(settings: &Settings, producer: Box<dyn Publish>) -> Result<Arc
     let cors = browser::cors(&settings.cors_origins).map_err(|e| Error::Setup(format!("--cors-origin: {e}")))?;
     let registry = Registry::new();
     let metrics = GatewayMetrics::register(&registry)?;
+    metrics.api_keys.set(keys.current().len() as i64);
     Ok(Arc::new(Gateway {
         limits: settings.limits.clone(),
+        quotas: Quotas::new(&settings.limits),
         topics: Topics { envelopes: settings.broker.name(topics::ENVELOPES), deadletter: settings.broker.name(topics::DEADLETTER_INGEST) },
         keys,
         validator,
@@ -103,8 +107,20 @@ pub fn run(settings: Settings) -> Result<()> {
             "gateway started"
         );
         let readiness = tokio::spawn(watch_readiness(gw.clone(), settings.readiness_interval));
-        axum::serve(listener, router(gw.clone())).with_graceful_shutdown(shutdown_signal()).await?;
-        readiness.abort();
+        let keys = tokio::spawn(watch_keys(gw.clone(), settings.keys_check_interval));
+        let quotas = gw.clone();
+        let forget = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                quotas.quotas.forget_idle();
+            }
+        });
+        axum::serve(listener, router(gw.clone()).into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+        for task in [readiness, keys, forget] {
+            task.abort();
+        }
         Ok::<_, Error>(())
     })?;
     tracing::info!("shutting down: flushing the producer");

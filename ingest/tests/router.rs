@@ -9,11 +9,14 @@ mod envelopes;
 use envelopes::{envelope, ndjson};
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use pitgun_ingest::gateway::{router, watch_readiness, Gateway, Limits};
@@ -75,6 +78,19 @@ impl Publish for StandIn {
     }
 }
 
+/// The limits of most tests: the command's defaults, without a per-credential quota.
+fn limits() -> Limits {
+    Limits {
+        max_body: 8 << 20,
+        max_batch: 5000,
+        retry_after_secs: 1,
+        max_header_bytes: 16 << 10,
+        per_credential_per_second: None,
+        unauthenticated_per_minute: NonZeroU32::new(1000).unwrap(),
+        trust_forwarded_for: false,
+    }
+}
+
 /// A gateway around a stand-in, with keys for three sources.
 struct Harness {
     gw: Arc<Gateway>,
@@ -97,7 +113,7 @@ impl Harness {
 
     /// A gateway that also takes browser session tokens and allows [`GAME_ORIGIN`].
     fn browsers() -> Harness {
-        Harness::with(Limits { max_body: 8 << 20, max_batch: 5000, retry_after_secs: 1, max_header_bytes: 16 << 10 }, true)
+        Harness::with(limits(), true)
     }
 
     fn with(limits: Limits, browsers: bool) -> Harness {
@@ -117,6 +133,7 @@ impl Harness {
             ack_timeout: Duration::from_secs(5),
             compression: "lz4".into(),
             readiness_interval: Duration::from_millis(20),
+            keys_check_interval: Duration::from_secs(3600),
             session_secret: None,
             cors_origins: Vec::new(),
         };
@@ -135,7 +152,7 @@ impl Harness {
     }
 
     fn standard() -> Harness {
-        Harness::new(Limits { max_body: 8 << 20, max_batch: 5000, retry_after_secs: 1, max_header_bytes: 16 << 10 })
+        Harness::new(limits())
     }
 
     async fn request(&self, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
@@ -355,6 +372,81 @@ async fn keys_are_required_and_bound_to_their_source() {
     assert_eq!(metric(&m, "pitgun_gateway_requests_total{status=\"403\"}"), 2.0);
 }
 
+/// A `POST /v1/envelopes` of `body` from `peer`, as the served router sees it.
+fn from_peer(peer: &str, token: Option<&str>, body: &str) -> Request<Body> {
+    let mut req = Request::post("/v1/envelopes").header("content-type", "application/x-ndjson");
+    if let Some(t) = token {
+        req = req.header("x-api-key", t);
+    }
+    let mut req = req.body(Body::from(body.to_string())).unwrap();
+    req.extensions_mut().insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+    req
+}
+
+#[tokio::test]
+async fn a_credential_over_its_quota_gets_429_with_retry_after_and_other_credentials_do_not() {
+    let h = Harness::new(Limits { per_credential_per_second: NonZeroU32::new(3), ..limits() });
+    let body = ndjson(&[envelope("q", 1)]);
+    for i in 0..3 {
+        let (status, answer) = h.post(Some(&h.web), "application/x-ndjson", body.clone()).await;
+        assert_eq!(status, 202, "request {i} is within the burst: {answer}");
+    }
+    let (status, headers, answer) = h.request(from_peer("10.0.0.1:5000", Some(&h.web), &body)).await;
+    assert_eq!(status, 429, "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(headers.get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    let answer: Value = serde_json::from_slice(&answer).unwrap();
+    assert!(answer["message"].as_str().unwrap().contains("this API key"), "{answer}");
+    let mut sim = envelope("q", 2);
+    sim["source"] = json!({"kind": "simulator", "id": "pitgun-sim", "version": "2.1.0"});
+    sim["channels"] = json!({"speed": 40.0});
+    let (status, answer) = h.post(Some(&h.sim), "application/x-ndjson", ndjson(&[sim])).await;
+    assert_eq!(status, 202, "another key has its own quota: {answer}");
+    let (stored, _) = h.records();
+    assert_eq!(stored.len(), 4, "the refused request stored nothing");
+    let m = h.metrics().await;
+    assert_eq!(metric(&m, "pitgun_gateway_throttled_total{limit=\"credential\"}"), 1.0);
+    assert_eq!(metric(&m, "pitgun_gateway_requests_total{status=\"429\"}"), 1.0);
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_credential_are_limited_per_address() {
+    let h = Harness::new(Limits { unauthenticated_per_minute: NonZeroU32::new(2).unwrap(), ..limits() });
+    let body = ndjson(&[envelope("u", 1)]);
+    for token in [None, Some("pgk_guess")] {
+        let (status, _, _) = h.request(from_peer("192.0.2.7:4000", token, &body)).await;
+        assert_eq!(status, 401);
+    }
+    let (status, headers, answer) = h.request(from_peer("192.0.2.7:4001", Some("pgk_guess2"), &body)).await;
+    assert_eq!(status, 429, "the address's quota of failures is spent: {}", String::from_utf8_lossy(&answer));
+    let wait: u64 = headers.get("retry-after").unwrap().to_str().unwrap().parse().unwrap();
+    assert!((1..=30).contains(&wait), "Retry-After {wait}");
+    assert!(String::from_utf8_lossy(&answer).contains("192.0.2.7"), "the answer names the address");
+    let (status, _, _) = h.request(from_peer("192.0.2.8:4000", None, &body)).await;
+    assert_eq!(status, 401, "another address has its own quota");
+    let (status, _, answer) = h.request(from_peer("192.0.2.7:4002", Some(&h.web), &body)).await;
+    assert_eq!(status, 202, "a valid key from the same address still sends: {}", String::from_utf8_lossy(&answer));
+    let m = h.metrics().await;
+    assert_eq!(metric(&m, "pitgun_gateway_throttled_total{limit=\"unauthenticated\"}"), 1.0);
+}
+
+#[tokio::test]
+async fn a_key_deleted_from_the_file_is_refused_after_the_reload_and_a_new_one_accepted() {
+    let h = Harness::standard();
+    let body = ndjson(&[envelope("r", 1)]);
+    assert_eq!(h.post(Some(&h.web), "application/x-ndjson", body.clone()).await.0, 202);
+    let path = h.gw.keys.path().to_path_buf();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let entries: Vec<&str> = text.split("\n- ").collect();
+    let kept: Vec<&str> = entries.iter().copied().filter(|e| !e.starts_with("source: \"pitgun-web\"")).collect();
+    assert_eq!(kept.len() + 1, entries.len(), "one entry removed");
+    std::fs::write(&path, kept.join("\n- ")).unwrap();
+    let new = pitgun_ingest::keys::append_new_key(&path, "pitgun-web", "2026-12-02T00:00:00Z").unwrap();
+    assert_eq!(h.gw.keys.reload().unwrap(), 3);
+    let (status, answer) = h.post(Some(&h.web), "application/x-ndjson", body.clone()).await;
+    assert_eq!((status, answer["message"].as_str()), (StatusCode::UNAUTHORIZED, Some("unknown API key")), "revoked");
+    assert_eq!(h.post(Some(&new), "application/x-ndjson", body).await.0, 202, "the new key sends at once");
+}
+
 #[tokio::test]
 async fn a_batch_without_valid_items_is_422_and_an_unknown_source_is_named() {
     let h = Harness::standard();
@@ -375,7 +467,7 @@ async fn a_batch_without_valid_items_is_422_and_an_unknown_source_is_named() {
 
 #[tokio::test]
 async fn limits_content_types_and_broken_bodies_have_their_statuses() {
-    let h = Harness::new(Limits { max_body: 64 << 10, max_batch: 10, retry_after_secs: 1, max_header_bytes: 16 << 10 });
+    let h = Harness::new(Limits { max_body: 64 << 10, max_batch: 10, ..limits() });
     let eleven = ndjson(&(0..11).map(|i| envelope("l", i)).collect::<Vec<_>>());
     let (status, answer) = h.post(Some(&h.web), "application/x-ndjson", eleven).await;
     assert_eq!(status, 413);
@@ -411,7 +503,7 @@ async fn limits_content_types_and_broken_bodies_have_their_statuses() {
 
 #[tokio::test]
 async fn a_batch_the_broker_does_not_take_is_503_with_retry_after() {
-    let h = Harness::new(Limits { max_body: 8 << 20, max_batch: 5000, retry_after_secs: 7, max_header_bytes: 16 << 10 });
+    let h = Harness::new(Limits { retry_after_secs: 7, ..limits() });
     h.gw.health.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     let body = ndjson(&[envelope("u", 1), envelope("u", 2)]);
     for (failure, cause, stays_ready) in

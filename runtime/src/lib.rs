@@ -4,6 +4,7 @@
 //!   so tests and tenants never see each other's data) and topic creation;
 //! - [`serve`]: the `/metrics`, `/healthz` and `/readyz` endpoints every service exposes;
 //! - [`browser`]: what the gateway and the API need for browser clients: session tokens, CORS;
+//! - [`quota`]: per-client request quotas and the client's address, for the gateway and the API;
 //! - [`error`]: what can go wrong there, typed (`thiserror`); `anyhow` stays in the binary.
 //!
 //! Topic contracts are documented in `schemas/topics.md`.
@@ -12,5 +13,6 @@
 pub mod browser;
 pub mod error;
 pub mod kafka;
+pub mod quota;
 pub mod serve;
 pub mod sql;
