@@ -75,7 +75,11 @@ impl<R: Read> ContainerReader<R> {
             }
         }
         let schema = schema.ok_or("the header has no avro.schema")?;
-        let theirs = Schema::parse_str(&String::from_utf8_lossy(&schema)).map_err(|e| format!("its avro.schema does not parse: {e}"))?;
+        let json: serde_json::Value = serde_json::from_slice(&schema).map_err(|e| format!("its avro.schema is not JSON: {e}"))?;
+        if !names_are_avro_names(&json) {
+            return Err("its avro.schema names a type or field with a name Avro does not allow".into());
+        }
+        let theirs = Schema::parse(&json).map_err(|e| format!("its avro.schema does not parse: {e}"))?;
         let (theirs, ours) = (theirs.fingerprint::<apache_avro::rabin::Rabin>(), envelope_schema().fingerprint::<apache_avro::rabin::Rabin>());
         if theirs.bytes != ours.bytes {
             return Err(format!("written with another schema (fingerprint {theirs}); pitgun reads pitgun-envelope/v1.avsc (fingerprint {ours})"));
@@ -120,6 +124,20 @@ impl<R: Read> ContainerReader<R> {
             return Err("a block's sync marker differs from the header's: the file is damaged".into());
         }
         Ok(Some(count))
+    }
+}
+
+/// Whether every `name` in the schema is an Avro (full) name: `apache-avro` panics on a named
+/// type whose name is not (an `unwrap` in its name parser), and a damaged file must be an error.
+fn names_are_avro_names(v: &serde_json::Value) -> bool {
+    let ident =
+        |s: &str| s.bytes().next().is_some_and(|c| c.is_ascii_alphabetic() || c == b'_') && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_');
+    match v {
+        serde_json::Value::Object(m) => {
+            m.get("name").is_none_or(|n| n.as_str().is_some_and(|n| n.split('.').all(ident))) && m.values().all(names_are_avro_names)
+        }
+        serde_json::Value::Array(a) => a.iter().all(names_are_avro_names),
+        _ => true,
     }
 }
 
