@@ -233,6 +233,9 @@ impl SeenEvents {
             return Err(format!("ring chunk of {} bytes is not a whole number of entries", entries.len()));
         }
         let first = u64::from_le_bytes(first.try_into().expect("8 bytes"));
+        if first.checked_add((entries.len() / ENTRY).saturating_sub(1) as u64).is_none() {
+            return Err(format!("ring chunk from sequence number {first} runs past the last one"));
+        }
         for (i, e) in entries.chunks_exact(ENTRY).enumerate() {
             let Some(at) = (first + i as u64).checked_sub(self.base) else { continue };
             if let Some(slot) = self.ring.get_mut(at as usize) {
@@ -464,6 +467,21 @@ mod tests {
         same(&back, &s);
         assert!(postcard::from_bytes::<SeenEvents>(&store.record[..store.record.len() - 3]).is_err());
         assert!(SeenEvents::default().load_chunk(&[1, 2, 3]).is_err());
+    }
+
+    /// Found by the `checkpoint_state` fuzz target: a damaged chunk whose sequence numbers run
+    /// past `u64::MAX` wrapped around onto the ring's first slot (an overflow panic in debug).
+    #[test]
+    fn a_ring_chunk_past_the_last_sequence_number_is_an_error() {
+        let mut s = SeenEvents::default();
+        assert!(s.add(0, 7, 1));
+        let mut chunk = u64::MAX.to_le_bytes().to_vec();
+        for hash in [11u64, 13] {
+            chunk.extend_from_slice(&hash.to_le_bytes());
+            chunk.extend_from_slice(&5i64.to_le_bytes());
+        }
+        assert!(s.load_chunk(&chunk).is_err());
+        assert_eq!(s.ring[0], (7, 1), "the ring's first id is kept");
     }
 
     #[test]
