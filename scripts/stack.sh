@@ -86,6 +86,8 @@ install() {
   command -v node >/dev/null 2>&1 || missing+=(nodejs)
   command -v npm >/dev/null 2>&1 || missing+=(npm)
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  # The tests' Python tools (scripts/test-requirements.txt) live in a venv.
+  python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -96,6 +98,13 @@ install() {
     cargo install nisshi --version "$NISSHI_VERSION" --locked --ignore-rust-version --quiet
   fi
   nisshi_bin >/dev/null || die "nisshi is not on PATH after cargo install"
+  local venv="$HOME/.cache/pitgun/venv"
+  if ! cmp -s scripts/test-requirements.txt "$venv/requirements.txt" 2>/dev/null; then
+    log "installing the tests' Python tools into $venv (scripts/test-requirements.txt)"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/test-requirements.txt
+    cp scripts/test-requirements.txt "$venv/requirements.txt"
+  fi
 }
 
 nisshi_bin() {

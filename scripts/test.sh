@@ -16,6 +16,8 @@ cargo fmt --version > /dev/null 2>&1 || rustup component add rustfmt
 cargo fmt --all --check
 
 bash scripts/stack.sh install
+# Licences, bans, sources and the RustSec advisories of the dependency tree (deny.toml).
+bash scripts/deps-check.sh
 # k8s/ renders, validates against the Kubernetes schemas and keeps its policies; the alert rules
 # pass promtool's checks and tests (offline, under a minute).
 bash scripts/k8s-check.sh

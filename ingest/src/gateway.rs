@@ -30,6 +30,10 @@ use crate::metrics::GatewayMetrics;
 use crate::produce::{Outgoing, ProduceError, Publish};
 use crate::validate::{Checked, Validator};
 
+/// The gateway's OpenAPI document (`schemas/pitgun-gateway/v1.openapi.json`), served at
+/// `/openapi.json`.
+pub const OPENAPI: &str = include_str!("../../schemas/pitgun-gateway/v1.openapi.json");
+
 /// Limits and names the gateway runs with.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -160,6 +164,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     let definitions = get(|State(gw): State<Arc<Gateway>>, uri: Uri, headers: HeaderMap| async move { gw.definitions.answer(uri.path(), &headers) });
     Router::new()
         .route("/v1/envelopes", post(post_envelopes))
+        .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
         .route("/schemas", definitions.clone())
         .route("/schemas/{name}/{version}", definitions.clone())
         .route("/dictionary", definitions.clone())

@@ -4,6 +4,7 @@
 
 #[path = "../../../sink/tests/support/questdb_standin.rs"]
 pub mod questdb_standin;
+pub mod schemathesis;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
