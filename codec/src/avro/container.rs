@@ -76,8 +76,8 @@ impl<R: Read> ContainerReader<R> {
         }
         let schema = schema.ok_or("the header has no avro.schema")?;
         let json: serde_json::Value = serde_json::from_slice(&schema).map_err(|e| format!("its avro.schema is not JSON: {e}"))?;
-        if !names_are_avro_names(&json) {
-            return Err("its avro.schema names a type or field with a name Avro does not allow".into());
+        if !safe_for_apache_avro(&json) {
+            return Err("its avro.schema has a name, alias, type reference or size Avro does not allow".into());
         }
         let theirs = Schema::parse(&json).map_err(|e| format!("its avro.schema does not parse: {e}"))?;
         let (theirs, ours) = (theirs.fingerprint::<apache_avro::rabin::Rabin>(), envelope_schema().fingerprint::<apache_avro::rabin::Rabin>());
@@ -127,16 +127,27 @@ impl<R: Read> ContainerReader<R> {
     }
 }
 
-/// Whether every `name` in the schema is an Avro (full) name: `apache-avro` panics on a named
-/// type whose name is not (an `unwrap` in its name parser), and a damaged file must be an error.
-fn names_are_avro_names(v: &serde_json::Value) -> bool {
+/// Whether `apache-avro` can be given the schema: it panics on some schemas instead of refusing
+/// them (an `unwrap` on a name, namespace, alias or type reference that is not an Avro name, on a
+/// `size` that is not an integer), and a damaged file must be an error. Stricter than Avro is
+/// harmless here: only the envelope schema is accepted.
+fn safe_for_apache_avro(v: &serde_json::Value) -> bool {
+    use serde_json::Value;
     let ident =
         |s: &str| s.bytes().next().is_some_and(|c| c.is_ascii_alphabetic() || c == b'_') && s.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_');
+    let full_name = |v: &Value| v.as_str().is_none_or(|s| s.split('.').all(ident));
     match v {
-        serde_json::Value::Object(m) => {
-            m.get("name").is_none_or(|n| n.as_str().is_some_and(|n| n.split('.').all(ident))) && m.values().all(names_are_avro_names)
-        }
-        serde_json::Value::Array(a) => a.iter().all(names_are_avro_names),
+        Value::Object(m) => m.iter().all(|(k, x)| {
+            let here = match k.as_str() {
+                "name" | "type" => full_name(x),
+                "namespace" => x.as_str().is_none_or(|s| s.is_empty() || s.split('.').all(ident)),
+                "aliases" => x.as_array().is_none_or(|a| a.iter().all(|a| a.is_string() && full_name(a))),
+                "size" => x.is_u64(),
+                _ => true,
+            };
+            here && safe_for_apache_avro(x)
+        }),
+        Value::Array(a) => a.iter().all(safe_for_apache_avro),
         _ => true,
     }
 }

@@ -83,30 +83,36 @@ pub(crate) mod tests {
         assert!(container::ContainerReader::new(&file[..]).is_err());
     }
 
-    /// Found by the `avro_container` fuzz target: `apache-avro` panics (an `unwrap` in its name
-    /// parser) on a named type whose name is not an Avro name; a damaged header is an error.
+    /// Found by the `avro_container` fuzz target: `apache-avro` panics (an `unwrap`) on a named
+    /// type, an alias or a type reference that is not an Avro name; a damaged header is an error.
     #[test]
-    fn a_container_schema_with_an_invalid_type_name_is_an_error() {
-        let schema = ENVELOPE_AVRO_SCHEMA.replacen("\"Envelope\"", "\"Env\u{fffd}e\"", 1);
-        assert_ne!(schema, ENVELOPE_AVRO_SCHEMA);
-        let mut file = b"Obj\x01".to_vec();
-        let zigzag = |n: usize, out: &mut Vec<u8>| {
-            let mut v = (n as u64) << 1;
-            while v >= 0x80 {
-                out.push((v as u8) | 0x80);
-                v >>= 7;
-            }
-            out.push(v as u8);
-        };
-        zigzag(1, &mut file);
-        zigzag(11, &mut file);
-        file.extend_from_slice(b"avro.schema");
-        zigzag(schema.len(), &mut file);
-        file.extend_from_slice(schema.as_bytes());
-        file.push(0);
-        file.extend_from_slice(&[7; 16]);
-        let err = container::ContainerReader::new(&file[..]).err().expect("refused");
-        assert!(err.contains("avro.schema"), "{err}");
+    fn a_container_schema_with_a_name_avro_does_not_allow_is_an_error() {
+        let damaged = [
+            ENVELOPE_AVRO_SCHEMA.replacen("\"Envelope\"", "\"Env\u{fffd}e\"", 1),
+            ENVELOPE_AVRO_SCHEMA.replacen("\"name\": \"Envelope\",", "\"name\": \"Envelope\", \"aliases\": [\"`it_in\"],", 1),
+            ENVELOPE_AVRO_SCHEMA.replacen("\"type\": \"long\"", "\"type\": \"lo ng\"", 1),
+        ];
+        for schema in damaged {
+            assert_ne!(schema, ENVELOPE_AVRO_SCHEMA);
+            let mut file = b"Obj\x01".to_vec();
+            let zigzag = |n: usize, out: &mut Vec<u8>| {
+                let mut v = (n as u64) << 1;
+                while v >= 0x80 {
+                    out.push((v as u8) | 0x80);
+                    v >>= 7;
+                }
+                out.push(v as u8);
+            };
+            zigzag(1, &mut file);
+            zigzag(11, &mut file);
+            file.extend_from_slice(b"avro.schema");
+            zigzag(schema.len(), &mut file);
+            file.extend_from_slice(schema.as_bytes());
+            file.push(0);
+            file.extend_from_slice(&[7; 16]);
+            let err = container::ContainerReader::new(&file[..]).err().expect("refused");
+            assert!(err.contains("avro.schema"), "{err}");
+        }
     }
 
     #[test]
