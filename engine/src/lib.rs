@@ -85,11 +85,13 @@ pub enum Reason {
     FormulaError,
     /// A segment value lower than one already seen.
     SegmentRegressed,
+    /// A new session past the engine's bound on open sessions.
+    TooManySessions,
 }
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Reason::InvalidEnvelope,
         Reason::MissingKey,
         Reason::UnknownChannel,
@@ -99,6 +101,7 @@ impl Reason {
         Reason::FormulaLimit,
         Reason::FormulaError,
         Reason::SegmentRegressed,
+        Reason::TooManySessions,
     ];
 
     /// The reason code used in outputs and metrics.
@@ -113,6 +116,7 @@ impl Reason {
             Reason::FormulaLimit => "formula_limit",
             Reason::FormulaError => "formula_error",
             Reason::SegmentRegressed => "segment_regressed",
+            Reason::TooManySessions => "too_many_sessions",
         }
     }
 }
@@ -133,7 +137,7 @@ pub struct Stats {
     /// Events sent to the late output.
     pub late: u64,
     /// Refused events by [`Reason`].
-    pub rejected: [u64; 9],
+    pub rejected: [u64; Reason::ALL.len()],
     /// Unknown channels dropped.
     pub unknown_channels: u64,
     /// Events without a segment value before the first segment.

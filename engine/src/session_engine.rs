@@ -263,6 +263,8 @@ struct Core {
 pub struct Engine<S: SessionStore = MemoryStore> {
     core: Core,
     sessions: S,
+    /// Most sessions held open at once ([`Engine::limit_open_sessions`]).
+    max_open: usize,
 }
 
 impl Engine<MemoryStore> {
@@ -277,7 +279,16 @@ impl<S: SessionStore> Engine<S> {
     pub fn with_store(mut plan: Plan, store: S) -> Engine<S> {
         let rt = std::mem::take(&mut plan.formulas);
         let no_prev = vec![f64::NAN; plan.slots.len()];
-        Engine { core: Core { assigner: Assigner::of(&plan), plan, rt, stats: Stats::default(), scratch: no_prev.clone(), no_prev }, sessions: store }
+        let core = Core { assigner: Assigner::of(&plan), plan, rt, stats: Stats::default(), scratch: no_prev.clone(), no_prev };
+        Engine { core, sessions: store, max_open: usize::MAX }
+    }
+
+    /// Holds at most `max` sessions open: an event that would open one more is refused
+    /// (`too_many_sessions`, to the dead letters) until a session closes, so a producer that
+    /// opens sessions without end meets a bound, not the memory limit. Open sessions keep
+    /// taking events. Unbounded by default.
+    pub fn limit_open_sessions(&mut self, max: usize) {
+        self.max_open = max;
     }
 
     /// The session store.
@@ -326,6 +337,11 @@ impl<S: SessionStore> Engine<S> {
                 if self.sessions.is_closed(ev.session_id) {
                     core.stats.late += 1;
                     out.push(Output::Late(note(ev, "session_closed", "the session already ended")));
+                    return;
+                }
+                if self.sessions.open_count() >= self.max_open {
+                    let detail = format!("{} open sessions, the bound (--max-open-sessions): a session must close first", self.max_open);
+                    core.reject(out, ev, Reason::TooManySessions, detail);
                     return;
                 }
                 core.stats.sessions_opened += 1;

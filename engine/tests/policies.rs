@@ -122,6 +122,39 @@ fn a_missing_key_dimension_is_refused_with_its_name() {
     assert!(err.detail.contains("car"));
 }
 
+/// An event of session `sid`.
+fn event_of(sid: &str, seq: u64, t_s: u64) -> String {
+    event(seq, t_s, r#""speed_kmh": 36"#).replace(r#""session_id":"s""#, &format!(r#""session_id":"{sid}""#))
+}
+
+#[test]
+fn past_its_open_session_bound_an_engine_refuses_new_sessions_and_keeps_serving_open_ones() {
+    let p = plan(
+        "input: {topics: [x]}\ninputs:\n  - {name: speed, metric: vehicle.speed}\nwindow: {kind: global}\naggregations:\n  - {name: n, fn: count}",
+    );
+    let mut r = Runner::new(p);
+    r.engine_mut().limit_open_sessions(3);
+    let mut out = Vec::new();
+    for i in 0..5 {
+        r.feed_json(&event_of(&format!("s{i}"), 1, 1), 0, &mut out).unwrap();
+    }
+    assert_eq!(r.engine().open_sessions(), 3, "the bound holds");
+    let refused: Vec<_> = out.iter().filter_map(|o| if let Output::Rejected(n) = o { Some(n) } else { None }).collect();
+    assert_eq!(refused.len(), 2, "{out:?}");
+    assert_eq!((refused[0].reason, refused[0].session_id.as_str()), ("too_many_sessions", "s3"));
+    assert!(refused[0].detail.contains("3 open sessions"), "{}", refused[0].detail);
+    assert_eq!(r.engine().stats().rejected[Reason::TooManySessions as usize], 2);
+    out.clear();
+    r.feed_json(&event_of("s0", 2, 2), 0, &mut out).unwrap();
+    assert!(out.iter().all(|o| !matches!(o, Output::Rejected(_))), "an open session still takes events: {out:?}");
+    // A session closed frees its place.
+    r.feed_json(&event_of("s1", 3, 3).replace(r#""kind":"sample""#, r#""kind":"session_end""#), 0, &mut out).unwrap();
+    r.engine_mut().expire_idle(i64::MAX / 2, &mut out);
+    out.clear();
+    r.feed_json(&event_of("s4", 1, 1), 0, &mut out).unwrap();
+    assert!(out.iter().all(|o| !matches!(o, Output::Rejected(_))), "room again: {out:?}");
+}
+
 #[test]
 fn silent_sessions_expire_after_the_idle_timeout_and_free_their_state() {
     let p = plan("input: {topics: [x]}\ninputs:\n  - {name: speed, metric: vehicle.speed}\ntime: {idle_timeout: 5m}\nwindow: {kind: global}\naggregations:\n  - {name: n, fn: count}");

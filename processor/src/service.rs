@@ -87,6 +87,7 @@ pub fn run(cfg: Config) -> Result<Summary> {
         clock_us: now_us(),
         checkpointed_partitions: false,
         threads: cfg.threads.max(1),
+        max_open_sessions: cfg.max_open_sessions,
     }));
     let mut consumer_config = cfg.broker.client_config(&format!("pitgun-process-{}", cfg.manifest));
     consumer_config

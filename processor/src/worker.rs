@@ -49,6 +49,8 @@ pub(crate) struct Worker {
     pub(crate) checkpointed_partitions: bool,
     /// Engine threads; a checkpoint stages the partitions on as many.
     pub(crate) threads: usize,
+    /// Most sessions a partition's engine holds open.
+    pub(crate) max_open_sessions: usize,
 }
 
 /// An error and its sources, `: `-joined, for a log line.
@@ -115,9 +117,11 @@ impl Worker {
                 (self.db.empty_store(topic, partition), low, Offset::Beginning)
             }
         };
+        let mut runner = Runner::with_store(plan, store);
+        runner.engine_mut().limit_open_sessions(self.max_open_sessions);
         let part = Part {
             name: format!("{topic}/{partition}"),
-            runner: Runner::with_store(plan, store),
+            runner,
             next_offset: offset,
             emit_from: committed.unwrap_or(i64::MIN),
             reported_duplicates: 0,
