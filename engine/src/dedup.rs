@@ -49,6 +49,9 @@ const ENTRY: usize = 16;
 /// Event ids seen in one session.
 #[derive(Default, serde::Serialize, serde::Deserialize)]
 pub struct SeenEvents {
+    /// Sequence number of the ring's first entry; at most `i64::MAX` (an envelope's `seq` is an
+    /// Avro long), so `base + ring.len()` cannot overflow: a stored record past it is damaged.
+    #[serde(deserialize_with = "sequence_number")]
     base: u64,
     /// `(id hash, event time)` per sequence number from `base`; hash 0 = not seen. Serialised
     /// as its length only: the entries are stored as chunks (see [`SeenEvents::take_changes`]).
@@ -70,6 +73,14 @@ pub struct SeenEvents {
     /// [`SeenEvents::take_evicted`].
     #[serde(skip)]
     evicted: u64,
+}
+
+fn sequence_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let seq = <u64 as serde::Deserialize>::deserialize(d)?;
+    if seq > i64::MAX as u64 {
+        return Err(serde::de::Error::custom(format!("sequence number {seq} is past the largest an envelope may carry")));
+    }
+    Ok(seq)
 }
 
 fn nothing_changed() -> u64 {
@@ -482,6 +493,19 @@ mod tests {
         }
         assert!(s.load_chunk(&chunk).is_err());
         assert_eq!(s.ring[0], (7, 1), "the ring's first id is kept");
+    }
+
+    /// Found by the `checkpoint_state` fuzz target: a damaged record whose ring starts near
+    /// `u64::MAX` loaded, then the next checkpoint overflowed computing the ring's end.
+    #[test]
+    fn a_record_with_a_base_past_the_largest_sequence_number_is_an_error() {
+        let mut s = SeenEvents::default();
+        assert!(s.add(0, 7, 1));
+        s.base = u64::MAX - 1;
+        let record = postcard::to_allocvec(&s).unwrap();
+        assert!(postcard::from_bytes::<SeenEvents>(&record).is_err());
+        s.base = i64::MAX as u64;
+        assert!(postcard::from_bytes::<SeenEvents>(&postcard::to_allocvec(&s).unwrap()).is_ok(), "the largest is kept");
     }
 
     #[test]
