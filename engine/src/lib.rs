@@ -32,7 +32,7 @@ pub use dedup::RingChanges;
 pub use plan::Plan;
 pub use row::Row;
 pub use runner::Runner;
-pub use session_engine::{Engine, EventNote, EventRef, Output, SessionState};
+pub use session_engine::{Engine, EventNote, EventRef, Output, SessionState, MAX_KEYS_PER_SESSION};
 pub use store::{MemoryStore, OpenSessions, SessionStore};
 
 /// Why a session closed; each cause has its own counter ([`Stats::closed_by`]).
@@ -87,11 +87,13 @@ pub enum Reason {
     SegmentRegressed,
     /// A new session past the engine's bound on open sessions.
     TooManySessions,
+    /// An event of a new key past the session's bound ([`MAX_KEYS_PER_SESSION`]).
+    TooManyKeys,
 }
 
 impl Reason {
     /// Every reason.
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::InvalidEnvelope,
         Reason::MissingKey,
         Reason::UnknownChannel,
@@ -102,6 +104,7 @@ impl Reason {
         Reason::FormulaError,
         Reason::SegmentRegressed,
         Reason::TooManySessions,
+        Reason::TooManyKeys,
     ];
 
     /// The reason code used in outputs and metrics.
@@ -117,6 +120,7 @@ impl Reason {
             Reason::FormulaError => "formula_error",
             Reason::SegmentRegressed => "segment_regressed",
             Reason::TooManySessions => "too_many_sessions",
+            Reason::TooManyKeys => "too_many_keys",
         }
     }
 }

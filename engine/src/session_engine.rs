@@ -181,6 +181,12 @@ pub struct SessionState {
     emissions: u64,
 }
 
+/// Most keys (values of the manifest's `key` dimensions) one session holds. A driver or car
+/// change gives a session a few; a producer naming a new player in every event would make it
+/// hold (and search, per event) an unbounded list. An event of one key more is refused
+/// (`too_many_keys`). A rule of the session alone, so replay and the stream refuse the same events.
+pub const MAX_KEYS_PER_SESSION: usize = 64;
+
 /// Version of the byte form of [`SessionState`]; bumped whenever the state's fields change, so a
 /// state folder written by another build is refused instead of misread.
 pub const STATE_FORMAT: u8 = 4;
@@ -411,6 +417,14 @@ impl<S: SessionStore> Engine<S> {
             }
             return;
         }
+        // The key is found before the id is remembered, for the same reason.
+        let known_key = if accepted_kind { find_key(session, ev) } else { None };
+        if accepted_kind && known_key.is_none() && session.keys.len() >= MAX_KEYS_PER_SESSION {
+            let detail =
+                format!("the session already holds {MAX_KEYS_PER_SESSION} keys (values of {:?}); this event names another", core.plan.manifest.key);
+            core.reject(out, ev, Reason::TooManyKeys, detail);
+            return;
+        }
         // Only what can reach a window needs telling apart from a resent copy.
         if takes {
             match session.seen.insert(ev.seq, id_hash(ev.event_id), ev.time_us) {
@@ -437,7 +451,7 @@ impl<S: SessionStore> Engine<S> {
         }
 
         if accepted_kind && core.admit(ev, out) {
-            let key = key_index(&core.plan, core.assigner, session, ev);
+            let key = known_key.unwrap_or_else(|| new_key(&core.plan, core.assigner, session, ev));
             let mut values = SmallVec::from_slice(ev.inputs);
             values.resize(core.plan.slots.len(), f64::NAN);
             let event_id = EventId::new(ev.event_id);
@@ -558,10 +572,13 @@ fn renumber(session: &mut SessionState, ev: &EventRef) {
     session.min_seq = session.min_seq.min(ev.seq);
 }
 
-fn key_index(plan: &Plan, assigner: Assigner, session: &mut SessionState, ev: &EventRef) -> u32 {
-    if let Some(i) = session.keys.iter().position(|k| k.key[1..].iter().zip(ev.key).all(|(a, b)| pitgun_codec::text::same(a, b))) {
-        return i as u32;
-    }
+/// The index of the event's key among the session's keys, if the session has it.
+fn find_key(session: &SessionState, ev: &EventRef) -> Option<u32> {
+    session.keys.iter().position(|k| k.key[1..].iter().zip(ev.key).all(|(a, b)| pitgun_codec::text::same(a, b))).map(|i| i as u32)
+}
+
+/// Adds the event's key to the session; returns its index.
+fn new_key(plan: &Plan, assigner: Assigner, session: &mut SessionState, ev: &EventRef) -> u32 {
     let mut key = Vec::with_capacity(ev.key.len() + 1);
     key.push(ev.session_id.to_string());
     key.extend(ev.key.iter().map(|s| s.to_string()));

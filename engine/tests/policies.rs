@@ -156,6 +156,32 @@ fn past_its_open_session_bound_an_engine_refuses_new_sessions_and_keeps_serving_
 }
 
 #[test]
+fn a_session_holds_a_bounded_number_of_keys_and_refuses_events_of_one_more() {
+    use pitgun_engine::MAX_KEYS_PER_SESSION;
+    let p = plan("input: {topics: [x]}\nkey: [player]\ninputs:\n  - {name: speed, metric: vehicle.speed}\nwindow: {kind: global}\naggregations:\n  - {name: n, fn: count}");
+    let mut r = Runner::new(p);
+    let mut out = Vec::new();
+    let n = MAX_KEYS_PER_SESSION as u64;
+    // A producer that names a new player in every event of one session.
+    for seq in 1..=n + 3 {
+        r.feed_json(&event(seq, 1, r#""speed_kmh": 36"#).replace(r#""player":"p""#, &format!(r#""player":"p{seq}""#)), 0, &mut out).unwrap();
+    }
+    let refused: Vec<_> = out.iter().filter_map(|o| if let Output::Rejected(n) = o { Some(n) } else { None }).collect();
+    assert_eq!(refused.len(), 3, "{refused:?}");
+    assert_eq!(refused[0].reason, "too_many_keys");
+    assert!(refused[0].detail.contains(&format!("{n} keys")), "{}", refused[0].detail);
+    assert_eq!(r.engine().stats().rejected[Reason::TooManyKeys as usize], 3);
+    // A known key still takes events, and a refused event holds no dedup memory: its copy
+    // with a known key is no duplicate.
+    out.clear();
+    r.feed_json(&event(n + 1, 2, r#""speed_kmh": 36"#).replace(r#""player":"p""#, r#""player":"p1""#), 0, &mut out).unwrap();
+    assert!(out.iter().all(|o| !matches!(o, Output::Rejected(_))), "{out:?}");
+    assert_eq!(r.engine().stats().duplicates, 0);
+    r.finish(0, &mut out);
+    assert_eq!(final_rows(&out).len(), MAX_KEYS_PER_SESSION, "one row per key kept");
+}
+
+#[test]
 fn silent_sessions_expire_after_the_idle_timeout_and_free_their_state() {
     let p = plan("input: {topics: [x]}\ninputs:\n  - {name: speed, metric: vehicle.speed}\ntime: {idle_timeout: 5m}\nwindow: {kind: global}\naggregations:\n  - {name: n, fn: count}");
     let mut r = Runner::new(p);
