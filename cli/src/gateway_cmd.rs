@@ -22,7 +22,8 @@ use crate::broker_args::{init_logging, BrokerArgs};
 (application/x-ndjson), optionally Content-Encoding gzip or zstd; Authorization: Bearer <token> or X-Api-Key\n  \
 GET  /schemas[/NAME/VERSION]   the JSON Schemas (ETag, If-None-Match)\n  \
 GET  /dictionary[/METRIC]      the dictionary\n  \
-GET  /manifests[/NAME/VERSION] pipeline and bundle manifests\n  \
+GET  /manifests[/NAME/VERSION] pipeline and bundle manifests; /manifests/NAME/VERSION/contract the analysis contract\n  \
+GET  /openapi.json             this API's OpenAPI document\n  \
 GET  /metrics /healthz /readyz\n\n\
 Keys: the keys file is read again when it changes and on SIGHUP; delete an entry to revoke a key.\n\n\
 Example:\n  pitgun gateway keygen --source pitgun-web --keys keys.yaml\n  \

@@ -54,11 +54,13 @@ pub struct ProcessArgs {
     /// a late copy of an event never opens its closed session again, whenever it comes.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     closed_retention: Duration,
-    /// Most sessions one input partition holds open. A producer that opens sessions without
-    /// end meets this bound instead of the memory limit: an event that would open one more is
-    /// refused to the dead-letter topic (`too_many_sessions`, counted) until a session closes
-    /// (its end event, or idle_timeout); open sessions keep taking events.
-    #[arg(long, default_value_t = 100_000)]
+    /// Most sessions one input partition holds open (0: no bound, the default). Past it, an
+    /// event that would open one more is refused to the dead-letter topic (`too_many_sessions`,
+    /// counted) until a session closes; open sessions keep taking events. Set it above the most
+    /// sessions a partition ever holds: sessions without an end event stay open while a partition
+    /// is rebuilt or a backlog is read faster than idle_timeout, so a bound too close to that
+    /// refuses real events.
+    #[arg(long, default_value_t = 0)]
     max_open_sessions: usize,
     /// A stable name for this replica in the group (static membership, Kafka's
     /// `group.instance.id`), e.g. the StatefulSet pod name. A replica restarted under the same
@@ -129,7 +131,7 @@ pub fn run(args: ProcessArgs) -> Result<ExitCode> {
         until_end: args.until_end,
         metrics_listen: args.metrics_listen,
         closed_retention: args.closed_retention,
-        max_open_sessions: args.max_open_sessions,
+        max_open_sessions: if args.max_open_sessions == 0 { usize::MAX } else { args.max_open_sessions },
         group_session_timeout: args.group_session_timeout,
         instance_id: args.instance_id,
         output_partitions: args.output_partitions,

@@ -124,18 +124,21 @@ pub struct KeysFile {
 }
 
 /// A file version as `stat` shows it; Kubernetes replaces a mounted Secret's file by a new one,
-/// so the inode changes even if the size and second do not.
+/// so the inode changes even if the size and second do not, and a `chmod` changes only the
+/// mode and ctime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
     modified: Option<SystemTime>,
+    changed: (i64, i64),
     len: u64,
     inode: u64,
+    mode: u32,
 }
 
 fn stamp(path: &Path) -> Option<Stamp> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
-    Some(Stamp { modified: m.modified().ok(), len: m.len(), inode: m.ino() })
+    Some(Stamp { modified: m.modified().ok(), changed: (m.ctime(), m.ctime_nsec()), len: m.len(), inode: m.ino(), mode: m.mode() })
 }
 
 impl KeysFile {
@@ -207,8 +210,14 @@ pub fn append_new_key(path: &Path, source: &str, created: &str) -> Result<String
     entry.push_str(&format!("- source: {}\n  sha256: {}\n  created: \"{created}\"\n", yaml_scalar(source), hex::encode(hash(&token))));
     ApiKeys::parse(&format!("{existing}{entry}"))
         .map_err(|e| Error::Setup(format!("keys file {}: would not parse after appending (is it a YAML list?): {e}", path.display())))?;
-    let mut f =
-        std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|source| Error::Write { path: path.to_path_buf(), source })?;
+    // A new file is 0600 whatever the umask: the gateway refuses one its group may write.
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| Error::Write { path: path.to_path_buf(), source })?;
     f.write_all(entry.as_bytes()).map_err(|source| Error::Write { path: path.to_path_buf(), source })?;
     Ok(token)
 }
@@ -257,7 +266,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keys.yaml");
         append_new_key(&path, "a", "now").unwrap();
-        for (mode, ok) in [(0o600, true), (0o644, true), (0o664, false), (0o646, false)] {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().mode() & 0o777, 0o600, "keygen makes the file 0600 whatever the umask");
+        let file = KeysFile::open(&path).unwrap();
+        // Each mode differs from the one before, so every step is a change even within one ctime tick.
+        for (mode, ok) in [(0o644, true), (0o664, false), (0o646, false), (0o600, true)] {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
             let r = ApiKeys::load(&path);
             assert_eq!(r.is_ok(), ok, "mode {mode:o}: {:?}", r.as_ref().err().map(ToString::to_string));
@@ -265,6 +278,8 @@ mod tests {
                 let msg = format!("{e}: {}", std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default());
                 assert!(msg.contains("keys.yaml") && msg.contains(&format!("{:o}", mode)) && msg.contains("chmod go-w"), "{msg}");
             }
+            // A chmod alone is noticed as a change, so fixing the mode takes effect without a signal.
+            assert_eq!(file.reload_if_changed().map(|r| r.is_ok()), Some(ok), "mode {mode:o}");
         }
     }
 

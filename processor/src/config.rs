@@ -51,8 +51,8 @@ pub struct Config {
     /// Engine threads: owned partitions are fed by this many threads at once (each partition
     /// by one thread at a time, so its order is kept).
     pub threads: usize,
-    /// Most sessions one input partition holds open; an event opening one more is refused to
-    /// the dead letters (`too_many_sessions`) until one closes.
+    /// Most sessions one input partition holds open (`usize::MAX`: no bound); an event opening
+    /// one more is refused to the dead letters (`too_many_sessions`) until one closes.
     pub max_open_sessions: usize,
 }
 
