@@ -81,8 +81,11 @@ cargo clippy --version > /dev/null 2>&1 || rustup component add clippy
 cargo clippy --locked --workspace --all-targets --profile ci --all-features -- -D warnings
 cargo test --locked --workspace --profile ci --all-features
 "$CARGO_TARGET_DIR/ci/pitgun" manifest test manifests/pipelines/*.yaml
-# Every fuzz target for 60 s on its committed corpus (scripts/fuzz.sh: a fixed seed, printed);
-# they need neither the broker nor PostgreSQL, so the stack is stopped first.
+# The fault soak starts a stack of its own (it restarts the broker and PostgreSQL), and the fuzz
+# targets need neither: this run's stack is stopped first.
 cleanup
 trap - EXIT
+# Three minutes of the live stack under load with seeded faults (scripts/soak.sh, cli/tests/soak.rs).
+bash scripts/soak.sh 180
+# Every fuzz target for 60 s on its committed corpus (scripts/fuzz.sh: a fixed seed, printed).
 bash scripts/fuzz.sh 60

@@ -16,7 +16,11 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-pub const PITGUN: &str = env!("CARGO_BIN_EXE_pitgun");
+/// The `pitgun` binary under test: the one cargo built with the tests, or `PITGUN_TEST_BIN`
+/// (scripts/soak.sh runs a copy, so a rebuild during a long soak does not change what it restarts).
+pub fn pitgun_bin() -> PathBuf {
+    std::env::var_os("PITGUN_TEST_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_pitgun")))
+}
 
 /// The repository root (tests run in `cli/`).
 pub fn root() -> PathBuf {
@@ -145,7 +149,7 @@ impl Ns {
 
 /// Runs `pitgun ARGS` with the namespace's broker settings and waits (5 min deadline).
 pub fn pitgun(args: &[&str], ns: &Ns) -> Output {
-    let mut child = Command::new(PITGUN)
+    let mut child = Command::new(pitgun_bin())
         .args(args)
         .env("PITGUN_BROKERS", &ns.brokers)
         .env("PITGUN_NAMESPACE", &ns.name)
@@ -200,7 +204,7 @@ impl Service {
 
     /// [`Service::start`] with extra environment variables (failpoints).
     pub fn start_with_env(name: &str, args: &[&str], ns: &Ns, env: &[(&str, &str)]) -> Service {
-        let mut child = Command::new(PITGUN)
+        let mut child = Command::new(pitgun_bin())
             .args(args)
             .envs(env.iter().copied())
             .env("PITGUN_BROKERS", &ns.brokers)
@@ -294,7 +298,7 @@ fn unsafe_kill(pid: u32, signal: &str) {
 /// Writes a simulated dataset and returns its path.
 pub fn simulate(dir: &Path, name: &str, seed: u64, sessions: u32, duration: &str, faults: Option<&str>) -> PathBuf {
     let path = dir.join(name);
-    let mut cmd = Command::new(PITGUN);
+    let mut cmd = Command::new(pitgun_bin());
     cmd.args(["simulate", "--quiet", "--seed", &seed.to_string(), "--sessions", &sessions.to_string(), "--duration", duration, "--output"])
         .arg(&path);
     if let Some(f) = faults {
@@ -307,7 +311,7 @@ pub fn simulate(dir: &Path, name: &str, seed: u64, sessions: u32, duration: &str
 
 /// `pitgun replay` rows for a manifest over a dataset, as text.
 pub fn replay(manifest: &Path, dictionary: Option<&Path>, dataset: &Path, extra: &[&str]) -> String {
-    let mut cmd = Command::new(PITGUN);
+    let mut cmd = Command::new(pitgun_bin());
     cmd.current_dir(root()).args(["replay", "--quiet", "--manifest"]).arg(manifest).arg("--input").arg(dataset).args(extra);
     if let Some(d) = dictionary {
         cmd.arg("--dictionary").arg(d);
@@ -421,19 +425,26 @@ pub fn seed(test: &str) -> u64 {
 /// The gateway on a free port with API keys for the simulator's sources: the service, its URL
 /// and the `source=key` file `pitgun simulate --target --api-keys` reads.
 pub fn start_gateway(ns: &Ns, dir: &Path) -> (Service, String, PathBuf) {
+    let (keys, api_keys_file) = gateway_keys(dir);
+    let gw = Service::start("gateway", &["gateway", "--listen", "127.0.0.1:0", "--keys", keys.to_str().unwrap()], ns);
+    let line = gw.wait_for_log("listening on ", Duration::from_secs(30));
+    let url = line.split("listening on ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    (gw, url, api_keys_file)
+}
+
+/// A gateway keys file with a key for each of the simulator's sources, and the `source=key`
+/// file `pitgun simulate --target --api-keys` reads.
+pub fn gateway_keys(dir: &Path) -> (PathBuf, PathBuf) {
     let keys = dir.join("keys.yaml");
     let mut api_keys = String::new();
     for source in ["pitgun-web", "pitgun-sim"] {
-        let out = Command::new(PITGUN).args(["gateway", "keygen", "--source", source, "--keys"]).arg(&keys).output().unwrap();
+        let out = Command::new(pitgun_bin()).args(["gateway", "keygen", "--source", source, "--keys"]).arg(&keys).output().unwrap();
         assert!(out.status.success(), "keygen: {}", String::from_utf8_lossy(&out.stderr));
         api_keys.push_str(&format!("{source}={}\n", String::from_utf8(out.stdout).unwrap().trim()));
     }
     let api_keys_file = dir.join("api-keys");
     std::fs::write(&api_keys_file, api_keys).unwrap();
-    let gw = Service::start("gateway", &["gateway", "--listen", "127.0.0.1:0", "--keys", keys.to_str().unwrap()], ns);
-    let line = gw.wait_for_log("listening on ", Duration::from_secs(30));
-    let url = line.split("listening on ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
-    (gw, url, api_keys_file)
+    (keys, api_keys_file)
 }
 
 /// The PostgreSQL server `scripts/test.sh` starts (admin URL). Missing fails the test, as for
@@ -559,14 +570,26 @@ pub type Row = serde_json::Map<String, serde_json::Value>;
 
 /// Every replay row is in the table under its key, every column equal; nothing else is there.
 pub fn assert_table_equals(table: &HashMap<String, Row>, expected: &[(String, Row)], what: &str) {
+    if let Err(e) = table_equals(table, expected) {
+        panic!("{what}: {e}");
+    }
+}
+
+/// [`assert_table_equals`]'s comparison; the first difference, if any, said.
+pub fn table_equals(table: &HashMap<String, Row>, expected: &[(String, Row)]) -> Result<(), String> {
     for (key, want) in expected {
-        let got = table.get(key).unwrap_or_else(|| panic!("{what}: row {key} missing"));
+        let got = table.get(key).ok_or_else(|| format!("row {key} missing"))?;
         for (col, v) in want {
-            let g = got.get(col).unwrap_or_else(|| panic!("{what}: row {key} has no column {col}"));
-            assert!(same_value(g, v), "{what}: row {key}, column {col}: table {g}, replay {v}");
+            let g = got.get(col).ok_or_else(|| format!("row {key} has no column {col}"))?;
+            if !same_value(g, v) {
+                return Err(format!("row {key}, column {col}: table {g}, replay {v}"));
+            }
         }
     }
-    assert_eq!(table.len(), expected.len(), "{what}: the table has rows replay does not");
+    if table.len() != expected.len() {
+        return Err(format!("the table has rows replay does not ({} against {})", table.len(), expected.len()));
+    }
+    Ok(())
 }
 
 /// The session-summary replay rows as the `runs` mapping writes them (README, "Sinks").
