@@ -62,6 +62,12 @@ pub struct ProcessArgs {
     /// refuses real events.
     #[arg(long, default_value_t = 0)]
     max_open_sessions: usize,
+    /// Most late notes this processor writes to the late topic per second (0: no bound). Past
+    /// it, notes are shed and counted (`pitgun_processor_late_shed_total`, `late_shed` in the
+    /// exit summary) so a producer sending nothing but stale events cannot flood the topic; the
+    /// events themselves stay on the envelopes topic. Rows are never affected.
+    #[arg(long, default_value_t = 1000)]
+    late_per_second: u32,
     /// A stable name for this replica in the group (static membership, Kafka's
     /// `group.instance.id`), e.g. the StatefulSet pod name. A replica restarted under the same
     /// name within --group-session-timeout gets its partitions back and nothing else moves;
@@ -132,6 +138,7 @@ pub fn run(args: ProcessArgs) -> Result<ExitCode> {
         metrics_listen: args.metrics_listen,
         closed_retention: args.closed_retention,
         max_open_sessions: if args.max_open_sessions == 0 { usize::MAX } else { args.max_open_sessions },
+        late_per_second: std::num::NonZeroU32::new(args.late_per_second),
         group_session_timeout: args.group_session_timeout,
         instance_id: args.instance_id,
         output_partitions: args.output_partitions,

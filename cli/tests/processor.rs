@@ -850,3 +850,30 @@ fn a_gap_longer_than_idle_timeout_ends_the_session_in_stream_and_replay_alike() 
     let latest = ns.latest_rows("pitgun.aggregates.lap-performance.v1");
     assert_rows_equal_replay(&latest, &expected, "a session silent longer than idle_timeout, then heard again");
 }
+
+/// A producer sending mostly events too late for any window cannot flood the late topic: past
+/// `--late-per-second` the late notes are shed and counted (`late_shed` in the summary,
+/// `pitgun_processor_late_shed_total`), never written silently or dropped uncounted — each shed
+/// event is still on the envelopes topic. Written and shed notes add up to replay's late notes.
+#[test]
+fn the_late_topic_rate_bound_sheds_with_a_count() {
+    let ns = Ns::new("late-bound");
+    ns.create_topics(2);
+    let dir = tempfile::tempdir().unwrap();
+    let data = simulate(dir.path(), "late.ndjson", 29, 4, "2m", Some("very_late=0.05"));
+    let m = manifest("lap-performance.v1.yaml");
+    let late_file = dir.path().join("late-notes.ndjson");
+    replay(&m, None, &data, &["--late", late_file.to_str().unwrap()]);
+    let late_in_replay = lines(&late_file).len() as u64;
+    assert!(late_in_replay > 200, "test data: {late_in_replay} late events");
+    ns.produce_lines(lines(&data).iter().map(|s| s.as_str()));
+
+    let state = dir.path().join("state");
+    let mut p = Service::start("late", &process_args(m.to_str().unwrap(), state.to_str().unwrap(), &["--until-end", "--late-per-second", "20"]), &ns);
+    assert!(p.wait(Duration::from_secs(120)), "processor failed");
+    let summary = p.summary();
+    let (written, shed) = (summary["late"].as_u64().unwrap(), summary["late_shed"].as_u64().unwrap());
+    assert_eq!(ns.all_records("pitgun.late.lap-performance.v1").len() as u64, written, "the late topic against the summary");
+    assert_eq!(written + shed, late_in_replay, "written and shed late notes against replay's");
+    assert!(shed > 0 && written >= 20, "the bound was crossed: {written} written, {shed} shed");
+}

@@ -54,6 +54,10 @@ pub struct Config {
     /// Most sessions one input partition holds open (`usize::MAX`: no bound); an event opening
     /// one more is refused to the dead letters (`too_many_sessions`) until one closes.
     pub max_open_sessions: usize,
+    /// Most late notes written to the late topic per second by this processor (`None`: no
+    /// bound). Past it notes are shed and counted (`late_shed_total`); each shed event is still
+    /// on the envelopes topic, so the bound loses no input, only its note.
+    pub late_per_second: Option<std::num::NonZeroU32>,
 }
 
 /// What a run did (printed by `pitgun process` at exit).
@@ -65,6 +69,8 @@ pub struct Summary {
     pub rows: u64,
     /// Late events produced to the late topic.
     pub late: u64,
+    /// Late notes not written: the late topic's rate bound was reached.
+    pub late_shed: u64,
     /// Records sent to the dead-letter topic.
     pub deadletters: u64,
     /// Partitions resumed from a local checkpoint.

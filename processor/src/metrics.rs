@@ -14,6 +14,8 @@ pub struct Metrics {
     pub duplicates: IntCounter,
     /// Events too late for any window.
     pub late: IntCounter,
+    /// Late notes shed at the late topic's rate bound.
+    pub late_shed: IntCounter,
     /// Event ids forgotten early because a session's dedup memory was full.
     pub dedup_evicted: IntCounter,
     /// Window rows produced (re-emissions included).
@@ -130,6 +132,10 @@ impl Metrics {
             rejected,
             duplicates: c("duplicates_total", "Duplicate event ids dropped"),
             late: c("late_total", "Events too late for any window"),
+            late_shed: c(
+                "late_shed_total",
+                "Late notes not written to the late topic: its rate bound (--late-per-second) was reached; the events stay on the envelopes topic",
+            ),
             dedup_evicted: c("dedup_evicted_total", "Event ids forgotten early because a session's dedup memory was full"),
             windows_emitted: c("windows_emitted_total", "Window rows produced, re-emissions included"),
             deadletters: c("deadletters_total", "Records sent to the dead-letter topic"),

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use pitgun_runtime::kafka::{headers, send_waiting};
+use pitgun_runtime::quota::Quota;
 use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
@@ -78,6 +79,10 @@ pub(crate) struct Outlet {
     pub(crate) topics: OutTopics,
     pub(crate) metrics: Metrics,
     pub(crate) flush_timeout: Duration,
+    /// The late topic's rate bound (`--late-per-second`), shared by every partition: a producer
+    /// sending nothing but events too late for any window must not turn the processor into a
+    /// copier of its input.
+    pub(crate) late_quota: Option<Quota<()>>,
 }
 
 #[derive(Clone, Copy)]
@@ -100,6 +105,11 @@ impl Outlet {
             record = record.headers(h);
         }
         Ok(send_waiting(&self.producer, record, self.flush_timeout)?)
+    }
+
+    /// Whether one more late note may be written now (else it is shed and counted).
+    pub(crate) fn late_note_allowed(&self) -> bool {
+        self.late_quota.as_ref().is_none_or(|q| q.take(&()).is_ok())
     }
 
     pub(crate) fn deadletter(&self, reason: &str, detail: &str, origin: &str, payload: &[u8]) -> Result<()> {

@@ -47,6 +47,7 @@ pub(crate) struct Tally {
     pub(crate) records: u64,
     pub(crate) rows: u64,
     pub(crate) late: u64,
+    pub(crate) late_shed: u64,
     pub(crate) deadletters: u64,
 }
 
@@ -135,10 +136,14 @@ impl Part {
                     self.tally.rows += 1;
                     outlet.send(Dest::Aggregates, row.row_id.as_bytes(), row.json.as_bytes(), Some(headers::row_version(version)))?;
                 }
-                Output::Late(note) => {
+                Output::Late(note) if outlet.late_note_allowed() => {
                     outlet.metrics.late.inc();
                     self.tally.late += 1;
                     outlet.send(Dest::Late, note.session_id.as_bytes(), note.to_json().as_bytes(), None)?;
+                }
+                Output::Late(_) => {
+                    outlet.metrics.late_shed.inc();
+                    self.tally.late_shed += 1;
                 }
                 Output::Rejected(note) => {
                     outlet.metrics.rejected.with_label_values(&[note.reason]).inc();

@@ -220,6 +220,7 @@ impl Worker {
             self.summary.records += t.records;
             self.summary.rows += t.rows;
             self.summary.late += t.late;
+            self.summary.late_shed += t.late_shed;
             self.summary.deadletters += t.deadletters;
         }
     }
