@@ -877,3 +877,40 @@ fn the_late_topic_rate_bound_sheds_with_a_count() {
     assert_eq!(written + shed, late_in_replay, "written and shed late notes against replay's");
     assert!(shed > 0 && written >= 20, "the bound was crossed: {written} written, {shed} shed");
 }
+
+/// The memory ceiling the README documents: a producer opening a million sessions (one event
+/// each, 4 partitions) against `--max-open-sessions 20000` — 80,000 sessions held, 920,000 events
+/// refused to the dead-letter topic as `too_many_sessions` — peaks under 1 GiB resident.
+#[test]
+fn a_million_sessions_stay_under_the_memory_ceiling() {
+    const SESSIONS: usize = 1_000_000;
+    const BOUND: usize = 20_000;
+    const CEILING: u64 = 1 << 30;
+    let ns = Ns::new("million");
+    ns.create_topics(4);
+    let t0 = 1_767_225_603_677_340i64;
+    let lines: Vec<String> = (0..SESSIONS)
+        .map(|i| {
+            format!(
+                r#"{{"schema":"pitgun-envelope/v1","event_id":"m-{i}","source":{{"kind":"game","id":"pitgun-web","version":"1.4.2"}},"session_id":"m-{i}","seq":1,"time_us":{},"kind":"sample","channels":{{"speed_kmh":100.0,"lap":1.0,"lap_dist":0.0}},"dims":{{"car":"lmp2","player":"p","track":"monza"}}}}"#,
+                t0 + i as i64 * 1000
+            )
+        })
+        .collect();
+    ns.produce_lines(lines.iter().map(|s| s.as_str()));
+    drop(lines);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let m = manifest("lap-performance.v1.yaml");
+    let bound = BOUND.to_string();
+    let mut p =
+        Service::start("million", &process_args(m.to_str().unwrap(), state.to_str().unwrap(), &["--until-end", "--max-open-sessions", &bound]), &ns);
+    assert!(p.wait(Duration::from_secs(300)), "processor failed");
+    let s = p.summary();
+    eprintln!("a million sessions: {s}");
+    assert_eq!(s["records"].as_u64(), Some(SESSIONS as u64));
+    assert_eq!(s["rows"].as_u64(), Some(4 * BOUND as u64), "one row per session held");
+    assert_eq!(s["deadletters"].as_u64(), Some((SESSIONS - 4 * BOUND) as u64), "every other session refused");
+    let peak = s["peak_resident_bytes"].as_u64().expect("the summary gives the peak resident memory");
+    assert!(peak < CEILING, "peak resident memory {} MiB over the 1 GiB ceiling", peak >> 20);
+}

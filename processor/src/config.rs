@@ -87,4 +87,7 @@ pub struct Summary {
     pub changelog_bytes: u64,
     /// Seconds from the first record consumed to the end (throughput = records / this).
     pub consume_seconds: f64,
+    /// The process's peak resident memory at the end, in bytes (Linux; absent elsewhere).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_resident_bytes: Option<u64>,
 }

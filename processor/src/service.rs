@@ -229,6 +229,7 @@ pub fn run(cfg: Config) -> Result<Summary> {
     c.parts.clear();
     drop(c);
     drop(consumer);
+    summary.peak_resident_bytes = pitgun_runtime::memory::peak_resident_bytes();
     Ok(summary)
 }
 

@@ -5,6 +5,7 @@
 //! - [`serve`]: the `/metrics`, `/healthz` and `/readyz` endpoints every service exposes;
 //! - [`browser`]: what the gateway and the API need for browser clients: session tokens, CORS;
 //! - [`quota`]: per-client request quotas and the client's address, for the gateway and the API;
+//! - [`memory`]: the process's peak resident memory, for exit summaries;
 //! - [`error`]: what can go wrong there, typed (`thiserror`); `anyhow` stays in the binary.
 //!
 //! Topic contracts are documented in `schemas/topics.md`.
@@ -13,6 +14,7 @@
 pub mod browser;
 pub mod error;
 pub mod kafka;
+pub mod memory;
 pub mod quota;
 pub mod serve;
 pub mod sql;
