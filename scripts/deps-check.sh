@@ -33,6 +33,11 @@ if [ -n "$MIRROR" ]; then
     mkdir -p "$(dirname "$DB")" && git clone --quiet "$MIRROR" "$DB"
   fi
   log "advisory database from $MIRROR, last commit $(git -C "$DB" log -1 --format=%cs)"
+  # A copy can go stale unnoticed: say how old it is, loudly past a month.
+  age_days=$(( ($(date +%s) - $(git -C "$DB" log -1 --format=%ct)) / 86400 ))
+  if [ "$age_days" -gt 30 ]; then
+    log "WARNING: the advisory database is $age_days days old; advisories published since then are not checked (update $MIRROR)"
+  fi
   cargo deny --offline check advisories
 else
   cargo deny check advisories

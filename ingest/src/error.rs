@@ -31,6 +31,14 @@ pub enum KeysError {
         /// The file's permission bits.
         mode: u32,
     },
+    /// A file owned by another user than root or the gateway's: its owner can make it writable.
+    #[error("it is owned by uid {owner}, neither root nor the user the gateway runs as (uid {gateway}): its owner can change it and add a key; run `chown` on it")]
+    Owner {
+        /// The file's owner.
+        owner: u32,
+        /// The gateway's effective user.
+        gateway: u32,
+    },
     /// One key listed for two sources.
     #[error("entry {entry}: the same key is listed for {first} and {second}")]
     Duplicate {

@@ -7,7 +7,8 @@
 //!
 //! A presented token is hashed and compared with every stored hash in constant time (`subtle`,
 //! the RustCrypto comparison), so how long a refusal takes says nothing about the keys. The file
-//! may not be writable by group or others (whoever can write it can add a key), and
+//! may not be writable by group or others, nor owned by another user than root or the gateway's
+//! (whoever can write it, or make it writable, can add a key), and
 //! [`KeysFile`] reloads it when it changes or on demand (SIGHUP): a key is revoked by deleting
 //! its entry, without a restart.
 
@@ -54,13 +55,19 @@ const HEADER: &str = "# API keys of the Pitgun ingest gateway, one entry per tok
 # stored; `pitgun gateway keygen --source S --keys FILE` prints a new token once and appends it here.\n";
 
 impl ApiKeys {
-    /// Loads a keys file, refusing one that group or others may write.
+    /// Loads a keys file, refusing one that group or others may write, or that another user
+    /// than root or the gateway's own owns (as OpenSSH does for `authorized_keys`).
     pub fn load(path: &Path) -> Result<ApiKeys> {
-        use std::os::unix::fs::PermissionsExt;
+        use std::os::unix::fs::MetadataExt;
         let read = |source| Error::Read { path: path.to_path_buf(), source };
-        let mode = std::fs::metadata(path).map_err(read)?.permissions().mode();
-        if mode & 0o022 != 0 {
-            return Err(Error::Keys { path: Some(path.to_path_buf()), source: KeysError::Writable { mode: mode & 0o777 } });
+        let meta = std::fs::metadata(path).map_err(read)?;
+        let refuse = |source| Err(Error::Keys { path: Some(path.to_path_buf()), source });
+        if meta.mode() & 0o022 != 0 {
+            return refuse(KeysError::Writable { mode: meta.mode() & 0o777 });
+        }
+        let gateway = rustix::process::geteuid().as_raw();
+        if meta.uid() != 0 && meta.uid() != gateway {
+            return refuse(KeysError::Owner { owner: meta.uid(), gateway });
         }
         let text = std::fs::read_to_string(path).map_err(read)?;
         ApiKeys::parse(&text).map_err(|source| Error::Keys { path: Some(path.to_path_buf()), source })
@@ -280,6 +287,28 @@ mod tests {
             }
             // A chmod alone is noticed as a change, so fixing the mode takes effect without a signal.
             assert_eq!(file.reload_if_changed().map(|r| r.is_ok()), Some(ok), "mode {mode:o}");
+        }
+    }
+
+    #[test]
+    fn a_keys_file_another_user_owns_is_refused() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.yaml");
+        append_new_key(&path, "a", "now").unwrap();
+        assert!(ApiKeys::load(&path).is_ok(), "a file of the gateway's own user");
+        let me = rustix::process::geteuid().as_raw();
+        // Only root may give a file away; elsewhere the refusal below cannot be staged.
+        if me == 0 {
+            std::os::unix::fs::chown(&path, Some(4242), None).unwrap();
+            assert_eq!(std::fs::metadata(&path).unwrap().uid(), 4242);
+            let e = ApiKeys::load(&path).unwrap_err();
+            let msg = format!("{e}: {}", std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default());
+            assert!(msg.contains("keys.yaml") && msg.contains("uid 4242") && msg.contains("chown"), "{msg}");
+            std::os::unix::fs::chown(&path, Some(0), None).unwrap();
+            assert!(ApiKeys::load(&path).is_ok(), "a file root owns");
+        } else {
+            eprintln!("not root: the refusal of a file another user owns is not staged here");
         }
     }
 
