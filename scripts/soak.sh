@@ -32,9 +32,15 @@ BROKER_PG_PORT="$(free_port)"
 DATA_PG_PORT="$(free_port)"
 MOUNTED=0
 cleanup() {
+  # The soak's services run the copied binary: whatever is left of them (a test killed midway)
+  # goes first, so nothing holds the small disk or the ports.
+  pkill -KILL -f "^$DATA_STACK/pitgun " 2>/dev/null || true
   bash scripts/stack.sh down --dir "$BROKER_STACK" || true
   bash scripts/stack.sh down --dir "$DATA_STACK" || true
-  [ "$MOUNTED" = 1 ] && umount "$DISK" || true
+  if [ "$MOUNTED" = 1 ]; then
+    umount "$DISK" || umount -l "$DISK" || echo "soak.sh: could not unmount $DISK" >&2
+  fi
+  rm -rf "$BROKER_STACK" "$DATA_STACK"
   rmdir "$DISK" 2>/dev/null || true
 }
 trap cleanup EXIT

@@ -21,6 +21,8 @@
 #   --namespace NS      prefix of topic names (as `pitgun --namespace`)
 #   --rebalance-delay D how long a new consumer group's first rebalance waits (default 3s; tests
 #                       use less so each test's group starts sooner)
+#   --signal S          stop with this signal instead of the graceful one (broker: KILL for a
+#                       crash; PostgreSQL: QUIT for an immediate shutdown, recovered at start)
 #   --with-prometheus   also start Prometheus (Debian's) on 127.0.0.1:--prometheus-port (9090),
 #                       loading k8s/monitoring's alert rules and scraping the targets that
 #                       `scripts/stack.sh scrape` lists (reread every 5 s)
@@ -40,6 +42,7 @@ NAMESPACE=""
 REBALANCE_DELAY=3s
 WITH_PROMETHEUS=0
 PROMETHEUS_PORT=9090
+SIGNAL=""
 DEADLINE="${STACK_DEADLINE:-60}"
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 
@@ -58,6 +61,7 @@ parse() {
       --namespace) NAMESPACE="$2"; shift 2 ;;
       --rebalance-delay) REBALANCE_DELAY="$2"; shift 2 ;;
       --with-prometheus) WITH_PROMETHEUS=1; shift ;;
+      --signal) SIGNAL="$2"; shift 2 ;;
       --prometheus-port) PROMETHEUS_PORT="$2"; shift 2 ;;
       --*) die "unknown option $1 (see the top of scripts/stack.sh)" ;;
       *) ARGS+=("$1"); shift ;;
@@ -182,7 +186,7 @@ pg_start() {
 }
 
 # SIGINT is PostgreSQL's fast shutdown: SIGTERM ("smart") would wait for every client to leave.
-pg_stop() { stop_pid postgres "$DIR/postgres.pid" INT; }
+pg_stop() { stop_pid postgres "$DIR/postgres.pid" "${SIGNAL:-INT}"; }
 
 # ---------------------------------------------------------------------------------------------
 # Broker
@@ -217,7 +221,7 @@ broker_start() {
 # broker's own client answers the readiness question.
 broker_answers() { timeout 5 "$(nisshi_bin)" topic list --broker "tcp://127.0.0.1:$BROKER_PORT" >/dev/null 2>&1; }
 
-broker_stop() { stop_pid broker "$DIR/broker.pid"; }
+broker_stop() { stop_pid broker "$DIR/broker.pid" "${SIGNAL:-TERM}"; }
 
 # ---------------------------------------------------------------------------------------------
 # Prometheus: the alert rules of k8s/monitoring, and the targets listed in a file it rereads.

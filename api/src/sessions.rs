@@ -15,7 +15,7 @@ use std::num::NonZeroU32;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pitgun_runtime::browser::{SessionClaims, SessionKey};
-use pitgun_runtime::quota::{client_address, Quota};
+use pitgun_runtime::quota::{client_address, Quota, MAX_CLIENTS};
 use rand::RngCore;
 use serde_json::{json, Value};
 
@@ -51,7 +51,7 @@ pub enum Refusal {
 impl Sessions {
     /// An issuer; the quota allows a burst of one minute's sessions.
     pub fn new(settings: SessionSettings) -> Sessions {
-        let quota = Quota::per_minute(settings.per_minute);
+        let quota = Quota::per_minute(settings.per_minute).with_max_clients(MAX_CLIENTS);
         Sessions { settings, quota }
     }
 

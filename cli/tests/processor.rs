@@ -853,8 +853,8 @@ fn a_gap_longer_than_idle_timeout_ends_the_session_in_stream_and_replay_alike() 
 
 /// A producer sending mostly events too late for any window cannot flood the late topic: past
 /// `--late-per-second` the late notes are shed and counted (`late_shed` in the summary,
-/// `pitgun_processor_late_shed_total`), never written silently or dropped uncounted — each shed
-/// event is still on the envelopes topic. Written and shed notes add up to replay's late notes.
+/// `pitgun_processor_late_shed_total{reason}`), never dropped uncounted — each shed event is
+/// still on the envelopes topic. Every late event counts in `late`, as many as replay's notes.
 #[test]
 fn the_late_topic_rate_bound_sheds_with_a_count() {
     let ns = Ns::new("late-bound");
@@ -872,20 +872,23 @@ fn the_late_topic_rate_bound_sheds_with_a_count() {
     let mut p = Service::start("late", &process_args(m.to_str().unwrap(), state.to_str().unwrap(), &["--until-end", "--late-per-second", "20"]), &ns);
     assert!(p.wait(Duration::from_secs(120)), "processor failed");
     let summary = p.summary();
-    let (written, shed) = (summary["late"].as_u64().unwrap(), summary["late_shed"].as_u64().unwrap());
-    assert_eq!(ns.all_records("pitgun.late.lap-performance.v1").len() as u64, written, "the late topic against the summary");
-    assert_eq!(written + shed, late_in_replay, "written and shed late notes against replay's");
-    assert!(shed > 0 && written >= 20, "the bound was crossed: {written} written, {shed} shed");
+    let (late, shed) = (summary["late"].as_u64().unwrap(), summary["late_shed"].as_u64().unwrap());
+    assert_eq!(late, late_in_replay, "every late event is counted, written or shed");
+    let written = ns.all_records("pitgun.late.lap-performance.v1").len() as u64;
+    assert_eq!(written + shed, late, "the late topic holds every note not shed");
+    // A full bucket of 20, then 20 a second while the processor ran.
+    let most = 20 + (20.0 * summary["consume_seconds"].as_f64().unwrap()).ceil() as u64 + 20;
+    assert!(shed > 0 && (20..=most).contains(&written), "the bound was crossed: {written} written (at most {most}), {shed} shed");
 }
 
 /// The memory ceiling the README documents: a producer opening a million sessions (one event
 /// each, 4 partitions) against `--max-open-sessions 20000` — 80,000 sessions held, 920,000 events
-/// refused to the dead-letter topic as `too_many_sessions` — peaks under 1 GiB resident.
+/// refused to the dead-letter topic as `too_many_sessions` — peaks under 768 MiB resident.
 #[test]
 fn a_million_sessions_stay_under_the_memory_ceiling() {
     const SESSIONS: usize = 1_000_000;
     const BOUND: usize = 20_000;
-    const CEILING: u64 = 1 << 30;
+    const CEILING: u64 = 768 << 20;
     let ns = Ns::new("million");
     ns.create_topics(4);
     let t0 = 1_767_225_603_677_340i64;
@@ -912,5 +915,5 @@ fn a_million_sessions_stay_under_the_memory_ceiling() {
     assert_eq!(s["rows"].as_u64(), Some(4 * BOUND as u64), "one row per session held");
     assert_eq!(s["deadletters"].as_u64(), Some((SESSIONS - 4 * BOUND) as u64), "every other session refused");
     let peak = s["peak_resident_bytes"].as_u64().expect("the summary gives the peak resident memory");
-    assert!(peak < CEILING, "peak resident memory {} MiB over the 1 GiB ceiling", peak >> 20);
+    assert!(peak < CEILING, "peak resident memory {} MiB over the 768 MiB ceiling", peak >> 20);
 }

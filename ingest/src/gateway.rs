@@ -19,7 +19,7 @@ use axum::{Extension, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use pitgun_runtime::browser::{SessionClaims, SessionKey, TOKEN_PREFIX};
 use pitgun_runtime::kafka::headers as dl;
-use pitgun_runtime::quota::{client_address, retry_after_secs, Quota};
+use pitgun_runtime::quota::{client_address, retry_after_secs, Quota, MAX_CLIENTS};
 use pitgun_runtime::serve::{routes, Health};
 use serde_json::json;
 
@@ -73,7 +73,7 @@ impl Quotas {
     pub fn new(limits: &Limits) -> Quotas {
         Quotas {
             per_credential: limits.per_credential_per_second.map(Quota::per_second),
-            unauthenticated: Quota::per_minute(limits.unauthenticated_per_minute),
+            unauthenticated: Quota::per_minute(limits.unauthenticated_per_minute).with_max_clients(MAX_CLIENTS),
         }
     }
 

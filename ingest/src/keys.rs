@@ -54,22 +54,32 @@ pub type KeyHash = [u8; 32];
 const HEADER: &str = "# API keys of the Pitgun ingest gateway, one entry per token. Only each token's SHA-256 is\n\
 # stored; `pitgun gateway keygen --source S --keys FILE` prints a new token once and appends it here.\n";
 
+/// Whether a keys file owned by `owner` may be trusted by a gateway running as `gateway`: root's
+/// or its own (any other owner can make it writable and add a key).
+fn owner_allowed(owner: u32, gateway: u32) -> bool {
+    owner == 0 || owner == gateway
+}
+
 impl ApiKeys {
     /// Loads a keys file, refusing one that group or others may write, or that another user
     /// than root or the gateway's own owns (as OpenSSH does for `authorized_keys`).
     pub fn load(path: &Path) -> Result<ApiKeys> {
+        use std::io::Read;
         use std::os::unix::fs::MetadataExt;
         let read = |source| Error::Read { path: path.to_path_buf(), source };
-        let meta = std::fs::metadata(path).map_err(read)?;
+        // The checks and the read see one file: the one opened, not whatever the path names later.
+        let mut file = std::fs::File::open(path).map_err(read)?;
+        let meta = file.metadata().map_err(read)?;
         let refuse = |source| Err(Error::Keys { path: Some(path.to_path_buf()), source });
         if meta.mode() & 0o022 != 0 {
             return refuse(KeysError::Writable { mode: meta.mode() & 0o777 });
         }
         let gateway = rustix::process::geteuid().as_raw();
-        if meta.uid() != 0 && meta.uid() != gateway {
+        if !owner_allowed(meta.uid(), gateway) {
             return refuse(KeysError::Owner { owner: meta.uid(), gateway });
         }
-        let text = std::fs::read_to_string(path).map_err(read)?;
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(read)?;
         ApiKeys::parse(&text).map_err(|source| Error::Keys { path: Some(path.to_path_buf()), source })
     }
 
@@ -288,6 +298,12 @@ mod tests {
             // A chmod alone is noticed as a change, so fixing the mode takes effect without a signal.
             assert_eq!(file.reload_if_changed().map(|r| r.is_ok()), Some(ok), "mode {mode:o}");
         }
+    }
+
+    #[test]
+    fn only_root_or_the_gateway_itself_may_own_the_keys_file() {
+        assert!(owner_allowed(0, 1000) && owner_allowed(1000, 1000) && owner_allowed(0, 0));
+        assert!(!owner_allowed(4242, 1000) && !owner_allowed(4242, 0));
     }
 
     #[test]

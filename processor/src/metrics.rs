@@ -14,8 +14,8 @@ pub struct Metrics {
     pub duplicates: IntCounter,
     /// Events too late for any window.
     pub late: IntCounter,
-    /// Late notes shed at the late topic's rate bound.
-    pub late_shed: IntCounter,
+    /// Late events whose note was not written (the late topic's rate bound), by reason.
+    pub late_shed: IntCounterVec,
     /// Event ids forgotten early because a session's dedup memory was full.
     pub dedup_evicted: IntCounter,
     /// Window rows produced (re-emissions included).
@@ -91,6 +91,18 @@ impl Metrics {
         for reason in pitgun_engine::Reason::ALL {
             rejected.with_label_values(&[reason.as_str()]);
         }
+        let late_shed = IntCounterVec::new(
+            Opts::new(
+                "late_shed_total",
+                "Late events whose note was not written to the late topic, by reason: its rate bound (--late-per-second) was reached; the events stay on the envelopes topic",
+            ),
+            &["reason"],
+        )
+        .expect("metric");
+        registry.register(Box::new(late_shed.clone())).expect("register");
+        for reason in ["too_late", "session_closed"] {
+            late_shed.with_label_values(&[reason]);
+        }
         let sessions_closed = IntCounterVec::new(
             Opts::new("sessions_closed_total", "Sessions closed, by cause: end, idle (wall clock), gap (own event time), input_end"),
             &["cause"],
@@ -132,10 +144,7 @@ impl Metrics {
             rejected,
             duplicates: c("duplicates_total", "Duplicate event ids dropped"),
             late: c("late_total", "Events too late for any window"),
-            late_shed: c(
-                "late_shed_total",
-                "Late notes not written to the late topic: its rate bound (--late-per-second) was reached; the events stay on the envelopes topic",
-            ),
+            late_shed,
             dedup_evicted: c("dedup_evicted_total", "Event ids forgotten early because a session's dedup memory was full"),
             windows_emitted: c("windows_emitted_total", "Window rows produced, re-emissions included"),
             deadletters: c("deadletters_total", "Records sent to the dead-letter topic"),

@@ -136,14 +136,15 @@ impl Part {
                     self.tally.rows += 1;
                     outlet.send(Dest::Aggregates, row.row_id.as_bytes(), row.json.as_bytes(), Some(headers::row_version(version)))?;
                 }
-                Output::Late(note) if outlet.late_note_allowed() => {
+                Output::Late(note) => {
                     outlet.metrics.late.inc();
                     self.tally.late += 1;
-                    outlet.send(Dest::Late, note.session_id.as_bytes(), note.to_json().as_bytes(), None)?;
-                }
-                Output::Late(_) => {
-                    outlet.metrics.late_shed.inc();
-                    self.tally.late_shed += 1;
+                    if outlet.late_note_allowed() {
+                        outlet.send(Dest::Late, note.session_id.as_bytes(), note.to_json().as_bytes(), None)?;
+                    } else {
+                        outlet.metrics.late_shed.with_label_values(&[note.reason]).inc();
+                        self.tally.late_shed += 1;
+                    }
                 }
                 Output::Rejected(note) => {
                     outlet.metrics.rejected.with_label_values(&[note.reason]).inc();

@@ -49,6 +49,9 @@ pub fn run(cfg: Config) -> Result<Summary> {
         .broker
         .producer_config(&format!("pitgun-process-{}", cfg.manifest))
         .set("message.timeout.ms", cfg.flush_timeout.as_millis().to_string())
+        // librdkafka would buffer up to 1 GiB of outputs while the broker lags (a dead-letter
+        // storm: every refused record is copied out); past 64 MiB sending waits instead.
+        .set("queue.buffering.max.kbytes", "65536")
         .create_with_context(Deliveries::default())
         .map_err(EdgeError::kafka("cannot create the Kafka producer"))?;
 

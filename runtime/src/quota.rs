@@ -11,9 +11,11 @@ use axum::http::HeaderMap;
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota as Rate, RateLimiter};
 
-/// Most clients a quota remembers at once. Requests from more distinct clients than this between
-/// two [`Quota::forget_idle`] calls (a botnet, or one host's many addresses) are refused as a
-/// whole until idle clients are forgotten, so the table cannot grow without bound.
+/// Most client addresses a quota keyed by address remembers at once ([`Quota::with_max_clients`]).
+/// Requests from more distinct addresses than this between two [`Quota::forget_idle`] calls (a
+/// botnet, or one network's many prefixes) are refused as a whole until idle ones are forgotten,
+/// so the table cannot grow without bound. Quotas keyed by credential are not capped: credentials
+/// exist only as issued.
 pub const MAX_CLIENTS: usize = 100_000;
 
 /// What a full table asks a client to wait: the services forget idle clients every minute.
@@ -28,15 +30,16 @@ pub struct Quota<K: Hash + Eq + Clone> {
 impl<K: Hash + Eq + Clone> Quota<K> {
     /// `n` per second.
     pub fn per_second(n: NonZeroU32) -> Quota<K> {
-        Quota { limiter: RateLimiter::keyed(Rate::per_second(n)), max_clients: MAX_CLIENTS }
+        Quota { limiter: RateLimiter::keyed(Rate::per_second(n)), max_clients: usize::MAX }
     }
 
     /// `n` per minute.
     pub fn per_minute(n: NonZeroU32) -> Quota<K> {
-        Quota { limiter: RateLimiter::keyed(Rate::per_minute(n)), max_clients: MAX_CLIENTS }
+        Quota { limiter: RateLimiter::keyed(Rate::per_minute(n)), max_clients: usize::MAX }
     }
 
-    /// The same quota remembering at most `max` clients instead of [`MAX_CLIENTS`].
+    /// The same quota remembering at most `max` clients (no bound by default; address-keyed
+    /// quotas use [`MAX_CLIENTS`]): while `max` are remembered, every request is refused.
     pub fn with_max_clients(self, max: usize) -> Quota<K> {
         Quota { max_clients: max, ..self }
     }

@@ -111,6 +111,11 @@ impl QuestDbStandIn {
         self.state.lock().unwrap().accepted_lines.clone()
     }
 
+    /// Faults pushed and not yet served.
+    pub fn pending_faults(&self) -> usize {
+        self.state.lock().unwrap().faults.len()
+    }
+
     /// (write requests seen, applied, error statuses sent).
     pub fn counts(&self) -> (usize, usize, BTreeMap<u16, usize>) {
         let st = self.state.lock().unwrap();
