@@ -308,6 +308,8 @@ fn dead_letters_and_metrics() {
     assert!(metric(&text, "pitgun_processor_checkpoint_duration_seconds_count", "") >= 2.0);
     assert_eq!(metric(&text, "pitgun_processor_consumer_lag", ""), 0.0);
     assert!(metric(&text, "pitgun_processor_state_size_bytes", "") > 0.0);
+    let (rss, peak) = (metric(&text, "process_resident_memory_bytes", ""), metric(&text, "process_resident_memory_peak_bytes", ""));
+    assert!(rss > 1e6 && peak >= rss, "resident {rss}, peak {peak}");
     assert_promtool_metrics(&text, "processor");
     assert_eq!(http_get(&addr, "/readyz").trim(), "ready");
 

@@ -33,9 +33,29 @@ pub fn routes(health: Health) -> Router {
 }
 
 async fn metrics(State(h): State<Health>) -> impl IntoResponse {
+    let mut families = h.registry.gather();
+    families.extend(process_memory());
     let mut buf = Vec::new();
-    TextEncoder::new().encode(&h.registry.gather(), &mut buf).expect("text encoding cannot fail");
+    TextEncoder::new().encode(&families, &mut buf).expect("text encoding cannot fail");
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], buf)
+}
+
+/// The process's resident memory now and at its peak, read at each scrape (Linux; nothing
+/// elsewhere), under the same names in every service.
+fn process_memory() -> Vec<prometheus::proto::MetricFamily> {
+    let registry = Registry::new();
+    let gauges = [
+        ("process_resident_memory_bytes", "Resident memory size in bytes", crate::memory::resident_bytes()),
+        ("process_resident_memory_peak_bytes", "Peak resident memory size in bytes since the process started", crate::memory::peak_resident_bytes()),
+    ];
+    for (name, help, value) in gauges {
+        if let Some(v) = value {
+            let g = prometheus::Gauge::new(name, help).expect("metric");
+            g.set(v as f64);
+            registry.register(Box::new(g)).expect("register");
+        }
+    }
+    registry.gather()
 }
 
 async fn readyz(State(h): State<Health>) -> impl IntoResponse {
