@@ -62,11 +62,14 @@ pub struct ProcessArgs {
     /// refuses real events.
     #[arg(long, default_value_t = 0)]
     max_open_sessions: usize,
-    /// Most late notes this processor writes to the late topic per second (0: no bound). Past
-    /// it, notes are shed and counted (`pitgun_processor_late_shed_total`, `late_shed` in the
-    /// exit summary) so a producer sending nothing but stale events cannot flood the topic; the
-    /// events themselves stay on the envelopes topic. Rows are never affected.
-    #[arg(long, default_value_t = 1000)]
+    /// Most late notes this processor writes to the late topic per second (0: no bound, the
+    /// default). Past it, notes are shed and counted by reason
+    /// (`pitgun_processor_late_shed_total{reason}`, `late_shed` in the exit summary) so a producer
+    /// sending nothing but stale events cannot flood the topic; the events themselves stay on the
+    /// envelopes topic, and rows are never affected. Off by default: catching up after downtime
+    /// or a silence, real late notes come in bursts far above their usual rate, so set it well
+    /// above those.
+    #[arg(long, default_value_t = 0)]
     late_per_second: u32,
     /// A stable name for this replica in the group (static membership, Kafka's
     /// `group.instance.id`), e.g. the StatefulSet pod name. A replica restarted under the same
