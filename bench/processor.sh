@@ -40,10 +40,16 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 # counts; the baseline gets one more than the processor, and one of them with mimalloc's own
 # defaults (pitgun sets its allocator options for the processor; the bare consumer gets to run
 # either way). Every run is printed.
+# CPU seconds (user + system) of each run and of the broker during it: on 2 cores the processor
+# is CPU-bound, so its ratio to the bare consumer is bounded by their CPU per record.
+BROKER_PID="$(cat "$STACK/broker.pid")"
+broker_cpu() { awk '{printf "%.2f", ($14 + $15) / '"$(getconf CLK_TCK)"'}' "/proc/$BROKER_PID/stat"; }
+cpu() { awk '/User time/{u=$NF} /System time/{s=$NF} END{printf "%.2f", u + s}' "$1"; }
 BASES=()
 for env in "" "MIMALLOC_ALLOW_THP=1 MIMALLOC_PURGE_DELAY=10" ""; do
-  B="$(env $env "$BENCH" consume)"
-  echo "bare consumer${env:+ ($env)}: $B"
+  B0="$(broker_cpu)"
+  B="$(env $env /usr/bin/time -v "$BENCH" consume 2> "$OUT/consume-stderr.log")"
+  echo "bare consumer${env:+ ($env)}: $B; CPU $(cpu "$OUT/consume-stderr.log") s, broker CPU $(python3 -c "print(round($(broker_cpu) - $B0, 2))") s"
   BASES+=("$B")
 done
 # Each processor run has its own consumer group and an empty state folder, so each reads the whole
@@ -55,10 +61,11 @@ for run in 1 2 3; do
     STATE="$(mktemp -d /tmp/pitgun-bench-state.XXXXXX)"
     EXTRA=(--consumer-config "group.id=bench.processor.$mode.$run.$$")
     [ "$mode" = off ] && EXTRA+=(--no-changelog)
+    B0="$(broker_cpu)"
     /usr/bin/time -v "$PITGUN" process --manifest manifests/pipelines/lap-performance.v1.yaml \
       --state-dir "$STATE" --checkpoint-interval 1s --until-end "${EXTRA[@]}" > "$OUT/processor-summary.json" 2> "$OUT/processor-stderr.log"
     P="$(cat "$OUT/processor-summary.json")"
-    echo "processor run $run ($mode): $P"
+    echo "processor run $run ($mode): $P; CPU $(cpu "$OUT/processor-stderr.log") s, broker CPU $(python3 -c "print(round($(broker_cpu) - $B0, 2))") s"
     grep -E "Maximum resident|Elapsed" "$OUT/processor-stderr.log" || true
     if [ "$mode" = off ]; then OFFS+=("$P"); else PROCS+=("$P"); fi
     rm -rf "$STATE"
