@@ -34,17 +34,26 @@ START=$(date +%s.%N)
 "$PG_BIN/psql" -X -q "$PG" -c "\\copy copy_baseline FROM '$CSV' WITH (FORMAT csv)"
 BASE_S=$(python3 -c "import time; print(time.time() - $START)")
 echo "psql \\copy: $N rows in $BASE_S s"
+# The ceiling of any upsert: the same copy into a table whose only index is the sink's primary
+# key (the row id), which an upsert must keep unique.
+"$PG_BIN/psql" -X -q "$PG" -c "CREATE TABLE copy_keyed ($COLS, PRIMARY KEY (row_id))"
+START=$(date +%s.%N)
+"$PG_BIN/psql" -X -q "$PG" -c "\\copy copy_keyed FROM '$CSV' WITH (FORMAT csv)"
+KEYED_S=$(python3 -c "import time; print(time.time() - $START)")
+echo "psql \\copy into a table keyed by row_id: $N rows in $KEYED_S s"
 # The sink: from the topic to committed upserts, first row to last commit.
 SUMMARY="$("$PITGUN" sink --manifest manifests/pipelines/lap-performance.v1.yaml --postgres "$PG" --targets postgres --until-end --batch-rows "${SINK_BATCH_ROWS:-5000}" 2>"$OUT/sink-stderr.log")"
 echo "sink: $SUMMARY"
 WIDTH="$("$PG_BIN/psql" -X -tA "$PG" -c 'SELECT round(avg(pg_column_size(t.*))) FROM lap_performance_v1 t')"
 JSON_WIDTH="$(python3 -c "import os; print(round(os.path.getsize('$ROWS') / $N))")"
 COUNT="$("$PG_BIN/psql" -X -tA "$PG" -c 'SELECT count(*) FROM lap_performance_v1')"
-python3 - "$SUMMARY" "$BASE_S" "$N" "$WIDTH" "$JSON_WIDTH" "$COUNT" <<'PY'
+python3 - "$SUMMARY" "$BASE_S" "$N" "$WIDTH" "$JSON_WIDTH" "$COUNT" "$KEYED_S" <<'PY'
 import json, sys
 s, base, n, width, jw, count = json.loads(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5], int(sys.argv[6])
+keyed = float(sys.argv[7])
 assert count == n, f"table holds {count} rows, expected {n}"
 sink = n / s["seconds"]
 print(f"rows: {n:,} ({width} bytes per row in PostgreSQL, {jw} bytes of JSON); psql \\copy {n / base:,.0f} rows/s; "
       f"sink {sink:,.0f} rows/s ({s['batches']} batches); ratio {sink / (n / base):.2f}")
+print(f"keyed \\copy {n / keyed:,.0f} rows/s: ratio {base / keyed:.2f} to the unindexed copy (the most an upsert can reach); the sink is {sink / (n / keyed):.2f} of it")
 PY

@@ -4,8 +4,16 @@
 //! written by binary `COPY` into a session-local staging table and upserted from it in the same
 //! transaction, so a replayed or re-emitted row replaces its earlier version instead of doubling
 //! — and only an earlier one: the upsert's condition is [`TableShape::replace_condition`].
+//!
+//! Most batches hold only rows the table has never seen (a backfill, laps as they close), and
+//! for those the upsert's staging pass is wasted work. So a batch is first copied straight
+//! into the table: if no key is there yet that *is* the upsert's outcome, at the cost of the
+//! index alone. A key already there (or a value the server refuses) aborts that copy with
+//! nothing written, and the batch takes the upsert; the table's next
+//! [`UPSERTS_AFTER_A_CONFLICT`] batches go straight to the upsert before a copy is tried again.
 
 use std::error::Error as StdError;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 use bytes::BytesMut;
@@ -100,6 +108,11 @@ fn pg_type(t: PgType) -> Type {
     }
 }
 
+/// After a batch of a table met a key already there, this many of its next batches take the
+/// upsert without trying the direct copy first: a table whose rows are being updated pays for a
+/// failed copy at most once in this many batches.
+pub const UPSERTS_AFTER_A_CONFLICT: u32 = 16;
+
 /// A table this target writes, with its statements built once.
 struct Prepared {
     shape: TableShape,
@@ -107,6 +120,13 @@ struct Prepared {
     stage: String,
     copy: String,
     upsert: String,
+    /// `COPY` straight into the table (rows none of whose keys are there yet).
+    insert: String,
+    /// Batches still to upsert before a direct copy is tried again.
+    upserts_due: AtomicU32,
+    /// Shards written by the direct copy, and by the upsert.
+    inserted: AtomicU64,
+    upserted: AtomicU64,
 }
 
 impl Prepared {
@@ -116,6 +136,7 @@ impl Prepared {
         let cols = names().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
         let updates: Vec<String> = names().filter(|c| *c != shape.conflict_key).map(|c| format!("\"{c}\" = EXCLUDED.\"{c}\"")).collect();
         let copy = format!("COPY \"{stage}\" ({cols}) FROM STDIN (FORMAT binary)");
+        let insert = format!("COPY \"{}\" ({cols}) FROM STDIN (FORMAT binary)", shape.table);
         let upsert = format!(
             "INSERT INTO \"{}\" ({cols}) SELECT {cols} FROM \"{stage}\" ON CONFLICT (\"{}\") DO UPDATE SET {} WHERE {}",
             shape.table,
@@ -124,7 +145,22 @@ impl Prepared {
             shape.replace_condition()
         );
         let types = shape.columns.iter().map(|c| pg_type(c.pg_type)).chain([Type::INT8]).collect();
-        Prepared { shape, types, stage, copy, upsert }
+        Prepared {
+            shape,
+            types,
+            stage,
+            copy,
+            upsert,
+            insert,
+            upserts_due: AtomicU32::new(0),
+            inserted: AtomicU64::new(0),
+            upserted: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether the next shard tries the direct copy (else one upsert fewer is due).
+    fn try_insert(&self) -> bool {
+        self.upserts_due.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_err()
     }
 }
 
@@ -160,6 +196,12 @@ impl PgTarget {
     /// The shape of table `i`.
     pub fn shape(&self, i: usize) -> &TableShape {
         &self.tables[i].shape
+    }
+
+    /// Shards of table `i` written so far by the direct copy, and by the upsert.
+    pub fn write_paths(&self, i: usize) -> (u64, u64) {
+        let t = &self.tables[i];
+        (t.inserted.load(Ordering::Relaxed), t.upserted.load(Ordering::Relaxed))
     }
 
     /// Upserts `rows` (already one per key) into table `i`. The rows are split into one shard
@@ -237,6 +279,19 @@ async fn write_shard(
         *conn = None; // reconnect next time: the session may be gone or mid-transaction
         WriteError::Retry(format!("PostgreSQL: {}", db_message(&e)))
     };
+    if t.try_insert() {
+        match insert_rows(client, t, shard.iter().map(|&at| &rows[at])).await {
+            Ok(()) => {
+                t.inserted.fetch_add(1, Ordering::Relaxed);
+                return Ok(Vec::new());
+            }
+            // A key already there, or a value refused: nothing was written; the upsert sorts
+            // out which rows replace, and which are refused.
+            Err(e) if is_data_error(&e) => t.upserts_due.store(UPSERTS_AFTER_A_CONFLICT, Ordering::Relaxed),
+            Err(e) => return Err(retry(conn, e)),
+        }
+    }
+    t.upserted.fetch_add(1, Ordering::Relaxed);
     match write_rows(client, t, shard.iter().map(|&at| &rows[at])).await {
         Ok(()) => Ok(Vec::new()),
         Err(e) if is_data_error(&e) => {
@@ -257,8 +312,27 @@ async fn write_shard(
 /// Binary `COPY` into the session's staging table, then the upsert, in one transaction.
 async fn write_rows<'r>(client: &mut Client, t: &Prepared, rows: impl Iterator<Item = &'r TableRow>) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    let sink = tx.copy_in(&t.copy).await?;
-    let writer = BinaryCopyInWriter::new(sink, &t.types);
+    copy_rows(&tx, &t.copy, &t.types, rows).await?;
+    tx.execute(&t.upsert, &[]).await?;
+    tx.commit().await
+}
+
+/// Binary `COPY` straight into the table, in one transaction: all or nothing (a key already
+/// there aborts it; dropping the transaction rolls it back).
+async fn insert_rows<'r>(client: &mut Client, t: &Prepared, rows: impl Iterator<Item = &'r TableRow>) -> Result<(), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    copy_rows(&tx, &t.insert, &t.types, rows).await?;
+    tx.commit().await
+}
+
+async fn copy_rows<'r>(
+    tx: &tokio_postgres::Transaction<'_>,
+    copy: &str,
+    types: &[Type],
+    rows: impl Iterator<Item = &'r TableRow>,
+) -> Result<(), tokio_postgres::Error> {
+    let sink = tx.copy_in(copy).await?;
+    let writer = BinaryCopyInWriter::new(sink, types);
     pin_mut!(writer);
     for row in rows {
         // `write_raw` wants an exact-size iterator, which a chain is not.
@@ -266,8 +340,7 @@ async fn write_rows<'r>(client: &mut Client, t: &Prepared, rows: impl Iterator<I
         writer.as_mut().write_raw(values).await?;
     }
     writer.finish().await?;
-    tx.execute(&t.upsert, &[]).await?;
-    tx.commit().await
+    Ok(())
 }
 
 /// Creates `shape`'s table through the registry, or checks the table there; then adds the read

@@ -8,7 +8,7 @@
 #[path = "support/rows.rs"]
 mod rows;
 
-use pitgun_sink::postgres::PgTarget;
+use pitgun_sink::postgres::{PgTarget, UPSERTS_AFTER_A_CONFLICT};
 use pitgun_sink::table::TableShape;
 use pitgun_sink::target::{Target, WriteError};
 use rows::*;
@@ -82,6 +82,52 @@ async fn upserts_replace_versions_and_a_refused_row_comes_back_with_the_rest_wri
     let refused = target.write(0, &mut convert(&shape, &want)).await.expect("write");
     assert!(refused.is_empty(), "{refused:?}");
     assert_eq!(table(&client).await, expected(&want), "after the re-delivered batch");
+}
+
+/// A batch none of whose keys is in the table is copied straight in; one that meets a key
+/// already there is upserted whole (an older version still does not replace a newer one), and
+/// so are the table's next batches, until a direct copy is tried again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_rows_are_copied_straight_in_and_a_batch_meeting_a_known_key_is_upserted() {
+    let url = own_database("direct").await;
+    let (mut target, shape) = open(&url, 1).await;
+    let client = connect(&url).await;
+    let rows = lap_rows();
+    let write = |rows: Vec<pitgun_sink::table::TableRow>, version: i64| {
+        rows.into_iter()
+            .map(|mut r| {
+                r.version = version;
+                r
+            })
+            .collect::<Vec<_>>()
+    };
+    let refused = target.write(0, &mut write(convert(&shape, &rows[..4]), 10)).await.expect("write");
+    assert!(refused.is_empty(), "{refused:?}");
+    assert_eq!(target.write_paths(0), (1, 0), "four new rows: copied straight in");
+    assert_eq!(table(&client).await, expected(&rows[..4]));
+
+    // An older version of row 0 (a sample more, version 5 < 10) with four new rows: the copy
+    // meets row 0's key, so the whole batch is upserted; row 0 keeps its newer version.
+    let mut batch = vec![next_version(&rows[0])];
+    batch.extend_from_slice(&rows[4..]);
+    let refused = target.write(0, &mut write(convert(&shape, &batch), 5)).await.expect("write");
+    assert!(refused.is_empty(), "{refused:?}");
+    assert_eq!(target.write_paths(0), (1, 1), "the batch meeting a known key was upserted");
+    assert_eq!(table(&client).await, expected(&rows), "all rows there, row 0 at its newer version");
+
+    // The next batches of new rows are upserted, then a direct copy is tried again.
+    let fresh = |k: usize| {
+        let mut r = rows[0].clone();
+        r.insert("row_id".into(), format!("fresh-{k}").into());
+        r
+    };
+    for k in 0..UPSERTS_AFTER_A_CONFLICT as usize + 1 {
+        let refused = target.write(0, &mut write(convert(&shape, &[fresh(k)]), 1)).await.expect("write");
+        assert!(refused.is_empty(), "{refused:?}");
+    }
+    assert_eq!(target.write_paths(0), (2, 1 + u64::from(UPSERTS_AFTER_A_CONFLICT)));
+    let count: i64 = client.query_one(&format!("SELECT count(*) FROM {TABLE}"), &[]).await.unwrap().get(0);
+    assert_eq!(count as usize, rows.len() + UPSERTS_AFTER_A_CONFLICT as usize + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
