@@ -1,6 +1,6 @@
 //! `pitgun-bench`: the programs the scripts in `bench/` measure Pitgun against, kept out of the
 //! product binary. Baselines (what a figure in BENCHMARKS.md is a ratio to): `parse` (serde_json
-//! only), `consume` (a bare Kafka consumer), `gateway` (an HTTP server that only parses), `http`
+//! only), `consume` (a bare Kafka consumer), `produce` (a bare Kafka producer), `gateway` (an HTTP server that only parses), `http`
 //! (the load generator for GET endpoints). Timings of one product component alone: `engine`
 //! (the processor's engine without Kafka) and `ilp` (the QuestDB target's encoding).
 //!
@@ -35,6 +35,9 @@ enum Command {
     /// The processor's baseline: a bare Kafka consumer that only counts a topic's records.
     #[cfg(feature = "live")]
     Consume(live::ConsumeArgs),
+    /// `pitgun publish`'s baseline: a bare producer of the same records, encoded beforehand.
+    #[cfg(feature = "live")]
+    Produce(live::ProduceArgs),
     /// The gateway's baseline: the same HTTP framing, then only a parse of every item, and 202.
     #[cfg(feature = "live")]
     Gateway(gateway::GatewayArgs),
@@ -54,6 +57,8 @@ fn main() -> ExitCode {
         Command::Parse(args) => parse::run(args),
         #[cfg(feature = "live")]
         Command::Consume(args) => live::consume(args),
+        #[cfg(feature = "live")]
+        Command::Produce(args) => live::produce(args),
         #[cfg(feature = "live")]
         Command::Gateway(args) => gateway::run(args),
         #[cfg(feature = "live")]

@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use pitgun_codec::avro::TextEncoder;
-use pitgun_codec::json::{decode_into, EnvelopeView};
-use pitgun_codec::rules::unique_channels;
-use pitgun_contracts::envelope::Envelope;
+use pitgun_codec::json::{decode_into, DecodeError, EnvelopeView};
+use pitgun_codec::rules::check;
 use pitgun_runtime::kafka::{send_waiting, topics};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
@@ -55,13 +54,8 @@ const FLUSH: Duration = Duration::from_secs(120);
 pub fn run(args: PublishArgs) -> Result<ExitCode> {
     let broker = args.broker.broker();
     let topic = broker.name(&args.topic);
-    let producer: ThreadedProducer<DefaultProducerContext> = broker
-        .producer_config("pitgun-publish")
-        .set("linger.ms", "20")
-        .set("batch.size", "1000000")
-        .set("queue.buffering.max.messages", "500000")
-        .create()
-        .context("cannot create the Kafka producer")?;
+    let producer: ThreadedProducer<DefaultProducerContext> =
+        broker.bulk_producer_config("pitgun-publish").create().context("cannot create the Kafka producer")?;
     let mut encoder = TextEncoder::default();
     let mut buf = Vec::with_capacity(1024);
     let started = Instant::now();
@@ -80,18 +74,13 @@ pub fn run(args: PublishArgs) -> Result<ExitCode> {
             key.push_str(row.row_id);
             buf.extend_from_slice(text.as_bytes());
         } else {
-            let env: Envelope = serde_json::from_str(text).with_context(|| format!("{}:{line}: not an envelope", args.input.display()))?;
-            key.push_str(&env.session_id);
-            match args.wire {
-                WireArg::Avro => encoder.encode(text, &env, &mut buf).map_err(|e| anyhow::anyhow!("{}:{line}: {e}", args.input.display()))?,
-                _ => {
-                    let mut view = EnvelopeView::empty();
-                    decode_into(text, &mut view)
-                        .and_then(|()| each_channel_once(&view))
-                        .map_err(|e| anyhow::anyhow!("{}:{line}: {e}", args.input.display()))?;
-                    buf.extend_from_slice(text.as_bytes());
-                }
+            // Checked as the gateway checks an envelope, short of its dictionary.
+            let view = match args.wire {
+                WireArg::Avro => encoder.encode(text, &mut buf),
+                _ => checked(text).inspect(|_| buf.extend_from_slice(text.as_bytes())),
             }
+            .map_err(|e| anyhow::anyhow!("{}:{line}: not an envelope: {e}", args.input.display()))?;
+            key.push_str(&view.session_id);
         }
         // A full queue waits for the broker as long as a flush may (a backfill has no hurry).
         send_waiting(&producer, BaseRecord::to(&topic).key(key.as_bytes()).payload(&buf), FLUSH)?;
@@ -105,8 +94,12 @@ pub fn run(args: PublishArgs) -> Result<ExitCode> {
 }
 
 /// The gateway's and the engine's rule, so a backfill stores nothing they would refuse.
-fn each_channel_once(view: &EnvelopeView<'_>) -> Result<(), pitgun_codec::json::DecodeError> {
-    unique_channels(view).map_err(|b| pitgun_codec::json::DecodeError { pointer: b.pointer, message: b.message })
+/// The strictly decoded envelope `text`, if it also keeps the schema's rules.
+fn checked(text: &str) -> Result<EnvelopeView<'_>, DecodeError> {
+    let mut view = EnvelopeView::empty();
+    decode_into(text, &mut view)?;
+    check(&view).map_err(|b| DecodeError { pointer: b.pointer, message: b.message })?;
+    Ok(view)
 }
 
 #[cfg(test)]
@@ -116,11 +109,19 @@ mod tests {
     #[test]
     fn a_channel_named_twice_is_refused_before_it_is_published() {
         let text = r#"{"schema":"pitgun-envelope/v1","event_id":"e","source":{"kind":"game","id":"pitgun-web","version":"1.4.2"},"session_id":"s","seq":1,"time_us":1,"kind":"sample","channels":{"speed_kmh":1,"speed_kmh":2}}"#;
-        let env: Envelope = serde_json::from_str(text).unwrap();
-        let err = TextEncoder::default().encode(text, &env, &mut Vec::new()).unwrap_err();
+        let err = TextEncoder::default().encode(text, &mut Vec::new()).unwrap_err();
         assert!(err.to_string().contains("/channels/speed_kmh") && err.to_string().contains("more than once"), "{err}");
-        let mut view = EnvelopeView::empty();
-        decode_into(text, &mut view).unwrap();
-        assert_eq!(each_channel_once(&view).unwrap_err().pointer, "/channels/speed_kmh", "--wire json applies the same rule");
+        assert_eq!(checked(text).unwrap_err().pointer, "/channels/speed_kmh", "--wire json applies the same rule");
+    }
+
+    #[test]
+    fn an_envelope_the_gateway_would_refuse_by_the_schema_is_not_published() {
+        let long_id = "e".repeat(129);
+        let text = format!(
+            r#"{{"schema":"pitgun-envelope/v1","event_id":"{long_id}","source":{{"kind":"game","id":"pitgun-web","version":"1.4.2"}},"session_id":"s","seq":1,"time_us":1,"kind":"sample","channels":{{"speed_kmh":1}}}}"#
+        );
+        for err in [TextEncoder::default().encode(&text, &mut Vec::new()).unwrap_err(), checked(&text).unwrap_err()] {
+            assert_eq!(err.pointer, "/event_id", "{err}");
+        }
     }
 }

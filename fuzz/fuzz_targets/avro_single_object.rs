@@ -49,7 +49,7 @@ struct Pair {
 impl Pair {
     fn new() -> Pair {
         let mut warm = Vec::new();
-        TextEncoder::default().encode(WARM, &serde_json::from_str(WARM).unwrap(), &mut warm).unwrap();
+        TextEncoder::default().encode(WARM, &mut warm).unwrap();
         let mut pair = Pair { fused: Runner::new(plan()), two_pass: Runner::new(plan()), inputs: 0 };
         pair.feed(&warm[10..]).unwrap();
         pair

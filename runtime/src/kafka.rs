@@ -78,6 +78,14 @@ impl Broker {
         c
     }
 
+    /// [`Broker::producer_config`] for a backfill (`pitgun publish`), which has no one waiting
+    /// on a record: fuller batches and a deeper queue.
+    pub fn bulk_producer_config(&self, client_id: &str) -> ClientConfig {
+        let mut c = self.producer_config(client_id);
+        c.set("linger.ms", "20").set("batch.size", "1000000").set("queue.buffering.max.messages", "500000");
+        c
+    }
+
     /// Creates `topics` with `partitions` each unless they exist (idempotent).
     pub fn ensure_topics(&self, topics: &[String], partitions: i32, timeout: Duration) -> Result<()> {
         self.create_topics(topics, &TopicSpec { partitions, replication: 1, config: Vec::new() }, timeout).map(|_| ())

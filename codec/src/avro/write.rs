@@ -12,11 +12,9 @@
 
 use std::borrow::Cow;
 
-use pitgun_contracts::envelope::{ChannelValue, Envelope};
-
 use super::{single_object_header, EVENT_KINDS, SOURCE_KINDS};
 use crate::json::{decode_into, DecodeError, EnvelopeView};
-use crate::rules::unique_channels;
+use crate::rules::check;
 
 /// Writes envelopes as Avro single objects.
 #[derive(Clone)]
@@ -30,10 +28,11 @@ impl Default for AvroWriter {
     }
 }
 
-/// Avro single objects from envelope JSON text, exactly as the gateway writes them: channels
-/// and dimensions in the envelope's own order, a channel written as a JSON boolean as an Avro
-/// boolean, a channel named twice refused. For producers that hold the JSON text (`pitgun
-/// publish`, benchmarks); the gateway types booleans from the dictionary instead.
+/// Avro single objects from envelope JSON text, exactly as the gateway writes them: checked by
+/// the strict decoder and the schema's rules ([`crate::rules::check`]; the dictionary is the
+/// gateway's alone), channels and dimensions in the envelope's own order, a channel written as a
+/// JSON boolean as an Avro boolean. For producers that hold the JSON text (`pitgun publish`,
+/// benchmarks); the gateway types booleans from the dictionary instead.
 #[derive(Default)]
 pub struct TextEncoder {
     writer: AvroWriter,
@@ -41,16 +40,119 @@ pub struct TextEncoder {
 }
 
 impl TextEncoder {
-    /// Appends the encoding of the envelope `text` (already parsed as `env`) to `out`.
-    pub fn encode(&mut self, text: &str, env: &Envelope, out: &mut Vec<u8>) -> Result<(), DecodeError> {
+    /// Appends the encoding of the envelope `text` to `out`; the decoded envelope, or where and
+    /// why the text is not one.
+    pub fn encode<'t>(&mut self, text: &'t str, out: &mut Vec<u8>) -> Result<EnvelopeView<'t>, DecodeError> {
         let mut view = EnvelopeView::empty();
         decode_into(text, &mut view)?;
-        unique_channels(&view).map_err(|b| DecodeError { pointer: b.pointer, message: b.message })?;
+        check(&view).map_err(|b| DecodeError { pointer: b.pointer, message: b.message })?;
         self.booleans.clear();
-        self.booleans.extend(view.channels.iter().map(|(name, _)| matches!(env.channels.get(&**name), Some(ChannelValue::Bool(_)))));
+        // The view holds booleans as 1 and 0; which were booleans takes a second look, and
+        // only a text with a `true` or `false` in it can hold one.
+        if text.contains("true") || text.contains("false") {
+            json_booleans(text, &mut self.booleans)?;
+        }
         self.writer.write(&view, &self.booleans, out);
-        Ok(())
+        Ok(view)
     }
+}
+
+/// Whether each channel of the envelope `text` (decoded already) is written as a JSON boolean,
+/// in the channels' order.
+fn json_booleans(text: &str, out: &mut Vec<bool>) -> Result<(), DecodeError> {
+    use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+    use std::fmt;
+
+    /// The envelope object: `channels` read for its values' types, every other member skipped.
+    struct Members<'v>(&'v mut Vec<bool>);
+    /// A member name: whether it is `channels`.
+    struct IsChannels(bool);
+    /// A channel value: whether it is a boolean.
+    struct IsBool(bool);
+
+    impl<'de> de::Deserialize<'de> for IsChannels {
+        fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<IsChannels, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = IsChannels;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a member name")
+                }
+                fn visit_str<E>(self, v: &str) -> Result<IsChannels, E> {
+                    Ok(IsChannels(v == "channels"))
+                }
+            }
+            d.deserialize_str(V)
+        }
+    }
+
+    impl<'de> de::Deserialize<'de> for IsBool {
+        fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<IsBool, D::Error> {
+            struct V;
+            impl Visitor<'_> for V {
+                type Value = IsBool;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a number or a boolean")
+                }
+                fn visit_bool<E>(self, _: bool) -> Result<IsBool, E> {
+                    Ok(IsBool(true))
+                }
+                fn visit_f64<E>(self, _: f64) -> Result<IsBool, E> {
+                    Ok(IsBool(false))
+                }
+                fn visit_i64<E>(self, _: i64) -> Result<IsBool, E> {
+                    Ok(IsBool(false))
+                }
+                fn visit_u64<E>(self, _: u64) -> Result<IsBool, E> {
+                    Ok(IsBool(false))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+    struct Channels<'v>(&'v mut Vec<bool>);
+    impl<'de> DeserializeSeed<'de> for Channels<'_> {
+        type Value = ();
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Channels<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("the channels object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while map.next_key::<IgnoredAny>()?.is_some() {
+                self.0.push(map.next_value::<IsBool>()?.0);
+            }
+            Ok(())
+        }
+    }
+    impl<'de> DeserializeSeed<'de> for Members<'_> {
+        type Value = ();
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Members<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an envelope")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            while let Some(IsChannels(channels)) = map.next_key()? {
+                if channels {
+                    map.next_value_seed(Channels(&mut *self.0))?;
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    Members(out).deserialize(&mut de).map_err(|e| DecodeError { pointer: "/channels".into(), message: e.to_string() })
 }
 
 fn index_of<T: PartialEq>(all: &[T], x: &T) -> i64 {
@@ -185,6 +287,39 @@ mod tests {
                     assert_eq!(ours, theirs, "{text}");
                 }
             }
+        }
+    }
+
+    /// The text encoder writes what the envelope says: a channel written as a JSON boolean
+    /// travels as an Avro boolean, whatever else says `true` (a dimension value, an escaped
+    /// member name), and `1` stays a double.
+    #[test]
+    fn the_text_encoder_types_json_booleans_and_nothing_else() {
+        let decoder = Decoder::default();
+        let texts = [
+            (
+                r#"{"schema":"pitgun-envelope/v1","event_id":"e","source":{"kind":"game","id":"g","version":"1.0.0"},"session_id":"s","seq":1,"time_us":5,"kind":"sample","channels":{"x":1,"in_pit":true,"y":false},"dims":{"t":"true"}}"#,
+                [false, true, true],
+            ),
+            (
+                r#"{"schema":"pitgun-envelope/v1","event_id":"e","source":{"kind":"game","id":"g","version":"1.0.0"},"session_id":"s","seq":1,"time_us":5,"kind":"sample","dims":{"t":"true"},"chann\u0065ls":{"x":1,"in_pit":0,"y":true}}"#,
+                [false, false, true],
+            ),
+            (
+                r#"{"schema":"pitgun-envelope/v1","event_id":"true","source":{"kind":"game","id":"g","version":"1.0.0"},"session_id":"s","seq":1,"time_us":5,"kind":"sample","channels":{"x":1,"in_pit":0,"y":1}}"#,
+                [false, false, false],
+            ),
+        ];
+        for (text, booleans) in texts {
+            let mut ours = Vec::new();
+            let view = TextEncoder::default().encode(text, &mut ours).unwrap();
+            assert_eq!(view.session_id, "s");
+            let mut want = Vec::new();
+            AvroWriter::new().write(&crate::json::decode(text).unwrap(), &booleans, &mut want);
+            assert_eq!(ours, want, "{text}");
+            let env = decoder.to_envelope(&ours).unwrap();
+            let bools: Vec<bool> = ["x", "in_pit", "y"].iter().map(|c| matches!(env.channels[*c], ChannelValue::Bool(_))).collect();
+            assert_eq!(bools, booleans, "{text}");
         }
     }
 
