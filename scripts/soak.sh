@@ -62,7 +62,8 @@ export PITGUN_SOAK_SECONDS="$SECONDS_TOTAL"
 export PITGUN_SOAK_BROKER="broker --dir $BROKER_STACK --broker-port $BROKER_PORT --pg-port $BROKER_PG_PORT --broker-storage postgres --rebalance-delay 300ms"
 export PITGUN_SOAK_POSTGRES="postgres --dir $DATA_STACK --pg-port $DATA_PG_PORT"
 # The soak runs a copy of the binary just built: a rebuild while it runs changes nothing it restarts.
-TEST=(cargo test --locked --profile ci --all-features -p pitgun --test soak)
+# `--workspace`: the same features as the test command's build, so its artifacts are reused.
+TEST=(cargo test --locked --workspace --profile ci --all-features --test soak)
 "${TEST[@]}" --no-run
 cp "$CARGO_TARGET_DIR/ci/pitgun" "$DATA_STACK/pitgun"
 export PITGUN_TEST_BIN="$DATA_STACK/pitgun"
