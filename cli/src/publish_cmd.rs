@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -11,7 +13,9 @@ use pitgun_codec::avro::TextEncoder;
 use pitgun_codec::json::{decode_into, DecodeError, EnvelopeView};
 use pitgun_codec::rules::check;
 use pitgun_runtime::kafka::{send_waiting, topics};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
 
 use crate::broker_args::BrokerArgs;
 use pitgun_codec::dataset::for_each_record;
@@ -54,8 +58,8 @@ const FLUSH: Duration = Duration::from_secs(120);
 pub fn run(args: PublishArgs) -> Result<ExitCode> {
     let broker = args.broker.broker();
     let topic = broker.name(&args.topic);
-    let producer: ThreadedProducer<DefaultProducerContext> =
-        broker.bulk_producer_config("pitgun-publish").create().context("cannot create the Kafka producer")?;
+    let producer: ThreadedProducer<Acknowledgements> =
+        broker.bulk_producer_config("pitgun-publish").create_with_context(Acknowledgements::default()).context("cannot create the Kafka producer")?;
     let mut encoder = TextEncoder::default();
     let mut buf = Vec::with_capacity(1024);
     let started = Instant::now();
@@ -87,14 +91,50 @@ pub fn run(args: PublishArgs) -> Result<ExitCode> {
         n += 1;
         Ok::<_, anyhow::Error>(true)
     })?;
-    producer.flush(FLUSH).context("the broker did not acknowledge every record within 120 s")?;
+    finish(&producer, FLUSH)?;
     let s = started.elapsed().as_secs_f64();
     eprintln!("publish: {n} records to {topic} in {s:.2} s ({:.0}/s), all acknowledged", n as f64 / s);
     Ok(ExitCode::SUCCESS)
 }
 
-/// The gateway's and the engine's rule, so a backfill stores nothing they would refuse.
-/// The strictly decoded envelope `text`, if it also keeps the schema's rules.
+/// The producer's delivery reports: how many records the broker did not acknowledge (after
+/// librdkafka's own retries, within `message.timeout.ms`), and the first reason.
+#[derive(Default)]
+struct Acknowledgements {
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for Acknowledgements {}
+
+impl ProducerContext for Acknowledgements {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            self.first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| e.to_string());
+        }
+    }
+}
+
+/// Waits for every record's delivery report: an error unless the broker acknowledged them all.
+/// (A flush only says the queue is empty; a record that timed out or was refused leaves it too.)
+fn finish(producer: &ThreadedProducer<Acknowledgements>, wait: Duration) -> Result<()> {
+    producer.flush(wait).with_context(|| format!("the broker did not acknowledge every record within {} s", wait.as_secs()))?;
+    let acks = producer.context();
+    match acks.failed.load(Ordering::Relaxed) {
+        0 => Ok(()),
+        n => anyhow::bail!(
+            "{n} records were not acknowledged by the broker (the first: {}); the others are on the topic. Publishing the file \
+             again is harmless: copies of envelopes are dropped by event id, copies of rows replaced by row id",
+            acks.first_error.lock().unwrap_or_else(|p| p.into_inner()).as_deref().unwrap_or("no reason given")
+        ),
+    }
+}
+
+/// The strictly decoded envelope `text`, if it also keeps the schema's rules: the gateway's
+/// check short of the dictionary, so a backfill stores nothing the gateway would refuse.
 fn checked(text: &str) -> Result<EnvelopeView<'_>, DecodeError> {
     let mut view = EnvelopeView::empty();
     decode_into(text, &mut view)?;
@@ -105,6 +145,23 @@ fn checked(text: &str) -> Result<EnvelopeView<'_>, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A record the broker never acknowledged (here: no broker at all, and a 300 ms delivery
+    /// timeout) fails the publish, saying how many; a flush that merely ends is not success.
+    #[test]
+    fn records_the_broker_never_acknowledged_fail_the_publish() {
+        let broker = pitgun_runtime::kafka::Broker::new("127.0.0.1:1", "");
+        let producer: ThreadedProducer<Acknowledgements> = broker
+            .bulk_producer_config("pitgun-publish-test")
+            .set("message.timeout.ms", "300")
+            .create_with_context(Acknowledgements::default())
+            .unwrap();
+        for i in 0..3 {
+            send_waiting(&producer, BaseRecord::to("t").key("s").payload(&format!("{i}")), FLUSH).unwrap();
+        }
+        let err = finish(&producer, Duration::from_secs(10)).expect_err("nothing was acknowledged");
+        assert!(format!("{err:#}").contains("3 records"), "{err:#}");
+    }
 
     #[test]
     fn a_channel_named_twice_is_refused_before_it_is_published() {
