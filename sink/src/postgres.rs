@@ -8,9 +8,12 @@
 //! Most batches hold only rows the table has never seen (a backfill, laps as they close), and
 //! for those the upsert's staging pass is wasted work. So a batch is first copied straight
 //! into the table: if no key is there yet that *is* the upsert's outcome, at the cost of the
-//! index alone. A key already there (or a value the server refuses) aborts that copy with
-//! nothing written, and the batch takes the upsert; the table's next
+//! indexes alone. A key already there (or a value the server refuses) aborts that shard's copy
+//! with nothing written, and the shard takes the upsert; the table's next
 //! [`UPSERTS_AFTER_A_CONFLICT`] batches go straight to the upsert before a copy is tried again.
+//! This rests on the table's unique index on the conflict key, which is what makes the copy
+//! fail on a known key: a table found without one (made by hand before the sink registered it)
+//! is only ever upserted, which fails loudly there as it always did.
 
 use std::error::Error as StdError;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -122,15 +125,19 @@ struct Prepared {
     upsert: String,
     /// `COPY` straight into the table (rows none of whose keys are there yet).
     insert: String,
+    /// Whether the table has a unique index on the conflict key alone (so a direct copy of a
+    /// known key fails instead of doubling it).
+    unique_key: bool,
     /// Batches still to upsert before a direct copy is tried again.
     upserts_due: AtomicU32,
-    /// Shards written by the direct copy, and by the upsert.
+    /// Batches written wholly by the direct copy, and batches written with at least one shard
+    /// upserted (a batch that failed is in neither).
     inserted: AtomicU64,
     upserted: AtomicU64,
 }
 
 impl Prepared {
-    fn new(shape: TableShape) -> Prepared {
+    fn new(shape: TableShape, unique_key: bool) -> Prepared {
         let stage = format!("pitgun_stage_{}", shape.table);
         let names = || shape.columns.iter().map(|c| c.name.as_str()).chain([VERSION_COLUMN]);
         let cols = names().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
@@ -152,15 +159,16 @@ impl Prepared {
             copy,
             upsert,
             insert,
+            unique_key,
             upserts_due: AtomicU32::new(0),
             inserted: AtomicU64::new(0),
             upserted: AtomicU64::new(0),
         }
     }
 
-    /// Whether the next shard tries the direct copy (else one upsert fewer is due).
+    /// Whether the next batch tries the direct copy (else one upsert fewer is due).
     fn try_insert(&self) -> bool {
-        self.upserts_due.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_err()
+        self.unique_key && self.upserts_due.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_err()
     }
 }
 
@@ -183,7 +191,11 @@ impl PgTarget {
         let mut prepared = Vec::new();
         for (shape, manifest, version) in tables {
             ensure_table(&client, &shape, &manifest, version).await?;
-            prepared.push(Prepared::new(shape));
+            let unique_key = has_unique_key(&client, &shape).await?;
+            if !unique_key {
+                warn!(table = %shape.table, key = %shape.conflict_key, "the table has no unique index on its key: every batch is upserted");
+            }
+            prepared.push(Prepared::new(shape, unique_key));
         }
         drop(client);
         let mut target = PgTarget { url: url.to_string(), conns: Vec::new(), tables: prepared };
@@ -198,7 +210,7 @@ impl PgTarget {
         &self.tables[i].shape
     }
 
-    /// Shards of table `i` written so far by the direct copy, and by the upsert.
+    /// Batches of table `i` written so far wholly by the direct copy, and with the upsert.
     pub fn write_paths(&self, i: usize) -> (u64, u64) {
         let t = &self.tables[i];
         (t.inserted.load(Ordering::Relaxed), t.upserted.load(Ordering::Relaxed))
@@ -218,10 +230,21 @@ impl PgTarget {
             shards[(xxhash_rust::xxh3::xxh3_64(row.key.as_bytes()) % n as u64) as usize].push(at);
         }
         let (url, tables) = (&self.url, &self.tables);
-        let writes = self.conns.iter_mut().zip(&shards).map(|(conn, shard)| write_shard(url, tables, conn, i, rows, shard));
+        let t = &tables[i];
+        // Decided once per batch, whatever the number of shards.
+        let direct = t.try_insert();
+        let writes = self.conns.iter_mut().zip(&shards).map(|(conn, shard)| write_shard(url, tables, conn, i, rows, shard, direct));
         let mut refused = Vec::new();
+        let mut copied = true;
         for result in futures_util::future::join_all(writes).await {
-            refused.extend(result?);
+            let (shard_refused, shard_copied) = result?;
+            refused.extend(shard_refused);
+            copied &= shard_copied;
+        }
+        if copied {
+            t.inserted.fetch_add(1, Ordering::Relaxed);
+        } else {
+            t.upserted.fetch_add(1, Ordering::Relaxed);
         }
         refused.sort_unstable_by_key(|(at, _)| *at);
         Ok(refused)
@@ -266,9 +289,10 @@ async fn write_shard(
     i: usize,
     rows: &[TableRow],
     shard: &[usize],
-) -> Result<Refused, WriteError> {
+    direct: bool,
+) -> Result<(Refused, bool), WriteError> {
     if shard.is_empty() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), direct));
     }
     if conn.as_ref().is_none_or(|c| c.is_closed()) {
         *conn = Some(session(url, tables).await?);
@@ -279,21 +303,17 @@ async fn write_shard(
         *conn = None; // reconnect next time: the session may be gone or mid-transaction
         WriteError::Retry(format!("PostgreSQL: {}", db_message(&e)))
     };
-    if t.try_insert() {
+    if direct {
         match insert_rows(client, t, shard.iter().map(|&at| &rows[at])).await {
-            Ok(()) => {
-                t.inserted.fetch_add(1, Ordering::Relaxed);
-                return Ok(Vec::new());
-            }
+            Ok(()) => return Ok((Vec::new(), true)),
             // A key already there, or a value refused: nothing was written; the upsert sorts
             // out which rows replace, and which are refused.
             Err(e) if is_data_error(&e) => t.upserts_due.store(UPSERTS_AFTER_A_CONFLICT, Ordering::Relaxed),
             Err(e) => return Err(retry(conn, e)),
         }
     }
-    t.upserted.fetch_add(1, Ordering::Relaxed);
     match write_rows(client, t, shard.iter().map(|&at| &rows[at])).await {
-        Ok(()) => Ok(Vec::new()),
+        Ok(()) => Ok((Vec::new(), false)),
         Err(e) if is_data_error(&e) => {
             let mut refused = Vec::new();
             for &at in shard {
@@ -303,10 +323,21 @@ async fn write_shard(
                     Err(e) => return Err(retry(conn, e)),
                 }
             }
-            Ok(refused)
+            Ok((refused, false))
         }
         Err(e) => Err(retry(conn, e)),
     }
+}
+
+/// Whether `shape`'s table has a unique index on its conflict key alone (the sink creates it
+/// as the primary key; a table made by hand may lack it).
+async fn has_unique_key(client: &Client, shape: &TableShape) -> Result<bool> {
+    let sql = "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+               WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indnatts = 1 AND i.indpred IS NULL AND a.attname = $2)";
+    let table = format!("\"{}\"", shape.table);
+    let row =
+        client.query_one(sql, &[&table, &shape.conflict_key]).await.map_err(Error::postgres(format!("reading the indexes of {:?}", shape.table)))?;
+    Ok(row.get(0))
 }
 
 /// Binary `COPY` into the session's staging table, then the upsert, in one transaction.

@@ -85,12 +85,13 @@ async fn upserts_replace_versions_and_a_refused_row_comes_back_with_the_rest_wri
 }
 
 /// A batch none of whose keys is in the table is copied straight in; one that meets a key
-/// already there is upserted whole (an older version still does not replace a newer one), and
-/// so are the table's next batches, until a direct copy is tried again.
+/// already there is upserted (an older version still does not replace a newer one), and so are
+/// the table's next batches, counted in batches whatever the number of connections, until a
+/// direct copy is tried again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_rows_are_copied_straight_in_and_a_batch_meeting_a_known_key_is_upserted() {
     let url = own_database("direct").await;
-    let (mut target, shape) = open(&url, 1).await;
+    let (mut target, shape) = open(&url, 2).await;
     let client = connect(&url).await;
     let rows = lap_rows();
     let write = |rows: Vec<pitgun_sink::table::TableRow>, version: i64| {
@@ -128,6 +129,24 @@ async fn new_rows_are_copied_straight_in_and_a_batch_meeting_a_known_key_is_upse
     assert_eq!(target.write_paths(0), (2, 1 + u64::from(UPSERTS_AFTER_A_CONFLICT)));
     let count: i64 = client.query_one(&format!("SELECT count(*) FROM {TABLE}"), &[]).await.unwrap().get(0);
     assert_eq!(count as usize, rows.len() + UPSERTS_AFTER_A_CONFLICT as usize + 1);
+}
+
+/// A table made by hand without the unique key (before the sink first registered it) is never
+/// copied into directly, where a known key would double: it is upserted, which PostgreSQL
+/// refuses without the key, so the write is `Retry` and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_without_its_unique_key_is_never_copied_into_directly() {
+    let url = own_database("nokey").await;
+    let shape = TableShape::from_contract(&lap_contract(), TABLE).unwrap();
+    let client = connect(&url).await;
+    client.batch_execute(&shape.create_sql().replace(" PRIMARY KEY", "")).await.unwrap();
+    let mut target = PgTarget::open(&url, vec![(shape.clone(), "lap-performance".into(), 1)], 1).await.expect("open");
+    match target.write(0, &mut convert(&shape, &lap_rows())).await {
+        Err(WriteError::Retry(e)) => assert!(e.contains("ON CONFLICT"), "PostgreSQL's reason: {e}"),
+        other => panic!("the upsert fails without a unique key, not {other:?}"),
+    }
+    assert_eq!(target.write_paths(0), (0, 0), "no batch was written by either path");
+    assert_eq!(table(&client).await, vec![], "nothing written");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
