@@ -107,7 +107,8 @@ pub struct ProduceArgs {
 /// broker's acknowledgement of the last: what publish would cost if reading, checking and
 /// encoding were free.
 pub fn produce(args: ProduceArgs) -> Result<ExitCode> {
-    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    use pitgun_runtime::kafka::{flush_counting, DeliveryReports};
+    use rdkafka::producer::{BaseRecord, ThreadedProducer};
     use std::time::Duration;
     let mut encoder = pitgun_codec::avro::TextEncoder::default();
     let mut records: Vec<(String, Vec<u8>)> = Vec::new();
@@ -119,14 +120,16 @@ pub fn produce(args: ProduceArgs) -> Result<ExitCode> {
     })?;
     let broker = pitgun_runtime::kafka::Broker::new(args.brokers, args.namespace);
     let topic = broker.name(&args.topic);
-    let producer: ThreadedProducer<DefaultProducerContext> = broker.bulk_producer_config("pitgun-bench-produce").create()?;
+    let producer: ThreadedProducer<DeliveryReports> =
+        broker.bulk_producer_config("pitgun-bench-produce").create_with_context(DeliveryReports::default())?;
     let wait = Duration::from_secs(120);
     let started = Instant::now();
     for (key, bytes) in &records {
         pitgun_runtime::kafka::send_waiting(&producer, BaseRecord::to(&topic).key(key.as_bytes()).payload(bytes), wait)?;
     }
-    producer.flush(wait)?;
+    let (failed, first) = flush_counting(&producer, wait)?;
     let s = started.elapsed().as_secs_f64();
+    anyhow::ensure!(failed == 0, "{failed} records were not acknowledged (the first: {first:?}): no baseline");
     println!("{}", serde_json::json!({"records": records.len(), "seconds": s, "records_per_second": records.len() as f64 / s}));
     Ok(ExitCode::SUCCESS)
 }

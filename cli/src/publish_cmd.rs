@@ -3,8 +3,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -12,10 +10,9 @@ use clap::{Args, ValueEnum};
 use pitgun_codec::avro::TextEncoder;
 use pitgun_codec::json::{decode_into, DecodeError, EnvelopeView};
 use pitgun_codec::rules::check;
-use pitgun_runtime::kafka::{send_waiting, topics};
+use pitgun_runtime::kafka::{flush_counting, send_waiting, topics, DeliveryReports};
 
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::ClientContext;
+use rdkafka::producer::{BaseRecord, ThreadedProducer};
 
 use crate::broker_args::BrokerArgs;
 use pitgun_codec::dataset::for_each_record;
@@ -35,7 +32,9 @@ enum WireArg {
 /// Publish a dataset's envelopes to the envelopes topic, keyed by session id.
 ///
 /// Uses the idempotent producer with acks=all and waits until the broker acknowledged every
-/// record; records that are not valid envelopes are refused up front (use `pitgun validate`).
+/// record. Each line is checked as the gateway checks an envelope, short of the dictionary and
+/// the clock rule; the first that fails stops the publish once the lines before it are
+/// acknowledged (`pitgun validate` checks a whole file first).
 /// The topic must exist (scripts/stack.sh topics).
 #[derive(Args, Debug)]
 pub struct PublishArgs {
@@ -58,14 +57,14 @@ const FLUSH: Duration = Duration::from_secs(120);
 pub fn run(args: PublishArgs) -> Result<ExitCode> {
     let broker = args.broker.broker();
     let topic = broker.name(&args.topic);
-    let producer: ThreadedProducer<Acknowledgements> =
-        broker.bulk_producer_config("pitgun-publish").create_with_context(Acknowledgements::default()).context("cannot create the Kafka producer")?;
+    let producer: ThreadedProducer<DeliveryReports> =
+        broker.bulk_producer_config("pitgun-publish").create_with_context(DeliveryReports::default()).context("cannot create the Kafka producer")?;
     let mut encoder = TextEncoder::default();
     let mut buf = Vec::with_capacity(1024);
     let started = Instant::now();
     let mut n = 0u64;
     let mut key = String::new();
-    for_each_record(&args.input, &|_| {}, |line, text| {
+    let read = for_each_record(&args.input, &|_| {}, |line, text| {
         buf.clear();
         key.clear();
         if let WireArg::Rows = args.wire {
@@ -90,51 +89,37 @@ pub fn run(args: PublishArgs) -> Result<ExitCode> {
         send_waiting(&producer, BaseRecord::to(&topic).key(key.as_bytes()).payload(&buf), FLUSH)?;
         n += 1;
         Ok::<_, anyhow::Error>(true)
-    })?;
-    finish(&producer, FLUSH)?;
+    });
+    // Whatever stopped the reading, what was sent is delivered first: dropping the producer
+    // would discard its queue, and the error says what is on the topic.
+    let delivered = finish(&producer, FLUSH);
+    if let Err(e) = read {
+        return Err(match delivered {
+            Ok(()) => e.context(format!("the {n} records before it are on {topic}")),
+            Err(d) => e.context(format!("of the {n} records before it: {d:#}")),
+        });
+    }
+    delivered?;
     let s = started.elapsed().as_secs_f64();
     eprintln!("publish: {n} records to {topic} in {s:.2} s ({:.0}/s), all acknowledged", n as f64 / s);
     Ok(ExitCode::SUCCESS)
 }
 
-/// The producer's delivery reports: how many records the broker did not acknowledge (after
-/// librdkafka's own retries, within `message.timeout.ms`), and the first reason.
-#[derive(Default)]
-struct Acknowledgements {
-    failed: AtomicU64,
-    first_error: Mutex<Option<String>>,
-}
-
-impl ClientContext for Acknowledgements {}
-
-impl ProducerContext for Acknowledgements {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            self.failed.fetch_add(1, Ordering::Relaxed);
-            self.first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| e.to_string());
-        }
-    }
-}
-
 /// Waits for every record's delivery report: an error unless the broker acknowledged them all.
-/// (A flush only says the queue is empty; a record that timed out or was refused leaves it too.)
-fn finish(producer: &ThreadedProducer<Acknowledgements>, wait: Duration) -> Result<()> {
-    producer.flush(wait).with_context(|| format!("the broker did not acknowledge every record within {} s", wait.as_secs()))?;
-    let acks = producer.context();
-    match acks.failed.load(Ordering::Relaxed) {
-        0 => Ok(()),
-        n => anyhow::bail!(
+fn finish(producer: &ThreadedProducer<DeliveryReports>, wait: Duration) -> Result<()> {
+    match flush_counting(producer, wait)? {
+        (0, _) => Ok(()),
+        (n, first) => anyhow::bail!(
             "{n} records were not acknowledged by the broker (the first: {}); the others are on the topic. Publishing the file \
-             again is harmless: copies of envelopes are dropped by event id, copies of rows replaced by row id",
-            acks.first_error.lock().unwrap_or_else(|p| p.into_inner()).as_deref().unwrap_or("no reason given")
+             again does not count an event twice: the engine drops a copy by its event id (or refuses it as late, past the \
+             session's dedup horizon), and the sink replaces a row by its row id",
+            first.as_deref().unwrap_or("no reason given")
         ),
     }
 }
 
 /// The strictly decoded envelope `text`, if it also keeps the schema's rules: the gateway's
-/// check short of the dictionary, so a backfill stores nothing the gateway would refuse.
+/// checks short of the dictionary and the clock rule.
 fn checked(text: &str) -> Result<EnvelopeView<'_>, DecodeError> {
     let mut view = EnvelopeView::empty();
     decode_into(text, &mut view)?;
@@ -151,10 +136,10 @@ mod tests {
     #[test]
     fn records_the_broker_never_acknowledged_fail_the_publish() {
         let broker = pitgun_runtime::kafka::Broker::new("127.0.0.1:1", "");
-        let producer: ThreadedProducer<Acknowledgements> = broker
+        let producer: ThreadedProducer<DeliveryReports> = broker
             .bulk_producer_config("pitgun-publish-test")
             .set("message.timeout.ms", "300")
-            .create_with_context(Acknowledgements::default())
+            .create_with_context(DeliveryReports::default())
             .unwrap();
         for i in 0..3 {
             send_waiting(&producer, BaseRecord::to("t").key("s").payload(&format!("{i}")), FLUSH).unwrap();

@@ -445,6 +445,28 @@ fn the_gateway_and_publish_put_a_session_on_the_partition_a_java_client_would() 
     assert_eq!(partitions_of.values().flatten().collect::<BTreeSet<_>>().len(), 3, "24 sessions spread over all 3 partitions");
 }
 
+/// A backfill stopped by a bad line names the line and the rule, and the lines before it are on
+/// the topic: the producer's queue is delivered before the error, not dropped with it.
+#[test]
+fn publish_stops_at_a_bad_line_with_the_lines_before_it_delivered() {
+    let gw = Gateway::start("publishstop", &[]);
+    let mut lines: Vec<Value> = (0..40).map(|q| envelope("backfill-session", q)).collect();
+    let mut bad = envelope("backfill-session", 40);
+    bad["event_id"] = json!("e".repeat(129));
+    lines.push(bad);
+    lines.push(envelope("backfill-session", 41));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("backfill.ndjson");
+    std::fs::write(&file, ndjson(&lines)).unwrap();
+    let ns = gw.broker.namespace.clone();
+    let out = Command::new(BIN).args(["publish", "--brokers", &test_brokers(), "--namespace", &ns, "--input"]).arg(&file).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a bad line fails the publish: {stderr}");
+    assert!(stderr.contains("backfill.ndjson:41") && stderr.contains("/event_id"), "names the line and where: {stderr}");
+    assert!(stderr.contains("the 40 records before it are on"), "says what was delivered: {stderr}");
+    assert_eq!(read_topic(&test_brokers(), &gw.topic(topics::ENVELOPES)).len(), 40, "the 40 lines before the bad one");
+}
+
 #[test]
 fn refused_items_reach_the_dead_letter_topic_with_their_reason_in_headers() {
     let gw = Gateway::start("deadletter", &[]);

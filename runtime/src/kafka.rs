@@ -2,6 +2,8 @@
 //! creation, partition bounds, dead-letter headers, and sending under back-pressure.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -10,7 +12,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::ToBytes;
-use rdkafka::producer::{BaseRecord, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::error::{Error, Result};
@@ -161,6 +163,38 @@ where
             Err((source, r)) => return Err(Error::Kafka { what: format!("cannot produce to {}", r.topic), source }),
         }
     }
+}
+
+/// A producer's delivery reports: how many records the broker did not acknowledge (after
+/// librdkafka's own retries, within `message.timeout.ms`), and the first reason. A flush only
+/// says the queue is empty; a record that timed out or was refused leaves it too.
+#[derive(Default)]
+pub struct DeliveryReports {
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl rdkafka::ClientContext for DeliveryReports {}
+
+impl ProducerContext for DeliveryReports {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            self.first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| e.to_string());
+        }
+    }
+}
+
+/// Waits up to `wait` for every record's delivery report: the number the broker did not
+/// acknowledge and the first reason, or an error if the reports did not all come in time.
+pub fn flush_counting(producer: &ThreadedProducer<DeliveryReports>, wait: Duration) -> Result<(u64, Option<String>)> {
+    producer
+        .flush(wait)
+        .map_err(|source| Error::Kafka { what: format!("waiting {} s for the broker's acknowledgements", wait.as_secs()), source })?;
+    let reports = producer.context();
+    Ok((reports.failed.load(Ordering::Relaxed), reports.first_error.lock().unwrap_or_else(|p| p.into_inner()).clone()))
 }
 
 /// Base names of the shared topics (before the namespace).
