@@ -25,17 +25,21 @@ DATA="$OUT/publish-$N.ndjson.zst"
 [ -f "$DATA" ] || "$PITGUN" simulate --quiet --seed 1 --sessions 200 --duration "$(( N / 200 / 61 + 1 ))s" --output "$DATA"
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-topic() { "$NISSHI" topic create --silent --broker "tcp://127.0.0.1:$PORT" --partitions 4 "bench.$1" >/dev/null; echo "$1"; }
+# Each run's topic (base name; the namespace adds `bench.`), created before it is timed.
+topic() { "$NISSHI" topic create --silent --broker "tcp://127.0.0.1:$PORT" --partitions 4 "bench.$1" >/dev/null; }
 BARE=(); PUB=()
 for run in 1 2 3; do
-  T="$(topic "produce.$run")"
-  B="$("$BENCH" produce --input "$DATA" --topic "$T")"
+  topic "produce.$run"
+  B="$("$BENCH" produce --input "$DATA" --topic "produce.$run")"
   echo "bare producer run $run: $B"
   BARE+=("$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["records_per_second"])' "$B")")
-  T="$(topic "publish.$run")"
-  P="$("$PITGUN" publish --input "$DATA" --wire avro --topic "$T" 2>&1 >/dev/null | grep '^publish:')"
+  topic "publish.$run"
+  if ! "$PITGUN" publish --input "$DATA" --wire avro --topic "publish.$run" 2> "$OUT/publish-stderr.log"; then
+    cat "$OUT/publish-stderr.log" >&2; exit 1
+  fi
+  P="$(grep '^publish:' "$OUT/publish-stderr.log")"
   echo "pitgun publish run $run: $P"
-  PUB+=("$(echo "$P" | sed -E 's/.*\(([0-9]+)\/s\).*/\1/')")
+  PUB+=("$(echo "$P" | sed -nE 's/.*\(([0-9]+)\/s\).*/\1/p')")
 done
 python3 - "${BARE[*]}" "${PUB[*]}" <<'PY'
 import sys

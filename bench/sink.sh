@@ -29,18 +29,18 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 echo "PostgreSQL: $("$PG_BIN/psql" -X -tA "$PG" -c 'SHOW server_version') fsync=$("$PG_BIN/psql" -X -tA "$PG" -c 'SHOW fsync') synchronous_commit=$("$PG_BIN/psql" -X -tA "$PG" -c 'SHOW synchronous_commit')"
 # Baseline: the same rows, CSV, into a table of the same columns without any index.
 COLS="row_id text, session_id text, player text, track text, car text, window_start timestamptz, window_end timestamptz, window_anchor timestamptz, lap bigint, lap_time double precision, max_speed double precision, mean_speed double precision, full_throttle_share double precision, braking_share double precision, distance double precision, tyre_fl_p50 double precision, tyre_fl_p90 double precision, tyre_fr_p50 double precision, tyre_fr_p90 double precision, tyre_rl_p50 double precision, tyre_rl_p90 double precision, tyre_rr_p50 double precision, tyre_rr_p90 double precision, samples bigint, complete boolean"
-"$PG_BIN/psql" -X -q "$PG" -c "CREATE TABLE copy_baseline ($COLS)"
+"$PG_BIN/psql" -X -q "$PG" -c "CREATE TABLE copy_baseline ($COLS); CHECKPOINT"
 START=$(date +%s.%N)
 "$PG_BIN/psql" -X -q "$PG" -c "\\copy copy_baseline FROM '$CSV' WITH (FORMAT csv)"
 BASE_S=$(python3 -c "import time; print(time.time() - $START)")
 echo "psql \\copy: $N rows in $BASE_S s"
-# The ceiling of any upsert: the same copy into a table whose only index is the sink's primary
-# key (the row id), which an upsert must keep unique.
-"$PG_BIN/psql" -X -q "$PG" -c "CREATE TABLE copy_keyed ($COLS, PRIMARY KEY (row_id))"
+# The same copy into a table with the sink's indexes (the primary key on the row id, which any
+# upsert must keep unique, and the read index on session_id): what a plain COPY costs with them.
+"$PG_BIN/psql" -X -q "$PG" -c "CREATE TABLE copy_keyed ($COLS, PRIMARY KEY (row_id)); CREATE INDEX ON copy_keyed (session_id); CHECKPOINT"
 START=$(date +%s.%N)
 "$PG_BIN/psql" -X -q "$PG" -c "\\copy copy_keyed FROM '$CSV' WITH (FORMAT csv)"
 KEYED_S=$(python3 -c "import time; print(time.time() - $START)")
-echo "psql \\copy into a table keyed by row_id: $N rows in $KEYED_S s"
+echo "psql \\copy into a table with the sink's indexes: $N rows in $KEYED_S s"
 # The sink: from the topic to committed upserts, first row to last commit.
 SUMMARY="$("$PITGUN" sink --manifest manifests/pipelines/lap-performance.v1.yaml --postgres "$PG" --targets postgres --until-end --batch-rows "${SINK_BATCH_ROWS:-5000}" 2>"$OUT/sink-stderr.log")"
 echo "sink: $SUMMARY"
@@ -55,5 +55,5 @@ assert count == n, f"table holds {count} rows, expected {n}"
 sink = n / s["seconds"]
 print(f"rows: {n:,} ({width} bytes per row in PostgreSQL, {jw} bytes of JSON); psql \\copy {n / base:,.0f} rows/s; "
       f"sink {sink:,.0f} rows/s ({s['batches']} batches); ratio {sink / (n / base):.2f}")
-print(f"keyed \\copy {n / keyed:,.0f} rows/s: ratio {base / keyed:.2f} to the unindexed copy (the most an upsert can reach); the sink is {sink / (n / keyed):.2f} of it")
+print(f"indexed \\copy {n / keyed:,.0f} rows/s: ratio {base / keyed:.2f} to the unindexed copy; the sink is {sink / (n / keyed):.2f} of it")
 PY
