@@ -3,6 +3,7 @@
 
 use pitgun_codec::avro::DatumReader;
 use pitgun_codec::EnvelopeView;
+use pitgun_contracts::envelope::EventKind;
 
 use crate::resolve::Resolver;
 
@@ -14,12 +15,31 @@ use crate::resolve::Resolver;
 /// ([`pitgun_codec::avro::decode_avro_into`], then [`Resolver::resolve`]), which learns layouts and words every
 /// error. So the result of an event never depends on which path took it.
 #[inline]
-pub(crate) fn decode_avro_resolved<'a>(datum: &'a [u8], view: &mut EnvelopeView<'a>, resolver: &mut Resolver, values: &mut Vec<f64>) -> Option<u32> {
+pub(crate) fn decode_avro_resolved<'a>(
+    datum: &'a [u8],
+    view: &mut EnvelopeView<'a>,
+    reads: impl Fn(EventKind) -> bool,
+    resolver: &mut Resolver,
+    values: &mut Vec<f64>,
+) -> Option<u32> {
     let mut r = DatumReader::new(datum);
     r.head(view).ok()?;
     view.channels.clear();
     let count = r.long("/channels").ok()?;
     let count = usize::try_from(count).ok()?;
+    if !reads(view.kind) {
+        // Its channels are checked to be well formed and left unread, as in the JSON decoder.
+        values.clear();
+        for _ in 0..count {
+            std::str::from_utf8(r.bytes("/channels").ok()?).ok()?;
+            r.channel_value("").ok()?;
+        }
+        if count > 0 && r.long("/channels").ok()? != 0 {
+            return None;
+        }
+        r.tail(view).ok()?;
+        return Some(0);
+    }
     let mut layout = resolver.learned_layout(&view.source.id, &view.source.version, count)?;
     values.clear();
     values.resize(layout.input_count, f64::NAN);

@@ -5,7 +5,7 @@ use crate::resolve::{KeyValues, Resolver};
 use crate::session_engine::{Engine, EventRef, Output};
 use crate::store::{MemoryStore, SessionStore};
 use crate::Reason;
-use pitgun_codec::json::{decode_into, EnvelopeView};
+use pitgun_codec::json::{decode_kinds_into, EnvelopeView};
 use pitgun_codec::Record;
 
 /// A record the runner could not turn into an event.
@@ -63,7 +63,8 @@ impl<S: SessionStore> Runner<S> {
     /// Feeds one JSON envelope. Refused records are counted and returned as errors.
     pub fn feed_json(&mut self, text: &str, now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
         let mut view = EnvelopeView::empty();
-        match decode_into(text, &mut view) {
+        let plan = self.engine.plan();
+        match decode_kinds_into(text, &mut view, |kind| plan.accepts(kind)) {
             Ok(()) => self.feed_view(&view, now_us, out),
             Err(e) => Err(self.invalid(e)),
         }
@@ -73,9 +74,11 @@ impl<S: SessionStore> Runner<S> {
     /// single-object header).
     pub fn feed_avro(&mut self, datum: &[u8], now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
         let mut view = EnvelopeView::empty();
-        if let Some(unknown) = crate::decode_avro::decode_avro_resolved(datum, &mut view, &mut self.resolver, &mut self.values) {
+        let plan = self.engine.plan();
+        let decoded = crate::decode_avro::decode_avro_resolved(datum, &mut view, |kind| plan.accepts(kind), &mut self.resolver, &mut self.values);
+        if let Some(unknown) = decoded {
             let mut key = KeyValues::new();
-            if self.resolver.key_of(&view, &mut key).is_some() {
+            if !self.engine.plan().accepts(view.kind) || self.resolver.key_of(&view, &mut key).is_some() {
                 self.last_time_us = self.last_time_us.max(view.time_us);
                 self.engine.count_unknown_channels(unknown);
                 self.process(&view, &key, now_us, out);
@@ -104,14 +107,20 @@ impl<S: SessionStore> Runner<S> {
     /// Feeds one decoded envelope.
     pub fn feed_view(&mut self, view: &EnvelopeView<'_>, now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
         self.last_time_us = self.last_time_us.max(view.time_us);
-        self.engine.prefetch(&view.session_id, &view.event_id);
         let mut key = KeyValues::new();
-        match self.resolver.resolve(view, &mut self.values, &mut key) {
-            Ok(unknown) => self.engine.count_unknown_channels(unknown),
-            Err(r) => {
-                self.engine.count_rejected(r.reason);
-                return Err(RecordError { reason: r.reason, detail: r.detail });
+        if self.engine.plan().accepts(view.kind) {
+            self.engine.prefetch(&view.session_id, &view.event_id);
+            match self.resolver.resolve(view, &mut self.values, &mut key) {
+                Ok(unknown) => self.engine.count_unknown_channels(unknown),
+                Err(r) => {
+                    self.engine.count_rejected(r.reason);
+                    return Err(RecordError { reason: r.reason, detail: r.detail });
+                }
             }
+        } else {
+            // A kind the manifest does not take reaches no window: it moves its session's
+            // clock and is counted, so neither its channels nor its key are read, or refused.
+            self.values.clear();
         }
         self.process(view, &key, now_us, out);
         Ok(())

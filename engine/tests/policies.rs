@@ -122,6 +122,31 @@ fn a_missing_key_dimension_is_refused_with_its_name() {
     assert!(err.detail.contains("car"));
 }
 
+/// A kind the manifest does not take reaches no window, so what only a window would read — its
+/// channels and its key — is neither read nor refused, on the JSON path and the Avro one; it
+/// still moves its session's clock (here it closes the window before it).
+#[test]
+fn a_kind_the_manifest_does_not_take_is_counted_whatever_its_channels_and_key() {
+    let p = plan("input: {topics: [x], kinds: [health], unknown_channels: reject}\nkey: [car]\ninputs:\n  - {name: fps, metric: client.fps}\nwindow: {kind: tumbling, size: 10s}\naggregations:\n  - {name: n, fn: count}");
+    let mut r = Runner::new(p);
+    let mut out = Vec::new();
+    let health = event(1, 1, r#""fps": 60"#).replace(r#""kind":"sample""#, r#""kind":"health""#).replace(r#""player":"p""#, r#""car":"c""#);
+    r.feed_json(&health, 0, &mut out).unwrap();
+    // No `car`, an unknown channel, a value far out of range, a name twice: each would refuse a health event.
+    let sample = event(2, 30, r#""debug_x": 1, "speed_kmh": 9999, "speed_kmh": 1"#);
+    r.feed_json(&sample, 0, &mut out).unwrap();
+    let writer = pitgun_codec::avro::AvroWriter::new();
+    let mut datum = Vec::new();
+    writer.write(&pitgun_codec::json::decode(&event(3, 31, r#""debug_x": 1, "speed_kmh": 9999"#)).unwrap(), &[], &mut datum);
+    r.feed(pitgun_codec::wire::Decoder::default().classify(&datum).unwrap(), 0, &mut out).unwrap();
+    let stats = r.engine().stats();
+    assert_eq!((stats.filtered, stats.unknown_channels), (2, 0));
+    assert!(stats.rejected_by_reason().is_empty(), "{:?}", stats.rejected_by_reason());
+    let rows = final_rows(&out);
+    assert_eq!(rows.len(), 1, "the samples' time released the health event's window before the end");
+    assert_eq!(serde_json::from_str::<Value>(&rows[0].json).unwrap()["n"], 1);
+}
+
 /// An event of session `sid`.
 fn event_of(sid: &str, seq: u64, t_s: u64) -> String {
     event(seq, t_s, r#""speed_kmh": 36"#).replace(r#""session_id":"s""#, &format!(r#""session_id":"{sid}""#))
