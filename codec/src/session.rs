@@ -2,6 +2,9 @@
 //! the processor groups a batch by it, so both must read the same id from either format.
 
 use std::borrow::Cow;
+use std::sync::LazyLock;
+
+use memchr::memmem;
 
 use crate::Record;
 
@@ -23,9 +26,12 @@ pub fn session_id(record: Record<'_>) -> Option<Cow<'_, [u8]>> {
 /// (Inside a JSON string a quote is escaped, so an occurrence is a key or a whole string.)
 fn in_place(line: &[u8]) -> Option<&[u8]> {
     const KEY: &[u8] = b"\"session_id\"";
-    let at = memchr::memmem::find(line, KEY)?;
+    // Built once: replay's every worker looks at every line, and building a searcher per call
+    // cost as much as the search.
+    static FINDER: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(KEY));
+    let at = FINDER.find(line)?;
     let rest = &line[at + KEY.len()..];
-    if memchr::memmem::find(rest, KEY).is_some() {
+    if FINDER.find(rest).is_some() {
         return None;
     }
     let rest = rest.trim_ascii_start().strip_prefix(b":")?.trim_ascii_start().strip_prefix(b"\"")?;
