@@ -93,16 +93,8 @@ pub fn decode(text: &str) -> Result<EnvelopeView<'_>, DecodeError> {
 /// Decodes one JSON envelope into `view`, filling it in place: the channel and dimension lists
 /// (a kilobyte inline) are written once instead of being moved through every layer of serde.
 pub fn decode_into<'a>(text: &'a str, view: &mut EnvelopeView<'a>) -> Result<(), DecodeError> {
-    decode_kinds_into(text, view, |_| true)
-}
-
-/// [`decode_into`] for a reader that uses the channels of some kinds only (a manifest): when
-/// `reads(kind)` is false and `kind` comes before `channels` (as every Pitgun producer writes
-/// it), the channels object is only checked to be an object and stays empty in the view,
-/// which saves parsing a dozen numbers the reader would drop.
-pub fn decode_kinds_into<'a>(text: &'a str, view: &mut EnvelopeView<'a>, reads: impl Fn(EventKind) -> bool) -> Result<(), DecodeError> {
     let mut de = serde_json::Deserializer::from_str(text);
-    match (FillView { view, reads: &reads }).deserialize(&mut de).and_then(|()| de.end()) {
+    match FillView(view).deserialize(&mut de).and_then(|()| de.end()) {
         Ok(()) => check(view),
         Err(_) => Err(explain(text)),
     }
@@ -130,26 +122,22 @@ const REQUIRED: u16 = 0b0111_1111;
 
 /// Fills an [`EnvelopeView`] field by field, with the derive's rules: required fields, no
 /// unknown or repeated fields. (The derived impl still explains errors with their pointer.)
-struct FillView<'v, 'a, 'r> {
-    view: &'v mut EnvelopeView<'a>,
-    /// Whether the channels of a kind are read.
-    reads: &'r dyn Fn(EventKind) -> bool,
-}
+struct FillView<'v, 'a>(&'v mut EnvelopeView<'a>);
 
-impl<'de: 'a, 'a> DeserializeSeed<'de> for FillView<'_, 'a, '_> {
+impl<'de: 'a, 'a> DeserializeSeed<'de> for FillView<'_, 'a> {
     type Value = ();
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_map(self)
     }
 }
 
-impl<'de: 'a, 'a> Visitor<'de> for FillView<'_, 'a, '_> {
+impl<'de: 'a, 'a> Visitor<'de> for FillView<'_, 'a> {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a pitgun-envelope/v1 object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let v = self.view;
+        let v = self.0;
         let mut seen = 0u16;
         while let Some(CowStr(key)) = map.next_key::<CowStr<'a>>()? {
             let index = FIELDS.iter().position(|f| *f == key).ok_or_else(|| de::Error::unknown_field(&key, FIELDS))?;
@@ -165,7 +153,6 @@ impl<'de: 'a, 'a> Visitor<'de> for FillView<'_, 'a, '_> {
                 4 => v.seq = map.next_value()?,
                 5 => v.time_us = map.next_value()?,
                 6 => v.kind = map.next_value()?,
-                7 if seen & (1 << 6) != 0 && !(self.reads)(v.kind) => map.next_value_seed(SkipChannels)?,
                 7 => map.next_value_seed(FillChannels(&mut v.channels))?,
                 _ => map.next_value_seed(FillDims(&mut v.dims))?,
             }
@@ -267,27 +254,6 @@ impl<'de: 'a, 'a> Visitor<'de> for FillChannels<'_, 'a> {
     }
 }
 
-/// A channels object left unread: an object, whatever its members hold.
-struct SkipChannels;
-
-impl<'de> DeserializeSeed<'de> for SkipChannels {
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_map(self)
-    }
-}
-
-impl<'de> Visitor<'de> for SkipChannels {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an object of channel name → number or boolean")
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while map.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
-        Ok(())
-    }
-}
-
 struct ChannelNumber(f64);
 
 impl<'de> Deserialize<'de> for ChannelNumber {
@@ -369,28 +335,6 @@ mod tests {
         assert_eq!(v.channels[1].1, 1.0);
         assert_eq!(v.dim("track"), Some("monza"));
         assert!(matches!(v.session_id, Cow::Borrowed(_)));
-    }
-
-    #[test]
-    fn channels_of_a_kind_not_read_are_left_out_but_must_be_an_object() {
-        let not_samples = |k: EventKind| k != EventKind::Sample;
-        let mut v = EnvelopeView::empty();
-        decode_kinds_into(GOOD, &mut v, not_samples).unwrap();
-        assert!(v.channels.is_empty());
-        assert_eq!((v.seq, v.time_us, v.kind, v.dim("track")), (1, 1000, EventKind::Sample, Some("monza")));
-        let health = GOOD.replace("\"kind\":\"sample\"", "\"kind\":\"health\"");
-        let mut v = EnvelopeView::empty();
-        decode_kinds_into(&health, &mut v, not_samples).unwrap();
-        assert_eq!(v.channels.len(), 2, "a kind read keeps its channels");
-        for bad in ["\"channels\":5", "\"channels\":{\"a\":1,}", "\"channels\":[1]"] {
-            let line = GOOD.replace("\"channels\":{\"speed_kmh\":120.5,\"pit\":true}", bad);
-            assert!(decode_kinds_into(&line, &mut EnvelopeView::empty(), not_samples).is_err(), "{line}");
-        }
-        // `kind` after the channels: they were read before the kind was known.
-        let late_kind = r#"{"schema":"pitgun-envelope/v1","event_id":"e1","source":{"kind":"game","id":"w","version":"1.0.0"},"session_id":"s1","seq":1,"time_us":1,"channels":{"speed_kmh":1},"kind":"sample"}"#;
-        let mut v = EnvelopeView::empty();
-        decode_kinds_into(late_kind, &mut v, not_samples).unwrap();
-        assert_eq!(v.channels.len(), 1);
     }
 
     #[test]

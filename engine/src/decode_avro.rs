@@ -1,6 +1,8 @@
 //! Decoding and resolving an Avro datum in one pass: the engine's step on top of the codec's
 //! [`DatumReader`], for the producer layouts the resolver has learned.
 
+use std::borrow::Cow;
+
 use pitgun_codec::avro::DatumReader;
 use pitgun_codec::EnvelopeView;
 use pitgun_contracts::envelope::EventKind;
@@ -28,11 +30,13 @@ pub(crate) fn decode_avro_resolved<'a>(
     let count = r.long("/channels").ok()?;
     let count = usize::try_from(count).ok()?;
     if !reads(view.kind) {
-        // Its channels are checked to be well formed and left unread, as in the JSON decoder.
+        // A kind the plan does not take: its channels are listed, not resolved (the caller
+        // checks the envelope as the two-pass path would).
         values.clear();
         for _ in 0..count {
-            std::str::from_utf8(r.bytes("/channels").ok()?).ok()?;
-            r.channel_value("").ok()?;
+            let name = std::str::from_utf8(r.bytes("/channels").ok()?).ok()?;
+            let value = r.channel_value(name).ok()?;
+            view.channels.push((Cow::Borrowed(name), value));
         }
         if count > 0 && r.long("/channels").ok()? != 0 {
             return None;

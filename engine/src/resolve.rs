@@ -236,6 +236,16 @@ impl Resolver {
         self.last
     }
 
+    /// The checks every event passes whatever its kind (`resolve` makes them too): a producer
+    /// version that is a semantic version, no channel named twice.
+    pub fn check_envelope(&mut self, ev: &EnvelopeView<'_>) -> Result<(), Refusal> {
+        let t = self.table(&ev.source.id, &ev.source.version);
+        if self.cache[t].channels.is_none() {
+            return Err(not_semver(ev));
+        }
+        unique_channels(ev).map_err(repeated)
+    }
+
     /// Writes the event's input values into `values` (NaN where absent) and its key dimension
     /// values into `key`. Returns the number of unknown channels dropped.
     pub fn resolve<'v>(&mut self, ev: &'v EnvelopeView<'_>, values: &mut Vec<f64>, key: &mut KeyValues<'v>) -> Result<u32, Refusal> {
@@ -244,10 +254,7 @@ impl Resolver {
         let t = self.table(&ev.source.id, &ev.source.version);
         let ProducerTable { channels: table, layouts, .. } = &mut self.cache[t];
         let Some(table) = table else {
-            return Err(Refusal {
-                reason: Reason::InvalidEnvelope,
-                detail: format!("at /source/version: {:?} is not a semantic version", ev.source.version),
-            });
+            return Err(not_semver(ev));
         };
         key_values(&self.key_dims, ev, key)
             .map_err(|name| Refusal { reason: Reason::MissingKey, detail: format!("dimension {name:?} (part of the manifest key) is missing") })?;
@@ -261,7 +268,7 @@ impl Resolver {
             Err(_) => true,
         };
         if novel {
-            unique_channels(ev).map_err(|b| Refusal { reason: Reason::InvalidEnvelope, detail: format!("at {}: {}", b.pointer, b.message) })?;
+            unique_channels(ev).map_err(repeated)?;
         }
         let (unknown, novel) = bound?;
         // A channel list not seen before is remembered (a few per count), so the producer's
@@ -274,6 +281,14 @@ impl Resolver {
         }
         Ok(unknown)
     }
+}
+
+fn not_semver(ev: &EnvelopeView<'_>) -> Refusal {
+    Refusal { reason: Reason::InvalidEnvelope, detail: format!("at /source/version: {:?} is not a semantic version", ev.source.version) }
+}
+
+fn repeated(b: pitgun_codec::rules::Broken) -> Refusal {
+    Refusal { reason: Reason::InvalidEnvelope, detail: format!("at {}: {}", b.pointer, b.message) }
 }
 
 /// Binds every channel of `ev` into `values`: the number of unknown channels dropped, and

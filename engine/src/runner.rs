@@ -5,7 +5,7 @@ use crate::resolve::{KeyValues, Resolver};
 use crate::session_engine::{Engine, EventRef, Output};
 use crate::store::{MemoryStore, SessionStore};
 use crate::Reason;
-use pitgun_codec::json::{decode_kinds_into, EnvelopeView};
+use pitgun_codec::json::{decode_into, EnvelopeView};
 use pitgun_codec::Record;
 
 /// A record the runner could not turn into an event.
@@ -63,8 +63,7 @@ impl<S: SessionStore> Runner<S> {
     /// Feeds one JSON envelope. Refused records are counted and returned as errors.
     pub fn feed_json(&mut self, text: &str, now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
         let mut view = EnvelopeView::empty();
-        let plan = self.engine.plan();
-        match decode_kinds_into(text, &mut view, |kind| plan.accepts(kind)) {
+        match decode_into(text, &mut view) {
             Ok(()) => self.feed_view(&view, now_us, out),
             Err(e) => Err(self.invalid(e)),
         }
@@ -76,9 +75,13 @@ impl<S: SessionStore> Runner<S> {
         let mut view = EnvelopeView::empty();
         let plan = self.engine.plan();
         let decoded = crate::decode_avro::decode_avro_resolved(datum, &mut view, |kind| plan.accepts(kind), &mut self.resolver, &mut self.values);
+        if decoded.is_some() && !self.engine.plan().accepts(view.kind) {
+            // Decoded with its channels listed, not resolved: the same step as a JSON record's.
+            return self.feed_view(&view, now_us, out);
+        }
         if let Some(unknown) = decoded {
             let mut key = KeyValues::new();
-            if !self.engine.plan().accepts(view.kind) || self.resolver.key_of(&view, &mut key).is_some() {
+            if self.resolver.key_of(&view, &mut key).is_some() {
                 self.last_time_us = self.last_time_us.max(view.time_us);
                 self.engine.count_unknown_channels(unknown);
                 self.process(&view, &key, now_us, out);
@@ -118,8 +121,13 @@ impl<S: SessionStore> Runner<S> {
                 }
             }
         } else {
-            // A kind the manifest does not take reaches no window: it moves its session's
-            // clock and is counted, so neither its channels nor its key are read, or refused.
+            // A kind the manifest does not take reaches no window: it moves its session's clock
+            // and is counted. It must be a valid envelope, as every event must, but what only a
+            // window reads — its key, its channels' metrics — is neither bound nor checked.
+            if let Err(r) = self.resolver.check_envelope(view) {
+                self.engine.count_rejected(r.reason);
+                return Err(RecordError { reason: r.reason, detail: r.detail });
+            }
             self.values.clear();
         }
         self.process(view, &key, now_us, out);

@@ -122,29 +122,44 @@ fn a_missing_key_dimension_is_refused_with_its_name() {
     assert!(err.detail.contains("car"));
 }
 
-/// A kind the manifest does not take reaches no window, so what only a window would read — its
-/// channels and its key — is neither read nor refused, on the JSON path and the Avro one; it
-/// still moves its session's clock (here it closes the window before it).
+/// A kind the manifest does not take reaches no window, so what only a window reads — its key
+/// and its channels' metrics — is neither bound nor checked, on the JSON path and the Avro one;
+/// it must still be a valid envelope, and it still moves its session's clock (here it releases
+/// the window before it; a `session_end` without the key closes the session).
 #[test]
-fn a_kind_the_manifest_does_not_take_is_counted_whatever_its_channels_and_key() {
+fn a_kind_the_manifest_does_not_take_is_counted_whatever_its_key_and_metrics() {
     let p = plan("input: {topics: [x], kinds: [health], unknown_channels: reject}\nkey: [car]\ninputs:\n  - {name: fps, metric: client.fps}\nwindow: {kind: tumbling, size: 10s}\naggregations:\n  - {name: n, fn: count}");
     let mut r = Runner::new(p);
     let mut out = Vec::new();
-    let health = event(1, 1, r#""fps": 60"#).replace(r#""kind":"sample""#, r#""kind":"health""#).replace(r#""player":"p""#, r#""car":"c""#);
-    r.feed_json(&health, 0, &mut out).unwrap();
-    // No `car`, an unknown channel, a value far out of range, a name twice: each would refuse a health event.
-    let sample = event(2, 30, r#""debug_x": 1, "speed_kmh": 9999, "speed_kmh": 1"#);
+    let health =
+        |seq, t| event(seq, t, r#""fps": 60"#).replace(r#""kind":"sample""#, r#""kind":"health""#).replace(r#""player":"p""#, r#""car":"c""#);
+    let avro = |text: &str| {
+        let mut datum = Vec::new();
+        pitgun_codec::avro::AvroWriter::new().write(&pitgun_codec::json::decode(text).unwrap(), &[], &mut datum);
+        datum
+    };
+    r.feed_json(&health(1, 1), 0, &mut out).unwrap();
+    // No `car`, an unknown channel, a value far out of range: each would refuse a health event.
+    let sample = event(2, 30, r#""debug_x": 1, "speed_kmh": 9999"#);
     r.feed_json(&sample, 0, &mut out).unwrap();
-    let writer = pitgun_codec::avro::AvroWriter::new();
-    let mut datum = Vec::new();
-    writer.write(&pitgun_codec::json::decode(&event(3, 31, r#""debug_x": 1, "speed_kmh": 9999"#)).unwrap(), &[], &mut datum);
+    let datum = avro(&event(3, 31, r#""debug_x": 1, "speed_kmh": 9999"#));
     r.feed(pitgun_codec::wire::Decoder::default().classify(&datum).unwrap(), 0, &mut out).unwrap();
+    // Still an envelope's rules: a channel named twice, a version that is not semantic.
+    let twice = event(4, 32, r#""speed_kmh": 1, "speed_kmh": 2"#);
+    assert_eq!(r.feed_json(&twice, 0, &mut out).unwrap_err().reason, Reason::InvalidEnvelope);
+    let datum = avro(&event(5, 33, r#""speed_kmh": 1"#).replace("1.4.2", "1.4"));
+    let err = r.feed(pitgun_codec::wire::Decoder::default().classify(&datum).unwrap(), 0, &mut out).unwrap_err();
+    assert!(err.detail.contains("not a semantic version"), "{}", err.detail);
     let stats = r.engine().stats();
     assert_eq!((stats.filtered, stats.unknown_channels), (2, 0));
-    assert!(stats.rejected_by_reason().is_empty(), "{:?}", stats.rejected_by_reason());
+    assert_eq!(stats.rejected_by_reason(), vec![("invalid_envelope", 2)]);
     let rows = final_rows(&out);
     assert_eq!(rows.len(), 1, "the samples' time released the health event's window before the end");
     assert_eq!(serde_json::from_str::<Value>(&rows[0].json).unwrap()["n"], 1);
+    let end = event(6, 40, "").replace(r#""kind":"sample""#, r#""kind":"session_end""#);
+    r.feed_json(&end, 0, &mut out).unwrap();
+    r.feed_json(&health(7, 45), 0, &mut out).unwrap();
+    assert!(out.iter().any(|o| matches!(o, Output::Late(n) if n.reason == "session_closed")), "the end, without a key, ended the session");
 }
 
 /// An event of session `sid`.
