@@ -16,9 +16,11 @@ FLINK_VERSION=2.2.1
 mkdir -p "$OUT"
 
 command -v java >/dev/null || { echo "bench/flink.sh: Flink needs Java 11, 17 or 21 on PATH" >&2; exit 1; }
-export JAVA_HOME="${JAVA_HOME:-$(dirname "$(dirname "$(readlink -f "$(command -v java)")")")}"
+# The JVM says where it lives (a path through shims such as jenv's would not).
+export JAVA_HOME="${JAVA_HOME:-$(java -XshowSettings:properties -version 2>&1 | awk -F' = ' '/java.home/{print $2}')}"
 if ! "$VENV/bin/python" -c "import pyflink.version as v; assert v.__version__ == '$FLINK_VERSION'" 2>/dev/null; then
-  python3 -m venv "$VENV"
+  python3 -c 'import sys; assert (3, 9) <= sys.version_info[:2] <= (3, 12), "PyFlink 2.2 takes Python 3.9 to 3.12"'
+  python3 -m venv --clear "$VENV"   # Debian: needs python3-venv
   "$VENV/bin/pip" install --quiet "apache-flink==$FLINK_VERSION" >&2
 fi
 
@@ -29,10 +31,10 @@ if [ ! -s "$DATA" ]; then
   "$P" simulate --sessions 100 --duration 820s --seed 5 --output "$DATA"
 fi
 SPLIT="$OUT/flink-input"
-if [ ! -d "$SPLIT" ] || [ "$(cat "$SPLIT.source" 2>/dev/null)" != "$(stat -c '%s %Y' "$DATA")" ]; then
+if [ ! -d "$SPLIT" ] || [ "$(cat "$SPLIT.source" 2>/dev/null)" != "$(stat -L -c '%s %Y' "$DATA")" ]; then
   rm -rf "$SPLIT" && mkdir -p "$SPLIT"
   split -n l/2 -d --additional-suffix=.ndjson "$DATA" "$SPLIT/part-"
-  stat -c '%s %Y' "$DATA" > "$SPLIT.source"
+  stat -L -c '%s %Y' "$DATA" > "$SPLIT.source"
 fi
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB; $(java -version 2>&1 | head -1)"
@@ -43,10 +45,14 @@ PITGUN_RUN=$(/usr/bin/time -f "  peak RSS %M KB, wall %e s" "$P" replay --thread
   | grep -E "^replay:|peak RSS" | sed "s/^replay:/pitgun client-health:/")
 echo "$PITGUN_RUN"
 echo "  rows: $(wc -l < "$OUT/client-health.flink-run.ndjson")"
-FLINK_RUN=$(/usr/bin/time -f "  peak RSS %M KB (python; the JVM is a child), wall %e s" "$VENV/bin/python" bench/flink_client_health.py "$SPLIT" 2>&1 \
-  | grep -E "^flink|peak RSS")
+if ! /usr/bin/time -f "  peak RSS %M KB (python; the JVM is a child), wall %e s" "$VENV/bin/python" bench/flink_client_health.py "$SPLIT" > "$OUT/flink.log" 2>&1; then
+  tail -40 "$OUT/flink.log" >&2
+  echo "bench/flink.sh: the Flink job failed; its whole log is $OUT/flink.log" >&2
+  exit 1
+fi
+FLINK_RUN=$(grep -E "^flink|peak RSS" "$OUT/flink.log")
 echo "$FLINK_RUN"
-# Ratio of throughputs: Pitgun's whole process (start, read, write its rows) against Flink's
-# timed job alone (its JVM and cluster start are left out).
+# Ratio of throughputs: replay's own timer (manifest loaded to last record processed) against
+# Flink's timed job alone (its JVM and cluster start are left out).
 rate() { grep -oE '[0-9]+ (events|envelopes)/s' <<<"$1" | head -1 | cut -d' ' -f1; }
 python3 -c "import sys; p, f = map(float, sys.argv[1:]); print(f'pitgun / flink: {p / f:.1f}x')" "$(rate "$PITGUN_RUN")" "$(rate "$FLINK_RUN")"
