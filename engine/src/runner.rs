@@ -111,24 +111,22 @@ impl<S: SessionStore> Runner<S> {
     pub fn feed_view(&mut self, view: &EnvelopeView<'_>, now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
         self.last_time_us = self.last_time_us.max(view.time_us);
         let mut key = KeyValues::new();
-        if self.engine.plan().accepts(view.kind) {
+        let checked = if self.engine.plan().accepts(view.kind) {
             self.engine.prefetch(&view.session_id, &view.event_id);
-            match self.resolver.resolve(view, &mut self.values, &mut key) {
-                Ok(unknown) => self.engine.count_unknown_channels(unknown),
-                Err(r) => {
-                    self.engine.count_rejected(r.reason);
-                    return Err(RecordError { reason: r.reason, detail: r.detail });
-                }
-            }
+            self.resolver.resolve(view, &mut self.values, &mut key)
         } else {
             // A kind the manifest does not take reaches no window: it moves its session's clock
             // and is counted. It must be a valid envelope, as every event must, but what only a
             // window reads — its key, its channels' metrics — is neither bound nor checked.
-            if let Err(r) = self.resolver.check_envelope(view) {
+            self.values.clear();
+            self.resolver.check_envelope(view).map(|()| 0)
+        };
+        match checked {
+            Ok(unknown) => self.engine.count_unknown_channels(unknown),
+            Err(r) => {
                 self.engine.count_rejected(r.reason);
                 return Err(RecordError { reason: r.reason, detail: r.detail });
             }
-            self.values.clear();
         }
         self.process(view, &key, now_us, out);
         Ok(())
