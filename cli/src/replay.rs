@@ -59,8 +59,8 @@ pub struct ReplayArgs {
     /// named, nothing is written, exit code 1. The same answer for any --threads.
     #[arg(long)]
     strict: bool,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
+    /// Worker threads, 1 to 256 (default: all cores, at most 256).
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=pitgun_replay::MAX_THREADS as u64))]
     threads: Option<usize>,
     /// No progress bar and no summary.
     #[arg(long, short)]
@@ -88,7 +88,8 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     }
     let contract = plan.contract.clone();
     drop(plan);
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
+    let threads =
+        args.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).clamp(1, pitgun_replay::MAX_THREADS);
     let total_bytes: u64 = args.input.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
     for p in &args.input {
         Format::of(p)?;

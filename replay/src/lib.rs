@@ -22,10 +22,13 @@ use pitgun_codec::Record;
 use pitgun_engine::row::{final_rows, LastVersions};
 use pitgun_engine::{EventNote, Output, Plan, Row, Runner, Stats};
 
+/// Most shards a replay runs (a record's shard is kept in a byte).
+pub const MAX_THREADS: usize = 256;
+
 /// How to run.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
-    /// Shards, each on its own thread (1: the calling thread).
+    /// Shards, each on its own thread (1: the calling thread; at most [`MAX_THREADS`]).
     pub threads: usize,
     /// Keep every emission in order (per session) instead of the final rows.
     pub changelog: bool,
@@ -95,15 +98,15 @@ pub fn replay<E: std::fmt::Display>(
     options: Options,
     progress: &dyn Fn(u64),
 ) -> Result<Outcome, ReplayError> {
-    let threads = options.threads.max(1);
+    let threads = options.threads.clamp(1, MAX_THREADS);
     let compile = || compile().map_err(|e| ReplayError::Compile(format!("{e:#}")));
     let mut results = Vec::with_capacity(threads);
     let read = if threads == 1 {
-        let mut shard = Shard::new(0, threads, options, Runner::new(compile()?));
+        let mut shard = Shard::new(0, options, Runner::new(compile()?));
         let mut keep_going = true;
         let read = inputs.iter().enumerate().try_for_each(|(fi, path)| match keep_going {
             true => for_each_chunk(path, fi as u32, progress, |chunk| {
-                keep_going = shard.take(&chunk);
+                keep_going = shard.take(&chunk, None);
                 Ok::<_, ReplayError>(keep_going)
             }),
             false => Ok(()),
@@ -114,16 +117,18 @@ pub fn replay<E: std::fmt::Display>(
         let stop = AtomicBool::new(false);
         // The outer result: a worker's failure; the inner: the reader's.
         std::thread::scope(|scope| -> Result<Result<(), ReplayError>, ReplayError> {
-            // Every worker sees every chunk and keeps the records of its own sessions: the reader
-            // does no per-record work, and each session's events reach one engine in file order.
+            // Every worker sees every chunk and keeps the records of its own sessions, which the
+            // reader marks once per chunk (finding a line's session id costs two scans of it:
+            // done by every worker, that was the largest cost after decoding). Each session's
+            // events reach one engine in file order.
             let (senders, handles): (Vec<_>, Vec<_>) = (0..threads)
                 .map(|me| {
-                    let (tx, rx) = crossbeam_channel::bounded::<Arc<Chunk>>(8);
+                    let (tx, rx) = crossbeam_channel::bounded::<Arc<Routed>>(8);
                     let (stop, compile) = (&stop, &compile);
                     let handle = scope.spawn(move || -> Result<ShardResult, ReplayError> {
-                        let mut shard = Shard::new(me, threads, options, Runner::new(compile()?));
-                        for chunk in rx {
-                            if !shard.take(&chunk) {
+                        let mut shard = Shard::new(me, options, Runner::new(compile()?));
+                        for routed in rx {
+                            if !shard.take(&routed.chunk, Some(&routed.shards)) {
                                 stop.store(true, Ordering::Relaxed);
                             }
                         }
@@ -134,7 +139,7 @@ pub fn replay<E: std::fmt::Display>(
                 .unzip();
             let read = inputs.iter().enumerate().filter(|_| !stop.load(Ordering::Relaxed)).try_for_each(|(fi, path)| {
                 for_each_chunk(path, fi as u32, progress, |chunk| {
-                    let chunk = Arc::new(chunk);
+                    let chunk = Arc::new(Routed::new(chunk, threads));
                     // A worker that stopped (its plan did not compile) leaves its result to say why.
                     let delivered = senders.iter().all(|tx| tx.send(chunk.clone()).is_ok());
                     Ok::<_, ReplayError>(delivered && !stop.load(Ordering::Relaxed))
@@ -177,25 +182,43 @@ struct ShardResult {
     records: u64,
 }
 
+/// A chunk, and the shard of each of its records in [`Chunk::for_each`] order.
+struct Routed {
+    chunk: Chunk,
+    shards: Vec<u8>,
+}
+
+impl Routed {
+    fn new(chunk: Chunk, shards: usize) -> Routed {
+        let mut routes = Vec::new();
+        chunk.for_each(|_, record| routes.push(route(record, shards)));
+        Routed { chunk, shards: routes }
+    }
+}
+
 struct Shard {
     runner: Runner,
     out: Vec<Output>,
     result: ShardResult,
-    me: usize,
-    shards: usize,
+    me: u8,
     options: Options,
 }
 
 impl Shard {
-    fn new(me: usize, shards: usize, options: Options, runner: Runner) -> Shard {
-        Shard { runner, out: Vec::new(), result: ShardResult::default(), me, shards, options }
+    fn new(me: usize, options: Options, runner: Runner) -> Shard {
+        let me = u8::try_from(me).expect("at most 256 shards");
+        Shard { runner, out: Vec::new(), result: ShardResult::default(), me, options }
     }
 
-    /// Processes this shard's records of a chunk; false when `strict` should stop the run.
-    fn take(&mut self, chunk: &Chunk) -> bool {
+    /// Processes this shard's records of a chunk (all of them without `routes`); false when
+    /// `strict` should stop the run.
+    fn take(&mut self, chunk: &Chunk, routes: Option<&[u8]>) -> bool {
         let mut keep_going = true;
+        let mut index = 0;
         chunk.for_each(|line, record| {
-            if !keep_going || (self.shards > 1 && route(record, self.shards) != self.me) {
+            let mine = routes.is_none_or(|r| r[index] == self.me);
+            index += 1;
+            if !keep_going || !mine {
                 return;
             }
             self.result.records += 1;
@@ -236,8 +259,8 @@ impl Shard {
 
 /// Routes a record to a shard by its session id; one without any goes to shard 0 (it will be
 /// refused there).
-fn route(record: Record<'_>, shards: usize) -> usize {
-    session_id(record).map_or(0, |id| (xxhash_rust::xxh3::xxh3_64(&id) % shards as u64) as usize)
+fn route(record: Record<'_>, shards: usize) -> u8 {
+    session_id(record).map_or(0, |id| (xxhash_rust::xxh3::xxh3_64(&id) % shards as u64) as u8)
 }
 
 fn merge(results: Vec<ShardResult>, changelog: bool) -> Outcome {
