@@ -88,7 +88,9 @@ pub struct ProcessArgs {
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     flush_timeout: Duration,
     /// Extra librdkafka consumer setting `KEY=VALUE` (repeatable), e.g.
-    /// `--consumer-config fetch.max.bytes=104857600`.
+    /// `--consumer-config fetch.max.bytes=104857600`. `fetch.wait.max.ms` (20 by default) also
+    /// sets the changelog reader's: against nisshi's PostgreSQL storage use 500, or a processor
+    /// that falls behind catches up at a few records per second.
     #[arg(long = "consumer-config", value_name = "KEY=VALUE", value_parser = parse_setting)]
     consumer_config: Vec<(String, String)>,
     /// Do not write the state changelog (`pitgun.state.<manifest>.v<version>`). By default each

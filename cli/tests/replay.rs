@@ -109,6 +109,14 @@ fn replay_is_byte_identical_across_runs_and_thread_counts() {
         assert_eq!(one, two, "{name}: 1 vs 2 threads differ");
         assert_eq!(one, three, "{name}: 1 vs 3 threads differ");
     }
+    let most = replay(&manifest("client-health"), &[&data], &["--threads", "256"]);
+    assert_eq!(most, replay(&manifest("client-health"), &[&data], &["--threads", "1"]), "1 vs 256 threads differ");
+    for refused in ["0", "257"] {
+        let out =
+            run(&["replay", "--manifest", manifest("client-health").to_str().unwrap(), "--threads", refused, "--input", data.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("--threads") && err.contains("1..=256"), "--threads {refused}: {err}");
+    }
 }
 
 #[test]

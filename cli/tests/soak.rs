@@ -194,14 +194,9 @@ fn fill(dir: &Path) -> PathBuf {
     filler
 }
 
-/// The processors' fetch wait in this soak: librdkafka's default instead of the processor's
-/// 20 ms. The soak's broker keeps its topics in PostgreSQL, and that storage checks a fetch's
-/// wait budget only after reading up to 10,000 rows: when a 20 ms budget is spent on the read
-/// (a busy machine), the fetch returns one record per partition. A processor that fell behind
-/// in a fault then caught up at ~5 records/s per partition and never reached the sessions'
-/// ends (seen twice, both times with the two cores shared). Kafka answers a fetch as soon as it
-/// has data, whatever the wait, so this changes nothing the soak is there to prove.
-const BEHIND_THE_STAND_IN: [&str; 2] = ["--consumer-config", "fetch.wait.max.ms=500"];
+/// nisshi's PostgreSQL storage spends a short fetch wait on its own read and then returns one
+/// record, so a processor that fell behind in a fault never caught up (README, "Fault soak").
+const PG_STORAGE_FETCH_WAIT: [&str; 2] = ["--consumer-config", "fetch.wait.max.ms=500"];
 
 #[test]
 #[ignore = "the fault soak restarts its own broker and PostgreSQL: run it with scripts/soak.sh DURATION"]
@@ -264,7 +259,7 @@ fn soak_ends_with_every_table_equal_to_replay() {
                 .map(String::from)
                 .to_vec();
         a.extend(["--state-dir".into(), state.to_str().unwrap().into(), "--instance-id".into(), id.into()]);
-        a.extend(BEHIND_THE_STAND_IN.map(String::from));
+        a.extend(PG_STORAGE_FETCH_WAIT.map(String::from));
         a
     };
     let sink: Vec<String> = [
@@ -289,7 +284,7 @@ fn soak_ends_with_every_table_equal_to_replay() {
         ("r1", replica("r1")),
         ("summary", {
             let mut a = ["process", "--manifest", SUMMARY_MANIFEST, "--state-dir", summary_state.to_str().unwrap()].map(String::from).to_vec();
-            a.extend(BEHIND_THE_STAND_IN.map(String::from));
+            a.extend(PG_STORAGE_FETCH_WAIT.map(String::from));
             a
         }),
         ("sink-a", sink.clone()),

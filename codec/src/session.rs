@@ -26,8 +26,8 @@ pub fn session_id(record: Record<'_>) -> Option<Cow<'_, [u8]>> {
 /// (Inside a JSON string a quote is escaped, so an occurrence is a key or a whole string.)
 fn in_place(line: &[u8]) -> Option<&[u8]> {
     const KEY: &[u8] = b"\"session_id\"";
-    // Built once: replay's every worker looks at every line, and building a searcher per call
-    // cost as much as the search.
+    // Built once: replay's reader looks at every line, and building a searcher per call cost
+    // as much as the search.
     static FINDER: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(KEY));
     let at = FINDER.find(line)?;
     let rest = &line[at + KEY.len()..];

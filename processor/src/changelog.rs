@@ -158,12 +158,14 @@ pub(crate) struct Changelog {
     /// Per changelog partition, the highest offset this processor's records were stored at.
     stored_up_to: HashMap<i32, i64>,
     flush_timeout: Duration,
+    /// The restore reader's `fetch.wait.max.ms`: the group consumer's.
+    fetch_wait_ms: String,
     tokens: AtomicUsize,
 }
 
 impl Changelog {
     /// The changelog `topic` and its producer.
-    pub(crate) fn new(broker: &Broker, topic: String, client_id: &str, flush_timeout: Duration) -> Result<Changelog> {
+    pub(crate) fn new(broker: &Broker, topic: String, client_id: &str, flush_timeout: Duration, fetch_wait_ms: &str) -> Result<Changelog> {
         let producer = Self::producer(broker, client_id, flush_timeout)?;
         Ok(Changelog {
             producer,
@@ -172,6 +174,7 @@ impl Changelog {
             stored_up_to: HashMap::new(),
             client_id: client_id.to_string(),
             flush_timeout,
+            fetch_wait_ms: fetch_wait_ms.to_string(),
             tokens: AtomicUsize::new(1),
         })
     }
@@ -357,7 +360,7 @@ impl Changelog {
             .set("enable.auto.commit", "false")
             // A record deleted under the reader is an error, not a jump to the end.
             .set("auto.offset.reset", "error")
-            .set("fetch.wait.max.ms", "20")
+            .set("fetch.wait.max.ms", &self.fetch_wait_ms)
             .create()
             .map_err(EdgeError::kafka("cannot create the changelog reader"))?;
         let (low, high) = consumer

@@ -91,3 +91,40 @@ pub struct Summary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peak_resident_bytes: Option<u64>,
 }
+
+/// librdkafka's `fetch.wait.max.ms` for the processor's consumers.
+///
+/// librdkafka has one fetch in flight per broker. When it asks only for partitions already at
+/// their end (the others' queues being full), the broker holds the request for this long, and
+/// records arriving for the others wait too: with the 500 ms default the last partition of a
+/// backfill idled ~0.4 s. A short wait also lowers latency.
+pub(crate) const FETCH_WAIT_MS: &str = "20";
+
+impl Config {
+    /// The fetch wait of both the group consumer and the changelog reader: `--consumer-config
+    /// fetch.wait.max.ms=…` when given (a broker that spends a short wait on its own read, like
+    /// nisshi's PostgreSQL storage, needs a longer one), else [`FETCH_WAIT_MS`].
+    pub(crate) fn fetch_wait_ms(&self) -> &str {
+        fetch_wait_ms(&self.consumer_settings)
+    }
+}
+
+/// The last `fetch.wait.max.ms` among `settings`, else [`FETCH_WAIT_MS`].
+fn fetch_wait_ms(settings: &[(String, String)]) -> &str {
+    settings.iter().rev().find(|(k, _)| k == "fetch.wait.max.ms").map_or(FETCH_WAIT_MS, |(_, v)| v.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fetch_wait_is_the_consumer_settings_last_word_or_the_default() {
+        let wait = |settings: &[(&str, &str)]| {
+            let settings: Vec<(String, String)> = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            fetch_wait_ms(&settings).to_string()
+        };
+        assert_eq!(wait(&[]), "20");
+        assert_eq!(wait(&[("fetch.max.bytes", "1"), ("fetch.wait.max.ms", "100"), ("fetch.wait.max.ms", "500")]), "500");
+    }
+}

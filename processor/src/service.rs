@@ -112,11 +112,7 @@ pub fn run(cfg: Config) -> Result<Summary> {
         // broker then idles most of the time. Smaller queue, short back-off: ~3× the throughput.
         .set("queued.min.messages", "20000")
         .set("fetch.queue.backoff.ms", "10")
-        // librdkafka has one fetch in flight per broker. When it asks only for partitions
-        // already at their end (the others' queues being full), the broker holds the request
-        // for this long, and records arriving for the others wait too: with the 500 ms default
-        // the last partition of a backfill idled ~0.4 s. A short wait also lowers latency.
-        .set("fetch.wait.max.ms", "20")
+        .set("fetch.wait.max.ms", cfg.fetch_wait_ms())
         // Partitions taken are restored inside the poll that assigns them (up to 2 min each
         // from the changelog); librdkafka's 5 min default would leave the group meanwhile.
         .set("max.poll.interval.ms", "900000")
@@ -250,5 +246,5 @@ fn changelog(cfg: &Config, inputs: &[String]) -> Result<Changelog> {
     if (has as i32) < needs {
         return Err(Error::ChangelogPartitions { topic, has, needs: needs - 1 });
     }
-    Changelog::new(&cfg.broker, topic, &format!("pitgun-process-{}-changelog", cfg.manifest), cfg.flush_timeout)
+    Changelog::new(&cfg.broker, topic, &format!("pitgun-process-{}-changelog", cfg.manifest), cfg.flush_timeout, cfg.fetch_wait_ms())
 }

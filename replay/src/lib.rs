@@ -24,6 +24,7 @@ use pitgun_engine::{EventNote, Output, Plan, Row, Runner, Stats};
 
 /// Most shards a replay runs (a record's shard is kept in a byte).
 pub const MAX_THREADS: usize = 256;
+const _: () = assert!(MAX_THREADS <= u8::MAX as usize + 1, "a shard number must fit a byte");
 
 /// How to run.
 #[derive(Debug, Clone, Copy)]
@@ -128,7 +129,7 @@ pub fn replay<E: std::fmt::Display>(
                     let handle = scope.spawn(move || -> Result<ShardResult, ReplayError> {
                         let mut shard = Shard::new(me, options, Runner::new(compile()?));
                         for routed in rx {
-                            if !shard.take(&routed.chunk, Some(&routed.shards)) {
+                            if !shard.take(&routed.chunk, Some(&routed.routes)) {
                                 stop.store(true, Ordering::Relaxed);
                             }
                         }
@@ -185,14 +186,14 @@ struct ShardResult {
 /// A chunk, and the shard of each of its records in [`Chunk::for_each`] order.
 struct Routed {
     chunk: Chunk,
-    shards: Vec<u8>,
+    routes: Vec<u8>,
 }
 
 impl Routed {
     fn new(chunk: Chunk, shards: usize) -> Routed {
         let mut routes = Vec::new();
         chunk.for_each(|_, record| routes.push(route(record, shards)));
-        Routed { chunk, shards: routes }
+        Routed { chunk, routes }
     }
 }
 
@@ -206,7 +207,7 @@ struct Shard {
 
 impl Shard {
     fn new(me: usize, options: Options, runner: Runner) -> Shard {
-        let me = u8::try_from(me).expect("at most 256 shards");
+        let me = u8::try_from(me).expect("at most MAX_THREADS shards");
         Shard { runner, out: Vec::new(), result: ShardResult::default(), me, options }
     }
 
