@@ -3,7 +3,9 @@
 //! The typed parse enforces what `pitgun-envelope/v1` says (required fields, types, no unknown
 //! fields, the schema tag, non-empty ids); tests hold it against the schema's own valid and
 //! invalid examples. On failure the line is parsed again with `serde_path_to_error`, so the error
-//! names the JSON pointer of what is wrong without slowing down the good path.
+//! names the JSON pointer of what is wrong without slowing down the good path. The usual shape
+//! of an envelope is read by a direct scan first ([`scan`]), which gives up rather than decide on
+//! anything the typed parse would treat differently.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -12,6 +14,8 @@ use pitgun_contracts::envelope::{EventKind, SourceKind, ENVELOPE_SCHEMA_V1};
 use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde::Deserialize;
 use smallvec::SmallVec;
+
+mod scan;
 
 /// Channels of one event, in the order they were sent.
 pub type Channels<'a> = SmallVec<[(Cow<'a, str>, f64); 16]>;
@@ -92,7 +96,22 @@ pub fn decode(text: &str) -> Result<EnvelopeView<'_>, DecodeError> {
 
 /// Decodes one JSON envelope into `view`, filling it in place: the channel and dimension lists
 /// (a kilobyte inline) are written once instead of being moved through every layer of serde.
+///
+/// The usual shape is read by a direct scan ([`scan`]); anything else by the general decoder
+/// ([`decode_general_into`]), which alone decides what is accepted.
 pub fn decode_into<'a>(text: &'a str, view: &mut EnvelopeView<'a>) -> Result<(), DecodeError> {
+    let (channels, dims) = (view.channels.len(), view.dims.len());
+    if scan::fill(text, view).is_some() {
+        return check(view);
+    }
+    view.channels.truncate(channels);
+    view.dims.truncate(dims);
+    decode_general_into(text, view)
+}
+
+/// Decodes one JSON envelope with serde's visitor alone: the rule of what is accepted. Public
+/// so that tests and the fuzz target can hold the fast scan to it.
+pub fn decode_general_into<'a>(text: &'a str, view: &mut EnvelopeView<'a>) -> Result<(), DecodeError> {
     let mut de = serde_json::Deserializer::from_str(text);
     match FillView(view).deserialize(&mut de).and_then(|()| de.end()) {
         Ok(()) => check(view),

@@ -1,12 +1,13 @@
 //! The envelope JSON view decoder (`pitgun_codec::json::decode`), the schema rules the gateway
 //! adds (`pitgun_codec::rules::check`) and the wire sniffing of `pitgun_codec::wire::Decoder`, on
 //! arbitrary bytes: an error, never a panic. An envelope both accept is written as Avro exactly
-//! as the gateway writes it and must read back the same.
+//! as the gateway writes it and must read back the same. The decoder's fast scan must answer
+//! exactly as the general decoder it falls back to (the same values, the same error).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use pitgun_codec::avro::{decode_avro_into, AvroWriter};
-use pitgun_codec::json::{decode, EnvelopeView};
+use pitgun_codec::json::{decode, decode_general_into, EnvelopeView};
 use pitgun_codec::rules;
 use pitgun_codec::wire::Decoder;
 
@@ -16,6 +17,9 @@ fuzz_target!(|data: &[u8]| {
     let mut json = String::new();
     let _ = wire.to_json(data, &mut json);
     let Ok(text) = std::str::from_utf8(data) else { return };
+    let mut general = EnvelopeView::empty();
+    let general = decode_general_into(text, &mut general).map(|()| format!("{general:?}"));
+    assert_eq!(decode(text).map(|v| format!("{v:?}")), general, "the fast scan and the general decoder differ");
     let Ok(view) = decode(text) else { return };
     if rules::check(&view).is_err() {
         return;
