@@ -88,7 +88,7 @@ pub fn unique_channels(view: &EnvelopeView<'_>) -> Result<(), Broken> {
 /// a set beyond that, so a hostile envelope with 1024 channels cannot cost a million comparisons).
 fn repeated_name<'e, V>(entries: &'e [(Cow<'_, str>, V)]) -> Option<&'e str> {
     if entries.len() <= 32 {
-        (1..entries.len()).find(|&i| entries[..i].iter().any(|(n, _)| *n == entries[i].0)).map(|i| entries[i].0.as_ref())
+        (1..entries.len()).find(|&i| entries[..i].iter().any(|(n, _)| crate::text::same(n, &entries[i].0))).map(|i| entries[i].0.as_ref())
     } else {
         let mut seen = std::collections::HashSet::new();
         entries.iter().map(|(n, _)| n.as_ref()).find(|n| !seen.insert(*n))
