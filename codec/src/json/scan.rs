@@ -103,6 +103,11 @@ struct Number {
     integer: Option<u64>,
 }
 
+/// Past these, a number is left to the general decoder: `serde_json` handles an exponent beyond
+/// 32 bits, or billions of digits, its own way, and no producer sends them.
+const MAX_EXPONENT: i64 = 1_000_000;
+const MAX_NUMBER_LEN: usize = 1_000;
+
 /// The powers of ten an `f64` holds exactly.
 const POWERS_OF_TEN: [f64; 23] =
     [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22];
@@ -214,7 +219,8 @@ impl<'a> Scan<'a> {
         if negative {
             self.at += 1;
         }
-        // The decimal digits as one integer while it fits, and the power of ten they are scaled by.
+        // The decimal digits as one integer (`fits` turns false for good at the first overflow,
+        // and the text is parsed instead), and the power of ten they are scaled by.
         let (mut mantissa, mut fits, mut scale) = (0u64, true, 0i64);
         let mut digits = |scan: &mut Self, fraction: bool| {
             let first = scan.at;
@@ -254,7 +260,10 @@ impl<'a> Scan<'a> {
             self.at += usize::from(sign != 0);
             let first = self.at;
             while let Some(&d @ b'0'..=b'9') = self.bytes.get(self.at) {
-                exponent = (exponent * 10 + i64::from(d - b'0')).min(1 << 32);
+                exponent = exponent * 10 + i64::from(d - b'0');
+                if exponent > MAX_EXPONENT {
+                    return None;
+                }
                 self.at += 1;
             }
             if self.at == first {
@@ -277,6 +286,9 @@ impl<'a> Scan<'a> {
         } else {
             self.text.get(start..self.at)?.parse().ok()?
         };
+        if self.at - start > MAX_NUMBER_LEN {
+            return None;
+        }
         Some(Number { value, integer: (plain && fits).then_some(mantissa) })
     }
 
@@ -374,7 +386,7 @@ mod tests {
 
     #[test]
     fn gives_up_on_whatever_the_general_decoder_reads_otherwise() {
-        let cases = [
+        let give_ups = [
             GOOD.replace("\"e1\"", "\"e\\u0031\""),         // an escape: same value, general path
             GOOD.replace("\"schema\"", "\"sch\\u0065ma\""), // an escaped field name
             GOOD.replace("\"seq\":1", "\"seq\":1.0"),       // a fraction where an integer goes
@@ -403,35 +415,50 @@ mod tests {
             GOOD.replace("\"kind\":\"game\"", "\"kind\":\"console\""),
             GOOD.replace("\"kind\":\"sample\"", "\"kind\":\"sample\",\"extra\":1"),
             GOOD.replace("\"channels\":{", "\"channels\":null,\"x\":{"),
-            GOOD.replace("pitgun-envelope/v1", "pitgun-envelope/v9"),
-            GOOD.replace("\"e1\"", "\"\""),
-            GOOD.replace("\"pit\":true", "\"pit\":true,\"pit\":false"),
             GOOD.replace("{\"track\"", "{,\"track\""),
             GOOD.replace("\"monza\"}", "\"monza\",}"),
             format!("{GOOD} x"),
             format!("{GOOD}{{}}"),
             format!("\u{feff}{GOOD}"),
             GOOD[..GOOD.len() - 1].to_string(),
+            GOOD.replace("120.5", &format!("1e{}", super::MAX_EXPONENT + 1)),
+            GOOD.replace("120.5", &format!("0.{}1", "0".repeat(super::MAX_NUMBER_LEN))),
             "[]".into(),
             String::new(),
         ];
-        for text in &cases {
+        for text in &give_ups {
+            assert!(both(text).0.is_none(), "the scan decided: {text}");
+            agree(text);
+        }
+        // Decided on the scan's side by the schema's checks, which both paths share.
+        let checked = [
+            GOOD.replace("pitgun-envelope/v1", "pitgun-envelope/v9"),
+            GOOD.replace("\"e1\"", "\"\""),
+            GOOD.replace("\"time_us\":1000", "\"time_us\":253402300800000000"),
+            GOOD.replace("\"pit\":true", "\"pit\":true,\"pit\":false"),
+        ];
+        for text in &checked {
+            assert!(both(text).0.is_some(), "the scan gave up: {text}");
             agree(text);
         }
         // The ones the general decoder refuses must also come out refused, with its words.
         let mut view = EnvelopeView::empty();
-        assert!(decode_into(&cases[2], &mut view).unwrap_err().pointer == "/seq");
+        assert!(decode_into(&give_ups[2], &mut view).unwrap_err().pointer == "/seq");
         assert!(decode_into(&GOOD.replace("120.5", "1e400"), &mut EnvelopeView::empty()).unwrap_err().message.contains("out of range"));
     }
 
     #[test]
     fn a_give_up_leaves_the_lists_as_they_were() {
-        // The channels come before the field that makes the scan give up.
-        let text = GOOD.replace("\"dims\":{\"track\":\"monza\"}", "\"dims\":{\"track\":\"mon\\u007aa\"}");
+        // The channels and a dimension come before the value that makes the scan give up, and
+        // the lists already hold an entry each: the general decoder appends to what was there.
+        let text = GOOD.replace("\"dims\":{\"track\":\"monza\"}", "\"dims\":{\"car\":\"f3\",\"track\":\"mon\\u007aa\"}");
         let mut view = EnvelopeView::empty();
+        view.channels.push(("before".into(), 1.0));
+        view.dims.push(("before".into(), "x".into()));
         decode_into(&text, &mut view).unwrap();
-        assert_eq!(view.channels.len(), 6, "appended once, by the general decoder");
-        assert_eq!(view.dim("track"), Some("monza"));
+        assert_eq!(view.channels.len(), 1 + 6, "appended once, by the general decoder");
+        let dims: Vec<_> = view.dims.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        assert_eq!(dims, ["before=x", "car=f3", "track=monza"]);
     }
 
     /// Bytes that change JSON's structure, numbers and escapes.
