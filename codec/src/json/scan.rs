@@ -33,7 +33,7 @@ pub(super) fn fill<'a>(text: &'a str, view: &mut EnvelopeView<'a>) -> Option<()>
             3 => view.session_id = Cow::Borrowed(scan.string()?),
             4 => view.seq = scan.integer()?,
             5 => view.time_us = scan.integer()?.try_into().ok()?,
-            6 => view.kind = event_kind(scan.string()?)?,
+            6 => view.kind = EventKind::parse(scan.string()?)?,
             7 => scan.object(|scan, name| {
                 let value = scan.channel_value()?;
                 view.channels.push((Cow::Borrowed(name), value));
@@ -67,22 +67,6 @@ fn field(key: &str) -> Option<usize> {
     };
     debug_assert_eq!(FIELDS[index], key);
     Some(index)
-}
-
-/// An event kind by its serde name (`snake_case`).
-fn event_kind(name: &str) -> Option<EventKind> {
-    Some(match name {
-        "sample" => EventKind::Sample,
-        "lap" => EventKind::Lap,
-        "sector" => EventKind::Sector,
-        "pit_in" => EventKind::PitIn,
-        "pit_out" => EventKind::PitOut,
-        "session_start" => EventKind::SessionStart,
-        "session_end" => EventKind::SessionEnd,
-        "health" => EventKind::Health,
-        "marker" => EventKind::Marker,
-        _ => return None,
-    })
 }
 
 /// A source kind by its serde name.
