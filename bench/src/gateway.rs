@@ -63,7 +63,7 @@ fn parse_only(headers: &HeaderMap, body: &[u8], max_batch: usize) -> Response {
         for r in items.iter() {
             view.channels.clear();
             view.dims.clear();
-            ok += usize::from(std::str::from_utf8(&body[r.clone()]).is_ok_and(|t| decode_into(t, &mut view).is_ok()));
+            ok += usize::from(pitgun_codec::text::utf8(&body[r.clone()]).is_ok_and(|t| decode_into(t, &mut view).is_ok()));
         }
         (StatusCode::ACCEPTED, axum::Json(json!({"accepted": ok, "rejected": items.len() - ok, "errors": []}))).into_response()
     })

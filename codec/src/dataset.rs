@@ -90,7 +90,7 @@ pub fn for_each_record<E: From<DatasetError>>(path: &Path, progress: &dyn Fn(u64
                 return;
             }
             let line = match record {
-                Record::Json(line) => match std::str::from_utf8(line) {
+                Record::Json(line) => match crate::text::utf8(line) {
                     Ok(line) => std::borrow::Cow::Borrowed(line),
                     Err(e) => {
                         result = Err(DatasetError { path: display.clone(), message: format!("line {number} is not UTF-8: {e}") }.into());

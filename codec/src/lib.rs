@@ -8,7 +8,7 @@
 //! Dependencies: `serde`/`serde_json` (the JSON view), `serde_path_to_error` (error pointers),
 //! `smallvec` (channels without a heap allocation), `apache-avro` (schema fingerprint, container
 //! writing), `flate2`/`zstd` (compressed datasets and container blocks), `memchr` (line
-//! splitting), `thiserror` (the dataset error).
+//! splitting), `simdutf8` (a record's UTF-8 check, vectorised), `thiserror` (the dataset error).
 
 pub mod avro;
 pub mod dataset;

@@ -1,9 +1,23 @@
-//! Equality of short strings without a library call.
+//! Text checked and compared on the hot path: a record's bytes as UTF-8, and equality of
+//! short strings without a library call.
+//!
+//! Every JSON record is checked to be UTF-8 before it is decoded; the standard library's check
+//! took 7 % of a replay, `simdutf8`'s vector check a fraction of that.
 //!
 //! Channel, dimension and producer names and key values are compared several times per event,
 //! nearly all shorter than 17 bytes. `==` on strings calls libc's `memcmp`, whose call and
 //! length dispatch cost more than the comparison itself at these sizes (5 % of the engine's
 //! time); two overlapping word loads compare any string of 4 to 16 bytes.
+
+/// `bytes` as a `str` when they are UTF-8. A record that is not is checked again by the
+/// standard library, whose error says where (the vector check only says whether).
+#[inline]
+pub fn utf8(bytes: &[u8]) -> Result<&str, std::str::Utf8Error> {
+    match simdutf8::basic::from_utf8(bytes) {
+        Ok(text) => Ok(text),
+        Err(_) => std::str::from_utf8(bytes),
+    }
+}
 
 /// Whether `a` and `b` hold the same bytes.
 #[inline(always)]
@@ -35,7 +49,26 @@ pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::same;
+    use super::{same, utf8};
+
+    proptest::proptest! {
+        /// The vector check takes and refuses what the standard library does, with its error,
+        /// on bytes of every kind: ASCII, multi-byte characters, and cut or stray bytes.
+        #[test]
+        fn utf8_agrees_with_the_standard_library(parts in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::strategy::Just(b"{\"seq\":1}".to_vec()),
+                proptest::strategy::Just("é€😀".as_bytes().to_vec()),
+                proptest::collection::vec(proptest::num::u8::ANY, 0..4),
+            ],
+            0..24,
+        )) {
+            let bytes = parts.concat();
+            let ours = utf8(&bytes).map_err(|e| e.to_string());
+            let std = std::str::from_utf8(&bytes).map_err(|e| e.to_string());
+            proptest::prop_assert_eq!(ours, std);
+        }
+    }
 
     #[test]
     fn agrees_with_string_equality_for_every_length_and_position() {

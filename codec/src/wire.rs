@@ -85,7 +85,7 @@ impl Decoder {
     pub fn to_json(&self, bytes: &[u8], json: &mut String) -> Result<(), String> {
         json.clear();
         match self.classify(bytes)? {
-            Record::Json(text) => json.push_str(std::str::from_utf8(text).map_err(|e| format!("JSON record is not UTF-8: {e}"))?),
+            Record::Json(text) => json.push_str(crate::text::utf8(text).map_err(|e| format!("JSON record is not UTF-8: {e}"))?),
             Record::Avro(datum) => {
                 let env = read_envelope(datum).map_err(|e| format!("Avro record: {e}"))?;
                 *json = serde_json::to_string(&env).map_err(|e| e.to_string())?;

@@ -53,7 +53,7 @@ impl<S: SessionStore> Runner<S> {
     pub fn feed(&mut self, record: Record<'_>, now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
         match record {
             Record::Avro(datum) => self.feed_avro(datum, now_us, out),
-            Record::Json(bytes) => match std::str::from_utf8(bytes) {
+            Record::Json(bytes) => match pitgun_codec::text::utf8(bytes) {
                 Ok(text) => self.feed_json(text, now_us, out),
                 Err(e) => Err(self.refuse_undecodable(format!("JSON record is not UTF-8: {e}"))),
             },

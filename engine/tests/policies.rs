@@ -162,6 +162,31 @@ fn a_kind_the_manifest_does_not_take_is_counted_whatever_its_key_and_metrics() {
     assert!(out.iter().any(|o| matches!(o, Output::Late(n) if n.reason == "session_closed")), "the end, without a key, ended the session");
 }
 
+/// A kind the manifest does not take is held to the repeated-channel rule by the layouts its
+/// producer's lists teach the resolver: a list that repeats a name never passes for one learned.
+#[test]
+fn a_kind_not_taken_repeating_a_channel_is_refused_after_its_layout_is_learned() {
+    let p = plan("input: {topics: [x], kinds: [health]}\ninputs:\n  - {name: fps, metric: client.fps}\nwindow: {kind: global}\naggregations:\n  - {name: n, fn: count}");
+    let mut r = Runner::new(p);
+    let mut out = Vec::new();
+    let lists = [
+        (r#""speed_kmh": 1, "gear": 2"#, true),
+        (r#""speed_kmh": 1, "speed_kmh": 2"#, false),
+        (r#""gear": 2, "gear": 2"#, false),
+        (r#""gear": 2, "speed_kmh": 1"#, true),
+        (r#""gear": 2, "speed_kmh": 1"#, true),
+        (r#""gear": 2, "gear": 3"#, false),
+        (r#""speed_kmh": 1, "gear": 2"#, true),
+    ];
+    for (seq, (channels, valid)) in (1..).zip(lists) {
+        let result = r.feed_json(&event(seq, seq, channels), 0, &mut out);
+        assert_eq!(result.is_ok(), valid, "{channels}: {result:?}");
+    }
+    let stats = r.engine().stats();
+    assert_eq!(stats.filtered, 4);
+    assert_eq!(stats.rejected_by_reason(), vec![("invalid_envelope", 3)]);
+}
+
 /// An event of session `sid`.
 fn event_of(sid: &str, seq: u64, t_s: u64) -> String {
     event(seq, t_s, r#""speed_kmh": 36"#).replace(r#""session_id":"s""#, &format!(r#""session_id":"{sid}""#))

@@ -124,7 +124,7 @@ impl Validator {
             let reject = |out: &mut Checked, reason, pointer: String, message: String, session_id: Option<String>| {
                 out.rejected.push(Rejection { index, pointer, reason, message, bytes: range.clone(), session_id });
             };
-            let text = match std::str::from_utf8(&body[range.clone()]) {
+            let text = match pitgun_codec::text::utf8(&body[range.clone()]) {
                 Ok(t) => t,
                 Err(e) => {
                     reject(out, Reason::MalformedJson, String::new(), format!("not UTF-8: {e}"), None);
