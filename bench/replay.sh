@@ -3,7 +3,8 @@
 # lap-performance (with its derived formulas) and client-health on 1 and 2 threads, against two
 # baselines measured in the same run on the same file:
 #   - the floor: parsing every envelope with serde_json into the contract type, nothing else;
-#   - DuckDB computing client-health's tumbling aggregates over the same NDJSON.
+#   - DuckDB computing client-health's tumbling aggregates over the same NDJSON, in three pairs
+#     alternating with client-health on 2 threads (the median ratio is the figure).
 # Usage: bench/replay.sh            (BENCH_DIR=… to choose where the 2.4 GB dataset goes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,4 +33,17 @@ done
 if ! python3 -c "import duckdb" 2>/dev/null; then
   pip install --quiet duckdb >&2
 fi
-python3 bench/duckdb_client_health.py "$DATA"
+# Side by side: client-health on 2 threads and DuckDB, alternating, three pairs. On a shared VM a
+# neighbour can take a core for a minute; alternating slows both sides of a pair alike, and the
+# median of the pairs' ratios is the figure.
+RATIOS=""
+for pair in 1 2 3; do
+  OURS="$("$P" replay --threads 2 --manifest manifests/pipelines/client-health.v1.yaml --input "$DATA" \
+    --output "$OUT/client-health.pair.ndjson" 2>&1 | sed -n 's/^replay:.*: \([0-9]*\) events\/s.*/\1/p')"
+  cmp -s "$OUT/client-health.pair.ndjson" "$OUT/client-health.t2.ndjson" || { echo "pair $pair: rows differ" >&2; exit 1; }
+  THEIRS="$(python3 bench/duckdb_client_health.py "$DATA" | tee /dev/stderr | sed -n 's/.*: \([0-9]*\) envelopes\/s$/\1/p')"
+  RATIO="$(python3 -c "print(f'{$OURS / $THEIRS:.2f}')")"
+  echo "pair $pair: pitgun client-health $OURS/s, DuckDB $THEIRS/s, ratio $RATIO"
+  RATIOS="$RATIOS $RATIO"
+done
+python3 -c "import statistics, sys; print(f'client-health against DuckDB, 2 threads: median ratio {statistics.median(map(float, sys.argv[1:])):.2f} of pairs', *sys.argv[1:])" $RATIOS

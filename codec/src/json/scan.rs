@@ -115,15 +115,19 @@ impl<'a> Scan<'a> {
     /// The next byte after whitespace, consumed.
     #[inline]
     fn next(&mut self) -> Option<u8> {
-        self.skip_whitespace();
-        let byte = *self.bytes.get(self.at)?;
+        let byte = self.peek()?;
         self.at += 1;
         Some(byte)
     }
 
-    /// The next byte after whitespace, not consumed.
+    /// The next byte after whitespace, not consumed. Producers send compact JSON, so the byte
+    /// under the cursor is tested first and the whitespace loop entered only on one.
     #[inline]
     fn peek(&mut self) -> Option<u8> {
+        let byte = *self.bytes.get(self.at)?;
+        if byte > b' ' {
+            return Some(byte);
+        }
         self.skip_whitespace();
         self.bytes.get(self.at).copied()
     }
@@ -161,7 +165,7 @@ impl<'a> Scan<'a> {
 
     /// A string with no escape (a control character is not allowed in JSON text either),
     /// borrowed from the input.
-    #[inline]
+    #[inline(always)]
     fn string(&mut self) -> Option<&'a str> {
         if self.next()? != b'"' {
             return None;
