@@ -147,10 +147,13 @@ fn end_to_end_tables_equal_replay() {
     let registry = psql(&pg, "SELECT table_name || ':' || manifest || ':' || version FROM pitgun_sink_tables ORDER BY 1");
     assert_eq!(registry, "lap_performance_v1:lap-performance:1\nruns:session-summary:1\n");
     // The sink owns the schema: its migrations are recorded, and it made the read indexes the
-    // API's queries use (the API runs no DDL).
+    // API's queries use (the API runs no DDL); the lap rows' key, led by session_id, serves
+    // reads by session.
     assert_eq!(psql(&pg, "SELECT string_agg(version::text, ',' ORDER BY version) FROM pitgun_sink_schema").trim(), "1");
     let indexes = psql(&pg, "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND indexname NOT LIKE '%pkey' ORDER BY 1");
-    assert_eq!(indexes, "lap_performance_v1_session\nruns_laps_ranked\nruns_laps_ranked_car\nruns_started\n");
+    assert_eq!(indexes, "runs_laps_ranked\nruns_laps_ranked_car\nruns_started\n");
+    let key = psql(&pg, "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() AND indexname = 'lap_performance_v1_pkey'");
+    assert!(key.trim().ends_with("USING btree (session_id, row_id)"), "{key}");
     // A database a newer sink migrated is refused, not written with an older schema.
     psql(&pg, "INSERT INTO pitgun_sink_schema (version) VALUES (99)");
     let mut migrate = sink_args(&pg, &["--migrate"]);

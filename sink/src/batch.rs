@@ -186,7 +186,14 @@ mod tests {
     /// and the partition's rows read after it came back stay.
     #[test]
     fn a_batch_keeps_newest_versions_and_drops_revoked_reads() {
-        let shape = TableShape { table: "t".into(), columns: Vec::new(), conflict_key: "row_id".into(), indexes: Vec::new(), preference: None };
+        let shape = TableShape {
+            table: "t".into(),
+            columns: Vec::new(),
+            conflict_key: "row_id".into(),
+            primary_key: vec!["row_id".into()],
+            indexes: Vec::new(),
+            preference: None,
+        };
         let mut batch = Batch::new(1);
         batch.add(0, &shape, row("a", 9), origin(0, 10, 0));
         batch.add(0, &shape, row("a", 4), origin(0, 11, 0));

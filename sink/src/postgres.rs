@@ -11,7 +11,7 @@
 //! indexes alone. A key already there (or a value the server refuses) aborts that shard's copy
 //! with nothing written, and the shard takes the upsert; the table's next
 //! [`UPSERTS_AFTER_A_CONFLICT`] batches go straight to the upsert before a copy is tried again.
-//! This rests on the table's unique index on the conflict key, which is what makes the copy
+//! This rests on the table's unique index on its primary key, which is what makes the copy
 //! fail on a known key: a table found without one (made by hand before the sink registered it)
 //! is only ever upserted, which fails loudly there as it always did.
 
@@ -29,7 +29,7 @@ use tracing::{info, warn};
 
 use futures_util::future::BoxFuture;
 
-use crate::table::{Cell, PgType, TableRow, TableShape, UNVERSIONED, VERSION_COLUMN};
+use crate::table::{quoted, Cell, PgType, TableRow, TableShape, UNVERSIONED, VERSION_COLUMN};
 use crate::target::{Refused, Target, WriteError};
 
 /// The sink's own schema, one numbered step each, applied in order once and recorded in
@@ -125,7 +125,7 @@ struct Prepared {
     upsert: String,
     /// `COPY` straight into the table (rows none of whose keys are there yet).
     insert: String,
-    /// Whether the table has a unique index on the conflict key alone (so a direct copy of a
+    /// Whether the table has a unique index on its primary key's columns (so a direct copy of a
     /// known key fails instead of doubling it).
     unique_key: bool,
     /// Batches still to upsert before a direct copy is tried again.
@@ -140,14 +140,15 @@ impl Prepared {
     fn new(shape: TableShape, unique_key: bool) -> Prepared {
         let stage = format!("pitgun_stage_{}", shape.table);
         let names = || shape.columns.iter().map(|c| c.name.as_str()).chain([VERSION_COLUMN]);
-        let cols = names().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
-        let updates: Vec<String> = names().filter(|c| *c != shape.conflict_key).map(|c| format!("\"{c}\" = EXCLUDED.\"{c}\"")).collect();
+        let cols = quoted(names());
+        let updates: Vec<String> =
+            names().filter(|c| !shape.primary_key.iter().any(|k| k == c)).map(|c| format!("\"{c}\" = EXCLUDED.\"{c}\"")).collect();
         let copy = format!("COPY \"{stage}\" ({cols}) FROM STDIN (FORMAT binary)");
         let insert = format!("COPY \"{}\" ({cols}) FROM STDIN (FORMAT binary)", shape.table);
         let upsert = format!(
-            "INSERT INTO \"{}\" ({cols}) SELECT {cols} FROM \"{stage}\" ON CONFLICT (\"{}\") DO UPDATE SET {} WHERE {}",
+            "INSERT INTO \"{}\" ({cols}) SELECT {cols} FROM \"{stage}\" ON CONFLICT ({}) DO UPDATE SET {} WHERE {}",
             shape.table,
-            shape.conflict_key,
+            quoted(&shape.primary_key),
             updates.join(", "),
             shape.replace_condition()
         );
@@ -183,17 +184,19 @@ pub struct PgTarget {
 impl PgTarget {
     /// Connects, applies the sink's migrations and creates (or checks) each table. A table the
     /// registry holds with another shape is refused: an incompatible change needs a new
-    /// manifest version and table. `connections` sessions write each batch's shards in
-    /// parallel.
+    /// manifest version and table (one an earlier sink keyed by `row_id` alone is written with
+    /// that key: [`TableShape::with_earlier_key`]). `connections` sessions write each batch's
+    /// shards in parallel.
     pub async fn open(url: &str, tables: Vec<(TableShape, String, u32)>, connections: usize) -> Result<PgTarget> {
         let client = connect(url).await?;
         migrate(&client).await?;
         let mut prepared = Vec::new();
         for (shape, manifest, version) in tables {
-            ensure_table(&client, &shape, &manifest, version).await?;
+            let shape = ensure_table(&client, shape, &manifest, version).await?;
             let unique_key = has_unique_key(&client, &shape).await?;
             if !unique_key {
-                warn!(table = %shape.table, key = %shape.conflict_key, "the table has no unique index on its key: every batch is upserted");
+                let key = quoted(&shape.primary_key);
+                warn!(table = %shape.table, key, "the table has no unique index on its key: every batch is upserted");
             }
             prepared.push(Prepared::new(shape, unique_key));
         }
@@ -329,14 +332,15 @@ async fn write_shard(
     }
 }
 
-/// Whether `shape`'s table has a unique index on its conflict key alone (the sink creates it
-/// as the primary key; a table made by hand may lack it).
+/// Whether `shape`'s table has a unique index on exactly its primary key's columns, in order
+/// (the sink creates it as the primary key; a table made by hand may lack it).
 async fn has_unique_key(client: &Client, shape: &TableShape) -> Result<bool> {
-    let sql = "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
-               WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indnatts = 1 AND i.indpred IS NULL AND a.attname = $2)";
+    let sql = "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indpred IS NULL \
+               AND i.indnatts = cardinality($2::text[]) AND ARRAY(SELECT a.attname::text FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, n) \
+               JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.n) = $2::text[])";
     let table = format!("\"{}\"", shape.table);
     let row =
-        client.query_one(sql, &[&table, &shape.conflict_key]).await.map_err(Error::postgres(format!("reading the indexes of {:?}", shape.table)))?;
+        client.query_one(sql, &[&table, &shape.primary_key]).await.map_err(Error::postgres(format!("reading the indexes of {:?}", shape.table)))?;
     Ok(row.get(0))
 }
 
@@ -375,11 +379,14 @@ async fn copy_rows<'r>(
 }
 
 /// Creates `shape`'s table through the registry, or checks the table there; then adds the read
-/// indexes it lacks.
-async fn ensure_table(client: &Client, shape: &TableShape, manifest: &str, version: u32) -> Result<()> {
+/// indexes it lacks. Returns the shape the table has: `shape`, or the one with the earlier key
+/// for a table an earlier sink created.
+async fn ensure_table(client: &Client, shape: TableShape, manifest: &str, version: u32) -> Result<TableShape> {
+    let sha_of = |shape: &TableShape| hex::encode(Sha256::digest(shape.create_sql().as_bytes()));
+    let mut shape = shape;
     let ddl = shape.create_sql();
-    let sha = hex::encode(Sha256::digest(ddl.as_bytes()));
-    let table = &shape.table;
+    let sha = sha_of(&shape);
+    let table = &shape.table.clone();
     let step = format!("registering table {table:?}");
     // One sink at a time decides about a table (several replicas may start together).
     client.batch_execute("BEGIN; SELECT pg_advisory_xact_lock(hashtext('pitgun_sink_tables'))").await.map_err(Error::postgres(&step))?;
@@ -390,7 +397,10 @@ async fn ensure_table(client: &Client, shape: &TableShape, manifest: &str, versi
     match found {
         Some(row) => {
             let (old_sha, m, v): (String, String, i32) = (row.get(0), row.get(1), row.get(2));
-            if old_sha != sha {
+            if let Some(earlier) = shape.with_earlier_key().filter(|earlier| old_sha != sha && old_sha == sha_of(earlier)) {
+                info!(table = %shape.table, "the table keeps the key an earlier sink gave it (row_id, with a session_id index)");
+                shape = earlier;
+            } else if old_sha != sha {
                 client.batch_execute("ROLLBACK").await.map_err(Error::postgres(&step))?;
                 return Err(Error::TableMismatch(format!(
                     "PostgreSQL table {table:?} was created for {m} v{v} with other columns; the sink never alters a table \
@@ -443,7 +453,7 @@ async fn ensure_table(client: &Client, shape: &TableShape, manifest: &str, versi
             }
         }
     }
-    Ok(())
+    Ok(shape)
 }
 
 /// Data exceptions (class 22) and integrity violations (class 23): the rows are at fault, not

@@ -37,7 +37,8 @@ pub fn runs_shape(contract: &AnalysisContract) -> Result<TableShape> {
     }
     let indexes = RUNS_INDEXES.iter().map(|(suffix, spec)| (suffix.to_string(), spec.to_string())).collect();
     let preference = Preference { row: RUNS_ROW.into(), rank: RUNS_PREFERRED_BY.iter().map(|c| c.to_string()).collect() };
-    Ok(TableShape { table: RUNS_TABLE.into(), columns, conflict_key: RUNS_KEY.into(), indexes, preference: Some(preference) })
+    let primary_key = vec![RUNS_KEY.into()];
+    Ok(TableShape { table: RUNS_TABLE.into(), columns, conflict_key: RUNS_KEY.into(), primary_key, indexes, preference: Some(preference) })
 }
 
 #[cfg(test)]

@@ -12,8 +12,9 @@
 //! | `bool` | `boolean` | `BOOLEAN` |
 //! | `timestamp` | `timestamptz` (µs) | `TIMESTAMP` (µs) |
 //!
-//! `row_id` is the primary key, so a re-emitted window or a replayed batch upserts. The `runs`
-//! table has its own explicit shape ([`crate::runs`]).
+//! `row_id` is the key, so a re-emitted window or a replayed batch upserts. The primary key of a
+//! table with a `session_id` column is `(session_id, row_id)` ([`TableShape::primary_key`]); the
+//! `runs` table has its own explicit shape ([`crate::runs`]).
 
 use std::time::SystemTime;
 
@@ -96,8 +97,11 @@ pub struct TableShape {
     pub table: String,
     /// Columns, in table order.
     pub columns: Vec<TargetColumn>,
-    /// The upsert key column (unique).
+    /// The column naming a row (unique): versions of a row share it, a batch keeps one per value.
     pub conflict_key: String,
+    /// Columns of the table's primary key, the upsert's conflict target: the conflict key, after
+    /// `session_id` where the table has one (see [`TableShape::from_contract`]).
+    pub primary_key: Vec<String>,
     /// Read indexes (name suffix, columns and predicate); the sink creates them with the table,
     /// so readers such as the API run no DDL.
     pub indexes: Vec<(String, String)>,
@@ -170,12 +174,28 @@ impl TableShape {
         let Some(id) = contract.columns.iter().find(|c| c.role == ColumnRole::Id) else {
             return Err(Error::Setup(format!("contract of {} v{} has no id column", contract.manifest, contract.version)));
         };
-        // Rows are read by session (the API's lap rows of a run).
-        let indexes = match contract.columns.iter().any(|c| c.name == "session_id") && id.name != "session_id" {
-            true => vec![("session".to_string(), "(session_id)".to_string())],
-            false => Vec::new(),
+        // Rows are read by session (the API's lap rows of a run). The row id hashes the session
+        // id (it is the first part of every key), so `(session_id, row_id)` is unique exactly
+        // when the row id is; as the primary key it is the one index the table needs, and a
+        // session's rows sit together in it instead of at random places in a `row_id` index:
+        // a copy into it took 0.71 of an unindexed copy's speed, against 0.49-0.53 with the
+        // `row_id` key and a `(session_id)` index (BENCHMARKS.md, "Sink: one index").
+        let primary_key = match contract.columns.iter().any(|c| c.name == "session_id") && id.name != "session_id" {
+            true => vec!["session_id".to_string(), id.name.clone()],
+            false => vec![id.name.clone()],
         };
-        Ok(TableShape { table: table.to_string(), columns, conflict_key: id.name.clone(), indexes, preference: None })
+        Ok(TableShape { table: table.to_string(), columns, conflict_key: id.name.clone(), primary_key, indexes: Vec::new(), preference: None })
+    }
+
+    /// The shape a sink before the `(session_id, row_id)` key gave this table: keyed by the
+    /// conflict key alone, with a read index on `session_id`. A table created so keeps it (the
+    /// sink never alters a table's key); `None` when that shape is this one.
+    pub fn with_earlier_key(&self) -> Option<TableShape> {
+        if self.primary_key.len() < 2 {
+            return None;
+        }
+        let indexes = vec![("session".to_string(), "(session_id)".to_string())];
+        Some(TableShape { primary_key: vec![self.conflict_key.clone()], indexes, ..self.clone() })
     }
 
     /// Whether `new` replaces `old`, a row of the same key: a version of the same row replaces
@@ -213,17 +233,22 @@ impl TableShape {
         format!("CASE WHEN {table}.\"{0}\" = EXCLUDED.\"{0}\" THEN {newer} ELSE ({1}) > ({2}) END", p.row, cols("EXCLUDED"), cols(&table))
     }
 
-    /// `CREATE TABLE IF NOT EXISTS` for this shape (identifiers checked when it was built).
+    /// `CREATE TABLE IF NOT EXISTS` for this shape (identifiers checked when it was built). A
+    /// one-column key is declared on its column, as it always was: the registry knows a table by
+    /// the hash of this text.
     pub fn create_sql(&self) -> String {
-        let cols: Vec<String> = self
+        let mut cols: Vec<String> = self
             .columns
             .iter()
             .map(|c| {
                 let null = if c.nullable { "" } else { " NOT NULL" };
-                let key = if c.name == self.conflict_key { " PRIMARY KEY" } else { "" };
+                let key = if self.primary_key == [c.name.as_str()] { " PRIMARY KEY" } else { "" };
                 format!("\"{}\" {}{null}{key}", c.name, c.pg_type.sql())
             })
             .collect();
+        if self.primary_key.len() > 1 {
+            cols.push(format!("PRIMARY KEY ({})", quoted(&self.primary_key)));
+        }
         format!("CREATE TABLE IF NOT EXISTS \"{}\" ({})", self.table, cols.join(", "))
     }
 
@@ -310,6 +335,11 @@ impl TableShape {
 }
 
 /// The order of two cells of one column (`None` across types, or for a NaN).
+/// `"a", "b"`: column names as a SQL list (identifiers checked when the shape was built).
+pub(crate) fn quoted<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> String {
+    names.into_iter().map(|c| format!("\"{}\"", c.as_ref())).collect::<Vec<_>>().join(", ")
+}
+
 fn cell_order(a: &Cell, b: &Cell) -> Option<std::cmp::Ordering> {
     match (a, b) {
         (Cell::Text(a), Cell::Text(b)) => Some(a.cmp(b)),
@@ -546,7 +576,19 @@ mod tests {
     fn the_generic_shape_follows_the_contract_and_converts_a_replay_row() {
         let shape = TableShape::from_contract(&contract(), "lap_performance_v1").unwrap();
         let sql = shape.create_sql();
-        assert!(sql.starts_with("CREATE TABLE IF NOT EXISTS \"lap_performance_v1\" (\"row_id\" text NOT NULL PRIMARY KEY, "), "{sql}");
+        assert!(sql.starts_with("CREATE TABLE IF NOT EXISTS \"lap_performance_v1\" (\"row_id\" text NOT NULL, "), "{sql}");
+        assert!(sql.ends_with(", PRIMARY KEY (\"session_id\", \"row_id\"))") && shape.indexes.is_empty(), "{sql}");
+        // The DDL an earlier sink registered for this table, to the byte: its hash finds it.
+        let earlier = shape.with_earlier_key().unwrap();
+        let earlier_sql = earlier.create_sql();
+        assert!(
+            earlier_sql.starts_with("CREATE TABLE IF NOT EXISTS \"lap_performance_v1\" (\"row_id\" text NOT NULL PRIMARY KEY, "),
+            "{earlier_sql}"
+        );
+        assert!(
+            earlier_sql.ends_with("\"complete\" boolean NOT NULL)") && earlier.indexes == [("session".into(), "(session_id)".into())],
+            "{earlier_sql}"
+        );
         assert!(sql.contains("\"window_start\" timestamptz NOT NULL"), "{sql}");
         assert!(sql.contains("\"lap_time\" double precision,") || sql.contains("\"lap_time\" double precision NOT NULL"), "{sql}");
         let row: serde_json::Map<String, Value> = serde_json::from_str(r#"{"row_id":"ab","session_id":"s","player":"p","track":"t","car":"c","window_start":"2026-01-01T00:00:03.677340Z","window_end":"2026-01-01T00:01:46.368860Z","window_anchor":"2026-01-01T00:00:03.677340Z","lap":1,"lap_time":102.69152,"max_speed":312.0,"mean_speed":null,"full_throttle_share":0.5,"braking_share":0.1,"distance":5790.8679,"tyre_fl_p50":1.0,"tyre_fl_p90":1.0,"tyre_fr_p50":1.0,"tyre_fr_p90":1.0,"tyre_rl_p50":1.0,"tyre_rl_p90":1.0,"tyre_rr_p50":1.0,"tyre_rr_p90":1.0,"samples":2054,"complete":true}"#).unwrap();

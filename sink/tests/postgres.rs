@@ -139,7 +139,7 @@ async fn a_table_without_its_unique_key_is_never_copied_into_directly() {
     let url = own_database("nokey").await;
     let shape = TableShape::from_contract(&lap_contract(), TABLE).unwrap();
     let client = connect(&url).await;
-    client.batch_execute(&shape.create_sql().replace(" PRIMARY KEY", "")).await.unwrap();
+    client.batch_execute(&TableShape { primary_key: Vec::new(), ..shape.clone() }.create_sql()).await.unwrap();
     let mut target = PgTarget::open(&url, vec![(shape.clone(), "lap-performance".into(), 1)], 1).await.expect("open");
     match target.write(0, &mut convert(&shape, &lap_rows())).await {
         Err(WriteError::Retry(e)) => assert!(e.contains("ON CONFLICT"), "PostgreSQL's reason: {e}"),
@@ -147,6 +147,45 @@ async fn a_table_without_its_unique_key_is_never_copied_into_directly() {
     }
     assert_eq!(target.write_paths(0), (0, 0), "no batch was written by either path");
     assert_eq!(table(&client).await, vec![], "nothing written");
+}
+
+/// The definitions of the table's indexes, by name.
+async fn indexes(client: &Client) -> Vec<(String, String)> {
+    let sql = "SELECT indexname::text, indexdef FROM pg_indexes WHERE schemaname = current_schema() AND tablename = $1 ORDER BY 1";
+    client.query(sql, &[&TABLE]).await.unwrap().iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
+/// A new table is keyed by `(session_id, row_id)`, its one index; a table an earlier sink keyed
+/// by `row_id` alone (with a `session_id` index) keeps that key, and both write paths work on it:
+/// the direct copy of new rows, and the upsert that keeps a row's newer version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_table_is_keyed_by_session_and_row_and_an_earlier_sinks_table_keeps_its_key() {
+    let url = own_database("newkey").await;
+    let (_target, _) = open(&url, 1).await;
+    let client = connect(&url).await;
+    let have = indexes(&client).await;
+    assert_eq!(have.len(), 1, "one index: {have:?}");
+    assert!(have[0].1.ends_with("USING btree (session_id, row_id)"), "{have:?}");
+
+    let url = own_database("earlierkey").await;
+    let shape = TableShape::from_contract(&lap_contract(), TABLE).unwrap();
+    let earlier = shape.with_earlier_key().expect("the lap table had a row_id key before");
+    drop(PgTarget::open(&url, vec![(earlier, "lap-performance".into(), 1)], 1).await.expect("an earlier sink's table"));
+    let mut target = PgTarget::open(&url, vec![(shape.clone(), "lap-performance".into(), 1)], 2).await.expect("the table is accepted");
+    let client = connect(&url).await;
+    let have = indexes(&client).await;
+    assert_eq!(have.len(), 2, "{have:?}");
+    assert!(have[0].1.ends_with("USING btree (row_id)") && have[1].1.ends_with("USING btree (session_id)"), "{have:?}");
+    let rows = lap_rows();
+    let with_version = |rows: Vec<pitgun_sink::table::TableRow>, version: i64| {
+        rows.into_iter().map(|r| pitgun_sink::table::TableRow { version, ..r }).collect::<Vec<_>>()
+    };
+    assert!(target.write(0, &mut with_version(convert(&shape, &rows), 10)).await.expect("write").is_empty());
+    assert_eq!(target.write_paths(0), (1, 0), "new rows: copied straight in");
+    let mut older = with_version(convert(&shape, &[next_version(&rows[0])]), 5);
+    assert!(target.write(0, &mut older).await.expect("write").is_empty());
+    assert_eq!(target.write_paths(0), (1, 1), "a known key: upserted on the row_id key");
+    assert_eq!(table(&client).await, expected(&rows), "row 0 kept its newer version");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
