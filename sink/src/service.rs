@@ -301,6 +301,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
     let routes = Arc::new(routes);
     let mut summary = Summary::default();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut stopping = false;
     let mut first_row: Option<Instant> = None;
     // One batch in the targets' hands at a time, while the next is read: memory holds two.
@@ -308,13 +309,15 @@ pub async fn run(cfg: Config) -> Result<Summary> {
     loop {
         // Gather a batch: up to `batch_rows` rows, or what came within `linger`.
         let mut batch = Batch::new(routes.len());
-        let deadline = tokio::time::Instant::now() + cfg.linger;
+        // One timer per batch, not one per row (each `select!` below would otherwise make one).
+        let linger = tokio::time::sleep(cfg.linger);
+        tokio::pin!(linger);
         while batch.read < cfg.batch_rows && !stopping {
             let msg = tokio::select! {
                 m = consumer.recv() => m,
-                _ = tokio::time::sleep_until(deadline) => break,
+                _ = &mut linger => break,
                 _ = term.recv() => { stopping = true; break }
-                _ = tokio::signal::ctrl_c() => { stopping = true; break }
+                _ = interrupt.recv() => { stopping = true; break }
             };
             let msg = match msg {
                 Ok(m) => m,

@@ -334,12 +334,12 @@ impl TableShape {
     }
 }
 
-/// The order of two cells of one column (`None` across types, or for a NaN).
 /// `"a", "b"`: column names as a SQL list (identifiers checked when the shape was built).
 pub(crate) fn quoted<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> String {
     names.into_iter().map(|c| format!("\"{}\"", c.as_ref())).collect::<Vec<_>>().join(", ")
 }
 
+/// The order of two cells of one column (`None` across types, or for a NaN).
 fn cell_order(a: &Cell, b: &Cell) -> Option<std::cmp::Ordering> {
     match (a, b) {
         (Cell::Text(a), Cell::Text(b)) => Some(a.cmp(b)),
