@@ -50,13 +50,15 @@ enum Stop {
 /// Reads `topic` (all partitions, or `only` one) over `range`, calling `f` per record, each
 /// partition in offset order. Returns the number of records seen.
 fn read_topic(broker: &Broker, topic: &str, only: Option<i32>, range: &Range, mut f: impl FnMut(&BorrowedMessage<'_>) -> Result<()>) -> Result<u64> {
-    let consumer: BaseConsumer = broker
-        .client_config("pitgun-reader")
-        .set("group.id", "pitgun-reader-unused")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
-        .create()
-        .context("cannot create a Kafka consumer")?;
+    let mut config = broker.client_config("pitgun-reader");
+    config.set("group.id", "pitgun-reader-unused").set("enable.auto.commit", "false").set("enable.partition.eof", "false");
+    if matches!(range.stop, Stop::Never) {
+        // Following: a record is shown as soon as it lands, not after librdkafka's 500 ms wait
+        // at the end of the topic. A bounded read keeps the default, which a broker that answers
+        // a short wait with one record (nisshi's PostgreSQL storage) needs to read a topic whole.
+        config.set("fetch.wait.max.ms", pitgun_runtime::kafka::FETCH_WAIT_MS);
+    }
+    let consumer: BaseConsumer = config.create().context("cannot create a Kafka consumer")?;
     let mut parts = partitions_of(broker, topic)?;
     if let Some(p) = only {
         parts.retain(|&q| q == p);

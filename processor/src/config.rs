@@ -92,13 +92,8 @@ pub struct Summary {
     pub peak_resident_bytes: Option<u64>,
 }
 
-/// librdkafka's `fetch.wait.max.ms` for the processor's consumers.
-///
-/// librdkafka has one fetch in flight per broker. When it asks only for partitions already at
-/// their end (the others' queues being full), the broker holds the request for this long, and
-/// records arriving for the others wait too: with the 500 ms default the last partition of a
-/// backfill idled ~0.4 s. A short wait also lowers latency.
-pub(crate) const FETCH_WAIT_MS: &str = "20";
+/// librdkafka's `fetch.wait.max.ms` for the processor's consumers: every Pitgun consumer's.
+pub(crate) use pitgun_runtime::kafka::FETCH_WAIT_MS;
 
 impl Config {
     /// The fetch wait of both the group consumer and the changelog reader: `--consumer-config

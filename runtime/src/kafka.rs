@@ -29,6 +29,14 @@ pub fn record_consumer_lag(stats: &rdkafka::Statistics, gauge: &prometheus::IntG
     }
 }
 
+/// librdkafka's `fetch.wait.max.ms` for Pitgun's consumers (librdkafka's default is 500 ms).
+///
+/// librdkafka has one fetch in flight per broker. When it asks only for partitions already at
+/// their end (the others' queues being full), the broker holds the request for this long, and
+/// records arriving for the others wait too: with the 500 ms default the last partition of a
+/// backfill idled ~0.4 s, and a reader following a topic saw each row up to that late.
+pub const FETCH_WAIT_MS: &str = "20";
+
 /// Where the broker is and which namespace the topic and group names live in.
 #[derive(Debug, Clone)]
 pub struct Broker {
