@@ -2,7 +2,8 @@
 # Sink throughput: lap-performance rows from the aggregates topic to committed upserts in
 # PostgreSQL, against `psql \copy` of the same rows into an unindexed table, in the same run.
 #
-#   bench/sink.sh [ROWS]      (default 1,000,000; SINK_BATCH_ROWS=N sets --batch-rows, default 5000)
+#   bench/sink.sh [ROWS]      (default 1,000,000; SINK_BATCH_ROWS=N sets --batch-rows, default 5000,
+#                              SINK_PG_CONNECTIONS=N --pg-connections, default 2)
 #
 # Starts its own broker and PostgreSQL (scripts/stack.sh) on free ports, fills the topic with
 # generated rows (bench/sink_rows.py, `pitgun publish --wire rows`), then times both and prints
@@ -42,7 +43,7 @@ START=$(date +%s.%N)
 KEYED_S=$(python3 -c "import time; print(time.time() - $START)")
 echo "psql \\copy into a table with the sink's key: $N rows in $KEYED_S s"
 # The sink: from the topic to committed upserts, first row to last commit.
-SUMMARY="$("$PITGUN" sink --manifest manifests/pipelines/lap-performance.v1.yaml --postgres "$PG" --targets postgres --until-end --batch-rows "${SINK_BATCH_ROWS:-5000}" 2>"$OUT/sink-stderr.log")"
+SUMMARY="$("$PITGUN" sink --manifest manifests/pipelines/lap-performance.v1.yaml --postgres "$PG" --targets postgres --until-end --batch-rows "${SINK_BATCH_ROWS:-5000}" --pg-connections "${SINK_PG_CONNECTIONS:-2}" 2>"$OUT/sink-stderr.log")"
 echo "sink: $SUMMARY"
 WIDTH="$("$PG_BIN/psql" -X -tA "$PG" -c 'SELECT round(avg(pg_column_size(t.*))) FROM lap_performance_v1 t')"
 JSON_WIDTH="$(python3 -c "import os; print(round(os.path.getsize('$ROWS') / $N))")"
