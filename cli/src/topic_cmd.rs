@@ -175,7 +175,9 @@ pub struct TailArgs {
     /// Start at the earliest retained record instead of new records only.
     #[arg(long)]
     from_beginning: bool,
-    /// Stop at the end offsets seen at start instead of following.
+    /// Stop at the end offsets seen at start instead of following. (Following asks the broker
+    /// for new records every 20 ms; on a broker that answers such a short wait with one record,
+    /// like nisshi's PostgreSQL storage, read with this instead.)
     #[arg(long)]
     until_end: bool,
     /// With --until-end: print only the last version of each key (the upserted result).

@@ -92,7 +92,8 @@ pub struct Summary {
     pub peak_resident_bytes: Option<u64>,
 }
 
-/// librdkafka's `fetch.wait.max.ms` for the processor's consumers: every Pitgun consumer's.
+/// librdkafka's `fetch.wait.max.ms` for the processor's consumers (and `pitgun tail` following a
+/// topic).
 pub(crate) use pitgun_runtime::kafka::FETCH_WAIT_MS;
 
 impl Config {

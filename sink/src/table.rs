@@ -579,7 +579,11 @@ mod tests {
         assert!(sql.starts_with("CREATE TABLE IF NOT EXISTS \"lap_performance_v1\" (\"row_id\" text NOT NULL, "), "{sql}");
         assert!(sql.ends_with(", PRIMARY KEY (\"session_id\", \"row_id\"))") && shape.indexes.is_empty(), "{sql}");
         // The DDL an earlier sink registered for this table, to the byte: its hash finds it.
+        // The hash is of the text 9d77d5f's sink made (column-level `PRIMARY KEY` on row_id).
         let earlier = shape.with_earlier_key().unwrap();
+        use sha2::Digest;
+        let registered = hex::encode(sha2::Sha256::digest(earlier.create_sql().as_bytes()));
+        assert_eq!(registered, "1f3804b7480ad6a241c5cb1ac0e2ee4cdbc53fdaa302758d3d3c833df5014be8");
         let earlier_sql = earlier.create_sql();
         assert!(
             earlier_sql.starts_with("CREATE TABLE IF NOT EXISTS \"lap_performance_v1\" (\"row_id\" text NOT NULL PRIMARY KEY, "),
