@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # QuestDB target: ILP encoding rows/s (the official client's buffer, protocol v2, batches of
-# 5,000) against serde_json writing the same rows, in the same run; and the sink's whole
-# per-row path (JSON line → fields → cells → ILP).
+# 5,000) against serde_json writing the same rows, in the same run; the sink's row parse against
+# serde_json's; and the sink's whole per-row path (JSON line → fields → cells → ILP).
 #
 #   bench/ilp.sh [ROWS]      (default 200,000 lap-performance rows from bench/sink_rows.py)
 set -euo pipefail

@@ -54,7 +54,7 @@ pub fn consume(args: ConsumeArgs) -> Result<ExitCode> {
     let topic = broker.name(&args.topic);
     let group = format!("pitgun-bench-consume-{}", std::process::id());
     let consumer: BaseConsumer = broker
-        .client_config("pitgun-bench-consume")
+        .consumer_config("pitgun-bench-consume")
         .set("group.id", &group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
@@ -283,6 +283,35 @@ pub fn ilp(args: IlpArgs) -> Result<ExitCode> {
         }
         bytes
     });
+    // The sink's read path for PostgreSQL (JSON line → fields → cells), and its parse against
+    // serde_json's general parse of the same rows, the baseline in the same run.
+    let (cells_s, _) = best(&mut || {
+        let mut n = 0;
+        for line in &lines {
+            let fields = parser.parse(line.as_bytes()).expect("a row");
+            n += table.shape.convert_fields(&binding, &fields).expect("fits").cells.len();
+        }
+        n
+    });
+    let parse_with = |general: bool| {
+        best(&mut || {
+            let mut n = 0;
+            for line in &lines {
+                let fields = if general { parser.parse_general(line.as_bytes()) } else { parser.parse(line.as_bytes()) };
+                n += fields.expect("a row").len();
+            }
+            n
+        })
+        .0
+    };
+    let (scan_s, serde_s) = (parse_with(false), parse_with(true));
+    println!(
+        "JSON line to fields: {:.0} ns per row (serde_json alone: {:.0} ns; ratio {:.2}); JSON line to cells as the PostgreSQL target takes them: {:.0} ns per row",
+        scan_s * 1e9 / n,
+        serde_s * 1e9 / n,
+        serde_s / scan_s,
+        cells_s * 1e9 / n
+    );
     println!(
         "{} rows, {} per batch, fastest of {} passes: ILP v2 encoding {:.0} rows/s ({:.0} bytes/row); serde_json writing the same rows {:.0} rows/s ({:.0} bytes/row); ratio {:.2}; JSON line to ILP as the sink does it (parse into fields, convert, encode) {:.0} rows/s",
         lines.len(),

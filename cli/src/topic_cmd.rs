@@ -50,7 +50,7 @@ enum Stop {
 /// Reads `topic` (all partitions, or `only` one) over `range`, calling `f` per record, each
 /// partition in offset order. Returns the number of records seen.
 fn read_topic(broker: &Broker, topic: &str, only: Option<i32>, range: &Range, mut f: impl FnMut(&BorrowedMessage<'_>) -> Result<()>) -> Result<u64> {
-    let mut config = broker.client_config("pitgun-reader");
+    let mut config = broker.consumer_config("pitgun-reader");
     config.set("group.id", "pitgun-reader-unused").set("enable.auto.commit", "false").set("enable.partition.eof", "false");
     if matches!(range.stop, Stop::Never) {
         // Following: a record is shown as soon as it lands, not after librdkafka's 500 ms wait

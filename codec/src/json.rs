@@ -15,6 +15,7 @@ use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde::Deserialize;
 use smallvec::SmallVec;
 
+pub mod cursor;
 mod scan;
 
 /// Channels of one event, in the order they were sent.

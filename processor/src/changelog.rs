@@ -353,7 +353,7 @@ impl Changelog {
     fn reader(&self, partition: i32) -> Result<(Reader<'_>, i64, i64)> {
         let consumer: BaseConsumer = self
             .broker
-            .client_config("pitgun-restore")
+            .consumer_config("pitgun-restore")
             // librdkafka assigns partitions only in a consumer with a group id; this one never
             // joins the group (no subscribe) nor commits.
             .set("group.id", format!("{}.restore", self.topic))

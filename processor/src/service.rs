@@ -98,7 +98,7 @@ pub fn run(cfg: Config) -> Result<Summary> {
         threads: cfg.threads.max(1),
         max_open_sessions: cfg.max_open_sessions,
     }));
-    let mut consumer_config = cfg.broker.client_config(&format!("pitgun-process-{}", cfg.manifest));
+    let mut consumer_config = cfg.broker.consumer_config(&format!("pitgun-process-{}", cfg.manifest));
     consumer_config
         .set("group.id", &group)
         .set("enable.auto.commit", "false")
@@ -107,11 +107,6 @@ pub fn run(cfg: Config) -> Result<Summary> {
         .set("session.timeout.ms", cfg.group_session_timeout.as_millis().to_string())
         .set("heartbeat.interval.ms", (cfg.group_session_timeout.as_millis() / 4).max(100).to_string())
         .set("statistics.interval.ms", "1000")
-        // librdkafka stops fetching for a partition whose local queue is above these marks and
-        // by default waits a whole second before looking again; a consumer slower than the
-        // broker then idles most of the time. Smaller queue, short back-off: ~3× the throughput.
-        .set("queued.min.messages", "20000")
-        .set("fetch.queue.backoff.ms", "10")
         .set("fetch.wait.max.ms", cfg.fetch_wait_ms())
         // Partitions taken are restored inside the poll that assigns them (up to 2 min each
         // from the changelog); librdkafka's 5 min default would leave the group meanwhile.

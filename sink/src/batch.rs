@@ -2,10 +2,11 @@
 //! wins), where each partition's consumption got to, and the rows that became dead letters.
 //! [`write`] hands it to the targets and retries each table until it commits.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hashbrown::HashTable;
 use tracing::{error, warn};
 
 use crate::metrics::Metrics;
@@ -24,7 +25,9 @@ pub(crate) type Targets = Vec<Box<dyn Target>>;
 pub(crate) struct Batch {
     pub rows: Vec<Vec<TableRow>>,
     origins: Vec<Vec<Origin>>,
-    index: Vec<HashMap<String, usize>>,
+    /// Per route, the position in `rows` of each key's row, found by the key's hash: the key
+    /// is read from the row itself, not copied.
+    index: Vec<HashTable<usize>>,
     /// The offset to commit per (topic, partition): one past the last record read, and the
     /// assignment it was read in.
     pub next_offsets: BTreeMap<(Arc<str>, i32), (i64, u64)>,
@@ -57,8 +60,17 @@ pub(crate) struct Dead {
 }
 
 impl Batch {
-    pub fn new(routes: usize) -> Batch {
-        Batch { rows: vec![Vec::new(); routes], origins: vec![Vec::new(); routes], index: vec![HashMap::new(); routes], ..Batch::default() }
+    /// An empty batch for `routes` routes, with room for up to `rows` rows in each (no
+    /// rehashing of the index while a batch of the default size fills; a very large
+    /// `--batch-rows` grows as rows come, rather than reserve memory it may never use).
+    pub fn new(routes: usize, rows: usize) -> Batch {
+        let rows = rows.min(16_384);
+        Batch {
+            rows: (0..routes).map(|_| Vec::with_capacity(rows)).collect(),
+            origins: (0..routes).map(|_| Vec::with_capacity(rows)).collect(),
+            index: (0..routes).map(|_| HashTable::with_capacity(rows)).collect(),
+            ..Batch::default()
+        }
     }
 
     /// Removes what was read from a partition in an assignment since revoked: the partition's
@@ -77,9 +89,7 @@ impl Batch {
                 if stale(&origin) {
                     dropped += 1;
                 } else {
-                    self.index[route].insert(row.key.clone(), self.rows[route].len());
-                    self.rows[route].push(row);
-                    self.origins[route].push(origin);
+                    self.push(route, row, origin);
                 }
             }
         }
@@ -93,19 +103,29 @@ impl Batch {
     /// Adds a row for `route`, replacing the row of its key in this batch if the table's rule
     /// says so ([`TableShape::replaces`]: a later version of it, or a row that ranks higher).
     pub fn add(&mut self, route: usize, shape: &TableShape, row: TableRow, origin: Origin) {
-        match self.index[route].get(&row.key) {
-            Some(&at) if !shape.replaces(&row, &self.rows[route][at]) => {}
+        let rows = &self.rows[route];
+        match self.index[route].find(hash(row.key()), |&at| rows[at].key() == row.key()) {
+            Some(&at) if !shape.replaces(&row, &rows[at]) => {}
             Some(&at) => {
                 self.rows[route][at] = row;
                 self.origins[route][at] = origin;
             }
-            None => {
-                self.index[route].insert(row.key.clone(), self.rows[route].len());
-                self.rows[route].push(row);
-                self.origins[route].push(origin);
-            }
+            None => self.push(route, row, origin),
         }
     }
+
+    /// Appends a row whose key the route's rows do not have yet.
+    fn push(&mut self, route: usize, row: TableRow, origin: Origin) {
+        let rows = &self.rows[route];
+        self.index[route].insert_unique(hash(row.key()), rows.len(), |&at| hash(rows[at].key()));
+        self.rows[route].push(row);
+        self.origins[route].push(origin);
+    }
+}
+
+/// A key's hash in the batch's index.
+fn hash(key: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(key.as_bytes())
 }
 
 /// What writing a batch to the targets did.
@@ -174,7 +194,7 @@ mod tests {
     use crate::table::Cell;
 
     fn row(key: &str, version: i64) -> TableRow {
-        TableRow { key: key.into(), cells: vec![Cell::Text(key.into()), Cell::Int(version)], version }
+        TableRow { cells: vec![Cell::Text(key.into()), Cell::Int(version)], key_at: 0, version }
     }
 
     fn origin(partition: i32, offset: i64, generation: u64) -> Origin {
@@ -194,7 +214,7 @@ mod tests {
             indexes: Vec::new(),
             preference: None,
         };
-        let mut batch = Batch::new(1);
+        let mut batch = Batch::new(1, 4);
         batch.add(0, &shape, row("a", 9), origin(0, 10, 0));
         batch.add(0, &shape, row("a", 4), origin(0, 11, 0));
         batch.add(0, &shape, row("b", 1), origin(1, 20, 0));
@@ -202,16 +222,16 @@ mod tests {
         batch.dead.push(Dead { reason: INVALID_ROW, detail: String::new(), origin: origin(1, 22, 0) });
         batch.next_offsets.insert(("rows".into(), 0), (12, 0));
         batch.next_offsets.insert(("rows".into(), 1), (22, 1));
-        assert_eq!(batch.rows[0].iter().map(|r| (r.key.as_str(), r.version)).collect::<Vec<_>>(), [("a", 9), ("b", 1), ("c", 2)]);
+        assert_eq!(batch.rows[0].iter().map(|r| (r.key(), r.version)).collect::<Vec<_>>(), [("a", 9), ("b", 1), ("c", 2)]);
 
         // Partition 1 was revoked once (generation 1) and came back: "c" was read since.
         let dropped = batch.drop_revoked(|_, partition| u64::from(partition == 1));
         assert_eq!(dropped, 2, "row b and the dead letter");
-        assert_eq!(batch.rows[0].iter().map(|r| r.key.as_str()).collect::<Vec<_>>(), ["a", "c"]);
+        assert_eq!(batch.rows[0].iter().map(|r| r.key()).collect::<Vec<_>>(), ["a", "c"]);
         assert!(batch.dead.is_empty());
         assert_eq!(batch.next_offsets.len(), 2);
         batch.add(0, &shape, row("c", 3), origin(1, 23, 1));
-        assert_eq!(batch.rows[0].iter().map(|r| (r.key.as_str(), r.version)).collect::<Vec<_>>(), [("a", 9), ("c", 3)], "the index follows the rows");
+        assert_eq!(batch.rows[0].iter().map(|r| (r.key(), r.version)).collect::<Vec<_>>(), [("a", 9), ("c", 3)], "the index follows the rows");
 
         // Revoked again: its offset is not committed either.
         batch.drop_revoked(|_, partition| if partition == 1 { 2 } else { 0 });

@@ -23,13 +23,16 @@
 //!
 //! Dependencies: `thiserror` ([`error`] and the write error, typed; `anyhow` stays in the binary), `tokio-postgres` (PostgreSQL client, binary `COPY`), `bytes` and
 //! `futures-util` (what its `COPY` writer and `ToSql` need; shards written together), `xxhash-rust`
-//! (a row key's shard), `rdkafka`, `prometheus`, `sha2`
-//! (the registry's shape hashes).
+//! (a row key's shard and hash), `hashbrown` (its `HashTable`: the batch's index of keys, read from the rows
+//! rather than copied), `rdkafka`, `prometheus`, `sha2`
+//! (the registry's shape hashes), `pitgun-codec` (the JSON cursor and UTF-8 check a row's direct scan
+//! shares with the envelope scan).
 #![deny(missing_docs)]
 
 mod batch;
 pub mod error;
 pub mod metrics;
+mod pg_binary;
 pub mod postgres;
 pub mod questdb;
 mod routes;

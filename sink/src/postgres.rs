@@ -15,21 +15,19 @@
 //! fail on a known key: a table found without one (made by hand before the sink registered it)
 //! is only ever upserted, which fails loudly there as it always did.
 
-use std::error::Error as StdError;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 use bytes::BytesMut;
-use futures_util::pin_mut;
+use futures_util::{pin_mut, SinkExt};
 use sha2::{Digest, Sha256};
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use tokio_postgres::{Client, NoTls};
 use tracing::{info, warn};
 
 use futures_util::future::BoxFuture;
 
-use crate::table::{quoted, Cell, PgType, TableRow, TableShape, UNVERSIONED, VERSION_COLUMN};
+use crate::pg_binary;
+use crate::table::{quoted, TableRow, TableShape, UNVERSIONED, VERSION_COLUMN};
 use crate::target::{Refused, Target, WriteError};
 
 /// The sink's own schema, one numbered step each, applied in order once and recorded in
@@ -76,41 +74,6 @@ async fn migrate(client: &Client) -> Result<()> {
     Ok(())
 }
 
-impl ToSql for Cell {
-    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
-        match self {
-            Cell::Null => Ok(IsNull::Yes),
-            Cell::Text(s) => s.to_sql(ty, out),
-            Cell::Int(i) => i.to_sql(ty, out),
-            Cell::Float(f) => f.to_sql(ty, out),
-            Cell::Bool(b) => b.to_sql(ty, out),
-            Cell::Time(t) => t.to_sql(ty, out),
-        }
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        [Type::TEXT, Type::INT8, Type::FLOAT8, Type::BOOL, Type::TIMESTAMPTZ].contains(ty)
-    }
-
-    to_sql_checked!();
-}
-
-/// A named function, not a closure: the write future must be `Send`, and a closure's
-/// lifetimes here are not general enough for that.
-fn as_sql(c: &Cell) -> &(dyn ToSql + Sync) {
-    c
-}
-
-fn pg_type(t: PgType) -> Type {
-    match t {
-        PgType::Text => Type::TEXT,
-        PgType::BigInt => Type::INT8,
-        PgType::Double => Type::FLOAT8,
-        PgType::Boolean => Type::BOOL,
-        PgType::Timestamptz => Type::TIMESTAMPTZ,
-    }
-}
-
 /// After a batch of a table met a key already there, this many of its next batches take the
 /// upsert without trying the direct copy first: a table whose rows are being updated pays for a
 /// failed copy at most once in this many batches.
@@ -119,7 +82,6 @@ pub const UPSERTS_AFTER_A_CONFLICT: u32 = 16;
 /// A table this target writes, with its statements built once.
 struct Prepared {
     shape: TableShape,
-    types: Vec<Type>,
     stage: String,
     copy: String,
     upsert: String,
@@ -152,10 +114,8 @@ impl Prepared {
             updates.join(", "),
             shape.replace_condition()
         );
-        let types = shape.columns.iter().map(|c| pg_type(c.pg_type)).chain([Type::INT8]).collect();
         Prepared {
             shape,
-            types,
             stage,
             copy,
             upsert,
@@ -230,7 +190,7 @@ impl PgTarget {
         let n = self.conns.len();
         let mut shards: Vec<Vec<usize>> = vec![Vec::new(); n];
         for (at, row) in rows.iter().enumerate() {
-            shards[(xxhash_rust::xxh3::xxh3_64(row.key.as_bytes()) % n as u64) as usize].push(at);
+            shards[(xxhash_rust::xxh3::xxh3_64(row.key().as_bytes()) % n as u64) as usize].push(at);
         }
         let (url, tables) = (&self.url, &self.tables);
         let t = &tables[i];
@@ -347,7 +307,7 @@ async fn has_unique_key(client: &Client, shape: &TableShape) -> Result<bool> {
 /// Binary `COPY` into the session's staging table, then the upsert, in one transaction.
 async fn write_rows<'r>(client: &mut Client, t: &Prepared, rows: impl Iterator<Item = &'r TableRow>) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    copy_rows(&tx, &t.copy, &t.types, rows).await?;
+    copy_rows(&tx, &t.copy, rows).await?;
     tx.execute(&t.upsert, &[]).await?;
     tx.commit().await
 }
@@ -356,25 +316,33 @@ async fn write_rows<'r>(client: &mut Client, t: &Prepared, rows: impl Iterator<I
 /// there aborts it; dropping the transaction rolls it back).
 async fn insert_rows<'r>(client: &mut Client, t: &Prepared, rows: impl Iterator<Item = &'r TableRow>) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    copy_rows(&tx, &t.insert, &t.types, rows).await?;
+    copy_rows(&tx, &t.insert, rows).await?;
     tx.commit().await
 }
 
+/// Bytes of copy data sent at a time: large enough that sending is not per row, small enough
+/// that the server works on one chunk while the next is encoded.
+const COPY_CHUNK: usize = 256 * 1024;
+
+/// The rows as binary `COPY` data ([`pg_binary`]), in chunks of [`COPY_CHUNK`].
 async fn copy_rows<'r>(
     tx: &tokio_postgres::Transaction<'_>,
     copy: &str,
-    types: &[Type],
     rows: impl Iterator<Item = &'r TableRow>,
 ) -> Result<(), tokio_postgres::Error> {
-    let sink = tx.copy_in(copy).await?;
-    let writer = BinaryCopyInWriter::new(sink, types);
-    pin_mut!(writer);
+    let sink = tx.copy_in::<_, bytes::Bytes>(copy).await?;
+    pin_mut!(sink);
+    let mut buf = BytesMut::with_capacity(COPY_CHUNK + 4096);
+    pg_binary::header(&mut buf);
     for row in rows {
-        // `write_raw` wants an exact-size iterator, which a chain is not.
-        let values: Vec<&(dyn ToSql + Sync)> = row.cells.iter().map(as_sql).chain([&row.version as &(dyn ToSql + Sync)]).collect();
-        writer.as_mut().write_raw(values).await?;
+        pg_binary::row(&mut buf, row);
+        if buf.len() >= COPY_CHUNK {
+            sink.as_mut().send(buf.split().freeze()).await?;
+        }
     }
-    writer.finish().await?;
+    pg_binary::trailer(&mut buf);
+    sink.as_mut().send(buf.freeze()).await?;
+    sink.finish().await?;
     Ok(())
 }
 

@@ -52,7 +52,7 @@ mod tests {
         let shape = runs_shape(&contract).unwrap();
         let row = serde_json::from_str(r#"{"row_id":"adb1","session_id":"s-2026-0","player":"dara","track":"monza","car":"lmp2","window_start":"2026-01-01T00:00:03.677340Z","window_end":"2026-01-01T00:04:03.677340Z","laps":2,"best_lap":97.619407,"top_speed":313.4988,"distance":13.8341902,"events":5050,"missing_events":0}"#).unwrap();
         let run = shape.convert(&row).unwrap();
-        assert_eq!(run.key, "s-2026-0");
+        assert_eq!(run.key(), "s-2026-0");
         let at = |n: &str| &run.cells[shape.columns.iter().position(|c| c.name == n).unwrap()];
         assert_eq!(at("total_time_s"), &Cell::Float(240.0));
         assert_eq!(at("best_lap_s"), &Cell::Float(97.619407));

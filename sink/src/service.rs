@@ -95,6 +95,12 @@ pub struct Summary {
     pub seconds: f64,
     /// Of which the targets spent writing (successful attempts; overlaps the reading).
     pub target_seconds: f64,
+    /// Of which the loop spent gathering batches: waiting for records and converting rows.
+    pub read_seconds: f64,
+    /// Of which the loop spent waiting for the targets to finish the batch before.
+    pub wait_seconds: f64,
+    /// Of which the loop spent sending dead letters and committing offsets.
+    pub commit_seconds: f64,
 }
 
 /// Sends a written batch's dead letters (each acknowledged), then commits its offsets; the
@@ -243,7 +249,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
     });
     let consumer: StreamConsumer<SinkContext> = cfg
         .broker
-        .client_config("pitgun-sink")
+        .consumer_config("pitgun-sink")
         .set("statistics.interval.ms", "1000")
         .set("group.id", &group)
         .set("enable.auto.commit", "false")
@@ -308,7 +314,8 @@ pub async fn run(cfg: Config) -> Result<Summary> {
     let mut inflight: Option<tokio::task::JoinHandle<(Targets, Batch, Written)>> = None;
     loop {
         // Gather a batch: up to `batch_rows` rows, or what came within `linger`.
-        let mut batch = Batch::new(routes.len());
+        let gathering = Instant::now();
+        let mut batch = Batch::new(routes.len(), cfg.batch_rows);
         // One timer per batch, not one per row (each `select!` below would otherwise make one).
         let linger = tokio::time::sleep(cfg.linger);
         tokio::pin!(linger);
@@ -361,10 +368,16 @@ pub async fn run(cfg: Config) -> Result<Summary> {
             }
         }
         summary.rows += batch.read as u64;
+        if first_row.is_some() {
+            summary.read_seconds += gathering.elapsed().as_secs_f64();
+        }
 
         // The batch before this one: its targets committed; dead letters, then offsets.
         if let Some(h) = inflight.take() {
+            let waiting = Instant::now();
             let (back, done, written) = h.await?;
+            summary.wait_seconds += waiting.elapsed().as_secs_f64();
+            let committing = Instant::now();
             targets = Some(back);
             summary.retries += written.retries;
             summary.target_seconds += written.seconds;
@@ -374,6 +387,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
                 }
             }
             committed.extend(commit(&done, &consumer, &producer, &deadletter_topic, &metrics, &mut summary).await?);
+            summary.commit_seconds += committing.elapsed().as_secs_f64();
             summary.seconds = first_row.map_or(0.0, |t| t.elapsed().as_secs_f64());
         }
         let dropped = batch.drop_revoked(|topic, partition| consumer.context().generation(topic, partition));

@@ -16,9 +16,12 @@
 //! table with a `session_id` column is `(session_id, row_id)` ([`TableShape::primary_key`]); the
 //! `runs` table has its own explicit shape ([`crate::runs`]).
 
+use std::borrow::Cow;
 use std::time::SystemTime;
 
 use crate::error::{Error, Result};
+use pitgun_codec::json::cursor::{Cursor, Number};
+use pitgun_codec::text::same;
 use pitgun_contracts::analysis::{AnalysisContract, ColumnRole, ColumnType};
 use pitgun_runtime::sql::check_identifier;
 use serde::de;
@@ -138,16 +141,27 @@ pub enum Cell {
     Time(SystemTime),
 }
 
-/// A row converted for a table: its upsert key, its cells in table order, and its version.
+/// A row converted for a table: its cells in table order, where its upsert key is among them,
+/// and its version.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableRow {
-    /// The conflict key's value.
-    pub key: String,
     /// Cells in the shape's column order.
     pub cells: Vec<Cell>,
+    /// The conflict key's cell: always text ([`TableShape::convert_fields`] checks it).
+    pub key_at: usize,
     /// The row's version ([`pitgun_runtime::kafka::headers::ROW_VERSION`]);
     /// [`UNVERSIONED`] for a row emitted before rows carried one.
     pub version: i64,
+}
+
+impl TableRow {
+    /// The conflict key's value.
+    pub fn key(&self) -> &str {
+        match &self.cells[self.key_at] {
+            Cell::Text(key) => key,
+            other => unreachable!("a row's key is text (checked when converted), not {other:?}"),
+        }
+    }
 }
 
 /// The version of a row that carries none: older than every versioned row.
@@ -295,7 +309,7 @@ impl TableShape {
 
     /// Converts one row's fields ([`RowParser::parse`]) into this table's cells; the error names
     /// the column and what is wrong.
-    pub fn convert_fields(&self, binding: &Binding, fields: &[Field]) -> Result<TableRow, String> {
+    pub fn convert_fields(&self, binding: &Binding, fields: &[Field<'_>]) -> Result<TableRow, String> {
         let mut cells = Vec::with_capacity(self.columns.len());
         for (c, source) in self.columns.iter().zip(&binding.sources) {
             let cell = match *source {
@@ -317,11 +331,10 @@ impl TableShape {
             }
             cells.push(cell);
         }
-        let key = match &cells[binding.key] {
-            Cell::Text(t) => t.clone(),
-            _ => return Err(format!("key column {:?} is not text", self.conflict_key)),
-        };
-        Ok(TableRow { key, cells, version: UNVERSIONED })
+        if !matches!(cells[binding.key], Cell::Text(_)) {
+            return Err(format!("key column {:?} is not text", self.conflict_key));
+        }
+        Ok(TableRow { cells, key_at: binding.key, version: UNVERSIONED })
     }
 
     /// Converts one aggregate row given as a JSON map (tests and tools; the sink reads rows
@@ -329,7 +342,8 @@ impl TableShape {
     pub fn convert(&self, row: &serde_json::Map<String, Value>) -> Result<TableRow, String> {
         let parser = RowParser::new(self.source_names());
         let binding = self.bind(&parser).expect("the shape's own names");
-        let fields = parser.parse(serde_json::to_string(row).expect("a JSON map").as_bytes())?;
+        let text = serde_json::to_string(row).expect("a JSON map");
+        let fields = parser.parse(text.as_bytes())?;
         self.convert_fields(&binding, &fields)
     }
 }
@@ -366,13 +380,13 @@ enum Bound {
 
 /// One field of a row as read from its JSON, before it is typed for a column.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Field {
+pub enum Field<'a> {
     /// The row has no such key.
     Missing,
     /// JSON `null`.
     Null,
-    /// A string.
-    Str(String),
+    /// A string, borrowed from the row's text unless it had an escape.
+    Str(Cow<'a, str>),
     /// An integer that fits `i64`.
     Int(i64),
     /// A larger positive integer.
@@ -385,11 +399,11 @@ pub enum Field {
     Nested(&'static str),
 }
 
-impl std::fmt::Display for Field {
+impl std::fmt::Display for Field<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Field::Missing | Field::Null => f.write_str("null"),
-            Field::Str(s) => write!(f, "{}", Value::from(s.as_str())),
+            Field::Str(s) => write!(f, "{}", Value::from(s.as_ref())),
             Field::Int(i) => write!(f, "{i}"),
             Field::UInt(u) => write!(f, "{u}"),
             Field::Float(x) => write!(f, "{}", Value::from(*x)),
@@ -419,8 +433,54 @@ impl RowParser {
         RowParser::new(contract.columns.iter().map(|c| c.name.clone()).collect())
     }
 
-    /// The fields of one row.
-    pub fn parse(&self, json: &[u8]) -> Result<Vec<Field>, String> {
+    /// The fields of one row: the usual shape by a direct scan ([`RowParser::scan`]), anything
+    /// else by `serde_json`, whose rule decides what is accepted.
+    pub fn parse<'a>(&self, json: &'a [u8]) -> Result<Vec<Field<'a>>, String> {
+        if let Some(fields) = pitgun_codec::text::utf8(json).ok().and_then(|text| self.scan(text)) {
+            return Ok(fields);
+        }
+        self.parse_general(json)
+    }
+
+    /// A row of the usual shape, read by one pass over its text: every key a field, every value
+    /// a string without escapes, a number `serde_json` reads the same way, a boolean or `null`.
+    /// `None` on anything else (an unknown key, an escape, a nested value, a negative or very
+    /// long integer, bad syntax): [`RowParser::parse`] then leaves the row to `serde_json`. A
+    /// test and the `row_json` fuzz target hold the two equal.
+    pub fn scan<'a>(&self, text: &'a str) -> Option<Vec<Field<'a>>> {
+        let mut out = vec![Field::Missing; self.names.len()];
+        let mut next = 0;
+        let mut cursor = Cursor::new(text);
+        cursor.object(|cursor, key| {
+            let at = match self.names.get(next) {
+                Some(name) if same(name, key) => next,
+                _ => self.names.iter().position(|n| same(n, key))?,
+            };
+            out[at] = match cursor.peek()? {
+                b'"' => Field::Str(Cow::Borrowed(cursor.string()?)),
+                b'n' => cursor.literal(b"null").map(|()| Field::Null)?,
+                b't' => cursor.literal(b"true").map(|()| Field::Bool(true))?,
+                b'f' => cursor.literal(b"false").map(|()| Field::Bool(false))?,
+                _ => match cursor.number()? {
+                    // serde_json: a literal without fraction or exponent is an integer; a
+                    // negative one, or one past 19 digits, is left to it.
+                    Number { integral: true, integer, .. } => {
+                        let n = integer?;
+                        i64::try_from(n).map_or(Field::UInt(n), Field::Int)
+                    }
+                    Number { value, .. } if value.is_finite() => Field::Float(value),
+                    _ => return None,
+                },
+            };
+            next = at + 1;
+            Some(())
+        })?;
+        cursor.at_end().then_some(out)
+    }
+
+    /// The fields of one row by `serde_json` alone: what it accepts, or its error (the rule
+    /// [`RowParser::scan`] is held to; tests and the benchmark compare the two).
+    pub fn parse_general<'a>(&self, json: &'a [u8]) -> Result<Vec<Field<'a>>, String> {
         let mut de = serde_json::Deserializer::from_slice(json);
         let fields = de::DeserializeSeed::deserialize(self, &mut de).map_err(|e| format!("not a JSON object: {e}"))?;
         de.end().map_err(|e| format!("not a JSON object: {e}"))?;
@@ -429,21 +489,21 @@ impl RowParser {
 }
 
 impl<'de> de::DeserializeSeed<'de> for &RowParser {
-    type Value = Vec<Field>;
+    type Value = Vec<Field<'de>>;
 
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Vec<Field>, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Vec<Field<'de>>, D::Error> {
         d.deserialize_map(self)
     }
 }
 
 impl<'de> de::Visitor<'de> for &RowParser {
-    type Value = Vec<Field>;
+    type Value = Vec<Field<'de>>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a row (a JSON object)")
     }
 
-    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Vec<Field>, A::Error> {
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Vec<Field<'de>>, A::Error> {
         let mut out = vec![Field::Missing; self.names.len()];
         let mut next = 0;
         while let Some(at) = map.next_key_seed(KeySeed { names: &self.names, next })? {
@@ -490,8 +550,8 @@ impl<'de> de::Visitor<'de> for KeySeed<'_> {
     }
 }
 
-impl<'de> de::Deserialize<'de> for Field {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Field, D::Error> {
+impl<'de> de::Deserialize<'de> for Field<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Field<'de>, D::Error> {
         d.deserialize_any(FieldVisitor)
     }
 }
@@ -499,50 +559,53 @@ impl<'de> de::Deserialize<'de> for Field {
 struct FieldVisitor;
 
 impl<'de> de::Visitor<'de> for FieldVisitor {
-    type Value = Field;
+    type Value = Field<'de>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a JSON value")
     }
-    fn visit_unit<E>(self) -> Result<Field, E> {
+    fn visit_unit<E>(self) -> Result<Field<'de>, E> {
         Ok(Field::Null)
     }
-    fn visit_none<E>(self) -> Result<Field, E> {
+    fn visit_none<E>(self) -> Result<Field<'de>, E> {
         Ok(Field::Null)
     }
-    fn visit_bool<E>(self, v: bool) -> Result<Field, E> {
+    fn visit_bool<E>(self, v: bool) -> Result<Field<'de>, E> {
         Ok(Field::Bool(v))
     }
-    fn visit_i64<E>(self, v: i64) -> Result<Field, E> {
+    fn visit_i64<E>(self, v: i64) -> Result<Field<'de>, E> {
         Ok(Field::Int(v))
     }
-    fn visit_u64<E>(self, v: u64) -> Result<Field, E> {
+    fn visit_u64<E>(self, v: u64) -> Result<Field<'de>, E> {
         Ok(i64::try_from(v).map_or(Field::UInt(v), Field::Int))
     }
-    fn visit_f64<E>(self, v: f64) -> Result<Field, E> {
+    fn visit_f64<E>(self, v: f64) -> Result<Field<'de>, E> {
         Ok(Field::Float(v))
     }
-    fn visit_str<E>(self, v: &str) -> Result<Field, E> {
-        Ok(Field::Str(v.to_string()))
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Field<'de>, E> {
+        Ok(Field::Str(Cow::Borrowed(v)))
     }
-    fn visit_string<E>(self, v: String) -> Result<Field, E> {
-        Ok(Field::Str(v))
+    fn visit_str<E>(self, v: &str) -> Result<Field<'de>, E> {
+        Ok(Field::Str(Cow::Owned(v.to_string())))
     }
-    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Field, A::Error> {
+    fn visit_string<E>(self, v: String) -> Result<Field<'de>, E> {
+        Ok(Field::Str(Cow::Owned(v)))
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Field<'de>, A::Error> {
         while map.next_entry::<de::IgnoredAny, de::IgnoredAny>()?.is_some() {}
         Ok(Field::Nested("an object"))
     }
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Field, A::Error> {
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Field<'de>, A::Error> {
         while seq.next_element::<de::IgnoredAny>()?.is_some() {}
         Ok(Field::Nested("an array"))
     }
 }
 
-fn cell_of(v: &Field, t: PgType, name: &str) -> Result<Cell, String> {
+fn cell_of(v: &Field<'_>, t: PgType, name: &str) -> Result<Cell, String> {
     let bad = |what: &str| Err(format!("column {name:?}: {what}, got {v}"));
     match (v, t) {
         (Field::Missing | Field::Null, _) => Ok(Cell::Null),
-        (Field::Str(s), PgType::Text) => Ok(Cell::Text(s.clone())),
+        (Field::Str(s), PgType::Text) => Ok(Cell::Text(s.to_string())),
         (Field::Int(i), PgType::BigInt) => Ok(Cell::Int(*i)),
         (Field::UInt(_) | Field::Float(_), PgType::BigInt) => bad("expected a 64-bit integer"),
         (Field::Int(i), PgType::Double) => Ok(Cell::Float(*i as f64)),
@@ -597,7 +660,7 @@ mod tests {
         assert!(sql.contains("\"lap_time\" double precision,") || sql.contains("\"lap_time\" double precision NOT NULL"), "{sql}");
         let row: serde_json::Map<String, Value> = serde_json::from_str(r#"{"row_id":"ab","session_id":"s","player":"p","track":"t","car":"c","window_start":"2026-01-01T00:00:03.677340Z","window_end":"2026-01-01T00:01:46.368860Z","window_anchor":"2026-01-01T00:00:03.677340Z","lap":1,"lap_time":102.69152,"max_speed":312.0,"mean_speed":null,"full_throttle_share":0.5,"braking_share":0.1,"distance":5790.8679,"tyre_fl_p50":1.0,"tyre_fl_p90":1.0,"tyre_fr_p50":1.0,"tyre_fr_p90":1.0,"tyre_rl_p50":1.0,"tyre_rl_p90":1.0,"tyre_rr_p50":1.0,"tyre_rr_p90":1.0,"samples":2054,"complete":true}"#).unwrap();
         let converted = shape.convert(&row).unwrap();
-        assert_eq!(converted.key, "ab");
+        assert_eq!(converted.key(), "ab");
         let at = |n: &str| &converted.cells[shape.columns.iter().position(|c| c.name == n).unwrap()];
         assert_eq!(at("lap"), &Cell::Int(1));
         assert_eq!(at("mean_speed"), &Cell::Null);
@@ -610,5 +673,82 @@ mod tests {
         bad.insert("lap".into(), Value::Null);
         assert!(shape.convert(&bad).unwrap_err().contains("\"lap\": null or missing"));
         assert!(TableShape::from_contract(&contract(), "Robert'); DROP TABLE x;--").is_err());
+    }
+
+    const ROW: &str = r#"{"row_id":"ab","session_id":"s","player":"p","track":"t","car":"c","window_start":"2026-01-01T00:00:03.677340Z","window_end":"2026-01-01T00:01:46.368860Z","window_anchor":"2026-01-01T00:00:03.677340Z","lap":1,"lap_time":102.69152,"max_speed":312.0,"mean_speed":null,"full_throttle_share":0.5,"braking_share":0.1,"distance":5790.8679,"tyre_fl_p50":91.54893404542052,"tyre_fl_p90":1e2,"tyre_fr_p50":-0.25,"tyre_fr_p90":1.0,"tyre_rl_p50":1.0,"tyre_rl_p90":1.0,"tyre_rr_p50":1.0,"tyre_rr_p90":1.0,"samples":2054,"complete":true}"#;
+
+    /// What the row parser gives, and what `serde_json` alone gives, as text: `Debug` shows a
+    /// float's sign and digits, so `-0.0` and `0.0` differ.
+    fn both(parser: &RowParser, text: &str) -> (String, String) {
+        (format!("{:?}", parser.parse(text.as_bytes())), format!("{:?}", parser.parse_general(text.as_bytes())))
+    }
+
+    #[test]
+    fn the_row_scan_reads_the_usual_shape_and_leaves_the_rest_to_serde() {
+        let parser = RowParser::of(&contract());
+        let fields = parser.scan(ROW).expect("the usual shape is scanned");
+        assert!(matches!(fields[0], Field::Str(Cow::Borrowed("ab"))), "strings are borrowed: {:?}", fields[0]);
+        let (parsed, general) = both(&parser, ROW);
+        assert_eq!(parsed, general);
+        let gives_up = [
+            ROW.replace("\"player\":\"p\"", "\"player\":\"p\\u00e9\""), // an escape
+            ROW.replace("\"lap\":1", "\"lap\":-1"),                     // a negative integer
+            ROW.replace("\"lap\":1", "\"lap\":-0"),                     // serde_json: -0.0
+            ROW.replace("\"lap\":1", "\"lap\":18446744073709551616"),   // past 64 bits: a float
+            ROW.replace("\"lap\":1", "\"lap\":1e999"),                  // out of range: an error
+            ROW.replace("\"lap\":1", "\"lap\":[1]"),                    // nested
+            ROW.replace("\"car\":\"c\"", "\"car\":\"c\",\"extra\":{}"), // a key the contract has not
+            ROW.replace("\"lap\":1", "\"lap\":01"),                     // bad syntax
+            format!("{ROW} x"),                                         // trailing text
+            ROW.replace("\"lap\":1", "\"lap\":tru"),
+        ];
+        for text in &gives_up {
+            assert!(parser.scan(text).is_none(), "the scan gives up on {text}");
+            let (parsed, general) = both(&parser, text);
+            assert_eq!(parsed, general, "{text}");
+        }
+        // Read the same way by both: spacing, keys out of order or twice (the last one counts),
+        // a key missing, and numbers past the exact fast case.
+        let same = [
+            ROW.replace(",", " ,\n ").replace(":", " : "),
+            ROW.replace("{\"row_id\":\"ab\",", "{").replace("}", ",\"row_id\":\"ab\"}"),
+            ROW.replace("\"lap\":1", "\"lap\":1,\"lap\":2"),
+            ROW.replace("\"mean_speed\":null,", ""),
+            ROW.replace("\"lap\":1", "\"lap\":9223372036854775808"),
+            ROW.replace("102.69152", "0.1000000000000000055511151231257827021181583404541015625e-3"),
+        ];
+        for text in &same {
+            assert!(parser.scan(text).is_some(), "the scan reads {text}");
+            let (parsed, general) = both(&parser, text);
+            assert_eq!(parsed, general, "{text}");
+        }
+        assert!(parser.parse(b"{\"lap\":\"\xff\"}").unwrap_err().starts_with("not a JSON object"), "not UTF-8: serde_json's error");
+    }
+
+    /// A value of any form a producer could send, well formed or not.
+    fn any_value() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            "\"[a-zé\\\\\"\u{1}]{0,6}\"",
+            "-?(0|[1-9][0-9]{0,21})(\\.[0-9]{0,20})?([eE][+-]?[0-9]{1,3})?",
+            "(true|false|null|tru|nul|01|-|\\[1\\]|\\{\\}|\\{\"a\":1\\}|)",
+            "[ \t\n]{0,2}\"2026-01-01T00:00:0[0-9]Z\"[ \t\n]{0,2}",
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 4000, ..Default::default() })]
+        /// Rows of random members (the contract's keys in any order, repeated or missing, and a
+        /// key it has not) with values of every form: the row parser and `serde_json` never
+        /// disagree.
+        #[test]
+        fn random_rows_never_disagree(members in proptest::collection::vec((0usize..27, any_value()), 0..30), close in proptest::bool::weighted(0.95)) {
+            let parser = RowParser::of(&contract());
+            let names: Vec<String> = contract().columns.iter().map(|c| c.name.clone()).chain(["extra".to_string()]).collect();
+            let members: Vec<String> = members.iter().map(|(k, v)| format!("\"{}\":{v}", names.get(*k).map_or("", |n| n.as_str()))).collect();
+            let text = format!("{{{}{}", members.join(","), if close { "}" } else { "" });
+            let (parsed, general) = both(&parser, &text);
+            proptest::prop_assert_eq!(parsed, general);
+        }
     }
 }

@@ -13,12 +13,13 @@ use std::borrow::Cow;
 
 use pitgun_contracts::envelope::{EventKind, SourceKind};
 
+use super::cursor::Cursor;
 use super::{EnvelopeView, SourceView, FIELDS, REQUIRED};
 
 /// Fills `view` from `text` when it has the usual shape; `None` leaves the decision to the
 /// general decoder (the caller undoes what was appended to the lists).
 pub(super) fn fill<'a>(text: &'a str, view: &mut EnvelopeView<'a>) -> Option<()> {
-    let mut scan = Scan { text, bytes: text.as_bytes(), at: 0 };
+    let mut scan = Cursor::new(text);
     let mut seen = 0u16;
     scan.object(|scan, key| {
         let index = field(key)?;
@@ -29,13 +30,13 @@ pub(super) fn fill<'a>(text: &'a str, view: &mut EnvelopeView<'a>) -> Option<()>
         match index {
             0 => view.schema = Cow::Borrowed(scan.string()?),
             1 => view.event_id = Cow::Borrowed(scan.string()?),
-            2 => view.source = scan.source()?,
+            2 => view.source = source(scan)?,
             3 => view.session_id = Cow::Borrowed(scan.string()?),
-            4 => view.seq = scan.integer()?,
-            5 => view.time_us = scan.integer()?.try_into().ok()?,
+            4 => view.seq = integer(scan)?,
+            5 => view.time_us = integer(scan)?.try_into().ok()?,
             6 => view.kind = EventKind::parse(scan.string()?)?,
             7 => scan.object(|scan, name| {
-                let value = scan.channel_value()?;
+                let value = channel_value(scan)?;
                 view.channels.push((Cow::Borrowed(name), value));
                 Some(())
             })?,
@@ -47,8 +48,7 @@ pub(super) fn fill<'a>(text: &'a str, view: &mut EnvelopeView<'a>) -> Option<()>
         }
         Some(())
     })?;
-    scan.skip_whitespace();
-    (scan.at == scan.bytes.len() && seen & REQUIRED == REQUIRED).then_some(())
+    (scan.at_end() && seen & REQUIRED == REQUIRED).then_some(())
 }
 
 /// The index of an envelope field in [`FIELDS`].
@@ -80,268 +80,57 @@ fn source_kind(name: &str) -> Option<SourceKind> {
     })
 }
 
-/// A number's value, and the same as an integer when it is written as a plain non-negative
-/// integer literal that fits (what `seq` and `time_us` take).
-struct Number {
-    value: f64,
-    integer: Option<u64>,
+/// A non-negative integer literal that fits 64 bits.
+#[inline]
+fn integer(scan: &mut Cursor) -> Option<u64> {
+    scan.number()?.integer
 }
 
-/// Past these, a number is left to the general decoder: `serde_json` handles an exponent beyond
-/// 32 bits, or billions of digits, its own way, and no producer sends them.
-const MAX_EXPONENT: i64 = 1_000_000;
-const MAX_NUMBER_LEN: usize = 1_000;
-
-/// The powers of ten an `f64` holds exactly.
-const POWERS_OF_TEN: [f64; 23] =
-    [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22];
-
-/// A cursor over JSON text.
-struct Scan<'a> {
-    text: &'a str,
-    bytes: &'a [u8],
-    at: usize,
+/// A channel's value: a finite number, or a boolean as 1 or 0. Every JSON number becomes the
+/// nearest `f64` here as in the general decoder (`serde_json` with `float_roundtrip`), so both
+/// give the same bits; a literal too large for `f64` gives up.
+#[inline]
+fn channel_value(scan: &mut Cursor) -> Option<f64> {
+    match scan.peek()? {
+        b't' => scan.literal(b"true").map(|()| 1.0),
+        b'f' => scan.literal(b"false").map(|()| 0.0),
+        _ => {
+            let value = scan.number()?.value;
+            value.is_finite().then_some(value)
+        }
+    }
 }
 
-impl<'a> Scan<'a> {
-    /// Skips JSON whitespace (RFC 8259: space, tab, line feed, carriage return).
-    #[inline]
-    fn skip_whitespace(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.at) {
-            self.at += 1;
-        }
-    }
-
-    /// The next byte after whitespace, consumed.
-    #[inline]
-    fn next(&mut self) -> Option<u8> {
-        let byte = self.peek()?;
-        self.at += 1;
-        Some(byte)
-    }
-
-    /// The next byte after whitespace, not consumed. Producers send compact JSON, so the byte
-    /// under the cursor is tested first and the whitespace loop entered only on one.
-    #[inline]
-    fn peek(&mut self) -> Option<u8> {
-        let byte = *self.bytes.get(self.at)?;
-        if byte > b' ' {
-            return Some(byte);
-        }
-        self.skip_whitespace();
-        self.bytes.get(self.at).copied()
-    }
-
-    /// Consumes `literal` exactly.
-    #[inline]
-    fn literal(&mut self, literal: &[u8]) -> Option<()> {
-        let end = self.at + literal.len();
-        (self.bytes.get(self.at..end)? == literal).then(|| self.at = end)
-    }
-
-    /// An object: calls `member(self, name)` for each member; `member` reads the value.
-    #[inline]
-    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
-        if self.next()? != b'{' {
-            return None;
-        }
-        if self.peek()? == b'}' {
-            self.at += 1;
-            return Some(());
-        }
-        loop {
-            let name = self.string()?;
-            if self.next()? != b':' {
-                return None;
-            }
-            member(self, name)?;
-            match self.next()? {
-                b',' => {}
-                b'}' => return Some(()),
-                _ => return None,
-            }
-        }
-    }
-
-    /// A string with no escape (a control character is not allowed in JSON text either),
-    /// borrowed from the input.
-    #[inline(always)]
-    fn string(&mut self) -> Option<&'a str> {
-        if self.next()? != b'"' {
-            return None;
-        }
-        let start = self.at;
-        // Eight bytes at a time to the first byte that may end the plain run: a quote, a
-        // backslash or a control character. The lowest flagged byte is a true one (a borrow
-        // only flags bytes above a true hit), so the word's test alone decides.
-        const ONES: u64 = 0x0101_0101_0101_0101;
-        const HIGH: u64 = 0x8080_8080_8080_8080;
-        let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x;
-        while let Some(word) = self.bytes.get(self.at..self.at + 8) {
-            let v = u64::from_le_bytes(word.try_into().expect("8 bytes"));
-            let hits = (zero_byte(v ^ (ONES * b'"' as u64)) | zero_byte(v ^ (ONES * b'\\' as u64)) | (v.wrapping_sub(ONES * 0x20) & !v)) & HIGH;
-            if hits != 0 {
-                self.at += (hits.trailing_zeros() / 8) as usize;
-                return self.string_end(start);
-            }
-            self.at += 8;
-        }
-        while let Some(&byte) = self.bytes.get(self.at) {
-            if matches!(byte, b'"' | b'\\' | 0..=0x1f) {
-                break;
-            }
-            self.at += 1;
-        }
-        self.string_end(start)
-    }
-
-    /// Ends the string begun at `start` at the byte under the cursor: a quote, else give up.
-    #[inline]
-    fn string_end(&mut self, start: usize) -> Option<&'a str> {
-        if *self.bytes.get(self.at)? != b'"' {
-            return None;
-        }
-        // SAFETY: `text` is a `str`, and both ends sit next to an ASCII quote (`start` just
-        // after the opening one, `self.at` on the closing one), so both are character
-        // boundaries within it. The checked `get` cost 5 % of a replay in this hot loop.
-        let value = unsafe { self.text.get_unchecked(start..self.at) };
-        self.at += 1;
-        Some(value)
-    }
-
-    /// A JSON number, its grammar checked, in one pass.
-    #[inline(always)]
-    fn number(&mut self) -> Option<Number> {
-        self.skip_whitespace();
-        let start = self.at;
-        let negative = self.bytes.get(self.at) == Some(&b'-');
-        if negative {
-            self.at += 1;
-        }
-        // The decimal digits as one integer, and the power of ten they are scaled by. Nineteen
-        // digits always fit 64 bits, so the loop needs no overflow check; past nineteen the
-        // text is parsed instead (and `seq` or `time_us` left to the general decoder).
-        let mut mantissa = 0u64;
-        let mut digits = |scan: &mut Self| {
-            let first = scan.at;
-            while let Some(&d @ b'0'..=b'9') = scan.bytes.get(scan.at) {
-                mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
-                scan.at += 1;
-            }
-            scan.at - first
-        };
-        let mut count = match self.bytes.get(self.at)? {
-            b'0' => {
-                self.at += 1;
-                0
-            }
-            b'1'..=b'9' => digits(self),
-            _ => return None,
-        };
-        let (mut plain, mut scale) = (!negative, 0i64);
-        if self.bytes.get(self.at) == Some(&b'.') {
-            self.at += 1;
-            let fraction = digits(self);
-            if fraction == 0 {
-                return None;
-            }
-            (count, scale, plain) = (count + fraction, -(fraction as i64), false);
-        }
-        let fits = count <= 19;
-        let mut exponent = 0i64;
-        if let Some(b'e' | b'E') = self.bytes.get(self.at) {
-            self.at += 1;
-            let sign = match self.bytes.get(self.at) {
-                Some(b'-') => -1,
-                Some(b'+') => 1,
-                _ => 0,
-            };
-            self.at += usize::from(sign != 0);
-            let first = self.at;
-            while let Some(&d @ b'0'..=b'9') = self.bytes.get(self.at) {
-                exponent = exponent * 10 + i64::from(d - b'0');
-                if exponent > MAX_EXPONENT {
+/// The `source` object: every member once, none other.
+fn source<'a>(scan: &mut Cursor<'a>) -> Option<SourceView<'a>> {
+    let (mut kind, mut id, mut version) = (None, None, None);
+    scan.object(|scan, name| {
+        let slot = match name {
+            "kind" => {
+                if kind.is_some() {
                     return None;
                 }
-                self.at += 1;
+                kind = Some(source_kind(scan.string()?)?);
+                return Some(());
             }
-            if self.at == first {
-                return None;
-            }
-            exponent *= if sign < 0 { -1 } else { 1 };
-            plain = false;
-        }
-        // Exact operands and one rounding when the digits fit 53 bits and the power of ten is
-        // exact (Clinger's fast path); otherwise the standard library's correctly rounded parse.
-        let power = scale + exponent;
-        let value = if fits && mantissa <= 1 << 53 && (-22..=22).contains(&power) {
-            let (m, p) = (mantissa as f64, POWERS_OF_TEN[power.unsigned_abs() as usize]);
-            let v = if power < 0 { m / p } else { m * p };
-            if negative {
-                -v
-            } else {
-                v
-            }
-        } else {
-            self.text.get(start..self.at)?.parse().ok()?
+            "id" => &mut id,
+            "version" => &mut version,
+            _ => return None,
         };
-        if self.at - start > MAX_NUMBER_LEN {
+        if slot.is_some() {
             return None;
         }
-        Some(Number { value, integer: (plain && fits).then_some(mantissa) })
-    }
-
-    /// A non-negative integer literal that fits 64 bits.
-    #[inline]
-    fn integer(&mut self) -> Option<u64> {
-        self.number()?.integer
-    }
-
-    /// A channel's value: a finite number, or a boolean as 1 or 0. Every JSON number becomes
-    /// the nearest `f64` here as in the general decoder (`serde_json` with `float_roundtrip`),
-    /// so both give the same bits; a literal too large for `f64` gives up.
-    #[inline]
-    fn channel_value(&mut self) -> Option<f64> {
-        match self.peek()? {
-            b't' => self.literal(b"true").map(|()| 1.0),
-            b'f' => self.literal(b"false").map(|()| 0.0),
-            _ => {
-                let value = self.number()?.value;
-                value.is_finite().then_some(value)
-            }
-        }
-    }
-
-    /// The `source` object: every member once, none other.
-    fn source(&mut self) -> Option<SourceView<'a>> {
-        let (mut kind, mut id, mut version) = (None, None, None);
-        self.object(|scan, name| {
-            let slot = match name {
-                "kind" => {
-                    if kind.is_some() {
-                        return None;
-                    }
-                    kind = Some(source_kind(scan.string()?)?);
-                    return Some(());
-                }
-                "id" => &mut id,
-                "version" => &mut version,
-                _ => return None,
-            };
-            if slot.is_some() {
-                return None;
-            }
-            *slot = Some(Cow::Borrowed(scan.string()?));
-            Some(())
-        })?;
-        Some(SourceView { kind: kind?, id: id?, version: version? })
-    }
+        *slot = Some(Cow::Borrowed(scan.string()?));
+        Some(())
+    })?;
+    Some(SourceView { kind: kind?, id: id?, version: version? })
 }
 
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
 
+    use super::super::cursor::{MAX_EXPONENT, MAX_NUMBER_LEN};
     use super::super::{check, decode_general_into, decode_into, EnvelopeView};
     use super::fill;
 
@@ -422,8 +211,8 @@ mod tests {
             format!("{GOOD}{{}}"),
             format!("\u{feff}{GOOD}"),
             GOOD[..GOOD.len() - 1].to_string(),
-            GOOD.replace("120.5", &format!("1e{}", super::MAX_EXPONENT + 1)),
-            GOOD.replace("120.5", &format!("0.{}1", "0".repeat(super::MAX_NUMBER_LEN))),
+            GOOD.replace("120.5", &format!("1e{}", MAX_EXPONENT + 1)),
+            GOOD.replace("120.5", &format!("0.{}1", "0".repeat(MAX_NUMBER_LEN))),
             "[]".into(),
             String::new(),
         ];
