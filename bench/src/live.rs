@@ -54,7 +54,8 @@ pub fn consume(args: ConsumeArgs) -> Result<ExitCode> {
     let topic = broker.name(&args.topic);
     let group = format!("pitgun-bench-consume-{}", std::process::id());
     let consumer: BaseConsumer = broker
-        .consumer_config("pitgun-bench-consume")
+        // librdkafka's defaults: the raw speed of a plain consumer, not the processor's settings.
+        .client_config("pitgun-bench-consume")
         .set("group.id", &group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
