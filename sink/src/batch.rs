@@ -28,6 +28,11 @@ pub(crate) struct Batch {
     /// Per route, the position in `rows` of each key's row, found by the key's hash: the key
     /// is read from the row itself, not copied.
     index: Vec<HashTable<usize>>,
+    /// Rows a route's lists take room for when its first row comes.
+    room: usize,
+    /// The index's hash seed, random per batch: keys come from the aggregates topic, so a
+    /// writer to it must not be able to choose keys that collide.
+    seed: u64,
     /// The offset to commit per (topic, partition): one past the last record read, and the
     /// assignment it was read in.
     pub next_offsets: BTreeMap<(Arc<str>, i32), (i64, u64)>,
@@ -60,15 +65,17 @@ pub(crate) struct Dead {
 }
 
 impl Batch {
-    /// An empty batch for `routes` routes, with room for up to `rows` rows in each (no
-    /// rehashing of the index while a batch of the default size fills; a very large
-    /// `--batch-rows` grows as rows come, rather than reserve memory it may never use).
+    /// An empty batch for `routes` routes. A route's lists take room for up to `rows` rows
+    /// when its first row comes (no rehashing of the index while a batch of the default size
+    /// fills, nothing reserved by a batch that stays empty; a very large `--batch-rows` grows
+    /// as rows come rather than reserve memory it may never use).
     pub fn new(routes: usize, rows: usize) -> Batch {
-        let rows = rows.min(16_384);
         Batch {
-            rows: (0..routes).map(|_| Vec::with_capacity(rows)).collect(),
-            origins: (0..routes).map(|_| Vec::with_capacity(rows)).collect(),
-            index: (0..routes).map(|_| HashTable::with_capacity(rows)).collect(),
+            rows: vec![Vec::new(); routes],
+            origins: vec![Vec::new(); routes],
+            index: (0..routes).map(|_| HashTable::new()).collect(),
+            room: rows.min(16_384),
+            seed: std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), routes),
             ..Batch::default()
         }
     }
@@ -104,7 +111,7 @@ impl Batch {
     /// says so ([`TableShape::replaces`]: a later version of it, or a row that ranks higher).
     pub fn add(&mut self, route: usize, shape: &TableShape, row: TableRow, origin: Origin) {
         let rows = &self.rows[route];
-        match self.index[route].find(hash(row.key()), |&at| rows[at].key() == row.key()) {
+        match self.index[route].find(hash(self.seed, row.key()), |&at| rows[at].key() == row.key()) {
             Some(&at) if !shape.replaces(&row, &rows[at]) => {}
             Some(&at) => {
                 self.rows[route][at] = row;
@@ -116,16 +123,21 @@ impl Batch {
 
     /// Appends a row whose key the route's rows do not have yet.
     fn push(&mut self, route: usize, row: TableRow, origin: Origin) {
-        let rows = &self.rows[route];
-        self.index[route].insert_unique(hash(row.key()), rows.len(), |&at| hash(rows[at].key()));
+        if self.rows[route].capacity() == 0 {
+            self.rows[route].reserve(self.room);
+            self.origins[route].reserve(self.room);
+            self.index[route].reserve(self.room, |_| unreachable!("an empty index rehashes nothing"));
+        }
+        let (rows, seed) = (&self.rows[route], self.seed);
+        self.index[route].insert_unique(hash(seed, row.key()), rows.len(), |&at| hash(seed, rows[at].key()));
         self.rows[route].push(row);
         self.origins[route].push(origin);
     }
 }
 
 /// A key's hash in the batch's index.
-fn hash(key: &str) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(key.as_bytes())
+fn hash(seed: u64, key: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(key.as_bytes(), seed)
 }
 
 /// What writing a batch to the targets did.

@@ -112,11 +112,8 @@ mod tests {
         expected.put_i64(7);
         let mut out = BytesMut::new();
         row(&mut out, &TableRow { cells, key_at: 1, version: 7 });
+        // The header and trailer are held by the server itself: the PostgreSQL tests
+        // (`sink/tests/postgres.rs`) write every batch through them.
         assert_eq!(&out[..], &expected[..]);
-
-        let mut framed = BytesMut::new();
-        header(&mut framed);
-        trailer(&mut framed);
-        assert_eq!(&framed[..], b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0\xff\xff");
     }
 }

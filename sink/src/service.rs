@@ -95,7 +95,8 @@ pub struct Summary {
     pub seconds: f64,
     /// Of which the targets spent writing (successful attempts; overlaps the reading).
     pub target_seconds: f64,
-    /// Of which the loop spent gathering batches: waiting for records and converting rows.
+    /// Of which the loop spent gathering batches that had rows: waiting for records and
+    /// converting rows.
     pub read_seconds: f64,
     /// Of which the loop spent waiting for the targets to finish the batch before.
     pub wait_seconds: f64,
@@ -368,8 +369,10 @@ pub async fn run(cfg: Config) -> Result<Summary> {
             }
         }
         summary.rows += batch.read as u64;
-        if first_row.is_some() {
-            summary.read_seconds += gathering.elapsed().as_secs_f64();
+        if batch.read > 0 {
+            // From the first row on: not the wait for the first row, nor idle batches.
+            let from = first_row.filter(|first| *first > gathering).unwrap_or(gathering);
+            summary.read_seconds += from.elapsed().as_secs_f64();
         }
 
         // The batch before this one: its targets committed; dead letters, then offsets.

@@ -446,7 +446,7 @@ impl RowParser {
     /// a string without escapes, a number `serde_json` reads the same way, a boolean or `null`.
     /// `None` on anything else (an unknown key, an escape, a nested value, a negative or very
     /// long integer, bad syntax): [`RowParser::parse`] then leaves the row to `serde_json`. A
-    /// test and the `row_json` fuzz target hold the two equal.
+    /// unit test and a property test over rows of every value form hold the two equal.
     pub fn scan<'a>(&self, text: &'a str) -> Option<Vec<Field<'a>>> {
         let mut out = vec![Field::Missing; self.names.len()];
         let mut next = 0;
