@@ -28,7 +28,7 @@ SELECT 'bench-' || i, 'player-' || lpad(((hashint4(i) & 1023) % 500)::text, 3, '
 FROM generate_series(1, $N) AS i;
 ANALYZE runs;
 SQL
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+bash bench/machine.sh
 echo "PostgreSQL $("$PG_BIN/psql" -X -tA "$PG" -c 'SHOW server_version'): $("$PG_BIN/psql" -X -tA "$PG" -c 'SELECT count(*) FROM runs') runs"
 "$PITGUN" api --postgres "$PG" --listen "$API" --connections 8 2>"$STACK/api.log" &
 API_PID=$!

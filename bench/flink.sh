@@ -37,7 +37,7 @@ if [ ! -d "$SPLIT" ] || [ "$(cat "$SPLIT.source" 2>/dev/null)" != "$(stat -L -c 
   stat -L -c '%s %Y' "$DATA" > "$SPLIT.source"
 fi
 
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB; $(java -version 2>&1 | head -1)"
+bash bench/machine.sh; echo "java: $(java -version 2>&1 | head -1)"
 echo "dataset: $DATA ($(du -hL "$DATA" | cut -f1))"
 cat "$DATA" "$SPLIT"/part-* > /dev/null   # both copies in the page cache
 PITGUN_RUN=$(/usr/bin/time -f "  peak RSS %M KB, wall %e s" "$P" replay --threads 2 \

@@ -69,7 +69,7 @@ run_load() { # run_load LABEL → prints the summary line, sets RATE and ACCEPTE
   RATE="$(echo "$line" | sed -n 's/.*; \([0-9]*\) envelopes\/s accepted.*/\1/p')"
 }
 
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB"
+bash bench/machine.sh
 echo "load: pitgun ${LOAD[*]} --target URL"
 
 start_gateway "$WORK/gateway.log" "$PITGUN" gateway --keys "$KEYS"

@@ -37,7 +37,7 @@ if [ ! -f "$DATA" ]; then
 fi
 ENVELOPES="$(zstd -dcq "$DATA" | wc -l)"
 "$PITGUN" publish --input "$DATA" --wire avro >&2
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+bash bench/machine.sh
 echo "input: $ENVELOPES envelopes of $SESSIONS sessions, one partition"
 
 metric() { curl -s "http://$METRICS/metrics" | awk -v m="$1" '$1 == m || index($1, m "{") == 1 { print $2 }'; }

@@ -12,5 +12,5 @@ cargo build --locked --release -p pitgun-bench --features live >&2
 OUT="${BENCH_OUT:-bench/out}"; mkdir -p "$OUT"
 ROWS="$OUT/sink-rows-$N.ndjson"
 [ -f "$ROWS" ] || python3 bench/sink_rows.py "$N" "$ROWS" "$OUT/sink-rows-$N.csv"
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+bash bench/machine.sh
 "$CARGO_TARGET_DIR/release/pitgun-bench" ilp --rows "$ROWS" --passes 5

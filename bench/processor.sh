@@ -35,7 +35,7 @@ if [ ! -f "$DATA" ]; then
 fi
 "$PITGUN" publish --input "$DATA" --wire avro
 
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+bash bench/machine.sh
 # A shared machine only ever slows a run down, so each side gets several runs and its fastest
 # counts; the baseline gets one more than the processor, and one of them with mimalloc's own
 # defaults (pitgun sets its allocator options for the processor; the bare consumer gets to run

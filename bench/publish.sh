@@ -24,7 +24,7 @@ OUT="${BENCH_OUT:-bench/out}"; mkdir -p "$OUT"
 DATA="$OUT/publish-$N.ndjson.zst"
 [ -f "$DATA" ] || "$PITGUN" simulate --quiet --seed 1 --sessions 200 --duration "$(( N / 200 / 61 + 1 ))s" --output "$DATA"
 
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+bash bench/machine.sh
 # Each run's topic (base name; the namespace adds `bench.`), created before it is timed.
 topic() { "$NISSHI" topic create --silent --broker "tcp://127.0.0.1:$PORT" --partitions 4 "bench.$1" >/dev/null; }
 BARE=(); PUB=()

@@ -18,7 +18,7 @@ DATA="$OUT/bench-100x820s-seed5.ndjson"
 if [ ! -s "$DATA" ]; then
   "$P" simulate --sessions 100 --duration 820s --seed 5 --output "$DATA"
 fi
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB"
+bash bench/machine.sh
 echo "dataset: $DATA ($(du -hL "$DATA" | cut -f1))"
 cat "$DATA" > /dev/null   # warm the page cache so every pass reads from memory
 "$BENCH" parse "$DATA"

@@ -27,7 +27,7 @@ ROWS="$OUT/sink-rows-$N.ndjson"; CSV="$OUT/sink-rows-$N.csv"
 [ -f "$ROWS" ] && [ -f "$CSV" ] || python3 bench/sink_rows.py "$N" "$ROWS" "$CSV"
 "$PITGUN" publish --input "$ROWS" --wire rows --topic pitgun.aggregates.lap-performance.v1
 
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+bash bench/machine.sh
 # CPU seconds of the PostgreSQL backends that have exited (the postmaster's reaped children):
 # read before and after each write, whose backends exit with their client.
 PG_PID="$(cat "$STACK/postgres.pid")"; BROKER_PID="$(cat "$STACK/broker.pid")"
