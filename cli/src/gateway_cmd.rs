@@ -14,6 +14,11 @@ use pitgun_ingest::service::{run, Settings};
 use crate::broker_args::{init_logging, BrokerArgs};
 
 /// Arguments of `pitgun gateway`.
+
+/// Largest `--max-item-size`: a dead letter is the item's bytes plus headers, and librdkafka's
+/// and the broker's default largest message is 1,000,000 bytes.
+const MAX_ITEM_SIZE: usize = 900 << 10;
+
 #[derive(Args)]
 #[command(
     args_conflicts_with_subcommands = true,
@@ -58,6 +63,11 @@ pub struct GatewayArgs {
     /// Most envelopes in one request.
     #[arg(long, default_value_t = 5000)]
     max_batch: usize,
+    /// Largest envelope (one item's JSON, bytes; KiB suffix allowed): a larger item is refused by
+    /// its index as `too_large` and the rest of the batch is stored. At most 900KiB, so that the
+    /// item's dead letter always fits a Kafka message (1 MB by default).
+    #[arg(long, default_value = "256KiB", value_parser = parse_size)]
+    max_item_size: usize,
     /// How long the broker has to acknowledge a batch before the answer is 503.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     ack_timeout: Duration,
@@ -160,8 +170,14 @@ pub fn run_cmd(args: GatewayArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     init_logging();
-    if args.max_batch == 0 || args.max_body == 0 {
-        bail!("--max-batch and --max-body must be positive");
+    if args.max_batch == 0 || args.max_body == 0 || args.max_item_size == 0 {
+        bail!("--max-batch, --max-body and --max-item-size must be positive");
+    }
+    if args.max_item_size > MAX_ITEM_SIZE {
+        bail!(
+            "--max-item-size {} is over {MAX_ITEM_SIZE} bytes: a refused item is kept in the dead-letter topic, and Kafka takes messages of 1 MB by default",
+            args.max_item_size
+        );
     }
     run(Settings {
         listen: args.listen,
@@ -173,6 +189,7 @@ pub fn run_cmd(args: GatewayArgs) -> Result<ExitCode> {
         limits: Limits {
             max_body: args.max_body,
             max_batch: args.max_batch,
+            max_item: args.max_item_size,
             retry_after_secs: args.retry_after,
             max_header_bytes: args.max_header_size,
             per_credential_per_second: NonZeroU32::new(args.requests_per_second_per_credential),

@@ -490,6 +490,52 @@ fn refused_items_reach_the_dead_letter_topic_with_their_reason_in_headers() {
     assert_eq!(metric(&gw.metrics(), "pitgun_gateway_requests_total{status=\"422\"}"), 1.0);
 }
 
+/// An item larger than the broker takes as one message was once dead-lettered whole: the dead
+/// letter failed to send, the batch got 503 "send it again", every resend failed the same way
+/// (storing the batch's valid items once more each time) and the gateway marked itself unready.
+/// Now it is refused by index with `too_large`, its dead letter keeps a bounded prefix, and the
+/// rest of the batch is stored once.
+#[test]
+fn an_item_over_the_size_limit_is_refused_by_index_and_the_batch_stored() {
+    let gw = Gateway::start("oversized", &[]);
+    gw.wait_ready();
+    let good = envelope("big", 1);
+    let huge = json!({"x": "a".repeat(1_100_000)});
+    let body = Value::Array(vec![good.clone(), huge]).to_string();
+    for attempt in 0..2 {
+        let (status, answer) = gw.post(Some(&gw.web), "application/json", body.clone());
+        assert_eq!(status, 202, "attempt {attempt}: {answer}");
+        assert_eq!((answer["accepted"].as_u64(), answer["rejected"].as_u64()), (Some(1), Some(1)), "{answer}");
+        let error = &answer["errors"][0];
+        assert_eq!(
+            (error["index"].as_u64(), error["reason"].as_str(), error["pointer"].as_str()),
+            (Some(1), Some("too_large"), Some("")),
+            "{answer}"
+        );
+        let message = error["message"].as_str().unwrap();
+        assert!(message.contains("1100008 bytes") && message.contains("262144-byte"), "{message}");
+    }
+    let stored = decode_envelopes(&read_topic(&test_brokers(), &gw.topic(topics::ENVELOPES)));
+    assert_eq!(stored.len(), 2, "the valid item of each of the two requests");
+    let dead = read_topic(&test_brokers(), &gw.topic(topics::DEADLETTER_INGEST));
+    assert_eq!(dead.len(), 2);
+    for r in &dead {
+        assert_eq!(r.headers["pitgun-reason"], "too_large");
+        assert_eq!(r.value.len(), 262_144, "the dead letter keeps the limit's worth of the item");
+        assert!(body.as_bytes()[good.to_string().len() + 2..].starts_with(&r.value), "a prefix of the item as sent");
+    }
+    let (ready, _, _) = http(Method::Get, &format!("{}/readyz", gw.url), &[], Vec::new());
+    assert_eq!(ready, 200, "a refused item says nothing about the broker");
+    // A smaller limit is taken from the command line, and named in the answer.
+    let small = Gateway::start("oversized-small", &["--max-item-size", "2KiB"]);
+    small.wait_ready();
+    let mut wide = envelope("wide", 1);
+    wide["dims"]["note"] = json!("n".repeat(3000));
+    let (status, answer) = small.post(Some(&small.web), "application/json", Value::Array(vec![envelope("wide", 2), wide]).to_string());
+    assert_eq!((status, answer["errors"][0]["reason"].as_str()), (202, Some("too_large")), "{answer}");
+    assert!(answer["errors"][0]["message"].as_str().unwrap().contains("2048-byte"), "{answer}");
+}
+
 #[test]
 fn health_and_readiness_follow_the_broker() {
     let gw = Gateway::start("health", &[]);

@@ -41,6 +41,8 @@ pub struct Limits {
     pub max_body: usize,
     /// Most items in one batch.
     pub max_batch: usize,
+    /// Largest item (one envelope's JSON); larger ones are refused by index with `too_large`.
+    pub max_item: usize,
     /// `Retry-After` of a 503, in seconds.
     pub retry_after_secs: u64,
     /// Largest total size of a request's headers (names, values and separators); larger is 431.

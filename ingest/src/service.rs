@@ -65,7 +65,7 @@ pub fn build_with(settings: &Settings, producer: Box<dyn Publish>) -> Result<Arc
     let dictionary: Loaded<Dictionary> = load(ContractKind::Dictionary, &settings.dictionary)?;
     let catalog = ChannelCatalog::new(&dictionary.doc).map_err(|e| Error::Setup(format!("dictionary aliases: {e}")))?;
     let skew_us = i64::try_from(settings.max_future_skew.as_micros()).map_err(|_| Error::Setup("--max-future-skew is too long".into()))?;
-    let validator = Validator::new(Arc::new(catalog), skew_us).map_err(Error::Setup)?;
+    let validator = Validator::new(Arc::new(catalog), skew_us, settings.limits.max_item).map_err(Error::Setup)?;
     let keys = match &settings.keys {
         Some(path) => KeysFile::open(path)?,
         None => return Err(Error::Setup("--keys is required: make keys with `pitgun gateway keygen --source S --keys FILE`".into())),

@@ -1,6 +1,7 @@
 //! One batch's items → Avro records for the valid ones, a reasoned rejection for the others.
 //!
-//! Per item, in this order: UTF-8 and JSON syntax (`malformed_json`), the envelope schema via the
+//! Per item, in this order: its size (`too_large`: past `--max-item-size`, so that its dead
+//! letter, a bounded prefix of it, and its Avro record always fit a broker message), UTF-8 and JSON syntax (`malformed_json`), the envelope schema via the
 //! engine's strict decoder plus [`pitgun_codec::rules`] (`invalid_envelope`), the key's source
 //! (a foreign `source.id` fails the whole batch with 403, see [`Checked::foreign`]), the
 //! dictionary (`unknown_source`, `unknown_channel`) and the clock (`future_time`). Every
@@ -30,11 +31,14 @@ pub enum Reason {
     UnknownChannel,
     /// An event time further ahead of the gateway's clock than the allowed skew.
     FutureTime,
+    /// An item larger than the gateway's per-envelope limit.
+    TooLarge,
 }
 
 impl Reason {
     /// Every reason, for metrics.
-    pub const ALL: [Reason; 5] = [Reason::MalformedJson, Reason::InvalidEnvelope, Reason::UnknownSource, Reason::UnknownChannel, Reason::FutureTime];
+    pub const ALL: [Reason; 6] =
+        [Reason::MalformedJson, Reason::InvalidEnvelope, Reason::UnknownSource, Reason::UnknownChannel, Reason::FutureTime, Reason::TooLarge];
 
     /// The wire name.
     pub fn as_str(self) -> &'static str {
@@ -44,6 +48,7 @@ impl Reason {
             Reason::UnknownSource => "unknown_source",
             Reason::UnknownChannel => "unknown_channel",
             Reason::FutureTime => "future_time",
+            Reason::TooLarge => "too_large",
         }
     }
 }
@@ -59,7 +64,8 @@ pub struct Rejection {
     pub reason: Reason,
     /// What is wrong, in words.
     pub message: String,
-    /// The item's bytes in the body (for the dead letter).
+    /// The item's bytes in the body (for the dead letter): the first `max_item` of them when
+    /// the item is larger.
     #[serde(skip)]
     pub bytes: Range<usize>,
     /// The item's session, when it could be read (the dead letter's key).
@@ -104,12 +110,14 @@ pub struct Validator {
     catalog: Arc<ChannelCatalog>,
     writer: AvroWriter,
     max_future_skew_us: i64,
+    max_item: usize,
 }
 
 impl Validator {
-    /// A validator for `catalog`'s producers; events may be at most `max_future_skew_us` ahead.
-    pub fn new(catalog: Arc<ChannelCatalog>, max_future_skew_us: i64) -> Result<Validator, String> {
-        Ok(Validator { catalog, writer: AvroWriter::new(), max_future_skew_us })
+    /// A validator for `catalog`'s producers; events may be at most `max_future_skew_us` ahead,
+    /// and an item at most `max_item` bytes long.
+    pub fn new(catalog: Arc<ChannelCatalog>, max_future_skew_us: i64, max_item: usize) -> Result<Validator, String> {
+        Ok(Validator { catalog, writer: AvroWriter::new(), max_future_skew_us, max_item })
     }
 
     /// Checks `items` of `body` for a client holding a key of `source` (`None`: any source) at
@@ -124,6 +132,17 @@ impl Validator {
             let reject = |out: &mut Checked, reason, pointer: String, message: String, session_id: Option<String>| {
                 out.rejected.push(Rejection { index, pointer, reason, message, bytes: range.clone(), session_id });
             };
+            if range.len() > self.max_item {
+                let message = format!(
+                    "the item is {} bytes, over the {}-byte limit for one envelope (--max-item-size); the dead letter keeps its first {} bytes",
+                    range.len(),
+                    self.max_item,
+                    self.max_item
+                );
+                let kept = range.start..range.start + self.max_item;
+                out.rejected.push(Rejection { index, pointer: String::new(), reason: Reason::TooLarge, message, bytes: kept, session_id: None });
+                continue;
+            }
             let text = match pitgun_codec::text::utf8(&body[range.clone()]) {
                 Ok(t) => t,
                 Err(e) => {
@@ -243,7 +262,7 @@ mod tests {
     fn validator() -> Validator {
         let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/dictionary/racing.yaml")).unwrap();
         let dict = serde_yaml_ng::from_str(&text).unwrap();
-        Validator::new(Arc::new(ChannelCatalog::new(&dict).unwrap()), 300_000_000).unwrap()
+        Validator::new(Arc::new(ChannelCatalog::new(&dict).unwrap()), 300_000_000, 256 << 10).unwrap()
     }
 
     fn item(channels: &str, time_us: i64) -> String {

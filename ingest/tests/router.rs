@@ -83,6 +83,7 @@ fn limits() -> Limits {
     Limits {
         max_body: 8 << 20,
         max_batch: 5000,
+        max_item: 256 << 10,
         retry_after_secs: 1,
         max_header_bytes: 16 << 10,
         per_credential_per_second: None,
