@@ -20,6 +20,7 @@ mod gateway_cmd;
 #[cfg(not(feature = "live"))]
 mod live;
 mod manifest_cmd;
+mod paths;
 #[cfg(feature = "live")]
 mod process_cmd;
 mod project;

@@ -23,7 +23,7 @@ use crate::project::Project;
 #[command(after_help = "Output: the last version of every row, ordered by key, window start and row_id; \
 floats in shortest round-trip form; timestamps RFC 3339 UTC with microseconds. Byte-identical \
 between runs and thread counts.\n\nExample:\n  pitgun replay --manifest manifests/pipelines/lap-performance.v1.yaml \
---input samples/racing-small.ndjson")]
+--input samples/racing-small.ndjson.zst")]
 pub struct ReplayArgs {
     /// Pipeline manifest (YAML or JSON).
     #[arg(long, short, required_unless_present = "bundle")]
@@ -97,6 +97,10 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
             bail!("{}: no such file", p.display());
         }
     }
+    let inputs: Vec<(&str, &std::path::Path)> = args.input.iter().map(|p| ("--input", p.as_path())).collect();
+    let outputs = [("--output", &args.output), ("--late", &args.late), ("--rejected", &args.rejected)];
+    let outputs: Vec<(&str, &std::path::Path)> = outputs.iter().filter_map(|(flag, p)| p.as_deref().map(|p| (*flag, p))).collect();
+    crate::paths::distinct(&inputs, &outputs)?;
 
     let show_progress = !args.quiet && std::io::stderr().is_terminal();
     let bar = if show_progress {

@@ -122,6 +122,9 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
         // Before --output is created: a refused run leaves no empty file behind.
         return Err(crate::live::unavailable("simulate --target"));
     }
+    if let (Some(output), Some(truth)) = (&args.output, &args.truth) {
+        crate::paths::distinct(&[], &[("--output", output), ("--truth", truth)])?;
+    }
     let mut writer = args.output.as_deref().map(DatasetWriter::create).transpose()?;
     #[cfg(not(feature = "live"))]
     let mut poster: Option<Poster> = None;

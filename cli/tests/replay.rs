@@ -497,3 +497,39 @@ fn window_counts_and_count_aggregations_equal_an_independent_count() {
     assert_eq!(engine_counts("session-summary", "no_such_column", "events"), events_want, "session-summary events");
     assert_eq!(engine_counts("session-summary", "no_such_column", "laps"), laps_want, "session-summary laps");
 }
+
+/// An output path that names an input or another output is refused before anything is written:
+/// it once replaced the dataset with the rows (or left it empty) and exited 0.
+#[test]
+fn an_output_that_is_an_input_or_another_output_is_refused_and_nothing_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = simulate(dir.path(), "clash.ndjson", &[]);
+    let before = std::fs::read(&data).unwrap();
+    let m = manifest("lap-performance");
+    let (m, d) = (m.to_str().unwrap(), data.to_str().unwrap());
+    let rows = dir.path().join("rows.ndjson");
+    let rows = rows.to_str().unwrap();
+    // The same file under another spelling is the same file.
+    let aliased = format!("{}/./clash.ndjson", dir.path().display());
+    for (args, named) in [
+        (vec!["--output", d], "--output"),
+        (vec!["--output", &aliased], "--output"),
+        (vec!["--output", rows, "--late", d], "--late"),
+        (vec!["--output", rows, "--late", rows], "--late"),
+        (vec!["--output", rows, "--rejected", rows], "--rejected"),
+    ] {
+        let mut all = vec!["replay", "--quiet", "--manifest", m, "--input", d];
+        all.extend_from_slice(&args);
+        let out = run(&all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(named) && stderr.contains("same file"), "{args:?}: {stderr}");
+        assert_eq!(std::fs::read(&data).unwrap(), before, "{args:?}: the dataset is untouched");
+        assert!(!Path::new(rows).exists(), "{args:?}: no output was created");
+    }
+    // simulate: --truth may not be --output.
+    let out = run(&["simulate", "--sessions", "1", "--duration", "1m", "--quiet", "--output", d, "--truth", d]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("same file"));
+    assert_eq!(std::fs::read(&data).unwrap(), before, "simulate left the dataset alone");
+}
