@@ -13,12 +13,11 @@ use pitgun_ingest::service::{run, Settings};
 
 use crate::broker_args::{init_logging, BrokerArgs};
 
-/// Arguments of `pitgun gateway`.
-
 /// Largest `--max-item-size`: a dead letter is the item's bytes plus headers, and librdkafka's
 /// and the broker's default largest message is 1,000,000 bytes.
 const MAX_ITEM_SIZE: usize = 900 << 10;
 
+/// Arguments of `pitgun gateway`.
 #[derive(Args)]
 #[command(
     args_conflicts_with_subcommands = true,
@@ -68,6 +67,21 @@ pub struct GatewayArgs {
     /// item's dead letter always fits a Kafka message (1 MB by default).
     #[arg(long, default_value = "256KiB", value_parser = parse_size)]
     max_item_size: usize,
+    /// Request body bytes read or handled at once (bytes; KiB/MiB suffixes allowed): each request
+    /// counts its Content-Length (--max-body without one) until it is answered, and beyond this a
+    /// request gets 503 with Retry-After at once. Bounds the gateway's memory (about 3x this at
+    /// most); at least --max-body.
+    #[arg(long, default_value = "96MiB", value_parser = parse_size)]
+    max_in_flight: usize,
+    /// How long a request's body may take to arrive; a slower one gets 408 and frees its share of
+    /// --max-in-flight.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    body_timeout: Duration,
+    /// After SIGTERM or SIGINT, how long requests in progress may take before their connections
+    /// are closed and the producer is flushed (keep it and --ack-timeout within the pod's grace
+    /// period).
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
     /// How long the broker has to acknowledge a batch before the answer is 503.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     ack_timeout: Duration,
@@ -173,6 +187,12 @@ pub fn run_cmd(args: GatewayArgs) -> Result<ExitCode> {
     if args.max_batch == 0 || args.max_body == 0 || args.max_item_size == 0 {
         bail!("--max-batch, --max-body and --max-item-size must be positive");
     }
+    if args.max_in_flight < args.max_body || args.max_in_flight > u32::MAX as usize {
+        bail!("--max-in-flight {} must be at least --max-body ({}) and at most 4GiB", args.max_in_flight, args.max_body);
+    }
+    if args.body_timeout.is_zero() {
+        bail!("--body-timeout must be positive");
+    }
     if args.max_item_size > MAX_ITEM_SIZE {
         bail!(
             "--max-item-size {} is over {MAX_ITEM_SIZE} bytes: a refused item is kept in the dead-letter topic, and Kafka takes messages of 1 MB by default",
@@ -190,6 +210,8 @@ pub fn run_cmd(args: GatewayArgs) -> Result<ExitCode> {
             max_body: args.max_body,
             max_batch: args.max_batch,
             max_item: args.max_item_size,
+            max_in_flight: args.max_in_flight,
+            body_timeout: args.body_timeout,
             retry_after_secs: args.retry_after,
             max_header_bytes: args.max_header_size,
             per_credential_per_second: NonZeroU32::new(args.requests_per_second_per_credential),
@@ -202,6 +224,7 @@ pub fn run_cmd(args: GatewayArgs) -> Result<ExitCode> {
         keys_check_interval: args.keys_check_interval,
         session_secret: args.session_secret_file,
         cors_origins: args.cors_origins,
+        drain_timeout: args.drain_timeout,
     })?;
     Ok(ExitCode::SUCCESS)
 }

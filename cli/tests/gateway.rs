@@ -536,6 +536,84 @@ fn an_item_over_the_size_limit_is_refused_by_index_and_the_batch_stored() {
     assert!(answer["errors"][0]["message"].as_str().unwrap().contains("2048-byte"), "{answer}");
 }
 
+/// Opens a connection to the gateway and sends a POST's headers and the first `sent` bytes of a
+/// body declared `declared` bytes long, then nothing more.
+fn stalled_post(gw: &Gateway, declared: usize, sent: usize) -> std::net::TcpStream {
+    use std::io::Write;
+    let addr = gw.url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let head = format!(
+        "POST /v1/envelopes HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {declared}\r\n\r\n",
+        gw.web
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&vec![b' '; sent]).unwrap();
+    s
+}
+
+/// The status line's code of what the gateway answered on `s`, read within its read timeout.
+fn status_of(s: &mut std::net::TcpStream) -> (u16, String) {
+    use std::io::Read;
+    let mut buf = vec![0; 4096];
+    let n = s.read(&mut buf).unwrap_or(0);
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, text)
+}
+
+/// A client that stops sending its body cannot hold the gateway: its request ends with 408 at
+/// --body-timeout; bodies in flight are bounded by --max-in-flight (beyond: 503 with
+/// Retry-After, at once); and SIGTERM stops the gateway within --drain-timeout even while such
+/// a client is connected.
+#[test]
+fn stalled_bodies_time_out_bodies_in_flight_are_bounded_and_shutdown_has_a_deadline() {
+    let gw = Gateway::start("stalled", &["--max-body", "4KiB", "--max-in-flight", "8KiB", "--body-timeout", "2s", "--drain-timeout", "1s"]);
+    gw.wait_ready();
+    let started = Instant::now();
+    let mut first = stalled_post(&gw, 4000, 10);
+    let mut second = stalled_post(&gw, 4000, 10);
+    std::thread::sleep(Duration::from_millis(300));
+    // Two bodies of 4,000 bytes hold 8,000 of the 8 KiB: a third is refused at once.
+    let (status, headers, body) = http(
+        Method::Post,
+        &format!("{}/v1/envelopes", gw.url),
+        &[("authorization", &format!("Bearer {}", gw.web)), ("content-type", "application/json")],
+        ndjson(&[envelope("x", 1)]).into_bytes(),
+    );
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 503, "{body}");
+    assert!(headers.contains_key("retry-after") && body.contains("--max-in-flight"), "{body}");
+    for s in [&mut first, &mut second] {
+        let (code, text) = status_of(s);
+        assert_eq!(code, 408, "{text}");
+        assert!(text.contains("--body-timeout"), "{text}");
+    }
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(1900) && waited < Duration::from_secs(10), "408 after {waited:?}");
+    // Their budget is back.
+    let (status, answer) = gw.post(Some(&gw.web), "application/x-ndjson", ndjson(&[envelope("x", 2)]));
+    assert_eq!(status, 202, "{answer}");
+
+    // SIGTERM with a client still sending: the gateway stops within the drain deadline.
+    let mut gw = Gateway::start("stalled-drain", &["--body-timeout", "120s", "--drain-timeout", "1s"]);
+    gw.wait_ready();
+    let _held = stalled_post(&gw, 1000, 10);
+    std::thread::sleep(Duration::from_millis(300));
+    let term = Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &gw.child.id().to_string()]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let code = loop {
+        if let Some(status) = gw.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the gateway still runs 15 s after SIGTERM: {:?}", gw.log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(code.success(), "{code:?}: {:?}", gw.log.lock().unwrap());
+    assert!(term.elapsed() < Duration::from_secs(8), "stopped after {:?}", term.elapsed());
+}
+
 #[test]
 fn health_and_readiness_follow_the_broker() {
     let gw = Gateway::start("health", &[]);

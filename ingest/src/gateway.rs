@@ -43,6 +43,11 @@ pub struct Limits {
     pub max_batch: usize,
     /// Largest item (one envelope's JSON); larger ones are refused by index with `too_large`.
     pub max_item: usize,
+    /// Bytes of request bodies being read or handled at once (each counted at its declared
+    /// length, or `max_body` without one); beyond, 503 at once. At least `max_body`.
+    pub max_in_flight: usize,
+    /// How long a request's body may take to arrive; then 408.
+    pub body_timeout: Duration,
     /// `Retry-After` of a 503, in seconds.
     pub retry_after_secs: u64,
     /// Largest total size of a request's headers (names, values and separators); larger is 431.
@@ -68,6 +73,9 @@ enum Holder {
 pub struct Quotas {
     per_credential: Option<Quota<Holder>>,
     unauthenticated: Quota<IpAddr>,
+    /// Body bytes in flight, so that many slow or large requests together cannot take the
+    /// gateway's memory: each request holds its body's share until it is answered.
+    in_flight: tokio::sync::Semaphore,
 }
 
 impl Quotas {
@@ -76,6 +84,7 @@ impl Quotas {
         Quotas {
             per_credential: limits.per_credential_per_second.map(Quota::per_second),
             unauthenticated: Quota::per_minute(limits.unauthenticated_per_minute).with_max_clients(MAX_CLIENTS),
+            in_flight: tokio::sync::Semaphore::new(limits.max_in_flight.min(u32::MAX as usize)),
         }
     }
 
@@ -382,7 +391,15 @@ impl Gateway {
         if declared.is_some_and(|n| n > max as u64) {
             return Err(too_large());
         }
-        match Limited::new(body, max).collect().await {
+        let timeout = self.limits.body_timeout;
+        let Ok(read) = tokio::time::timeout(timeout, Limited::new(body, max).collect()).await else {
+            return Err(json_error(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!("the body did not arrive within {} (--body-timeout); nothing was stored", humantime::format_duration(timeout)),
+            ));
+        };
+        match read {
             Ok(c) => Ok(c.to_bytes()),
             Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
             Err(e) => Err(json_error(StatusCode::BAD_REQUEST, "malformed_body", format!("cannot read the body: {e}"))),
@@ -411,6 +428,23 @@ impl Gateway {
         let (framing, encoding) = match (batch::framing(content_type), batch::encoding(content_encoding)) {
             (Ok(f), Ok(e)) => (f, e),
             (Err(e), _) | (_, Err(e)) => return body_error(e),
+        };
+        // The body's share of the in-flight budget, held until the answer (the decoded items and
+        // their records live as long).
+        let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        let share = declared.map_or(self.limits.max_body, |n| n.min(self.limits.max_body as u64) as usize).max(1);
+        let Ok(_held) = self.quotas.in_flight.try_acquire_many(share.min(u32::MAX as usize) as u32) else {
+            self.metrics.failed("in_flight");
+            let mut r = json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!(
+                    "the gateway is reading as many request bytes as it may at once (--max-in-flight {} bytes); send again later",
+                    self.limits.max_in_flight
+                ),
+            );
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(self.limits.retry_after_secs));
+            return r;
         };
         let body = match self.read_body(headers, body).await {
             Ok(b) => b,

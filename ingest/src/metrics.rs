@@ -41,7 +41,7 @@ impl GatewayMetrics {
         let bytes_in = IntCounter::new("pitgun_gateway_request_bytes_total", "Request body bytes as received")?;
         let bytes_decoded = IntCounter::new("pitgun_gateway_request_decoded_bytes_total", "Request body bytes after decompression")?;
         let failures = IntCounterVec::new(Opts::new("pitgun_gateway_batches_failed_total", "Batches answered 503, by cause"), &["cause"])?;
-        for cause in ["queue_full", "delivery"] {
+        for cause in ["queue_full", "delivery", "in_flight"] {
             failures.with_label_values(&[cause]);
         }
         let throttled = IntCounterVec::new(Opts::new("pitgun_gateway_throttled_total", "Requests answered 429, by the quota spent"), &["limit"])?;
@@ -89,7 +89,7 @@ impl GatewayMetrics {
         }
     }
 
-    /// Counts a batch answered 503 (`queue_full`, `delivery`).
+    /// Counts a batch answered 503 (`queue_full`, `delivery`, `in_flight`).
     pub fn failed(&self, cause: &str) {
         self.failures.with_label_values(&[cause]).inc();
     }

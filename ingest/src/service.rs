@@ -51,6 +51,9 @@ pub struct Settings {
     pub session_secret: Option<PathBuf>,
     /// Origins browsers may post envelopes from.
     pub cors_origins: Vec<String>,
+    /// After SIGTERM, how long requests in progress may take before their connections are
+    /// closed and the producer is flushed.
+    pub drain_timeout: Duration,
 }
 
 /// Builds the gateway from `settings` with a Kafka producer (blocking: reads files).
@@ -115,9 +118,21 @@ pub fn run(settings: Settings) -> Result<()> {
                 quotas.quotas.forget_idle();
             }
         });
-        axum::serve(listener, router(gw.clone()).into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
+        // Draining waits for every open request, and a client that stopped sending would hold it
+        // past the pod's grace period: it gets --drain-timeout, then the server is dropped.
+        let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(listener, router(gw.clone()).into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(async {
+            shutdown_signal().await;
+            let _ = stopping.send(());
+        });
+        let deadline = async {
+            let _ = stopped.await;
+            tokio::time::sleep(settings.drain_timeout).await;
+        };
+        tokio::select! {
+            served = server => served?,
+            () = deadline => tracing::warn!("requests still open {:?} after the signal (--drain-timeout): closing them", settings.drain_timeout),
+        }
         for task in [readiness, keys, forget] {
             task.abort();
         }

@@ -84,6 +84,8 @@ fn limits() -> Limits {
         max_body: 8 << 20,
         max_batch: 5000,
         max_item: 256 << 10,
+        max_in_flight: 96 << 20,
+        body_timeout: Duration::from_secs(30),
         retry_after_secs: 1,
         max_header_bytes: 16 << 10,
         per_credential_per_second: None,
@@ -137,6 +139,7 @@ impl Harness {
             keys_check_interval: Duration::from_secs(3600),
             session_secret: None,
             cors_origins: Vec::new(),
+            drain_timeout: Duration::from_secs(1),
         };
         let mut settings = settings;
         if browsers {
