@@ -533,3 +533,15 @@ fn an_output_that_is_an_input_or_another_output_is_refused_and_nothing_is_touche
     assert!(String::from_utf8_lossy(&out.stderr).contains("same file"));
     assert_eq!(std::fs::read(&data).unwrap(), before, "simulate left the dataset alone");
 }
+
+/// A file that cannot be read is named with its cause, once (the cause was printed twice).
+#[test]
+fn a_missing_manifest_is_named_with_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.yaml");
+    let out = run(&["replay", "--manifest", missing.to_str().unwrap(), "--input", "samples/racing-small.ndjson.zst"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&format!("{}: cannot read: ", missing.display())), "{stderr}");
+    assert_eq!(stderr.matches("No such file or directory").count(), 1, "{stderr}");
+}

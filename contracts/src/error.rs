@@ -29,13 +29,14 @@ impl fmt::Display for Issue {
 /// A document that could not be read or does not satisfy its contract.
 #[derive(Debug, thiserror::Error)]
 pub enum ContractError {
-    /// The file could not be read.
-    #[error("{file}: cannot read: {source}")]
+    /// The file could not be read. The cause is in the message and deliberately not a
+    /// `source`: error chains printed whole (`{:#}`) said it twice.
+    #[error("{file}: cannot read: {cause}")]
     Io {
         /// The file.
         file: String,
         /// The cause.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// One or more problems inside the document.
     #[error("{}", render(.0))]

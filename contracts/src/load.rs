@@ -22,7 +22,7 @@ impl SourceText {
     /// Reads a file.
     pub fn read(path: &Path) -> Result<SourceText, ContractError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ContractError::Io { file: file.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|cause| ContractError::Io { file: file.clone(), cause })?;
         Ok(SourceText { file, text })
     }
 
