@@ -39,6 +39,11 @@ pub struct GatewayClient {
 impl GatewayClient {
     /// A client for the gateway at `base` (`http://host:port`), resending for up to `retry_for`.
     pub fn new(base: &str, retry_for: Duration) -> Result<GatewayClient> {
+        // A URL no request can go to is not worth the retry window.
+        let url = reqwest::Url::parse(base).ok().filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+        if url.is_none() {
+            return Err(Error::Setup(format!("the gateway URL {base:?} is not an http:// or https:// URL with a host (e.g. http://127.0.0.1:8080)")));
+        }
         let http = reqwest::Client::builder()
             .http1_only()
             .pool_max_idle_per_host(1)
@@ -63,7 +68,8 @@ impl GatewayClient {
                 .body(body.clone())
                 .send()
                 .await;
-            let wait = match sent {
+            // How long to wait before the next try, and the connection error it follows.
+            let (wait, failed) = match sent {
                 Ok(r) if r.status().as_u16() == 202 || r.status().as_u16() == 422 => {
                     let a: Answer =
                         r.json().await.map_err(|source| Error::Http { what: "the gateway's answer is not the documented JSON", source })?;
@@ -71,26 +77,49 @@ impl GatewayClient {
                 }
                 Ok(r) if r.status().as_u16() == 503 => {
                     let after = r.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-                    after.map_or(backoff, Duration::from_secs)
+                    (after.map_or(backoff, Duration::from_secs), None)
                 }
                 Ok(r) => {
                     let status = r.status();
                     let text = r.text().await.unwrap_or_default();
                     return Err(Error::Refused { status, body: text.trim().to_string() });
                 }
-                Err(e) => {
-                    if started.elapsed() > self.retry_for {
-                        return Err(Error::Unreachable { url: self.url.clone(), retry_for: self.retry_for, source: e });
-                    }
-                    backoff
-                }
+                Err(e) => (backoff, Some(e)),
             };
             if started.elapsed() + wait > self.retry_for {
-                return Err(Error::Overloaded(self.retry_for));
+                return Err(match failed {
+                    Some(source) => Error::Unreachable { url: self.url.clone(), retry_for: self.retry_for, source },
+                    None => Error::Overloaded(self.retry_for),
+                });
             }
             tokio::time::sleep(wait).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
             resends += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A gateway that never answers is reported as unreachable, naming the URL and the last
+    /// connection error (it was reported as "answered 503"); a URL that cannot be posted to is
+    /// refused before anything is sent.
+    #[tokio::test]
+    async fn a_closed_port_is_unreachable_not_overloaded_and_a_bad_url_is_refused_at_once() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let client = GatewayClient::new(&format!("http://127.0.0.1:{port}"), Duration::from_millis(500)).unwrap();
+        let started = Instant::now();
+        let e = client.post_ndjson("t", Bytes::from_static(b"{}\n")).await.unwrap_err();
+        assert!(matches!(e, Error::Unreachable { .. }), "{e}");
+        assert!(e.to_string().contains(&format!("127.0.0.1:{port}")), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        for bad in ["127.0.0.1:8080", "ftp://127.0.0.1:8080", "http://"] {
+            let e = GatewayClient::new(bad, Duration::from_secs(60)).err().unwrap_or_else(|| panic!("{bad} was taken"));
+            assert!(e.to_string().contains(bad) && e.to_string().contains("http://"), "{bad}: {e}");
         }
     }
 }
