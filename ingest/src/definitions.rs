@@ -84,16 +84,22 @@ impl Definitions {
                     }
                     let mut entry = json!({"kind": kind.schema_name(), "name": name, "version": version, "sha256": loaded.hash, "url": url});
                     let contract = path.with_file_name(path.file_name().unwrap_or_default().to_string_lossy().replace(".yaml", ".contract.json"));
-                    if kind == ContractKind::Pipeline && contract.is_file() {
+                    let contract = if kind == ContractKind::Pipeline && contract.is_file() {
                         let text = std::fs::read_to_string(&contract).map_err(|source| Error::Read { path: contract.clone(), source })?;
                         let value: Value = serde_json::from_str(&text).map_err(|source| Error::NotJson { path: contract.clone(), source })?;
-                        by_path.insert(format!("{url}/contract"), Resource::new(&value));
                         entry["contract"] = json!(format!("{url}/contract"));
+                        Some(value)
+                    } else {
+                        None
+                    };
+                    // `v1` and `1` name the same version, for the manifest and its contract alike.
+                    let numbered = version.strip_prefix('v').map(|number| format!("/manifests/{name}/{number}"));
+                    for at in std::iter::once(url).chain(numbered) {
+                        if let Some(c) = &contract {
+                            by_path.insert(format!("{at}/contract"), Resource::new(c));
+                        }
+                        by_path.insert(at, Resource::new(&loaded.value));
                     }
-                    if let Some(number) = version.strip_prefix('v') {
-                        by_path.insert(format!("/manifests/{name}/{number}"), Resource::new(&loaded.value));
-                    }
-                    by_path.insert(url, Resource::new(&loaded.value));
                     manifest_list.push(entry);
                 }
             }

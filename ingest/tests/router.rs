@@ -594,7 +594,13 @@ async fn definitions_are_served_with_etags() {
     let (status, _, m) = h.get("/manifests/lap-performance/v1", None).await;
     assert_eq!((status, m["name"].as_str()), (StatusCode::OK, Some("lap-performance")));
     assert_eq!(h.get("/manifests/lap-performance/1", None).await.2, m);
-    assert_eq!(h.get("/manifests/lap-performance/v1/contract", None).await.0, 200);
+    let (status, _, contract) = h.get("/manifests/lap-performance/v1/contract", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        h.get("/manifests/lap-performance/1/contract", None).await,
+        (StatusCode::OK, h.get("/manifests/lap-performance/v1/contract", None).await.1, contract),
+        "the bare version number serves the contract too"
+    );
     for (path, says) in [
         ("/schemas/pitgun-nope/v1", "no schema \"pitgun-nope/v1\""),
         ("/dictionary/vehicle.warp", "metric \"vehicle.warp\" is not in dictionary racing"),
