@@ -75,7 +75,7 @@ pub struct GatewayArgs {
     max_in_flight: usize,
     /// How long a request's body may take to arrive; a slower one gets 408 and frees its share of
     /// --max-in-flight.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::duration_arg::positive)]
     body_timeout: Duration,
     /// After SIGTERM or SIGINT, how long requests in progress may take before their connections
     /// are closed and the producer is flushed (keep it and --ack-timeout within the pod's grace
@@ -83,7 +83,7 @@ pub struct GatewayArgs {
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
     /// How long the broker has to acknowledge a batch before the answer is 503.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = crate::duration_arg::positive)]
     ack_timeout: Duration,
     /// `Retry-After` of a 503, in seconds.
     #[arg(long, default_value_t = 1)]
@@ -92,12 +92,12 @@ pub struct GatewayArgs {
     #[arg(long, default_value = "lz4")]
     compression: String,
     /// How often /readyz asks the broker for metadata.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = crate::duration_arg::positive)]
     readiness_interval: Duration,
     /// How often the keys file is checked for changes; a changed file is read again, so a key
     /// is added or revoked without a restart (SIGHUP reloads it at once). A broken new version
     /// is logged and the keys in force stay.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = crate::duration_arg::positive)]
     keys_check_interval: Duration,
     /// Requests per second one API key (or one browser session's token) may make, in bursts of
     /// as many; beyond, 429 with Retry-After. 0: no limit.
@@ -189,9 +189,6 @@ pub fn run_cmd(args: GatewayArgs) -> Result<ExitCode> {
     }
     if args.max_in_flight < args.max_body || args.max_in_flight > u32::MAX as usize {
         bail!("--max-in-flight {} must be at least --max-body ({}) and at most 4GiB", args.max_in_flight, args.max_body);
-    }
-    if args.body_timeout.is_zero() {
-        bail!("--body-timeout must be positive");
     }
     if args.max_item_size > MAX_ITEM_SIZE {
         bail!(

@@ -16,6 +16,8 @@ mod api_cmd;
 #[cfg(feature = "live")]
 mod broker_args;
 #[cfg(feature = "live")]
+mod duration_arg;
+#[cfg(feature = "live")]
 mod gateway_cmd;
 #[cfg(not(feature = "live"))]
 mod live;

@@ -32,7 +32,7 @@ pub struct ProcessArgs {
     #[arg(long, requires = "pipeline")]
     bundle: Option<PathBuf>,
     /// Pipeline name inside --bundle.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "manifest")]
     pipeline: Option<String>,
     #[command(flatten)]
     broker: BrokerArgs,
@@ -41,7 +41,7 @@ pub struct ProcessArgs {
     #[arg(long)]
     state_dir: Option<PathBuf>,
     /// Time between checkpoints (rows acknowledged, then state and offsets written atomically).
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = crate::duration_arg::positive)]
     checkpoint_interval: Duration,
     /// Read up to the end offsets seen at start, close every session as replay does at end of
     /// input, checkpoint and exit (batch backfills, tests).
@@ -78,14 +78,14 @@ pub struct ProcessArgs {
     #[arg(long, env = "PITGUN_INSTANCE_ID")]
     instance_id: Option<String>,
     /// Consumer-group session timeout: how soon a dead replica's partitions move to the others.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::duration_arg::positive)]
     group_session_timeout: Duration,
     /// Partitions of the output topics when this processor has to create them.
     #[arg(long, default_value_t = 4)]
     output_partitions: i32,
     /// How long a checkpoint waits for the broker to acknowledge emitted rows before the
     /// processor stops with an error (it never checkpoints past an unacknowledged row).
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::duration_arg::positive)]
     flush_timeout: Duration,
     /// Extra librdkafka consumer setting `KEY=VALUE` (repeatable), e.g.
     /// `--consumer-config fetch.max.bytes=104857600`. `fetch.wait.max.ms` (20 by default) also

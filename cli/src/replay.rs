@@ -32,7 +32,7 @@ pub struct ReplayArgs {
     #[arg(long, requires = "pipeline", conflicts_with = "manifest")]
     bundle: Option<PathBuf>,
     /// Pipeline name inside the bundle.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "manifest")]
     pipeline: Option<String>,
     /// Dictionary file (default: manifests/dictionary/<pinned name>.yaml beside the manifest).
     #[arg(long)]

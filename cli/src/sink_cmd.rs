@@ -58,7 +58,7 @@ pub struct SinkArgs {
     #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
     linger: Duration,
     /// Longest wait between retries of a target that fails (backoff doubles from 100 ms).
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::duration_arg::positive)]
     max_backoff: Duration,
     /// Stop once the end offsets seen at start are written and committed (backfills, tests).
     #[arg(long)]

@@ -265,6 +265,16 @@ fn millis(t: std::time::SystemTime) -> i64 {
 }
 
 pub fn export(args: ExportArgs) -> Result<ExitCode> {
+    if let (Some(from), Some(to)) = (args.from_offset, args.to_offset) {
+        if from >= to {
+            bail!("--from-offset {from} is not before --to-offset {to}: the range holds no record");
+        }
+    }
+    if let (Some(from), Some(to)) = (args.from_time, args.to_time) {
+        if from >= to {
+            bail!("--from-time is not before --to-time: the range holds no record");
+        }
+    }
     let broker = args.broker.broker();
     let topic = broker.name(&args.topic);
     let range = Range {

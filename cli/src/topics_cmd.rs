@@ -38,10 +38,10 @@ pub struct TopicsArgs {
     replication: i32,
     /// Retention of every topic created, like `7d` or `72h`. Keep the state changelog's above
     /// the longest time a group may be down (a restore reads its latest snapshot).
-    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "7d", value_parser = crate::duration_arg::positive)]
     retention: Duration,
     /// How long the broker has to answer.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::duration_arg::positive)]
     timeout: Duration,
 }
 

@@ -919,3 +919,28 @@ fn a_million_sessions_stay_under_the_memory_ceiling() {
     let peak = s["peak_resident_bytes"].as_u64().expect("the summary gives the peak resident memory");
     assert!(peak < CEILING, "peak resident memory {} MiB over the 768 MiB ceiling", peak >> 20);
 }
+
+/// Settings a run cannot work with are refused on the command line, before any broker is
+/// asked: a zero interval or timeout (a checkpoint interval of 0s wrote a checkpoint per
+/// poll), --pipeline beside --manifest (it was ignored), an export range that holds no record.
+#[test]
+fn settings_that_cannot_work_are_refused_before_anything_runs() {
+    let m = "manifests/pipelines/lap-performance.v1.yaml";
+    let dead = "127.0.0.1:1";
+    let cases: [(&[&str], &str); 6] = [
+        (&["process", "--manifest", m, "--brokers", dead, "--checkpoint-interval", "0s"], "must be greater than zero"),
+        (&["process", "--manifest", m, "--brokers", dead, "--flush-timeout", "0ms"], "must be greater than zero"),
+        (&["gateway", "--keys", "k.yaml", "--brokers", dead, "--ack-timeout", "0s"], "must be greater than zero"),
+        (&["process", "--manifest", m, "--brokers", dead, "--pipeline", "laps"], "cannot be used with"),
+        (&["replay", "--manifest", m, "--pipeline", "laps", "--input", "samples/racing-small.ndjson.zst"], "cannot be used with"),
+        (&["export", "--brokers", dead, "--output", "/tmp/never.avro", "--from-offset", "100", "--to-offset", "10"], "not before --to-offset"),
+    ];
+    for (args, says) in cases {
+        let started = Instant::now();
+        let out = std::process::Command::new(pitgun_bin()).current_dir(root()).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{args:?} took {:?}: no broker was asked", started.elapsed());
+    }
+}
