@@ -1,6 +1,6 @@
 //! `pitgun validate`: which contract is this document, and is it valid?
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -9,15 +9,22 @@ use pitgun_contracts::load::{from_value, SourceText};
 use pitgun_contracts::schema::ContractKind;
 use pitgun_contracts::{analysis, bundle, dictionary, envelope, manifest, ContractError};
 
+use crate::project::Project;
+
 /// Arguments of `pitgun validate`.
 #[derive(Args)]
 #[command(after_help = "The contract is recognised by the document's `schema` field \
 (pitgun-envelope/v1, pitgun-dictionary/v1, pitgun-pipeline/v1, pitgun-bundle/v1, pitgun-analysis/v1). \
-NDJSON files are checked line by line as envelopes. Exit code 1 when any document is invalid.")]
+NDJSON files are checked line by line as envelopes. A pipeline is also compiled against its \
+dictionary (found beside it, or --dictionary) as replay would, and a bundle's pins are checked \
+for every pipeline it ships. Exit code 1 when any document is invalid.")]
 pub struct ValidateArgs {
     /// Files to check (YAML, JSON or NDJSON).
     #[arg(required = true)]
     files: Vec<PathBuf>,
+    /// Dictionary pipelines are compiled against (default: found beside each manifest).
+    #[arg(long)]
+    dictionary: Option<PathBuf>,
 }
 
 pub fn run(args: ValidateArgs) -> Result<ExitCode> {
@@ -44,12 +51,16 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
         };
         let mut file_errors = 0;
         for (doc, _) in &documents {
-            match check(doc) {
+            let checked = check(doc).map_err(anyhow::Error::from).and_then(|kind| {
+                runs(kind, path, args.dictionary.as_deref())?;
+                Ok(kind)
+            });
+            match checked {
                 Ok(kind) if documents.len() == 1 => println!("{}: valid {}", doc.file, kind.tag()),
                 Ok(_) => {}
                 Err(e) => {
                     file_errors += 1;
-                    eprintln!("{e}");
+                    eprintln!("{e:#}");
                 }
             }
         }
@@ -59,6 +70,24 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
         failed += file_errors;
     }
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Whether a valid document also runs: a pipeline compiles against its dictionary; every
+/// pipeline of a bundle loads with all of the bundle's pins matching and compiles.
+fn runs(kind: ContractKind, path: &Path, dictionary: Option<&Path>) -> Result<()> {
+    match kind {
+        ContractKind::Pipeline => {
+            Project::load(path, dictionary)?.compile()?;
+        }
+        ContractKind::Bundle => {
+            let b: pitgun_contracts::load::Loaded<bundle::Bundle> = pitgun_contracts::load::load(kind, path)?;
+            for pinned in &b.doc.pipelines {
+                Project::from_bundle(path, &pinned.name)?.compile()?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 fn check(source: &SourceText) -> Result<ContractKind, ContractError> {

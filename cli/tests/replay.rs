@@ -287,14 +287,21 @@ fn contracts_printed_by_the_cli_validate_and_match_the_committed_ones() {
     }
 }
 
+/// lap-performance with one input naming a metric the dictionary lacks (`driver.brakes`),
+/// written to `dir`: its path and text, and the dictionary to compile it against.
+fn with_unknown_metric(dir: &Path) -> (PathBuf, String, PathBuf) {
+    let text = std::fs::read_to_string(manifest("lap-performance")).unwrap();
+    let bad = text.replace("metric: driver.brake}", "metric: driver.brakes}");
+    assert_ne!(bad, text);
+    let path = dir.join("bad.yaml");
+    std::fs::write(&path, &bad).unwrap();
+    (path, bad, root().join("manifests/dictionary/racing.yaml"))
+}
+
 #[test]
 fn manifest_errors_name_file_line_and_pointer() {
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(manifest("lap-performance")).unwrap();
-    let bad = text.replace("metric: driver.brake}", "metric: driver.brakes}");
-    let path = dir.path().join("bad.yaml");
-    std::fs::write(&path, &bad).unwrap();
-    let dict = root().join("manifests/dictionary/racing.yaml");
+    let (path, bad, dict) = with_unknown_metric(dir.path());
     let out = run(&["manifest", "contract", path.to_str().unwrap(), "--dictionary", dict.to_str().unwrap()]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
@@ -544,4 +551,47 @@ fn a_missing_manifest_is_named_with_its_cause_once() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains(&format!("{}: cannot read: ", missing.display())), "{stderr}");
     assert_eq!(stderr.matches("No such file or directory").count(), 1, "{stderr}");
+}
+
+/// `validate` compiles a pipeline against its dictionary and checks a bundle's pins, as
+/// `replay` would: a manifest naming an unknown metric was reported valid.
+#[test]
+fn validate_refuses_a_manifest_that_cannot_run_and_a_bundle_whose_pin_is_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _, dict) = with_unknown_metric(dir.path());
+    let text = std::fs::read_to_string(manifest("lap-performance")).unwrap();
+    let out = run(&["validate", path.to_str().unwrap(), "--dictionary", dict.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("unknown metric \"driver.brakes\""), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("valid"), "nothing is called valid");
+    // The committed manifests compile (their dictionary found beside them).
+    let out = ok(&["validate", manifest("lap-performance").to_str().unwrap(), manifest("client-health").to_str().unwrap()]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).matches("valid pitgun-pipeline/v1").count(), 2);
+
+    // A bundle whose pipeline changed after it was pinned (the bundle's folder layout copied).
+    fn copy_tree(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                copy_tree(&entry.path(), &to.join(entry.file_name()));
+            } else {
+                std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+            }
+        }
+    }
+    for folder in ["manifests/bundles", "manifests/pipelines", "manifests/dictionary", "schemas"] {
+        copy_tree(&root().join(folder), &dir.path().join(folder));
+    }
+    let bundle = dir.path().join("manifests/bundles/racing.v1.yaml");
+    let out = ok(&["validate", bundle.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid pitgun-bundle/v1"));
+    let changed = text.replacen("description: >-\n", "description: >-\n  Changed after pinning.\n", 1);
+    assert_ne!(changed, text);
+    std::fs::write(dir.path().join("manifests/pipelines/lap-performance.v1.yaml"), changed).unwrap();
+    let out = run(&["validate", bundle.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("does not match the bundle's pin"), "{err}");
 }
