@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::broker_args::{init_logging, BrokerArgs};
@@ -79,6 +79,10 @@ pub fn run(args: SinkArgs) -> Result<ExitCode> {
         let project = Project::load(path, args.dictionary.as_deref())?;
         let plan = project.compile().with_context(|| format!("manifest {}", path.display()))?;
         let doc = &project.manifest.doc;
+        // Twice the same version would consume its topic twice and write every row twice.
+        if manifests.iter().any(|m: &pitgun_sink::SinkManifest| m.manifest == doc.name && m.version == doc.version) {
+            bail!("{}: manifest {} v{} is given twice (--manifest)", path.display(), doc.name, doc.version);
+        }
         manifests.push(pitgun_sink::SinkManifest {
             manifest: doc.name.clone(),
             version: doc.version,

@@ -922,12 +922,17 @@ fn a_million_sessions_stay_under_the_memory_ceiling() {
 
 /// Settings a run cannot work with are refused on the command line, before any broker is
 /// asked: a zero interval or timeout (a checkpoint interval of 0s wrote a checkpoint per
-/// poll), --pipeline beside --manifest (it was ignored), an export range that holds no record.
+/// poll), --pipeline beside --manifest (it was ignored), an export range that holds no record, a manifest given twice to the sink (every row was
+/// written twice).
 #[test]
 fn settings_that_cannot_work_are_refused_before_anything_runs() {
     let m = "manifests/pipelines/lap-performance.v1.yaml";
     let dead = "127.0.0.1:1";
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &["sink", "--manifest", m, "--manifest", m, "--brokers", dead, "--targets", "postgres", "--postgres", "postgres://127.0.0.1:1/x"],
+            "given twice",
+        ),
         (&["process", "--manifest", m, "--brokers", dead, "--checkpoint-interval", "0s"], "must be greater than zero"),
         (&["process", "--manifest", m, "--brokers", dead, "--flush-timeout", "0ms"], "must be greater than zero"),
         (&["gateway", "--keys", "k.yaml", "--brokers", dead, "--ack-timeout", "0s"], "must be greater than zero"),
