@@ -922,8 +922,8 @@ fn a_million_sessions_stay_under_the_memory_ceiling() {
 
 /// Settings a run cannot work with are refused on the command line, before any broker is
 /// asked: a zero interval or timeout (a checkpoint interval of 0s wrote a checkpoint per
-/// poll), --pipeline beside --manifest (it was ignored), an export range that holds no record, a manifest given twice to the sink (every row was
-/// written twice).
+/// poll), --pipeline beside --manifest (it was ignored), an export range that holds no record,
+/// a manifest given twice to the sink (every row was written twice).
 #[test]
 fn settings_that_cannot_work_are_refused_before_anything_runs() {
     let m = "manifests/pipelines/lap-performance.v1.yaml";
