@@ -205,7 +205,16 @@ impl Accumulator {
                 }
                 (d.value() / (n * n)).max(0.0).sqrt()
             }),
-            (Accumulator::Sketch(sketch), _) => sketch.quantile(q).ok().flatten(),
+            // A bucket's representative value may lie just outside what the window saw (a
+            // one-value window's p50 was 59.745 for 59.9); the sketch's exact minimum and maximum
+            // bound it, so a percentile never falls below the min column or above the max.
+            (Accumulator::Sketch(sketch), _) => {
+                let v = sketch.quantile(q).ok().flatten()?;
+                Some(match (sketch.min(), sketch.max()) {
+                    (Some(lo), Some(hi)) => v.clamp(lo, hi),
+                    _ => v,
+                })
+            }
             (Accumulator::WindowDerived, _) => None,
         }
     }
@@ -234,6 +243,26 @@ mod tests {
             s.add(0.1);
         }
         assert_eq!(s.value(), 1.0);
+    }
+
+    #[test]
+    fn a_percentile_stays_within_the_values_the_window_saw() {
+        let p = |values: &[f64], q: f64| {
+            let mut acc = Accumulator::new(AggregateFn::Percentile);
+            for (i, v) in values.iter().enumerate() {
+                acc.add(*v, i as i64, i as u64);
+            }
+            acc.finish(AggregateFn::Percentile, q).unwrap()
+        };
+        assert_eq!(p(&[59.9], 0.5), 59.9, "one value is every percentile of it");
+        assert_eq!(p(&[143.87], 0.05), 143.87);
+        let fps = [57.8, 58.0, 58.3, 59.1, 59.9, 60.0, 60.0, 60.0];
+        for q in [0.0, 0.05, 0.5, 0.95, 1.0] {
+            let v = p(&fps, q);
+            assert!((57.8..=60.0).contains(&v), "p{q} = {v}");
+        }
+        assert_eq!(p(&fps, 0.0), 57.8);
+        assert_eq!(p(&fps, 1.0), 60.0);
     }
 
     #[test]
