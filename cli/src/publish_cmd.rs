@@ -12,7 +12,7 @@ use pitgun_codec::json::{decode_into, DecodeError, EnvelopeView};
 use pitgun_codec::rules::check;
 use pitgun_runtime::kafka::{flush_counting, send_waiting, topics, DeliveryReports};
 
-use rdkafka::producer::{BaseRecord, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 
 use crate::broker_args::BrokerArgs;
 use pitgun_codec::dataset::for_each_record;
@@ -35,7 +35,7 @@ enum WireArg {
 /// record. Each line is checked as the gateway checks an envelope, short of the dictionary and
 /// the clock rule; the first that fails stops the publish once the lines before it are
 /// acknowledged (`pitgun validate` checks a whole file first).
-/// The topic must exist (scripts/stack.sh topics).
+/// The topic must exist (`pitgun topics` creates it).
 #[derive(Args, Debug)]
 pub struct PublishArgs {
     /// Dataset: .ndjson/.jsonl/.json (optionally .gz/.zst) or .avro.
@@ -54,11 +54,19 @@ pub struct PublishArgs {
 /// How long the broker may take to acknowledge what was sent (and to make room in a full queue).
 const FLUSH: Duration = Duration::from_secs(120);
 
+/// How long the broker has to answer before anything is read.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub fn run(args: PublishArgs) -> Result<ExitCode> {
     let broker = args.broker.broker();
     let topic = broker.name(&args.topic);
     let producer: ThreadedProducer<DeliveryReports> =
         broker.bulk_producer_config("pitgun-publish").create_with_context(DeliveryReports::default()).context("cannot create the Kafka producer")?;
+    // An unreachable broker is named within seconds, not after the acknowledgements' wait.
+    producer
+        .client()
+        .fetch_metadata(Some(&topic), METADATA_TIMEOUT)
+        .with_context(|| format!("broker {} did not answer metadata for {topic} within {METADATA_TIMEOUT:?}", broker.bootstrap))?;
     let mut encoder = TextEncoder::default();
     let mut buf = Vec::with_capacity(1024);
     let started = Instant::now();

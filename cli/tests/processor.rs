@@ -948,4 +948,15 @@ fn settings_that_cannot_work_are_refused_before_anything_runs() {
         assert!(stderr.contains(says), "{args:?}: {stderr}");
         assert!(started.elapsed() < Duration::from_secs(5), "{args:?} took {:?}: no broker was asked", started.elapsed());
     }
+    // publish names a broker that does not answer within seconds (it waited 120 s in silence).
+    let started = Instant::now();
+    let out = std::process::Command::new(pitgun_bin())
+        .current_dir(root())
+        .args(["publish", "--brokers", dead, "--input", "samples/racing-small.ndjson.zst"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&format!("broker {dead} did not answer")), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(20), "publish took {:?}", started.elapsed());
 }

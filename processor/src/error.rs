@@ -49,7 +49,7 @@ pub enum Error {
         source: rocksdb::Error,
     },
     /// An input topic is not on the broker.
-    #[error("input topic {0} does not exist (create it: scripts/stack.sh topics)")]
+    #[error("input topic {0} does not exist (create it: pitgun topics)")]
     NoInputTopic(String),
     /// Emitted rows were not acknowledged in time, so no checkpoint may pass them.
     #[error("{in_flight} emitted records not acknowledged within {timeout:?}")]
