@@ -23,9 +23,10 @@
 #                       use less so each test's group starts sooner)
 #   --signal S          stop with this signal instead of the graceful one (broker: KILL for a
 #                       crash; PostgreSQL: QUIT for an immediate shutdown, recovered at start)
-#   --with-prometheus   also start Prometheus (Debian's) on 127.0.0.1:--prometheus-port (9090),
+#   --with-prometheus   also start Prometheus (Debian's) on 127.0.0.1:--prometheus-port,
 #                       loading k8s/monitoring's alert rules and scraping the targets that
 #                       `scripts/stack.sh scrape` lists (reread every 5 s)
+#   --prometheus-port P Prometheus's port on 127.0.0.1                (default 9090)
 #
 # Every wait has a deadline (STACK_DEADLINE seconds, default 60); a service that does not answer
 # in time is reported with the tail of its log and the script fails.
@@ -289,5 +290,7 @@ case "$cmd" in
   env) parse "$@"
       echo "PITGUN_BROKERS=127.0.0.1:$(cat "$DIR/broker.port" 2>/dev/null || echo "$BROKER_PORT")"
       echo "PITGUN_POSTGRES=postgres://pitgun:pitgun@127.0.0.1:$(cat "$DIR/postgres.port" 2>/dev/null || echo "$PG_PORT")/pitgun" ;;
- *) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$cmd" ] || exit 2 ;;
+ *) # The header comment, whole: every line from the second up to the first that is not one.
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"
+    case "$cmd" in ""|help|-h|--help) ;; *) echo "unknown command: $cmd" >&2; exit 2 ;; esac ;;
 esac
