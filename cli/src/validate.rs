@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
+use pitgun_codec::dataset::{for_each_record, Format};
+use pitgun_contracts::error::Issue;
 use pitgun_contracts::load::{from_value, SourceText};
 use pitgun_contracts::schema::ContractKind;
 use pitgun_contracts::{analysis, bundle, dictionary, envelope, manifest, ContractError};
@@ -15,7 +17,8 @@ use crate::project::Project;
 #[derive(Args)]
 #[command(after_help = "The contract is recognised by the document's `schema` field \
 (pitgun-envelope/v1, pitgun-dictionary/v1, pitgun-pipeline/v1, pitgun-bundle/v1, pitgun-analysis/v1). \
-NDJSON files are checked line by line as envelopes. A pipeline is also compiled against its \
+Datasets (.ndjson, .jsonl, .json.gz/.zst and the rest that replay reads, .avro) are checked \
+record by record as envelopes. A pipeline is also compiled against its \
 dictionary (found beside it, or --dictionary) as replay would, and a bundle's pins are checked \
 for every pipeline it ships. Exit code 1 when any document is invalid.")]
 pub struct ValidateArgs {
@@ -30,6 +33,10 @@ pub struct ValidateArgs {
 pub fn run(args: ValidateArgs) -> Result<ExitCode> {
     let mut failed = 0usize;
     for path in &args.files {
+        if is_dataset(path) {
+            failed += check_dataset(path);
+            continue;
+        }
         let source = match SourceText::read(path) {
             Ok(s) => s,
             Err(e) => {
@@ -38,38 +45,71 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
                 continue;
             }
         };
-        let documents: Vec<(SourceText, Option<usize>)> = if source.file.ends_with(".ndjson") || source.file.ends_with(".jsonl") {
-            source
-                .text
-                .lines()
-                .enumerate()
-                .filter(|(_, l)| !l.trim().is_empty())
-                .map(|(i, l)| (SourceText { file: format!("{}:{}", source.file, i + 1), text: l.to_string() }, Some(i + 1)))
-                .collect()
-        } else {
-            vec![(source, None)]
-        };
-        let mut file_errors = 0;
-        for (doc, _) in &documents {
-            let checked = check(doc).map_err(anyhow::Error::from).and_then(|kind| {
-                runs(kind, path, args.dictionary.as_deref())?;
-                Ok(kind)
-            });
-            match checked {
-                Ok(kind) if documents.len() == 1 => println!("{}: valid {}", doc.file, kind.tag()),
-                Ok(_) => {}
-                Err(e) => {
-                    file_errors += 1;
-                    eprintln!("{e:#}");
-                }
+        let checked = check(&source).map_err(anyhow::Error::from).and_then(|kind| {
+            runs(kind, path, args.dictionary.as_deref())?;
+            Ok(kind)
+        });
+        match checked {
+            Ok(kind) => println!("{}: valid {}", source.file, kind.tag()),
+            Err(e) => {
+                failed += 1;
+                eprintln!("{e:#}");
             }
         }
-        if documents.len() > 1 && file_errors == 0 {
-            println!("{}: {} valid envelopes", path.display(), documents.len());
-        }
-        failed += file_errors;
     }
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// A dataset of envelopes, as `replay` and `publish` read them: NDJSON or JSON lines (plain,
+/// `.gz` or `.zst`) or Avro. A plain `.json` file is one document (contracts are JSON too).
+fn is_dataset(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    Format::of(path).is_ok() && !name.ends_with(".json")
+}
+
+/// Checks every record of a dataset as an envelope, naming each bad one by file and line;
+/// returns how many were bad (a file that cannot be read counts as one).
+fn check_dataset(path: &Path) -> usize {
+    let (mut records, mut bad) = (0u64, 0usize);
+    let read = for_each_record::<anyhow::Error>(path, &|_| {}, |line, text| {
+        records += 1;
+        let file = format!("{}:{line}", path.display());
+        let checked = serde_json::from_str::<serde_json::Value>(text)
+            .map_err(|e| {
+                ContractError::Invalid(vec![Issue {
+                    file: file.clone(),
+                    line: None,
+                    pointer: String::new(),
+                    message: format!("not valid JSON: {e}"),
+                }])
+            })
+            .and_then(|value| {
+                let record = SourceText { file, text: text.to_string() };
+                from_value::<envelope::Envelope>(ContractKind::Envelope, &value, &record).map(|_| ()).map_err(|e| match e {
+                    // The record is one line: its number is in the label, not a line within it.
+                    ContractError::Invalid(mut issues) => {
+                        issues.iter_mut().for_each(|i| i.line = None);
+                        ContractError::Invalid(issues)
+                    }
+                    other => other,
+                })
+            });
+        if let Err(e) = checked {
+            bad += 1;
+            eprintln!("{e}");
+        }
+        Ok(true)
+    });
+    if let Err(e) = read {
+        eprintln!("{e:#}");
+        return bad + 1;
+    }
+    match (records, bad) {
+        (0, _) => println!("{}: no envelopes", path.display()),
+        (n, 0) => println!("{}: {n} valid envelopes", path.display()),
+        _ => {}
+    }
+    bad
 }
 
 /// Whether a valid document also runs: a pipeline compiles against its dictionary; every

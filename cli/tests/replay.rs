@@ -595,3 +595,32 @@ fn validate_refuses_a_manifest_that_cannot_run_and_a_bundle_whose_pin_is_stale()
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("does not match the bundle's pin"), "{err}");
 }
+
+/// `validate` reads every dataset form `replay` and `publish` take (it refused `.ndjson.zst`,
+/// `.gz` and `.avro` as "not UTF-8"), names each bad record by file and line, and says so when a
+/// dataset holds no envelope.
+#[test]
+fn validate_reads_every_dataset_form_and_names_bad_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = simulate(dir.path(), "v.ndjson", &[]);
+    let lines = std::fs::read_to_string(&plain).unwrap().lines().count();
+    for name in ["v.ndjson.zst", "v.ndjson.gz", "v.avro"] {
+        let data = simulate(dir.path(), name, &[]);
+        let out = ok(&["validate", data.to_str().unwrap()]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains(&format!("{lines} valid envelopes")), "{name}: {stdout}");
+    }
+    let mut text = std::fs::read_to_string(&plain).unwrap();
+    text.push_str("this is not JSON\n{\"schema\":\"pitgun-envelope/v1\"}\n");
+    let broken = dir.path().join("broken.ndjson");
+    std::fs::write(&broken, &text).unwrap();
+    let out = run(&["validate", broken.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("broken.ndjson:{}: ", lines + 1)) && stderr.contains("not valid JSON"), "{stderr}");
+    assert!(stderr.contains(&format!("broken.ndjson:{}: ", lines + 2)), "{stderr}");
+    let empty = dir.path().join("empty.ndjson");
+    std::fs::write(&empty, "").unwrap();
+    let out = ok(&["validate", empty.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no envelopes"), "{}", String::from_utf8_lossy(&out.stdout));
+}
