@@ -22,8 +22,11 @@ def spin(seconds, out):
         out.value += 1
 
 def rate(workers, seconds):
-    counts = [mp.Value("q", 0, lock=False) for _ in range(workers)]
-    procs = [mp.Process(target=spin, args=(seconds, c)) for c in counts]
+    # fork: the loop is defined in this script read from stdin, which a spawned or forkserver
+    # child (Python 3.14's default) could not import.
+    ctx = mp.get_context("fork")
+    counts = [ctx.Value("q", 0, lock=False) for _ in range(workers)]
+    procs = [ctx.Process(target=spin, args=(seconds, c)) for c in counts]
     for p in procs:
         p.start()
     for p in procs:

@@ -68,7 +68,7 @@ pub struct GatewayArgs {
     #[arg(long, default_value = "256KiB", value_parser = parse_size)]
     max_item_size: usize,
     /// Request body bytes read or handled at once (bytes; KiB/MiB suffixes allowed): each request
-    /// counts its Content-Length (--max-body without one) until it is answered, and beyond this a
+    /// counts its Content-Length (--max-body when compressed or without one) until it is answered, and beyond this a
     /// request gets 503 with Retry-After at once. Bounds the gateway's memory (about 3x this at
     /// most); at least --max-body.
     #[arg(long, default_value = "96MiB", value_parser = parse_size)]
@@ -188,7 +188,7 @@ pub fn run_cmd(args: GatewayArgs) -> Result<ExitCode> {
         bail!("--max-batch, --max-body and --max-item-size must be positive");
     }
     if args.max_in_flight < args.max_body || args.max_in_flight > u32::MAX as usize {
-        bail!("--max-in-flight {} must be at least --max-body ({}) and at most 4GiB", args.max_in_flight, args.max_body);
+        bail!("--max-in-flight {} must be at least --max-body ({}) and less than 4GiB", args.max_in_flight, args.max_body);
     }
     if args.max_item_size > MAX_ITEM_SIZE {
         bail!(

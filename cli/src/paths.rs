@@ -7,10 +7,11 @@ use anyhow::{bail, Result};
 
 /// Refuses, before anything is created, an output (flag, path) that is the same file as an
 /// input or as an earlier output, whatever the spelling (`./`, `..`, a symbolic or hard link).
+/// Only files are compared: `/dev/null` or a terminal may take several outputs.
 pub fn distinct(inputs: &[(&str, &Path)], outputs: &[(&str, &Path)]) -> Result<()> {
-    let mut seen: Vec<(&str, &Path, Identity)> = inputs.iter().map(|&(flag, p)| (flag, p, identity(p))).collect();
+    let mut seen: Vec<(&str, &Path, Identity)> = inputs.iter().filter_map(|&(flag, p)| Some((flag, p, identity(p)?))).collect();
     for &(flag, path) in outputs {
-        let id = identity(path);
+        let Some(id) = identity(path) else { continue };
         if let Some((other, other_path, _)) = seen.iter().find(|(_, _, known)| *known == id) {
             bail!("{flag} {} is the same file as {other} {}: refusing to overwrite it; give another path", path.display(), other_path.display());
         }
@@ -20,25 +21,37 @@ pub fn distinct(inputs: &[(&str, &Path)], outputs: &[(&str, &Path)]) -> Result<(
 }
 
 /// What makes two paths one file: the device and inode of an existing file, else the absolute
-/// path it would be created at.
+/// path it would be created at (through a dangling symbolic link, its target's).
 #[derive(PartialEq, Eq)]
 enum Identity {
     File(u64, u64),
     Path(PathBuf),
 }
 
-fn identity(path: &Path) -> Identity {
-    #[cfg(unix)]
+/// `None` for what is not a file (a device, a pipe, a folder): never the same file as another.
+fn identity(path: &Path) -> Option<Identity> {
     if let Ok(m) = std::fs::metadata(path) {
-        use std::os::unix::fs::MetadataExt;
-        return Identity::File(m.dev(), m.ino());
+        if !m.is_file() {
+            return None;
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            return Some(Identity::File(m.dev(), m.ino()));
+        }
+    }
+    let mut path = path.to_path_buf();
+    // A link to a file not yet created: that file is what will be written.
+    for _ in 0..40 {
+        let Ok(target) = std::fs::read_link(&path) else { break };
+        path = path.parent().unwrap_or(Path::new(".")).join(target);
     }
     let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let resolved = match (std::fs::canonicalize(parent), path.file_name()) {
         (Ok(dir), Some(name)) => dir.join(name),
-        _ => std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()),
+        _ => std::path::absolute(&path).unwrap_or(path),
     };
-    Identity::Path(resolved)
+    Some(Identity::Path(resolved))
 }
 
 #[cfg(test)]
@@ -61,5 +74,12 @@ mod tests {
         let e = distinct(&[("--input", &input)], &[("--output", &out), ("--late", &dir.path().join("./out.ndjson"))]).unwrap_err().to_string();
         assert!(e.contains("--late") && e.contains("same file as --output"), "{e}");
         distinct(&[("--input", &input)], &[("--output", &out), ("--late", &dir.path().join("late.ndjson"))]).unwrap();
+        // Devices take any number of outputs.
+        distinct(&[("--input", &input)], &[("--output", Path::new("/dev/null")), ("--late", Path::new("/dev/null"))]).unwrap();
+        // A dangling link names the file it will create.
+        let link = dir.path().join("dangling.ndjson");
+        std::os::unix::fs::symlink(dir.path().join("target.ndjson"), &link).unwrap();
+        let e = distinct(&[], &[("--output", &link), ("--late", &dir.path().join("target.ndjson"))]).unwrap_err().to_string();
+        assert!(e.contains("--late") && e.contains("same file as --output"), "{e}");
     }
 }

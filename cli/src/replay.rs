@@ -97,7 +97,9 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
             bail!("{}: no such file", p.display());
         }
     }
-    let inputs: Vec<(&str, &std::path::Path)> = args.input.iter().map(|p| ("--input", p.as_path())).collect();
+    let read = [("--manifest", &args.manifest), ("--dictionary", &args.dictionary), ("--bundle", &args.bundle)];
+    let inputs: Vec<(&str, &std::path::Path)> =
+        args.input.iter().map(|p| ("--input", p.as_path())).chain(read.iter().filter_map(|(flag, p)| p.as_deref().map(|p| (*flag, p)))).collect();
     let outputs = [("--output", &args.output), ("--late", &args.late), ("--rejected", &args.rejected)];
     let outputs: Vec<(&str, &std::path::Path)> = outputs.iter().filter_map(|(flag, p)| p.as_deref().map(|p| (*flag, p))).collect();
     crate::paths::distinct(&inputs, &outputs)?;

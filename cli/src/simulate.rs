@@ -125,7 +125,6 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
     if let (Some(output), Some(truth)) = (&args.output, &args.truth) {
         crate::paths::distinct(&[], &[("--output", output), ("--truth", truth)])?;
     }
-    let mut writer = args.output.as_deref().map(DatasetWriter::create).transpose()?;
     #[cfg(not(feature = "live"))]
     let mut poster: Option<Poster> = None;
     #[cfg(feature = "live")]
@@ -147,6 +146,8 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
         }
         None => None,
     };
+    // Last, once the target's URL and keys are known good: a refused run leaves --output as it was.
+    let mut writer = args.output.as_deref().map(DatasetWriter::create).transpose()?;
     let mut line = Vec::new();
     let started = Instant::now();
     let mut error: Option<anyhow::Error> = None;

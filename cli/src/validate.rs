@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use pitgun_codec::dataset::{for_each_record, Format};
 use pitgun_contracts::error::Issue;
@@ -46,7 +46,7 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
             }
         };
         let checked = check(&source).map_err(anyhow::Error::from).and_then(|kind| {
-            runs(kind, path, args.dictionary.as_deref())?;
+            runs(kind, path, args.dictionary.as_deref()).with_context(|| source.file.clone())?;
             Ok(kind)
         });
         match checked {

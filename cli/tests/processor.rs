@@ -948,6 +948,17 @@ fn settings_that_cannot_work_are_refused_before_anything_runs() {
         assert!(stderr.contains(says), "{args:?}: {stderr}");
         assert!(started.elapsed() < Duration::from_secs(5), "{args:?} took {:?}: no broker was asked", started.elapsed());
     }
+    // simulate --target with a URL no request can go to leaves --output as it was.
+    let dir = tempfile::tempdir().unwrap();
+    let keep = dir.path().join("keep.ndjson");
+    std::fs::write(&keep, "kept\n").unwrap();
+    let out = std::process::Command::new(pitgun_bin())
+        .args(["simulate", "--sessions", "1", "--duration", "10s", "--quiet", "--target", "127.0.0.1:1", "--api-key", "pitgun-sim=x", "--output"])
+        .arg(&keep)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read_to_string(&keep).unwrap(), "kept\n", "the output file is untouched");
     // publish names a broker that does not answer within seconds (it waited 120 s in silence).
     let started = Instant::now();
     let out = std::process::Command::new(pitgun_bin())

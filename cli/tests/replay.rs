@@ -534,6 +534,28 @@ fn an_output_that_is_an_input_or_another_output_is_refused_and_nothing_is_touche
         assert_eq!(std::fs::read(&data).unwrap(), before, "{args:?}: the dataset is untouched");
         assert!(!Path::new(rows).exists(), "{args:?}: no output was created");
     }
+    // Nor the manifest or the dictionary it reads (a copy here: the check must hold before the
+    // committed file could be touched).
+    let copy = dir.path().join("m.yaml");
+    std::fs::copy(m, &copy).unwrap();
+    let dict = root().join("manifests/dictionary/racing.yaml");
+    let out = run(&[
+        "replay",
+        "--quiet",
+        "--manifest",
+        copy.to_str().unwrap(),
+        "--dictionary",
+        dict.to_str().unwrap(),
+        "--input",
+        d,
+        "--output",
+        copy.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("same file as --manifest"));
+    assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(m).unwrap(), "the manifest is untouched");
+    // /dev/null takes any number of outputs.
+    ok(&["replay", "--quiet", "--manifest", m, "--input", d, "--output", "/dev/null", "--late", "/dev/null", "--rejected", "/dev/null"]);
     // simulate: --truth may not be --output.
     let out = run(&["simulate", "--sessions", "1", "--duration", "1m", "--quiet", "--output", d, "--truth", d]);
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));

@@ -2,7 +2,7 @@
 //!
 //! One [`GatewayClient`] holds one keep-alive HTTP/1.1 connection (requests are sent one after
 //! another), so everything a caller routes through it arrives in order. A 503 or a broken
-//! connection resends the same batch after `Retry-After` or an exponential backoff, up to a
+//! connection (or a 408) resends the same batch after `Retry-After` or an exponential backoff, up to a
 //! deadline; that is safe because the engine drops resent event ids. Other statuses are final.
 
 use std::time::{Duration, Instant};
@@ -75,7 +75,8 @@ impl GatewayClient {
                         r.json().await.map_err(|source| Error::Http { what: "the gateway's answer is not the documented JSON", source })?;
                     return Ok(Outcome { accepted: a.accepted, rejected: a.rejected, resends });
                 }
-                Ok(r) if r.status().as_u16() == 503 => {
+                // 408: the body did not arrive in time (a slow link); 503: the gateway is busy.
+                Ok(r) if matches!(r.status().as_u16(), 408 | 503) => {
                     let after = r.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
                     (after.map_or(backoff, Duration::from_secs), None)
                 }

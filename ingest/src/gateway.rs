@@ -297,6 +297,10 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
+fn too_large(max: usize) -> Response {
+    body_error(BodyError::TooLarge(format!("the body is larger than the {max}-byte limit")))
+}
+
 fn body_error(e: BodyError) -> Response {
     match e {
         BodyError::Unsupported(m) => json_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", m),
@@ -384,13 +388,10 @@ impl Gateway {
         }
     }
 
-    async fn read_body(&self, headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
+    /// Reads a body whose declared length (if any) is within `max_body`: at most that, within
+    /// `body_timeout`.
+    async fn read_body(&self, body: Body) -> Result<Bytes, Response> {
         let max = self.limits.max_body;
-        let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-        let too_large = || body_error(BodyError::TooLarge(format!("the body is larger than the {max}-byte limit")));
-        if declared.is_some_and(|n| n > max as u64) {
-            return Err(too_large());
-        }
         let timeout = self.limits.body_timeout;
         let Ok(read) = tokio::time::timeout(timeout, Limited::new(body, max).collect()).await else {
             return Err(json_error(
@@ -401,7 +402,7 @@ impl Gateway {
         };
         match read {
             Ok(c) => Ok(c.to_bytes()),
-            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large(max)),
             Err(e) => Err(json_error(StatusCode::BAD_REQUEST, "malformed_body", format!("cannot read the body: {e}"))),
         }
     }
@@ -429,10 +430,18 @@ impl Gateway {
             (Ok(f), Ok(e)) => (f, e),
             (Err(e), _) | (_, Err(e)) => return body_error(e),
         };
-        // The body's share of the in-flight budget, held until the answer (the decoded items and
-        // their records live as long).
+        let max = self.limits.max_body;
         let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-        let share = declared.map_or(self.limits.max_body, |n| n.min(self.limits.max_body as u64) as usize).max(1);
+        if declared.is_some_and(|n| n > max as u64) {
+            return too_large(max);
+        }
+        // The body's share of the in-flight budget, held until the answer (the decoded items and
+        // their records live as long). A compressed body may decode to `max_body`, so it is
+        // charged that much whatever it declares.
+        let share = match (encoding, declared) {
+            (batch::Encoding::Identity, Some(n)) => (n as usize).max(1),
+            _ => max,
+        };
         let Ok(_held) = self.quotas.in_flight.try_acquire_many(share.min(u32::MAX as usize) as u32) else {
             self.metrics.failed("in_flight");
             let mut r = json_error(
@@ -446,7 +455,7 @@ impl Gateway {
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(self.limits.retry_after_secs));
             return r;
         };
-        let body = match self.read_body(headers, body).await {
+        let body = match self.read_body(body).await {
             Ok(b) => b,
             Err(r) => return r,
         };
@@ -537,7 +546,10 @@ fn other_session(checked: &Checked, sid: &str) -> Option<String> {
     if let Some(key) = checked.valid.iter().map(|e| String::from_utf8_lossy(&checked.arena[e.key.clone()])).find(|k| k != sid) {
         return Some(format!("an item is for session {key:?}"));
     }
-    checked.rejected.iter().find(|r| r.session_id.as_deref() != Some(sid)).map(|r| match &r.session_id {
+    // An item refused for its size was not read at all: it names no session, and its dead letter
+    // carries none, so it does not make the rest of the batch another session's.
+    let read = checked.rejected.iter().filter(|r| r.reason != crate::validate::Reason::TooLarge);
+    read.clone().find(|r| r.session_id.as_deref() != Some(sid)).map(|r| match &r.session_id {
         Some(other) => format!("item {} is for session {other:?}", r.index),
         None => format!("item {}'s session cannot be read (at {}: {})", r.index, display_pointer(&r.pointer), r.message),
     })

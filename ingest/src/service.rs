@@ -131,7 +131,10 @@ pub fn run(settings: Settings) -> Result<()> {
         };
         tokio::select! {
             served = server => served?,
-            () = deadline => tracing::warn!("requests still open {:?} after the signal (--drain-timeout): closing them", settings.drain_timeout),
+            () = deadline => tracing::warn!(
+                "requests still open {:?} after the signal (--drain-timeout): no longer waiting for them; they end with the process",
+                settings.drain_timeout
+            ),
         }
         for task in [readiness, keys, forget] {
             task.abort();

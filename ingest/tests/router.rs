@@ -641,6 +641,18 @@ async fn a_session_token_sends_for_its_one_session_and_source_only() {
     sim["source"] = json!({"kind": "simulator", "id": "pitgun-sim", "version": "2.1.0"});
     let (status, answer) = h.post(Some(&token), "application/json", sim.to_string()).await;
     assert_eq!(status, 403, "{answer}");
+    // An item over the size limit is never read, so it names no session: it is refused by its
+    // index and the rest of the batch stored (it used to make the whole batch 403).
+    let huge = json!({"x": "a".repeat(300 << 10)}).to_string();
+    let oversized = format!("{}\n{huge}\n", envelope("web-1", 6));
+    let (status, answer) = h.post(Some(&token), "application/x-ndjson", oversized).await;
+    assert_eq!(
+        (status, answer["accepted"].as_u64(), answer["errors"][0]["reason"].as_str()),
+        (StatusCode::ACCEPTED, Some(1), Some("too_large")),
+        "{answer}"
+    );
+    let (stored, dead) = h.records();
+    assert_eq!((event_ids(&stored), dead.len()), (vec!["web-1-6".to_string()], 1));
     // An invalid item naming another session is refused as a whole too, not dead-lettered.
     let mut bad = envelope("web-9", 5);
     bad["seq"] = json!("x");
