@@ -297,6 +297,17 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
+/// A header that may appear once, as text: repeated or unreadable is an error of its own, not
+/// "missing" (an unreadable Content-Encoding was taken as no compression).
+fn one_header<'h>(headers: &'h HeaderMap, name: header::HeaderName, shown: &str) -> Result<Option<&'h str>, BodyError> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(BodyError::Unsupported(format!("more than one {shown} header: send one")));
+    }
+    value.to_str().map(Some).map_err(|_| BodyError::Unsupported(format!("the {shown} header is not readable text (visible ASCII)")))
+}
+
 fn too_large(max: usize) -> Response {
     body_error(BodyError::TooLarge(format!("the body is larger than the {max}-byte limit")))
 }
@@ -424,9 +435,9 @@ impl Gateway {
                 );
             }
         }
-        let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-        let content_encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
-        let (framing, encoding) = match (batch::framing(content_type), batch::encoding(content_encoding)) {
+        let framing = one_header(headers, header::CONTENT_TYPE, "Content-Type").and_then(batch::framing);
+        let encoding = one_header(headers, header::CONTENT_ENCODING, "Content-Encoding").and_then(batch::encoding);
+        let (framing, encoding) = match (framing, encoding) {
             (Ok(f), Ok(e)) => (f, e),
             (Err(e), _) | (_, Err(e)) => return body_error(e),
         };

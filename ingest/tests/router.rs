@@ -492,6 +492,26 @@ async fn limits_content_types_and_broken_bodies_have_their_statuses() {
     assert!(answer["message"].as_str().unwrap().contains("application/x-ndjson"), "{answer}");
     let (status, _) = h.post_with(Some(&h.web), &[("content-type", "application/json"), ("content-encoding", "br")], "{}").await;
     assert_eq!(status, 415);
+    // An unreadable or repeated Content-Type or Content-Encoding is refused for what it is: it was
+    // taken as missing (an unreadable encoding as no compression, the body then dead-lettered).
+    for (name, values, says) in [
+        ("content-encoding", vec![&b"gzip\xe9"[..]], "Content-Encoding header is not readable"),
+        ("content-encoding", vec![&b"gzip"[..], &b"gzip"[..]], "more than one Content-Encoding"),
+        ("content-type", vec![&b"application/json\xe9"[..]], "Content-Type header is not readable"),
+        ("content-type", vec![&b"application/json"[..], &b"text/csv"[..]], "more than one Content-Type"),
+    ] {
+        let mut req = Request::post("/v1/envelopes").header("authorization", format!("Bearer {}", h.web));
+        if name == "content-encoding" {
+            req = req.header("content-type", "application/x-ndjson");
+        }
+        for v in &values {
+            req = req.header(name, axum::http::HeaderValue::from_bytes(v).unwrap());
+        }
+        let (status, _, body) = h.request(req.body(Body::from(envelope("l", 1).to_string())).unwrap()).await;
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, 415, "{name} {values:?}: {body}");
+        assert!(body.contains(says), "{name} {values:?}: {body}");
+    }
     for (body, says) in [("[{\"a\":1}, {\"b\":", "not closed"), ("[]", "no envelopes"), ("[1,,2]", "two commas")] {
         let (status, answer) = h.post(Some(&h.web), "application/json", body).await;
         assert_eq!(status, 400, "{body}");
@@ -501,7 +521,7 @@ async fn limits_content_types_and_broken_bodies_have_their_statuses() {
     assert!(stored.is_empty() && dead.is_empty(), "a refused request queues nothing");
     let m = h.metrics().await;
     assert_eq!(metric(&m, "pitgun_gateway_requests_total{status=\"413\"}"), 3.0);
-    assert_eq!(metric(&m, "pitgun_gateway_requests_total{status=\"415\"}"), 2.0);
+    assert_eq!(metric(&m, "pitgun_gateway_requests_total{status=\"415\"}"), 6.0);
     assert_eq!(metric(&m, "pitgun_gateway_requests_total{status=\"400\"}"), 3.0);
 }
 
