@@ -190,10 +190,15 @@ fn split_array(body: &[u8], open: usize, max: usize, items: &mut Vec<Range<usize
             expect_item = false;
         }
     }
+    // Name where the scan lost track: the item whose brackets or string never closed.
+    let place = match start {
+        Some(s) => format!(" inside item {} (from byte {s})", items.len()),
+        None => String::new(),
+    };
     Err(BodyError::Malformed(if in_string {
-        "the body ends inside a string: the JSON array is not closed".into()
+        format!("the body ends inside a string{place}: the JSON array is not closed")
     } else {
-        "the JSON array is not closed: the body ends first".into()
+        format!("the JSON array is not closed: the body ends{place} (an item's brackets may not match)")
     }))
 }
 
@@ -222,6 +227,11 @@ mod tests {
         assert!(matches!(items("[1,2,]", Framing::Json), Err(BodyError::Malformed(m)) if m.contains("trailing comma")));
         assert!(matches!(items("[1,2", Framing::Json), Err(BodyError::Malformed(m)) if m.contains("not closed")));
         assert!(matches!(items("[\"1]", Framing::Json), Err(BodyError::Malformed(m)) if m.contains("inside a string")));
+        // The item where the scan lost track is named, with its first byte.
+        let e = items(r#"[{"a":[}, {"ok":1}]"#, Framing::Json).unwrap_err();
+        assert!(matches!(&e, BodyError::Malformed(m) if m.contains("not closed: the body ends inside item 0 (from byte 1)")), "{e:?}");
+        let e = items(r#"[{"ok":1}, {"a":"x}, {"ok":2}]"#, Framing::Json).unwrap_err();
+        assert!(matches!(&e, BodyError::Malformed(m) if m.contains("inside a string inside item 1 (from byte 11)")), "{e:?}");
         assert!(matches!(items("[1] x", Framing::Json), Err(BodyError::Malformed(m)) if m.contains("after the array")));
         assert!(matches!(items("[]", Framing::Json), Err(BodyError::Malformed(m)) if m.contains("no envelopes")));
         assert!(matches!(items("  ", Framing::Ndjson), Err(BodyError::Malformed(_))));
