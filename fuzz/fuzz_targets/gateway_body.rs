@@ -31,7 +31,7 @@ fn validator() -> &'static Validator {
     static V: OnceLock<Validator> = OnceLock::new();
     V.get_or_init(|| {
         let dict = serde_yaml_ng::from_str(include_str!("../../manifests/dictionary/racing.yaml")).unwrap();
-        Validator::new(Arc::new(ChannelCatalog::new(&dict).unwrap()), 300_000_000).unwrap()
+        Validator::new(Arc::new(ChannelCatalog::new(&dict).unwrap()), 300_000_000, 256 << 10).unwrap()
     })
 }
 
