@@ -44,7 +44,8 @@ pub struct Limits {
     /// Largest item (one envelope's JSON); larger ones are refused by index with `too_large`.
     pub max_item: usize,
     /// Bytes of request bodies being read or handled at once (each counted at its declared
-    /// length, or `max_body` without one); beyond, 503 at once. At least `max_body`.
+    /// length, or `max_body` when compressed or without one); beyond, 503 at once. At least
+    /// `max_body`.
     pub max_in_flight: usize,
     /// How long a request's body may take to arrive; then 408.
     pub body_timeout: Duration,
@@ -559,8 +560,8 @@ fn other_session(checked: &Checked, sid: &str) -> Option<String> {
     }
     // An item refused for its size was not read at all: it names no session, and its dead letter
     // carries none, so it does not make the rest of the batch another session's.
-    let read = checked.rejected.iter().filter(|r| r.reason != crate::validate::Reason::TooLarge);
-    read.clone().find(|r| r.session_id.as_deref() != Some(sid)).map(|r| match &r.session_id {
+    let mut read = checked.rejected.iter().filter(|r| r.reason != crate::validate::Reason::TooLarge);
+    read.find(|r| r.session_id.as_deref() != Some(sid)).map(|r| match &r.session_id {
         Some(other) => format!("item {} is for session {other:?}", r.index),
         None => format!("item {}'s session cannot be read (at {}: {})", r.index, display_pointer(&r.pointer), r.message),
     })
