@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # Gateway throughput: envelopes/s accepted (acknowledged by the broker) with NDJSON batches of 500
-# over HTTP/1.1 keep-alive, from `pitgun simulate --target` on the same machine; and, in the same
-# run with the same load, a baseline gateway (`pitgun-bench gateway`) that only parses
-# each batch into envelopes and answers 202 — so the cost of validation and Kafka is the ratio.
+# over HTTP/1.1 keep-alive; and, in the same run with the same load, a baseline gateway
+# (`pitgun-bench gateway`) that only parses each batch into envelopes and answers 202 — so the
+# cost of validation and Kafka is the ratio.
 #
 #   bench/gateway.sh [ENVELOPES] [CONNECTIONS]     (defaults 1,000,000 and 4; BENCH_PROFILE=release
-#                                                   for a quicker build than the default dist)
+#                                                   for a quicker build than the default dist;
+#                                                   BENCH_LOAD=simulate for the old load, below)
+#
+# The load: `pitgun simulate` writes the dataset first, then `pitgun-bench post` builds every
+# batch and only posts them, so the load generator takes little of the two cores the gateway and
+# the broker share (clients of a real gateway run elsewhere). BENCH_LOAD=simulate posts with
+# `pitgun simulate --target` instead, which computes the physics while it posts (the figures in
+# BENCHMARKS.md before 2026-12-03 evening).
 #
 # It starts its own broker (scripts/stack.sh, memory storage) on a free port, makes API keys,
 # runs both gateways one after the other, counts what reached the topic, and stops everything.
@@ -43,6 +50,12 @@ KEYS="$WORK/keys.yaml"
 SESSIONS=200
 SECS=$(( N / SESSIONS / 61 + 1 ))
 LOAD=(simulate --seed 1 --sessions "$SESSIONS" --duration "${SECS}s" --batch 500 --concurrency "$CONN" --api-keys "$WORK/tokens")
+LOAD_KIND="${BENCH_LOAD:-post}"
+case "$LOAD_KIND" in
+  post) "$PITGUN" simulate --seed 1 --sessions "$SESSIONS" --duration "${SECS}s" --output "$WORK/load.ndjson" ;;
+  simulate) ;;
+  *) echo "BENCH_LOAD must be post or simulate, not $LOAD_KIND" >&2; exit 2 ;;
+esac
 
 start_gateway() { # start_gateway LOGFILE PROGRAM ARGS... → sets GW_PID and URL
   local logf="$1"; shift
@@ -61,16 +74,30 @@ start_gateway() { # start_gateway LOGFILE PROGRAM ARGS... → sets GW_PID and UR
 }
 stop_gateway() { kill -TERM "$GW_PID"; wait "$GW_PID" || true; GW_PID=""; }
 
-run_load() { # run_load LABEL → prints the summary line, sets RATE and ACCEPTED
-  local out; out="$(/usr/bin/time -f "loadgen: user %U s, sys %S s, peak RSS %M KB" "$PITGUN" "${LOAD[@]}" --target "$URL" 2>&1 >/dev/null)" || { echo "$out" >&2; exit 1; }
+run_load() { # run_load → prints the load generator's summary and CPU, sets RATE and ACCEPTED
+  local out line
+  if [ "$LOAD_KIND" = post ]; then
+    out="$(/usr/bin/time -f "loadgen: user %U s, sys %S s, peak RSS %M KB" "$BENCH" post --target "$URL" --input "$WORK/load.ndjson" \
+      --api-keys "$WORK/tokens" --batch 500 --concurrency "$CONN" 2>&1)" || { echo "$out" >&2; exit 1; }
+    echo "$out" | sed "s/^/  /"
+    line="$(echo "$out" | grep '^{')"
+    ACCEPTED="$(echo "$line" | python3 -c 'import json,sys; print(json.load(sys.stdin)["accepted"])')"
+    RATE="$(echo "$line" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["envelopes_per_second"]))')"
+    return
+  fi
+  out="$(/usr/bin/time -f "loadgen: user %U s, sys %S s, peak RSS %M KB" "$PITGUN" "${LOAD[@]}" --target "$URL" 2>&1 >/dev/null)" || { echo "$out" >&2; exit 1; }
   echo "$out" | sed "s/^/  /"
-  local line; line="$(echo "$out" | grep '^simulate: posted')"
+  line="$(echo "$out" | grep '^simulate: posted')"
   ACCEPTED="$(echo "$line" | sed -n 's/.*accepted \([0-9]*\),.*/\1/p')"
   RATE="$(echo "$line" | sed -n 's/.*; \([0-9]*\) envelopes\/s accepted.*/\1/p')"
 }
 
 bash bench/machine.sh
-echo "load: pitgun ${LOAD[*]} --target URL"
+if [ "$LOAD_KIND" = post ]; then
+  echo "load: pitgun-bench post --batch 500 --concurrency $CONN, $(wc -l < "$WORK/load.ndjson") envelopes from pitgun ${LOAD[*]:0:7} --output"
+else
+  echo "load: pitgun ${LOAD[*]} --target URL"
+fi
 
 start_gateway "$WORK/gateway.log" "$PITGUN" gateway --keys "$KEYS"
 echo "gateway (validation + Kafka, acks=all, idempotent, lz4):"

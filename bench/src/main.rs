@@ -1,7 +1,7 @@
 //! `pitgun-bench`: the programs the scripts in `bench/` measure Pitgun against, kept out of the
 //! product binary. Baselines (what a figure in BENCHMARKS.md is a ratio to): `parse` (serde_json
 //! only), `consume` (a bare Kafka consumer), `produce` (a bare Kafka producer), `gateway` (an HTTP server that only parses), `http`
-//! (the load generator for GET endpoints). Timings of one product component alone: `engine`
+//! (the load generator for GET endpoints), `post` (the gateway's load, batches built beforehand). Timings of one product component alone: `engine`
 //! (the processor's engine without Kafka) and `ilp` (the QuestDB target's encoding).
 //!
 //! `parse` needs only the toolchain; the others come with the `live` feature (librdkafka,
@@ -15,6 +15,8 @@ mod gateway;
 #[cfg(feature = "live")]
 mod live;
 mod parse;
+#[cfg(feature = "live")]
+mod post;
 
 use std::process::ExitCode;
 
@@ -50,6 +52,9 @@ enum Command {
     /// GET requests at a fixed concurrency: rate and latency percentiles.
     #[cfg(feature = "live")]
     Http(live::HttpArgs),
+    /// The gateway's load: a dataset's batches built beforehand, then posted at full speed.
+    #[cfg(feature = "live")]
+    Post(post::PostArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +72,8 @@ fn main() -> ExitCode {
         Command::Ilp(args) => live::ilp(args),
         #[cfg(feature = "live")]
         Command::Http(args) => live::http(args),
+        #[cfg(feature = "live")]
+        Command::Post(args) => post::run(args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
