@@ -104,14 +104,13 @@ pub async fn serve(cfg: Config) -> Result<()> {
         if game_on { ", the game at /play/" } else { "" }
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        })
-        .await?;
+    pitgun_runtime::http::serve(listener, app, pitgun_runtime::http::HEADER_TIMEOUT, async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    })
+    .await;
     info!("stopped");
     Ok(())
 }

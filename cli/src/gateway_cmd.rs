@@ -77,6 +77,12 @@ pub struct GatewayArgs {
     /// --max-in-flight.
     #[arg(long, default_value = "30s", value_parser = crate::duration_arg::positive)]
     body_timeout: Duration,
+    /// How long a request's head (request line and headers) may take to arrive, counted from
+    /// when the connection is ready for it: a client sending it a few bytes at a time, or a
+    /// kept-alive connection idle this long, is closed. Clients that keep connections open
+    /// reconnect on the next request.
+    #[arg(long, default_value = "30s", value_parser = crate::duration_arg::positive)]
+    header_timeout: Duration,
     /// After SIGTERM or SIGINT, how long requests in progress may take before their connections
     /// are closed and the producer is flushed (keep it and --ack-timeout within the pod's grace
     /// period).
@@ -222,6 +228,7 @@ pub fn run_cmd(args: GatewayArgs) -> Result<ExitCode> {
         session_secret: args.session_secret_file,
         cors_origins: args.cors_origins,
         drain_timeout: args.drain_timeout,
+        header_timeout: args.header_timeout,
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -615,6 +615,64 @@ fn stalled_bodies_time_out_bodies_in_flight_are_bounded_and_shutdown_has_a_deadl
     assert!(term.elapsed() < Duration::from_secs(8), "stopped after {:?}", term.elapsed());
 }
 
+/// When `s` is closed by the other side: the time since `since` (a read of 0 bytes or a reset),
+/// or `None` if it still stands after `within`. Bytes the server sends first (an error status)
+/// are read past.
+fn closed_within(s: &mut std::net::TcpStream, since: Instant, within: Duration) -> Option<Duration> {
+    use std::io::Read;
+    let mut buf = [0u8; 1024];
+    loop {
+        let left = within.checked_sub(since.elapsed())?;
+        s.set_read_timeout(Some(left.max(Duration::from_millis(10)))).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return Some(since.elapsed()),
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                if since.elapsed() >= within {
+                    return None;
+                }
+            }
+            Err(_) => return Some(since.elapsed()),
+        }
+    }
+}
+
+/// A client that sends a request's head a few bytes at a time (slowloris), or opens a
+/// connection and sends nothing, cannot hold a connection: it is closed at --header-timeout,
+/// however steadily the bytes trickle in. Requests that arrive in time are served as before.
+#[test]
+fn a_request_head_slower_than_the_header_timeout_closes_its_connection() {
+    use std::io::Write;
+    let gw = Gateway::start("slow-head", &["--header-timeout", "2s"]);
+    gw.wait_ready();
+    let addr = gw.url.trim_start_matches("http://").to_string();
+    let started = Instant::now();
+    let mut idle = std::net::TcpStream::connect(&addr).unwrap();
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.write_all(format!("POST /v1/envelopes HTTP/1.1\r\nhost: {addr}\r\n").as_bytes()).unwrap();
+    // A header line every 300 ms, each in time for any per-read timeout; the head never ends.
+    let trickle = {
+        let mut w = slow.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for i in 0..40 {
+                std::thread::sleep(Duration::from_millis(300));
+                if w.write_all(format!("x-slow-{i}: a\r\n").as_bytes()).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let slow_closed = closed_within(&mut slow, started, Duration::from_secs(10));
+    let idle_closed = closed_within(&mut idle, started, Duration::from_secs(10));
+    for (what, closed) in [("a trickled head", slow_closed), ("a connection without a request", idle_closed)] {
+        let after = closed.unwrap_or_else(|| panic!("{what} still holds its connection 10 s later (--header-timeout 2s)"));
+        assert!(after >= Duration::from_millis(1500) && after < Duration::from_secs(6), "{what}: closed after {after:?}");
+    }
+    trickle.join().unwrap();
+    let (status, answer) = gw.post(Some(&gw.web), "application/x-ndjson", ndjson(&[envelope("x", 1)]));
+    assert_eq!(status, 202, "{answer}");
+}
+
 #[test]
 fn health_and_readiness_follow_the_broker() {
     let gw = Gateway::start("health", &[]);

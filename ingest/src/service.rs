@@ -54,6 +54,9 @@ pub struct Settings {
     /// After SIGTERM, how long requests in progress may take before their connections are
     /// closed and the producer is flushed.
     pub drain_timeout: Duration,
+    /// How long a request's head may take to arrive (also the longest a kept-alive connection
+    /// waits for its next request).
+    pub header_timeout: Duration,
 }
 
 /// Builds the gateway from `settings` with a Kafka producer (blocking: reads files).
@@ -121,7 +124,7 @@ pub fn run(settings: Settings) -> Result<()> {
         // Draining waits for every open request, and a client that stopped sending would hold it
         // past the pod's grace period: it gets --drain-timeout, then the server is dropped.
         let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(listener, router(gw.clone()).into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(async {
+        let server = pitgun_runtime::http::serve(listener, router(gw.clone()), settings.header_timeout, async {
             shutdown_signal().await;
             let _ = stopping.send(());
         });
@@ -130,7 +133,7 @@ pub fn run(settings: Settings) -> Result<()> {
             tokio::time::sleep(settings.drain_timeout).await;
         };
         tokio::select! {
-            served = server => served?,
+            () = server => {}
             () = deadline => tracing::warn!(
                 "requests still open {:?} after the signal (--drain-timeout): no longer waiting for them; they end with the process",
                 settings.drain_timeout

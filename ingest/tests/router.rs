@@ -140,6 +140,7 @@ impl Harness {
             session_secret: None,
             cors_origins: Vec::new(),
             drain_timeout: Duration::from_secs(1),
+            header_timeout: Duration::from_secs(30),
         };
         let mut settings = settings;
         if browsers {

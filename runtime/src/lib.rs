@@ -3,6 +3,7 @@
 //! - [`kafka`]: client settings for the broker, topic names (with an optional namespace prefix,
 //!   so tests and tenants never see each other's data) and topic creation;
 //! - [`serve`]: the `/metrics`, `/healthz` and `/readyz` endpoints every service exposes;
+//! - [`http`]: the accept loop of every HTTP server, with a deadline on each request's head;
 //! - [`browser`]: what the gateway and the API need for browser clients: session tokens, CORS;
 //! - [`quota`]: per-client request quotas and the client's address, for the gateway and the API;
 //! - [`memory`]: the process's peak resident memory, for exit summaries;
@@ -13,6 +14,7 @@
 
 pub mod browser;
 pub mod error;
+pub mod http;
 pub mod kafka;
 pub mod memory;
 pub mod quota;

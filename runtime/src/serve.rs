@@ -76,9 +76,7 @@ pub fn spawn_health_server(addr: SocketAddr, health: Health) -> crate::error::Re
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            if let Err(e) = axum::serve(listener, routes(health)).await {
-                tracing::error!("health server stopped: {e}");
-            }
+            crate::http::serve(listener, routes(health), crate::http::HEADER_TIMEOUT, std::future::pending()).await;
         });
     })?;
     Ok(bound)
