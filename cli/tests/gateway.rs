@@ -682,15 +682,24 @@ fn health_and_readiness_follow_the_broker() {
     let port = free_port();
     let nowhere = format!("127.0.0.1:{port}");
     let gw2 = NoBrokerGateway::start(&nowhere);
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(4));
     assert_eq!(http(Method::Get, &format!("{}/healthz", gw2.url), &[], Vec::new()).0, 200);
     assert_eq!(http(Method::Get, &format!("{}/readyz", gw2.url), &[], Vec::new()).0, 503);
+    // librdkafka reports the refused connection at every reconnect, several times a second:
+    // the log says so once per kind, naming the broker, not at every attempt.
+    let log = gw2.log.lock().unwrap().clone();
+    let about_broker: Vec<&String> = log.iter().filter(|l| l.contains(&nowhere)).collect();
+    assert!(!about_broker.is_empty(), "nothing in the log names the unreachable broker: {log:#?}");
+    let kafka_lines = log.iter().filter(|l| l.contains("librdkafka") || l.to_lowercase().contains("kafka")).count();
+    assert!(kafka_lines <= 4, "{kafka_lines} lines about the broker in 4 s: {log:#?}");
 }
 
 /// A gateway pointed at a port nobody listens on (no topic creation possible).
 struct NoBrokerGateway {
     child: Child,
     url: String,
+    /// Its stderr after the address line.
+    log: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
 
@@ -712,8 +721,10 @@ impl NoBrokerGateway {
             .map_while(Result::ok)
             .find_map(|l| l.split("listening on ").nth(1).map(|a| a.trim().to_string()))
             .expect("the gateway prints its address");
-        std::thread::spawn(move || lines.for_each(drop));
-        NoBrokerGateway { child, url, _dir: dir }
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| sink.lock().unwrap().push(l)));
+        NoBrokerGateway { child, url, log, _dir: dir }
     }
 }
 

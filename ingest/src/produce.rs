@@ -53,7 +53,11 @@ impl ClientContext for AckContext {
         if matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::Fatal)) {
             self.fatal.store(true, Ordering::Release);
         }
-        tracing::warn!("kafka producer: {error}: {reason}");
+        pitgun_runtime::kafka_log::error(&error, reason);
+    }
+
+    fn log(&self, level: pitgun_runtime::kafka_log::RDKafkaLogLevel, facility: &str, message: &str) {
+        pitgun_runtime::kafka_log::log(level, facility, message);
     }
 }
 

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use pitgun_runtime::error::Error as EdgeError;
 use pitgun_runtime::kafka::{send_waiting, Broker};
+use pitgun_runtime::kafka_log::Quiet;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -114,7 +115,9 @@ pub(crate) struct Acks {
     offsets: Mutex<HashMap<usize, i64>>,
 }
 
-impl ClientContext for Acks {}
+impl ClientContext for Acks {
+    pitgun_runtime::forward_kafka_logs!();
+}
 impl ProducerContext for Acks {
     /// 0 for records whose offset nobody asks for; otherwise a token for [`Acks::offsets`].
     type DeliveryOpaque = usize;
@@ -351,7 +354,7 @@ impl Changelog {
     /// A reader of one changelog partition, its low and high offsets, and a deadline for
     /// everything read through it.
     fn reader(&self, partition: i32) -> Result<(Reader<'_>, i64, i64)> {
-        let consumer: BaseConsumer = self
+        let consumer: BaseConsumer<Quiet> = self
             .broker
             .consumer_config("pitgun-restore")
             // librdkafka assigns partitions only in a consumer with a group id; this one never
@@ -361,7 +364,7 @@ impl Changelog {
             // A record deleted under the reader is an error, not a jump to the end.
             .set("auto.offset.reset", "error")
             .set("fetch.wait.max.ms", &self.fetch_wait_ms)
-            .create()
+            .create_with_context(Quiet)
             .map_err(EdgeError::kafka("cannot create the changelog reader"))?;
         let (low, high) = consumer
             .fetch_watermarks(&self.topic, partition, Duration::from_secs(10))
@@ -457,7 +460,7 @@ fn decode_mark(body: &[u8]) -> (i64, i64) {
 
 /// Reads ranges of one changelog partition.
 struct Reader<'a> {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<Quiet>,
     topic: &'a str,
     partition: i32,
     deadline: Instant,

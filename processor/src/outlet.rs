@@ -55,7 +55,9 @@ pub(crate) struct Deliveries {
     pub(crate) failures: Failures,
 }
 
-impl ClientContext for Deliveries {}
+impl ClientContext for Deliveries {
+    pitgun_runtime::forward_kafka_logs!();
+}
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {

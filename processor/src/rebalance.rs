@@ -33,6 +33,8 @@ impl Ctx {
 }
 
 impl ClientContext for Ctx {
+    pitgun_runtime::forward_kafka_logs!();
+
     fn stats(&self, stats: rdkafka::Statistics) {
         record_consumer_lag(&stats, &self.lag);
     }

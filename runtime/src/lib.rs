@@ -2,6 +2,7 @@
 //!
 //! - [`kafka`]: client settings for the broker, topic names (with an optional namespace prefix,
 //!   so tests and tenants never see each other's data) and topic creation;
+//! - [`kafka_log`]: librdkafka's errors and log lines, each kind once per interval;
 //! - [`serve`]: the `/metrics`, `/healthz` and `/readyz` endpoints every service exposes;
 //! - [`http`]: the accept loop of every HTTP server, with a deadline on each request's head;
 //! - [`browser`]: what the gateway and the API need for browser clients: session tokens, CORS;
@@ -16,6 +17,7 @@ pub mod browser;
 pub mod error;
 pub mod http;
 pub mod kafka;
+pub mod kafka_log;
 pub mod memory;
 pub mod quota;
 pub mod serve;

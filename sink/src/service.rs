@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use pitgun_contracts::analysis::AnalysisContract;
 use pitgun_contracts::manifest::{SinkDef, SinkKind};
 use pitgun_runtime::kafka::{headers, partition_bounds, record_consumer_lag, topics, Broker};
+use pitgun_runtime::kafka_log::Quiet;
 use pitgun_runtime::serve::{spawn_health_server, Health};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::Message;
@@ -109,7 +110,7 @@ pub struct Summary {
 async fn commit(
     done: &Batch,
     consumer: &StreamConsumer<SinkContext>,
-    producer: &FutureProducer,
+    producer: &FutureProducer<Quiet>,
     deadletter_topic: &str,
     metrics: &Metrics,
     summary: &mut Summary,
@@ -197,6 +198,8 @@ impl SinkContext {
 }
 
 impl ClientContext for SinkContext {
+    pitgun_runtime::forward_kafka_logs!();
+
     fn stats(&self, stats: rdkafka::Statistics) {
         record_consumer_lag(&stats, &self.lag);
     }
@@ -261,8 +264,11 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         .set("session.timeout.ms", "10000")
         .create_with_context(SinkContext { lag: metrics.consumer_lag.clone(), revocations: Mutex::default(), writing: Arc::default() })
         .map_err(EdgeError::kafka("cannot create the Kafka consumer"))?;
-    let producer: FutureProducer =
-        cfg.broker.producer_config("pitgun-sink-deadletter").create().map_err(EdgeError::kafka("cannot create the Kafka producer"))?;
+    let producer: FutureProducer<Quiet> = cfg
+        .broker
+        .producer_config("pitgun-sink-deadletter")
+        .create_with_context(Quiet)
+        .map_err(EdgeError::kafka("cannot create the Kafka producer"))?;
     let deadletter_topic = cfg.broker.name(topics::DEADLETTER_SINK);
     // Startup calls to the broker block (librdkafka's synchronous API): off the async workers.
     let topic_names: Vec<String> = topic_routes.keys().cloned().collect();
