@@ -15,6 +15,7 @@ use pitgun_codec::wire::{sniff, Decoder, WireFormat};
 use pitgun_contracts::envelope::Envelope;
 use pitgun_engine::row::LastVersions;
 use pitgun_runtime::kafka::{topics, Broker};
+use pitgun_runtime::kafka_log::Quiet;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -58,7 +59,7 @@ fn read_topic(broker: &Broker, topic: &str, only: Option<i32>, range: &Range, mu
         // a short wait with one record (nisshi's PostgreSQL storage) needs to read a topic whole.
         config.set("fetch.wait.max.ms", pitgun_runtime::kafka::FETCH_WAIT_MS);
     }
-    let consumer: BaseConsumer = config.create().context("cannot create a Kafka consumer")?;
+    let consumer: BaseConsumer<Quiet> = config.create_with_context(Quiet).context("cannot create a Kafka consumer")?;
     let mut parts = partitions_of(broker, topic)?;
     if let Some(p) = only {
         parts.retain(|&q| q == p);
@@ -137,7 +138,7 @@ fn read_topic(broker: &Broker, topic: &str, only: Option<i32>, range: &Range, mu
 }
 
 fn partitions_of(broker: &Broker, topic: &str) -> Result<Vec<i32>> {
-    let consumer: BaseConsumer = broker.client_config("pitgun-reader").create().context("cannot create a Kafka consumer")?;
+    let consumer: BaseConsumer<Quiet> = broker.client_config("pitgun-reader").create_with_context(Quiet).context("cannot create a Kafka consumer")?;
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .with_context(|| format!("broker {} did not answer metadata for {topic}", broker.bootstrap))?;
@@ -160,6 +161,8 @@ fn signal_hook_flag(stop: &Arc<AtomicBool>) {
 /// printed as the JSON envelope they encode. With --latest, only the last version of each key is printed,
 /// once the end is reached (rows are upserts by row_id).
 #[derive(Args, Debug)]
+// `--version` here is the manifest's; the binary's version is `pitgun --version`.
+#[command(disable_version_flag = true)]
 pub struct TailArgs {
     /// Topic to read.
     #[arg(long, conflicts_with = "manifest", required_unless_present = "manifest")]

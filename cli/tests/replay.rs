@@ -646,3 +646,49 @@ fn validate_reads_every_dataset_form_and_names_bad_lines() {
     let out = ok(&["validate", empty.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("no envelopes"), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// No command's help lists one flag twice: a command's own `--version` once hid the binary's
+/// `-V, --version` behind it (`pitgun tail --version` asked for a manifest version).
+#[test]
+fn every_command_names_each_flag_once() {
+    let top = ok(&["--help"]);
+    let top = String::from_utf8_lossy(&top.stdout).into_owned();
+    let commands: Vec<String> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter(|l| !l.starts_with("   ")) // a description's continued line
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|c| c != "help")
+        .collect();
+    assert!(commands.len() >= 5, "{top}");
+    let mut checked = 0;
+    let mut queue: Vec<Vec<String>> = commands.into_iter().map(|c| vec![c]).collect();
+    while let Some(path) = queue.pop() {
+        let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
+        args.push("--help");
+        let text = String::from_utf8_lossy(&ok(&args).stdout).into_owned();
+        let mut seen = std::collections::BTreeMap::<String, usize>::new();
+        // An option's own line is indented by at most 6; its description's lines by more.
+        let section = text.lines().skip_while(|l| !l.starts_with("Options:")).skip(1).take_while(|l| l.is_empty() || l.starts_with(' '));
+        let options = section.filter(|l| l.len() - l.trim_start().len() <= 6).map(str::trim_start);
+        for line in options.filter(|l| l.starts_with('-')) {
+            let long = line.split([',', ' ']).map(str::trim).find(|w| w.starts_with("--"));
+            if let Some(flag) = long {
+                *seen.entry(flag.to_string()).or_default() += 1;
+            }
+        }
+        let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(twice.is_empty(), "pitgun {} --help lists {twice:?} more than once:\n{text}", path.join(" "));
+        // Nested commands (`pitgun gateway keygen`, `pitgun manifest test`…).
+        let commands = text.lines().skip_while(|l| !l.starts_with("Commands:")).skip(1).take_while(|l| l.starts_with("  "));
+        for sub in commands.filter(|l| !l.starts_with("   ")) {
+            if let Some(name) = sub.split_whitespace().next().filter(|n| *n != "help") {
+                queue.push(path.iter().cloned().chain([name.to_string()]).collect());
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 5);
+}
