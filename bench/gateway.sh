@@ -80,14 +80,14 @@ run_load() { # run_load → prints the load generator's summary and CPU, sets RA
     out="$(/usr/bin/time -f "loadgen: user %U s, sys %S s, peak RSS %M KB" "$BENCH" post --target "$URL" --input "$WORK/load.ndjson" \
       --api-keys "$WORK/tokens" --batch 500 --concurrency "$CONN" 2>&1)" || { echo "$out" >&2; exit 1; }
     echo "$out" | sed "s/^/  /"
-    line="$(echo "$out" | grep '^{')"
+    line="$(echo "$out" | grep '^{')" || { echo "$out" >&2; echo "pitgun-bench post printed no summary" >&2; exit 1; }
     ACCEPTED="$(echo "$line" | python3 -c 'import json,sys; print(json.load(sys.stdin)["accepted"])')"
     RATE="$(echo "$line" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["envelopes_per_second"]))')"
     return
   fi
   out="$(/usr/bin/time -f "loadgen: user %U s, sys %S s, peak RSS %M KB" "$PITGUN" "${LOAD[@]}" --target "$URL" 2>&1 >/dev/null)" || { echo "$out" >&2; exit 1; }
   echo "$out" | sed "s/^/  /"
-  line="$(echo "$out" | grep '^simulate: posted')"
+  line="$(echo "$out" | grep '^simulate: posted')" || { echo "$out" >&2; echo "pitgun simulate printed no summary" >&2; exit 1; }
   ACCEPTED="$(echo "$line" | sed -n 's/.*accepted \([0-9]*\),.*/\1/p')"
   RATE="$(echo "$line" | sed -n 's/.*; \([0-9]*\) envelopes\/s accepted.*/\1/p')"
 }

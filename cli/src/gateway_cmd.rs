@@ -78,10 +78,11 @@ pub struct GatewayArgs {
     #[arg(long, default_value = "30s", value_parser = crate::duration_arg::positive)]
     body_timeout: Duration,
     /// How long a request's head (request line and headers) may take to arrive, counted from
-    /// when the connection is ready for it: a client sending it a few bytes at a time, or a
-    /// kept-alive connection idle this long, is closed. Clients that keep connections open
-    /// reconnect on the next request.
-    #[arg(long, default_value = "30s", value_parser = crate::duration_arg::positive)]
+    /// when the connection waits for it: a head sent a few bytes at a time is cut off, and a
+    /// kept-alive connection idle this long is closed. Keep it longer than the idle timeout of a
+    /// proxy or load balancer in front (60 s for nginx and AWS ALB), or it may reuse a
+    /// connection just as the gateway closes it and answer 502.
+    #[arg(long, default_value = "75s", value_parser = crate::duration_arg::positive)]
     header_timeout: Duration,
     /// After SIGTERM or SIGINT, how long requests in progress may take before their connections
     /// are closed and the producer is flushed (keep it and --ack-timeout within the pod's grace

@@ -12,6 +12,7 @@ use pitgun_contracts::load::{load, Loaded};
 use pitgun_contracts::manifest::PipelineManifest;
 use pitgun_contracts::schema::ContractKind;
 use pitgun_runtime::kafka::{partition_bounds, topics, TopicSpec};
+use pitgun_runtime::kafka_log::Quiet;
 use rdkafka::consumer::BaseConsumer;
 
 use crate::broker_args::BrokerArgs;
@@ -91,7 +92,7 @@ pub fn run(args: TopicsArgs) -> Result<ExitCode> {
         config: vec![("cleanup.policy".into(), "delete".into()), ("retention.ms".into(), args.retention.as_millis().to_string())],
     };
     let created = broker.create_topics(&names, &spec, args.timeout)?;
-    let admin: BaseConsumer = broker.client_config("pitgun-topics").create().context("cannot create a Kafka client")?;
+    let admin: BaseConsumer<Quiet> = broker.client_config("pitgun-topics").create_with_context(Quiet).context("cannot create a Kafka client")?;
     let mut partitions = Vec::with_capacity(names.len());
     for name in &names {
         partitions.push(partition_bounds(&admin, name)?.len() as i32);

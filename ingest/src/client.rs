@@ -2,7 +2,7 @@
 //!
 //! One [`GatewayClient`] holds one keep-alive HTTP/1.1 connection (requests are sent one after
 //! another), so everything a caller routes through it arrives in order. A 503 or a broken
-//! connection (or a 408) resends the same batch after `Retry-After` or an exponential backoff, up to a
+//! connection (or a 408, or a proxy's 502 or 504) resends the same batch after `Retry-After` or an exponential backoff, up to a
 //! deadline; that is safe because the engine drops resent event ids. Other statuses are final.
 
 use std::time::{Duration, Instant};
@@ -75,8 +75,9 @@ impl GatewayClient {
                         r.json().await.map_err(|source| Error::Http { what: "the gateway's answer is not the documented JSON", source })?;
                     return Ok(Outcome { accepted: a.accepted, rejected: a.rejected, resends });
                 }
-                // 408: the body did not arrive in time (a slow link); 503: the gateway is busy.
-                Ok(r) if matches!(r.status().as_u16(), 408 | 503) => {
+                // 408: the body did not arrive in time (a slow link); 503: the gateway is busy;
+                // 502, 504: a proxy in front lost its connection to the gateway.
+                Ok(r) if matches!(r.status().as_u16(), 408 | 502 | 503 | 504) => {
                     let after = r.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
                     (after.map_or(backoff, Duration::from_secs), None)
                 }
@@ -122,5 +123,33 @@ mod tests {
             let e = GatewayClient::new(bad, Duration::from_secs(60)).err().unwrap_or_else(|| panic!("{bad} was taken"));
             assert!(e.to_string().contains(bad) && e.to_string().contains("http://"), "{bad}: {e}");
         }
+    }
+    /// A proxy in front of the gateway answers 502 or 504 when it lost the connection to it (it
+    /// may have reused one the gateway was closing): the batch is sent again, as on 503.
+    #[tokio::test]
+    async fn a_proxys_502_and_504_are_resent() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let calls = std::sync::Arc::new(AtomicU32::new(0));
+        let counted = calls.clone();
+        let app = axum::Router::new().route(
+            "/v1/envelopes",
+            axum::routing::post(move || {
+                let n = counted.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    match n {
+                        0 => (axum::http::StatusCode::BAD_GATEWAY, String::new()),
+                        1 => (axum::http::StatusCode::GATEWAY_TIMEOUT, String::new()),
+                        _ => (axum::http::StatusCode::ACCEPTED, r#"{"accepted":1,"rejected":0}"#.to_string()),
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let client = GatewayClient::new(&format!("http://{addr}"), Duration::from_secs(10)).unwrap();
+        let o = client.post_ndjson("t", Bytes::from_static(b"{}\n")).await.unwrap();
+        assert_eq!(o, Outcome { accepted: 1, rejected: 0, resends: 2 });
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
     }
 }

@@ -140,8 +140,8 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
-    /// The gateway kept answering 503 for the whole retry window.
-    #[error("the gateway answered 503 for {0:?}; giving up on this batch")]
+    /// The gateway (or a proxy in front) kept answering "try again" for the whole retry window.
+    #[error("the gateway kept answering 503 (or 408, or a proxy 502 or 504) for {0:?}; giving up on this batch")]
     Overloaded(Duration),
     /// The metrics could not be registered.
     #[error("cannot register the gateway's metrics")]

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use pitgun_codec::wire::Decoder;
 use pitgun_runtime::kafka::{partition_bounds, topics};
+use pitgun_runtime::kafka_log::Quiet;
 use pitgun_runtime::serve::{spawn_health_server, Health};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{Producer, ThreadedProducer};
@@ -231,7 +232,8 @@ pub fn run(cfg: Config) -> Result<Summary> {
 /// input topic has), or checked to have enough.
 fn changelog(cfg: &Config, inputs: &[String]) -> Result<Changelog> {
     let topic = cfg.broker.name(&topics::changelog(&cfg.manifest, cfg.version));
-    let admin: BaseConsumer = cfg.broker.client_config("pitgun-process-admin").create().map_err(EdgeError::kafka("cannot create a Kafka client"))?;
+    let admin: BaseConsumer<Quiet> =
+        cfg.broker.client_config("pitgun-process-admin").create_with_context(Quiet).map_err(EdgeError::kafka("cannot create a Kafka client"))?;
     let mut needs = 0;
     for input in inputs {
         needs = needs.max(partition_bounds(&admin, input)?.keys().max().map_or(0, |p| p + 1));

@@ -5,10 +5,13 @@
 //! file descriptor) forever by sending a request's head a byte at a time, or by opening a
 //! connection and sending nothing. Here hyper gets one and a deadline for each request's head,
 //! counted from when the connection waits for it: a kept-alive connection idle that long is
-//! closed too. Bodies have their own deadline where they are read (the gateway's
+//! closed too (hyper has no separate idle limit), so the deadline must be longer than the idle
+//! timeout of a proxy in front, or the proxy may reuse a connection just as it is closed and
+//! answer 502. Bodies have their own deadline where they are read (the gateway's
 //! `--body-timeout`).
 
 use std::future::Future;
+use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::time::Duration;
@@ -21,33 +24,37 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tower::Service;
 
-/// The head deadline of servers without a flag for it (the API, the health endpoints).
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The head deadline of servers without a flag for it (the API, the health endpoints): longer
+/// than the 60 s idle timeout of common load balancers (nginx, AWS ALB).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(75);
 
 /// Serves `app` on `listener` until `shutdown` completes, then lets each connection finish the
-/// request it is in and returns once all are closed. Handlers can read the client's address
-/// with `ConnectInfo<SocketAddr>`.
+/// request it is in and returns once all are closed (with no deadline of its own: a caller
+/// that needs one selects on this future, as the gateway does with `--drain-timeout`).
+/// Handlers can read the client's address with `ConnectInfo<SocketAddr>`.
 pub async fn serve(listener: TcpListener, app: Router, header_timeout: Duration, shutdown: impl Future<Output = ()>) {
-    // Each connection holds a receiver; closing is announced by a send, and the last receiver
+    // Each connection holds a receiver: the stop is announced by a send, and the last receiver
     // dropped ends the wait below.
-    let (closing, connections) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut shutdown = pin!(shutdown);
     loop {
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
+                // A client gone before its connection was taken: nothing to say.
+                Err(e) if matches!(e.kind(), ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused) => continue,
                 Err(e) => {
-                    // Out of file descriptors, or a connection reset before it was taken: the
-                    // listener still works, so wait a moment rather than spin or stop serving.
-                    tracing::warn!("cannot accept a connection: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    // Out of file descriptors, most likely: the listener still works once some
+                    // connections close, so wait rather than spin or stop serving.
+                    tracing::error!("cannot accept a connection: {e}; trying again in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
         };
         let app = app.clone();
-        let mut closing = connections.clone();
+        let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
                 request.extensions_mut().insert(ConnectInfo::<SocketAddr>(remote));
@@ -55,10 +62,10 @@ pub async fn serve(listener: TcpListener, app: Router, header_timeout: Duration,
             });
             let mut builder = http1::Builder::new();
             builder.timer(TokioTimer::new()).header_read_timeout(header_timeout);
-            let mut connection = pin!(builder.serve_connection(TokioIo::new(stream), service));
+            let mut connection = pin!(builder.serve_connection(TokioIo::new(stream), service).with_upgrades());
             let served = tokio::select! {
                 served = connection.as_mut() => served,
-                _ = closing.changed() => {
+                _ = stop.changed() => {
                     connection.as_mut().graceful_shutdown();
                     connection.await
                 }
@@ -70,7 +77,7 @@ pub async fn serve(listener: TcpListener, app: Router, header_timeout: Duration,
         });
     }
     drop(listener);
-    closing.send_replace(true);
-    drop(connections);
-    closing.closed().await;
+    stop_tx.send_replace(true);
+    drop(stop_rx);
+    stop_tx.closed().await;
 }

@@ -7,7 +7,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
@@ -116,8 +115,10 @@ impl Broker {
     /// Creates `topics` as `spec` says, keeping those that exist as they are (idempotent);
     /// returns, per topic, whether this call created it.
     pub fn create_topics(&self, topics: &[String], spec: &TopicSpec, timeout: Duration) -> Result<Vec<bool>> {
-        let admin: AdminClient<DefaultClientContext> =
-            self.client_config("pitgun-admin").create().map_err(Error::kafka("cannot create a Kafka admin client"))?;
+        let admin: AdminClient<crate::kafka_log::Quiet> = self
+            .client_config("pitgun-admin")
+            .create_with_context(crate::kafka_log::Quiet)
+            .map_err(Error::kafka("cannot create a Kafka admin client"))?;
         let new: Vec<NewTopic> = topics
             .iter()
             .map(|t| spec.config.iter().fold(NewTopic::new(t, spec.partitions, TopicReplication::Fixed(spec.replication)), |n, (k, v)| n.set(k, v)))
@@ -194,7 +195,9 @@ pub struct DeliveryReports {
     first_error: Mutex<Option<String>>,
 }
 
-impl rdkafka::ClientContext for DeliveryReports {}
+impl rdkafka::ClientContext for DeliveryReports {
+    crate::forward_kafka_logs!();
+}
 
 impl ProducerContext for DeliveryReports {
     type DeliveryOpaque = ();

@@ -3,8 +3,9 @@
 //! While a broker is down, librdkafka reports the refused connection at every reconnect
 //! attempt, several times a second and from every client in the process, as an error event and
 //! as a log line: left alone, that is over thirty lines a second in an operator's log, all
-//! alike. Here each kind (an error's code, a log line's level and facility) is logged the first
-//! time, then at most once per [`REPEAT_EVERY`] with how many like it were left out. The
+//! alike. Here each kind (an error's code, a log line's level and facility, and the text without
+//! its numbers) is logged the first time, then at most once per [`REPEAT_EVERY`] with how many
+//! like it were left out; a fatal error always. The
 //! service's own state (`/readyz`, its metrics) says whether the broker is reachable meanwhile.
 //!
 //! Every Kafka client context in Pitgun forwards `ClientContext::error` and `ClientContext::log`
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 pub use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::ConsumerContext;
 pub use rdkafka::error::KafkaError;
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::ClientContext;
 
 /// The shortest time between two lines of one kind.
@@ -51,14 +53,26 @@ fn admitted(kind: &str) -> Option<u64> {
 fn left_out(n: u64) -> String {
     match n {
         0 => String::new(),
-        n => format!(" ({n} more like it in the last {}s)", REPEAT_EVERY.as_secs()),
+        n => format!(" ({n} more like it since the last such line)"),
     }
 }
 
-/// `ClientContext::error`: a client-wide error (a broker unreachable, all brokers down…).
+/// What makes two reports alike: `what` and the text without its numbers (broker addresses,
+/// ports, times) and without librdkafka's closing parenthesis ("after 0ms in state CONNECT, 3
+/// identical error(s) suppressed"). A refused connection and a failed TLS handshake differ.
+fn kind(what: &str, text: &str) -> String {
+    let text = text.split_once(" (").map_or(text, |(head, _)| head);
+    format!("{what} {}", text.chars().filter(|c| !c.is_ascii_digit()).collect::<String>())
+}
+
+/// `ClientContext::error`: a client-wide error (a broker unreachable, all brokers down…). A
+/// fatal one is always logged, as an error: the client it came from is of no further use.
 pub fn error(error: &KafkaError, reason: &str) {
-    let kind = format!("error {:?}", error.rdkafka_error_code());
-    if let Some(n) = admitted(&kind) {
+    if matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::Fatal)) {
+        tracing::error!(target: "librdkafka", "kafka: {error}: {reason}");
+        return;
+    }
+    if let Some(n) = admitted(&kind(&format!("error {:?}", error.rdkafka_error_code()), reason)) {
         tracing::warn!(target: "librdkafka", "kafka: {error}: {reason}{}", left_out(n));
     }
 }
@@ -69,7 +83,7 @@ pub fn log(level: RDKafkaLogLevel, facility: &str, message: &str) {
         tracing::debug!(target: "librdkafka", "librdkafka: {facility} {message}");
         return;
     }
-    let Some(n) = admitted(&format!("log {level:?} {facility}")) else { return };
+    let Some(n) = admitted(&kind(&format!("log {level:?} {facility}"), message)) else { return };
     let more = left_out(n);
     match level {
         RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
@@ -123,5 +137,18 @@ mod tests {
         assert_eq!(admit(&mut seen, "a", t0 + REPEAT_EVERY), Some(40));
         assert_eq!(admit(&mut seen, "a", t0 + REPEAT_EVERY + Duration::from_secs(1)), None);
         assert_eq!(admit(&mut seen, "a", t0 + REPEAT_EVERY * 2), Some(1));
+    }
+
+    #[test]
+    fn reports_are_alike_when_only_their_numbers_differ() {
+        let refused = |port: u32, ms: u32| {
+            kind(
+                "log Error FAIL",
+                &format!("127.0.0.1:{port}/bootstrap: Connect to ipv4#127.0.0.1:{port} failed: Connection refused (after {ms}ms in state CONNECT)"),
+            )
+        };
+        assert_eq!(refused(9092, 0), refused(19092, 12));
+        assert_ne!(refused(9092, 0), kind("log Error FAIL", "127.0.0.1:9092/bootstrap: SSL handshake failed: certificate verify failed"));
+        assert_ne!(refused(9092, 0), kind("log Warning FAIL", "127.0.0.1:9092/bootstrap: Connect to ipv4#127.0.0.1:9092 failed: Connection refused"));
     }
 }
