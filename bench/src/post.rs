@@ -101,20 +101,14 @@ pub fn run(args: PostArgs) -> Result<ExitCode> {
             tasks.push(tokio::spawn(async move {
                 let mut total = Outcome::default();
                 for (token, body) in sends {
-                    let o = client.post_ndjson(&token, body).await?;
-                    total.accepted += o.accepted;
-                    total.rejected += o.rejected;
-                    total.resends += o.resends;
+                    total += client.post_ndjson(&token, body).await?;
                 }
                 anyhow::Ok(total)
             }));
         }
         let mut total = Outcome::default();
         for t in tasks {
-            let o = t.await??;
-            total.accepted += o.accepted;
-            total.rejected += o.rejected;
-            total.resends += o.resends;
+            total += t.await??;
         }
         anyhow::Ok(total)
     })?;

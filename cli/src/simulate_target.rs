@@ -70,9 +70,8 @@ impl Poster {
                 let mut total = Outcome::default();
                 while let Some(b) = rx.recv().await {
                     let o = client.post_ndjson(&b.token, b.body.into()).await.with_context(|| format!("a batch of {} envelopes", b.items))?;
-                    total.accepted += o.accepted;
-                    total.rejected += o.rejected;
-                    total.resends += o.resends * b.items as u64;
+                    // Resends are counted in envelopes: each may arrive twice.
+                    total += Outcome { resends: o.resends * b.items as u64, ..o };
                 }
                 Ok(total)
             }));
@@ -158,11 +157,7 @@ impl Poster {
         let mut first_error = None;
         for w in std::mem::take(&mut self.workers) {
             match self.rt.block_on(w).context("a connection task panicked")? {
-                Ok(o) => {
-                    total.accepted += o.accepted;
-                    total.rejected += o.rejected;
-                    total.resends += o.resends;
-                }
+                Ok(o) => total += o,
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }

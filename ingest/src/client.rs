@@ -23,6 +23,14 @@ pub struct Outcome {
     pub resends: u64,
 }
 
+impl std::ops::AddAssign for Outcome {
+    fn add_assign(&mut self, o: Outcome) {
+        self.accepted += o.accepted;
+        self.rejected += o.rejected;
+        self.resends += o.resends;
+    }
+}
+
 #[derive(Deserialize)]
 struct Answer {
     accepted: u64,
