@@ -3,7 +3,8 @@
 //! Dependencies of the binary, one line each: `clap` (the command line), `indicatif` (progress
 //! on a terminal), `xxhash-rust` (spreading a simulation's sessions over connections to the
 //! gateway), `anyhow` (errors at the binary's edge),
-//! `rdkafka` (reading topics for `tail`/`export`), `signal-hook` (Ctrl-C/SIGTERM ends a tail),
+//! `rdkafka` (reading topics for `tail`/`export`), `base64` (`tail --meta` shows bytes that are
+//! not text), `signal-hook` (Ctrl-C/SIGTERM ends a tail),
 //! `tracing-subscriber` (service logs to stderr, filtered by `RUST_LOG`).
 //!
 //! The live services are behind the `live` feature (see `Cargo.toml`): the default build, the

@@ -159,7 +159,9 @@ fn signal_hook_flag(stop: &Arc<AtomicBool>) {
 /// Values are printed one per line, exactly as they were written (for rows: the JSON line
 /// `pitgun replay` writes), except envelopes in Avro (what the gateway writes), which are
 /// printed as the JSON envelope they encode. With --latest, only the last version of each key is printed,
-/// once the end is reached (rows are upserts by row_id).
+/// once the end is reached (rows are upserts by row_id). With --meta, each record is one JSON
+/// object that also carries its partition, offset, timestamp, key and headers: how a dead-letter
+/// topic shows why each record is there.
 #[derive(Args, Debug)]
 // `--version` here is the manifest's; the binary's version is `pitgun --version`.
 #[command(disable_version_flag = true)]
@@ -186,6 +188,14 @@ pub struct TailArgs {
     /// With --until-end: print only the last version of each key (the upserted result).
     #[arg(long, requires = "until_end")]
     latest: bool,
+    /// Print each record as one JSON object with its partition, offset, timestamp, key and
+    /// headers (name -> value; an array when a name repeats) before its value. A value that is a
+    /// JSON object or array (an Avro envelope: the JSON it encodes) is embedded as written; any
+    /// other value is a string, or "value_base64" when it is not UTF-8 (keys and header values
+    /// likewise); a tombstone is null; an Avro record that cannot be decoded comes with
+    /// "decode_error". Dead letters carry their reason in headers: pitgun-reason, pitgun-detail.
+    #[arg(long)]
+    meta: bool,
 }
 
 pub fn tail(args: TailArgs) -> Result<ExitCode> {
@@ -205,15 +215,22 @@ pub fn tail(args: TailArgs) -> Result<ExitCode> {
     let decoder = Decoder::default();
     let mut json = String::new();
     read_topic(&broker, &topic, None, &range, |m| {
-        let mut value = m.payload().unwrap_or_default();
+        let payload = m.payload().unwrap_or_default();
         // Envelopes the gateway wrote are Avro single objects: shown as the JSON they encode.
-        if sniff(value) == WireFormat::Avro {
-            if let Err(e) = decoder.to_json(value, &mut json) {
-                eprintln!("tail: {topic}/{}/{}: {e}", m.partition(), m.offset());
+        let decoded = (sniff(payload) == WireFormat::Avro).then(|| decoder.to_json(payload, &mut json));
+        let line;
+        let value = match (decoded, args.meta) {
+            (decoded, true) => {
+                line = with_meta(m, decoded.transpose().map(|d| d.map(|()| json.as_str())));
+                line.as_bytes()
+            }
+            (Some(Ok(())), false) => json.as_bytes(),
+            (Some(Err(e)), false) => {
+                eprintln!("tail: {topic}/{}/{}: {e} (--meta shows such records as they are)", m.partition(), m.offset());
                 return Ok(());
             }
-            value = json.as_bytes();
-        }
+            (None, false) => payload,
+        };
         if args.latest {
             latest.keep(m.key().unwrap_or_default().to_vec(), value.to_vec());
         } else {
@@ -261,6 +278,93 @@ pub struct ExportArgs {
     /// Stop before the first record at or after this broker timestamp (RFC 3339).
     #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
     to_time: Option<std::time::SystemTime>,
+}
+
+/// One record as a JSON object around its value (`tail --meta`). `decoded` is the JSON an Avro
+/// value encodes (`Ok(None)`: the value is not Avro), or why it could not be decoded.
+fn with_meta<M: Message>(m: &M, decoded: Result<Option<&str>, String>) -> String {
+    use rdkafka::message::{Headers, Timestamp};
+    use serde_json::{json, Map, Value};
+    let mut meta = Map::new();
+    meta.insert("partition".into(), json!(m.partition()));
+    meta.insert("offset".into(), json!(m.offset()));
+    meta.insert("timestamp_ms".into(), json!(m.timestamp().to_millis()));
+    let kind = match m.timestamp() {
+        Timestamp::NotAvailable => Value::Null,
+        Timestamp::CreateTime(_) => json!("create"),
+        Timestamp::LogAppendTime(_) => json!("log_append"),
+    };
+    meta.insert("timestamp_type".into(), kind);
+    bytes(&mut meta, "key", m.key());
+    let mut headers = Map::new();
+    for h in m.headers().into_iter().flat_map(|hs| hs.iter()) {
+        let shown = match h.value.map(text) {
+            None => Value::Null,
+            Some(Ok(t)) => json!(t),
+            Some(Err(b)) => json!({ "base64": b }),
+        };
+        match headers.get_mut(h.key) {
+            None => {
+                headers.insert(h.key.to_string(), shown);
+            }
+            // A single value is never an array (a string, null or {"base64"}): an array is a repeat.
+            Some(Value::Array(all)) => all.push(shown),
+            Some(first) => *first = json!([first.take(), shown]),
+        }
+    }
+    meta.insert("headers".into(), Value::Object(headers));
+    match decoded {
+        Ok(Some(json)) => return close_with_json(meta, json),
+        Ok(None) => {}
+        Err(e) => {
+            meta.insert("decode_error".into(), json!(e));
+            meta.insert("value_base64".into(), json!(base64(m.payload().unwrap_or_default())));
+            return Value::Object(meta).to_string();
+        }
+    }
+    match m.payload() {
+        Some(value) if value.trim_ascii_start().starts_with(b"{") || value.trim_ascii_start().starts_with(b"[") => {
+            match serde_json::from_slice::<serde::de::IgnoredAny>(value) {
+                // Raw line breaks in valid JSON lie between tokens: spaces mean the same.
+                Ok(_) => return close_with_json(meta, &String::from_utf8_lossy(value).trim().replace(['\n', '\r'], " ")),
+                Err(_) => bytes(&mut meta, "value", Some(value)),
+            }
+        }
+        // A tombstone is null; any other value that is not an object or array is shown as the
+        // bytes it is (text or base64), so `null`, `"a"` and `a` are told apart.
+        value => bytes(&mut meta, "value", value),
+    }
+    Value::Object(meta).to_string()
+}
+
+/// `name`: the bytes as a string when they are UTF-8, else `name_base64`; null when absent.
+fn bytes(meta: &mut serde_json::Map<String, serde_json::Value>, name: &str, value: Option<&[u8]>) {
+    match value.map(text) {
+        None => meta.insert(name.into(), serde_json::Value::Null),
+        Some(Ok(t)) => meta.insert(name.into(), t.into()),
+        Some(Err(b)) => meta.insert(format!("{name}_base64"), b.into()),
+    };
+}
+
+/// Bytes as text when they are UTF-8, else (`Err`) in base64.
+fn text(bytes: &[u8]) -> Result<&str, String> {
+    std::str::from_utf8(bytes).map_err(|_| base64(bytes))
+}
+
+fn base64(bytes: &[u8]) -> String {
+    use base64::{engine::general_purpose::STANDARD, Engine};
+    STANDARD.encode(bytes)
+}
+
+/// The object `meta` closed by `"value": json`, the JSON spliced in as written (not re-encoded,
+/// so its numbers and key order are the stored ones).
+fn close_with_json(meta: serde_json::Map<String, serde_json::Value>, json: &str) -> String {
+    let mut line = serde_json::Value::Object(meta).to_string();
+    line.pop(); // the closing brace
+    line.push_str(",\"value\":");
+    line.push_str(json);
+    line.push('}');
+    line
 }
 
 fn millis(t: std::time::SystemTime) -> i64 {
@@ -323,4 +427,74 @@ pub fn export(args: ExportArgs) -> Result<ExitCode> {
         eprintln!("export: {skipped} records were not envelopes and were left out; first: {e}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::message::{Header, OwnedHeaders, OwnedMessage, Timestamp};
+    use serde_json::{json, Value};
+
+    fn message(key: Option<&[u8]>, payload: Option<&[u8]>, headers: &[(&str, Option<&[u8]>)]) -> OwnedMessage {
+        let hs = headers.iter().fold(OwnedHeaders::new(), |hs, &(key, value)| hs.insert(Header { key, value }));
+        OwnedMessage::new(payload.map(<[u8]>::to_vec), key.map(<[u8]>::to_vec), "t".into(), Timestamp::CreateTime(1_700_000_000_123), 3, 42, Some(hs))
+    }
+
+    /// The line `tail --meta` prints for a value that is not Avro, checked to be one JSON line.
+    fn line(m: &OwnedMessage) -> String {
+        let line = with_meta(m, Ok(None));
+        assert!(!line.contains('\n'), "one line: {line}");
+        line
+    }
+
+    fn shown(m: &OwnedMessage) -> Value {
+        let line = line(m);
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+
+    #[test]
+    fn a_dead_letter_is_shown_with_its_place_key_and_reason() {
+        let m = message(
+            Some(b"s1"),
+            Some(b"{\"b\": 1.50, \"a\": [1]}"),
+            &[("pitgun-reason", Some(b"unknown_source")), ("pitgun-detail", Some(b"at /source/id: x"))],
+        );
+        assert!(line(&m).ends_with(r#","value":{"b": 1.50, "a": [1]}}"#), "the value as written: {}", line(&m));
+        let v = shown(&m);
+        assert_eq!((v["partition"].as_i64(), v["offset"].as_i64(), v["timestamp_ms"].as_i64()), (Some(3), Some(42), Some(1_700_000_000_123)));
+        assert_eq!((&v["timestamp_type"], &v["key"]), (&json!("create"), &json!("s1")));
+        assert_eq!(v["headers"], json!({"pitgun-reason": "unknown_source", "pitgun-detail": "at /source/id: x"}));
+    }
+
+    #[test]
+    fn bytes_that_are_not_text_or_one_line_are_shown_without_loss() {
+        let binary = [0xff, 0x00, 0xfe];
+        let v = shown(&message(Some(&binary), Some(&binary), &[("h", Some(b"one")), ("h", Some(&binary)), ("h", None), ("n", None)]));
+        assert_eq!((&v["key_base64"], &v["value_base64"]), (&json!("/wD+"), &json!("/wD+")));
+        assert_eq!(v["headers"], json!({"h": ["one", {"base64": "/wD+"}, null], "n": null}));
+        // JSON over several lines keeps its every byte but the line breaks, and a repeated name.
+        let pretty = message(None, Some(b"{\n  \"a\": 1.50,\r\n  \"a\": 2\n}\n"), &[]);
+        assert!(line(&pretty).ends_with(r#","value":{   "a": 1.50,    "a": 2 }}"#), "{}", line(&pretty));
+        assert_eq!(shown(&pretty)["key"], Value::Null);
+    }
+
+    #[test]
+    fn values_that_read_alike_are_told_apart() {
+        let value = |payload: Option<&[u8]>| shown(&message(Some(b"k"), payload, &[]))["value"].clone();
+        assert_eq!(value(None), Value::Null, "a tombstone");
+        assert_eq!(value(Some(b"null")), json!("null"));
+        assert_eq!(value(Some(b"\"a\"")), json!("\"a\""));
+        assert_eq!(value(Some(b"a")), json!("a"));
+        assert_eq!(value(Some(b"")), json!(""));
+        assert_eq!(value(Some(b"{not json")), json!("{not json"));
+        assert_eq!(value(Some(b" [1, 2]")), json!([1, 2]));
+    }
+
+    #[test]
+    fn an_avro_value_is_its_json_or_its_bytes_with_the_reason() {
+        let m = message(Some(b"k"), Some(&[0xc3, 0x01, 7]), &[]);
+        assert!(with_meta(&m, Ok(Some(r#"{"seq":1.0}"#))).ends_with(r#","value":{"seq":1.0}}"#));
+        let v: Value = serde_json::from_str(&with_meta(&m, Err("a truncated record".into()))).unwrap();
+        assert_eq!((&v["decode_error"], &v["value_base64"]), (&json!("a truncated record"), &json!("wwEH")));
+    }
 }

@@ -281,7 +281,7 @@ fn same_envelope(stored: &Value, sent: &Value) {
     assert!(stored["channels"]["in_pit"].is_boolean(), "in_pit is a bool metric: {stored}");
 }
 
-/// Served over TCP, the per-address quota counts the real peer; a key deleted from the file is
+/// Served over TCP, the per-address quota counts each connection's peer; a key deleted from the file is
 /// refused after SIGHUP, without a restart, and the other keys keep working.
 #[test]
 fn keys_are_revoked_on_sighup_and_failures_are_limited_per_address() {
@@ -318,6 +318,15 @@ fn keys_are_revoked_on_sighup_and_failures_are_limited_per_address() {
     let (status, answer) = gw.post(Some("pgk_wrong"), "application/x-ndjson", body.clone());
     assert_eq!(status, 429, "127.0.0.1 spent its 2 failures: {answer}");
     assert_eq!(gw.post(Some(&gw.sim), "application/x-ndjson", sim).0, 202, "a valid key from the same address still sends");
+    // Another address has its own failures: the quota reads the connection's peer, not one
+    // address for every client. (127.0.0.2 is loopback too on Linux.)
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let other = rt.block_on(async {
+        let client = reqwest::Client::builder().local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap()).build().unwrap();
+        let r = client.post(format!("{}/v1/envelopes", gw.url)).header("content-type", "application/x-ndjson").body(body.clone());
+        r.timeout(Duration::from_secs(30)).send().await.expect("a request from 127.0.0.2").status().as_u16()
+    });
+    assert_eq!(other, 401, "127.0.0.2's first failure is not throttled");
     let m = gw.metrics();
     assert_eq!(metric(&m, "pitgun_gateway_keys_reloads_total{result=\"ok\"}"), 1.0);
     assert_eq!(metric(&m, "pitgun_gateway_api_keys"), 2.0);
@@ -377,22 +386,7 @@ fn a_valid_batch_is_acknowledged_and_stored_exactly_once_as_avro() {
     }
     assert!(read_topic(&test_brokers(), &gw.topic(topics::DEADLETTER_INGEST)).is_empty());
     // `pitgun tail` shows the stored Avro envelopes as the JSON they encode.
-    let tail = Command::new(BIN)
-        .args(["tail", "--topic", &gw.topic(topics::ENVELOPES), "--brokers", &test_brokers(), "--from-beginning", "--until-end"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Read its output while it runs (a full pipe would stall it), with a deadline.
-    let (pid, (tx, rx)) = (tail.id(), std::sync::mpsc::channel());
-    std::thread::spawn(move || tx.send(tail.wait_with_output()));
-    let Ok(tail) = rx.recv_timeout(Duration::from_secs(60)) else {
-        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-        panic!("tail did not end within 60 s");
-    };
-    let tail = tail.unwrap();
-    assert!(tail.status.success(), "tail: {}", String::from_utf8_lossy(&tail.stderr));
-    let mut shown: Vec<Value> = String::from_utf8(tail.stdout).unwrap().lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    let mut shown: Vec<Value> = tail(&gw.topic(topics::ENVELOPES), &[]).iter().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
     let mut want = stored.clone();
     let order = |v: &Value| (v["session_id"].to_string(), v["seq"].as_u64(), v["event_id"].to_string());
     shown.sort_by_key(order);
@@ -487,7 +481,39 @@ fn refused_items_reach_the_dead_letter_topic_with_their_reason_in_headers() {
     }
     let origins: BTreeSet<&str> = dead.iter().map(|r| r.headers["pitgun-origin"].as_str()).collect();
     assert_eq!(origins, BTreeSet::from(["source=acme-telemetry index=0", "source=acme-telemetry index=1"]));
+    // An operator reads the reasons with `pitgun tail --meta`: each line the record, key and headers.
+    let lines = tail(&gw.topic(topics::DEADLETTER_INGEST), &["--meta"]);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for (line, r) in lines.iter().zip(&dead) {
+        let shown: Value = serde_json::from_str(line).expect("a JSON line");
+        assert_eq!(shown["key"], "a", "{line}");
+        assert_eq!(shown["value"], acme, "the item as sent, as JSON: {line}");
+        let headers: BTreeMap<String, String> = serde_json::from_value(shown["headers"].clone()).expect("text headers");
+        assert_eq!(headers, r.headers, "{line}");
+        assert!(shown["offset"].is_i64() && shown["partition"].is_i64() && shown["timestamp_ms"].is_i64(), "{line}");
+    }
     assert_eq!(metric(&gw.metrics(), "pitgun_gateway_requests_total{status=\"422\"}"), 1.0);
+}
+
+/// `pitgun tail --topic TOPIC --from-beginning --until-end EXTRA…`: its lines, within 60 s.
+fn tail(topic: &str, extra: &[&str]) -> Vec<String> {
+    let tail = Command::new(BIN)
+        .args(["tail", "--topic", topic, "--brokers", &test_brokers(), "--from-beginning", "--until-end"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read its output while it runs (a full pipe would stall it), with a deadline.
+    let (pid, (tx, rx)) = (tail.id(), std::sync::mpsc::channel());
+    std::thread::spawn(move || tx.send(tail.wait_with_output()));
+    let Ok(tail) = rx.recv_timeout(Duration::from_secs(60)) else {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        panic!("tail did not end within 60 s");
+    };
+    let tail = tail.unwrap();
+    assert!(tail.status.success(), "tail: {}", String::from_utf8_lossy(&tail.stderr));
+    String::from_utf8(tail.stdout).unwrap().lines().map(str::to_string).collect()
 }
 
 /// An item larger than the broker takes as one message was once dead-lettered whole: the dead
