@@ -185,7 +185,8 @@ pub struct TailArgs {
     /// like nisshi's PostgreSQL storage, read with this instead.)
     #[arg(long)]
     until_end: bool,
-    /// With --until-end: print only the last version of each key (the upserted result).
+    /// With --until-end: print only the last version of each key (the upserted result); records
+    /// without a key are all printed.
     #[arg(long, requires = "until_end")]
     latest: bool,
     /// Print each record as one JSON object with its partition, offset, timestamp, key and
@@ -232,7 +233,9 @@ pub fn tail(args: TailArgs) -> Result<ExitCode> {
             (None, false) => payload,
         };
         if args.latest {
-            latest.keep(m.key().unwrap_or_default().to_vec(), value.to_vec());
+            // A record without a key is no version of anything: each is kept (Err: its offset).
+            let key = m.key().map(<[u8]>::to_vec).ok_or((m.partition(), m.offset()));
+            latest.keep(key, value.to_vec());
         } else {
             out.write_all(value)?;
             out.write_all(b"\n")?;

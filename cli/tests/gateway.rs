@@ -484,6 +484,7 @@ fn refused_items_reach_the_dead_letter_topic_with_their_reason_in_headers() {
     // An operator reads the reasons with `pitgun tail --meta`: each line the record, key and headers.
     let lines = tail(&gw.topic(topics::DEADLETTER_INGEST), &["--meta"]);
     assert_eq!(lines.len(), 2, "{lines:?}");
+    // Both have key "a", so one partition: both readers see them in one order.
     for (line, r) in lines.iter().zip(&dead) {
         let shown: Value = serde_json::from_str(line).expect("a JSON line");
         assert_eq!(shown["key"], "a", "{line}");
@@ -492,7 +493,20 @@ fn refused_items_reach_the_dead_letter_topic_with_their_reason_in_headers() {
         assert_eq!(headers, r.headers, "{line}");
         assert!(shown["offset"].is_i64() && shown["partition"].is_i64() && shown["timestamp_ms"].is_i64(), "{line}");
     }
-    assert_eq!(metric(&gw.metrics(), "pitgun_gateway_requests_total{status=\"422\"}"), 1.0);
+    // Items that are not JSON have no key: `--latest` keeps every one of them, and the last
+    // version of key "a".
+    let (status, _) = gw.post(Some(&gw.acme), "application/x-ndjson", "{oops\n[1,\n");
+    assert_eq!(status, 422);
+    let lines = tail(&gw.topic(topics::DEADLETTER_INGEST), &["--meta", "--latest"]);
+    let shown: Vec<Value> = lines.iter().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    // (Partitions are read side by side: the order across them is not fixed.)
+    let (keyed, keyless): (Vec<&Value>, Vec<&Value>) = shown.iter().partition(|v| v["key"] == "a");
+    assert_eq!((keyed.len(), keyless.len()), (1, 2), "{lines:?}");
+    assert_eq!(keyed[0]["headers"]["pitgun-origin"], "source=acme-telemetry index=1", "the last of key a");
+    let values: BTreeSet<&str> = keyless.iter().map(|v| v["value"].as_str().unwrap()).collect();
+    assert_eq!(values, BTreeSet::from(["{oops", "[1,"]), "as sent, as text: {lines:?}");
+    assert!(keyless.iter().all(|v| v["key"].is_null() && v["headers"]["pitgun-reason"] == "malformed_json"), "{lines:?}");
+    assert_eq!(metric(&gw.metrics(), "pitgun_gateway_requests_total{status=\"422\"}"), 2.0, "both requests");
 }
 
 /// `pitgun tail --topic TOPIC --from-beginning --until-end EXTRA…`: its lines, within 60 s.
