@@ -5,7 +5,6 @@ use std::borrow::Cow;
 
 use pitgun_codec::avro::DatumReader;
 use pitgun_codec::EnvelopeView;
-use pitgun_contracts::envelope::EventKind;
 
 use crate::resolve::Resolver;
 
@@ -16,11 +15,15 @@ use crate::resolve::Resolver;
 /// field or value, a refused channel — and the caller then takes the two-pass path
 /// ([`pitgun_codec::avro::decode_avro_into`], then [`Resolver::resolve`]), which learns layouts and words every
 /// error. So the result of an event never depends on which path took it.
+///
+/// `takes` is asked once the head (ids, session, kind) is decoded, before any channel: whether
+/// the plan takes the event. The runner also starts its dedup prefetch there, so that memory's
+/// wait overlaps the channels' decoding, as it overlaps resolution on the JSON path.
 #[inline]
 pub(crate) fn decode_avro_resolved<'a>(
     datum: &'a [u8],
     view: &mut EnvelopeView<'a>,
-    reads: impl Fn(EventKind) -> bool,
+    takes: impl Fn(&EnvelopeView<'a>) -> bool,
     resolver: &mut Resolver,
     values: &mut Vec<f64>,
 ) -> Option<u32> {
@@ -29,7 +32,7 @@ pub(crate) fn decode_avro_resolved<'a>(
     view.channels.clear();
     let count = r.long("/channels").ok()?;
     let count = usize::try_from(count).ok()?;
-    if !reads(view.kind) {
+    if !takes(view) {
         // A kind the plan does not take: its channels are listed, not resolved (the caller
         // checks the envelope as the two-pass path would).
         values.clear();

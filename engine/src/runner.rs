@@ -73,8 +73,15 @@ impl<S: SessionStore> Runner<S> {
     /// single-object header).
     pub fn feed_avro(&mut self, datum: &[u8], now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
         let mut view = EnvelopeView::empty();
-        let plan = self.engine.plan();
-        let decoded = crate::decode_avro::decode_avro_resolved(datum, &mut view, |kind| plan.accepts(kind), &mut self.resolver, &mut self.values);
+        let engine = &self.engine;
+        let takes = |view: &EnvelopeView<'_>| {
+            let takes = engine.plan().accepts(view.kind);
+            if takes {
+                engine.prefetch(&view.session_id, &view.event_id);
+            }
+            takes
+        };
+        let decoded = crate::decode_avro::decode_avro_resolved(datum, &mut view, takes, &mut self.resolver, &mut self.values);
         if decoded.is_some() && !self.engine.plan().accepts(view.kind) {
             // Decoded with its channels listed, not resolved: the same step as a JSON record's.
             return self.feed_view(&view, now_us, out);
