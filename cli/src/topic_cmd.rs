@@ -479,6 +479,10 @@ mod tests {
         let pretty = message(None, Some(b"{\n  \"a\": 1.50,\r\n  \"a\": 2\n}\n"), &[]);
         assert!(line(&pretty).ends_with(r#","value":{   "a": 1.50,    "a": 2 }}"#), "{}", line(&pretty));
         assert_eq!(shown(&pretty)["key"], Value::Null);
+        // JSON whose strings hold bytes that are not UTF-8 (a dead letter refused as not UTF-8),
+        // or a lone surrogate no JSON reader takes, is shown as its bytes, not mended.
+        assert_eq!(shown(&message(None, Some(b"{\"a\":\"\xff\"}"), &[]))["value_base64"], json!("eyJhIjoi/yJ9"));
+        assert_eq!(shown(&message(None, Some(br#"{"a":"\ud800"}"#), &[]))["value"], json!(r#"{"a":"\ud800"}"#));
     }
 
     #[test]
