@@ -327,10 +327,12 @@ fn with_meta<M: Message>(m: &M, decoded: Result<Option<&str>, String>) -> String
     }
     match m.payload() {
         Some(value) if value.trim_ascii_start().starts_with(b"{") || value.trim_ascii_start().starts_with(b"[") => {
-            match serde_json::from_slice::<serde::de::IgnoredAny>(value) {
+            // Parsed into values, not skipped: only that checks each string is UTF-8 and has no
+            // lone surrogate, which would make the printed line unreadable as JSON.
+            match std::str::from_utf8(value) {
                 // Raw line breaks in valid JSON lie between tokens: spaces mean the same.
-                Ok(_) => return close_with_json(meta, &String::from_utf8_lossy(value).trim().replace(['\n', '\r'], " ")),
-                Err(_) => bytes(&mut meta, "value", Some(value)),
+                Ok(json) if serde_json::from_str::<Value>(json).is_ok() => return close_with_json(meta, &json.trim().replace(['\n', '\r'], " ")),
+                _ => bytes(&mut meta, "value", Some(value)),
             }
         }
         // A tombstone is null; any other value that is not an object or array is shown as the
