@@ -14,7 +14,7 @@ use clap::Args;
 use pitgun_codec::wire::{sniff, Decoder, WireFormat};
 use pitgun_contracts::envelope::Envelope;
 use pitgun_engine::row::LastVersions;
-use pitgun_runtime::kafka::{topics, Broker};
+use pitgun_runtime::kafka::{headers, topics, Broker};
 use pitgun_runtime::kafka_log::Quiet;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
@@ -185,15 +185,17 @@ pub struct TailArgs {
     /// like nisshi's PostgreSQL storage, read with this instead.)
     #[arg(long)]
     until_end: bool,
-    /// With --until-end: print only the last version of each key (the upserted result); records
-    /// without a key are all printed.
+    /// With --until-end: print only the last version of each key (the upserted result); a key
+    /// whose last record is a tombstone (no value: deleted) is not printed; records without a
+    /// key are all printed.
     #[arg(long, requires = "until_end")]
     latest: bool,
     /// Print each record as one JSON object with its partition, offset, timestamp, key and
     /// headers (name -> value; an array when a name repeats) before its value. A value that is a
     /// JSON object or array (an Avro envelope: the JSON it encodes) is embedded as written; any
     /// other value is a string, or "value_base64" when it is not UTF-8 (keys and header values
-    /// likewise); a tombstone is null; an Avro record that cannot be decoded comes with
+    /// likewise; headers whose name is not UTF-8 are in "headers_base64", by the name in
+    /// base64); a tombstone is null; an Avro record that cannot be decoded comes with
     /// "decode_error". Dead letters carry their reason in headers: pitgun-reason, pitgun-detail.
     #[arg(long)]
     meta: bool,
@@ -222,7 +224,7 @@ pub fn tail(args: TailArgs) -> Result<ExitCode> {
         let line;
         let value = match (decoded, args.meta) {
             (decoded, true) => {
-                line = with_meta(m, decoded.transpose().map(|d| d.map(|()| json.as_str())));
+                line = with_meta(m, headers::of(m), decoded.transpose().map(|d| d.map(|()| json.as_str())));
                 line.as_bytes()
             }
             (Some(Ok(())), false) => json.as_bytes(),
@@ -235,7 +237,9 @@ pub fn tail(args: TailArgs) -> Result<ExitCode> {
         if args.latest {
             // A record without a key is no version of anything: each is kept (Err: its offset).
             let key = m.key().map(<[u8]>::to_vec).ok_or((m.partition(), m.offset()));
-            latest.keep(key, value.to_vec());
+            // A tombstone (a key with no value) deletes its key: None, left out at the end.
+            let deleted = key.is_ok() && m.payload().is_none();
+            latest.keep(key, (!deleted).then(|| value.to_vec()));
         } else {
             out.write_all(value)?;
             out.write_all(b"\n")?;
@@ -245,7 +249,7 @@ pub fn tail(args: TailArgs) -> Result<ExitCode> {
         }
         Ok(())
     })?;
-    for v in latest.into_values() {
+    for v in latest.into_values().into_iter().flatten() {
         out.write_all(&v)?;
         out.write_all(b"\n")?;
     }
@@ -285,8 +289,8 @@ pub struct ExportArgs {
 
 /// One record as a JSON object around its value (`tail --meta`). `decoded` is the JSON an Avro
 /// value encodes (`Ok(None)`: the value is not Avro), or why it could not be decoded.
-fn with_meta<M: Message>(m: &M, decoded: Result<Option<&str>, String>) -> String {
-    use rdkafka::message::{Headers, Timestamp};
+fn with_meta<'h, M: Message>(m: &M, headers: impl IntoIterator<Item = headers::Raw<'h>>, decoded: Result<Option<&str>, String>) -> String {
+    use rdkafka::message::Timestamp;
     use serde_json::{json, Map, Value};
     let mut meta = Map::new();
     meta.insert("partition".into(), json!(m.partition()));
@@ -299,23 +303,31 @@ fn with_meta<M: Message>(m: &M, decoded: Result<Option<&str>, String>) -> String
     };
     meta.insert("timestamp_type".into(), kind);
     bytes(&mut meta, "key", m.key());
-    let mut headers = Map::new();
-    for h in m.headers().into_iter().flat_map(|hs| hs.iter()) {
-        let shown = match h.value.map(text) {
+    // Headers by name; those whose name is not UTF-8 apart, by the name in base64.
+    let (mut by_text, mut by_base64) = (Map::new(), Map::new());
+    for (name, value) in headers {
+        let shown = match value.map(text) {
             None => Value::Null,
             Some(Ok(t)) => json!(t),
             Some(Err(b)) => json!({ "base64": b }),
         };
-        match headers.get_mut(h.key) {
+        let (named, name) = match text(name) {
+            Ok(t) => (&mut by_text, t.to_string()),
+            Err(b) => (&mut by_base64, b),
+        };
+        match named.get_mut(&name) {
             None => {
-                headers.insert(h.key.to_string(), shown);
+                named.insert(name, shown);
             }
             // A single value is never an array (a string, null or {"base64"}): an array is a repeat.
             Some(Value::Array(all)) => all.push(shown),
             Some(first) => *first = json!([first.take(), shown]),
         }
     }
-    meta.insert("headers".into(), Value::Object(headers));
+    meta.insert("headers".into(), Value::Object(by_text));
+    if !by_base64.is_empty() {
+        meta.insert("headers_base64".into(), Value::Object(by_base64));
+    }
     match decoded {
         Ok(Some(json)) => return close_with_json(meta, json),
         Ok(None) => {}
@@ -437,23 +449,36 @@ pub fn export(args: ExportArgs) -> Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rdkafka::message::{Header, OwnedHeaders, OwnedMessage, Timestamp};
+    use rdkafka::message::{OwnedMessage, Timestamp};
     use serde_json::{json, Value};
 
-    fn message(key: Option<&[u8]>, payload: Option<&[u8]>, headers: &[(&str, Option<&[u8]>)]) -> OwnedMessage {
-        let hs = headers.iter().fold(OwnedHeaders::new(), |hs, &(key, value)| hs.insert(Header { key, value }));
-        OwnedMessage::new(payload.map(<[u8]>::to_vec), key.map(<[u8]>::to_vec), "t".into(), Timestamp::CreateTime(1_700_000_000_123), 3, 42, Some(hs))
+    /// A record with its headers (given apart: they are read from the consumed record's own).
+    struct Record<'a>(OwnedMessage, &'a [headers::Raw<'a>]);
+
+    fn message<'a>(key: Option<&[u8]>, payload: Option<&[u8]>, headers: &'a [headers::Raw<'a>]) -> Record<'a> {
+        Record(
+            OwnedMessage::new(
+                payload.map(<[u8]>::to_vec),
+                key.map(<[u8]>::to_vec),
+                "t".into(),
+                Timestamp::CreateTime(1_700_000_000_123),
+                3,
+                42,
+                None,
+            ),
+            headers,
+        )
     }
 
     /// The line `tail --meta` prints for a value that is not Avro, checked to be one JSON line.
-    fn line(m: &OwnedMessage) -> String {
-        let line = with_meta(m, Ok(None));
+    fn line(r: &Record) -> String {
+        let line = with_meta(&r.0, r.1.iter().copied(), Ok(None));
         assert!(!line.contains('\n'), "one line: {line}");
         line
     }
 
-    fn shown(m: &OwnedMessage) -> Value {
-        let line = line(m);
+    fn shown(r: &Record) -> Value {
+        let line = line(r);
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
     }
 
@@ -462,7 +487,7 @@ mod tests {
         let m = message(
             Some(b"s1"),
             Some(b"{\"b\": 1.50, \"a\": [1]}"),
-            &[("pitgun-reason", Some(b"unknown_source")), ("pitgun-detail", Some(b"at /source/id: x"))],
+            &[(b"pitgun-reason", Some(b"unknown_source")), (b"pitgun-detail", Some(b"at /source/id: x"))],
         );
         assert!(line(&m).ends_with(r#","value":{"b": 1.50, "a": [1]}}"#), "the value as written: {}", line(&m));
         let v = shown(&m);
@@ -474,9 +499,16 @@ mod tests {
     #[test]
     fn bytes_that_are_not_text_or_one_line_are_shown_without_loss() {
         let binary = [0xff, 0x00, 0xfe];
-        let v = shown(&message(Some(&binary), Some(&binary), &[("h", Some(b"one")), ("h", Some(&binary)), ("h", None), ("n", None)]));
+        let v = shown(&message(
+            Some(&binary),
+            Some(&binary),
+            &[(b"h", Some(b"one")), (b"h", Some(&binary)), (b"h", None), (b"n", None), (b"\xffh", Some(b"x")), (b"\xffh", None)],
+        ));
         assert_eq!((&v["key_base64"], &v["value_base64"]), (&json!("/wD+"), &json!("/wD+")));
         assert_eq!(v["headers"], json!({"h": ["one", {"base64": "/wD+"}, null], "n": null}));
+        // A name that is not UTF-8 (any producer can send one) is keyed by its base64.
+        assert_eq!(v["headers_base64"], json!({"/2g=": ["x", null]}));
+        assert_eq!(shown(&message(None, None, &[]))["headers_base64"], Value::Null, "only when there is one");
         // JSON over several lines keeps its every byte but the line breaks, and a repeated name.
         let pretty = message(None, Some(b"{\n  \"a\": 1.50,\r\n  \"a\": 2\n}\n"), &[]);
         assert!(line(&pretty).ends_with(r#","value":{   "a": 1.50,    "a": 2 }}"#), "{}", line(&pretty));
@@ -501,9 +533,9 @@ mod tests {
 
     #[test]
     fn an_avro_value_is_its_json_or_its_bytes_with_the_reason() {
-        let m = message(Some(b"k"), Some(&[0xc3, 0x01, 7]), &[]);
-        assert!(with_meta(&m, Ok(Some(r#"{"seq":1.0}"#))).ends_with(r#","value":{"seq":1.0}}"#));
-        let v: Value = serde_json::from_str(&with_meta(&m, Err("a truncated record".into()))).unwrap();
+        let Record(m, _) = message(Some(b"k"), Some(&[0xc3, 0x01, 7]), &[]);
+        assert!(with_meta(&m, [], Ok(Some(r#"{"seq":1.0}"#))).ends_with(r#","value":{"seq":1.0}}"#));
+        let v: Value = serde_json::from_str(&with_meta(&m, [], Err("a truncated record".into()))).unwrap();
         assert_eq!((&v["decode_error"], &v["value_base64"]), (&json!("a truncated record"), &json!("wwEH")));
     }
 }

@@ -255,7 +255,7 @@ pub mod topics {
 
 /// Header names: on dead-letter records, and the version on rows.
 pub mod headers {
-    use rdkafka::message::{Header, Headers, OwnedHeaders};
+    use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
 
     /// On a row (aggregates topics): its version, in decimal — the offset of the input record
     /// whose processing emitted it, or for a row emitted without one (idle expiry, end of
@@ -285,12 +285,41 @@ pub mod headers {
         OwnedHeaders::new_with_capacity(1).insert(Header { key: ROW_VERSION, value: Some(&text) })
     }
 
-    /// A row's version: `Ok(None)` when it has none (written before rows carried one), an
-    /// error naming the value when it is not a decimal integer.
-    pub fn read_row_version<H: Headers>(headers: Option<&H>) -> Result<Option<i64>, String> {
-        let Some(h) = headers else { return Ok(None) };
-        let Some(found) = h.iter().find(|h| h.key == ROW_VERSION) else { return Ok(None) };
-        let text = found.value.map(String::from_utf8_lossy).unwrap_or_default();
+    /// A row's version, from its record's headers ([`of`]): `Ok(None)` when it has none
+    /// (written before rows carried one), an error naming the value when it is not a decimal
+    /// integer.
+    pub fn read_row_version<'a>(headers: impl IntoIterator<Item = Raw<'a>>) -> Result<Option<i64>, String> {
+        let Some((_, value)) = headers.into_iter().find(|(name, _)| *name == ROW_VERSION.as_bytes()) else { return Ok(None) };
+        let text = value.map(String::from_utf8_lossy).unwrap_or_default();
         text.parse().map(Some).map_err(|_| format!("header {ROW_VERSION} is {text:?}, not a decimal integer"))
+    }
+
+    /// One header as sent: its name's bytes, and its value (`None`: a null value).
+    pub type Raw<'a> = (&'a [u8], Option<&'a [u8]>);
+
+    /// The headers of a consumed record, in order. A header name is bytes on the wire, and any
+    /// producer can send one that is not UTF-8; rdkafka's `Headers` panics on such a name, so
+    /// they are read through librdkafka's own accessors.
+    pub fn of<'a>(m: &'a BorrowedMessage<'_>) -> impl Iterator<Item = Raw<'a>> + 'a {
+        use rdkafka::bindings as rd;
+        use rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR as OK;
+        let mut list: *mut rd::rd_kafka_headers_t = std::ptr::null_mut();
+        // SAFETY: `m.ptr()` is the live message `m` borrows. librdkafka parses its headers once,
+        // keeps them with the message and frees them with it, so they live as long as `m`. It is
+        // what rdkafka's own `Message::headers` calls. No headers: an error, and nothing to read.
+        let list = (unsafe { rd::rd_kafka_message_headers(m.ptr(), &mut list) } == OK).then_some(list);
+        (0..).map_while(move |idx| {
+            let (mut name, mut value, mut size) = (std::ptr::null(), std::ptr::null(), 0);
+            // SAFETY: `list` is the message's header list (above); an index past its end is an
+            // error, which ends the iteration before any pointer is read.
+            if unsafe { rd::rd_kafka_header_get_all(list?, idx, &mut name, &mut value, &mut size) } != OK {
+                return None;
+            }
+            // SAFETY: librdkafka gives the name NUL-terminated and the value as `size` bytes (or
+            // null), both owned by the header list, which lives as long as `m`.
+            let name = unsafe { std::ffi::CStr::from_ptr(name) }.to_bytes();
+            let value = (!value.is_null()).then(|| unsafe { std::slice::from_raw_parts(value.cast::<u8>(), size) });
+            Some((name, value))
+        })
     }
 }

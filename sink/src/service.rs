@@ -355,7 +355,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
                 generation: consumer.context().generation(msg.topic(), msg.partition()),
             };
             batch.next_offsets.insert((origin.topic.clone(), origin.partition), (origin.offset + 1, origin.generation));
-            let parsed = headers::read_row_version(msg.headers()).and_then(|v| Ok((v.unwrap_or(UNVERSIONED), to.parser.parse(&origin.payload)?)));
+            let parsed = headers::read_row_version(headers::of(&msg)).and_then(|v| Ok((v.unwrap_or(UNVERSIONED), to.parser.parse(&origin.payload)?)));
             let (version, fields) = match parsed {
                 Ok(p) => p,
                 Err(detail) => {
