@@ -159,7 +159,8 @@ fn signal_hook_flag(stop: &Arc<AtomicBool>) {
 /// Values are printed one per line, exactly as they were written (for rows: the JSON line
 /// `pitgun replay` writes), except envelopes in Avro (what the gateway writes), which are
 /// printed as the JSON envelope they encode. With --latest, only the last version of each key is printed,
-/// once the end is reached (rows are upserts by row_id). With --meta, each record is one JSON
+/// once the end is reached (rows are upserts by row_id; a key whose last record is a tombstone
+/// is left out). With --meta, each record is one JSON
 /// object that also carries its partition, offset, timestamp, key and headers: how a dead-letter
 /// topic shows why each record is there.
 #[derive(Args, Debug)]

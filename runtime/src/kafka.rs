@@ -299,7 +299,8 @@ pub mod headers {
 
     /// The headers of a consumed record, in order. A header name is bytes on the wire, and any
     /// producer can send one that is not UTF-8; rdkafka's `Headers` panics on such a name, so
-    /// they are read through librdkafka's own accessors.
+    /// they are read through librdkafka's own accessors. Those give a name up to its first NUL
+    /// byte: a name holding one is read cut there.
     pub fn of<'a>(m: &'a BorrowedMessage<'_>) -> impl Iterator<Item = Raw<'a>> + 'a {
         use rdkafka::bindings as rd;
         use rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR as OK;
@@ -307,6 +308,8 @@ pub mod headers {
         // SAFETY: `m.ptr()` is the live message `m` borrows. librdkafka parses its headers once,
         // keeps them with the message and frees them with it, so they live as long as `m`. It is
         // what rdkafka's own `Message::headers` calls. No headers: an error, and nothing to read.
+        // Its first call stores the parsed list in the message, so two threads must not read
+        // one message's headers at once (as with rdkafka's own): no caller shares a message.
         let list = (unsafe { rd::rd_kafka_message_headers(m.ptr(), &mut list) } == OK).then_some(list);
         (0..).map_while(move |idx| {
             let (mut name, mut value, mut size) = (std::ptr::null(), std::ptr::null(), 0);

@@ -133,7 +133,8 @@ impl Ns {
 
     /// Produces one record whose header names are any bytes (but NUL), as a Kafka producer
     /// may send them: rdkafka's `Header` takes a name as `&str`, so this goes through
-    /// librdkafka's own `rd_kafka_produceva`. Waits for the acknowledgement.
+    /// librdkafka's own `rd_kafka_produceva`. Waits until the send is done (a delivery error
+    /// is not reported here: the test's reads then miss the record).
     pub fn produce_with_byte_header_names(&self, topic: &str, key: &[u8], value: &[u8], headers: &[(&[u8], &[u8])]) {
         use rd::rd_kafka_vtype_t::*;
         use rdkafka::bindings as rd;
