@@ -971,3 +971,64 @@ fn settings_that_cannot_work_are_refused_before_anything_runs() {
     assert!(stderr.contains(&format!("broker {dead} did not answer")), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(20), "publish took {:?}", started.elapsed());
 }
+
+/// An event the engine refuses as it leaves the reorder buffer (here a lap number that goes
+/// back, `segment_regressed`) is named by where it was read: replay's `--rejected` and
+/// `--strict` give its file and line, the processor's dead letter its offset. Both used to name
+/// nothing (replay) or the later record whose arrival released it (the processor).
+#[test]
+fn a_refusal_at_release_names_where_the_event_was_read() {
+    let ns = Ns::new("origin");
+    ns.create_topics(1);
+    let dir = tempfile::tempdir().unwrap();
+    // (seconds, kind, lap): the 5th event's lap 1 comes after lap 2 began; it leaves the buffer
+    // when an event 2 s (out_of_orderness) later arrives, the 7th.
+    let events = [
+        (1.0, "session_start", 1),
+        (2.0, "sample", 1),
+        (4.0, "lap", 2),
+        (5.0, "sample", 2),
+        (5.5, "sample", 1),
+        (6.0, "sample", 2),
+        (8.0, "sample", 2),
+        (9.0, "session_end", 2),
+    ];
+    let records: Vec<String> = events
+        .iter()
+        .enumerate()
+        .map(|(i, (t, kind, lap))| {
+            serde_json::json!({
+                "schema": "pitgun-envelope/v1", "event_id": format!("o{i}"),
+                "source": {"kind": "simulator", "id": "pitgun-sim", "version": "2.1.0"},
+                "session_id": "origin-1", "seq": i + 1, "time_us": (t * 1e6) as i64, "kind": kind,
+                "channels": {"lap_number": lap, "speed": 10},
+                "dims": {"player": "ana", "track": "monza", "car": "gt3"},
+            })
+            .to_string()
+        })
+        .collect();
+    let data = dir.path().join("origin.ndjson");
+    std::fs::write(&data, records.join("\n") + "\n").unwrap();
+    let m = manifest("lap-performance.v1.yaml");
+    let rejected = dir.path().join("rejected.ndjson");
+    replay(&m, Some(&dictionary()), &data, &["--rejected", rejected.to_str().unwrap()]);
+    let notes = lines(&rejected);
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    let note: serde_json::Value = serde_json::from_str(&notes[0]).unwrap();
+    assert_eq!((note["reason"].as_str(), note["event_id"].as_str()), (Some("segment_regressed"), Some("o4")), "{note}");
+    assert_eq!((note["file"].as_str(), note["line"].as_u64()), (Some(data.to_str().unwrap()), Some(5)), "{note}");
+    let strict = pitgun(&["replay", "--strict", "--manifest", m.to_str().unwrap(), "--input", data.to_str().unwrap()], &ns);
+    let err = String::from_utf8_lossy(&strict.stderr);
+    assert_eq!(strict.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("{}:5: an event the engine rejected", data.display())), "{err}");
+
+    ns.produce_lines(records.iter().map(|s| s.as_str()));
+    let state = dir.path().join("state");
+    let mut p = Service::start("origin", &process_args(m.to_str().unwrap(), state.to_str().unwrap(), &["--until-end"]), &ns);
+    assert!(p.wait(Duration::from_secs(60)), "the run to the end failed");
+    let dead = records_with_headers(&ns, "pitgun.deadletter.process.v1", 1);
+    let (value, headers) = &dead[0];
+    assert!(value.contains("\"event_id\":\"o4\""), "{value}");
+    let origin = &headers["pitgun-origin"];
+    assert!(origin.ends_with("pitgun.envelopes.v1/0/4"), "the 5th record is at offset 4: {origin}");
+}
