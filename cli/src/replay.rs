@@ -49,10 +49,12 @@ pub struct ReplayArgs {
     /// Write every emission in order (per session) instead of the final rows.
     #[arg(long)]
     changelog: bool,
-    /// Write events too late for any window here (JSON lines with the reason).
+    /// Write events too late for any window here (JSON lines: file, line, session_id, event_id,
+    /// seq, time, reason, detail).
     #[arg(long)]
     late: Option<PathBuf>,
-    /// Write refused records here (JSON lines: file, line, reason, detail).
+    /// Write refused records here (JSON lines: file, line, reason, detail; for events the
+    /// engine rejected also session_id, event_id, seq and time).
     #[arg(long)]
     rejected: Option<PathBuf>,
     /// Refuse the whole run at the first refused record (or event the engine rejected): it is
@@ -140,7 +142,10 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     let Outcome { rows, late, rejected: rejected_notes, bad, stats, records } = outcome;
     if args.strict && stats.rejected_total() > 0 {
         let what = match rejected_notes.first() {
-            Some(first) => format!("an event the engine rejected: {}", first.to_json()),
+            Some(first) => match pitgun_replay::location(first) {
+                Some((file, line)) => format!("{}:{line}: an event the engine rejected: {}", args.input[file].display(), first.to_json()),
+                None => format!("an event the engine rejected: {}", first.to_json()),
+            },
             None => format!("events the engine rejected: {:?}", stats.rejected_by_reason()),
         };
         return Ok(strict_refusal(&what));
@@ -150,7 +155,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     if let Some(path) = &args.late {
         let mut w = BufWriter::new(File::create(path).with_context(|| format!("cannot create {}", path.display()))?);
         for n in &late {
-            writeln!(w, "{}", n.to_json())?;
+            writeln!(w, "{}", located(n, &args.input))?;
         }
         w.flush()?;
     }
@@ -161,7 +166,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
             writeln!(w, "{line}")?;
         }
         for n in &rejected_notes {
-            writeln!(w, "{}", n.to_json())?;
+            writeln!(w, "{}", located(n, &args.input))?;
         }
         w.flush()?;
     }
@@ -176,6 +181,17 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         summary(&stats, records, rows.len(), bytes_read.load(Ordering::Relaxed), elapsed, threads);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// An engine's note as a JSON line that starts with the file and line the event was read from,
+/// as a refused record's does.
+fn located(note: &pitgun_engine::EventNote, inputs: &[PathBuf]) -> String {
+    let mut first = serde_json::Map::new();
+    if let Some((file, line)) = pitgun_replay::location(note) {
+        first.insert("file".into(), inputs[file].display().to_string().into());
+        first.insert("line".into(), line.into());
+    }
+    note.to_json_after(first)
 }
 
 /// `--strict` met a refusal: it is named, and the run wrote nothing.

@@ -148,6 +148,21 @@ fn faults_are_counted_reported_and_never_stop_the_run_unless_strict() {
     let first: Value = serde_json::from_str(rejected.lines().next().unwrap()).unwrap();
     assert!(first["line"].as_u64().unwrap() > 0 && first["reason"].is_string() && first["detail"].is_string());
     assert!(std::fs::read_to_string(&late).unwrap().lines().count() > 0, "very late events reach the late output");
+    // Every note about an event (clock jumps, late events) names the line the event was read from.
+    let data_lines: Vec<String> = std::fs::read_to_string(&data).unwrap().lines().map(str::to_string).collect();
+    let late_text = std::fs::read_to_string(&late).unwrap();
+    let notes: Vec<Value> =
+        rejected.lines().chain(late_text.lines()).map(|l| serde_json::from_str(l).unwrap()).filter(|n: &Value| n.get("event_id").is_some()).collect();
+    assert!(
+        notes.iter().any(|n| n["reason"] == "clock_jump") && notes.iter().any(|n| n["reason"] == "too_late"),
+        "{} notes, not every kind",
+        notes.len()
+    );
+    for n in &notes {
+        assert_eq!(n["file"].as_str(), data.to_str(), "{n}");
+        let line: Value = serde_json::from_str(&data_lines[n["line"].as_u64().unwrap() as usize - 1]).unwrap();
+        assert_eq!((&line["event_id"], &line["seq"]), (&n["event_id"], &n["seq"]), "the line named holds the event: {n}");
+    }
     let strict_rows = dir.path().join("strict-rows.ndjson");
     let strict = run(&[
         "replay",

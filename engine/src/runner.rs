@@ -2,7 +2,7 @@
 
 use crate::plan::Plan;
 use crate::resolve::{KeyValues, Resolver};
-use crate::session_engine::{Engine, EventRef, Output};
+use crate::session_engine::{Engine, EventRef, Origin, Output};
 use crate::store::{MemoryStore, SessionStore};
 use crate::Reason;
 use pitgun_codec::json::{decode_into, EnvelopeView};
@@ -23,6 +23,8 @@ pub struct Runner<S: SessionStore = MemoryStore> {
     resolver: Resolver,
     values: Vec<f64>,
     last_time_us: i64,
+    /// Where the record being fed was read.
+    origin: Origin,
 }
 
 impl Runner<MemoryStore> {
@@ -36,7 +38,7 @@ impl<S: SessionStore> Runner<S> {
     /// A runner for `plan` whose session state lives in `store`.
     pub fn with_store(plan: Plan, store: S) -> Runner<S> {
         let resolver = Resolver::new(&plan);
-        Runner { engine: Engine::with_store(plan, store), resolver, values: Vec::new(), last_time_us: i64::MIN }
+        Runner { engine: Engine::with_store(plan, store), resolver, values: Vec::new(), last_time_us: i64::MIN, origin: Origin::UNKNOWN }
     }
 
     /// The engine (stats, plan).
@@ -49,29 +51,48 @@ impl<S: SessionStore> Runner<S> {
         &mut self.engine
     }
 
-    /// Feeds one record in either format, as a dataset or a topic stores it.
-    pub fn feed(&mut self, record: Record<'_>, now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
+    /// Feeds one record in either format, as a dataset or a topic stores it, read at `origin`
+    /// (which every note about its event names).
+    pub fn feed(&mut self, record: Record<'_>, origin: Origin, now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
+        self.origin = origin;
         match record {
-            Record::Avro(datum) => self.feed_avro(datum, now_us, out),
+            Record::Avro(datum) => self.avro(datum, now_us, out),
             Record::Json(bytes) => match pitgun_codec::text::utf8(bytes) {
-                Ok(text) => self.feed_json(text, now_us, out),
+                Ok(text) => self.json(text, now_us, out),
                 Err(e) => Err(self.refuse_undecodable(format!("JSON record is not UTF-8: {e}"))),
             },
         }
     }
 
-    /// Feeds one JSON envelope. Refused records are counted and returned as errors.
+    /// Feeds one JSON envelope of unknown origin. Refused records are counted and returned as
+    /// errors.
     pub fn feed_json(&mut self, text: &str, now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
+        self.origin = Origin::UNKNOWN;
+        self.json(text, now_us, out)
+    }
+
+    /// Feeds one Avro binary datum of the envelope schema, of unknown origin (the caller checked
+    /// the single-object header).
+    pub fn feed_avro(&mut self, datum: &[u8], now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
+        self.origin = Origin::UNKNOWN;
+        self.avro(datum, now_us, out)
+    }
+
+    /// Feeds one decoded envelope of unknown origin.
+    pub fn feed_view(&mut self, view: &EnvelopeView<'_>, now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
+        self.origin = Origin::UNKNOWN;
+        self.view(view, now_us, out)
+    }
+
+    fn json(&mut self, text: &str, now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
         let mut view = EnvelopeView::empty();
         match decode_into(text, &mut view) {
-            Ok(()) => self.feed_view(&view, now_us, out),
+            Ok(()) => self.view(&view, now_us, out),
             Err(e) => Err(self.invalid(e)),
         }
     }
 
-    /// Feeds one Avro binary datum of the envelope schema (the caller checked the
-    /// single-object header).
-    pub fn feed_avro(&mut self, datum: &[u8], now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
+    fn avro(&mut self, datum: &[u8], now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
         let mut view = EnvelopeView::empty();
         let engine = &self.engine;
         let takes = |view: &EnvelopeView<'_>| {
@@ -84,7 +105,7 @@ impl<S: SessionStore> Runner<S> {
         let decoded = crate::decode_avro::decode_avro_resolved(datum, &mut view, takes, &mut self.resolver, &mut self.values);
         if decoded.is_some() && !self.engine.plan().accepts(view.kind) {
             // Decoded with its channels listed, not resolved: the same step as a JSON record's.
-            return self.feed_view(&view, now_us, out);
+            return self.view(&view, now_us, out);
         }
         if let Some(unknown) = decoded {
             let mut key = KeyValues::new();
@@ -98,7 +119,7 @@ impl<S: SessionStore> Runner<S> {
         // Anything unusual: the two-pass path, which learns layouts and words every refusal.
         let mut view = EnvelopeView::empty();
         match pitgun_codec::avro::decode_avro_into(datum, &mut view) {
-            Ok(()) => self.feed_view(&view, now_us, out),
+            Ok(()) => self.view(&view, now_us, out),
             Err(e) => Err(self.invalid(e)),
         }
     }
@@ -114,8 +135,7 @@ impl<S: SessionStore> Runner<S> {
         RecordError { reason: Reason::InvalidEnvelope, detail }
     }
 
-    /// Feeds one decoded envelope.
-    pub fn feed_view(&mut self, view: &EnvelopeView<'_>, now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
+    fn view(&mut self, view: &EnvelopeView<'_>, now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
         self.last_time_us = self.last_time_us.max(view.time_us);
         let mut key = KeyValues::new();
         let checked = if self.engine.plan().accepts(view.kind) {
@@ -150,6 +170,7 @@ impl<S: SessionStore> Runner<S> {
             kind: view.kind,
             key,
             inputs: &self.values,
+            origin: self.origin,
         };
         self.engine.process(&ev, now_us, out);
     }

@@ -42,6 +42,19 @@ pub struct EventRef<'a> {
     pub key: &'a [&'a str],
     /// Canonical input values, one per input slot (NaN = absent).
     pub inputs: &'a [f64],
+    /// Where the driver read the event, echoed in any note about it.
+    pub origin: Origin,
+}
+
+/// Where a driver read an event (replay: file and line; the processor: the offset), kept with
+/// the event while it waits in the reorder buffer, so a note written when it is released names
+/// the record it came from, not the record whose arrival released it. Opaque to the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin(pub u64);
+
+impl Origin {
+    /// A driver that does not say.
+    pub const UNKNOWN: Origin = Origin(u64::MAX);
 }
 
 /// What the engine emits.
@@ -70,20 +83,28 @@ pub struct EventNote {
     pub reason: &'static str,
     /// Details.
     pub detail: String,
+    /// Where the driver read the event ([`EventRef::origin`]).
+    pub origin: Origin,
 }
 
 impl EventNote {
     /// The note as one JSON line.
     pub fn to_json(&self) -> String {
-        serde_json::json!({
-            "session_id": self.session_id,
-            "event_id": self.event_id,
-            "seq": self.seq,
-            "time": row::format_timestamp(self.time_us),
-            "reason": self.reason,
-            "detail": self.detail,
-        })
-        .to_string()
+        self.to_json_after(serde_json::Map::new())
+    }
+
+    /// The note as one JSON line whose first members are `first` (a driver's location of the
+    /// event).
+    pub fn to_json_after(&self, mut first: serde_json::Map<String, serde_json::Value>) -> String {
+        first.extend([
+            ("session_id".to_string(), self.session_id.clone().into()),
+            ("event_id".to_string(), self.event_id.clone().into()),
+            ("seq".to_string(), self.seq.into()),
+            ("time".to_string(), row::format_timestamp(self.time_us).into()),
+            ("reason".to_string(), self.reason.into()),
+            ("detail".to_string(), self.detail.clone().into()),
+        ]);
+        serde_json::Value::Object(first).to_string()
     }
 }
 
@@ -99,6 +120,7 @@ struct Pending {
     /// later reads no cold heap allocation.
     event_id: EventId,
     values: SmallVec<[f64; 12]>,
+    origin: Origin,
 }
 
 /// An event id kept in a pending event (UTF-8 bytes of the id).
@@ -120,7 +142,15 @@ impl std::fmt::Display for EventId {
 impl Pending {
     /// This buffered event in the late or rejected output.
     fn note(&self, sid: &str, reason: &'static str, detail: String) -> EventNote {
-        EventNote { session_id: sid.to_string(), event_id: self.event_id.to_string(), seq: self.seq, time_us: self.time, reason, detail }
+        EventNote {
+            session_id: sid.to_string(),
+            event_id: self.event_id.to_string(),
+            seq: self.seq,
+            time_us: self.time,
+            reason,
+            detail,
+            origin: self.origin,
+        }
     }
 }
 
@@ -189,7 +219,7 @@ pub const MAX_KEYS_PER_SESSION: usize = 64;
 
 /// Version of the byte form of [`SessionState`]; bumped whenever the state's fields change, so a
 /// state folder written by another build is refused instead of misread.
-pub const STATE_FORMAT: u8 = 4;
+pub const STATE_FORMAT: u8 = 5;
 
 impl SessionState {
     /// What a durable store writes at a checkpoint: the session's record (a format byte, then
@@ -456,7 +486,7 @@ impl<S: SessionStore> Engine<S> {
             values.resize(core.plan.slots.len(), f64::NAN);
             let event_id = EventId::new(ev.event_id);
             let behind = ev.time_us < session.watermark(&core.plan);
-            let pending = Pending { time: ev.time_us, seq: ev.seq, key, behind, event_id, values };
+            let pending = Pending { time: ev.time_us, seq: ev.seq, key, behind, event_id, values, origin: ev.origin };
             if session.frontier.is_some_and(|f| (ev.time_us, ev.seq) < f) {
                 core.apply(session, ev.session_id, pending, false, out);
             } else if session.buffer.back().is_none_or(|last| *last <= pending) {
@@ -552,6 +582,7 @@ fn note(ev: &EventRef, reason: &'static str, detail: &str) -> EventNote {
         time_us: ev.time_us,
         reason,
         detail: detail.to_string(),
+        origin: ev.origin,
     }
 }
 

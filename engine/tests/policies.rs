@@ -95,7 +95,7 @@ fn a_channel_named_twice_is_refused_on_every_path() {
                 let mut datum = Vec::new();
                 writer.write(&pitgun_codec::json::decode(&text).unwrap(), &[], &mut datum);
                 let record = pitgun_codec::wire::Decoder::default().classify(&datum).unwrap();
-                r.feed(record, 0, &mut out)
+                r.feed(record, pitgun_engine::Origin::UNKNOWN, 0, &mut out)
             } else {
                 r.feed_json(&text, 0, &mut out)
             };
@@ -143,12 +143,12 @@ fn a_kind_the_manifest_does_not_take_is_counted_whatever_its_key_and_metrics() {
     let sample = event(2, 30, r#""debug_x": 1, "speed_kmh": 9999"#);
     r.feed_json(&sample, 0, &mut out).unwrap();
     let datum = avro(&event(3, 31, r#""debug_x": 1, "speed_kmh": 9999"#));
-    r.feed(pitgun_codec::wire::Decoder::default().classify(&datum).unwrap(), 0, &mut out).unwrap();
+    r.feed(pitgun_codec::wire::Decoder::default().classify(&datum).unwrap(), pitgun_engine::Origin::UNKNOWN, 0, &mut out).unwrap();
     // Still an envelope's rules: a channel named twice, a version that is not semantic.
     let twice = event(4, 32, r#""speed_kmh": 1, "speed_kmh": 2"#);
     assert_eq!(r.feed_json(&twice, 0, &mut out).unwrap_err().reason, Reason::InvalidEnvelope);
     let datum = avro(&event(5, 33, r#""speed_kmh": 1"#).replace("1.4.2", "1.4"));
-    let err = r.feed(pitgun_codec::wire::Decoder::default().classify(&datum).unwrap(), 0, &mut out).unwrap_err();
+    let err = r.feed(pitgun_codec::wire::Decoder::default().classify(&datum).unwrap(), pitgun_engine::Origin::UNKNOWN, 0, &mut out).unwrap_err();
     assert!(err.detail.contains("not a semantic version"), "{}", err.detail);
     let stats = r.engine().stats();
     assert_eq!((stats.filtered, stats.unknown_channels), (2, 0));

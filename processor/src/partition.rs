@@ -4,7 +4,7 @@
 use crate::error::Result;
 use pitgun_codec::session::session_id;
 use pitgun_codec::wire::Decoder;
-use pitgun_engine::{Output, Runner};
+use pitgun_engine::{Origin, Output, Runner};
 use pitgun_runtime::kafka::headers;
 use tracing::{info, warn};
 
@@ -88,7 +88,7 @@ impl Part {
     pub(crate) fn feed(&mut self, outlet: &Outlet, decoder: &Decoder, now_us: i64, offset: i64, payload: &[u8]) -> Result<()> {
         self.tally.records += 1;
         let fed = match decoder.classify(payload) {
-            Ok(record) => self.runner.feed(record, now_us, &mut self.out),
+            Ok(record) => self.runner.feed(record, Origin(offset as u64), now_us, &mut self.out),
             Err(detail) => Err(self.runner.refuse_undecodable(detail)),
         }
         .map_err(|e| (e.reason.as_str(), e.detail));
@@ -127,7 +127,9 @@ impl Part {
     }
 
     /// Sends the engine's outputs to their topics; rows carry `version`
-    /// ([`headers::ROW_VERSION`]).
+    /// ([`headers::ROW_VERSION`]). A refused event is dead-lettered under the offset it was read
+    /// at, which need not be the record being fed now: an event refused as it leaves the reorder
+    /// buffer was read earlier. `origin` names what caused the outputs otherwise.
     pub(crate) fn route_outputs(&mut self, outlet: &Outlet, origin: &str, version: i64) -> Result<()> {
         for o in self.out.drain(..) {
             match o {
@@ -149,7 +151,11 @@ impl Part {
                 Output::Rejected(note) => {
                     outlet.metrics.rejected.with_label_values(&[note.reason]).inc();
                     self.tally.deadletters += 1;
-                    outlet.deadletter(note.reason, &note.detail, origin, note.to_json().as_bytes())?;
+                    let read_at = match note.origin {
+                        Origin::UNKNOWN => origin.to_string(),
+                        Origin(offset) => format!("{}/{offset}", self.name),
+                    };
+                    outlet.deadletter(note.reason, &note.detail, &read_at, note.to_json().as_bytes())?;
                 }
             }
         }

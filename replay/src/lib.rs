@@ -20,7 +20,7 @@ use pitgun_codec::dataset::{for_each_chunk, Chunk, DatasetError};
 use pitgun_codec::session::session_id;
 use pitgun_codec::Record;
 use pitgun_engine::row::{final_rows, LastVersions};
-use pitgun_engine::{EventNote, Output, Plan, Row, Runner, Stats};
+use pitgun_engine::{EventNote, Origin, Output, Plan, Row, Runner, Stats};
 
 /// Most shards a replay runs (a record's shard is kept in a byte).
 pub const MAX_THREADS: usize = 256;
@@ -36,6 +36,25 @@ pub struct Options {
     /// Stop at the first refused record: the run is then [`ReplayError::Refused`], the same one
     /// whatever the thread count (shards on other threads may have read past it).
     pub strict: bool,
+}
+
+/// Bits of an [`Origin`] that hold the line; the file's index is above them.
+const LINE_BITS: u32 = 40;
+
+/// A record's place in the inputs as the engine keeps it with the event: the file's index above
+/// the line (or Avro record number), so a note written when the event leaves the reorder buffer
+/// names the line it was read from.
+fn origin(file: usize, line: u64) -> Origin {
+    match u64::try_from(file) {
+        Ok(f) if f < 1 << (64 - LINE_BITS - 1) && line < 1 << LINE_BITS => Origin(f << LINE_BITS | line),
+        _ => Origin::UNKNOWN,
+    }
+}
+
+/// The input index and line of the event a note is about, when the replay read it.
+pub fn location(note: &EventNote) -> Option<(usize, u64)> {
+    let Origin(o) = note.origin;
+    (note.origin != Origin::UNKNOWN).then_some(((o >> LINE_BITS) as usize, o & ((1 << LINE_BITS) - 1)))
 }
 
 /// A record the engine refused before it became an event, located in its file.
@@ -227,7 +246,7 @@ impl Shard {
             if self.result.records.is_multiple_of(CLOSE_EVERY) {
                 self.runner.engine_mut().close_ended(now, &mut self.out);
             }
-            if let Err(e) = self.runner.feed(record, now, &mut self.out) {
+            if let Err(e) = self.runner.feed(record, origin(chunk.file as usize, line), now, &mut self.out) {
                 self.result.bad.push(BadRecord { file: chunk.file as usize, line, reason: e.reason.as_str(), detail: e.detail });
                 keep_going = !self.options.strict;
             }
