@@ -982,7 +982,8 @@ fn a_refusal_at_release_names_where_the_event_was_read() {
     ns.create_topics(1);
     let dir = tempfile::tempdir().unwrap();
     // (seconds, kind, lap): the 5th event's lap 1 comes after lap 2 began; it leaves the buffer
-    // when an event 2 s (out_of_orderness) later arrives, the 7th.
+    // when an event 2 s (out_of_orderness) later arrives, the 7th. The 9th comes after the
+    // session's end: late.
     let events = [
         (1.0, "session_start", 1),
         (2.0, "sample", 1),
@@ -992,6 +993,7 @@ fn a_refusal_at_release_names_where_the_event_was_read() {
         (6.0, "sample", 2),
         (8.0, "sample", 2),
         (9.0, "session_end", 2),
+        (20.0, "sample", 2),
     ];
     let records: Vec<String> = events
         .iter()
@@ -1010,8 +1012,12 @@ fn a_refusal_at_release_names_where_the_event_was_read() {
     let data = dir.path().join("origin.ndjson");
     std::fs::write(&data, records.join("\n") + "\n").unwrap();
     let m = manifest("lap-performance.v1.yaml");
-    let rejected = dir.path().join("rejected.ndjson");
-    replay(&m, Some(&dictionary()), &data, &["--rejected", rejected.to_str().unwrap()]);
+    let (rejected, late) = (dir.path().join("rejected.ndjson"), dir.path().join("late.ndjson"));
+    replay(&m, Some(&dictionary()), &data, &["--rejected", rejected.to_str().unwrap(), "--late", late.to_str().unwrap()]);
+    let late_notes = lines(&late);
+    assert_eq!(late_notes.len(), 1, "{late_notes:?}");
+    let note: serde_json::Value = serde_json::from_str(&late_notes[0]).unwrap();
+    assert_eq!((note["event_id"].as_str(), note["line"].as_u64()), (Some("o8"), Some(9)), "{note}");
     let notes = lines(&rejected);
     assert_eq!(notes.len(), 1, "{notes:?}");
     let note: serde_json::Value = serde_json::from_str(&notes[0]).unwrap();
@@ -1028,7 +1034,14 @@ fn a_refusal_at_release_names_where_the_event_was_read() {
     assert!(p.wait(Duration::from_secs(60)), "the run to the end failed");
     let dead = records_with_headers(&ns, "pitgun.deadletter.process.v1", 1);
     let (value, headers) = &dead[0];
-    assert!(value.contains("\"event_id\":\"o4\""), "{value}");
+    let note: serde_json::Value = serde_json::from_str(value).unwrap();
+    assert_eq!(note["event_id"], "o4", "{value}");
     let origin = &headers["pitgun-origin"];
     assert!(origin.ends_with("pitgun.envelopes.v1/0/4"), "the 5th record is at offset 4: {origin}");
+    assert_eq!(&note["origin"], origin.as_str(), "{value}");
+    let late = ns.all_records("pitgun.late.lap-performance.v1");
+    assert_eq!(late.len(), 1, "{late:?}");
+    let note: serde_json::Value = serde_json::from_str(&late[0]).unwrap();
+    assert_eq!(note["event_id"], "o8", "{note}");
+    assert!(note["origin"].as_str().unwrap().ends_with("pitgun.envelopes.v1/0/8"), "{note}");
 }

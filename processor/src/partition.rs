@@ -4,7 +4,7 @@
 use crate::error::Result;
 use pitgun_codec::session::session_id;
 use pitgun_codec::wire::Decoder;
-use pitgun_engine::{Origin, Output, Runner};
+use pitgun_engine::{EventNote, Origin, Output, Runner};
 use pitgun_runtime::kafka::headers;
 use tracing::{info, warn};
 
@@ -142,7 +142,8 @@ impl Part {
                     outlet.metrics.late.inc();
                     self.tally.late += 1;
                     if outlet.late_note_allowed() {
-                        outlet.send(Dest::Late, note.session_id.as_bytes(), note.to_json().as_bytes(), None)?;
+                        let json = note_json(&self.name, &note);
+                        outlet.send(Dest::Late, note.session_id.as_bytes(), json.as_bytes(), None)?;
                     } else {
                         outlet.metrics.late_shed.with_label_values(&[note.reason]).inc();
                         self.tally.late_shed += 1;
@@ -151,11 +152,8 @@ impl Part {
                 Output::Rejected(note) => {
                     outlet.metrics.rejected.with_label_values(&[note.reason]).inc();
                     self.tally.deadletters += 1;
-                    let read_at = match note.origin {
-                        Origin::UNKNOWN => origin.to_string(),
-                        Origin(offset) => format!("{}/{offset}", self.name),
-                    };
-                    outlet.deadletter(note.reason, &note.detail, &read_at, note.to_json().as_bytes())?;
+                    let read_at = read_at(&self.name, &note).unwrap_or_else(|| origin.to_string());
+                    outlet.deadletter(note.reason, &note.detail, &read_at, note_json(&self.name, &note).as_bytes())?;
                 }
             }
         }
@@ -173,4 +171,19 @@ impl Part {
         }
         taken
     }
+}
+
+/// `topic/partition/offset` of the record a note's event was read from, in partition `part`
+/// (`topic/partition`).
+fn read_at(part: &str, note: &EventNote) -> Option<String> {
+    (note.origin != Origin::UNKNOWN).then(|| format!("{part}/{}", note.origin.0))
+}
+
+/// A note as the late and dead-letter topics carry it: where its event was read, then the note.
+fn note_json(part: &str, note: &EventNote) -> String {
+    let mut first = serde_json::Map::new();
+    if let Some(at) = read_at(part, note) {
+        first.insert("origin".into(), at.into());
+    }
+    note.to_json_after(first)
 }
