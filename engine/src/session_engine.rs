@@ -598,6 +598,8 @@ fn renumber(session: &mut SessionState, ev: &EventRef) {
     };
     let mut p = session.buffer.remove(at).expect("found");
     p.seq = ev.seq;
+    // A note about the event names the copy whose number it gives.
+    p.origin = ev.origin;
     let at = session.buffer.partition_point(|q| *q <= p);
     session.buffer.insert(at, p);
     session.min_seq = session.min_seq.min(ev.seq);

@@ -307,3 +307,38 @@ fn the_engine_reads_no_clock() {
         }
     }
 }
+
+/// A note names the record its event was read from, kept with the event while it waits in the
+/// reorder buffer: here a lap number going back, refused only as it leaves the buffer. A resent
+/// copy with a lower sequence number renumbers the waiting event, and the note then names that
+/// copy, whose number it gives.
+#[test]
+fn a_note_names_the_record_its_event_was_read_from() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/pipelines/lap-performance.v1.yaml");
+    let manifest = load(ContractKind::Pipeline, &path).unwrap();
+    let mut r = Runner::new(Plan::compile(&manifest, &dictionary()).unwrap());
+    let line = |id: &str, seq: u64, t_ms: i64, kind: &str, lap: u32| {
+        format!(
+            r#"{{"schema":"pitgun-envelope/v1","event_id":"{id}","source":{{"kind":"simulator","id":"pitgun-sim","version":"2.1.0"}},"session_id":"s","seq":{seq},"time_us":{},"kind":"{kind}","channels":{{"lap_number":{lap}}},"dims":{{"player":"p","track":"t","car":"c"}}}}"#,
+            t_ms * 1000
+        )
+    };
+    // (record, origin): the regressed lap arrives at origin 13 as seq 40, its copy at origin 14
+    // as seq 4; an event 2 s later (out_of_orderness) releases it.
+    let records = [
+        (line("a", 1, 1000, "session_start", 1), 10),
+        (line("b", 2, 2000, "lap", 2), 11),
+        (line("c", 3, 3000, "sample", 2), 12),
+        (line("d", 40, 3500, "sample", 1), 13),
+        (line("d", 4, 3500, "sample", 1), 14),
+        (line("e", 5, 6000, "sample", 2), 15),
+    ];
+    let mut out = Vec::new();
+    for (text, origin) in &records {
+        r.feed(pitgun_codec::Record::Json(text.as_bytes()), pitgun_engine::Origin(*origin), 0, &mut out).unwrap();
+    }
+    let notes: Vec<_> = out.iter().filter_map(|o| if let Output::Rejected(n) = o { Some(n) } else { None }).collect();
+    assert_eq!(notes.len(), 1, "{out:?}");
+    assert_eq!((notes[0].reason, notes[0].event_id.as_str(), notes[0].seq), ("segment_regressed", "d", 4));
+    assert_eq!(notes[0].origin, pitgun_engine::Origin(14), "the copy numbered 4 was read at 14");
+}
