@@ -501,6 +501,27 @@ mod tests {
         assert_eq!(seen.len(), 1, "nothing altered is handed on");
     }
 
+    /// Editors and shells on Windows start a UTF-8 text file with a byte order mark; the first
+    /// line was refused as "expected value at line 1 column 1". Only at the start is it one.
+    #[test]
+    fn a_byte_order_mark_opening_a_file_is_not_part_of_its_first_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = b"\xef\xbb\xbf{\"a\":1}\n\xef\xbb\xbf{\"b\":2}\n";
+        let plain = dir.path().join("d.ndjson");
+        std::fs::write(&plain, text).unwrap();
+        let zst = dir.path().join("d.ndjson.zst");
+        std::fs::write(&zst, zstd::encode_all(&text[..], 3).unwrap()).unwrap();
+        for path in [plain, zst] {
+            let mut seen = Vec::new();
+            for_each_record(&path, &|_| {}, |n, text| {
+                seen.push((n, text.to_string()));
+                Ok::<_, DatasetError>(true)
+            })
+            .unwrap();
+            assert_eq!(seen, [(1, "{\"a\":1}".to_string()), (2, "\u{feff}{\"b\":2}".to_string())], "{}", path.display());
+        }
+    }
+
     #[test]
     fn a_damaged_or_foreign_avro_file_is_an_error_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
