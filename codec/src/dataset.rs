@@ -163,6 +163,9 @@ impl Chunk {
     }
 }
 
+/// UTF-8's byte order mark, skipped where it opens an NDJSON file.
+const BYTE_ORDER_MARK: &[u8] = b"\xef\xbb\xbf";
+
 /// Target size of a chunk.
 pub const CHUNK_BYTES: usize = 1 << 20;
 
@@ -198,6 +201,10 @@ pub fn for_each_chunk<E: From<DatasetError>>(
                     .map_err(|e| DatasetError::new(path, format!("read error after line {first}: {e}")))?;
                 if direct && n > 0 {
                     progress(n as u64);
+                }
+                // A byte order mark opens many text files written on Windows; it is not JSON.
+                if first == 1 && before == 0 && bytes.starts_with(BYTE_ORDER_MARK) {
+                    bytes.drain(..BYTE_ORDER_MARK.len());
                 }
                 if n == 0 {
                     if bytes.is_empty() {
