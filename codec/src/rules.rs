@@ -121,27 +121,13 @@ fn slot_of(name: &[u8]) -> usize {
     ((bytes ^ n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize
 }
 
-/// The schema's `^[^\u0000]*$`: ids and dimension values become key columns, and PostgreSQL's
-/// text cannot hold U+0000 (a row with one could only be dead-lettered by the sink).
-fn has_nul(s: &str) -> bool {
-    memchr::memchr(0, s.as_bytes()).is_some()
-}
-
-const NUL: &str = "contains a NUL (U+0000) character, which no text column can store";
-
 /// Checks what the decoder does not. `view` must have decoded without error.
 pub fn check(view: &EnvelopeView<'_>) -> Result<(), Broken> {
     if too_long(&view.event_id, 128) {
         return broken("/event_id", "longer than 128 characters");
     }
-    if has_nul(&view.event_id) {
-        return broken("/event_id", NUL);
-    }
     if too_long(&view.session_id, 128) {
         return broken("/session_id", "longer than 128 characters");
-    }
-    if has_nul(&view.session_id) {
-        return broken("/session_id", NUL);
     }
     let id = &view.source.id;
     if too_long(id, 128) || !is_producer_id(id) {
@@ -172,9 +158,6 @@ pub fn check(view: &EnvelopeView<'_>) -> Result<(), Broken> {
         }
         if value.is_empty() || too_long(value, 256) {
             return broken(pointer("/dims", name), "a dimension value has 1 to 256 characters");
-        }
-        if has_nul(value) {
-            return broken(pointer("/dims", name), NUL);
         }
     }
     Ok(())
