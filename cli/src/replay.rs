@@ -141,7 +141,9 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     let elapsed = started.elapsed();
     let Outcome { rows, late, rejected: rejected_notes, bad, stats, records } = outcome;
     if args.strict && stats.rejected_total() > 0 {
-        let what = match rejected_notes.first() {
+        // The first in file order, as for refused records (the notes are in session order).
+        let first = rejected_notes.iter().min_by_key(|n| pitgun_replay::location(n).map_or((usize::MAX, u64::MAX), |l| l));
+        let what = match first {
             Some(first) => match pitgun_replay::location(first) {
                 Some((file, line)) => format!("{}:{line}: an event the engine rejected: {}", args.input[file].display(), first.to_json()),
                 None => format!("an event the engine rejected: {}", first.to_json()),

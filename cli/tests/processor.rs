@@ -1032,6 +1032,7 @@ fn a_refusal_at_release_names_where_the_event_was_read() {
     let state = dir.path().join("state");
     let mut p = Service::start("origin", &process_args(m.to_str().unwrap(), state.to_str().unwrap(), &["--until-end"]), &ns);
     assert!(p.wait(Duration::from_secs(60)), "the run to the end failed");
+    assert_eq!(ns.all_records("pitgun.deadletter.process.v1").len(), 1, "one event refused");
     let dead = records_with_headers(&ns, "pitgun.deadletter.process.v1", 1);
     let (value, headers) = &dead[0];
     let note: serde_json::Value = serde_json::from_str(value).unwrap();

@@ -23,8 +23,6 @@ pub struct Runner<S: SessionStore = MemoryStore> {
     resolver: Resolver,
     values: Vec<f64>,
     last_time_us: i64,
-    /// Where the record being fed was read.
-    origin: Origin,
 }
 
 impl Runner<MemoryStore> {
@@ -38,7 +36,7 @@ impl<S: SessionStore> Runner<S> {
     /// A runner for `plan` whose session state lives in `store`.
     pub fn with_store(plan: Plan, store: S) -> Runner<S> {
         let resolver = Resolver::new(&plan);
-        Runner { engine: Engine::with_store(plan, store), resolver, values: Vec::new(), last_time_us: i64::MIN, origin: Origin::UNKNOWN }
+        Runner { engine: Engine::with_store(plan, store), resolver, values: Vec::new(), last_time_us: i64::MIN }
     }
 
     /// The engine (stats, plan).
@@ -54,11 +52,10 @@ impl<S: SessionStore> Runner<S> {
     /// Feeds one record in either format, as a dataset or a topic stores it, read at `origin`
     /// (which every note about its event names).
     pub fn feed(&mut self, record: Record<'_>, origin: Origin, now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
-        self.origin = origin;
         match record {
-            Record::Avro(datum) => self.avro(datum, now_us, out),
+            Record::Avro(datum) => self.avro(datum, origin, now_us, out),
             Record::Json(bytes) => match pitgun_codec::text::utf8(bytes) {
-                Ok(text) => self.json(text, now_us, out),
+                Ok(text) => self.json(text, origin, now_us, out),
                 Err(e) => Err(self.refuse_undecodable(format!("JSON record is not UTF-8: {e}"))),
             },
         }
@@ -67,32 +64,29 @@ impl<S: SessionStore> Runner<S> {
     /// Feeds one JSON envelope of unknown origin. Refused records are counted and returned as
     /// errors.
     pub fn feed_json(&mut self, text: &str, now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
-        self.origin = Origin::UNKNOWN;
-        self.json(text, now_us, out)
+        self.json(text, Origin::UNKNOWN, now_us, out)
     }
 
     /// Feeds one Avro binary datum of the envelope schema, of unknown origin (the caller checked
     /// the single-object header).
     pub fn feed_avro(&mut self, datum: &[u8], now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
-        self.origin = Origin::UNKNOWN;
-        self.avro(datum, now_us, out)
+        self.avro(datum, Origin::UNKNOWN, now_us, out)
     }
 
     /// Feeds one decoded envelope of unknown origin.
     pub fn feed_view(&mut self, view: &EnvelopeView<'_>, now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
-        self.origin = Origin::UNKNOWN;
-        self.view(view, now_us, out)
+        self.view(view, Origin::UNKNOWN, now_us, out)
     }
 
-    fn json(&mut self, text: &str, now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
+    fn json(&mut self, text: &str, origin: Origin, now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
         let mut view = EnvelopeView::empty();
         match decode_into(text, &mut view) {
-            Ok(()) => self.view(&view, now_us, out),
+            Ok(()) => self.view(&view, origin, now_us, out),
             Err(e) => Err(self.invalid(e)),
         }
     }
 
-    fn avro(&mut self, datum: &[u8], now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
+    fn avro(&mut self, datum: &[u8], origin: Origin, now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
         let mut view = EnvelopeView::empty();
         let engine = &self.engine;
         let takes = |view: &EnvelopeView<'_>| {
@@ -105,21 +99,21 @@ impl<S: SessionStore> Runner<S> {
         let decoded = crate::decode_avro::decode_avro_resolved(datum, &mut view, takes, &mut self.resolver, &mut self.values);
         if decoded.is_some() && !self.engine.plan().accepts(view.kind) {
             // Decoded with its channels listed, not resolved: the same step as a JSON record's.
-            return self.view(&view, now_us, out);
+            return self.view(&view, origin, now_us, out);
         }
         if let Some(unknown) = decoded {
             let mut key = KeyValues::new();
             if self.resolver.key_of(&view, &mut key).is_some() {
                 self.last_time_us = self.last_time_us.max(view.time_us);
                 self.engine.count_unknown_channels(unknown);
-                self.process(&view, &key, now_us, out);
+                self.process(&view, &key, origin, now_us, out);
                 return Ok(());
             }
         }
         // Anything unusual: the two-pass path, which learns layouts and words every refusal.
         let mut view = EnvelopeView::empty();
         match pitgun_codec::avro::decode_avro_into(datum, &mut view) {
-            Ok(()) => self.view(&view, now_us, out),
+            Ok(()) => self.view(&view, origin, now_us, out),
             Err(e) => Err(self.invalid(e)),
         }
     }
@@ -135,7 +129,7 @@ impl<S: SessionStore> Runner<S> {
         RecordError { reason: Reason::InvalidEnvelope, detail }
     }
 
-    fn view(&mut self, view: &EnvelopeView<'_>, now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
+    fn view(&mut self, view: &EnvelopeView<'_>, origin: Origin, now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
         self.last_time_us = self.last_time_us.max(view.time_us);
         let mut key = KeyValues::new();
         let checked = if self.engine.plan().accepts(view.kind) {
@@ -155,13 +149,13 @@ impl<S: SessionStore> Runner<S> {
                 return Err(RecordError { reason: r.reason, detail: r.detail });
             }
         }
-        self.process(view, &key, now_us, out);
+        self.process(view, &key, origin, now_us, out);
         Ok(())
     }
 
     /// Feeds a decoded, resolved event (its inputs in `self.values`).
     #[inline]
-    fn process(&mut self, view: &EnvelopeView<'_>, key: &[&str], now_us: i64, out: &mut Vec<Output>) {
+    fn process(&mut self, view: &EnvelopeView<'_>, key: &[&str], origin: Origin, now_us: i64, out: &mut Vec<Output>) {
         let ev = EventRef {
             session_id: &view.session_id,
             event_id: &view.event_id,
@@ -170,7 +164,7 @@ impl<S: SessionStore> Runner<S> {
             kind: view.kind,
             key,
             inputs: &self.values,
-            origin: self.origin,
+            origin,
         };
         self.engine.process(&ev, now_us, out);
     }

@@ -48,13 +48,21 @@ pub struct EventRef<'a> {
 
 /// Where a driver read an event (replay: file and line; the processor: the offset), kept with
 /// the event while it waits in the reorder buffer, so a note written when it is released names
-/// the record it came from, not the record whose arrival released it. Opaque to the engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// the record it came from, not the record whose arrival released it. The engine only passes it
+/// on; `u64::MAX` is reserved for [`Origin::UNKNOWN`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Origin(pub u64);
 
 impl Origin {
-    /// A driver that does not say.
+    /// A driver that does not say, or an event restored from a checkpoint (origins are not
+    /// checkpointed: the state's format, and so an upgrade's state, stays as it was).
     pub const UNKNOWN: Origin = Origin(u64::MAX);
+}
+
+impl Default for Origin {
+    fn default() -> Origin {
+        Origin::UNKNOWN
+    }
 }
 
 /// What the engine emits.
@@ -120,6 +128,8 @@ struct Pending {
     /// later reads no cold heap allocation.
     event_id: EventId,
     values: SmallVec<[f64; 12]>,
+    /// Not checkpointed (restored as unknown): see [`Origin`].
+    #[serde(skip)]
     origin: Origin,
 }
 
@@ -219,7 +229,7 @@ pub const MAX_KEYS_PER_SESSION: usize = 64;
 
 /// Version of the byte form of [`SessionState`]; bumped whenever the state's fields change, so a
 /// state folder written by another build is refused instead of misread.
-pub const STATE_FORMAT: u8 = 5;
+pub const STATE_FORMAT: u8 = 4;
 
 impl SessionState {
     /// What a durable store writes at a checkpoint: the session's record (a format byte, then

@@ -129,7 +129,8 @@ impl Part {
     /// Sends the engine's outputs to their topics; rows carry `version`
     /// ([`headers::ROW_VERSION`]). A refused event is dead-lettered under the offset it was read
     /// at, which need not be the record being fed now: an event refused as it leaves the reorder
-    /// buffer was read earlier. `origin` names what caused the outputs otherwise.
+    /// buffer was read earlier. `origin` (the record being fed, idle expiry, end of input) stands
+    /// in for an event whose offset is unknown: one restored from a checkpoint.
     pub(crate) fn route_outputs(&mut self, outlet: &Outlet, origin: &str, version: i64) -> Result<()> {
         for o in self.out.drain(..) {
             match o {
@@ -142,7 +143,7 @@ impl Part {
                     outlet.metrics.late.inc();
                     self.tally.late += 1;
                     if outlet.late_note_allowed() {
-                        let json = note_json(&self.name, &note);
+                        let json = note_json(read_at(&self.name, &note).as_deref(), &note);
                         outlet.send(Dest::Late, note.session_id.as_bytes(), json.as_bytes(), None)?;
                     } else {
                         outlet.metrics.late_shed.with_label_values(&[note.reason]).inc();
@@ -152,8 +153,9 @@ impl Part {
                 Output::Rejected(note) => {
                     outlet.metrics.rejected.with_label_values(&[note.reason]).inc();
                     self.tally.deadletters += 1;
-                    let read_at = read_at(&self.name, &note).unwrap_or_else(|| origin.to_string());
-                    outlet.deadletter(note.reason, &note.detail, &read_at, note_json(&self.name, &note).as_bytes())?;
+                    let at = read_at(&self.name, &note);
+                    let json = note_json(at.as_deref(), &note);
+                    outlet.deadletter(note.reason, &note.detail, at.as_deref().unwrap_or(origin), json.as_bytes())?;
                 }
             }
         }
@@ -179,10 +181,11 @@ fn read_at(part: &str, note: &EventNote) -> Option<String> {
     (note.origin != Origin::UNKNOWN).then(|| format!("{part}/{}", note.origin.0))
 }
 
-/// A note as the late and dead-letter topics carry it: where its event was read, then the note.
-fn note_json(part: &str, note: &EventNote) -> String {
+/// A note as the late and dead-letter topics carry it: where its event was read (`read_at`),
+/// then the note.
+fn note_json(read_at: Option<&str>, note: &EventNote) -> String {
     let mut first = serde_json::Map::new();
-    if let Some(at) = read_at(part, note) {
+    if let Some(at) = read_at {
         first.insert("origin".into(), at.into());
     }
     note.to_json_after(first)

@@ -43,7 +43,8 @@ const LINE_BITS: u32 = 40;
 
 /// A record's place in the inputs as the engine keeps it with the event: the file's index above
 /// the line (or Avro record number), so a note written when the event leaves the reorder buffer
-/// names the line it was read from.
+/// names the line it was read from. The file index stays below the top bit, so no place is
+/// [`Origin::UNKNOWN`]; a place past these bounds (8 million files, a trillion lines) is unknown.
 fn origin(file: usize, line: u64) -> Origin {
     match u64::try_from(file) {
         Ok(f) if f < 1 << (64 - LINE_BITS - 1) && line < 1 << LINE_BITS => Origin(f << LINE_BITS | line),
@@ -308,4 +309,24 @@ fn merge(results: Vec<ShardResult>, changelog: bool) -> Outcome {
     outcome.rejected.sort_by(note_order);
     outcome.bad.sort_by_key(|b| (b.file, b.line));
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn note(origin: Origin) -> EventNote {
+        EventNote { session_id: "s".into(), event_id: "e".into(), seq: 1, time_us: 0, reason: "too_late", detail: String::new(), origin }
+    }
+
+    #[test]
+    fn a_place_in_the_inputs_comes_back_from_its_origin() {
+        for (file, line) in [(0, 1), (1, 7), (3, (1 << LINE_BITS) - 1), ((1 << 23) - 1, 42)] {
+            assert_eq!(location(&note(origin(file, line))), Some((file, line)));
+        }
+        for (file, line) in [(1 << 23, 1), (0, 1 << LINE_BITS)] {
+            assert_eq!(origin(file, line), Origin::UNKNOWN, "beyond the bounds: file {file}, line {line}");
+        }
+        assert_eq!(location(&note(Origin::UNKNOWN)), None);
+    }
 }
