@@ -142,12 +142,10 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     let Outcome { rows, late, rejected: rejected_notes, bad, stats, records } = outcome;
     if args.strict && stats.rejected_total() > 0 {
         // The first in file order, as for refused records (the notes are in session order).
-        let first = rejected_notes.iter().min_by_key(|n| pitgun_replay::location(n).map_or((usize::MAX, u64::MAX), |l| l));
+        let first = rejected_notes.iter().map(|n| (pitgun_replay::location(n), n)).min_by_key(|(at, _)| at.unwrap_or((usize::MAX, u64::MAX)));
         let what = match first {
-            Some(first) => match pitgun_replay::location(first) {
-                Some((file, line)) => format!("{}:{line}: an event the engine rejected: {}", args.input[file].display(), first.to_json()),
-                None => format!("an event the engine rejected: {}", first.to_json()),
-            },
+            Some((Some((file, line)), n)) => format!("{}:{line}: an event the engine rejected: {}", args.input[file].display(), n.to_json()),
+            Some((None, n)) => format!("an event the engine rejected: {}", n.to_json()),
             None => format!("events the engine rejected: {:?}", stats.rejected_by_reason()),
         };
         return Ok(strict_refusal(&what));

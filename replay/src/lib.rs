@@ -45,10 +45,11 @@ const LINE_BITS: u32 = 40;
 /// the line (or Avro record number), so a note written when the event leaves the reorder buffer
 /// names the line it was read from. The file index stays below the top bit, so no place is
 /// [`Origin::UNKNOWN`]; a place past these bounds (8 million files, a trillion lines) is unknown.
-fn origin(file: usize, line: u64) -> Origin {
-    match u64::try_from(file) {
-        Ok(f) if f < 1 << (64 - LINE_BITS - 1) && line < 1 << LINE_BITS => Origin(f << LINE_BITS | line),
-        _ => Origin::UNKNOWN,
+fn origin(file: u32, line: u64) -> Origin {
+    let file = u64::from(file);
+    match file < 1 << (64 - LINE_BITS - 1) && line < 1 << LINE_BITS {
+        true => Origin(file << LINE_BITS | line),
+        false => Origin::UNKNOWN,
     }
 }
 
@@ -247,7 +248,7 @@ impl Shard {
             if self.result.records.is_multiple_of(CLOSE_EVERY) {
                 self.runner.engine_mut().close_ended(now, &mut self.out);
             }
-            if let Err(e) = self.runner.feed(record, origin(chunk.file as usize, line), now, &mut self.out) {
+            if let Err(e) = self.runner.feed(record, origin(chunk.file, line), now, &mut self.out) {
                 self.result.bad.push(BadRecord { file: chunk.file as usize, line, reason: e.reason.as_str(), detail: e.detail });
                 keep_going = !self.options.strict;
             }
@@ -322,7 +323,7 @@ mod tests {
     #[test]
     fn a_place_in_the_inputs_comes_back_from_its_origin() {
         for (file, line) in [(0, 1), (1, 7), (3, (1 << LINE_BITS) - 1), ((1 << 23) - 1, 42)] {
-            assert_eq!(location(&note(origin(file, line))), Some((file, line)));
+            assert_eq!(location(&note(origin(file, line))), Some((file as usize, line)));
         }
         for (file, line) in [(1 << 23, 1), (0, 1 << LINE_BITS)] {
             assert_eq!(origin(file, line), Origin::UNKNOWN, "beyond the bounds: file {file}, line {line}");
