@@ -116,9 +116,30 @@ impl<'a> Cursor<'a> {
             return None;
         }
         let start = self.at;
-        // Eight bytes at a time to the first byte that may end the plain run: a quote, a
-        // backslash or a control character. The lowest flagged byte is a true one (a borrow
-        // only flags bytes above a true hit), so the word's test alone decides.
+        // Sixteen bytes at a time (SSE2, which every x86-64 has) to the first byte that may end
+        // the plain run: a quote, a backslash or a control character. Most names and values
+        // end within the first block; this took half the instructions of the word loop below.
+        #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+        while let Some(block) = self.bytes.get(self.at..self.at + 16) {
+            use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_loadu_si128, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8};
+            // SAFETY: the build enables SSE2 (the `cfg` above), and the unaligned load reads
+            // exactly the 16 bytes `block` borrows.
+            let hits = unsafe {
+                let v = _mm_loadu_si128(block.as_ptr().cast());
+                let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+                let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+                // Unsigned `v <= 0x1f`: the byte equals its minimum with 0x1f.
+                let control = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v);
+                _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), control)) as u32
+            };
+            if hits != 0 {
+                self.at += hits.trailing_zeros() as usize;
+                return self.string_end(start);
+            }
+            self.at += 16;
+        }
+        // Then (or elsewhere) eight bytes at a time. The lowest flagged byte is a true one (a
+        // borrow only flags bytes above a true hit), so the word's test alone decides.
         const ONES: u64 = 0x0101_0101_0101_0101;
         const HIGH: u64 = 0x8080_8080_8080_8080;
         let zero_byte = |x: u64| x.wrapping_sub(ONES) & !x;

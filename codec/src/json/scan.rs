@@ -167,6 +167,14 @@ mod tests {
         assert!(both(spaced).0.is_some(), "whitespace anywhere JSON allows it");
         let minimal = GOOD.split(",\"channels\"").next().unwrap().to_string() + "}";
         assert!(both(&minimal).0.is_some(), "channels and dims may be left out");
+        // Names and values ending on each side of the scan's 8- and 16-byte blocks, mid-record
+        // and at its end.
+        for len in [7, 8, 9, 15, 16, 17, 31, 32, 33] {
+            let (name, value) = ("n".repeat(len), "v".repeat(len));
+            let long = GOOD.replace("\"e1\"", &format!("\"{value}\"")).replace("speed_kmh", &name).replace("monza", &value);
+            assert!(both(&long).0.is_some(), "a plain string of {len} bytes is scanned");
+            agree(&long);
+        }
         agree(GOOD);
         agree(spaced);
         agree(&minimal);
@@ -193,9 +201,12 @@ mod tests {
             GOOD.replace("120.5", "null"),
             GOOD.replace("120.5", "\"1\""),
             GOOD.replace("\"monza\"", "7"),
-            GOOD.replace("\"monza\"", "\"mon\tza\""),              // a raw control character
-            GOOD.replace("\"monza\"", "\"monza_circuit\tx\""),     // one past the first eight bytes
-            GOOD.replace("\"monza\"", "\"monza_circuit\\u0041\""), // an escape past them
+            GOOD.replace("\"monza\"", "\"mon\tza\""),               // a raw control character
+            GOOD.replace("\"monza\"", "\"monza_circuit\tx\""),      // one past the first eight bytes
+            GOOD.replace("\"monza\"", "\"monza_circuit\\u0041\""),  // an escape past them
+            GOOD.replace("\"e1\"", "\"event_of_session_1\tx\""),    // past the first sixteen
+            GOOD.replace("\"e1\"", "\"event_of_session_1\\\"x\""),  // an escaped quote past them
+            GOOD.replace("\"e1\"", "\"event_of_ses\u{7f}\u{1f}\""), // DEL is plain, 0x1f is not
             GOOD.replace("\"seq\":1,", "\"seq\":1,\"seq\":2,"),
             GOOD.replace("\"seq\":1,", ""),
             GOOD.replace("\"kind\":\"game\",", ""),
