@@ -1,8 +1,11 @@
 //! Reading contract documents from YAML or JSON with errors that name file, line and pointer.
 
+use std::cell::RefCell;
+use std::fmt;
 use std::path::Path;
 
-use serde::de::DeserializeOwned;
+use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde::Deserializer;
 use serde_json::Value;
 
 use crate::error::{ContractError, Issue};
@@ -35,28 +38,132 @@ impl SourceText {
         self.file.ends_with(".json") || self.text.trim_start().starts_with('{')
     }
 
-    /// Parses the text (JSON or YAML) into a JSON value.
+    /// Parses the text (JSON or YAML) into a JSON value. A key written twice in one mapping is
+    /// refused, in both: `serde_json::Value` would keep the last copy, so a manifest with two
+    /// `window:` keys ran the second and was called valid.
     pub fn parse(&self) -> Result<Value, ContractError> {
-        if self.is_json() {
-            serde_json::from_str(&self.text).map_err(|e| {
-                ContractError::Invalid(vec![Issue {
-                    file: self.file.clone(),
-                    line: Some(e.line()),
-                    pointer: String::new(),
-                    message: format!("not valid JSON: {e}"),
-                }])
-            })
+        let repeated = RefCell::new(None);
+        let seed = Unique { at: String::new(), repeated: &repeated };
+        let parsed = if self.is_json() {
+            let mut de = serde_json::Deserializer::from_str(&self.text);
+            seed.deserialize(&mut de).and_then(|v| de.end().map(|()| v)).map_err(|e| (Some(e.line()), format!("not valid JSON: {e}")))
         } else {
-            serde_yaml_ng::from_str(&self.text).map_err(|e| {
-                ContractError::Invalid(vec![Issue {
+            let de = serde_yaml_ng::Deserializer::from_str(&self.text);
+            seed.deserialize(de).map_err(|e| (e.location().map(|l| l.line()), format!("not valid YAML: {e}")))
+        };
+        parsed.map_err(|(line, message)| {
+            let issue = match repeated.take() {
+                // JSON's parser knows the line of the second copy; YAML's says where the mapping began.
+                Some((pointer, key)) => Issue {
                     file: self.file.clone(),
-                    line: e.location().map(|l| l.line()),
-                    pointer: String::new(),
-                    message: format!("not valid YAML: {e}"),
-                }])
-            })
+                    line: if self.is_json() { line } else { second_copy_line(&self.text, &pointer, &key) },
+                    message: format!("key {key:?} is written twice in one mapping; keep one"),
+                    pointer,
+                },
+                None => Issue { file: self.file.clone(), line, pointer: String::new(), message },
+            };
+            ContractError::Invalid(vec![issue])
+        })
+    }
+}
+
+/// Reads a value as `serde_json::Value` does, except that a mapping naming a key twice is an
+/// error; `repeated` then holds the key's pointer and the key.
+struct Unique<'r> {
+    /// The pointer of the value being read.
+    at: String,
+    repeated: &'r RefCell<Option<(String, String)>>,
+}
+
+impl<'de> DeserializeSeed<'de> for Unique<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Unique<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(v.into())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        // As `Value` does: a non-finite number (YAML's `.nan`, `.inf`) becomes null.
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        self.deserialize(d)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(v) = seq.next_element_seed(Unique { at: format!("{}/{}", self.at, items.len()), repeated: self.repeated })? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut members = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let at = format!("{}/{}", self.at, key.replace('~', "~0").replace('/', "~1"));
+            if members.contains_key(&key) {
+                let message = format!("key {key:?} is written twice in one mapping");
+                *self.repeated.borrow_mut() = Some((at, key));
+                return Err(de::Error::custom(message));
+            }
+            let v = map.next_value_seed(Unique { at, repeated: self.repeated })?;
+            members.insert(key, v);
+        }
+        Ok(Value::Object(members))
+    }
+}
+
+/// The line of the second copy of `key` in the block mapping holding the first (found by its
+/// pointer): the next line at the first copy's column that names it, before the mapping ends.
+/// A flow mapping (`{a: 1, a: 2}`) keeps both on one line: that line.
+fn second_copy_line(text: &str, pointer: &str, key: &str) -> Option<usize> {
+    let first = locate_line(text, pointer)?;
+    let lines: Vec<&str> = text.lines().collect();
+    let content = |line: &str| line.find(|c: char| c != ' ' && c != '-');
+    let names = |line: &str, column: usize| line.get(column..).is_some_and(|rest| rest.starts_with(&format!("{key}:")));
+    let column = content(lines.get(first - 1)?).filter(|&c| names(lines[first - 1], c))?;
+    for (i, line) in lines.iter().enumerate().skip(first) {
+        let body = line.trim_start();
+        if body.is_empty() || body.starts_with('#') {
+            continue;
+        }
+        // Less indented, or a new sequence item at or left of the key: the mapping has ended.
+        let indent = line.len() - body.len();
+        if indent < column && (body.starts_with('-') || content(line).is_some_and(|c| c < column)) {
+            break;
+        }
+        if content(line) == Some(column) && names(line, column) {
+            return Some(i + 1);
         }
     }
+    Some(first)
 }
 
 /// A typed, schema-valid document with its source and content hash.
@@ -219,6 +326,27 @@ mod tests {
         assert_eq!(locate_line(DOC, "/aggregations/1/of"), Some(10));
         assert_eq!(locate_line(DOC, "/aggregations/0/fn"), Some(7));
         assert_eq!(locate_line(DOC, "/aggregations/1"), Some(8));
+    }
+
+    /// A key written twice in one mapping is refused, naming the key and the line, in YAML and
+    /// in JSON: both parsers keep the last copy, so a manifest with two `window:` keys ran the
+    /// second one and `validate` called it valid.
+    #[test]
+    fn a_key_written_twice_is_refused_with_its_line() {
+        let twice = [
+            ("m.yaml", format!("{DOC}window:\n  kind: global\n"), "window", 11),
+            ("m.yaml", "schema: x\naggregations:\n  - name: a\n    fn: count\n    name: b\n".to_string(), "name", 5),
+            ("m.json", "{\"schema\": \"x\",\n \"window\": {\"kind\": \"global\",\n \"kind\": \"tumbling\"}}".to_string(), "kind", 3),
+        ];
+        for (file, text, key, line) in twice {
+            let source = SourceText { file: file.into(), text };
+            let err = source.parse().expect_err("a repeated key is refused").to_string();
+            assert!(err.contains(&format!("{key:?}")) && err.contains("twice"), "{file}: {err}");
+            assert!(err.contains(&format!("{file}:{line}:")), "{file}: the line of the second copy: {err}");
+        }
+        // The same key in two mappings is no repeat.
+        let source = SourceText { file: "m.yaml".into(), text: "a: {kind: x}\nb: {kind: y}\n".into() };
+        assert_eq!(source.parse().unwrap(), serde_json::json!({"a": {"kind": "x"}, "b": {"kind": "y"}}));
     }
 
     #[test]
