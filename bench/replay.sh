@@ -41,7 +41,10 @@ for pair in 1 2 3; do
   OURS="$("$P" replay --threads 2 --manifest manifests/pipelines/client-health.v1.yaml --input "$DATA" \
     --output "$OUT/client-health.pair.ndjson" 2>&1 | sed -n 's/^replay:.*: \([0-9]*\) events\/s.*/\1/p')"
   cmp -s "$OUT/client-health.pair.ndjson" "$OUT/client-health.t2.ndjson" || { echo "pair $pair: rows differ" >&2; exit 1; }
-  THEIRS="$(python3 bench/duckdb_client_health.py "$DATA" | tee /dev/stderr | sed -n 's/.*: \([0-9]*\) envelopes\/s$/\1/p')"
+  # Not `tee /dev/stderr`: reopening stderr truncates it when it is a log file, erasing the run.
+  SAID="$(python3 bench/duckdb_client_health.py "$DATA")"
+  echo "$SAID" >&2
+  THEIRS="$(sed -n 's/.*: \([0-9]*\) envelopes\/s$/\1/p' <<< "$SAID")"
   RATIO="$(python3 -c "print(f'{$OURS / $THEIRS:.2f}')")"
   echo "pair $pair: pitgun client-health $OURS/s, DuckDB $THEIRS/s, ratio $RATIO"
   RATIOS="$RATIOS $RATIO"
