@@ -14,19 +14,22 @@ use pitgun_engine::Plan;
 pub struct Project {
     pub manifest: Loaded<PipelineManifest>,
     pub dictionary: Loaded<Dictionary>,
+    /// Every file read, with what it is: a command's outputs may not overwrite any of them,
+    /// including the dictionary found beside the manifest, which no flag names.
+    pub files: Vec<(&'static str, PathBuf)>,
 }
 
 impl Project {
     /// Loads a manifest; the dictionary is `--dictionary`, or `<name>.yaml` in the
     /// `dictionary/` folder beside the manifest's folder (the repository layout).
-    pub fn load(manifest: &Path, dictionary: Option<&Path>) -> Result<Project> {
-        let manifest: Loaded<PipelineManifest> = load(ContractKind::Pipeline, manifest)?;
+    pub fn load(manifest_path: &Path, dictionary: Option<&Path>) -> Result<Project> {
+        let manifest: Loaded<PipelineManifest> = load(ContractKind::Pipeline, manifest_path)?;
         let dict_path = match dictionary {
             Some(p) => p.to_path_buf(),
             None => default_dictionary(Path::new(&manifest.source.file), &manifest.doc.dictionary.name)?,
         };
         let dictionary = load(ContractKind::Dictionary, &dict_path)?;
-        Ok(Project { manifest, dictionary })
+        Ok(Project { manifest, dictionary, files: vec![("the manifest", manifest_path.to_path_buf()), ("the dictionary", dict_path)] })
     }
 
     /// Loads pipeline `name` from a bundle, checking every pinned hash.
@@ -35,15 +38,18 @@ impl Project {
         let base = bundle.parent().unwrap_or(Path::new("."));
         let pinned =
             b.doc.pipelines.iter().find(|p| p.name == name).with_context(|| format!("bundle {} has no pipeline {name:?}", bundle.display()))?;
-        let manifest: Loaded<PipelineManifest> = load(ContractKind::Pipeline, &base.join(&pinned.path))?;
+        let mut files = vec![("the bundle", bundle.to_path_buf()), ("the bundle's manifest", base.join(&pinned.path))];
+        let manifest: Loaded<PipelineManifest> = load(ContractKind::Pipeline, &files[1].1)?;
         if manifest.hash != pinned.sha256 {
             bail!("{}: content hash {} does not match the bundle's pin {}", pinned.path, manifest.hash, pinned.sha256);
         }
-        let dictionary: Loaded<Dictionary> = load(ContractKind::Dictionary, &base.join(&b.doc.dictionary.path))?;
+        files.push(("the bundle's dictionary", base.join(&b.doc.dictionary.path)));
+        let dictionary: Loaded<Dictionary> = load(ContractKind::Dictionary, &files[2].1)?;
         if dictionary.hash != b.doc.dictionary.sha256 {
             bail!("{}: content hash {} does not match the bundle's pin {}", b.doc.dictionary.path, dictionary.hash, b.doc.dictionary.sha256);
         }
         for schema in &b.doc.schemas {
+            files.push(("a schema in the bundle", base.join(&schema.path)));
             let source = pitgun_contracts::load::SourceText::read(&base.join(&schema.path))?;
             let hash = pitgun_contracts::hash::content_hash(&source.parse()?);
             if hash != schema.sha256 {
@@ -54,7 +60,7 @@ impl Project {
                 bail!("schema {} in the bundle is not the one this pitgun was built with", schema.id);
             }
         }
-        Ok(Project { manifest, dictionary })
+        Ok(Project { manifest, dictionary, files })
     }
 
     /// Compiles the plan (every thread compiles its own: formulas are not shared across threads).
@@ -66,5 +72,12 @@ impl Project {
 fn default_dictionary(manifest: &Path, name: &str) -> Result<PathBuf> {
     let dir = manifest.parent().unwrap_or(Path::new("."));
     let candidates = [dir.join("../dictionary").join(format!("{name}.yaml")), dir.join(format!("{name}.yaml"))];
-    candidates.iter().find(|p| p.exists()).cloned().with_context(|| format!("dictionary {name:?} not found beside the manifest; pass --dictionary"))
+    candidates.iter().find(|p| p.exists()).cloned().with_context(|| {
+        format!(
+            "dictionary {name:?}, which {} pins, not found: looked for {} and {}; pass --dictionary FILE",
+            manifest.display(),
+            candidates[0].display(),
+            candidates[1].display()
+        )
+    })
 }

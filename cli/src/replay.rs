@@ -34,7 +34,8 @@ pub struct ReplayArgs {
     /// Pipeline name inside the bundle.
     #[arg(long, conflicts_with = "manifest")]
     pipeline: Option<String>,
-    /// Dictionary file (default: manifests/dictionary/<pinned name>.yaml beside the manifest).
+    /// Dictionary file (default: <name>.yaml, the name the manifest pins, in ../dictionary/ from
+    /// the manifest's folder, else in that folder).
     #[arg(long)]
     dictionary: Option<PathBuf>,
     /// Dataset files: .ndjson/.jsonl/.json (optionally .gz/.zst) or .avro; read in order.
@@ -64,7 +65,7 @@ pub struct ReplayArgs {
     /// Worker threads, 1 to 256 (default: all cores, at most 256).
     #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=pitgun_replay::MAX_THREADS as u64))]
     threads: Option<usize>,
-    /// No progress bar and no summary.
+    /// No progress bar and no summary. The first refused records are still named on stderr.
     #[arg(long, short)]
     quiet: bool,
 }
@@ -100,8 +101,13 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         }
     }
     let read = [("--manifest", &args.manifest), ("--dictionary", &args.dictionary), ("--bundle", &args.bundle)];
-    let inputs: Vec<(&str, &std::path::Path)> =
-        args.input.iter().map(|p| ("--input", p.as_path())).chain(read.iter().filter_map(|(flag, p)| p.as_deref().map(|p| (*flag, p)))).collect();
+    let inputs: Vec<(&str, &std::path::Path)> = args
+        .input
+        .iter()
+        .map(|p| ("--input", p.as_path()))
+        .chain(read.iter().filter_map(|(flag, p)| p.as_deref().map(|p| (*flag, p))))
+        .chain(project.files.iter().map(|(what, p)| (*what, p.as_path())))
+        .collect();
     let outputs = [("--output", &args.output), ("--late", &args.late), ("--rejected", &args.rejected)];
     let outputs: Vec<(&str, &std::path::Path)> = outputs.iter().filter_map(|(flag, p)| p.as_deref().map(|p| (*flag, p))).collect();
     crate::paths::distinct(&inputs, &outputs)?;
@@ -170,14 +176,15 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         }
         w.flush()?;
     }
+    // Refused records are named even with --quiet: they are the run's warnings, not its chatter.
+    for b in bad.iter().take(5) {
+        eprintln!("{}:{}: {}: {}", args.input[b.file].display(), b.line, b.reason, b.detail);
+    }
+    if bad.len() > 5 {
+        let hint = if args.rejected.is_some() { "" } else { " (write them all with --rejected FILE)" };
+        eprintln!("… and {} more refused records{hint}", bad.len() - 5);
+    }
     if !args.quiet {
-        for b in bad.iter().take(5) {
-            eprintln!("{}:{}: {}: {}", args.input[b.file].display(), b.line, b.reason, b.detail);
-        }
-        if bad.len() > 5 {
-            let hint = if args.rejected.is_some() { "" } else { " (write them all with --rejected FILE)" };
-            eprintln!("… and {} more refused records{hint}", bad.len() - 5);
-        }
         summary(&stats, records, rows.len(), bytes_read.load(Ordering::Relaxed), elapsed, threads);
     }
     Ok(ExitCode::SUCCESS)

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use pitgun_codec::dataset::{for_each_record, Format};
 use pitgun_contracts::error::Issue;
@@ -46,7 +46,14 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
             }
         };
         let checked = check(&source).map_err(anyhow::Error::from).and_then(|kind| {
-            runs(kind, path, args.dictionary.as_deref()).with_context(|| source.file.clone())?;
+            // Named once: most errors already start with the file (and line).
+            runs(kind, path, args.dictionary.as_deref()).map_err(|e| {
+                if format!("{e:#}").starts_with(&source.file) {
+                    e
+                } else {
+                    e.context(source.file.clone())
+                }
+            })?;
             Ok(kind)
         });
         match checked {
@@ -84,7 +91,7 @@ fn check_dataset(path: &Path) -> usize {
                 }])
             })
             .and_then(|value| {
-                let record = SourceText { file, text: text.to_string() };
+                let record = SourceText { file: file.clone(), text: text.to_string() };
                 from_value::<envelope::Envelope>(ContractKind::Envelope, &value, &record).map(|_| ()).map_err(|e| match e {
                     // The record is one line: its number is in the label, not a line within it.
                     ContractError::Invalid(mut issues) => {
@@ -93,6 +100,14 @@ fn check_dataset(path: &Path) -> usize {
                     }
                     other => other,
                 })
+            })
+            // Then the decoder replay, publish and the gateway use, for what a JSON value cannot
+            // show: a field or a channel written twice.
+            .and_then(|()| {
+                let refused =
+                    |pointer: String, message: String| ContractError::Invalid(vec![Issue { file: file.clone(), line: None, pointer, message }]);
+                let view = pitgun_codec::json::decode(text).map_err(|e| refused(e.pointer, e.message))?;
+                pitgun_codec::rules::unique_channels(&view).map_err(|b| refused(b.pointer, b.message))
             });
         if let Err(e) = checked {
             bad += 1;
@@ -133,10 +148,13 @@ fn runs(kind: ContractKind, path: &Path, dictionary: Option<&Path>) -> Result<()
 fn check(source: &SourceText) -> Result<ContractKind, ContractError> {
     let value = source.parse()?;
     let Some(kind) = ContractKind::of_document(&value) else {
-        let found = value.get("schema").map(|v| v.to_string()).unwrap_or_else(|| "nothing".into());
+        let found = match value.get("schema") {
+            Some(tag) => format!("unknown contract {tag}"),
+            None => "no `schema` field names the contract".into(),
+        };
         return Err(ContractError::Invalid(vec![source.issue(
             "/schema",
-            format!("unknown contract {found}; expected one of pitgun-envelope/v1, pitgun-dictionary/v1, pitgun-pipeline/v1, pitgun-bundle/v1, pitgun-analysis/v1"),
+            format!("{found}; expected one of pitgun-envelope/v1, pitgun-dictionary/v1, pitgun-pipeline/v1, pitgun-bundle/v1, pitgun-analysis/v1"),
         )]));
     };
     match kind {

@@ -163,6 +163,20 @@ fn faults_are_counted_reported_and_never_stop_the_run_unless_strict() {
         let line: Value = serde_json::from_str(&data_lines[n["line"].as_u64().unwrap() as usize - 1]).unwrap();
         assert_eq!((&line["event_id"], &line["seq"]), (&n["event_id"], &n["seq"]), "the line named holds the event: {n}");
     }
+    // --quiet drops the progress bar and the summary, not the names of refused records.
+    let quiet = ok(&[
+        "replay",
+        "--quiet",
+        "--manifest",
+        manifest("lap-performance").to_str().unwrap(),
+        "--input",
+        data.to_str().unwrap(),
+        "--output",
+        "/dev/null",
+    ]);
+    let said = String::from_utf8_lossy(&quiet.stderr);
+    assert!(said.contains(&format!("{}:{}: ", data.display(), first["line"])), "a quiet run still names refused records:\n{said}");
+    assert!(!said.contains("rows written"), "and prints no summary:\n{said}");
     let strict_rows = dir.path().join("strict-rows.ndjson");
     let strict = run(&[
         "replay",
@@ -569,6 +583,18 @@ fn an_output_that_is_an_input_or_another_output_is_refused_and_nothing_is_touche
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("same file as --manifest"));
     assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(m).unwrap(), "the manifest is untouched");
+    // Nor the dictionary found beside the manifest, which no flag names.
+    let tree = dir.path().join("project");
+    std::fs::create_dir_all(tree.join("pipelines")).unwrap();
+    std::fs::create_dir_all(tree.join("dictionary")).unwrap();
+    let (found, dict_copy) = (tree.join("pipelines/lap-performance.v1.yaml"), tree.join("dictionary/racing.yaml"));
+    std::fs::copy(m, &found).unwrap();
+    std::fs::copy(&dict, &dict_copy).unwrap();
+    let out = run(&["replay", "--quiet", "--manifest", found.to_str().unwrap(), "--input", d, "--output", dict_copy.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("same file as the dictionary"), "{stderr}");
+    assert_eq!(std::fs::read(&dict_copy).unwrap(), std::fs::read(&dict).unwrap(), "the dictionary is untouched");
     // /dev/null takes any number of outputs.
     ok(&["replay", "--quiet", "--manifest", m, "--input", d, "--output", "/dev/null", "--late", "/dev/null", "--rejected", "/dev/null"]);
     // simulate: --truth may not be --output.
@@ -588,6 +614,29 @@ fn a_missing_manifest_is_named_with_its_cause_once() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains(&format!("{}: cannot read: ", missing.display())), "{stderr}");
     assert_eq!(stderr.matches("No such file or directory").count(), 1, "{stderr}");
+}
+
+/// Errors name a file once, and say where a dictionary was looked for: `validate` printed
+/// `bad.yaml: bad.yaml:17: …`, called a document without `schema` an "unknown contract
+/// nothing", and replay said only "not found beside the manifest".
+#[test]
+fn errors_name_the_file_once_and_where_the_dictionary_was_sought() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _, dict) = with_unknown_metric(dir.path());
+    let out = run(&["validate", path.to_str().unwrap(), "--dictionary", dict.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.matches(path.to_str().unwrap()).count(), 1, "{stderr}");
+    let untagged = dir.path().join("kustomization.yaml");
+    std::fs::write(&untagged, "resources: [a.yaml]\n").unwrap();
+    let out = run(&["validate", untagged.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no `schema` field") && !stderr.contains("nothing"), "{stderr}");
+    let out = run(&["replay", "--manifest", path.to_str().unwrap(), "--input", "samples/racing-small.ndjson.zst"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let sought = [dir.path().join("../dictionary/racing.yaml"), dir.path().join("racing.yaml")];
+    assert!(sought.iter().all(|p| stderr.contains(p.to_str().unwrap())) && stderr.contains("--dictionary"), "{stderr}");
 }
 
 /// `validate` compiles a pipeline against its dictionary and checks a bundle's pins, as
@@ -656,6 +705,30 @@ fn validate_reads_every_dataset_form_and_names_bad_lines() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains(&format!("broken.ndjson:{}: ", lines + 1)) && stderr.contains("not valid JSON"), "{stderr}");
     assert!(stderr.contains(&format!("broken.ndjson:{}: ", lines + 2)), "{stderr}");
+    // What replay refuses, validate refuses: a field or a channel written twice in one envelope
+    // (a JSON value keeps the last copy, so validate called them valid).
+    let first = std::fs::read_to_string(&plain).unwrap().lines().nth(1).unwrap().to_string();
+    let twice = [first.replacen("\"seq\":", "\"seq\":7,\"seq\":", 1), first.replacen("\"channels\":{", "\"channels\":{\"brake\":0.5,", 1)];
+    assert!(twice.iter().all(|t| *t != first), "{first}");
+    let repeated = dir.path().join("repeated.ndjson");
+    std::fs::write(&repeated, format!("{first}\n{}\n{}\n", twice[0], twice[1])).unwrap();
+    let out = run(&["validate", repeated.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("repeated.ndjson:2: ") && stderr.contains("seq"), "{stderr}");
+    assert!(stderr.contains("repeated.ndjson:3: at /channels/brake: "), "{stderr}");
+    assert!(!stderr.contains("repeated.ndjson:1:"), "{stderr}");
+    let strict = run(&[
+        "replay",
+        "--strict",
+        "--manifest",
+        manifest("lap-performance").to_str().unwrap(),
+        "--input",
+        repeated.to_str().unwrap(),
+        "--output",
+        "/dev/null",
+    ]);
+    assert_eq!(strict.status.code(), Some(1), "replay refuses them too: {}", String::from_utf8_lossy(&strict.stderr));
     let empty = dir.path().join("empty.ndjson");
     std::fs::write(&empty, "").unwrap();
     let out = ok(&["validate", empty.to_str().unwrap()]);
