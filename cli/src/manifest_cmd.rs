@@ -177,6 +177,16 @@ struct Change {
     what: String,
 }
 
+/// A contract's value as the contract writes it (`int`, `m/s`; `none` for an absent unit).
+fn as_written<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(serde_json::Value::Null) => "none".into(),
+        Ok(other) => other.to_string(),
+        Err(e) => format!("({e})"),
+    }
+}
+
 /// Column-level differences; removing or retyping a column, or making it nullable, breaks readers.
 fn contract_changes(old: &AnalysisContract, new: &AnalysisContract) -> Vec<Change> {
     let mut out = Vec::new();
@@ -188,16 +198,23 @@ fn contract_changes(old: &AnalysisContract, new: &AnalysisContract) -> Vec<Chang
             None => out.push(Change { breaking: true, what: format!("column {:?} removed", c.name) }),
             Some(n) => {
                 if n.column_type != c.column_type {
-                    out.push(Change { breaking: true, what: format!("column {:?} type {:?} → {:?}", c.name, c.column_type, n.column_type) });
+                    out.push(Change {
+                        breaking: true,
+                        what: format!("column {:?} type {} → {}", c.name, as_written(&c.column_type), as_written(&n.column_type)),
+                    });
                 }
                 if n.unit != c.unit {
-                    out.push(Change { breaking: true, what: format!("column {:?} unit {:?} → {:?}", c.name, c.unit, n.unit) });
+                    out.push(Change {
+                        breaking: true, what: format!("column {:?} unit {} → {}", c.name, as_written(&c.unit), as_written(&n.unit))
+                    });
                 }
                 if n.nullable && !c.nullable {
                     out.push(Change { breaking: true, what: format!("column {:?} became nullable", c.name) });
                 }
                 if n.role != c.role {
-                    out.push(Change { breaking: true, what: format!("column {:?} role {:?} → {:?}", c.name, c.role, n.role) });
+                    out.push(Change {
+                        breaking: true, what: format!("column {:?} role {} → {}", c.name, as_written(&c.role), as_written(&n.role))
+                    });
                 }
                 if n.description != c.description {
                     out.push(Change { breaking: false, what: format!("column {:?} description changed", c.name) });

@@ -303,6 +303,26 @@ fn a_changed_contract_without_a_new_version_fails_manifest_test() {
     assert!(stdout.contains("column \"rtt_max\" removed"), "{stdout}");
 }
 
+/// `manifest diff` names types, roles and units as the contract writes them (`int`, `m/s`),
+/// not as Rust's debug output (`Int`, `Some("m/s")`).
+#[test]
+fn manifest_diff_names_types_and_units_as_contracts_write_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(manifest("lap-performance")).unwrap();
+    let changed = text.replace("{name: samples, fn: count, of: speed,", "{name: samples, fn: max, of: speed,");
+    assert_ne!(changed, text);
+    let new = dir.path().join("lap-performance.v2.yaml");
+    std::fs::write(&new, changed).unwrap();
+    let dict = root().join("manifests/dictionary/racing.yaml");
+    let out =
+        run(&["manifest", "diff", manifest("lap-performance").to_str().unwrap(), new.to_str().unwrap(), "--dictionary", dict.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "a retyped column breaks readers: {stdout}");
+    assert!(stdout.contains("column \"samples\" type int → float"), "{stdout}");
+    assert!(stdout.contains("column \"samples\" unit none → m/s"), "{stdout}");
+    assert!(!stdout.contains("Some(") && !stdout.contains("None"), "{stdout}");
+}
+
 #[test]
 fn contracts_printed_by_the_cli_validate_and_match_the_committed_ones() {
     for name in ["lap-performance", "session-summary", "client-health"] {

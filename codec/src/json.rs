@@ -211,6 +211,18 @@ pub(crate) fn check(view: &EnvelopeView) -> Result<(), DecodeError> {
 
 /// Re-parses a bad record with path tracking to name where it is wrong.
 fn explain(text: &str) -> DecodeError {
+    // JSON that is not an object: serde would describe it in terms of the view's fields.
+    let not_an_object = match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Array(_)) => Some("an array"),
+        Ok(serde_json::Value::String(_)) => Some("a string"),
+        Ok(serde_json::Value::Number(_)) => Some("a number"),
+        Ok(serde_json::Value::Bool(_)) => Some("a boolean"),
+        Ok(serde_json::Value::Null) => Some("null"),
+        _ => None,
+    };
+    if let Some(what) = not_an_object {
+        return DecodeError { pointer: String::new(), message: format!("an envelope is a JSON object, not {what}") };
+    }
     let mut de = serde_json::Deserializer::from_str(text);
     match serde_path_to_error::deserialize::<_, EnvelopeView>(&mut de) {
         Ok(_) => DecodeError { pointer: String::new(), message: "trailing characters".into() },
@@ -373,6 +385,13 @@ mod tests {
         let missing = GOOD.replace("\"seq\":1,", "");
         assert!(decode(&missing).unwrap_err().message.contains("missing field `seq`"));
         assert!(decode(&format!("{GOOD} x")).is_err(), "trailing characters");
+        // A JSON value that is not an object is named as such, not as serde's view of the type.
+        for (text, what) in
+            [("[]", "an array"), ("[1,2]", "an array"), ("\"e1\"", "a string"), ("7", "a number"), ("null", "null"), ("true", "a boolean")]
+        {
+            let e = decode(text).unwrap_err();
+            assert_eq!((e.pointer.as_str(), e.message.as_str()), ("", format!("an envelope is a JSON object, not {what}").as_str()), "{text}");
+        }
         let repeated = GOOD.replace("\"pit\":true", "\"pit\":true,\"pit\":false");
         let v = decode(&repeated).unwrap();
         assert_eq!(v.channels.len(), 3, "kept as sent");

@@ -37,6 +37,8 @@ pub struct AliasBinding {
     pub check: ValueCheck,
     /// Metric id, for messages.
     pub metric: String,
+    /// The unit the producer sends the channel in, and the metric's, for messages.
+    pub units: (String, String),
 }
 
 /// A value slot: an input or a derived value.
@@ -315,7 +317,7 @@ impl<'s> Compiler<'s> {
             let slot = input_metrics
                 .iter()
                 .position(|im| im.as_ref().is_some_and(|(d, dims)| d.id == def.id && dims.iter().all(|(k, v)| alias.dimensions.get(k) == Some(v))));
-            aliases.push(AliasBinding { slot, check, metric: def.id.clone() });
+            aliases.push(AliasBinding { slot, check, metric: def.id.clone(), units: (alias.unit.clone(), def.unit.clone()) });
         }
         (alias_index, aliases)
     }

@@ -329,12 +329,21 @@ fn bind_channels(
 
 #[cold]
 fn refusal(bindings: &[AliasBinding], reason: Reason, channel: &str, raw: f64, alias: u32, check: ValueCheck) -> Refusal {
-    let metric = bindings.get(alias as usize).map_or("?", |b| b.metric.as_str());
+    let Some(b) = bindings.get(alias as usize) else {
+        return Refusal { reason, detail: format!("channel {channel:?} = {raw} is refused ({reason:?})") };
+    };
+    // A dimensionless unit ("1") is not written after a number.
+    let after = |unit: &str| if unit == "1" { String::new() } else { format!(" {unit}") };
+    let (sent_in, metric_unit) = (after(&b.units.0), after(&b.units.1));
     let detail = match (reason, check.range) {
         (Reason::OutOfRange, Some((lo, hi))) => {
-            format!("channel {channel:?} = {raw} is {} in {metric}'s unit, outside its range [{lo}, {hi}]", check.conversion.apply(raw))
+            // The value compared with the range: converted and snapped as `canonical` does.
+            let converted = check.conversion.apply(raw);
+            let value = check.snap.map_or(converted, |s| s.apply(converted));
+            let as_metric = if b.units.0 == b.units.1 { String::new() } else { format!(" is {value}{metric_unit}") };
+            format!("channel {channel:?} = {raw}{sent_in}{as_metric}, outside {}'s range [{lo}, {hi}]{metric_unit}", b.metric)
         }
-        _ => format!("channel {channel:?} = {raw} is not a valid {:?} for {metric}", check.value_type),
+        _ => format!("channel {channel:?} = {raw} is not a valid {} for {}", format!("{:?}", check.value_type).to_lowercase(), b.metric),
     };
     Refusal { reason, detail }
 }
@@ -375,12 +384,30 @@ mod tests {
     }
 
     fn resolve(r: &mut Resolver, version: &str, channel: &str) -> Result<Vec<f64>, Refusal> {
+        resolve_value(r, version, channel, "36")
+    }
+
+    fn resolve_value(r: &mut Resolver, version: &str, channel: &str, value: &str) -> Result<Vec<f64>, Refusal> {
         let text = format!(
-            r#"{{"schema":"pitgun-envelope/v1","event_id":"e","source":{{"kind":"game","id":"pitgun-web","version":"{version}"}},"session_id":"s","seq":1,"time_us":1,"kind":"sample","channels":{{"{channel}":36}}}}"#
+            r#"{{"schema":"pitgun-envelope/v1","event_id":"e","source":{{"kind":"game","id":"pitgun-web","version":"{version}"}},"session_id":"s","seq":1,"time_us":1,"kind":"sample","channels":{{"{channel}":{value}}}}}"#
         );
         let view = pitgun_codec::json::decode(&text).unwrap();
         let (mut values, mut key) = (Vec::new(), KeyValues::new());
         r.resolve(&view, &mut values, &mut key).map(|_| values)
+    }
+
+    /// A refused value is named in the producer's unit and in the metric's, with the range's
+    /// unit: "= 2777.5 is 2777.5 in vehicle.speed's unit" said neither.
+    #[test]
+    fn a_refused_value_names_both_units() {
+        let mut r = Resolver::new(&plan());
+        let out = resolve_value(&mut r, "1.4.2", "speed_kmh", "1000").unwrap_err();
+        assert_eq!(out.reason, Reason::OutOfRange);
+        assert_eq!(out.detail, "channel \"speed_kmh\" = 1000 km/h is 277.778 m/s, outside vehicle.speed's range [0, 120] m/s");
+        let plan = plan();
+        let gear = plan.aliases.iter().position(|a| a.metric == "driver.gear").expect("the dictionary has driver.gear");
+        let detail = refusal(&plan.aliases, Reason::TypeMismatch, "gear", 2.5, gear as u32, plan.aliases[gear].check).detail;
+        assert_eq!(detail, "channel \"gear\" = 2.5 is not a valid int for driver.gear");
     }
 
     #[test]
