@@ -17,8 +17,8 @@ use crate::project::Project;
 #[derive(Args)]
 #[command(after_help = "The contract is recognised by the document's `schema` field \
 (pitgun-envelope/v1, pitgun-dictionary/v1, pitgun-pipeline/v1, pitgun-bundle/v1, pitgun-analysis/v1). \
-Datasets (.ndjson, .jsonl, .json.gz/.zst and the rest that replay reads, .avro) are checked \
-record by record as envelopes. A pipeline is also compiled against its \
+Datasets (.ndjson, .jsonl, .json, plain or .gz/.zst, and .avro: what replay reads) are checked \
+record by record as envelopes; a plain .json file is one when its first line is an envelope. A pipeline is also compiled against its \
 dictionary (found beside it, or --dictionary) as replay would, and a bundle's pins are checked \
 for every pipeline it ships. Exit code 1 when any document is invalid.")]
 pub struct ValidateArgs {
@@ -68,10 +68,27 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
 }
 
 /// A dataset of envelopes, as `replay` and `publish` read them: NDJSON or JSON lines (plain,
-/// `.gz` or `.zst`) or Avro. A plain `.json` file is one document (contracts are JSON too).
+/// `.gz` or `.zst`) or Avro. A plain `.json` file is one document (contracts are JSON too),
+/// unless it reads as replay reads it: its first line a whole envelope, or a JSON array (which
+/// the dataset reader refuses, saying what to do).
 fn is_dataset(path: &Path) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    Format::of(path).is_ok() && !name.ends_with(".json")
+    if Format::of(path).is_err() {
+        return false;
+    }
+    if !name.ends_with(".json") {
+        return true;
+    }
+    let Ok(file) = std::fs::File::open(path) else { return false };
+    let mut first = String::new();
+    // One line is enough to tell; a contract's first line is rarely long, an envelope's never.
+    if std::io::BufRead::read_line(&mut std::io::BufReader::new(std::io::Read::take(file, 1 << 20)), &mut first).is_err() {
+        return false;
+    }
+    let first = first.trim_start_matches('\u{feff}').trim();
+    first.starts_with('[')
+        || serde_json::from_str::<serde_json::Value>(first)
+            .is_ok_and(|v| v.get("schema").and_then(|s| s.as_str()) == Some(envelope::ENVELOPE_SCHEMA_V1))
 }
 
 /// Checks every record of a dataset as an envelope, naming each bad one by file and line;

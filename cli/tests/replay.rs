@@ -725,6 +725,25 @@ fn validate_reads_every_dataset_form_and_names_bad_lines() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains(&format!("broken.ndjson:{}: ", lines + 1)) && stderr.contains("not valid JSON"), "{stderr}");
     assert!(stderr.contains(&format!("broken.ndjson:{}: ", lines + 2)), "{stderr}");
+    // A `.json` file of envelope lines is a dataset to validate as to replay (validate read it as
+    // one document: "trailing characters"); a JSON array is refused by both, saying what to do
+    // (replay refused every line of a pretty-printed one, and exited 0).
+    let as_json = dir.path().join("lines.json");
+    std::fs::copy(&plain, &as_json).unwrap();
+    let out = ok(&["validate", as_json.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{lines} valid envelopes")), "{}", String::from_utf8_lossy(&out.stdout));
+    let envelopes: Vec<Value> = std::fs::read_to_string(&plain).unwrap().lines().take(3).map(|l| serde_json::from_str(l).unwrap()).collect();
+    let array = dir.path().join("array.json");
+    std::fs::write(&array, serde_json::to_string_pretty(&envelopes).unwrap()).unwrap();
+    for args in [
+        vec!["validate", array.to_str().unwrap()],
+        vec!["replay", "--manifest", manifest("lap-performance").to_str().unwrap(), "--input", array.to_str().unwrap()],
+    ] {
+        let out = run(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(stderr.contains("array.json: ") && stderr.contains("JSON array") && stderr.contains("one envelope per line"), "{args:?}: {stderr}");
+    }
     // What replay refuses, validate refuses: a field or a channel written twice in one envelope
     // (a JSON value keeps the last copy, so validate called them valid).
     let first = std::fs::read_to_string(&plain).unwrap().lines().nth(1).unwrap().to_string();

@@ -163,6 +163,9 @@ impl Chunk {
     }
 }
 
+/// Why a dataset holding a JSON array is refused, and what to do.
+const JSON_ARRAY: &str = "holds a JSON array; a dataset holds one envelope per line (NDJSON): convert it with `jq -c '.[]'`";
+
 /// UTF-8's byte order mark, skipped where it opens an NDJSON file.
 const BYTE_ORDER_MARK: &[u8] = b"\xef\xbb\xbf";
 
@@ -205,6 +208,11 @@ pub fn for_each_chunk<E: From<DatasetError>>(
                 // A byte order mark opens many text files written on Windows; it is not JSON.
                 if first == 1 && before == 0 && bytes.starts_with(BYTE_ORDER_MARK) {
                     bytes.drain(..BYTE_ORDER_MARK.len());
+                }
+                // No envelope starts with `[`: the file is one JSON array (the gateway's batch
+                // form), which line by line would be refused piece by piece.
+                if first == 1 && bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+                    return Err(DatasetError::new(path, JSON_ARRAY).into());
                 }
                 if n == 0 {
                     if bytes.is_empty() {
