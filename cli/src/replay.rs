@@ -184,6 +184,13 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         let hint = if args.rejected.is_some() { "" } else { " (write them all with --rejected FILE)" };
         eprintln!("… and {} more refused records{hint}", bad.len() - 5);
     }
+    // Not a refusal, but nothing of these events reached a window: said even with --quiet.
+    if stats.uncovered_sources > 0 {
+        eprintln!(
+            "warning: {} events came from a producer version the dictionary has no aliases for: every channel of theirs was dropped as unknown (the gateway refuses such events as unknown_source; add the version to the dictionary's aliases)",
+            stats.uncovered_sources
+        );
+    }
     if !args.quiet {
         summary(&stats, records, rows.len(), bytes_read.load(Ordering::Relaxed), elapsed, threads);
     }

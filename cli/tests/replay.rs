@@ -636,6 +636,36 @@ fn a_missing_manifest_is_named_with_its_cause_once() {
     assert_eq!(stderr.matches("No such file or directory").count(), 1, "{stderr}");
 }
 
+/// Events from a producer version the dictionary has no aliases for are counted and warned
+/// about, even with --quiet: their channels were all dropped as unknown, and a session of them
+/// vanished from the rows with "rejected 0" in the summary.
+#[test]
+fn events_from_a_version_the_dictionary_does_not_cover_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = simulate(dir.path(), "v.ndjson", &[]);
+    let text = std::fs::read_to_string(&data).unwrap();
+    let newer = text.replace("\"version\":\"2.1.0\"", "\"version\":\"1.9.0\"");
+    assert_ne!(newer, text);
+    let uncovered = dir.path().join("v1.ndjson");
+    std::fs::write(&uncovered, &newer).unwrap();
+    let m = manifest("lap-performance");
+    for quiet in [false, true] {
+        let mut args = vec!["replay", "--manifest", m.to_str().unwrap(), "--input", uncovered.to_str().unwrap(), "--output", "/dev/null"];
+        if quiet {
+            args.push("--quiet");
+        }
+        let out = ok(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let events = newer.matches("\"version\":\"1.9.0\"").count();
+        assert!(
+            stderr.contains(&format!("warning: {events} events came from a producer version the dictionary has no aliases for")),
+            "quiet {quiet}: {stderr}"
+        );
+    }
+    let out = ok(&["replay", "--manifest", m.to_str().unwrap(), "--input", data.to_str().unwrap(), "--output", "/dev/null"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// Errors name a file once, and say where a dictionary was looked for: `validate` printed
 /// `bad.yaml: bad.yaml:17: …`, called a document without `schema` an "unknown contract
 /// nothing", and replay said only "not found beside the manifest".

@@ -144,6 +144,9 @@ pub struct Stats {
     pub rejected: [u64; Reason::ALL.len()],
     /// Unknown channels dropped.
     pub unknown_channels: u64,
+    /// Events from a producer, or a version of it, the dictionary has no aliases for: every
+    /// channel of theirs is unknown (the gateway refuses them as `unknown_source`).
+    pub uncovered_sources: u64,
     /// Events without a segment value before the first segment.
     pub no_segment: u64,
     /// Distinct windows emitted.
@@ -179,6 +182,7 @@ impl Stats {
             *a += b;
         }
         self.unknown_channels += o.unknown_channels;
+        self.uncovered_sources += o.uncovered_sources;
         self.no_segment += o.no_segment;
         self.windows_emitted += o.windows_emitted;
         self.rows_emitted += o.rows_emitted;

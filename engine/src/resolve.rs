@@ -71,6 +71,9 @@ struct ProducerTable {
     version: Box<str>,
     /// `None` when the version is not a semantic version (every event is refused).
     channels: Option<ChannelTable>,
+    /// Whether the dictionary has aliases for this producer and version (otherwise every
+    /// channel is unknown).
+    covered: bool,
     /// Remembered layouts, by channel count.
     layouts: Vec<Vec<Layout>>,
 }
@@ -204,7 +207,9 @@ impl Resolver {
         }
         // The gateway's catalog asks the same question, so what it admits is what is placed
         // here. An unknown producer or version has no aliases: its channels are unknown.
-        let admitted = match self.alias_index.admitted(producer, version) {
+        let admitted = self.alias_index.admitted(producer, version);
+        let covered = admitted.is_ok();
+        let admitted = match admitted {
             Err(UnknownSource::NotSemver(_)) => None,
             admitted => Some(admitted.unwrap_or_default()),
         };
@@ -223,7 +228,8 @@ impl Resolver {
             }
             table
         });
-        let table = ProducerTable { producer: producer.into(), version: version.into(), channels, layouts: vec![Vec::new(); MAX_LAYOUT + 1] };
+        let table =
+            ProducerTable { producer: producer.into(), version: version.into(), channels, covered, layouts: vec![Vec::new(); MAX_LAYOUT + 1] };
         // Bounded, so a producer inventing versions cannot grow the resolver's memory.
         if self.cache.len() < MAX_PRODUCER_VERSIONS {
             self.cache.push(table);
@@ -236,6 +242,11 @@ impl Resolver {
         self.last
     }
 
+    /// Whether the dictionary has aliases for the producer and version of the event last
+    /// checked or resolved.
+    pub fn source_covered(&self) -> bool {
+        self.cache.get(self.last).is_none_or(|t| t.covered)
+    }
     /// The checks every event passes whatever its kind (`resolve` makes them too): a producer
     /// version that is a semantic version, no channel named twice.
     pub fn check_envelope(&mut self, ev: &EnvelopeView<'_>) -> Result<(), Refusal> {

@@ -105,7 +105,7 @@ impl<S: SessionStore> Runner<S> {
             let mut key = KeyValues::new();
             if self.resolver.key_of(&view, &mut key).is_some() {
                 self.last_time_us = self.last_time_us.max(view.time_us);
-                self.engine.count_unknown_channels(unknown);
+                self.count_resolved(unknown);
                 self.process(&view, &key, origin, now_us, out);
                 return Ok(());
             }
@@ -115,6 +115,15 @@ impl<S: SessionStore> Runner<S> {
         match pitgun_codec::avro::decode_avro_into(datum, &mut view) {
             Ok(()) => self.view(&view, origin, now_us, out),
             Err(e) => Err(self.invalid(e)),
+        }
+    }
+
+    /// Counts what resolving an event dropped: its unknown channels, and the event itself when
+    /// the dictionary has no aliases for its producer or version.
+    fn count_resolved(&mut self, unknown_channels: u32) {
+        self.engine.count_unknown_channels(unknown_channels);
+        if !self.resolver.source_covered() {
+            self.engine.count_uncovered_source();
         }
     }
 
@@ -143,7 +152,7 @@ impl<S: SessionStore> Runner<S> {
             self.resolver.check_envelope(view).map(|()| 0)
         };
         match checked {
-            Ok(unknown) => self.engine.count_unknown_channels(unknown),
+            Ok(unknown) => self.count_resolved(unknown),
             Err(r) => {
                 self.engine.count_rejected(r.reason);
                 return Err(RecordError { reason: r.reason, detail: r.detail });

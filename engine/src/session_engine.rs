@@ -368,6 +368,11 @@ impl<S: SessionStore> Engine<S> {
         self.core.stats.unknown_channels += u64::from(n);
     }
 
+    /// Counts an event from a producer or version the dictionary has no aliases for.
+    pub fn count_uncovered_source(&mut self) {
+        self.core.stats.uncovered_sources += 1;
+    }
+
     /// Number of sessions holding state.
     pub fn open_sessions(&self) -> usize {
         self.sessions.open_count()
