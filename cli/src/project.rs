@@ -74,7 +74,7 @@ fn default_dictionary(manifest: &Path, name: &str) -> Result<PathBuf> {
     let candidates = [dir.join("../dictionary").join(format!("{name}.yaml")), dir.join(format!("{name}.yaml"))];
     candidates.iter().find(|p| p.exists()).cloned().with_context(|| {
         format!(
-            "dictionary {name:?}, which {} pins, not found: looked for {} and {}; pass --dictionary FILE",
+            "{}: the dictionary it pins, {name:?}, is not found: looked for {} and {}; pass --dictionary FILE",
             manifest.display(),
             candidates[0].display(),
             candidates[1].display()

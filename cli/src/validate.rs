@@ -79,16 +79,19 @@ fn is_dataset(path: &Path) -> bool {
     if !name.ends_with(".json") {
         return true;
     }
+    // The file's head tells: a megabyte holds the first line of any envelope.
+    let mut head = Vec::new();
     let Ok(file) = std::fs::File::open(path) else { return false };
-    let mut first = String::new();
-    // One line is enough to tell; a contract's first line is rarely long, an envelope's never.
-    if std::io::BufRead::read_line(&mut std::io::BufReader::new(std::io::Read::take(file, 1 << 20)), &mut first).is_err() {
+    if std::io::Read::read_to_end(&mut std::io::Read::take(file, 1 << 20), &mut head).is_err() {
         return false;
     }
-    let first = first.trim_start_matches('\u{feff}').trim();
-    first.starts_with('[')
-        || serde_json::from_str::<serde_json::Value>(first)
-            .is_ok_and(|v| v.get("schema").and_then(|s| s.as_str()) == Some(envelope::ENVELOPE_SCHEMA_V1))
+    let head = head.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&head);
+    let text = String::from_utf8_lossy(head);
+    pitgun_codec::dataset::is_json_array(head)
+        || text.lines().map(str::trim).find(|l| !l.is_empty()).is_some_and(|first| {
+            serde_json::from_str::<serde_json::Value>(first)
+                .is_ok_and(|v| v.get("schema").and_then(|s| s.as_str()) == Some(envelope::ENVELOPE_SCHEMA_V1))
+        })
 }
 
 /// Checks every record of a dataset as an envelope, naming each bad one by file and line;

@@ -682,6 +682,10 @@ fn errors_name_the_file_once_and_where_the_dictionary_was_sought() {
     let out = run(&["validate", untagged.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("no `schema` field") && !stderr.contains("nothing"), "{stderr}");
+    let out = run(&["validate", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.matches(path.to_str().unwrap()).count(), 1, "a dictionary not found: {stderr}");
     let out = run(&["replay", "--manifest", path.to_str().unwrap(), "--input", "samples/racing-small.ndjson.zst"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");

@@ -163,6 +163,14 @@ impl Chunk {
     }
 }
 
+/// Whether `text` opens a JSON array of objects (or an empty one): `[`, then `{` or `]`, after
+/// whitespace. No envelope starts so; a first line such as `[INFO] …` is left to be refused
+/// as the one bad line it is.
+pub fn is_json_array(text: &[u8]) -> bool {
+    let mut bytes = text.iter().filter(|b| !b.is_ascii_whitespace());
+    bytes.next() == Some(&b'[') && matches!(bytes.next(), Some(b'{' | b']'))
+}
+
 /// Why a dataset holding a JSON array is refused, and what to do.
 const JSON_ARRAY: &str = "holds a JSON array; a dataset holds one envelope per line (NDJSON): convert it with `jq -c '.[]'`";
 
@@ -211,7 +219,7 @@ pub fn for_each_chunk<E: From<DatasetError>>(
                 }
                 // No envelope starts with `[`: the file is one JSON array (the gateway's batch
                 // form), which line by line would be refused piece by piece.
-                if first == 1 && bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+                if first == 1 && is_json_array(&bytes) {
                     return Err(DatasetError::new(path, JSON_ARRAY).into());
                 }
                 if n == 0 {
@@ -382,6 +390,18 @@ mod tests {
     use pitgun_contracts::envelope::{ChannelValue, EventKind, Source, SourceKind};
 
     use super::*;
+
+    /// A JSON array of envelopes is told apart from lines, which never start so; a first line
+    /// that only starts with `[` is one bad line, not an array.
+    #[test]
+    fn a_json_array_is_told_from_a_line_that_starts_with_a_bracket() {
+        for array in ["[{\"a\":1}]", "[\n  {\n", " \r\n[ ]", "[]"] {
+            assert!(is_json_array(array.as_bytes()), "{array:?}");
+        }
+        for not in ["[INFO] started", "{\"a\":[1]}", "[1,2]", "", "["] {
+            assert!(!is_json_array(not.as_bytes()), "{not:?}");
+        }
+    }
 
     fn envelope(i: u64) -> Envelope {
         Envelope {

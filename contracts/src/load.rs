@@ -56,7 +56,7 @@ impl SourceText {
                 // JSON's parser knows the line of the second copy; YAML's says where the mapping began.
                 Some((pointer, key)) => Issue {
                     file: self.file.clone(),
-                    line: if self.is_json() { line } else { second_copy_line(&self.text, &pointer, &key) },
+                    line: if self.is_json() { line } else { second_copy_line(&self.text, &pointer, &key).or(line) },
                     message: format!("key {key:?} is written twice in one mapping; keep one"),
                     pointer,
                 },
@@ -141,8 +141,9 @@ impl<'de> Visitor<'de> for Unique<'_> {
 }
 
 /// The line of the second copy of `key` in the block mapping holding the first (found by its
-/// pointer): the next line at the first copy's column that names it, before the mapping ends.
-/// A flow mapping (`{a: 1, a: 2}`) keeps both on one line: that line.
+/// pointer): the next line at the first copy's column that names it, before the mapping ends;
+/// the first copy's line when none does. `None` when the first copy is not found as a block
+/// key (a flow mapping, `{a: 1, a: 2}`): the parser's line then stands.
 fn second_copy_line(text: &str, pointer: &str, key: &str) -> Option<usize> {
     let first = locate_line(text, pointer)?;
     let lines: Vec<&str> = text.lines().collect();
@@ -336,6 +337,7 @@ mod tests {
         let twice = [
             ("m.yaml", format!("{DOC}window:\n  kind: global\n"), "window", 11),
             ("m.yaml", "schema: x\naggregations:\n  - name: a\n    fn: count\n    name: b\n".to_string(), "name", 5),
+            ("m.yaml", "schema: x\nwindow: {kind: a, size: 1s, kind: b}\n".to_string(), "kind", 2),
             ("m.json", "{\"schema\": \"x\",\n \"window\": {\"kind\": \"global\",\n \"kind\": \"tumbling\"}}".to_string(), "kind", 3),
         ];
         for (file, text, key, line) in twice {
