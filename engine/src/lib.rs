@@ -144,8 +144,8 @@ pub struct Stats {
     pub rejected: [u64; Reason::ALL.len()],
     /// Unknown channels dropped.
     pub unknown_channels: u64,
-    /// Events from a producer, or a version of it, the dictionary has no aliases for: every
-    /// channel of theirs is unknown (the gateway refuses them as `unknown_source`).
+    /// Events from a producer, or a version of it, the dictionary has no aliases for: none of
+    /// their channels resolves to a metric (the gateway refuses them as `unknown_source`).
     pub uncovered_sources: u64,
     /// Events without a segment value before the first segment.
     pub no_segment: u64,

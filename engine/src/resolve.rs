@@ -71,8 +71,8 @@ struct ProducerTable {
     version: Box<str>,
     /// `None` when the version is not a semantic version (every event is refused).
     channels: Option<ChannelTable>,
-    /// Whether the dictionary has aliases for this producer and version (otherwise every
-    /// channel is unknown).
+    /// Whether the dictionary has aliases for this producer and version (otherwise none of its
+    /// channels resolves to a metric).
     covered: bool,
     /// Remembered layouts, by channel count.
     layouts: Vec<Vec<Layout>>,
