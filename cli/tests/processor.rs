@@ -271,6 +271,17 @@ fn dead_letters_and_metrics() {
     foreign["source"]["version"] = "nobody-knows-me".into();
     foreign["event_id"] = "foreign-1".into();
     records.push(foreign.to_string());
+    // Accepted, but nothing of them reaches a metric: a producer version the dictionary has no
+    // aliases for (all its channels unknown), and a channel no alias names.
+    let mut uncovered: serde_json::Value = serde_json::from_str(&good[60]).unwrap();
+    uncovered["source"]["version"] = "3.0.0".into();
+    uncovered["event_id"] = "uncovered-1".into();
+    let unknown_in_uncovered = uncovered["channels"].as_object().unwrap().len() as f64;
+    records.push(uncovered.to_string());
+    let mut stray: serde_json::Value = serde_json::from_str(&good[70]).unwrap();
+    stray["channels"]["mystery_gauge"] = 1.0.into();
+    stray["event_id"] = "stray-channel-1".into();
+    records.push(stray.to_string());
     ns.produce_lines(records.iter().map(|s| s.as_str()));
 
     let port = free_port();
@@ -304,6 +315,8 @@ fn dead_letters_and_metrics() {
     assert_eq!(metric(&text, "pitgun_processor_duplicates_total", ""), 5.0);
     assert_eq!(metric(&text, "pitgun_processor_deadletters_total", ""), 4.0);
     assert_eq!(metric(&text, "pitgun_processor_rejected_total", "invalid_envelope"), 4.0, "{text}");
+    assert_eq!(metric(&text, "pitgun_processor_uncovered_sources_total", ""), 1.0, "{text}");
+    assert_eq!(metric(&text, "pitgun_processor_unknown_channels_total", ""), unknown_in_uncovered + 1.0, "{text}");
     assert!(metric(&text, "pitgun_processor_windows_emitted_total", "") > 0.0);
     assert!(metric(&text, "pitgun_processor_checkpoint_duration_seconds_count", "") >= 2.0);
     assert_eq!(metric(&text, "pitgun_processor_consumer_lag", ""), 0.0);
@@ -316,6 +329,8 @@ fn dead_letters_and_metrics() {
     let dead = ns.all_records("pitgun.deadletter.process.v1");
     assert_eq!(dead.len(), 4, "{dead:?}");
     assert!(dead.iter().any(|d| d.contains("nobody-knows-me")));
+    // Said once for the partition, not once per event.
+    assert_eq!(p.log_count("producer version the dictionary has no aliases for"), 1);
     drop(p);
 }
 

@@ -2,7 +2,6 @@
 //! RocksDB batch, then the same changes acknowledged on the changelog, then the offsets
 //! committed to the group.
 
-use pitgun_engine::CloseCause;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -42,11 +41,6 @@ impl Worker {
         let mut due: Vec<(&Tp, &mut Part)> = Vec::new();
         for (tp, part) in self.parts.iter_mut() {
             open += part.runner.engine().open_sessions() as i64;
-            let closed_by = part.runner.engine().stats().closed_by;
-            for ((cause, total), reported) in CloseCause::ALL.iter().zip(closed_by).zip(&mut part.reported_closed) {
-                metrics.sessions_closed.with_label_values(&[cause.as_str()]).inc_by(total - *reported);
-                *reported = total;
-            }
             if only.is_some_and(|o| !o.contains(tp)) {
                 continue;
             }

@@ -1,5 +1,7 @@
 //! The processor's Prometheus metrics (names prefixed `pitgun_processor_`).
 
+use crate::config::Summary;
+use pitgun_engine::{CloseCause, Stats};
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Every metric the processor exports.
@@ -18,6 +20,12 @@ pub struct Metrics {
     pub late_shed: IntCounterVec,
     /// Event ids forgotten early because a session's dedup memory was full.
     pub dedup_evicted: IntCounter,
+    /// Channels dropped because no alias of the event's producer version names them
+    /// (`input.unknown_channels: drop`).
+    pub unknown_channels: IntCounter,
+    /// Events from a producer version the dictionary has no aliases for: accepted, but none of
+    /// their channels can be a metric.
+    pub uncovered_sources: IntCounter,
     /// Window rows produced (re-emissions included).
     pub windows_emitted: IntCounter,
     /// Records sent to the dead-letter topic.
@@ -109,7 +117,7 @@ impl Metrics {
         )
         .expect("metric");
         registry.register(Box::new(sessions_closed.clone())).expect("register");
-        for cause in pitgun_engine::CloseCause::ALL {
+        for cause in CloseCause::ALL {
             sessions_closed.with_label_values(&[cause.as_str()]);
         }
         let changelog_restarts = IntCounterVec::new(
@@ -146,6 +154,11 @@ impl Metrics {
             late: c("late_total", "Events too late for any window"),
             late_shed,
             dedup_evicted: c("dedup_evicted_total", "Event ids forgotten early because a session's dedup memory was full"),
+            unknown_channels: c("unknown_channels_total", "Channels dropped because no alias of the event's producer version names them"),
+            uncovered_sources: c(
+                "uncovered_sources_total",
+                "Events from a producer version the dictionary has no aliases for: none of their channels can be a metric",
+            ),
             windows_emitted: c("windows_emitted_total", "Window rows produced, re-emissions included"),
             deadletters: c("deadletters_total", "Records sent to the dead-letter topic"),
             sessions_expired: c("sessions_expired_total", "Sessions closed without their end: idle, or a gap in their event time"),
@@ -170,5 +183,48 @@ impl Metrics {
             changelog_restore_seconds,
             registry,
         }
+    }
+}
+
+/// An engine's counters already added to the metrics: the engine counts per event, and the
+/// polling thread adds the difference once a round (a shared counter bumped per record by two
+/// threads costs more than the engine's step).
+#[derive(Default)]
+pub(crate) struct Reported {
+    duplicates: u64,
+    dedup_evicted: u64,
+    unknown_channels: u64,
+    uncovered_sources: u64,
+    sessions_expired: u64,
+    closed_by: [u64; CloseCause::ALL.len()],
+}
+
+impl Reported {
+    /// Adds what `stats` counted since the last call to `metrics` and `summary`.
+    pub(crate) fn publish(&mut self, stats: &Stats, metrics: &Metrics, summary: &mut Summary) {
+        let add = |counter: &IntCounter, total: u64, reported: &mut u64| {
+            let new = total - *reported;
+            if new > 0 {
+                counter.inc_by(new);
+                *reported = total;
+            }
+            new
+        };
+        add(&metrics.duplicates, stats.duplicates, &mut self.duplicates);
+        add(&metrics.dedup_evicted, stats.dedup_evicted, &mut self.dedup_evicted);
+        add(&metrics.sessions_expired, stats.sessions_expired, &mut self.sessions_expired);
+        summary.unknown_channels += add(&metrics.unknown_channels, stats.unknown_channels, &mut self.unknown_channels);
+        summary.uncovered_sources += add(&metrics.uncovered_sources, stats.uncovered_sources, &mut self.uncovered_sources);
+        for ((cause, total), reported) in CloseCause::ALL.iter().zip(stats.closed_by).zip(&mut self.closed_by) {
+            if total > *reported {
+                metrics.sessions_closed.with_label_values(&[cause.as_str()]).inc_by(total - *reported);
+                *reported = total;
+            }
+        }
+    }
+
+    /// Whether events from an uncovered producer version have been counted.
+    pub(crate) fn saw_uncovered_sources(&self) -> bool {
+        self.uncovered_sources > 0
     }
 }

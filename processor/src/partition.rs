@@ -10,6 +10,7 @@ use tracing::{info, warn};
 
 use crate::changelog::Chain;
 use crate::group::SessionGroups;
+use crate::metrics::Reported;
 use crate::outlet::{Dest, Outlet};
 use crate::queue::{prefetch, PartitionFeed, Scratch};
 use crate::rebalance::Ctx;
@@ -24,11 +25,8 @@ pub(crate) struct Part {
     /// Outputs of records below this offset are not sent: the group's previous owner of the
     /// partition sent them before committing it (set while a partition is rebuilt).
     pub(crate) emit_from: i64,
-    pub(crate) reported_duplicates: u64,
-    pub(crate) reported_evicted: u64,
-    pub(crate) reported_expired: u64,
-    /// The engine's closed-by-cause counts already added to the metric.
-    pub(crate) reported_closed: [u64; pitgun_engine::CloseCause::ALL.len()],
+    /// The engine's counters already added to the metrics.
+    pub(crate) reported: Reported,
     /// What this replica has written to the changelog for the partition since taking it.
     pub(crate) chain: Chain,
     /// The engine's outputs for the record being fed (reused).
@@ -92,16 +90,6 @@ impl Part {
             Err(detail) => Err(self.runner.refuse_undecodable(detail)),
         }
         .map_err(|e| (e.reason.as_str(), e.detail));
-        let stats = self.runner.engine().stats();
-        let (dups, evicted) = (stats.duplicates, stats.dedup_evicted);
-        if dups != self.reported_duplicates {
-            outlet.metrics.duplicates.inc_by(dups - self.reported_duplicates);
-            self.reported_duplicates = dups;
-        }
-        if evicted != self.reported_evicted {
-            outlet.metrics.dedup_evicted.inc_by(evicted - self.reported_evicted);
-            self.reported_evicted = evicted;
-        }
         if (fed.is_ok() && self.out.is_empty()) || offset < self.emit_from {
             self.out.clear();
             return Ok(());

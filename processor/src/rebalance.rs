@@ -104,6 +104,7 @@ impl ConsumerContext for Ctx {
                     // timeout): their new owners write the state now, so this one writes
                     // nothing more, to the changelog least of all.
                     warn!(partitions = revoked.len(), "assignment lost: partitions given up without a checkpoint");
+                    worker.absorb(); // what they read still counts
                 } else if let Err(e) = worker.checkpoint(consumer, Some(&revoked), CommitMode::Sync) {
                     worker.fatal.get_or_insert(Error::RevokeCheckpoint(Box::new(e)));
                 }

@@ -14,6 +14,7 @@ use tracing::{info, warn};
 use crate::changelog::{Chain, Changelog};
 use crate::config::{PlanFactory, Summary};
 use crate::group::SessionGroups;
+use crate::metrics::Reported;
 use crate::outlet::Outlet;
 use crate::partition::{Part, Tally};
 use crate::queue::Scratch;
@@ -124,10 +125,7 @@ impl Worker {
             runner,
             next_offset: offset,
             emit_from: committed.unwrap_or(i64::MIN),
-            reported_duplicates: 0,
-            reported_evicted: 0,
-            reported_expired: 0,
-            reported_closed: Default::default(),
+            reported: Reported::default(),
             chain: Chain::new(),
             out: Vec::new(),
             tally: Tally::default(),
@@ -212,7 +210,7 @@ impl Worker {
         }
     }
 
-    /// Sums the partitions' tallies into the summary and the metrics.
+    /// Sums the partitions' tallies and their engines' counters into the summary and the metrics.
     pub(crate) fn absorb(&mut self) {
         for part in self.parts.values_mut() {
             let t = std::mem::take(&mut part.tally);
@@ -222,6 +220,11 @@ impl Worker {
             self.summary.late += t.late;
             self.summary.late_shed += t.late_shed;
             self.summary.deadletters += t.deadletters;
+            let stats = part.runner.engine().stats();
+            if stats.uncovered_sources > 0 && !part.reported.saw_uncovered_sources() {
+                warn!(partition = %part.name, "events from a producer version the dictionary has no aliases for: none of their channels can be a metric (the gateway refuses such events as unknown_source; add the version to the dictionary's aliases); counted in uncovered_sources_total");
+            }
+            part.reported.publish(stats, &self.outlet.metrics, &mut self.summary);
         }
     }
 
@@ -236,9 +239,6 @@ impl Worker {
             let engine = part.runner.engine_mut();
             engine.expire_idle(now, &mut part.out);
             engine.store_mut().forget_closed_before(cutoff);
-            let expired = engine.stats().sessions_expired;
-            self.outlet.metrics.sessions_expired.inc_by(expired - part.reported_expired);
-            part.reported_expired = expired;
             let origin = format!("{}/idle-expiry", part.name);
             part.route_outputs(&self.outlet, &origin, part.version_now())?;
         }
