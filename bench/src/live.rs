@@ -115,7 +115,7 @@ pub fn produce(args: ProduceArgs) -> Result<ExitCode> {
     let mut records: Vec<(String, Vec<u8>)> = Vec::new();
     for_each_record(&args.input, &|_| {}, |_, text| {
         let mut bytes = Vec::new();
-        let view = encoder.encode(text, &mut bytes)?;
+        let view = encoder.encode(text.map_err(Clone::clone)?, &mut bytes)?;
         records.push((view.session_id.to_string(), bytes));
         Ok::<_, anyhow::Error>(true)
     })?;
@@ -166,7 +166,7 @@ pub fn engine(args: EngineArgs) -> Result<ExitCode> {
     let mut records: Vec<Vec<u8>> = Vec::new();
     for_each_record(&args.input, &|_| {}, |_, text| {
         let mut bytes = Vec::new();
-        encoder.encode(text, &mut bytes)?;
+        encoder.encode(text.map_err(Clone::clone)?, &mut bytes)?;
         records.push(bytes);
         Ok::<_, anyhow::Error>((records.len() as u64) < args.limit)
     })?;

@@ -25,6 +25,10 @@ pub fn run(args: ParseArgs) -> Result<ExitCode> {
     for path in &args.input {
         for_each_record(path, &|_| {}, |_, text| {
             records += 1;
+            let Ok(text) = text else {
+                bad += 1;
+                return Ok(true);
+            };
             bytes += text.len() as u64 + 1;
             match serde_json::from_str::<Envelope>(text) {
                 Ok(env) => channels += env.channels.len() as u64,

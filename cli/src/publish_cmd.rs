@@ -73,6 +73,7 @@ pub fn run(args: PublishArgs) -> Result<ExitCode> {
     let mut n = 0u64;
     let mut key = String::new();
     let read = for_each_record(&args.input, &|_| {}, |line, text| {
+        let text = text.map_err(|e| anyhow::anyhow!("{}: record {line}: not an envelope: {e}", args.input.display()))?;
         buf.clear();
         key.clear();
         if let WireArg::Rows = args.wire {
@@ -131,7 +132,7 @@ fn finish(producer: &ThreadedProducer<DeliveryReports>, wait: Duration) -> Resul
 fn checked(text: &str) -> Result<EnvelopeView<'_>, DecodeError> {
     let mut view = EnvelopeView::empty();
     decode_into(text, &mut view)?;
-    check(&view).map_err(|b| DecodeError { pointer: b.pointer, message: b.message })?;
+    check(&view)?;
     Ok(view)
 }
 

@@ -101,34 +101,8 @@ fn check_dataset(path: &Path) -> usize {
     let read = for_each_record::<anyhow::Error>(path, &|_| {}, |line, text| {
         records += 1;
         let file = format!("{}:{line}", path.display());
-        let checked = serde_json::from_str::<serde_json::Value>(text)
-            .map_err(|e| {
-                ContractError::Invalid(vec![Issue {
-                    file: file.clone(),
-                    line: None,
-                    pointer: String::new(),
-                    message: format!("not valid JSON: {e}"),
-                }])
-            })
-            .and_then(|value| {
-                let record = SourceText { file: file.clone(), text: text.to_string() };
-                from_value::<envelope::Envelope>(ContractKind::Envelope, &value, &record).map(|_| ()).map_err(|e| match e {
-                    // The record is one line: its number is in the label, not a line within it.
-                    ContractError::Invalid(mut issues) => {
-                        issues.iter_mut().for_each(|i| i.line = None);
-                        ContractError::Invalid(issues)
-                    }
-                    other => other,
-                })
-            })
-            // Then the decoder replay, publish and the gateway use, for what a JSON value cannot
-            // show: a field or a channel written twice.
-            .and_then(|()| {
-                let refused =
-                    |pointer: String, message: String| ContractError::Invalid(vec![Issue { file: file.clone(), line: None, pointer, message }]);
-                let view = pitgun_codec::json::decode(text).map_err(|e| refused(e.pointer, e.message))?;
-                pitgun_codec::rules::unique_channels(&view).map_err(|b| refused(b.pointer, b.message))
-            });
+        let refused = |pointer: String, message: String| ContractError::Invalid(vec![Issue { file: file.clone(), line: None, pointer, message }]);
+        let checked = text.map_err(|e| refused(e.pointer.clone(), e.message.clone())).and_then(|text| check_record(&file, text, refused));
         if let Err(e) = checked {
             bad += 1;
             eprintln!("{e}");
@@ -145,6 +119,24 @@ fn check_dataset(path: &Path) -> usize {
         _ => {}
     }
     bad
+}
+
+/// One dataset record (`file` is its label, `file:number`): a JSON envelope by the schema, then
+/// by the decoder replay, publish and the gateway use, for what a JSON value cannot show (a
+/// field or a channel written twice).
+fn check_record(file: &str, text: &str, refused: impl Fn(String, String) -> ContractError) -> Result<(), ContractError> {
+    let value = serde_json::from_str::<serde_json::Value>(text).map_err(|e| refused(String::new(), format!("not valid JSON: {e}")))?;
+    let record = SourceText { file: file.to_string(), text: text.to_string() };
+    from_value::<envelope::Envelope>(ContractKind::Envelope, &value, &record).map_err(|e| match e {
+        // The record is one line: its number is in the label, not a line within it.
+        ContractError::Invalid(mut issues) => {
+            issues.iter_mut().for_each(|i| i.line = None);
+            ContractError::Invalid(issues)
+        }
+        other => other,
+    })?;
+    let view = pitgun_codec::json::decode(text).map_err(|e| refused(e.pointer, e.message))?;
+    pitgun_codec::rules::unique_channels(&view).map_err(|b| refused(b.pointer, b.message))
 }
 
 /// Whether a valid document also runs: a pipeline compiles against its dictionary; every

@@ -16,6 +16,7 @@ use pitgun_contracts::envelope::Envelope;
 
 use crate::avro::container::ContainerReader;
 use crate::avro::{datum_len, envelope_schema, read_envelope};
+use crate::json::DecodeError;
 use crate::Record;
 
 /// A dataset that cannot be read or written: the file and what is wrong.
@@ -75,11 +76,15 @@ impl Format {
     }
 }
 
-/// Calls `f(record_number, text)` for every record of a dataset, as one JSON envelope per
-/// record (Avro records are converted; one that is not an envelope becomes a JSON object naming
-/// the error, which the consumer refuses). `text` for a broken NDJSON line is the line itself,
-/// so the engine reports it with its line number. `progress` receives compressed bytes read.
-pub fn for_each_record<E: From<DatasetError>>(path: &Path, progress: &dyn Fn(u64), mut f: impl FnMut(u64, &str) -> Result<bool, E>) -> Result<(), E> {
+/// Calls `f(record_number, record)` for every record of a dataset, as one JSON envelope per
+/// record: `Ok(text)`, an NDJSON line as it is (a broken one too, so the consumer refuses it
+/// with its line number) or an Avro record converted; `Err` for an Avro record that is not an
+/// envelope, saying why. `progress` receives compressed bytes read.
+pub fn for_each_record<E: From<DatasetError>>(
+    path: &Path,
+    progress: &dyn Fn(u64),
+    mut f: impl FnMut(u64, Result<&str, &DecodeError>) -> Result<bool, E>,
+) -> Result<(), E> {
     let mut text = String::new();
     let display = path.display().to_string();
     for_each_chunk(path, 0, progress, |chunk| {
@@ -89,24 +94,28 @@ pub fn for_each_record<E: From<DatasetError>>(path: &Path, progress: &dyn Fn(u64
             if !keep_going {
                 return;
             }
-            let line = match record {
+            let refused;
+            let record = match record {
                 Record::Json(line) => match crate::text::utf8(line) {
-                    Ok(line) => std::borrow::Cow::Borrowed(line),
+                    Ok(line) => Ok(line),
                     Err(e) => {
                         result = Err(DatasetError { path: display.clone(), message: format!("line {number} is not UTF-8: {e}") }.into());
                         keep_going = false;
                         return;
                     }
                 },
-                Record::Avro(datum) => {
-                    text = match read_envelope(datum) {
-                        Ok(env) => serde_json::to_string(&env).expect("an envelope serialises"),
-                        Err(e) => serde_json::json!({ "avro_error": e.to_string() }).to_string(),
-                    };
-                    std::borrow::Cow::Borrowed(text.as_str())
-                }
+                Record::Avro(datum) => match read_envelope(datum) {
+                    Ok(env) => {
+                        text = serde_json::to_string(&env).expect("an envelope serialises");
+                        Ok(text.as_str())
+                    }
+                    Err(e) => {
+                        refused = e;
+                        Err(&refused)
+                    }
+                },
             };
-            match f(number, &line) {
+            match f(number, record) {
                 Ok(k) => keep_going = k,
                 Err(e) => {
                     result = Err(e);
@@ -451,7 +460,7 @@ mod tests {
         }
         let mut texts = Vec::new();
         for_each_record(&path, &|_| {}, |n, text| {
-            texts.push((n, text.to_string()));
+            texts.push((n, text.unwrap().to_string()));
             Ok::<_, DatasetError>(n < 3)
         })
         .unwrap();
@@ -527,7 +536,7 @@ mod tests {
         std::fs::write(&path, b"{\"a\":1}\n{\"b\":\"\xff\"}\n").unwrap();
         let mut seen = Vec::new();
         let err = for_each_record(&path, &|_| {}, |n, text| {
-            seen.push((n, text.to_string()));
+            seen.push((n, text.unwrap().to_string()));
             Ok::<_, DatasetError>(true)
         })
         .unwrap_err()
@@ -549,12 +558,50 @@ mod tests {
         for path in [plain, zst] {
             let mut seen = Vec::new();
             for_each_record(&path, &|_| {}, |n, text| {
-                seen.push((n, text.to_string()));
+                seen.push((n, text.unwrap().to_string()));
                 Ok::<_, DatasetError>(true)
             })
             .unwrap();
             assert_eq!(seen, [(1, "{\"a\":1}".to_string()), (2, "\u{feff}{\"b\":2}".to_string())], "{}", path.display());
         }
+    }
+
+    /// An Avro record the owned reader refuses reaches the consumer as its error, not as a JSON
+    /// stand-in whose own refusal hid why (`validate` and `publish` said the record had no
+    /// `schema`); the records around it are read as usual.
+    #[test]
+    fn an_avro_record_that_cannot_be_read_is_handed_on_as_its_error() {
+        let good = crate::avro::tests::reference_encode(&envelope(1));
+        let text = r#"{"schema":"pitgun-envelope/v1","event_id":"e","source":{"kind":"game","id":"pitgun-web","version":"1.4.2"},"session_id":"s","seq":1,"time_us":5,"kind":"sample","channels":{"speed_kmh":1,"speed_kmh":3}}"#;
+        let mut twice = Vec::new();
+        crate::avro::AvroWriter::new().write(&crate::json::decode(text).unwrap(), &[], &mut twice);
+        // A container of null blocks, written by hand: no Avro writer writes a map key twice.
+        let mut file = AvroWriter::with_codec(&envelope_schema(), Vec::new(), Codec::Null).into_inner().unwrap();
+        let sync = file[file.len() - 16..].to_vec();
+        let zigzag = |n: usize, out: &mut Vec<u8>| {
+            let mut v = (n as u64) << 1;
+            while v >= 0x80 {
+                out.push((v as u8) | 0x80);
+                v >>= 7;
+            }
+            out.push(v as u8);
+        };
+        let datums = [&good[10..], &twice[10..], &good[10..]];
+        zigzag(datums.len(), &mut file);
+        zigzag(datums.iter().map(|d| d.len()).sum(), &mut file);
+        datums.iter().for_each(|d| file.extend_from_slice(d));
+        file.extend_from_slice(&sync);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.avro");
+        std::fs::write(&path, &file).unwrap();
+        let mut seen = Vec::new();
+        for_each_record(&path, &|_| {}, |n, record| {
+            seen.push((n, record.map(|t| serde_json::from_str::<Envelope>(t).unwrap().event_id).map_err(|e| e.to_string())));
+            Ok::<_, DatasetError>(true)
+        })
+        .unwrap();
+        let refused = "at /channels/speed_kmh: channel \"speed_kmh\" appears more than once in this envelope".to_string();
+        assert_eq!(seen, [(1, Ok("e1".to_string())), (2, Err(refused)), (3, Ok("e1".to_string()))]);
     }
 
     #[test]

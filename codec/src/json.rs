@@ -85,6 +85,13 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
+/// A rule the decoded record breaks is refused as a decode error, at the same pointer.
+impl From<crate::rules::Broken> for DecodeError {
+    fn from(b: crate::rules::Broken) -> DecodeError {
+        DecodeError { pointer: b.pointer, message: b.message }
+    }
+}
+
 /// Latest event time an envelope may carry: 9999-12-31T23:59:59.999999Z.
 pub const MAX_TIME_US: i64 = 253_402_300_799_999_999;
 

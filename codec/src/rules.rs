@@ -78,10 +78,12 @@ pub fn is_semver(s: &str) -> bool {
 /// `publish`, and the engine on replay and on the stream): which value is meant cannot be known,
 /// and keeping one would silently drop the other.
 pub fn unique_channels(view: &EnvelopeView<'_>) -> Result<(), Broken> {
-    match repeated_name(&view.channels) {
-        Some(name) => broken(pointer("/channels", name), format!("channel {name:?} appears more than once in this envelope")),
-        None => Ok(()),
-    }
+    repeated_name(&view.channels).map_or(Ok(()), |name| Err(repeated_channel(name)))
+}
+
+/// The refusal of a channel named twice, for readers that find the repeat themselves.
+pub fn repeated_channel(name: &str) -> Broken {
+    Broken { pointer: pointer("/channels", name), message: format!("channel {name:?} appears more than once in this envelope") }
 }
 
 /// The first name that repeats. Up to 32 names (every envelope producers send) go into a

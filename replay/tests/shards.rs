@@ -45,7 +45,7 @@ fn thread_counts_and_formats_give_the_same_outcome() {
     let avro = dir.path().join("d.avro");
     let mut w = DatasetWriter::create(&avro).unwrap();
     for_each_record(&sample, &|_| {}, |_, text| {
-        w.envelope(&serde_json::from_str::<Envelope>(text).unwrap())?;
+        w.envelope(&serde_json::from_str::<Envelope>(text.unwrap()).unwrap())?;
         Ok::<_, DatasetError>(true)
     })
     .unwrap();
@@ -72,7 +72,7 @@ fn a_strict_run_stops_at_the_same_record_whatever_the_thread_count() {
     let sample = dir.path().join("broken.ndjson");
     let mut lines = Vec::new();
     for_each_record(&root().join("samples/racing-small.ndjson.zst"), &|_| {}, |_, text| {
-        lines.push(text.to_string());
+        lines.push(text.unwrap().to_string());
         Ok::<_, DatasetError>(true)
     })
     .unwrap();

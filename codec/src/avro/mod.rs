@@ -75,6 +75,25 @@ pub(crate) mod tests {
         assert!(err.to_string().contains("/channels/x"), "{err}");
     }
 
+    /// A channel written twice is refused by the owned reader too (`validate`, `publish`,
+    /// `tail`), as the engine's readers refuse it: collecting channels into a map kept the last
+    /// copy and passed the record on as if it had been written once.
+    #[test]
+    fn a_channel_written_twice_is_refused_by_the_owned_reader() {
+        let text = r#"{"schema":"pitgun-envelope/v1","event_id":"e","source":{"kind":"game","id":"pitgun-web","version":"1.4.2"},"session_id":"s","seq":1,"time_us":5,"kind":"sample","channels":{"speed_kmh":1,"gear":2,"speed_kmh":3}}"#;
+        let view = crate::json::decode(text).unwrap();
+        assert_eq!(view.channels.len(), 3);
+        let mut bytes = Vec::new();
+        AvroWriter::new().write(&view, &[], &mut bytes);
+        let datum = &bytes[10..];
+        let err = read_envelope(datum).unwrap_err();
+        assert!(err.message.contains("more than once"), "{err}");
+        let mut view = crate::json::EnvelopeView::empty();
+        decode_avro_into(datum, &mut view).unwrap();
+        let engine = crate::rules::unique_channels(&view).unwrap_err();
+        assert_eq!((err.pointer.as_str(), err.message), ("/channels/speed_kmh", engine.message), "one rule, one wording");
+    }
+
     #[test]
     fn a_container_header_with_the_most_negative_count_is_an_error() {
         let mut file = b"Obj\x01".to_vec();

@@ -263,8 +263,10 @@ pub fn read_envelope(datum: &[u8]) -> Result<Envelope, DecodeError> {
     r.map("/channels", |r| {
         let name = r.string("/channels")?;
         let value = r.typed_value(name)?;
-        channels.insert(name.to_string(), value);
-        Ok(())
+        match channels.insert(name.to_string(), value) {
+            Some(_) => Err(crate::rules::repeated_channel(name).into()),
+            None => Ok(()),
+        }
     })?;
     r.tail(&mut view)?;
     Ok(Envelope {

@@ -45,7 +45,7 @@ impl TextEncoder {
     pub fn encode<'t>(&mut self, text: &'t str, out: &mut Vec<u8>) -> Result<EnvelopeView<'t>, DecodeError> {
         let mut view = EnvelopeView::empty();
         decode_into(text, &mut view)?;
-        check(&view).map_err(|b| DecodeError { pointer: b.pointer, message: b.message })?;
+        check(&view)?;
         self.booleans.clear();
         // The view holds booleans as 1 and 0; which were booleans takes a second look, and
         // only a text with a `true` or `false` in it can hold one.
