@@ -578,14 +578,7 @@ mod tests {
         // A container of null blocks, written by hand: no Avro writer writes a map key twice.
         let mut file = AvroWriter::with_codec(&envelope_schema(), Vec::new(), Codec::Null).into_inner().unwrap();
         let sync = file[file.len() - 16..].to_vec();
-        let zigzag = |n: usize, out: &mut Vec<u8>| {
-            let mut v = (n as u64) << 1;
-            while v >= 0x80 {
-                out.push((v as u8) | 0x80);
-                v >>= 7;
-            }
-            out.push(v as u8);
-        };
+        let zigzag = crate::avro::tests::zigzag;
         let datums = [&good[10..], &twice[10..], &good[10..]];
         zigzag(datums.len(), &mut file);
         zigzag(datums.iter().map(|d| d.len()).sum(), &mut file);

@@ -52,6 +52,16 @@ pub(crate) mod tests {
         out
     }
 
+    /// Avro's zig-zag varint of a non-negative count, for containers written by hand.
+    pub(crate) fn zigzag(n: usize, out: &mut Vec<u8>) {
+        let mut v = (n as u64) << 1;
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
     fn symbols(avsc: &serde_json::Value, path: &[&str]) -> Vec<String> {
         let mut t = avsc;
         for name in path {
@@ -114,14 +124,6 @@ pub(crate) mod tests {
         for schema in damaged {
             assert_ne!(schema, ENVELOPE_AVRO_SCHEMA);
             let mut file = b"Obj\x01".to_vec();
-            let zigzag = |n: usize, out: &mut Vec<u8>| {
-                let mut v = (n as u64) << 1;
-                while v >= 0x80 {
-                    out.push((v as u8) | 0x80);
-                    v >>= 7;
-                }
-                out.push(v as u8);
-            };
             zigzag(1, &mut file);
             zigzag(11, &mut file);
             file.extend_from_slice(b"avro.schema");
