@@ -213,6 +213,7 @@ pub(crate) fn check(view: &EnvelopeView) -> Result<(), DecodeError> {
     if view.source.id.is_empty() {
         return fail("/source/id", "must not be empty".into());
     }
+    crate::rules::unique_dims(view)?;
     Ok(())
 }
 
@@ -359,9 +360,9 @@ impl<'de: 'a, 'a> Visitor<'de> for FillDims<'_, 'a> {
 }
 
 impl EnvelopeView<'_> {
-    /// The value of a dimension, if present (the last one when a name repeats).
+    /// The value of a dimension, if present (the decoders refuse a name written twice).
     pub fn dim(&self, name: &str) -> Option<&str> {
-        self.dims.iter().rev().find(|(n, _)| crate::text::same(n, name)).map(|(_, v)| v.as_ref())
+        self.dims.iter().find(|(n, _)| crate::text::same(n, name)).map(|(_, v)| v.as_ref())
     }
 }
 

@@ -86,11 +86,25 @@ pub fn repeated_channel(name: &str) -> Broken {
     Broken { pointer: pointer("/channels", name), message: format!("channel {name:?} appears more than once in this envelope") }
 }
 
-/// The first name that repeats. Up to 32 names (every envelope producers send) go into a
+/// Refuses a dimension named twice: keeping one value would drop the other unseen (`player`
+/// decides whose leaderboard a lap joins). The decoders apply it to every record; a record has
+/// a few dimensions, so it costs a few comparisons.
+pub fn unique_dims(view: &EnvelopeView<'_>) -> Result<(), Broken> {
+    match repeated_name(&view.dims) {
+        Some(name) => broken(pointer("/dims", name), format!("dimension {name:?} appears more than once in this envelope")),
+        None => Ok(()),
+    }
+}
+
+/// The first name that repeats. Up to 4 names are compared pairwise. Up to 32 names (every envelope producers send) go into a
 /// 64-slot open-addressed table on the stack, so each name is compared only with the few that
 /// share its slot; a hostile list whose names all share one costs at most the 496 comparisons
 /// of the pairwise scan. Beyond 32, a hash set.
 fn repeated_name<'e, V>(entries: &'e [(Cow<'_, str>, V)]) -> Option<&'e str> {
+    if entries.len() <= 4 {
+        let repeats = |i: usize| entries[..i].iter().any(|(earlier, _)| crate::text::same(earlier, &entries[i].0));
+        return (1..entries.len()).find(|&i| repeats(i)).map(|i| entries[i].0.as_ref());
+    }
     if entries.len() > 32 {
         let mut seen = std::collections::HashSet::new();
         return entries.iter().map(|(n, _)| n.as_ref()).find(|n| !seen.insert(*n));
@@ -236,6 +250,19 @@ mod tests {
                 agree(&serde_json::to_string(&value).unwrap());
             }
         }
+    }
+
+    /// A dimension named twice was accepted with the last value kept: `player` decides whose
+    /// leaderboard a lap joins, so the other value was dropped without a word. It is refused as
+    /// a channel named twice is.
+    #[test]
+    fn a_dimension_named_twice_is_refused() {
+        let text = GOOD.replace("\"track\":\"monza\"", "\"player\":\"dara\",\"track\":\"monza\",\"player\":\"mallory\"");
+        let refused = decode(&text).unwrap_err();
+        assert_eq!(refused.pointer, "/dims/player");
+        assert_eq!(refused.message, "dimension \"player\" appears more than once in this envelope");
+        let mut general = crate::json::EnvelopeView::empty();
+        assert_eq!(crate::json::decode_general_into(&text, &mut general).unwrap_err(), refused, "both decoders");
     }
 
     #[test]

@@ -179,7 +179,7 @@ impl AvroWriter {
         long(out, view.time_us);
         long(out, index_of(&EVENT_KINDS, &view.kind));
 
-        write_map(out, &view.channels, None, |out, i, value| {
+        write_map(out, &view.channels, |out, i, value| {
             if booleans.get(i).copied().unwrap_or(false) && (*value == 0.0 || *value == 1.0) {
                 out.push(2); // union branch 1: boolean
                 out.push(u8::from(*value == 1.0));
@@ -188,37 +188,21 @@ impl AvroWriter {
                 out.extend_from_slice(&value.to_le_bytes());
             }
         });
-        let keep = last_of_each_name(&view.dims);
-        write_map(out, &view.dims, keep.as_deref(), |out, _, value| string(out, value));
+        // The decoders refuse a name written twice, so each map's names are distinct.
+        write_map(out, &view.dims, |out, _, value| string(out, value));
     }
 }
 
-/// Writes an Avro map (one block, then the end marker): every entry, or those `keep` marks.
-fn write_map<V>(out: &mut Vec<u8>, entries: &[(Cow<'_, str>, V)], keep: Option<&[bool]>, mut value: impl FnMut(&mut Vec<u8>, usize, &V)) {
-    let count = keep.map_or(entries.len(), |k| k.iter().filter(|k| **k).count());
-    if count > 0 {
-        long(out, count as i64);
+/// Writes an Avro map: one block of every entry, then the end marker.
+fn write_map<V>(out: &mut Vec<u8>, entries: &[(Cow<'_, str>, V)], mut value: impl FnMut(&mut Vec<u8>, usize, &V)) {
+    if !entries.is_empty() {
+        long(out, entries.len() as i64);
         for (i, (name, v)) in entries.iter().enumerate() {
-            if keep.is_none_or(|k| k[i]) {
-                string(out, name);
-                value(out, i, v);
-            }
+            string(out, name);
+            value(out, i, v);
         }
     }
     out.push(0);
-}
-
-/// `None` when every name is distinct (the normal case, no allocation); otherwise which entries
-/// are the last of their name. Dimensions are few, so a quadratic scan.
-fn last_of_each_name<V>(entries: &[(Cow<'_, str>, V)]) -> Option<Vec<bool>> {
-    if !(1..entries.len()).any(|i| entries[..i].iter().any(|(n, _)| *n == entries[i].0)) {
-        return None;
-    }
-    let mut last = std::collections::HashMap::new();
-    for (i, (n, _)) in entries.iter().enumerate() {
-        last.insert(n.as_ref(), i);
-    }
-    Some((0..entries.len()).map(|i| last.get(entries[i].0.as_ref()) == Some(&i)).collect())
 }
 
 fn long(out: &mut Vec<u8>, v: i64) {
@@ -324,9 +308,9 @@ mod tests {
     }
 
     #[test]
-    fn a_repeated_dimension_keeps_its_last_value() {
+    fn a_written_record_reads_back_as_its_json() {
         let w = AvroWriter::new();
-        let text = r#"{"schema":"pitgun-envelope/v1","event_id":"e\"1","source":{"kind":"device","id":"d","version":"2.0.0"},"session_id":"s","seq":0,"time_us":5,"kind":"lap","channels":{"x":2.5,"in_pit":0.5},"dims":{"t":"a","t":"b"}}"#;
+        let text = r#"{"schema":"pitgun-envelope/v1","event_id":"e\"1","source":{"kind":"device","id":"d","version":"2.0.0"},"session_id":"s","seq":0,"time_us":5,"kind":"lap","channels":{"x":2.5,"in_pit":0.5},"dims":{"t":"a","u":"b"}}"#;
         let view = crate::json::decode(text).unwrap();
         let mut bytes = Vec::new();
         w.write(&view, &[false, true], &mut bytes);
@@ -334,7 +318,7 @@ mod tests {
         Decoder::default().to_json(&bytes, &mut json).unwrap();
         let back: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(back["channels"], serde_json::json!({"x": 2.5, "in_pit": 0.5}), "0.5 is no boolean");
-        assert_eq!(back["dims"], serde_json::json!({"t": "b"}));
+        assert_eq!(back["dims"], serde_json::json!({"t": "a", "u": "b"}));
         assert_eq!(back["event_id"], "e\"1");
         let empty = r#"{"schema":"pitgun-envelope/v1","event_id":"e","source":{"kind":"game","id":"d","version":"2.0.0"},"session_id":"s","seq":9223372036854775807,"time_us":253402300799999999,"kind":"marker"}"#;
         bytes.clear();
