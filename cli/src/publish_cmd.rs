@@ -25,7 +25,9 @@ enum WireArg {
     /// The JSON envelope, as the dataset has it.
     Json,
     /// Aggregate rows (the JSON lines `pitgun replay` writes), keyed by `row_id`, to fill an
-    /// aggregates topic (give --topic): sink backfills and benchmarks.
+    /// aggregates topic (--topic, required): sink backfills and benchmarks. They carry no row
+    /// version, so the sink takes them for older than any row a processor wrote: they fill
+    /// rows a table does not hold yet.
     Rows,
 }
 
@@ -35,7 +37,8 @@ enum WireArg {
 /// record. Each line is checked as the gateway checks an envelope, short of the dictionary and
 /// the clock rule; the first that fails stops the publish once the lines before it are
 /// acknowledged (`pitgun validate` checks a whole file first).
-/// The topic must exist (`pitgun topics` creates it).
+/// The topic must exist (`pitgun topics` creates it); a missing one is refused before anything
+/// is sent.
 #[derive(Args, Debug)]
 pub struct PublishArgs {
     /// Dataset: .ndjson/.jsonl/.json (optionally .gz/.zst) or .avro.
@@ -58,15 +61,25 @@ const FLUSH: Duration = Duration::from_secs(120);
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn run(args: PublishArgs) -> Result<ExitCode> {
+    if matches!(args.wire, WireArg::Rows) && args.topic == topics::ENVELOPES {
+        anyhow::bail!("--wire rows needs --topic, an aggregates topic such as pitgun.aggregates.lap-performance.v1: every processor would dead-letter rows on the envelopes topic");
+    }
     let broker = args.broker.broker();
     let topic = broker.name(&args.topic);
-    let producer: ThreadedProducer<DeliveryReports> =
-        broker.bulk_producer_config("pitgun-publish").create_with_context(DeliveryReports::default()).context("cannot create the Kafka producer")?;
+    let producer: ThreadedProducer<DeliveryReports> = broker
+        .bulk_producer_config("pitgun-publish")
+        // A topic that does not exist is an error below, not one the broker makes with its defaults.
+        .set("allow.auto.create.topics", "false")
+        .create_with_context(DeliveryReports::default())
+        .context("cannot create the Kafka producer")?;
     // An unreachable broker is named within seconds, not after the acknowledgements' wait.
-    producer
+    let md = producer
         .client()
         .fetch_metadata(Some(&topic), METADATA_TIMEOUT)
         .with_context(|| format!("broker {} did not answer metadata for {topic} within {METADATA_TIMEOUT:?}", broker.bootstrap))?;
+    if !md.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()) {
+        anyhow::bail!("topic {topic} does not exist on {} (create it: pitgun topics; or check --topic and --namespace)", broker.bootstrap);
+    }
     let mut encoder = TextEncoder::default();
     let mut buf = Vec::with_capacity(1024);
     let started = Instant::now();

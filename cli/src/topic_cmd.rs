@@ -48,9 +48,30 @@ enum Stop {
     Never,
 }
 
+/// A bounded read stopped by SIGINT or SIGTERM before the end it was to reach.
+#[derive(Debug)]
+struct Interrupted;
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted (SIGINT or SIGTERM) before the end of the range")
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
 /// Reads `topic` (all partitions, or `only` one) over `range`, calling `f` per record, each
-/// partition in offset order. Returns the number of records seen.
-fn read_topic(broker: &Broker, topic: &str, only: Option<i32>, range: &Range, mut f: impl FnMut(&BorrowedMessage<'_>) -> Result<()>) -> Result<u64> {
+/// partition in offset order, until the range's end or `stop` ([`interrupt_flag`]). Returns
+/// the number of records seen; a bounded read stopped before its end is an [`Interrupted`]
+/// error, a followed one ends there.
+fn read_topic(
+    broker: &Broker,
+    topic: &str,
+    only: Option<i32>,
+    range: &Range,
+    stop: &AtomicBool,
+    mut f: impl FnMut(&BorrowedMessage<'_>) -> Result<()>,
+) -> Result<u64> {
     let mut config = broker.consumer_config("pitgun-reader");
     config.set("group.id", "pitgun-reader-unused").set("enable.auto.commit", "false").set("enable.partition.eof", "false");
     if matches!(range.stop, Stop::Never) {
@@ -66,9 +87,11 @@ fn read_topic(broker: &Broker, topic: &str, only: Option<i32>, range: &Range, mu
     }
     let timeout = Duration::from_secs(10);
     let mut ends: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut highs: BTreeMap<i32, i64> = BTreeMap::new();
     let mut tpl = TopicPartitionList::new();
     for &p in &parts {
         let (low, high) = consumer.fetch_watermarks(topic, p, timeout)?;
+        highs.insert(p, high);
         let start = match range.start {
             Start::Beginning => Offset::Offset(low),
             Start::End => Offset::Offset(high),
@@ -89,7 +112,17 @@ fn read_topic(broker: &Broker, topic: &str, only: Option<i32>, range: &Range, mu
         for &p in &parts {
             by_time.add_partition_offset(topic, p, Offset::Offset(ms))?;
         }
-        tpl = consumer.offsets_for_times(by_time, timeout).context("broker cannot look offsets up by time")?;
+        let found = consumer.offsets_for_times(by_time, timeout).context("broker cannot look offsets up by time")?;
+        // A partition without a record at or after the time is answered with "the end": it
+        // starts, and so is done, at its high watermark.
+        tpl = TopicPartitionList::new();
+        for e in found.elements() {
+            let start = match e.offset() {
+                Offset::Offset(o) => o,
+                _ => highs.get(&e.partition()).copied().unwrap_or_default(),
+            };
+            tpl.add_partition_offset(topic, e.partition(), Offset::Offset(start))?;
+        }
     }
     if let Stop::Time(ms) = range.stop {
         let mut by_time = TopicPartitionList::new();
@@ -98,7 +131,7 @@ fn read_topic(broker: &Broker, topic: &str, only: Option<i32>, range: &Range, mu
         }
         let found = consumer.offsets_for_times(by_time, timeout).context("broker cannot look offsets up by time")?;
         for e in found.elements() {
-            let high = consumer.fetch_watermarks(topic, e.partition(), timeout)?.1;
+            let high = highs.get(&e.partition()).copied().unwrap_or_default();
             ends.insert(
                 e.partition(),
                 match e.offset() {
@@ -115,8 +148,6 @@ fn read_topic(broker: &Broker, topic: &str, only: Option<i32>, range: &Range, mu
             next.insert(e.partition(), o);
         }
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    signal_hook_flag(&stop);
     let follow = matches!(range.stop, Stop::Never);
     let done = |next: &BTreeMap<i32, i64>| !follow && ends.iter().all(|(p, &end)| next.get(p).is_some_and(|&n| n >= end));
     let mut seen = 0u64;
@@ -134,6 +165,9 @@ fn read_topic(broker: &Broker, topic: &str, only: Option<i32>, range: &Range, mu
             None => {}
         }
     }
+    if !follow && !done(&next) {
+        return Err(Interrupted.into());
+    }
     Ok(seen)
 }
 
@@ -149,9 +183,15 @@ fn partitions_of(broker: &Broker, topic: &str) -> Result<Vec<i32>> {
     Ok(parts)
 }
 
-fn signal_hook_flag(stop: &Arc<AtomicBool>) {
-    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, stop.clone());
-    let _ = signal_hook::flag::register(signal_hook::consts::SIGTERM, stop.clone());
+/// A flag SIGINT and SIGTERM set, registered once for the whole command: the read in progress
+/// ends at the next poll. A second signal ends the process at once.
+fn interrupt_flag() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone());
+        let _ = signal_hook::flag::register(signal, stop.clone());
+    }
+    stop
 }
 
 /// Print the rows of an aggregates topic as they arrive.
@@ -181,7 +221,8 @@ pub struct TailArgs {
     /// Start at the earliest retained record instead of new records only.
     #[arg(long)]
     from_beginning: bool,
-    /// Stop at the end offsets seen at start instead of following. (Following asks the broker
+    /// Read what the topic holds now, from the beginning, and stop at the end offsets seen at
+    /// start instead of following. (Following asks the broker
     /// for new records every 20 ms; on a broker that answers such a short wait with one record,
     /// like nisshi's PostgreSQL storage, read with this instead.)
     #[arg(long)]
@@ -210,7 +251,8 @@ pub fn tail(args: TailArgs) -> Result<ExitCode> {
         _ => bail!("give --topic, or --manifest with --version"),
     };
     let range = Range {
-        start: if args.from_beginning { Start::Beginning } else { Start::End },
+        // Up to the end seen at start, from that end, would be nothing at all.
+        start: if args.from_beginning || args.until_end { Start::Beginning } else { Start::End },
         stop: if args.until_end { Stop::EndAtStart } else { Stop::Never },
     };
     let stdout = std::io::stdout();
@@ -218,7 +260,7 @@ pub fn tail(args: TailArgs) -> Result<ExitCode> {
     let mut latest = LastVersions::default();
     let decoder = Decoder::default();
     let mut json = String::new();
-    read_topic(&broker, &topic, None, &range, |m| {
+    read_topic(&broker, &topic, None, &range, &interrupt_flag(), |m| {
         let payload = m.payload().unwrap_or_default();
         // Envelopes the gateway wrote are Avro single objects: shown as the JSON they encode.
         let decoded = (sniff(payload) == WireFormat::Avro).then(|| decoder.to_json(payload, &mut json));
@@ -422,8 +464,9 @@ pub fn export(args: ExportArgs) -> Result<ExitCode> {
     let mut first_error = None;
     let mut w = DatasetWriter::create(&args.output)?;
     let mut written = 0u64;
-    for p in partitions {
-        read_topic(&broker, &topic, Some(p), &range, |m| {
+    let stop = interrupt_flag();
+    let read = partitions.iter().try_for_each(|&p| {
+        read_topic(&broker, &topic, Some(p), &range, &stop, |m| {
             let payload = m.payload().unwrap_or_default();
             let parsed = decoder.to_json(payload, &mut json).and_then(|()| serde_json::from_str::<Envelope>(&json).map_err(|e| e.to_string()));
             match parsed {
@@ -437,9 +480,21 @@ pub fn export(args: ExportArgs) -> Result<ExitCode> {
                 }
             }
             Ok(())
-        })?;
+        })
+        .map(drop)
+        .with_context(|| format!("reading {topic}/{p}"))
+    });
+    let finished = match read {
+        Ok(()) => w.finish().map_err(anyhow::Error::from),
+        Err(e) => {
+            drop(w);
+            Err(e)
+        }
+    };
+    if let Err(e) = finished {
+        let _ = std::fs::remove_file(&args.output);
+        return Err(e.context(format!("export removed {}: a partial dataset would replay as if it were whole", args.output.display())));
     }
-    w.finish()?;
     eprintln!("export: {written} envelopes from {topic} to {}", args.output.display());
     if let Some(e) = first_error {
         eprintln!("export: {skipped} records were not envelopes and were left out; first: {e}");

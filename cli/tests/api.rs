@@ -68,6 +68,7 @@ fn api_endpoints_on_known_data() {
     for (topic, rows) in [("pitgun.aggregates.session-summary.v1", &runs[..]), ("pitgun.aggregates.lap-performance.v1", &laps[..])] {
         let file = dir.path().join(format!("{topic}.ndjson"));
         std::fs::write(&file, rows.iter().map(|r| r.to_string() + "\n").collect::<String>()).unwrap();
+        ns.create_topic(topic, 2);
         let out = pitgun(&["publish", "--input", file.to_str().unwrap(), "--wire", "rows", "--topic", topic], &ns);
         assert!(out.status.success(), "publish: {}", String::from_utf8_lossy(&out.stderr));
     }

@@ -943,7 +943,7 @@ fn a_million_sessions_stay_under_the_memory_ceiling() {
 fn settings_that_cannot_work_are_refused_before_anything_runs() {
     let m = "manifests/pipelines/lap-performance.v1.yaml";
     let dead = "127.0.0.1:1";
-    let cases: [(&[&str], &str); 7] = [
+    let cases: [(&[&str], &str); 8] = [
         (
             &["sink", "--manifest", m, "--manifest", m, "--brokers", dead, "--targets", "postgres", "--postgres", "postgres://127.0.0.1:1/x"],
             "given twice",
@@ -954,6 +954,8 @@ fn settings_that_cannot_work_are_refused_before_anything_runs() {
         (&["process", "--manifest", m, "--brokers", dead, "--pipeline", "laps"], "cannot be used with"),
         (&["replay", "--manifest", m, "--pipeline", "laps", "--input", "samples/racing-small.ndjson.zst"], "cannot be used with"),
         (&["export", "--brokers", dead, "--output", "/tmp/never.avro", "--from-offset", "100", "--to-offset", "10"], "not before --to-offset"),
+        // Rows on the envelopes topic would be dead-lettered by every processor.
+        (&["publish", "--brokers", dead, "--input", "samples/racing-small.ndjson.zst", "--wire", "rows"], "--wire rows needs --topic"),
     ];
     for (args, says) in cases {
         let started = Instant::now();
@@ -1060,4 +1062,80 @@ fn a_refusal_at_release_names_where_the_event_was_read() {
     let note: serde_json::Value = serde_json::from_str(&late[0]).unwrap();
     assert_eq!(note["event_id"], "o8", "{note}");
     assert!(note["origin"].as_str().unwrap().ends_with("pitgun.envelopes.v1/0/8"), "{note}");
+}
+
+/// Bounded reads end whatever a partition holds. `export --from-time` past a partition's last
+/// record waited forever for a record that partition would never get (the broker answers "the
+/// end" for it, and the read only counted offsets); `tail --until-end` without
+/// `--from-beginning` started at the end it was to stop at, and printed nothing.
+#[test]
+fn bounded_reads_end_whatever_a_partition_holds() {
+    let ns = Ns::new("bounded");
+    ns.create_topics(2);
+    let dir = tempfile::tempdir().unwrap();
+    let data = simulate(dir.path(), "b.ndjson", 5, 2, "5s", None);
+    let sent = lines(&data);
+    ns.produce_lines(sent.iter().map(|s| s.as_str()));
+    let exported = |from: std::time::SystemTime| {
+        let out = dir.path().join("e.ndjson");
+        let from = humantime::format_rfc3339(from).to_string();
+        let o = pitgun_within(&["export", "--output", out.to_str().unwrap(), "--from-time", &from], &ns, Duration::from_secs(60));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        lines(&out).len()
+    };
+    let now = std::time::SystemTime::now();
+    assert_eq!(exported(now + Duration::from_secs(86_400)), 0, "a day ahead: no partition has a record at or after it");
+    assert_eq!(exported(now - Duration::from_secs(3_600)), sent.len(), "an hour back: every record");
+    let out = pitgun(&["tail", "--topic", "pitgun.envelopes.v1", "--until-end"], &ns);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), sent.len(), "tail --until-end reads what the topic holds");
+}
+
+/// An interrupted export is a failure: it stops, removes what it wrote and exits non-zero. It
+/// took the first SIGTERM as the end of the partition it was reading, went on with the next
+/// one, and exited 0 with the partial file. Each partition is read by a consumer of its own,
+/// so 40 partitions take seconds: the signal lands while it reads.
+#[test]
+fn an_interrupted_export_fails_and_leaves_no_partial_file() {
+    let ns = Ns::new("interrupt");
+    ns.create_topic("many", 40);
+    let dir = tempfile::tempdir().unwrap();
+    let data = simulate(dir.path(), "i.ndjson", 9, 40, "5s", None);
+    let sent = lines(&data);
+    let producer: rdkafka::producer::BaseProducer = ns.config().create().unwrap();
+    for (i, line) in sent.iter().enumerate() {
+        let partition = (i % 40) as i32;
+        producer.send(rdkafka::producer::BaseRecord::<(), str>::to(&ns.topic("many")).partition(partition).payload(line.as_str())).unwrap();
+        producer.poll(Duration::ZERO);
+    }
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30)).unwrap();
+    eprintln!("{} records on 40 partitions", sent.len());
+    let out = dir.path().join("partial.ndjson");
+    let started = Instant::now();
+    let mut child = pitgun_started(&["export", "--topic", "many", "--output", out.to_str().unwrap()], &ns);
+    std::thread::sleep(Duration::from_millis(1_500));
+    assert!(child.try_wait().unwrap().is_none(), "export ended within 1.5 s: too quick to be interrupted");
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let o = wait_output(&mut child, Duration::from_secs(30), "interrupted export");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    eprintln!("export interrupted after {:?}: {stderr}", started.elapsed());
+    assert!(!o.status.success(), "an interrupted export exited 0: {stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(!out.exists(), "the partial file was left behind");
+}
+
+/// `publish` to a topic that does not exist is refused before anything is sent, as its help
+/// says: the broker made the topic with its defaults, so a typo in --topic or --namespace sent
+/// a whole backfill to a topic nobody reads, and publish said it was all acknowledged.
+#[test]
+fn publish_refuses_a_topic_that_does_not_exist() {
+    let ns = Ns::new("publish-missing");
+    let out = pitgun(&["publish", "--input", "samples/racing-small.ndjson.zst", "--topic", "pitgun.envelopes.v1"], &ns);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let topic = ns.topic("pitgun.envelopes.v1");
+    assert!(stderr.contains(&format!("topic {topic} does not exist")), "{stderr}");
+    let consumer: rdkafka::consumer::BaseConsumer = ns.config().create().unwrap();
+    let md = rdkafka::consumer::Consumer::fetch_metadata(&consumer, None, Duration::from_secs(10)).unwrap();
+    assert!(!md.topics().iter().any(|t| t.name() == topic), "the refused publish created {topic}");
 }

@@ -26,6 +26,7 @@ fn replay_rows(data: &Path) -> Vec<Row> {
 fn publish_rows(ns: &Ns, dir: &Path, name: &str, rows: &[Row]) {
     let file = dir.join(name);
     std::fs::write(&file, rows.iter().map(|r| serde_json::to_string(r).unwrap() + "\n").collect::<String>()).unwrap();
+    ns.create_topic("pitgun.aggregates.lap-performance.v1", 2);
     let out = pitgun(&["publish", "--input", file.to_str().unwrap(), "--wire", "rows", "--topic", "pitgun.aggregates.lap-performance.v1"], ns);
     assert!(out.status.success(), "publish: {}", String::from_utf8_lossy(&out.stderr));
 }

@@ -185,7 +185,17 @@ impl Ns {
 
 /// Runs `pitgun ARGS` with the namespace's broker settings and waits (5 min deadline).
 pub fn pitgun(args: &[&str], ns: &Ns) -> Output {
-    let mut child = Command::new(pitgun_bin())
+    pitgun_within(args, ns, Duration::from_secs(300))
+}
+
+/// [`pitgun`] with its own deadline.
+pub fn pitgun_within(args: &[&str], ns: &Ns, deadline: Duration) -> Output {
+    wait_output(&mut pitgun_started(args, ns), deadline, &format!("pitgun {}", args.join(" ")))
+}
+
+/// `pitgun ARGS` started with the namespace's broker settings, its output piped.
+pub fn pitgun_started(args: &[&str], ns: &Ns) -> Child {
+    Command::new(pitgun_bin())
         .args(args)
         .env("PITGUN_BROKERS", &ns.brokers)
         .env("PITGUN_NAMESPACE", &ns.name)
@@ -193,8 +203,7 @@ pub fn pitgun(args: &[&str], ns: &Ns) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
-    wait_output(&mut child, Duration::from_secs(300), &format!("pitgun {}", args.join(" ")))
+        .unwrap()
 }
 
 /// Waits for a child with a deadline, collecting its output; kills it and panics past it.
