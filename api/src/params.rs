@@ -8,18 +8,39 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[derive(Debug, Clone, PartialEq)]
 pub struct BadRequest(pub String);
 
+/// The most characters a text value (a filter, a session id) may have (the OpenAPI document's
+/// `maxLength`, which counts characters, as the envelope's limits do).
+pub const MAX_TEXT_CHARS: usize = 200;
+
+/// Why `value` cannot be a text value: empty, too long or holding a NUL (PostgreSQL text cannot).
+pub fn text_problem(value: &str) -> Option<String> {
+    let chars = value.chars().count();
+    if chars == 0 || chars > MAX_TEXT_CHARS {
+        return Some(format!("expected 1 to {MAX_TEXT_CHARS} characters, got {chars}"));
+    }
+    value.contains('\0').then(|| "NUL characters are not allowed".to_string())
+}
+
 /// The raw parameters of one request, checked against the names an endpoint takes.
 pub struct Params {
     raw: HashMap<String, String>,
 }
 
 impl Params {
-    /// Refuses any parameter not in `allowed`.
-    pub fn new(raw: HashMap<String, String>, allowed: &[&str]) -> Result<Params, BadRequest> {
-        let mut unknown: Vec<&str> = raw.keys().map(String::as_str).filter(|k| !allowed.contains(k)).collect();
+    /// Refuses any parameter not in `allowed`, and one given twice (which value was meant
+    /// cannot be known).
+    pub fn new(pairs: Vec<(String, String)>, allowed: &[&str]) -> Result<Params, BadRequest> {
+        let mut unknown: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).filter(|k| !allowed.contains(k)).collect();
         unknown.sort_unstable();
         if let Some(k) = unknown.first() {
             return Err(BadRequest(format!("unknown parameter {k:?}; this endpoint takes {}", allowed.join(", "))));
+        }
+        let mut raw = HashMap::with_capacity(pairs.len());
+        for (k, v) in pairs {
+            if raw.contains_key(&k) {
+                return Err(BadRequest(format!("{k}: given more than once; give it once")));
+            }
+            raw.insert(k, v);
         }
         Ok(Params { raw })
     }
@@ -28,9 +49,10 @@ impl Params {
     pub fn text(&self, name: &str) -> Result<Option<String>, BadRequest> {
         match self.raw.get(name) {
             None => Ok(None),
-            Some(v) if v.is_empty() || v.len() > 200 => Err(BadRequest(format!("{name}: expected 1 to 200 characters, got {} characters", v.len()))),
-            Some(v) if v.contains('\0') => Err(BadRequest(format!("{name}: NUL characters are not allowed"))),
-            Some(v) => Ok(Some(v.clone())),
+            Some(v) => match text_problem(v) {
+                Some(problem) => Err(BadRequest(format!("{name}: {problem}"))),
+                None => Ok(Some(v.clone())),
+            },
         }
     }
 
@@ -91,7 +113,7 @@ impl Cursor {
         let (us, session_id) = text.split_once(':')?;
         // Only what this API hands out: times up to the year 9999, a session id it could store.
         let us: u64 = us.parse().ok().filter(|&us| us < 253_402_300_800_000_000)?;
-        if session_id.is_empty() || session_id.len() > 200 || session_id.contains('\0') {
+        if text_problem(session_id).is_some() {
             return None;
         }
         Some(Cursor { started_at: UNIX_EPOCH + Duration::from_micros(us), session_id: session_id.to_string() })
@@ -104,6 +126,18 @@ mod tests {
 
     fn params(pairs: &[(&str, &str)], allowed: &[&str]) -> Result<Params, BadRequest> {
         Params::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), allowed)
+    }
+
+    #[test]
+    fn limits_count_characters_and_a_repeat_is_refused() {
+        let wide = "赛".repeat(MAX_TEXT_CHARS);
+        let p = params(&[("player", &wide)], &["player"]).unwrap();
+        assert_eq!(p.text("player").unwrap().as_deref(), Some(wide.as_str()));
+        let c = Cursor { started_at: UNIX_EPOCH, session_id: wide.clone() };
+        assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        let p = params(&[("player", &(wide + "x"))], &["player"]).unwrap();
+        assert_eq!(p.text("player").unwrap_err().0, "player: expected 1 to 200 characters, got 201");
+        assert_eq!(params(&[("player", "a"), ("player", "b")], &["player"]).err().unwrap().0, "player: given more than once; give it once");
     }
 
     #[test]

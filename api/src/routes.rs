@@ -1,11 +1,10 @@
 //! The HTTP routes: parameters in, JSON out, errors as `{"error": "..."}` with the status that
 //! says whose fault it is (400 the request's, 404 nothing there, 503 the database's).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -15,7 +14,7 @@ use serde_json::{json, Value};
 use tracing::warn;
 
 use crate::metrics::Metrics;
-use crate::params::{BadRequest, Params};
+use crate::params::{text_problem, BadRequest, Params};
 use crate::performance::performance;
 use crate::sessions::{Refusal, Sessions};
 use crate::store::{RunFilter, Store};
@@ -106,16 +105,23 @@ pub fn game(dir: &std::path::Path) -> Router {
     Router::new().route("/play", get(redirect)).nest_service("/play/", tower_http::services::ServeDir::new(dir))
 }
 
-fn params(q: Result<Query<HashMap<String, String>>, QueryRejection>, allowed: &[&str]) -> Result<Params, Failure> {
+/// A query string as its pairs, in order: a map would keep one of a repeated name unseen.
+type QueryPairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
+
+/// The path's session id, or the rejection when it is not one (percent-decoding to non-UTF-8).
+type SessionPath = Result<Path<String>, PathRejection>;
+
+fn params(q: QueryPairs, allowed: &[&str]) -> Result<Params, Failure> {
     let Query(raw) = q.map_err(|e| Failure::Bad(format!("cannot read the query string: {e}")))?;
     Ok(Params::new(raw, allowed)?)
 }
 
-fn session_id(s: &str) -> Result<&str, Failure> {
-    if s.is_empty() || s.len() > 200 || s.contains('\0') {
-        return Err(Failure::Bad(format!("session id: expected 1 to 200 characters without NUL, got {} bytes", s.len())));
+fn session_id(path: SessionPath) -> Result<String, Failure> {
+    let Path(s) = path.map_err(|e| Failure::Bad(format!("session id in the path: {}", e.body_text())))?;
+    match text_problem(&s) {
+        Some(problem) => Err(Failure::Bad(format!("session id: {problem}"))),
+        None => Ok(s),
     }
-    Ok(s)
 }
 
 /// Counts the request and its latency under its route.
@@ -139,7 +145,7 @@ async fn timed_as(api: &Api, route: &str, ok: &str, reply: impl std::future::Fut
     out
 }
 
-async fn runs(State(api): State<Arc<Api>>, q: Result<Query<HashMap<String, String>>, QueryRejection>) -> Reply {
+async fn runs(State(api): State<Arc<Api>>, q: QueryPairs) -> Reply {
     timed(&api, "runs", async {
         let p = params(q, &["player", "track", "car", "since", "limit", "cursor"])?;
         let filter = RunFilter { player: p.text("player")?, track: p.text("track")?, car: p.text("car")?, since: p.time("since")? };
@@ -150,11 +156,11 @@ async fn runs(State(api): State<Arc<Api>>, q: Result<Query<HashMap<String, Strin
     .await
 }
 
-async fn run(State(api): State<Arc<Api>>, Path(session): Path<String>, q: Result<Query<HashMap<String, String>>, QueryRejection>) -> Reply {
+async fn run(State(api): State<Arc<Api>>, session: SessionPath, q: QueryPairs) -> Reply {
     timed(&api, "run", async {
         params(q, &[])?;
-        let session = session_id(&session)?;
-        match api.store.run(session).await? {
+        let session = session_id(session)?;
+        match api.store.run(&session).await? {
             Some(r) => Ok(Json(r)),
             None => Err(Failure::NotFound(format!("no run for session {session:?}"))),
         }
@@ -162,7 +168,7 @@ async fn run(State(api): State<Arc<Api>>, Path(session): Path<String>, q: Result
     .await
 }
 
-async fn leaderboard(State(api): State<Arc<Api>>, q: Result<Query<HashMap<String, String>>, QueryRejection>) -> Reply {
+async fn leaderboard(State(api): State<Arc<Api>>, q: QueryPairs) -> Reply {
     timed(&api, "leaderboard", async {
         let p = params(q, &["track", "car", "limit"])?;
         let track = p.required("track")?;
@@ -174,19 +180,15 @@ async fn leaderboard(State(api): State<Arc<Api>>, q: Result<Query<HashMap<String
     .await
 }
 
-async fn session_performance(
-    State(api): State<Arc<Api>>,
-    Path(session): Path<String>,
-    q: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Reply {
+async fn session_performance(State(api): State<Arc<Api>>, session: SessionPath, q: QueryPairs) -> Reply {
     timed(&api, "performance", async {
         params(q, &[])?;
-        let session = session_id(&session)?;
-        let laps = api.store.performance_laps(session).await?;
+        let session = session_id(session)?;
+        let laps = api.store.performance_laps(&session).await?;
         if laps.is_empty() {
             return Err(Failure::NotFound(format!("no laps recorded for session {session:?}")));
         }
-        Ok(Json(performance(session, &laps)))
+        Ok(Json(performance(&session, &laps)))
     })
     .await
 }

@@ -157,6 +157,11 @@ fn api_endpoints_on_known_data() {
         ("/v1/runs?player=", "player: expected 1 to 200 characters"),
         ("/v1/runs?player=a%00b", "player: NUL characters are not allowed"),
         ("/v1/runs?since=2026-01-01T10:00:00%2B02:00", "since: expected an RFC 3339 UTC timestamp"),
+        // The last of a repeated parameter won, the others silently dropped.
+        ("/v1/runs?player=ana&player=ben", "player: given more than once"),
+        // A path that is not UTF-8 was answered in plain text, not the API's JSON error.
+        ("/v1/runs/%FF", "session"),
+        ("/v1/sessions/%FF/performance", "session"),
     ] {
         let (status, body) = get(&addr, path);
         assert_eq!(status, 400, "{path}: {body}");
@@ -165,7 +170,15 @@ fn api_endpoints_on_known_data() {
     // A cursor this API could not have made (a time past the year 9999) is refused, not sent on.
     let (status, body) = get(&addr, &format!("/v1/runs?cursor={}", hex_of("99999999999999999999:s1")));
     assert_eq!(status, 400, "{body}");
-    for path in ["/v1/runs/nope", "/v1/sessions/nope/performance", "/v2/whatever"] {
+    // Limits count characters, as the envelope's do: a session id of 120 characters in 360 bytes
+    // is one the gateway takes, so it is looked up (none here), not refused; so is a cursor
+    // ending at it.
+    let wide = urlencode(&"赛".repeat(120));
+    let (status, body) = get(&addr, &format!("/v1/runs?cursor={}", hex_of(&format!("1767225600000000:{}", "赛".repeat(120)))));
+    assert_eq!(status, 200, "{body}");
+    for path in
+        ["/v1/runs/nope", "/v1/sessions/nope/performance", "/v2/whatever", &format!("/v1/runs/{wide}"), &format!("/v1/sessions/{wide}/performance")]
+    {
         let (status, body) = get(&addr, path);
         assert_eq!(status, 404, "{path}: {body}");
         assert!(body["error"].is_string());
