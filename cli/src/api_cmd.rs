@@ -61,8 +61,9 @@ pub struct ApiArgs {
     /// The built browser game (`npm --prefix game run build` makes game/dist), served at /play/.
     #[arg(long)]
     game: Option<PathBuf>,
-    /// An origin whose pages may call the API (`scheme://host[:port]`); repeat or separate with
-    /// commas. Not needed for the game at /play/, which is the API's own origin.
+    /// An origin whose pages may call the API (`http(s)://host[:port]`, matched as browsers send
+    /// it: case and a default port do not matter); repeat or separate with commas. Not needed for
+    /// the game at /play/, which is the API's own origin.
     #[arg(long = "cors-origin", env = "PITGUN_CORS_ORIGINS", value_delimiter = ',')]
     cors_origins: Vec<String>,
 }

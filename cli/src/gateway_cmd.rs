@@ -124,9 +124,9 @@ pub struct GatewayArgs {
     /// of its one session and source only. Without it, session tokens get 401.
     #[arg(long, env = "PITGUN_SESSION_SECRET_FILE")]
     session_secret_file: Option<PathBuf>,
-    /// An origin browsers may post envelopes from (`scheme://host[:port]`), e.g. the page
-    /// serving the game; repeat or separate with commas. Preflights from other origins get no
-    /// CORS headers.
+    /// An origin browsers may post envelopes from (`http(s)://host[:port]`, matched as browsers
+    /// send it: case and a default port do not matter), e.g. the page serving the game; repeat or
+    /// separate with commas. Preflights from other origins get no CORS headers.
     #[arg(long = "cors-origin", env = "PITGUN_CORS_ORIGINS", value_delimiter = ',')]
     cors_origins: Vec<String>,
 }

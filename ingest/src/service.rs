@@ -81,7 +81,8 @@ pub fn build_with(settings: &Settings, producer: Box<dyn Publish>) -> Result<Arc
     }
     let definitions = Definitions::load(&dictionary, settings.manifests.as_deref())?;
     let sessions = settings.session_secret.as_deref().map(SessionKey::load).transpose().map_err(Error::Setup)?;
-    let cors = browser::cors(&settings.cors_origins).map_err(|e| Error::Setup(format!("--cors-origin: {e}")))?;
+    let origins = browser::origins(&settings.cors_origins).map_err(|e| Error::Setup(format!("--cors-origin: {e}")))?;
+    let cors = browser::cors(&origins).map_err(|e| Error::Setup(format!("--cors-origin: {e}")))?;
     let registry = Registry::new();
     let metrics = GatewayMetrics::register(&registry)?;
     metrics.api_keys.set(keys.current().len() as i64);
@@ -95,7 +96,7 @@ pub fn build_with(settings: &Settings, producer: Box<dyn Publish>) -> Result<Arc
         definitions,
         metrics,
         health: Health::new(registry),
-        browsers: Browsers { sessions, origins: settings.cors_origins.clone(), cors },
+        browsers: Browsers { sessions, origins, cors },
     }))
 }
 

@@ -142,18 +142,34 @@ pub fn write_new_secret(path: &Path) -> Result<(), String> {
     writeln!(file, "{hex}").map_err(|e| format!("cannot write {place}: {e}"))
 }
 
-/// The CORS layer for an allow-list of origins (`scheme://host[:port]`, as browsers send them).
-/// Preflights from a listed origin are answered; others get no CORS headers, so the browser
-/// refuses the request. An empty list allows no cross-origin request.
-pub fn cors(origins: &[String]) -> Result<CorsLayer, String> {
+/// An allow-list of origins in the one form browsers send them (RFC 6454's serialisation:
+/// scheme and host in lower case, an international host in punycode, no default port), so that
+/// comparing bytes is comparing origins. Anything but `http(s)://host[:port]` is refused.
+pub fn origins(list: &[String]) -> Result<Vec<String>, String> {
+    list.iter().map(|o| origin(o)).collect()
+}
+
+fn origin(o: &str) -> Result<String, String> {
+    let bad = |why: &str| format!("CORS origin {o:?}: {why}; expected http(s)://host[:port], no path and no trailing slash");
+    // The URL parser would take a path, a query or user info and drop them from the origin.
+    if !o.split_once("://").is_some_and(|(_, rest)| !rest.is_empty() && !rest.contains(['/', '?', '#', '@'])) {
+        return Err(bad("not an origin"));
+    }
+    let url = url::Url::parse(o).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("the scheme is neither http nor https"));
+    }
+    Ok(url.origin().ascii_serialization())
+}
+
+/// The CORS layer for an allow-list of origins ([`origins`]). Preflights from a listed origin
+/// are answered; others get no CORS headers, so the browser refuses the request. An empty list
+/// allows no cross-origin request.
+pub fn cors(list: &[String]) -> Result<CorsLayer, String> {
     use axum::http::{header, HeaderValue, Method};
-    let mut allowed = Vec::with_capacity(origins.len());
-    for o in origins {
-        let host = o.strip_prefix("http://").or_else(|| o.strip_prefix("https://"));
-        if !host.is_some_and(|h| !h.is_empty() && !h.contains('/')) {
-            return Err(format!("CORS origin {o:?}: expected scheme://host[:port], no path and no trailing slash"));
-        }
-        allowed.push(HeaderValue::from_str(o).map_err(|_| format!("CORS origin {o:?} is not a valid header value"))?);
+    let mut allowed = Vec::with_capacity(list.len());
+    for o in origins(list)? {
+        allowed.push(HeaderValue::from_str(&o).map_err(|_| format!("CORS origin {o:?} is not a valid header value"))?);
     }
     // No X-Api-Key: API keys are for services, never for pages.
     Ok(CorsLayer::new()
@@ -223,6 +239,24 @@ mod tests {
         assert!(write_new_secret(&new).unwrap_err().contains("never overwritten"));
         assert_eq!(std::fs::read(&new).unwrap(), before);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Browsers send an origin in one form: scheme and host in lower case, no default port. An
+    /// allow-list entry written otherwise (`http://Game.Example.com`) started the service but
+    /// matched no browser's request, so it is stored in that form; a port out of range is refused.
+    #[test]
+    fn origins_are_kept_as_browsers_send_them() {
+        let given: Vec<String> = ["HTTP://Game.Example.com", "https://play.example:443", "http://127.0.0.1:8090", "http://xn--bcher-kva.example:80"]
+            .map(String::from)
+            .into();
+        assert_eq!(
+            origins(&given).unwrap(),
+            ["http://game.example.com", "https://play.example", "http://127.0.0.1:8090", "http://xn--bcher-kva.example"]
+        );
+        for bad in ["https://a.com:99999", "ftp://a.com", "http://user@a.com", "http://a.com?x=1", "http://a.com#f"] {
+            let err = origins(&[bad.to_string()]).unwrap_err();
+            assert!(err.contains(bad), "{bad}: {err}");
+        }
     }
 
     #[test]
