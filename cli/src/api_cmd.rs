@@ -45,7 +45,7 @@ pub struct ApiArgs {
     #[arg(long, env = "PITGUN_SESSION_SECRET_FILE", requires = "gateway_url")]
     session_secret_file: Option<PathBuf>,
     /// The gateway's URL as browsers reach it, told to each new session.
-    #[arg(long, env = "PITGUN_GATEWAY_URL", requires = "session_secret_file")]
+    #[arg(long, env = "PITGUN_GATEWAY_URL", requires = "session_secret_file", value_parser = pitgun_runtime::browser::browser_url)]
     gateway_url: Option<String>,
     /// How long a session token is valid (1m to 24h).
     #[arg(long, default_value = "2h", value_parser = parse_ttl)]

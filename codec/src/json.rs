@@ -240,8 +240,13 @@ fn explain(text: &str) -> DecodeError {
         Ok(_) => DecodeError { pointer: String::new(), message: "trailing characters".into() },
         Err(e) => {
             let path = e.path().to_string();
-            let pointer = if path == "." || path == "?" { String::new() } else { format!("/{}", path.replace('.', "/")) };
-            DecodeError { pointer, message: e.into_inner().to_string() }
+            let mut pointer = if path == "." || path == "?" { String::new() } else { format!("/{}", path.replace('.', "/")) };
+            let message = e.into_inner().to_string();
+            // A repeat is found by the object holding it: point at the field itself.
+            if let Some(field) = message.strip_prefix("duplicate field `").and_then(|m| m.split_once('`')).map(|(f, _)| f) {
+                pointer = crate::rules::pointer(&pointer, field);
+            }
+            DecodeError { pointer, message }
         }
     }
 }
@@ -393,7 +398,11 @@ mod tests {
         assert_eq!(decode(&bad).unwrap_err().pointer, "/schema");
         assert!(decode("{\"schema\":").is_err());
         let twice = GOOD.replace("\"seq\":1,", "\"seq\":1,\"seq\":2,");
-        assert!(decode(&twice).unwrap_err().message.contains("duplicate field"));
+        let refused = decode(&twice).unwrap_err();
+        assert!(refused.message.contains("duplicate field"), "{refused}");
+        assert_eq!(refused.pointer, "/seq", "the field written twice, not the object holding it");
+        let nested = GOOD.replace("\"id\":\"pitgun-web\",", "\"id\":\"pitgun-web\",\"id\":\"x\",");
+        assert_eq!(decode(&nested).unwrap_err().pointer, "/source/id");
         let missing = GOOD.replace("\"seq\":1,", "");
         assert!(decode(&missing).unwrap_err().message.contains("missing field `seq`"));
         assert!(decode(&format!("{GOOD} x")).is_err(), "trailing characters");

@@ -162,6 +162,20 @@ fn origin(o: &str) -> Result<String, String> {
     Ok(url.origin().ascii_serialization())
 }
 
+/// A URL browsers are told to send to (the gateway's, as they reach it): absolute http(s), no
+/// query or fragment, kept without a trailing slash so that paths are appended to it.
+pub fn browser_url(u: &str) -> Result<String, String> {
+    let bad = |why: &str| format!("{u:?} is not a URL browsers can send to: {why}; expected http(s)://host[:port][/path]");
+    let url = url::Url::parse(u).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(bad("not an http or https URL with a host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("a query or fragment"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
+}
+
 /// The CORS layer for an allow-list of origins ([`origins`]). Preflights from a listed origin
 /// are answered; others get no CORS headers, so the browser refuses the request. An empty list
 /// allows no cross-origin request.
@@ -256,6 +270,17 @@ mod tests {
         for bad in ["https://a.com:99999", "ftp://a.com", "http://user@a.com", "http://a.com?x=1", "http://a.com#f"] {
             let err = origins(&[bad.to_string()]).unwrap_err();
             assert!(err.contains(bad), "{bad}: {err}");
+        }
+    }
+
+    /// `--gateway-url notaurl` was handed to every browser session as the address to post to.
+    #[test]
+    fn a_gateway_url_for_browsers_is_an_http_url() {
+        assert_eq!(browser_url("https://ingest.pitgun.dev/").unwrap(), "https://ingest.pitgun.dev");
+        assert_eq!(browser_url("http://127.0.0.1:8080").unwrap(), "http://127.0.0.1:8080");
+        assert_eq!(browser_url("https://a.example/ingest").unwrap(), "https://a.example/ingest");
+        for bad in ["notaurl", "ftp://a.example", "http://", "https://a.example/?x=1", "https://a.example/#f", "/ingest"] {
+            assert!(browser_url(bad).unwrap_err().contains(bad), "{bad}");
         }
     }
 
