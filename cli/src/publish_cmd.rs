@@ -13,6 +13,7 @@ use pitgun_codec::rules::check;
 use pitgun_runtime::kafka::{flush_counting, send_waiting, topics, DeliveryReports};
 
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::types::RDKafkaRespErr;
 
 use crate::broker_args::BrokerArgs;
 use pitgun_codec::dataset::for_each_record;
@@ -77,8 +78,12 @@ pub fn run(args: PublishArgs) -> Result<ExitCode> {
         .client()
         .fetch_metadata(Some(&topic), METADATA_TIMEOUT)
         .with_context(|| format!("broker {} did not answer metadata for {topic} within {METADATA_TIMEOUT:?}", broker.bootstrap))?;
-    if !md.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()) {
-        anyhow::bail!("topic {topic} does not exist on {} (create it: pitgun topics; or check --topic and --namespace)", broker.bootstrap);
+    match md.topics().iter().find(|t| t.name() == topic).map(|t| (t.error(), t.partitions().len())) {
+        Some((None, n)) if n > 0 => {}
+        Some((Some(e), _)) if e != RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART => {
+            anyhow::bail!("broker {} answered metadata for {topic} with: {}", broker.bootstrap, rdkafka::error::RDKafkaErrorCode::from(e))
+        }
+        _ => anyhow::bail!("topic {topic} does not exist on {} (create it: pitgun topics; or check --topic and --namespace)", broker.bootstrap),
     }
     let mut encoder = TextEncoder::default();
     let mut buf = Vec::with_capacity(1024);
@@ -86,7 +91,7 @@ pub fn run(args: PublishArgs) -> Result<ExitCode> {
     let mut n = 0u64;
     let mut key = String::new();
     let read = for_each_record(&args.input, &|_| {}, |line, text| {
-        let text = text.map_err(|e| anyhow::anyhow!("{}: record {line}: not an envelope: {e}", args.input.display()))?;
+        let text = text.map_err(|e| anyhow::anyhow!("{}:{line}: not an envelope: {e}", args.input.display()))?;
         buf.clear();
         key.clear();
         if let WireArg::Rows = args.wire {

@@ -186,10 +186,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     }
     // Not a refusal, but nothing of these events reached a window: said even with --quiet.
     if stats.uncovered_sources > 0 {
-        eprintln!(
-            "warning: {} events came from a producer version the dictionary has no aliases for: none of their channels can be a dictionary metric (the gateway refuses such events as unknown_source; add the version to the dictionary's aliases)",
-            stats.uncovered_sources
-        );
+        eprintln!("warning: {} {}", stats.uncovered_sources, pitgun_engine::UNCOVERED_SOURCES);
     }
     if !args.quiet {
         summary(&stats, records, rows.len(), bytes_read.load(Ordering::Relaxed), elapsed, threads);

@@ -117,6 +117,7 @@ fn read_topic(
         // starts, and so is done, at its high watermark.
         tpl = TopicPartitionList::new();
         for e in found.elements() {
+            e.error().with_context(|| format!("broker cannot look up {topic}/{} by time", e.partition()))?;
             let start = match e.offset() {
                 Offset::Offset(o) => o,
                 _ => highs.get(&e.partition()).copied().unwrap_or_default(),
@@ -131,6 +132,7 @@ fn read_topic(
         }
         let found = consumer.offsets_for_times(by_time, timeout).context("broker cannot look offsets up by time")?;
         for e in found.elements() {
+            e.error().with_context(|| format!("broker cannot look up {topic}/{} by time", e.partition()))?;
             let high = highs.get(&e.partition()).copied().unwrap_or_default();
             ends.insert(
                 e.partition(),
@@ -184,14 +186,21 @@ fn partitions_of(broker: &Broker, topic: &str) -> Result<Vec<i32>> {
 }
 
 /// A flag SIGINT and SIGTERM set, registered once for the whole command: the read in progress
-/// ends at the next poll. A second signal ends the process at once.
+/// ends at the next poll. A second signal ends the process at once (status 128 + the signal).
 fn interrupt_flag() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        let _ = signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone());
+        let _ = signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, stop.clone());
         let _ = signal_hook::flag::register(signal, stop.clone());
     }
     stop
+}
+
+/// Where an export writes until it is whole: a hidden sibling of `output` whose name ends as the
+/// output's does, so the dataset format is the same.
+fn partial_path(output: &std::path::Path) -> PathBuf {
+    let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    output.with_file_name(format!(".partial-{}-{name}", std::process::id()))
 }
 
 /// Print the rows of an aggregates topic as they arrive.
@@ -462,9 +471,12 @@ pub fn export(args: ExportArgs) -> Result<ExitCode> {
     let mut json = String::new();
     let mut skipped = 0u64;
     let mut first_error = None;
-    let mut w = DatasetWriter::create(&args.output)?;
-    let mut written = 0u64;
     let stop = interrupt_flag();
+    // Written beside the output and renamed onto it once whole: an export that stops early
+    // (interrupted, an error, killed) never leaves a partial dataset under the name asked for.
+    let partial = partial_path(&args.output);
+    let mut w = DatasetWriter::create(&partial)?;
+    let mut written = 0u64;
     let read = partitions.iter().try_for_each(|&p| {
         read_topic(&broker, &topic, Some(p), &range, &stop, |m| {
             let payload = m.payload().unwrap_or_default();
@@ -485,15 +497,17 @@ pub fn export(args: ExportArgs) -> Result<ExitCode> {
         .with_context(|| format!("reading {topic}/{p}"))
     });
     let finished = match read {
-        Ok(()) => w.finish().map_err(anyhow::Error::from),
+        Ok(()) => w.finish().map_err(anyhow::Error::from).and_then(|()| {
+            std::fs::rename(&partial, &args.output).with_context(|| format!("cannot rename {} to {}", partial.display(), args.output.display()))
+        }),
         Err(e) => {
             drop(w);
             Err(e)
         }
     };
     if let Err(e) = finished {
-        let _ = std::fs::remove_file(&args.output);
-        return Err(e.context(format!("export removed {}: a partial dataset would replay as if it were whole", args.output.display())));
+        let _ = std::fs::remove_file(&partial);
+        return Err(e.context(format!("nothing was written to {}: a partial dataset would replay as if it were whole", args.output.display())));
     }
     eprintln!("export: {written} envelopes from {topic} to {}", args.output.display());
     if let Some(e) = first_error {

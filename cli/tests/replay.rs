@@ -658,7 +658,7 @@ fn events_from_a_version_the_dictionary_does_not_cover_are_warned_about() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let events = newer.matches("\"version\":\"1.9.0\"").count();
         assert!(
-            stderr.contains(&format!("warning: {events} events came from a producer version the dictionary has no aliases for")),
+            stderr.contains(&format!("warning: {events} events from a producer version the dictionary has no aliases for")),
             "quiet {quiet}: {stderr}"
         );
     }

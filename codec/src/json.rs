@@ -213,6 +213,8 @@ pub(crate) fn check(view: &EnvelopeView) -> Result<(), DecodeError> {
     if view.source.id.is_empty() {
         return fail("/source/id", "must not be empty".into());
     }
+    // Dimensions are few and read by name, so every record is checked here; channels are
+    // checked where they are bound, which skips a list already seen (`rules::unique_channels`).
     crate::rules::unique_dims(view)?;
     Ok(())
 }

@@ -125,6 +125,10 @@ impl Reason {
     }
 }
 
+/// What replay and the processor say of events from a producer version the dictionary has no
+/// aliases for ([`Stats::uncovered_sources`]), after their count.
+pub const UNCOVERED_SOURCES: &str = "events from a producer version the dictionary has no aliases for: none of their channels can be a dictionary metric (the gateway refuses such events as unknown_source; add the version to the dictionary's aliases)";
+
 /// Counters of one engine (sum them across threads with [`Stats::merge`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {

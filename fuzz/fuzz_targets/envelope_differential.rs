@@ -6,8 +6,8 @@
 //! Where they legitimately differ (asserted as such, not skipped):
 //! - a member name repeated in one object: `serde_json::Value` keeps the last and the schema never
 //!   sees the first, while the fast path refuses a repeated envelope or `source` field ("duplicate
-//!   field") and a repeated channel (`rules::unique_channels`: which value is meant cannot be
-//!   known), and keeps a repeated dimension with the last value winning (`EnvelopeView::dim`);
+//!   field") and a repeated channel or dimension (`rules::unique_channels`, `rules::unique_dims`:
+//!   which value is meant cannot be known);
 //! - `seq` or `time_us` written as a number with a fraction or exponent (`1.0`, `1e3`): JSON
 //!   Schema's `integer` accepts an integral float, the typed decode (like every other reader of the
 //!   envelope: Avro, the engine) takes only integer literals.
@@ -97,6 +97,7 @@ fn same_values(view: &EnvelopeView, v: &Value) {
         assert_eq!(x.to_bits(), r.to_bits(), "channel {name}");
     }
     let dims = v.get("dims").and_then(Value::as_object);
+    assert_eq!(view.dims.len(), dims.map_or(0, |d| d.len()), "no dimension named twice");
     for (name, value) in dims.into_iter().flatten() {
         assert_eq!(view.dim(name), value.as_str(), "dimension {name}");
     }

@@ -73,10 +73,10 @@ pub struct Summary {
     pub late_shed: u64,
     /// Records sent to the dead-letter topic.
     pub deadletters: u64,
-    /// Channels dropped because no alias of the event's producer version names them.
+    /// Channels no alias of the event's producer version names (dropped, or kept raw).
     pub unknown_channels: u64,
     /// Events from a producer version the dictionary has no aliases for (none of their channels
-    /// can be a metric).
+    /// can be a dictionary metric).
     pub uncovered_sources: u64,
     /// Partitions resumed from a local checkpoint.
     pub restored_partitions: u64,

@@ -20,11 +20,11 @@ pub struct Metrics {
     pub late_shed: IntCounterVec,
     /// Event ids forgotten early because a session's dedup memory was full.
     pub dedup_evicted: IntCounter,
-    /// Channels dropped because no alias of the event's producer version names them
-    /// (`input.unknown_channels: drop`).
+    /// Channels no alias of the event's producer version names: dropped, or kept for raw
+    /// channel inputs (`input.unknown_channels: keep`).
     pub unknown_channels: IntCounter,
     /// Events from a producer version the dictionary has no aliases for: accepted, but none of
-    /// their channels can be a metric.
+    /// their channels can be a dictionary metric.
     pub uncovered_sources: IntCounter,
     /// Window rows produced (re-emissions included).
     pub windows_emitted: IntCounter,
@@ -154,10 +154,13 @@ impl Metrics {
             late: c("late_total", "Events too late for any window"),
             late_shed,
             dedup_evicted: c("dedup_evicted_total", "Event ids forgotten early because a session's dedup memory was full"),
-            unknown_channels: c("unknown_channels_total", "Channels dropped because no alias of the event's producer version names them"),
+            unknown_channels: c(
+                "unknown_channels_total",
+                "Channels no alias of the event's producer version names: dropped, or kept raw under input.unknown_channels: keep",
+            ),
             uncovered_sources: c(
                 "uncovered_sources_total",
-                "Events from a producer version the dictionary has no aliases for: none of their channels can be a metric",
+                "Events from a producer version the dictionary has no aliases for: none of their channels can be a dictionary metric",
             ),
             windows_emitted: c("windows_emitted_total", "Window rows produced, re-emissions included"),
             deadletters: c("deadletters_total", "Records sent to the dead-letter topic"),
@@ -197,11 +200,30 @@ pub(crate) struct Reported {
     uncovered_sources: u64,
     sessions_expired: u64,
     closed_by: [u64; CloseCause::ALL.len()],
+    /// Whether the partition's uncovered sources have been warned about.
+    warned_uncovered: bool,
 }
 
 impl Reported {
-    /// Adds what `stats` counted since the last call to `metrics` and `summary`.
-    pub(crate) fn publish(&mut self, stats: &Stats, metrics: &Metrics, summary: &mut Summary) {
+    /// Takes what `stats` counted so far as reported without adding it anywhere: records a
+    /// partition reads again while it is rebuilt were counted by the owner that read them first.
+    pub(crate) fn skip(&mut self, stats: &Stats) {
+        let warned = self.warned_uncovered;
+        *self = Reported {
+            duplicates: stats.duplicates,
+            dedup_evicted: stats.dedup_evicted,
+            unknown_channels: stats.unknown_channels,
+            uncovered_sources: stats.uncovered_sources,
+            sessions_expired: stats.sessions_expired,
+            closed_by: stats.closed_by,
+            warned_uncovered: warned,
+        };
+    }
+
+    /// Adds what `stats` counted since the last call to `metrics` and `summary`. Returns whether
+    /// the partition's first events from an uncovered producer version are among them, to be
+    /// warned about once.
+    pub(crate) fn publish(&mut self, stats: &Stats, metrics: &Metrics, summary: &mut Summary) -> bool {
         let add = |counter: &IntCounter, total: u64, reported: &mut u64| {
             let new = total - *reported;
             if new > 0 {
@@ -214,17 +236,16 @@ impl Reported {
         add(&metrics.dedup_evicted, stats.dedup_evicted, &mut self.dedup_evicted);
         add(&metrics.sessions_expired, stats.sessions_expired, &mut self.sessions_expired);
         summary.unknown_channels += add(&metrics.unknown_channels, stats.unknown_channels, &mut self.unknown_channels);
-        summary.uncovered_sources += add(&metrics.uncovered_sources, stats.uncovered_sources, &mut self.uncovered_sources);
+        let uncovered = add(&metrics.uncovered_sources, stats.uncovered_sources, &mut self.uncovered_sources);
+        summary.uncovered_sources += uncovered;
         for ((cause, total), reported) in CloseCause::ALL.iter().zip(stats.closed_by).zip(&mut self.closed_by) {
             if total > *reported {
                 metrics.sessions_closed.with_label_values(&[cause.as_str()]).inc_by(total - *reported);
                 *reported = total;
             }
         }
-    }
-
-    /// Whether events from an uncovered producer version have been counted.
-    pub(crate) fn saw_uncovered_sources(&self) -> bool {
-        self.uncovered_sources > 0
+        let first = uncovered > 0 && !self.warned_uncovered;
+        self.warned_uncovered |= first;
+        first
     }
 }

@@ -220,11 +220,9 @@ impl Worker {
             self.summary.late += t.late;
             self.summary.late_shed += t.late_shed;
             self.summary.deadletters += t.deadletters;
-            let stats = part.runner.engine().stats();
-            if stats.uncovered_sources > 0 && !part.reported.saw_uncovered_sources() {
-                warn!(partition = %part.name, "events from a producer version the dictionary has no aliases for: none of their channels can be a metric (the gateway refuses such events as unknown_source; add the version to the dictionary's aliases); counted in uncovered_sources_total");
+            if part.reported.publish(part.runner.engine().stats(), &self.outlet.metrics, &mut self.summary) {
+                warn!(partition = %part.name, "{}; counted in uncovered_sources_total", pitgun_engine::UNCOVERED_SOURCES);
             }
-            part.reported.publish(stats, &self.outlet.metrics, &mut self.summary);
         }
     }
 

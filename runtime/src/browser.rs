@@ -173,6 +173,10 @@ pub fn browser_url(u: &str) -> Result<String, String> {
     if url.query().is_some() || url.fragment().is_some() {
         return Err(bad("a query or fragment"));
     }
+    // `fetch` refuses a URL with credentials in it.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("user info"));
+    }
     Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
@@ -279,7 +283,7 @@ mod tests {
         assert_eq!(browser_url("https://ingest.pitgun.dev/").unwrap(), "https://ingest.pitgun.dev");
         assert_eq!(browser_url("http://127.0.0.1:8080").unwrap(), "http://127.0.0.1:8080");
         assert_eq!(browser_url("https://a.example/ingest").unwrap(), "https://a.example/ingest");
-        for bad in ["notaurl", "ftp://a.example", "http://", "https://a.example/?x=1", "https://a.example/#f", "/ingest"] {
+        for bad in ["notaurl", "ftp://a.example", "http://", "https://a.example/?x=1", "https://a.example/#f", "/ingest", "https://u:p@a.example"] {
             assert!(browser_url(bad).unwrap_err().contains(bad), "{bad}");
         }
     }

@@ -6,9 +6,9 @@
 //!
 //! Channel values are typed by the caller: a channel it marks boolean travels as an Avro
 //! boolean when its value is 0 or 1 (`true`/`false` and `1`/`0` are the same reading to the
-//! engine), everything else as a double. Channels are written as given: every caller has refused
-//! a repeated channel name first ([`crate::rules::unique_channels`]). A repeated dimension keeps
-//! its last value, as [`EnvelopeView::dim`] reads it.
+//! engine), everything else as a double. Channels and dimensions are written as given: every
+//! caller has refused a repeated channel name first ([`crate::rules::unique_channels`]), and the
+//! decoders a repeated dimension ([`crate::rules::unique_dims`]).
 
 use std::borrow::Cow;
 
