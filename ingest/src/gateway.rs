@@ -327,23 +327,40 @@ impl Gateway {
     /// keys never travel in URLs, which proxies log). `Err`: the 401 to answer.
     fn token<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Result<Option<&'a str>, Response> {
         let unauthorized = |m: &str| Err(json_error(StatusCode::UNAUTHORIZED, "unauthorized", m));
-        if let Some(v) = headers.get(header::AUTHORIZATION) {
-            let bearer = v.to_str().ok().and_then(|v| v.trim().split_once(' ')).filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"));
-            return match bearer {
-                Some((_, token)) if !token.trim().is_empty() => Ok(Some(token.trim())),
-                _ => unauthorized("the Authorization header must be `Bearer <API key or session token>`"),
-            };
+        // A credential given twice is refused rather than one copy chosen: a proxy, a client
+        // library and the gateway need not choose the same one.
+        let twice = |place: &str| unauthorized(&format!("the credential is given more than once ({place}): send one"));
+        let once = |name: header::HeaderName| {
+            let mut values = headers.get_all(name).iter();
+            (values.next(), values.next().is_some())
+        };
+        match once(header::AUTHORIZATION) {
+            (_, true) => return twice("Authorization header"),
+            (Some(v), false) => {
+                let bearer = v.to_str().ok().and_then(|v| v.trim().split_once(' ')).filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"));
+                return match bearer {
+                    Some((_, token)) if !token.trim().is_empty() => Ok(Some(token.trim())),
+                    _ => unauthorized("the Authorization header must be `Bearer <API key or session token>`"),
+                };
+            }
+            (None, false) => {}
         }
-        if let Some(v) = headers.get("x-api-key") {
-            return match v.to_str() {
-                Ok(v) => Ok(Some(v.trim())),
-                Err(_) => unauthorized("the X-Api-Key header is not ASCII"),
-            };
+        match once(header::HeaderName::from_static("x-api-key")) {
+            (_, true) => return twice("X-Api-Key header"),
+            (Some(v), false) => {
+                return match v.to_str() {
+                    Ok(v) => Ok(Some(v.trim())),
+                    Err(_) => unauthorized("the X-Api-Key header is not ASCII"),
+                };
+            }
+            (None, false) => {}
         }
-        match query.and_then(|q| q.split('&').find_map(|pair| pair.strip_prefix("access_token="))) {
-            Some(t) if t.starts_with(TOKEN_PREFIX) => Ok(Some(t)),
-            Some(_) => unauthorized("only session tokens go in the query; send an API key in the Authorization header"),
-            None => Ok(None),
+        let mut in_query = query.into_iter().flat_map(|q| q.split('&')).filter_map(|pair| pair.strip_prefix("access_token="));
+        match (in_query.next(), in_query.next()) {
+            (Some(_), Some(_)) => twice("access_token in the query"),
+            (Some(t), None) if t.starts_with(TOKEN_PREFIX) => Ok(Some(t)),
+            (Some(_), None) => unauthorized("only session tokens go in the query; send an API key in the Authorization header"),
+            (None, _) => Ok(None),
         }
     }
 

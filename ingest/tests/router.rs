@@ -725,6 +725,42 @@ async fn a_beacon_sends_its_token_in_the_query_and_its_body_as_text() {
 }
 
 #[tokio::test]
+async fn a_credential_given_twice_is_refused_not_chosen_from() {
+    // Which copy a proxy, a client library or the gateway reads differs between them: a second
+    // credential in one request is a 401 naming where it was repeated, and nothing is stored.
+    let h = Harness::browsers();
+    let body = ndjson(&[envelope("web-9", 1)]);
+    let token = session_token("web-9", "pitgun-web", 600);
+    let other = session_token("web-8", "pitgun-web", 600);
+    // (URI, headers, where the repeat is named)
+    type Case = (String, Vec<(&'static str, String)>, &'static str);
+    let cases: Vec<Case> = vec![
+        (format!("/v1/envelopes?access_token={token}&access_token={other}"), vec![], "access_token"),
+        (format!("/v1/envelopes?access_token={token}&access_token={token}"), vec![], "access_token"),
+        ("/v1/envelopes".into(), vec![("authorization", format!("Bearer {token}")), ("authorization", format!("Bearer {}", h.web))], "Authorization"),
+        ("/v1/envelopes".into(), vec![("x-api-key", h.web.clone()), ("x-api-key", h.web.clone())], "X-Api-Key"),
+    ];
+    for (uri, headers, named) in cases {
+        let mut req = Request::post(&uri).header("content-type", "text/plain;charset=UTF-8").header("origin", GAME_ORIGIN);
+        for (k, v) in &headers {
+            req = req.header(*k, v);
+        }
+        let (status, _, answer) = h.request(req.body(Body::from(body.clone())).unwrap()).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert_eq!(status, 401, "{uri} {headers:?}: {answer}");
+        assert!(answer.contains(named) && answer.contains("more than once"), "{uri} {headers:?}: {answer}");
+    }
+    assert!(h.broker.stored.lock().unwrap().is_empty(), "nothing refused is queued");
+    // One of each is still read, the header before the query.
+    let req = Request::post(format!("/v1/envelopes?access_token={token}"))
+        .header("content-type", "text/plain;charset=UTF-8")
+        .header("origin", GAME_ORIGIN)
+        .body(Body::from(body.clone()))
+        .unwrap();
+    assert_eq!(h.request(req).await.0, 202);
+}
+
+#[tokio::test]
 async fn credentials_are_read_from_one_place_and_keys_never_from_the_url() {
     let h = Harness::browsers();
     let body = ndjson(&[envelope("web-4", 1)]);
