@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use pitgun_contracts::bundle::Bundle;
 use pitgun_contracts::dictionary::Dictionary;
 use pitgun_contracts::load::{load, Loaded};
@@ -36,18 +36,20 @@ impl Project {
     pub fn from_bundle(bundle: &Path, name: &str) -> Result<Project> {
         let b: Loaded<Bundle> = load(ContractKind::Bundle, bundle)?;
         let base = bundle.parent().unwrap_or(Path::new("."));
-        let pinned =
-            b.doc.pipelines.iter().find(|p| p.name == name).with_context(|| format!("bundle {} has no pipeline {name:?}", bundle.display()))?;
+        let in_bundle = |e: String| anyhow!("{}: {e}", bundle.display());
+        let pinned = b.doc.pipeline(name).map_err(in_bundle)?;
         let mut files = vec![("the bundle", bundle.to_path_buf()), ("the bundle's manifest", base.join(&pinned.path))];
         let manifest: Loaded<PipelineManifest> = load(ContractKind::Pipeline, &files[1].1)?;
         if manifest.hash != pinned.sha256 {
             bail!("{}: content hash {} does not match the bundle's pin {}", pinned.path, manifest.hash, pinned.sha256);
         }
+        pinned.names(&manifest.doc.name, &manifest.doc.version.to_string()).map_err(in_bundle)?;
         files.push(("the bundle's dictionary", base.join(&b.doc.dictionary.path)));
         let dictionary: Loaded<Dictionary> = load(ContractKind::Dictionary, &files[2].1)?;
         if dictionary.hash != b.doc.dictionary.sha256 {
             bail!("{}: content hash {} does not match the bundle's pin {}", b.doc.dictionary.path, dictionary.hash, b.doc.dictionary.sha256);
         }
+        b.doc.dictionary.names(&dictionary.doc.name, &dictionary.doc.version).map_err(in_bundle)?;
         for schema in &b.doc.schemas {
             files.push(("a schema in the bundle", base.join(&schema.path)));
             let source = pitgun_contracts::load::SourceText::read(&base.join(&schema.path))?;

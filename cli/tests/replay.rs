@@ -709,7 +709,22 @@ fn validate_refuses_a_manifest_that_cannot_run_and_a_bundle_whose_pin_is_stale()
     let out = ok(&["validate", manifest("lap-performance").to_str().unwrap(), manifest("client-health").to_str().unwrap()]);
     assert_eq!(String::from_utf8_lossy(&out.stdout).matches("valid pitgun-pipeline/v1").count(), 2);
 
-    // A bundle whose pipeline changed after it was pinned (the bundle's folder layout copied).
+    // A bundle whose pipeline changed after it was pinned.
+    let bundle = copy_bundle(dir.path());
+    let out = ok(&["validate", bundle.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid pitgun-bundle/v1"));
+    let changed = text.replacen("description: >-\n", "description: >-\n  Changed after pinning.\n", 1);
+    assert_ne!(changed, text);
+    std::fs::write(dir.path().join("manifests/pipelines/lap-performance.v1.yaml"), changed).unwrap();
+    let out = run(&["validate", bundle.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("does not match the bundle's pin"), "{err}");
+}
+
+/// The shipped bundle with the folder layout its relative paths need, copied under `dir`; its
+/// path.
+fn copy_bundle(dir: &Path) -> PathBuf {
     fn copy_tree(from: &Path, to: &Path) {
         std::fs::create_dir_all(to).unwrap();
         for entry in std::fs::read_dir(from).unwrap() {
@@ -722,18 +737,52 @@ fn validate_refuses_a_manifest_that_cannot_run_and_a_bundle_whose_pin_is_stale()
         }
     }
     for folder in ["manifests/bundles", "manifests/pipelines", "manifests/dictionary", "schemas"] {
-        copy_tree(&root().join(folder), &dir.path().join(folder));
+        copy_tree(&root().join(folder), &dir.join(folder));
     }
-    let bundle = dir.path().join("manifests/bundles/racing.v1.yaml");
-    let out = ok(&["validate", bundle.to_str().unwrap()]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("valid pitgun-bundle/v1"));
-    let changed = text.replacen("description: >-\n", "description: >-\n  Changed after pinning.\n", 1);
-    assert_ne!(changed, text);
-    std::fs::write(dir.path().join("manifests/pipelines/lap-performance.v1.yaml"), changed).unwrap();
-    let out = run(&["validate", bundle.to_str().unwrap()]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("does not match the bundle's pin"), "{err}");
+    dir.join("manifests/bundles/racing.v1.yaml")
+}
+
+/// A bundle pins each document by name and version as well as by hash: a pin whose path and
+/// hash were another pipeline's ran that pipeline under the asked-for name, and a dictionary
+/// pinned under another name or version, or a pipeline pinned twice, passed `validate`.
+#[test]
+fn a_bundle_pin_names_the_document_it_pins() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = copy_bundle(dir.path());
+    let text = std::fs::read_to_string(&bundle).unwrap();
+    let data = root().join("samples/racing-small.ndjson.zst");
+    // lap-performance's pin given session-summary's path and hash.
+    let pin = |name: &str| {
+        let at = text.find(&format!("../pipelines/{name}.v1.yaml")).unwrap();
+        let hash = &text[at..][text[at..].find("sha256: ").unwrap() + 8..];
+        (format!("../pipelines/{name}.v1.yaml"), hash[..hash.find('\n').unwrap()].to_string())
+    };
+    let (lap, summary) = (pin("lap-performance"), pin("session-summary"));
+    let swapped = text.replacen(&lap.0, "PATH", 1).replacen(&lap.1, "HASH", 1).replacen("PATH", &summary.0, 1).replacen("HASH", &summary.1, 1);
+    let renamed = text.replacen("  name: racing\n  version: 1.0.0\n  sha256", "  name: speedway\n  version: 1.0.0\n  sha256", 1);
+    let reversioned = text.replacen("  name: racing\n  version: 1.0.0\n  sha256", "  name: racing\n  version: 9.9.9\n  sha256", 1);
+    let twice = text.replacen("name: session-summary", "name: lap-performance", 1);
+    let cases = [
+        (swapped, "is session-summary version 1, but the bundle pins lap-performance version 1"),
+        (renamed, "is racing version 1.0.0, but the bundle pins speedway version 1.0.0"),
+        (reversioned, "is racing version 1.0.0, but the bundle pins racing version 9.9.9"),
+        (twice, "pins pipeline \"lap-performance\" more than once"),
+    ];
+    for (changed, expected) in cases {
+        assert_ne!(changed, text, "{expected}");
+        std::fs::write(&bundle, &changed).unwrap();
+        let out = run(&["validate", bundle.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{expected}: {err}");
+        assert!(err.contains(expected), "{expected}: {err}");
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("valid"), "{expected}: nothing is called valid");
+        let out =
+            run(&["replay", "--quiet", "--bundle", bundle.to_str().unwrap(), "--pipeline", "lap-performance", "--input", data.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{expected}: {err}");
+        assert!(err.contains(expected), "{expected}: {err}");
+        assert!(out.stdout.is_empty(), "{expected}: no rows");
+    }
 }
 
 /// `validate` reads every dataset form `replay` and `publish` take (it refused `.ndjson.zst`,

@@ -40,6 +40,31 @@ pub struct PinnedDocument {
     pub sha256: String,
 }
 
+impl PinnedDocument {
+    /// The document found at the pin's path is the one pinned: its own `name` and `version`
+    /// are the pin's. A hash alone says the bytes were not changed, not that the path leads to
+    /// the document the pin's name promises (a pipeline asked for by name would run another).
+    pub fn names(&self, name: &str, version: &str) -> Result<(), String> {
+        if self.name == name && self.version == version {
+            return Ok(());
+        }
+        Err(format!("{}: the document is {name} version {version}, but the bundle pins {} version {}", self.path, self.name, self.version))
+    }
+}
+
+impl Bundle {
+    /// The pin of the pipeline named `name`: an error when the bundle has none or pins the
+    /// name more than once (which copy would run is not for the reader to guess).
+    pub fn pipeline(&self, name: &str) -> Result<&PinnedDocument, String> {
+        let mut pins = self.pipelines.iter().filter(|p| p.name == name);
+        match (pins.next(), pins.next()) {
+            (Some(pin), None) => Ok(pin),
+            (Some(_), Some(_)) => Err(format!("bundle {} pins pipeline {name:?} more than once", self.name)),
+            (None, _) => Err(format!("bundle {} has no pipeline {name:?}", self.name)),
+        }
+    }
+}
+
 /// A schema pinned by `$id` and content hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
