@@ -181,7 +181,7 @@ pub fn run_cmd(args: GatewayArgs) -> Result<ExitCode> {
         }
         let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         let token = pitgun_ingest::keys::append_new_key(&k.keys, &k.source, &created)?;
-        println!("{token}");
+        say!("{token}")?;
         eprintln!("key for source {} added to {} (only its SHA-256 is stored; keep the token, it is not shown again)", k.source, k.keys.display());
         return Ok(ExitCode::SUCCESS);
     }

@@ -11,6 +11,15 @@
 //! README's first command, needs neither librdkafka nor RocksDB, so nothing but the Rust
 //! toolchain and a C compiler. Without it a live subcommand says how to get it (`live`).
 
+/// Writes one line to standard output, or fails the command saying so (exit 2). `println!`
+/// panics when the reader has gone (`| head -1`) or the disk is full.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err(|e| anyhow::anyhow!("cannot write to standard output: {e}"))
+    }};
+}
+
 mod allocator;
 #[cfg(feature = "live")]
 mod api_cmd;

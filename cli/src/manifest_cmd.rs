@@ -66,7 +66,7 @@ pub fn run(cmd: ManifestCommand) -> Result<ExitCode> {
                 std::fs::write(&path, &text).with_context(|| format!("cannot write {}", path.display()))?;
                 eprintln!("wrote {}", path.display());
             } else {
-                print!("{text}");
+                say!("{}", text.strip_suffix('\n').unwrap_or(&text))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -76,12 +76,12 @@ pub fn run(cmd: ManifestCommand) -> Result<ExitCode> {
             let (ca, cb) = (a.compile()?.contract, b.compile()?.contract);
             let changes = contract_changes(&ca, &cb);
             if changes.is_empty() {
-                println!("contracts are identical");
+                say!("contracts are identical")?;
                 return Ok(ExitCode::SUCCESS);
             }
             let mut incompatible = false;
             for c in &changes {
-                println!("{} {}", if c.breaking { "BREAKING" } else { "compatible" }, c.what);
+                say!("{} {}", if c.breaking { "BREAKING" } else { "compatible" }, c.what)?;
                 incompatible |= c.breaking;
             }
             if incompatible && ca.version == cb.version {
@@ -94,7 +94,7 @@ pub fn run(cmd: ManifestCommand) -> Result<ExitCode> {
             for f in files {
                 let source = SourceText::read(&f)?;
                 let value = source.parse()?;
-                println!("{}  {}", pitgun_contracts::hash::content_hash(&value), f.display());
+                say!("{}  {}", pitgun_contracts::hash::content_hash(&value), f.display())?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -125,30 +125,30 @@ fn test(manifests: &[PathBuf], dictionary: Option<&Path>) -> Result<ExitCode> {
         let schema_errors = Validators::get().validate(ContractKind::Analysis, &serde_json::to_value(generated)?);
         if !schema_errors.is_empty() {
             failed += 1;
-            println!("FAIL {name}: generated contract violates pitgun-analysis/v1: {schema_errors:?}");
+            say!("FAIL {name}: generated contract violates pitgun-analysis/v1: {schema_errors:?}")?;
         }
         match load::<AnalysisContract>(ContractKind::Analysis, &committed) {
             Ok(c) if &c.doc == generated => {
                 passed += 1;
-                println!("ok   {name}: analysis contract matches {}", committed.display());
+                say!("ok   {name}: analysis contract matches {}", committed.display())?;
             }
             Ok(c) => {
                 failed += 1;
-                println!("FAIL {name}: the analysis contract changed without a new manifest version:");
+                say!("FAIL {name}: the analysis contract changed without a new manifest version:")?;
                 let changes = contract_changes(&c.doc, generated);
                 for change in &changes {
                     let kind = if change.breaking { "breaking" } else { "compatible" };
-                    println!("       {kind}: {}", change.what);
+                    say!("       {kind}: {}", change.what)?;
                 }
                 if changes.iter().any(|c| c.breaking) {
-                    println!("       an incompatible change needs a new manifest (version {}) beside this one", plan.manifest.version + 1);
+                    say!("       an incompatible change needs a new manifest (version {}) beside this one", plan.manifest.version + 1)?;
                 } else {
-                    println!("       compatible: record it with `pitgun manifest contract --write {}`", path.display());
+                    say!("       compatible: record it with `pitgun manifest contract --write {}`", path.display())?;
                 }
             }
             Err(e) => {
                 failed += 1;
-                println!("FAIL {name}: no committed contract: {e}");
+                say!("FAIL {name}: no committed contract: {e}")?;
             }
         }
         let cases = plan.manifest.tests.clone();
@@ -158,17 +158,17 @@ fn test(manifests: &[PathBuf], dictionary: Option<&Path>) -> Result<ExitCode> {
             let result = run_case(&compile, case);
             if result.failures.is_empty() {
                 passed += 1;
-                println!("ok   {name}: {}", result.name);
+                say!("ok   {name}: {}", result.name)?;
             } else {
                 failed += 1;
-                println!("FAIL {name}: {}", result.name);
+                say!("FAIL {name}: {}", result.name)?;
                 for f in &result.failures {
-                    println!("       {f}");
+                    say!("       {f}")?;
                 }
             }
         }
     }
-    println!("{passed} passed, {failed} failed");
+    say!("{passed} passed, {failed} failed")?;
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 

@@ -152,6 +152,6 @@ pub fn run(args: ProcessArgs) -> Result<ExitCode> {
         changelog: !args.no_changelog,
         threads: args.threads.map(usize::from).unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
     })?;
-    println!("{}", serde_json::to_string(&summary)?);
+    say!("{}", serde_json::to_string(&summary)?)?;
     Ok(ExitCode::SUCCESS)
 }

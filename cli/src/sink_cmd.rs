@@ -107,7 +107,7 @@ pub fn run(args: SinkArgs) -> Result<ExitCode> {
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let summary = rt.block_on(pitgun_sink::run(cfg))?;
-    println!("{}", serde_json::to_string(&summary)?);
+    say!("{}", serde_json::to_string(&summary)?)?;
     Ok(ExitCode::SUCCESS)
 }
 

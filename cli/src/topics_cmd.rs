@@ -101,7 +101,7 @@ pub fn run(args: TopicsArgs) -> Result<ExitCode> {
     let mut short = Vec::new();
     for ((name, new), has) in names.iter().zip(created).zip(&partitions) {
         let fewer = if *has < args.partitions { format!(" (fewer than the {} asked)", args.partitions) } else { String::new() };
-        println!("{name}\t{has} partitions\t{}{fewer}", if new { "created" } else { "existed" });
+        say!("{name}\t{has} partitions\t{}{fewer}", if new { "created" } else { "existed" })?;
         if changelogs.contains(name) && *has < envelopes {
             short.push(format!("{name} has {has} partitions, the envelopes topic {envelopes}"));
         }

@@ -34,7 +34,7 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
     let mut failed = 0usize;
     for path in &args.files {
         if is_dataset(path) {
-            failed += check_dataset(path);
+            failed += check_dataset(path)?;
             continue;
         }
         let source = match SourceText::read(path) {
@@ -57,7 +57,7 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
             Ok(kind)
         });
         match checked {
-            Ok(kind) => println!("{}: valid {}", source.file, kind.tag()),
+            Ok(kind) => say!("{}: valid {}", source.file, kind.tag())?,
             Err(e) => {
                 failed += 1;
                 eprintln!("{e:#}");
@@ -96,7 +96,7 @@ fn is_dataset(path: &Path) -> bool {
 
 /// Checks every record of a dataset as an envelope, naming each bad one by file and line;
 /// returns how many were bad (a file that cannot be read counts as one).
-fn check_dataset(path: &Path) -> usize {
+fn check_dataset(path: &Path) -> Result<usize> {
     let (mut records, mut bad) = (0u64, 0usize);
     let read = for_each_record::<anyhow::Error>(path, &|_| {}, |line, text| {
         records += 1;
@@ -111,14 +111,14 @@ fn check_dataset(path: &Path) -> usize {
     });
     if let Err(e) = read {
         eprintln!("{e:#}");
-        return bad + 1;
+        return Ok(bad + 1);
     }
     match (records, bad) {
-        (0, _) => println!("{}: no envelopes", path.display()),
-        (n, 0) => println!("{}: {n} valid envelopes", path.display()),
+        (0, _) => say!("{}: no envelopes", path.display())?,
+        (n, 0) => say!("{}: {n} valid envelopes", path.display())?,
         _ => {}
     }
-    bad
+    Ok(bad)
 }
 
 /// One dataset record (`file` is its label, `file:number`): a JSON envelope by the schema, then

@@ -119,6 +119,17 @@ fn replay_is_byte_identical_across_runs_and_thread_counts() {
     }
 }
 
+/// `simulate --help`: "the same seed and options give the same file, byte for byte", in every
+/// format. Avro files differed: each got a random sync marker.
+#[test]
+fn a_simulated_dataset_is_the_same_file_in_every_format() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for name in ["same.avro", "same.ndjson.zst", "same.ndjson.gz", "same.ndjson"] {
+        let (first, second) = (simulate(a.path(), name, &[]), simulate(b.path(), name, &[]));
+        assert!(std::fs::read(&first).unwrap() == std::fs::read(&second).unwrap(), "{name}: two runs wrote different bytes");
+    }
+}
+
 #[test]
 fn faults_are_counted_reported_and_never_stop_the_run_unless_strict() {
     let dir = tempfile::tempdir().unwrap();
@@ -720,6 +731,38 @@ fn validate_refuses_a_manifest_that_cannot_run_and_a_bundle_whose_pin_is_stale()
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("does not match the bundle's pin"), "{err}");
+}
+
+/// Every command that prints fails cleanly when its output cannot be written: a reader that
+/// has gone (`| head -1`) or a full disk. `validate` and `manifest` used `println!`, which
+/// panicked (exit 101, a backtrace) where `replay` said what failed and exited 2.
+#[test]
+fn commands_name_an_output_they_cannot_write_instead_of_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = simulate(dir.path(), "w.ndjson", &[]);
+    let (lap, health) = (manifest("lap-performance"), manifest("client-health"));
+    let (lap, health, data) = (lap.to_str().unwrap(), health.to_str().unwrap(), data.to_str().unwrap());
+    let commands: [&[&str]; 7] = [
+        &["validate", lap, data],
+        &["validate", data],
+        &["manifest", "hash", lap, health],
+        &["manifest", "test", lap, health],
+        &["manifest", "contract", lap],
+        &["manifest", "diff", lap, health],
+        &["replay", "--quiet", "--manifest", lap, "--input", data],
+    ];
+    for args in commands {
+        // A pipe whose reader is closed before the command writes.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let gone = Command::new(BIN).args(args).stdout(writer).output().unwrap();
+        let full = Command::new(BIN).args(args).stdout(std::fs::File::create("/dev/full").unwrap()).output().unwrap();
+        for (what, out) in [("a closed pipe", gone), ("/dev/full", full)] {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?} to {what}: {err}");
+            assert!(err.starts_with("error: ") && !err.contains("panicked"), "{args:?} to {what}: {err}");
+        }
+    }
 }
 
 /// The shipped bundle with the folder layout its relative paths need, copied under `dir`; its

@@ -4,7 +4,8 @@
 //!
 //! A file must carry the envelope schema (compared by its Rabin fingerprint, so whitespace and
 //! documentation in the embedded `.avsc` do not matter); blocks may be uncompressed, deflate or
-//! zstandard. Files are written by `apache-avro`'s writer ([`crate::dataset::DatasetWriter`]).
+//! zstandard. Files are written by `apache-avro`'s writer ([`crate::dataset::DatasetWriter`]) after a
+//! header of [`header`]'s.
 
 use std::io::Read;
 
@@ -24,6 +25,22 @@ enum Codec {
     Null,
     Deflate,
     Zstandard,
+}
+
+/// A container file's header: the magic, the metadata (`avro.codec`, `avro.schema`) in that
+/// order, and the sync marker. `apache-avro` writes the metadata from a hash map, whose order
+/// changes from run to run, so the same records made different files.
+pub(crate) fn header(schema: &Schema, codec: &str, sync: [u8; 16]) -> Vec<u8> {
+    use super::write::{long, string};
+    let mut out = MAGIC.to_vec();
+    long(&mut out, 2);
+    string(&mut out, "avro.codec");
+    string(&mut out, codec);
+    string(&mut out, "avro.schema");
+    string(&mut out, &serde_json::to_string(schema).expect("a parsed schema serializes"));
+    long(&mut out, 0);
+    out.extend_from_slice(&sync);
+    out
 }
 
 /// Reads the blocks of one container file.

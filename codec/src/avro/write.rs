@@ -205,7 +205,8 @@ fn write_map<V>(out: &mut Vec<u8>, entries: &[(Cow<'_, str>, V)], mut value: imp
     out.push(0);
 }
 
-fn long(out: &mut Vec<u8>, v: i64) {
+/// Avro's zig-zag varint.
+pub(super) fn long(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
         out.push((z as u8) | 0x80);
@@ -214,7 +215,8 @@ fn long(out: &mut Vec<u8>, v: i64) {
     out.push(z as u8);
 }
 
-fn string(out: &mut Vec<u8>, s: &str) {
+/// Avro's string (and bytes): length, then the bytes.
+pub(super) fn string(out: &mut Vec<u8>, s: &str) {
     long(out, s.len() as i64);
     out.extend_from_slice(s.as_bytes());
 }
