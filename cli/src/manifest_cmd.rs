@@ -189,9 +189,30 @@ fn as_written<T: serde::Serialize>(value: &T) -> String {
 
 /// Column-level differences; removing or retyping a column, or making it nullable, breaks readers.
 fn contract_changes(old: &AnalysisContract, new: &AnalysisContract) -> Vec<Change> {
+    // Every field of the contract is compared here: `manifest test` calls any difference a
+    // change, so one this misses would fail the test with nothing listed.
     let mut out = Vec::new();
+    if old.manifest != new.manifest {
+        out.push(Change { breaking: true, what: format!("manifest {} → {}", old.manifest, new.manifest) });
+    }
+    if old.version != new.version {
+        out.push(Change { breaking: false, what: format!("version {} → {}", old.version, new.version) });
+    }
+    if old.schema != new.schema {
+        out.push(Change { breaking: true, what: format!("contract schema {} → {}", old.schema, new.schema) });
+    }
     if old.window != new.window {
         out.push(Change { breaking: true, what: format!("window kind {} → {}", old.window, new.window) });
+    }
+    // The topic is the manifest's name and version (`pitgun.aggregates.<name>.v<version>`),
+    // both named above: a version bump is not a breaking topic change of its own.
+    // The order of the columns both have: a csv header's and every row's field order.
+    let order = |a: &AnalysisContract, b: &AnalysisContract| -> Vec<String> {
+        a.columns.iter().filter(|c| b.columns.iter().any(|n| n.name == c.name)).map(|c| c.name.clone()).collect()
+    };
+    if order(old, new) != order(new, old) {
+        let names = |c: &AnalysisContract| c.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ");
+        out.push(Change { breaking: true, what: format!("column order {} → {}", names(old), names(new)) });
     }
     for c in &old.columns {
         match new.columns.iter().find(|n| n.name == c.name) {
@@ -210,6 +231,9 @@ fn contract_changes(old: &AnalysisContract, new: &AnalysisContract) -> Vec<Chang
                 }
                 if n.nullable && !c.nullable {
                     out.push(Change { breaking: true, what: format!("column {:?} became nullable", c.name) });
+                }
+                if !n.nullable && c.nullable {
+                    out.push(Change { breaking: false, what: format!("column {:?} is no longer nullable", c.name) });
                 }
                 if n.role != c.role {
                     out.push(Change {

@@ -6,9 +6,17 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 
 /// Refuses, before anything is created, an output (flag, path) that is the same file as an
-/// input or as an earlier output, whatever the spelling (`./`, `..`, a symbolic or hard link).
-/// Only files are compared: `/dev/null` or a terminal may take several outputs.
+/// input or as an earlier output, whatever the spelling (`./`, `..`, a symbolic or hard link),
+/// or one whose folder does not exist: a run that can only fail at its last output must not
+/// first do all the work and replace the others. Only files are compared: `/dev/null` or a
+/// terminal may take several outputs.
 pub fn distinct(inputs: &[(&str, &Path)], outputs: &[(&str, &Path)]) -> Result<()> {
+    for &(flag, path) in outputs {
+        let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        if !folder.is_dir() {
+            bail!("{flag} {}: the folder {} does not exist", path.display(), folder.display());
+        }
+    }
     let mut seen: Vec<(&str, &Path, Identity)> = inputs.iter().filter_map(|&(flag, p)| Some((flag, p, identity(p)?))).collect();
     for &(flag, path) in outputs {
         let Some(id) = identity(path) else { continue };

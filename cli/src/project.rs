@@ -37,6 +37,10 @@ impl Project {
         let b: Loaded<Bundle> = load(ContractKind::Bundle, bundle)?;
         let base = bundle.parent().unwrap_or(Path::new("."));
         let in_bundle = |e: String| anyhow!("{}: {e}", bundle.display());
+        // A name pinned twice anywhere in the bundle is refused, whichever pipeline is asked for.
+        for other in &b.doc.pipelines {
+            b.doc.pipeline(&other.name).map_err(in_bundle)?;
+        }
         let pinned = b.doc.pipeline(name).map_err(in_bundle)?;
         let mut files = vec![("the bundle", bundle.to_path_buf()), ("the bundle's manifest", base.join(&pinned.path))];
         let manifest: Loaded<PipelineManifest> = load(ContractKind::Pipeline, &files[1].1)?;

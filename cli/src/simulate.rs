@@ -122,9 +122,9 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
         // Before --output is created: a refused run leaves no empty file behind.
         return Err(crate::live::unavailable("simulate --target"));
     }
-    if let (Some(output), Some(truth)) = (&args.output, &args.truth) {
-        crate::paths::distinct(&[], &[("--output", output), ("--truth", truth)])?;
-    }
+    let outputs = [("--output", &args.output), ("--truth", &args.truth)];
+    let outputs: Vec<(&str, &Path)> = outputs.iter().filter_map(|(flag, p)| p.as_deref().map(|p| (*flag, p))).collect();
+    crate::paths::distinct(&[], &outputs)?;
     #[cfg(not(feature = "live"))]
     let mut poster: Option<Poster> = None;
     #[cfg(feature = "live")]

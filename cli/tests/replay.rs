@@ -334,6 +334,47 @@ fn manifest_diff_names_types_and_units_as_contracts_write_them() {
     assert!(!stdout.contains("Some(") && !stdout.contains("None"), "{stdout}");
 }
 
+/// Every difference between two contracts is named: reordering two aggregations (the csv
+/// header and every row's field order) or renaming the manifest (and so its topic) was
+/// "contracts are identical" to `manifest diff`, while `manifest test` said the contract
+/// changed and listed nothing.
+#[test]
+fn manifest_diff_and_test_name_a_reorder_and_a_rename() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(manifest("lap-performance")).unwrap();
+    let (max, mean) = ("  - {name: max_speed, fn: max, of: speed, unit: km/h}\n", "  - {name: mean_speed, fn: mean, of: speed, unit: km/h}\n");
+    let reordered = text.replacen(&format!("{max}{mean}"), &format!("{mean}{max}"), 1);
+    // A manifest's topic follows its name and version.
+    let renamed = text.replacen("name: lap-performance\n", "name: laps\n", 1).replacen(
+        "topic: pitgun.aggregates.lap-performance.v1\n",
+        "topic: pitgun.aggregates.laps.v1\n",
+        1,
+    );
+    let dict = root().join("manifests/dictionary/racing.yaml");
+    let committed = root().join("manifests/pipelines/lap-performance.v1.contract.json");
+    for (changed, expected) in [
+        (
+            reordered,
+            "column order row_id, session_id, player, track, car, window_start, window_end, window_anchor, lap, lap_time, max_speed, mean_speed,",
+        ),
+        (renamed, "manifest lap-performance → laps"),
+    ] {
+        assert_ne!(changed, text, "{expected}");
+        let path = dir.path().join("lap-performance.v1.yaml");
+        std::fs::write(&path, changed).unwrap();
+        std::fs::copy(&committed, dir.path().join("lap-performance.v1.contract.json")).unwrap();
+        let (old, new, dict) = (manifest("lap-performance"), path.to_str().unwrap().to_string(), dict.to_str().unwrap());
+        let out = run(&["manifest", "diff", old.to_str().unwrap(), &new, "--dictionary", dict]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{expected}: breaking without a new version: {stdout}");
+        assert!(stdout.contains("BREAKING") && stdout.contains(expected), "{expected}: {stdout}");
+        let out = run(&["manifest", "test", &new, "--dictionary", dict]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{expected}: {stdout}");
+        assert!(stdout.contains(&format!("breaking: {expected}")), "{expected}: {stdout}");
+    }
+}
+
 #[test]
 fn contracts_printed_by_the_cli_validate_and_match_the_committed_ones() {
     for name in ["lap-performance", "session-summary", "client-health"] {
@@ -765,6 +806,44 @@ fn commands_name_an_output_they_cannot_write_instead_of_panicking() {
     }
 }
 
+/// An output whose folder does not exist is refused before any work: `simulate` replaced
+/// `--output` and then failed on `--truth`, and `replay` wrote `--output` and then failed on
+/// `--rejected`, in both cases after the whole run.
+#[test]
+fn an_output_that_cannot_be_made_is_refused_before_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = simulate(dir.path(), "in.ndjson", &[]);
+    let kept = dir.path().join("kept.ndjson");
+    let nowhere = dir.path().join("no/such/folder/x.json");
+    let (kept_s, nowhere_s) = (kept.to_str().unwrap(), nowhere.to_str().unwrap());
+    let lap = manifest("lap-performance");
+    let runs: [Vec<&str>; 4] = [
+        vec!["simulate", "--sessions", "2", "--duration", "1m", "--quiet", "--output", kept_s, "--truth", nowhere_s],
+        vec!["simulate", "--sessions", "2", "--duration", "1m", "--quiet", "--output", nowhere_s, "--truth", kept_s],
+        vec![
+            "replay",
+            "--quiet",
+            "--manifest",
+            lap.to_str().unwrap(),
+            "--input",
+            data.to_str().unwrap(),
+            "--output",
+            kept_s,
+            "--rejected",
+            nowhere_s,
+        ],
+        vec!["replay", "--quiet", "--manifest", lap.to_str().unwrap(), "--input", data.to_str().unwrap(), "--late", kept_s, "--output", nowhere_s],
+    ];
+    for args in runs {
+        std::fs::write(&kept, "precious\n").unwrap();
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(nowhere_s) && err.contains("does not exist"), "{args:?}: the output that cannot be made is named: {err}");
+        assert!(std::fs::read_to_string(&kept).unwrap() == "precious\n", "{args:?}: the other output was replaced");
+    }
+}
+
 /// The shipped bundle with the folder layout its relative paths need, copied under `dir`; its
 /// path.
 fn copy_bundle(dir: &Path) -> PathBuf {
@@ -805,11 +884,14 @@ fn a_bundle_pin_names_the_document_it_pins() {
     let renamed = text.replacen("  name: racing\n  version: 1.0.0\n  sha256", "  name: speedway\n  version: 1.0.0\n  sha256", 1);
     let reversioned = text.replacen("  name: racing\n  version: 1.0.0\n  sha256", "  name: racing\n  version: 9.9.9\n  sha256", 1);
     let twice = text.replacen("name: session-summary", "name: lap-performance", 1);
+    // Another pipeline pinned twice: refused too, whichever one is asked for.
+    let other_twice = text.replacen("name: session-summary", "name: client-health", 1);
     let cases = [
         (swapped, "is session-summary version 1, but the bundle pins lap-performance version 1"),
         (renamed, "is racing version 1.0.0, but the bundle pins speedway version 1.0.0"),
         (reversioned, "is racing version 1.0.0, but the bundle pins racing version 9.9.9"),
         (twice, "pins pipeline \"lap-performance\" more than once"),
+        (other_twice, "pins pipeline \"client-health\" more than once"),
     ];
     for (changed, expected) in cases {
         assert_ne!(changed, text, "{expected}");

@@ -78,15 +78,15 @@ impl Format {
 
 /// Calls `f(record_number, record)` for every record of a dataset, as one JSON envelope per
 /// record: `Ok(text)`, an NDJSON line as it is (a broken one too, so the consumer refuses it
-/// with its line number) or an Avro record converted; `Err` for an Avro record that is not an
-/// envelope, saying why. `progress` receives compressed bytes read.
+/// with its line number) or an Avro record converted; `Err` for a line that is not UTF-8 or an
+/// Avro record that is not an envelope, saying why, and the records after it are read as well.
+/// `progress` receives compressed bytes read.
 pub fn for_each_record<E: From<DatasetError>>(
     path: &Path,
     progress: &dyn Fn(u64),
     mut f: impl FnMut(u64, Result<&str, &DecodeError>) -> Result<bool, E>,
 ) -> Result<(), E> {
     let mut text = String::new();
-    let display = path.display().to_string();
     for_each_chunk(path, 0, progress, |chunk| {
         let mut keep_going = true;
         let mut result = Ok(());
@@ -99,9 +99,8 @@ pub fn for_each_record<E: From<DatasetError>>(
                 Record::Json(line) => match crate::text::utf8(line) {
                     Ok(line) => Ok(line),
                     Err(e) => {
-                        result = Err(DatasetError { path: display.clone(), message: format!("line {number} is not UTF-8: {e}") }.into());
-                        keep_going = false;
-                        return;
+                        refused = DecodeError { pointer: String::new(), message: format!("not UTF-8: {e}") };
+                        Err(&refused)
                     }
                 },
                 Record::Avro(datum) => match read_envelope(datum) {
@@ -547,20 +546,24 @@ mod tests {
         }
     }
 
+    /// A line that is not UTF-8 is handed on as that record's error, and the records after it
+    /// are read: `validate` stopped at the first one, naming no later bad record, while replay
+    /// refused that line alone and went on.
     #[test]
-    fn a_line_that_is_not_utf8_is_an_error_naming_it() {
+    fn a_line_that_is_not_utf8_is_that_records_error() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.ndjson");
-        std::fs::write(&path, b"{\"a\":1}\n{\"b\":\"\xff\"}\n").unwrap();
+        std::fs::write(&path, b"{\"a\":1}\n{\"b\":\"\xff\"}\n{\"c\":3}\n").unwrap();
         let mut seen = Vec::new();
-        let err = for_each_record(&path, &|_| {}, |n, text| {
-            seen.push((n, text.unwrap().to_string()));
+        for_each_record(&path, &|_| {}, |n, text| {
+            seen.push((n, text.map(str::to_string).map_err(|e| e.to_string())));
             Ok::<_, DatasetError>(true)
         })
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("d.ndjson") && err.contains("line 2") && err.contains("UTF-8"), "{err}");
-        assert_eq!(seen.len(), 1, "nothing altered is handed on");
+        .unwrap();
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert_eq!(seen[0], (1, Ok("{\"a\":1}".to_string())));
+        assert!(seen[1].0 == 2 && seen[1].1.as_ref().is_err_and(|e| e.contains("not UTF-8") && e.contains("index 6")), "{seen:?}");
+        assert_eq!(seen[2], (3, Ok("{\"c\":3}".to_string())));
     }
 
     /// Editors and shells on Windows start a UTF-8 text file with a byte order mark; the first

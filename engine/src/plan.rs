@@ -400,6 +400,11 @@ impl<'s> Compiler<'s> {
         if t.max_clock_jump.micros <= t.out_of_orderness.micros {
             self.err("/time/max_clock_jump", "max_clock_jump must exceed out_of_orderness");
         }
+        // A session ends after this much silence: at 0 every event would end its own session
+        // and be refused as late, and the run would write nothing.
+        if t.idle_timeout.micros <= 0 {
+            self.err("/time/idle_timeout", "idle_timeout must be longer than 0");
+        }
         segment_slot
     }
 

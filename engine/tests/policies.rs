@@ -268,7 +268,7 @@ fn silent_sessions_expire_after_the_idle_timeout_and_free_their_state() {
 fn manifest_semantic_errors_point_at_the_problem() {
     let d = dictionary();
     let bad = format!(
-        "schema: pitgun-pipeline/v1\nname: t\nversion: 1\ndictionary: {{name: racing, version: 1.0.0, sha256: \"sha256:{}\"}}\ninput: {{topics: [x]}}\ninputs:\n  - {{name: speed, metric: vehicle.speed}}\n  - {{name: temp, metric: tyre.surface_temperature}}\nderived:\n  - {{name: d, formula: \"sped * 2.0\"}}\nwindow: {{kind: hopping, size: 10s, hop: 3s}}\naggregations:\n  - {{name: top, fn: max, of: speed, unit: Cel}}\noutput: {{topic: pitgun.aggregates.t.v1}}\n",
+        "schema: pitgun-pipeline/v1\nname: t\nversion: 1\ndictionary: {{name: racing, version: 1.0.0, sha256: \"sha256:{}\"}}\ninput: {{topics: [x]}}\ninputs:\n  - {{name: speed, metric: vehicle.speed}}\n  - {{name: temp, metric: tyre.surface_temperature}}\nderived:\n  - {{name: d, formula: \"sped * 2.0\"}}\nwindow: {{kind: hopping, size: 10s, hop: 3s}}\ntime: {{out_of_orderness: 2s, allowed_lateness: 30s, max_clock_jump: 10m, idle_timeout: 0s}}\naggregations:\n  - {{name: top, fn: max, of: speed, unit: Cel}}\noutput: {{topic: pitgun.aggregates.t.v1}}\n",
         "0".repeat(64)
     );
     let err = Plan::compile_text(&bad, &d).err().expect("invalid manifest").to_string();
@@ -278,6 +278,8 @@ fn manifest_semantic_errors_point_at_the_problem() {
         "at /derived/0/formula: formula does not compile",
         "at /window/hop: hop 3s must divide size 10s",
         "at /aggregations/0/unit: incompatible unit",
+        // Every event would end its session: a run wrote no rows and said nothing.
+        "at /time/idle_timeout: idle_timeout must be longer than 0",
     ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }

@@ -321,46 +321,46 @@ fn body_error(e: BodyError) -> Response {
     }
 }
 
+/// Where a request's credential was found, as sent.
+#[derive(Clone, Copy)]
+enum Credential<'a> {
+    Bearer(&'a HeaderValue),
+    Key(&'a HeaderValue),
+    Query(&'a str),
+}
+
 impl Gateway {
     /// The credential: `Authorization: Bearer`, `X-Api-Key`, or a session token as
     /// `access_token` in the query (for `navigator.sendBeacon`, which cannot send headers; API
     /// keys never travel in URLs, which proxies log). `Err`: the 401 to answer.
     fn token<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Result<Option<&'a str>, Response> {
         let unauthorized = |m: &str| Err(json_error(StatusCode::UNAUTHORIZED, "unauthorized", m));
-        // A credential given twice is refused rather than one copy chosen: a proxy, a client
-        // library and the gateway need not choose the same one.
-        let twice = |place: &str| unauthorized(&format!("the credential is given more than once ({place}): send one"));
-        let once = |name: header::HeaderName| {
-            let mut values = headers.get_all(name).iter();
-            (values.next(), values.next().is_some())
-        };
-        match once(header::AUTHORIZATION) {
-            (_, true) => return twice("Authorization header"),
-            (Some(v), false) => {
+        let bearer = headers.get_all(header::AUTHORIZATION).iter().map(|v| ("the Authorization header", Credential::Bearer(v)));
+        let key = headers.get_all("x-api-key").iter().map(|v| ("the X-Api-Key header", Credential::Key(v)));
+        let in_query = query.into_iter().flat_map(|q| q.split('&')).filter_map(|pair| pair.strip_prefix("access_token="));
+        let mut given = bearer.chain(key).chain(in_query.map(|t| ("access_token in the query", Credential::Query(t))));
+        // A credential given twice, in one place or two, is refused rather than one copy chosen:
+        // a proxy, a client library and the gateway need not choose the same one.
+        let (first, second) = (given.next(), given.next());
+        if let (Some((a, _)), Some((b, _))) = (&first, &second) {
+            let places = if a == b { a.to_string() } else { format!("{a} and {b}") };
+            return unauthorized(&format!("the credential is given more than once ({places}): send one"));
+        }
+        match first.map(|(_, c)| c) {
+            None => Ok(None),
+            Some(Credential::Bearer(v)) => {
                 let bearer = v.to_str().ok().and_then(|v| v.trim().split_once(' ')).filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"));
-                return match bearer {
+                match bearer {
                     Some((_, token)) if !token.trim().is_empty() => Ok(Some(token.trim())),
                     _ => unauthorized("the Authorization header must be `Bearer <API key or session token>`"),
-                };
+                }
             }
-            (None, false) => {}
-        }
-        match once(header::HeaderName::from_static("x-api-key")) {
-            (_, true) => return twice("X-Api-Key header"),
-            (Some(v), false) => {
-                return match v.to_str() {
-                    Ok(v) => Ok(Some(v.trim())),
-                    Err(_) => unauthorized("the X-Api-Key header is not ASCII"),
-                };
-            }
-            (None, false) => {}
-        }
-        let mut in_query = query.into_iter().flat_map(|q| q.split('&')).filter_map(|pair| pair.strip_prefix("access_token="));
-        match (in_query.next(), in_query.next()) {
-            (Some(_), Some(_)) => twice("access_token in the query"),
-            (Some(t), None) if t.starts_with(TOKEN_PREFIX) => Ok(Some(t)),
-            (Some(_), None) => unauthorized("only session tokens go in the query; send an API key in the Authorization header"),
-            (None, _) => Ok(None),
+            Some(Credential::Key(v)) => match v.to_str() {
+                Ok(v) => Ok(Some(v.trim())),
+                Err(_) => unauthorized("the X-Api-Key header is not ASCII"),
+            },
+            Some(Credential::Query(t)) if t.starts_with(TOKEN_PREFIX) => Ok(Some(t)),
+            Some(Credential::Query(_)) => unauthorized("only session tokens go in the query; send an API key in the Authorization header"),
         }
     }
 

@@ -739,6 +739,9 @@ async fn a_credential_given_twice_is_refused_not_chosen_from() {
         (format!("/v1/envelopes?access_token={token}&access_token={token}"), vec![], "access_token"),
         ("/v1/envelopes".into(), vec![("authorization", format!("Bearer {token}")), ("authorization", format!("Bearer {}", h.web))], "Authorization"),
         ("/v1/envelopes".into(), vec![("x-api-key", h.web.clone()), ("x-api-key", h.web.clone())], "X-Api-Key"),
+        // In two places: still two credentials.
+        ("/v1/envelopes".into(), vec![("authorization", format!("Bearer {}", h.web)), ("x-api-key", h.web.clone())], "X-Api-Key"),
+        (format!("/v1/envelopes?access_token={token}"), vec![("authorization", format!("Bearer {token}"))], "access_token"),
     ];
     for (uri, headers, named) in cases {
         let mut req = Request::post(&uri).header("content-type", "text/plain;charset=UTF-8").header("origin", GAME_ORIGIN);
@@ -751,7 +754,7 @@ async fn a_credential_given_twice_is_refused_not_chosen_from() {
         assert!(answer.contains(named) && answer.contains("more than once"), "{uri} {headers:?}: {answer}");
     }
     assert!(h.broker.stored.lock().unwrap().is_empty(), "nothing refused is queued");
-    // One of each is still read, the header before the query.
+    // One credential is still read.
     let req = Request::post(format!("/v1/envelopes?access_token={token}"))
         .header("content-type", "text/plain;charset=UTF-8")
         .header("origin", GAME_ORIGIN)
