@@ -139,12 +139,20 @@ fn check_record(file: &str, text: &str, refused: impl Fn(String, String) -> Cont
     pitgun_codec::rules::unique_channels(&view).map_err(|b| refused(b.pointer, b.message))
 }
 
-/// Whether a valid document also runs: a pipeline compiles against its dictionary; every
-/// pipeline of a bundle loads with all of the bundle's pins matching and compiles.
+/// Whether a valid document also runs: a dictionary keeps its own rules; a pipeline compiles
+/// against its dictionary; every pipeline of a bundle loads with all of the bundle's pins
+/// matching and compiles.
 fn runs(kind: ContractKind, path: &Path, dictionary: Option<&Path>) -> Result<()> {
     match kind {
         ContractKind::Pipeline => {
             Project::load(path, dictionary)?.compile()?;
+        }
+        ContractKind::Dictionary => {
+            let d = pitgun_contracts::load::load::<dictionary::Dictionary>(kind, path)?;
+            let broken = dictionary::issues(&d);
+            if !broken.is_empty() {
+                return Err(ContractError::Invalid(broken).into());
+            }
         }
         ContractKind::Bundle => {
             let b: pitgun_contracts::load::Loaded<bundle::Bundle> = pitgun_contracts::load::load(kind, path)?;

@@ -1027,3 +1027,55 @@ fn every_command_names_each_flag_once() {
     }
     assert!(checked >= 5);
 }
+
+/// A dictionary is held to the rules the engine runs by, and `validate` says so as `replay`
+/// does: a metric id defined twice (the last won silently), a display unit that is not UCUM or
+/// not the canonical unit's kind, a range that admits nothing, a deprecation pointing at no
+/// metric, an alias carrying a dimension value its metric lacks (it could never be selected), an
+/// alias unit that is not UCUM and a version range that does not parse. Each is named by line
+/// and pointer; the schema allowed them all.
+#[test]
+fn a_dictionary_is_held_to_the_rules_replay_runs_by() {
+    let text = std::fs::read_to_string(root().join("manifests/dictionary/racing.yaml")).unwrap();
+    let cases = [
+        ("  - id: vehicle.accel_long", "  - id: vehicle.speed", "/metrics/1/id", "metric vehicle.speed is already defined at /metrics/0"),
+        ("display_unit: \"km/h\"", "display_unit: \"kmh\"", "/metrics/0/display_unit", "\"kmh\" is not valid UCUM"),
+        ("range: {min: 0, max: 120}", "range: {min: 120, max: 0}", "/metrics/0/range", "min 120 is above max 0"),
+        (
+            "renamed_to: engine.water_temperature",
+            "renamed_to: engine.water_temp",
+            "/metrics/13/deprecation/renamed_to",
+            "no metric engine.water_temp",
+        ),
+        (
+            "tyre_fl_temp, unit: \"[degF]\", dimensions: {wheel: fl}",
+            "tyre_fl_temp, unit: \"[degF]\", dimensions: {wheel: fx}",
+            "/metrics/14/aliases/0/dimensions/wheel",
+            "\"fx\" is not a value of wheel",
+        ),
+        ("channel: eng_temp, unit: \"[degF]\"", "channel: eng_temp, unit: \"[degX]\"", "/metrics/13/aliases/0/unit", "\"[degX]\" is not valid UCUM"),
+        (
+            "versions: \">=0.9.0, <1.0.0\", channel: eng_temp",
+            "versions: \">=0.9.0, <<1\", channel: eng_temp",
+            "/metrics/13/aliases/0/versions",
+            "does not parse",
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("racing.yaml");
+    for (from, to, pointer, message) in cases {
+        assert!(text.contains(from), "{from}");
+        let bad = text.replacen(from, to, 1);
+        let line = text[..text.find(from).unwrap()].matches('\n').count() + 1;
+        std::fs::write(&path, &bad).unwrap();
+        let expected = format!("racing.yaml:{line}: at {pointer}: ");
+        let out = run(&["validate", path.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "validate, {to}: {stderr}");
+        assert!(stderr.contains(&expected) && stderr.contains(message), "validate, {to}: expected {expected}…{message}, got {stderr}");
+        let out = run(&["manifest", "contract", manifest("lap-performance").to_str().unwrap(), "--dictionary", path.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "compile, {to}");
+        assert!(stderr.contains(&expected) && stderr.contains(message), "compile, {to}: expected {expected}…{message}, got {stderr}");
+    }
+}

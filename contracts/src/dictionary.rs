@@ -1,8 +1,12 @@
 //! `pitgun-dictionary/v1`: the canonical metric dictionary — every metric defined once.
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
+
+use crate::error::Issue;
+use crate::load::Loaded;
 
 /// The schema identifier of a v1 dictionary.
 pub const DICTIONARY_SCHEMA_V1: &str = "pitgun-dictionary/v1";
@@ -154,4 +158,154 @@ pub struct Alias {
     /// Dimension values the channel carries (`wheel: fl` for `tyre_fl_temp`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub dimensions: BTreeMap<String, String>,
+}
+
+/// What a dictionary must hold beyond its schema, the rules the engine and the gateway rely on:
+/// each metric id and dimension name once; units that are UCUM, a display unit and every
+/// alias's unit of the canonical unit's kind; a range that admits something; a deprecation
+/// naming another metric of the dictionary; aliases whose version ranges parse and whose
+/// dimensions are the metric's, each with one of its values (an alias without them matches no
+/// input). Every broken rule is one issue with its pointer and line.
+pub fn issues(loaded: &Loaded<Dictionary>) -> Vec<Issue> {
+    let dict = &loaded.doc;
+    let mut issues = Vec::new();
+    let mut issue = |pointer: String, message: String| issues.push(loaded.source.issue(&pointer, message));
+    let mut first: HashMap<&str, usize> = HashMap::new();
+    for (i, metric) in dict.metrics.iter().enumerate() {
+        match first.entry(&metric.id) {
+            Entry::Occupied(j) => issue(format!("/metrics/{i}/id"), format!("metric {} is already defined at /metrics/{}", metric.id, j.get())),
+            Entry::Vacant(slot) => {
+                slot.insert(i);
+            }
+        }
+    }
+    for (i, metric) in dict.metrics.iter().enumerate() {
+        let at = format!("/metrics/{i}");
+        let unit_ok = match ucum_unit(&metric.unit) {
+            Ok(()) => true,
+            Err(e) => {
+                issue(format!("{at}/unit"), e);
+                false
+            }
+        };
+        if unit_ok {
+            if let Err(e) = same_kind(&metric.display_unit, &metric.unit) {
+                issue(format!("{at}/display_unit"), e);
+            }
+        }
+        if let Some(range) = metric.range {
+            if range.min > range.max {
+                issue(format!("{at}/range"), format!("min {} is above max {}: every value would be refused", range.min, range.max));
+            }
+        }
+        if let Some(to) = metric.deprecation.as_ref().and_then(|d| d.renamed_to.as_ref()) {
+            if to == &metric.id {
+                issue(format!("{at}/deprecation/renamed_to"), format!("metric {to} cannot be renamed to itself"));
+            } else if !first.contains_key(to.as_str()) {
+                issue(format!("{at}/deprecation/renamed_to"), format!("no metric {to} in dictionary {}", dict.name));
+            }
+        }
+        for (k, dimension) in metric.dimensions.iter().enumerate() {
+            if let Some(j) = metric.dimensions[..k].iter().position(|d| d.name == dimension.name) {
+                issue(format!("{at}/dimensions/{k}/name"), format!("dimension {} is already defined at {at}/dimensions/{j}", dimension.name));
+            }
+        }
+        for (a, alias) in metric.aliases.iter().enumerate() {
+            let at = format!("{at}/aliases/{a}");
+            if let Err(e) = semver::VersionReq::parse(&alias.versions) {
+                issue(format!("{at}/versions"), format!("{:?} does not parse as a version range: {e}", alias.versions));
+            }
+            if unit_ok {
+                if let Err(e) = same_kind(&alias.unit, &metric.unit) {
+                    issue(format!("{at}/unit"), e);
+                }
+            }
+            for (name, value) in &alias.dimensions {
+                match metric.dimensions.iter().find(|d| &d.name == name) {
+                    None => issue(format!("{at}/dimensions/{name}"), format!("metric {} has no dimension {name:?}", metric.id)),
+                    Some(d) if !d.values.contains(value) => {
+                        issue(format!("{at}/dimensions/{name}"), format!("{value:?} is not a value of {name}; expected one of {:?}", d.values))
+                    }
+                    Some(_) => {}
+                }
+            }
+            for d in &metric.dimensions {
+                if !alias.dimensions.contains_key(&d.name) {
+                    issue(
+                        at.clone(),
+                        format!("alias {} gives no value of dimension {}, so no input of {} can select it", alias.channel, d.name, metric.id),
+                    );
+                }
+            }
+        }
+    }
+    issues
+}
+
+/// Whether `unit` is a UCUM unit.
+fn ucum_unit(unit: &str) -> Result<(), String> {
+    ucum::validate(unit).map(|_| ()).map_err(|e| format!("{unit:?} is not valid UCUM: {e}"))
+}
+
+/// Whether `unit` is a UCUM unit that converts to `canonical` (a UCUM unit).
+fn same_kind(unit: &str, canonical: &str) -> Result<(), String> {
+    ucum_unit(unit)?;
+    match ucum::is_comparable(unit, canonical) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(format!("{unit:?} cannot be converted to the metric's unit {canonical:?} (different dimensions)")),
+        Err(e) => Err(format!("cannot compare {unit:?} with {canonical:?}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::{load_text, SourceText};
+    use crate::schema::ContractKind;
+
+    /// The shipped dictionary with `from` replaced by `to` once: the issues it gets.
+    fn issues_after(from: &str, to: &str) -> Vec<String> {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/dictionary/racing.yaml")).unwrap();
+        assert!(text.contains(from), "{from}");
+        let source = SourceText { file: "racing.yaml".into(), text: text.replacen(from, to, 1) };
+        let loaded = load_text::<Dictionary>(ContractKind::Dictionary, source).expect("the schema allows it");
+        issues(&loaded).iter().map(|i| format!("{}: {}", i.pointer, i.message)).collect()
+    }
+
+    #[test]
+    fn the_shipped_dictionary_keeps_every_rule() {
+        assert_eq!(issues_after("schema:", "schema:"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn each_rule_names_what_breaks_it() {
+        let cases = [
+            ("unit: \"m/s\"", "unit: \"m/z\"", "/metrics/0/unit: \"m/z\" is not valid UCUM"),
+            ("display_unit: \"km/h\"", "display_unit: \"s\"", "/metrics/0/display_unit: \"s\" cannot be converted to the metric's unit \"m/s\""),
+            (
+                "renamed_to: engine.water_temperature",
+                "renamed_to: engine.temperature",
+                "/metrics/13/deprecation/renamed_to: metric engine.temperature cannot be renamed to itself",
+            ),
+            (
+                "{name: wheel, values: [fl, fr, rl, rr]}",
+                "{name: wheel, values: [fl, fr, rl, rr]}\n      - {name: wheel, values: [x]}",
+                "/metrics/14/dimensions/1/name: dimension wheel is already defined at /metrics/14/dimensions/0",
+            ),
+            (
+                "tyre_fl_temp, unit: \"[degF]\", dimensions: {wheel: fl}",
+                "tyre_fl_temp, unit: \"[degF]\"",
+                "/metrics/14/aliases/0: alias tyre_fl_temp gives no value of dimension wheel",
+            ),
+            (
+                "tyre_fl_temp, unit: \"[degF]\", dimensions: {wheel: fl}",
+                "tyre_fl_temp, unit: \"[degF]\", dimensions: {wheel: fl, axle: front}",
+                "/metrics/14/aliases/0/dimensions/axle: metric tyre.surface_temperature has no dimension \"axle\"",
+            ),
+        ];
+        for (from, to, expected) in cases {
+            let found = issues_after(from, to);
+            assert!(found.len() == 1 && found[0].starts_with(expected), "{to}: expected {expected}, got {found:?}");
+        }
+    }
 }

@@ -21,7 +21,7 @@ pub struct ValueCheck {
     /// Producer unit → canonical unit.
     pub conversion: Conversion,
     /// Snap to the dictionary resolution.
-    pub snap: Option<Snap>,
+    pub snap: Snap,
     /// Allowed range in the canonical unit.
     pub range: Option<(f64, f64)>,
     /// The metric's value type.
@@ -160,6 +160,11 @@ impl<'s> Compiler<'s> {
 
     /// Compiles in stages, each adding its issues; a manifest with any issue gets them all.
     fn run(mut self, loaded: &Loaded<PipelineManifest>, dictionary: &Loaded<Dictionary>) -> Result<Plan, ContractError> {
+        // Nothing compiles against a dictionary that breaks its own rules.
+        let broken = pitgun_contracts::dictionary::issues(dictionary);
+        if !broken.is_empty() {
+            return Err(ContractError::Invalid(broken));
+        }
         let m = &loaded.doc;
         let mut warnings = Vec::new();
         self.pins(m, dictionary);
@@ -310,7 +315,7 @@ impl<'s> Compiler<'s> {
             };
             let check = ValueCheck {
                 conversion,
-                snap: def.resolution.and_then(Snap::from_resolution),
+                snap: def.resolution.and_then(Snap::from_resolution).unwrap_or(Snap::NONE),
                 range: def.range.map(|r| (r.min, r.max)),
                 value_type: def.value_type,
             };

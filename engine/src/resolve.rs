@@ -350,7 +350,7 @@ fn refusal(bindings: &[AliasBinding], reason: Reason, channel: &str, raw: f64, a
         (Reason::OutOfRange, Some((lo, hi))) => {
             // The value compared with the range: converted and snapped as `canonical` does.
             let converted = check.conversion.apply(raw);
-            let value = check.snap.map_or(converted, |s| s.apply(converted));
+            let value = check.snap.apply(converted);
             let as_metric = if b.units.0 == b.units.1 { String::new() } else { format!(" is {value}{metric_unit}") };
             format!("channel {channel:?} = {raw}{sent_in}{as_metric}, outside {}'s range [{lo}, {hi}]{metric_unit}", b.metric)
         }
@@ -366,10 +366,7 @@ fn canonical(raw: f64, check: ValueCheck) -> Result<f64, Reason> {
         ValueType::Bool if raw != 0.0 && raw != 1.0 => return Err(Reason::TypeMismatch),
         _ => {}
     }
-    let mut v = check.conversion.apply(raw);
-    if let Some(snap) = check.snap {
-        v = snap.apply(v);
-    }
+    let v = check.snap.apply(check.conversion.apply(raw));
     if let Some((lo, hi)) = check.range {
         if !(lo..=hi).contains(&v) {
             return Err(Reason::OutOfRange);

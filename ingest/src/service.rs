@@ -8,6 +8,7 @@ use std::time::Duration;
 use pitgun_contracts::dictionary::Dictionary;
 use pitgun_contracts::load::{load, Loaded};
 use pitgun_contracts::schema::ContractKind;
+use pitgun_contracts::ContractError;
 use pitgun_runtime::browser::{self, SessionKey};
 use pitgun_runtime::kafka::{topics, Broker};
 use pitgun_runtime::serve::Health;
@@ -69,6 +70,10 @@ pub fn build(settings: &Settings) -> Result<Arc<Gateway>> {
 /// `settings` only names the topics here.
 pub fn build_with(settings: &Settings, producer: Box<dyn Publish>) -> Result<Arc<Gateway>> {
     let dictionary: Loaded<Dictionary> = load(ContractKind::Dictionary, &settings.dictionary)?;
+    let broken = pitgun_contracts::dictionary::issues(&dictionary);
+    if !broken.is_empty() {
+        return Err(ContractError::Invalid(broken).into());
+    }
     let catalog = ChannelCatalog::new(&dictionary.doc).map_err(|e| Error::Setup(format!("dictionary aliases: {e}")))?;
     let skew_us = i64::try_from(settings.max_future_skew.as_micros()).map_err(|_| Error::Setup("--max-future-skew is too long".into()))?;
     let validator = Validator::new(Arc::new(catalog), skew_us, settings.limits.max_item).map_err(Error::Setup)?;

@@ -124,25 +124,7 @@ impl Harness {
         let keys = dir.path().join("keys.yaml");
         let key = |source: &str| pitgun_ingest::keys::append_new_key(&keys, source, "2026-11-30T00:00:00Z").unwrap();
         let (web, sim, acme) = (key("pitgun-web"), key("pitgun-sim"), key("acme-telemetry"));
-        let settings = Settings {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            // Names the topics only: nothing connects to it.
-            broker: Broker::new("127.0.0.1:9", "router"),
-            keys: Some(keys),
-            dictionary: repo().join("manifests/dictionary/racing.yaml"),
-            manifests: Some(repo().join("manifests")),
-            max_future_skew: Duration::from_secs(300),
-            limits,
-            ack_timeout: Duration::from_secs(5),
-            compression: "lz4".into(),
-            readiness_interval: Duration::from_millis(20),
-            keys_check_interval: Duration::from_secs(3600),
-            session_secret: None,
-            cors_origins: Vec::new(),
-            drain_timeout: Duration::from_secs(1),
-            header_timeout: Duration::from_secs(30),
-        };
-        let mut settings = settings;
+        let mut settings = settings(keys, limits);
         if browsers {
             use std::os::unix::fs::PermissionsExt;
             let secret = dir.path().join("session.secret");
@@ -214,6 +196,44 @@ impl Harness {
             .filter_map(|l| l.rsplit_once(' ').map(|(k, v)| (k.to_string(), v.parse().unwrap())))
             .collect()
     }
+}
+
+/// The gateway's settings for the tests: the shipped dictionary and manifests, no browsers.
+fn settings(keys: PathBuf, limits: Limits) -> Settings {
+    Settings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        // Names the topics only: nothing connects to it.
+        broker: Broker::new("127.0.0.1:9", "router"),
+        keys: Some(keys),
+        dictionary: repo().join("manifests/dictionary/racing.yaml"),
+        manifests: Some(repo().join("manifests")),
+        max_future_skew: Duration::from_secs(300),
+        limits,
+        ack_timeout: Duration::from_secs(5),
+        compression: "lz4".into(),
+        readiness_interval: Duration::from_millis(20),
+        keys_check_interval: Duration::from_secs(3600),
+        session_secret: None,
+        cors_origins: Vec::new(),
+        drain_timeout: Duration::from_secs(1),
+        header_timeout: Duration::from_secs(30),
+    }
+}
+
+/// The gateway refuses to start on a dictionary that breaks its own rules, as the processor
+/// does: with a metric defined twice it admitted channels the processor would never place.
+#[test]
+fn a_dictionary_that_breaks_its_rules_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.yaml");
+    pitgun_ingest::keys::append_new_key(&keys, "pitgun-web", "2026-11-30T00:00:00Z").unwrap();
+    let text = std::fs::read_to_string(repo().join("manifests/dictionary/racing.yaml")).unwrap();
+    let dictionary = dir.path().join("racing.yaml");
+    std::fs::write(&dictionary, text.replacen("  - id: vehicle.accel_long", "  - id: vehicle.speed", 1)).unwrap();
+    let mut settings = settings(keys, limits());
+    settings.dictionary = dictionary;
+    let refused = build_with(&settings, Box::new(StandIn::default())).err().expect("refused").to_string();
+    assert!(refused.contains("racing.yaml:43: at /metrics/1/id: metric vehicle.speed is already defined at /metrics/0"), "{refused}");
 }
 
 fn metric(m: &BTreeMap<String, f64>, name: &str) -> f64 {
