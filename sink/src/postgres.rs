@@ -437,22 +437,53 @@ fn db_message(e: &tokio_postgres::Error) -> String {
     }
 }
 
-/// The URL without its password, for messages.
+/// Where a connection string points, without its password: `postgres://user:***@host:port/db`,
+/// read by the driver's own parser, so every form it takes is covered (a URL with the password
+/// in its user part or its query, `key=value` with quoting). A string it cannot parse is not
+/// shown at all: it may hold a password all the same.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => match url[s + 3..at].split_once(':') {
-            Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-            None => url.to_string(),
-        },
-        _ => url.to_string(),
-    }
+    use tokio_postgres::config::Host;
+    let Ok(config) = url.parse::<tokio_postgres::Config>() else {
+        return "a connection string the PostgreSQL driver cannot parse (not shown: it may hold a password)".into();
+    };
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let name = match host {
+                Host::Tcp(name) => name.clone(),
+                Host::Unix(path) => path.display().to_string(),
+            };
+            // One port applies to every host; none is the default.
+            format!("{name}:{}", ports.get(i).or(ports.first()).copied().unwrap_or(5432))
+        })
+        .collect();
+    let user = config.get_user().unwrap_or_default();
+    let password = if config.get_password().is_some() { ":***" } else { "" };
+    let at = if user.is_empty() && password.is_empty() { "" } else { "@" };
+    format!("postgres://{user}{password}{at}{}/{}", hosts.join(","), config.get_dbname().unwrap_or_default())
 }
 
 #[cfg(test)]
 mod tests {
+    /// In every form libpq takes: the URL's user part and query, and key=value (quoted too).
+    /// The key=value form and a password in the query were printed whole.
     #[test]
     fn passwords_are_not_printed() {
-        assert_eq!(super::redact("postgres://pitgun:secret@127.0.0.1:5432/db"), "postgres://pitgun:***@127.0.0.1:5432/db");
-        assert_eq!(super::redact("host=127.0.0.1 user=x"), "host=127.0.0.1 user=x");
+        let cases = [
+            ("postgres://pitgun:secret@127.0.0.1:5432/db", "postgres://pitgun:***@127.0.0.1:5432/db"),
+            ("postgresql://127.0.0.1:15639/pitgun?user=pitgun&password=secret", "postgres://pitgun:***@127.0.0.1:15639/pitgun"),
+            ("host=127.0.0.1 port=15639 user=pitgun password=secret dbname=pitgun", "postgres://pitgun:***@127.0.0.1:15639/pitgun"),
+            ("host=127.0.0.1 user=x password = 'se cret'", "postgres://x:***@127.0.0.1:5432/"),
+            ("host=/run/postgresql,db.example.com port=5433 user=x", "postgres://x@/run/postgresql:5433,db.example.com:5433/"),
+            ("host=127.0.0.1 user=x", "postgres://x@127.0.0.1:5432/"),
+        ];
+        for (given, shown) in cases {
+            assert_eq!(super::redact(given), shown, "{given}");
+        }
+        let unreadable = super::redact("host=127.0.0.1 password='secret");
+        assert!(!unreadable.contains("secret"), "{unreadable}");
     }
 }

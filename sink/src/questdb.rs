@@ -168,6 +168,19 @@ fn micros(t: SystemTime) -> i64 {
     }
 }
 
+/// A configuration string as parsed, for messages: its keys in order, each secret (`password`,
+/// `token` and the like) as `***`.
+fn without_secrets(parsed: &questdb_confstr::ConfStr) -> String {
+    let mut params: Vec<_> = parsed.params().iter().collect();
+    params.sort();
+    let mut shown = format!("{}::", parsed.service());
+    for (key, value) in params {
+        let value = if key.contains("password") || key.contains("token") { "***".to_string() } else { value.replace(';', ";;") };
+        shown.push_str(&format!("{key}={value};"));
+    }
+    shown
+}
+
 /// A QuestDB server the sink writes tables to.
 pub struct QuestTarget {
     /// The client configuration string, with the sink's settings added.
@@ -180,14 +193,16 @@ impl QuestTarget {
     /// Creates (or checks) every table over `/exec`, then connects the ILP sender. `conf` is
     /// the client's configuration string (`http::addr=host:9000;`).
     pub async fn open(conf: &str, tables: Vec<QuestTable>) -> Result<QuestTarget> {
-        let parsed = questdb_confstr::parse_conf_str(conf).map_err(|e| Error::Setup(format!("QuestDB configuration {conf:?}: {e}")))?;
+        let parsed = questdb_confstr::parse_conf_str(conf)
+            .map_err(|e| Error::Setup(format!("QuestDB configuration (not shown: it may hold a secret) does not parse: {e}")))?;
+        let shown = without_secrets(&parsed);
         if parsed.service() != "http" {
             return Err(Error::Setup(format!(
-                "QuestDB configuration {conf:?}: the sink writes over http (one transaction per table and batch), not {}",
+                "QuestDB configuration {shown:?}: the sink writes over http (one transaction per table and batch), not {}",
                 parsed.service()
             )));
         }
-        let Some(addr) = parsed.get("addr") else { return Err(Error::Setup(format!("QuestDB configuration {conf:?} has no addr=host:port"))) };
+        let Some(addr) = parsed.get("addr") else { return Err(Error::Setup(format!("QuestDB configuration {shown:?} has no addr=host:port"))) };
         let exec = Exec {
             url: format!("http://{addr}/exec"),
             user: parsed.get("username").map(|u| (u.to_string(), parsed.get("password").unwrap_or("").to_string())),
@@ -412,6 +427,24 @@ mod tests {
 
     fn contract() -> AnalysisContract {
         crate::shipped_contract("lap-performance.v1")
+    }
+
+    /// A configuration the sink refuses is named without its secrets: the whole string was
+    /// printed, token and password included.
+    #[tokio::test]
+    async fn a_refused_configuration_is_named_without_its_secrets() {
+        for conf in [
+            "tcp::addr=127.0.0.1:9009;username=u;token=SECRETTOKEN;",
+            "http::username=u;password=SECRETPASS;",
+            "http::addr=127.0.0.1:9000;password=SECRETPASS;;more;bogus",
+            "http:addr=127.0.0.1:9000;token=SECRETTOKEN;",
+        ] {
+            let refused = QuestTarget::open(conf, Vec::new()).await.err().expect("refused").to_string();
+            assert!(!refused.contains("SECRET"), "{conf}: {refused}");
+            assert!(refused.contains("QuestDB configuration"), "{conf}: {refused}");
+        }
+        let refused = QuestTarget::open("tcp::addr=127.0.0.1:9009;token=SECRETTOKEN;", Vec::new()).await.err().unwrap().to_string();
+        assert!(refused.contains("tcp::addr=127.0.0.1:9009;token=***;"), "{refused}");
     }
 
     #[test]
