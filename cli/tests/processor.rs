@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use rand::{Rng, SeedableRng};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 fn manifest(name: &str) -> PathBuf {
     root().join("manifests/pipelines").join(name)
@@ -1083,6 +1084,41 @@ fn a_refusal_at_release_names_where_the_event_was_read() {
     let note: serde_json::Value = serde_json::from_str(&late[0]).unwrap();
     assert_eq!(note["event_id"], "o8", "{note}");
     assert!(note["origin"].as_str().unwrap().ends_with("pitgun.envelopes.v1/0/8"), "{note}");
+}
+
+/// A refused record too big to be dead-lettered whole is dead-lettered cut, and the run goes
+/// on. Its dead letter (the record and its headers) was over librdkafka's 1 MB: the run stopped
+/// with an error, yet closing the consumer checkpointed past the record, so the next run went on
+/// after it and the record was in no topic and no count.
+#[test]
+fn a_refused_record_too_big_to_dead_letter_whole_is_dead_lettered_cut() {
+    let ns = Ns::new("oversize");
+    ns.create_topics(1);
+    let dir = tempfile::tempdir().unwrap();
+    let data = simulate(dir.path(), "o.ndjson", 23, 2, "30s", None);
+    let good = lines(&data);
+    let huge = format!("{{\"schema\":\"{}\"}}", "a".repeat(1_040_000));
+    {
+        // This producer takes what the broker takes (about 1 MiB); librdkafka's own bound is 1 MB.
+        let producer: BaseProducer = ns.config().set("message.max.bytes", "2000000").create().unwrap();
+        producer.send(BaseRecord::to(&ns.topic("pitgun.envelopes.v1")).key("huge").payload(&huge)).map_err(|(e, _)| e).unwrap();
+        producer.flush(Duration::from_secs(30)).expect("the huge record acknowledged within 30 s");
+    }
+    ns.produce_lines(good.iter().map(|s| s.as_str()));
+    let m = root().join("manifests/pipelines/lap-performance.v1.yaml");
+    let state = dir.path().join("state");
+    let mut p = Service::start("oversize", &process_args(m.to_str().unwrap(), state.to_str().unwrap(), &["--until-end"]), &ns);
+    assert!(p.wait(Duration::from_secs(90)), "the run to the end failed");
+    let summary = p.summary();
+    assert_eq!((summary["records"].as_u64(), summary["deadletters"].as_u64()), (Some(good.len() as u64 + 1), Some(1)), "{summary}");
+    let dead = records_with_headers(&ns, "pitgun.deadletter.process.v1", 1);
+    let (value, headers) = &dead[0];
+    assert_eq!(value.len(), 512 << 10, "the dead letter carries the first 512 KiB");
+    assert!(huge.starts_with(value.as_str()));
+    assert_eq!(headers.get("pitgun-payload-bytes"), Some(&huge.len().to_string()), "{headers:?}");
+    assert!(headers["pitgun-origin"].ends_with("pitgun.envelopes.v1/0/0"), "{headers:?}");
+    let expected = replay(&m, None, &data, &[]);
+    assert_eq!(ns.latest_rows("pitgun.aggregates.lap-performance.v1").len(), expected.lines().count(), "every good record's rows");
 }
 
 /// Bounded reads end whatever a partition holds. `export --from-time` past a partition's last

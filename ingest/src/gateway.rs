@@ -546,11 +546,9 @@ impl Gateway {
         });
         let origins: Vec<String> = checked.rejected.iter().map(|r| format!("source={source} index={}", r.index)).collect();
         let details: Vec<String> = checked.rejected.iter().map(|r| format!("at {}: {}", display_pointer(&r.pointer), r.message)).collect();
-        let deadletters = checked.rejected.iter().zip(origins.iter().zip(&details)).map(|(r, (origin, detail))| Outgoing {
-            topic: &self.topics.deadletter,
-            key: r.session_id.as_deref().map(str::as_bytes),
-            value: &body[r.bytes.clone()],
-            headers: Some(dl::dead_letter("ingest", r.reason.as_str(), detail, origin)),
+        let deadletters = checked.rejected.iter().zip(origins.iter().zip(&details)).map(|(r, (origin, detail))| {
+            let (headers, value) = dl::dead_letter("ingest", r.reason.as_str(), detail, origin, &body[r.bytes.clone()]);
+            Outgoing { topic: &self.topics.deadletter, key: r.session_id.as_deref().map(str::as_bytes), value, headers: Some(headers) }
         });
         let started = Instant::now();
         let pending = self.producer.enqueue(&mut envelopes.chain(deadletters));

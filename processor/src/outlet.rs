@@ -116,7 +116,7 @@ impl Outlet {
 
     pub(crate) fn deadletter(&self, reason: &str, detail: &str, origin: &str, payload: &[u8]) -> Result<()> {
         self.metrics.deadletters.inc();
-        let h = headers::dead_letter("process", reason, detail, origin);
+        let (h, payload) = headers::dead_letter("process", reason, detail, origin, payload);
         self.send(Dest::Deadletter, origin.as_bytes(), payload, Some(h))
     }
 }

@@ -156,67 +156,83 @@ pub fn run(cfg: Config) -> Result<Summary> {
     // An idle loop sleeps until a partition queue receives its first record (its non-empty
     // callback wakes this thread) or 5 ms pass, so events on the main queue are served too.
     let polling_thread = std::thread::current();
-    loop {
-        if fed_last_round == 0 {
-            std::thread::park_timeout(Duration::from_millis(5));
-        }
+    let mut consume = || -> Result<()> {
         loop {
-            let polled = consumer.poll(Duration::ZERO);
+            if fed_last_round == 0 {
+                std::thread::park_timeout(Duration::from_millis(5));
+            }
+            loop {
+                let polled = consumer.poll(Duration::ZERO);
+                let mut c = worker.borrow_mut();
+                match polled {
+                    Some(Ok(msg)) => {
+                        c.handle(&msg);
+                        continue;
+                    }
+                    Some(Err(e)) => {
+                        warn!("consumer error: {e}");
+                        continue;
+                    }
+                    None => {}
+                }
+                if c.assignment == queues_for {
+                    break;
+                }
+                // Split first, then drain the main queue again: whatever reached it before the
+                // split is older than anything the partition queues will give.
+                queues.clear();
+                for tp in c.parts.keys() {
+                    if let Some(q) = PartitionFeed::split(&consumer, &tp.0, tp.1, polling_thread.clone()) {
+                        queues.push((tp.clone(), q));
+                    }
+                }
+                queues_for = c.assignment;
+            }
             let mut c = worker.borrow_mut();
-            match polled {
-                Some(Ok(msg)) => {
-                    c.handle(&msg);
-                    continue;
-                }
-                Some(Err(e)) => {
-                    warn!("consumer error: {e}");
-                    continue;
-                }
-                None => {}
+            if let Some(e) = c.fatal.take() {
+                return Err(e);
             }
-            if c.assignment == queues_for {
-                break;
+            // A trickle is fed on this thread alone: starting threads for a few records is waste.
+            let round_threads = if fed_last_round < 256 { 1 } else { threads };
+            fed_last_round = c.round(&queues, round_threads)?;
+            let now = Instant::now();
+            health.ready.store(c.assigned_once, Ordering::Relaxed);
+            if cfg.until_end && c.reached_end() {
+                c.finish()?;
+                c.checkpoint(&consumer, None, CommitMode::Sync)?;
+                info!("end of input reached; final checkpoint written");
+                return Ok(());
             }
-            // Split first, then drain the main queue again: whatever reached it before the
-            // split is older than anything the partition queues will give.
-            queues.clear();
-            for tp in c.parts.keys() {
-                if let Some(q) = PartitionFeed::split(&consumer, &tp.0, tp.1, polling_thread.clone()) {
-                    queues.push((tp.clone(), q));
-                }
+            if stop.load(Ordering::Relaxed) {
+                c.checkpoint(&consumer, None, CommitMode::Sync)?;
+                info!("stopping: final checkpoint written");
+                return Ok(());
             }
-            queues_for = c.assignment;
+            if now.saturating_duration_since(c.last_checkpoint) >= cfg.checkpoint_interval {
+                c.expire()?;
+                c.checkpoint(&consumer, None, CommitMode::Async)?;
+            }
+            if let Some(e) = c.fatal.take() {
+                return Err(e);
+            }
         }
-        let mut c = worker.borrow_mut();
-        if let Some(e) = c.fatal.take() {
-            return Err(e);
-        }
-        // A trickle is fed on this thread alone: starting threads for a few records is waste.
-        let round_threads = if fed_last_round < 256 { 1 } else { threads };
-        fed_last_round = c.round(&queues, round_threads)?;
-        let now = Instant::now();
-        health.ready.store(c.assigned_once, Ordering::Relaxed);
-        if cfg.until_end && c.reached_end() {
-            c.finish()?;
-            c.checkpoint(&consumer, None, CommitMode::Sync)?;
-            info!("end of input reached; final checkpoint written");
-            break;
-        }
-        if stop.load(Ordering::Relaxed) {
-            c.checkpoint(&consumer, None, CommitMode::Sync)?;
-            info!("stopping: final checkpoint written");
-            break;
-        }
-        if now.saturating_duration_since(c.last_checkpoint) >= cfg.checkpoint_interval {
-            c.expire()?;
-            c.checkpoint(&consumer, None, CommitMode::Async)?;
-        }
-        if let Some(e) = c.fatal.take() {
-            return Err(e);
-        }
-    }
+    };
+    let consumed = consume();
     // The queues hold the consumer; drop them first so closing it below really closes it.
     queues.clear();
+    if let Err(e) = consumed {
+        // Closing the consumer revokes its partitions, and a revocation checkpoints them: after
+        // an error, what was read since the last checkpoint may not all be stored (an output the
+        // producer refused), so it is given up instead, and read again from that checkpoint.
+        let mut c = worker.borrow_mut();
+        if !c.parts.is_empty() {
+            warn!(partitions = c.parts.len(), "stopping on an error: partitions given up without a checkpoint");
+        }
+        c.parts.clear();
+        drop(c);
+        drop(consumer);
+        return Err(e);
+    }
     let mut c = worker.borrow_mut();
     let mut summary = c.summary.clone();
     summary.consume_seconds = c.first_record.map(|f| f.elapsed().as_secs_f64()).unwrap_or(0.0);

@@ -272,11 +272,33 @@ pub mod headers {
     /// source and item index for the gateway.
     pub const ORIGIN: &str = "pitgun-origin";
 
-    /// The headers of a dead letter: which stage refused it, why, and where it came from.
-    pub fn dead_letter(stage: &str, reason: &str, detail: &str, origin: &str) -> OwnedHeaders {
-        [(STAGE, stage), (REASON, reason), (DETAIL, detail), (ORIGIN, origin)]
+    /// On a dead letter that carries only the first [`DEAD_LETTER_PAYLOAD_LIMIT`] bytes of the
+    /// refused record: the record's whole length, in decimal.
+    pub const PAYLOAD_BYTES: &str = "pitgun-payload-bytes";
+    /// The most of a refused record's payload a dead letter carries. A dead letter is the
+    /// record plus these headers, so one refused for its size (brokers and librdkafka take about
+    /// 1 MB by default) would not fit either, and the stage would stop on it; the whole record
+    /// stays at its origin.
+    pub const DEAD_LETTER_PAYLOAD_LIMIT: usize = 512 << 10;
+    /// The most of a detail a dead letter carries, in bytes (cut at a character).
+    const DETAIL_LIMIT: usize = 4 << 10;
+
+    /// A dead letter: headers saying which stage refused the record, why and where it came
+    /// from, and the payload to send, cut to [`DEAD_LETTER_PAYLOAD_LIMIT`] bytes
+    /// ([`PAYLOAD_BYTES`] then gives its length).
+    pub fn dead_letter<'p>(stage: &str, reason: &str, detail: &str, origin: &str, payload: &'p [u8]) -> (OwnedHeaders, &'p [u8]) {
+        let detail = match detail.char_indices().map(|(i, _)| i).take_while(|&i| i <= DETAIL_LIMIT).last() {
+            Some(end) if detail.len() > DETAIL_LIMIT => format!("{}…", &detail[..end]),
+            _ => detail.to_string(),
+        };
+        let headers = [(STAGE, stage), (REASON, reason), (DETAIL, &detail), (ORIGIN, origin)]
             .into_iter()
-            .fold(OwnedHeaders::new_with_capacity(4), |h, (key, value)| h.insert(Header { key, value: Some(value) }))
+            .fold(OwnedHeaders::new_with_capacity(5), |h, (key, value)| h.insert(Header { key, value: Some(value) }));
+        if payload.len() <= DEAD_LETTER_PAYLOAD_LIMIT {
+            return (headers, payload);
+        }
+        let length = payload.len().to_string();
+        (headers.insert(Header { key: PAYLOAD_BYTES, value: Some(&length) }), &payload[..DEAD_LETTER_PAYLOAD_LIMIT])
     }
 
     /// The headers of a row emitted at `version` ([`ROW_VERSION`]).

@@ -117,8 +117,8 @@ async fn commit(
 ) -> Result<Vec<((String, i32), i64)>> {
     for d in &done.dead {
         let origin = format!("{}/{}/{}", d.origin.topic, d.origin.partition, d.origin.offset);
-        let hs = headers::dead_letter("sink", d.reason, &d.detail, &origin);
-        let record = FutureRecord::to(deadletter_topic).payload(&d.origin.payload[..]).key(&origin).headers(hs);
+        let (hs, payload) = headers::dead_letter("sink", d.reason, &d.detail, &origin, &d.origin.payload);
+        let record = FutureRecord::to(deadletter_topic).payload(payload).key(&origin).headers(hs);
         producer.send(record, Duration::from_secs(30)).await.map_err(|(source, _)| Error::DeadLetter { origin: origin.clone(), source })?;
         metrics.deadletters.with_label_values(&[d.reason]).inc();
         summary.deadletters += 1;
