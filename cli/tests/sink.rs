@@ -314,7 +314,9 @@ fn target_down_then_back_tables_complete() {
 fn bad_rows_go_to_the_dead_letter_topic_and_the_rest_is_written() {
     let ns = Ns::new("sink-dead");
     let topic = ns.topic("pitgun.aggregates.lap-performance.v1");
-    pitgun_runtime::kafka::Broker::new(ns.brokers.clone(), "").ensure_topics(&[topic], 2, Duration::from_secs(20)).expect("topic");
+    pitgun_runtime::kafka::Broker::new(ns.brokers.clone(), "")
+        .ensure_topics(std::slice::from_ref(&topic), 2, Duration::from_secs(20))
+        .expect("topic");
     let pg = own_database("sink_dead");
     let dir = tempfile::tempdir().unwrap();
     let data = simulate(dir.path(), "dead.ndjson", 14, 3, "4m", None);
@@ -326,12 +328,29 @@ fn bad_rows_go_to_the_dead_letter_topic_and_the_rest_is_written() {
     let mut refused = rows[1].clone();
     refused.insert("row_id".into(), "refused".into());
     refused.insert("player".into(), "nul\u{0}player".into());
+    // A key longer than an index row may be (SQLSTATE 54000): it stalled the sink, retried
+    // forever. Random letters, so PostgreSQL cannot compress it under the limit.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(20261204);
+    let long_id: String = (0..3000).map(|_| rng.random_range(b'a'..=b'z') as char).collect();
+    let mut too_long = rows[2].clone();
+    too_long.insert("row_id".into(), long_id.clone().into());
     rows.insert(1, misfit);
     rows.push(refused);
+    rows.push(too_long);
     let file = dir.path().join("rows.ndjson");
     std::fs::write(&file, rows.iter().map(|r| serde_json::to_string(r).unwrap() + "\n").collect::<String>()).unwrap();
     let out = pitgun(&["publish", "--input", file.to_str().unwrap(), "--wire", "rows", "--topic", "pitgun.aggregates.lap-performance.v1"], &ns);
     assert!(out.status.success(), "publish: {}", String::from_utf8_lossy(&out.stderr));
+    // A row too big to be dead-lettered whole (its dead letter, row and headers, is over
+    // librdkafka's 1 MB): the sink stopped on it at every start. This producer takes what the
+    // broker takes (about 1 MiB).
+    let huge = format!("{{\"row_id\":\"{}\"}}", "h".repeat(1_040_000));
+    {
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+        let producer: BaseProducer = ns.config().set("message.max.bytes", "2000000").create().unwrap();
+        producer.send(BaseRecord::to(&topic).key("huge").payload(&huge)).map_err(|(e, _)| e).unwrap();
+        producer.flush(Duration::from_secs(30)).expect("the huge row acknowledged within 30 s");
+    }
 
     let mut sink = Service::start(
         "sink",
@@ -339,12 +358,20 @@ fn bad_rows_go_to_the_dead_letter_topic_and_the_rest_is_written() {
         &ns,
     );
     assert!(sink.wait(Duration::from_secs(120)), "sink failed");
-    assert_eq!(sink.summary()["deadletters"].as_u64(), Some(2));
+    assert_eq!(sink.summary()["deadletters"].as_u64(), Some(4));
     let table = table_rows(&pg, "lap_performance_v1", "row_id");
     assert_eq!(table.len(), good, "every good row written");
-    assert!(!table.contains_key("misfit") && !table.contains_key("refused"));
+    assert!(!table.contains_key("misfit") && !table.contains_key("refused") && !table.contains_key(&long_id));
 
-    let mut dead = records_with_headers(&ns, "pitgun.deadletter.sink.v1", 2);
+    let mut dead = records_with_headers(&ns, "pitgun.deadletter.sink.v1", 4);
+    let at = dead.iter().position(|(payload, _)| payload.contains(&long_id)).expect("the long key's dead letter");
+    let (_, h) = dead.remove(at);
+    assert_eq!(h["pitgun-reason"], "refused_by_target");
+    assert!(h["pitgun-detail"].contains("54000"), "{h:?}");
+    let at = dead.iter().position(|(payload, _)| huge.starts_with(payload.as_str())).expect("the huge row's dead letter");
+    let (payload, h) = dead.remove(at);
+    assert_eq!((payload.len(), h.get("pitgun-payload-bytes")), (512 << 10, Some(&huge.len().to_string())), "cut to 512 KiB: {h:?}");
+    assert_eq!(h["pitgun-reason"], "invalid_row");
     dead.sort_by(|a, b| a.1["pitgun-reason"].cmp(&b.1["pitgun-reason"]));
     let (payload, h) = &dead[0];
     assert_eq!(h["pitgun-reason"], "invalid_row");
@@ -356,6 +383,42 @@ fn bad_rows_go_to_the_dead_letter_topic_and_the_rest_is_written() {
     assert!(h["pitgun-detail"].contains("postgres:lap_performance_v1") && h["pitgun-detail"].contains("22021"), "{h:?}");
     assert!(payload.contains("\"refused\""));
     assert!(h["pitgun-origin"].starts_with(&ns.topic("pitgun.aggregates.lap-performance.v1")));
+}
+
+/// SIGTERM stops a sink whose target refuses every attempt at the batch in hand (a table
+/// changed by hand, so every write fails with an error worth retrying): it waited for the batch
+/// forever, and neither SIGTERM nor SIGINT stopped it. The batch is not committed: its rows are
+/// read again on the next start.
+#[test]
+fn sigterm_stops_a_sink_retrying_a_batch_its_target_refuses() {
+    let ns = Ns::new("sink-stuck");
+    let topic = ns.topic("pitgun.aggregates.lap-performance.v1");
+    pitgun_runtime::kafka::Broker::new(ns.brokers.clone(), "").ensure_topics(&[topic], 1, Duration::from_secs(20)).expect("topic");
+    let pg = own_database("sink_stuck");
+    let dir = tempfile::tempdir().unwrap();
+    let data = simulate(dir.path(), "stuck.ndjson", 15, 1, "2m", None);
+    let rows = replay_rows(&manifest("lap-performance.v1.yaml"), &data);
+    let file = dir.path().join("rows.ndjson");
+    std::fs::write(&file, rows.iter().map(|r| serde_json::to_string(r).unwrap() + "\n").collect::<String>()).unwrap();
+    let out = pitgun(&["publish", "--input", file.to_str().unwrap(), "--wire", "rows", "--topic", "pitgun.aggregates.lap-performance.v1"], &ns);
+    assert!(out.status.success(), "publish: {}", String::from_utf8_lossy(&out.stderr));
+    let sink = |extra: &[&str]| {
+        let mut args = vec!["sink", "--manifest", "manifests/pipelines/lap-performance.v1.yaml", "--postgres", &pg, "--targets", "postgres"];
+        args.extend_from_slice(extra);
+        args.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let migrate = pitgun(&sink(&["--migrate"]).iter().map(String::as_str).collect::<Vec<_>>(), &ns);
+    assert!(migrate.status.success(), "migrate: {}", String::from_utf8_lossy(&migrate.stderr));
+    psql(&pg, "ALTER TABLE lap_performance_v1 RENAME COLUMN player TO driver");
+    let mut stuck = Service::start("sink", &sink(&["--max-backoff", "500ms"]).iter().map(String::as_str).collect::<Vec<_>>(), &ns);
+    stuck.wait_for_log("write failed", Duration::from_secs(60));
+    stuck.sigterm();
+    assert!(stuck.wait(Duration::from_secs(20)), "the sink did not stop on SIGTERM");
+    assert!(stuck.log_count("not committed") > 0, "it says the batch in hand was not committed");
+    psql(&pg, "ALTER TABLE lap_performance_v1 RENAME COLUMN driver TO player");
+    let mut after = Service::start("sink", &sink(&["--until-end"]).iter().map(String::as_str).collect::<Vec<_>>(), &ns);
+    assert!(after.wait(Duration::from_secs(60)), "the next run failed");
+    assert_eq!(table_rows(&pg, "lap_performance_v1", "row_id").len(), rows.len(), "the batch not committed is read again");
 }
 
 /// A row never goes back to an older version. After a rebalance the sink can read a row's

@@ -148,11 +148,15 @@ pub(crate) struct Written {
     pub retries: u64,
     /// Time of the successful attempts.
     pub seconds: f64,
+    /// A stop was asked for while a target refused the batch: its retries were given up, and
+    /// the batch must not be committed.
+    pub abandoned: bool,
 }
 
 /// Writes every route's rows of `batch` to its table, each retried with backoff until it
-/// commits; rows the target refused become dead letters of the batch. Runs as its own task,
-/// so the next batch is read and converted while the targets work on this one.
+/// commits, or until `stop` turns true while a target refuses it (then `abandoned`); rows the
+/// target refused become dead letters of the batch. Runs as its own task, so the next batch is
+/// read and converted while the targets work on this one.
 pub(crate) async fn write(
     mut targets: Targets,
     mut batch: Batch,
@@ -160,8 +164,9 @@ pub(crate) async fn write(
     metrics: Arc<Metrics>,
     max_backoff: Duration,
     mut failpoint: bool,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> (Targets, Batch, Written) {
-    let mut written = Written { rows: vec![0; routes.len()], retries: 0, seconds: 0.0 };
+    let mut written = Written { rows: vec![0; routes.len()], retries: 0, seconds: 0.0, abandoned: false };
     for (r, route) in routes.iter().enumerate() {
         if batch.rows[r].is_empty() {
             continue;
@@ -180,7 +185,14 @@ pub(crate) async fn write(
                     metrics.retries.with_label_values(&[kind]).inc();
                     written.retries += 1;
                     warn!(target = kind, table, retry_in = ?backoff, "write failed: {e}");
-                    tokio::time::sleep(backoff).await;
+                    let stopped = tokio::select! {
+                        _ = tokio::time::sleep(backoff) => false,
+                        _ = stop.wait_for(|stop| *stop) => true,
+                    };
+                    if stopped || *stop.borrow() {
+                        written.abandoned = true;
+                        return (targets, batch, written);
+                    }
                     backoff = (backoff * 2).min(max_backoff);
                 }
             }

@@ -424,10 +424,12 @@ async fn ensure_table(client: &Client, shape: TableShape, manifest: &str, versio
     Ok(shape)
 }
 
-/// Data exceptions (class 22) and integrity violations (class 23): the rows are at fault, not
-/// the server; retrying them would fail forever.
+/// Data exceptions (class 22), integrity violations (class 23) and program limits (class 54: a
+/// key longer than an index row may be): the rows are at fault, not the server; retrying them
+/// would fail forever. A batch refused as a whole is written again row by row, so a limit of
+/// the batch's (too complex a statement) refuses no row.
 fn is_data_error(e: &tokio_postgres::Error) -> bool {
-    e.code().is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23"))
+    e.code().is_some_and(|c| ["22", "23", "54"].iter().any(|class| c.code().starts_with(class)))
 }
 
 fn db_message(e: &tokio_postgres::Error) -> String {

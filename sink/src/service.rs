@@ -316,6 +316,9 @@ pub async fn run(cfg: Config) -> Result<Summary> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut stopping = false;
+    // Tells a batch being written that a stop was asked for: one its targets refuse is then
+    // given up instead of retried forever.
+    let (stop, stop_asked) = tokio::sync::watch::channel(false);
     let mut first_row: Option<Instant> = None;
     // One batch in the targets' hands at a time, while the next is read: memory holds two.
     let mut inflight: Option<tokio::task::JoinHandle<(Targets, Batch, Written)>> = None;
@@ -330,8 +333,8 @@ pub async fn run(cfg: Config) -> Result<Summary> {
             let msg = tokio::select! {
                 m = consumer.recv() => m,
                 _ = &mut linger => break,
-                _ = term.recv() => { stopping = true; break }
-                _ = interrupt.recv() => { stopping = true; break }
+                _ = term.recv() => { stopping = true; stop.send_replace(true); break }
+                _ = interrupt.recv() => { stopping = true; stop.send_replace(true); break }
             };
             let msg = match msg {
                 Ok(m) => m,
@@ -382,10 +385,20 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         }
 
         // The batch before this one: its targets committed; dead letters, then offsets.
-        if let Some(h) = inflight.take() {
+        if let Some(mut h) = inflight.take() {
             let waiting = Instant::now();
-            let (back, done, written) = h.await?;
+            let (back, done, written) = loop {
+                tokio::select! {
+                    joined = &mut h => break joined?,
+                    _ = term.recv() => { stopping = true; stop.send_replace(true); }
+                    _ = interrupt.recv() => { stopping = true; stop.send_replace(true); }
+                }
+            };
             summary.wait_seconds += waiting.elapsed().as_secs_f64();
+            if written.abandoned {
+                warn!("stopping while the targets refuse the batch in hand: it is not committed, and its rows are read again on the next start");
+                return Ok(summary);
+            }
             let committing = Instant::now();
             targets = Some(back);
             summary.retries += written.retries;
@@ -410,7 +423,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
             let fail_now = std::mem::take(&mut failpoint);
             let held = targets.take().expect("the targets are back from the last write");
             let writing = consumer.context().writing.begin();
-            let write = batch::write(held, batch, routes.clone(), metrics.clone(), cfg.max_backoff, fail_now);
+            let write = batch::write(held, batch, routes.clone(), metrics.clone(), cfg.max_backoff, fail_now, stop_asked.clone());
             inflight = Some(tokio::spawn(async move {
                 let written = write.await;
                 drop(writing);
