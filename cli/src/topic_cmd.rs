@@ -314,7 +314,9 @@ pub fn tail(args: TailArgs) -> Result<ExitCode> {
 /// Reads every partition over the chosen range (default: everything retained when the export
 /// starts), decodes Avro single objects and JSON envelopes alike, and writes them partition by
 /// partition in offset order — each session's events stay in the order they were stored.
-/// Records that are not envelopes are counted and reported, not written.
+/// Records that are not envelopes the engine would take (what the processor dead-letters as
+/// `invalid_envelope`: a field, channel or dimension named twice, a `seq` past 64 signed bits…)
+/// are counted and reported, not written, so replaying the export gives the stream's rows.
 #[derive(Args, Debug)]
 pub struct ExportArgs {
     /// Topic to read (default: the envelopes topic).
@@ -451,6 +453,10 @@ pub fn export(args: ExportArgs) -> Result<ExitCode> {
             bail!("--from-time is not before --to-time: the range holds no record");
         }
     }
+    // The output's format and folder are checked before the broker is asked anything, and
+    // named as given (the file written first is a hidden one beside it).
+    pitgun_codec::dataset::Format::of(&args.output)?;
+    crate::paths::distinct(&[], &[("--output", &args.output)])?;
     let broker = args.broker.broker();
     let topic = broker.name(&args.topic);
     let range = Range {
@@ -475,12 +481,12 @@ pub fn export(args: ExportArgs) -> Result<ExitCode> {
     // Written beside the output and renamed onto it once whole: an export that stops early
     // (interrupted, an error, killed) never leaves a partial dataset under the name asked for.
     let partial = partial_path(&args.output);
-    let mut w = DatasetWriter::create(&partial)?;
+    let mut w = DatasetWriter::create(&partial).with_context(|| format!("cannot write {}", args.output.display()))?;
     let mut written = 0u64;
     let read = partitions.iter().try_for_each(|&p| {
         read_topic(&broker, &topic, Some(p), &range, &stop, |m| {
             let payload = m.payload().unwrap_or_default();
-            let parsed = decoder.to_json(payload, &mut json).and_then(|()| serde_json::from_str::<Envelope>(&json).map_err(|e| e.to_string()));
+            let parsed = decoder.to_json(payload, &mut json).and_then(|()| engine_takes(&json));
             match parsed {
                 Ok(env) => {
                     w.envelope(&env)?;
@@ -495,6 +501,12 @@ pub fn export(args: ExportArgs) -> Result<ExitCode> {
         })
         .map(drop)
         .with_context(|| format!("reading {topic}/{p}"))
+    });
+    // A topic with records and not one envelope is the wrong topic (rows, dead letters), not
+    // an empty dataset.
+    let read = read.and_then(|()| match (written, &first_error) {
+        (0, Some(e)) => bail!("none of the {skipped} records of {topic} is an envelope (is it the envelopes topic?); first: {e}"),
+        _ => Ok(()),
     });
     let finished = match read {
         Ok(()) => w.finish().map_err(anyhow::Error::from).and_then(|()| {
@@ -511,9 +523,19 @@ pub fn export(args: ExportArgs) -> Result<ExitCode> {
     }
     eprintln!("export: {written} envelopes from {topic} to {}", args.output.display());
     if let Some(e) = first_error {
-        eprintln!("export: {skipped} records were not envelopes and were left out; first: {e}");
+        eprintln!("export: {skipped} records were not valid envelopes and were left out; first: {e}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The envelope in `json`, if the engine would take it as one: the strict decoder's rules (a
+/// field or dimension named twice, a `seq` past 64 signed bits) and a channel named once.
+/// `serde` alone keeps the last of two values and reads any unsigned `seq`, so an export
+/// replayed as valid what the processor had refused.
+fn engine_takes(json: &str) -> Result<Envelope, String> {
+    let view = pitgun_codec::json::decode(json).map_err(|e| format!("at {}: {}", e.pointer, e.message))?;
+    pitgun_codec::rules::unique_channels(&view).map_err(|b| format!("at {}: {}", b.pointer, b.message))?;
+    serde_json::from_str::<Envelope>(json).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

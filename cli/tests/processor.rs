@@ -1188,6 +1188,61 @@ fn an_interrupted_export_fails_and_leaves_no_partial_file() {
     assert!(!writing.exists(), "the file being written was left behind");
 }
 
+/// `export` leaves out what the engine refuses, so replaying an export gives the stream's rows:
+/// a JSON record naming a dimension or a channel twice was written with the last value kept
+/// (and replayed as a valid event), and one whose `seq` does not fit 64 signed bits stopped an
+/// Avro export, of the whole topic, with a 4 KB schema dump and no offset. Its output is named
+/// as given, not as the hidden file it writes first.
+#[test]
+fn export_leaves_out_what_the_engine_refuses() {
+    let ns = Ns::new("export-strict");
+    ns.create_topics(1);
+    let dir = tempfile::tempdir().unwrap();
+    let data = simulate(dir.path(), "x.ndjson", 29, 2, "40s", None);
+    let good = lines(&data);
+    let sample = good.iter().find(|l| l.contains("\"kind\":\"sample\"")).unwrap();
+    let fields = serde_json::from_str::<serde_json::Value>(sample).unwrap();
+    let (event_id, seq) = (fields["event_id"].as_str().unwrap().to_string(), format!("\"seq\":{},", fields["seq"]));
+    let bad = |id: &str, from: &str, to: &str| {
+        assert!(sample.contains(from), "{from}");
+        sample.replacen(&event_id, id, 1).replacen(from, to, 1)
+    };
+    let refused = [
+        bad("dup-dim", "\"dims\":{", "\"dims\":{\"player\":\"mallory\","),
+        bad("dup-channel", "\"channels\":{", "\"channels\":{\"speed\":1.0,"),
+        bad("huge-seq", &seq, "\"seq\":18446744073709551615,"),
+    ];
+    let mut records: Vec<&str> = good.iter().map(String::as_str).collect();
+    records.extend(refused.iter().map(String::as_str));
+    ns.produce_lines(records);
+    let m = root().join("manifests/pipelines/lap-performance.v1.yaml");
+    let expected = replay(&m, None, &data, &[]);
+    for name in ["strict.avro", "strict.ndjson"] {
+        let out = dir.path().join(name);
+        let o = pitgun(&["export", "--output", out.to_str().unwrap()], &ns);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{name}: {stderr}");
+        assert!(stderr.contains("3 records were not valid envelopes"), "{name}: {stderr}");
+        assert_eq!(replay(&m, None, &out, &[]), expected, "{name}: replay of the export differs from replay of the good records");
+    }
+    ns.create_topic("junk", 1);
+    let producer: rdkafka::producer::BaseProducer = ns.config().create().unwrap();
+    for record in &refused {
+        producer.send(rdkafka::producer::BaseRecord::<(), str>::to(&ns.topic("junk")).payload(record.as_str())).unwrap();
+    }
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30)).unwrap();
+    let junk = dir.path().join("junk.avro");
+    let o = pitgun(&["export", "--topic", "junk", "--output", junk.to_str().unwrap()], &ns);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "a topic without one envelope is an error: {stderr}");
+    assert!(stderr.contains("none of the 3 records") && !junk.exists(), "{stderr}");
+    let missing = dir.path().join("no-such-folder/x.avro");
+    let o = pitgun(&["export", "--output", missing.to_str().unwrap()], &ns);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(missing.to_str().unwrap()) && !stderr.contains(".partial-"), "names the output as given: {stderr}");
+}
+
 /// `publish` to a topic that does not exist is refused before anything is sent, as its help
 /// says: the broker made the topic with its defaults, so a typo in --topic or --namespace sent
 /// a whole backfill to a topic nobody reads, and publish said it was all acknowledged.
