@@ -62,8 +62,17 @@ const FLUSH: Duration = Duration::from_secs(120);
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn run(args: PublishArgs) -> Result<ExitCode> {
-    if matches!(args.wire, WireArg::Rows) && args.topic == topics::ENVELOPES {
-        anyhow::bail!("--wire rows needs --topic, an aggregates topic such as pitgun.aggregates.lap-performance.v1: every processor would dead-letter rows on the envelopes topic");
+    // Each kind of record only where it is read as such: the reader would dead-letter the rest.
+    match args.wire {
+        WireArg::Rows if !topics::holds_rows(&args.topic) => anyhow::bail!(
+            "--wire rows needs --topic, an aggregates topic such as pitgun.aggregates.lap-performance.v1, not {}: whatever reads it would dead-letter rows",
+            args.topic
+        ),
+        WireArg::Avro | WireArg::Json if topics::is_output(&args.topic) => anyhow::bail!(
+            "{} is a topic Pitgun writes (rows, late events, state or dead letters), not one envelopes go to: use the envelopes topic, or --wire rows for an aggregates topic",
+            args.topic
+        ),
+        _ => {}
     }
     let broker = args.broker.broker();
     let topic = broker.name(&args.topic);

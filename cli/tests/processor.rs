@@ -1258,3 +1258,23 @@ fn publish_refuses_a_topic_that_does_not_exist() {
     let md = rdkafka::consumer::Consumer::fetch_metadata(&consumer, None, Duration::from_secs(10)).unwrap();
     assert!(!md.topics().iter().any(|t| t.name() == topic), "the refused publish created {topic}");
 }
+
+/// `publish` puts envelopes only where envelopes go, and rows only on an aggregates topic:
+/// envelopes sent to an aggregates or dead-letter topic were acknowledged, and the sink then
+/// dead-lettered every one.
+#[test]
+fn publish_refuses_a_topic_of_the_other_kind() {
+    let ns = Ns::new("publish-kind");
+    for (wire, topic) in [
+        ("json", "pitgun.aggregates.lap-performance.v1"),
+        ("avro", "pitgun.deadletter.process.v1"),
+        ("json", "pitgun.late.lap-performance.v1"),
+        ("rows", "pitgun.deadletter.sink.v1"),
+        ("rows", "pitgun.state.lap-performance.v1"),
+    ] {
+        let out = pitgun(&["publish", "--input", "samples/racing-small.ndjson.zst", "--wire", wire, "--topic", topic], &ns);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "--wire {wire} --topic {topic}: {stderr}");
+        assert!(stderr.contains(topic) && stderr.contains("--wire"), "--wire {wire} --topic {topic}: {stderr}");
+    }
+}

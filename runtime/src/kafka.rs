@@ -247,6 +247,17 @@ pub mod topics {
         format!("pitgun.state.{manifest}.v{version}")
     }
 
+    /// Whether `base` names a topic of manifest rows (`pitgun.aggregates.*`).
+    pub fn holds_rows(base: &str) -> bool {
+        base.starts_with("pitgun.aggregates.")
+    }
+
+    /// Whether `base` names a topic Pitgun writes and never reads envelopes from: rows, late
+    /// events, state, dead letters.
+    pub fn is_output(base: &str) -> bool {
+        ["pitgun.aggregates.", "pitgun.late.", "pitgun.state.", "pitgun.deadletter."].iter().any(|p| base.starts_with(p))
+    }
+
     /// The consumer group of one manifest version.
     pub fn group(manifest: &str, version: u32) -> String {
         format!("pitgun.{manifest}.v{version}")
