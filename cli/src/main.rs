@@ -16,8 +16,13 @@
 macro_rules! say {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        writeln!(std::io::stdout().lock(), $($arg)*).map_err(|e| anyhow::anyhow!("cannot write to standard output: {e}"))
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err($crate::stdout_failed)
     }};
+}
+
+/// A write to standard output that failed (`| head -1` closed it, a full disk), named as such.
+fn stdout_failed(e: std::io::Error) -> anyhow::Error {
+    anyhow::anyhow!("cannot write to standard output: {e}")
 }
 
 mod allocator;

@@ -75,7 +75,7 @@ pub struct ProcessArgs {
     /// `group.instance.id`), e.g. the StatefulSet pod name. A replica restarted under the same
     /// name within --group-session-timeout gets its partitions back and nothing else moves;
     /// two live replicas must never share one (the broker fences the older).
-    #[arg(long, env = "PITGUN_INSTANCE_ID")]
+    #[arg(long, env = "PITGUN_INSTANCE_ID", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     instance_id: Option<String>,
     /// Consumer-group session timeout: how soon a dead replica's partitions move to the others.
     #[arg(long, default_value = "10s", value_parser = crate::duration_arg::positive)]

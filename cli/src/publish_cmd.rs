@@ -74,6 +74,9 @@ pub fn run(args: PublishArgs) -> Result<ExitCode> {
         ),
         _ => {}
     }
+    // The input is opened before the broker is asked: a typo is named at once, by itself.
+    pitgun_codec::dataset::Format::of(&args.input)?;
+    std::fs::File::open(&args.input).with_context(|| format!("{}: cannot open", args.input.display()))?;
     let broker = args.broker.broker();
     let topic = broker.name(&args.topic);
     let producer: ThreadedProducer<DeliveryReports> = broker
@@ -122,7 +125,8 @@ pub fn run(args: PublishArgs) -> Result<ExitCode> {
             key.push_str(&view.session_id);
         }
         // A full queue waits for the broker as long as a flush may (a backfill has no hurry).
-        send_waiting(&producer, BaseRecord::to(&topic).key(key.as_bytes()).payload(&buf), FLUSH)?;
+        send_waiting(&producer, BaseRecord::to(&topic).key(key.as_bytes()).payload(&buf), FLUSH)
+            .with_context(|| format!("{}:{line}", args.input.display()))?;
         n += 1;
         Ok::<_, anyhow::Error>(true)
     });

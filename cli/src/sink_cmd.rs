@@ -49,7 +49,7 @@ pub struct SinkArgs {
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pg_connections: u16,
     /// Consumer group (default `pitgun.sink.<manifest>.v<version>[+…]` in the namespace).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
     group: Option<String>,
     /// Rows per batch at most (one transaction per table and batch).
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -65,7 +65,7 @@ pub struct SinkArgs {
     until_end: bool,
     /// Create (or check) the tables the manifests name, then exit without reading Kafka: run it
     /// before a new manifest version goes live, or to give the API its tables.
-    #[arg(long, conflicts_with = "until_end")]
+    #[arg(long, conflicts_with_all = ["until_end", "metrics_listen"])]
     migrate: bool,
     /// Serve /metrics, /healthz and /readyz here, e.g. 127.0.0.1:9465.
     #[arg(long)]

@@ -223,7 +223,7 @@ pub struct TailArgs {
     #[arg(long, requires = "version")]
     manifest: Option<String>,
     /// Manifest version, with --manifest.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "topic")]
     version: Option<u32>,
     #[command(flatten)]
     broker: BrokerArgs,
@@ -293,19 +293,17 @@ pub fn tail(args: TailArgs) -> Result<ExitCode> {
             let deleted = key.is_ok() && m.payload().is_none();
             latest.keep(key, (!deleted).then(|| value.to_vec()));
         } else {
-            out.write_all(value)?;
-            out.write_all(b"\n")?;
+            out.write_all(value).and_then(|()| out.write_all(b"\n")).map_err(crate::stdout_failed)?;
             if !args.until_end {
-                out.flush()?;
+                out.flush().map_err(crate::stdout_failed)?;
             }
         }
         Ok(())
     })?;
     for v in latest.into_values().into_iter().flatten() {
-        out.write_all(&v)?;
-        out.write_all(b"\n")?;
+        out.write_all(&v).and_then(|()| out.write_all(b"\n")).map_err(crate::stdout_failed)?;
     }
-    out.flush()?;
+    out.flush().map_err(crate::stdout_failed)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -328,10 +326,10 @@ pub struct ExportArgs {
     #[arg(long, short)]
     output: PathBuf,
     /// First offset (every partition).
-    #[arg(long, conflicts_with = "from_time")]
+    #[arg(long, conflicts_with = "from_time", value_parser = clap::value_parser!(i64).range(0..))]
     from_offset: Option<i64>,
-    /// Stop before this offset (every partition).
-    #[arg(long, conflicts_with = "to_time")]
+    /// Stop before this offset (every partition; at least 1: a range ending before offset 1 holds nothing).
+    #[arg(long, conflicts_with = "to_time", value_parser = clap::value_parser!(i64).range(1..))]
     to_offset: Option<i64>,
     /// First record at or after this broker timestamp (RFC 3339, e.g. 2026-11-26T10:00:00Z).
     #[arg(long, value_parser = humantime::parse_rfc3339_weak)]

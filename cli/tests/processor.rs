@@ -965,7 +965,7 @@ fn a_million_sessions_stay_under_the_memory_ceiling() {
 fn settings_that_cannot_work_are_refused_before_anything_runs() {
     let m = "manifests/pipelines/lap-performance.v1.yaml";
     let dead = "127.0.0.1:1";
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 15] = [
         (
             &["sink", "--manifest", m, "--manifest", m, "--brokers", dead, "--targets", "postgres", "--postgres", "postgres://127.0.0.1:1/x"],
             "given twice",
@@ -978,6 +978,19 @@ fn settings_that_cannot_work_are_refused_before_anything_runs() {
         (&["export", "--brokers", dead, "--output", "/tmp/never.avro", "--from-offset", "100", "--to-offset", "10"], "not before --to-offset"),
         // Rows on the envelopes topic would be dead-lettered by every processor.
         (&["publish", "--brokers", dead, "--input", "samples/racing-small.ndjson.zst", "--wire", "rows"], "--wire rows needs --topic"),
+        // Offsets are never negative, and a range ending before offset 1 holds nothing.
+        (&["export", "--brokers", dead, "--output", "/tmp/never.avro", "--to-offset", "0"], "--to-offset"),
+        (&["export", "--brokers", dead, "--output", "/tmp/never.avro", "--from-offset=-5"], "--from-offset"),
+        // The input is opened before the broker is asked (it said "the 0 records before it are on …").
+        (&["publish", "--brokers", dead, "--input", "/nonexistent/no-such.ndjson"], "/nonexistent/no-such.ndjson: cannot open"),
+        // --version belongs to --manifest; with --topic it was ignored.
+        (&["tail", "--brokers", dead, "--topic", "pitgun.envelopes.v1", "--version", "7"], "--version"),
+        (&["sink", "--manifest", m, "--brokers", dead, "--targets", "postgres", "--postgres", "postgres://127.0.0.1:1/x", "--group", ""], "--group"),
+        (
+            &["sink", "--manifest", m, "--brokers", dead, "--postgres", "postgres://127.0.0.1:1/x", "--migrate", "--metrics-listen", "127.0.0.1:1"],
+            "cannot be used with",
+        ),
+        (&["process", "--manifest", m, "--brokers", dead, "--instance-id", ""], "--instance-id"),
     ];
     for (args, says) in cases {
         let started = Instant::now();
@@ -1257,6 +1270,31 @@ fn publish_refuses_a_topic_that_does_not_exist() {
     let consumer: rdkafka::consumer::BaseConsumer = ns.config().create().unwrap();
     let md = rdkafka::consumer::Consumer::fetch_metadata(&consumer, None, Duration::from_secs(10)).unwrap();
     assert!(!md.topics().iter().any(|t| t.name() == topic), "the refused publish created {topic}");
+}
+
+/// `tail` into a pipe closed early (`| head -1`) says it could not write to standard output; it
+/// said only "Broken pipe (os error 32)".
+#[test]
+fn tail_names_standard_output_when_it_cannot_write() {
+    let ns = Ns::new("tail-pipe");
+    ns.create_topics(1);
+    let dir = tempfile::tempdir().unwrap();
+    let data = lines(&simulate(dir.path(), "t.ndjson", 31, 2, "60s", None));
+    ns.produce_lines(data.iter().map(String::as_str));
+    let mut child = pitgun_started(&["tail", "--topic", "pitgun.envelopes.v1", "--from-beginning", "--until-end"], &ns);
+    drop(child.stdout.take());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "tail into a closed pipe did not end within 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("cannot write to standard output"), "{stderr}");
 }
 
 /// `publish` puts envelopes only where envelopes go, and rows only on an aggregates topic:
