@@ -1079,3 +1079,46 @@ fn a_dictionary_is_held_to_the_rules_replay_runs_by() {
         assert!(stderr.contains(&expected) && stderr.contains(message), "compile, {to}: expected {expected}…{message}, got {stderr}");
     }
 }
+
+/// The engine holds an envelope to the schema's limits and names, as the gateway and `publish`
+/// do, so a service producing straight to Kafka cannot put on the stream what the gateway would
+/// refuse: a 3,000-character session id made rows no PostgreSQL index could hold. Each such
+/// event is refused as `invalid_envelope` with its pointer, and the rows are the rows without it.
+#[test]
+fn the_engine_holds_envelopes_to_the_schemas_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = simulate(dir.path(), "limits.ndjson", &[]);
+    let text = std::fs::read_to_string(&data).unwrap();
+    let sample = text.lines().find(|l| l.contains("\"kind\":\"sample\"")).unwrap();
+    let fields: Value = serde_json::from_str(sample).unwrap();
+    let (event_id, session) = (fields["event_id"].as_str().unwrap(), fields["session_id"].as_str().unwrap());
+    let producer = fields["source"]["id"].as_str().unwrap();
+    let long = |n: usize| "x".repeat(n);
+    let cases = [
+        ("\"session_id\"", format!("\"session_id\":\"{}\"", long(129)), format!("\"session_id\":\"{session}\""), "/session_id"),
+        ("\"event_id\"", format!("\"event_id\":\"{}\"", long(129)), format!("\"event_id\":\"{event_id}\""), "/event_id"),
+        ("source id", format!("\"id\":\"{}\"", producer.replace('-', " ")), format!("\"id\":\"{producer}\""), "/source/id"),
+        ("dimension name", "\"dims\":{\"Weather\":\"dry\",".to_string(), "\"dims\":{".to_string(), "/dims/Weather"),
+        ("dimension value", format!("\"dims\":{{\"weather\":\"{}\",", long(257)), "\"dims\":{".to_string(), "/dims/weather"),
+        ("channel name", format!("\"channels\":{{\"{}\":1.0,", long(129)), "\"channels\":{".to_string(), "/channels/xxxx"),
+    ];
+    let mut bad = String::new();
+    for (i, (what, to, from, _)) in cases.iter().enumerate() {
+        assert!(sample.contains(from.as_str()), "{what}: {from}");
+        // A fresh event id (unless the case is the event id), so only the rule can refuse it.
+        let copy = if *what == "\"event_id\"" { sample.to_string() } else { sample.replacen(event_id, &format!("limits-{i}"), 1) };
+        bad.push_str(&copy.replacen(from.as_str(), to, 1));
+        bad.push('\n');
+    }
+    let with_bad = dir.path().join("with-bad.ndjson");
+    std::fs::write(&with_bad, format!("{text}{bad}")).unwrap();
+    let rejected = dir.path().join("rejected.ndjson");
+    let rows = replay(&manifest("lap-performance"), &[&with_bad], &["--rejected", rejected.to_str().unwrap()]);
+    assert_eq!(rows, replay(&manifest("lap-performance"), &[&data], &[]), "the rows are the rows without the refused events");
+    let notes: Vec<Value> = std::fs::read_to_string(&rejected).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(notes.len(), cases.len(), "{notes:?}");
+    for (note, (what, _, _, pointer)) in notes.iter().zip(&cases) {
+        assert_eq!(note["reason"], "invalid_envelope", "{what}: {note}");
+        assert!(note["detail"].as_str().unwrap().starts_with(&format!("at {pointer}")), "{what}: {note}");
+    }
+}

@@ -137,25 +137,44 @@ fn slot_of(name: &[u8]) -> usize {
     ((bytes ^ n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize
 }
 
-/// Checks what the decoder does not. `view` must have decoded without error.
+/// Checks what the decoder does not. `view` must have decoded without error. The engine makes
+/// the same checks in parts (the source once per producer version, the channels once per new
+/// list), so the stream and replay refuse what the gateway refuses.
 pub fn check(view: &EnvelopeView<'_>) -> Result<(), Broken> {
+    check_ids(view)?;
+    check_source(&view.source.id, &view.source.version)?;
+    check_channels(view)?;
+    check_dims(view)
+}
+
+/// `event_id` and `session_id`: at most 128 characters.
+#[inline]
+pub fn check_ids(view: &EnvelopeView<'_>) -> Result<(), Broken> {
     if too_long(&view.event_id, 128) {
         return broken("/event_id", "longer than 128 characters");
     }
     if too_long(&view.session_id, 128) {
         return broken("/session_id", "longer than 128 characters");
     }
-    let id = &view.source.id;
+    Ok(())
+}
+
+/// A producer id and version as the schema has them.
+pub fn check_source(id: &str, version: &str) -> Result<(), Broken> {
     if too_long(id, 128) || !is_producer_id(id) {
         return broken(
             "/source/id",
             format!("{id:?} is not a producer id (letters, digits, '.', '_', '-', starting with a letter or digit; at most 128)"),
         );
     }
-    let version = &view.source.version;
     if too_long(version, 128) || !is_semver(version) {
         return broken("/source/version", format!("{version:?} is not a semantic version (MAJOR.MINOR.PATCH[-pre][+build])"));
     }
+    Ok(())
+}
+
+/// At most 1,024 channels, each named with 1 to 128 characters, once.
+pub fn check_channels(view: &EnvelopeView<'_>) -> Result<(), Broken> {
     if view.channels.len() > 1024 {
         return broken("/channels", format!("{} channels; at most 1024", view.channels.len()));
     }
@@ -164,14 +183,35 @@ pub fn check(view: &EnvelopeView<'_>) -> Result<(), Broken> {
             return broken(pointer("/channels", name), "a channel name has 1 to 128 characters");
         }
     }
-    unique_channels(view)?;
+    unique_channels(view)
+}
+
+/// At most 64 dimensions, each a snake-case name of at most 64 characters with a value of 1 to
+/// 256 characters.
+#[inline]
+pub fn check_dims(view: &EnvelopeView<'_>) -> Result<(), Broken> {
+    check_dim_names(view)?;
+    check_dim_values(view)
+}
+
+/// At most 64 dimensions, each a snake-case name of at most 64 characters. (Names repeat from
+/// event to event: the engine checks a list once.)
+pub fn check_dim_names(view: &EnvelopeView<'_>) -> Result<(), Broken> {
     if view.dims.len() > 64 {
         return broken("/dims", format!("{} dimensions; at most 64", view.dims.len()));
     }
-    for (name, value) in &view.dims {
+    for (name, _) in &view.dims {
         if too_long(name, 64) || !is_dimension_name(name) {
             return broken(pointer("/dims", name), "a dimension name is snake case ([a-z][a-z0-9_]*), at most 64 characters");
         }
+    }
+    Ok(())
+}
+
+/// Each dimension's value has 1 to 256 characters.
+#[inline]
+pub fn check_dim_values(view: &EnvelopeView<'_>) -> Result<(), Broken> {
+    for (name, value) in &view.dims {
         if value.is_empty() || too_long(value, 256) {
             return broken(pointer("/dims", name), "a dimension value has 1 to 256 characters");
         }

@@ -20,7 +20,7 @@ use rustc_hash::FxHashMap;
 use crate::plan::{AliasBinding, Plan, ValueCheck};
 use crate::Reason;
 use pitgun_codec::json::EnvelopeView;
-use pitgun_codec::rules::unique_channels;
+use pitgun_codec::rules::{check_channels, check_dim_names, check_dim_values, check_ids, check_source, Broken};
 use pitgun_codec::text::{same, same_bytes};
 
 #[derive(Debug, Clone, Copy)]
@@ -71,6 +71,8 @@ struct ProducerTable {
     version: Box<str>,
     /// `None` when the version is not a semantic version (every event is refused).
     channels: Option<ChannelTable>,
+    /// The schema's rule on the producer id and version, checked once per pair.
+    source: Result<(), Broken>,
     /// Whether the dictionary has aliases for this producer and version (otherwise none of its
     /// channels resolves to a metric).
     covered: bool,
@@ -104,6 +106,9 @@ pub struct Resolver {
     last: usize,
     /// The table the next new (producer, version) replaces once the cache is full.
     evict: usize,
+    /// The last list of dimension names that kept the schema's rules: events repeat it, and
+    /// comparing names is cheaper than checking them.
+    dim_names: Vec<Box<str>>,
 }
 
 /// The learned layouts of one channel count, lent to the one-pass Avro decoder.
@@ -193,6 +198,7 @@ impl Resolver {
             cache: Vec::new(),
             last: 0,
             evict: 0,
+            dim_names: Vec::new(),
         }
     }
 
@@ -228,8 +234,14 @@ impl Resolver {
             }
             table
         });
-        let table =
-            ProducerTable { producer: producer.into(), version: version.into(), channels, covered, layouts: vec![Vec::new(); MAX_LAYOUT + 1] };
+        let table = ProducerTable {
+            producer: producer.into(),
+            version: version.into(),
+            channels,
+            source: check_source(producer, version),
+            covered,
+            layouts: vec![Vec::new(); MAX_LAYOUT + 1],
+        };
         // Bounded, so a producer inventing versions cannot grow the resolver's memory.
         if self.cache.len() < MAX_PRODUCER_VERSIONS {
             self.cache.push(table);
@@ -247,14 +259,32 @@ impl Resolver {
     pub fn source_covered(&self) -> bool {
         self.cache.get(self.last).is_none_or(|t| t.covered)
     }
-    /// The checks every event passes whatever its kind (`resolve` makes them too): a producer
-    /// version that is a semantic version, no channel named twice.
+    /// The schema's rules on the event's dimensions; the names only when they are not the
+    /// last list that kept them.
+    #[inline]
+    fn check_dims(&mut self, ev: &EnvelopeView<'_>) -> Result<(), Broken> {
+        let known = self.dim_names.len() == ev.dims.len() && self.dim_names.iter().zip(&ev.dims).all(|(a, (b, _))| same(a, b));
+        if !known {
+            check_dim_names(ev)?;
+            self.dim_names.clear();
+            self.dim_names.extend(ev.dims.iter().map(|(name, _)| Box::from(&**name)));
+        }
+        check_dim_values(ev)
+    }
+
+    /// The checks every event passes whatever its kind (`resolve` makes them too): the
+    /// schema's limits and names (`pitgun_codec::rules`, as at the gateway), no channel named
+    /// twice.
     pub fn check_envelope(&mut self, ev: &EnvelopeView<'_>) -> Result<(), Refusal> {
         let t = self.table(&ev.source.id, &ev.source.version);
-        if self.cache[t].channels.is_none() {
+        let table = &self.cache[t];
+        if let Err(b) = &table.source {
+            return Err(broken(b.clone()));
+        }
+        if table.channels.is_none() {
             return Err(not_semver(ev));
         }
-        unique_channels(ev).map_err(repeated)
+        check_ids(ev).and_then(|()| self.check_dims(ev)).and_then(|()| check_channels(ev)).map_err(broken)
     }
 
     /// Writes the event's input values into `values` (NaN where absent) and its key dimension
@@ -263,6 +293,10 @@ impl Resolver {
         values.clear();
         values.resize(self.input_count, f64::NAN);
         let t = self.table(&ev.source.id, &ev.source.version);
+        if let Err(b) = &self.cache[t].source {
+            return Err(broken(b.clone()));
+        }
+        check_ids(ev).and_then(|()| self.check_dims(ev)).map_err(broken)?;
         let ProducerTable { channels: table, layouts, .. } = &mut self.cache[t];
         let Some(table) = table else {
             return Err(not_semver(ev));
@@ -272,14 +306,15 @@ impl Resolver {
         let no_layouts: &[Layout] = &[];
         let known = layouts.get(ev.channels.len()).map_or(no_layouts, |l| l.as_slice());
         let bound = bind_channels(ev, table, known, self.policy, &self.bindings, values);
-        // A list that followed a learned layout has that layout's names, which are distinct, so
-        // only a new list can repeat a name; a repeat is the refusal, as at the gateway.
+        // A list that followed a learned layout has that layout's names, which kept the rules
+        // (distinct, 1 to 128 characters), so only a new list needs checking; a broken rule is
+        // the refusal, as at the gateway.
         let novel = match bound {
             Ok((_, novel)) => novel,
             Err(_) => true,
         };
         if novel {
-            unique_channels(ev).map_err(repeated)?;
+            check_channels(ev).map_err(broken)?;
         }
         let (unknown, novel) = bound?;
         // A channel list not seen before is remembered (a few per count), so the producer's
@@ -298,7 +333,7 @@ fn not_semver(ev: &EnvelopeView<'_>) -> Refusal {
     Refusal { reason: Reason::InvalidEnvelope, detail: format!("at /source/version: {:?} is not a semantic version", ev.source.version) }
 }
 
-fn repeated(b: pitgun_codec::rules::Broken) -> Refusal {
+fn broken(b: Broken) -> Refusal {
     Refusal { reason: Reason::InvalidEnvelope, detail: format!("at {}: {}", b.pointer, b.message) }
 }
 
