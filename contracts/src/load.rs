@@ -34,7 +34,12 @@ impl SourceText {
         Issue { file: self.file.clone(), line: locate_line(&self.text, pointer), pointer: pointer.to_string(), message: message.into() }
     }
 
+    /// JSON by its name, YAML by its name (YAML in flow style opens with `{` too, and YAML reads
+    /// JSON); anything else (standard input, a record) by its opening brace.
     fn is_json(&self) -> bool {
+        if [".yaml", ".yml"].iter().any(|ext| self.file.ends_with(ext)) {
+            return false;
+        }
         self.file.ends_with(".json") || self.text.trim_start().starts_with('{')
     }
 
@@ -332,6 +337,18 @@ mod tests {
     /// A key written twice in one mapping is refused, naming the key and the line, in YAML and
     /// in JSON: both parsers keep the last copy, so a manifest with two `window:` keys ran the
     /// second one and `validate` called it valid.
+    /// A YAML file in flow style (`{schema: …, name: …}`) is YAML: it was read as JSON for its
+    /// opening brace, and refused as "not valid JSON". JSON is read as JSON whatever it is named.
+    #[test]
+    fn a_yaml_file_in_flow_style_is_read_as_yaml() {
+        let flow = SourceText { file: "d.yaml".into(), text: "{schema: pitgun-dictionary/v1, name: racing}\n".into() };
+        assert_eq!(flow.parse().unwrap(), serde_json::json!({"schema": "pitgun-dictionary/v1", "name": "racing"}));
+        for file in ["d.json", "d.yaml", "-"] {
+            let json = SourceText { file: file.into(), text: "{\"schema\": \"x\", \"n\": [1, 2]}".into() };
+            assert_eq!(json.parse().unwrap(), serde_json::json!({"schema": "x", "n": [1, 2]}), "{file}");
+        }
+    }
+
     #[test]
     fn a_key_written_twice_is_refused_with_its_line() {
         let twice = [
