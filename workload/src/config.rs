@@ -123,11 +123,18 @@ impl Faults {
         if list.is_empty() || list == "none" {
             return Ok(faults);
         }
+        let mut given: Vec<&str> = Vec::new();
         for item in list.split(',') {
             let item = item.trim();
             let (name, value) = item.split_once('=').ok_or_else(|| FaultParseError(format!("expected name=probability, got {item:?}")))?;
+            let name = name.trim();
             let p: f64 = value.trim().parse().map_err(|_| FaultParseError(format!("{name}: {value:?} is not a number")))?;
-            faults.set(name.trim(), p)?;
+            faults.set(name, p)?;
+            // After `set`, so an unknown name is named as unknown first.
+            if given.contains(&name) {
+                return Err(FaultParseError(format!("{name:?} is given twice")));
+            }
+            given.push(name);
         }
         Ok(faults)
     }
@@ -232,6 +239,14 @@ mod tests {
         for bad in ["duplicates", "duplicates=x", "duplicates=1.5", "duplicates=-0.1", "dupes=0.1"] {
             assert!(Faults::parse_list(bad).is_err(), "{bad}");
         }
+    }
+
+    /// A fault given twice is refused: the last one was kept, so a long list edited by hand
+    /// ran with a probability its reader did not see.
+    #[test]
+    fn refuses_a_fault_given_twice() {
+        let err = Faults::parse_list("duplicates=0.01,gaps=0.1, duplicates=0.2").unwrap_err().to_string();
+        assert!(err.contains("\"duplicates\" is given twice"), "{err}");
     }
 
     #[test]
