@@ -12,9 +12,10 @@ use crate::resolve::Resolver;
 /// learned: each channel's name is compared with the layout's name at its position and its
 /// value goes straight to its input slot, with no channel list in between. Returns the number of
 /// unknown channels dropped, or `None` whenever anything is unusual — another layout, an invalid
-/// field or value, a refused channel — and the caller then takes the two-pass path
-/// ([`pitgun_codec::avro::decode_avro_into`], then [`Resolver::resolve`]), which learns layouts and words every
-/// error. So the result of an event never depends on which path took it.
+/// field or value, an id or dimension the schema refuses, a refused channel — and the caller then
+/// takes the two-pass path ([`pitgun_codec::avro::decode_avro_into`], then [`Resolver::resolve`]),
+/// which learns layouts and words every error. So the result of an event never depends on which
+/// path took it.
 ///
 /// `takes` is asked once the head (ids, session, kind) is decoded, before any channel: whether
 /// the plan takes the event. The runner also starts its dedup prefetch there, so that memory's
@@ -67,5 +68,8 @@ pub(crate) fn decode_avro_resolved<'a>(
         return None;
     }
     r.tail(view).ok()?;
+    // The layout vouches for the source and the channels' names; ids and dimensions are the
+    // event's own.
+    resolver.check_ids_and_dims(view).ok()?;
     Some(unknown)
 }

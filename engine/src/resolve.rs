@@ -272,6 +272,13 @@ impl Resolver {
         check_dim_values(ev)
     }
 
+    /// The schema's rules on the event's ids and dimensions, which every path into the engine
+    /// applies (the one-pass Avro path too: its learned layout vouches only for the channels).
+    #[inline]
+    pub(crate) fn check_ids_and_dims(&mut self, ev: &EnvelopeView<'_>) -> Result<(), Broken> {
+        check_ids(ev).and_then(|()| self.check_dims(ev))
+    }
+
     /// The checks every event passes whatever its kind (`resolve` makes them too): the
     /// schema's limits and names (`pitgun_codec::rules`, as at the gateway), no channel named
     /// twice.
@@ -284,7 +291,7 @@ impl Resolver {
         if table.channels.is_none() {
             return Err(not_semver(ev));
         }
-        check_ids(ev).and_then(|()| self.check_dims(ev)).and_then(|()| check_channels(ev)).map_err(broken)
+        self.check_ids_and_dims(ev).and_then(|()| check_channels(ev)).map_err(broken)
     }
 
     /// Writes the event's input values into `values` (NaN where absent) and its key dimension
@@ -296,7 +303,7 @@ impl Resolver {
         if let Err(b) = &self.cache[t].source {
             return Err(broken(b.clone()));
         }
-        check_ids(ev).and_then(|()| self.check_dims(ev)).map_err(broken)?;
+        self.check_ids_and_dims(ev).map_err(broken)?;
         let ProducerTable { channels: table, layouts, .. } = &mut self.cache[t];
         let Some(table) = table else {
             return Err(not_semver(ev));
