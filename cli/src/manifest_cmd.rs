@@ -16,6 +16,9 @@ use crate::project::Project;
 #[derive(Subcommand)]
 pub enum ManifestCommand {
     /// Run the test cases a manifest carries, and check its committed analysis contract.
+    ///
+    /// Exit 0 when every check passes, 1 when one fails, 2 when a manifest could not be loaded
+    /// (it is named, and the others are still tested).
     Test {
         /// Manifests to test.
         #[arg(required = true)]
@@ -47,6 +50,9 @@ pub enum ManifestCommand {
         dictionary: Option<PathBuf>,
     },
     /// Print the content hash (SHA-256 of the RFC 8785 canonical JSON) of any contract document.
+    ///
+    /// A file that cannot be read or parsed is named on standard error and the others are still
+    /// hashed; the exit code is then 2.
     Hash {
         /// Documents to hash.
         #[arg(required = true)]
@@ -91,12 +97,14 @@ pub fn run(cmd: ManifestCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         ManifestCommand::Hash { files } => {
+            let mut unloadable = 0;
             for f in files {
-                let source = SourceText::read(&f)?;
-                let value = source.parse()?;
-                say!("{}  {}", pitgun_contracts::hash::content_hash(&value), f.display())?;
+                match SourceText::read(&f).and_then(|source| source.parse()) {
+                    Ok(value) => say!("{}  {}", pitgun_contracts::hash::content_hash(&value), f.display())?,
+                    Err(e) => unloadable += not_loaded(&e.into()),
+                }
             }
-            Ok(ExitCode::SUCCESS)
+            Ok(if unloadable == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
         }
     }
 }
@@ -113,11 +121,24 @@ fn contract_text(c: &AnalysisContract) -> String {
     text
 }
 
+/// A file a tool over several files could not load: named on standard error, and the tool goes
+/// on with the next (as `grep` does); it exits 2 once all are done. Returns 1, to count.
+fn not_loaded(e: &anyhow::Error) -> usize {
+    eprintln!("error: {e:#}");
+    1
+}
+
 fn test(manifests: &[PathBuf], dictionary: Option<&Path>) -> Result<ExitCode> {
-    let (mut passed, mut failed) = (0usize, 0usize);
+    let (mut passed, mut failed, mut unloadable) = (0usize, 0usize, 0usize);
     for path in manifests {
-        let project = Project::load(path, dictionary)?;
-        let plan = project.compile()?;
+        let loaded = Project::load(path, dictionary).and_then(|project| Ok((project.compile()?, project)));
+        let (plan, project) = match loaded {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                unloadable += not_loaded(&e);
+                continue;
+            }
+        };
         let name = format!("{} v{}", plan.manifest.name, plan.manifest.version);
         // The committed contract must match what the manifest generates.
         let committed = contract_path(path);
@@ -167,6 +188,10 @@ fn test(manifests: &[PathBuf], dictionary: Option<&Path>) -> Result<ExitCode> {
                 }
             }
         }
+    }
+    if unloadable > 0 {
+        say!("{passed} passed, {failed} failed, {unloadable} not loaded")?;
+        return Ok(ExitCode::from(2));
     }
     say!("{passed} passed, {failed} failed")?;
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
