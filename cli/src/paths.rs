@@ -1,9 +1,10 @@
 //! Files a command writes may not be files it reads, nor each other: `replay --output` naming
-//! its own dataset once replaced the dataset with the rows and exited 0.
+//! its own dataset once replaced the dataset with the rows and exited 0. And a file a command
+//! writes appears whole or not at all ([`Replacing`]).
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 /// Refuses, before anything is created, an output (flag, path) that is the same file as an
 /// input or as an earlier output, whatever the spelling (`./`, `..`, a symbolic or hard link),
@@ -26,6 +27,64 @@ pub fn distinct(inputs: &[(&str, &Path)], outputs: &[(&str, &Path)]) -> Result<(
         seen.push((flag, path, id));
     }
     Ok(())
+}
+
+/// An output file written whole or not at all: written beside its name as a hidden file and
+/// renamed onto it by [`Replacing::commit`], so a run that stops part way (a full disk, an error,
+/// an interrupt) leaves no partial file under the name asked for, and a file already there as it
+/// was. What is not a regular file (a device such as `/dev/null`, a pipe, a symbolic link) is
+/// written in place: renaming onto it would replace the device or the link itself.
+pub struct Replacing {
+    path: PathBuf,
+    partial: Option<PathBuf>,
+}
+
+impl Replacing {
+    /// The output `path`; nothing is created yet.
+    pub fn new(path: &Path) -> Replacing {
+        let in_place = std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file());
+        let partial = (!in_place).then(|| {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            // The name keeps its extension last: a dataset's format is read from it.
+            path.with_file_name(format!(".partial-{}-{name}", std::process::id()))
+        });
+        Replacing { path: path.to_path_buf(), partial }
+    }
+
+    /// The file to create and write.
+    pub fn file(&self) -> &Path {
+        self.partial.as_deref().unwrap_or(&self.path)
+    }
+
+    /// The file is whole: it takes its name.
+    pub fn commit(mut self) -> Result<()> {
+        if let Some(partial) = self.partial.take() {
+            std::fs::rename(&partial, &self.path).with_context(|| format!("cannot rename {} to {}", partial.display(), self.path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Replacing {
+    /// Not committed: the partial file goes.
+    fn drop(&mut self) {
+        if let Some(partial) = &self.partial {
+            let _ = std::fs::remove_file(partial);
+        }
+    }
+}
+
+/// Writes the file at `path` whole or not at all ([`Replacing`]), through a buffer; an error
+/// names the file as given.
+pub fn write_whole(path: &Path, write: impl FnOnce(&mut dyn std::io::Write) -> Result<()>) -> Result<()> {
+    let output = Replacing::new(path);
+    let written = std::fs::File::create(output.file()).map_err(anyhow::Error::from).and_then(|file| {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, file);
+        write(&mut w)?;
+        w.into_inner().map_err(|e| e.into_error())?;
+        Ok(())
+    });
+    written.and_then(|()| output.commit()).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// What makes two paths one file: the device and inode of an existing file, else the absolute
@@ -65,6 +124,30 @@ fn identity(path: &Path) -> Option<Identity> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A replaced file keeps its old content until the new one is whole, and an output that is
+    /// not a regular file is written in place.
+    #[test]
+    fn an_output_takes_its_name_only_once_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("rows.ndjson");
+        std::fs::write(&out, "old\n").unwrap();
+        let abandoned = Replacing::new(&out);
+        assert!(abandoned.file().extension().is_some_and(|e| e == "ndjson"), "{}", abandoned.file().display());
+        std::fs::write(abandoned.file(), "half").unwrap();
+        drop(abandoned);
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "old\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "the partial file is removed");
+        let done = Replacing::new(&out);
+        std::fs::write(done.file(), "new\n").unwrap();
+        done.commit().unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "new\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert_eq!(Replacing::new(Path::new("/dev/null")).file(), Path::new("/dev/null"));
+        let link = dir.path().join("link.ndjson");
+        std::os::unix::fs::symlink(&out, &link).unwrap();
+        assert_eq!(Replacing::new(&link).file(), link);
+    }
 
     #[test]
     fn the_same_file_under_other_names_is_refused_and_distinct_files_pass() {

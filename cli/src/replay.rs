@@ -16,6 +16,7 @@ use pitgun_contracts::analysis::{AnalysisContract, ColumnType};
 use pitgun_engine::{Row, Stats};
 use pitgun_replay::{Options, Outcome, ReplayError};
 
+use crate::paths::write_whole;
 use crate::project::Project;
 
 /// Arguments of `pitgun replay`.
@@ -159,22 +160,25 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
 
     write_rows(&args, &contract, &rows)?;
     if let Some(path) = &args.late {
-        let mut w = BufWriter::new(File::create(path).with_context(|| format!("cannot create {}", path.display()))?);
-        for n in &late {
-            writeln!(w, "{}", located(n, &args.input))?;
-        }
-        w.flush()?;
+        write_whole(path, |w| {
+            for n in &late {
+                writeln!(w, "{}", located(n, &args.input))?;
+            }
+            Ok(())
+        })?;
     }
     if let Some(path) = &args.rejected {
-        let mut w = BufWriter::new(File::create(path).with_context(|| format!("cannot create {}", path.display()))?);
-        for b in &bad {
-            let line = serde_json::json!({"file": args.input[b.file].display().to_string(), "line": b.line, "reason": b.reason, "detail": b.detail});
-            writeln!(w, "{line}")?;
-        }
-        for n in &rejected_notes {
-            writeln!(w, "{}", located(n, &args.input))?;
-        }
-        w.flush()?;
+        write_whole(path, |w| {
+            for b in &bad {
+                let line =
+                    serde_json::json!({"file": args.input[b.file].display().to_string(), "line": b.line, "reason": b.reason, "detail": b.detail});
+                writeln!(w, "{line}")?;
+            }
+            for n in &rejected_notes {
+                writeln!(w, "{}", located(n, &args.input))?;
+            }
+            Ok(())
+        })?;
     }
     // Refused records are named even with --quiet: they are the run's warnings, not its chatter.
     for b in bad.iter().take(5) {
@@ -213,12 +217,18 @@ fn strict_refusal(what: &str) -> ExitCode {
 }
 
 fn write_rows(args: &ReplayArgs, contract: &AnalysisContract, rows: &[Row]) -> Result<()> {
-    let sink: Box<dyn Write> = match &args.output {
-        Some(p) => Box::new(File::create(p).with_context(|| format!("cannot create {}", p.display()))?),
-        None => Box::new(std::io::stdout().lock()),
-    };
-    let mut w = BufWriter::with_capacity(1 << 20, sink);
-    match args.format {
+    match &args.output {
+        Some(path) => write_whole(path, |w| write_rows_to(w, args.format, contract, rows)),
+        None => {
+            let mut w = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+            write_rows_to(&mut w, args.format, contract, rows)?;
+            Ok(w.flush()?)
+        }
+    }
+}
+
+fn write_rows_to(w: &mut dyn Write, format: OutputFormat, contract: &AnalysisContract, rows: &[Row]) -> Result<()> {
+    match format {
         OutputFormat::Ndjson => {
             for r in rows {
                 w.write_all(r.json.as_bytes())?;
@@ -235,7 +245,6 @@ fn write_rows(args: &ReplayArgs, contract: &AnalysisContract, rows: &[Row]) -> R
             }
         }
     }
-    w.flush()?;
     Ok(())
 }
 

@@ -13,7 +13,7 @@ use pitgun_workload::{simulate, Faults, Record, SimConfig};
 
 #[cfg(feature = "live")]
 use crate::simulate_target::{Poster, TargetOptions};
-use pitgun_codec::dataset::DatasetWriter;
+use pitgun_codec::dataset::{DatasetError, DatasetWriter};
 
 /// Arguments of `pitgun simulate`.
 #[derive(Args)]
@@ -147,7 +147,11 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
         None => None,
     };
     // Last, once the target's URL and keys are known good: a refused run leaves --output as it was.
-    let mut writer = args.output.as_deref().map(DatasetWriter::create).transpose()?;
+    // Written whole or not at all; errors name the file as given, not the hidden one written.
+    let output = args.output.as_deref().map(crate::paths::Replacing::new);
+    let given = args.output.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
+    let as_given = |e: DatasetError| DatasetError { path: given.clone(), ..e };
+    let mut writer = output.as_ref().map(|o| DatasetWriter::create(o.file())).transpose().map_err(as_given)?;
     let mut line = Vec::new();
     let started = Instant::now();
     let mut error: Option<anyhow::Error> = None;
@@ -163,14 +167,14 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
                 serde_json::to_writer(&mut line, env).expect("envelopes serialise");
                 bytes += line.len() as u64 + 1;
                 let posted = poster.as_mut().map_or(Ok(()), |p| p.envelope(env, &line));
-                posted.and_then(|()| writer.as_mut().map_or(Ok(()), |w| Ok(w.envelope(env)?)))
+                posted.and_then(|()| writer.as_mut().map_or(Ok(()), |w| Ok(w.envelope(env).map_err(as_given)?)))
             }
             Record::Malformed(raw) => {
                 bytes += raw.len() as u64 + 1;
                 let posted = poster.as_mut().map_or(Ok(()), |p| p.malformed(raw));
                 posted.and_then(|()| {
                     writer.as_mut().map_or(Ok(()), |w| {
-                        w.raw_line(raw).map_err(anyhow::Error::from).map(|written| {
+                        w.raw_line(raw).map_err(|e| anyhow::Error::from(as_given(e))).map(|written| {
                             if !written {
                                 malformed_skipped += 1;
                             }
@@ -186,16 +190,18 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
     if let Some(e) = error {
         return Err(e);
     }
-    if let Some(w) = writer {
-        w.finish()?;
+    if let (Some(w), Some(output)) = (writer, output) {
+        w.finish().map_err(as_given)?;
+        output.commit()?;
     }
     if let Some(p) = poster {
         p.finish(args.quiet)?;
     }
     if let Some(path) = &args.truth {
-        let mut f = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-        serde_json::to_writer_pretty(&mut f, &truth)?;
-        f.write_all(b"\n")?;
+        crate::paths::write_whole(path, |f| {
+            serde_json::to_writer_pretty(&mut *f, &truth)?;
+            Ok(f.write_all(b"\n")?)
+        })?;
     }
     if !args.quiet {
         let secs = started.elapsed().as_secs_f64();

@@ -196,13 +196,6 @@ fn interrupt_flag() -> Arc<AtomicBool> {
     stop
 }
 
-/// Where an export writes until it is whole: a hidden sibling of `output` whose name ends as the
-/// output's does, so the dataset format is the same.
-fn partial_path(output: &std::path::Path) -> PathBuf {
-    let name = output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    output.with_file_name(format!(".partial-{}-{name}", std::process::id()))
-}
-
 /// Print the rows of an aggregates topic as they arrive.
 ///
 /// Values are printed one per line, exactly as they were written (for rows: the JSON line
@@ -478,8 +471,8 @@ pub fn export(args: ExportArgs) -> Result<ExitCode> {
     let stop = interrupt_flag();
     // Written beside the output and renamed onto it once whole: an export that stops early
     // (interrupted, an error, killed) never leaves a partial dataset under the name asked for.
-    let partial = partial_path(&args.output);
-    let mut w = DatasetWriter::create(&partial).with_context(|| format!("cannot write {}", args.output.display()))?;
+    let output = crate::paths::Replacing::new(&args.output);
+    let mut w = DatasetWriter::create(output.file()).with_context(|| format!("cannot write {}", args.output.display()))?;
     let mut written = 0u64;
     let read = partitions.iter().try_for_each(|&p| {
         read_topic(&broker, &topic, Some(p), &range, &stop, |m| {
@@ -507,16 +500,10 @@ pub fn export(args: ExportArgs) -> Result<ExitCode> {
         _ => Ok(()),
     });
     let finished = match read {
-        Ok(()) => w.finish().map_err(anyhow::Error::from).and_then(|()| {
-            std::fs::rename(&partial, &args.output).with_context(|| format!("cannot rename {} to {}", partial.display(), args.output.display()))
-        }),
-        Err(e) => {
-            drop(w);
-            Err(e)
-        }
+        Ok(()) => w.finish().map_err(anyhow::Error::from).and_then(|()| output.commit()),
+        Err(e) => Err(e),
     };
     if let Err(e) = finished {
-        let _ = std::fs::remove_file(&partial);
         return Err(e.context(format!("nothing was written to {}: a partial dataset would replay as if it were whole", args.output.display())));
     }
     eprintln!("export: {written} envelopes from {topic} to {}", args.output.display());

@@ -774,6 +774,56 @@ fn validate_refuses_a_manifest_that_cannot_run_and_a_bundle_whose_pin_is_stale()
     assert!(err.contains("does not match the bundle's pin"), "{err}");
 }
 
+/// `manifest test` and `manifest hash` over several files go on past one they cannot load,
+/// as `grep` and `sha256sum` do: the first unreadable file stopped the run, and the files after
+/// it were neither tested nor hashed. The file is named, and the exit code is 2 (an error, not a
+/// failed test) once the others are done.
+#[test]
+fn manifest_tools_go_on_past_a_file_they_cannot_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.v1.yaml");
+    let (lap, health) = (manifest("lap-performance"), manifest("client-health"));
+    let (lap, health, missing) = (lap.to_str().unwrap(), health.to_str().unwrap(), missing.to_str().unwrap());
+    for (tool, done) in [("test", "ok   client-health v1: analysis contract matches"), ("hash", "client-health.v1.yaml")] {
+        let out = run(&["manifest", tool, lap, missing, health]);
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(2), "{tool}: {stdout}{stderr}");
+        assert!(stdout.contains(done), "{tool}: the file after the missing one: {stdout}");
+        assert!(stderr.contains("error: ") && stderr.contains("missing.v1.yaml"), "{tool}: {stderr}");
+    }
+}
+
+/// An output is replaced whole or not at all: a run stopped part way through writing it (here by
+/// the file-size limit, as a full disk or a kill would stop it) leaves the file of that name as it
+/// was. `replay` and `simulate` truncated it first and left half a file, which a later replay read
+/// as if it were whole.
+#[test]
+fn a_run_stopped_while_writing_leaves_the_output_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = simulate(dir.path(), "d.ndjson", &[]);
+    let lap = manifest("lap-performance");
+    let (lap, data) = (lap.to_str().unwrap(), data.to_str().unwrap());
+    let rows = replay(Path::new(lap), &[Path::new(data)], &[]);
+    assert!(rows.len() > 2048, "enough rows to pass the limit ({} bytes)", rows.len());
+    // One block of 512 or 1,024 bytes: the write past it is refused (SIGXFSZ).
+    let limited = |args: &[&str]| Command::new("sh").arg("-c").arg("ulimit -f 1; exec \"$0\" \"$@\"").arg(BIN).args(args).output().unwrap();
+    for (name, args) in [
+        ("rows.ndjson", vec!["replay", "--quiet", "--manifest", lap, "--input", data, "--output"]),
+        ("copy.ndjson", vec!["simulate", "--sessions", "3", "--duration", "4m", "--seed", "42", "--quiet", "--output"]),
+    ] {
+        let out = dir.path().join(name);
+        std::fs::write(&out, "as it was\n").unwrap();
+        let mut args = args;
+        args.push(out.to_str().unwrap());
+        let stopped = limited(&args);
+        assert!(!stopped.status.success(), "{args:?} passed the limit");
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "as it was\n", "{args:?}");
+        // Without the limit the same run replaces it.
+        ok(&args);
+        assert!(std::fs::read_to_string(&out).unwrap().len() > 2048, "{args:?}");
+    }
+}
+
 /// Every command that prints fails cleanly when its output cannot be written: a reader that
 /// has gone (`| head -1`) or a full disk. `validate` and `manifest` used `println!`, which
 /// panicked (exit 101, a backtrace) where `replay` said what failed and exited 2.
