@@ -2,14 +2,13 @@
 //! The driver is the `pitgun-replay` library; this command loads the project, shows progress and
 //! writes what it returns (rows in canonical order: byte-identical for every thread count).
 
-use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use pitgun_codec::dataset::Format;
 use pitgun_contracts::analysis::{AnalysisContract, ColumnType};

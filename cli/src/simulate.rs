@@ -2,7 +2,6 @@
 //! posted to an ingest gateway (`--target`, see `simulate_target`).
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
