@@ -174,10 +174,8 @@ fn parse_size(text: &str) -> Result<usize, String> {
 
 pub fn run_cmd(args: GatewayArgs) -> Result<ExitCode> {
     if let Some(GatewayCommand::Keygen(k)) = args.command {
-        if !k.source.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-            || !k.source.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-        {
-            bail!("--source {:?} is not a producer id (letters, digits, '.', '_', '-')", k.source);
+        if let Some(problem) = pitgun_codec::rules::producer_id_problem(&k.source) {
+            bail!("--source {problem}");
         }
         let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         let token = pitgun_ingest::keys::append_new_key(&k.keys, &k.source, &created)?;

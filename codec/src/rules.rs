@@ -159,13 +159,17 @@ pub fn check_ids(view: &EnvelopeView<'_>) -> Result<(), Broken> {
     Ok(())
 }
 
+/// What is wrong with `id` as a producer id (the schema's `source.id`; an API key's source), if
+/// anything.
+pub fn producer_id_problem(id: &str) -> Option<String> {
+    (too_long(id, 128) || !is_producer_id(id))
+        .then(|| format!("{id:?} is not a producer id (letters, digits, '.', '_', '-', starting with a letter or digit; at most 128)"))
+}
+
 /// A producer id and version as the schema has them.
 pub fn check_source(id: &str, version: &str) -> Result<(), Broken> {
-    if too_long(id, 128) || !is_producer_id(id) {
-        return broken(
-            "/source/id",
-            format!("{id:?} is not a producer id (letters, digits, '.', '_', '-', starting with a letter or digit; at most 128)"),
-        );
+    if let Some(problem) = producer_id_problem(id) {
+        return broken("/source/id", problem);
     }
     if too_long(version, 128) || !is_semver(version) {
         return broken("/source/version", format!("{version:?} is not a semantic version (MAJOR.MINOR.PATCH[-pre][+build])"));

@@ -22,9 +22,14 @@ pub enum KeysError {
         /// Its source.
         source_name: String,
     },
-    /// An entry without a source.
-    #[error("entry {0}: source is empty")]
-    NoSource(usize),
+    /// An entry whose source is not a producer id (an envelope's `source.id` could not match it).
+    #[error("entry {entry}: source {problem}")]
+    BadSource {
+        /// The entry's index.
+        entry: usize,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// A file others may change: whoever can write it can add a key.
     #[error("group or others may write it (mode {mode:o}): whoever can write the keys file can add a key; run `chmod go-w` on it")]
     Writable {

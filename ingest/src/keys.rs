@@ -93,8 +93,8 @@ impl ApiKeys {
             if e.sha256.len() != 64 || hex::decode_to_slice(&e.sha256, &mut hash).is_err() {
                 return Err(KeysError::BadHash { entry: i, source_name: e.source });
             }
-            if e.source.is_empty() {
-                return Err(KeysError::NoSource(i));
+            if let Some(problem) = pitgun_codec::rules::producer_id_problem(&e.source) {
+                return Err(KeysError::BadSource { entry: i, problem });
             }
             if !seen.insert(hash) {
                 let first = keys.entries.iter().find(|(h, _)| *h == hash).map(|(_, s)| s.clone()).unwrap_or_default();
@@ -261,6 +261,18 @@ mod tests {
         assert_ne!(keys.source_of(&web).unwrap().0, keys.source_of(&sim).unwrap().0);
         assert_eq!(keys.source_of("pgk_nope"), None);
         assert!(!std::fs::read_to_string(&path).unwrap().contains(&web), "the token itself is never stored");
+    }
+
+    /// A key's source is a producer id, as an envelope's `source.id` is: a key for "Pitgun Web"
+    /// was loaded, and every envelope its holder sent was refused for another source.
+    #[test]
+    fn a_key_for_what_is_not_a_producer_id_is_refused() {
+        let h = "ab".repeat(32);
+        for bad in ["Pitgun Web", "-web", &"w".repeat(129)] {
+            let err = ApiKeys::parse(&format!("- {{source: \"{bad}\", sha256: {h}}}")).unwrap_err().to_string();
+            assert!(err.contains("entry 0") && err.contains("not a producer id"), "{bad}: {err}");
+        }
+        assert!(ApiKeys::parse(&format!("- {{source: {}, sha256: {h}}}", "w".repeat(128))).is_ok());
     }
 
     #[test]
