@@ -214,10 +214,11 @@ pub fn for_each_chunk<E: From<DatasetError>>(
                 let mut bytes = std::mem::take(&mut carry);
                 bytes.reserve(CHUNK_BYTES + 4096);
                 let before = bytes.len();
-                let n = (&mut reader)
-                    .take(CHUNK_BYTES as u64)
-                    .read_to_end(&mut bytes)
-                    .map_err(|e| DatasetError::new(path, format!("read error after line {first}: {e}")))?;
+                // On an error, `bytes` holds what was read before it: its whole lines were good.
+                let n = (&mut reader).take(CHUNK_BYTES as u64).read_to_end(&mut bytes).map_err(|e| {
+                    let last = first - 1 + memchr::memchr_iter(b'\n', &bytes).count() as u64;
+                    DatasetError::new(path, format!("read error after line {last}: {e}"))
+                })?;
                 if direct && n > 0 {
                     progress(n as u64);
                 }
@@ -543,6 +544,29 @@ mod tests {
             assert_eq!(lines as usize, text.lines().count(), "{name}");
             assert_eq!(total.get(), raw.len() as u64, "{name}: progress counts the bytes on disk");
             assert!(name.ends_with(".gz") || calls.get() >= 3, "{name}: reported per chunk, {} calls", calls.get());
+        }
+    }
+
+    /// A compressed file cut short is an error naming the last whole line read before the cut:
+    /// it named the first line of the chunk being read ("after line 1" for a file cut at its
+    /// 9,000th line), which sent the reader to the wrong place.
+    #[test]
+    fn a_compressed_file_cut_short_names_the_last_whole_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let text: String = (1..=30_000).map(|n| format!("{{\"n\":{n},\"pad\":\"{}\"}}\n", "x".repeat(80))).collect();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(text.as_bytes()).unwrap();
+        let whole = gz.finish().unwrap();
+        for cut in [whole.len() / 10, whole.len() * 7 / 10] {
+            let path = dir.path().join("cut.ndjson.gz");
+            std::fs::write(&path, &whole[..cut]).unwrap();
+            // What the cut leaves readable, decompressed at once.
+            let mut readable = Vec::new();
+            assert!(flate2::read::MultiGzDecoder::new(&whole[..cut]).read_to_end(&mut readable).is_err());
+            let last = memchr::memchr_iter(b'\n', &readable).count();
+            assert!(last > 1000, "{last}");
+            let err = for_each_record(&path, &|_| {}, |_, _| Ok::<_, DatasetError>(true)).unwrap_err().to_string();
+            assert!(err.contains(&format!("read error after line {last}:")), "cut at byte {cut}, {last} whole lines: {err}");
         }
     }
 
