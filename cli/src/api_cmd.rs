@@ -26,7 +26,7 @@ pub struct ApiArgs {
     #[arg(long, default_value = "127.0.0.1:8090")]
     listen: SocketAddr,
     /// PostgreSQL URL, e.g. postgres://pitgun:pitgun@127.0.0.1:5432/pitgun.
-    #[arg(long, env = "PITGUN_POSTGRES")]
+    #[arg(long, env = "PITGUN_POSTGRES", hide_env_values = true)]
     postgres: String,
     /// The runs table (session-summary's `runs` sink).
     #[arg(long, default_value = "runs")]

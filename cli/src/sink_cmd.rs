@@ -33,12 +33,12 @@ pub struct SinkArgs {
     #[command(flatten)]
     broker: BrokerArgs,
     /// PostgreSQL URL for `postgres` sinks, e.g. postgres://pitgun:pitgun@127.0.0.1:5432/pitgun.
-    #[arg(long, env = "PITGUN_POSTGRES")]
+    #[arg(long, env = "PITGUN_POSTGRES", hide_env_values = true)]
     postgres: Option<String>,
     /// QuestDB client configuration for `questdb` sinks, e.g. 'http::addr=127.0.0.1:9000;'
     /// (questdb-rs syntax: username=, password=, token=, request_timeout=… may follow).
     /// Tables are created over QuestDB's /exec endpoint at the same address.
-    #[arg(long, env = "PITGUN_QUESTDB")]
+    #[arg(long, env = "PITGUN_QUESTDB", hide_env_values = true)]
     questdb: Option<String>,
     /// Write only to these kinds of target (comma-separated: postgres, questdb); by default
     /// every sink the manifests name, each of which then needs its --postgres or --questdb.

@@ -1033,9 +1033,11 @@ fn validate_reads_every_dataset_form_and_names_bad_lines() {
 }
 
 /// No command's help lists one flag twice: a command's own `--version` once hid the binary's
-/// `-V, --version` behind it (`pitgun tail --version` asked for a manifest version).
+/// `-V, --version` behind it (`pitgun tail --version` asked for a manifest version). And no help
+/// shows a secret given in the environment: `sink --help` and `api --help` printed the PostgreSQL
+/// URL's password and the QuestDB token as the flags' current values.
 #[test]
-fn every_command_names_each_flag_once() {
+fn every_command_names_each_flag_once_and_no_secret() {
     let top = ok(&["--help"]);
     let top = String::from_utf8_lossy(&top.stdout).into_owned();
     let commands: Vec<String> = top
@@ -1053,7 +1055,15 @@ fn every_command_names_each_flag_once() {
     while let Some(path) = queue.pop() {
         let mut args: Vec<&str> = path.iter().map(String::as_str).collect();
         args.push("--help");
-        let text = String::from_utf8_lossy(&ok(&args).stdout).into_owned();
+        let help = Command::new(BIN)
+            .args(&args)
+            .env("PITGUN_POSTGRES", "postgres://pitgun:HIDDEN-pw@db:5432/pitgun")
+            .env("PITGUN_QUESTDB", "http::addr=db:9000;username=admin;password=HIDDEN-pw;")
+            .output()
+            .unwrap();
+        assert!(help.status.success(), "{args:?}");
+        let text = String::from_utf8_lossy(&help.stdout).into_owned();
+        assert!(!text.contains("HIDDEN-pw"), "pitgun {} --help shows a secret:\n{text}", path.join(" "));
         let mut seen = std::collections::BTreeMap::<String, usize>::new();
         // An option's own line is indented by at most 6; its description's lines by more.
         let section = text.lines().skip_while(|l| !l.starts_with("Options:")).skip(1).take_while(|l| l.is_empty() || l.starts_with(' '));
