@@ -160,9 +160,46 @@ pub struct Alias {
     pub dimensions: BTreeMap<String, String>,
 }
 
+/// How values are snapped to a metric's resolution: to a power of ten 10ᵉ exactly, or in whole
+/// steps of 10⁻ᵈ, d the decimals of the resolution's shortest text (3 × 0.2 is then 0.6, not
+/// 0.6000000000000001).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResolutionSteps {
+    /// `10^exponent`.
+    PowerOfTen(i32),
+    /// Counted in `10^-decimals`.
+    Decimals(i32),
+}
+
+/// The finest step of a resolution other than a power of ten: 10⁻¹⁵, below which an `f64` no
+/// longer holds the step's decimals.
+pub const MAX_RESOLUTION_DECIMALS: usize = 15;
+
+/// How `resolution` is snapped, or why it cannot be (not positive and finite; a step with more
+/// decimals than [`MAX_RESOLUTION_DECIMALS`]).
+pub fn resolution_steps(resolution: f64) -> Result<ResolutionSteps, String> {
+    if !(resolution.is_finite() && resolution > 0.0) {
+        return Err(format!("{resolution} is not a positive number"));
+    }
+    let digits = -resolution.log10();
+    let rounded = digits.round();
+    if (digits - rounded).abs() < 1e-9 {
+        return Ok(ResolutionSteps::PowerOfTen(-(rounded as i32)));
+    }
+    // `Display` writes the shortest text that reads back as the same f64, without an exponent.
+    let decimals = resolution.to_string().split_once('.').map_or(0, |(_, fraction)| fraction.len());
+    if decimals > MAX_RESOLUTION_DECIMALS {
+        return Err(format!(
+            "{resolution:e} has more than {MAX_RESOLUTION_DECIMALS} decimals: a resolution other than a power of ten is snapped in whole steps of 10^-{MAX_RESOLUTION_DECIMALS} at the finest"
+        ));
+    }
+    Ok(ResolutionSteps::Decimals(decimals as i32))
+}
+
 /// What a dictionary must hold beyond its schema, the rules the engine and the gateway rely on:
 /// each metric id and dimension name once; units that are UCUM, a display unit and every
-/// alias's unit of the canonical unit's kind; a range that admits something; a deprecation
+/// alias's unit of the canonical unit's kind; a resolution values can be snapped to; a range that
+/// admits something; a deprecation
 /// naming another metric of the dictionary; aliases whose version ranges parse and whose
 /// dimensions are the metric's, each with one of its values (an alias without them matches no
 /// input). Every broken rule is one issue with its pointer and line.
@@ -192,6 +229,9 @@ pub fn issues(loaded: &Loaded<Dictionary>) -> Vec<Issue> {
             if let Err(e) = same_kind(&metric.display_unit, &metric.unit) {
                 issue(format!("{at}/display_unit"), e);
             }
+        }
+        if let Some(Err(e)) = metric.resolution.map(resolution_steps) {
+            issue(format!("{at}/resolution"), e);
         }
         if let Some(range) = metric.range {
             if range.min > range.max {
@@ -302,7 +342,17 @@ mod tests {
                 "tyre_fl_temp, unit: \"[degF]\", dimensions: {wheel: fl, axle: front}",
                 "/metrics/14/aliases/0/dimensions/axle: metric tyre.surface_temperature has no dimension \"axle\"",
             ),
+            // Snapped in whole steps of 10⁻¹⁵ at the finest: 3e-17 snapped every value to NaN.
+            (
+                "resolution: 0.001",
+                "resolution: 3.0e-17",
+                "/metrics/0/resolution: 3e-17 has more than 15 decimals: a resolution other than a power of ten",
+            ),
+            ("resolution: 0.001", "resolution: 1.5e-15", "/metrics/0/resolution: 1.5e-15 has more than 15 decimals"),
         ];
+        for ok in ["0.25", "5", "1.0e-20", "3.0e-15", "0.000123"] {
+            assert_eq!(issues_after("resolution: 0.001", &format!("resolution: {ok}")), Vec::<String>::new(), "{ok}");
+        }
         for (from, to, expected) in cases {
             let found = issues_after(from, to);
             assert!(found.len() == 1 && found[0].starts_with(expected), "{to}: expected {expected}, got {found:?}");

@@ -1,5 +1,7 @@
 //! Unit conversion through UCUM, resolved once at compile time into `y = factor·x + offset`.
 
+use pitgun_contracts::dictionary::{resolution_steps, ResolutionSteps};
+
 /// An affine conversion between two comparable UCUM units.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Conversion {
@@ -95,23 +97,16 @@ impl Snap {
     /// No resolution: values are kept as converted.
     pub const NONE: Snap = Snap { scale: 0.0, step: 1.0 };
 
-    /// From a dictionary resolution (`0.001`, `0.25`, `5`); `None` unless it is positive and
-    /// finite (the schema asks for positive).
+    /// From a dictionary resolution (`0.001`, `0.25`, `5`), by the dictionary's rule
+    /// ([`resolution_steps`]); `None` for one the rule refuses (`validate` names it).
     pub fn from_resolution(resolution: f64) -> Option<Snap> {
-        if !(resolution.is_finite() && resolution > 0.0) {
-            return None;
-        }
-        let digits = -resolution.log10();
-        let rounded = digits.round();
-        if (digits - rounded).abs() < 1e-9 {
-            return Some(Snap { scale: 10f64.powi(rounded as i32), step: 1.0 });
-        }
-        // Counted in 10⁻ᵈ, d the decimals the step is written with (its shortest text, which
-        // `Display` gives without an exponent), a step is a whole number, so the snapped value
-        // is a whole number of 10⁻ᵈ as well: 3 × 0.2 is 0.6, not 0.6000000000000001.
-        let decimals = resolution.to_string().split_once('.').map_or(0, |(_, fraction)| fraction.len()).min(15);
-        let scale = 10f64.powi(decimals as i32);
-        Some(Snap { scale, step: round_half_away(resolution * scale) })
+        Some(match resolution_steps(resolution).ok()? {
+            ResolutionSteps::PowerOfTen(exponent) => Snap { scale: 10f64.powi(-exponent), step: 1.0 },
+            ResolutionSteps::Decimals(decimals) => {
+                let scale = 10f64.powi(decimals);
+                Snap { scale, step: round_half_away(resolution * scale) }
+            }
+        })
     }
 
     /// Rounds `x` to the resolution (half away from zero). For a power of ten the step is 1 and
@@ -248,5 +243,10 @@ mod tests {
             assert_eq!(snap(r, x), y, "{r}");
         }
         assert!(Snap::from_resolution(0.0).is_none() && Snap::from_resolution(-1.0).is_none() && Snap::from_resolution(f64::NAN).is_none());
+        // Steps finer than 10⁻¹⁵ other than powers of ten are the dictionary's to refuse: 3e-17
+        // was a step of 0, and every value NaN.
+        assert!(Snap::from_resolution(3e-17).is_none() && Snap::from_resolution(1.5e-15).is_none());
+        assert_eq!(snap(3e-15, 7e-15), 6e-15);
+        assert_eq!(snap(1e-20, 0.5), 0.5);
     }
 }
