@@ -514,12 +514,13 @@ pub fn export(args: ExportArgs) -> Result<ExitCode> {
 }
 
 /// The envelope in `json`, if the engine would take it as one: the strict decoder's rules (a
-/// field or dimension named twice, a `seq` past 64 signed bits) and a channel named once.
+/// field or dimension named twice, a `seq` past 64 signed bits) and the schema's limits and names
+/// (`rules::check`: a channel named once, ids of at most 128 characters…).
 /// `serde` alone keeps the last of two values and reads any unsigned `seq`, so an export
 /// replayed as valid what the processor had refused.
 fn engine_takes(json: &str) -> Result<Envelope, String> {
     let view = pitgun_codec::json::decode(json).map_err(|e| format!("at {}: {}", e.pointer, e.message))?;
-    pitgun_codec::rules::unique_channels(&view).map_err(|b| format!("at {}: {}", b.pointer, b.message))?;
+    pitgun_codec::rules::check(&view).map_err(|b| format!("at {}: {}", b.pointer, b.message))?;
     serde_json::from_str::<Envelope>(json).map_err(|e| e.to_string())
 }
 

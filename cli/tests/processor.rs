@@ -1203,7 +1203,7 @@ fn an_interrupted_export_fails_and_leaves_no_partial_file() {
 
 /// `export` leaves out what the engine refuses, so replaying an export gives the stream's rows:
 /// a JSON record naming a dimension or a channel twice was written with the last value kept
-/// (and replayed as a valid event), and one whose `seq` does not fit 64 signed bits stopped an
+/// (and replayed as a valid event), as was one past the schema's limits, and one whose `seq` does not fit 64 signed bits stopped an
 /// Avro export, of the whole topic, with a 4 KB schema dump and no offset. Its output is named
 /// as given, not as the hidden file it writes first.
 #[test]
@@ -1216,6 +1216,8 @@ fn export_leaves_out_what_the_engine_refuses() {
     let sample = good.iter().find(|l| l.contains("\"kind\":\"sample\"")).unwrap();
     let fields = serde_json::from_str::<serde_json::Value>(sample).unwrap();
     let (event_id, seq) = (fields["event_id"].as_str().unwrap().to_string(), format!("\"seq\":{},", fields["seq"]));
+    let session = format!("\"session_id\":\"{}\"", fields["session_id"].as_str().unwrap());
+    let long_session = format!("\"session_id\":\"{}\"", "s".repeat(129));
     let bad = |id: &str, from: &str, to: &str| {
         assert!(sample.contains(from), "{from}");
         sample.replacen(&event_id, id, 1).replacen(from, to, 1)
@@ -1224,6 +1226,8 @@ fn export_leaves_out_what_the_engine_refuses() {
         bad("dup-dim", "\"dims\":{", "\"dims\":{\"player\":\"mallory\","),
         bad("dup-channel", "\"channels\":{", "\"channels\":{\"speed\":1.0,"),
         bad("huge-seq", &seq, "\"seq\":18446744073709551615,"),
+        // Past the schema's limits, which the engine holds the stream to as the gateway does.
+        bad("long-session", &session, &long_session),
     ];
     let mut records: Vec<&str> = good.iter().map(String::as_str).collect();
     records.extend(refused.iter().map(String::as_str));
@@ -1235,7 +1239,7 @@ fn export_leaves_out_what_the_engine_refuses() {
         let o = pitgun(&["export", "--output", out.to_str().unwrap()], &ns);
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert!(o.status.success(), "{name}: {stderr}");
-        assert!(stderr.contains("3 records were not valid envelopes"), "{name}: {stderr}");
+        assert!(stderr.contains("4 records were not valid envelopes"), "{name}: {stderr}");
         assert_eq!(replay(&m, None, &out, &[]), expected, "{name}: replay of the export differs from replay of the good records");
     }
     ns.create_topic("junk", 1);
@@ -1248,7 +1252,7 @@ fn export_leaves_out_what_the_engine_refuses() {
     let o = pitgun(&["export", "--topic", "junk", "--output", junk.to_str().unwrap()], &ns);
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "a topic without one envelope is an error: {stderr}");
-    assert!(stderr.contains("none of the 3 records") && !junk.exists(), "{stderr}");
+    assert!(stderr.contains("none of the 4 records") && !junk.exists(), "{stderr}");
     let missing = dir.path().join("no-such-folder/x.avro");
     let o = pitgun(&["export", "--output", missing.to_str().unwrap()], &ns);
     let stderr = String::from_utf8_lossy(&o.stderr);

@@ -1,11 +1,12 @@
 //! The parts of `pitgun-envelope/v1` the engine's decoder leaves to the schema: lengths, name
 //! patterns and property counts.
 //!
-//! The engine decodes strictly (types, required and unknown fields, the schema tag, non-empty
-//! ids, ranges) but does not re-check string lengths or patterns on every event it replays. The
-//! gateway is the boundary, so it checks them here, by hand rather than by running the JSON
-//! Schema validator per item (which would cost more than everything else together). A test holds
-//! decoder + these rules to the schema validator over the schema's examples and mutations of them.
+//! The decoder checks types, required and unknown fields, the schema tag, non-empty ids and
+//! ranges; these rules the rest, by hand rather than by running the JSON Schema validator per
+//! item (which would cost more than everything else together). Every reader applies them: the
+//! gateway, `publish` and `export` whole ([`check`]), the engine in parts so that what repeats
+//! from event to event is checked once (`pitgun_engine`'s resolver). A test holds decoder +
+//! these rules to the schema validator over the schema's examples and mutations of them.
 
 use std::borrow::Cow;
 
