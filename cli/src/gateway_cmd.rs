@@ -13,9 +13,9 @@ use pitgun_ingest::service::{run, Settings};
 
 use crate::broker_args::{init_logging, BrokerArgs};
 
-/// Largest `--max-item-size`: a dead letter is the item's bytes plus headers, and librdkafka's
-/// and the broker's default largest message is 1,000,000 bytes.
-const MAX_ITEM_SIZE: usize = 900 << 10;
+/// Largest `--max-item-size`: what a dead letter carries whole, so that every item the gateway
+/// would store is dead-lettered whole when refused.
+const MAX_ITEM_SIZE: usize = pitgun_runtime::kafka::headers::DEAD_LETTER_PAYLOAD_LIMIT;
 
 /// Arguments of `pitgun gateway`.
 #[derive(Args)]

@@ -601,7 +601,7 @@ fn an_item_over_the_size_limit_is_refused_by_index_and_the_batch_stored() {
             "{answer}"
         );
         let message = error["message"].as_str().unwrap();
-        assert!(message.contains("1100008 bytes") && message.contains("262144-byte"), "{message}");
+        assert!(message.contains("1100008 bytes") && message.contains("262144-byte") && message.contains("first 921600 bytes"), "{message}");
     }
     let stored = decode_envelopes(&read_topic(&test_brokers(), &gw.topic(topics::ENVELOPES)));
     assert_eq!(stored.len(), 2, "the valid item of each of the two requests");
@@ -609,7 +609,10 @@ fn an_item_over_the_size_limit_is_refused_by_index_and_the_batch_stored() {
     assert_eq!(dead.len(), 2);
     for r in &dead {
         assert_eq!(r.headers["pitgun-reason"], "too_large");
-        assert_eq!(r.value.len(), 262_144, "the dead letter keeps the limit's worth of the item");
+        // As every stage's dead letter: the most a Kafka message of 1 MB carries, and the whole
+        // length in a header (it gave the limit's 262,144 bytes and no length).
+        assert_eq!(r.value.len(), 900 << 10, "the dead letter keeps the first 900 KiB of the item");
+        assert_eq!(r.headers.get("pitgun-payload-bytes").map(String::as_str), Some("1100008"), "{:?}", r.headers);
         assert!(body.as_bytes()[good.to_string().len() + 2..].starts_with(&r.value), "a prefix of the item as sent");
     }
     let (ready, _, _) = http(Method::Get, &format!("{}/readyz", gw.url), &[], Vec::new());
@@ -622,6 +625,10 @@ fn an_item_over_the_size_limit_is_refused_by_index_and_the_batch_stored() {
     let (status, answer) = small.post(Some(&small.web), "application/json", Value::Array(vec![envelope("wide", 2), wide]).to_string());
     assert_eq!((status, answer["errors"][0]["reason"].as_str()), (202, Some("too_large")), "{answer}");
     assert!(answer["errors"][0]["message"].as_str().unwrap().contains("2048-byte"), "{answer}");
+    // Under what a dead letter carries, the item is kept exactly as sent.
+    let dead = read_topic(&test_brokers(), &small.topic(topics::DEADLETTER_INGEST));
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].value.len() > 3000 && !dead[0].headers.contains_key("pitgun-payload-bytes"), "{:?}", dead[0].headers);
 }
 
 /// Opens a connection to the gateway and sends a POST's headers (with `extra` header lines) and

@@ -1126,7 +1126,7 @@ fn a_refused_record_too_big_to_dead_letter_whole_is_dead_lettered_cut() {
     assert_eq!((summary["records"].as_u64(), summary["deadletters"].as_u64()), (Some(good.len() as u64 + 1), Some(1)), "{summary}");
     let dead = records_with_headers(&ns, "pitgun.deadletter.process.v1", 1);
     let (value, headers) = &dead[0];
-    assert_eq!(value.len(), 512 << 10, "the dead letter carries the first 512 KiB");
+    assert_eq!(value.len(), 900 << 10, "the dead letter carries the first 900 KiB");
     assert!(huge.starts_with(value.as_str()));
     assert_eq!(headers.get("pitgun-payload-bytes"), Some(&huge.len().to_string()), "{headers:?}");
     assert!(headers["pitgun-origin"].ends_with("pitgun.envelopes.v1/0/0"), "{headers:?}");

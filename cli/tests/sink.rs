@@ -370,7 +370,7 @@ fn bad_rows_go_to_the_dead_letter_topic_and_the_rest_is_written() {
     assert!(h["pitgun-detail"].contains("54000"), "{h:?}");
     let at = dead.iter().position(|(payload, _)| huge.starts_with(payload.as_str())).expect("the huge row's dead letter");
     let (payload, h) = dead.remove(at);
-    assert_eq!((payload.len(), h.get("pitgun-payload-bytes")), (512 << 10, Some(&huge.len().to_string())), "cut to 512 KiB: {h:?}");
+    assert_eq!((payload.len(), h.get("pitgun-payload-bytes")), (900 << 10, Some(&huge.len().to_string())), "cut to 900 KiB: {h:?}");
     assert_eq!(h["pitgun-reason"], "invalid_row");
     dead.sort_by(|a, b| a.1["pitgun-reason"].cmp(&b.1["pitgun-reason"]));
     let (payload, h) = &dead[0];

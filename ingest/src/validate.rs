@@ -13,6 +13,7 @@ use std::sync::Arc;
 use pitgun_codec::avro::AvroWriter;
 use pitgun_codec::json::{decode_into, EnvelopeView};
 use pitgun_codec::rules::{self, pointer};
+use pitgun_runtime::kafka::headers::DEAD_LETTER_PAYLOAD_LIMIT;
 use serde::Serialize;
 
 use crate::catalog::{ChannelCatalog, ChannelTable, UnknownSource};
@@ -133,14 +134,23 @@ impl Validator {
                 out.rejected.push(Rejection { index, pointer, reason, message, bytes: range.clone(), session_id });
             };
             if range.len() > self.max_item {
+                // Dead-lettered as every refused record is: whole, or cut to what a dead letter
+                // carries with its whole length in a header.
+                let kept = range.len().min(DEAD_LETTER_PAYLOAD_LIMIT);
                 let message = format!(
-                    "the item is {} bytes, over the {}-byte limit for one envelope (--max-item-size); the dead letter keeps its first {} bytes",
+                    "the item is {} bytes, over the {}-byte limit for one envelope (--max-item-size); {}",
                     range.len(),
                     self.max_item,
-                    self.max_item
+                    if kept < range.len() { format!("the dead letter keeps its first {kept} bytes") } else { "it is dead-lettered whole".into() }
                 );
-                let kept = range.start..range.start + self.max_item;
-                out.rejected.push(Rejection { index, pointer: String::new(), reason: Reason::TooLarge, message, bytes: kept, session_id: None });
+                out.rejected.push(Rejection {
+                    index,
+                    pointer: String::new(),
+                    reason: Reason::TooLarge,
+                    message,
+                    bytes: range.clone(),
+                    session_id: None,
+                });
                 continue;
             }
             let text = match pitgun_codec::text::utf8(&body[range.clone()]) {

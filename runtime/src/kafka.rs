@@ -286,11 +286,11 @@ pub mod headers {
     /// On a dead letter that carries only the first [`DEAD_LETTER_PAYLOAD_LIMIT`] bytes of the
     /// refused record: the record's whole length, in decimal.
     pub const PAYLOAD_BYTES: &str = "pitgun-payload-bytes";
-    /// The most of a refused record's payload a dead letter carries. A dead letter is the
-    /// record plus these headers, so one refused for its size (brokers and librdkafka take about
-    /// 1 MB by default) would not fit either, and the stage would stop on it; the whole record
-    /// stays at its origin.
-    pub const DEAD_LETTER_PAYLOAD_LIMIT: usize = 512 << 10;
+    /// The most of a refused record's payload a dead letter carries: 900 KiB, which with the
+    /// headers (the detail cut to 4 KiB) fits the 1,000,000-byte message librdkafka and brokers
+    /// take by default. A record refused for its size would not fit whole, and the stage would
+    /// stop on it; the whole record stays at its origin (for the gateway: with its sender).
+    pub const DEAD_LETTER_PAYLOAD_LIMIT: usize = 900 << 10;
     /// The most of a detail a dead letter carries, in bytes (cut at a character).
     const DETAIL_LIMIT: usize = 4 << 10;
 
