@@ -45,8 +45,14 @@ impl Replacing {
         let in_place = std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file());
         let partial = (!in_place).then(|| {
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            // The name keeps its extension last: a dataset's format is read from it.
-            path.with_file_name(format!(".partial-{}-{name}", std::process::id()))
+            let prefix = format!(".partial-{}-", std::process::id());
+            // The name keeps its end, the extension a dataset's format is read from; its start
+            // goes where the whole would be longer than a file name may be (255 bytes).
+            let mut start = name.len().saturating_sub(255 - prefix.len());
+            while !name.is_char_boundary(start) {
+                start += 1;
+            }
+            path.with_file_name(format!("{prefix}{}", &name[start..]))
         });
         Replacing { path: path.to_path_buf(), partial }
     }
@@ -54,6 +60,11 @@ impl Replacing {
     /// The file to create and write.
     pub fn file(&self) -> &Path {
         self.partial.as_deref().unwrap_or(&self.path)
+    }
+
+    /// A dataset error on the file written, naming the output as given instead.
+    pub fn named(&self, e: pitgun_codec::dataset::DatasetError) -> pitgun_codec::dataset::DatasetError {
+        pitgun_codec::dataset::DatasetError { path: self.path.display().to_string(), ..e }
     }
 
     /// The file is whole: it takes its name.
@@ -147,6 +158,13 @@ mod tests {
         let link = dir.path().join("link.ndjson");
         std::os::unix::fs::symlink(&out, &link).unwrap();
         assert_eq!(Replacing::new(&link).file(), link);
+        // A name as long as a folder takes: the hidden one is cut at its start, not refused.
+        let long = dir.path().join(format!("{}.ndjson", "r".repeat(248)));
+        let output = Replacing::new(&long);
+        std::fs::write(output.file(), "rows\n").unwrap();
+        assert!(output.file().to_string_lossy().ends_with(".ndjson"));
+        output.commit().unwrap();
+        assert_eq!(std::fs::read_to_string(&long).unwrap(), "rows\n");
     }
 
     #[test]

@@ -148,8 +148,10 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
     // Last, once the target's URL and keys are known good: a refused run leaves --output as it was.
     // Written whole or not at all; errors name the file as given, not the hidden one written.
     let output = args.output.as_deref().map(crate::paths::Replacing::new);
-    let given = args.output.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
-    let as_given = |e: DatasetError| DatasetError { path: given.clone(), ..e };
+    let as_given = |e: DatasetError| match &output {
+        Some(o) => o.named(e),
+        None => e,
+    };
     let mut writer = output.as_ref().map(|o| DatasetWriter::create(o.file())).transpose().map_err(as_given)?;
     let mut line = Vec::new();
     let started = Instant::now();
@@ -189,8 +191,10 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
     if let Some(e) = error {
         return Err(e);
     }
-    if let (Some(w), Some(output)) = (writer, output) {
+    if let Some(w) = writer {
         w.finish().map_err(as_given)?;
+    }
+    if let Some(output) = output {
         output.commit()?;
     }
     if let Some(p) = poster {

@@ -472,7 +472,7 @@ pub fn export(args: ExportArgs) -> Result<ExitCode> {
     // Written beside the output and renamed onto it once whole: an export that stops early
     // (interrupted, an error, killed) never leaves a partial dataset under the name asked for.
     let output = crate::paths::Replacing::new(&args.output);
-    let mut w = DatasetWriter::create(output.file()).with_context(|| format!("cannot write {}", args.output.display()))?;
+    let mut w = DatasetWriter::create(output.file()).map_err(|e| output.named(e))?;
     let mut written = 0u64;
     let read = partitions.iter().try_for_each(|&p| {
         read_topic(&broker, &topic, Some(p), &range, &stop, |m| {
@@ -480,7 +480,7 @@ pub fn export(args: ExportArgs) -> Result<ExitCode> {
             let parsed = decoder.to_json(payload, &mut json).and_then(|()| engine_takes(&json));
             match parsed {
                 Ok(env) => {
-                    w.envelope(&env)?;
+                    w.envelope(&env).map_err(|e| output.named(e))?;
                     written += 1;
                 }
                 Err(e) => {
@@ -500,7 +500,7 @@ pub fn export(args: ExportArgs) -> Result<ExitCode> {
         _ => Ok(()),
     });
     let finished = match read {
-        Ok(()) => w.finish().map_err(anyhow::Error::from).and_then(|()| output.commit()),
+        Ok(()) => w.finish().map_err(|e| anyhow::Error::from(output.named(e))).and_then(|()| output.commit()),
         Err(e) => Err(e),
     };
     if let Err(e) = finished {
