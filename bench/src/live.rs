@@ -125,8 +125,8 @@ pub fn produce(args: ProduceArgs) -> Result<ExitCode> {
         broker.bulk_producer_config("pitgun-bench-produce").create_with_context(DeliveryReports::default())?;
     let wait = Duration::from_secs(120);
     let started = Instant::now();
-    for (key, bytes) in &records {
-        pitgun_runtime::kafka::send_waiting(&producer, BaseRecord::to(&topic).key(key.as_bytes()).payload(bytes), wait)?;
+    for (i, (key, bytes)) in records.iter().enumerate() {
+        pitgun_runtime::kafka::send_waiting(&producer, BaseRecord::with_opaque_to(&topic, i + 1).key(key.as_bytes()).payload(bytes), wait)?;
     }
     let (failed, first) = flush_counting(&producer, wait)?;
     let s = started.elapsed().as_secs_f64();

@@ -1,7 +1,7 @@
 //! `pitgun publish`: put a dataset on the envelopes topic straight through Kafka, as a service
 //! that publishes to Kafka (not through the gateway) would — backfills, benchmarks, tests.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -125,14 +125,15 @@ pub fn run(args: PublishArgs) -> Result<ExitCode> {
             key.push_str(&view.session_id);
         }
         // A full queue waits for the broker as long as a flush may (a backfill has no hurry).
-        send_waiting(&producer, BaseRecord::to(&topic).key(key.as_bytes()).payload(&buf), FLUSH)
+        // Numbered by its line, so that a record the broker refuses later is named by it.
+        send_waiting(&producer, BaseRecord::with_opaque_to(&topic, line as usize).key(key.as_bytes()).payload(&buf), FLUSH)
             .with_context(|| format!("{}:{line}", args.input.display()))?;
         n += 1;
         Ok::<_, anyhow::Error>(true)
     });
     // Whatever stopped the reading, what was sent is delivered first: dropping the producer
     // would discard its queue, and the error says what is on the topic.
-    let delivered = finish(&producer, FLUSH);
+    let delivered = finish(&producer, FLUSH, &args.input);
     if let Err(e) = read {
         return Err(match delivered {
             Ok(()) => e.context(format!("the {n} records before it are on {topic}")),
@@ -145,15 +146,16 @@ pub fn run(args: PublishArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Waits for every record's delivery report: an error unless the broker acknowledged them all.
-fn finish(producer: &ThreadedProducer<DeliveryReports>, wait: Duration) -> Result<()> {
+/// Waits for every record's delivery report: an error unless the broker acknowledged them all,
+/// naming the first refused by its line of `input`.
+fn finish(producer: &ThreadedProducer<DeliveryReports>, wait: Duration, input: &Path) -> Result<()> {
     match flush_counting(producer, wait)? {
         (0, _) => Ok(()),
         (n, first) => anyhow::bail!(
             "{n} records were not acknowledged by the broker (the first: {}); the others are on the topic. Publishing the file \
              again does not count an event twice: the engine drops a copy by its event id (or refuses it as late, past the \
              session's dedup horizon), and the sink replaces a row by its row id",
-            first.as_deref().unwrap_or("no reason given")
+            first.map_or_else(|| "no reason given".into(), |(line, reason)| format!("{}:{line}: {reason}", input.display()))
         ),
     }
 }
@@ -172,7 +174,9 @@ mod tests {
     use super::*;
 
     /// A record the broker never acknowledged (here: no broker at all, and a 300 ms delivery
-    /// timeout) fails the publish, saying how many; a flush that merely ends is not success.
+    /// timeout) fails the publish, saying how many and naming the first by its line (a broker's
+    /// refusal comes in a delivery report, after the line was sent); a flush that merely ends is
+    /// not success.
     #[test]
     fn records_the_broker_never_acknowledged_fail_the_publish() {
         let broker = pitgun_runtime::kafka::Broker::new("127.0.0.1:1", "");
@@ -181,11 +185,12 @@ mod tests {
             .set("message.timeout.ms", "300")
             .create_with_context(DeliveryReports::default())
             .unwrap();
-        for i in 0..3 {
-            send_waiting(&producer, BaseRecord::to("t").key("s").payload(&format!("{i}")), FLUSH).unwrap();
+        for line in [4, 2, 7] {
+            send_waiting(&producer, BaseRecord::with_opaque_to("t", line).key("s").payload(&format!("{line}")), FLUSH).unwrap();
         }
-        let err = finish(&producer, Duration::from_secs(10)).expect_err("nothing was acknowledged");
-        assert!(format!("{err:#}").contains("3 records"), "{err:#}");
+        let err = finish(&producer, Duration::from_secs(10), Path::new("d.ndjson")).expect_err("nothing was acknowledged");
+        // The first refused is named by its line, whatever order the reports came in.
+        assert!(format!("{err:#}").contains("3 records") && format!("{err:#}").contains("(the first: d.ndjson:2: "), "{err:#}");
     }
 
     #[test]

@@ -187,12 +187,13 @@ where
 }
 
 /// A producer's delivery reports: how many records the broker did not acknowledge (after
-/// librdkafka's own retries, within `message.timeout.ms`), and the first reason. A flush only
-/// says the queue is empty; a record that timed out or was refused leaves it too.
+/// librdkafka's own retries, within `message.timeout.ms`), and the first of them by the number
+/// each was sent with (its delivery opaque: a line of the input, a position) with its reason. A
+/// flush only says the queue is empty; a record that timed out or was refused leaves it too.
 #[derive(Default)]
 pub struct DeliveryReports {
     failed: AtomicU64,
-    first_error: Mutex<Option<String>>,
+    first_refused: Mutex<Option<(usize, String)>>,
 }
 
 impl rdkafka::ClientContext for DeliveryReports {
@@ -200,24 +201,29 @@ impl rdkafka::ClientContext for DeliveryReports {
 }
 
 impl ProducerContext for DeliveryReports {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, number: usize) {
         if let Err((e, _)) = result {
             self.failed.fetch_add(1, Ordering::Relaxed);
-            self.first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| e.to_string());
+            // Reports come per partition, not in the order sent: the lowest number is kept.
+            let mut first = self.first_refused.lock().unwrap_or_else(|p| p.into_inner());
+            if first.as_ref().is_none_or(|(n, _)| number < *n) {
+                *first = Some((number, e.to_string()));
+            }
         }
     }
 }
 
 /// Waits up to `wait` for every record's delivery report: the number the broker did not
-/// acknowledge and the first reason, or an error if the reports did not all come in time.
-pub fn flush_counting(producer: &ThreadedProducer<DeliveryReports>, wait: Duration) -> Result<(u64, Option<String>)> {
+/// acknowledge and the first of them (its number and reason), or an error if the reports did not
+/// all come in time.
+pub fn flush_counting(producer: &ThreadedProducer<DeliveryReports>, wait: Duration) -> Result<(u64, Option<(usize, String)>)> {
     producer
         .flush(wait)
         .map_err(|source| Error::Kafka { what: format!("waiting {} s for the broker's acknowledgements", wait.as_secs()), source })?;
     let reports = producer.context();
-    Ok((reports.failed.load(Ordering::Relaxed), reports.first_error.lock().unwrap_or_else(|p| p.into_inner()).clone()))
+    Ok((reports.failed.load(Ordering::Relaxed), reports.first_refused.lock().unwrap_or_else(|p| p.into_inner()).clone()))
 }
 
 /// Base names of the shared topics (before the namespace).
