@@ -259,30 +259,20 @@ impl Resolver {
     pub fn source_covered(&self) -> bool {
         self.cache.get(self.last).is_none_or(|t| t.covered)
     }
-    /// The schema's rules on the event's dimensions; the names only when they are not the
-    /// last list that kept them.
-    #[inline]
-    fn check_dims(&mut self, ev: &EnvelopeView<'_>) -> Result<(), Broken> {
-        let known = self.dim_names.len() == ev.dims.len() && self.dim_names.iter().zip(&ev.dims).all(|(a, (b, _))| same(a, b));
-        if !known {
-            check_dim_names(ev)?;
-            self.dim_names.clear();
-            self.dim_names.extend(ev.dims.iter().map(|(name, _)| Box::from(&**name)));
-        }
-        check_dim_values(ev)
-    }
 
     /// The schema's rules on the event's ids and dimensions, which every path into the engine
-    /// applies (the one-pass Avro path too: its learned layout vouches only for the channels).
+    /// applies (the one-pass Avro path too: its learned layout vouches only for the source and
+    /// the channels, which the rules check in between).
     #[inline]
     pub(crate) fn check_ids_and_dims(&mut self, ev: &EnvelopeView<'_>) -> Result<(), Broken> {
-        check_ids(ev).and_then(|()| self.check_dims(ev))
+        check_ids(ev).and_then(|()| check_dims(&mut self.dim_names, ev))
     }
 
     /// The checks every event passes whatever its kind (`resolve` makes them too): the
     /// schema's limits and names (`pitgun_codec::rules`, as at the gateway), no channel named
-    /// twice.
+    /// twice; in the rules' order, so an event that breaks two is told the same place.
     pub fn check_envelope(&mut self, ev: &EnvelopeView<'_>) -> Result<(), Refusal> {
+        check_ids(ev).map_err(broken)?;
         let t = self.table(&ev.source.id, &ev.source.version);
         let table = &self.cache[t];
         if let Err(b) = &table.source {
@@ -291,7 +281,7 @@ impl Resolver {
         if table.channels.is_none() {
             return Err(not_semver(ev));
         }
-        self.check_ids_and_dims(ev).and_then(|()| check_channels(ev)).map_err(broken)
+        check_channels(ev).and_then(|()| check_dims(&mut self.dim_names, ev)).map_err(broken)
     }
 
     /// Writes the event's input values into `values` (NaN where absent) and its key dimension
@@ -299,17 +289,18 @@ impl Resolver {
     pub fn resolve<'v>(&mut self, ev: &'v EnvelopeView<'_>, values: &mut Vec<f64>, key: &mut KeyValues<'v>) -> Result<u32, Refusal> {
         values.clear();
         values.resize(self.input_count, f64::NAN);
+        // The schema's rules in their order (`pitgun_codec::rules::check`: ids, source,
+        // channels, dimensions), so an event that breaks two is told the place the gateway
+        // names; then the manifest's own refusals.
+        check_ids(ev).map_err(broken)?;
         let t = self.table(&ev.source.id, &ev.source.version);
         if let Err(b) = &self.cache[t].source {
             return Err(broken(b.clone()));
         }
-        self.check_ids_and_dims(ev).map_err(broken)?;
         let ProducerTable { channels: table, layouts, .. } = &mut self.cache[t];
         let Some(table) = table else {
             return Err(not_semver(ev));
         };
-        key_values(&self.key_dims, ev, key)
-            .map_err(|name| Refusal { reason: Reason::MissingKey, detail: format!("dimension {name:?} (part of the manifest key) is missing") })?;
         let no_layouts: &[Layout] = &[];
         let known = layouts.get(ev.channels.len()).map_or(no_layouts, |l| l.as_slice());
         let bound = bind_channels(ev, table, known, self.policy, &self.bindings, values);
@@ -323,6 +314,9 @@ impl Resolver {
         if novel {
             check_channels(ev).map_err(broken)?;
         }
+        check_dims(&mut self.dim_names, ev).map_err(broken)?;
+        key_values(&self.key_dims, ev, key)
+            .map_err(|name| Refusal { reason: Reason::MissingKey, detail: format!("dimension {name:?} (part of the manifest key) is missing") })?;
         let (unknown, novel) = bound?;
         // A channel list not seen before is remembered (a few per count), so the producer's
         // next events like it compare names instead of hashing them.
@@ -334,6 +328,19 @@ impl Resolver {
         }
         Ok(unknown)
     }
+}
+
+/// The schema's rules on the event's dimensions; the names only when they are not `last`, the
+/// last list that kept them (events of a producer repeat it).
+#[inline]
+fn check_dims(last: &mut Vec<Box<str>>, ev: &EnvelopeView<'_>) -> Result<(), Broken> {
+    let known = last.len() == ev.dims.len() && last.iter().zip(&ev.dims).all(|(a, (b, _))| same(a, b));
+    if !known {
+        check_dim_names(ev)?;
+        last.clear();
+        last.extend(ev.dims.iter().map(|(name, _)| Box::from(&**name)));
+    }
+    check_dim_values(ev)
 }
 
 fn not_semver(ev: &EnvelopeView<'_>) -> Refusal {
