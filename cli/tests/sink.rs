@@ -385,40 +385,119 @@ fn bad_rows_go_to_the_dead_letter_topic_and_the_rest_is_written() {
     assert!(h["pitgun-origin"].starts_with(&ns.topic("pitgun.aggregates.lap-performance.v1")));
 }
 
+/// A test's own namespace (its lap-performance rows topic made), database, and the rows of one
+/// simulated session written as `rows.ndjson` in `dir`, ready for `publish --wire rows`.
+struct LapRows {
+    ns: Ns,
+    pg: String,
+    _dir: tempfile::TempDir,
+    rows: Vec<Row>,
+    file: PathBuf,
+}
+
+impl LapRows {
+    fn new(name: &str, seed: u64) -> LapRows {
+        let ns = Ns::new(&format!("sink-{name}"));
+        let topic = ns.topic("pitgun.aggregates.lap-performance.v1");
+        pitgun_runtime::kafka::Broker::new(ns.brokers.clone(), "").ensure_topics(&[topic], 1, Duration::from_secs(20)).expect("topic");
+        let pg = own_database(&format!("sink_{name}"));
+        let dir = tempfile::tempdir().unwrap();
+        let data = simulate(dir.path(), &format!("{name}.ndjson"), seed, 1, "2m", None);
+        let rows = replay_rows(&manifest("lap-performance.v1.yaml"), &data);
+        let file = dir.path().join("rows.ndjson");
+        std::fs::write(&file, rows.iter().map(|r| serde_json::to_string(r).unwrap() + "\n").collect::<String>()).unwrap();
+        LapRows { ns, pg, _dir: dir, rows, file }
+    }
+
+    fn publish(&self) {
+        let out = pitgun(
+            &["publish", "--input", self.file.to_str().unwrap(), "--wire", "rows", "--topic", "pitgun.aggregates.lap-performance.v1"],
+            &self.ns,
+        );
+        assert!(out.status.success(), "publish: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// `pitgun sink` of lap-performance into PostgreSQL alone, with `extra` arguments.
+    fn sink(&self, extra: &[&str]) -> Service {
+        let mut args = vec!["sink", "--manifest", "manifests/pipelines/lap-performance.v1.yaml", "--postgres", &self.pg, "--targets", "postgres"];
+        args.extend_from_slice(extra);
+        Service::start("sink", &args, &self.ns)
+    }
+}
+
 /// SIGTERM stops a sink whose target refuses every attempt at the batch in hand (a table
 /// changed by hand, so every write fails with an error worth retrying): it waited for the batch
 /// forever, and neither SIGTERM nor SIGINT stopped it. The batch is not committed: its rows are
 /// read again on the next start.
 #[test]
 fn sigterm_stops_a_sink_retrying_a_batch_its_target_refuses() {
-    let ns = Ns::new("sink-stuck");
-    let topic = ns.topic("pitgun.aggregates.lap-performance.v1");
-    pitgun_runtime::kafka::Broker::new(ns.brokers.clone(), "").ensure_topics(&[topic], 1, Duration::from_secs(20)).expect("topic");
-    let pg = own_database("sink_stuck");
-    let dir = tempfile::tempdir().unwrap();
-    let data = simulate(dir.path(), "stuck.ndjson", 15, 1, "2m", None);
-    let rows = replay_rows(&manifest("lap-performance.v1.yaml"), &data);
-    let file = dir.path().join("rows.ndjson");
-    std::fs::write(&file, rows.iter().map(|r| serde_json::to_string(r).unwrap() + "\n").collect::<String>()).unwrap();
-    let out = pitgun(&["publish", "--input", file.to_str().unwrap(), "--wire", "rows", "--topic", "pitgun.aggregates.lap-performance.v1"], &ns);
-    assert!(out.status.success(), "publish: {}", String::from_utf8_lossy(&out.stderr));
-    let sink = |extra: &[&str]| {
-        let mut args = vec!["sink", "--manifest", "manifests/pipelines/lap-performance.v1.yaml", "--postgres", &pg, "--targets", "postgres"];
-        args.extend_from_slice(extra);
-        args.into_iter().map(String::from).collect::<Vec<_>>()
-    };
-    let migrate = pitgun(&sink(&["--migrate"]).iter().map(String::as_str).collect::<Vec<_>>(), &ns);
+    let lap = LapRows::new("stuck", 15);
+    let LapRows { ns, pg, rows, .. } = &lap;
+    lap.publish();
+    let migrate =
+        pitgun(&["sink", "--manifest", "manifests/pipelines/lap-performance.v1.yaml", "--postgres", pg, "--targets", "postgres", "--migrate"], ns);
     assert!(migrate.status.success(), "migrate: {}", String::from_utf8_lossy(&migrate.stderr));
-    psql(&pg, "ALTER TABLE lap_performance_v1 RENAME COLUMN player TO driver");
-    let mut stuck = Service::start("sink", &sink(&["--max-backoff", "500ms"]).iter().map(String::as_str).collect::<Vec<_>>(), &ns);
+    psql(pg, "ALTER TABLE lap_performance_v1 RENAME COLUMN player TO driver");
+    let mut stuck = lap.sink(&["--max-backoff", "500ms"]);
     stuck.wait_for_log("write failed", Duration::from_secs(60));
     stuck.sigterm();
     assert!(stuck.wait(Duration::from_secs(20)), "the sink did not stop on SIGTERM");
     assert!(stuck.log_count("not committed") > 0, "it says the batch in hand was not committed");
-    psql(&pg, "ALTER TABLE lap_performance_v1 RENAME COLUMN driver TO player");
-    let mut after = Service::start("sink", &sink(&["--until-end"]).iter().map(String::as_str).collect::<Vec<_>>(), &ns);
+    psql(pg, "ALTER TABLE lap_performance_v1 RENAME COLUMN driver TO player");
+    let mut after = lap.sink(&["--until-end"]);
     assert!(after.wait(Duration::from_secs(60)), "the next run failed");
-    assert_eq!(table_rows(&pg, "lap_performance_v1", "row_id").len(), rows.len(), "the batch not committed is read again");
+    assert_eq!(table_rows(pg, "lap_performance_v1", "row_id").len(), rows.len(), "the batch not committed is read again");
+}
+
+/// SIGTERM stops a sink whose write hangs rather than fails: another session holds a lock on the
+/// table, and the write waits for it without end. The write in progress has --drain-timeout to
+/// finish; then it is given up, its query cancelled on the server (it no longer waits in the
+/// lock's queue, where it held up whoever came after it), and the batch not committed: its rows
+/// are read again on the next start. Before, the sink waited for the lock as long as it was held.
+#[test]
+fn sigterm_stops_a_sink_whose_write_waits_for_a_lock() {
+    let lap = LapRows::new("lock", 16);
+    let LapRows { pg, rows, .. } = &lap;
+    let mut waiting = lap.sink(&["--drain-timeout", "2s"]);
+    waiting.wait_for_log("sink started", Duration::from_secs(60));
+    // The lock, held by a session that stays open until the test ends it.
+    let mut locker = std::process::Command::new(psql_bin())
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", pg])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("psql");
+    let mut hold = locker.stdin.take().unwrap();
+    use std::io::Write as _;
+    writeln!(hold, "BEGIN; LOCK TABLE lap_performance_v1 IN ACCESS EXCLUSIVE MODE;").unwrap();
+    let count = |sql: &str| psql(pg, sql).trim().parse::<i64>().unwrap();
+    let held = "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'lap_performance_v1' AND l.mode = 'AccessExclusiveLock' AND l.granted";
+    let blocked = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    let until = |what: &str, sql: &str, want: fn(i64) -> bool| {
+        let end = std::time::Instant::now() + Duration::from_secs(60);
+        while !want(count(sql)) {
+            assert!(std::time::Instant::now() < end, "{what} within 60 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    until("the lock is held", held, |n| n == 1);
+    lap.publish();
+    until("the sink's write waits for the lock", blocked, |n| n >= 1);
+    let asked = std::time::Instant::now();
+    waiting.sigterm();
+    assert!(waiting.wait(Duration::from_secs(20)), "the sink did not stop on SIGTERM");
+    let took = asked.elapsed();
+    assert!(took >= Duration::from_secs(2), "the write had its --drain-timeout ({took:?})");
+    assert!(waiting.log_count("not committed") > 0, "it says the batch in hand was not committed");
+    until("the cancelled write leaves the lock's queue", blocked, |n| n == 0);
+    assert_eq!(count(held), 1, "while the lock is still held");
+    writeln!(hold, "COMMIT;").unwrap();
+    drop(hold);
+    assert!(locker.wait().unwrap().success(), "the locking session ended well");
+    assert!(table_rows(pg, "lap_performance_v1", "row_id").is_empty(), "nothing was written under the lock");
+    let mut after = lap.sink(&["--until-end"]);
+    assert!(after.wait(Duration::from_secs(60)), "the next run failed");
+    assert_eq!(table_rows(pg, "lap_performance_v1", "row_id").len(), rows.len(), "the batch not committed is read again");
 }
 
 /// A row never goes back to an older version. After a rebalance the sink can read a row's

@@ -153,16 +153,26 @@ pub(crate) struct Written {
     pub abandoned: bool,
 }
 
+/// How long the sink waits on its targets.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Patience {
+    /// Longest wait between retries of a failing write.
+    pub max_backoff: Duration,
+    /// After a stop is asked for, how long a write in progress may take before it is given up.
+    pub drain: Duration,
+}
+
 /// Writes every route's rows of `batch` to its table, each retried with backoff until it
-/// commits, or until `stop` turns true while a target refuses it (then `abandoned`); rows the
-/// target refused become dead letters of the batch. Runs as its own task, so the next batch is
-/// read and converted while the targets work on this one.
+/// commits, or until a stop is asked for (`stop` turns true) while a target refuses it, or
+/// `patience.drain` after it while a write hangs (then `abandoned`); rows the target refused
+/// become dead letters of the batch. Runs as its own task, so the next batch is read and
+/// converted while the targets work on this one.
 pub(crate) async fn write(
     mut targets: Targets,
     mut batch: Batch,
     routes: Arc<Vec<Route>>,
     metrics: Arc<Metrics>,
-    max_backoff: Duration,
+    patience: Patience,
     mut failpoint: bool,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> (Targets, Batch, Written) {
@@ -175,7 +185,19 @@ pub(crate) async fn write(
         let mut backoff = Duration::from_millis(100);
         let refused = loop {
             let started = Instant::now();
-            match targets[route.target].write(route.table, &mut batch.rows[r]).await {
+            // A write that hangs (a lock held elsewhere, a server that stopped answering) would
+            // hold a stopping sink until it is killed.
+            let attempt = tokio::select! {
+                attempt = targets[route.target].write(route.table, &mut batch.rows[r]) => Some(attempt),
+                () = stop_then(&mut stop, patience.drain) => None,
+            };
+            let Some(attempt) = attempt else {
+                warn!(target = kind, table, drain = ?patience.drain, "stopping: the write in progress did not finish within --drain-timeout and is given up");
+                targets[route.target].abandon().await;
+                written.abandoned = true;
+                return (targets, batch, written);
+            };
+            match attempt {
                 Ok(refused) => {
                     written.seconds += started.elapsed().as_secs_f64();
                     metrics.flush_seconds.with_label_values(&[kind]).observe(started.elapsed().as_secs_f64());
@@ -193,7 +215,7 @@ pub(crate) async fn write(
                         written.abandoned = true;
                         return (targets, batch, written);
                     }
-                    backoff = (backoff * 2).min(max_backoff);
+                    backoff = (backoff * 2).min(patience.max_backoff);
                 }
             }
         };
@@ -210,6 +232,15 @@ pub(crate) async fn write(
         }
     }
     (targets, batch, written)
+}
+
+/// Ends `grace` after a stop is asked for (counted from now if it already was); never if the
+/// stop can no longer be asked for.
+async fn stop_then(stop: &mut tokio::sync::watch::Receiver<bool>, grace: Duration) {
+    if stop.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+    tokio::time::sleep(grace).await;
 }
 
 #[cfg(test)]

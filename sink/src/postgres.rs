@@ -16,6 +16,7 @@
 //! is only ever upserted, which fails loudly there as it always did.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use bytes::BytesMut;
@@ -222,7 +223,27 @@ impl Target for PgTarget {
     fn write<'a>(&'a mut self, table: usize, rows: &'a mut Vec<TableRow>) -> BoxFuture<'a, Result<Refused, WriteError>> {
         Box::pin(self.upsert(table, rows))
     }
+
+    fn abandon(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            // A session's query keeps running on the server after its client stops waiting:
+            // waiting for a lock, it holds up everyone queued behind it. A cancel request asks
+            // the server to stop it (its transaction rolls back); a session with nothing
+            // running ignores one.
+            for client in self.conns.iter_mut().filter_map(Option::take) {
+                let cancel = client.cancel_token();
+                match tokio::time::timeout(CANCEL_TIMEOUT, cancel.cancel_query(NoTls)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => warn!("could not cancel a PostgreSQL query given up: {}", db_message(&e)),
+                    Err(_) => warn!("could not cancel a PostgreSQL query given up: no answer within {CANCEL_TIMEOUT:?}"),
+                }
+            }
+        })
+    }
 }
+
+/// How long a cancel request may take: the sink is stopping.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(2);
 
 async fn connect(url: &str) -> Result<Client> {
     let (client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(Error::postgres(format!("cannot connect to {}", redact(url))))?;

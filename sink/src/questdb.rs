@@ -258,6 +258,13 @@ impl Target for QuestTarget {
             result
         })
     }
+
+    fn abandon(&mut self) -> BoxFuture<'_, ()> {
+        // The request runs on a blocking thread with the client's own timeout; the stopping
+        // process does not wait for it (`pitgun sink` shuts its runtime down with a bound), and
+        // the next write, if any, opens a new sender (the one in flight never came back).
+        Box::pin(async {})
+    }
 }
 
 /// Rows per request at most: a request stays well under the client's 100 MiB buffer limit

@@ -68,6 +68,9 @@ pub struct Config {
     pub linger: Duration,
     /// Longest wait between retries of a failing target.
     pub max_backoff: Duration,
+    /// After SIGTERM or SIGINT, how long the batch being written may take to commit before it
+    /// is given up (not committed: its rows are read again on the next start).
+    pub drain_timeout: Duration,
     /// Stop once the end offsets seen at start are committed.
     pub until_end: bool,
     /// Only create (or check) the tables, then stop: Kafka is not read.
@@ -396,7 +399,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
             };
             summary.wait_seconds += waiting.elapsed().as_secs_f64();
             if written.abandoned {
-                warn!("stopping while the targets refuse the batch in hand: it is not committed, and its rows are read again on the next start");
+                warn!("stopping before the targets committed the batch in hand: it is not committed, and its rows are read again on the next start");
                 return Ok(summary);
             }
             let committing = Instant::now();
@@ -423,7 +426,15 @@ pub async fn run(cfg: Config) -> Result<Summary> {
             let fail_now = std::mem::take(&mut failpoint);
             let held = targets.take().expect("the targets are back from the last write");
             let writing = consumer.context().writing.begin();
-            let write = batch::write(held, batch, routes.clone(), metrics.clone(), cfg.max_backoff, fail_now, stop_asked.clone());
+            let write = batch::write(
+                held,
+                batch,
+                routes.clone(),
+                metrics.clone(),
+                batch::Patience { max_backoff: cfg.max_backoff, drain: cfg.drain_timeout },
+                fail_now,
+                stop_asked.clone(),
+            );
             inflight = Some(tokio::spawn(async move {
                 let written = write.await;
                 drop(writing);

@@ -30,4 +30,10 @@ pub trait Target: Send {
     /// written. `rows` is borrowed mutably only so a target can move them to another thread
     /// for the write; it gives them back unchanged.
     fn write<'a>(&'a mut self, table: usize, rows: &'a mut Vec<TableRow>) -> BoxFuture<'a, Result<Refused, WriteError>>;
+
+    /// Called after a write was dropped before it finished (the sink is stopping and the write
+    /// outlived `--drain-timeout`): the server stops working on it where it can, and the next
+    /// write, if any, starts on a fresh session. The write may have committed or not; the batch
+    /// is not committed to Kafka, so its rows are written again, which upserts make harmless.
+    fn abandon(&mut self) -> BoxFuture<'_, ()>;
 }

@@ -501,13 +501,17 @@ pub fn postgres() -> String {
     )
 }
 
-/// Runs SQL through `psql` (tuples only, unaligned) and returns its output; panics on error.
-pub fn psql(url: &str, sql: &str) -> String {
-    let bin = ["psql", "/usr/lib/postgresql/15/bin/psql"]
+/// The `psql` client: on the PATH, or where Debian's package puts it.
+pub fn psql_bin() -> &'static str {
+    ["psql", "/usr/lib/postgresql/15/bin/psql"]
         .into_iter()
         .find(|b| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()))
-        .expect("psql not found (scripts/stack.sh install installs postgresql-15)");
-    let out = Command::new(bin).args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", url, "-c", sql]).output().unwrap();
+        .expect("psql not found (scripts/stack.sh install installs postgresql-15)")
+}
+
+/// Runs SQL through `psql` (tuples only, unaligned) and returns its output; panics on error.
+pub fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new(psql_bin()).args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", url, "-c", sql]).output().unwrap();
     assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
