@@ -454,12 +454,17 @@ fn sigterm_stops_a_sink_retrying_a_batch_its_target_refuses() {
 /// finish; then it is given up, its query cancelled on the server (it no longer waits in the
 /// lock's queue, where it held up whoever came after it), and the batch not committed: its rows
 /// are read again on the next start. Before, the sink waited for the lock as long as it was held.
+/// A consumer joins the sink's group meanwhile, so the stop comes while the sink's revocation
+/// waits for that write (it holds the sink's loop, which once alone heard signals).
 #[test]
 fn sigterm_stops_a_sink_whose_write_waits_for_a_lock() {
     let lap = LapRows::new("lock", 16);
-    let LapRows { pg, rows, .. } = &lap;
-    let mut waiting = lap.sink(&["--drain-timeout", "2s"]);
-    waiting.wait_for_log("sink started", Duration::from_secs(60));
+    let LapRows { ns, pg, rows, .. } = &lap;
+    // A long linger: the loop gathers the next batch (polling the consumer, where a rebalance
+    // arrives) for 8 s after the write begins, rather than waiting for that write.
+    let mut waiting = lap.sink(&["--drain-timeout", "2s", "--linger", "8s"]);
+    let started = waiting.wait_for_log("sink started", Duration::from_secs(60));
+    let group = started.split("group=").nth(1).and_then(|g| g.split_whitespace().next()).expect("the group in the log").to_string();
     // The lock, held by a session that stays open until the test ends it.
     let mut locker = std::process::Command::new(psql_bin())
         .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", pg])
@@ -483,12 +488,20 @@ fn sigterm_stops_a_sink_whose_write_waits_for_a_lock() {
     until("the lock is held", held, |n| n == 1);
     lap.publish();
     until("the sink's write waits for the lock", blocked, |n| n >= 1);
+    let joiner: rdkafka::consumer::BaseConsumer = ns.config().set("group.id", &group).create().unwrap();
+    rdkafka::consumer::Consumer::subscribe(&joiner, &[&ns.topic("pitgun.aggregates.lap-performance.v1")]).unwrap();
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    while waiting.log_count("revocation waits for the batch being written") == 0 {
+        assert!(std::time::Instant::now() < end, "the sink's revocation did not wait for its write within 60 s");
+        let _ = joiner.poll(Duration::from_millis(100));
+    }
     let asked = std::time::Instant::now();
     waiting.sigterm();
     assert!(waiting.wait(Duration::from_secs(20)), "the sink did not stop on SIGTERM");
     let took = asked.elapsed();
     assert!(took >= Duration::from_secs(2), "the write had its --drain-timeout ({took:?})");
     assert!(waiting.log_count("not committed") > 0, "it says the batch in hand was not committed");
+    drop(joiner);
     until("the cancelled write leaves the lock's queue", blocked, |n| n == 0);
     assert_eq!(count(held), 1, "while the lock is still held");
     writeln!(hold, "COMMIT;").unwrap();

@@ -174,6 +174,10 @@ impl WriteGate {
         WriteGuard(self.clone())
     }
 
+    fn is_busy(&self) -> bool {
+        *self.busy.lock().expect("write gate")
+    }
+
     fn wait_idle(&self) {
         let mut busy = self.busy.lock().expect("write gate");
         while *busy {
@@ -221,6 +225,9 @@ impl ConsumerContext for SinkContext {
             // up to max.poll.interval.ms). This runs inside the consumer's poll on a runtime
             // worker; the write runs on another.
             let waited = Instant::now();
+            if self.writing.is_busy() {
+                info!("revocation waits for the batch being written");
+            }
             tokio::task::block_in_place(|| self.writing.wait_idle());
             if waited.elapsed() > Duration::from_millis(10) {
                 info!(seconds = waited.elapsed().as_secs_f64(), "revocation waited for the batch being written");
@@ -318,10 +325,19 @@ pub async fn run(cfg: Config) -> Result<Summary> {
     let mut summary = Summary::default();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    // A stop asked for by SIGTERM or SIGINT, told to the loop and to the batch being written
+    // (a write its targets refuse is then given up instead of retried forever, one that hangs
+    // after --drain-timeout). Heard by a task of its own: a revocation that waits for the write
+    // holds the loop, and the write must still hear the stop to end that wait.
+    let (stop, mut stop_asked) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        stop.send_replace(true);
+    });
     let mut stopping = false;
-    // Tells a batch being written that a stop was asked for: one its targets refuse is then
-    // given up instead of retried forever.
-    let (stop, stop_asked) = tokio::sync::watch::channel(false);
     let mut first_row: Option<Instant> = None;
     // One batch in the targets' hands at a time, while the next is read: memory holds two.
     let mut inflight: Option<tokio::task::JoinHandle<(Targets, Batch, Written)>> = None;
@@ -336,8 +352,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
             let msg = tokio::select! {
                 m = consumer.recv() => m,
                 _ = &mut linger => break,
-                _ = term.recv() => { stopping = true; stop.send_replace(true); break }
-                _ = interrupt.recv() => { stopping = true; stop.send_replace(true); break }
+                _ = stop_asked.wait_for(|stop| *stop) => { stopping = true; break }
             };
             let msg = match msg {
                 Ok(m) => m,
@@ -388,15 +403,10 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         }
 
         // The batch before this one: its targets committed; dead letters, then offsets.
-        if let Some(mut h) = inflight.take() {
+        if let Some(h) = inflight.take() {
             let waiting = Instant::now();
-            let (back, done, written) = loop {
-                tokio::select! {
-                    joined = &mut h => break joined?,
-                    _ = term.recv() => { stopping = true; stop.send_replace(true); }
-                    _ = interrupt.recv() => { stopping = true; stop.send_replace(true); }
-                }
-            };
+            let (back, done, written) = h.await?;
+            stopping |= *stop_asked.borrow();
             summary.wait_seconds += waiting.elapsed().as_secs_f64();
             if written.abandoned {
                 warn!("stopping before the targets committed the batch in hand: it is not committed, and its rows are read again on the next start");
