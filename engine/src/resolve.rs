@@ -274,14 +274,21 @@ impl Resolver {
     pub fn check_envelope(&mut self, ev: &EnvelopeView<'_>) -> Result<(), Refusal> {
         check_ids(ev).map_err(broken)?;
         let t = self.table(&ev.source.id, &ev.source.version);
-        let table = &self.cache[t];
-        if let Err(b) = &table.source {
+        let ProducerTable { source, channels, layouts, .. } = &mut self.cache[t];
+        if let Err(b) = source {
             return Err(broken(b.clone()));
         }
-        if table.channels.is_none() {
+        let Some(table) = channels else {
             return Err(not_semver(ev));
+        };
+        // Events of kinds a manifest does not take are most of a stream for some (client
+        // health is one event in sixty): checking their channel names each time was a tenth
+        // of such a replay, and their lists repeat as the taken kinds' do.
+        if !is_learned(layouts, ev) {
+            check_channels(ev).map_err(broken)?;
+            learn(layouts, table, ev);
         }
-        check_channels(ev).and_then(|()| check_dims(&mut self.dim_names, ev)).map_err(broken)
+        check_dims(&mut self.dim_names, ev).map_err(broken)
     }
 
     /// Writes the event's input values into `values` (NaN where absent) and its key dimension
@@ -318,15 +325,29 @@ impl Resolver {
         key_values(&self.key_dims, ev, key)
             .map_err(|name| Refusal { reason: Reason::MissingKey, detail: format!("dimension {name:?} (part of the manifest key) is missing") })?;
         let (unknown, novel) = bound?;
-        // A channel list not seen before is remembered (a few per count), so the producer's
-        // next events like it compare names instead of hashing them.
-        if novel && (1..=MAX_LAYOUT).contains(&ev.channels.len()) {
-            let list = &mut layouts[ev.channels.len()];
-            if list.len() < LAYOUTS_PER_COUNT {
-                list.push(ev.channels.iter().map(|(c, _)| (Box::from(&**c), table.get(&**c).copied())).collect());
-            }
+        if novel {
+            learn(layouts, table, ev);
         }
         Ok(unknown)
+    }
+}
+
+/// Whether the event's channel names are those of a layout learned for its count: that list
+/// kept the rules (distinct, 1 to 128 characters) when it was learned.
+#[inline]
+fn is_learned(layouts: &[Vec<Layout>], ev: &EnvelopeView<'_>) -> bool {
+    layouts.get(ev.channels.len()).is_some_and(|known| known.iter().any(|l| l.iter().zip(&ev.channels).all(|((a, _), (b, _))| same(a, b))))
+}
+
+/// Remembers the event's channel list, not learned before and kept to the rules, with its
+/// bindings (a few lists per count), so the producer's next events like it compare names
+/// instead of hashing and checking them.
+fn learn(layouts: &mut [Vec<Layout>], table: &ChannelTable, ev: &EnvelopeView<'_>) {
+    if (1..=MAX_LAYOUT).contains(&ev.channels.len()) {
+        let list = &mut layouts[ev.channels.len()];
+        if list.len() < LAYOUTS_PER_COUNT {
+            list.push(ev.channels.iter().map(|(c, _)| (Box::from(&**c), table.get(&**c).copied())).collect());
+        }
     }
 }
 
