@@ -103,12 +103,9 @@ pub async fn serve(cfg: Config) -> Result<()> {
         if sessions_on { ", POST /v1/sessions" } else { "" },
         if game_on { ", the game at /play/" } else { "" }
     );
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let signal = pitgun_runtime::stop::stop_signal()?;
     pitgun_runtime::http::serve(listener, app, pitgun_runtime::http::HEADER_TIMEOUT, async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
+        info!("{}: stopping", signal.await);
     })
     .await;
     info!("stopped");

@@ -60,9 +60,10 @@ pub struct SinkArgs {
     /// Longest wait between retries of a target that fails (backoff doubles from 100 ms).
     #[arg(long, default_value = "10s", value_parser = crate::duration_arg::positive)]
     max_backoff: Duration,
-    /// After SIGTERM or SIGINT, how long the batch being written may take to commit before it
-    /// is given up: not committed, its rows are read again on the next start (a write can hang
-    /// on a lock held elsewhere). Keep it within the pod's grace period.
+    /// After SIGTERM or SIGINT, how long the batches in hand may take to be written and
+    /// committed; what is unfinished then is given up, not committed, and its rows are read
+    /// again on the next start (a write can hang on a lock held elsewhere). Keep it within the
+    /// pod's grace period.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
     /// Stop once the end offsets seen at start are written and committed (backfills, tests).
@@ -113,8 +114,8 @@ pub fn run(args: SinkArgs) -> Result<ExitCode> {
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let summary = rt.block_on(pitgun_sink::run(cfg));
-    // A QuestDB request given up at a stop may still run on a blocking thread; the runtime's
-    // drop would wait for it without bound.
+    // A task still running on the blocking pool would hold the runtime's drop without bound
+    // (none should: a QuestDB write given up is waited for with its client's timeout).
     rt.shutdown_timeout(Duration::from_secs(1));
     let summary = summary?;
     say!("{}", serde_json::to_string(&summary)?)?;

@@ -460,9 +460,11 @@ fn sigterm_stops_a_sink_retrying_a_batch_its_target_refuses() {
 fn sigterm_stops_a_sink_whose_write_waits_for_a_lock() {
     let lap = LapRows::new("lock", 16);
     let LapRows { ns, pg, rows, .. } = &lap;
-    // A long linger: the loop gathers the next batch (polling the consumer, where a rebalance
-    // arrives) for 8 s after the write begins, rather than waiting for that write.
-    let mut waiting = lap.sink(&["--drain-timeout", "2s", "--linger", "8s"]);
+    // One batch of every row, then a long linger: the loop gathers the next batch (polling the
+    // consumer, where a rebalance arrives) for two minutes after the write begins, rather than
+    // waiting for that write.
+    let batch = rows.len().to_string();
+    let mut waiting = lap.sink(&["--drain-timeout", "2s", "--batch-rows", &batch, "--linger", "120s"]);
     let started = waiting.wait_for_log("sink started", Duration::from_secs(60));
     let group = started.split("group=").nth(1).and_then(|g| g.split_whitespace().next()).expect("the group in the log").to_string();
     // The lock, held by a session that stays open until the test ends it.
@@ -488,7 +490,7 @@ fn sigterm_stops_a_sink_whose_write_waits_for_a_lock() {
     until("the lock is held", held, |n| n == 1);
     lap.publish();
     until("the sink's write waits for the lock", blocked, |n| n >= 1);
-    let joiner: rdkafka::consumer::BaseConsumer = ns.config().set("group.id", &group).create().unwrap();
+    let joiner: rdkafka::consumer::BaseConsumer = ns.config().set("group.id", &group).set("enable.auto.commit", "false").create().unwrap();
     rdkafka::consumer::Consumer::subscribe(&joiner, &[&ns.topic("pitgun.aggregates.lap-performance.v1")]).unwrap();
     let end = std::time::Instant::now() + Duration::from_secs(60);
     while waiting.log_count("revocation waits for the batch being written") == 0 {

@@ -130,8 +130,9 @@ pub fn run(settings: Settings) -> Result<()> {
         // Draining waits for every open request, and a client that stopped sending would hold it
         // past the pod's grace period: it gets --drain-timeout, then the server is dropped.
         let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+        let signal = pitgun_runtime::stop::stop_signal()?;
         let server = pitgun_runtime::http::serve(listener, router(gw.clone()), settings.header_timeout, async {
-            shutdown_signal().await;
+            tracing::info!("{}: draining", signal.await);
             let _ = stopping.send(());
         });
         let deadline = async {
@@ -154,19 +155,4 @@ pub fn run(settings: Settings) -> Result<()> {
     gw.producer.flush(settings.ack_timeout).map_err(Error::Unacknowledged)?;
     eprintln!("pitgun gateway: stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!("cannot listen for SIGTERM: {e}");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: draining"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: draining"),
-    }
 }

@@ -8,6 +8,7 @@
 //! - [`browser`]: what the gateway and the API need for browser clients: session tokens, CORS;
 //! - [`quota`]: per-client request quotas and the client's address, for the gateway and the API;
 //! - [`memory`]: the process's peak resident memory, for exit summaries;
+//! - [`stop`]: the signals that ask a service to stop;
 //! - [`error`]: what can go wrong there, typed (`thiserror`); `anyhow` stays in the binary.
 //!
 //! Topic contracts are documented in `schemas/topics.md`.
@@ -22,3 +23,4 @@ pub mod memory;
 pub mod quota;
 pub mod serve;
 pub mod sql;
+pub mod stop;

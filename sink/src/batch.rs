@@ -148,33 +148,40 @@ pub(crate) struct Written {
     pub retries: u64,
     /// Time of the successful attempts.
     pub seconds: f64,
-    /// A stop was asked for while a target refused the batch: its retries were given up, and
-    /// the batch must not be committed.
+    /// A stop was asked for while a target refused the batch, or its deadline passed while a
+    /// write was still in progress: the write was given up, and the batch must not be
+    /// committed.
     pub abandoned: bool,
 }
 
-/// How long the sink waits on its targets.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Patience {
-    /// Longest wait between retries of a failing write.
-    pub max_backoff: Duration,
-    /// After a stop is asked for, how long a write in progress may take before it is given up.
-    pub drain: Duration,
+/// A stop asked for (SIGTERM, SIGINT): `Some` of the deadline by which the batch being written
+/// is given up (the stop's time plus `--drain-timeout`, one deadline for the whole stop however
+/// many routes, attempts and batches remain).
+pub(crate) type Stop = tokio::sync::watch::Receiver<Option<tokio::time::Instant>>;
+
+/// Ends at the stop's deadline; never if no stop can come any more.
+pub(crate) async fn stop_deadline(stop: &mut Stop) {
+    // Copied out of the channel's guard before any other wait: the guard is not `Send`.
+    let asked = stop.wait_for(Option::is_some).await.map(|asked| *asked);
+    match asked {
+        Ok(Some(deadline)) => tokio::time::sleep_until(deadline).await,
+        _ => std::future::pending().await,
+    }
 }
 
 /// Writes every route's rows of `batch` to its table, each retried with backoff until it
-/// commits, or until a stop is asked for (`stop` turns true) while a target refuses it, or
-/// `patience.drain` after it while a write hangs (then `abandoned`); rows the target refused
-/// become dead letters of the batch. Runs as its own task, so the next batch is read and
-/// converted while the targets work on this one.
+/// commits, or until a stop is asked for while a target refuses it, or the stop's deadline
+/// passes while a write hangs (then `abandoned`); rows the target refused become dead letters
+/// of the batch. Runs as its own task, so the next batch is read and converted while the
+/// targets work on this one.
 pub(crate) async fn write(
     mut targets: Targets,
     mut batch: Batch,
     routes: Arc<Vec<Route>>,
     metrics: Arc<Metrics>,
-    patience: Patience,
+    max_backoff: Duration,
     mut failpoint: bool,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    mut stop: Stop,
 ) -> (Targets, Batch, Written) {
     let mut written = Written { rows: vec![0; routes.len()], retries: 0, seconds: 0.0, abandoned: false };
     for (r, route) in routes.iter().enumerate() {
@@ -189,10 +196,10 @@ pub(crate) async fn write(
             // hold a stopping sink until it is killed.
             let attempt = tokio::select! {
                 attempt = targets[route.target].write(route.table, &mut batch.rows[r]) => Some(attempt),
-                () = stop_then(&mut stop, patience.drain) => None,
+                () = stop_deadline(&mut stop) => None,
             };
             let Some(attempt) = attempt else {
-                warn!(target = kind, table, drain = ?patience.drain, "stopping: the write in progress did not finish within --drain-timeout and is given up");
+                warn!(target = kind, table, "stopping: the write in progress did not finish within --drain-timeout and is given up");
                 targets[route.target].abandon().await;
                 written.abandoned = true;
                 return (targets, batch, written);
@@ -209,13 +216,13 @@ pub(crate) async fn write(
                     warn!(target = kind, table, retry_in = ?backoff, "write failed: {e}");
                     let stopped = tokio::select! {
                         _ = tokio::time::sleep(backoff) => false,
-                        _ = stop.wait_for(|stop| *stop) => true,
+                        _ = stop.wait_for(Option::is_some) => true,
                     };
-                    if stopped || *stop.borrow() {
+                    if stopped || stop.borrow().is_some() {
                         written.abandoned = true;
                         return (targets, batch, written);
                     }
-                    backoff = (backoff * 2).min(patience.max_backoff);
+                    backoff = (backoff * 2).min(max_backoff);
                 }
             }
         };
@@ -232,15 +239,6 @@ pub(crate) async fn write(
         }
     }
     (targets, batch, written)
-}
-
-/// Ends `grace` after a stop is asked for (counted from now if it already was); never if the
-/// stop can no longer be asked for.
-async fn stop_then(stop: &mut tokio::sync::watch::Receiver<bool>, grace: Duration) {
-    if stop.wait_for(|stop| *stop).await.is_err() {
-        std::future::pending::<()>().await;
-    }
-    tokio::time::sleep(grace).await;
 }
 
 #[cfg(test)]

@@ -229,14 +229,19 @@ impl Target for PgTarget {
             // A session's query keeps running on the server after its client stops waiting:
             // waiting for a lock, it holds up everyone queued behind it. A cancel request asks
             // the server to stop it (its transaction rolls back); a session with nothing
-            // running ignores one.
-            for client in self.conns.iter_mut().filter_map(Option::take) {
-                let cancel = client.cancel_token();
-                match tokio::time::timeout(CANCEL_TIMEOUT, cancel.cancel_query(NoTls)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => warn!("could not cancel a PostgreSQL query given up: {}", db_message(&e)),
-                    Err(_) => warn!("could not cancel a PostgreSQL query given up: no answer within {CANCEL_TIMEOUT:?}"),
+            // running ignores one. All at once, under one bound: the sink is stopping.
+            let sessions: Vec<Client> = self.conns.iter_mut().filter_map(Option::take).collect();
+            let cancels = sessions.iter().map(|session| {
+                let token = session.cancel_token();
+                async move { token.cancel_query(NoTls).await }
+            });
+            match tokio::time::timeout(CANCEL_TIMEOUT, futures_util::future::join_all(cancels)).await {
+                Ok(done) => {
+                    for e in done.into_iter().filter_map(Result::err) {
+                        warn!("could not cancel a PostgreSQL query given up: {}", db_message(&e));
+                    }
                 }
+                Err(_) => warn!("could not cancel the PostgreSQL queries given up: no answer within {CANCEL_TIMEOUT:?}"),
             }
         })
     }

@@ -18,6 +18,8 @@
 //!   make the second copy replace the first.
 //! - The client is blocking (`ureq`), so every call runs on tokio's blocking pool.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
@@ -181,12 +183,19 @@ fn without_secrets(parsed: &questdb_confstr::ConfStr) -> String {
     shown
 }
 
+/// What a write on the blocking pool gives back: the sender, the rows, the result.
+type WriteBack = (Option<Sender>, Vec<TableRow>, Result<Refused, WriteError>);
+
 /// A QuestDB server the sink writes tables to.
 pub struct QuestTarget {
     /// The client configuration string, with the sink's settings added.
     conf: String,
     sender: Option<Sender>,
-    tables: std::sync::Arc<Vec<QuestTable>>,
+    tables: Arc<Vec<QuestTable>>,
+    /// The write running on the blocking pool, if any.
+    in_flight: Option<tokio::task::JoinHandle<WriteBack>>,
+    /// Set when the write in flight is given up: its thread sends no further request.
+    give_up: Arc<AtomicBool>,
 }
 
 impl QuestTarget {
@@ -219,7 +228,7 @@ impl QuestTarget {
         if parsed.get("retry_timeout").is_none() {
             conf.push_str("retry_timeout=0;");
         }
-        let mut target = QuestTarget { conf, sender: None, tables: std::sync::Arc::new(tables) };
+        let mut target = QuestTarget { conf, sender: None, tables: Arc::new(tables), in_flight: None, give_up: Default::default() };
         let conf = target.conf.clone();
         target.sender =
             Some(tokio::task::spawn_blocking(move || Sender::from_conf(&conf)).await?.map_err(Error::questdb(format!("cannot connect to {addr}")))?);
@@ -235,12 +244,17 @@ impl QuestTarget {
     /// and come back). Rows QuestDB refused are returned with its message; anything else is
     /// `Retry`.
     async fn send(&mut self, i: usize, rows: Vec<TableRow>) -> (Vec<TableRow>, Result<Refused, WriteError>) {
-        let (conf, tables, mut sender) = (self.conf.clone(), self.tables.clone(), self.sender.take());
+        // A flag of this write's own: one given up before does not stop it.
+        self.give_up = Arc::default();
+        let (conf, tables, mut sender, give_up) = (self.conf.clone(), self.tables.clone(), self.sender.take(), self.give_up.clone());
         let task = tokio::task::spawn_blocking(move || {
-            let result = write_blocking(&conf, &mut sender, &tables[i], &rows);
+            let result = write_blocking(&conf, &mut sender, &tables[i], &rows, &give_up);
             (sender, rows, result)
         });
+        // Kept here while it runs, so a write given up can still be waited for.
+        let task = self.in_flight.insert(task);
         let (sender, rows, result) = task.await.expect("the QuestDB write task does not panic");
+        self.in_flight = None;
         self.sender = sender;
         (rows, result)
     }
@@ -260,10 +274,16 @@ impl Target for QuestTarget {
     }
 
     fn abandon(&mut self) -> BoxFuture<'_, ()> {
-        // The request runs on a blocking thread with the client's own timeout; the stopping
-        // process does not wait for it (`pitgun sink` shuts its runtime down with a bound), and
-        // the next write, if any, opens a new sender (the one in flight never came back).
-        Box::pin(async {})
+        Box::pin(async move {
+            // The write runs on a blocking thread, which dropping its future does not stop: it
+            // would go on sending the batch's requests after the partitions' next owner writes
+            // theirs, and QuestDB keeps whichever lands last. It sends no further request, and
+            // the one under way (bounded by the client's own timeout) is waited for.
+            self.give_up.store(true, Ordering::Relaxed);
+            if let Some(task) = self.in_flight.take() {
+                let _ = task.await;
+            }
+        })
     }
 }
 
@@ -272,9 +292,18 @@ impl Target for QuestTarget {
 /// the dedup keys make safe to repeat.
 const ROWS_PER_REQUEST: usize = 20_000;
 
-fn write_blocking(conf: &str, sender: &mut Option<Sender>, table: &QuestTable, rows: &[TableRow]) -> Result<Refused, WriteError> {
+fn write_blocking(
+    conf: &str,
+    sender: &mut Option<Sender>,
+    table: &QuestTable,
+    rows: &[TableRow],
+    give_up: &AtomicBool,
+) -> Result<Refused, WriteError> {
     let mut refused: Refused = Vec::new();
     for start in (0..rows.len()).step_by(ROWS_PER_REQUEST) {
+        if give_up.load(Ordering::Relaxed) {
+            return Err(WriteError::Retry("QuestDB: the write was given up (the sink is stopping)".into()));
+        }
         let end = (start + ROWS_PER_REQUEST).min(rows.len());
         refused.extend(write_request(conf, sender, table, rows, start..end)?);
     }

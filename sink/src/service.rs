@@ -323,19 +323,16 @@ pub async fn run(cfg: Config) -> Result<Summary> {
     let mut failpoint = std::env::var(FAILPOINT_ENV).ok().is_some_and(|v| v == "after-target-commit");
     let routes = Arc::new(routes);
     let mut summary = Summary::default();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let signal = pitgun_runtime::stop::stop_signal()?;
     // A stop asked for by SIGTERM or SIGINT, told to the loop and to the batch being written
     // (a write its targets refuse is then given up instead of retried forever, one that hangs
-    // after --drain-timeout). Heard by a task of its own: a revocation that waits for the write
-    // holds the loop, and the write must still hear the stop to end that wait.
-    let (stop, mut stop_asked) = tokio::sync::watch::channel(false);
+    // at the stop's deadline). Heard by a task of its own: a revocation that waits for the
+    // write holds the loop, and the write must still hear the stop to end that wait.
+    let (stop, mut stop_asked) = tokio::sync::watch::channel(None);
+    let drain = cfg.drain_timeout;
     tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = interrupt.recv() => {}
-        }
-        stop.send_replace(true);
+        info!("{}: stopping (the batch in hand has --drain-timeout, {drain:?})", signal.await);
+        stop.send_replace(Some(tokio::time::Instant::now() + drain));
     });
     let mut stopping = false;
     let mut first_row: Option<Instant> = None;
@@ -352,7 +349,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
             let msg = tokio::select! {
                 m = consumer.recv() => m,
                 _ = &mut linger => break,
-                _ = stop_asked.wait_for(|stop| *stop) => { stopping = true; break }
+                _ = stop_asked.wait_for(Option::is_some) => { stopping = true; break }
             };
             let msg = match msg {
                 Ok(m) => m,
@@ -406,7 +403,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         if let Some(h) = inflight.take() {
             let waiting = Instant::now();
             let (back, done, written) = h.await?;
-            stopping |= *stop_asked.borrow();
+            stopping |= stop_asked.borrow().is_some();
             summary.wait_seconds += waiting.elapsed().as_secs_f64();
             if written.abandoned {
                 warn!("stopping before the targets committed the batch in hand: it is not committed, and its rows are read again on the next start");
@@ -421,7 +418,18 @@ pub async fn run(cfg: Config) -> Result<Summary> {
                     *summary.written.entry(route.label()).or_default() += n;
                 }
             }
-            committed.extend(commit(&done, &consumer, &producer, &deadletter_topic, &metrics, &mut summary).await?);
+            // A broker that stopped answering would hold the dead letters' acknowledgements past
+            // the stop's deadline; the offsets then stay uncommitted, as for a write given up.
+            let mut stop_seen = stop_asked.clone();
+            let committing_now = tokio::select! {
+                offsets = commit(&done, &consumer, &producer, &deadletter_topic, &metrics, &mut summary) => Some(offsets?),
+                () = batch::stop_deadline(&mut stop_seen) => None,
+            };
+            let Some(offsets) = committing_now else {
+                warn!("stopping: the batch's dead letters were not acknowledged within --drain-timeout; it is not committed, and its rows are read again on the next start");
+                return Ok(summary);
+            };
+            committed.extend(offsets);
             summary.commit_seconds += committing.elapsed().as_secs_f64();
             summary.seconds = first_row.map_or(0.0, |t| t.elapsed().as_secs_f64());
         }
@@ -436,15 +444,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
             let fail_now = std::mem::take(&mut failpoint);
             let held = targets.take().expect("the targets are back from the last write");
             let writing = consumer.context().writing.begin();
-            let write = batch::write(
-                held,
-                batch,
-                routes.clone(),
-                metrics.clone(),
-                batch::Patience { max_backoff: cfg.max_backoff, drain: cfg.drain_timeout },
-                fail_now,
-                stop_asked.clone(),
-            );
+            let write = batch::write(held, batch, routes.clone(), metrics.clone(), cfg.max_backoff, fail_now, stop_asked.clone());
             inflight = Some(tokio::spawn(async move {
                 let written = write.await;
                 drop(writing);

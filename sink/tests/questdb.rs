@@ -120,3 +120,26 @@ async fn unavailable_failing_and_lost_answers_are_retry_and_every_row_lands_once
     // Applied twice, deduplicated on the designated timestamp and keys: one row each.
     assert_table_equals(&q, &rows, "after the retries");
 }
+
+/// A write given up (the sink is stopping, `--drain-timeout` passed) is dropped while its request
+/// is under way on a blocking thread, which dropping does not stop. `abandon` waits for that
+/// request: once it returns, nothing of the write can land after the partitions' next owner
+/// writes the same rows (QuestDB keeps whichever lands last). The target then writes again.
+#[tokio::test]
+async fn a_write_given_up_is_waited_for_before_abandon_returns() {
+    let q = QuestDbStandIn::start();
+    let (mut target, table) = open(&q).await;
+    let rows = lap_rows();
+    let mut batch = convert(&table.shape, &rows);
+    q.push_fault(Fault::Slow(Duration::from_millis(1500)));
+    let dropped = tokio::time::timeout(Duration::from_millis(300), target.write(0, &mut batch)).await;
+    assert!(dropped.is_err(), "the slow write was still under way when dropped");
+    assert!(q.rows(TABLE).is_empty(), "not applied yet");
+    let started = std::time::Instant::now();
+    target.abandon().await;
+    assert!(started.elapsed() >= Duration::from_millis(900), "abandon returned before the request ended ({:?})", started.elapsed());
+    assert_eq!(q.rows(TABLE).len(), rows.len(), "the request under way had landed when abandon returned");
+    let mut again = convert(&table.shape, &rows);
+    assert!(target.write(0, &mut again).await.expect("a write after one given up").is_empty());
+    assert_table_equals(&q, &rows, "after the write given up and the next");
+}
