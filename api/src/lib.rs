@@ -97,13 +97,14 @@ pub async fn serve(cfg: Config) -> Result<()> {
     }
     let app = app.layer(cors);
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|source| Error::Listen { addr: cfg.listen, source })?;
+    // Before the line that says the API serves: a stop asked for after it is heard.
+    let signal = pitgun_runtime::stop::stop_signal()?;
     info!(
         listen = %listener.local_addr()?, browser_sessions = sessions_on, game = game_on,
         "performance API serving /v1/runs, /v1/leaderboard, /v1/sessions/{{id}}/performance, /openapi.json{}{}",
         if sessions_on { ", POST /v1/sessions" } else { "" },
         if game_on { ", the game at /play/" } else { "" }
     );
-    let signal = pitgun_runtime::stop::stop_signal()?;
     pitgun_runtime::http::serve(listener, app, pitgun_runtime::http::HEADER_TIMEOUT, async move {
         info!("{}: stopping", signal.await);
     })

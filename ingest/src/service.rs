@@ -112,6 +112,8 @@ pub fn run(settings: Settings) -> Result<()> {
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(settings.listen).await.map_err(|source| Error::Listen { addr: settings.listen, source })?;
         let addr = listener.local_addr()?;
+        // Before the line that says the gateway listens: a stop asked for after it is heard.
+        let signal = pitgun_runtime::stop::stop_signal()?;
         // Tests and scripts read this line to find the port.
         eprintln!("pitgun gateway: listening on http://{addr}");
         tracing::info!(
@@ -130,7 +132,6 @@ pub fn run(settings: Settings) -> Result<()> {
         // Draining waits for every open request, and a client that stopped sending would hold it
         // past the pod's grace period: it gets --drain-timeout, then the server is dropped.
         let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
-        let signal = pitgun_runtime::stop::stop_signal()?;
         let server = pitgun_runtime::http::serve(listener, router(gw.clone()), settings.header_timeout, async {
             tracing::info!("{}: draining", signal.await);
             let _ = stopping.send(());

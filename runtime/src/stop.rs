@@ -1,5 +1,7 @@
 //! The signals that ask a service to stop: SIGTERM (what Kubernetes sends, then SIGKILL after the
-//! pod's grace period) and SIGINT (Ctrl-C). One place, so every service stops on the same two.
+//! pod's grace period) and SIGINT (Ctrl-C). One place for the Tokio services (gateway, API,
+//! sink), so they stop on the same two; the processor's engine threads, which run no Tokio
+//! runtime, watch a flag that `signal-hook` sets on the same two.
 
 use std::future::Future;
 

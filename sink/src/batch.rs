@@ -194,9 +194,11 @@ pub(crate) async fn write(
             let started = Instant::now();
             // A write that hangs (a lock held elsewhere, a server that stopped answering) would
             // hold a stopping sink until it is killed.
+            // The deadline first: once it has passed, no attempt starts.
             let attempt = tokio::select! {
-                attempt = targets[route.target].write(route.table, &mut batch.rows[r]) => Some(attempt),
+                biased;
                 () = stop_deadline(&mut stop) => None,
+                attempt = targets[route.target].write(route.table, &mut batch.rows[r]) => Some(attempt),
             };
             let Some(attempt) = attempt else {
                 warn!(target = kind, table, "stopping: the write in progress did not finish within --drain-timeout and is given up");

@@ -29,7 +29,7 @@ use ::questdb::ingress::{ColumnName, Sender, TableName, TimestampMicros};
 use ::questdb::ErrorCode;
 use futures_util::future::BoxFuture;
 use pitgun_contracts::analysis::{AnalysisContract, ColumnRole};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::table::{Cell, PgType, TableRow, TableShape};
 use crate::target::{Refused, Target, WriteError};
@@ -183,6 +183,10 @@ fn without_secrets(parsed: &questdb_confstr::ConfStr) -> String {
     shown
 }
 
+/// How long a write given up is waited for: the request under way (the client's own timeout is
+/// 10 s plus the request's size at 100 KiB/s).
+const GIVE_UP_WAIT: Duration = Duration::from_secs(10);
+
 /// What a write on the blocking pool gives back: the sender, the rows, the result.
 type WriteBack = (Option<Sender>, Vec<TableRow>, Result<Refused, WriteError>);
 
@@ -244,6 +248,10 @@ impl QuestTarget {
     /// and come back). Rows QuestDB refused are returned with its message; anything else is
     /// `Retry`.
     async fn send(&mut self, i: usize, rows: Vec<TableRow>) -> (Vec<TableRow>, Result<Refused, WriteError>) {
+        // A write dropped without `abandon` (none is) would leave its thread running.
+        if self.in_flight.is_some() {
+            self.abandon().await;
+        }
         // A flag of this write's own: one given up before does not stop it.
         self.give_up = Arc::default();
         let (conf, tables, mut sender, give_up) = (self.conf.clone(), self.tables.clone(), self.sender.take(), self.give_up.clone());
@@ -281,7 +289,13 @@ impl Target for QuestTarget {
             // the one under way (bounded by the client's own timeout) is waited for.
             self.give_up.store(true, Ordering::Relaxed);
             if let Some(task) = self.in_flight.take() {
-                let _ = task.await;
+                // Bounded, so the stop stays within the pod's grace period: a request larger
+                // than the client's 100 KiB/s minimum rate allows in this time may still land.
+                if tokio::time::timeout(GIVE_UP_WAIT, task).await.is_err() {
+                    warn!(
+                        "a QuestDB request given up was still under way after {GIVE_UP_WAIT:?}: it may land after the partitions' next owner writes"
+                    );
+                }
             }
         })
     }
@@ -301,11 +315,8 @@ fn write_blocking(
 ) -> Result<Refused, WriteError> {
     let mut refused: Refused = Vec::new();
     for start in (0..rows.len()).step_by(ROWS_PER_REQUEST) {
-        if give_up.load(Ordering::Relaxed) {
-            return Err(WriteError::Retry("QuestDB: the write was given up (the sink is stopping)".into()));
-        }
         let end = (start + ROWS_PER_REQUEST).min(rows.len());
-        refused.extend(write_request(conf, sender, table, rows, start..end)?);
+        refused.extend(write_request(conf, sender, table, rows, start..end, give_up)?);
     }
     Ok(refused)
 }
@@ -317,6 +328,7 @@ fn write_request(
     table: &QuestTable,
     rows: &[TableRow],
     range: std::ops::Range<usize>,
+    give_up: &AtomicBool,
 ) -> Result<Refused, WriteError> {
     if sender.is_none() {
         *sender = Some(Sender::from_conf(conf).map_err(|e| WriteError::Retry(format!("QuestDB: {}", e.msg())))?);
@@ -345,6 +357,11 @@ fn write_request(
         }
         if lines.is_empty() {
             break;
+        }
+        // Every request of a write given up (the next chunk, the resend without a refused row)
+        // stays unsent.
+        if give_up.load(Ordering::Relaxed) {
+            return Err(WriteError::Retry("QuestDB: the write was given up (the sink is stopping)".into()));
         }
         match s.flush_and_keep_with_flags(&buf, true) {
             Ok(()) => break,

@@ -317,13 +317,14 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         let bound = spawn_health_server(addr, health.clone())?;
         info!(%bound, "serving /metrics, /healthz, /readyz");
     }
+    // Before the line that says the sink has started: a stop asked for after it is heard.
+    let signal = pitgun_runtime::stop::stop_signal()?;
     health.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     info!(group = %group, topics = ?topic_names, "sink started");
 
     let mut failpoint = std::env::var(FAILPOINT_ENV).ok().is_some_and(|v| v == "after-target-commit");
     let routes = Arc::new(routes);
     let mut summary = Summary::default();
-    let signal = pitgun_runtime::stop::stop_signal()?;
     // A stop asked for by SIGTERM or SIGINT, told to the loop and to the batch being written
     // (a write its targets refuse is then given up instead of retried forever, one that hangs
     // at the stop's deadline). Heard by a task of its own: a revocation that waits for the
@@ -420,6 +421,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
             }
             // A broker that stopped answering would hold the dead letters' acknowledgements past
             // the stop's deadline; the offsets then stay uncommitted, as for a write given up.
+            // (The offset commit itself is synchronous, bounded by librdkafka's own timeouts.)
             let mut stop_seen = stop_asked.clone();
             let committing_now = tokio::select! {
                 offsets = commit(&done, &consumer, &producer, &deadletter_topic, &metrics, &mut summary) => Some(offsets?),

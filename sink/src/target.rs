@@ -32,10 +32,10 @@ pub trait Target: Send {
     fn write<'a>(&'a mut self, table: usize, rows: &'a mut Vec<TableRow>) -> BoxFuture<'a, Result<Refused, WriteError>>;
 
     /// Called after a write was dropped before it finished (the sink is stopping and the write
-    /// outlived `--drain-timeout`): the server stops working on it where it can, and nothing of
-    /// it reaches the target after this returns (the partitions' next owner may write the same
-    /// rows next). The write may have committed or not, and its rows may not have been given
-    /// back; the batch is not committed to Kafka, so its rows are read and written again, which
-    /// upserts make harmless.
+    /// outlived `--drain-timeout`): the server is asked to stop working on it, and what of it
+    /// could still land is waited for, within a bound (the partitions' next owner may write the
+    /// same rows next). The write may have committed or not, and its rows may not have been
+    /// given back; the batch is not committed to Kafka, so its rows are read and written again,
+    /// which the versioned upserts make harmless.
     fn abandon(&mut self) -> BoxFuture<'_, ()>;
 }

@@ -143,3 +143,22 @@ async fn a_write_given_up_is_waited_for_before_abandon_returns() {
     assert!(target.write(0, &mut again).await.expect("a write after one given up").is_empty());
     assert_table_equals(&q, &rows, "after the write given up and the next");
 }
+
+/// A write given up sends no further request: here QuestDB refuses a row of the slow request
+/// under way, and the resend without that row, which a write not given up makes, stays unsent.
+#[tokio::test]
+async fn a_write_given_up_sends_no_further_request() {
+    let q = QuestDbStandIn::start();
+    q.refuse_symbol("refuse-me");
+    let (mut target, table) = open(&q).await;
+    let mut rows = lap_rows();
+    rows[0].insert("player".into(), "refuse-me".into());
+    let mut batch = convert(&table.shape, &rows);
+    q.push_fault(Fault::Slow(Duration::from_millis(1000)));
+    let dropped = tokio::time::timeout(Duration::from_millis(300), target.write(0, &mut batch)).await;
+    assert!(dropped.is_err(), "the slow write was still under way when dropped");
+    target.abandon().await;
+    let (writes, applied, errors) = q.counts();
+    assert_eq!((writes, applied), (1, 0), "the refused request alone, no resend; errors {errors:?}");
+    assert!(q.rows(TABLE).is_empty());
+}
