@@ -68,8 +68,9 @@ pub struct Config {
     pub linger: Duration,
     /// Longest wait between retries of a failing target.
     pub max_backoff: Duration,
-    /// After SIGTERM or SIGINT, how long the batch being written may take to commit before it
-    /// is given up (not committed: its rows are read again on the next start).
+    /// After SIGTERM or SIGINT, how long the batches in hand may take to be written and
+    /// committed; what is unfinished then is given up (not committed: its rows are read again
+    /// on the next start).
     pub drain_timeout: Duration,
     /// Stop once the end offsets seen at start are committed.
     pub until_end: bool,
