@@ -81,27 +81,23 @@ enum Command {
     /// Manifest tools: run its tests, print its analysis contract, compare versions, hash.
     #[command(subcommand)]
     Manifest(manifest_cmd::ManifestCommand),
-    /// Run a manifest version over the envelopes topic as a consumer group (RocksDB state).
+    // The live commands below carry no doc here: a variant's doc would replace the long help
+    // their argument structs' docs give (`--help`), leaving only its one line.
     #[cfg(feature = "live")]
     Process(process_cmd::ProcessArgs),
-    // Sink and Api: the about text and the long help come from their argument structs' docs.
     #[cfg(feature = "live")]
     Sink(sink_cmd::SinkArgs),
     #[cfg(feature = "live")]
     Api(api_cmd::ApiArgs),
-    /// Publish a dataset's envelopes straight to the envelopes topic (no gateway).
     #[cfg(feature = "live")]
     Publish(publish_cmd::PublishArgs),
-    /// Print the rows of an aggregates topic (or any topic) as they arrive.
     #[cfg(feature = "live")]
     Tail(topic_cmd::TailArgs),
-    /// Write the envelopes of a topic to a dataset file, for `pitgun replay` post-mortem.
     #[cfg(feature = "live")]
     Export(topic_cmd::ExportArgs),
     /// The HTTP ingest gateway: validate envelopes, produce them to Kafka, serve the definitions.
     #[cfg(feature = "live")]
     Gateway(gateway_cmd::GatewayArgs),
-    // Like Sink and Api: the about text and the long help come from the arguments' docs.
     #[cfg(feature = "live")]
     Topics(topics_cmd::TopicsArgs),
     /// A live service asked of a build without them: explains how to build them.

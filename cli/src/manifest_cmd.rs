@@ -23,7 +23,8 @@ pub enum ManifestCommand {
         /// Manifests to test.
         #[arg(required = true)]
         manifests: Vec<PathBuf>,
-        /// Dictionary file (default: the pinned one beside the manifests).
+        /// Dictionary file (default: the one the manifest pins, <name>.yaml in ../dictionary/ from
+        /// its folder, else in its folder).
         #[arg(long)]
         dictionary: Option<PathBuf>,
     },

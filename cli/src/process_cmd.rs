@@ -25,7 +25,8 @@ pub struct ProcessArgs {
     /// Pipeline manifest (YAML or JSON).
     #[arg(long, conflicts_with = "bundle", required_unless_present = "bundle")]
     manifest: Option<PathBuf>,
-    /// Dictionary for --manifest (default: found beside the manifest).
+    /// Dictionary for --manifest (default: the one the manifest pins, <name>.yaml in ../dictionary/
+    /// from its folder, else in its folder).
     #[arg(long, requires = "manifest")]
     dictionary: Option<PathBuf>,
     /// Bundle manifest; pick the pipeline with --pipeline.

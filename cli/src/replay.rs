@@ -35,8 +35,9 @@ pub struct ReplayArgs {
     #[arg(long, conflicts_with = "manifest")]
     pipeline: Option<String>,
     /// Dictionary file (default: <name>.yaml, the name the manifest pins, in ../dictionary/ from
-    /// the manifest's folder, else in that folder).
-    #[arg(long)]
+    /// the manifest's folder, else in that folder). With --bundle, the bundle's pinned
+    /// dictionary is used: giving both is refused.
+    #[arg(long, conflicts_with = "bundle")]
     dictionary: Option<PathBuf>,
     /// Dataset files: .ndjson/.jsonl/.json (optionally .gz/.zst) or .avro; read in order.
     #[arg(long, short, required = true, num_args = 1..)]

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use pitgun_workload::{simulate, Faults, Record, SimConfig};
+use pitgun_workload::{check_health_rate, check_sample_rate, simulate, Faults, Record, SimConfig};
 
 #[cfg(feature = "live")]
 use crate::simulate_target::{Poster, TargetOptions};
@@ -28,11 +28,11 @@ pub struct SimulateArgs {
     /// Length of each session, like `90s`, `5m` or `1h`.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     duration: std::time::Duration,
-    /// Samples per second per session.
-    #[arg(long, default_value_t = 60.0)]
+    /// Samples per second per session (more than 0, at most 10000).
+    #[arg(long, default_value_t = 60.0, value_parser = rate_arg(check_sample_rate))]
     rate: f64,
-    /// Client-health events per second per session (0 disables them).
-    #[arg(long, default_value_t = 1.0)]
+    /// Client-health events per second per session (0 disables them; at most 1000).
+    #[arg(long, default_value_t = 1.0, value_parser = rate_arg(check_health_rate))]
     health_rate: f64,
     /// Seed: the same seed and options give the same file, byte for byte.
     #[arg(long, default_value_t = 1)]
@@ -101,6 +101,14 @@ fn parse_api_key(text: &str) -> Result<(String, String)> {
     }
 }
 
+/// A rate flag held to the simulator's own rule on it, so the error names the flag.
+fn rate_arg(rule: fn(f64) -> Result<(), String>) -> impl Fn(&str) -> Result<f64, String> + Clone + Send + Sync + 'static {
+    move |text| {
+        let hz: f64 = text.parse().map_err(|_| format!("{text:?} is not a number"))?;
+        rule(hz).map(|()| hz)
+    }
+}
+
 fn parse_faults(text: &str) -> Result<Faults, String> {
     Faults::parse_list(text).map_err(|e| e.to_string())
 }
@@ -113,9 +121,7 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
     if let Some(f) = args.faults {
         config.faults = f;
     }
-    if let Err(e) = config.validate() {
-        bail!("invalid simulation: {e}");
-    }
+    config.validate()?;
     #[cfg(not(feature = "live"))]
     if args.target.is_some() {
         // Before --output is created: a refused run leaves no empty file behind.
@@ -134,6 +140,16 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
                 read_api_keys(path, &mut tokens)?;
             }
             tokens.extend(args.api_key.iter().cloned());
+            // Every source the run sends from needs its key: known now, before anything is sent
+            // or written, rather than at its first batch.
+            let missing: Vec<&str> = pitgun_workload::source_ids(config.sessions).into_iter().filter(|s| !tokens.contains_key(*s)).collect();
+            if !missing.is_empty() {
+                bail!(
+                    "no API key for source {}: this run sends from {}; pass --api-key SOURCE=TOKEN or --api-keys FILE",
+                    missing.join(", "),
+                    pitgun_workload::source_ids(config.sessions).join(" and ")
+                );
+            }
             Some(Poster::start(TargetOptions {
                 url: url.clone(),
                 batch: args.batch,
@@ -194,11 +210,13 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
     if let Some(w) = writer {
         w.finish().map_err(as_given)?;
     }
-    if let Some(output) = output {
-        output.commit()?;
-    }
+    // The gateway's last answers before --output replaces the file: a run that fails leaves it
+    // as it was.
     if let Some(p) = poster {
         p.finish(args.quiet)?;
+    }
+    if let Some(output) = output {
+        output.commit()?;
     }
     if let Some(path) = &args.truth {
         crate::paths::write_whole(path, |f| {

@@ -27,7 +27,8 @@ pub struct SinkArgs {
     /// Pipeline manifest whose rows to write (repeatable).
     #[arg(long, required = true)]
     manifest: Vec<PathBuf>,
-    /// Dictionary for every --manifest (default: found beside each manifest).
+    /// Dictionary for every --manifest (default: for each, the one the manifest pins, <name>.yaml
+    /// in ../dictionary/ from its folder, else in its folder).
     #[arg(long)]
     dictionary: Option<PathBuf>,
     #[command(flatten)]
@@ -123,9 +124,9 @@ pub fn run(args: SinkArgs) -> Result<ExitCode> {
 }
 
 fn parse_target(s: &str) -> Result<pitgun_contracts::manifest::SinkKind, String> {
-    match s {
-        "postgres" => Ok(pitgun_contracts::manifest::SinkKind::Postgres),
-        "questdb" => Ok(pitgun_contracts::manifest::SinkKind::Questdb),
-        other => Err(format!("{other:?} is not a target kind: postgres or questdb")),
-    }
+    use pitgun_contracts::manifest::SinkKind;
+    SinkKind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
+        let names: Vec<&str> = SinkKind::ALL.iter().map(|k| k.name()).collect();
+        format!("{s:?} is not a target kind: {}", names.join(" or "))
+    })
 }

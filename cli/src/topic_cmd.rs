@@ -180,7 +180,12 @@ fn partitions_of(broker: &Broker, topic: &str) -> Result<Vec<i32>> {
         .with_context(|| format!("broker {} did not answer metadata for {topic}", broker.bootstrap))?;
     let parts: Vec<i32> = md.topics().first().map(|t| t.partitions().iter().map(|p| p.id()).collect()).unwrap_or_default();
     if parts.is_empty() {
-        bail!("topic {topic} does not exist on {}", broker.bootstrap);
+        // A name given whole, namespace included, gets the namespace twice.
+        let hint = match topic.strip_prefix(&format!("{ns}.{ns}.", ns = broker.namespace)) {
+            Some(base) if !broker.namespace.is_empty() => format!(": give --topic without the namespace ({base}); it is added"),
+            _ => " (check --topic and --namespace)".into(),
+        };
+        bail!("topic {topic} does not exist on {}{hint}", broker.bootstrap);
     }
     Ok(parts)
 }
@@ -196,7 +201,7 @@ fn interrupt_flag() -> Arc<AtomicBool> {
     stop
 }
 
-/// Print the rows of an aggregates topic as they arrive.
+/// Print the records of an aggregates topic (or any topic) as they arrive.
 ///
 /// Values are printed one per line, exactly as they were written (for rows: the JSON line
 /// `pitgun replay` writes), except envelopes in Avro (what the gateway writes), which are
@@ -209,11 +214,13 @@ fn interrupt_flag() -> Arc<AtomicBool> {
 // `--version` here is the manifest's; the binary's version is `pitgun --version`.
 #[command(disable_version_flag = true)]
 pub struct TailArgs {
-    /// Topic to read.
+    /// Topic to read, by its base name (e.g. pitgun.deadletter.ingest.v1): the namespace
+    /// (--namespace) is added in front.
     #[arg(long, conflicts_with = "manifest", required_unless_present = "manifest")]
     topic: Option<String>,
-    /// Read the aggregates topic of this manifest name (with --version).
-    #[arg(long, requires = "version")]
+    /// Read the aggregates topic of the manifest with this name (its `name:`, e.g.
+    /// lap-performance; not its file), with --version.
+    #[arg(long, requires = "version", value_name = "NAME", value_parser = manifest_name)]
     manifest: Option<String>,
     /// Manifest version, with --manifest.
     #[arg(long, conflicts_with = "topic")]
@@ -243,6 +250,15 @@ pub struct TailArgs {
     /// "decode_error". Dead letters carry their reason in headers: pitgun-reason, pitgun-detail.
     #[arg(long)]
     meta: bool,
+}
+
+/// `tail --manifest` takes a name, where `process`, `sink` and `topics` take a file: a file's
+/// path would make a topic name that only comes back as "does not exist".
+fn manifest_name(text: &str) -> Result<String, String> {
+    if text.contains('/') || [".yaml", ".yml", ".json"].iter().any(|ext| text.ends_with(ext)) {
+        return Err(format!("{text:?} looks like a file: give the manifest's name (its `name:`, e.g. lap-performance) with --version"));
+    }
+    Ok(text.to_string())
 }
 
 pub fn tail(args: TailArgs) -> Result<ExitCode> {
@@ -310,7 +326,8 @@ pub fn tail(args: TailArgs) -> Result<ExitCode> {
 /// are counted and reported, not written, so replaying the export gives the stream's rows.
 #[derive(Args, Debug)]
 pub struct ExportArgs {
-    /// Topic to read (default: the envelopes topic).
+    /// Topic to read, by its base name (default: the envelopes topic); the namespace
+    /// (--namespace) is added in front.
     #[arg(long, default_value = topics::ENVELOPES)]
     topic: String,
     #[command(flatten)]

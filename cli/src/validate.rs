@@ -25,7 +25,8 @@ pub struct ValidateArgs {
     /// Files to check (YAML, JSON or NDJSON).
     #[arg(required = true)]
     files: Vec<PathBuf>,
-    /// Dictionary pipelines are compiled against (default: found beside each manifest).
+    /// Dictionary pipelines are compiled against (default: for each, the one the manifest pins,
+    /// <name>.yaml in ../dictionary/ from its folder, else in its folder).
     #[arg(long)]
     dictionary: Option<PathBuf>,
 }

@@ -935,6 +935,41 @@ fn back_pressure_answers_503_within_the_deadline_and_resent_batches_are_stored()
     assert_eq!(metric(&m, "pitgun_gateway_envelopes_accepted_total"), 300.0, "503 answers count no envelopes");
 }
 
+/// `simulate --target --output` leaves a file already there as it was when the run fails: the
+/// file was put in place before the last batches were answered, so a gateway that could not be
+/// reached still replaced it. A source without a key is refused before anything is sent or
+/// written, not at its first batch.
+#[test]
+fn simulate_target_that_fails_leaves_the_output_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sim.ndjson");
+    std::fs::write(&file, "the file before\n").unwrap();
+    let unreachable = format!("http://127.0.0.1:{}", free_port());
+    let simulate = |keys: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["simulate", "--quiet", "--sessions", "2", "--duration", "5s", "--seed", "3", "--retry-for", "1s", "--output"]);
+        cmd.arg(&file).args(["--target", &unreachable]);
+        for key in keys {
+            cmd.args(["--api-key", key]);
+        }
+        cmd.output().unwrap()
+    };
+    let out = simulate(&["pitgun-web=k1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no API key for source pitgun-sim"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "the file before\n");
+
+    let started = Instant::now();
+    let out = simulate(&["pitgun-web=k1", "pitgun-sim=k2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(60), "gave up after {:?}", started.elapsed());
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "the file before\n", "a failed run replaced --output: {stderr}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left.len(), 1, "no partial file is left beside it: {left:?}");
+}
+
 #[test]
 fn simulate_target_posts_what_the_file_holds_in_session_order() {
     let gw = Gateway::start("simulate", &[]);

@@ -673,24 +673,32 @@ fn hand_offs(changelog_on: bool) {
         let extra = [&["--checkpoint-interval", "200ms", "--metrics-listen", &addr][..], mode].concat();
         let mut p = Service::start(name, &process_args(&m_s, state, &extra), &ns);
         wait_consumed(&addr, consumed, name);
+        let rebuilt = |cause: &str| metric(&http_get(&addr, "/metrics"), "pitgun_processor_partitions_rebuilt_total", &format!("cause=\"{cause}\""));
+        let rebuilt = (rebuilt("first_read"), rebuilt("state_unavailable"));
         p.sigterm();
         assert!(p.wait(Duration::from_secs(30)), "{name} did not stop cleanly");
         eprintln!("{name}: {}", p.summary());
-        p.summary()
+        (p.summary(), rebuilt)
     };
 
     ns.produce_lines(first.iter().map(|s| s.as_str()));
-    let a1 = run(&sa, "a1", first.len());
+    let (a1, rebuilt) = run(&sa, "a1", first.len());
+    assert_eq!(rebuilt, (2.0, 0.0), "A1 read both partitions first: (first_read, state_unavailable)");
     assert_eq!(a1["uncovered_sources"], 1, "A1: {a1}");
     ns.produce_lines(second.iter().map(|s| s.as_str()));
     // With the changelog B restores A's state and reads the second third; without, it rebuilds
     // both partitions from the earliest offset: the first third again, silently.
-    let b = match changelog_on {
+    let (b, rebuilt) = match changelog_on {
         true => run(&sb, "b", second.len()),
         false => run(&sb, "b", first.len() + second.len()),
     };
     let taken = if changelog_on { "changelog_restored_partitions" } else { "rebuilt_partitions" };
     assert_eq!(b[taken], 2, "B: {b}");
+    // B has no local state at all: without the changelog the state at A's committed offsets is
+    // lost, which is what PitgunPartitionRebuilt tells an operator (it once needed a discarded
+    // stale checkpoint as well, so a new replica's volume never fired it).
+    let lost = if changelog_on { 0.0 } else { 2.0 };
+    assert_eq!(rebuilt, (0.0, lost), "B: (first_read, state_unavailable)");
     assert_eq!(b["uncovered_sources"], 0, "B counted the first third's event again: {b}");
     ns.produce_lines(last.iter().map(|s| s.as_str()));
     let extra = [&["--checkpoint-interval", "200ms", "--until-end"][..], mode].concat();
@@ -1274,6 +1282,25 @@ fn publish_refuses_a_topic_that_does_not_exist() {
     let consumer: rdkafka::consumer::BaseConsumer = ns.config().create().unwrap();
     let md = rdkafka::consumer::Consumer::fetch_metadata(&consumer, None, Duration::from_secs(10)).unwrap();
     assert!(!md.topics().iter().any(|t| t.name() == topic), "the refused publish created {topic}");
+}
+
+/// `tail` and `export` take a topic's base name and add the namespace; a name given whole, with
+/// the namespace, came back only as "does not exist". The error now says what to give.
+#[test]
+fn tail_and_export_say_when_the_namespace_was_given_twice() {
+    let ns = Ns::new("tail-twice");
+    ns.create_topics(1);
+    let whole = ns.topic("pitgun.envelopes.v1");
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("x.avro");
+    for args in
+        [vec!["tail", "--topic", whole.as_str(), "--until-end"], vec!["export", "--topic", whole.as_str(), "--output", output.to_str().unwrap()]]
+    {
+        let out = pitgun(&args, &ns);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("give --topic without the namespace (pitgun.envelopes.v1)"), "{args:?}: {stderr}");
+    }
 }
 
 /// `tail` into a pipe closed early (`| head -1`) says it could not write to standard output; it

@@ -1182,3 +1182,76 @@ fn the_engine_holds_envelopes_to_the_schemas_limits() {
         assert!(note["detail"].as_str().unwrap().starts_with(&format!("at {pointer}")), "{what}: {note}");
     }
 }
+
+/// Each live command's `--help` gives its whole description, not only its first line: a doc on
+/// the command's enum variant once replaced the long help its arguments' docs give (what
+/// `publish` needs of its topic, what `tail --latest` prints, what `export` leaves out).
+#[cfg(feature = "live")]
+#[test]
+fn every_live_command_help_gives_its_whole_description() {
+    let cases = [
+        ("process", "Checkpoints are atomic (state + offsets)"),
+        ("publish", "The topic must exist"),
+        ("tail", "With --latest, only the last version of each key is printed"),
+        ("export", "partition by partition in offset order"),
+        ("sink", "offsets are committed only after every target has committed the batch"),
+        ("api", "Endpoints: GET /v1/runs"),
+        ("topics", "Topics that exist are kept as they are"),
+    ];
+    for (command, phrase) in cases {
+        let help = String::from_utf8_lossy(&ok(&[command, "--help"]).stdout).split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(help.contains(phrase), "pitgun {command} --help lacks {phrase:?}:\n{help}");
+    }
+}
+
+/// Flags a run would not honour are refused, naming the flag, before anything is read: a
+/// dictionary given with a bundle (the bundle's pinned one was used and --dictionary ignored), a
+/// simulation rate out of range (the error named the simulator's field `rate_hz`, not the flag).
+#[test]
+fn flags_a_run_would_not_honour_are_refused_naming_the_flag() {
+    let bundle = root().join("manifests/bundles/racing.v1.yaml");
+    let dictionary = root().join("manifests/dictionary/racing.yaml");
+    let sample = root().join("samples/racing-small.ndjson.zst");
+    let out = run(&[
+        "replay",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--pipeline",
+        "lap-performance",
+        "--dictionary",
+        dictionary.to_str().unwrap(),
+        "--input",
+        sample.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--dictionary") && stderr.contains("--bundle"), "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sim.ndjson");
+    for (flag, value, says) in [
+        ("--rate", "0", "more than 0 and at most 10000 per second, got 0"),
+        ("--rate", "fast", "\"fast\" is not a number"),
+        ("--health-rate", "2000", "from 0 (none) to 1000 per second, got 2000"),
+        ("--health-rate", "NaN", "got NaN"),
+    ] {
+        let out = run(&["simulate", "--sessions", "1", "--duration", "5s", flag, value, "--output", file.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag) && stderr.contains(says), "{flag} {value}: {stderr}");
+        assert!(!stderr.contains("rate_hz"), "{flag} {value}: names the simulator's field: {stderr}");
+        assert!(!file.exists(), "{flag} {value}: a refused run writes nothing");
+    }
+}
+
+/// `tail --manifest` takes the manifest's name, where `process`, `sink` and `topics` take its
+/// file: a file given there made a topic name that came back only as "does not exist".
+#[cfg(feature = "live")]
+#[test]
+fn tail_refuses_a_manifest_file_where_it_takes_a_name() {
+    let file = manifest("lap-performance");
+    let out = run(&["tail", "--manifest", file.to_str().unwrap(), "--version", "1", "--brokers", "127.0.0.1:1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("looks like a file") && stderr.contains("lap-performance"), "{stderr}");
+}

@@ -356,6 +356,19 @@ pub enum SinkKind {
     Postgres,
 }
 
+impl SinkKind {
+    /// Every kind, in the order they are documented.
+    pub const ALL: [SinkKind; 2] = [SinkKind::Postgres, SinkKind::Questdb];
+
+    /// The kind's name in a manifest (`output.sinks[].kind`) and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            SinkKind::Questdb => "questdb",
+            SinkKind::Postgres => "postgres",
+        }
+    }
+}
+
 /// A test case: input envelopes and the rows they must produce.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -89,7 +89,7 @@ pub(crate) async fn open(cfg: &Config) -> Result<Routing> {
             let (shape, index) = match sink.kind {
                 SinkKind::Postgres => {
                     if cfg.postgres.is_none() {
-                        return Err(unconfigured("PostgreSQL", "--postgres URL (or leave it out with --targets)"));
+                        return Err(unconfigured("PostgreSQL", "--postgres URL (or leave it out with --targets questdb)"));
                     }
                     let shape =
                         if sink.table == RUNS_TABLE { runs_shape(&m.contract)? } else { TableShape::from_contract(&m.contract, &sink.table)? };
@@ -111,7 +111,14 @@ pub(crate) async fn open(cfg: &Config) -> Result<Routing> {
         }
     }
     if routed.is_empty() {
-        return Err(Error::Setup("none of the manifests names a target this sink can write (output.sinks)".into()));
+        let why = match &cfg.targets {
+            Some(only) => format!(
+                "none of the tables the manifests name (output.sinks) is of a kind --targets selects ({})",
+                only.iter().map(|k| k.name()).collect::<Vec<_>>().join(",")
+            ),
+            None => "none of the manifests names a table to write (output.sinks)".into(),
+        };
+        return Err(Error::Setup(why));
     }
     // Each kind of target opened once, with every table routed to it.
     let mut targets: Targets = Vec::new();

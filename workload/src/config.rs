@@ -54,12 +54,8 @@ impl SimConfig {
         if self.duration_us < 0 {
             return Err(ConfigError(format!("duration_us must not be negative, got {}", self.duration_us)));
         }
-        if !(self.rate_hz.is_finite() && self.rate_hz > 0.0 && self.rate_hz <= 10_000.0) {
-            return Err(ConfigError(format!("rate_hz must be in (0, 10000], got {}", self.rate_hz)));
-        }
-        if !(self.health_rate_hz.is_finite() && (0.0..=1000.0).contains(&self.health_rate_hz)) {
-            return Err(ConfigError(format!("health_rate_hz must be in [0, 1000], got {}", self.health_rate_hz)));
-        }
+        check_sample_rate(self.rate_hz).map_err(|e| ConfigError(format!("rate_hz {e}")))?;
+        check_health_rate(self.health_rate_hz).map_err(|e| ConfigError(format!("health_rate_hz {e}")))?;
         self.start_time_us
             .checked_add(self.duration_us)
             .and_then(|t| t.checked_add(400_000_000_000))
@@ -71,6 +67,24 @@ impl SimConfig {
         }
         Ok(())
     }
+}
+
+/// The rule on [`SimConfig::rate_hz`] (samples per second per session), for callers that name the
+/// value their own way (a command-line flag): the error says what it must be.
+pub fn check_sample_rate(hz: f64) -> Result<(), String> {
+    if hz.is_finite() && hz > 0.0 && hz <= 10_000.0 {
+        return Ok(());
+    }
+    Err(format!("must be more than 0 and at most 10000 per second, got {hz}"))
+}
+
+/// The rule on [`SimConfig::health_rate_hz`] (client-health events per second per session; 0
+/// sends none).
+pub fn check_health_rate(hz: f64) -> Result<(), String> {
+    if hz.is_finite() && (0.0..=1000.0).contains(&hz) {
+        return Ok(());
+    }
+    Err(format!("must be from 0 (none) to 1000 per second, got {hz}"))
 }
 
 /// A config that cannot be simulated.

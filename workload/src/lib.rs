@@ -57,10 +57,10 @@ mod stream;
 mod track;
 mod truth;
 
-pub use config::{ConfigError, FaultParseError, Faults, SimConfig, DEFAULT_START_TIME_US};
+pub use config::{check_health_rate, check_sample_rate, ConfigError, FaultParseError, Faults, SimConfig, DEFAULT_START_TIME_US};
 pub use delivery::MAX_HELD;
 pub use faults::FaultCounts;
-pub use producer::{channels, ChannelInfo};
+pub use producer::{channels, source_ids, ChannelInfo};
 pub use stream::simulate;
 pub use truth::{GroundTruth, LapTruth, SessionTruth, StreamStats};
 

@@ -25,6 +25,16 @@ pub(crate) enum Producer {
     Sim21,
 }
 
+/// The producer ids (`source.id`) a run of `sessions` sessions sends from, sorted: who needs an
+/// API key when the run is posted to a gateway.
+pub fn source_ids(sessions: u32) -> Vec<&'static str> {
+    // Producers repeat every eight sessions ([`Producer::for_session`]).
+    let mut ids: Vec<&'static str> = (0..sessions.min(8)).map(|i| Producer::for_session(i).id()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
 impl Producer {
     pub(crate) const ALL: [Producer; 3] = [Producer::Web09, Producer::Web14, Producer::Sim21];
 
