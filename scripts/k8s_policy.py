@@ -52,6 +52,15 @@ def check(docs, root):
             for e in c.get("env", []):
                 if re.search(r"://[^/\s]*:[^@\s]*@", str(e.get("value", ""))):
                     fail(obj, f"container {c['name']}: env {e['name']} holds a credential; use a Secret")
+            # Every service serves /metrics beside its probes; the pod says where, for Prometheus's
+            # usual Kubernetes discovery (`prometheus.io/*` annotations).
+            probe = c.get("readinessProbe", {}).get("httpGet", {}).get("port")
+            if probe is not None:
+                ports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
+                notes = obj["spec"]["template"].get("metadata", {}).get("annotations", {})
+                want = {"prometheus.io/scrape": "true", "prometheus.io/port": str(ports.get(probe, probe)), "prometheus.io/path": "/metrics"}
+                if any(notes.get(k) != v for k, v in want.items()):
+                    fail(obj, f"container {c['name']}: the pod's prometheus.io annotations are not {want}")
             # Every processor is a StatefulSet with its own volume and a static member id.
             if c.get("args", [None])[0] == "process":
                 if obj["kind"] != "StatefulSet":
@@ -125,6 +134,8 @@ def self_test(docs, root):
         "no readiness probe": first("Deployment", lambda d: d["spec"]["template"]["spec"]["containers"][0].pop("readinessProbe")),
         "no memory limit": first("Deployment", lambda d: d["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"].pop("memory")),
         "runs as root": first("Deployment", lambda d: d["spec"]["template"]["spec"]["securityContext"].pop("runAsNonRoot")),
+        "no scrape annotations": first("Deployment", lambda d: d["spec"]["template"]["metadata"].pop("annotations")),
+        "a scrape port that is not the metrics port": lambda ds: processor(ds)["spec"]["template"]["metadata"]["annotations"].update({"prometheus.io/port": "8080"}),
         "a committed Secret": lambda ds: ds.append({"kind": "Secret", "metadata": {"name": "pg"}}),
         "processor without its volume claim": lambda ds: processor(ds)["spec"].pop("volumeClaimTemplates"),
         "processor without static id": lambda ds: processor(ds)["spec"]["template"]["spec"]["containers"][0]["env"].clear(),

@@ -3,8 +3,8 @@
 #
 #   scripts/play.sh up     build pitgun (live) and the game, start the broker and PostgreSQL
 #                          (scripts/stack.sh), the gateway, one processor per manifest
-#                          (lap-performance, session-summary), the sink and the API serving the
-#                          game; prints the address to open
+#                          (client-health, lap-performance, session-summary), the sink and the
+#                          API serving the game; prints the address to open
 #   scripts/play.sh down   stop everything it started (by recorded process ids)
 #
 # State, logs and pids go to .play/ (PLAY_DIR). Ports: API and game 127.0.0.1:8090, gateway
@@ -103,5 +103,5 @@ down() {
 case "${1:-}" in
   up) up ;;
   down) down ;;
-  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; [ -z "${1:-}" ] || exit 2 ;;
+  *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; [ -z "${1:-}" ] || exit 2 ;;
 esac

@@ -240,6 +240,37 @@ fn sink_crashes_leave_tables_complete_and_nothing_doubled() {
     assert!(last.summary()["rows"].as_u64().unwrap() > 0, "the last run re-read what was not committed");
 }
 
+/// Before it has written a row, the sink exports every table's rows-written counter at 0:
+/// PitgunSinkStuck compares retries with rows written, and a sink whose target was down from its
+/// start had no rows-written series at all, so the alert could not fire for it.
+#[test]
+fn a_sink_that_wrote_nothing_exports_each_tables_counter_at_zero() {
+    let ns = Ns::new("sink-zero");
+    ns.create_topics(1);
+    let pg = own_database("sink_zero");
+    let manifests = ["manifests/pipelines/lap-performance.v1.yaml", "manifests/pipelines/session-summary.v1.yaml"];
+    let out = pitgun(&["topics", "--manifest", manifests[0], "--manifest", manifests[1], "--partitions", "1"], &ns);
+    assert!(out.status.success(), "topics: {}", String::from_utf8_lossy(&out.stderr));
+    let listen = format!("127.0.0.1:{}", free_port());
+    let args =
+        ["sink", "--manifest", manifests[0], "--manifest", manifests[1], "--postgres", &pg, "--targets", "postgres", "--metrics-listen", &listen];
+    let mut sink = Service::start("sink", &args, &ns);
+    sink.wait_for_log("sink started", Duration::from_secs(60));
+    let metrics = http_get(&listen, "/metrics");
+    for table in ["lap_performance_v1", "runs"] {
+        let series: Vec<&str> = metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("pitgun_sink_rows_written_total{") && l.contains(&format!("table=\"{table}\"")) && l.contains("target=\"postgres\"")
+            })
+            .collect();
+        assert_eq!(series.len(), 1, "one rows-written series for {table}:\n{metrics}");
+        assert!(series[0].ends_with(" 0"), "{}", series[0]);
+    }
+    sink.sigterm();
+    assert!(sink.wait(Duration::from_secs(30)), "the sink did not stop");
+}
+
 /// The test's own PostgreSQL cluster (not the one the other tests share) is stopped while the
 /// sink starts writing, and started again: the sink retries with backoff meanwhile, commits no
 /// offset, and afterwards the tables equal replay with nothing doubled.

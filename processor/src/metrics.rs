@@ -46,8 +46,10 @@ pub struct Metrics {
     pub checkpoints: IntCounter,
     /// Partitions resumed from a local checkpoint.
     pub checkpoints_restored: IntCounter,
-    /// Partitions rebuilt from the earliest offset (no local checkpoint at the group's offset).
-    pub partitions_rebuilt: IntCounter,
+    /// Partitions rebuilt from the earliest offset, by cause: [`REBUILT_FIRST_READ`] (the group
+    /// had committed nothing for it) or [`REBUILT_STATE_UNAVAILABLE`] (it had, and neither a
+    /// local checkpoint nor the changelog held the state at that offset).
+    pub partitions_rebuilt: IntCounterVec,
     /// Local checkpoints discarded because they were not at the group's committed offset.
     pub checkpoints_discarded: IntCounter,
     /// Sessions restored from local checkpoints.
@@ -129,6 +131,18 @@ impl Metrics {
         for cause in [crate::changelog::RESET, crate::changelog::NOT_STORED] {
             changelog_restarts.with_label_values(&[cause]);
         }
+        let partitions_rebuilt = IntCounterVec::new(
+            Opts::new(
+                "partitions_rebuilt_total",
+                "Partitions rebuilt from the earliest offset, by cause: first_read (the group had no committed offset), state_unavailable (no local checkpoint or changelog state at the committed offset)",
+            ),
+            &["cause"],
+        )
+        .expect("metric");
+        registry.register(Box::new(partitions_rebuilt.clone())).expect("register");
+        for cause in [REBUILT_FIRST_READ, REBUILT_STATE_UNAVAILABLE] {
+            partitions_rebuilt.with_label_values(&[cause]);
+        }
         let checkpoint_seconds = Histogram::with_opts(
             HistogramOpts::new("checkpoint_duration_seconds", "Flush + state write + offset commit")
                 .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
@@ -172,7 +186,7 @@ impl Metrics {
             checkpoint_seconds,
             checkpoints: c("checkpoints_total", "Checkpoints written"),
             checkpoints_restored: c("checkpoints_restored_total", "Partitions resumed from a local checkpoint"),
-            partitions_rebuilt: c("partitions_rebuilt_total", "Partitions rebuilt from the earliest offset"),
+            partitions_rebuilt,
             checkpoints_discarded: c("checkpoints_discarded_total", "Local checkpoints not at the group's committed offset, discarded"),
             sessions_restored: c("sessions_restored_total", "Sessions restored from local checkpoints"),
             restore_seconds,
@@ -188,6 +202,14 @@ impl Metrics {
         }
     }
 }
+
+/// [`Metrics::partitions_rebuilt`]'s cause for a partition the group never committed: its first
+/// read (a new group or a new partition), nothing lost.
+pub const REBUILT_FIRST_READ: &str = "first_read";
+/// [`Metrics::partitions_rebuilt`]'s cause for a partition whose state at the group's committed
+/// offset could not be had (changelog off, or its snapshot past retention): what an operator is
+/// told about.
+pub const REBUILT_STATE_UNAVAILABLE: &str = "state_unavailable";
 
 /// An engine's counters already added to the metrics: the engine counts per event, and the
 /// polling thread adds the difference once a round (a shared counter bumped per record by two

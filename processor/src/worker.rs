@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use crate::changelog::{Chain, Changelog};
 use crate::config::{PlanFactory, Summary};
 use crate::group::SessionGroups;
-use crate::metrics::Reported;
+use crate::metrics::{Reported, REBUILT_FIRST_READ, REBUILT_STATE_UNAVAILABLE};
 use crate::outlet::Outlet;
 use crate::partition::{Part, Tally};
 use crate::queue::Scratch;
@@ -111,7 +111,8 @@ impl Worker {
                 (r.store, r.offset, Offset::Offset(r.offset))
             }
             None => {
-                self.outlet.metrics.partitions_rebuilt.inc();
+                let cause = if committed.is_some() { REBUILT_STATE_UNAVAILABLE } else { REBUILT_FIRST_READ };
+                self.outlet.metrics.partitions_rebuilt.with_label_values(&[cause]).inc();
                 self.summary.rebuilt_partitions += 1;
                 let low = self.bounds.get(&tp).map(|b| b.0).unwrap_or(0);
                 info!(topic, partition, from = low, emit_from = ?committed, "rebuilding from the earliest offset");
