@@ -82,7 +82,8 @@ enum Command {
     #[command(subcommand)]
     Manifest(manifest_cmd::ManifestCommand),
     // The live commands below carry no doc here: a variant's doc would replace the long help
-    // their argument structs' docs give (`--help`), leaving only its one line.
+    // their argument structs' docs give (`--help`), leaving only its one line. (Gateway keeps
+    // one: its arguments' doc has no description, its help an after-help section.)
     #[cfg(feature = "live")]
     Process(process_cmd::ProcessArgs),
     #[cfg(feature = "live")]

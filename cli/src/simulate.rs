@@ -210,19 +210,19 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
     if let Some(w) = writer {
         w.finish().map_err(as_given)?;
     }
-    // The gateway's last answers before --output replaces the file: a run that fails leaves it
-    // as it was.
+    // The gateway's last answers and the truth file before --output replaces the file: a run
+    // that fails leaves it as it was.
     if let Some(p) = poster {
         p.finish(args.quiet)?;
-    }
-    if let Some(output) = output {
-        output.commit()?;
     }
     if let Some(path) = &args.truth {
         crate::paths::write_whole(path, |f| {
             serde_json::to_writer_pretty(&mut *f, &truth)?;
             Ok(f.write_all(b"\n")?)
         })?;
+    }
+    if let Some(output) = output {
+        output.commit()?;
     }
     if !args.quiet {
         let secs = started.elapsed().as_secs_f64();

@@ -181,9 +181,10 @@ fn partitions_of(broker: &Broker, topic: &str) -> Result<Vec<i32>> {
     let parts: Vec<i32> = md.topics().first().map(|t| t.partitions().iter().map(|p| p.id()).collect()).unwrap_or_default();
     if parts.is_empty() {
         // A name given whole, namespace included, gets the namespace twice.
-        let hint = match topic.strip_prefix(&format!("{ns}.{ns}.", ns = broker.namespace)) {
-            Some(base) if !broker.namespace.is_empty() => format!(": give --topic without the namespace ({base}); it is added"),
-            _ => " (check --topic and --namespace)".into(),
+        let twice = broker.base_name(topic).and_then(|base| broker.base_name(base)).filter(|_| !broker.namespace.is_empty());
+        let hint = match twice {
+            Some(base) => format!(": give --topic without the namespace ({base}); it is added"),
+            None => " (check the topic's name and --namespace)".into(),
         };
         bail!("topic {topic} does not exist on {}{hint}", broker.bootstrap);
     }

@@ -947,7 +947,9 @@ fn simulate_target_that_fails_leaves_the_output_as_it_was() {
     let unreachable = format!("http://127.0.0.1:{}", free_port());
     let simulate = |keys: &[&str]| {
         let mut cmd = Command::new(BIN);
-        cmd.args(["simulate", "--quiet", "--sessions", "2", "--duration", "5s", "--seed", "3", "--retry-for", "1s", "--output"]);
+        // One batch per source, posted when the stream ends: the failure comes after the whole
+        // file is written, where the output was once put in place.
+        cmd.args(["simulate", "--quiet", "--sessions", "2", "--duration", "5s", "--seed", "3", "--retry-for", "1s", "--batch", "100000", "--output"]);
         cmd.arg(&file).args(["--target", &unreachable]);
         for key in keys {
             cmd.args(["--api-key", key]);

@@ -1284,6 +1284,28 @@ fn publish_refuses_a_topic_that_does_not_exist() {
     assert!(!md.topics().iter().any(|t| t.name() == topic), "the refused publish created {topic}");
 }
 
+/// A replica whose checkpoint's group offsets are gone (expired, or the group deleted) rebuilds
+/// the partition from its input: state it had is lost, which PitgunPartitionRebuilt reports as
+/// `cause="state_unavailable"`, where it once counted as a group's first read.
+#[test]
+fn a_checkpoint_whose_group_offsets_are_gone_is_counted_as_lost_state() {
+    let ns = Ns::new("offsets-gone");
+    ns.create_topics(1);
+    let dir = tempfile::tempdir().unwrap();
+    ns.produce_lines(lines(&simulate(dir.path(), "gone.ndjson", 37, 2, "30s", None)).iter().map(String::as_str));
+    let state = dir.path().join("state");
+    let (m, state) = (manifest("lap-performance.v1.yaml"), state.to_str().unwrap().to_string());
+    let m = m.to_str().unwrap();
+    let first = pitgun(&process_args(m, &state, &["--until-end"]), &ns);
+    let first = String::from_utf8_lossy(&first.stderr).into_owned();
+    assert!(first.contains("rebuilding from the earliest offset") && first.contains("cause=\"first_read\""), "{first}");
+    // The same state folder under a group with no offsets: the checkpoint is the replica's own.
+    let group = format!("{}.another-group", ns.name);
+    let again = pitgun(&process_args(m, &state, &["--until-end", "--consumer-config", &format!("group.id={group}")]), &ns);
+    let again = String::from_utf8_lossy(&again.stderr).into_owned();
+    assert!(again.contains("discarded") && again.contains("cause=\"state_unavailable\""), "{again}");
+}
+
 /// `tail` and `export` take a topic's base name and add the namespace; a name given whole, with
 /// the namespace, came back only as "does not exist". The error now says what to give.
 #[test]

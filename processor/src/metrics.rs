@@ -46,9 +46,8 @@ pub struct Metrics {
     pub checkpoints: IntCounter,
     /// Partitions resumed from a local checkpoint.
     pub checkpoints_restored: IntCounter,
-    /// Partitions rebuilt from the earliest offset, by cause: [`REBUILT_FIRST_READ`] (the group
-    /// had committed nothing for it) or [`REBUILT_STATE_UNAVAILABLE`] (it had, and neither a
-    /// local checkpoint nor the changelog held the state at that offset).
+    /// Partitions rebuilt from the earliest offset, by cause: [`REBUILT_FIRST_READ`] (no state was
+    /// ever had for it) or [`REBUILT_STATE_UNAVAILABLE`] (state was had, and is not to be had now).
     pub partitions_rebuilt: IntCounterVec,
     /// Local checkpoints discarded because they were not at the group's committed offset.
     pub checkpoints_discarded: IntCounter,
@@ -134,7 +133,7 @@ impl Metrics {
         let partitions_rebuilt = IntCounterVec::new(
             Opts::new(
                 "partitions_rebuilt_total",
-                "Partitions rebuilt from the earliest offset, by cause: first_read (the group had no committed offset), state_unavailable (no local checkpoint or changelog state at the committed offset)",
+                "Partitions rebuilt from the earliest offset, by cause: first_read (no state was ever had for it), state_unavailable (its state at the committed offset, or the offsets of its local checkpoint, could not be had)",
             ),
             &["cause"],
         )
@@ -203,12 +202,13 @@ impl Metrics {
     }
 }
 
-/// [`Metrics::partitions_rebuilt`]'s cause for a partition the group never committed: its first
-/// read (a new group or a new partition), nothing lost.
+/// [`Metrics::partitions_rebuilt`]'s cause for a partition the group never committed and the
+/// replica held no checkpoint of: its first read (a new group or a new partition), nothing lost.
 pub const REBUILT_FIRST_READ: &str = "first_read";
-/// [`Metrics::partitions_rebuilt`]'s cause for a partition whose state at the group's committed
-/// offset could not be had (changelog off, or its snapshot past retention): what an operator is
-/// told about.
+/// [`Metrics::partitions_rebuilt`]'s cause for a partition whose state was had and could not be
+/// had again: a committed offset with no checkpoint or changelog state at it (changelog off, its
+/// snapshot past retention), or a checkpoint of the replica's own whose group offsets are gone
+/// (expired or deleted). What PitgunPartitionRebuilt tells an operator.
 pub const REBUILT_STATE_UNAVAILABLE: &str = "state_unavailable";
 
 /// An engine's counters already added to the metrics: the engine counts per event, and the

@@ -75,6 +75,7 @@ impl Worker {
         let plan = (self.cfg_plan)().map_err(crate::error::Error::Plan)?;
         let tp = (topic.to_string(), partition);
         // Only the offset is read to decide; a stale checkpoint is not parsed.
+        let mut discarded = false;
         let local = match self.db.checkpoint_offset(topic, partition)? {
             Some(at) if Some(at) == committed && !self.written_over(topic, partition, at)? => {
                 let reading = Instant::now();
@@ -85,6 +86,7 @@ impl Worker {
             Some(stale) => {
                 warn!(topic, partition, local = stale, committed = ?committed, "local checkpoint is not the group's state at its committed offset: discarded");
                 self.db.discard(topic, partition)?;
+                discarded = true;
                 self.outlet.metrics.checkpoints_discarded.inc();
                 self.summary.discarded_checkpoints += 1;
                 None
@@ -111,11 +113,13 @@ impl Worker {
                 (r.store, r.offset, Offset::Offset(r.offset))
             }
             None => {
-                let cause = if committed.is_some() { REBUILT_STATE_UNAVAILABLE } else { REBUILT_FIRST_READ };
+                // State was had before (a committed offset, or a checkpoint of this replica's own
+                // whose offsets the group no longer has): rebuilding it is news to an operator.
+                let cause = if committed.is_some() || discarded { REBUILT_STATE_UNAVAILABLE } else { REBUILT_FIRST_READ };
                 self.outlet.metrics.partitions_rebuilt.with_label_values(&[cause]).inc();
                 self.summary.rebuilt_partitions += 1;
                 let low = self.bounds.get(&tp).map(|b| b.0).unwrap_or(0);
-                info!(topic, partition, from = low, emit_from = ?committed, "rebuilding from the earliest offset");
+                info!(topic, partition, from = low, emit_from = ?committed, cause, "rebuilding from the earliest offset");
                 (self.db.empty_store(topic, partition), low, Offset::Beginning)
             }
         };

@@ -60,6 +60,14 @@ impl Broker {
         }
     }
 
+    /// The base name of `name` if it is in this namespace: what [`Broker::name`] made it from.
+    pub fn base_name<'n>(&self, name: &'n str) -> Option<&'n str> {
+        match self.namespace.as_str() {
+            "" => Some(name),
+            ns => name.strip_prefix(ns)?.strip_prefix('.'),
+        }
+    }
+
     /// Client settings every Pitgun client starts from.
     pub fn client_config(&self, client_id: &str) -> ClientConfig {
         let mut c = ClientConfig::new();
@@ -363,5 +371,20 @@ pub mod headers {
             let value = (!value.is_null()).then(|| unsafe { std::slice::from_raw_parts(value.cast::<u8>(), size) });
             Some((name, value))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Broker;
+
+    #[test]
+    fn base_name_undoes_name_in_its_namespace_only() {
+        let ns = Broker::new("b:9092", "staging");
+        assert_eq!(ns.base_name(&ns.name("pitgun.envelopes.v1")), Some("pitgun.envelopes.v1"));
+        assert_eq!(ns.base_name("pitgun.envelopes.v1"), None);
+        assert_eq!(ns.base_name("stagingx.pitgun.envelopes.v1"), None);
+        let none = Broker::new("b:9092", "");
+        assert_eq!(none.base_name("pitgun.envelopes.v1"), Some("pitgun.envelopes.v1"));
     }
 }

@@ -21,6 +21,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use bytes::BytesMut;
 use futures_util::{pin_mut, SinkExt};
+use pitgun_contracts::manifest::SinkKind;
 use sha2::{Digest, Sha256};
 use tokio_postgres::{Client, NoTls};
 use tracing::{info, warn};
@@ -217,7 +218,7 @@ impl PgTarget {
 
 impl Target for PgTarget {
     fn kind(&self) -> &'static str {
-        "postgres"
+        SinkKind::Postgres.name()
     }
 
     fn write<'a>(&'a mut self, table: usize, rows: &'a mut Vec<TableRow>) -> BoxFuture<'a, Result<Refused, WriteError>> {

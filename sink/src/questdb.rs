@@ -29,6 +29,7 @@ use ::questdb::ingress::{ColumnName, Sender, TableName, TimestampMicros};
 use ::questdb::ErrorCode;
 use futures_util::future::BoxFuture;
 use pitgun_contracts::analysis::{AnalysisContract, ColumnRole};
+use pitgun_contracts::manifest::SinkKind;
 use tracing::{info, warn};
 
 use crate::table::{Cell, PgType, TableRow, TableShape};
@@ -270,7 +271,7 @@ impl QuestTarget {
 
 impl Target for QuestTarget {
     fn kind(&self) -> &'static str {
-        "questdb"
+        SinkKind::Questdb.name()
     }
 
     fn write<'a>(&'a mut self, table: usize, rows: &'a mut Vec<TableRow>) -> BoxFuture<'a, Result<Refused, WriteError>> {

@@ -89,7 +89,7 @@ pub(crate) async fn open(cfg: &Config) -> Result<Routing> {
             let (shape, index) = match sink.kind {
                 SinkKind::Postgres => {
                     if cfg.postgres.is_none() {
-                        return Err(unconfigured("PostgreSQL", "--postgres URL (or leave it out with --targets questdb)"));
+                        return Err(unconfigured("PostgreSQL", "--postgres URL (or name with --targets only the kinds to write without it)"));
                     }
                     let shape =
                         if sink.table == RUNS_TABLE { runs_shape(&m.contract)? } else { TableShape::from_contract(&m.contract, &sink.table)? };
@@ -98,7 +98,10 @@ pub(crate) async fn open(cfg: &Config) -> Result<Routing> {
                 }
                 SinkKind::Questdb => {
                     if cfg.questdb.is_none() {
-                        return Err(unconfigured("QuestDB", "--questdb 'http::addr=HOST:9000;' (or leave it out with --targets postgres)"));
+                        return Err(unconfigured(
+                            "QuestDB",
+                            "--questdb 'http::addr=HOST:9000;' (or name with --targets only the kinds to write without it)",
+                        ));
                     }
                     let table = QuestTable::from_contract(&m.contract, &sink.table)?;
                     let shape = table.shape.clone();

@@ -247,8 +247,8 @@ pub async fn run(cfg: Config) -> Result<Summary> {
     let mut targets = Some(targets);
     // Series that exist from the start, at 0: an alert or panel over them sees "none yet", not
     // "no such series".
-    // (PitgunSinkStuck compares retries with rows written: a sink whose target was down from
-    // its start has written nothing, and that is a 0, not a missing series.)
+    // (PitgunSinkStuck compares retries with rows written: a sink whose target went down before
+    // its first batch has written nothing, and that is a 0, not a missing series.)
     for route in &routes {
         metrics.retries.with_label_values(&[route.kind]);
         metrics.rows_written.with_label_values(&[route.kind, &route.name]);

@@ -25,11 +25,13 @@ pub(crate) enum Producer {
     Sim21,
 }
 
+/// Sessions after which [`Producer::for_session`] repeats itself.
+const PRODUCER_CYCLE: u32 = 8;
+
 /// The producer ids (`source.id`) a run of `sessions` sessions sends from, sorted: who needs an
 /// API key when the run is posted to a gateway.
 pub fn source_ids(sessions: u32) -> Vec<&'static str> {
-    // Producers repeat every eight sessions ([`Producer::for_session`]).
-    let mut ids: Vec<&'static str> = (0..sessions.min(8)).map(|i| Producer::for_session(i).id()).collect();
+    let mut ids: Vec<&'static str> = (0..sessions.min(PRODUCER_CYCLE)).map(|i| Producer::for_session(i).id()).collect();
     ids.sort_unstable();
     ids.dedup();
     ids
@@ -40,7 +42,7 @@ impl Producer {
 
     /// Alternates web 1.4.2 and sim 2.1.0, with the old web client on every eighth session.
     pub(crate) fn for_session(index: u32) -> Producer {
-        if index % 8 == 4 {
+        if index % PRODUCER_CYCLE == 4 {
             Producer::Web09
         } else if index.is_multiple_of(2) {
             Producer::Web14
