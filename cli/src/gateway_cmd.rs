@@ -92,8 +92,8 @@ pub struct GatewayArgs {
     /// How long the broker has to acknowledge a batch before the answer is 503.
     #[arg(long, default_value = "5s", value_parser = crate::duration_arg::positive)]
     ack_timeout: Duration,
-    /// `Retry-After` of a 503, in seconds.
-    #[arg(long, default_value_t = 1)]
+    /// `Retry-After` of a 503, in seconds (1 to 3600: 0 would tell clients to resend at once).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=3600))]
     retry_after: u64,
     /// Compression of produced batches: lz4, zstd, gzip, snappy or none.
     #[arg(long, default_value = "lz4")]

@@ -887,6 +887,9 @@ fn back_pressure_answers_503_within_the_deadline_and_resent_batches_are_stored()
     let gw = Gateway::start_on(&brokers, &namespace("backpressure"), &["--ack-timeout", "5s"]);
     gw.wait_ready();
     let batch = |from: u64| ndjson(&(from..from + 100).map(|i| envelope(&format!("bp{}", i % 4), i)).collect::<Vec<_>>());
+    // The batch refused with 503 carries one item the gateway refuses: counted (and its dead
+    // letter) only once a resend of the batch is stored.
+    let with_refused = |from: u64| format!("{}\n{{\"not\": \"an envelope\"}}\n", batch(from).trim_end());
 
     let (status, answer) = gw.post(Some(&gw.web), "application/x-ndjson", batch(0));
     assert_eq!(status, 202, "{answer}");
@@ -899,7 +902,7 @@ fn back_pressure_answers_503_within_the_deadline_and_resent_batches_are_stored()
         Method::Post,
         &format!("{}/v1/envelopes", gw.url),
         &[("content-type", "application/x-ndjson"), ("authorization", &format!("Bearer {}", gw.web))],
-        batch(100).into_bytes(),
+        with_refused(100).into_bytes(),
     );
     let elapsed = started.elapsed();
     assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
@@ -912,9 +915,9 @@ fn back_pressure_answers_503_within_the_deadline_and_resent_batches_are_stored()
     stack.stack(&["broker", "start"]);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (status, answer) = gw.post(Some(&gw.web), "application/x-ndjson", batch(100));
+        let (status, answer) = gw.post(Some(&gw.web), "application/x-ndjson", with_refused(100));
         if status == 202 {
-            assert_eq!(answer["accepted"], 100);
+            assert_eq!((answer["accepted"].as_u64(), answer["rejected"].as_u64()), (Some(100), Some(1)), "{answer}");
             break;
         }
         assert_eq!(status, 503, "{answer}");
@@ -933,6 +936,9 @@ fn back_pressure_answers_503_within_the_deadline_and_resent_batches_are_stored()
         + metric(&m, "pitgun_gateway_batches_failed_total{cause=\"queue_full\"}");
     assert_eq!(metric(&m, "pitgun_gateway_requests_total{status=\"503\"}"), failed);
     assert_eq!(metric(&m, "pitgun_gateway_envelopes_accepted_total"), 300.0, "503 answers count no envelopes");
+    let refused: f64 = m.iter().filter(|(k, _)| k.starts_with("pitgun_gateway_envelopes_rejected_total{")).map(|(_, v)| v).sum();
+    assert_eq!(refused, 1.0, "503 answers count none of their refused items either");
+    assert_eq!(metric(&m, "pitgun_gateway_deadletters_total"), 1.0, "one dead letter stored");
 }
 
 /// `simulate --target --output` leaves a file already there as it was when the run fails: the

@@ -62,7 +62,8 @@ impl GatewayClient {
         Ok(GatewayClient { http, url: format!("{}/v1/envelopes", base.trim_end_matches('/')), retry_for })
     }
 
-    /// Posts one NDJSON batch with `token`, resending on 503 and connection errors.
+    /// Posts one NDJSON batch with `token`, resending on 408, 429, 502, 503, 504 (after their
+    /// Retry-After) and connection errors, for at most `retry_for`.
     pub async fn post_ndjson(&self, token: &str, body: Bytes) -> Result<Outcome> {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(100);
@@ -83,9 +84,10 @@ impl GatewayClient {
                         r.json().await.map_err(|source| Error::Http { what: "the gateway's answer is not the documented JSON", source })?;
                     return Ok(Outcome { accepted: a.accepted, rejected: a.rejected, resends });
                 }
-                // 408: the body did not arrive in time (a slow link); 503: the gateway is busy;
-                // 502, 504: a proxy in front lost its connection to the gateway.
-                Ok(r) if matches!(r.status().as_u16(), 408 | 502 | 503 | 504) => {
+                // 408: the body did not arrive in time (a slow link); 429: over a quota, until
+                // Retry-After; 503: the gateway is busy; 502, 504: a proxy in front lost its
+                // connection to the gateway.
+                Ok(r) if matches!(r.status().as_u16(), 408 | 429 | 502 | 503 | 504) => {
                     let after = r.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
                     (after.map_or(backoff, Duration::from_secs), None)
                 }
@@ -133,9 +135,10 @@ mod tests {
         }
     }
     /// A proxy in front of the gateway answers 502 or 504 when it lost the connection to it (it
-    /// may have reused one the gateway was closing): the batch is sent again, as on 503.
+    /// may have reused one the gateway was closing): the batch is sent again, as on 503. So is
+    /// one answered 429 (over a quota), after its Retry-After: it was a final error.
     #[tokio::test]
-    async fn a_proxys_502_and_504_are_resent() {
+    async fn a_proxys_502_and_504_and_a_quotas_429_are_resent() {
         use std::sync::atomic::{AtomicU32, Ordering};
         let calls = std::sync::Arc::new(AtomicU32::new(0));
         let counted = calls.clone();
@@ -144,10 +147,12 @@ mod tests {
             axum::routing::post(move || {
                 let n = counted.fetch_add(1, Ordering::SeqCst);
                 async move {
+                    let retry = [(axum::http::header::RETRY_AFTER, "1")];
                     match n {
-                        0 => (axum::http::StatusCode::BAD_GATEWAY, String::new()),
-                        1 => (axum::http::StatusCode::GATEWAY_TIMEOUT, String::new()),
-                        _ => (axum::http::StatusCode::ACCEPTED, r#"{"accepted":1,"rejected":0}"#.to_string()),
+                        0 => (axum::http::StatusCode::BAD_GATEWAY, retry, String::new()),
+                        1 => (axum::http::StatusCode::GATEWAY_TIMEOUT, retry, String::new()),
+                        2 => (axum::http::StatusCode::TOO_MANY_REQUESTS, retry, String::new()),
+                        _ => (axum::http::StatusCode::ACCEPTED, retry, r#"{"accepted":1,"rejected":0}"#.to_string()),
                     }
                 }
             }),
@@ -157,7 +162,7 @@ mod tests {
         tokio::spawn(async move { axum::serve(listener, app).await });
         let client = GatewayClient::new(&format!("http://{addr}"), Duration::from_secs(10)).unwrap();
         let o = client.post_ndjson("t", Bytes::from_static(b"{}\n")).await.unwrap();
-        assert_eq!(o, Outcome { accepted: 1, rejected: 0, resends: 2 });
-        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert_eq!(o, Outcome { accepted: 1, rejected: 0, resends: 3 });
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
     }
 }

@@ -282,6 +282,9 @@ async fn post_envelopes(
 struct Prepared {
     pending: crate::produce::Pending,
     accepted: usize,
+    /// Reasons of the items refused: counted once their dead letters are acknowledged (a batch
+    /// answered 503 counts nothing, as the client sends it again).
+    refused: Vec<crate::validate::Reason>,
     answer: Vec<u8>,
     started: Instant,
 }
@@ -309,8 +312,14 @@ fn one_header<'h>(headers: &'h HeaderMap, name: header::HeaderName, shown: &str)
     value.to_str().map(Some).map_err(|_| BodyError::Unsupported(format!("the {shown} header is not readable text (visible ASCII)")))
 }
 
-fn too_large(max: usize) -> Response {
-    body_error(BodyError::TooLarge(format!("the body is larger than the {max}-byte limit")))
+/// 413 for a body over --max-body: `declared` is its Content-Length when that said so, `None`
+/// when the body grew past the limit while it was read.
+fn too_large(max: usize, declared: Option<u64>) -> Response {
+    let what = match declared {
+        Some(n) => format!("the body's Content-Length, {n} bytes,"),
+        None => "the body, as read,".into(),
+    };
+    body_error(BodyError::TooLarge(format!("{what} is over the {max}-byte limit (--max-body); send smaller batches")))
 }
 
 fn body_error(e: BodyError) -> Response {
@@ -431,7 +440,7 @@ impl Gateway {
         };
         match read {
             Ok(c) => Ok(c.to_bytes()),
-            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large(max)),
+            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large(max, None)),
             Err(e) => Err(json_error(StatusCode::BAD_REQUEST, "malformed_body", format!("cannot read the body: {e}"))),
         }
     }
@@ -461,8 +470,8 @@ impl Gateway {
         };
         let max = self.limits.max_body;
         let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > max as u64) {
-            return too_large(max);
+        if let Some(n) = declared.filter(|n| *n > max as u64) {
+            return too_large(max, Some(n));
         }
         // The body's share of the in-flight budget, held until the answer (the decoded items and
         // their records live as long). A compressed body may decode to `max_body`, so it is
@@ -521,6 +530,10 @@ impl Gateway {
         }
         self.metrics.produce_seconds.observe(prepared.started.elapsed().as_secs_f64());
         self.metrics.accepted.inc_by(prepared.accepted as u64);
+        for reason in &prepared.refused {
+            self.metrics.rejected(*reason);
+        }
+        self.metrics.deadletters.inc_by(prepared.refused.len() as u64);
         let status = if prepared.accepted > 0 { StatusCode::ACCEPTED } else { StatusCode::UNPROCESSABLE_ENTITY };
         (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], prepared.answer).into_response()
     }
@@ -552,17 +565,14 @@ impl Gateway {
         });
         let started = Instant::now();
         let pending = self.producer.enqueue(&mut envelopes.chain(deadletters));
-        for r in &checked.rejected {
-            self.metrics.rejected(r.reason);
-        }
-        self.metrics.deadletters.inc_by(checked.rejected.len() as u64);
         let answer = serde_json::to_vec(&json!({
             "accepted": checked.valid.len(),
             "rejected": checked.rejected.len(),
             "errors": checked.rejected,
         }))
         .unwrap_or_default();
-        Ok(Prepared { pending, accepted: checked.valid.len(), answer, started })
+        let refused = checked.rejected.iter().map(|r| r.reason).collect();
+        Ok(Prepared { pending, accepted: checked.valid.len(), refused, answer, started })
     }
 }
 

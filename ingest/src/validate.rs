@@ -65,8 +65,8 @@ pub struct Rejection {
     pub reason: Reason,
     /// What is wrong, in words.
     pub message: String,
-    /// The item's bytes in the body (for the dead letter): the first `max_item` of them when
-    /// the item is larger.
+    /// The item's bytes in the body (for the dead letter): all of them, or the first
+    /// [`DEAD_LETTER_PAYLOAD_LIMIT`] when the item is larger.
     #[serde(skip)]
     pub bytes: Range<usize>,
     /// The item's session, when it could be read (the dead letter's key).
