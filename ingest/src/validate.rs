@@ -165,6 +165,12 @@ impl Validator {
             view.channels.clear();
             view.dims.clear();
             if let Err(e) = decode_into(text, &mut view) {
+                // Another source's item refuses the batch even when the strict decoder refuses it
+                // too: read its source.id leniently (refused items only pay for this).
+                if let Some(other) = source.and_then(|s| other_source(text, s)) {
+                    out.foreign.get_or_insert((index, other));
+                    continue;
+                }
                 let (reason, pointer, message) = explain(text, e);
                 reject(out, reason, pointer, message, None);
                 continue;
@@ -248,6 +254,23 @@ fn unknown_source(view: &EnvelopeView<'_>, why: &UnknownSource) -> (&'static str
 }
 
 /// Tells malformed JSON from a well-formed non-envelope, and words the common cases.
+/// The `source.id` of an item the strict decoder refused, when it can be read at all and is not
+/// `caller`'s (every other field may be anything).
+fn other_source(text: &str, caller: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Item<'a> {
+        #[serde(borrow)]
+        source: Source<'a>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Source<'a> {
+        #[serde(borrow)]
+        id: std::borrow::Cow<'a, str>,
+    }
+    let item: Item = serde_json::from_str(text).ok()?;
+    (item.source.id != caller).then(|| item.source.id.into_owned())
+}
+
 fn explain(text: &str, e: pitgun_codec::DecodeError) -> (Reason, String, String) {
     // A full parse (not `IgnoredAny`, which skips nested values without a depth limit), so
     // nesting deeper than serde_json's 128 levels is reported as such.

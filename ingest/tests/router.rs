@@ -389,12 +389,21 @@ async fn keys_are_required_and_bound_to_their_source() {
     assert!(m.contains("item 2") && m.contains("pitgun-sim") && m.contains("pitgun-web"), "{m}");
     let (status, _) = h.post(Some(&h.sim), "application/x-ndjson", mixed).await;
     assert_eq!(status, 403, "the web items are foreign to the sim key");
+    // Another source's item that the strict decoder refuses too (an unknown field, a wrong
+    // type) still refuses the batch: it was dead-lettered under this key's source.
+    for broken in [json!({"extra": 1}), json!({"seq": "three"})] {
+        let mut item = sim.clone();
+        item.as_object_mut().unwrap().extend(broken.as_object().unwrap().clone());
+        let (status, answer) = h.post(Some(&h.web), "application/x-ndjson", format!("{body}{item}\n")).await;
+        assert_eq!(status, 403, "{item}: {answer}");
+        assert!(answer["message"].as_str().unwrap().contains("item 2 has source.id \"pitgun-sim\""), "{answer}");
+    }
     let (stored, dead) = h.records();
     assert_eq!(event_ids(&stored), ["k-1", "k-2"], "only the X-Api-Key batch");
     assert!(dead.is_empty(), "refused requests leave no dead letters");
     let m = h.metrics().await;
     assert_eq!(metric(&m, "pitgun_gateway_requests_total{status=\"401\"}"), 2.0);
-    assert_eq!(metric(&m, "pitgun_gateway_requests_total{status=\"403\"}"), 2.0);
+    assert_eq!(metric(&m, "pitgun_gateway_requests_total{status=\"403\"}"), 4.0);
 }
 
 /// A `POST /v1/envelopes` of `body` from `peer`, as the served router sees it.
