@@ -94,6 +94,12 @@ pub fn split(body: &[u8], framing: Framing, max_items: usize, items: &mut Vec<Ra
         Framing::Json => match body.iter().position(|b| !b.is_ascii_whitespace()) {
             Some(start) if body[start] == b'[' => split_array(body, start, max_items, items)?,
             Some(start) => {
+                if holds_several_values(&body[start..]) {
+                    return Err(BodyError::Malformed(
+                        "the body holds more than one JSON value: send one envelope or an array as application/json, or NDJSON as application/x-ndjson"
+                            .into(),
+                    ));
+                }
                 let end = body.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
                 items.push(start..end);
             }
@@ -104,6 +110,13 @@ pub fn split(body: &[u8], framing: Framing, max_items: usize, items: &mut Vec<Ra
         return Err(BodyError::Malformed("the body holds no envelopes".into()));
     }
     Ok(())
+}
+
+/// Whether a JSON body is values one after another (NDJSON sent as application/json), which
+/// would otherwise be refused as one malformed item.
+fn holds_several_values(body: &[u8]) -> bool {
+    let mut values = serde_json::Deserializer::from_slice(body).into_iter::<serde::de::IgnoredAny>();
+    matches!((values.next(), values.next()), (Some(Ok(_)), Some(Ok(_))))
 }
 
 fn too_many(max: usize) -> BodyError {

@@ -518,6 +518,11 @@ async fn limits_content_types_and_broken_bodies_have_their_statuses() {
     let (status, answer) = h.post_with(Some(&h.web), &[("content-type", "application/x-ndjson"), ("content-encoding", "gzip")], bomb).await;
     assert_eq!(status, 413, "a zip bomb is cut off: {answer}");
     assert!(answer["message"].as_str().unwrap().contains("expands to more than"), "{answer}");
+    // NDJSON sent as application/json: a 400 that says so, not one malformed item (422).
+    let two = ndjson(&[envelope("l", 1), envelope("l", 2)]);
+    let (status, answer) = h.post(Some(&h.web), "application/json", two).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("as application/x-ndjson"), "{answer}");
     let (status, answer) = h.post(Some(&h.web), "text/csv", envelope("l", 1).to_string()).await;
     assert_eq!(status, 415);
     assert!(answer["message"].as_str().unwrap().contains("application/x-ndjson"), "{answer}");
@@ -553,7 +558,7 @@ async fn limits_content_types_and_broken_bodies_have_their_statuses() {
     let m = h.metrics().await;
     assert_eq!(metric(&m, "pitgun_gateway_requests_total{status=\"413\"}"), 3.0);
     assert_eq!(metric(&m, "pitgun_gateway_requests_total{status=\"415\"}"), 6.0);
-    assert_eq!(metric(&m, "pitgun_gateway_requests_total{status=\"400\"}"), 3.0);
+    assert_eq!(metric(&m, "pitgun_gateway_requests_total{status=\"400\"}"), 4.0);
 }
 
 #[tokio::test]
