@@ -60,8 +60,8 @@ pub struct SimulateArgs {
     /// An API key as `source=token` (repeatable).
     #[arg(long, requires = "target", value_parser = parse_key_arg)]
     api_key: Vec<(String, String)>,
-    /// How long a batch is resent on 503 (or 408, 429, a proxy 502 or 504) or connection errors
-    /// before the run fails.
+    /// How long a batch is resent, when the gateway asks for it again (busy, over a quota) or
+    /// cannot be reached, before the run fails.
     #[arg(long, default_value = "2m", value_parser = humantime::parse_duration, requires = "target")]
     retry_for: std::time::Duration,
     /// Also write the ground truth (every session's real lap times) as JSON here.

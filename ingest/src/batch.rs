@@ -94,12 +94,6 @@ pub fn split(body: &[u8], framing: Framing, max_items: usize, items: &mut Vec<Ra
         Framing::Json => match body.iter().position(|b| !b.is_ascii_whitespace()) {
             Some(start) if body[start] == b'[' => split_array(body, start, max_items, items)?,
             Some(start) => {
-                if holds_several_values(&body[start..]) {
-                    return Err(BodyError::Malformed(
-                        "the body holds more than one JSON value: send one envelope or an array as application/json, or NDJSON as application/x-ndjson"
-                            .into(),
-                    ));
-                }
                 let end = body.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
                 items.push(start..end);
             }
@@ -112,11 +106,16 @@ pub fn split(body: &[u8], framing: Framing, max_items: usize, items: &mut Vec<Ra
     Ok(())
 }
 
-/// Whether a JSON body is values one after another (NDJSON sent as application/json), which
-/// would otherwise be refused as one malformed item.
-fn holds_several_values(body: &[u8]) -> bool {
-    let mut values = serde_json::Deserializer::from_slice(body).into_iter::<serde::de::IgnoredAny>();
-    matches!((values.next(), values.next()), (Some(Ok(_)), Some(Ok(_))))
+/// A JSON body's one item refused as malformed JSON, when it is values one after another (NDJSON
+/// sent as application/json): the body is refused (400) saying so. Asked only of a refused item,
+/// so a good body is still parsed once.
+pub fn several_values(item: &[u8]) -> Option<BodyError> {
+    let mut values = serde_json::Deserializer::from_slice(item).into_iter::<serde::de::IgnoredAny>();
+    matches!((values.next(), values.next()), (Some(Ok(_)), Some(Ok(_)))).then(|| {
+        BodyError::Malformed(
+            "the body holds more than one JSON value: send one envelope or an array as application/json, or NDJSON as application/x-ndjson".into(),
+        )
+    })
 }
 
 fn too_many(max: usize) -> BodyError {
@@ -218,6 +217,17 @@ fn split_array(body: &[u8], open: usize, max: usize, items: &mut Vec<Range<usize
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn several_values_are_told_from_one_value_and_from_garbage() {
+        let one = br#"{"a": 1}"#;
+        assert!(several_values(one).is_none());
+        assert!(several_values(b"{\"a\": 1}\n  ").is_none(), "trailing whitespace");
+        assert!(several_values(b"{\"a\": 1} x").is_none(), "garbage after a value is one malformed item");
+        assert!(several_values(b"1 2").is_some());
+        assert!(several_values(b"{\"a\": 1}{\"a\": 2}").is_some());
+        assert!(several_values(b"{\"a\": 1}\n{\"a\": 2}\n").is_some());
+    }
 
     fn items(body: &str, framing: Framing) -> Result<Vec<&str>, BodyError> {
         let mut r = Vec::new();

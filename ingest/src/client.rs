@@ -44,6 +44,11 @@ pub struct GatewayClient {
     retry_for: Duration,
 }
 
+/// Answers after which a batch is sent again: 408, the body did not arrive in time (a slow
+/// link); 429, over a quota until Retry-After; 503, the gateway is busy; 502 and 504, a proxy in
+/// front lost its connection to the gateway.
+pub const RESENT: [u16; 5] = [408, 429, 502, 503, 504];
+
 impl GatewayClient {
     /// A client for the gateway at `base` (`http://host:port`), resending for up to `retry_for`.
     pub fn new(base: &str, retry_for: Duration) -> Result<GatewayClient> {
@@ -62,8 +67,8 @@ impl GatewayClient {
         Ok(GatewayClient { http, url: format!("{}/v1/envelopes", base.trim_end_matches('/')), retry_for })
     }
 
-    /// Posts one NDJSON batch with `token`, resending on 408, 429, 502, 503, 504 (after their
-    /// Retry-After) and connection errors, for at most `retry_for`.
+    /// Posts one NDJSON batch with `token`, resending on the answers that ask for it ([`RESENT`],
+    /// after their Retry-After) and on connection errors, for at most `retry_for`.
     pub async fn post_ndjson(&self, token: &str, body: Bytes) -> Result<Outcome> {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(100);
@@ -84,12 +89,11 @@ impl GatewayClient {
                         r.json().await.map_err(|source| Error::Http { what: "the gateway's answer is not the documented JSON", source })?;
                     return Ok(Outcome { accepted: a.accepted, rejected: a.rejected, resends });
                 }
-                // 408: the body did not arrive in time (a slow link); 429: over a quota, until
-                // Retry-After; 503: the gateway is busy; 502, 504: a proxy in front lost its
-                // connection to the gateway.
-                Ok(r) if matches!(r.status().as_u16(), 408 | 429 | 502 | 503 | 504) => {
+                Ok(r) if RESENT.contains(&r.status().as_u16()) => {
+                    // Never sooner than the backoff: a Retry-After of 0 would resend at once for
+                    // the whole window.
                     let after = r.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-                    (after.map_or(backoff, Duration::from_secs), None)
+                    (after.map_or(backoff, |s| Duration::from_secs(s).max(backoff)), None)
                 }
                 Ok(r) => {
                     let status = r.status();
@@ -101,7 +105,7 @@ impl GatewayClient {
             if started.elapsed() + wait > self.retry_for {
                 return Err(match failed {
                     Some(source) => Error::Unreachable { url: self.url.clone(), retry_for: self.retry_for, source },
-                    None => Error::Overloaded(self.retry_for),
+                    None => Error::Overloaded(started.elapsed()),
                 });
             }
             tokio::time::sleep(wait).await;
@@ -147,12 +151,14 @@ mod tests {
             axum::routing::post(move || {
                 let n = counted.fetch_add(1, Ordering::SeqCst);
                 async move {
-                    let retry = [(axum::http::header::RETRY_AFTER, "1")];
+                    let none = axum::http::HeaderMap::new();
+                    let mut retry = axum::http::HeaderMap::new();
+                    retry.insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
                     match n {
-                        0 => (axum::http::StatusCode::BAD_GATEWAY, retry, String::new()),
-                        1 => (axum::http::StatusCode::GATEWAY_TIMEOUT, retry, String::new()),
+                        0 => (axum::http::StatusCode::BAD_GATEWAY, none, String::new()),
+                        1 => (axum::http::StatusCode::GATEWAY_TIMEOUT, none, String::new()),
                         2 => (axum::http::StatusCode::TOO_MANY_REQUESTS, retry, String::new()),
-                        _ => (axum::http::StatusCode::ACCEPTED, retry, r#"{"accepted":1,"rejected":0}"#.to_string()),
+                        _ => (axum::http::StatusCode::ACCEPTED, none, r#"{"accepted":1,"rejected":0}"#.to_string()),
                     }
                 }
             }),
@@ -161,8 +167,11 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
         let client = GatewayClient::new(&format!("http://{addr}"), Duration::from_secs(10)).unwrap();
+        let started = Instant::now();
         let o = client.post_ndjson("t", Bytes::from_static(b"{}\n")).await.unwrap();
         assert_eq!(o, Outcome { accepted: 1, rejected: 0, resends: 3 });
+        // Backoffs of 100 and 200 ms, then the 429's Retry-After of 1 s.
+        assert!(started.elapsed() >= Duration::from_millis(1300), "Retry-After not waited for: {:?}", started.elapsed());
         assert_eq!(calls.load(Ordering::SeqCst), 4);
     }
 }

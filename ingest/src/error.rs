@@ -146,7 +146,7 @@ pub enum Error {
         source: reqwest::Error,
     },
     /// The gateway (or a proxy in front) kept answering "try again" for the whole retry window.
-    #[error("the gateway kept answering 503 (or 408 or 429, or a proxy 502 or 504) for {0:?}; giving up on this batch")]
+    #[error("the gateway kept asking for this batch again (busy, over a quota, or a proxy that lost it) for {0:?}; giving up on it")]
     Overloaded(Duration),
     /// The metrics could not be registered.
     #[error("cannot register the gateway's metrics")]

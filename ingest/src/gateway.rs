@@ -509,6 +509,13 @@ impl Gateway {
             self.metrics.bytes_decoded.inc_by(decoded.len() as u64);
             batch::split(decoded, framing, self.limits.max_batch, &mut s.items).map_err(body_error)?;
             self.validator.check(decoded, &s.items, Some(caller.source()), now_us(), &mut s.checked);
+            if let ([item], Some(refused)) = (&s.items[..], s.checked.rejected.first()) {
+                if framing == batch::Framing::Json && refused.reason == crate::validate::Reason::MalformedJson {
+                    if let Some(e) = batch::several_values(&decoded[item.clone()]) {
+                        return Err(body_error(e));
+                    }
+                }
+            }
             self.send(&caller, decoded, &s.checked)
         });
         let prepared = match prepared {

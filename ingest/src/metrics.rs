@@ -1,5 +1,6 @@
 //! The gateway's Prometheus metrics. Counters move when an answer is given: a batch answered 503
-//! counts as a request but none of its envelopes, since the client will send them again.
+//! counts as a request but none of its items, accepted or refused, since the client will send
+//! them again (dead letters of a 503 batch that did reach the topic are not counted).
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
@@ -33,7 +34,10 @@ impl GatewayMetrics {
         let accepted = IntCounter::new("pitgun_gateway_envelopes_accepted_total", "Envelopes acknowledged by the broker")?;
         let rejected_vec = IntCounterVec::new(Opts::new("pitgun_gateway_envelopes_rejected_total", "Envelopes refused, by reason"), &["reason"])?;
         let rejected = Reason::ALL.iter().map(|r| rejected_vec.with_label_values(&[r.as_str()])).collect();
-        let deadletters = IntCounter::new("pitgun_gateway_deadletters_total", "Refused items written to the dead-letter topic")?;
+        let deadletters = IntCounter::new(
+            "pitgun_gateway_deadletters_total",
+            "Refused items written to the dead-letter topic, counted when their batch is answered 202 or 422",
+        )?;
         let produce_seconds = Histogram::with_opts(
             HistogramOpts::new("pitgun_gateway_produce_seconds", "Per batch: from producing the first record to the broker's last acknowledgement")
                 .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),

@@ -1,11 +1,13 @@
 //! One batch's items → Avro records for the valid ones, a reasoned rejection for the others.
 //!
 //! Per item, in this order: its size (`too_large`: past `--max-item-size`, so that its dead
-//! letter, a bounded prefix of it, and its Avro record always fit a broker message), UTF-8 and JSON syntax (`malformed_json`), the envelope schema via the
-//! engine's strict decoder plus [`pitgun_codec::rules`] (`invalid_envelope`), the key's source
-//! (a foreign `source.id` fails the whole batch with 403, see [`Checked::foreign`]), the
-//! dictionary (`unknown_source`, `unknown_channel`) and the clock (`future_time`). Every
-//! rejection names the item's index and the JSON pointer of what is wrong.
+//! letter, a bounded prefix of it, and its Avro record always fit a broker message), UTF-8 and
+//! JSON syntax (`malformed_json`), the key's source (a foreign `source.id` fails the whole batch
+//! with 403, see [`Checked::foreign`]; read leniently from an item the strict decoder refuses,
+//! so an item too large or not UTF-8 is the only kind refused without its source read), the
+//! envelope schema via the engine's strict decoder plus [`pitgun_codec::rules`]
+//! (`invalid_envelope`), the dictionary (`unknown_source`, `unknown_channel`) and the clock
+//! (`future_time`). Every rejection names the item's index and the JSON pointer of what is wrong.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -65,8 +67,8 @@ pub struct Rejection {
     pub reason: Reason,
     /// What is wrong, in words.
     pub message: String,
-    /// The item's bytes in the body (for the dead letter): all of them, or the first
-    /// [`DEAD_LETTER_PAYLOAD_LIMIT`] when the item is larger.
+    /// The item's bytes in the body, for its dead letter (which carries at most
+    /// [`DEAD_LETTER_PAYLOAD_LIMIT`] of them).
     #[serde(skip)]
     pub bytes: Range<usize>,
     /// The item's session, when it could be read (the dead letter's key).
@@ -253,24 +255,15 @@ fn unknown_source(view: &EnvelopeView<'_>, why: &UnknownSource) -> (&'static str
     }
 }
 
-/// Tells malformed JSON from a well-formed non-envelope, and words the common cases.
-/// The `source.id` of an item the strict decoder refused, when it can be read at all and is not
-/// `caller`'s (every other field may be anything).
+/// The `source.id` of an item the strict decoder refused, when it is an object whose `source`
+/// object has a string `id` that is not `caller`'s (every other field may be anything).
 fn other_source(text: &str, caller: &str) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Item<'a> {
-        #[serde(borrow)]
-        source: Source<'a>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Source<'a> {
-        #[serde(borrow)]
-        id: std::borrow::Cow<'a, str>,
-    }
-    let item: Item = serde_json::from_str(text).ok()?;
-    (item.source.id != caller).then(|| item.source.id.into_owned())
+    let item: serde_json::Value = serde_json::from_str(text).ok()?;
+    let id = item.as_object()?.get("source")?.as_object()?.get("id")?.as_str()?;
+    (id != caller).then(|| id.to_string())
 }
 
+/// Tells malformed JSON from a well-formed non-envelope, and words the common cases.
 fn explain(text: &str, e: pitgun_codec::DecodeError) -> (Reason, String, String) {
     // A full parse (not `IgnoredAny`, which skips nested values without a depth limit), so
     // nesting deeper than serde_json's 128 levels is reported as such.

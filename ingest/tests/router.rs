@@ -406,6 +406,19 @@ async fn keys_are_required_and_bound_to_their_source() {
     assert_eq!(metric(&m, "pitgun_gateway_requests_total{status=\"403\"}"), 4.0);
 }
 
+/// An item whose `source` cannot be read as an object with a string `id` (an array, a number)
+/// is refused on its own, not taken for another source's (which would refuse the whole batch).
+#[tokio::test]
+async fn an_item_whose_source_is_not_an_object_is_refused_alone() {
+    let h = Harness::standard();
+    let body = ndjson(&[envelope("a", 1)]);
+    for odd in [r#"[["pitgun-sim"]]"#, r#"{"source": ["pitgun-sim"]}"#, r#"{"source": {"id": 7}}"#] {
+        let (status, answer) = h.post(Some(&h.web), "application/x-ndjson", format!("{body}{odd}\n")).await;
+        assert_eq!(status, 202, "{odd}: {answer}");
+        assert_eq!(answer["rejected"], 1, "{odd}: {answer}");
+    }
+}
+
 /// A `POST /v1/envelopes` of `body` from `peer`, as the served router sees it.
 fn from_peer(peer: &str, token: Option<&str>, body: &str) -> Request<Body> {
     let mut req = Request::post("/v1/envelopes").header("content-type", "application/x-ndjson");
