@@ -143,12 +143,13 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
             tokens.extend(args.api_key.iter().cloned());
             // Every source the run sends from needs its key: known now, before anything is sent
             // or written, rather than at its first batch.
-            let missing: Vec<&str> = pitgun_workload::source_ids(config.sessions).into_iter().filter(|s| !tokens.contains_key(*s)).collect();
+            let sources = pitgun_workload::source_ids(config.sessions);
+            let missing: Vec<&str> = sources.iter().copied().filter(|s| !tokens.contains_key(*s)).collect();
             if !missing.is_empty() {
                 bail!(
                     "no API key for source {}: this run sends from {}; pass --api-key SOURCE=TOKEN or --api-keys FILE",
                     missing.join(", "),
-                    pitgun_workload::source_ids(config.sessions).join(" and ")
+                    sources.join(" and ")
                 );
             }
             Some(Poster::start(TargetOptions {
