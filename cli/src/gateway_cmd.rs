@@ -56,8 +56,10 @@ pub struct GatewayArgs {
     /// Largest request body, before and after decompression (bytes; KiB/MiB suffixes allowed).
     #[arg(long, default_value = "8MiB", value_parser = parse_size)]
     max_body: usize,
-    /// Largest total size of a request's headers (bytes; KiB suffix allowed); larger gets 431.
-    #[arg(long, default_value = "16KiB", value_parser = parse_size)]
+    /// Largest total size of a request's headers (1KiB to 256KiB); larger gets 431. Whatever
+    /// this says, a head past about 400 KB or with more than 100 headers is refused by the HTTP
+    /// layer, with 431 and no body.
+    #[arg(long, default_value = "16KiB", value_parser = parse_header_size)]
     max_header_size: usize,
     /// Most envelopes in one request.
     #[arg(long, default_value_t = 5000)]
@@ -170,6 +172,13 @@ fn parse_size(text: &str) -> Result<usize, String> {
         u => return Err(format!("unknown size unit {u:?} (use B, KiB, MiB or GiB)")),
     };
     n.checked_mul(factor).ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// `--max-header-size`: at least a real client's headers, and well within hyper's head buffer
+/// (about 400 KB, request line included), past which hyper answers before the gateway can.
+fn parse_header_size(text: &str) -> Result<usize, String> {
+    const RANGE: std::ops::RangeInclusive<usize> = (1 << 10)..=(256 << 10);
+    parse_size(text).and_then(|n| if RANGE.contains(&n) { Ok(n) } else { Err(format!("{n} bytes is not within 1KiB to 256KiB")) })
 }
 
 pub fn run_cmd(args: GatewayArgs) -> Result<ExitCode> {

@@ -1007,3 +1007,16 @@ fn simulate_target_posts_what_the_file_holds_in_session_order() {
     };
     assert_eq!(order(&stored), order(&sent));
 }
+
+/// hyper answers a head past its own buffer (about 400 KB) with a bare 431 before any handler
+/// runs, so a `--max-header-size` near or past it would not be the limit it says it is: the
+/// flag takes 1KiB to 256KiB and names itself otherwise.
+#[test]
+fn a_header_size_the_http_layer_would_not_honour_is_refused_naming_the_flag() {
+    for value in ["0", "512", "257KiB", "1MiB"] {
+        let out = Command::new(BIN).args(["gateway", "--keys", "/dev/null", "--max-header-size", value]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{value}: {stderr}");
+        assert!(stderr.contains("--max-header-size") && stderr.contains("1KiB to 256KiB"), "{value}: {stderr}");
+    }
+}

@@ -13,11 +13,22 @@ use std::ops::Range;
 pub enum Framing {
     /// `application/json`: one envelope object or an array of them.
     Json,
-    /// `application/x-ndjson` (also `application/jsonl`, `application/json-seq` is not): one
+    /// `application/x-ndjson` and its other names (`application/json-seq` is not one): one
     /// envelope per line. `text/plain` is read as NDJSON too: it is what `navigator.sendBeacon`
     /// can send without a CORS preflight.
     Ndjson,
 }
+
+/// Every `Content-Type` the gateway reads (compared without parameters, case-insensitively), and
+/// how: the one list the handler, the OpenAPI document and the README follow.
+pub const CONTENT_TYPES: [(&str, Framing); 6] = [
+    ("application/json", Framing::Json),
+    ("application/x-ndjson", Framing::Ndjson),
+    ("application/ndjson", Framing::Ndjson),
+    ("application/jsonl", Framing::Ndjson),
+    ("application/x-jsonlines", Framing::Ndjson),
+    ("text/plain", Framing::Ndjson),
+];
 
 /// How the body is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,10 +58,9 @@ pub fn framing(content_type: Option<&str>) -> Result<Framing, BodyError> {
         return Err(BodyError::Unsupported("missing Content-Type: send application/json (an envelope or an array) or application/x-ndjson".into()));
     };
     let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    match mime.as_str() {
-        "application/json" => Ok(Framing::Json),
-        "application/x-ndjson" | "application/ndjson" | "application/jsonl" | "application/x-jsonlines" | "text/plain" => Ok(Framing::Ndjson),
-        _ => Err(BodyError::Unsupported(format!(
+    match CONTENT_TYPES.iter().find(|(name, _)| *name == mime) {
+        Some((_, framing)) => Ok(*framing),
+        None => Err(BodyError::Unsupported(format!(
             "Content-Type {ct:?} is not supported: send application/json (an envelope or an array) or application/x-ndjson"
         ))),
     }
@@ -279,6 +289,22 @@ mod tests {
         assert!(matches!(framing(None), Err(BodyError::Unsupported(_))));
         assert_eq!(encoding(Some("gzip")), Ok(Encoding::Gzip));
         assert!(matches!(encoding(Some("br")), Err(BodyError::Unsupported(_))));
+    }
+
+    /// The document clients are generated from, and the README, name exactly the types read.
+    #[test]
+    fn the_openapi_document_and_the_readme_name_every_content_type_read() {
+        let document: serde_json::Value = serde_json::from_str(crate::gateway::OPENAPI).unwrap();
+        let body = &document["paths"]["/v1/envelopes"]["post"]["requestBody"]["content"];
+        let documented: std::collections::BTreeSet<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
+        let read: std::collections::BTreeSet<&str> = CONTENT_TYPES.iter().map(|(name, _)| *name).collect();
+        assert_eq!(documented, read);
+        let readme = include_str!("../../README.md");
+        let section = &readme[readme.find("**`POST /v1/envelopes`.**").unwrap()..];
+        let section = &section[..section.find("| reason |").unwrap()];
+        for (name, _) in CONTENT_TYPES {
+            assert!(section.contains(&format!("`{name}`")), "the README's POST /v1/envelopes does not name {name}");
+        }
     }
 
     #[test]
