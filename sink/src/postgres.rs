@@ -29,7 +29,7 @@ use tracing::{info, warn};
 use futures_util::future::BoxFuture;
 
 use crate::pg_binary;
-use crate::table::{quoted, TableRow, TableShape, UNVERSIONED, VERSION_COLUMN};
+use crate::table::{quoted, FoundColumn, TableRow, TableShape, UNVERSIONED, VERSION_COLUMN};
 use crate::target::{Refused, Target, WriteError};
 
 /// The sink's own schema, one numbered step each, applied in order once and recorded in
@@ -331,6 +331,14 @@ async fn has_unique_key(client: &Client, shape: &TableShape) -> Result<bool> {
     Ok(row.get(0))
 }
 
+/// The columns of `table` in the current schema (none: there is no such table).
+async fn columns_of(client: &Client, table: &str) -> Result<Vec<FoundColumn>> {
+    let sql = "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.atthasdef FROM pg_attribute a \
+               WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum";
+    let rows = client.query(sql, &[&format!("\"{table}\"")]).await.map_err(Error::postgres(format!("reading the columns of {table:?}")))?;
+    Ok(rows.iter().map(|r| FoundColumn { name: r.get(0), sql_type: r.get(1), not_null: r.get(2), has_default: r.get(3) }).collect())
+}
+
 /// Binary `COPY` into the session's staging table, then the upsert, in one transaction.
 async fn write_rows<'r>(client: &mut Client, t: &Prepared, rows: impl Iterator<Item = &'r TableRow>) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
@@ -404,7 +412,33 @@ async fn ensure_table(client: &Client, shape: TableShape, manifest: &str, versio
             }
         }
         None => {
-            client.batch_execute(&ddl).await.map_err(Error::postgres(format!("creating table {table:?}")))?;
+            // A table no sink registered (made by hand, restored without the registry) is taken
+            // on only if it is one of the shapes a sink would have made.
+            let found = columns_of(client, table).await?;
+            if found.is_empty() {
+                client.batch_execute(&ddl).await.map_err(Error::postgres(format!("creating table {table:?}")))?;
+                info!(table, manifest, version, "created PostgreSQL table");
+            } else {
+                // Told against this shape; an earlier sink's key fits too.
+                let differences = shape.differences(&found, has_unique_key(client, &shape).await?);
+                let earlier = shape.with_earlier_key();
+                let fits_earlier = match &earlier {
+                    Some(e) => e.differences(&found, has_unique_key(client, e).await?).is_empty(),
+                    None => false,
+                };
+                if fits_earlier && !differences.is_empty() {
+                    shape = earlier.expect("checked");
+                } else if !differences.is_empty() {
+                    client.batch_execute("ROLLBACK").await.map_err(Error::postgres(&step))?;
+                    return Err(Error::TableMismatch(format!(
+                        "PostgreSQL table {table:?} exists, not registered by a Pitgun sink, and cannot hold the rows of {manifest} v{version}: {}; \
+                         the sink never alters a table — drop or rename it, or give the manifest's output another table",
+                        differences.join("; ")
+                    )));
+                }
+                info!(table, manifest, version, "took on a PostgreSQL table no sink had registered: it has the contract's columns and key");
+            }
+            let (sha, ddl) = (sha_of(&shape), shape.create_sql());
             client
                 .execute(
                     "INSERT INTO pitgun_sink_tables (table_name, manifest, version, shape_sha256, ddl) VALUES ($1, $2, $3, $4, $5)",
@@ -412,7 +446,6 @@ async fn ensure_table(client: &Client, shape: TableShape, manifest: &str, versio
                 )
                 .await
                 .map_err(Error::postgres(&step))?;
-            info!(table, manifest, version, "created PostgreSQL table");
         }
     }
     // The version column, on tables created before it existed too (rows there count as

@@ -54,6 +54,14 @@ impl PgType {
         }
     }
 
+    /// Its name as PostgreSQL's `format_type` spells it, which [`FoundColumn`]s carry.
+    fn catalog_name(self) -> &'static str {
+        match self {
+            PgType::Timestamptz => "timestamp with time zone",
+            other => other.sql(),
+        }
+    }
+
     /// Its SQL name.
     pub fn sql(self) -> &'static str {
         match self {
@@ -91,6 +99,19 @@ pub struct TargetColumn {
     pub nullable: bool,
     /// What fills it.
     pub source: Source,
+}
+
+/// A column of a table already in the database, as PostgreSQL's catalog describes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoundColumn {
+    /// Column name.
+    pub name: String,
+    /// Its type as `format_type` spells it (`bigint`, `timestamp with time zone`).
+    pub sql_type: String,
+    /// Whether it is `NOT NULL`.
+    pub not_null: bool,
+    /// Whether it has a default.
+    pub has_default: bool,
 }
 
 /// A table the sink writes one manifest version's rows to.
@@ -264,6 +285,41 @@ impl TableShape {
             cols.push(format!("PRIMARY KEY ({})", quoted(&self.primary_key)));
         }
         format!("CREATE TABLE IF NOT EXISTS \"{}\" ({})", self.table, cols.join(", "))
+    }
+
+    /// How a table found in the database without a registry entry (made by hand, restored from
+    /// a dump) differs from this shape, so that one the sink cannot write is refused at start
+    /// instead of refusing every row: columns missing, of another type or nullability, or extra
+    /// and `NOT NULL` without a default; and no unique index on the primary key, which the
+    /// upsert needs. The version column may be missing (the sink adds it). Empty: it fits.
+    pub fn differences(&self, found: &[FoundColumn], has_unique_key: bool) -> Vec<String> {
+        let mut out = Vec::new();
+        let version = TargetColumn { name: VERSION_COLUMN.into(), pg_type: PgType::BigInt, nullable: false, source: Source::Column(String::new()) };
+        for (c, optional) in self.columns.iter().map(|c| (c, false)).chain([(&version, true)]) {
+            let Some(f) = found.iter().find(|f| f.name == c.name) else {
+                if !optional {
+                    out.push(format!("no column {:?}", c.name));
+                }
+                continue;
+            };
+            if f.sql_type != c.pg_type.catalog_name() {
+                out.push(format!("column {:?} is {}, not {}", c.name, f.sql_type, c.pg_type.sql()));
+            }
+            match (c.nullable, f.not_null) {
+                (false, false) => out.push(format!("column {:?} may be NULL", c.name)),
+                (true, true) => out.push(format!("column {:?} is NOT NULL, but the contract lets it be empty", c.name)),
+                _ => {}
+            }
+        }
+        for f in found.iter().filter(|f| f.name != VERSION_COLUMN && !self.columns.iter().any(|c| c.name == f.name)) {
+            if f.not_null && !f.has_default {
+                out.push(format!("column {:?} is NOT NULL without a default, and the sink does not fill it", f.name));
+            }
+        }
+        if !has_unique_key {
+            out.push(format!("no primary key or unique index on ({})", self.primary_key.join(", ")));
+        }
+        out
     }
 
     /// `CREATE INDEX IF NOT EXISTS` for each read index. Not part of the shape's fingerprint:

@@ -131,15 +131,16 @@ async fn new_rows_are_copied_straight_in_and_a_batch_meeting_a_known_key_is_upse
     assert_eq!(count as usize, rows.len() + UPSERTS_AFTER_A_CONFLICT as usize + 1);
 }
 
-/// A table made by hand without the unique key (before the sink first registered it) is never
-/// copied into directly, where a known key would double: it is upserted, which PostgreSQL
-/// refuses without the key, so the write is `Retry` and nothing is written.
+/// A registered table whose unique key was dropped since is never copied into directly, where a
+/// known key would double: it is upserted, which PostgreSQL refuses without the key, so the
+/// write is `Retry` and nothing is written. (An unregistered one is refused at start.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_without_its_unique_key_is_never_copied_into_directly() {
     let url = own_database("nokey").await;
     let shape = TableShape::from_contract(&lap_contract(), TABLE).unwrap();
+    drop(PgTarget::open(&url, vec![(shape.clone(), "lap-performance".into(), 1)], 1).await.expect("registered"));
     let client = connect(&url).await;
-    client.batch_execute(&TableShape { primary_key: Vec::new(), ..shape.clone() }.create_sql()).await.unwrap();
+    client.batch_execute(&format!("ALTER TABLE {TABLE} DROP CONSTRAINT {TABLE}_pkey")).await.unwrap();
     let mut target = PgTarget::open(&url, vec![(shape.clone(), "lap-performance".into(), 1)], 1).await.expect("open");
     match target.write(0, &mut convert(&shape, &lap_rows())).await {
         Err(WriteError::Retry(e)) => assert!(e.contains("ON CONFLICT"), "PostgreSQL's reason: {e}"),
@@ -147,6 +148,49 @@ async fn a_table_without_its_unique_key_is_never_copied_into_directly() {
     }
     assert_eq!(target.write_paths(0), (0, 0), "no batch was written by either path");
     assert_eq!(table(&client).await, vec![], "nothing written");
+}
+
+/// A table no sink registered (made by hand, restored from a dump without the registry) is
+/// checked against the contract like a registered one: of another shape it is refused at start,
+/// naming what differs (before, a column of another type sent every row to the dead letters and
+/// a missing key retried forever); of this shape it is taken on and written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unregistered_table_of_another_shape_is_refused_at_start_and_one_of_this_shape_taken_on() {
+    let shape = TableShape::from_contract(&lap_contract(), TABLE).unwrap();
+    let ddl = shape.create_sql();
+    let changed = |from: &str, to: &str| {
+        assert!(ddl.contains(from), "{from} in {ddl}");
+        ddl.replacen(from, to, 1)
+    };
+    let no_key = TableShape { primary_key: Vec::new(), ..shape.clone() }.create_sql();
+    let cases = [
+        ("wrongtype", changed("\"samples\" bigint", "\"samples\" integer"), "column \"samples\" is integer, not bigint"),
+        ("nullable", changed("\"samples\" bigint NOT NULL", "\"samples\" bigint"), "column \"samples\" may be NULL"),
+        ("missing", changed("\"samples\" bigint NOT NULL, ", ""), "no column \"samples\""),
+        ("extra", changed(" (", " (\"note\" text NOT NULL, "), "column \"note\" is NOT NULL without a default"),
+        ("nokey", no_key, "no primary key or unique index on (session_id, row_id)"),
+    ];
+    for (name, ddl, says) in cases {
+        let url = own_database(&format!("unregistered_{name}")).await;
+        connect(&url).await.batch_execute(&ddl).await.unwrap();
+        match PgTarget::open(&url, vec![(shape.clone(), "lap-performance".into(), 1)], 1).await {
+            Ok(_) => panic!("{name}: a table of another shape was taken on: {ddl}"),
+            Err(e) => {
+                let e = e.to_string();
+                assert!(e.contains(TABLE) && e.contains(says), "{name}: {e}");
+            }
+        }
+    }
+
+    let url = own_database("unregistered_same").await;
+    let client = connect(&url).await;
+    client.batch_execute(&ddl).await.unwrap();
+    let mut target = PgTarget::open(&url, vec![(shape.clone(), "lap-performance".into(), 1)], 1).await.expect("this shape is taken on");
+    let rows = lap_rows();
+    assert!(target.write(0, &mut convert(&shape, &rows)).await.expect("write").is_empty());
+    assert_eq!(table(&client).await, expected(&rows));
+    let registered: i64 = client.query_one("SELECT count(*) FROM pitgun_sink_tables WHERE table_name = $1", &[&TABLE]).await.unwrap().get(0);
+    assert_eq!(registered, 1, "registered once taken on");
 }
 
 /// The definitions of the table's indexes, by name.
