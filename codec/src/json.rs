@@ -241,8 +241,16 @@ fn explain(text: &str) -> DecodeError {
     match serde_path_to_error::deserialize::<_, EnvelopeView>(&mut de) {
         Ok(_) => DecodeError { pointer: String::new(), message: "trailing characters".into() },
         Err(e) => {
-            let path = e.path().to_string();
-            let mut pointer = if path == "." || path == "?" { String::new() } else { format!("/{}", path.replace('.', "/")) };
+            // Segment by segment: a name may hold `.`, which the path's text form separates on.
+            let mut pointer = String::new();
+            for segment in e.path().iter() {
+                pointer = match segment {
+                    serde_path_to_error::Segment::Seq { index } => format!("{pointer}/{index}"),
+                    serde_path_to_error::Segment::Map { key } => crate::rules::pointer(&pointer, key),
+                    serde_path_to_error::Segment::Enum { variant } => crate::rules::pointer(&pointer, variant),
+                    serde_path_to_error::Segment::Unknown => break,
+                };
+            }
             let message = e.into_inner().to_string();
             // A repeat is found by the object holding it: point at the field itself.
             if let Some(field) = message.strip_prefix("duplicate field `").and_then(|m| m.split_once('`')).map(|(f, _)| f) {
@@ -394,6 +402,12 @@ mod tests {
         assert_eq!(decode(&bad).unwrap_err().pointer, "/seq");
         let bad = GOOD.replace("120.5", "\"fast\"");
         assert_eq!(decode(&bad).unwrap_err().pointer, "/channels/speed_kmh");
+        // Names holding `.`, `/` or `~` are one segment each, escaped as RFC 6901 says, as the
+        // pointer of an unknown channel is.
+        for (name, pointer) in [("engine.rpm", "/channels/engine.rpm"), ("a/b", "/channels/a~1b"), ("t~1", "/channels/t~01")] {
+            let bad = GOOD.replace("\"speed_kmh\":120.5", &format!("\"{name}\":\"fast\""));
+            assert_eq!(decode(&bad).unwrap_err().pointer, pointer, "{name}");
+        }
         let bad = GOOD.replace("\"kind\":\"sample\"", "\"kind\":\"sample\",\"extra\":1");
         assert!(decode(&bad).unwrap_err().message.contains("extra"));
         let bad = GOOD.replace("pitgun-envelope/v1", "pitgun-envelope/v9");

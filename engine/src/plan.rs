@@ -419,7 +419,8 @@ impl<'s> Compiler<'s> {
         let mut names: Vec<&str> = Vec::new();
         for (i, a) in m.aggregations.iter().enumerate() {
             let at = format!("/aggregations/{i}");
-            if names.contains(&a.name.as_str()) || is_reserved(&a.name) || slots_name_is_column(&m.window, &a.name) {
+            let is_key = m.key.contains(&a.name);
+            if names.contains(&a.name.as_str()) || is_reserved(&a.name) || slots_name_is_column(&m.window, &a.name) || is_key {
                 self.err(format!("{at}/name"), format!("column name {:?} is already used or reserved", a.name));
             }
             names.push(&a.name);
@@ -499,6 +500,13 @@ impl<'s> Compiler<'s> {
             }
             if m.key[..i].contains(k) {
                 self.err(format!("/key/{i}"), format!("key dimension {k:?} is listed twice"));
+            }
+            // Each key dimension is a column of its own: one of these would be written over.
+            if k != "session_id" && is_reserved(k) {
+                self.err(format!("/key/{i}"), format!("key dimension {k:?} is a column the row itself uses; rename the dimension"));
+            }
+            if slots_name_is_column(&m.window, k) {
+                self.err(format!("/key/{i}"), format!("key dimension {k:?} is the segment field, a column of its own"));
             }
         }
         kinds_mask

@@ -285,6 +285,29 @@ fn manifest_semantic_errors_point_at_the_problem() {
     }
 }
 
+/// A key dimension is a column of every row: an aggregation, the segment field or a column the
+/// row itself uses under its name would be written over it (rows of two cars told apart by a
+/// count), so each is refused where it is named.
+#[test]
+fn a_key_dimension_sharing_a_column_name_is_refused() {
+    let d = dictionary();
+    let manifest = |key: &str, window: &str, aggregation: &str| {
+        format!(
+            "schema: pitgun-pipeline/v1\nname: t\nversion: 1\ndictionary: {{name: racing, version: 1.0.0, sha256: \"{}\"}}\ninput: {{topics: [x]}}\ninputs:\n  - {{name: speed, metric: vehicle.speed}}\nkey: [{key}]\nwindow: {window}\naggregations:\n  - {{name: {aggregation}, fn: count}}\noutput: {{topic: pitgun.aggregates.t.v1}}\n",
+            d.hash
+        )
+    };
+    for (key, window, aggregation, says) in [
+        ("player, car", "{kind: global}", "car", "at /aggregations/0/name: column name \"car\" is already used or reserved"),
+        ("player, row_id", "{kind: global}", "n", "at /key/1: key dimension \"row_id\" is a column the row itself uses"),
+        ("complete", "{kind: global}", "n", "at /key/0: key dimension \"complete\" is a column the row itself uses"),
+        ("player, lap_number", "{kind: segment, field: lap_number}", "n", "at /key/1: key dimension \"lap_number\" is the segment field"),
+    ] {
+        let err = Plan::compile_text(&manifest(key, window, aggregation), &d).err().expect("refused").to_string();
+        assert!(err.contains(says), "key [{key}], {window}, {aggregation}: missing {says:?} in:\n{err}");
+    }
+}
+
 /// Rows never depend on the machine's speed: the engine reads no clock (a formula is stopped by
 /// its operation count alone; the driver passes its clock in, for idle expiry only).
 #[test]
