@@ -91,10 +91,15 @@ impl AliasIndex {
     }
 
     /// The aliases `producer` at `version` may send, as positions in [`AliasIndex::all`]: one per
-    /// channel name, the first in dictionary order where two cover the same channel.
+    /// channel name, the first in dictionary order where two cover the same channel. A
+    /// pre-release (`1.5.0-rc.1`) takes its release's aliases.
     pub fn admitted(&self, producer: &str, version: &str) -> Result<Vec<usize>, UnknownSource> {
         let mine = self.by_producer.get(producer).ok_or(UnknownSource::Producer)?;
-        let parsed = semver::Version::parse(version).map_err(|e| UnknownSource::NotSemver(e.to_string()))?;
+        let mut parsed = semver::Version::parse(version).map_err(|e| UnknownSource::NotSemver(e.to_string()))?;
+        // A pre-release sends what its release will: matched as the release (semver's own rule,
+        // made for dependencies, admits a pre-release under almost no range).
+        parsed.pre = semver::Prerelease::EMPTY;
+        parsed.build = semver::BuildMetadata::EMPTY;
         let mut admitted: Vec<usize> = Vec::new();
         for &i in mine {
             let alias = &self.all[i];
@@ -143,6 +148,16 @@ mod tests {
         assert!(matches!(index.admitted("pitgun-web", "7.0.0").unwrap_err(), UnknownSource::Version(r) if !r.is_empty()));
         assert!(matches!(index.admitted("pitgun-web", "1.0").unwrap_err(), UnknownSource::NotSemver(_)));
         assert_eq!(index.producers(), ["pitgun-sim", "pitgun-web"]);
+    }
+
+    /// A pre-release is built to send what its release sends: `1.5.0-rc.1` takes the aliases of
+    /// `1.5.0` (semver's matching, made for dependencies, would admit it under no range here).
+    #[test]
+    fn a_pre_release_takes_the_aliases_of_its_release() {
+        let index = AliasIndex::new(&racing()).unwrap();
+        assert_eq!(channels(&index, "pitgun-web", "1.5.0-rc.1"), channels(&index, "pitgun-web", "1.5.0"));
+        assert_eq!(channels(&index, "pitgun-web", "0.9.0-beta.2+build.7"), channels(&index, "pitgun-web", "0.9.0"));
+        assert!(matches!(index.admitted("pitgun-web", "7.0.0-rc.1").unwrap_err(), UnknownSource::Version(_)));
     }
 
     #[test]
