@@ -382,12 +382,16 @@ impl<S: SessionStore> Engine<S> {
     pub fn process(&mut self, ev: &EventRef, now_us: i64, out: &mut Vec<Output>) {
         let core = &mut self.core;
         core.stats.events_in += 1;
+        // A kind this manifest neither takes nor needs (start and end mark the session) is only
+        // counted: it reaches no window, so it is never late, nor kept in the dedup memory.
+        let marks = matches!(ev.kind, EventKind::SessionStart | EventKind::SessionEnd);
+        let accepted_kind = core.plan.accepts(ev.kind);
+        let takes = accepted_kind || marks;
         let session = match self.sessions.get_mut(ev.session_id) {
             Some(s) => s,
             None => {
                 if self.sessions.is_closed(ev.session_id) {
-                    core.stats.late += 1;
-                    out.push(Output::Late(note(ev, "session_closed", "the session already ended")));
+                    core.late_or_filtered(out, ev, takes, "the session already ended");
                     return;
                 }
                 if self.sessions.open_count() >= self.max_open {
@@ -438,15 +442,9 @@ impl<S: SessionStore> Engine<S> {
         // the stream (whose wall clock expired the session meanwhile, or would have).
         if session.end.is_none() && session.max_time != i64::MIN && ev.time_us.saturating_sub(session.max_time) > core.plan.idle_us {
             self.close_session(ev.session_id, CloseCause::Gap, now_us, out);
-            self.core.stats.late += 1;
-            out.push(Output::Late(note(ev, "session_closed", AFTER_SILENCE)));
+            self.core.late_or_filtered(out, ev, takes, AFTER_SILENCE);
             return;
         }
-        // A kind this manifest neither takes nor needs (start and end mark the session) is only
-        // counted: it reaches no window, so it is never late, nor kept in the dedup memory.
-        let marks = matches!(ev.kind, EventKind::SessionStart | EventKind::SessionEnd);
-        let accepted_kind = core.plan.accepts(ev.kind);
-        let takes = accepted_kind || marks;
         if takes && ev.time_us < session.horizon(&core.plan) {
             core.stats.late += 1;
             out.push(Output::Late(note(ev, "too_late", "more than allowed_lateness behind the session's watermark")));
@@ -454,12 +452,7 @@ impl<S: SessionStore> Engine<S> {
         }
         // After the session's end in (time, seq) order, whichever arrived first.
         if session.end.is_some_and(|end| (ev.time_us, ev.seq) > end) {
-            if takes {
-                core.stats.late += 1;
-                out.push(Output::Late(note(ev, "session_closed", AFTER_END)));
-            } else {
-                core.stats.filtered += 1;
-            }
+            core.late_or_filtered(out, ev, takes, AFTER_END);
             return;
         }
         // The key is found before the id is remembered, for the same reason.
@@ -643,6 +636,17 @@ fn new_key(plan: &Plan, assigner: Assigner, session: &mut SessionState, ev: &Eve
 }
 
 impl Core {
+    /// An event of a closed session: late if a window could have taken it (`takes`), else only
+    /// counted as filtered, as every event of a kind the manifest does not take.
+    fn late_or_filtered(&mut self, out: &mut Vec<Output>, ev: &EventRef, takes: bool, why: &str) {
+        if takes {
+            self.stats.late += 1;
+            out.push(Output::Late(note(ev, "session_closed", why)));
+        } else {
+            self.stats.filtered += 1;
+        }
+    }
+
     fn reject(&mut self, out: &mut Vec<Output>, ev: &EventRef, reason: Reason, detail: String) {
         self.stats.rejected[reason as usize] += 1;
         let mut n = note(ev, reason.as_str(), "");

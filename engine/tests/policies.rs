@@ -162,6 +162,33 @@ fn a_kind_the_manifest_does_not_take_is_counted_whatever_its_key_and_metrics() {
     assert!(out.iter().any(|o| matches!(o, Output::Late(n) if n.reason == "session_closed")), "the end, without a key, ended the session");
 }
 
+/// A kind the manifest does not take is only counted, also when its session is closed: by its
+/// end and the driver's clock, or by a silence in its own event time (which it still ends). It
+/// never reaches the late output, where it would count as data lost.
+#[test]
+fn a_kind_not_taken_never_reaches_the_late_output() {
+    let body = "input: {topics: [x], kinds: [health]}\ninputs:\n  - {name: fps, metric: client.fps}\nwindow: {kind: global}\n\
+                time: {out_of_orderness: 2s, allowed_lateness: 30s, max_clock_jump: 1h, idle_timeout: 1m}\naggregations:\n  - {name: n, fn: count}";
+    let minute = 60_000_000;
+    let late = |out: &[Output]| out.iter().filter(|o| matches!(o, Output::Late(_))).count();
+
+    let mut r = Runner::new(plan(body));
+    let mut out = Vec::new();
+    let end = event(1, 1, "").replace(r#""kind":"sample""#, r#""kind":"session_end""#);
+    r.feed_json(&end, 0, &mut out).unwrap();
+    r.engine_mut().close_ended(2 * minute, &mut out);
+    assert_eq!(r.engine().stats().closed_by, [1, 0, 0, 0], "closed by its end");
+    r.feed_json(&event(2, 1, r#""speed_kmh": 36"#), 2 * minute, &mut out).unwrap();
+    assert_eq!((late(&out), r.engine().stats().late, r.engine().stats().filtered), (0, 0, 2), "the end and a sample after the close");
+
+    let mut r = Runner::new(plan(body));
+    let mut out = Vec::new();
+    r.feed_json(&event(1, 1, r#""speed_kmh": 36"#), 0, &mut out).unwrap();
+    r.feed_json(&event(2, 200, r#""speed_kmh": 36"#), 0, &mut out).unwrap();
+    assert_eq!(r.engine().stats().closed_by, [0, 0, 1, 0], "the silence still ends the session");
+    assert_eq!((late(&out), r.engine().stats().late, r.engine().stats().filtered), (0, 0, 2), "both samples only counted");
+}
+
 /// A kind the manifest does not take is held to the repeated-channel rule by the layouts its
 /// producer's lists teach the resolver: a list that repeats a name never passes for one learned.
 #[test]
