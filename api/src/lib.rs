@@ -54,6 +54,8 @@ pub struct Config {
     pub laps_table: String,
     /// Connections in the pool.
     pub connections: usize,
+    /// Longest query, and longest wait for a connection.
+    pub query_timeout: std::time::Duration,
     /// Browser session tokens (`POST /v1/sessions`), if enabled.
     pub sessions: Option<sessions::SessionSettings>,
     /// The built browser game (`game/dist`), served at `/play/`.
@@ -64,7 +66,7 @@ pub struct Config {
 
 /// Serves until SIGTERM/SIGINT.
 pub async fn serve(cfg: Config) -> Result<()> {
-    let store = store::Store::open(&cfg.postgres, &cfg.runs_table, &cfg.laps_table, cfg.connections).await?;
+    let store = store::Store::open(&cfg.postgres, &cfg.runs_table, &cfg.laps_table, cfg.connections, cfg.query_timeout).await?;
     let m = metrics::Metrics::new();
     let health = Health::new(m.registry.clone());
     let cors = pitgun_runtime::browser::cors(&cfg.cors_origins).map_err(Error::Config)?;

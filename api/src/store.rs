@@ -55,13 +55,18 @@ pub struct RunFilter {
 
 impl Store {
     /// Connects (`connections` at most) and checks that the tables have the columns it reads.
-    pub async fn open(url: &str, runs: &str, laps: &str, connections: usize) -> Result<Store> {
+    /// A query running past `query_timeout` (waiting on a lock included) is cancelled by the
+    /// server, and a connection not had within it is given up: both are 503s, not hung requests.
+    pub async fn open(url: &str, runs: &str, laps: &str, connections: usize, query_timeout: std::time::Duration) -> Result<Store> {
         check_identifier(runs)?;
         check_identifier(laps)?;
-        let config: tokio_postgres::Config = url.parse().map_err(Error::Url)?;
+        let mut config: tokio_postgres::Config = url.parse().map_err(Error::Url)?;
+        // Added to the URL's own `options`, not in their place.
+        let timeout = format!("-c statement_timeout={}", query_timeout.as_millis().max(1));
+        let options = config.get_options().map_or(timeout.clone(), |o| format!("{o} {timeout}"));
+        config.options(&options);
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        // Bounded waits: a database that stops answering gives 503s, not hung requests.
-        let wait = Some(std::time::Duration::from_secs(5));
+        let wait = Some(query_timeout);
         let pool = Pool::builder(manager)
             .max_size(connections.max(1))
             .runtime(deadpool_postgres::Runtime::Tokio1)

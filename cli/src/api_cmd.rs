@@ -34,6 +34,10 @@ pub struct ApiArgs {
     /// The lap table (lap-performance's PostgreSQL sink).
     #[arg(long, default_value = "lap_performance_v1")]
     laps_table: String,
+    /// How long one query may take (waiting on a lock included) before PostgreSQL cancels it and
+    /// the request is answered 503; also the wait for a pooled connection.
+    #[arg(long, default_value = "5s", value_parser = crate::duration_arg::positive)]
+    query_timeout: Duration,
     /// PostgreSQL connections in the pool.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
     connections: u16,
@@ -99,6 +103,7 @@ pub fn run(args: ApiArgs) -> Result<ExitCode> {
         runs_table: args.runs_table,
         laps_table: args.laps_table,
         connections: args.connections as usize,
+        query_timeout: args.query_timeout,
         sessions,
         game: args.game,
         cors_origins: args.cors_origins,

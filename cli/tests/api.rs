@@ -36,6 +36,13 @@ fn lap(session: &str, n: i64, start: &str, time: f64, complete: bool) -> Value {
     r
 }
 
+/// `pitgun sink` of the two manifests the API reads, into PostgreSQL only, with `how`
+/// (`--until-end` or `--migrate`).
+fn postgres_sink<'a>(pg: &'a str, how: &'a str) -> [&'a str; 10] {
+    let manifests = ["manifests/pipelines/lap-performance.v1.yaml", "manifests/pipelines/session-summary.v1.yaml"];
+    ["sink", "--manifest", manifests[0], "--manifest", manifests[1], "--postgres", pg, "--targets", "postgres", how]
+}
+
 fn get(addr: &str, path: &str) -> (u16, Value) {
     let (status, body) = http_get_status(addr, path);
     (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}")))
@@ -72,22 +79,7 @@ fn api_endpoints_on_known_data() {
         let out = pitgun(&["publish", "--input", file.to_str().unwrap(), "--wire", "rows", "--topic", topic], &ns);
         assert!(out.status.success(), "publish: {}", String::from_utf8_lossy(&out.stderr));
     }
-    let mut sink = Service::start(
-        "sink",
-        &[
-            "sink",
-            "--manifest",
-            "manifests/pipelines/lap-performance.v1.yaml",
-            "--manifest",
-            "manifests/pipelines/session-summary.v1.yaml",
-            "--postgres",
-            &pg,
-            "--targets",
-            "postgres",
-            "--until-end",
-        ],
-        &ns,
-    );
+    let mut sink = Service::start("sink", &postgres_sink(&pg, "--until-end"), &ns);
     assert!(sink.wait(Duration::from_secs(120)), "sink failed");
     let (_api, addr) = start_api(&pg, &ns);
 
@@ -211,4 +203,45 @@ fn api_endpoints_on_known_data() {
         cursors.join(", ")
     );
     schemathesis::assert_schemathesis(&format!("http://{addr}/openapi.json"), "performance API", seed("api"), &[], &config);
+}
+
+/// A query that waits (here on a lock a migration would hold) is cut off at `--query-timeout`
+/// and answered 503, not held until the client gives up; once the lock is gone the same request
+/// is answered.
+#[test]
+fn a_query_that_waits_past_the_query_timeout_is_a_503() {
+    use std::io::{BufRead, BufReader, Write};
+    let ns = Ns::new("api-query-timeout");
+    let pg = own_database("api_query_timeout");
+    let out = pitgun(&postgres_sink(&pg, "--migrate"), &ns);
+    assert!(out.status.success(), "migrate: {}", String::from_utf8_lossy(&out.stderr));
+    let addr = format!("127.0.0.1:{}", free_port());
+    let api = Service::start("api", &["api", "--postgres", &pg, "--listen", &addr, "--connections", "2", "--query-timeout", "1s"], &ns);
+    api.wait_for_log("performance API serving", Duration::from_secs(30));
+    assert_eq!(get(&addr, "/v1/runs").0, 200);
+
+    // A transaction holding the table, as `ALTER TABLE` or `VACUUM FULL` would.
+    let mut holder = std::process::Command::new(psql_bin())
+        .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", &pg])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = holder.stdin.take().unwrap();
+    writeln!(stdin, "BEGIN; LOCK TABLE runs IN ACCESS EXCLUSIVE MODE; SELECT 'locked';").unwrap();
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "locked");
+
+    let asked = std::time::Instant::now();
+    let (status, body) = get(&addr, "/v1/runs?player=ana");
+    let took = asked.elapsed();
+    assert_eq!(status, 503, "{body}");
+    assert!(body["error"].is_string(), "{body}");
+    assert!(took < Duration::from_secs(4), "answered after {took:?}, not at the 1 s query timeout");
+
+    writeln!(stdin, "ROLLBACK;").unwrap();
+    drop(stdin);
+    assert!(holder.wait().unwrap().success());
+    assert_eq!(get(&addr, "/v1/runs?player=ana").0, 200, "answered again once the lock is gone");
 }
