@@ -174,6 +174,10 @@ pub struct Duration {
 }
 
 impl Duration {
+    /// The longest a manifest may give: event time plus a few of these (a window's end, its
+    /// lateness, an idle timeout) stays far from overflowing for any time an envelope holds.
+    pub const MAX: Duration = Duration::from_secs(876_000 * 3600);
+
     /// Whole seconds.
     pub const fn from_secs(s: i64) -> Duration {
         Duration { micros: s * 1_000_000 }
@@ -194,8 +198,8 @@ impl Duration {
             _ => return Err(format!("duration {text:?} has unknown unit {unit:?} (us, ms, s, m, h)")),
         };
         let micros = (value * scale).round();
-        if !micros.is_finite() || micros > i64::MAX as f64 / 2.0 {
-            return Err(format!("duration {text:?} is too large"));
+        if !micros.is_finite() || micros > Duration::MAX.micros as f64 {
+            return Err(format!("duration {text:?} is too large: at most 100 years (876000h)"));
         }
         Ok(Duration { micros: micros as i64 })
     }
@@ -396,4 +400,21 @@ pub struct Expectation {
     /// Duplicates dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duplicates: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Duration;
+
+    /// A manifest's durations are added to event times (a window's end, its lateness, a
+    /// session's idle time): at most 100 years each, so no sum can overflow for any event
+    /// time the envelope takes.
+    #[test]
+    fn durations_are_bounded_so_event_time_arithmetic_cannot_overflow() {
+        assert_eq!(Duration::parse("876000h").unwrap().micros, 876_000 * 3_600_000_000);
+        for text in ["876001h", "1280000000h", "99999999999999999999999999h"] {
+            let e = Duration::parse(text).unwrap_err();
+            assert!(e.contains("at most 100 years"), "{text}: {e}");
+        }
+    }
 }
