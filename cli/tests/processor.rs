@@ -748,14 +748,15 @@ fn a_static_member_restarted_in_time_moves_no_partition() {
     let m_s = m.to_str().unwrap().to_string();
     let (sa, sb) = (dir.path().join("a"), dir.path().join("b"));
     let (sa, sb) = (sa.to_str().unwrap().to_string(), sb.to_str().unwrap().to_string());
-    let args = |state: &'static str, dir: &str| -> Vec<String> {
-        let extra = ["--checkpoint-interval", "200ms", "--group-session-timeout", "30s", "--instance-id", state];
+    let a_metrics = format!("127.0.0.1:{}", free_port());
+    let args = |state: &'static str, dir: &str, more: &[&str]| -> Vec<String> {
+        let extra = [&["--checkpoint-interval", "200ms", "--group-session-timeout", "30s", "--instance-id", state][..], more].concat();
         process_args(&m_s, dir, &extra).into_iter().map(String::from).collect()
     };
     let start = |name: &str, args: &[String]| Service::start(name, &args.iter().map(|s| s.as_str()).collect::<Vec<_>>(), &ns);
 
     ns.produce_lines(first.iter().map(|s| s.as_str()));
-    let (args_a, args_b) = (args("replica-a", &sa), args("replica-b", &sb));
+    let (args_a, args_b) = (args("replica-a", &sa, &["--metrics-listen", &a_metrics]), args("replica-b", &sb, &[]));
     let a = start("a", &args_a);
     a.wait_for_log("partition", Duration::from_secs(60));
     let mut b = start("b", &args_b);
@@ -769,6 +770,23 @@ fn a_static_member_restarted_in_time_moves_no_partition() {
     eprintln!("B took {taken} partitions; A gave up {revoked}");
     assert_eq!(revoked, taken, "cooperative assignment: A gives up only the partitions B takes, and B restores them from the changelog");
     assert_eq!(b.log_count("rebuilding from the earliest offset"), 0, "B rebuilt a partition the changelog holds");
+    // A reports only the partitions it still reads: a lag frozen at revocation would be added
+    // to B's in the group's sum, and keep lag alerts firing.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = http_get(&a_metrics, "/metrics");
+        let series = |name: &str| text.lines().filter(|l| l.starts_with(&format!("{name}{{"))).count();
+        let shown = (series("pitgun_processor_consumer_lag"), series("pitgun_processor_watermark_lag_seconds"));
+        if shown == (4 - revoked, 4 - revoked) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A still reports partitions it gave up: (consumer_lag, watermark_lag) series {shown:?}, kept {}",
+            4 - revoked
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     b.sigterm();
     assert!(b.wait(Duration::from_secs(30)), "B did not stop cleanly");
 

@@ -495,7 +495,8 @@ fn sigterm_stops_a_sink_whose_write_waits_for_a_lock() {
     // consumer, where a rebalance arrives) for two minutes after the write begins, rather than
     // waiting for that write.
     let batch = rows.len().to_string();
-    let mut waiting = lap.sink(&["--drain-timeout", "2s", "--batch-rows", &batch, "--linger", "120s"]);
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut waiting = lap.sink(&["--drain-timeout", "2s", "--batch-rows", &batch, "--linger", "120s", "--metrics-listen", &metrics]);
     let started = waiting.wait_for_log("sink started", Duration::from_secs(60));
     let group = started.split("group=").nth(1).and_then(|g| g.split_whitespace().next()).expect("the group in the log").to_string();
     // The lock, held by a session that stays open until the test ends it.
@@ -519,8 +520,13 @@ fn sigterm_stops_a_sink_whose_write_waits_for_a_lock() {
         }
     };
     until("the lock is held", held, |n| n == 1);
+    let handed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
     lap.publish();
     until("the sink's write waits for the lock", blocked, |n| n >= 1);
+    // A write that hangs raises no error and so no retry: the age of the batch in the targets'
+    // hands is what PitgunSinkStuck sees.
+    let since = metric(&http_get(&metrics, "/metrics"), "pitgun_sink_write_started_timestamp_seconds", "");
+    assert!((handed - 1.0..=handed + 60.0).contains(&since), "the waiting write started at {since}, the rows were published at {handed}");
     let joiner: rdkafka::consumer::BaseConsumer = ns.config().set("group.id", &group).set("enable.auto.commit", "false").create().unwrap();
     rdkafka::consumer::Consumer::subscribe(&joiner, &[&ns.topic("pitgun.aggregates.lap-performance.v1")]).unwrap();
     let end = std::time::Instant::now() + Duration::from_secs(60);

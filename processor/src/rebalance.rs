@@ -113,6 +113,9 @@ impl ConsumerContext for Ctx {
                     if worker.parts.remove(tp).is_some() {
                         info!(topic = %tp.0, partition = tp.1, "partition revoked after its checkpoint");
                     }
+                    // Its new owner reports it now; a frozen value here would keep
+                    // PitgunWatermarkBehind firing. (Err: never set.)
+                    let _ = worker.outlet.metrics.watermark_lag.remove_label_values(&[tp.0.as_str(), &tp.1.to_string()]);
                 }
                 let given_up = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
                 if let Err(e) = given_up {

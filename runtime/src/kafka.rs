@@ -18,11 +18,20 @@ use crate::error::{Error, Result};
 
 /// Sets `gauge` (labels: topic, partition) to each partition's consumer lag from librdkafka's
 /// statistics: lag costs no extra request (an offsets request would queue behind the fetch).
+/// A partition this consumer no longer reads (revoked: librdkafka still reports the lag it had
+/// then) is dropped, so replicas' lags add up to the group's.
 pub fn record_consumer_lag(stats: &rdkafka::Statistics, gauge: &prometheus::IntGaugeVec) {
     for (topic, t) in &stats.topics {
         for (p, part) in &t.partitions {
-            if part.partition >= 0 && part.consumer_lag >= 0 {
-                gauge.with_label_values(&[topic.as_str(), &p.to_string()]).set(part.consumer_lag);
+            let labels = [topic.as_str(), &p.to_string()];
+            if part.partition < 0 {
+                continue;
+            }
+            if !part.desired {
+                // Err: it was not there.
+                let _ = gauge.remove_label_values(&labels);
+            } else if part.consumer_lag >= 0 {
+                gauge.with_label_values(&labels).set(part.consumer_lag);
             }
         }
     }
@@ -386,5 +395,35 @@ mod tests {
         assert_eq!(ns.base_name("stagingx.pitgun.envelopes.v1"), None);
         let none = Broker::new("b:9092", "");
         assert_eq!(none.base_name("pitgun.envelopes.v1"), Some("pitgun.envelopes.v1"));
+    }
+
+    /// librdkafka keeps reporting a partition it gave up, with the lag it had then: the gauge
+    /// drops it, or a replica would add a stale lag to the group's forever.
+    #[test]
+    fn the_lag_of_a_partition_no_longer_consumed_is_dropped() {
+        let gauge = prometheus::IntGaugeVec::new(prometheus::Opts::new("lag", "lag"), &["topic", "partition"]).unwrap();
+        let stats = |desired_1: bool| {
+            let part = |partition, desired| rdkafka::statistics::Partition { partition, desired, consumer_lag: 7, ..Default::default() };
+            let mut topic = rdkafka::statistics::Topic::default();
+            topic.partitions.insert(0, part(0, true));
+            topic.partitions.insert(1, part(1, desired_1));
+            topic.partitions.insert(-1, part(-1, false));
+            let mut s = rdkafka::Statistics::default();
+            s.topics.insert("t".into(), topic);
+            s
+        };
+        let shown = |g: &prometheus::IntGaugeVec| {
+            let mut partitions: Vec<String> = prometheus::core::Collector::collect(g)[0]
+                .get_metric()
+                .iter()
+                .map(|m| m.get_label().iter().find(|l| l.name() == "partition").unwrap().value().to_string())
+                .collect();
+            partitions.sort();
+            partitions
+        };
+        super::record_consumer_lag(&stats(true), &gauge);
+        assert_eq!(shown(&gauge), ["0", "1"]);
+        super::record_consumer_lag(&stats(false), &gauge);
+        assert_eq!(shown(&gauge), ["0"], "partition 1 was given up");
     }
 }

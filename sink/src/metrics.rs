@@ -1,6 +1,6 @@
 //! The sink's Prometheus metrics (names prefixed `pitgun_sink_`).
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Every metric the sink exports.
 pub struct Metrics {
@@ -23,6 +23,9 @@ pub struct Metrics {
     /// Table rows (one per table a record feeds) and dead letters read from a partition revoked
     /// before they were written, left to its new owner.
     pub revoked_rows: IntCounter,
+    /// When the batch now in the targets' hands was handed to them (Unix seconds), 0 while none
+    /// is: a write that hangs (on a lock, say) raises no error and no retry, but ages here.
+    pub write_started: IntGauge,
 }
 
 impl Metrics {
@@ -50,6 +53,11 @@ impl Metrics {
             "Table rows and dead letters read from a partition revoked before they were written, left to its new owner.",
         )
         .expect("metric");
+        let write_started = IntGauge::new(
+            "write_started_timestamp_seconds",
+            "When the batch now in the targets' hands was handed to them (Unix seconds); 0 while none is.",
+        )
+        .expect("metric");
         for m in [
             Box::new(rows_in.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(rows_written.clone()),
@@ -59,10 +67,11 @@ impl Metrics {
             Box::new(deadletters.clone()),
             Box::new(consumer_lag.clone()),
             Box::new(revoked_rows.clone()),
+            Box::new(write_started.clone()),
         ] {
             registry.register(m).expect("register");
         }
-        Metrics { registry, rows_in, rows_written, batch_rows, flush_seconds, retries, deadletters, consumer_lag, revoked_rows }
+        Metrics { registry, rows_in, rows_written, batch_rows, flush_seconds, retries, deadletters, consumer_lag, revoked_rows, write_started }
     }
 }
 

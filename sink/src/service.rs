@@ -408,6 +408,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         if let Some(h) = inflight.take() {
             let waiting = Instant::now();
             let (back, done, written) = h.await?;
+            metrics.write_started.set(0);
             stopping |= stop_asked.borrow().is_some();
             summary.wait_seconds += waiting.elapsed().as_secs_f64();
             if written.abandoned {
@@ -450,6 +451,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
             let fail_now = std::mem::take(&mut failpoint);
             let held = targets.take().expect("the targets are back from the last write");
             let writing = consumer.context().writing.begin();
+            metrics.write_started.set(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64));
             let write = batch::write(held, batch, routes.clone(), metrics.clone(), cfg.max_backoff, fail_now, stop_asked.clone());
             inflight = Some(tokio::spawn(async move {
                 let written = write.await;
