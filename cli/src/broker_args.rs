@@ -22,6 +22,15 @@ impl BrokerArgs {
     }
 }
 
+/// How the topics a command creates are replicated (`process`, `sink`, `topics`).
+#[derive(Args, Debug, Clone)]
+pub struct ReplicationArgs {
+    /// Replicas of each partition of a topic this command creates (a topic that exists is left
+    /// as it is). Default: the broker's `default.replication.factor`.
+    #[arg(long, env = "PITGUN_REPLICATION", value_parser = clap::value_parser!(i32).range(1..=64))]
+    pub replication: Option<i32>,
+}
+
 /// Logs to stderr, `info` unless `RUST_LOG` says otherwise (services only; tools stay quiet).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,rdkafka=warn,tokio_postgres=warn".into());

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use clap::Args;
 
-use crate::broker_args::{init_logging, BrokerArgs};
+use crate::broker_args::{init_logging, BrokerArgs, ReplicationArgs};
 use crate::project::Project;
 
 /// Run a manifest version as a consumer group `pitgun.<manifest>.v<version>`.
@@ -37,6 +37,8 @@ pub struct ProcessArgs {
     pipeline: Option<String>,
     #[command(flatten)]
     broker: BrokerArgs,
+    #[command(flatten)]
+    replication: ReplicationArgs,
     /// RocksDB state folder of this replica (default `.pitgun-state/<manifest>.v<version>`).
     /// One folder per manifest version and replica; never shared by two processes.
     #[arg(long)]
@@ -133,7 +135,7 @@ pub fn run(args: ProcessArgs) -> Result<ExitCode> {
         Arc::new(move || project.compile().map_err(Into::into)) as pitgun_processor::PlanFactory
     };
     let summary = pitgun_processor::run(pitgun_processor::Config {
-        broker: args.broker.broker(),
+        broker: args.broker.broker().with_replication(args.replication.replication),
         manifest,
         version,
         input_topics,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::broker_args::{init_logging, BrokerArgs};
+use crate::broker_args::{init_logging, BrokerArgs, ReplicationArgs};
 use crate::project::Project;
 
 /// Write the rows of manifest versions' aggregates topics to PostgreSQL and QuestDB,
@@ -33,6 +33,8 @@ pub struct SinkArgs {
     dictionary: Option<PathBuf>,
     #[command(flatten)]
     broker: BrokerArgs,
+    #[command(flatten)]
+    replication: ReplicationArgs,
     /// PostgreSQL URL for `postgres` sinks, e.g. postgres://pitgun:pitgun@127.0.0.1:5432/pitgun.
     #[arg(long, env = "PITGUN_POSTGRES", hide_env_values = true)]
     postgres: Option<String>,
@@ -98,7 +100,7 @@ pub fn run(args: SinkArgs) -> Result<ExitCode> {
         });
     }
     let cfg = pitgun_sink::Config {
-        broker: args.broker.broker(),
+        broker: args.broker.broker().with_replication(args.replication.replication),
         manifests,
         postgres: args.postgres,
         questdb: args.questdb,

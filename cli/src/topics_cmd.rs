@@ -11,11 +11,11 @@ use clap::Args;
 use pitgun_contracts::load::{load, Loaded};
 use pitgun_contracts::manifest::PipelineManifest;
 use pitgun_contracts::schema::ContractKind;
-use pitgun_runtime::kafka::{partition_bounds, topics, TopicSpec};
+use pitgun_runtime::kafka::{partition_bounds, topics, TopicSpec, BROKER_DEFAULT_REPLICATION};
 use pitgun_runtime::kafka_log::Quiet;
 use rdkafka::consumer::BaseConsumer;
 
-use crate::broker_args::BrokerArgs;
+use crate::broker_args::{BrokerArgs, ReplicationArgs};
 
 /// Create every topic of a deployment: the envelopes topic, the dead-letter topics, and for
 /// each manifest version its aggregates, late and state changelog topics.
@@ -27,6 +27,8 @@ use crate::broker_args::BrokerArgs;
 pub struct TopicsArgs {
     #[command(flatten)]
     broker: BrokerArgs,
+    #[command(flatten)]
+    replication: ReplicationArgs,
     /// A pipeline manifest whose topics to create, or a folder: every manifest in it (`.yaml`,
     /// `.yml`, `.json`; not the `.contract.json` files beside them). Repeatable.
     #[arg(long = "manifest", value_name = "FILE_OR_FOLDER")]
@@ -34,9 +36,6 @@ pub struct TopicsArgs {
     /// Partitions of every topic created.
     #[arg(long, default_value_t = 4)]
     partitions: i32,
-    /// Replicas of every partition (at most the number of brokers).
-    #[arg(long, default_value_t = 1)]
-    replication: i32,
     /// Retention of every topic created, like `7d` or `72h`. Keep the state changelog's above
     /// the longest time a group may be down (a restore reads its latest snapshot).
     #[arg(long, default_value = "7d", value_parser = crate::duration_arg::positive)]
@@ -88,7 +87,7 @@ pub fn run(args: TopicsArgs) -> Result<ExitCode> {
     let names: Vec<String> = names.iter().map(|t| broker.name(t)).collect();
     let spec = TopicSpec {
         partitions: args.partitions,
-        replication: args.replication,
+        replication: args.replication.replication.unwrap_or(BROKER_DEFAULT_REPLICATION),
         config: vec![("cleanup.policy".into(), "delete".into()), ("retention.ms".into(), args.retention.as_millis().to_string())],
     };
     let created = broker.create_topics(&names, &spec, args.timeout)?;

@@ -1387,3 +1387,39 @@ fn publish_refuses_a_topic_of_the_other_kind() {
         assert!(stderr.contains(topic) && stderr.contains("--wire"), "--wire {wire} --topic {topic}: {stderr}");
     }
 }
+
+/// The topics a processor and a sink create themselves (a processor's aggregates, late, dead
+/// letters and state changelog; a sink's dead letters) take `--replication` (or
+/// `PITGUN_REPLICATION`, as the Kubernetes config sets it for every service), where they were
+/// made with one replica whatever the cluster: a lost broker then lost the state changelog.
+#[test]
+fn topics_a_service_creates_take_the_replication_asked_for() {
+    let ns = Ns::new("replication");
+    ns.create_topics(2);
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest("lap-performance.v1.yaml");
+    let m_s = m.to_str().unwrap().to_string();
+    let state = dir.path().join("state");
+    let state_s = state.to_str().unwrap().to_string();
+    let mut p = Service::start("processor", &process_args(&m_s, &state_s, &["--until-end", "--replication", "3"]), &ns);
+    assert!(p.wait(Duration::from_secs(60)), "the processor failed");
+    let mut sink = Service::start_with_env(
+        "sink",
+        &["sink", "--manifest", &m_s, "--postgres", &own_database("replication"), "--targets", "postgres", "--until-end"],
+        &ns,
+        &[("PITGUN_REPLICATION", "2")],
+    );
+    assert!(sink.wait(Duration::from_secs(60)), "the sink failed");
+    let consumer: rdkafka::consumer::BaseConsumer = ns.config().create().unwrap();
+    for (base, want) in [
+        ("pitgun.aggregates.lap-performance.v1", 3),
+        ("pitgun.late.lap-performance.v1", 3),
+        ("pitgun.state.lap-performance.v1", 3),
+        ("pitgun.deadletter.sink.v1", 2),
+    ] {
+        let topic = ns.topic(base);
+        let md = rdkafka::consumer::Consumer::fetch_metadata(&consumer, Some(&topic), Duration::from_secs(10)).unwrap();
+        let replicas: Vec<usize> = md.topics()[0].partitions().iter().map(|p| p.replicas().len()).collect();
+        assert!(!replicas.is_empty() && replicas.iter().all(|r| *r == want), "{topic}: replicas per partition {replicas:?}, asked for {want}");
+    }
+}

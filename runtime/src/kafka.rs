@@ -45,6 +45,9 @@ pub fn record_consumer_lag(stats: &rdkafka::Statistics, gauge: &prometheus::IntG
 /// backfill idled ~0.4 s, and a reader following a topic saw each row up to that late.
 pub const FETCH_WAIT_MS: &str = "20";
 
+/// A replication factor that asks for the broker's `default.replication.factor` (KIP-464).
+pub const BROKER_DEFAULT_REPLICATION: i32 = -1;
+
 /// Where the broker is and which namespace the topic and group names live in.
 #[derive(Debug, Clone)]
 pub struct Broker {
@@ -52,12 +55,21 @@ pub struct Broker {
     pub bootstrap: String,
     /// Prefix of every topic and consumer-group name (`NS.pitgun.envelopes.v1`); empty = none.
     pub namespace: String,
+    /// Replicas of each partition of a topic a service creates ([`Broker::ensure_topics`]):
+    /// [`BROKER_DEFAULT_REPLICATION`] unless asked otherwise.
+    pub replication: i32,
 }
 
 impl Broker {
     /// A broker at `bootstrap` with names in `namespace` (empty for none).
     pub fn new(bootstrap: impl Into<String>, namespace: impl Into<String>) -> Broker {
-        Broker { bootstrap: bootstrap.into(), namespace: namespace.into() }
+        Broker { bootstrap: bootstrap.into(), namespace: namespace.into(), replication: BROKER_DEFAULT_REPLICATION }
+    }
+
+    /// The same broker, creating topics with `replication` replicas (`None`: the broker's
+    /// default).
+    pub fn with_replication(self, replication: Option<i32>) -> Broker {
+        Broker { replication: replication.unwrap_or(BROKER_DEFAULT_REPLICATION), ..self }
     }
 
     /// A topic or group name in this namespace.
@@ -124,9 +136,10 @@ impl Broker {
         c
     }
 
-    /// Creates `topics` with `partitions` each unless they exist (idempotent).
+    /// Creates `topics` with `partitions` each and this broker's [`Broker::replication`] unless
+    /// they exist (idempotent).
     pub fn ensure_topics(&self, topics: &[String], partitions: i32, timeout: Duration) -> Result<()> {
-        self.create_topics(topics, &TopicSpec { partitions, replication: 1, config: Vec::new() }, timeout).map(|_| ())
+        self.create_topics(topics, &TopicSpec { partitions, replication: self.replication, config: Vec::new() }, timeout).map(|_| ())
     }
 
     /// Creates `topics` as `spec` says, keeping those that exist as they are (idempotent);
@@ -161,7 +174,7 @@ impl Broker {
 pub struct TopicSpec {
     /// Partitions of each topic.
     pub partitions: i32,
-    /// Replicas of each partition.
+    /// Replicas of each partition ([`BROKER_DEFAULT_REPLICATION`]: the broker's default).
     pub replication: i32,
     /// Topic configuration (`retention.ms`, `cleanup.policy`, …).
     pub config: Vec<(String, String)>,
