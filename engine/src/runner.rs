@@ -23,6 +23,8 @@ pub struct Runner<S: SessionStore = MemoryStore> {
     resolver: Resolver,
     values: Vec<f64>,
     last_time_us: i64,
+    /// The event time of the record being fed, once decoded (`i64::MIN` until then).
+    record_time_us: i64,
 }
 
 impl Runner<MemoryStore> {
@@ -36,7 +38,7 @@ impl<S: SessionStore> Runner<S> {
     /// A runner for `plan` whose session state lives in `store`.
     pub fn with_store(plan: Plan, store: S) -> Runner<S> {
         let resolver = Resolver::new(&plan);
-        Runner { engine: Engine::with_store(plan, store), resolver, values: Vec::new(), last_time_us: i64::MIN }
+        Runner { engine: Engine::with_store(plan, store), resolver, values: Vec::new(), last_time_us: i64::MIN, record_time_us: i64::MIN }
     }
 
     /// The engine (stats, plan).
@@ -52,6 +54,7 @@ impl<S: SessionStore> Runner<S> {
     /// Feeds one record in either format, as a dataset or a topic stores it, read at `origin`
     /// (which every note about its event names).
     pub fn feed(&mut self, record: Record<'_>, origin: Origin, now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
+        self.record_time_us = i64::MIN;
         match record {
             Record::Avro(datum) => self.avro(datum, origin, now_us, out),
             Record::Json(bytes) => match pitgun_codec::text::utf8(bytes) {
@@ -104,7 +107,7 @@ impl<S: SessionStore> Runner<S> {
         if let Some(unknown) = decoded {
             let mut key = KeyValues::new();
             if self.resolver.key_of(&view, &mut key).is_some() {
-                self.last_time_us = self.last_time_us.max(view.time_us);
+                self.saw_time(view.time_us);
                 self.count_resolved(unknown);
                 self.process(&view, &key, origin, now_us, out);
                 return Ok(());
@@ -139,7 +142,7 @@ impl<S: SessionStore> Runner<S> {
     }
 
     fn view(&mut self, view: &EnvelopeView<'_>, origin: Origin, now_us: i64, out: &mut Vec<Output>) -> Result<(), RecordError> {
-        self.last_time_us = self.last_time_us.max(view.time_us);
+        self.saw_time(view.time_us);
         let mut key = KeyValues::new();
         let checked = if self.engine.plan().accepts(view.kind) {
             self.engine.prefetch(&view.session_id, &view.event_id);
@@ -181,6 +184,17 @@ impl<S: SessionStore> Runner<S> {
     /// The newest event time decoded so far (µs; `i64::MIN` before the first), for lag metrics.
     pub fn newest_event_time(&self) -> i64 {
         self.last_time_us
+    }
+
+    /// The event time of the record [`Runner::feed`] was last given, if it decoded as an
+    /// envelope (refused later or not): what moves replay's clock.
+    pub fn record_time(&self) -> Option<i64> {
+        (self.record_time_us != i64::MIN).then_some(self.record_time_us)
+    }
+
+    fn saw_time(&mut self, time_us: i64) {
+        self.record_time_us = time_us;
+        self.last_time_us = self.last_time_us.max(time_us);
     }
 
     /// End of input: closes every session, at `now_us` of the driver's clock.

@@ -544,7 +544,14 @@ impl<S: SessionStore> Engine<S> {
     /// Closes ended sessions without events for `idle_timeout` of the driver's clock (`now_us`):
     /// how replay, whose clock is the event time read so far, frees them before the end of input.
     pub fn close_ended(&mut self, now_us: i64, out: &mut Vec<Output>) {
-        let ids = self.sessions.idle_ids(i64::MIN, now_us.saturating_sub(self.core.plan.idle_us));
+        self.close_ended_where(now_us, |_| true, out);
+    }
+
+    /// [`Engine::close_ended`] for the sessions `among` picks (by id): a driver keeping a
+    /// clock per group of sessions closes each group by its own.
+    pub fn close_ended_where(&mut self, now_us: i64, among: impl Fn(&str) -> bool, out: &mut Vec<Output>) {
+        let mut ids = self.sessions.idle_ids(i64::MIN, now_us.saturating_sub(self.core.plan.idle_us));
+        ids.retain(|id| among(id));
         self.close_all(ids, now_us, out);
     }
 

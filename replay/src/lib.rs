@@ -6,7 +6,9 @@
 //! reach its engine in the same order whatever N is, and the merged result — final rows in
 //! canonical order — is the same for every thread count. Replay's clock is the event time read
 //! so far (the stream's is the wall clock): an ended session is closed once it is `idle_timeout`
-//! behind, so a long file does not hold every ended session until its end.
+//! behind, so a long file does not hold every ended session until its end. That clock is kept
+//! per clock group ([`CLOCK_GROUPS`] of them, by the same hash), each read and acted on only at
+//! its own records: which sessions share a thread then changes nothing.
 //!
 //! Dependencies: `crossbeam-channel` (bounded queues from the reader to the shards),
 //! `xxhash-rust` (routing sessions to shards), `thiserror` (the error type).
@@ -124,11 +126,11 @@ pub fn replay<E: std::fmt::Display>(
     let compile = || compile().map_err(|e| ReplayError::Compile(format!("{e:#}")));
     let mut results = Vec::with_capacity(threads);
     let read = if threads == 1 {
-        let mut shard = Shard::new(0, options, Runner::new(compile()?));
+        let mut shard = Shard::new(0, 1, options, Runner::new(compile()?));
         let mut keep_going = true;
         let read = inputs.iter().enumerate().try_for_each(|(fi, path)| match keep_going {
             true => for_each_chunk(path, fi as u32, progress, |chunk| {
-                keep_going = shard.take(&chunk, None);
+                keep_going = shard.take(&Routed::new(chunk));
                 Ok::<_, ReplayError>(keep_going)
             }),
             false => Ok(()),
@@ -148,9 +150,9 @@ pub fn replay<E: std::fmt::Display>(
                     let (tx, rx) = crossbeam_channel::bounded::<Arc<Routed>>(8);
                     let (stop, compile) = (&stop, &compile);
                     let handle = scope.spawn(move || -> Result<ShardResult, ReplayError> {
-                        let mut shard = Shard::new(me, options, Runner::new(compile()?));
+                        let mut shard = Shard::new(me, threads, options, Runner::new(compile()?));
                         for routed in rx {
-                            if !shard.take(&routed.chunk, Some(&routed.routes)) {
+                            if !shard.take(&routed) {
                                 stop.store(true, Ordering::Relaxed);
                             }
                         }
@@ -161,7 +163,7 @@ pub fn replay<E: std::fmt::Display>(
                 .unzip();
             let read = inputs.iter().enumerate().filter(|_| !stop.load(Ordering::Relaxed)).try_for_each(|(fi, path)| {
                 for_each_chunk(path, fi as u32, progress, |chunk| {
-                    let chunk = Arc::new(Routed::new(chunk, threads));
+                    let chunk = Arc::new(Routed::new(chunk));
                     // A worker that stopped (its plan did not compile) leaves its result to say why.
                     let delivered = senders.iter().all(|tx| tx.send(chunk.clone()).is_ok());
                     Ok::<_, ReplayError>(delivered && !stop.load(Ordering::Relaxed))
@@ -189,8 +191,15 @@ pub fn replay<E: std::fmt::Display>(
     }
 }
 
-/// Records between two looks for ended sessions to close.
+/// Records of one clock group between two looks for its ended sessions to close.
 const CLOSE_EVERY: u64 = 4096;
+
+/// Groups of sessions (by a hash of the session id) that each keep their own clock. A fixed
+/// number, shared out over the threads: a group's records, and so its clock and when its ended
+/// sessions close, are the same whatever the thread count. At least [`MAX_THREADS`], so every
+/// thread has one.
+pub const CLOCK_GROUPS: usize = 256;
+const _: () = assert!(CLOCK_GROUPS >= MAX_THREADS && CLOCK_GROUPS <= u8::MAX as usize + 1, "a group number must fit a byte");
 
 /// Everything one shard produced.
 #[derive(Default)]
@@ -204,17 +213,17 @@ struct ShardResult {
     records: u64,
 }
 
-/// A chunk, and the shard of each of its records in [`Chunk::for_each`] order.
+/// A chunk, and the clock group of each of its records in [`Chunk::for_each`] order.
 struct Routed {
     chunk: Chunk,
-    routes: Vec<u8>,
+    groups: Vec<u8>,
 }
 
 impl Routed {
-    fn new(chunk: Chunk, shards: usize) -> Routed {
-        let mut routes = Vec::new();
-        chunk.for_each(|_, record| routes.push(route(record, shards)));
-        Routed { chunk, routes }
+    fn new(chunk: Chunk) -> Routed {
+        let mut groups = Vec::new();
+        chunk.for_each(|_, record| groups.push(group_of_record(record)));
+        Routed { chunk, groups }
     }
 }
 
@@ -222,35 +231,54 @@ struct Shard {
     runner: Runner,
     out: Vec<Output>,
     result: ShardResult,
-    me: u8,
+    me: usize,
+    threads: usize,
+    /// Per clock group: the newest event time of its records read so far (`i64::MIN`: none)…
+    clocks: Vec<i64>,
+    /// …and how many of its records were read.
+    records: Vec<u64>,
     options: Options,
 }
 
 impl Shard {
-    fn new(me: usize, options: Options, runner: Runner) -> Shard {
-        let me = u8::try_from(me).expect("at most MAX_THREADS shards");
-        Shard { runner, out: Vec::new(), result: ShardResult::default(), me, options }
+    fn new(me: usize, threads: usize, options: Options, runner: Runner) -> Shard {
+        Shard {
+            runner,
+            out: Vec::new(),
+            result: ShardResult::default(),
+            me,
+            threads,
+            clocks: vec![i64::MIN; CLOCK_GROUPS],
+            records: vec![0; CLOCK_GROUPS],
+            options,
+        }
     }
 
-    /// Processes this shard's records of a chunk (all of them without `routes`); false when
+    /// Processes this shard's records of a chunk (those of its clock groups); false when
     /// `strict` should stop the run.
-    fn take(&mut self, chunk: &Chunk, routes: Option<&[u8]>) -> bool {
+    fn take(&mut self, routed: &Routed) -> bool {
+        let chunk = &routed.chunk;
         let mut keep_going = true;
         let mut index = 0;
         chunk.for_each(|line, record| {
-            let mine = routes.is_none_or(|r| r[index] == self.me);
+            let group = usize::from(routed.groups[index]);
             index += 1;
-            if !keep_going || !mine {
+            if !keep_going || group % self.threads != self.me {
                 return;
             }
             self.result.records += 1;
-            let now = self.runner.newest_event_time().max(0);
-            if self.result.records.is_multiple_of(CLOSE_EVERY) {
-                self.runner.engine_mut().close_ended(now, &mut self.out);
+            self.records[group] += 1;
+            let now = self.clocks[group].max(0);
+            if self.records[group].is_multiple_of(CLOSE_EVERY) {
+                let among = |session: &str| group_of(session.as_bytes()) == group;
+                self.runner.engine_mut().close_ended_where(now, among, &mut self.out);
             }
             if let Err(e) = self.runner.feed(record, origin(chunk.file, line), now, &mut self.out) {
                 self.result.bad.push(BadRecord { file: chunk.file as usize, line, reason: e.reason.as_str(), detail: e.detail });
                 keep_going = !self.options.strict;
+            }
+            if let Some(t) = self.runner.record_time() {
+                self.clocks[group] = self.clocks[group].max(t);
             }
             self.drain();
         });
@@ -279,10 +307,15 @@ impl Shard {
     }
 }
 
-/// Routes a record to a shard by its session id; one without any goes to shard 0 (it will be
+/// A record's clock group, by its session id; one without any is in group 0 (it will be
 /// refused there).
-fn route(record: Record<'_>, shards: usize) -> u8 {
-    session_id(record).map_or(0, |id| (xxhash_rust::xxh3::xxh3_64(&id) % shards as u64) as u8)
+fn group_of_record(record: Record<'_>) -> u8 {
+    session_id(record).map_or(0, |id| group_of(&id) as u8)
+}
+
+/// The clock group of a session id.
+fn group_of(session_id: &[u8]) -> usize {
+    (xxhash_rust::xxh3::xxh3_64(session_id) % CLOCK_GROUPS as u64) as usize
 }
 
 fn merge(results: Vec<ShardResult>, changelog: bool) -> Outcome {

@@ -111,3 +111,42 @@ fn a_missing_file_is_an_error_naming_it() {
         .to_string();
     assert!(err.contains("/nonexistent/d.ndjson"), "{err}");
 }
+
+/// One envelope of the lap-performance producer, as a line.
+fn line(session: &str, seq: u64, t_ms: u64, kind: &str, channels: &str) -> String {
+    format!(
+        r#"{{"schema":"pitgun-envelope/v1","event_id":"{session}-{seq}","source":{{"kind":"simulator","id":"pitgun-sim","version":"2.1.0"}},"session_id":"{session}","seq":{seq},"time_us":{},"kind":"{kind}","channels":{{{channels}}},"dims":{{"player":"ana","track":"monza","car":"gt3"}}}}"#,
+        t_ms * 1000
+    )
+}
+
+/// Replay's clock closes an ended session once it is idle_timeout past the session's last
+/// activity; which other sessions move that clock must not depend on how sessions fall on
+/// threads. Here session A ends, B (one event an hour later) and many events of C are read,
+/// then A's straggler (sent before its end, within out-of-orderness). With one thread B moved
+/// the clock A was judged by and the straggler was late; with two, B sat on the other thread
+/// and the straggler counted.
+#[test]
+fn when_an_ended_session_closes_does_not_depend_on_the_thread_count() {
+    let thread_of = |id: &str, threads: u64| xxhash_rust::xxh3::xxh3_64(id.as_bytes()) % threads;
+    let a = "session-a";
+    let b = (0..).map(|i| format!("session-b{i}")).find(|b| thread_of(b, 2) != thread_of(a, 2)).unwrap();
+    let c = (0..).map(|i| format!("session-c{i}")).find(|c| thread_of(c, 2) == thread_of(a, 2)).unwrap();
+    let mut lines = vec![
+        line(a, 1, 1_000, "session_start", r#""lap_number":1"#),
+        line(a, 2, 2_000, "sample", r#""lap_number":1,"speed":10"#),
+        line(a, 4, 3_000, "session_end", ""),
+        line(&b, 1, 3_600_000, "sample", r#""lap_number":1,"speed":10"#),
+    ];
+    lines.extend((1..=5000).map(|seq| line(&c, seq, 3_000 + seq, "sample", r#""lap_number":1,"speed":20"#)));
+    lines.push(line(a, 3, 2_500, "sample", r#""lap_number":1,"speed":50"#));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("interleaved.ndjson");
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+
+    let one = run(std::slice::from_ref(&file), 1);
+    assert_eq!(one.stats.accepted, lines.len() as u64, "every event counts: {:?} {:?}", one.late, one.bad.first());
+    for threads in [2, 3, 4] {
+        assert_eq!(summary(&run(std::slice::from_ref(&file), threads)), summary(&one), "{threads} threads");
+    }
+}
