@@ -10,6 +10,13 @@ use crate::analysis::ColumnType;
 /// The table name that selects this mapping in a manifest's `output.sinks`.
 pub const RUNS_TABLE: &str = "runs";
 
+/// Whether a table of a manifest's `output.sinks` takes this mapping: [`RUNS_TABLE`], or
+/// `runs_<suffix>` (`runs_v2`) for another manifest version, since two versions never share a
+/// table (the API reads the one `--runs-table` names).
+pub fn is_runs_table(name: &str) -> bool {
+    name.strip_prefix(RUNS_TABLE).is_some_and(|rest| rest.is_empty() || rest.len() > 1 && rest.starts_with('_'))
+}
+
 /// Where a `runs` column's value comes from, in the session-summary row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunsSource {

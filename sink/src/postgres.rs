@@ -400,6 +400,18 @@ async fn ensure_table(client: &Client, shape: TableShape, manifest: &str, versio
     match found {
         Some(row) => {
             let (old_sha, m, v): (String, String, i32) = (row.get(0), row.get(1), row.get(2));
+            if (m.as_str(), v) != (manifest, version as i32) {
+                client.batch_execute("ROLLBACK").await.map_err(Error::postgres(&step))?;
+                let own = if crate::runs_table::is_runs_table(table) {
+                    format!(", e.g. \"runs_v{version}\" (and `pitgun api --runs-table`)")
+                } else {
+                    String::new()
+                };
+                return Err(Error::TableMismatch(format!(
+                    "PostgreSQL table {table:?} holds the rows of {m} v{v}; two manifest versions never share a table (their rows \
+                     would mix) — give {manifest} v{version}'s output a table of its own{own}"
+                )));
+            }
             if let Some(earlier) = shape.with_earlier_key().filter(|earlier| old_sha != sha && old_sha == sha_of(earlier)) {
                 info!(table = %shape.table, "the table keeps the key an earlier sink gave it (row_id, with a session_id index)");
                 shape = earlier;

@@ -15,7 +15,7 @@ use crate::batch::Targets;
 use crate::error::{Error, Result};
 use crate::postgres::{redact, PgTarget};
 use crate::questdb::{QuestTable, QuestTarget};
-use crate::runs_table::{runs_shape, RUNS_TABLE};
+use crate::runs_table::{is_runs_table, runs_shape};
 use crate::service::Config;
 use crate::table::{Binding, RowParser, TableShape};
 
@@ -91,8 +91,11 @@ pub(crate) async fn open(cfg: &Config) -> Result<Routing> {
                     if cfg.postgres.is_none() {
                         return Err(unconfigured("PostgreSQL", "--postgres URL (or name with --targets only the kinds to write without it)"));
                     }
-                    let shape =
-                        if sink.table == RUNS_TABLE { runs_shape(&m.contract)? } else { TableShape::from_contract(&m.contract, &sink.table)? };
+                    let shape = if is_runs_table(&sink.table) {
+                        runs_shape(&m.contract, &sink.table)?
+                    } else {
+                        TableShape::from_contract(&m.contract, &sink.table)?
+                    };
                     tables.postgres.push((shape.clone(), m.manifest.clone(), m.version));
                     (shape, tables.postgres.len() - 1)
                 }

@@ -5,14 +5,15 @@
 //! [`pitgun_contracts::runs::RUNS_PREFERRED_BY`] states.
 
 use pitgun_contracts::analysis::AnalysisContract;
-pub use pitgun_contracts::runs::RUNS_TABLE;
+pub use pitgun_contracts::runs::{is_runs_table, RUNS_TABLE};
 use pitgun_contracts::runs::{RunsSource, RUNS_COLUMNS, RUNS_INDEXES, RUNS_KEY, RUNS_PREFERRED_BY, RUNS_ROW};
 
 use crate::error::{Error, Result};
 use crate::table::{PgType, Preference, Source, TableShape, TargetColumn};
 
-/// The `runs` shape for a contract (checked to carry every column the mapping reads).
-pub fn runs_shape(contract: &AnalysisContract) -> Result<TableShape> {
+/// The `runs` shape for a contract (checked to carry every column the mapping reads), as
+/// table `table` (`runs`, or another version's `runs_v2`: [`is_runs_table`]).
+pub fn runs_shape(contract: &AnalysisContract, table: &str) -> Result<TableShape> {
     let mut columns = Vec::with_capacity(RUNS_COLUMNS.len());
     for c in RUNS_COLUMNS {
         let (source, nullable) = match c.source {
@@ -38,7 +39,7 @@ pub fn runs_shape(contract: &AnalysisContract) -> Result<TableShape> {
     let indexes = RUNS_INDEXES.iter().map(|(suffix, spec)| (suffix.to_string(), spec.to_string())).collect();
     let preference = Preference { row: RUNS_ROW.into(), rank: RUNS_PREFERRED_BY.iter().map(|c| c.to_string()).collect() };
     let primary_key = vec![RUNS_KEY.into()];
-    Ok(TableShape { table: RUNS_TABLE.into(), columns, conflict_key: RUNS_KEY.into(), primary_key, indexes, preference: Some(preference) })
+    Ok(TableShape { table: table.into(), columns, conflict_key: RUNS_KEY.into(), primary_key, indexes, preference: Some(preference) })
 }
 
 #[cfg(test)]
@@ -49,7 +50,7 @@ mod tests {
     #[test]
     fn a_session_summary_row_becomes_a_run() {
         let contract = crate::shipped_contract("session-summary.v1");
-        let shape = runs_shape(&contract).unwrap();
+        let shape = runs_shape(&contract, "runs").unwrap();
         let row = serde_json::from_str(r#"{"row_id":"adb1","session_id":"s-2026-0","player":"dara","track":"monza","car":"lmp2","window_start":"2026-01-01T00:00:03.677340Z","window_end":"2026-01-01T00:04:03.677340Z","laps":2,"best_lap":97.619407,"top_speed":313.4988,"distance":13.8341902,"events":5050,"missing_events":0}"#).unwrap();
         let run = shape.convert(&row).unwrap();
         assert_eq!(run.key(), "s-2026-0");
@@ -83,6 +84,6 @@ mod tests {
 
         let mut other = contract.clone();
         other.columns.retain(|c| c.name != "laps");
-        assert!(runs_shape(&other).unwrap_err().to_string().contains("column \"laps\""));
+        assert!(runs_shape(&other, "runs").unwrap_err().to_string().contains("column \"laps\""));
     }
 }

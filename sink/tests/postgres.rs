@@ -272,7 +272,7 @@ async fn a_dropped_session_is_replaced_and_a_server_failure_is_retry() {
 async fn runs_keeps_one_row_per_session_whatever_the_arrival_order() {
     let contract: pitgun_contracts::analysis::AnalysisContract =
         serde_json::from_str(&std::fs::read_to_string(root().join("manifests/pipelines/session-summary.v1.contract.json")).unwrap()).unwrap();
-    let shape = pitgun_sink::runs_table::runs_shape(&contract).unwrap();
+    let shape = pitgun_sink::runs_table::runs_shape(&contract, "runs").unwrap();
     let summary = |row_id: &str, player: &str, events: i64| -> Row {
         serde_json::from_value(serde_json::json!({
             "row_id": row_id, "session_id": "s-7", "player": player, "track": "monza", "car": "gt3",
@@ -307,4 +307,27 @@ async fn runs_keeps_one_row_per_session_whatever_the_arrival_order() {
         let want = if order.len() == 3 { ("s-7", "ana", 400) } else { ("s-7", "bo", 320) };
         assert_eq!(got, vec![(want.0.to_string(), want.1.to_string(), want.2)], "arrival order {what}");
     }
+}
+
+/// Two versions of a manifest never write one table: the `runs` of session-summary v1 and v2
+/// would mix, each session showing one version or the other (the runs rule picks by events, not
+/// by version). A second version is refused at start, naming the table's version; its own runs
+/// table (`runs_v2`) has the runs mapping too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_manifest_version_is_refused_a_table_the_first_holds() {
+    let contract: pitgun_contracts::analysis::AnalysisContract =
+        serde_json::from_str(&std::fs::read_to_string(root().join("manifests/pipelines/session-summary.v1.contract.json")).unwrap()).unwrap();
+    let runs = pitgun_sink::runs_table::runs_shape(&contract, "runs").unwrap();
+    let url = own_database("runs_versions").await;
+    drop(PgTarget::open(&url, vec![(runs.clone(), "session-summary".into(), 1)], 1).await.expect("v1's runs"));
+    match PgTarget::open(&url, vec![(runs.clone(), "session-summary".into(), 2)], 1).await {
+        Ok(_) => panic!("v2 was let write v1's runs table"),
+        Err(e) => {
+            let e = e.to_string();
+            assert!(e.contains("\"runs\"") && e.contains("session-summary v1") && e.contains("runs_v2"), "{e}");
+        }
+    }
+    let runs_v2 = pitgun_sink::runs_table::runs_shape(&contract, "runs_v2").unwrap();
+    assert_eq!((runs_v2.table.as_str(), &runs_v2.columns), ("runs_v2", &runs.columns), "the runs mapping under another name");
+    drop(PgTarget::open(&url, vec![(runs, "session-summary".into(), 1), (runs_v2, "session-summary".into(), 2)], 1).await.expect("each its own"));
 }
