@@ -847,43 +847,12 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// The test's own broker and PostgreSQL (scripts/stack.sh), stopped on drop.
-struct OwnStack {
-    dir: tempfile::TempDir,
-    broker_port: u16,
-    pg_port: u16,
-}
-
-impl OwnStack {
-    fn stack(&self, args: &[&str]) -> std::process::Output {
-        let out = Command::new("bash")
-            .arg(repo().join("scripts/stack.sh"))
-            .args(args)
-            .args(["--dir", self.dir.path().to_str().unwrap(), "--broker-port", &self.broker_port.to_string()])
-            .args(["--pg-port", &self.pg_port.to_string(), "--broker-storage", "postgres"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "stack.sh {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        out
-    }
-
-    fn broker_pid(&self) -> u32 {
-        std::fs::read_to_string(self.dir.path().join("broker.pid")).unwrap().trim().parse().unwrap()
-    }
-}
-
-impl Drop for OwnStack {
-    fn drop(&mut self) {
-        let _ = Command::new("bash").arg(repo().join("scripts/stack.sh")).args(["down", "--dir", self.dir.path().to_str().unwrap()]).output();
-    }
-}
-
 #[test]
 fn back_pressure_answers_503_within_the_deadline_and_resent_batches_are_stored() {
     let _ = test_brokers(); // the suite runs against a broker; this test adds its own
-    let stack = OwnStack { dir: tempfile::tempdir().unwrap(), broker_port: free_port(), pg_port: free_port() };
+    let stack = common::OwnStack::new();
     stack.stack(&["broker", "start"]);
-    let brokers = format!("127.0.0.1:{}", stack.broker_port);
+    let brokers = stack.brokers();
     let gw = Gateway::start_on(&brokers, &namespace("backpressure"), &["--ack-timeout", "5s"]);
     gw.wait_ready();
     let batch = |from: u64| ndjson(&(from..from + 100).map(|i| envelope(&format!("bp{}", i % 4), i)).collect::<Vec<_>>());

@@ -428,7 +428,11 @@ struct LapRows {
 
 impl LapRows {
     fn new(name: &str, seed: u64) -> LapRows {
-        let ns = Ns::new(&format!("sink-{name}"));
+        LapRows::on(Ns::new(&format!("sink-{name}")), name, seed)
+    }
+
+    /// The rows on the broker `ns` names.
+    fn on(ns: Ns, name: &str, seed: u64) -> LapRows {
         let topic = ns.topic("pitgun.aggregates.lap-performance.v1");
         pitgun_runtime::kafka::Broker::new(ns.brokers.clone(), "").ensure_topics(&[topic], 1, Duration::from_secs(20)).expect("topic");
         let pg = own_database(&format!("sink_{name}"));
@@ -454,6 +458,21 @@ impl LapRows {
         args.extend_from_slice(extra);
         Service::start("sink", &args, &self.ns)
     }
+}
+
+/// A psql session that takes an exclusive lock on the lap table and holds it until `COMMIT;`
+/// is written to the stdin returned with it.
+fn lock_laps(pg: &str) -> (std::process::Child, std::process::ChildStdin) {
+    use std::io::Write as _;
+    let mut locker = std::process::Command::new(psql_bin())
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", pg])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("psql");
+    let mut hold = locker.stdin.take().unwrap();
+    writeln!(hold, "BEGIN; LOCK TABLE lap_performance_v1 IN ACCESS EXCLUSIVE MODE;").unwrap();
+    (locker, hold)
 }
 
 /// SIGTERM stops a sink whose target refuses every attempt at the batch in hand (a table
@@ -500,15 +519,8 @@ fn sigterm_stops_a_sink_whose_write_waits_for_a_lock() {
     let started = waiting.wait_for_log("sink started", Duration::from_secs(60));
     let group = started.split("group=").nth(1).and_then(|g| g.split_whitespace().next()).expect("the group in the log").to_string();
     // The lock, held by a session that stays open until the test ends it.
-    let mut locker = std::process::Command::new(psql_bin())
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", pg])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("psql");
-    let mut hold = locker.stdin.take().unwrap();
+    let (mut locker, mut hold) = lock_laps(pg);
     use std::io::Write as _;
-    writeln!(hold, "BEGIN; LOCK TABLE lap_performance_v1 IN ACCESS EXCLUSIVE MODE;").unwrap();
     let count = |sql: &str| psql(pg, sql).trim().parse::<i64>().unwrap();
     let held = "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'lap_performance_v1' AND l.mode = 'AccessExclusiveLock' AND l.granted";
     let blocked = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
@@ -550,6 +562,57 @@ fn sigterm_stops_a_sink_whose_write_waits_for_a_lock() {
     let mut after = lap.sink(&["--until-end"]);
     assert!(after.wait(Duration::from_secs(60)), "the next run failed");
     assert_eq!(table_rows(pg, "lap_performance_v1", "row_id").len(), rows.len(), "the batch not committed is read again");
+}
+
+/// A sink stopped while its broker does not answer (a hung broker: connections open, nothing
+/// answered) still stops within its --drain-timeout and a few seconds. Its write is held on a
+/// lock while the broker is stopped, then let go, so the sink is in its offset commit, which
+/// waits on the broker, when SIGTERM comes; the consumer's close waits on it too. Neither may
+/// hold the pod past its grace (before, the sink never stopped). What was not committed is read
+/// again on the next start, and upserted.
+#[test]
+fn sigterm_stops_a_sink_whose_broker_hangs_within_its_drain_timeout() {
+    use std::io::Write as _;
+    let stack = OwnStack::new();
+    stack.stack(&["broker", "start"]);
+    let ns = Ns { name: Ns::new("sink-hung-broker").name, brokers: stack.brokers() };
+    let lap = LapRows::on(ns, "hungbroker", 17);
+    let mut sink = lap.sink(&["--drain-timeout", "2s", "--linger", "100ms"]);
+    sink.wait_for_log("sink started", Duration::from_secs(60));
+    let (mut locker, mut hold) = lock_laps(&lap.pg);
+    let blocked = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'";
+    lap.publish();
+    let end = std::time::Instant::now() + Duration::from_secs(60);
+    while psql(&lap.pg, blocked).trim() != "1" {
+        assert!(std::time::Instant::now() < end, "the sink's write did not wait for the lock within 60 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let broker = stack.broker_pid().to_string();
+    let signal = |sig: &str| assert!(std::process::Command::new("kill").args([sig, &broker]).status().unwrap().success(), "kill {sig} {broker}");
+    /// Lets the broker go on however the test ends, so its stack can be stopped.
+    struct Resume(String);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("kill").args(["-CONT", &self.0]).status();
+        }
+    }
+    signal("-STOP");
+    let _resume = Resume(broker.clone());
+    writeln!(hold, "COMMIT;").unwrap();
+    drop(hold);
+    assert!(locker.wait().unwrap().success());
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    while table_rows(&lap.pg, "lap_performance_v1", "row_id").len() < lap.rows.len() {
+        assert!(std::time::Instant::now() < end, "the rows were not written within 30 s of the lock's release");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500)); // into the offset commit
+    let asked = std::time::Instant::now();
+    sink.sigterm();
+    let stopped = sink.wait(Duration::from_secs(40));
+    let took = asked.elapsed();
+    assert!(stopped, "the sink did not stop within 40 s of SIGTERM with its broker hung");
+    assert!(took < Duration::from_secs(8), "the sink took {took:?} to stop with --drain-timeout 2s");
 }
 
 /// A row never goes back to an older version. After a rebalance the sink can read a row's

@@ -109,11 +109,35 @@ pub struct Summary {
     pub commit_seconds: f64,
 }
 
+/// What closing the clients may take past the stop's deadline (leaving the group, a last flush).
+const CLOSE_MARGIN: Duration = Duration::from_secs(2);
+
+/// Closes the consumer (leaving its group) and the producer on a thread of their own, waiting
+/// `within` at most: librdkafka's close waits on the broker, and one that does not answer would
+/// hold the pod past its grace period. A close not done by then is left to the process's exit
+/// (the group drops the member at its session timeout; what was not committed is read again).
+fn close_within(consumer: Arc<StreamConsumer<SinkContext>>, producer: FutureProducer<Quiet>, within: Duration) {
+    let (done, closed) = std::sync::mpsc::channel();
+    let closing = std::thread::Builder::new().name("pitgun-sink-close".into()).spawn(move || {
+        drop(consumer);
+        drop(producer);
+        let _ = done.send(());
+    });
+    match closing {
+        Ok(_) => {
+            if closed.recv_timeout(within).is_err() {
+                warn!("the Kafka clients did not close within {within:?} (is the broker answering?): leaving them to the exit");
+            }
+        }
+        Err(e) => warn!("cannot start a thread to close the Kafka clients: {e}"),
+    }
+}
+
 /// Sends a written batch's dead letters (each acknowledged), then commits its offsets; the
 /// offsets committed (none if the group refused them).
 async fn commit(
     done: &Batch,
-    consumer: &StreamConsumer<SinkContext>,
+    consumer: &Arc<StreamConsumer<SinkContext>>,
     producer: &FutureProducer<Quiet>,
     deadletter_topic: &str,
     metrics: &Metrics,
@@ -142,7 +166,15 @@ async fn commit(
     }
     // A commit refused in a rebalance is not fatal: the rows come again to whoever owns the
     // partition now, and are upserted again.
-    if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+    // On the blocking pool: a synchronous commit waits on the broker, and the caller must still
+    // hear the stop's deadline meanwhile.
+    let committing = Arc::clone(consumer);
+    let committed = tokio::task::spawn_blocking(move || committing.commit(&tpl, CommitMode::Sync)).await;
+    if let Some(e) = match committed {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(e) => Some(e.to_string()),
+    } {
         warn!("offsets not committed (the batch will be delivered again and upserted): {e}");
         return Ok(Vec::new());
     }
@@ -265,7 +297,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         let names: Vec<String> = cfg.manifests.iter().map(|m| format!("{}.v{}", m.manifest, m.version)).collect();
         cfg.broker.name(&format!("pitgun.sink.{}", names.join("+")))
     });
-    let consumer: StreamConsumer<SinkContext> = cfg
+    let consumer: Arc<StreamConsumer<SinkContext>> = cfg
         .broker
         .consumer_config("pitgun-sink")
         .set("statistics.interval.ms", "1000")
@@ -277,6 +309,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         // A replica that died hands its partitions on within 10 s (librdkafka's default: 45 s).
         .set("session.timeout.ms", "10000")
         .create_with_context(SinkContext { lag: metrics.consumer_lag.clone(), revocations: Mutex::default(), writing: Arc::default() })
+        .map(Arc::new)
         .map_err(EdgeError::kafka("cannot create the Kafka consumer"))?;
     let producer: FutureProducer<Quiet> = cfg
         .broker
@@ -290,7 +323,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         cfg.broker.ensure_topics(std::slice::from_ref(&deadletter_topic), 4, Duration::from_secs(10))?;
         let mut ends = BTreeMap::new();
         for topic in &topic_names {
-            let bounds = partition_bounds(&consumer, topic)?;
+            let bounds = partition_bounds(consumer.as_ref(), topic)?;
             if bounds.is_empty() {
                 return Err(Error::NoTopic(topic.clone()));
             }
@@ -343,131 +376,138 @@ pub async fn run(cfg: Config) -> Result<Summary> {
     let mut first_row: Option<Instant> = None;
     // One batch in the targets' hands at a time, while the next is read: memory holds two.
     let mut inflight: Option<tokio::task::JoinHandle<(Targets, Batch, Written)>> = None;
-    loop {
-        // Gather a batch: up to `batch_rows` rows, or what came within `linger`.
-        let gathering = Instant::now();
-        let mut batch = Batch::new(routes.len(), cfg.batch_rows);
-        // One timer per batch, not one per row (each `select!` below would otherwise make one).
-        let linger = tokio::time::sleep(cfg.linger);
-        tokio::pin!(linger);
-        while batch.read < cfg.batch_rows && !stopping {
-            let msg = tokio::select! {
-                m = consumer.recv() => m,
-                _ = &mut linger => break,
-                _ = stop_asked.wait_for(Option::is_some) => { stopping = true; break }
-            };
-            let msg = match msg {
-                Ok(m) => m,
-                Err(e) => {
-                    warn!("consumer error: {e}");
+    // The loop borrows the clients; they are closed after it, whatever it ended with.
+    let outcome = async {
+        loop {
+            // Gather a batch: up to `batch_rows` rows, or what came within `linger`.
+            let gathering = Instant::now();
+            let mut batch = Batch::new(routes.len(), cfg.batch_rows);
+            // One timer per batch, not one per row (each `select!` below would otherwise make one).
+            let linger = tokio::time::sleep(cfg.linger);
+            tokio::pin!(linger);
+            while batch.read < cfg.batch_rows && !stopping {
+                let msg = tokio::select! {
+                    m = consumer.recv() => m,
+                    _ = &mut linger => break,
+                    _ = stop_asked.wait_for(Option::is_some) => { stopping = true; break }
+                };
+                let msg = match msg {
+                    Ok(m) => m,
+                    Err(e) => {
+                        warn!("consumer error: {e}");
+                        continue;
+                    }
+                };
+                batch.read += 1;
+                first_row.get_or_insert_with(Instant::now);
+                metrics.rows_in.inc();
+                let Some(to) = topic_routes.get(msg.topic()) else {
+                    warn!(topic = msg.topic(), "a record from a topic not subscribed to: skipped");
                     continue;
-                }
-            };
-            batch.read += 1;
-            first_row.get_or_insert_with(Instant::now);
-            metrics.rows_in.inc();
-            let Some(to) = topic_routes.get(msg.topic()) else {
-                warn!(topic = msg.topic(), "a record from a topic not subscribed to: skipped");
-                continue;
-            };
-            let origin = Origin {
-                topic: to.topic.clone(),
-                partition: msg.partition(),
-                offset: msg.offset(),
-                payload: msg.payload().unwrap_or_default().into(),
-                generation: consumer.context().generation(msg.topic(), msg.partition()),
-            };
-            batch.next_offsets.insert((origin.topic.clone(), origin.partition), (origin.offset + 1, origin.generation));
-            let parsed = headers::read_row_version(headers::of(&msg)).and_then(|v| Ok((v.unwrap_or(UNVERSIONED), to.parser.parse(&origin.payload)?)));
-            let (version, fields) = match parsed {
-                Ok(p) => p,
-                Err(detail) => {
-                    batch.dead.push(Dead { reason: batch::INVALID_ROW, detail, origin });
-                    continue;
-                }
-            };
-            for (route, shape, binding) in &to.tables {
-                match shape.convert_fields(binding, &fields) {
-                    Ok(r) => batch.add(*route, shape, TableRow { version, ..r }, origin.clone()),
-                    Err(detail) => batch.dead.push(Dead {
-                        reason: batch::INVALID_ROW,
-                        detail: format!("table {}: {detail}", shape.table),
-                        origin: origin.clone(),
-                    }),
+                };
+                let origin = Origin {
+                    topic: to.topic.clone(),
+                    partition: msg.partition(),
+                    offset: msg.offset(),
+                    payload: msg.payload().unwrap_or_default().into(),
+                    generation: consumer.context().generation(msg.topic(), msg.partition()),
+                };
+                batch.next_offsets.insert((origin.topic.clone(), origin.partition), (origin.offset + 1, origin.generation));
+                let parsed = headers::read_row_version(headers::of(&msg)).and_then(|v| Ok((v.unwrap_or(UNVERSIONED), to.parser.parse(&origin.payload)?)));
+                let (version, fields) = match parsed {
+                    Ok(p) => p,
+                    Err(detail) => {
+                        batch.dead.push(Dead { reason: batch::INVALID_ROW, detail, origin });
+                        continue;
+                    }
+                };
+                for (route, shape, binding) in &to.tables {
+                    match shape.convert_fields(binding, &fields) {
+                        Ok(r) => batch.add(*route, shape, TableRow { version, ..r }, origin.clone()),
+                        Err(detail) => batch.dead.push(Dead {
+                            reason: batch::INVALID_ROW,
+                            detail: format!("table {}: {detail}", shape.table),
+                            origin: origin.clone(),
+                        }),
+                    }
                 }
             }
-        }
-        summary.rows += batch.read as u64;
-        if batch.read > 0 {
-            // From the first row on: not the wait for the first row, nor idle batches.
-            let from = first_row.filter(|first| *first > gathering).unwrap_or(gathering);
-            summary.read_seconds += from.elapsed().as_secs_f64();
-        }
+            summary.rows += batch.read as u64;
+            if batch.read > 0 {
+                // From the first row on: not the wait for the first row, nor idle batches.
+                let from = first_row.filter(|first| *first > gathering).unwrap_or(gathering);
+                summary.read_seconds += from.elapsed().as_secs_f64();
+            }
 
-        // The batch before this one: its targets committed; dead letters, then offsets.
-        if let Some(h) = inflight.take() {
-            let waiting = Instant::now();
-            let (back, done, written) = h.await?;
-            metrics.write_started.set(0);
-            stopping |= stop_asked.borrow().is_some();
-            summary.wait_seconds += waiting.elapsed().as_secs_f64();
-            if written.abandoned {
-                warn!("stopping before the targets committed the batch in hand: it is not committed, and its rows are read again on the next start");
-                return Ok(summary);
-            }
-            let committing = Instant::now();
-            targets = Some(back);
-            summary.retries += written.retries;
-            summary.target_seconds += written.seconds;
-            for (route, n) in routes.iter().zip(&written.rows) {
-                if *n > 0 {
-                    *summary.written.entry(route.label()).or_default() += n;
+            // The batch before this one: its targets committed; dead letters, then offsets.
+            if let Some(h) = inflight.take() {
+                let waiting = Instant::now();
+                let (back, done, written) = h.await?;
+                metrics.write_started.set(0);
+                stopping |= stop_asked.borrow().is_some();
+                summary.wait_seconds += waiting.elapsed().as_secs_f64();
+                if written.abandoned {
+                    warn!("stopping before the targets committed the batch in hand: it is not committed, and its rows are read again on the next start");
+                    return Ok(summary);
                 }
+                let committing = Instant::now();
+                targets = Some(back);
+                summary.retries += written.retries;
+                summary.target_seconds += written.seconds;
+                for (route, n) in routes.iter().zip(&written.rows) {
+                    if *n > 0 {
+                        *summary.written.entry(route.label()).or_default() += n;
+                    }
+                }
+                // A broker that stopped answering would hold the dead letters' acknowledgements past
+                // the stop's deadline; the offsets then stay uncommitted, as for a write given up.
+                // The offset commit too, which waits on the broker off the async workers.
+                let mut stop_seen = stop_asked.clone();
+                let committing_now = tokio::select! {
+                    offsets = commit(&done, &consumer, &producer, &deadletter_topic, &metrics, &mut summary) => Some(offsets?),
+                    () = batch::stop_deadline(&mut stop_seen) => None,
+                };
+                let Some(offsets) = committing_now else {
+                    warn!("stopping: the broker did not acknowledge the batch's dead letters or offsets within --drain-timeout; it is not committed, and its rows are read again on the next start");
+                    return Ok(summary);
+                };
+                committed.extend(offsets);
+                summary.commit_seconds += committing.elapsed().as_secs_f64();
+                summary.seconds = first_row.map_or(0.0, |t| t.elapsed().as_secs_f64());
             }
-            // A broker that stopped answering would hold the dead letters' acknowledgements past
-            // the stop's deadline; the offsets then stay uncommitted, as for a write given up.
-            // (The offset commit itself is synchronous, bounded by librdkafka's own timeouts.)
-            let mut stop_seen = stop_asked.clone();
-            let committing_now = tokio::select! {
-                offsets = commit(&done, &consumer, &producer, &deadletter_topic, &metrics, &mut summary) => Some(offsets?),
-                () = batch::stop_deadline(&mut stop_seen) => None,
-            };
-            let Some(offsets) = committing_now else {
-                warn!("stopping: the batch's dead letters were not acknowledged within --drain-timeout; it is not committed, and its rows are read again on the next start");
-                return Ok(summary);
-            };
-            committed.extend(offsets);
-            summary.commit_seconds += committing.elapsed().as_secs_f64();
-            summary.seconds = first_row.map_or(0.0, |t| t.elapsed().as_secs_f64());
+            let dropped = batch.drop_revoked(|topic, partition| consumer.context().generation(topic, partition));
+            if dropped > 0 {
+                metrics.revoked_rows.inc_by(dropped as u64);
+                summary.revoked_rows += dropped as u64;
+                info!(dropped, "rows of partitions revoked since they were read: not written (their new owner writes them)");
+            }
+            if batch.read > 0 {
+                metrics.batch_rows.observe(batch.read as f64);
+                let fail_now = std::mem::take(&mut failpoint);
+                let held = targets.take().expect("the targets are back from the last write");
+                let writing = consumer.context().writing.begin();
+                metrics.write_started.set(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64));
+                let write = batch::write(held, batch, routes.clone(), metrics.clone(), cfg.max_backoff, fail_now, stop_asked.clone());
+                inflight = Some(tokio::spawn(async move {
+                    let written = write.await;
+                    drop(writing);
+                    written
+                }));
+                continue; // commit it after the next batch is read
+            }
+            if stopping {
+                info!("stopping: the last batch is committed");
+                break;
+            }
+            if cfg.until_end && ends.iter().all(|(tp, (low, high))| high <= low || committed.get(tp).is_some_and(|n| n >= high)) {
+                info!("end offsets seen at start committed");
+                break;
+            }
         }
-        let dropped = batch.drop_revoked(|topic, partition| consumer.context().generation(topic, partition));
-        if dropped > 0 {
-            metrics.revoked_rows.inc_by(dropped as u64);
-            summary.revoked_rows += dropped as u64;
-            info!(dropped, "rows of partitions revoked since they were read: not written (their new owner writes them)");
-        }
-        if batch.read > 0 {
-            metrics.batch_rows.observe(batch.read as f64);
-            let fail_now = std::mem::take(&mut failpoint);
-            let held = targets.take().expect("the targets are back from the last write");
-            let writing = consumer.context().writing.begin();
-            metrics.write_started.set(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64));
-            let write = batch::write(held, batch, routes.clone(), metrics.clone(), cfg.max_backoff, fail_now, stop_asked.clone());
-            inflight = Some(tokio::spawn(async move {
-                let written = write.await;
-                drop(writing);
-                written
-            }));
-            continue; // commit it after the next batch is read
-        }
-        if stopping {
-            info!("stopping: the last batch is committed");
-            break;
-        }
-        if cfg.until_end && ends.iter().all(|(tp, (low, high))| high <= low || committed.get(tp).is_some_and(|n| n >= high)) {
-            info!("end offsets seen at start committed");
-            break;
-        }
+        Ok(summary)
     }
-    Ok(summary)
+    .await;
+    let grace = stop_asked.borrow().map_or(cfg.drain_timeout, |deadline| deadline.saturating_duration_since(tokio::time::Instant::now()));
+    close_within(consumer, producer, grace + CLOSE_MARGIN);
+    outcome
 }

@@ -712,3 +712,44 @@ pub fn post(url: &str, keys: &str, envelopes: &[&str]) {
         }
     });
 }
+
+/// The test's own broker and PostgreSQL (scripts/stack.sh), stopped on drop.
+pub struct OwnStack {
+    dir: tempfile::TempDir,
+    broker_port: u16,
+    pg_port: u16,
+}
+
+impl OwnStack {
+    /// A stack on free ports (nothing started yet).
+    pub fn new() -> OwnStack {
+        OwnStack { dir: tempfile::tempdir().unwrap(), broker_port: free_port(), pg_port: free_port() }
+    }
+
+    /// The broker's bootstrap address.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.broker_port)
+    }
+
+    pub fn stack(&self, args: &[&str]) -> std::process::Output {
+        let out = Command::new("bash")
+            .arg(root().join("scripts/stack.sh"))
+            .args(args)
+            .args(["--dir", self.dir.path().to_str().unwrap(), "--broker-port", &self.broker_port.to_string()])
+            .args(["--pg-port", &self.pg_port.to_string(), "--broker-storage", "postgres"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "stack.sh {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out
+    }
+
+    pub fn broker_pid(&self) -> u32 {
+        std::fs::read_to_string(self.dir.path().join("broker.pid")).unwrap().trim().parse().unwrap()
+    }
+}
+
+impl Drop for OwnStack {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").arg(root().join("scripts/stack.sh")).args(["down", "--dir", self.dir.path().to_str().unwrap()]).output();
+    }
+}
