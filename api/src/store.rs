@@ -55,18 +55,22 @@ pub struct RunFilter {
 
 impl Store {
     /// Connects (`connections` at most) and checks that the tables have the columns it reads.
-    /// A query running past `query_timeout` (waiting on a lock included) is cancelled by the
-    /// server, and a connection not had within it is given up: both are 503s, not hung requests.
+    /// A query running past `query_timeout` (waiting on a lock included; zero: none) is cancelled
+    /// by the server, and a connection not had within 5 s is given up: both are 503s, not hung
+    /// requests.
     pub async fn open(url: &str, runs: &str, laps: &str, connections: usize, query_timeout: std::time::Duration) -> Result<Store> {
         check_identifier(runs)?;
         check_identifier(laps)?;
         let mut config: tokio_postgres::Config = url.parse().map_err(Error::Url)?;
-        // Added to the URL's own `options`, not in their place.
-        let timeout = format!("-c statement_timeout={}", query_timeout.as_millis().max(1));
-        let options = config.get_options().map_or(timeout.clone(), |o| format!("{o} {timeout}"));
-        config.options(&options);
+        // Added to the URL's own `options`, not in their place; one the URL sets wins.
+        let options = config.get_options().unwrap_or_default().to_string();
+        if !query_timeout.is_zero() && !options.contains("statement_timeout") {
+            let timeout = format!("-c statement_timeout={}", query_timeout.as_millis());
+            config.options(&if options.is_empty() { timeout } else { format!("{options} {timeout}") });
+        }
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
-        let wait = Some(query_timeout);
+        // Bounded waits: a database that stops answering gives 503s, not hung requests.
+        let wait = Some(std::time::Duration::from_secs(5));
         let pool = Pool::builder(manager)
             .max_size(connections.max(1))
             .runtime(deadpool_postgres::Runtime::Tokio1)

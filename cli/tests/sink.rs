@@ -240,9 +240,9 @@ fn sink_crashes_leave_tables_complete_and_nothing_doubled() {
     assert!(last.summary()["rows"].as_u64().unwrap() > 0, "the last run re-read what was not committed");
 }
 
-/// Before it has written a row, the sink exports every table's rows-written counter at 0:
-/// PitgunSinkStuck compares retries with rows written, and a sink whose target was down from its
-/// start had no rows-written series at all, so the alert could not fire for it.
+/// Before it has written a row, the sink exports every table's rows-written counter at 0: a
+/// sink whose target was down from its start had no rows-written series at all, and a panel or
+/// alert over it saw nothing rather than 0.
 #[test]
 fn a_sink_that_wrote_nothing_exports_each_tables_counter_at_zero() {
     let ns = Ns::new("sink-zero");
@@ -482,13 +482,12 @@ fn lock_laps(pg: &str) -> (std::process::Child, std::process::ChildStdin) {
 #[test]
 fn sigterm_stops_a_sink_retrying_a_batch_its_target_refuses() {
     let lap = LapRows::new("stuck", 15);
-    let LapRows { ns, pg, rows, .. } = &lap;
-    lap.publish();
-    let migrate =
-        pitgun(&["sink", "--manifest", "manifests/pipelines/lap-performance.v1.yaml", "--postgres", pg, "--targets", "postgres", "--migrate"], ns);
-    assert!(migrate.status.success(), "migrate: {}", String::from_utf8_lossy(&migrate.stderr));
-    psql(pg, "ALTER TABLE lap_performance_v1 RENAME COLUMN player TO driver");
+    let LapRows { pg, rows, .. } = &lap;
+    // Changed once the sink has started (one changed before is refused at start).
     let mut stuck = lap.sink(&["--max-backoff", "500ms"]);
+    stuck.wait_for_log("sink started", Duration::from_secs(60));
+    psql(pg, "ALTER TABLE lap_performance_v1 RENAME COLUMN player TO driver");
+    lap.publish();
     stuck.wait_for_log("write failed", Duration::from_secs(60));
     stuck.sigterm();
     assert!(stuck.wait(Duration::from_secs(20)), "the sink did not stop on SIGTERM");

@@ -95,15 +95,16 @@ impl AliasIndex {
     /// pre-release (`1.5.0-rc.1`) takes its release's aliases.
     pub fn admitted(&self, producer: &str, version: &str) -> Result<Vec<usize>, UnknownSource> {
         let mine = self.by_producer.get(producer).ok_or(UnknownSource::Producer)?;
-        let mut parsed = semver::Version::parse(version).map_err(|e| UnknownSource::NotSemver(e.to_string()))?;
-        // A pre-release sends what its release will: matched as the release (semver's own rule,
-        // made for dependencies, admits a pre-release under almost no range).
-        parsed.pre = semver::Prerelease::EMPTY;
-        parsed.build = semver::BuildMetadata::EMPTY;
+        let parsed = semver::Version::parse(version).map_err(|e| UnknownSource::NotSemver(e.to_string()))?;
+        // A pre-release sends what its release will: matched as the release too (semver's own
+        // rule, made for dependencies, admits a pre-release only under a range naming one).
+        let release = semver::Version::new(parsed.major, parsed.minor, parsed.patch);
         let mut admitted: Vec<usize> = Vec::new();
         for &i in mine {
             let alias = &self.all[i];
-            if alias.versions.matches(&parsed) && !admitted.iter().any(|&j| self.all[j].channel == alias.channel) {
+            if (alias.versions.matches(&parsed) || alias.versions.matches(&release))
+                && !admitted.iter().any(|&j| self.all[j].channel == alias.channel)
+            {
                 admitted.push(i);
             }
         }
@@ -158,6 +159,12 @@ mod tests {
         assert_eq!(channels(&index, "pitgun-web", "1.5.0-rc.1"), channels(&index, "pitgun-web", "1.5.0"));
         assert_eq!(channels(&index, "pitgun-web", "0.9.0-beta.2+build.7"), channels(&index, "pitgun-web", "0.9.0"));
         assert!(matches!(index.admitted("pitgun-web", "7.0.0-rc.1").unwrap_err(), UnknownSource::Version(_)));
+        // A range naming a pre-release still takes it.
+        let mut dict = racing();
+        dict.metrics[0].aliases[0].versions = "=2.0.0-rc.1".into();
+        let (producer, channel) = (dict.metrics[0].aliases[0].producer.clone(), dict.metrics[0].aliases[0].channel.clone());
+        let index = AliasIndex::new(&dict).unwrap();
+        assert!(channels(&index, &producer, "2.0.0-rc.1").contains(&channel.to_string()));
     }
 
     #[test]

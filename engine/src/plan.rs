@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use pitgun_contracts::aliases::AliasIndex;
-use pitgun_contracts::analysis::{AnalysisContract, Column, ColumnRole, ColumnType, ANALYSIS_SCHEMA_V1};
+use pitgun_contracts::analysis::{AnalysisContract, Column, ColumnRole, ColumnType, ANALYSIS_SCHEMA_V1, STORED_VERSION_COLUMN};
 use pitgun_contracts::dictionary::{Dictionary, MetricDef, Stability, ValueType};
 use pitgun_contracts::envelope::EventKind;
 use pitgun_contracts::load::{Loaded, SourceText};
@@ -502,7 +502,7 @@ impl<'s> Compiler<'s> {
                 self.err(format!("/key/{i}"), format!("key dimension {k:?} is listed twice"));
             }
             // Each key dimension is a column of its own: one of these would be written over.
-            if k != "session_id" && is_reserved(k) {
+            if k != "session_id" && ROW_COLUMNS.contains(&k.as_str()) {
                 self.err(format!("/key/{i}"), format!("key dimension {k:?} is a column the row itself uses; rename the dimension"));
             }
             if slots_name_is_column(&m.window, k) {
@@ -523,11 +523,13 @@ struct Inputs<'d> {
     raw_channels: Vec<(String, usize)>,
 }
 
-/// Names the row itself uses.
-const RESERVED: &[&str] = &["row_id", "session_id", "window_start", "window_end", "window_anchor", "complete", "dt"];
+/// Columns every row has besides its key and aggregations, and the one a PostgreSQL target
+/// adds: no other column may take one of these names.
+const ROW_COLUMNS: &[&str] = &["row_id", "session_id", "window_start", "window_end", "window_anchor", "complete", STORED_VERSION_COLUMN];
 
+/// Whether `name` is a row column's, or a name formulas use (`dt`, `prev_<name>`).
 fn is_reserved(name: &str) -> bool {
-    RESERVED.contains(&name) || name.starts_with("prev_")
+    ROW_COLUMNS.contains(&name) || name == "dt" || name.starts_with("prev_")
 }
 
 fn slots_name_is_column(window: &WindowDef, name: &str) -> bool {

@@ -329,10 +329,14 @@ fn a_key_dimension_sharing_a_column_name_is_refused() {
         ("player, row_id", "{kind: global}", "n", "at /key/1: key dimension \"row_id\" is a column the row itself uses"),
         ("complete", "{kind: global}", "n", "at /key/0: key dimension \"complete\" is a column the row itself uses"),
         ("player, lap_number", "{kind: segment, field: lap_number}", "n", "at /key/1: key dimension \"lap_number\" is the segment field"),
+        ("pitgun_row_version", "{kind: global}", "n", "at /key/0: key dimension \"pitgun_row_version\" is a column the row itself uses"),
+        ("player", "{kind: global}", "pitgun_row_version", "at /aggregations/0/name: column name \"pitgun_row_version\" is already used"),
     ] {
         let err = Plan::compile_text(&manifest(key, window, aggregation), &d).err().expect("refused").to_string();
         assert!(err.contains(says), "key [{key}], {window}, {aggregation}: missing {says:?} in:\n{err}");
     }
+    // Names only formulas reserve are free for a key dimension.
+    assert!(Plan::compile_text(&manifest("prev_team", "{kind: global}", "n"), &d).is_ok());
 }
 
 /// Rows never depend on the machine's speed: the engine reads no clock (a formula is stopped by

@@ -191,7 +191,10 @@ pub fn replay<E: std::fmt::Display>(
     }
 }
 
-/// Records of one clock group between two looks for its ended sessions to close.
+/// Records of one clock group between two looks for its ended sessions to close. A look scans
+/// the shard's open sessions, so looks stay as rare as one per 4096 records overall; an ended
+/// session may then be held until its group has read this many more (about a million records
+/// of the whole input), not to the end of a longer one.
 const CLOSE_EVERY: u64 = 4096;
 
 /// Groups of sessions (by a hash of the session id) that each keep their own clock. A fixed

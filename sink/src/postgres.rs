@@ -85,6 +85,8 @@ pub const UPSERTS_AFTER_A_CONFLICT: u32 = 16;
 struct Prepared {
     shape: TableShape,
     stage: String,
+    /// The columns written, quoted and comma-separated.
+    columns: String,
     copy: String,
     upsert: String,
     /// `COPY` straight into the table (rows none of whose keys are there yet).
@@ -119,6 +121,7 @@ impl Prepared {
         Prepared {
             shape,
             stage,
+            columns: cols,
             copy,
             upsert,
             insert,
@@ -265,8 +268,14 @@ async fn connect(url: &str) -> Result<Client> {
 async fn session(url: &str, tables: &[Prepared]) -> Result<Client, WriteError> {
     let client = connect(url).await.map_err(|e| WriteError::Retry(pitgun_runtime::error::Chain(&e).to_string()))?;
     for t in tables {
-        let sql = format!("CREATE TEMP TABLE IF NOT EXISTS \"{}\" (LIKE \"{}\") ON COMMIT DELETE ROWS", t.stage, t.shape.table);
-        client.batch_execute(&sql).await.map_err(|e| WriteError::Retry(format!("PostgreSQL: {}", db_message(&e))))?;
+        // The written columns only, without their constraints: a column of the table's own (a
+        // default, an identity) is filled by the upsert into it, not demanded of the copy.
+        let sql = format!(
+            "CREATE TEMP TABLE IF NOT EXISTS \"{}\" ON COMMIT DELETE ROWS AS SELECT {} FROM \"{}\" WITH NO DATA",
+            t.stage, t.columns, t.shape.table
+        );
+        let table = &t.shape.table;
+        client.batch_execute(&sql).await.map_err(|e| WriteError::Retry(format!("PostgreSQL: the staging table of {table:?}: {}", db_message(&e))))?;
     }
     Ok(client)
 }
@@ -322,20 +331,31 @@ async fn write_shard(
 /// Whether `shape`'s table has a unique index on exactly its primary key's columns, in order
 /// (the sink creates it as the primary key; a table made by hand may lack it).
 async fn has_unique_key(client: &Client, shape: &TableShape) -> Result<bool> {
-    let sql = "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indpred IS NULL \
-               AND i.indnatts = cardinality($2::text[]) AND ARRAY(SELECT a.attname::text FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(attnum, n) \
-               JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.n) = $2::text[])";
-    let table = format!("\"{}\"", shape.table);
-    let row =
-        client.query_one(sql, &[&table, &shape.primary_key]).await.map_err(Error::postgres(format!("reading the indexes of {:?}", shape.table)))?;
+    // Any order of the key's columns serves `ON CONFLICT`; a deferrable index does not.
+    let sql = format!(
+        "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = {IN_SCHEMA} AND i.indisunique AND i.indimmediate AND i.indpred IS NULL \
+         AND i.indnatts = cardinality($2::text[]) AND ARRAY(SELECT a.attname::text FROM unnest(i.indkey::int2[]) k(attnum) \
+         JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY 1) = ARRAY(SELECT unnest($2::text[]) ORDER BY 1))"
+    );
+    let row = client
+        .query_one(&sql, &[&shape.table, &shape.primary_key])
+        .await
+        .map_err(Error::postgres(format!("reading the indexes of {:?}", shape.table)))?;
     Ok(row.get(0))
 }
 
-/// The columns of `table` in the current schema (none: there is no such table).
+/// Table `$1` in the current schema, as every catalog query here finds it (not elsewhere on
+/// the search path: the sink creates and alters tables in the current schema).
+const IN_SCHEMA: &str = "to_regclass(quote_ident(current_schema()) || '.' || quote_ident($1))";
+
+/// The columns of `table` in the current schema (none: there is no such table). An identity or
+/// generated column counts as having a default: the sink need not fill it.
 async fn columns_of(client: &Client, table: &str) -> Result<Vec<FoundColumn>> {
-    let sql = "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.atthasdef FROM pg_attribute a \
-               WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum";
-    let rows = client.query(sql, &[&format!("\"{table}\"")]).await.map_err(Error::postgres(format!("reading the columns of {table:?}")))?;
+    let sql = format!(
+        "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '' \
+         FROM pg_attribute a WHERE a.attrelid = {IN_SCHEMA} AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
+    );
+    let rows = client.query(&sql, &[&table]).await.map_err(Error::postgres(format!("reading the columns of {table:?}")))?;
     Ok(rows.iter().map(|r| FoundColumn { name: r.get(0), sql_type: r.get(1), not_null: r.get(2), has_default: r.get(3) }).collect())
 }
 

@@ -278,9 +278,8 @@ pub async fn run(cfg: Config) -> Result<Summary> {
     let Routing { routes, topics: topic_routes, targets } = routes::open(&cfg).await?;
     let mut targets = Some(targets);
     // Series that exist from the start, at 0: an alert or panel over them sees "none yet", not
-    // "no such series".
-    // (PitgunSinkStuck compares retries with rows written: a sink whose target went down before
-    // its first batch has written nothing, and that is a 0, not a missing series.)
+    // "no such series" (a sink whose target went down before its first batch has written
+    // nothing, and that is a 0).
     for route in &routes {
         metrics.retries.with_label_values(&[route.kind]);
         metrics.rows_written.with_label_values(&[route.kind, &route.name]);
@@ -443,7 +442,6 @@ pub async fn run(cfg: Config) -> Result<Summary> {
             if let Some(h) = inflight.take() {
                 let waiting = Instant::now();
                 let (back, done, written) = h.await?;
-                metrics.write_started.set(0);
                 stopping |= stop_asked.borrow().is_some();
                 summary.wait_seconds += waiting.elapsed().as_secs_f64();
                 if written.abandoned {
@@ -488,9 +486,13 @@ pub async fn run(cfg: Config) -> Result<Summary> {
                 let writing = consumer.context().writing.begin();
                 metrics.write_started.set(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64));
                 let write = batch::write(held, batch, routes.clone(), metrics.clone(), cfg.max_backoff, fail_now, stop_asked.clone());
+                let handed = metrics.clone();
                 inflight = Some(tokio::spawn(async move {
                     let written = write.await;
                     drop(writing);
+                    // Done now, not when the loop next looks (up to a --linger later): a quiet
+                    // sink's written batch must not look stuck.
+                    handed.write_started.set(0);
                     written
                 }));
                 continue; // commit it after the next batch is read

@@ -182,12 +182,24 @@ async fn an_unregistered_table_of_another_shape_is_refused_at_start_and_one_of_t
         }
     }
 
+    // This shape, with columns of its own the sink need not fill (a default, an identity), and
+    // its key declared the other way round: taken on, written, and a later version of a row
+    // upserted (through the staging table, which must not demand those columns).
     let url = own_database("unregistered_same").await;
     let client = connect(&url).await;
-    client.batch_execute(&ddl).await.unwrap();
+    let own_columns = changed(" (", " (\"note\" text NOT NULL DEFAULT 'hand-made', \"id\" bigint GENERATED ALWAYS AS IDENTITY, ");
+    client
+        .batch_execute(&own_columns.replacen("PRIMARY KEY (\"session_id\", \"row_id\")", "PRIMARY KEY (\"row_id\", \"session_id\")", 1))
+        .await
+        .unwrap();
     let mut target = PgTarget::open(&url, vec![(shape.clone(), "lap-performance".into(), 1)], 1).await.expect("this shape is taken on");
-    let rows = lap_rows();
+    let mut rows = lap_rows();
     assert!(target.write(0, &mut convert(&shape, &rows)).await.expect("write").is_empty());
+    rows[0] = next_version(&rows[0]);
+    let mut later = convert(&shape, &rows[..1]);
+    later[0].version = 1;
+    assert!(target.write(0, &mut later).await.expect("write").is_empty(), "a later version is upserted");
+    assert_eq!(target.write_paths(0).1, 1, "through the upsert");
     assert_eq!(table(&client).await, expected(&rows));
     let registered: i64 = client.query_one("SELECT count(*) FROM pitgun_sink_tables WHERE table_name = $1", &[&TABLE]).await.unwrap().get(0);
     assert_eq!(registered, 1, "registered once taken on");
