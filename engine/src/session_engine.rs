@@ -164,6 +164,48 @@ impl Pending {
     }
 }
 
+/// An event more than `max_clock_jump` from the clock of a session not yet settled
+/// ([`SessionState::settled`]): which of the two clocks is wild, the session's or the event's, is
+/// told by the session's next event, so the event waits for it here.
+#[derive(Serialize, Deserialize)]
+struct Held {
+    event_id: String,
+    seq: u64,
+    time: i64,
+    kind: EventKind,
+    key: Vec<String>,
+    inputs: Vec<f64>,
+    /// Not checkpointed (restored as unknown): see [`Origin`].
+    #[serde(skip)]
+    origin: Origin,
+}
+
+impl Held {
+    fn of(ev: &EventRef) -> Box<Held> {
+        Box::new(Held {
+            event_id: ev.event_id.to_string(),
+            seq: ev.seq,
+            time: ev.time_us,
+            kind: ev.kind,
+            key: ev.key.iter().map(|k| k.to_string()).collect(),
+            inputs: ev.inputs.to_vec(),
+            origin: ev.origin,
+        })
+    }
+
+    fn note(&self, sid: &str, detail: String) -> EventNote {
+        EventNote {
+            session_id: sid.to_string(),
+            event_id: self.event_id.clone(),
+            seq: self.seq,
+            time_us: self.time,
+            reason: Reason::ClockJump.as_str(),
+            detail,
+            origin: self.origin,
+        }
+    }
+}
+
 /// Why an event after its session's end is late, whether it arrived before the end or after.
 const AFTER_END: &str = "the event comes after the session's end";
 const AFTER_SILENCE: &str = "more than idle_timeout after the session's last event: the session had ended";
@@ -219,6 +261,12 @@ pub struct SessionState {
     keys: Vec<KeyState>,
     last_activity: i64,
     emissions: u64,
+    // Fields after this point are new in format 5; `from_bytes` gives a format-4 record their
+    // values for a settled session (see `FORMAT_4_TAIL`).
+    /// Earliest event time the session took (`i64::MAX` before its first event).
+    first_time: i64,
+    /// An event waiting to tell which clock is wild ([`Held`]).
+    held: Option<Box<Held>>,
 }
 
 /// Most keys (values of the manifest's `key` dimensions) one session holds. A driver or car
@@ -229,7 +277,16 @@ pub const MAX_KEYS_PER_SESSION: usize = 64;
 
 /// Version of the byte form of [`SessionState`]; bumped whenever the state's fields change, so a
 /// state folder written by another build is refused instead of misread.
-pub const STATE_FORMAT: u8 = 4;
+pub const STATE_FORMAT: u8 = 5;
+
+/// The previous format, still read: format 5 added `first_time` and `held` at the end of the
+/// record, so a format-4 record is read with their encoding appended — `first_time` at
+/// `i64::MIN` (the session counts as settled, as every session was before) and nothing held.
+const FORMAT_4: u8 = 4;
+
+fn format_4_tail() -> Vec<u8> {
+    postcard::to_allocvec(&(i64::MIN, Option::<Box<Held>>::None)).expect("writing to a Vec cannot fail")
+}
 
 impl SessionState {
     /// What a durable store writes at a checkpoint: the session's record (a format byte, then
@@ -247,13 +304,15 @@ impl SessionState {
     /// Reads a record [`SessionState::checkpoint`] wrote; then give it the ring's stored chunks
     /// with [`SessionState::load_ring_chunk`].
     pub fn from_bytes(bytes: &[u8]) -> Result<SessionState, String> {
+        let read = |rest: &[u8]| -> Result<SessionState, String> {
+            let mut state: SessionState = postcard::from_bytes(rest).map_err(|e| format!("corrupt session state: {e}"))?;
+            state.seen.index_restored();
+            Ok(state)
+        };
         match bytes.split_first() {
-            Some((&STATE_FORMAT, rest)) => {
-                let mut state: SessionState = postcard::from_bytes(rest).map_err(|e| format!("corrupt session state: {e}"))?;
-                state.seen.index_restored();
-                Ok(state)
-            }
-            Some((v, _)) => Err(format!("session state in format {v}, this build reads format {STATE_FORMAT}")),
+            Some((&STATE_FORMAT, rest)) => read(rest),
+            Some((&FORMAT_4, rest)) => read(&[rest, &format_4_tail()].concat()),
+            Some((v, _)) => Err(format!("session state in format {v}, this build reads formats {FORMAT_4} and {STATE_FORMAT}")),
             None => Err("empty session state".into()),
         }
     }
@@ -273,6 +332,35 @@ impl SessionState {
     /// for longer than `idle_timeout` does not close every session it held.
     pub fn restart_idle_clock(&mut self, now_us: i64) {
         self.last_activity = now_us;
+    }
+
+    /// A new session, before its first event.
+    fn new(now_us: i64) -> SessionState {
+        SessionState {
+            max_time: i64::MIN,
+            end: None,
+            started: None,
+            frontier: None,
+            buffer: VecDeque::new(),
+            seen: SeenEvents::default(),
+            since_purge: 0,
+            min_seq: u64::MAX,
+            max_seq: 0,
+            received: 0,
+            keys: Vec::new(),
+            last_activity: now_us,
+            emissions: 0,
+            first_time: i64::MAX,
+            held: None,
+        }
+    }
+
+    /// Whether the session's clock is settled: its watermark has passed its first event, so
+    /// windows may have counted events by that clock. Until then nothing has left the reorder
+    /// buffer, and a session that began on a wild clock (a device whose clock was not set yet)
+    /// can start again on the clock its next events keep.
+    fn settled(&self, plan: &Plan) -> bool {
+        self.watermark(plan) > self.first_time
     }
 
     fn watermark(&self, plan: &Plan) -> i64 {
@@ -380,8 +468,13 @@ impl<S: SessionStore> Engine<S> {
 
     /// Feeds one event. `now_us` is the driver's clock (used only for idle expiry).
     pub fn process(&mut self, ev: &EventRef, now_us: i64, out: &mut Vec<Output>) {
+        self.core.stats.events_in += 1;
+        self.take(ev, now_us, out);
+    }
+
+    /// [`Engine::process`] but for the count of events in: also how a held event is taken.
+    fn take(&mut self, ev: &EventRef, now_us: i64, out: &mut Vec<Output>) {
         let core = &mut self.core;
-        core.stats.events_in += 1;
         // A kind this manifest neither takes nor needs (start and end mark the session) is only
         // counted: it reaches no window, so it is never late, nor kept in the dedup memory.
         let marks = matches!(ev.kind, EventKind::SessionStart | EventKind::SessionEnd);
@@ -400,41 +493,45 @@ impl<S: SessionStore> Engine<S> {
                     return;
                 }
                 core.stats.sessions_opened += 1;
-                self.sessions.insert(
-                    ev.session_id,
-                    SessionState {
-                        max_time: i64::MIN,
-                        end: None,
-                        started: None,
-                        frontier: None,
-                        buffer: VecDeque::new(),
-                        seen: SeenEvents::default(),
-                        since_purge: 0,
-                        min_seq: u64::MAX,
-                        max_seq: 0,
-                        received: 0,
-                        keys: Vec::new(),
-                        last_activity: now_us,
-                        emissions: 0,
-                    },
-                )
+                self.sessions.insert(ev.session_id, SessionState::new(now_us))
             }
         };
         // Every check comes before the id is remembered: a refused event must not hold dedup memory.
         if session.max_time != i64::MIN {
-            let ahead = ev.time_us.saturating_sub(session.watermark(&core.plan));
-            if ahead > core.plan.max_jump_us {
-                core.reject(
-                    out,
-                    ev,
-                    Reason::ClockJump,
-                    format!(
-                        "event time is {:.3} s ahead of the session's watermark (limit {})",
-                        ahead as f64 / 1e6,
-                        core.plan.manifest.time.max_clock_jump
-                    ),
-                );
-                return;
+            let wm = session.watermark(&core.plan);
+            let jump = core.plan.max_jump_us;
+            let ahead = ev.time_us.saturating_sub(wm);
+            if session.settled(&core.plan) {
+                if ahead > jump {
+                    let limit = &core.plan.manifest.time.max_clock_jump;
+                    let detail = format!("event time is {:.3} s ahead of the session's watermark (limit {limit})", ahead as f64 / 1e6);
+                    core.reject(out, ev, Reason::ClockJump, detail);
+                    return;
+                }
+            } else {
+                let far = ahead > jump || wm.saturating_sub(ev.time_us) > jump;
+                if let Some(held) = session.held.as_mut() {
+                    if held.event_id == ev.event_id {
+                        held.seq = held.seq.min(ev.seq);
+                        core.stats.duplicates += 1;
+                        return;
+                    }
+                    let held = session.held.take().expect("held");
+                    if far && ev.time_us.abs_diff(held.time) <= jump.unsigned_abs() {
+                        // Two events agree on a clock the session's first events did not keep.
+                        self.start_again(ev.session_id, *held, now_us, out);
+                        self.take(ev, now_us, out);
+                        return;
+                    }
+                    let limit = &core.plan.manifest.time.max_clock_jump;
+                    let detail = format!("more than {limit} from its session's clock, and the session's next event kept to that clock");
+                    core.stats.rejected[Reason::ClockJump as usize] += 1;
+                    out.push(Output::Rejected(held.note(ev.session_id, detail)));
+                }
+                if far {
+                    session.held = Some(Held::of(ev));
+                    return;
+                }
             }
         }
         // A silence in the session's own event time longer than idle_timeout ended it: the
@@ -482,6 +579,7 @@ impl<S: SessionStore> Engine<S> {
         session.max_seq = session.max_seq.max(ev.seq);
         session.received += 1;
         session.max_time = session.max_time.max(ev.time_us);
+        session.first_time = session.first_time.min(ev.time_us);
         match ev.kind {
             EventKind::SessionStart => session.started = Some(session.started.map_or(ev.time_us, |t| t.min(ev.time_us))),
             EventKind::SessionEnd => session.end = Some(session.end.map_or((ev.time_us, ev.seq), |e| e.min((ev.time_us, ev.seq)))),
@@ -519,6 +617,35 @@ impl<S: SessionStore> Engine<S> {
             session.since_purge = 0;
             session.seen.forget_before(session.horizon(&core.plan));
         }
+    }
+
+    /// A session not yet settled whose first events kept a clock more than `max_clock_jump`
+    /// from the one its next events agree on: those first events are refused as `clock_jump`
+    /// (none reached a window), the session starts again, and takes `held` as its first event.
+    /// Events of kinds the manifest does not take stay counted as filtered; a `session_start`
+    /// among them no longer counts as the start seen (the first lap began on the other clock).
+    fn start_again(&mut self, sid: &str, held: Held, now_us: i64, out: &mut Vec<Output>) {
+        let core = &mut self.core;
+        let session = self.sessions.get_mut(sid).expect("the session is open");
+        let limit = &core.plan.manifest.time.max_clock_jump;
+        for p in session.buffer.drain(..) {
+            let detail = format!("the session's first events kept a clock more than {limit} from the one its next events agree on");
+            core.stats.rejected[Reason::ClockJump as usize] += 1;
+            out.push(Output::Rejected(p.note(sid, Reason::ClockJump.as_str(), detail)));
+        }
+        *session = SessionState::new(session.last_activity);
+        let key: SmallVec<[&str; 4]> = held.key.iter().map(String::as_str).collect();
+        let ev = EventRef {
+            session_id: sid,
+            event_id: &held.event_id,
+            seq: held.seq,
+            time_us: held.time,
+            kind: held.kind,
+            key: &key,
+            inputs: &held.inputs,
+            origin: held.origin,
+        };
+        self.take(&ev, now_us, out);
     }
 
     /// A hint, given before the event is resolved: starts bringing into cache the slot of the
@@ -766,6 +893,11 @@ impl Core {
 
     /// Closes a session: releases everything buffered up to its end, emits every open window.
     fn close(&mut self, mut s: SessionState, sid: &str, cause: CloseCause, out: &mut Vec<Output>) {
+        if let Some(held) = s.held.take() {
+            let limit = &self.plan.manifest.time.max_clock_jump;
+            self.stats.rejected[Reason::ClockJump as usize] += 1;
+            out.push(Output::Rejected(held.note(sid, format!("more than {limit} from its session's clock, and no later event kept to its time"))));
+        }
         self.release(&mut s, sid, None, out);
         // What is still buffered comes after the session's end.
         for p in s.buffer.drain(..) {

@@ -1378,3 +1378,164 @@ fn generator_covers_the_interesting_cases() {
         }
     }
 }
+
+// ------------------------------------------------------------------------------------------------
+// A session's clock before it settles (max_clock_jump is 1 h, out_of_orderness 2 s).
+
+/// `n` samples of `s1` at 60 Hz from `from_ms`, ids and sequence numbers from `seq0`.
+fn samples(n: u64, seq0: u64, from_ms: i64) -> Vec<Ev> {
+    (0..n).map(|i| ev(&format!("e{}", seq0 + i), seq0 + i, from_ms + (i as i64 * 50) / 3, Some(1.0), Some(1))).collect()
+}
+
+/// Refused events' (id, reason), in output order.
+fn refused(outputs: &[Output]) -> Vec<(String, &'static str)> {
+    outputs.iter().filter_map(|o| if let Output::Rejected(n) = o { Some((n.event_id.clone(), n.reason)) } else { None }).collect()
+}
+
+/// Events counted in the rows.
+fn counted(r: &Run) -> u64 {
+    r.rows.iter().map(|row| row["n"].as_u64().expect("n")).sum()
+}
+
+const TWO_HOURS_MS: i64 = 7_200_000;
+
+#[test]
+fn a_first_event_from_a_clock_not_yet_set_is_refused_alone() {
+    // A device boots with its clock two hours behind, sends one sample, then sets its clock.
+    let mut events = vec![ev("wild", 1, 0, Some(1.0), Some(1))];
+    events.extend(samples(600, 2, TWO_HOURS_MS));
+    let r = run(plan(Kind::Tumbling), &events);
+    assert_eq!(refused(&r.outputs), vec![("wild".to_string(), "clock_jump")]);
+    assert_eq!(counted(&r), 600, "every sample after the clock was set counts");
+    assert_eq!(late_reasons(&r.outputs), BTreeMap::new());
+}
+
+#[test]
+fn a_first_event_from_a_clock_ahead_is_refused_alone() {
+    // The mirror case: the first event is two hours ahead, the session's other events are not.
+    let mut events = vec![ev("wild", 1, TWO_HOURS_MS, Some(1.0), Some(1))];
+    events.extend(samples(600, 2, 0));
+    let r = run(plan(Kind::Tumbling), &events);
+    assert_eq!(refused(&r.outputs), vec![("wild".to_string(), "clock_jump")]);
+    assert_eq!(counted(&r), 600);
+    assert_eq!(late_reasons(&r.outputs), BTreeMap::new());
+}
+
+#[test]
+fn several_first_events_of_a_wild_clock_are_refused_and_the_session_starts_again() {
+    // A session_start and three samples on the unset clock (within out_of_orderness, so none has
+    // reached a window), then the set clock: the four are refused, the session counts from there.
+    let mut events = vec![start_ev(1, 0)];
+    events.extend(samples(3, 2, 16));
+    events.extend(samples(600, 5, TWO_HOURS_MS));
+    // Lap 2 begins, so lap 1 is closed by the next value, not by the end of input.
+    events.push(ev("lap2", 605, TWO_HOURS_MS + 10_000, Some(1.0), Some(2)));
+    let r = run(plan(Kind::Segment), &events);
+    let ids: Vec<_> = refused(&r.outputs);
+    assert_eq!(ids, vec![("e2".to_string(), "clock_jump"), ("e3".to_string(), "clock_jump"), ("e4".to_string(), "clock_jump")]);
+    assert_eq!(counted(&r), 601);
+    // Lap 1's first samples were on the other clock: the lap was not seen whole.
+    assert_eq!(r.rows[0]["lap"], 1, "{:#?}", r.rows);
+    assert_eq!(r.rows[0]["complete"], false, "{:#?}", r.rows);
+    // The start was counted as filtered when it came (the manifest takes samples only); each
+    // sample is accounted for once.
+    assert_eq!(r.stats.accepted, 601);
+    assert_eq!(r.stats.rejected_by_reason(), vec![("clock_jump", 3)]);
+}
+
+#[test]
+fn one_wild_event_early_in_a_session_is_refused_alone() {
+    // The next event keeps to the session's clock, so the held one was the jump.
+    let mut events = samples(3, 1, 0);
+    events.push(ev("wild", 4, TWO_HOURS_MS, Some(1.0), Some(1)));
+    events.extend(samples(600, 5, 50));
+    let r = run(plan(Kind::Tumbling), &events);
+    assert_eq!(refused(&r.outputs), vec![("wild".to_string(), "clock_jump")]);
+    assert_eq!(counted(&r), 603);
+}
+
+#[test]
+fn once_a_session_counted_an_event_a_jump_is_refused_whatever_follows() {
+    // 600 samples (10 s): the watermark passed the first long ago. Two events agreeing on a clock
+    // two hours ahead are both refused: the rows already counted cannot be taken back.
+    let mut events = samples(600, 1, 0);
+    events.push(ev("w1", 601, TWO_HOURS_MS, Some(1.0), Some(1)));
+    events.push(ev("w2", 602, TWO_HOURS_MS + 16, Some(1.0), Some(1)));
+    events.extend(samples(60, 603, 10_000));
+    let r = run(plan(Kind::Tumbling), &events);
+    assert_eq!(refused(&r.outputs), vec![("w1".to_string(), "clock_jump"), ("w2".to_string(), "clock_jump")]);
+    assert_eq!(counted(&r), 660);
+}
+
+#[test]
+fn a_held_event_is_refused_when_its_session_closes() {
+    let mut events = samples(3, 1, 0);
+    events.push(ev("wild", 4, TWO_HOURS_MS, Some(1.0), Some(1)));
+    let r = run(plan(Kind::Tumbling), &events);
+    assert_eq!(refused(&r.outputs), vec![("wild".to_string(), "clock_jump")]);
+    assert_eq!(counted(&r), 3);
+}
+
+#[test]
+fn a_resent_copy_of_a_held_event_is_a_duplicate() {
+    let mut events = vec![ev("wild", 1, 0, Some(1.0), Some(1))];
+    events.push(ev("e2", 2, TWO_HOURS_MS, Some(1.0), Some(1)));
+    events.push(ev("e2", 2, TWO_HOURS_MS, Some(1.0), Some(1)));
+    events.extend(samples(60, 3, TWO_HOURS_MS + 16));
+    let r = run(plan(Kind::Tumbling), &events);
+    assert_eq!(refused(&r.outputs), vec![("wild".to_string(), "clock_jump")]);
+    assert_eq!(counted(&r), 61);
+    assert_eq!(r.stats.duplicates, 1);
+}
+
+#[test]
+fn a_held_event_survives_a_checkpoint() {
+    use pitgun_engine::{MemoryStore, SessionState, SessionStore};
+    let mut events = vec![ev("wild", 1, 0, Some(1.0), Some(1)), ev("e2", 2, TWO_HOURS_MS, Some(1.0), Some(1))];
+    let rest = samples(60, 3, TWO_HOURS_MS + 16);
+    let mut runner = Runner::new(plan(Kind::Tumbling));
+    let mut out = Vec::new();
+    for e in &events {
+        runner.feed_json(&e.json(), 0, &mut out).unwrap();
+    }
+    let (record, ring) = runner.engine_mut().store_mut().get_mut("s1").expect("open").checkpoint();
+    let mut restored = SessionState::from_bytes(&record).expect("reads its own checkpoint");
+    for (_, chunk) in &ring.put {
+        restored.load_ring_chunk(chunk).unwrap();
+    }
+    let mut store = MemoryStore::default();
+    store.insert("s1", restored);
+    let mut again = Runner::with_store(plan(Kind::Tumbling), store);
+    for e in &rest {
+        again.feed_json(&e.json(), 0, &mut out).unwrap();
+    }
+    again.finish(0, &mut out);
+    events.extend(rest);
+    let whole = run(plan(Kind::Tumbling), &events);
+    assert_eq!(final_rows(&out), final_rows(&whole.outputs));
+    assert_eq!(refused(&out), vec![("wild".to_string(), "clock_jump")]);
+}
+
+#[test]
+fn a_checkpoint_of_the_previous_state_format_still_loads() {
+    // Written by the build before held events (format 4): a session_start and three samples.
+    use pitgun_engine::{MemoryStore, SessionState, SessionStore};
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/state-format-4"));
+    let mut state = SessionState::from_bytes(&std::fs::read(dir.join("record.bin")).unwrap()).expect("format 4 loads");
+    state.load_ring_chunk(&std::fs::read(dir.join("ring-0.bin")).unwrap()).unwrap();
+    let mut store = MemoryStore::default();
+    store.insert("s1", state);
+    let mut runner = Runner::with_store(plan(Kind::Tumbling), store);
+    let mut out = Vec::new();
+    let rest = samples(600, 5, 66);
+    for e in &rest {
+        runner.feed_json(&e.json(), 0, &mut out).unwrap();
+    }
+    runner.finish(0, &mut out);
+    let mut events =
+        vec![start_ev(1, 0), ev("e2", 2, 16, Some(1.0), Some(1)), ev("e3", 3, 33, Some(2.0), Some(1)), ev("e4", 4, 50, Some(3.0), Some(1))];
+    events.extend(rest);
+    let whole = run(plan(Kind::Tumbling), &events);
+    assert_eq!(final_rows(&out), final_rows(&whole.outputs));
+    assert_eq!(counted(&whole), 603);
+}
