@@ -154,6 +154,9 @@ fn runs(kind: ContractKind, path: &Path, dictionary: Option<&Path>) -> Result<()
             if !broken.is_empty() {
                 return Err(ContractError::Invalid(broken).into());
             }
+            for warning in dictionary::warnings(&d) {
+                eprintln!("{warning}");
+            }
         }
         ContractKind::Bundle => {
             let b: pitgun_contracts::load::Loaded<bundle::Bundle> = pitgun_contracts::load::load(kind, path)?;

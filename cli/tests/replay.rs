@@ -774,6 +774,30 @@ fn validate_refuses_a_manifest_that_cannot_run_and_a_bundle_whose_pin_is_stale()
     assert!(err.contains("does not match the bundle's pin"), "{err}");
 }
 
+/// An alias whose versions an earlier alias for the same channel already takes is dead (the
+/// first in dictionary order wins): `validate` names it and the one that takes its versions,
+/// and the dictionary stays valid (an override placed first is the same overlap, and meant).
+#[test]
+fn validate_warns_of_an_alias_no_version_reaches() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root().join("manifests/dictionary/racing.yaml")).unwrap();
+    let shadowed = "      - {producer: pitgun-web, versions: \">=1.0.0, <2.0.0\", channel: speed_kmh, unit: \"km/h\"}\n";
+    let changed = text.replacen(shadowed, &format!("{shadowed}{}", shadowed.replace(">=1.0.0, <2.0.0", ">=1.2.0, <1.5.0")), 1);
+    assert_ne!(changed, text);
+    let path = dir.path().join("racing.yaml");
+    std::fs::write(&path, changed).unwrap();
+    let out = ok(&["validate", path.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("valid pitgun-dictionary/v1"));
+    assert!(
+        err.contains("racing.yaml:41: at /metrics/0/aliases/2/versions: warning: alias speed_kmh of pitgun-web is never used: every version it covers (>=1.2.0, <1.5.0) is taken first by /metrics/0/aliases/1"),
+        "{err}"
+    );
+    // The shipped dictionary has none.
+    let out = ok(&["validate", root().join("manifests/dictionary/racing.yaml").to_str().unwrap()]);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
+
 /// `manifest test` and `manifest hash` over several files go on past one they cannot load,
 /// as `grep` and `sha256sum` do: the first unreadable file stopped the run, and the files after
 /// it were neither tested nor hashed. The file is named, and the exit code is 2 (an error, not a

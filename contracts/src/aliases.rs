@@ -50,6 +50,18 @@ pub struct AliasError {
     pub message: String,
 }
 
+/// An alias no producer version reaches: every version it covers, earlier aliases of its
+/// producer for the same channel cover first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeverUsed {
+    /// Position of its metric in `Dictionary::metrics`.
+    pub metric: usize,
+    /// Position of the alias in that metric's `aliases`.
+    pub alias: usize,
+    /// The earlier aliases (metric, alias) that take its versions.
+    pub covered_by: Vec<(usize, usize)>,
+}
+
 /// Every alias of a dictionary, in dictionary order, and the positions of each producer's.
 #[derive(Debug, Clone, Default)]
 pub struct AliasIndex {
@@ -117,6 +129,32 @@ impl AliasIndex {
         Ok(admitted)
     }
 
+    /// Aliases the overlap rule leaves unused, in dictionary order. A specific range before a
+    /// general one (`=1.4.1` before `>=1.0`) is an override, not this: the general one still
+    /// takes the other versions.
+    pub fn never_used(&self) -> Vec<NeverUsed> {
+        let mut unused = Vec::new();
+        for positions in self.by_producer.values() {
+            for (k, &i) in positions.iter().enumerate() {
+                let alias = &self.all[i];
+                let earlier: Vec<&IndexedAlias> = positions[..k].iter().map(|&j| &self.all[j]).filter(|e| e.channel == alias.channel).collect();
+                if earlier.is_empty() {
+                    continue;
+                }
+                let reqs = std::iter::once(alias).chain(earlier.iter().copied()).map(|a| &a.versions);
+                let versions: Vec<semver::Version> = boundary_versions(reqs).into_iter().filter(|v| alias.versions.matches(v)).collect();
+                // A range of pre-releases only is not judged here.
+                if versions.is_empty() || !versions.iter().all(|v| earlier.iter().any(|e| e.versions.matches(v))) {
+                    continue;
+                }
+                let covered_by = earlier.iter().filter(|e| versions.iter().any(|v| e.versions.matches(v))).map(|e| (e.metric, e.alias)).collect();
+                unused.push(NeverUsed { metric: alias.metric, alias: alias.alias, covered_by });
+            }
+        }
+        unused.sort_by_key(|u| (u.metric, u.alias));
+        unused
+    }
+
     /// Producer ids with at least one alias, sorted.
     pub fn producers(&self) -> Vec<&str> {
         let mut p: Vec<&str> = self.by_producer.keys().map(String::as_str).collect();
@@ -125,9 +163,28 @@ impl AliasIndex {
     }
 }
 
+/// Release versions where a version range can begin or end: each comparator's version, the next
+/// patch, minor and major after it, and 0.0.0. A range is one interval of versions, so if some
+/// version one range covers is outside the union of others, the lowest such version is one of
+/// these: the range's own lower bound, or the end of one of the others.
+fn boundary_versions<'a>(reqs: impl Iterator<Item = &'a semver::VersionReq>) -> Vec<semver::Version> {
+    let mut versions = vec![semver::Version::new(0, 0, 0)];
+    for c in reqs.flat_map(|r| &r.comparators) {
+        let (major, minor, patch) = (c.major, c.minor.unwrap_or(0), c.patch.unwrap_or(0));
+        versions.push(semver::Version::new(major, minor, patch));
+        versions.push(semver::Version::new(major, minor, patch.saturating_add(1)));
+        versions.push(semver::Version::new(major, minor.saturating_add(1), 0));
+        versions.push(semver::Version::new(major.saturating_add(1), 0, 0));
+    }
+    versions.sort();
+    versions.dedup();
+    versions
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dictionary::Alias;
 
     fn racing() -> Dictionary {
         let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../manifests/dictionary/racing.yaml")).unwrap();
@@ -179,6 +236,37 @@ mod tests {
             index.admitted(&first.producer, "3.0.0").unwrap().into_iter().filter(|&i| *index.all()[i].channel == *first.channel).collect();
         assert_eq!(hits.len(), 1, "one alias per channel");
         assert_eq!((index.all()[hits[0]].metric, index.all()[hits[0]].alias), (0, 0), "the first in dictionary order");
+    }
+
+    #[test]
+    fn an_alias_whose_every_version_an_earlier_one_takes_is_named_as_never_used() {
+        let mut dict = racing();
+        let first = dict.metrics[0].aliases[0].clone();
+        let last = dict.metrics.len() - 1;
+        // Covered by one earlier range (">=1.2, <1.4" inside the first's): never used.
+        dict.metrics[0].aliases[0].versions = ">=1.0.0, <2.0.0".into();
+        dict.metrics[last].aliases.push(Alias { versions: ">=1.2, <1.4".into(), ..first.clone() });
+        // Covered by two earlier ranges together: never used either.
+        dict.metrics[1].aliases.push(Alias { versions: ">=2.0.0, <3.0.0".into(), channel: "x".into(), ..first.clone() });
+        dict.metrics[2].aliases.push(Alias { versions: ">=3.0.0".into(), channel: "x".into(), ..first.clone() });
+        dict.metrics[last].aliases.push(Alias { versions: ">=2.5.0".into(), channel: "x".into(), ..first.clone() });
+        // A specific range before a general one: the general one still takes the other versions.
+        dict.metrics[1].aliases.push(Alias { versions: "=4.1.0".into(), channel: "y".into(), ..first.clone() });
+        dict.metrics[last].aliases.push(Alias { versions: ">=4.0.0".into(), channel: "y".into(), ..first.clone() });
+        // The same range under another channel or producer is another alias.
+        dict.metrics[last].aliases.push(Alias { versions: ">=1.0.0, <2.0.0".into(), channel: "z".into(), ..first.clone() });
+        let index = AliasIndex::new(&dict).unwrap();
+        let n = dict.metrics[last].aliases.len();
+        let by_two = vec![(1, dict.metrics[1].aliases.len() - 2), (2, dict.metrics[2].aliases.len() - 1)];
+        assert_eq!(
+            index.never_used(),
+            vec![NeverUsed { metric: last, alias: n - 4, covered_by: vec![(0, 0)] }, NeverUsed { metric: last, alias: n - 3, covered_by: by_two }]
+        );
+    }
+
+    #[test]
+    fn the_shipped_dictionary_has_no_alias_never_used() {
+        assert!(AliasIndex::new(&racing()).unwrap().never_used().is_empty());
     }
 
     #[test]

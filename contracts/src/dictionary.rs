@@ -282,6 +282,32 @@ pub fn issues(loaded: &Loaded<Dictionary>) -> Vec<Issue> {
     issues
 }
 
+/// What a dictionary may hold but likely does not mean: an alias no producer version reaches,
+/// its versions all taken first by earlier aliases for the same channel (the first in
+/// dictionary order wins). A dictionary whose ranges do not parse has [`issues`] instead.
+pub fn warnings(loaded: &Loaded<Dictionary>) -> Vec<Issue> {
+    let Ok(index) = crate::aliases::AliasIndex::new(&loaded.doc) else { return Vec::new() };
+    let metrics = &loaded.doc.metrics;
+    index
+        .never_used()
+        .into_iter()
+        .map(|u| {
+            let alias = &metrics[u.metric].aliases[u.alias];
+            let by: Vec<String> = u.covered_by.iter().map(|(m, a)| format!("/metrics/{m}/aliases/{a}")).collect();
+            loaded.source.issue(
+                &format!("/metrics/{}/aliases/{}/versions", u.metric, u.alias),
+                format!(
+                    "warning: alias {} of {} is never used: every version it covers ({}) is taken first by {} (the first alias in dictionary order wins)",
+                    alias.channel,
+                    alias.producer,
+                    alias.versions,
+                    by.join(" and ")
+                ),
+            )
+        })
+        .collect()
+}
+
 /// Whether `unit` is a UCUM unit.
 fn ucum_unit(unit: &str) -> Result<(), String> {
     ucum::validate(unit).map(|_| ()).map_err(|e| format!("{unit:?} is not valid UCUM: {e}"))

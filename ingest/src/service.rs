@@ -74,6 +74,9 @@ pub fn build_with(settings: &Settings, producer: Box<dyn Publish>) -> Result<Arc
     if !broken.is_empty() {
         return Err(ContractError::Invalid(broken).into());
     }
+    for warning in pitgun_contracts::dictionary::warnings(&dictionary) {
+        tracing::warn!("{warning}");
+    }
     let catalog = ChannelCatalog::new(&dictionary.doc).map_err(|e| Error::Setup(format!("dictionary aliases: {e}")))?;
     let skew_us = i64::try_from(settings.max_future_skew.as_micros()).map_err(|_| Error::Setup("--max-future-skew is too long".into()))?;
     let validator = Validator::new(Arc::new(catalog), skew_us, settings.limits.max_item).map_err(Error::Setup)?;
