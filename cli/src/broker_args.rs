@@ -1,7 +1,7 @@
 //! The broker options every live subcommand takes.
 
 use clap::Args;
-use pitgun_runtime::kafka::Broker;
+use pitgun_runtime::kafka::{Broker, Replication};
 
 /// Where the broker is, and the namespace of topic and group names.
 #[derive(Args, Debug, Clone)]
@@ -29,6 +29,18 @@ pub struct ReplicationArgs {
     /// as it is). Default: the broker's `default.replication.factor`.
     #[arg(long, env = "PITGUN_REPLICATION", value_parser = clap::value_parser!(i32).range(1..=64))]
     pub replication: Option<i32>,
+    /// Replicas that must hold a record before a write to a topic this command creates is
+    /// acknowledged (its `min.insync.replicas`). Default: a majority of --replication when it is
+    /// 3 or more (2 of 3), else the broker's default.
+    #[arg(long, env = "PITGUN_MIN_INSYNC_REPLICAS", value_parser = clap::value_parser!(i32).range(1..=64))]
+    pub min_insync_replicas: Option<i32>,
+}
+
+impl ReplicationArgs {
+    /// The replication these options ask for, checked.
+    pub fn replication(&self) -> anyhow::Result<Replication> {
+        Replication::new(self.replication, self.min_insync_replicas).map_err(anyhow::Error::msg)
+    }
 }
 
 /// Logs to stderr, `info` unless `RUST_LOG` says otherwise (services only; tools stay quiet).

@@ -117,6 +117,7 @@ fn parse_setting(text: &str) -> Result<(String, String), String> {
 
 pub fn run(args: ProcessArgs) -> Result<ExitCode> {
     init_logging();
+    let replication = args.replication.replication()?;
     let project = match (&args.manifest, &args.bundle) {
         (Some(m), _) => Project::load(m, args.dictionary.as_deref())?,
         (None, Some(b)) => Project::from_bundle(b, args.pipeline.as_deref().expect("clap requires it"))?,
@@ -135,7 +136,7 @@ pub fn run(args: ProcessArgs) -> Result<ExitCode> {
         Arc::new(move || project.compile().map_err(Into::into)) as pitgun_processor::PlanFactory
     };
     let summary = pitgun_processor::run(pitgun_processor::Config {
-        broker: args.broker.broker().with_replication(args.replication.replication),
+        broker: args.broker.broker().with_replication(replication),
         manifest,
         version,
         input_topics,

@@ -83,6 +83,7 @@ pub struct SinkArgs {
 
 pub fn run(args: SinkArgs) -> Result<ExitCode> {
     init_logging();
+    let replication = args.replication.replication()?;
     let mut manifests = Vec::new();
     for path in &args.manifest {
         let project = Project::load(path, args.dictionary.as_deref())?;
@@ -100,7 +101,7 @@ pub fn run(args: SinkArgs) -> Result<ExitCode> {
         });
     }
     let cfg = pitgun_sink::Config {
-        broker: args.broker.broker().with_replication(args.replication.replication),
+        broker: args.broker.broker().with_replication(replication),
         manifests,
         postgres: args.postgres,
         questdb: args.questdb,

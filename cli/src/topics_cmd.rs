@@ -11,7 +11,7 @@ use clap::Args;
 use pitgun_contracts::load::{load, Loaded};
 use pitgun_contracts::manifest::PipelineManifest;
 use pitgun_contracts::schema::ContractKind;
-use pitgun_runtime::kafka::{partition_bounds, topics, TopicSpec, BROKER_DEFAULT_REPLICATION};
+use pitgun_runtime::kafka::{partition_bounds, topics, TopicSpec};
 use pitgun_runtime::kafka_log::Quiet;
 use rdkafka::consumer::BaseConsumer;
 
@@ -68,6 +68,7 @@ fn manifest_files(path: &Path) -> Result<Vec<PathBuf>> {
 }
 
 pub fn run(args: TopicsArgs) -> Result<ExitCode> {
+    let replication = args.replication.replication()?;
     let broker = args.broker.broker();
     let mut names: Vec<String> =
         [topics::ENVELOPES, topics::DEADLETTER_INGEST, topics::DEADLETTER_PROCESS, topics::DEADLETTER_SINK].iter().map(|t| t.to_string()).collect();
@@ -87,7 +88,7 @@ pub fn run(args: TopicsArgs) -> Result<ExitCode> {
     let names: Vec<String> = names.iter().map(|t| broker.name(t)).collect();
     let spec = TopicSpec {
         partitions: args.partitions,
-        replication: args.replication.replication.unwrap_or(BROKER_DEFAULT_REPLICATION),
+        replication,
         config: vec![("cleanup.policy".into(), "delete".into()), ("retention.ms".into(), args.retention.as_millis().to_string())],
     };
     let created = broker.create_topics(&names, &spec, args.timeout)?;

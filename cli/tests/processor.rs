@@ -1412,19 +1412,45 @@ fn topics_a_service_creates_take_the_replication_asked_for() {
         "sink",
         &["sink", "--manifest", &m_s, "--postgres", &own_database("replication"), "--targets", "postgres", "--until-end"],
         &ns,
-        &[("PITGUN_REPLICATION", "2")],
+        &[("PITGUN_REPLICATION", "2"), ("PITGUN_MIN_INSYNC_REPLICAS", "2")],
     );
     assert!(sink.wait(Duration::from_secs(60)), "the sink failed");
     let consumer: rdkafka::consumer::BaseConsumer = ns.config().create().unwrap();
-    for (base, want) in [
-        ("pitgun.aggregates.lap-performance.v1", 3),
-        ("pitgun.late.lap-performance.v1", 3),
-        ("pitgun.state.lap-performance.v1", 3),
-        ("pitgun.deadletter.sink.v1", 2),
+    // Three replicas take a majority in sync by default: a write acknowledged by `acks=all` is
+    // then on two brokers, not only on the leader.
+    for (base, want, insync) in [
+        ("pitgun.aggregates.lap-performance.v1", 3, "2"),
+        ("pitgun.late.lap-performance.v1", 3, "2"),
+        ("pitgun.state.lap-performance.v1", 3, "2"),
+        ("pitgun.deadletter.sink.v1", 2, "2"),
     ] {
         let topic = ns.topic(base);
         let md = rdkafka::consumer::Consumer::fetch_metadata(&consumer, Some(&topic), Duration::from_secs(10)).unwrap();
         let replicas: Vec<usize> = md.topics()[0].partitions().iter().map(|p| p.replicas().len()).collect();
         assert!(!replicas.is_empty() && replicas.iter().all(|r| *r == want), "{topic}: replicas per partition {replicas:?}, asked for {want}");
+        assert_eq!(topic_config(&ns, &topic, "min.insync.replicas").as_deref(), Some(insync), "{topic}");
     }
+}
+
+/// A topic's configuration value as the broker describes it.
+fn topic_config(ns: &Ns, topic: &str, name: &str) -> Option<String> {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ns.config().create().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let described =
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(15), admin.describe_configs(&[ResourceSpecifier::Topic(topic)], &opts)).await });
+    let resource = described.expect("the broker answers within 15 s").expect("describe configs").remove(0).expect("the topic's configs");
+    resource.get(name).and_then(|e| e.value.clone())
+}
+
+/// Fewer replicas than must stay in sync could never acknowledge a write: refused before any
+/// topic is made, naming both.
+#[test]
+fn more_replicas_in_sync_than_replicas_is_refused() {
+    let ns = Ns::new("insync");
+    let out = pitgun(&["topics", "--replication", "2", "--min-insync-replicas", "3"], &ns);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--min-insync-replicas 3") && err.contains("--replication 2"), "{err}");
 }

@@ -48,6 +48,36 @@ pub const FETCH_WAIT_MS: &str = "20";
 /// A replication factor that asks for the broker's `default.replication.factor` (KIP-464).
 pub const BROKER_DEFAULT_REPLICATION: i32 = -1;
 
+/// How a topic a service creates is replicated: its replicas, and how many must hold a record
+/// before an `acks=all` write (every Pitgun producer's) is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replication {
+    /// Replicas of each partition ([`BROKER_DEFAULT_REPLICATION`]: the broker's default).
+    pub factor: i32,
+    /// The topic's `min.insync.replicas` (`None`: the broker's default).
+    pub min_insync: Option<i32>,
+}
+
+impl Replication {
+    /// The broker's defaults for both.
+    pub const BROKER_DEFAULT: Replication = Replication { factor: BROKER_DEFAULT_REPLICATION, min_insync: None };
+
+    /// Replication as asked (`None`: the broker's default). Three replicas or more keep a
+    /// majority in sync unless `min_insync` says otherwise: the broker's own default, 1, would
+    /// acknowledge a write held by the leader alone, which a lost broker then loses. More in
+    /// sync than there are replicas could acknowledge nothing, and is refused.
+    pub fn new(factor: Option<i32>, min_insync: Option<i32>) -> std::result::Result<Replication, String> {
+        let Some(factor) = factor else { return Ok(Replication { factor: BROKER_DEFAULT_REPLICATION, min_insync }) };
+        match min_insync {
+            Some(n) if n > factor => Err(format!(
+                "--min-insync-replicas {n} with --replication {factor}: no write could ever be acknowledged; keep it at most the replicas"
+            )),
+            Some(n) => Ok(Replication { factor, min_insync: Some(n) }),
+            None => Ok(Replication { factor, min_insync: (factor >= 3).then_some(factor / 2 + 1) }),
+        }
+    }
+}
+
 /// Where the broker is and which namespace the topic and group names live in.
 #[derive(Debug, Clone)]
 pub struct Broker {
@@ -55,21 +85,20 @@ pub struct Broker {
     pub bootstrap: String,
     /// Prefix of every topic and consumer-group name (`NS.pitgun.envelopes.v1`); empty = none.
     pub namespace: String,
-    /// Replicas of each partition of a topic a service creates ([`Broker::ensure_topics`]):
-    /// [`BROKER_DEFAULT_REPLICATION`] unless asked otherwise.
-    pub replication: i32,
+    /// How a topic a service creates is replicated ([`Broker::ensure_topics`]): the broker's
+    /// defaults unless asked otherwise.
+    pub replication: Replication,
 }
 
 impl Broker {
     /// A broker at `bootstrap` with names in `namespace` (empty for none).
     pub fn new(bootstrap: impl Into<String>, namespace: impl Into<String>) -> Broker {
-        Broker { bootstrap: bootstrap.into(), namespace: namespace.into(), replication: BROKER_DEFAULT_REPLICATION }
+        Broker { bootstrap: bootstrap.into(), namespace: namespace.into(), replication: Replication::BROKER_DEFAULT }
     }
 
-    /// The same broker, creating topics with `replication` replicas (`None`: the broker's
-    /// default).
-    pub fn with_replication(self, replication: Option<i32>) -> Broker {
-        Broker { replication: replication.unwrap_or(BROKER_DEFAULT_REPLICATION), ..self }
+    /// The same broker, creating topics replicated as `replication` says.
+    pub fn with_replication(self, replication: Replication) -> Broker {
+        Broker { replication, ..self }
     }
 
     /// A topic or group name in this namespace.
@@ -149,9 +178,17 @@ impl Broker {
             .client_config("pitgun-admin")
             .create_with_context(crate::kafka_log::Quiet)
             .map_err(Error::kafka("cannot create a Kafka admin client"))?;
+        let min_insync = spec.replication.min_insync.map(|n| n.to_string());
         let new: Vec<NewTopic> = topics
             .iter()
-            .map(|t| spec.config.iter().fold(NewTopic::new(t, spec.partitions, TopicReplication::Fixed(spec.replication)), |n, (k, v)| n.set(k, v)))
+            .map(|t| {
+                let topic = NewTopic::new(t, spec.partitions, TopicReplication::Fixed(spec.replication.factor));
+                let topic = spec.config.iter().fold(topic, |n, (k, v)| n.set(k, v));
+                match &min_insync {
+                    Some(n) => topic.set("min.insync.replicas", n),
+                    None => topic,
+                }
+            })
             .collect();
         let opts = AdminOptions::new().operation_timeout(Some(timeout)).request_timeout(Some(timeout));
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -174,8 +211,8 @@ impl Broker {
 pub struct TopicSpec {
     /// Partitions of each topic.
     pub partitions: i32,
-    /// Replicas of each partition ([`BROKER_DEFAULT_REPLICATION`]: the broker's default).
-    pub replication: i32,
+    /// Replicas, and how many must stay in sync.
+    pub replication: Replication,
     /// Topic configuration (`retention.ms`, `cleanup.policy`, …).
     pub config: Vec<(String, String)>,
 }
