@@ -38,7 +38,7 @@ pub struct ApiArgs {
     /// the request is answered 503: 1ms to 24h, or 0 to leave it to the server's settings (a
     /// `statement_timeout` in the URL's `options` wins too). Sent as a connection option, which
     /// PgBouncer refuses: give 0 behind it.
-    #[arg(long, default_value = "5s", value_parser = parse_query_timeout)]
+    #[arg(long, default_value = "5s", value_parser = crate::duration_arg::query_timeout)]
     query_timeout: Duration,
     /// PostgreSQL connections in the pool.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -111,27 +111,4 @@ pub fn run(args: ApiArgs) -> Result<ExitCode> {
         cors_origins: args.cors_origins,
     }))?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// `--query-timeout`: zero (none) or 1ms to 24h (PostgreSQL takes at most about 24 days).
-fn parse_query_timeout(text: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
-    match d.is_zero() || (Duration::from_millis(1)..=Duration::from_secs(24 * 3600)).contains(&d) {
-        true => Ok(d),
-        false => Err("must be 0 (none) or from 1ms to 24h".into()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    #[test]
-    fn a_query_timeout_is_none_or_one_postgresql_takes() {
-        assert_eq!(super::parse_query_timeout("0s"), Ok(Duration::ZERO));
-        assert_eq!(super::parse_query_timeout("250ms"), Ok(Duration::from_millis(250)));
-        for refused in ["25h", "500us", "soon"] {
-            assert!(super::parse_query_timeout(refused).is_err(), "{refused}");
-        }
-    }
 }

@@ -55,15 +55,19 @@ pub enum BodyError {
 /// Reads the `Content-Type` header (parameters such as `charset=utf-8` are allowed).
 pub fn framing(content_type: Option<&str>) -> Result<Framing, BodyError> {
     let Some(ct) = content_type else {
-        return Err(BodyError::Unsupported("missing Content-Type: send application/json (an envelope or an array) or application/x-ndjson".into()));
+        return Err(BodyError::Unsupported(format!("missing Content-Type: {}", what_to_send())));
     };
     let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     match CONTENT_TYPES.iter().find(|(name, _)| *name == mime) {
         Some((_, framing)) => Ok(*framing),
-        None => Err(BodyError::Unsupported(format!(
-            "Content-Type {ct:?} is not supported: send application/json (an envelope or an array) or application/x-ndjson"
-        ))),
+        None => Err(BodyError::Unsupported(format!("Content-Type {ct:?} is not supported: {}", what_to_send()))),
     }
+}
+
+/// The types a client may send, from [`CONTENT_TYPES`], as a 415 names them.
+fn what_to_send() -> String {
+    let of = |framing: Framing| CONTENT_TYPES.iter().filter(|(_, f)| *f == framing).map(|(name, _)| *name).collect::<Vec<_>>().join(", ");
+    format!("send {} (an envelope or an array) or {} (one envelope per line)", of(Framing::Json), of(Framing::Ndjson))
 }
 
 /// Reads the `Content-Encoding` header.
@@ -304,6 +308,17 @@ mod tests {
         let section = &section[..section.find("| reason |").unwrap()];
         for (name, _) in CONTENT_TYPES {
             assert!(section.contains(&format!("`{name}`")), "the README's POST /v1/envelopes does not name {name}");
+        }
+    }
+
+    /// A client refused for its Content-Type learns every type it may send instead.
+    #[test]
+    fn a_refused_content_type_is_told_every_type_read() {
+        for sent in [None, Some("application/xml")] {
+            let Err(BodyError::Unsupported(message)) = framing(sent) else { panic!("{sent:?} is read") };
+            for (name, _) in CONTENT_TYPES {
+                assert!(message.contains(name), "{message:?} does not name {name}");
+            }
         }
     }
 
