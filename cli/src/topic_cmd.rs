@@ -14,7 +14,7 @@ use clap::Args;
 use pitgun_codec::wire::{sniff, Decoder, WireFormat};
 use pitgun_contracts::envelope::Envelope;
 use pitgun_engine::row::LastVersions;
-use pitgun_runtime::kafka::{headers, topics, Broker};
+use pitgun_runtime::kafka::{headers, positions, topics, Broker};
 use pitgun_runtime::kafka_log::Quiet;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
@@ -164,7 +164,12 @@ fn read_topic(
                 }
             }
             Some(Err(e)) => bail!("reading {topic}: {e}"),
-            None => {}
+            // Idle: the last offsets may hold transaction markers, which no record carries.
+            None => {
+                for ((_, p), at) in positions(&consumer) {
+                    next.entry(p).and_modify(|n| *n = (*n).max(at));
+                }
+            }
         }
     }
     if !follow && !done(&next) {

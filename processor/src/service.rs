@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pitgun_codec::wire::Decoder;
-use pitgun_runtime::kafka::{partition_bounds, topics};
+use pitgun_runtime::kafka::{partition_bounds, positions, topics};
 use pitgun_runtime::kafka_log::Quiet;
 use pitgun_runtime::serve::{spawn_health_server, Health};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -197,7 +197,7 @@ pub fn run(cfg: Config) -> Result<Summary> {
             fed_last_round = c.round(&queues, round_threads)?;
             let now = Instant::now();
             health.ready.store(c.assigned_once, Ordering::Relaxed);
-            if cfg.until_end && c.reached_end() {
+            if cfg.until_end && c.reached_end(&positions(&*consumer)) {
                 c.finish()?;
                 c.checkpoint(&consumer, None, CommitMode::Sync)?;
                 info!("end of input reached; final checkpoint written");

@@ -249,10 +249,14 @@ impl Worker {
     }
 
     /// Whether every owned partition has been read up to the end offsets seen at start.
-    pub(crate) fn reached_end(&self) -> bool {
+    /// `positions` are the consumer's positions: a partition whose last offsets hold no record
+    /// (a transactional producer's commit or abort marker, or aborted records) is read to its
+    /// end when the position has stepped over them, though no record carried those offsets.
+    pub(crate) fn reached_end(&self, positions: &BTreeMap<Tp, i64>) -> bool {
+        let read_to = |tp: &Tp, p: &Part| p.next_offset.max(positions.get(tp).copied().unwrap_or(i64::MIN));
         self.assigned_once
             && !self.parts.is_empty()
-            && self.parts.iter().all(|(tp, p)| self.bounds.get(tp).is_none_or(|&(_, high)| p.next_offset >= high))
+            && self.parts.iter().all(|(tp, p)| self.bounds.get(tp).is_none_or(|&(_, high)| read_to(tp, p) >= high))
     }
 
     /// End of input: close every session of every owned partition, as replay does.

@@ -13,6 +13,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::ToBytes;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::Offset;
 
 use crate::error::{Error, Result};
 
@@ -230,6 +231,20 @@ pub fn partition_bounds<C: ConsumerContext, K: Consumer<C>>(consumer: &K, topic:
         bounds.insert(p.id(), (low, high));
     }
     Ok(bounds)
+}
+
+/// The consumer's position in each assigned partition, by (topic, partition): the offset after
+/// the last record it handed out, or after the transaction markers (and, reading committed,
+/// aborted records) it stepped over past it — offsets no record carries, so a reader that
+/// counts only the records it saw never reaches a partition's end behind them. Partitions
+/// without a position yet are left out; so is everything if librdkafka cannot say.
+pub fn positions<C: ConsumerContext, K: Consumer<C>>(consumer: &K) -> BTreeMap<(String, i32), i64> {
+    let Ok(list) = consumer.position() else { return BTreeMap::new() };
+    let at = |offset| match offset {
+        Offset::Offset(n) => Some(n),
+        _ => None,
+    };
+    list.elements().iter().filter_map(|e| Some(((e.topic().to_string(), e.partition()), at(e.offset())?))).collect()
 }
 
 /// Queues a record, waiting while the producer's queue is full (back-pressure on whoever
