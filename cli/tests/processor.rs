@@ -921,6 +921,51 @@ fn a_gap_longer_than_idle_timeout_ends_the_session_in_stream_and_replay_alike() 
     assert_rows_equal_replay(&latest, &expected, "a session silent longer than idle_timeout, then heard again");
 }
 
+/// Devices whose clock was not set yet when they started a session (a month behind), then set
+/// it: the stream and replay each refuse the one wild event per session as `clock_jump` and
+/// count the rest, with the same rows (before, every later event of those sessions was a jump).
+#[test]
+fn a_session_started_on_a_clock_not_yet_set_gives_the_same_rows_in_stream_and_replay() {
+    let ns = Ns::new("wild-clock");
+    ns.create_topics(2);
+    let dir = tempfile::tempdir().unwrap();
+    let data = simulate(dir.path(), "wild-source.ndjson", 37, 3, "30s", None);
+    let month_us = 30 * 24 * 3600 * 1_000_000i64;
+    let mut wild = 0;
+    let lines: Vec<String> = lines(&data)
+        .into_iter()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(&l).unwrap();
+            if v["kind"] == "session_start" {
+                v["time_us"] = serde_json::json!(v["time_us"].as_i64().unwrap() - month_us);
+                wild += 1;
+            }
+            v.to_string()
+        })
+        .collect();
+    assert_eq!(wild, 3, "one session_start per session");
+    let dataset = dir.path().join("wild.ndjson");
+    std::fs::write(&dataset, lines.join("\n") + "\n").unwrap();
+    let m = manifest("lap-performance.v1.yaml");
+    let rejected = dir.path().join("rejected.ndjson");
+    let expected = replay(&m, Some(&dictionary()), &dataset, &["--rejected", rejected.to_str().unwrap()]);
+    let reasons = |notes: &[String]| {
+        notes.iter().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["reason"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(reasons(&self::lines(&rejected)), ["clock_jump"; 3], "replay refuses the three wild starts alone");
+
+    ns.produce_lines(lines.iter().map(|s| s.as_str()));
+    let state = dir.path().join("state");
+    let (m_s, state_s) = (m.to_str().unwrap().to_string(), state.to_str().unwrap().to_string());
+    let mut p = Service::start("processor", &process_args(&m_s, &state_s, &["--until-end"]), &ns);
+    assert!(p.wait(Duration::from_secs(120)), "the processor failed");
+    let dead = records_with_headers(&ns, "pitgun.deadletter.process.v1", 3);
+    assert!(dead.iter().all(|(_, h)| h.get("pitgun-reason").map(String::as_str) == Some("clock_jump")), "{dead:?}");
+    assert_eq!(ns.all_records("pitgun.deadletter.process.v1").len(), 3, "nothing else is refused");
+    let latest = ns.latest_rows("pitgun.aggregates.lap-performance.v1");
+    assert_rows_equal_replay(&latest, &expected, "sessions started on a clock a month behind");
+}
+
 /// A producer sending mostly events too late for any window cannot flood the late topic: past
 /// `--late-per-second` the late notes are shed and counted (`late_shed` in the summary,
 /// `pitgun_processor_late_shed_total{reason}`), never dropped uncounted — each shed event is

@@ -158,6 +158,12 @@ impl SeenEvents {
         self.ids.prefetch(fingerprint(id_hash.max(1)));
     }
 
+    /// Whether an id is remembered. A scan, not the lookup [`SeenEvents::insert`] makes: for
+    /// rare questions about a few ids (a session not yet settled holds a second or two of them).
+    pub fn contains(&self, id_hash: u64) -> bool {
+        self.seq_of(id_hash.max(1)).is_some()
+    }
+
     /// The sequence number an id was recorded under, if it is remembered.
     fn seq_of(&self, id: u64) -> Option<u64> {
         if let Some(at) = self.ring.iter().position(|(h, _)| *h == id) {

@@ -17,6 +17,11 @@ pub struct RecordError {
     pub detail: String,
 }
 
+/// The clock a driver passes before it has one (replay, before the first record of a group of
+/// sessions): the record's own event time stands for it. A clock of 0 there would make every
+/// session's first event look silent for decades when the next one came.
+pub const NO_CLOCK_YET: i64 = i64::MIN;
+
 /// Decode, resolve and process JSON envelopes for one plan on one thread.
 pub struct Runner<S: SessionStore = MemoryStore> {
     engine: Engine<S>,
@@ -168,6 +173,7 @@ impl<S: SessionStore> Runner<S> {
     /// Feeds a decoded, resolved event (its inputs in `self.values`).
     #[inline]
     fn process(&mut self, view: &EnvelopeView<'_>, key: &[&str], origin: Origin, now_us: i64, out: &mut Vec<Output>) {
+        let now_us = if now_us == NO_CLOCK_YET { view.time_us } else { now_us };
         let ev = EventRef {
             session_id: &view.session_id,
             event_id: &view.event_id,

@@ -262,7 +262,7 @@ pub struct SessionState {
     last_activity: i64,
     emissions: u64,
     // Fields after this point are new in format 5; `from_bytes` gives a format-4 record their
-    // values for a settled session (see `FORMAT_4_TAIL`).
+    // values for a settled session (see `format_4_tail`).
     /// Earliest event time the session took (`i64::MAX` before its first event).
     first_time: i64,
     /// An event waiting to tell which clock is wild ([`Held`]).
@@ -498,40 +498,47 @@ impl<S: SessionStore> Engine<S> {
         };
         // Every check comes before the id is remembered: a refused event must not hold dedup memory.
         if session.max_time != i64::MIN {
-            let wm = session.watermark(&core.plan);
-            let jump = core.plan.max_jump_us;
+            let plan = &core.plan;
+            let wm = session.watermark(plan);
+            let jump = plan.max_jump_us;
+            let far = |t: i64, wm: i64| t.saturating_sub(wm) > jump || wm.saturating_sub(t) > jump;
+            // A far event may carry the clock the session goes on with only while no window has
+            // counted anything and the session has not ended; one ahead, only if it came before
+            // the driver's clock saw the session silent for idle_timeout: after a silence that
+            // long the stream has expired the session, and later events are a session gone
+            // quiet, not a clock being set. (No silence makes later events earlier.)
+            let open = !session.settled(plan) && session.end.is_none();
+            let silent = now_us.saturating_sub(session.last_activity) > plan.idle_us;
+            // A resent copy of an event taken is no news of the clock: it leaves a held event be.
+            let copy = session.held.is_some() && session.seen.contains(id_hash(ev.event_id));
+            if let Some(held) = session.held.as_mut().filter(|_| !copy) {
+                if held.event_id == ev.event_id {
+                    held.seq = held.seq.min(ev.seq);
+                    core.stats.duplicates += 1;
+                    return;
+                }
+                let held = session.held.take().expect("held");
+                if open && far(ev.time_us, wm) && !far(ev.time_us, held.time.saturating_sub(plan.ooo_us)) {
+                    // Two events agree on a clock the session's first events did not keep.
+                    self.start_again(ev.session_id, *held, now_us, out);
+                    self.take(ev, now_us, out);
+                    return;
+                }
+                let limit = &plan.manifest.time.max_clock_jump;
+                let detail = format!("more than {limit} from its session's clock, and the session's next event kept to that clock");
+                core.stats.rejected[Reason::ClockJump as usize] += 1;
+                out.push(Output::Rejected(held.note(ev.session_id, detail)));
+            }
+            if open && !copy && far(ev.time_us, wm) && (ev.time_us < wm || !silent) {
+                session.held = Some(Held::of(ev));
+                return;
+            }
             let ahead = ev.time_us.saturating_sub(wm);
-            if session.settled(&core.plan) {
-                if ahead > jump {
-                    let limit = &core.plan.manifest.time.max_clock_jump;
-                    let detail = format!("event time is {:.3} s ahead of the session's watermark (limit {limit})", ahead as f64 / 1e6);
-                    core.reject(out, ev, Reason::ClockJump, detail);
-                    return;
-                }
-            } else {
-                let far = ahead > jump || wm.saturating_sub(ev.time_us) > jump;
-                if let Some(held) = session.held.as_mut() {
-                    if held.event_id == ev.event_id {
-                        held.seq = held.seq.min(ev.seq);
-                        core.stats.duplicates += 1;
-                        return;
-                    }
-                    let held = session.held.take().expect("held");
-                    if far && ev.time_us.abs_diff(held.time) <= jump.unsigned_abs() {
-                        // Two events agree on a clock the session's first events did not keep.
-                        self.start_again(ev.session_id, *held, now_us, out);
-                        self.take(ev, now_us, out);
-                        return;
-                    }
-                    let limit = &core.plan.manifest.time.max_clock_jump;
-                    let detail = format!("more than {limit} from its session's clock, and the session's next event kept to that clock");
-                    core.stats.rejected[Reason::ClockJump as usize] += 1;
-                    out.push(Output::Rejected(held.note(ev.session_id, detail)));
-                }
-                if far {
-                    session.held = Some(Held::of(ev));
-                    return;
-                }
+            if ahead > jump {
+                let limit = &plan.manifest.time.max_clock_jump;
+                let detail = format!("event time is {:.3} s ahead of the session's watermark (limit {limit})", ahead as f64 / 1e6);
+                core.reject(out, ev, Reason::ClockJump, detail);
+                return;
             }
         }
         // A silence in the session's own event time longer than idle_timeout ended it: the

@@ -1489,6 +1489,76 @@ fn a_resent_copy_of_a_held_event_is_a_duplicate() {
 }
 
 #[test]
+fn a_copy_of_a_held_event_neither_refuses_nor_decides_it() {
+    let mut events = samples(3, 1, 0);
+    events.push(ev("wild", 4, TWO_HOURS_MS, Some(1.0), Some(1)));
+    events.push(ev("wild", 4, TWO_HOURS_MS, Some(1.0), Some(1)));
+    events.extend(samples(60, 5, 50));
+    let r = run(plan(Kind::Tumbling), &events);
+    assert_eq!(refused(&r.outputs), vec![("wild".to_string(), "clock_jump")]);
+    assert_eq!(counted(&r), 63);
+    assert_eq!(r.stats.duplicates, 1);
+}
+
+#[test]
+fn a_resent_copy_of_a_taken_event_does_not_decide_a_held_one() {
+    // The copy of `wild` keeps to the session's clock, but it is a copy, not the next event:
+    // e2 stays held, e3 agrees with it, and the rows are those without the copy.
+    let mut events = vec![ev("wild", 1, 0, Some(1.0), Some(1)), ev("e2", 2, TWO_HOURS_MS, Some(1.0), Some(1))];
+    events.push(ev("wild", 1, 0, Some(1.0), Some(1)));
+    events.extend(samples(60, 3, TWO_HOURS_MS + 16));
+    let r = run(plan(Kind::Tumbling), &events);
+    assert_eq!(refused(&r.outputs), vec![("wild".to_string(), "clock_jump")]);
+    assert_eq!(counted(&r), 61);
+    assert_eq!(r.stats.duplicates, 1);
+}
+
+#[test]
+fn an_ended_session_does_not_start_again() {
+    // After its session_end, events two hours later agree on a clock, but the session is over:
+    // they are jumps (as in any session), and the sample before the end still counts.
+    let mut events = vec![start_ev(1, 0), ev("e2", 2, 16, Some(1.0), Some(1)), end_ev(3, 33)];
+    events.extend(samples(3, 4, TWO_HOURS_MS));
+    let r = run(plan(Kind::Tumbling), &events);
+    let ids: Vec<String> = refused(&r.outputs).into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, ["e4", "e5", "e6"]);
+    assert_eq!(counted(&r), 1);
+}
+
+#[test]
+fn a_session_silent_by_the_drivers_clock_does_not_start_again() {
+    // The driver's clock (the stream's wall clock) saw the session silent for longer than
+    // idle_timeout (10 min) before the later events: not a clock being set but a session that
+    // went quiet — the stream has expired it. The later events are jumps, the first counts.
+    let mut runner = Runner::new(plan(Kind::Tumbling));
+    let mut out = Vec::new();
+    runner.feed_json(&ev("first", 1, 0, Some(1.0), Some(1)).json(), 0, &mut out).unwrap();
+    let later = 7_200 * S;
+    for e in samples(3, 2, TWO_HOURS_MS) {
+        runner.feed_json(&e.json(), later, &mut out).unwrap();
+    }
+    runner.finish(later, &mut out);
+    let rows = final_rows(&out);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(rows[0].json.contains("\"n\":1,"), "{}", rows[0].json);
+    assert_eq!(refused(&out).iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["e2", "e3", "e4"]);
+}
+
+#[test]
+fn a_session_whose_first_event_is_ahead_starts_again_whatever_the_drivers_clock_says() {
+    // No silence makes later events earlier: the first event's clock was wild.
+    let mut runner = Runner::new(plan(Kind::Tumbling));
+    let mut out = Vec::new();
+    runner.feed_json(&ev("wild", 1, TWO_HOURS_MS, Some(1.0), Some(1)).json(), 0, &mut out).unwrap();
+    for e in samples(60, 2, 0) {
+        runner.feed_json(&e.json(), 7_200 * S, &mut out).unwrap();
+    }
+    runner.finish(7_200 * S, &mut out);
+    assert_eq!(refused(&out), vec![("wild".to_string(), "clock_jump")]);
+    assert_eq!(final_rows(&out).iter().map(|r| serde_json::from_str::<Value>(&r.json).unwrap()["n"].as_u64().unwrap()).sum::<u64>(), 60);
+}
+
+#[test]
 fn a_held_event_survives_a_checkpoint() {
     use pitgun_engine::{MemoryStore, SessionState, SessionStore};
     let mut events = vec![ev("wild", 1, 0, Some(1.0), Some(1)), ev("e2", 2, TWO_HOURS_MS, Some(1.0), Some(1))];

@@ -271,10 +271,12 @@ impl Shard {
             }
             self.result.records += 1;
             self.records[group] += 1;
-            let now = self.clocks[group].max(0);
+            // Before the group's first record there is no clock: that record's time stands for it.
+            let clock = self.clocks[group];
+            let now = if clock == i64::MIN { pitgun_engine::runner::NO_CLOCK_YET } else { clock.max(0) };
             if self.records[group].is_multiple_of(CLOSE_EVERY) {
                 let among = |session: &str| group_of(session.as_bytes()) == group;
-                self.runner.engine_mut().close_ended_where(now, among, &mut self.out);
+                self.runner.engine_mut().close_ended_where(clock.max(0), among, &mut self.out);
             }
             if let Err(e) = self.runner.feed(record, origin(chunk.file, line), now, &mut self.out) {
                 self.result.bad.push(BadRecord { file: chunk.file as usize, line, reason: e.reason.as_str(), detail: e.detail });
