@@ -1399,6 +1399,15 @@ fn counted(r: &Run) -> u64 {
 
 const TWO_HOURS_MS: i64 = 7_200_000;
 
+/// Runs `events` through a tumbling window: only `wild` is refused (as a clock jump), `n` events
+/// are counted in the rows and `duplicates` copies are told apart.
+fn only_wild_refused(events: &[Ev], n: u64, duplicates: u64) {
+    let r = run(plan(Kind::Tumbling), events);
+    assert_eq!(refused(&r.outputs), vec![("wild".to_string(), "clock_jump")]);
+    assert_eq!(counted(&r), n);
+    assert_eq!(r.stats.duplicates, duplicates);
+}
+
 #[test]
 fn a_first_event_from_a_clock_not_yet_set_is_refused_alone() {
     // A device boots with its clock two hours behind, sends one sample, then sets its clock.
@@ -1482,10 +1491,7 @@ fn a_resent_copy_of_a_held_event_is_a_duplicate() {
     events.push(ev("e2", 2, TWO_HOURS_MS, Some(1.0), Some(1)));
     events.push(ev("e2", 2, TWO_HOURS_MS, Some(1.0), Some(1)));
     events.extend(samples(60, 3, TWO_HOURS_MS + 16));
-    let r = run(plan(Kind::Tumbling), &events);
-    assert_eq!(refused(&r.outputs), vec![("wild".to_string(), "clock_jump")]);
-    assert_eq!(counted(&r), 61);
-    assert_eq!(r.stats.duplicates, 1);
+    only_wild_refused(&events, 61, 1);
 }
 
 #[test]
@@ -1494,10 +1500,7 @@ fn a_copy_of_a_held_event_neither_refuses_nor_decides_it() {
     events.push(ev("wild", 4, TWO_HOURS_MS, Some(1.0), Some(1)));
     events.push(ev("wild", 4, TWO_HOURS_MS, Some(1.0), Some(1)));
     events.extend(samples(60, 5, 50));
-    let r = run(plan(Kind::Tumbling), &events);
-    assert_eq!(refused(&r.outputs), vec![("wild".to_string(), "clock_jump")]);
-    assert_eq!(counted(&r), 63);
-    assert_eq!(r.stats.duplicates, 1);
+    only_wild_refused(&events, 63, 1);
 }
 
 #[test]
@@ -1507,10 +1510,7 @@ fn a_resent_copy_of_a_taken_event_does_not_decide_a_held_one() {
     let mut events = vec![ev("wild", 1, 0, Some(1.0), Some(1)), ev("e2", 2, TWO_HOURS_MS, Some(1.0), Some(1))];
     events.push(ev("wild", 1, 0, Some(1.0), Some(1)));
     events.extend(samples(60, 3, TWO_HOURS_MS + 16));
-    let r = run(plan(Kind::Tumbling), &events);
-    assert_eq!(refused(&r.outputs), vec![("wild".to_string(), "clock_jump")]);
-    assert_eq!(counted(&r), 61);
-    assert_eq!(r.stats.duplicates, 1);
+    only_wild_refused(&events, 61, 1);
 }
 
 #[test]
