@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -92,6 +92,9 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/sessions", post(new_session))
         .route("/v1/sessions/{session}/performance", get(session_performance))
         .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
+        .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
+            (StatusCode::METHOD_NOT_ALLOWED, Json(json!({ "error": pitgun_runtime::http::method_not_allowed(&method, uri.path()) })))
+        })
         .fallback(|| async { Failure::NotFound("no such endpoint; see /openapi.json".into()) })
         .with_state(api)
 }

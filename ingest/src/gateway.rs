@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
@@ -184,6 +184,9 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/manifests", definitions.clone())
         .route("/manifests/{name}/{version}", definitions.clone())
         .route("/manifests/{name}/{version}/contract", definitions)
+        .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
+            json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", pitgun_runtime::http::method_not_allowed(&method, uri.path()))
+        })
         .fallback(|uri: Uri| async move { json_error(StatusCode::NOT_FOUND, "not_found", format!("no route {}", uri.path())) })
         .with_state(gw.clone())
         .merge(routes(gw.health.clone()))

@@ -681,6 +681,16 @@ async fn definitions_are_served_with_etags() {
         assert_eq!(body["error"], "not_found");
         assert!(body["message"].as_str().unwrap().contains(says), "{path}: {body}");
     }
+    // A route asked with a method it does not take: 405, its methods in Allow, a JSON body.
+    for (method, path, allowed) in [("GET", "/v1/envelopes", "POST"), ("POST", "/dictionary", "GET,HEAD")] {
+        let req = Request::builder().method(method).uri(path).body(Body::empty()).unwrap();
+        let (status, headers, body) = h.request(req).await;
+        assert_eq!(status, 405, "{method} {path}");
+        assert_eq!(headers.get("allow").map(|v| v.to_str().unwrap()), Some(allowed), "{method} {path}");
+        let body: Value = serde_json::from_slice(&body).unwrap_or_else(|_| panic!("{method} {path}: not JSON: {:?}", String::from_utf8_lossy(&body)));
+        assert_eq!(body["error"], "method_not_allowed", "{method} {path}");
+        assert!(body["message"].as_str().unwrap().contains(&format!("{path} does not take {method}")), "{method} {path}: {body}");
+    }
 }
 
 /// A session token as the API issues it, for `session`, valid for `ttl_s` more seconds (negative:

@@ -81,3 +81,9 @@ pub async fn serve(listener: TcpListener, app: Router, header_timeout: Duration,
     drop(stop_rx);
     stop_tx.closed().await;
 }
+
+/// What a 405 says: axum answers a method a route does not take with an empty body (and an
+/// `Allow` header, which it adds to whatever answer a service's own handler gives).
+pub fn method_not_allowed(method: &axum::http::Method, path: &str) -> String {
+    format!("{path} does not take {method}; the Allow header lists what it takes")
+}

@@ -592,13 +592,20 @@ pub fn records_with_headers(ns: &Ns, topic_base: &str, n: usize) -> Vec<(String,
 
 /// GET over plain HTTP/1.0: status and body (10 s deadline).
 pub fn http_get_status(addr: &str, path: &str) -> (u16, String) {
+    let (status, _, body) = http_request(addr, "GET", path);
+    (status, body)
+}
+
+/// A bodiless request: the status, the head (lowercase) and the body.
+pub fn http_request(addr: &str, method: &str, path: &str) -> (u16, String, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{addr}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n").unwrap();
     let mut buf = String::new();
     s.read_to_string(&mut buf).unwrap();
     let status = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
+    (status, head.to_ascii_lowercase(), body.to_string())
 }
 
 /// `pitgun api` over `pg`, once it serves; returns it and its address.
