@@ -667,10 +667,13 @@ fn stalled_bodies_time_out_bodies_in_flight_are_bounded_and_shutdown_has_a_deadl
     gw.wait_ready();
     let started = Instant::now();
     let mut first = stalled_post(&gw, 4000, 10, "");
-    // A compressed body may decode to --max-body: it holds 4 KiB whatever it declares.
-    let mut second = stalled_post(&gw, 100, 10, "content-encoding: gzip\r\n");
+    // A compressed body holds what it sent (10 bytes) until it is read and decoded, whatever it
+    // declares: trickling compressed bodies does not take the budget from everyone.
+    let mut second = stalled_post(&gw, 4000, 10, "content-encoding: gzip\r\n");
+    std::thread::sleep(Duration::from_millis(200));
+    let mut third = stalled_post(&gw, 4000, 10, "");
     std::thread::sleep(Duration::from_millis(300));
-    // The two hold 4,000 + 4,096 of the 8 KiB: a third is refused at once.
+    // The three hold 4,000 + 10 + 4,000 of the 8 KiB: a fourth is refused at once.
     let (status, headers, body) = http(
         Method::Post,
         &format!("{}/v1/envelopes", gw.url),
@@ -680,7 +683,7 @@ fn stalled_bodies_time_out_bodies_in_flight_are_bounded_and_shutdown_has_a_deadl
     let body = String::from_utf8_lossy(&body);
     assert_eq!(status, 503, "{body}");
     assert!(headers.contains_key("retry-after") && body.contains("--max-in-flight"), "{body}");
-    for s in [&mut first, &mut second] {
+    for s in [&mut first, &mut second, &mut third] {
         let (code, text) = status_of(s);
         assert_eq!(code, 408, "{text}");
         assert!(text.contains("--body-timeout"), "{text}");

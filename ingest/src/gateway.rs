@@ -16,7 +16,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use pitgun_runtime::browser::{SessionClaims, SessionKey, TOKEN_PREFIX};
 use pitgun_runtime::kafka::headers as dl;
 use pitgun_runtime::quota::{client_address, retry_after_secs, Quota, MAX_CLIENTS};
@@ -430,22 +430,55 @@ impl Gateway {
     }
 
     /// Reads a body whose declared length (if any) is within `max_body`: at most that, within
-    /// `body_timeout`.
-    async fn read_body(&self, body: Body) -> Result<Bytes, Response> {
+    /// `body_timeout`, taking its share of the in-flight budget into `held` as its bytes arrive —
+    /// a client trickling a body holds what it sent, not what it might send.
+    async fn read_body(&self, body: Body, held: &mut Budget<'_>) -> Result<Bytes, Response> {
         let max = self.limits.max_body;
         let timeout = self.limits.body_timeout;
-        let Ok(read) = tokio::time::timeout(timeout, Limited::new(body, max).collect()).await else {
-            return Err(json_error(
+        let read = async {
+            let mut body = body;
+            let (mut chunks, mut len) = (Vec::<Bytes>::new(), 0);
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| json_error(StatusCode::BAD_REQUEST, "malformed_body", format!("cannot read the body: {e}")))?;
+                let Ok(data) = frame.into_data() else { continue };
+                len += data.len();
+                if len > max {
+                    return Err(too_large(max, None));
+                }
+                if !held.cover(len) {
+                    return Err(self.busy());
+                }
+                chunks.push(data);
+            }
+            // A body in one chunk (the usual case) is kept as it came, not copied.
+            Ok(match chunks.len() {
+                1 => chunks.pop().expect("one chunk"),
+                _ => Bytes::from(chunks.concat()),
+            })
+        };
+        match tokio::time::timeout(timeout, read).await {
+            Ok(read) => read,
+            Err(_) => Err(json_error(
                 StatusCode::REQUEST_TIMEOUT,
                 "request_timeout",
                 format!("the body did not arrive within {} (--body-timeout); nothing was stored", humantime::format_duration(timeout)),
-            ));
-        };
-        match read {
-            Ok(c) => Ok(c.to_bytes()),
-            Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large(max, None)),
-            Err(e) => Err(json_error(StatusCode::BAD_REQUEST, "malformed_body", format!("cannot read the body: {e}"))),
+            )),
         }
+    }
+
+    /// The 503 for a full in-flight budget.
+    fn busy(&self) -> Response {
+        self.metrics.failed("in_flight");
+        let mut r = json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!(
+                "the gateway is reading as many request bytes as it may at once (--max-in-flight {} bytes); send again later",
+                self.limits.max_in_flight
+            ),
+        );
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(self.limits.retry_after_secs));
+        r
     }
 
     /// Handles one `POST /v1/envelopes`; `query` is the request's query string.
@@ -477,26 +510,14 @@ impl Gateway {
             return too_large(max, Some(n));
         }
         // The body's share of the in-flight budget, held until the answer (the decoded items and
-        // their records live as long). A compressed body may decode to `max_body`, so it is
-        // charged that much whatever it declares.
-        let share = match (encoding, declared) {
-            (batch::Encoding::Identity, Some(n)) => (n as usize).max(1),
-            _ => max,
-        };
-        let Ok(_held) = self.quotas.in_flight.try_acquire_many(share.min(u32::MAX as usize) as u32) else {
-            self.metrics.failed("in_flight");
-            let mut r = json_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                format!(
-                    "the gateway is reading as many request bytes as it may at once (--max-in-flight {} bytes); send again later",
-                    self.limits.max_in_flight
-                ),
-            );
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(self.limits.retry_after_secs));
-            return r;
-        };
-        let body = match self.read_body(body).await {
+        // their records live as long): its bytes as they arrive, then what a compressed body
+        // decodes to besides. An uncompressed body that declares its length takes that much
+        // first, so a full gateway says so before reading it.
+        let mut held = Budget { semaphore: &self.quotas.in_flight, permit: None };
+        if encoding == batch::Encoding::Identity && !held.cover(declared.unwrap_or(0) as usize) {
+            return self.busy();
+        }
+        let body = match self.read_body(body, &mut held).await {
             Ok(b) => b,
             Err(r) => return r,
         };
@@ -507,6 +528,9 @@ impl Gateway {
                 &body
             } else {
                 batch::decompress(&body, encoding, self.limits.max_body, &mut s.decoded).map_err(body_error)?;
+                if !held.cover(body.len() + s.decoded.len()) {
+                    return Err(self.busy());
+                }
                 &s.decoded
             };
             self.metrics.bytes_decoded.inc_by(decoded.len() as u64);
@@ -583,6 +607,35 @@ impl Gateway {
         .unwrap_or_default();
         let refused = checked.rejected.iter().map(|r| r.reason).collect();
         Ok(Prepared { pending, accepted: checked.valid.len(), refused, answer, started })
+    }
+}
+
+/// A request's share of the in-flight budget (`--max-in-flight` bytes), taken as it grows and
+/// given back when the request is answered.
+struct Budget<'a> {
+    semaphore: &'a tokio::sync::Semaphore,
+    permit: Option<tokio::sync::SemaphorePermit<'a>>,
+}
+
+impl Budget<'_> {
+    /// Holds at least `bytes` of the budget in all, taking what is missing; false if the
+    /// budget has not that much left.
+    fn cover(&mut self, bytes: usize) -> bool {
+        let held = self.permit.as_ref().map_or(0, |p| p.num_permits());
+        let want = u32::try_from(bytes.saturating_sub(held)).unwrap_or(u32::MAX);
+        if want == 0 {
+            return true;
+        }
+        match self.semaphore.try_acquire_many(want) {
+            Ok(more) => {
+                match &mut self.permit {
+                    Some(p) => p.merge(more),
+                    None => self.permit = Some(more),
+                }
+                true
+            }
+            Err(_) => false,
+        }
     }
 }
 

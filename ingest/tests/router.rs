@@ -255,6 +255,53 @@ fn event_ids(records: &[Record]) -> Vec<String> {
         .collect()
 }
 
+/// A body that sends its bytes, then nothing more: a client trickling a request.
+struct Stalled(Option<Vec<u8>>);
+
+impl http_body::Body for Stalled {
+    type Data = axum::body::Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        match self.0.take() {
+            Some(b) => std::task::Poll::Ready(Some(Ok(http_body::Frame::data(b.into())))),
+            None => std::task::Poll::Pending,
+        }
+    }
+}
+
+/// Slow compressed bodies hold only the bytes they sent of the in-flight budget: a client
+/// trickling gzip bodies (each could decode to --max-body) no longer takes the whole budget
+/// from everyone else until the body deadline.
+#[tokio::test]
+async fn a_slow_compressed_body_holds_only_the_bytes_it_sent() {
+    let h = Harness::new(Limits { max_in_flight: 12 << 20, ..limits() });
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let req = Request::post("/v1/envelopes")
+            .header("content-type", "application/x-ndjson")
+            .header("content-encoding", "gzip")
+            .header("authorization", format!("Bearer {}", h.web))
+            .body(Body::new(Stalled(Some(vec![0x1f, 0x8b]))))
+            .unwrap();
+        let app = router(h.gw.clone());
+        slow.push(tokio::spawn(async move { app.oneshot(req).await }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let body = ndjson(&(0..20).map(|i| envelope("slow", i)).collect::<Vec<_>>());
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(body.as_bytes()).unwrap();
+    let (status, answer) =
+        h.post_with(Some(&h.web), &[("content-type", "application/x-ndjson"), ("content-encoding", "gzip")], gz.finish().unwrap()).await;
+    assert_eq!((status, answer["accepted"].as_u64()), (StatusCode::ACCEPTED, Some(20)), "{answer}");
+    for s in slow {
+        assert!(!s.is_finished(), "the slow requests are still being read");
+        s.abort();
+    }
+}
+
 #[tokio::test]
 async fn gzip_and_zstd_bodies_are_read() {
     let h = Harness::standard();
