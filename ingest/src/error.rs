@@ -11,6 +11,12 @@ use pitgun_contracts::ContractError;
 /// What is wrong inside a keys file.
 #[derive(Debug, thiserror::Error)]
 pub enum KeysError {
+    /// A file read again found empty: `cat new > keys` empties it before writing it.
+    #[error("the file is empty, as one is while it is being written: the keys in force stay (write `[]` to revoke every key)")]
+    EmptyOnReload,
+    /// The file changed while it was read again: read once more at the next check.
+    #[error("the file changed while it was read: the keys in force stay until the next check reads it whole")]
+    ChangedWhileRead,
     /// The text is not a YAML list of entries.
     #[error("not a YAML list of {{source, sha256}} entries")]
     NotAList(#[source] serde_yaml_ng::Error),

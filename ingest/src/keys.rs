@@ -181,7 +181,16 @@ impl KeysFile {
     pub fn reload(&self) -> Result<usize> {
         let seen = stamp(&self.path);
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = seen;
+        let refuse = |source| Err(Error::Keys { path: Some(self.path.clone()), source });
+        // A file being written over in place (`cat new > keys`) is empty, then partly written, for
+        // a moment: neither may revoke keys. The next check reads it again once it has changed.
+        if seen.is_some_and(|s| s.len == 0) {
+            return refuse(KeysError::EmptyOnReload);
+        }
         let keys = ApiKeys::load(&self.path)?;
+        if stamp(&self.path) != seen {
+            return refuse(KeysError::ChangedWhileRead);
+        }
         let n = keys.len();
         *self.keys.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(keys);
         Ok(n)
@@ -361,5 +370,26 @@ mod tests {
         assert!(file.reload_if_changed().unwrap().is_err());
         assert!(file.current().source_of(&b).is_some(), "a broken version keeps the keys in force");
         assert!(file.reload_if_changed().is_none(), "and is not read again until it changes");
+    }
+
+    /// `cat new.yaml > keys.yaml` empties the file before it writes it: a check in between
+    /// must not revoke every key. An empty file keeps the keys in force; `[]` revokes them.
+    #[test]
+    fn a_file_emptied_to_be_written_again_keeps_the_keys_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.yaml");
+        let a = append_new_key(&path, "a", "now").unwrap();
+        let file = KeysFile::open(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, "").unwrap();
+        let refused = file.reload_if_changed().unwrap().unwrap_err();
+        let said = pitgun_runtime::error::Chain(&refused).to_string();
+        assert!(said.contains("empty"), "{said}");
+        assert!(file.current().source_of(&a).is_some(), "the key stays while the file is being written");
+        std::fs::write(&path, text).unwrap();
+        assert_eq!(file.reload_if_changed().unwrap().unwrap(), 1);
+        std::fs::write(&path, "[]\n").unwrap();
+        assert_eq!(file.reload_if_changed().unwrap().unwrap(), 0);
+        assert!(file.current().source_of(&a).is_none(), "[] revokes every key");
     }
 }
