@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { newAutopilot } from "../src/sim/autopilot.js";
 import { startSession } from "../src/sim/session.js";
-import { LiveSession, type Snapshot } from "../src/live/live_session.js";
+import { LiveSession, notResumable, type Snapshot } from "../src/live/live_session.js";
 import { TelemetryClient } from "../src/telemetry/client.js";
 import type { Envelope } from "../src/telemetry/envelope.js";
 import { MemoryStore } from "../src/telemetry/ports.js";
@@ -107,6 +107,34 @@ test("unsent batches survive a reload and go out from the new page", async () =>
   const seqs = up.calls.flatMap((x) => x.body.trim().split("\n").map((l) => (JSON.parse(l) as Envelope).seq));
   assert.deepEqual(seqs, Array.from({ length: 450 }, (_, i) => i + 1));
   assert.equal(b.outbox.size, 0);
+});
+
+test("a batch of an earlier session refused 401 is dropped, not fatal to the session being driven", async () => {
+  const store = new MemoryStore();
+  const clock = new ManualClock();
+  const down = scriptedGateway(clock, [], "network");
+  const before = client(clock, down.fetch, { storage: store });
+  before.push(envelope(1));
+  before.flush();
+  await clock.advance(10);
+  before.close();
+  // The next page runs a new session; the old batch's token has expired meanwhile.
+  const gw = scriptedGateway(clock, [401], 202);
+  const after = new TelemetryClient({ fetch: gw.fetch, clock, storage: store, random: () => 1 });
+  after.bind({ sessionId: "web-2", gateway: "http://gw", token: "pgs_y" });
+  await clock.advance(10);
+  assert.equal(gw.calls.length, 1);
+  assert.equal(after.outbox.size, 0, "the stale batch is dropped");
+  assert.equal(after.stats.fatal, null, "and the new session is not shown broken");
+});
+
+test("a saved race is resumed only while its token is valid and its session still open", () => {
+  const { state } = startSession({ track: "monza", car: "gt3", player: "a", laps: 1, seed: 1 });
+  const now = Date.parse("2026-12-05T10:00:00Z");
+  const snap = (expiresAt: string, savedAtMs: number): Snapshot => ({ version: 1, route, identity: { sessionId: "web-1", wallStartUs: 0, dims: { player: "a", track: "monza", car: "gt3" }, source: SOURCE }, expiresAt, sim: state, autopilot: null, savedAtMs });
+  assert.equal(notResumable(snap("2026-12-05T11:00:00Z", now - 5_000), now), null);
+  assert.match(notResumable(snap("2026-12-05T09:59:00Z", now - 5_000), now) ?? "", /expired/);
+  assert.match(notResumable(snap("2026-12-05T11:00:00Z", now - 11 * 60_000), now) ?? "", /idle/);
 });
 
 test("storage is bounded: the oldest batches are dropped and counted", async () => {

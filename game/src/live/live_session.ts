@@ -17,6 +17,24 @@ export interface Snapshot {
   expiresAt: string;
   sim: SessionState;
   autopilot: AutopilotState | null;
+  /** When it was saved (ms since the epoch); absent in snapshots of earlier pages. */
+  savedAtMs?: number;
+}
+
+/**
+ * How long a saved race may wait for a reload to resume it: the processor closes a session
+ * silent for its manifests' `idle_timeout` (10 min), and every event sent after that is late.
+ */
+export const RESUME_WITHIN_MS = 10 * 60 * 1000;
+
+/** Why a saved race cannot be resumed at `nowMs` (ms since the epoch), or null if it can. */
+export function notResumable(s: Snapshot, nowMs: number): string | null {
+  if (s.version !== 1 || s.sim.phase !== "running") return "it is not a race in progress";
+  const expires = Date.parse(s.expiresAt);
+  // A minute's margin: the first batch must still be accepted when it arrives.
+  if (Number.isFinite(expires) && expires <= nowMs + 60_000) return "its session token has expired";
+  if (s.savedAtMs !== undefined && nowMs - s.savedAtMs > RESUME_WITHIN_MS) return "it was left for longer than a session's idle timeout (10 min)";
+  return null;
 }
 
 export class LiveSession {
@@ -65,7 +83,7 @@ export class LiveSession {
     return events;
   }
 
-  snapshot(): Snapshot {
-    return { version: 1, route: this.route, identity: this.identity, expiresAt: this.expiresAt, sim: this.sim, autopilot: this.autopilot };
+  snapshot(nowMs = Date.now()): Snapshot {
+    return { version: 1, route: this.route, identity: this.identity, expiresAt: this.expiresAt, sim: this.sim, autopilot: this.autopilot, savedAtMs: nowMs };
   }
 }

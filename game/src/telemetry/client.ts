@@ -3,7 +3,8 @@
  * outbox, and sent one batch at a time, in order, to `{gateway}/v1/envelopes`.
  *
  * - 202: done (rejected envelopes are logged). 422: none accepted; logged, not resent.
- * - 401/403: the token or session is wrong; not resent, surfaced as `fatal`.
+ * - 401/403: the token or session is wrong; not resent, surfaced as `fatal` when the batch is of
+ *   the session being driven (one left from an earlier page's session is only logged).
  * - 413: split in two and resent. 429/503/5xx/network error: the same batch again after an
  *   exponential backoff with jitter (capped at 10 s, or the server's Retry-After).
  * - pagehide: everything left goes by `sendBeacon` and also stays in the outbox; the engine
@@ -207,7 +208,8 @@ export class TelemetryClient {
     if (status === 422 || status === 401 || status === 403 || (status >= 400 && status < 500 && status !== 408 && status !== 429)) {
       this.stats.failures++;
       const message = `gateway ${status} for ${batch.count} events of ${batch.sessionId}: ${text.slice(0, 300)}`;
-      if (status === 401 || status === 403) this.stats.fatal = message;
+      // A batch left from an earlier session (its token expired since) says nothing of this one.
+      if ((status === 401 || status === 403) && batch.sessionId === this.route?.sessionId) this.stats.fatal = message;
       this.o.log(message);
       this.outbox.remove(batch.id);
       return;

@@ -11,7 +11,7 @@ import { CARS, TRACKS } from "../sim/data.js";
 import { currentLapUs, startSession, STEP_HZ, type LapRecord } from "../sim/session.js";
 import { circuit } from "../sim/track.js";
 import { FrameMeter } from "../live/frame_meter.js";
-import { LiveSession, type Snapshot } from "../live/live_session.js";
+import { LiveSession, notResumable, type Snapshot } from "../live/live_session.js";
 import { createSessionPatiently, sourceOf } from "../telemetry/api.js";
 import { TelemetryClient } from "../telemetry/client.js";
 import { gzip, systemClock, type HttpFetch } from "../telemetry/ports.js";
@@ -84,7 +84,9 @@ async function start(player: string, track: string, car: string, laps: number): 
     live = new LiveSession({ sessionId: grant.session_id, gateway, token: grant.token }, identity, state, client,
       autopilotSeed !== null ? newAutopilot(autopilotSeed) : null, grant.expires_at);
     live.report(events);
-    saveSnapshot();
+    // Into the outbox first, then the snapshot (the flush saves it): a reload resumes after
+    // events that are stored, never past a session_start still in memory.
+    client.flush();
     race();
   } catch (e) {
     pageState = "error";
@@ -189,7 +191,11 @@ function resumeSaved(): boolean {
   if (!raw) return false;
   try {
     const snap = JSON.parse(raw) as Snapshot;
-    if (snap.version !== 1 || snap.sim.phase !== "running") throw new Error("not resumable");
+    const why = notResumable(snap, Date.now());
+    if (why) {
+      $("start-error").textContent = `The race left unfinished was not resumed: ${why}. Start a new one.`;
+      throw new Error(why);
+    }
     live = LiveSession.resume(snap, client);
     race();
     return true;
