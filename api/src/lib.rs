@@ -97,7 +97,7 @@ pub async fn serve(cfg: Config) -> Result<()> {
         }
         app = app.merge(routes::game(dir));
     }
-    let app = app.layer(cors);
+    let app = routes::method_not_allowed(app).layer(cors);
     let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|source| Error::Listen { addr: cfg.listen, source })?;
     // Before the line that says the API serves: a stop asked for after it is heard.
     let signal = pitgun_runtime::stop::stop_signal()?;

@@ -92,11 +92,16 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/v1/sessions", post(new_session))
         .route("/v1/sessions/{session}/performance", get(session_performance))
         .route("/openapi.json", get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }))
-        .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
-            (StatusCode::METHOD_NOT_ALLOWED, Json(json!({ "error": pitgun_runtime::http::method_not_allowed(&method, uri.path()) })))
-        })
         .fallback(|| async { Failure::NotFound("no such endpoint; see /openapi.json".into()) })
         .with_state(api)
+}
+
+/// Answers a method a route does not take as the API's other errors are answered. Call it on
+/// the whole router: it covers only the routes added before it.
+pub fn method_not_allowed(app: Router) -> Router {
+    app.method_not_allowed_fallback(|method: Method, uri: Uri| async move {
+        (StatusCode::METHOD_NOT_ALLOWED, Json(json!({ "error": pitgun_runtime::http::method_not_allowed(&method, uri.path()) })))
+    })
 }
 
 /// The browser game's files at `/play/` (`/play` redirects there with its query, so the page's

@@ -181,6 +181,9 @@ fn api_endpoints_on_known_data() {
     assert!(head.contains("\r\nallow: get,head"), "{head}");
     let body: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body:?}"));
     assert!(body["error"].as_str().unwrap().contains("/v1/leaderboard does not take POST"), "{body}");
+    let (status, head, body) = http_request(&addr, "POST", "/healthz");
+    assert_eq!(status, 405, "{head}{body}");
+    assert!(body.contains("/healthz does not take POST"), "the health routes answer alike: {body}");
     // Values are bound, never spliced into SQL.
     let (status, body) = get(&addr, &format!("/v1/runs?player={}", urlencode("x' OR '1'='1")));
     assert_eq!((status, body["runs"].as_array().unwrap().len()), (200, 0), "{body}");

@@ -131,7 +131,7 @@ impl AliasIndex {
 
     /// Aliases the overlap rule leaves unused, in dictionary order. A specific range before a
     /// general one (`=1.4.1` before `>=1.0`) is an override, not this: the general one still
-    /// takes the other versions.
+    /// takes the other versions. Ranges naming a pre-release are left out (not judged).
     pub fn never_used(&self) -> Vec<NeverUsed> {
         let mut unused = Vec::new();
         for positions in self.by_producer.values() {
@@ -141,8 +141,13 @@ impl AliasIndex {
                 if earlier.is_empty() {
                     continue;
                 }
-                let reqs = std::iter::once(alias).chain(earlier.iter().copied()).map(|a| &a.versions);
-                let versions: Vec<semver::Version> = boundary_versions(reqs).into_iter().filter(|v| alias.versions.matches(v)).collect();
+                let reqs = || std::iter::once(alias).chain(earlier.iter().copied()).map(|a| &a.versions);
+                // Ranges naming a pre-release are not judged: a pre-release is matched as its
+                // release too, and the boundaries below are releases only.
+                if reqs().flat_map(|r| &r.comparators).any(|c| !c.pre.is_empty()) {
+                    continue;
+                }
+                let versions: Vec<semver::Version> = boundary_versions(reqs()).into_iter().filter(|v| alias.versions.matches(v)).collect();
                 // A range of pre-releases only is not judged here.
                 if versions.is_empty() || !versions.iter().all(|v| earlier.iter().any(|e| e.versions.matches(v))) {
                     continue;
@@ -262,6 +267,22 @@ mod tests {
             index.never_used(),
             vec![NeverUsed { metric: last, alias: n - 4, covered_by: vec![(0, 0)] }, NeverUsed { metric: last, alias: n - 3, covered_by: by_two }]
         );
+    }
+
+    #[test]
+    fn a_range_naming_a_pre_release_is_not_judged() {
+        // `1.5.0-beta.1` reaches the later alias (the earlier range takes neither it nor 1.5.0).
+        let mut dict = racing();
+        let first = dict.metrics[0].aliases[0].clone();
+        dict.metrics[0].aliases[0].versions = ">=1.0.0, <1.5.0".into();
+        dict.metrics[1].aliases.push(Alias { versions: ">=1.0.0, <1.5.0-rc.1".into(), ..first.clone() });
+        let index = AliasIndex::new(&dict).unwrap();
+        assert!(index
+            .admitted(&first.producer, "1.5.0-beta.1")
+            .unwrap()
+            .iter()
+            .any(|&i| (index.all()[i].metric, index.all()[i].channel.as_ref()) == (1, first.channel.as_str())));
+        assert_eq!(index.never_used(), vec![]);
     }
 
     #[test]

@@ -503,12 +503,11 @@ impl<S: SessionStore> Engine<S> {
             let jump = plan.max_jump_us;
             let far = |t: i64, wm: i64| t.saturating_sub(wm) > jump || wm.saturating_sub(t) > jump;
             // A far event may carry the clock the session goes on with only while no window has
-            // counted anything and the session has not ended; one ahead, only if it came before
-            // the driver's clock saw the session silent for idle_timeout: after a silence that
-            // long the stream has expired the session, and later events are a session gone
-            // quiet, not a clock being set. (No silence makes later events earlier.)
+            // counted anything and the session has not ended. What is far is the manifest's
+            // max_clock_jump: beyond it a difference in event time is a clock's, not a silence
+            // (the rule reads event times only, so replay and the stream restart the same
+            // sessions).
             let open = !session.settled(plan) && session.end.is_none();
-            let silent = now_us.saturating_sub(session.last_activity) > plan.idle_us;
             // A resent copy of an event taken is no news of the clock: it leaves a held event be.
             let copy = session.held.is_some() && session.seen.contains(id_hash(ev.event_id));
             if let Some(held) = session.held.as_mut().filter(|_| !copy) {
@@ -529,7 +528,7 @@ impl<S: SessionStore> Engine<S> {
                 core.stats.rejected[Reason::ClockJump as usize] += 1;
                 out.push(Output::Rejected(held.note(ev.session_id, detail)));
             }
-            if open && !copy && far(ev.time_us, wm) && (ev.time_us < wm || !silent) {
+            if open && !copy && far(ev.time_us, wm) {
                 session.held = Some(Held::of(ev));
                 return;
             }

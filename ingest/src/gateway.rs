@@ -43,9 +43,9 @@ pub struct Limits {
     pub max_batch: usize,
     /// Largest item (one envelope's JSON); larger ones are refused by index with `too_large`.
     pub max_item: usize,
-    /// Bytes of request bodies being read or handled at once (each counted at its declared
-    /// length, or `max_body` when compressed or without one); beyond, 503 at once. At least
-    /// `max_body`.
+    /// Bytes of request bodies being read or handled at once (each counted by the bytes it has
+    /// sent, an uncompressed one by its declared length first, plus what a compressed one
+    /// decodes to; one request counts at most all of it); beyond, 503. At least `max_body`.
     pub max_in_flight: usize,
     /// How long a request's body may take to arrive; then 408.
     pub body_timeout: Duration,
@@ -184,12 +184,13 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .route("/manifests", definitions.clone())
         .route("/manifests/{name}/{version}", definitions.clone())
         .route("/manifests/{name}/{version}/contract", definitions)
-        .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
-            json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", pitgun_runtime::http::method_not_allowed(&method, uri.path()))
-        })
         .fallback(|uri: Uri| async move { json_error(StatusCode::NOT_FOUND, "not_found", format!("no route {}", uri.path())) })
         .with_state(gw.clone())
         .merge(routes(gw.health.clone()))
+        // After every route is added: it covers only those before it.
+        .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
+            json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", pitgun_runtime::http::method_not_allowed(&method, uri.path()))
+        })
         .layer(axum::middleware::from_fn_with_state(gw.limits.max_header_bytes, bound_headers))
         .layer(gw.browsers.cors.clone())
 }
@@ -513,7 +514,7 @@ impl Gateway {
         // their records live as long): its bytes as they arrive, then what a compressed body
         // decodes to besides. An uncompressed body that declares its length takes that much
         // first, so a full gateway says so before reading it.
-        let mut held = Budget { semaphore: &self.quotas.in_flight, permit: None };
+        let mut held = Budget { semaphore: &self.quotas.in_flight, whole: self.limits.max_in_flight, permit: None };
         if encoding == batch::Encoding::Identity && !held.cover(declared.unwrap_or(0) as usize) {
             return self.busy();
         }
@@ -614,13 +615,17 @@ impl Gateway {
 /// given back when the request is answered.
 struct Budget<'a> {
     semaphore: &'a tokio::sync::Semaphore,
+    /// The whole budget: one request holds at most all of it (a compressed body and what it
+    /// decodes to may together exceed it, and would otherwise never be let in).
+    whole: usize,
     permit: Option<tokio::sync::SemaphorePermit<'a>>,
 }
 
 impl Budget<'_> {
-    /// Holds at least `bytes` of the budget in all, taking what is missing; false if the
-    /// budget has not that much left.
+    /// Holds at least `bytes` of the budget in all (or the whole of it), taking what is missing;
+    /// false if the budget has not that much left.
     fn cover(&mut self, bytes: usize) -> bool {
+        let bytes = bytes.min(self.whole);
         let held = self.permit.as_ref().map_or(0, |p| p.num_permits());
         let want = u32::try_from(bytes.saturating_sub(held)).unwrap_or(u32::MAX);
         if want == 0 {

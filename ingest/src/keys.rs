@@ -182,8 +182,10 @@ impl KeysFile {
         let seen = stamp(&self.path);
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = seen;
         let refuse = |source| Err(Error::Keys { path: Some(self.path.clone()), source });
-        // A file being written over in place (`cat new > keys`) is empty, then partly written, for
-        // a moment: neither may revoke keys. The next check reads it again once it has changed.
+        // A file being written over in place (`cat new > keys`) is empty for a moment, and may
+        // change while it is read: neither reading may revoke keys, and the next check reads it
+        // again. (A file cut short between two writes and still while read is not caught: write
+        // a new file and rename it over the old, as Kubernetes does with a Secret.)
         if seen.is_some_and(|s| s.len == 0) {
             return refuse(KeysError::EmptyOnReload);
         }

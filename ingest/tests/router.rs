@@ -302,6 +302,22 @@ async fn a_slow_compressed_body_holds_only_the_bytes_it_sent() {
     }
 }
 
+/// A compressed body and what it decodes to may together exceed the whole budget: such a
+/// request holds all of it, and is let in when the gateway is otherwise idle.
+#[tokio::test]
+async fn a_body_that_decodes_to_nearly_the_whole_budget_is_let_in() {
+    let h = Harness::new(Limits { max_body: 1 << 20, max_in_flight: 1 << 20, ..limits() });
+    let body = ndjson(&(1..=3300).map(|i| envelope("big", i)).collect::<Vec<_>>());
+    assert!(body.len() > 900 << 10 && body.len() < 1 << 20, "{} bytes", body.len());
+    // Stored, not compressed: the body and what it decodes to are each nearly the budget.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+    gz.write_all(body.as_bytes()).unwrap();
+    let gz = gz.finish().unwrap();
+    assert!(gz.len() + body.len() > 1 << 20 && gz.len() < 1 << 20, "together over the budget, each within --max-body");
+    let (status, answer) = h.post_with(Some(&h.web), &[("content-type", "application/x-ndjson"), ("content-encoding", "gzip")], gz).await;
+    assert_eq!((status, answer["accepted"].as_u64()), (StatusCode::ACCEPTED, Some(3300)), "{answer}");
+}
+
 #[tokio::test]
 async fn gzip_and_zstd_bodies_are_read() {
     let h = Harness::standard();
@@ -729,7 +745,7 @@ async fn definitions_are_served_with_etags() {
         assert!(body["message"].as_str().unwrap().contains(says), "{path}: {body}");
     }
     // A route asked with a method it does not take: 405, its methods in Allow, a JSON body.
-    for (method, path, allowed) in [("GET", "/v1/envelopes", "POST"), ("POST", "/dictionary", "GET,HEAD")] {
+    for (method, path, allowed) in [("GET", "/v1/envelopes", "POST"), ("POST", "/dictionary", "GET,HEAD"), ("POST", "/healthz", "GET,HEAD")] {
         let req = Request::builder().method(method).uri(path).body(Body::empty()).unwrap();
         let (status, headers, body) = h.request(req).await;
         assert_eq!(status, 405, "{method} {path}");
