@@ -18,8 +18,9 @@ pub struct RecordError {
 }
 
 /// The clock a driver passes before it has one (replay, before the first record of a group of
-/// sessions): the record's own event time stands for it. A clock of 0 there would make every
-/// session's first event look silent for decades when the next one came.
+/// sessions): the record's own event time stands for it. A clock of 0 there would start the
+/// session's idle clock in 1970, and an ended session that had one event would be closed at
+/// the next check whatever came after.
 pub const NO_CLOCK_YET: i64 = i64::MIN;
 
 /// Decode, resolve and process JSON envelopes for one plan on one thread.
