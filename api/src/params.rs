@@ -21,6 +21,28 @@ pub fn text_problem(value: &str) -> Option<String> {
     value.contains('\0').then(|| "NUL characters are not allowed".to_string())
 }
 
+/// The pairs of a query string (`application/x-www-form-urlencoded`: `+` is a space), each name
+/// and value percent-decoded and required to be UTF-8: a value that is not is refused naming its
+/// parameter, where a lossy reading would look for U+FFFD instead.
+pub fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, BadRequest> {
+    let decode = |part: &str| -> Option<String> {
+        let spaced = part.replace('+', " ");
+        percent_encoding::percent_decode_str(&spaced).decode_utf8().ok().map(|c| c.into_owned())
+    };
+    let mut pairs = Vec::new();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let Some(name) = decode(name) else {
+            return Err(BadRequest(format!("a parameter name ({name:?}) is not UTF-8 once percent-decoded")));
+        };
+        let Some(value) = decode(value) else {
+            return Err(BadRequest(format!("{name}: not UTF-8 once percent-decoded")));
+        };
+        pairs.push((name, value));
+    }
+    Ok(pairs)
+}
+
 /// The raw parameters of one request, checked against the names an endpoint takes.
 pub struct Params {
     raw: HashMap<String, String>,
@@ -123,6 +145,19 @@ impl Cursor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A value that is not UTF-8 once percent-decoded is refused naming its parameter, not
+    /// read as U+FFFD (which then matched nothing, or matched a stored U+FFFD).
+    #[test]
+    fn the_query_string_is_read_as_utf8_or_refused() {
+        let pairs = query_pairs(Some("player=Ana+Mar%C3%ADa&track=spa%26co&x")).unwrap();
+        assert_eq!(pairs, [("player".into(), "Ana María".into()), ("track".into(), "spa&co".into()), ("x".into(), String::new())]);
+        assert_eq!(query_pairs(None).unwrap(), []);
+        assert_eq!(query_pairs(Some("")).unwrap(), []);
+        let refused = query_pairs(Some("track=spa&player=%FF")).unwrap_err();
+        assert_eq!(refused.0, "player: not UTF-8 once percent-decoded");
+        assert!(query_pairs(Some("%FF=1")).unwrap_err().0.contains("a parameter name"));
+    }
 
     fn params(pairs: &[(&str, &str)], allowed: &[&str]) -> Result<Params, BadRequest> {
         Params::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), allowed)

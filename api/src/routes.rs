@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use tracing::warn;
 
 use crate::metrics::Metrics;
-use crate::params::{text_problem, BadRequest, Params};
+use crate::params::{query_pairs, text_problem, BadRequest, Params};
 use crate::performance::performance;
 use crate::sessions::{Refusal, Sessions};
 use crate::store::{RunFilter, Store};
@@ -114,14 +114,13 @@ pub fn game(dir: &std::path::Path) -> Router {
 }
 
 /// A query string as its pairs, in order: a map would keep one of a repeated name unseen.
-type QueryPairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
+type QueryPairs = RawQuery;
 
 /// The path's session id, or the rejection when it is not one (percent-decoding to non-UTF-8).
 type SessionPath = Result<Path<String>, PathRejection>;
 
-fn params(q: QueryPairs, allowed: &[&str]) -> Result<Params, Failure> {
-    let Query(raw) = q.map_err(|e| Failure::Bad(format!("cannot read the query string: {e}")))?;
-    Ok(Params::new(raw, allowed)?)
+fn params(RawQuery(q): QueryPairs, allowed: &[&str]) -> Result<Params, Failure> {
+    Ok(Params::new(query_pairs(q.as_deref())?, allowed)?)
 }
 
 fn session_id(path: SessionPath) -> Result<String, Failure> {

@@ -175,6 +175,10 @@ fn api_endpoints_on_known_data() {
         assert_eq!(status, 404, "{path}: {body}");
         assert!(body["error"].is_string());
     }
+    // A value that is not UTF-8 once percent-decoded is refused, naming it (not read as U+FFFD).
+    let (status, body) = get(&addr, "/v1/runs?player=%FF");
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("player: not UTF-8"), "{body}");
     // A route asked with a method it does not take: 405, its methods in Allow, the usual body.
     let (status, head, body) = http_request(&addr, "POST", "/v1/leaderboard");
     assert_eq!(status, 405, "{head}{body}");
