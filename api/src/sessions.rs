@@ -66,12 +66,15 @@ impl Sessions {
         let mut id = [0u8; 16];
         rand::rng().fill_bytes(&mut id);
         let sid = format!("web-{}", hex::encode(id));
-        let exp = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()).saturating_add(self.settings.ttl.as_secs());
+        let now = SystemTime::now();
+        let exp = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()).saturating_add(self.settings.ttl.as_secs());
         let token = self.settings.key.issue(&SessionClaims { sid: sid.clone(), src: BROWSER_SOURCE.into(), exp });
         Ok(json!({
             "session_id": sid,
             "token": token,
             "expires_at": humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(exp)).to_string(),
+            // The server's clock: a browser takes its event times from it, its own may be wrong.
+            "issued_at": humantime::format_rfc3339_millis(now).to_string(),
             "gateway": self.settings.gateway_url,
             "source": {"kind": "game", "id": BROWSER_SOURCE},
         }))
@@ -120,6 +123,10 @@ mod tests {
         assert_eq!(claims.sid, a["session_id"].as_str().unwrap());
         assert_eq!(claims.src, BROWSER_SOURCE);
         assert!(claims.exp > now && claims.exp <= now + 61, "{claims:?}");
+        // The server's clock, for a browser whose own is wrong: within the test's second.
+        let issued = humantime::parse_rfc3339(a["issued_at"].as_str().expect("issued_at")).unwrap();
+        let issued = issued.duration_since(UNIX_EPOCH).unwrap().as_secs();
+        assert!(issued >= now.saturating_sub(1) && issued <= now + 1, "{a}");
     }
 
     #[test]

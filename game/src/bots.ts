@@ -14,7 +14,7 @@ import { newAutopilot } from "./sim/autopilot.js";
 import { startSession, STEP_HZ } from "./sim/session.js";
 import { FrameMeter } from "./live/frame_meter.js";
 import { LiveSession } from "./live/live_session.js";
-import { createSessionPatiently, sourceOf } from "./telemetry/api.js";
+import { createSessionPatiently, sourceOf, wallStartUs } from "./telemetry/api.js";
 import { TelemetryClient } from "./telemetry/client.js";
 import { gzip, systemClock, type HttpFetch } from "./telemetry/ports.js";
 
@@ -89,7 +89,7 @@ async function main(): Promise<void> {
         const route = { sessionId: grant.session_id, gateway: args.gateway ?? grant.gateway.replace(/\/$/, ""), token: grant.token };
         const { state, events } = startSession({ track, car, player, laps: args.laps, seed: args.seed * 100_003 + i });
         const client = new TelemetryClient({ fetch: nodeFetch, clock: systemClock, compress: gzip, log });
-        const identity = { sessionId: grant.session_id, wallStartUs: Date.now() * 1000, dims: { player, track, car }, source: sourceOf(grant) };
+        const identity = { sessionId: grant.session_id, wallStartUs: wallStartUs(grant), dims: { player, track, car }, source: sourceOf(grant) };
         const live = new LiveSession(route, identity, state, client, newAutopilot(args.seed * 7919 + i));
         live.report(events);
         const now = performance.now();

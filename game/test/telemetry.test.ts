@@ -6,7 +6,7 @@ import { LiveSession, notResumable, type Snapshot } from "../src/live/live_sessi
 import { TelemetryClient } from "../src/telemetry/client.js";
 import type { Envelope } from "../src/telemetry/envelope.js";
 import { MemoryStore } from "../src/telemetry/ports.js";
-import { sourceOf } from "../src/telemetry/api.js";
+import { clockOffsetMs, sourceOf } from "../src/telemetry/api.js";
 import { SOURCE } from "../src/telemetry/channels.js";
 import { ManualClock, scriptedGateway, settle } from "./helpers.js";
 import { referenceLapTimes } from "./reference.js";
@@ -135,6 +135,24 @@ test("a saved race is resumed only while its token is valid and its session stil
   assert.equal(notResumable(snap("2026-12-05T11:00:00Z", now - 5_000), now), null);
   assert.match(notResumable(snap("2026-12-05T09:59:00Z", now - 5_000), now) ?? "", /expired/);
   assert.match(notResumable(snap("2026-12-05T11:00:00Z", now - 11 * 60_000), now) ?? "", /idle/);
+});
+
+test("event times follow the server's clock, not a browser clock set wrong", () => {
+  const grant = { session_id: "web-1", token: "pgs_x", expires_at: "2026-12-05T12:00:00Z", gateway: "http://gw", issued_at: "2026-12-05T10:00:00.000Z" };
+  // The browser's clock is 7 minutes fast: the gateway would refuse every event as future_time.
+  assert.equal(clockOffsetMs(grant, Date.parse("2026-12-05T10:07:00Z")), -7 * 60_000);
+  // An API that does not say its time leaves the browser's clock as it is.
+  assert.equal(clockOffsetMs({ ...grant, issued_at: undefined }, Date.parse("2026-12-05T10:07:00Z")), 0);
+});
+
+test("a batch refused whole (422) counts its events as refused", async () => {
+  const clock = new ManualClock();
+  const gw = scriptedGateway(clock, [422]);
+  const c = client(clock, gw.fetch);
+  for (let i = 1; i <= 3; i++) c.push(envelope(i));
+  c.flush();
+  await clock.advance(10);
+  assert.equal(c.stats.rejected, 3);
 });
 
 test("storage is bounded: the oldest batches are dropped and counted", async () => {

@@ -7,8 +7,26 @@ export interface SessionGrant {
   token: string;
   expires_at: string;
   gateway: string;
+  /** The server's clock when it issued the session (absent from older APIs). */
+  issued_at?: string;
   /** The source the token sends for (kind and id); the version is the game's own. */
   source?: { kind: string; id: string };
+}
+
+/**
+ * What to add to the browser's clock (ms) to read the server's, from a grant received at
+ * `receivedMs` of the browser's clock: event times come from the browser, and one set minutes
+ * fast would have every event refused as `future_time`. Off by at most the request's round trip;
+ * 0 when the API does not say its time.
+ */
+export function clockOffsetMs(grant: SessionGrant, receivedMs: number): number {
+  const server = grant.issued_at ? Date.parse(grant.issued_at) : NaN;
+  return Number.isFinite(server) ? server - receivedMs : 0;
+}
+
+/** A session's wall-clock start (µs since the epoch) on the server's clock, at `nowMs` of the browser's. */
+export function wallStartUs(grant: SessionGrant, nowMs = Date.now()): number {
+  return Math.round(nowMs + clockOffsetMs(grant, nowMs)) * 1000;
 }
 
 /** The envelopes' source: the one the token was issued for, at this game's version. */

@@ -207,6 +207,7 @@ export class TelemetryClient {
     }
     if (status === 422 || status === 401 || status === 403 || (status >= 400 && status < 500 && status !== 408 && status !== 429)) {
       this.stats.failures++;
+      if (status === 422) this.stats.rejected += batch.count;
       const message = `gateway ${status} for ${batch.count} events of ${batch.sessionId}: ${text.slice(0, 300)}`;
       // A batch left from an earlier session (its token expired since) says nothing of this one.
       if ((status === 401 || status === 403) && batch.sessionId === this.route?.sessionId) this.stats.fatal = message;

@@ -12,7 +12,7 @@ import { currentLapUs, startSession, STEP_HZ, type LapRecord } from "../sim/sess
 import { circuit } from "../sim/track.js";
 import { FrameMeter } from "../live/frame_meter.js";
 import { LiveSession, notResumable, type Snapshot } from "../live/live_session.js";
-import { createSessionPatiently, sourceOf } from "../telemetry/api.js";
+import { createSessionPatiently, sourceOf, wallStartUs } from "../telemetry/api.js";
 import { TelemetryClient } from "../telemetry/client.js";
 import { gzip, systemClock, type HttpFetch } from "../telemetry/ports.js";
 import { lapClock } from "./format.js";
@@ -80,7 +80,8 @@ async function start(player: string, track: string, car: string, laps: number): 
     const gateway = grant.gateway.replace(/\/$/, "");
     const seed = autopilotSeed ?? Math.floor(Math.random() * 2 ** 31);
     const { state, events } = startSession({ track, car, player, laps, seed });
-    const identity = { sessionId: grant.session_id, wallStartUs: Date.now() * 1000, dims: { player, track, car }, source: sourceOf(grant) };
+    // Event times on the server's clock: a browser's clock may be minutes off.
+    const identity = { sessionId: grant.session_id, wallStartUs: wallStartUs(grant), dims: { player, track, car }, source: sourceOf(grant) };
     live = new LiveSession({ sessionId: grant.session_id, gateway, token: grant.token }, identity, state, client,
       autopilotSeed !== null ? newAutopilot(autopilotSeed) : null, grant.expires_at);
     live.report(events);
@@ -173,8 +174,8 @@ function hud(session: LiveSession): void {
   $("hud-pit").textContent = car.pit === "stopped" ? "PIT STOP — servicing" : car.pit !== "out" ? "PIT LIMITER 80" : car.pitRequested ? "PIT this lap" : car.offTrack ? "OFF TRACK" : "";
   const st = client.stats;
   const net = $("hud-net");
-  net.textContent = `telemetry: ${client.outbox.size} batches queued · rtt ${Math.round(st.lastRttMs)} ms${client.outbox.dropped ? ` · ${client.outbox.dropped} dropped` : ""}${st.fatal ? ` · ${st.fatal}` : ""}`;
-  net.classList.toggle("bad", !!st.fatal || client.outbox.size > 5);
+  net.textContent = `telemetry: ${client.outbox.size} batches queued · rtt ${Math.round(st.lastRttMs)} ms${client.outbox.dropped ? ` · ${client.outbox.dropped} dropped` : ""}${st.rejected ? ` · ${st.rejected} refused by the gateway` : ""}${st.fatal ? ` · ${st.fatal}` : ""}`;
+  net.classList.toggle("bad", !!st.fatal || !!st.rejected || client.outbox.size > 5);
 }
 
 async function finish(session: LiveSession): Promise<void> {
