@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { newAutopilot } from "../src/sim/autopilot.js";
 import { startSession } from "../src/sim/session.js";
-import { LiveSession, notResumable, type Snapshot } from "../src/live/live_session.js";
+import { LiveSession, MAX_AHEAD_MS, notResumable, type Snapshot } from "../src/live/live_session.js";
 import { TelemetryClient } from "../src/telemetry/client.js";
 import type { Envelope } from "../src/telemetry/envelope.js";
 import { MemoryStore } from "../src/telemetry/ports.js";
@@ -251,4 +251,38 @@ test("envelopes name the source the token was issued for, at the game's own vers
   assert.deepEqual(sourceOf(grant), { kind: "game", id: "pitgun-web", version: SOURCE.version });
   assert.match(SOURCE.version, /^1\.\d+\.\d+$/, "a 1.x version: the dictionary's pitgun-web 1.x aliases apply");
   assert.deepEqual(sourceOf({ ...grant, source: undefined }), SOURCE);
+});
+
+test("a fast-forwarded race runs ahead of the server's clock by at most MAX_AHEAD_MS, then in real time", () => {
+  // `?autopilot=1&speed=60`: 60 steps a frame is a minute of race a wall-clock second. Event
+  // times are the race's, so unchecked they pass the gateway's future skew (5 min) within
+  // seconds and every later event is refused as future_time. The browser's clock is 7 min slow.
+  const offsetMs = 7 * 60_000;
+  let browserMs = Date.parse("2026-12-05T10:00:00Z");
+  const serverNowUs = () => (browserMs + offsetMs) * 1000;
+  const sent: Envelope[] = [];
+  const sink = { bind() {}, push(e: Envelope) { sent.push(e); } } as unknown as TelemetryClient;
+  const { state, events } = startSession({ track: "monza", car: "gt3", player: "a", laps: 5, seed: 9 });
+  const live = new LiveSession(route, { sessionId: route.sessionId, wallStartUs: serverNowUs(), dims: { player: "a", track: "monza", car: "gt3" } }, state, sink, newAutopilot(9), "", offsetMs);
+  live.report(events);
+  const driver = live.driver({ inputs: () => ({ throttle: 0, brake: 0, steer: 0, pit: false }) });
+  let worstAheadUs = 0;
+  let frames = 0;
+  const firstSecond: number[] = [];
+  while (live.sim.phase === "running") {
+    browserMs += 1000 / 60;
+    const steps = live.stepsThisFrame(1, 60, browserMs);
+    if (frames < 60) firstSecond.push(steps);
+    const from = sent.length;
+    live.frame(steps, driver);
+    for (const e of sent.slice(from)) worstAheadUs = Math.max(worstAheadUs, e.time_us - serverNowUs());
+    frames++;
+  }
+  assert.deepEqual(firstSecond, Array(60).fill(60), "fast-forward runs at the speed asked while far from the limit");
+  assert.ok(worstAheadUs <= MAX_AHEAD_MS * 1000, `an event ${worstAheadUs / 1e6} s ahead of the server's clock`);
+  assert.ok(worstAheadUs > MAX_AHEAD_MS * 1000 - 2_000_000, `held back too early: at most ${worstAheadUs / 1e6} s ahead`);
+  assert.equal(live.sim.completed.length, 5);
+  // A resumed race keeps the offset: still held to the server's clock.
+  const again = LiveSession.resume(live.snapshot(browserMs), sink);
+  assert.equal(again.stepsThisFrame(1, 60, browserMs), 1);
 });

@@ -5,7 +5,7 @@
  */
 import { autopilotDriver, type AutopilotState } from "../sim/autopilot.js";
 import type { SimEvent } from "../sim/metrics.js";
-import { advanceFrame, endSession, healthEvent, type Driver, type SessionState } from "../sim/session.js";
+import { advanceFrame, endSession, healthEvent, simUs, STEP_HZ, type Driver, type SessionState } from "../sim/session.js";
 import type { TelemetryClient } from "../telemetry/client.js";
 import { toEnvelope, type SessionIdentity } from "../telemetry/envelope.js";
 import type { Route } from "../telemetry/outbox.js";
@@ -19,7 +19,16 @@ export interface Snapshot {
   autopilot: AutopilotState | null;
   /** When it was saved (ms since the epoch); absent in snapshots of earlier pages. */
   savedAtMs?: number;
+  /** What to add to the browser's clock to read the server's (`clockOffsetMs`); absent: 0. */
+  clockOffsetMs?: number;
 }
+
+/**
+ * How far a fast-forwarded race (`?speed=K`) may run ahead of the server's clock. Event times
+ * are the race's own, and the gateway refuses events more than its `--max-future-skew`
+ * (default 5 min) ahead: a minute's margin under it, then the race goes on in real time.
+ */
+export const MAX_AHEAD_MS = 4 * 60_000;
 
 /**
  * How long a saved race may wait for a reload to resume it: the processor closes a session
@@ -45,12 +54,24 @@ export class LiveSession {
     readonly client: TelemetryClient,
     readonly autopilot: AutopilotState | null,
     readonly expiresAt = "",
+    readonly clockOffsetMs = 0,
   ) {
     client.bind(route);
   }
 
   static resume(s: Snapshot, client: TelemetryClient): LiveSession {
-    return new LiveSession(s.route, s.identity, s.sim, client, s.autopilot, s.expiresAt);
+    return new LiveSession(s.route, s.identity, s.sim, client, s.autopilot, s.expiresAt, s.clockOffsetMs ?? 0);
+  }
+
+  /**
+   * Physics steps for a frame at `nowMs` (browser clock): the `realTime` steps that keep up with
+   * the wall clock, or up to `fastForward` while the race stays within MAX_AHEAD_MS of the
+   * server's clock.
+   */
+  stepsThisFrame(realTime: number, fastForward: number, nowMs: number): number {
+    const aheadUs = this.identity.wallStartUs + simUs(this.sim) - (nowMs + this.clockOffsetMs) * 1000;
+    const room = Math.floor(((MAX_AHEAD_MS * 1000 - aheadUs) * STEP_HZ) / 1e6);
+    return Math.max(realTime, Math.min(fastForward, room));
   }
 
   /** The autopilot when it drives, else the given driver. */
@@ -84,6 +105,6 @@ export class LiveSession {
   }
 
   snapshot(nowMs = Date.now()): Snapshot {
-    return { version: 1, route: this.route, identity: this.identity, expiresAt: this.expiresAt, sim: this.sim, autopilot: this.autopilot, savedAtMs: nowMs };
+    return { version: 1, route: this.route, identity: this.identity, expiresAt: this.expiresAt, sim: this.sim, autopilot: this.autopilot, savedAtMs: nowMs, clockOffsetMs: this.clockOffsetMs };
   }
 }

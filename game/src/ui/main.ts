@@ -1,7 +1,8 @@
 /**
  * The page: start screen, race loop, HUD and results. The sim runs in fixed 60 Hz steps; each
- * animation frame runs the steps that catch up with wall time (or K steps with `?speed=K`) and
- * sends one sample. Event times are sim times, so fast-forward and pauses never bend lap times.
+ * animation frame runs the steps that catch up with wall time (or K steps with `?speed=K`, until
+ * the race is MAX_AHEAD_MS ahead of the server's clock) and sends one sample. Event times are sim
+ * times, so fast-forward and pauses never bend lap times.
  *
  * Query: `?api=` API base (default: same origin), `?autopilot=SEED&speed=K`,
  * `?player=&track=&car=&laps=` preselect and start.
@@ -12,7 +13,7 @@ import { currentLapUs, startSession, STEP_HZ, type LapRecord } from "../sim/sess
 import { circuit } from "../sim/track.js";
 import { FrameMeter } from "../live/frame_meter.js";
 import { LiveSession, notResumable, type Snapshot } from "../live/live_session.js";
-import { createSessionPatiently, sourceOf, wallStartUs } from "../telemetry/api.js";
+import { clockOffsetMs, createSessionPatiently, sourceOf, wallStartUs } from "../telemetry/api.js";
 import { TelemetryClient } from "../telemetry/client.js";
 import { gzip, systemClock, type HttpFetch } from "../telemetry/ports.js";
 import { lapClock } from "./format.js";
@@ -81,9 +82,10 @@ async function start(player: string, track: string, car: string, laps: number): 
     const seed = autopilotSeed ?? Math.floor(Math.random() * 2 ** 31);
     const { state, events } = startSession({ track, car, player, laps, seed });
     // Event times on the server's clock: a browser's clock may be minutes off.
-    const identity = { sessionId: grant.session_id, wallStartUs: wallStartUs(grant), dims: { player, track, car }, source: sourceOf(grant) };
+    const nowMs = Date.now();
+    const identity = { sessionId: grant.session_id, wallStartUs: wallStartUs(grant, nowMs), dims: { player, track, car }, source: sourceOf(grant) };
     live = new LiveSession({ sessionId: grant.session_id, gateway, token: grant.token }, identity, state, client,
-      autopilotSeed !== null ? newAutopilot(autopilotSeed) : null, grant.expires_at);
+      autopilotSeed !== null ? newAutopilot(autopilotSeed) : null, grant.expires_at, clockOffsetMs(grant, nowMs));
     live.report(events);
     // Into the outbox first, then the snapshot (the flush saves it): a reload resumes after
     // events that are stored, never past a session_start still in memory.
@@ -124,7 +126,7 @@ function race(): void {
     owedMs = Math.min(owedMs + dtMs, 250);
     let steps = Math.floor((owedMs * STEP_HZ) / 1000);
     owedMs -= (steps * 1000) / STEP_HZ;
-    if (session.autopilot) steps = speed;
+    if (session.autopilot) steps = session.stepsThisFrame(steps, speed, Date.now());
     const events = session.frame(steps, session.driver(human));
     for (const e of events) if (e.kind === "lap") lapList.append(lapItem(session.sim.completed[session.sim.completed.length - 1]));
     if (now - lastHealth >= 1000) {
