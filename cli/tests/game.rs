@@ -309,8 +309,8 @@ struct PageRun {
     leaderboard: Vec<String>,
 }
 
-fn read_page(browser: &mut Browser) -> PageRun {
-    let page = browser.ask(json!({"read": true}));
+fn read_page(browser: &mut Browser, tab: u32) -> PageRun {
+    let page = browser.ask(json!({"read": true, "tab": tab}));
     let laps = |key: &str, field: &str| -> Vec<Value> {
         let mut v: Vec<Value> = page[key].as_array().unwrap_or_else(|| panic!("{key} in {page}")).clone();
         v.sort_by_key(|l| l["lap"].as_i64().unwrap());
@@ -371,7 +371,7 @@ fn three_autopilot_laps_in_chromium_equal_the_apis_run() {
     browser.ask(json!({"wait": "lap", "n": 1, "timeout_s": 120}));
     screenshot(&mut browser, "game.png");
     browser.ask(json!({"wait": "results", "timeout_s": 240}));
-    let page = read_page(&mut browser);
+    let page = read_page(&mut browser, 0);
     let api = api_laps(&stack.api, &page.session, 3);
     assert_same_laps(&page, &api, "three laps");
     assert_eq!(page.results_s.len(), api.len(), "the results screen lists each lap");
@@ -409,7 +409,7 @@ fn a_gateway_outage_and_a_reload_mid_session_lose_and_double_nothing() {
     assert!(seen["responses503"].as_u64() > Some(0) && seen["networkErrors"].as_u64() > Some(0), "the page met both kinds of outage: {seen}");
     browser.ask(json!({"reload": true, "timeout_s": 60}));
     browser.ask(json!({"wait": "results", "timeout_s": 240}));
-    let page = read_page(&mut browser);
+    let page = read_page(&mut browser, 0);
     let api = api_laps(&stack.api, &page.session, 3);
     assert_same_laps(&page, &api, "outage and reload");
     let rows = psql(
@@ -419,6 +419,44 @@ fn a_gateway_outage_and_a_reload_mid_session_lose_and_double_nothing() {
     assert!(rows.trim().is_empty(), "a lap is stored twice: {rows}");
     let laps = psql(&stack.pg, &format!("SELECT laps FROM runs WHERE session_id = '{}'", page.session));
     assert_eq!(laps.trim(), "3", "the run counts 3 laps");
+}
+
+/// A second tab opened on a race in progress waits (it neither resumes the saved race nor sends
+/// its stored batches) and takes the race over when the first tab closes: the run is complete,
+/// no lap doubled, and its laps are the second tab's.
+#[test]
+fn a_second_tab_waits_while_the_first_drives_and_takes_the_race_over_when_it_closes() {
+    let seed = seed("game-two-tabs") + 2;
+    let stack = start_stack("game_two_tabs");
+    let mut browser = Browser::start();
+    let url = page_url(&stack, "cy", seed);
+    browser.ask(json!({"open": url}));
+    browser.ask(json!({"wait": "lap", "n": 1, "timeout_s": 120}));
+    browser.ask(json!({"open": url, "tab": 1}));
+    // The page settles which tab drives as it starts: give it a moment to (wrongly) start racing.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let second = loop {
+        let second = browser.ask(json!({"read": true, "tab": 1}));
+        if second["state"] != json!("start") || Instant::now() > deadline {
+            break second;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(second["state"], json!("elsewhere"), "the second tab waits for the first: {second}");
+    assert_eq!(second["session"], Value::Null, "the second tab drives no session: {second}");
+    let first = browser.ask(json!({"read": true}));
+    assert_eq!(first["state"], json!("racing"), "the first tab races on: {first}");
+    browser.ask(json!({"close": true}));
+    browser.ask(json!({"wait": "results", "tab": 1, "timeout_s": 240}));
+    let page = read_page(&mut browser, 1);
+    assert_eq!(json!(page.session), first["session"], "the second tab took over the first tab's race");
+    let api = api_laps(&stack.api, &page.session, 3);
+    assert_same_laps(&page, &api, "two tabs");
+    let rows = psql(
+        &stack.pg,
+        &format!("SELECT lap, count(*) FROM lap_performance_v1 WHERE session_id = '{}' GROUP BY lap HAVING count(*) > 1", page.session),
+    );
+    assert!(rows.trim().is_empty(), "a lap is stored twice: {rows}");
 }
 
 /// POST with an empty body; the status and the whole answer.

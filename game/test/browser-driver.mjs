@@ -3,6 +3,7 @@
 // messages and errors go to stderr. Never downloads a browser.
 //
 //   {"open": URL}                         load the page
+//   {"close": true}                       close the page (as a user closes its tab)
 //   {"wait": "lap", "n": N, "timeout_s"}  until the page's lap timer lists lap N
 //   {"wait": "results", "timeout_s"}      until the results screen is ready
 //   {"reload": true}                      reload (the page resumes its session)
@@ -10,6 +11,9 @@
 //                                         leaderboard, the telemetry client's counters
 //   {"screenshot": PATH}                  a PNG of the page
 //   {"quit": true}
+//
+// "tab": N on a command picks the page it acts on (default 0); opening tab N makes it, in the
+// same browser context as the others (one origin's storage and locks, as tabs of one window).
 
 import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
@@ -19,14 +23,28 @@ const browser = await chromium.launch({
   args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
     "--disable-sync", "--no-first-run"],
 });
-const page = await browser.newPage({ viewport: { width: 1280, height: 720 } });
-page.on("console", (m) => process.stderr.write(`console.${m.type()}: ${m.text()}\n`));
-page.on("pageerror", (e) => process.stderr.write(`pageerror: ${e.message}\n`));
+const context = await browser.newContext({ viewport: { width: 1280, height: 720 } });
+const tabs = [];
+
+async function tab(n) {
+  if (!tabs[n]) {
+    const page = await context.newPage();
+    page.on("console", (m) => process.stderr.write(`tab ${n} console.${m.type()}: ${m.text()}\n`));
+    page.on("pageerror", (e) => process.stderr.write(`tab ${n} pageerror: ${e.message}\n`));
+    tabs[n] = page;
+  }
+  return tabs[n];
+}
 
 async function run(cmd) {
   const ms = (cmd.timeout_s ?? 60) * 1000;
+  const page = await tab(cmd.tab ?? 0);
   if (cmd.open) {
     await page.goto(cmd.open, { timeout: ms });
+    return {};
+  }
+  if (cmd.close) {
+    await page.close({ runBeforeUnload: true });
     return {};
   }
   if (cmd.wait === "lap") {
@@ -43,6 +61,7 @@ async function run(cmd) {
   }
   if (cmd.read) {
     return await page.evaluate(() => ({
+      state: window.pitgun.state(),
       session: window.pitgun.sessionId(),
       laps: [...document.querySelectorAll("#lap-times li[data-lap]")].map((li) => ({ lap: Number(li.dataset.lap), us: Number(li.dataset.us) })),
       results: [...document.querySelectorAll("#results-laps li[data-lap]")].map((li) => ({

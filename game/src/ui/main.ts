@@ -22,6 +22,7 @@ import { TrackView } from "./render.js";
 import { showResults } from "./results.js";
 
 const RUN_KEY = "pitgun.run";
+const RACE_LOCK = "pitgun.race";
 const params = new URLSearchParams(location.search);
 const api = (params.get("api") ?? "").replace(/\/$/, "");
 const autopilotSeed = params.has("autopilot") ? Number(params.get("autopilot")) || 1 : null;
@@ -29,7 +30,7 @@ const speed = Math.max(1, Math.min(600, Number(params.get("speed") ?? 1) || 1));
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const httpFetch: HttpFetch = (url, init) => fetch(url, init as RequestInit);
 
-type PageState = "start" | "connecting" | "racing" | "finishing" | "results" | "error";
+type PageState = "elsewhere" | "start" | "connecting" | "racing" | "finishing" | "results" | "error";
 let pageState: PageState = "start";
 let live: LiveSession | null = null;
 
@@ -42,27 +43,58 @@ function saveSnapshot(): void {
   }
 }
 
-const client = new TelemetryClient({
-  fetch: httpFetch,
-  clock: systemClock,
-  storage: localStorage,
-  compress: typeof CompressionStream === "function" ? gzip : null,
-  beacon: (url, body) => navigator.sendBeacon(url, body),
-  onFlush: saveSnapshot,
-  log: (m) => console.warn(`[pitgun] ${m}`),
-});
+/** Opened once this tab drives (`whenThisTabDrives`): it reads and writes the stored outbox. */
+let client: TelemetryClient;
+
+function openClient(): TelemetryClient {
+  return new TelemetryClient({
+    fetch: httpFetch,
+    clock: systemClock,
+    storage: localStorage,
+    compress: typeof CompressionStream === "function" ? gzip : null,
+    beacon: (url, body) => navigator.sendBeacon(url, body),
+    onFlush: saveSnapshot,
+    log: (m) => console.warn(`[pitgun] ${m}`),
+  });
+}
 
 (window as unknown as { pitgun: unknown }).pitgun = {
   state: () => pageState,
   sessionId: () => live?.route.sessionId ?? null,
   laps: () => live?.sim.completed.map((l) => ({ lap: l.lap, us: l.endUs - l.startUs })) ?? [],
-  telemetry: () => ({ ...client.stats, queuedBatches: client.outbox.size, droppedBatches: client.outbox.dropped }),
+  telemetry: () => (client ? { ...client.stats, queuedBatches: client.outbox.size, droppedBatches: client.outbox.dropped } : null),
 };
 
 addEventListener("visibilitychange", () => {
-  if (document.visibilityState === "hidden") client.flush();
+  if (document.visibilityState === "hidden") client?.flush();
 });
-addEventListener("pagehide", () => client.pagehide());
+addEventListener("pagehide", () => client?.pagehide());
+
+/**
+ * Runs `drive` once no other tab of this origin drives: two tabs would each resume the saved
+ * race, send events for one session and overwrite each other's stored outbox. A tab opened
+ * beside a racing one waits and takes over when that one closes. Web Locks exist only in secure
+ * contexts (https, localhost); elsewhere every tab drives, as before.
+ */
+function whenThisTabDrives(drive: () => void): void {
+  const locks = (navigator as Navigator & { locks?: LockManager }).locks;
+  if (!locks) return drive();
+  const heldUntilClosed = () => new Promise<never>(() => {});
+  void locks.request(RACE_LOCK, { ifAvailable: true }, (lock) => {
+    if (lock) {
+      drive();
+      return heldUntilClosed();
+    }
+    pageState = "elsewhere";
+    $("elsewhere").hidden = false;
+    void locks.request(RACE_LOCK, () => {
+      $("elsewhere").hidden = true;
+      drive();
+      return heldUntilClosed();
+    });
+    return null;
+  });
+}
 
 function fillStartForm(): void {
   $<HTMLSelectElement>("track").replaceChildren(...TRACKS.map((t) => new Option(`${t.name} (${(t.length_m / 1000).toFixed(3)} km)`, t.name)));
@@ -216,10 +248,13 @@ $("start-form").addEventListener("submit", (e) => {
 });
 $("again").addEventListener("click", () => location.assign(location.pathname + (api ? `?api=${encodeURIComponent(api)}` : "")));
 
-if (!resumeSaved()) {
+whenThisTabDrives(() => {
+  client = openClient();
+  if (resumeSaved()) return;
+  pageState = "start";
   if (params.has("player") || params.has("track") || params.has("car") || autopilotSeed !== null) {
     void start(params.get("player") ?? `auto-${autopilotSeed ?? 1}`, params.get("track") ?? TRACKS[0].name, params.get("car") ?? CARS[0].name, Math.max(1, Number(params.get("laps") ?? 3) || 3));
   } else {
     $("start").hidden = false;
   }
-}
+});
