@@ -412,11 +412,7 @@ fn a_gateway_outage_and_a_reload_mid_session_lose_and_double_nothing() {
     let page = read_page(&mut browser, 0);
     let api = api_laps(&stack.api, &page.session, 3);
     assert_same_laps(&page, &api, "outage and reload");
-    let rows = psql(
-        &stack.pg,
-        &format!("SELECT lap, count(*) FROM lap_performance_v1 WHERE session_id = '{}' GROUP BY lap HAVING count(*) > 1", page.session),
-    );
-    assert!(rows.trim().is_empty(), "a lap is stored twice: {rows}");
+    assert_no_lap_stored_twice(&stack.pg, &page.session);
     let laps = psql(&stack.pg, &format!("SELECT laps FROM runs WHERE session_id = '{}'", page.session));
     assert_eq!(laps.trim(), "3", "the run counts 3 laps");
 }
@@ -452,11 +448,12 @@ fn a_second_tab_waits_while_the_first_drives_and_takes_the_race_over_when_it_clo
     assert_eq!(json!(page.session), first["session"], "the second tab took over the first tab's race");
     let api = api_laps(&stack.api, &page.session, 3);
     assert_same_laps(&page, &api, "two tabs");
-    let rows = psql(
-        &stack.pg,
-        &format!("SELECT lap, count(*) FROM lap_performance_v1 WHERE session_id = '{}' GROUP BY lap HAVING count(*) > 1", page.session),
-    );
-    assert!(rows.trim().is_empty(), "a lap is stored twice: {rows}");
+    assert_no_lap_stored_twice(&stack.pg, &page.session);
+}
+
+fn assert_no_lap_stored_twice(pg: &str, session: &str) {
+    let rows = psql(pg, &format!("SELECT lap, count(*) FROM lap_performance_v1 WHERE session_id = '{session}' GROUP BY lap HAVING count(*) > 1"));
+    assert!(rows.trim().is_empty(), "a lap of {session} is stored twice: {rows}");
 }
 
 /// POST with an empty body; the status and the whole answer.
