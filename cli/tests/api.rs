@@ -56,6 +56,58 @@ fn players(board: &Value) -> Vec<&str> {
     board["entries"].as_array().unwrap().iter().map(|e| e["player"].as_str().unwrap()).collect()
 }
 
+/// One player holding the top of a track with many runs (more than the first read of the
+/// ranking takes) is ranked once, at their best run, and the players behind still appear, as
+/// the same ranking computed with `DISTINCT ON` by PostgreSQL gives them.
+#[test]
+fn a_player_holding_the_top_with_many_runs_is_ranked_once_and_the_others_follow() {
+    let ns = Ns::new("api-top-player");
+    let pg = own_database("api_top_player");
+    let dir = tempfile::tempdir().unwrap();
+    // zed: 80 runs from 80.00 s up, and one more at 80.00 s that started earlier (the one kept).
+    let mut runs: Vec<Value> = (0..80)
+        .map(|i| run(&format!("z{i}"), "zed", "monza", "gt3", &format!("{:02}:{:02}:00", 5 + i / 60, i % 60), Some(80.0 + i as f64 * 0.01)))
+        .collect();
+    runs.push(run("z-first", "zed", "monza", "gt3", "04:00:00", Some(80.0)));
+    runs.extend([
+        run("s1", "ana", "monza", "gt3", "10:00:00", Some(90.5)),
+        run("s2", "ana", "monza", "gt3", "11:00:00", Some(89.0)),
+        run("s3", "ben", "monza", "gt3", "10:30:00", Some(89.0)),
+        run("s4", "cho", "monza", "lmp2", "09:00:00", Some(95.0)),
+        run("s5", "dan", "monza", "gt3", "12:00:00", None),
+    ]);
+    let file = dir.path().join("runs.ndjson");
+    std::fs::write(&file, runs.iter().map(|r| r.to_string() + "\n").collect::<String>()).unwrap();
+    let topic = "pitgun.aggregates.session-summary.v1";
+    ns.create_topic(topic, 2);
+    let out = pitgun(&["publish", "--input", file.to_str().unwrap(), "--wire", "rows", "--topic", topic], &ns);
+    assert!(out.status.success(), "publish: {}", String::from_utf8_lossy(&out.stderr));
+    ns.create_topic("pitgun.aggregates.lap-performance.v1", 1);
+    let mut sink = Service::start("sink", &postgres_sink(&pg, "--until-end"), &ns);
+    assert!(sink.wait(Duration::from_secs(120)), "sink failed");
+    let (_api, addr) = start_api(&pg, &ns);
+
+    let (status, board) = get(&addr, "/v1/leaderboard?track=monza");
+    assert_eq!(status, 200, "{board}");
+    assert_eq!(players(&board), ["zed", "ben", "ana", "cho"], "{board}");
+    assert_eq!(board["entries"][0]["session_id"], "z-first", "zed's best run, the earlier of two at 80.0 s: {board}");
+    assert_eq!(players(&get(&addr, "/v1/leaderboard?track=monza&car=gt3&limit=2").1), ["zed", "ben"]);
+    assert_eq!(players(&get(&addr, "/v1/leaderboard?track=monza&car=lmp2").1), ["cho"]);
+    let reference = psql(
+        &pg,
+        "SELECT string_agg(player || ' ' || session_id, ',' ORDER BY best_lap_s, started_at, player, session_id) FROM ( \
+           SELECT DISTINCT ON (player) player, session_id, best_lap_s, started_at FROM runs \
+           WHERE track = 'monza' AND best_lap_s IS NOT NULL ORDER BY player, best_lap_s, started_at, session_id) b",
+    );
+    let served: Vec<String> = board["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{} {}", e["player"].as_str().unwrap(), e["session_id"].as_str().unwrap()))
+        .collect();
+    assert_eq!(served.join(","), reference.trim(), "the API's leaderboard against PostgreSQL's DISTINCT ON");
+}
+
 #[test]
 fn api_endpoints_on_known_data() {
     let ns = Ns::new("api-known");
