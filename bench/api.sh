@@ -4,6 +4,8 @@
 #
 #   bench/api.sh [RUNS] [CONCURRENCY]     (defaults 100000 and 4)
 #
+# BENCH_TOP_RUNS=K adds K runs per track by one player, all faster than anyone else's: the
+# ranking's first rows are then that player's alone.
 # Starts its own PostgreSQL (scripts/stack.sh) on a free port; the sink creates the tables
 # (`pitgun sink --migrate`), SQL fills `runs` with RUNS generated runs (500 players, 8 tracks,
 # 4 cars, one in 17 without a complete lap; deterministic), then `pitgun api` serves them and
@@ -26,6 +28,11 @@ SELECT 'bench-' || i, 'player-' || lpad(((hashint4(i) & 1023) % 500)::text, 3, '
        timestamptz '2026-01-01 00:00:00Z' + i * interval '37 seconds', timestamptz '2026-01-01 00:30:00Z' + i * interval '37 seconds',
        1800, 12, CASE WHEN i % 17 = 0 THEN NULL ELSE 80 + ((hashint4(i * 7) & 65535) / 1000.0) END, 310.5, 90.2, 36000, 0, 'row-' || i
 FROM generate_series(1, $N) AS i;
+INSERT INTO runs (session_id, player, track, car, started_at, ended_at, total_time_s, laps, best_lap_s, top_speed_kmh, distance_km, events, missing_events, row_id)
+SELECT 'bench-top-' || i, 'player-top', 'track-' || (i % 8), 'car-' || ((i / 8) % 4),
+       timestamptz '2025-01-01 00:00:00Z' + i * interval '37 seconds', timestamptz '2025-01-01 00:30:00Z' + i * interval '37 seconds',
+       1800, 12, 70 + (i % 1000) / 1000.0, 310.5, 90.2, 36000, 0, 'row-top-' || i
+FROM generate_series(1, ${BENCH_TOP_RUNS:-0} * 8) AS i;
 ANALYZE runs;
 SQL
 bash bench/machine.sh

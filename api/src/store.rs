@@ -32,8 +32,6 @@ struct Sql {
     performance: String,
     leaderboard: String,
     leaderboard_car: String,
-    players_best: String,
-    players_best_car: String,
 }
 
 /// The database the API reads, through a pool of connections.
@@ -107,31 +105,17 @@ impl Store {
             }
         }
         info!(runs, laps, "tables checked");
-        // Laps in ranking order straight from an index; the caller keeps each player's first
-        // (best) one. The order is the leaderboard's: lap time, then the run that started
-        // first, then the player's name.
+        // Laps in ranking order straight from an index, from after a position in it and
+        // leaving out players already ranked; the caller keeps each player's first (best) one.
+        // The order is the leaderboard's: lap time, then the run that started first, then the
+        // player's name.
         let leaderboard = |car: &str| {
             format!(
                 "SELECT player, best_lap_s, session_id, car, started_at FROM \"{runs}\" \
                  WHERE track = $1 {car} AND best_lap_s IS NOT NULL \
+                   AND (best_lap_s, started_at, player, session_id) > ($3, COALESCE($4, '-infinity'::timestamptz), $5, $6) \
+                   AND player <> ALL($7::text[]) \
                  ORDER BY best_lap_s, started_at, player, session_id LIMIT $2"
-            )
-        };
-        // Each player's best run, in the same order: the players walked one index probe at a
-        // time (a loose index scan), then each one's first run in ranking order.
-        let players_best = |car: &str| {
-            format!(
-                "WITH RECURSIVE players AS ( \
-                   (SELECT player FROM \"{runs}\" WHERE track = $1 {car} AND best_lap_s IS NOT NULL ORDER BY player LIMIT 1) \
-                   UNION ALL \
-                   SELECT (SELECT r.player FROM \"{runs}\" r WHERE r.track = $1 {car} AND r.best_lap_s IS NOT NULL \
-                             AND r.player > p.player ORDER BY r.player LIMIT 1) \
-                   FROM players p WHERE p.player IS NOT NULL) \
-                 SELECT b.player, b.best_lap_s, b.session_id, b.car, b.started_at FROM players p \
-                 CROSS JOIN LATERAL (SELECT player, best_lap_s, session_id, car, started_at FROM \"{runs}\" r \
-                   WHERE r.track = $1 {car} AND r.player = p.player AND r.best_lap_s IS NOT NULL \
-                   ORDER BY best_lap_s, started_at, session_id LIMIT 1) b \
-                 ORDER BY b.best_lap_s, b.started_at, b.player, b.session_id LIMIT $2"
             )
         };
         let run_columns = run_columns.join(", ");
@@ -147,9 +131,7 @@ impl Store {
             laps: format!("SELECT {lap_columns} FROM \"{laps}\" WHERE session_id = $1 ORDER BY window_start, row_id"),
             performance: format!("SELECT {} FROM \"{laps}\" WHERE session_id = $1 ORDER BY lap", PERFORMANCE_COLUMNS.join(", ")),
             leaderboard: leaderboard(""),
-            leaderboard_car: leaderboard("AND car = $3"),
-            players_best: players_best(""),
-            players_best_car: players_best("AND car = $3"),
+            leaderboard_car: leaderboard("AND car = $8"),
         };
         Ok(Store { pool, sql })
     }
@@ -206,58 +188,56 @@ impl Store {
 
     /// The best complete lap of each player on a track (and car), best first. Laps are read in
     /// ranking order and each player's first one kept: a short leaderboard reads a few dozen
-    /// index entries whatever the number of runs. If players with many runs each fill those
-    /// (one player's hundred fast runs), each player's best is read instead: one index probe a
-    /// player, never a run read twice.
+    /// index entries whatever the number of runs. If players with many runs each fill a read
+    /// (one player's hundred fast runs), the next one, four times larger, goes on from where it
+    /// stopped and leaves the players already ranked out in the database: no run is sent twice.
     pub async fn leaderboard(&self, track: &str, car: Option<&str>, limit: i64) -> Result<Vec<Value>> {
         let c = self.client().await?;
-        let (ranked, players_best) = match car {
-            None => (&self.sql.leaderboard, &self.sql.players_best),
-            Some(_) => (&self.sql.leaderboard_car, &self.sql.players_best_car),
-        };
-        let read = |sql: &str, n: i64| {
-            let c = &c;
-            let sql = sql.to_string();
-            async move {
-                let st = c.prepare_cached(&sql).await?;
-                Ok::<_, Error>(match car {
-                    None => c.query(&st, &[&track, &n]).await?,
-                    Some(car) => c.query(&st, &[&track, &n, &car]).await?,
-                })
+        let st = c.prepare_cached(if car.is_some() { &self.sql.leaderboard_car } else { &self.sql.leaderboard }).await?;
+        let mut entries = Vec::new();
+        let mut ranked: Vec<String> = Vec::new();
+        // Where the last read stopped: lap time, start, player, session (the ranking's order).
+        let mut after: (f64, Option<SystemTime>, String, String) = (f64::NEG_INFINITY, None, String::new(), String::new());
+        let mut want = limit.saturating_mul(4).max(64);
+        loop {
+            let (best, started, player, session) = &after;
+            let rows = match car {
+                None => c.query(&st, &[&track, &want, best, started, player, session, &ranked]).await?,
+                Some(car) => c.query(&st, &[&track, &want, best, started, player, session, &ranked, &car]).await?,
+            };
+            rank_players(&rows, limit, &mut ranked, &mut entries);
+            let Some(last) = rows.last() else { break };
+            if entries.len() as i64 >= limit || (rows.len() as i64) < want {
+                break; // enough players, or every lap of the track read
             }
-        };
-        let want = limit.saturating_mul(4).max(64);
-        let rows = read(ranked, want).await?;
-        let entries = board(&rows, limit);
-        if entries.len() as i64 == limit || (rows.len() as i64) < want {
-            return Ok(entries); // enough players, or every lap of the track read
+            after = (last.get("best_lap_s"), Some(last.get("started_at")), last.get("player"), last.get("session_id"));
+            want = want.saturating_mul(4);
         }
-        Ok(board(&read(players_best, limit).await?, limit))
+        Ok(entries)
     }
 }
 
-/// Leaderboard entries from runs in ranking order: each player's first run, at most `limit`.
-fn board(rows: &[Row], limit: i64) -> Vec<Value> {
-    let mut seen = std::collections::HashSet::new();
-    let mut entries = Vec::new();
+/// Ranks the players of `rows` (runs in ranking order) not ranked yet, at their first run,
+/// until `limit` are.
+fn rank_players(rows: &[Row], limit: i64, ranked: &mut Vec<String>, entries: &mut Vec<Value>) {
     for r in rows {
-        let player: String = r.get("player");
-        if entries.len() as i64 == limit {
-            break;
+        if entries.len() as i64 >= limit {
+            return;
         }
-        if !seen.insert(player.clone()) {
+        let player: String = r.get("player");
+        if ranked.contains(&player) {
             continue;
         }
         entries.push(json!({
             "rank": entries.len() + 1,
-            "player": player,
+            "player": &player,
             "best_lap_s": r.get::<_, f64>("best_lap_s"),
             "session_id": r.get::<_, String>("session_id"),
             "car": r.get::<_, String>("car"),
             "set_at": time_json(r.get("started_at")),
         }));
+        ranked.push(player);
     }
-    entries
 }
 
 /// A row as JSON, column by column by type (the types the sink creates).

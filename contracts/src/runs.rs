@@ -90,13 +90,10 @@ pub const RUNS_ROW: &str = "row_id";
 pub const RUNS_PREFERRED_BY: &[&str] = &["events", "row_id"];
 
 /// Read indexes of `runs` (name suffix, then the index's columns and predicate). The
-/// leaderboard walks `(track[, car])` laps in ranking order, or, when a few players hold the top
-/// with many runs each, each player's best; the run list pages by start time.
+/// leaderboard walks `(track[, car])` laps in ranking order; the run list pages by start time.
 pub const RUNS_INDEXES: &[(&str, &str)] = &[
     ("laps_ranked", "(track, best_lap_s, started_at, player, session_id) WHERE best_lap_s IS NOT NULL"),
     ("laps_ranked_car", "(track, car, best_lap_s, started_at, player, session_id) WHERE best_lap_s IS NOT NULL"),
-    ("players_best", "(track, player, best_lap_s, started_at, session_id) WHERE best_lap_s IS NOT NULL"),
-    ("players_best_car", "(track, car, player, best_lap_s, started_at, session_id) WHERE best_lap_s IS NOT NULL"),
     ("started", "(started_at DESC, session_id DESC)"),
 ];
 
