@@ -45,14 +45,15 @@ pub struct SimulateArgs {
     #[arg(long)]
     target: Option<String>,
     /// Envelopes per posted batch (one source per batch).
-    #[arg(long, default_value_t = 500, requires = "target")]
+    #[arg(long, default_value_t = 500, requires = "target", value_parser = at_least_one)]
     batch: usize,
     /// Keep-alive HTTP/1.1 connections; each session always uses the same one, so its events
     /// arrive in order.
-    #[arg(long, default_value_t = 4, requires = "target")]
+    #[arg(long, default_value_t = 4, requires = "target", value_parser = at_least_one)]
     concurrency: usize,
-    /// Post at most this many envelopes per second (default: as fast as the gateway answers).
-    #[arg(long, requires = "target")]
+    /// Post at most this many envelopes per second, at least 0.001 (default: as fast as the
+    /// gateway answers).
+    #[arg(long, requires = "target", allow_negative_numbers = true, value_parser = rate_arg(check_target_rate))]
     target_rate: Option<f64>,
     /// API keys, one `source=token` per line.
     #[arg(long, requires = "target")]
@@ -107,6 +108,23 @@ fn rate_arg(rule: fn(f64) -> Result<(), String>) -> impl Fn(&str) -> Result<f64,
     move |text| {
         let hz: f64 = text.parse().map_err(|_| format!("{text:?} is not a number"))?;
         rule(hz).map(|()| hz)
+    }
+}
+
+/// A posting pace the pacer can turn into a time: a rate at or below 0, not finite, or so small
+/// that one envelope's interval overflows a duration is refused.
+fn check_target_rate(per_second: f64) -> Result<(), String> {
+    if per_second.is_finite() && per_second >= 0.001 {
+        Ok(())
+    } else {
+        Err(format!("expected at least 0.001 envelopes per second, got {per_second}"))
+    }
+}
+
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("expected a whole number, at least 1, got {text:?}")),
     }
 }
 

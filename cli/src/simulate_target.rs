@@ -56,9 +56,6 @@ pub struct Poster {
 impl Poster {
     /// Opens `concurrency` connections.
     pub fn start(opts: TargetOptions) -> Result<Poster> {
-        if opts.batch == 0 || opts.concurrency == 0 {
-            bail!("--batch and --concurrency must be positive");
-        }
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
         let mut senders = Vec::new();
         let mut workers = Vec::new();

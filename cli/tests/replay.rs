@@ -1253,13 +1253,23 @@ fn flags_a_run_would_not_honour_are_refused_naming_the_flag() {
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("sim.ndjson");
-    for (flag, value, says) in [
-        ("--rate", "0", "more than 0 and at most 10000 per second, got 0"),
-        ("--rate", "fast", "\"fast\" is not a number"),
-        ("--health-rate", "2000", "from 0 (none) to 1000 per second, got 2000"),
-        ("--health-rate", "NaN", "got NaN"),
+    // Posting flags are checked before anything is sent (the target is not listening).
+    let target: &[&str] = &["--target", "http://127.0.0.1:1", "--api-key", "pitgun-sim=x", "--api-key", "pitgun-web=x", "--retry-for", "1s"];
+    for (flag, value, says, more) in [
+        ("--rate", "0", "more than 0 and at most 10000 per second, got 0", &[][..]),
+        ("--rate", "fast", "\"fast\" is not a number", &[]),
+        ("--health-rate", "2000", "from 0 (none) to 1000 per second, got 2000", &[]),
+        ("--health-rate", "NaN", "got NaN", &[]),
+        ("--target-rate", "0", "at least 0.001 envelopes per second, got 0", target),
+        ("--target-rate", "-5", "at least 0.001 envelopes per second, got -5", target),
+        ("--target-rate", "inf", "at least 0.001 envelopes per second, got inf", target),
+        ("--target-rate", "1e-300", "at least 0.001 envelopes per second, got 0.000", target),
+        ("--batch", "0", "at least 1", target),
+        ("--concurrency", "0", "at least 1", target),
     ] {
-        let out = run(&["simulate", "--sessions", "1", "--duration", "5s", flag, value, "--output", file.to_str().unwrap()]);
+        let mut args = vec!["simulate", "--sessions", "1", "--duration", "5s", flag, value, "--output", file.to_str().unwrap()];
+        args.extend(more);
+        let out = run(&args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
         assert!(stderr.contains(flag) && stderr.contains(says), "{flag} {value}: {stderr}");
