@@ -21,8 +21,9 @@ use crate::broker_args::{BrokerArgs, ReplicationArgs};
 /// each manifest version its aggregates, late and state changelog topics.
 ///
 /// Topics that exist are kept as they are. Every state changelog needs at least as many
-/// partitions as the envelopes topic (partition p holds input partition p): a processor refuses
-/// to start otherwise, and so does this command (exit 1), naming the topic.
+/// partitions as the envelopes topic (partition p holds input partition p): one this command
+/// creates gets as many, and for one that exists with fewer a processor refuses to start, and so
+/// does this command (exit 1), naming the topic.
 #[derive(Args, Debug)]
 pub struct TopicsArgs {
     #[command(flatten)]
@@ -86,18 +87,25 @@ pub fn run(args: TopicsArgs) -> Result<ExitCode> {
         }
     }
     let names: Vec<String> = names.iter().map(|t| broker.name(t)).collect();
-    let spec = TopicSpec {
-        partitions: args.partitions,
+    let spec = |partitions: i32| TopicSpec {
+        partitions,
         replication,
         config: vec![("cleanup.policy".into(), "delete".into()), ("retention.ms".into(), args.retention.as_millis().to_string())],
     };
-    let created = broker.create_topics(&names, &spec, args.timeout)?;
     let admin: BaseConsumer<Quiet> = broker.client_config("pitgun-topics").create_with_context(Quiet).context("cannot create a Kafka client")?;
+    let count = |name: &str| -> Result<i32> { Ok(partition_bounds(&admin, name)?.len() as i32) };
+    // The changelogs last: each takes a partition per envelopes partition, as a processor
+    // sizes one, so an envelopes topic wider than asked gets changelogs as wide.
+    let (logs, others): (Vec<String>, Vec<String>) = names.iter().cloned().partition(|n| changelogs.contains(n));
+    let mut created: Vec<(String, bool)> = others.iter().cloned().zip(broker.create_topics(&others, &spec(args.partitions), args.timeout)?).collect();
+    let envelopes = count(&names[0])?;
+    let logs_created = broker.create_topics(&logs, &spec(args.partitions.max(envelopes)), args.timeout)?;
+    created.extend(logs.into_iter().zip(logs_created));
+    let created: Vec<bool> = names.iter().map(|n| created.iter().any(|(c, new)| c == n && *new)).collect();
     let mut partitions = Vec::with_capacity(names.len());
     for name in &names {
-        partitions.push(partition_bounds(&admin, name)?.len() as i32);
+        partitions.push(count(name)?);
     }
-    let envelopes = partitions[0];
     let mut short = Vec::new();
     for ((name, new), has) in names.iter().zip(created).zip(&partitions) {
         let fewer = if *has < args.partitions { format!(" (fewer than the {} asked)", args.partitions) } else { String::new() };

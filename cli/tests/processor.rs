@@ -597,6 +597,22 @@ fn topics_creates_every_topic_of_the_manifests_and_refuses_a_short_changelog() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(1), "a short changelog is refused: {stderr}");
     assert!(stderr.contains(&format!("{} has 2 partitions, the envelopes topic 4", short.topic("pitgun.state.lap-performance.v1"))), "{stderr}");
+
+    // An envelopes topic with more partitions than asked: the changelogs this run creates take
+    // its count (a processor sizes them the same way), the other topics the count asked.
+    let wide = Ns::new("topics-wide");
+    wide.create_topic("pitgun.envelopes.v1", 6);
+    let out = pitgun(&["topics", "--partitions", "2", "--manifest", "manifests/pipelines/lap-performance.v1.yaml"], &wide);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "topics beside a wider envelopes topic: {stderr}\n{stdout}");
+    for (topic, says) in [
+        ("pitgun.envelopes.v1", "6 partitions\texisted"),
+        ("pitgun.state.lap-performance.v1", "6 partitions\tcreated"),
+        ("pitgun.aggregates.lap-performance.v1", "2 partitions\tcreated"),
+    ] {
+        let line = format!("{}\t{says}", wide.topic(topic));
+        assert!(stdout.lines().any(|l| l == line), "{line}:\n{stdout}");
+    }
 }
 
 /// Checks the emissions on an aggregates topic against replay's changelog (every emission, in

@@ -175,6 +175,9 @@ impl Broker {
     /// Creates `topics` as `spec` says, keeping those that exist as they are (idempotent);
     /// returns, per topic, whether this call created it.
     pub fn create_topics(&self, topics: &[String], spec: &TopicSpec, timeout: Duration) -> Result<Vec<bool>> {
+        if topics.is_empty() {
+            return Ok(Vec::new());
+        }
         let admin: AdminClient<crate::kafka_log::Quiet> = self
             .client_config("pitgun-admin")
             .create_with_context(crate::kafka_log::Quiet)
