@@ -14,7 +14,7 @@ use clap::Args;
 use pitgun_codec::wire::{sniff, Decoder, WireFormat};
 use pitgun_contracts::envelope::Envelope;
 use pitgun_engine::row::LastVersions;
-use pitgun_runtime::kafka::{headers, positions, topics, Broker};
+use pitgun_runtime::kafka::{headers, partition_bounds, positions, topics, Broker};
 use pitgun_runtime::kafka_log::Quiet;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{BorrowedMessage, Message};
@@ -30,6 +30,7 @@ struct Range {
     stop: Stop,
 }
 
+#[derive(Clone, Copy)]
 enum Start {
     Beginning,
     End,
@@ -37,6 +38,7 @@ enum Start {
     Time(i64),
 }
 
+#[derive(Clone, Copy)]
 enum Stop {
     /// The end offsets seen at start.
     EndAtStart,
@@ -497,8 +499,22 @@ pub fn export(args: ExportArgs) -> Result<ExitCode> {
     let output = crate::paths::Replacing::new(&args.output);
     let mut w = DatasetWriter::create(output.file()).map_err(|e| output.named(e))?;
     let mut written = 0u64;
+    // Every partition's end as the export starts, all taken before any is read: a partition
+    // read after others must not take in what was produced meanwhile.
+    let ends = match range.stop {
+        Stop::EndAtStart => {
+            let consumer: BaseConsumer<Quiet> =
+                broker.client_config("pitgun-reader").create_with_context(Quiet).context("cannot create a Kafka consumer")?;
+            Some(partition_bounds(&consumer, &topic)?)
+        }
+        _ => None,
+    };
     let read = partitions.iter().try_for_each(|&p| {
-        read_topic(&broker, &topic, Some(p), &range, &stop, |m| {
+        let stop_at = match ends.as_ref().and_then(|e| e.get(&p)) {
+            Some(&(_, high)) => Stop::Offset(high),
+            None => range.stop,
+        };
+        read_topic(&broker, &topic, Some(p), &Range { start: range.start, stop: stop_at }, &stop, |m| {
             let payload = m.payload().unwrap_or_default();
             let parsed = decoder.to_json(payload, &mut json).and_then(|()| engine_takes(&json));
             match parsed {

@@ -1516,3 +1516,62 @@ fn more_replicas_in_sync_than_replicas_is_refused() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("--min-insync-replicas 3") && err.contains("--replication 2"), "{err}");
 }
+
+/// `export` writes the topic as it was when the export started: a partition read after
+/// others does not take in records produced while those were read. Partition 0 holds a long
+/// dataset; once the export has begun (its partial file exists), other sessions' envelopes go
+/// to partition 1, and none of them may be in the export.
+#[test]
+fn export_ends_every_partition_where_it_was_when_the_export_started() {
+    let ns = Ns::new("export-snapshot");
+    ns.create_topic("pitgun.envelopes.v1", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = |seed: &str, sessions: &str, duration: &str| {
+        let file = dir.path().join(format!("sim-{seed}.ndjson"));
+        let out =
+            pitgun(&["simulate", "--quiet", "--sessions", sessions, "--duration", duration, "--seed", seed, "--output", file.to_str().unwrap()], &ns);
+        assert!(out.status.success(), "simulate: {}", String::from_utf8_lossy(&out.stderr));
+        std::fs::read_to_string(file).unwrap()
+    };
+    let before = dataset("31", "20", "300s");
+    let after = dataset("32", "4", "20s");
+    let topic = ns.topic("pitgun.envelopes.v1");
+    let produce = |text: &str, partition: i32| {
+        let producer: BaseProducer = ns.config().set("linger.ms", "5").create().unwrap();
+        for line in text.lines() {
+            let mut rec = BaseRecord::<(), str>::to(&topic).partition(partition).payload(line);
+            while let Err((_, r)) = producer.send(rec) {
+                rec = r;
+                producer.poll(Duration::from_millis(10));
+            }
+            producer.poll(Duration::ZERO);
+        }
+        producer.flush(Duration::from_secs(60)).expect("every envelope acknowledged within 60 s");
+    };
+    produce(&before, 0);
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let output = out_dir.join("export.ndjson");
+    let export = std::thread::scope(|s| {
+        let export = s.spawn(|| pitgun(&["export", "--output", output.to_str().unwrap()], &ns));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let begun = || std::fs::read_dir(&out_dir).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with(".partial-"));
+        while !begun() && !export.is_finished() {
+            assert!(Instant::now() < deadline, "the export did not begin within 60 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!export.is_finished(), "the export ended before records could be produced during it: partition 0 too short");
+        produce(&after, 1);
+        export.join().unwrap()
+    });
+    assert!(export.status.success(), "export: {}", String::from_utf8_lossy(&export.stderr));
+    let exported = std::fs::read_to_string(&output).unwrap();
+    let sessions = |text: &str| -> std::collections::BTreeSet<String> {
+        text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["session_id"].as_str().unwrap().to_string()).collect()
+    };
+    let late = sessions(&after);
+    assert!(sessions(&before).is_disjoint(&late), "the two datasets' sessions differ");
+    let taken = exported.lines().filter(|l| late.iter().any(|s| l.contains(&format!("\"session_id\":\"{s}\"")))).count();
+    assert_eq!(taken, 0, "records produced after the export began are in it");
+    assert_eq!(exported.lines().count(), before.lines().count(), "the export holds every record there when it began");
+}
