@@ -40,7 +40,8 @@ pub struct SinkArgs {
     postgres: Option<String>,
     /// QuestDB client configuration for `questdb` sinks, e.g. 'http::addr=127.0.0.1:9000;'
     /// (questdb-rs syntax: username=, password=, token=, request_timeout=… may follow).
-    /// Tables are created over QuestDB's /exec endpoint at the same address.
+    /// Tables are created over QuestDB's /exec endpoint at the same address. Plain http only:
+    /// https:: (TLS) is refused.
     #[arg(long, env = "PITGUN_QUESTDB", hide_env_values = true)]
     questdb: Option<String>,
     /// Write only to these kinds of target (comma-separated: postgres, questdb); by default

@@ -673,3 +673,30 @@ fn an_older_row_version_read_last_does_not_replace_a_newer_one() {
         assert_eq!(got["samples"], row["samples"], "{what}: the table holds {} samples, the newest version {}", got["samples"], row["samples"]);
     }
 }
+
+/// Two versions of a manifest whose outputs name one QuestDB table are refused at start, naming
+/// the table and both versions: their rows (distinct row ids) would pile up in one table.
+#[test]
+fn two_manifest_versions_naming_one_questdb_table_are_refused() {
+    let ns = Ns::new("sink-shared-questdb");
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = root().join("manifests/pipelines/lap-performance.v1.yaml");
+    let v2 = dir.path().join("lap-performance.v2.yaml");
+    let text = std::fs::read_to_string(&v1).unwrap().replacen("version: 1\n", "version: 2\n", 1);
+    std::fs::write(&v2, text.replace("pitgun.aggregates.lap-performance.v1", "pitgun.aggregates.lap-performance.v2")).unwrap();
+    for version in [1, 2] {
+        ns.create_topic(&format!("pitgun.aggregates.lap-performance.v{version}"), 1);
+    }
+    let questdb = common::questdb_standin::QuestDbStandIn::start();
+    let conf = questdb.conf();
+    let dictionary = root().join("manifests/dictionary/racing.yaml");
+    let (v1, v2, dictionary) = (v1.to_str().unwrap(), v2.to_str().unwrap(), dictionary.to_str().unwrap());
+    let args = ["sink", "--manifest", v1, "--manifest", v2, "--dictionary", dictionary, "--targets", "questdb", "--questdb", &conf, "--until-end"];
+    let out = pitgun(&args, &ns);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "two versions writing one QuestDB table were accepted: {stderr}");
+    assert!(
+        stderr.contains("QuestDB table \"lap_performance_v1\"") && stderr.contains("lap-performance v1") && stderr.contains("lap-performance v2"),
+        "{stderr}"
+    );
+}

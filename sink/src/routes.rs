@@ -3,6 +3,7 @@
 //! targets are opened here, each with the tables routed to it, so a table that cannot be
 //! created stops the sink before it reads a row.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -77,12 +78,33 @@ pub(crate) async fn open(cfg: &Config) -> Result<Routing> {
     let mut tables = Tables::default();
     let mut topics: HashMap<String, TopicRoutes> = HashMap::new();
     let mut routed: Vec<(SinkKind, usize, String)> = Vec::new();
+    let mut owners: HashMap<(&str, String), (String, u32)> = HashMap::new();
     for m in &cfg.manifests {
         let topic = cfg.broker.name(&topics::aggregates(&m.manifest, m.version));
         for sink in &m.sinks {
             if cfg.targets.as_ref().is_some_and(|only| !only.contains(&sink.kind)) {
                 info!(manifest = %m.manifest, version = m.version, table = %sink.table, "target kind not selected (--targets): skipped");
                 continue;
+            }
+            // Two manifest versions never share a table: their rows (distinct row ids) would mix.
+            // (PostgreSQL also keeps each table's owner, across sinks; QuestDB cannot.)
+            let kind = match sink.kind {
+                SinkKind::Postgres => "PostgreSQL",
+                SinkKind::Questdb => "QuestDB",
+            };
+            match owners.entry((kind, sink.table.clone())) {
+                Entry::Occupied(owner) if owner.get() != &(m.manifest.clone(), m.version) => {
+                    let (other, v) = owner.get();
+                    return Err(Error::Setup(format!(
+                        "{kind} table {:?} is named by {other} v{v} and by {} v{}: two manifest versions never share a table \
+                         (their rows would mix); give each version's output a table of its own",
+                        sink.table, m.manifest, m.version
+                    )));
+                }
+                Entry::Occupied(_) => {}
+                Entry::Vacant(owner) => {
+                    owner.insert((m.manifest.clone(), m.version));
+                }
             }
             let unconfigured =
                 |what: &str, flag: &str| Error::Setup(format!("{} v{} writes {what} table {:?}: give {flag}", m.manifest, m.version, sink.table));
