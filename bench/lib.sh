@@ -3,8 +3,9 @@
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/pitgun/target}"
 # BENCH_PROFILE picks the cargo profile (default release); BENCH_PITGUN runs another build's
 # pitgun instead (an A/B against an older commit's binary).
-PROFILE_DIR="${BENCH_PROFILE:-release}"
-cargo build --locked --profile "$PROFILE_DIR" -p pitgun -p pitgun-bench --features pitgun/live,pitgun-bench/live >&2
+PROFILE="${BENCH_PROFILE:-release}"
+PROFILE_DIR="$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")"   # cargo puts dev in debug/
+cargo build --locked --profile "$PROFILE" -p pitgun -p pitgun-bench --features pitgun/live,pitgun-bench/live >&2
 PITGUN="${BENCH_PITGUN:-$CARGO_TARGET_DIR/$PROFILE_DIR/pitgun}"
 BENCH="$CARGO_TARGET_DIR/$PROFILE_DIR/pitgun-bench"
 PG_BIN="${PG_BIN:-/usr/lib/postgresql/15/bin}"

@@ -8,13 +8,13 @@
 
 use std::time::SystemTime;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use pitgun_contracts::analysis::STORED_VERSION_COLUMN;
 use pitgun_contracts::runs::served_columns;
 use pitgun_runtime::sql::check_identifier;
 use serde_json::{json, Map, Value};
 use tokio_postgres::types::Type;
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::{IsolationLevel, NoTls, Row, Statement};
 use tracing::info;
 
 use crate::error::{Error, Result};
@@ -192,51 +192,88 @@ impl Store {
     /// (one player's hundred fast runs), the next one, four times larger, goes on from where it
     /// stopped and leaves the players already ranked out in the database: no run is sent twice.
     pub async fn leaderboard(&self, track: &str, car: Option<&str>, limit: i64) -> Result<Vec<Value>> {
-        let c = self.client().await?;
+        let mut c = self.client().await?;
         let st = c.prepare_cached(if car.is_some() { &self.sql.leaderboard_car } else { &self.sql.leaderboard }).await?;
-        let mut entries = Vec::new();
-        let mut ranked: Vec<String> = Vec::new();
-        // Where the last read stopped: lap time, start, player, session (the ranking's order).
-        let mut after: (f64, Option<SystemTime>, String, String) = (f64::NEG_INFINITY, None, String::new(), String::new());
-        let mut want = limit.saturating_mul(4).max(64);
-        loop {
-            let (best, started, player, session) = &after;
-            let rows = match car {
-                None => c.query(&st, &[&track, &want, best, started, player, session, &ranked]).await?,
-                Some(car) => c.query(&st, &[&track, &want, best, started, player, session, &ranked, &car]).await?,
-            };
-            rank_players(&rows, limit, &mut ranked, &mut entries);
-            let Some(last) = rows.last() else { break };
-            if entries.len() as i64 >= limit || (rows.len() as i64) < want {
-                break; // enough players, or every lap of the track read
-            }
-            after = (last.get("best_lap_s"), Some(last.get("started_at")), last.get("player"), last.get("session_id"));
-            want = want.saturating_mul(4);
+        let board = Board { st: &st, track, car, limit };
+        if let Some(entries) = board.rank(&c, true).await? {
+            return Ok(entries);
         }
+        // Reads that go on from where the last one stopped must see one state of the table: a
+        // run whose best lap improved in between could have moved before where the next starts.
+        let tx = c.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await?;
+        let entries = board.rank(&tx, false).await?.unwrap_or_default();
+        tx.commit().await?;
         Ok(entries)
     }
 }
 
-/// Ranks the players of `rows` (runs in ranking order) not ranked yet, at their first run,
-/// until `limit` are.
-fn rank_players(rows: &[Row], limit: i64, ranked: &mut Vec<String>, entries: &mut Vec<Value>) {
-    for r in rows {
-        if entries.len() as i64 >= limit {
-            return;
+/// One leaderboard's reads of runs in ranking order (`Sql::leaderboard`).
+struct Board<'a> {
+    st: &'a Statement,
+    track: &'a str,
+    car: Option<&'a str>,
+    limit: i64,
+}
+
+impl Board<'_> {
+    /// The board, or (`first_read_only`) `None` when the first read leaves players to find.
+    async fn rank(&self, c: &impl GenericClient, first_read_only: bool) -> Result<Option<Vec<Value>>> {
+        let mut entries = Vec::new();
+        let mut ranked = Ranked::default();
+        // Where the last read stopped: lap time, start, player, session (the ranking's order).
+        let mut after: (f64, Option<SystemTime>, String, String) = (f64::NEG_INFINITY, None, String::new(), String::new());
+        let mut want = self.limit.saturating_mul(4).max(64);
+        loop {
+            let (best, started, player, session) = &after;
+            let (st, track, names) = (self.st, &self.track, &ranked.names);
+            let rows = match self.car {
+                None => c.query(st, &[track, &want, best, started, player, session, names]).await?,
+                Some(car) => c.query(st, &[track, &want, best, started, player, session, names, &car]).await?,
+            };
+            ranked.add(&rows, self.limit, &mut entries);
+            let Some(last) = rows.last() else { break };
+            if entries.len() as i64 >= self.limit || (rows.len() as i64) < want {
+                break; // enough players, or every lap of the track read
+            }
+            if first_read_only {
+                return Ok(None);
+            }
+            after = (last.get("best_lap_s"), Some(last.get("started_at")), last.get("player"), last.get("session_id"));
+            want = want.saturating_mul(4);
         }
-        let player: String = r.get("player");
-        if ranked.contains(&player) {
-            continue;
+        Ok(Some(entries))
+    }
+}
+
+/// The players ranked so far: their names as the reads' parameter, and a set to look them up.
+#[derive(Default)]
+struct Ranked {
+    names: Vec<String>,
+    seen: std::collections::HashSet<String>,
+}
+
+impl Ranked {
+    /// Ranks the players of `rows` (runs in ranking order) not ranked yet, at their first run,
+    /// until `limit` are.
+    fn add(&mut self, rows: &[Row], limit: i64, entries: &mut Vec<Value>) {
+        for r in rows {
+            if entries.len() as i64 >= limit {
+                return;
+            }
+            let player: String = r.get("player");
+            if !self.seen.insert(player.clone()) {
+                continue;
+            }
+            entries.push(json!({
+                "rank": entries.len() + 1,
+                "player": &player,
+                "best_lap_s": r.get::<_, f64>("best_lap_s"),
+                "session_id": r.get::<_, String>("session_id"),
+                "car": r.get::<_, String>("car"),
+                "set_at": time_json(r.get("started_at")),
+            }));
+            self.names.push(player);
         }
-        entries.push(json!({
-            "rank": entries.len() + 1,
-            "player": &player,
-            "best_lap_s": r.get::<_, f64>("best_lap_s"),
-            "session_id": r.get::<_, String>("session_id"),
-            "car": r.get::<_, String>("car"),
-            "set_at": time_json(r.get("started_at")),
-        }));
-        ranked.push(player);
     }
 }
 

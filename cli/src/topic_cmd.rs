@@ -494,13 +494,10 @@ pub fn export(args: ExportArgs) -> Result<ExitCode> {
     let mut skipped = 0u64;
     let mut first_error = None;
     let stop = interrupt_flag();
-    // Written beside the output and renamed onto it once whole: an export that stops early
-    // (interrupted, an error, killed) never leaves a partial dataset under the name asked for.
-    let output = crate::paths::Replacing::new(&args.output);
-    let mut w = DatasetWriter::create(output.file()).map_err(|e| output.named(e))?;
-    let mut written = 0u64;
-    // Every partition's end as the export starts, all taken before any is read: a partition
-    // read after others must not take in what was produced meanwhile.
+    // With no end given, every partition's end as the export starts, all taken before any is
+    // read (and before the output is opened): a partition read after others must not take in
+    // what was produced meanwhile. (An end given as an offset or a time is each partition's
+    // own, resolved as its turn comes.)
     let ends = match range.stop {
         Stop::EndAtStart => {
             let consumer: BaseConsumer<Quiet> =
@@ -509,6 +506,11 @@ pub fn export(args: ExportArgs) -> Result<ExitCode> {
         }
         _ => None,
     };
+    // Written beside the output and renamed onto it once whole: an export that stops early
+    // (interrupted, an error, killed) never leaves a partial dataset under the name asked for.
+    let output = crate::paths::Replacing::new(&args.output);
+    let mut w = DatasetWriter::create(output.file()).map_err(|e| output.named(e))?;
+    let mut written = 0u64;
     let read = partitions.iter().try_for_each(|&p| {
         let stop_at = match ends.as_ref().and_then(|e| e.get(&p)) {
             Some(&(_, high)) => Stop::Offset(high),

@@ -285,4 +285,9 @@ test("a fast-forwarded race runs ahead of the server's clock by at most MAX_AHEA
   // A resumed race keeps the offset: still held to the server's clock.
   const again = LiveSession.resume(live.snapshot(browserMs), sink);
   assert.equal(again.stepsThisFrame(1, 60, browserMs), 1);
+  // A snapshot of an earlier page has no offset: its race goes on in real time.
+  const { clockOffsetMs: _, ...earlier } = live.snapshot(browserMs);
+  const fresh = startSession({ track: "monza", car: "gt3", player: "a", laps: 1, seed: 9 }).state;
+  const old = LiveSession.resume({ ...earlier, sim: fresh, identity: { ...earlier.identity, wallStartUs: serverNowUs() } }, sink);
+  assert.equal(old.stepsThisFrame(0, 60, browserMs), 0);
 });

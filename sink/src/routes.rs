@@ -78,7 +78,7 @@ pub(crate) async fn open(cfg: &Config) -> Result<Routing> {
     let mut tables = Tables::default();
     let mut topics: HashMap<String, TopicRoutes> = HashMap::new();
     let mut routed: Vec<(SinkKind, usize, String)> = Vec::new();
-    let mut owners: HashMap<(&str, String), (String, u32)> = HashMap::new();
+    let mut questdb_owners: HashMap<String, (String, u32)> = HashMap::new();
     for m in &cfg.manifests {
         let topic = cfg.broker.name(&topics::aggregates(&m.manifest, m.version));
         for sink in &m.sinks {
@@ -87,23 +87,22 @@ pub(crate) async fn open(cfg: &Config) -> Result<Routing> {
                 continue;
             }
             // Two manifest versions never share a table: their rows (distinct row ids) would mix.
-            // (PostgreSQL also keeps each table's owner, across sinks; QuestDB cannot.)
-            let kind = match sink.kind {
-                SinkKind::Postgres => "PostgreSQL",
-                SinkKind::Questdb => "QuestDB",
-            };
-            match owners.entry((kind, sink.table.clone())) {
-                Entry::Occupied(owner) if owner.get() != &(m.manifest.clone(), m.version) => {
-                    let (other, v) = owner.get();
-                    return Err(Error::Setup(format!(
-                        "{kind} table {:?} is named by {other} v{v} and by {} v{}: two manifest versions never share a table \
-                         (their rows would mix); give each version's output a table of its own",
-                        sink.table, m.manifest, m.version
-                    )));
-                }
-                Entry::Occupied(_) => {}
-                Entry::Vacant(owner) => {
-                    owner.insert((m.manifest.clone(), m.version));
+            // PostgreSQL keeps each table's owner (`pitgun_sink_tables`), across sinks too;
+            // QuestDB keeps none, so one sink's QuestDB tables are checked here.
+            if sink.kind == SinkKind::Questdb {
+                match questdb_owners.entry(sink.table.clone()) {
+                    Entry::Occupied(owner) if owner.get() != &(m.manifest.clone(), m.version) => {
+                        let (other, v) = owner.get();
+                        return Err(Error::Setup(format!(
+                            "QuestDB table {:?} is named by {other} v{v} and by {} v{}: two manifest versions never share a table \
+                             (their rows would mix); give each version's output a table of its own",
+                            sink.table, m.manifest, m.version
+                        )));
+                    }
+                    Entry::Occupied(_) => {}
+                    Entry::Vacant(owner) => {
+                        owner.insert((m.manifest.clone(), m.version));
+                    }
                 }
             }
             let unconfigured =

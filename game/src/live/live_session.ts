@@ -19,8 +19,9 @@ export interface Snapshot {
   autopilot: AutopilotState | null;
   /** When it was saved (ms since the epoch); absent in snapshots of earlier pages. */
   savedAtMs?: number;
-  /** What to add to the browser's clock to read the server's (`clockOffsetMs`); absent: 0. */
-  clockOffsetMs?: number;
+  /** What to add to the browser's clock to read the server's (`clockOffsetMs`); absent in
+   * snapshots of earlier pages, whose races then go on in real time. */
+  clockOffsetMs?: number | null;
 }
 
 /**
@@ -54,13 +55,14 @@ export class LiveSession {
     readonly client: TelemetryClient,
     readonly autopilot: AutopilotState | null,
     readonly expiresAt = "",
-    readonly clockOffsetMs = 0,
+    /** What to add to the browser's clock to read the server's; null: not known (a snapshot of an earlier page). */
+    readonly clockOffsetMs: number | null = 0,
   ) {
     client.bind(route);
   }
 
   static resume(s: Snapshot, client: TelemetryClient): LiveSession {
-    return new LiveSession(s.route, s.identity, s.sim, client, s.autopilot, s.expiresAt, s.clockOffsetMs ?? 0);
+    return new LiveSession(s.route, s.identity, s.sim, client, s.autopilot, s.expiresAt, s.clockOffsetMs ?? null);
   }
 
   /**
@@ -69,6 +71,8 @@ export class LiveSession {
    * server's clock.
    */
   stepsThisFrame(realTime: number, fastForward: number, nowMs: number): number {
+    // Without the server's clock, how far ahead the race is cannot be told: real time only.
+    if (this.clockOffsetMs === null) return realTime;
     const aheadUs = this.identity.wallStartUs + simUs(this.sim) - (nowMs + this.clockOffsetMs) * 1000;
     const room = Math.floor(((MAX_AHEAD_MS * 1000 - aheadUs) * STEP_HZ) / 1e6);
     return Math.max(realTime, Math.min(fastForward, room));

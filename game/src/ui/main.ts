@@ -43,8 +43,8 @@ function saveSnapshot(): void {
   }
 }
 
-/** Opened once this tab drives (`whenThisTabDrives`): it reads and writes the stored outbox. */
-let client: TelemetryClient;
+/** Opened when this tab takes a race (`takeRace`): it reads and writes the stored outbox. */
+let client: TelemetryClient | null = null;
 
 function openClient(): TelemetryClient {
   return new TelemetryClient({
@@ -71,28 +71,26 @@ addEventListener("visibilitychange", () => {
 addEventListener("pagehide", () => client?.pagehide());
 
 /**
- * Runs `drive` once no other tab of this origin drives: two tabs would each resume the saved
- * race, send events for one session and overwrite each other's stored outbox. A tab opened
- * beside a racing one waits and takes over when that one closes. Web Locks exist only in secure
- * contexts (https, localhost); elsewhere every tab drives, as before.
+ * A race and the stored outbox are one origin's: two tabs would each resume the saved race, send
+ * events for one session and overwrite each other's outbox. A tab drives a race only while it
+ * holds the Web Lock `pitgun.race`, from its start (or resume) to its results. Resolves whether
+ * the lock was taken: at once or not at all, or (`wait`) when the tab holding it lets it go.
+ * Web Locks exist only in secure contexts (https, localhost); elsewhere every tab drives.
  */
-function whenThisTabDrives(drive: () => void): void {
+let releaseRace = (): void => {};
+
+function takeRace(wait: boolean): Promise<boolean> {
   const locks = (navigator as Navigator & { locks?: LockManager }).locks;
-  if (!locks) return drive();
-  const heldUntilClosed = () => new Promise<never>(() => {});
-  void locks.request(RACE_LOCK, { ifAvailable: true }, (lock) => {
-    if (lock) {
-      drive();
-      return heldUntilClosed();
-    }
-    pageState = "elsewhere";
-    $("elsewhere").hidden = false;
-    void locks.request(RACE_LOCK, () => {
-      $("elsewhere").hidden = true;
-      drive();
-      return heldUntilClosed();
+  if (!locks) return Promise.resolve(true);
+  return new Promise((taken) => {
+    void locks.request(RACE_LOCK, wait ? {} : { ifAvailable: true }, (lock) => {
+      if (!lock) {
+        taken(false);
+        return null;
+      }
+      taken(true);
+      return new Promise<void>((done) => (releaseRace = done));
     });
-    return null;
   });
 }
 
@@ -106,8 +104,14 @@ function fillStartForm(): void {
 }
 
 async function start(player: string, track: string, car: string, laps: number): Promise<void> {
-  pageState = "connecting";
   $("start-error").textContent = "";
+  if (!(await takeRace(false))) {
+    $("start").hidden = false;
+    $("start-error").textContent = "A race is running in another tab of this browser: finish or close it first.";
+    return;
+  }
+  pageState = "connecting";
+  const telemetry = (client ??= openClient());
   try {
     const grant = await createSessionPatiently(httpFetch, api, { player, track, car });
     const gateway = grant.gateway.replace(/\/$/, "");
@@ -116,14 +120,15 @@ async function start(player: string, track: string, car: string, laps: number): 
     // Event times on the server's clock: a browser's clock may be minutes off.
     const nowMs = Date.now();
     const identity = { sessionId: grant.session_id, wallStartUs: wallStartUs(grant, nowMs), dims: { player, track, car }, source: sourceOf(grant) };
-    live = new LiveSession({ sessionId: grant.session_id, gateway, token: grant.token }, identity, state, client,
+    live = new LiveSession({ sessionId: grant.session_id, gateway, token: grant.token }, identity, state, telemetry,
       autopilotSeed !== null ? newAutopilot(autopilotSeed) : null, grant.expires_at, clockOffsetMs(grant, nowMs));
     live.report(events);
     // Into the outbox first, then the snapshot (the flush saves it): a reload resumes after
     // events that are stored, never past a session_start still in memory.
-    client.flush();
+    telemetry.flush();
     race();
   } catch (e) {
+    releaseRace();
     pageState = "error";
     $("start").hidden = false;
     $("start-error").textContent = (e as Error).message;
@@ -206,22 +211,28 @@ function hud(session: LiveSession): void {
   $("hud-best").textContent = times.length ? lapClock(Math.min(...times)) : "—";
   $("hud-sectors").textContent = s.sectorsUs.map((us, i) => `S${i + 1} ${(us / 1e6).toFixed(3)}`).join("  ");
   $("hud-pit").textContent = car.pit === "stopped" ? "PIT STOP — servicing" : car.pit !== "out" ? "PIT LIMITER 80" : car.pitRequested ? "PIT this lap" : car.offTrack ? "OFF TRACK" : "";
-  const st = client.stats;
+  const telemetry = session.client;
+  const st = telemetry.stats;
   const net = $("hud-net");
-  net.textContent = `telemetry: ${client.outbox.size} batches queued · rtt ${Math.round(st.lastRttMs)} ms${client.outbox.dropped ? ` · ${client.outbox.dropped} dropped` : ""}${st.rejected ? ` · ${st.rejected} refused by the gateway` : ""}${st.fatal ? ` · ${st.fatal}` : ""}`;
-  net.classList.toggle("bad", !!st.fatal || !!st.rejected || client.outbox.size > 5);
+  net.textContent = `telemetry: ${telemetry.outbox.size} batches queued · rtt ${Math.round(st.lastRttMs)} ms${telemetry.outbox.dropped ? ` · ${telemetry.outbox.dropped} dropped` : ""}${st.rejected ? ` · ${st.rejected} refused by the gateway` : ""}${st.fatal ? ` · ${st.fatal}` : ""}`;
+  net.classList.toggle("bad", !!st.fatal || !!st.rejected || telemetry.outbox.size > 5);
 }
 
 async function finish(session: LiveSession): Promise<void> {
   pageState = "finishing";
   localStorage.removeItem(RUN_KEY);
-  await client.drain(60_000);
+  await session.client.drain(60_000);
+  // What is left stays stored for the next race; this page no longer writes the outbox, which
+  // the tab taking the race next owns.
+  session.client.close();
+  client = null;
+  releaseRace();
   $("race").hidden = true;
   pageState = "results";
   await showResults(httpFetch, api, session.route.sessionId, session.sim.track, session.sim.car, session.sim.completed);
 }
 
-function resumeSaved(): boolean {
+function resumeSaved(telemetry: TelemetryClient): boolean {
   const raw = localStorage.getItem(RUN_KEY);
   if (!raw) return false;
   try {
@@ -231,7 +242,7 @@ function resumeSaved(): boolean {
       $("start-error").textContent = `The race left unfinished was not resumed: ${why}. Start a new one.`;
       throw new Error(why);
     }
-    live = LiveSession.resume(snap, client);
+    live = LiveSession.resume(snap, telemetry);
     race();
     return true;
   } catch {
@@ -248,13 +259,29 @@ $("start-form").addEventListener("submit", (e) => {
 });
 $("again").addEventListener("click", () => location.assign(location.pathname + (api ? `?api=${encodeURIComponent(api)}` : "")));
 
-whenThisTabDrives(() => {
-  client = openClient();
-  if (resumeSaved()) return;
-  pageState = "start";
+/** A saved race is resumed by the tab that takes it; a tab opened beside it waits. */
+async function begin(): Promise<void> {
+  if (localStorage.getItem(RUN_KEY)) {
+    let waited = false;
+    if (!(await takeRace(false))) {
+      pageState = "elsewhere";
+      $("elsewhere").hidden = false;
+      await takeRace(true);
+      $("elsewhere").hidden = true;
+      waited = true;
+    }
+    client = openClient();
+    if (resumeSaved(client)) return;
+    releaseRace();
+    pageState = "start";
+    // The other tab finished its race: this one offers a new one rather than starting it.
+    if (waited) return void ($("start").hidden = false);
+  }
   if (params.has("player") || params.has("track") || params.has("car") || autopilotSeed !== null) {
     void start(params.get("player") ?? `auto-${autopilotSeed ?? 1}`, params.get("track") ?? TRACKS[0].name, params.get("car") ?? CARS[0].name, Math.max(1, Number(params.get("laps") ?? 3) || 3));
   } else {
     $("start").hidden = false;
   }
-});
+}
+
+void begin();
