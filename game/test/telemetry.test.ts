@@ -291,3 +291,18 @@ test("a fast-forwarded race runs ahead of the server's clock by at most MAX_AHEA
   const old = LiveSession.resume({ ...earlier, sim: fresh, identity: { ...earlier.identity, wallStartUs: serverNowUs() } }, sink);
   assert.equal(old.stepsThisFrame(0, 60, browserMs), 0);
 });
+
+test("a closed client no longer writes the stored outbox: the page that took the race over owns it", async () => {
+  const store = new MemoryStore();
+  const clock = new ManualClock();
+  const gw = scriptedGateway(clock, [503, 503]);
+  const c = new TelemetryClient({ fetch: gw.fetch, clock, storage: store, random: () => 1 });
+  c.bind(route);
+  for (let i = 1; i <= 3; i++) c.push(envelope(i));
+  c.flush();
+  assert.equal(gw.calls.length, 1, "a send is in flight");
+  c.close();
+  store.setItem("pitgun.outbox", "[]");
+  await clock.advance(10_000);
+  assert.equal(store.getItem("pitgun.outbox"), "[]", "the closed client wrote its batches over the other page's outbox");
+});

@@ -133,8 +133,11 @@ export class TelemetryClient {
     return this.outbox.size === 0;
   }
 
+  /** Stops sending, and stops writing the stored outbox: a send still in flight that ends
+   * later changes memory only, so another page that took the outbox keeps what it stored. */
   close(): void {
     this.closed = true;
+    this.outbox.detach();
     if (this.flushTimer !== null) this.o.clock.clearTimeout(this.flushTimer);
     if (this.retryTimer !== null) this.o.clock.clearTimeout(this.retryTimer);
   }

@@ -29,7 +29,7 @@ export class Outbox {
   dropped = 0;
   private bytes = 0;
 
-  constructor(private readonly store: KeyValueStore | null, private readonly key: string, private readonly bounds: OutboxBounds, private readonly log: (m: string) => void) {
+  constructor(private store: KeyValueStore | null, private readonly key: string, private readonly bounds: OutboxBounds, private readonly log: (m: string) => void) {
     if (!store) return;
     try {
       const raw = store.getItem(key);
@@ -69,6 +69,11 @@ export class Outbox {
 
   remove(id: string): void {
     this.replace(id, []);
+  }
+
+  /** Stops writing the store (another page owns it now); batches stay in memory only. */
+  detach(): void {
+    this.store = null;
   }
 
   save(): void {

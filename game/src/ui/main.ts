@@ -62,7 +62,10 @@ function openClient(): TelemetryClient {
   state: () => pageState,
   sessionId: () => live?.route.sessionId ?? null,
   laps: () => live?.sim.completed.map((l) => ({ lap: l.lap, us: l.endUs - l.startUs })) ?? [],
-  telemetry: () => (client ? { ...client.stats, queuedBatches: client.outbox.size, droppedBatches: client.outbox.dropped } : null),
+  telemetry: () => {
+    const c = live?.client ?? client;
+    return c ? { ...c.stats, queuedBatches: c.outbox.size, droppedBatches: c.outbox.dropped } : null;
+  },
 };
 
 addEventListener("visibilitychange", () => {
@@ -72,26 +75,43 @@ addEventListener("pagehide", () => client?.pagehide());
 
 /**
  * A race and the stored outbox are one origin's: two tabs would each resume the saved race, send
- * events for one session and overwrite each other's outbox. A tab drives a race only while it
- * holds the Web Lock `pitgun.race`, from its start (or resume) to its results. Resolves whether
- * the lock was taken: at once or not at all, or (`wait`) when the tab holding it lets it go.
- * Web Locks exist only in secure contexts (https, localhost); elsewhere every tab drives.
+ * events for one session and overwrite each other's outbox. A tab drives a race, and opens the
+ * outbox, only while it holds the Web Lock `pitgun.race`, from its start (or resume) to its
+ * drained results. Resolves whether the lock was taken: at once or not at all, or (`wait`) when
+ * the tab holding it lets it go. Web Locks exist only in secure contexts (https, localhost);
+ * elsewhere every tab drives.
  */
-let releaseRace = (): void => {};
-
 function takeRace(wait: boolean): Promise<boolean> {
   const locks = (navigator as Navigator & { locks?: LockManager }).locks;
   if (!locks) return Promise.resolve(true);
   return new Promise((taken) => {
-    void locks.request(RACE_LOCK, wait ? {} : { ifAvailable: true }, (lock) => {
+    let done = (): void => {};
+    const free = locks.request(RACE_LOCK, wait ? {} : { ifAvailable: true }, (lock) => {
       if (!lock) {
         taken(false);
         return null;
       }
+      letGo = async () => {
+        done();
+        await free;
+      };
       taken(true);
-      return new Promise<void>((done) => (releaseRace = done));
+      return new Promise<void>((d) => (done = d));
     });
   });
+}
+
+/** Frees the race lock this tab holds; resolves once it is free. */
+let letGo: (() => Promise<void>) | null = null;
+
+/** Ends this tab's hold on the race: the outbox is no longer its to write, and the lock is free
+ * when this resolves (so this tab can take it again at once). */
+async function letRaceGo(): Promise<void> {
+  client?.close();
+  client = null;
+  const go = letGo;
+  letGo = null;
+  await go?.();
 }
 
 function fillStartForm(): void {
@@ -111,7 +131,9 @@ async function start(player: string, track: string, car: string, laps: number): 
     return;
   }
   pageState = "connecting";
-  const telemetry = (client ??= openClient());
+  $("start").hidden = true;
+  client?.close();
+  const telemetry = (client = openClient());
   try {
     const grant = await createSessionPatiently(httpFetch, api, { player, track, car });
     const gateway = grant.gateway.replace(/\/$/, "");
@@ -128,7 +150,7 @@ async function start(player: string, track: string, car: string, laps: number): 
     telemetry.flush();
     race();
   } catch (e) {
-    releaseRace();
+    await letRaceGo();
     pageState = "error";
     $("start").hidden = false;
     $("start-error").textContent = (e as Error).message;
@@ -224,9 +246,7 @@ async function finish(session: LiveSession): Promise<void> {
   await session.client.drain(60_000);
   // What is left stays stored for the next race; this page no longer writes the outbox, which
   // the tab taking the race next owns.
-  session.client.close();
-  client = null;
-  releaseRace();
+  await letRaceGo();
   $("race").hidden = true;
   pageState = "results";
   await showResults(httpFetch, api, session.route.sessionId, session.sim.track, session.sim.car, session.sim.completed);
@@ -272,7 +292,7 @@ async function begin(): Promise<void> {
     }
     client = openClient();
     if (resumeSaved(client)) return;
-    releaseRace();
+    await letRaceGo();
     pageState = "start";
     // The other tab finished its race: this one offers a new one rather than starting it.
     if (waited) return void ($("start").hidden = false);
