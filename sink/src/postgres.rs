@@ -428,7 +428,7 @@ async fn ensure_table(client: &Client, shape: TableShape, manifest: &str, versio
                     String::new()
                 };
                 return Err(Error::TableMismatch(format!(
-                    "PostgreSQL table {table:?} holds the rows of {m} v{v}; two manifest versions never share a table (their rows \
+                    "PostgreSQL table {table:?} is the table of {m} v{v}; two manifest versions never share a table (their rows \
                      would mix) — give {manifest} v{version}'s output a table of its own{own}"
                 )));
             }
