@@ -2,6 +2,7 @@
 //! them (with Strimzi, `k8s/topics/` declares them as `KafkaTopic`s instead). Idempotent: a
 //! topic that exists is kept as it is, and named when it has fewer partitions than asked.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -97,11 +98,10 @@ pub fn run(args: TopicsArgs) -> Result<ExitCode> {
     // The changelogs last: each takes a partition per envelopes partition, as a processor
     // sizes one, so an envelopes topic wider than asked gets changelogs as wide.
     let (logs, others): (Vec<String>, Vec<String>) = names.iter().cloned().partition(|n| changelogs.contains(n));
-    let mut created: Vec<(String, bool)> = others.iter().cloned().zip(broker.create_topics(&others, &spec(args.partitions), args.timeout)?).collect();
+    let mut made: HashMap<String, bool> = others.iter().cloned().zip(broker.create_topics(&others, &spec(args.partitions), args.timeout)?).collect();
     let envelopes = count(&names[0])?;
-    let logs_created = broker.create_topics(&logs, &spec(args.partitions.max(envelopes)), args.timeout)?;
-    created.extend(logs.into_iter().zip(logs_created));
-    let created: Vec<bool> = names.iter().map(|n| created.iter().any(|(c, new)| c == n && *new)).collect();
+    made.extend(logs.iter().cloned().zip(broker.create_topics(&logs, &spec(args.partitions.max(envelopes)), args.timeout)?));
+    let created: Vec<bool> = names.iter().map(|n| made[n]).collect();
     let mut partitions = Vec::with_capacity(names.len());
     for name in &names {
         partitions.push(count(name)?);

@@ -73,6 +73,9 @@ addEventListener("visibilitychange", () => {
 });
 addEventListener("pagehide", () => client?.pagehide());
 
+/** Frees the race lock this tab holds; resolves once it is free. */
+let letGo: (() => Promise<void>) | null = null;
+
 /**
  * A race and the stored outbox are one origin's: two tabs would each resume the saved race, send
  * events for one session and overwrite each other's outbox. A tab drives a race, and opens the
@@ -100,9 +103,6 @@ function takeRace(wait: boolean): Promise<boolean> {
     });
   });
 }
-
-/** Frees the race lock this tab holds; resolves once it is free. */
-let letGo: (() => Promise<void>) | null = null;
 
 /** Ends this tab's hold on the race: the outbox is no longer its to write, and the lock is free
  * when this resolves (so this tab can take it again at once). */
