@@ -430,14 +430,7 @@ fn a_second_tab_waits_while_the_first_drives_and_takes_the_race_over_when_it_clo
     browser.ask(json!({"wait": "lap", "n": 1, "timeout_s": 120}));
     browser.ask(json!({"open": url, "tab": 1}));
     // The page settles which tab drives as it starts: give it a moment to (wrongly) start racing.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let second = loop {
-        let second = browser.ask(json!({"read": true, "tab": 1}));
-        if second["state"] != json!("start") || Instant::now() > deadline {
-            break second;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let second = read_when(&mut browser, 1, 5, |p| p["state"] != json!("start"));
     assert_eq!(second["state"], json!("elsewhere"), "the second tab waits for the first: {second}");
     assert_eq!(second["session"], Value::Null, "the second tab drives no session: {second}");
     let first = browser.ask(json!({"read": true}));
@@ -449,6 +442,58 @@ fn a_second_tab_waits_while_the_first_drives_and_takes_the_race_over_when_it_clo
     let api = api_laps(&stack.api, &page.session, 3);
     assert_same_laps(&page, &api, "two tabs");
     assert_no_lap_stored_twice(&stack.pg, &page.session);
+}
+
+/// "Race again" lets the race go with the results: a tab that waited beside the finished race
+/// offers a new one instead of driving, the first tab's next race is its own, and the waiting
+/// tab's start is then refused, saying why.
+#[test]
+fn after_the_results_race_again_races_in_its_own_tab_and_a_second_start_beside_it_is_refused() {
+    let seed = seed("game-race-again") + 3;
+    let stack = start_stack("game_race_again");
+    let mut browser = Browser::start();
+    let url = page_url(&stack, "ed", seed);
+    browser.ask(json!({"open": url}));
+    browser.ask(json!({"wait": "lap", "n": 1, "timeout_s": 120}));
+    browser.ask(json!({"open": url, "tab": 1}));
+    let second = read_when(&mut browser, 1, 5, |p| p["state"] != json!("start"));
+    assert_eq!(second["state"], json!("elsewhere"), "the second tab waits for the first: {second}");
+    // A hidden tab's race pauses, as a player's does when they switch tabs.
+    browser.ask(json!({"front": true}));
+    browser.ask(json!({"wait": "results", "timeout_s": 240}));
+    let first = read_page(&mut browser, 0);
+    assert_same_laps(&first, &api_laps(&stack.api, &first.session, 3), "the first race");
+    // The finished race no longer holds the lock: the waiting tab offers a new race, driving none.
+    let second = read_when(&mut browser, 1, 10, |p| p["state"] != json!("elsewhere"));
+    assert_eq!(second["state"], json!("start"), "the waiting tab offers a new race once the first is over: {second}");
+    assert_eq!(second["session"], Value::Null, "the waiting tab drives no session: {second}");
+    browser.ask(json!({"click": "#again", "loads": true}));
+    let again = read_when(&mut browser, 0, 30, |p| p["state"] == json!("start"));
+    assert_eq!(again["state"], json!("start"), "race again shows the start form: {again}");
+    browser.ask(json!({"click": "#go"}));
+    let again = read_when(&mut browser, 0, 30, |p| p["state"] == json!("racing"));
+    assert_eq!(again["state"], json!("racing"), "race again races in the tab it was clicked in: {again}");
+    assert!(again["session"].is_string() && again["session"] != json!(first.session), "a new session: {again}");
+    browser.ask(json!({"click": "#go", "tab": 1}));
+    let second = read_when(&mut browser, 1, 10, |p| p["start_error"] != json!(""));
+    assert!(second["start_error"].as_str().unwrap().contains("another tab"), "the second start is refused, saying why: {second}");
+    assert_eq!(second["session"], Value::Null, "the refused tab drives no session: {second}");
+    let again = browser.ask(json!({"read": true}));
+    assert_eq!(again["state"], json!("racing"), "the first tab races on: {again}");
+    assert_no_lap_stored_twice(&stack.pg, &first.session);
+}
+
+/// The page's state once `done` holds, or after `secs` seconds (the caller's assertion then
+/// shows the state it was left in).
+fn read_when(browser: &mut Browser, tab: u32, secs: u64, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let page = browser.ask(json!({"read": true, "tab": tab}));
+        if done(&page) || Instant::now() > deadline {
+            return page;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn assert_no_lap_stored_twice(pg: &str, session: &str) {

@@ -7,8 +7,12 @@
 //   {"wait": "lap", "n": N, "timeout_s"}  until the page's lap timer lists lap N
 //   {"wait": "results", "timeout_s"}      until the results screen is ready
 //   {"reload": true}                      reload (the page resumes its session)
+//   {"click": SELECTOR, "loads": BOOL}    click the element (as a user does); "loads": until the
+//                                         page it loads has loaded
+//   {"front": true}                       bring the tab to the front (a hidden tab's race pauses)
 //   {"read": true}                        the session, the page's lap timer, the results, the
-//                                         leaderboard, the telemetry client's counters
+//                                         leaderboard, the telemetry client's counters, the
+//                                         start form's error text
 //   {"screenshot": PATH}                  a PNG of the page
 //   {"quit": true}
 //
@@ -59,6 +63,16 @@ async function run(cmd) {
     await page.reload({ timeout: ms });
     return {};
   }
+  if (cmd.front) {
+    await page.bringToFront();
+    return {};
+  }
+  if (cmd.click) {
+    const loaded = cmd.loads ? page.waitForEvent("load", { timeout: ms }) : null;
+    await page.click(cmd.click, { timeout: ms });
+    await loaded;
+    return {};
+  }
   if (cmd.read) {
     return await page.evaluate(() => ({
       state: window.pitgun.state(),
@@ -70,6 +84,7 @@ async function run(cmd) {
       })),
       leaderboard: [...document.querySelectorAll("#leaderboard li[data-player]")].map((li) => li.dataset.player),
       telemetry: window.pitgun.telemetry(),
+      start_error: document.getElementById("start-error")?.textContent ?? "",
     }));
   }
   if (cmd.screenshot) {
