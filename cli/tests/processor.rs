@@ -1575,3 +1575,39 @@ fn export_ends_every_partition_where_it_was_when_the_export_started() {
     assert_eq!(taken, 0, "records produced after the export began are in it");
     assert_eq!(exported.lines().count(), before.lines().count(), "the export holds every record there when it began");
 }
+
+/// A device whose clock stands still: every envelope of its session at one time. Its events
+/// all waited in the reorder buffer, so the session's record outgrew a changelog record (1 MB)
+/// and the processor stopped at its first checkpoint, and again at every restart. The buffer is
+/// bounded now (`MAX_BUFFERED_EVENTS`): the run, checkpointed every 10 ms while the session is
+/// open, ends with replay's rows.
+#[test]
+fn a_session_whose_clock_stands_still_is_checkpointed() {
+    let ns = Ns::new("frozen");
+    ns.create_topics(1);
+    let dir = tempfile::tempdir().unwrap();
+    let data = simulate(dir.path(), "f.ndjson", 31, 1, "300s", None);
+    let mut time = None;
+    let frozen: Vec<String> = lines(&data)
+        .iter()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["time_us"] = time.get_or_insert_with(|| v["time_us"].clone()).clone();
+            v.to_string()
+        })
+        .collect();
+    assert!(frozen.len() > 16_000, "enough events to pass 1 MB buffered: {}", frozen.len());
+    let data = dir.path().join("frozen.ndjson");
+    std::fs::write(&data, frozen.join("\n") + "\n").unwrap();
+    ns.produce_lines(frozen.iter().map(|s| s.as_str()));
+    let m = root().join("manifests/pipelines/lap-performance.v1.yaml");
+    let state = dir.path().join("state");
+    let mut p =
+        Service::start("frozen", &process_args(m.to_str().unwrap(), state.to_str().unwrap(), &["--until-end", "--checkpoint-interval", "10ms"]), &ns);
+    assert!(p.wait(Duration::from_secs(120)), "the run to the end failed");
+    let summary = p.summary();
+    assert_eq!(summary["records"].as_u64(), Some(frozen.len() as u64), "{summary}");
+    let expected = replay(&m, None, &data, &[]);
+    assert!(expected.lines().count() > 0, "replay gives rows");
+    assert_eq!(ns.latest_rows("pitgun.aggregates.lap-performance.v1").len(), expected.lines().count(), "replay's rows");
+}

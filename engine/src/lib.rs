@@ -32,7 +32,7 @@ pub use dedup::RingChanges;
 pub use plan::Plan;
 pub use row::Row;
 pub use runner::Runner;
-pub use session_engine::{Engine, EventNote, EventRef, Origin, Output, SessionState, MAX_KEYS_PER_SESSION};
+pub use session_engine::{Engine, EventNote, EventRef, Origin, Output, SessionState, MAX_BUFFERED_EVENTS, MAX_KEYS_PER_SESSION};
 pub use store::{MemoryStore, OpenSessions, SessionStore};
 
 /// Why a session closed; each cause has its own counter ([`Stats::closed_by`]).

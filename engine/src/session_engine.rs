@@ -275,6 +275,16 @@ pub struct SessionState {
 /// (`too_many_keys`). A rule of the session alone, so replay and the stream refuse the same events.
 pub const MAX_KEYS_PER_SESSION: usize = 64;
 
+/// Most events one session's reorder buffer holds. An event waits there until the watermark is
+/// out-of-orderness past it, so a device whose clock stands still (every event at one time)
+/// would make it grow without end, and the session's record (one RocksDB value, one changelog
+/// record) with it. Past this bound the oldest events are released before the watermark passes
+/// them, in (time, seq) order, never past the session's end (an event after a known end is
+/// refused as it arrives, so the buffer stays bounded then too). 60 Hz with 2 s of
+/// out-of-orderness holds 120. A rule of the session alone, so replay and the stream release
+/// the same events.
+pub const MAX_BUFFERED_EVENTS: usize = 4096;
+
 /// Version of the byte form of [`SessionState`]; bumped whenever the state's fields change, so a
 /// state folder written by another build is refused instead of misread.
 pub const STATE_FORMAT: u8 = 5;
@@ -360,7 +370,8 @@ impl SessionState {
     /// buffer, and a session that began on a wild clock (a device whose clock was not set yet)
     /// can start again on the clock its next events keep.
     fn settled(&self, plan: &Plan) -> bool {
-        self.watermark(plan) > self.first_time
+        // An event released early from a full buffer has reached windows by this clock.
+        self.frontier.is_some() || self.watermark(plan) > self.first_time
     }
 
     fn watermark(&self, plan: &Plan) -> i64 {
@@ -815,10 +826,12 @@ impl Core {
 
     /// Releases buffered events in (time, seq) order: those strictly before the watermark (an
     /// event at the watermark's time is exactly out-of-orderness behind and still in bounds, so
-    /// it waits, as it would have had it arrived first), never past the session's end.
+    /// it waits, as it would have had it arrived first), and the oldest past
+    /// [`MAX_BUFFERED_EVENTS`] whatever the watermark; never past the session's end.
     fn release(&mut self, s: &mut SessionState, sid: &str, up_to: Option<i64>, out: &mut Vec<Output>) {
         while let Some(front) = s.buffer.front() {
-            if up_to.is_some_and(|wm| front.time >= wm) || s.end.is_some_and(|end| (front.time, front.seq) > end) {
+            let waits = up_to.is_some_and(|wm| front.time >= wm) && s.buffer.len() <= MAX_BUFFERED_EVENTS;
+            if waits || s.end.is_some_and(|end| (front.time, front.seq) > end) {
                 break;
             }
             let p = s.buffer.pop_front().expect("front");

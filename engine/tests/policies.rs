@@ -398,3 +398,38 @@ fn a_note_names_the_record_its_event_was_read_from() {
     assert_eq!((notes[0].reason, notes[0].event_id.as_str(), notes[0].seq), ("segment_regressed", "d", 4));
     assert_eq!(notes[0].origin, pitgun_engine::Origin(14), "the copy numbered 4 was read at 14");
 }
+
+/// A device whose clock stands still sends every event at one time: the watermark never passes
+/// them, so they waited in the reorder buffer without end, and the session's state (one RocksDB
+/// value, one changelog record of at most 1 MB) grew with every event until the processor could
+/// not checkpoint. Past the bound the oldest events are released, and all of them are counted.
+#[test]
+fn a_session_whose_clock_stands_still_holds_a_bounded_reorder_buffer() {
+    use pitgun_engine::{MemoryStore, SessionStore, MAX_BUFFERED_EVENTS};
+    let mut r = Runner::new(plan(&GLOBAL_SPEED.replace("POLICY", "drop")));
+    let mut out = Vec::new();
+    let cap = MAX_BUFFERED_EVENTS as u64;
+    let state_bytes = |r: &mut Runner<MemoryStore>| r.engine_mut().store_mut().get_mut("s").expect("open").checkpoint().0.len();
+    let mut sizes = Vec::new();
+    // Measured where every buffered event's id and sequence number are as long as the others'.
+    for seq in 1..=6 * cap {
+        r.feed_json(&event(seq, 1, r#""speed_kmh": 36"#), 0, &mut out).unwrap();
+        if seq == 5 * cap || seq == 6 * cap {
+            sizes.push(state_bytes(&mut r));
+        }
+    }
+    // Past the bound an event adds nothing to the session's record: its id goes to the dedup
+    // ring, stored in chunks of their own. Buffered, it added its values (22.8 bytes here).
+    let per_event = (sizes[1] - sizes[0]) as f64 / cap as f64;
+    assert!(per_event < 0.01, "{per_event:.3} bytes of the session's record per event past the bound ({sizes:?})");
+    assert!(out.is_empty(), "nothing closes or is refused: {out:?}");
+    // The end at the same time: the driver's clock closes the session (the watermark cannot),
+    // with every event counted once, those released early and those still buffered.
+    r.feed_json(&event(6 * cap + 1, 1, "").replace(r#""kind":"sample""#, r#""kind":"session_end""#), 0, &mut out).unwrap();
+    r.engine_mut().expire_idle(60_000_000, &mut out);
+    assert_eq!(r.engine().open_sessions(), 0, "the ended session closed by the driver's clock");
+    let rows = final_rows(&out);
+    assert_eq!(rows.len(), 1);
+    let row: Value = serde_json::from_str(&rows[0].json).unwrap();
+    assert_eq!(row["n"], 6 * cap + 1, "every event counted once, the end too: {row}");
+}
