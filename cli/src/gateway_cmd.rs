@@ -70,9 +70,9 @@ pub struct GatewayArgs {
     #[arg(long, default_value = "256KiB", value_parser = parse_size)]
     max_item_size: usize,
     /// Request body bytes read or handled at once (bytes; KiB/MiB suffixes allowed): each request
-    /// counts the bytes it has sent (an uncompressed one its Content-Length from the start), plus
-    /// what a compressed one decodes to, until it is answered; beyond this a request gets 503
-    /// with Retry-After. Bounds the gateway's memory (about 3x this at
+    /// counts the bytes it has sent (not the Content-Length it declares), plus what a compressed
+    /// one decodes to, until it is answered; beyond this a request gets 503 with Retry-After, at
+    /// once if its Content-Length does not fit. Bounds the gateway's memory (about 3x this at
     /// most); at least --max-body.
     #[arg(long, default_value = "96MiB", value_parser = parse_size)]
     max_in_flight: usize,

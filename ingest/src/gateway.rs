@@ -512,10 +512,11 @@ impl Gateway {
         }
         // The body's share of the in-flight budget, held until the answer (the decoded items and
         // their records live as long): its bytes as they arrive, then what a compressed body
-        // decodes to besides. An uncompressed body that declares its length takes that much
-        // first, so a full gateway says so before reading it.
+        // decodes to besides. Never what a body declares before it is sent: clients that
+        // declared large bodies and stalled held the whole budget until the body deadline. A
+        // gateway without room for the declared length says so before reading it.
         let mut held = Budget { semaphore: &self.quotas.in_flight, whole: self.limits.max_in_flight, permit: None };
-        if encoding == batch::Encoding::Identity && !held.cover(declared.unwrap_or(0) as usize) {
+        if encoding == batch::Encoding::Identity && !held.has_room(declared.unwrap_or(0) as usize) {
             return self.busy();
         }
         let body = match self.read_body(body, &mut held).await {
@@ -622,6 +623,12 @@ struct Budget<'a> {
 }
 
 impl Budget<'_> {
+    /// Whether `bytes` (or the whole budget) could be covered now; takes nothing.
+    fn has_room(&self, bytes: usize) -> bool {
+        let held = self.permit.as_ref().map_or(0, |p| p.num_permits());
+        self.semaphore.available_permits() >= bytes.min(self.whole).saturating_sub(held)
+    }
+
     /// Holds at least `bytes` of the budget in all (or the whole of it), taking what is missing;
     /// false if the budget has not that much left.
     fn cover(&mut self, bytes: usize) -> bool {

@@ -302,6 +302,33 @@ async fn a_slow_compressed_body_holds_only_the_bytes_it_sent() {
     }
 }
 
+/// An uncompressed body holds what it sent too, not the length it declares: two clients that
+/// declared 6 MiB each and sent two bytes took the whole 12 MiB budget until the body deadline,
+/// and every other producer was answered 503.
+#[tokio::test]
+async fn a_slow_body_holds_only_the_bytes_it_sent_whatever_length_it_declares() {
+    let h = Harness::new(Limits { max_in_flight: 12 << 20, ..limits() });
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let req = Request::post("/v1/envelopes")
+            .header("content-type", "application/x-ndjson")
+            .header("content-length", (6 << 20).to_string())
+            .header("authorization", format!("Bearer {}", h.web))
+            .body(Body::new(Stalled(Some(b"{\"".to_vec()))))
+            .unwrap();
+        let app = router(h.gw.clone());
+        slow.push(tokio::spawn(async move { app.oneshot(req).await }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let body = ndjson(&(0..20).map(|i| envelope("slow", i)).collect::<Vec<_>>());
+    let (status, answer) = h.post_with(Some(&h.web), &[("content-type", "application/x-ndjson")], body.into_bytes()).await;
+    assert_eq!((status, answer["accepted"].as_u64()), (StatusCode::ACCEPTED, Some(20)), "{answer}");
+    for s in slow {
+        assert!(!s.is_finished(), "the slow requests are still being read");
+        s.abort();
+    }
+}
+
 /// A compressed body and what it decodes to may together exceed the whole budget: such a
 /// request holds all of it, and is let in when the gateway is otherwise idle.
 #[tokio::test]
