@@ -148,16 +148,25 @@ pub fn check(view: &EnvelopeView<'_>) -> Result<(), Broken> {
     check_dims(view)
 }
 
+/// Most characters of an `event_id` or a `session_id` (the decoder refuses an empty one).
+const MAX_ID_CHARS: usize = 128;
+
 /// `event_id` and `session_id`: at most 128 characters.
 #[inline]
 pub fn check_ids(view: &EnvelopeView<'_>) -> Result<(), Broken> {
-    if too_long(&view.event_id, 128) {
+    if too_long(&view.event_id, MAX_ID_CHARS) {
         return broken("/event_id", "longer than 128 characters");
     }
-    if too_long(&view.session_id, 128) {
+    if too_long(&view.session_id, MAX_ID_CHARS) {
         return broken("/session_id", "longer than 128 characters");
     }
     Ok(())
+}
+
+/// Whether `id` is a session id an envelope may carry: for reading the session of an item the
+/// decoder refused for something else.
+pub fn is_session_id(id: &str) -> bool {
+    !id.is_empty() && !too_long(id, MAX_ID_CHARS)
 }
 
 /// What is wrong with `id` as a producer id (the schema's `source.id`; an API key's source), if

@@ -174,7 +174,7 @@ impl Validator {
                     continue;
                 }
                 let (reason, pointer, message) = explain(text, e);
-                reject(out, reason, pointer, message, None);
+                reject(out, reason, pointer, message, session_of(text));
                 continue;
             }
             // The caller's source first: an item of another source refuses the batch (403) even
@@ -261,6 +261,15 @@ fn other_source(text: &str, caller: &str) -> Option<String> {
     let item: serde_json::Value = serde_json::from_str(text).ok()?;
     let id = item.as_object()?.get("source")?.as_object()?.get("id")?.as_str()?;
     (id != caller).then(|| id.to_string())
+}
+
+/// The session an item the strict decoder refused still names, read leniently (refused items
+/// only pay for this): its dead letter is keyed by it, and a session token's batch is not
+/// refused whole for an invalid item of the token's own session.
+fn session_of(text: &str) -> Option<String> {
+    let item: serde_json::Value = serde_json::from_str(text).ok()?;
+    let id = item.as_object()?.get("session_id")?.as_str()?;
+    rules::is_session_id(id).then(|| id.to_string())
 }
 
 /// Tells malformed JSON from a well-formed non-envelope, and words the common cases.

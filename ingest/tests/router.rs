@@ -822,6 +822,20 @@ async fn a_session_token_sends_for_its_one_session_and_source_only() {
     );
     let (stored, dead) = h.records();
     assert_eq!((event_ids(&stored), dead.len()), (vec!["web-1-6".to_string()], 1));
+    // An item of the token's own session that the decoder refuses (an unknown field) is
+    // dead-lettered under its session, and the rest of the batch stored: it made the whole batch
+    // 403, and the game drops a batch refused so.
+    let mut extra = envelope("web-1", 8);
+    extra["colour"] = json!("red");
+    let (status, answer) = h.post(Some(&token), "application/x-ndjson", ndjson(&[envelope("web-1", 7), extra])).await;
+    assert_eq!(
+        (status, answer["accepted"].as_u64(), answer["errors"][0]["reason"].as_str()),
+        (StatusCode::ACCEPTED, Some(1), Some("invalid_envelope")),
+        "{answer}"
+    );
+    let (stored, dead) = h.records();
+    assert_eq!(event_ids(&stored), ["web-1-7"]);
+    assert_eq!(dead.iter().map(|d| d.key.as_deref()).collect::<Vec<_>>(), [Some(&b"web-1"[..])], "keyed by its session");
     // An invalid item naming another session is refused as a whole too, not dead-lettered.
     let mut bad = envelope("web-9", 5);
     bad["seq"] = json!("x");
