@@ -8,9 +8,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 #[derive(Debug, Clone, PartialEq)]
 pub struct BadRequest(pub String);
 
-/// The most characters a text value (a filter, a session id) may have (the OpenAPI document's
-/// `maxLength`, which counts characters, as the envelope's limits do).
-pub const MAX_TEXT_CHARS: usize = 200;
+/// The most characters a text value (a filter, a session id) may have: the longest dimension
+/// value an envelope may carry (256, its schema's `dimensionValue`), so any stored player,
+/// track or car can be asked for. The OpenAPI document's `maxLength`, which counts characters,
+/// as the envelope's limits do.
+pub const MAX_TEXT_CHARS: usize = 256;
 
 /// Why `value` cannot be a text value: empty, too long or holding a NUL (PostgreSQL text cannot).
 pub fn text_problem(value: &str) -> Option<String> {
@@ -163,6 +165,15 @@ mod tests {
         Params::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(), allowed)
     }
 
+    /// A dimension value may have 256 characters (the envelope schema's `dimensionValue`), and
+    /// the gateway stores such a player, track or car: a filter naming it was refused at 200.
+    #[test]
+    fn a_filter_as_long_as_the_longest_dimension_value_is_taken() {
+        let longest = "t".repeat(256);
+        let p = params(&[("track", &longest)], &["track"]).unwrap();
+        assert_eq!(p.text("track").unwrap().as_deref(), Some(longest.as_str()));
+    }
+
     #[test]
     fn limits_count_characters_and_a_repeat_is_refused() {
         let wide = "赛".repeat(MAX_TEXT_CHARS);
@@ -171,7 +182,7 @@ mod tests {
         let c = Cursor { started_at: UNIX_EPOCH, session_id: wide.clone() };
         assert_eq!(Cursor::decode(&c.encode()), Some(c));
         let p = params(&[("player", &(wide + "x"))], &["player"]).unwrap();
-        assert_eq!(p.text("player").unwrap_err().0, "player: expected 1 to 200 characters, got 201");
+        assert_eq!(p.text("player").unwrap_err().0, "player: expected 1 to 256 characters, got 257");
         assert_eq!(params(&[("player", "a"), ("player", "b")], &["player"]).err().unwrap().0, "player: given more than once; give it once");
     }
 

@@ -198,7 +198,7 @@ fn api_endpoints_on_known_data() {
         ("/v1/runs?since=yesterday", "since: expected an RFC 3339 UTC timestamp"),
         ("/v1/runs?plyer=ana", "unknown parameter \"plyer\""),
         ("/v1/runs?cursor=zz", "cursor: not a cursor this API returned"),
-        ("/v1/runs?player=", "player: expected 1 to 200 characters"),
+        ("/v1/runs?player=", "player: expected 1 to 256 characters"),
         ("/v1/runs?player=a%00b", "player: NUL characters are not allowed"),
         ("/v1/runs?since=2026-01-01T10:00:00%2B02:00", "since: expected an RFC 3339 UTC timestamp"),
         // The last of a repeated parameter won, the others silently dropped.
