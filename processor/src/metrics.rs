@@ -51,7 +51,7 @@ pub struct Metrics {
     pub partitions_rebuilt: IntCounterVec,
     /// Local checkpoints discarded because they were not at the group's committed offset.
     pub checkpoints_discarded: IntCounter,
-    /// Sessions restored from local checkpoints.
+    /// Sessions restored at assignment, from a local checkpoint or the changelog.
     pub sessions_restored: IntCounter,
     /// Time to read one partition's local checkpoint at assignment.
     pub restore_seconds: Histogram,
@@ -187,7 +187,7 @@ impl Metrics {
             checkpoints_restored: c("checkpoints_restored_total", "Partitions resumed from a local checkpoint"),
             partitions_rebuilt,
             checkpoints_discarded: c("checkpoints_discarded_total", "Local checkpoints not at the group's committed offset, discarded"),
-            sessions_restored: c("sessions_restored_total", "Sessions restored from local checkpoints"),
+            sessions_restored: c("sessions_restored_total", "Sessions restored at assignment, from a local checkpoint or the changelog"),
             restore_seconds,
             state_bytes: g("state_size_bytes", "RocksDB SST files plus memtables"),
             changelog_bytes: c("changelog_bytes_total", "Bytes written to the state changelog"),
