@@ -47,7 +47,7 @@ pub struct Definitions {
 
 impl Definitions {
     /// Renders the embedded schemas, `dictionary` and the manifests below `manifests_dir`
-    /// (`pipelines/*.yaml` with their `*.contract.json`, `bundles/*.yaml`; a missing folder
+    /// (`pipelines/*.yaml` or `*.yml` with their `*.contract.json`, `bundles/*.yaml`; a missing folder
     /// serves none). A manifest that does not validate fails the start.
     pub fn load(dictionary: &Loaded<pitgun_contracts::dictionary::Dictionary>, manifests_dir: Option<&Path>) -> Result<Definitions> {
         let mut by_path = BTreeMap::new();
@@ -83,7 +83,7 @@ impl Definitions {
                         return Err(Error::Setup(format!("{}: another manifest is already served at {url}", path.display())));
                     }
                     let mut entry = json!({"kind": kind.schema_name(), "name": name, "version": version, "sha256": loaded.hash, "url": url});
-                    let contract = path.with_file_name(path.file_name().unwrap_or_default().to_string_lossy().replace(".yaml", ".contract.json"));
+                    let contract = path.with_extension("contract.json");
                     let contract = if kind == ContractKind::Pipeline && contract.is_file() {
                         let text = std::fs::read_to_string(&contract).map_err(|source| Error::Read { path: contract.clone(), source })?;
                         let value: Value = serde_json::from_str(&text).map_err(|source| Error::NotJson { path: contract.clone(), source })?;
@@ -158,4 +158,26 @@ fn yaml_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
         .collect();
     files.sort();
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pipeline manifest named `.yml` is served as a `.yaml` one is: its contract was looked
+    /// for under the manifest's own name, read as JSON, and the gateway did not start.
+    #[test]
+    fn a_yml_manifest_is_served_with_its_contract() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let dictionary =
+            pitgun_contracts::load::load(pitgun_contracts::schema::ContractKind::Dictionary, &root.join("manifests/dictionary/racing.yaml")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let pipelines = dir.path().join("pipelines");
+        std::fs::create_dir(&pipelines).unwrap();
+        let from = root.join("manifests/pipelines/lap-performance.v1");
+        std::fs::copy(from.with_extension("v1.yaml"), pipelines.join("lap-performance.v1.yml")).unwrap();
+        std::fs::copy(from.with_extension("v1.contract.json"), pipelines.join("lap-performance.v1.contract.json")).unwrap();
+        let d = Definitions::load(&dictionary, Some(dir.path())).unwrap_or_else(|e| panic!("{e}"));
+        assert!(d.by_path.contains_key("/manifests/lap-performance/v1/contract"), "{:?}", d.by_path.keys().collect::<Vec<_>>());
+    }
 }
