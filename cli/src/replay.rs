@@ -283,4 +283,7 @@ fn summary(stats: &Stats, records: u64, rows: usize, bytes: u64, elapsed: std::t
         stats.sessions_opened, stats.missing_events, stats.unknown_channels
     );
     eprintln!("  windows emitted {}  row emissions {}  rows written {rows}", stats.windows_emitted, stats.rows_emitted);
+    if stats.released_early > 0 {
+        eprintln!("  released early from a full reorder buffer (arrival order can change rows) {}", stats.released_early);
+    }
 }

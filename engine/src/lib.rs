@@ -171,6 +171,9 @@ pub struct Stats {
     /// Event ids forgotten before their time because a session's dedup memory was full (a
     /// resend of one of them would be counted again); see `dedup`.
     pub dedup_evicted: u64,
+    /// Events released from a session's full reorder buffer before the watermark passed them
+    /// ([`MAX_BUFFERED_EVENTS`]): arrival order can change rows from then on.
+    pub released_early: u64,
 }
 
 impl Stats {
@@ -198,6 +201,7 @@ impl Stats {
         }
         self.missing_events += o.missing_events;
         self.dedup_evicted += o.dedup_evicted;
+        self.released_early += o.released_early;
     }
 
     /// Refused events by reason code, non-zero only.

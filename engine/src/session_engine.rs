@@ -4,7 +4,8 @@
 //! Every session keeps its own watermark (highest event time − out-of-orderness) and a reorder
 //! buffer. Events wait in the buffer until the watermark passes them and are then *released* in
 //! (event time, sequence) order, so formulas that read previous values, segment boundaries and
-//! first/last never depend on the order events arrived in within the bound. An event that arrives
+//! first/last never depend on the order events arrived in within the bound (while the buffer
+//! holds at most [`MAX_BUFFERED_EVENTS`]; past it the oldest leave early). An event that arrives
 //! behind what was already released takes the late path: it updates a window still inside the
 //! allowed lateness (re-emitting its row, an upsert by `row_id`) or goes to the late output.
 //! Nothing depends on other sessions, so threads, files and partitions cannot change a row.
@@ -833,6 +834,9 @@ impl Core {
             let waits = up_to.is_some_and(|wm| front.time >= wm) && s.buffer.len() <= MAX_BUFFERED_EVENTS;
             if waits || s.end.is_some_and(|end| (front.time, front.seq) > end) {
                 break;
+            }
+            if up_to.is_some_and(|wm| front.time >= wm) {
+                self.stats.released_early += 1;
             }
             let p = s.buffer.pop_front().expect("front");
             s.frontier = Some((p.time, p.seq));

@@ -423,6 +423,7 @@ fn a_session_whose_clock_stands_still_holds_a_bounded_reorder_buffer() {
     let per_event = (sizes[1] - sizes[0]) as f64 / cap as f64;
     assert!(per_event < 0.01, "{per_event:.3} bytes of the session's record per event past the bound ({sizes:?})");
     assert!(out.is_empty(), "nothing closes or is refused: {out:?}");
+    assert_eq!(r.engine().stats().released_early, 5 * cap, "every event past the bound counted as released early");
     // The end at the same time: the driver's clock closes the session (the watermark cannot),
     // with every event counted once, those released early and those still buffered.
     r.feed_json(&event(6 * cap + 1, 1, "").replace(r#""kind":"sample""#, r#""kind":"session_end""#), 0, &mut out).unwrap();
@@ -432,4 +433,38 @@ fn a_session_whose_clock_stands_still_holds_a_bounded_reorder_buffer() {
     assert_eq!(rows.len(), 1);
     let row: Value = serde_json::from_str(&rows[0].json).unwrap();
     assert_eq!(row["n"], 6 * cap + 1, "every event counted once, the end too: {row}");
+}
+
+/// Events released past the bound have reached windows by the session's clock, so that clock is
+/// settled: a later event far from it is refused as `clock_jump`. Starting the session again on
+/// the other clock would refuse, as `clock_jump`, buffered events beside released ones already
+/// counted.
+#[test]
+fn a_session_that_released_events_past_the_bound_keeps_its_clock() {
+    use pitgun_engine::MAX_BUFFERED_EVENTS;
+    let p = plan("input: {topics: [x]}\ninputs:\n  - {name: speed, metric: vehicle.speed}\ntime: {out_of_orderness: 2s, allowed_lateness: 30s, max_clock_jump: 10m, idle_timeout: 2h}\nwindow: {kind: global}\naggregations:\n  - {name: n, fn: count}");
+    let mut r = Runner::new(p);
+    let mut out = Vec::new();
+    let cap = MAX_BUFFERED_EVENTS as u64;
+    let mut errors = Vec::new();
+    for seq in 1..=cap + 10 {
+        r.feed_json(&event(seq, 1, r#""speed_kmh": 36"#), 0, &mut out).unwrap();
+    }
+    // The clock is set: two events an hour on, agreeing with each other.
+    for seq in cap + 11..=cap + 12 {
+        if let Err(e) = r.feed_json(&event(seq, 3601, r#""speed_kmh": 36"#), 0, &mut out) {
+            errors.push(e.reason);
+        }
+    }
+    let refused: Vec<&str> = out.iter().filter_map(|o| if let Output::Rejected(n) = o { Some(n.reason) } else { None }).collect();
+    assert_eq!(
+        refused.len() + errors.len(),
+        2,
+        "only the two events far from the settled clock are refused: {:?} {errors:?}",
+        &refused[..refused.len().min(4)]
+    );
+    assert!(refused.iter().all(|r| *r == "clock_jump") && errors.iter().all(|e| *e == Reason::ClockJump), "{refused:?} {errors:?}");
+    r.finish(0, &mut out);
+    let row: Value = serde_json::from_str(&final_rows(&out)[0].json).unwrap();
+    assert_eq!(row["n"], cap + 10, "every event on the settled clock counted: {row}");
 }

@@ -20,6 +20,8 @@ pub struct Metrics {
     pub late_shed: IntCounterVec,
     /// Event ids forgotten early because a session's dedup memory was full.
     pub dedup_evicted: IntCounter,
+    /// Events released from a session's full reorder buffer before the watermark passed them.
+    pub released_early: IntCounter,
     /// Channels no alias of the event's producer version names: dropped, or kept for raw
     /// channel inputs (`input.unknown_channels: keep`).
     pub unknown_channels: IntCounter,
@@ -167,6 +169,10 @@ impl Metrics {
             late: c("late_total", "Events too late for any window"),
             late_shed,
             dedup_evicted: c("dedup_evicted_total", "Event ids forgotten early because a session's dedup memory was full"),
+            released_early: c(
+                "released_early_total",
+                "Events released from a session's full reorder buffer (4,096 events) before the watermark passed them",
+            ),
             unknown_channels: c(
                 "unknown_channels_total",
                 "Channels no alias of the event's producer version names: dropped, or kept raw under input.unknown_channels: keep",
@@ -218,6 +224,7 @@ pub const REBUILT_STATE_UNAVAILABLE: &str = "state_unavailable";
 pub(crate) struct Reported {
     duplicates: u64,
     dedup_evicted: u64,
+    released_early: u64,
     unknown_channels: u64,
     uncovered_sources: u64,
     sessions_expired: u64,
@@ -234,6 +241,7 @@ impl Reported {
         *self = Reported {
             duplicates: stats.duplicates,
             dedup_evicted: stats.dedup_evicted,
+            released_early: stats.released_early,
             unknown_channels: stats.unknown_channels,
             uncovered_sources: stats.uncovered_sources,
             sessions_expired: stats.sessions_expired,
@@ -256,6 +264,7 @@ impl Reported {
         };
         add(&metrics.duplicates, stats.duplicates, &mut self.duplicates);
         add(&metrics.dedup_evicted, stats.dedup_evicted, &mut self.dedup_evicted);
+        add(&metrics.released_early, stats.released_early, &mut self.released_early);
         add(&metrics.sessions_expired, stats.sessions_expired, &mut self.sessions_expired);
         summary.unknown_channels += add(&metrics.unknown_channels, stats.unknown_channels, &mut self.unknown_channels);
         let uncovered = add(&metrics.uncovered_sources, stats.uncovered_sources, &mut self.uncovered_sources);
