@@ -72,8 +72,8 @@ pub struct GatewayArgs {
     /// Request body bytes read or handled at once (bytes; KiB/MiB suffixes allowed): each request
     /// counts the bytes it has sent (not the Content-Length it declares), plus what a compressed
     /// one decodes to, until it is answered; beyond this a request gets 503 with Retry-After, at
-    /// once if its Content-Length does not fit, else while its body arrives. Bounds the gateway's memory (about 3x this at
-    /// most); at least --max-body.
+    /// once if its Content-Length does not fit, else while its body arrives. Bounds the
+    /// gateway's memory (about 3x this at most); at least --max-body.
     #[arg(long, default_value = "96MiB", value_parser = parse_size)]
     max_in_flight: usize,
     /// How long a request's body may take to arrive; a slower one gets 408 and frees its share of

@@ -426,12 +426,7 @@ fn a_second_tab_waits_while_the_first_drives_and_takes_the_race_over_when_it_clo
     let stack = start_stack("game_two_tabs");
     let mut browser = Browser::start();
     let url = page_url(&stack, "cy", seed);
-    browser.ask(json!({"open": url}));
-    browser.ask(json!({"wait": "lap", "n": 1, "timeout_s": 120}));
-    browser.ask(json!({"open": url, "tab": 1}));
-    // The page settles which tab drives as it starts: give it a moment to (wrongly) start racing.
-    let second = read_when(&mut browser, 1, 5, |p| p["state"] != json!("start"));
-    assert_eq!(second["state"], json!("elsewhere"), "the second tab waits for the first: {second}");
+    let second = open_beside_a_race(&mut browser, &url);
     assert_eq!(second["session"], Value::Null, "the second tab drives no session: {second}");
     let first = browser.ask(json!({"read": true}));
     assert_eq!(first["state"], json!("racing"), "the first tab races on: {first}");
@@ -453,11 +448,7 @@ fn after_the_results_race_again_races_in_its_own_tab_and_a_second_start_beside_i
     let stack = start_stack("game_race_again");
     let mut browser = Browser::start();
     let url = page_url(&stack, "ed", seed);
-    browser.ask(json!({"open": url}));
-    browser.ask(json!({"wait": "lap", "n": 1, "timeout_s": 120}));
-    browser.ask(json!({"open": url, "tab": 1}));
-    let second = read_when(&mut browser, 1, 5, |p| p["state"] != json!("start"));
-    assert_eq!(second["state"], json!("elsewhere"), "the second tab waits for the first: {second}");
+    open_beside_a_race(&mut browser, &url);
     // A hidden tab's race pauses, as a player's does when they switch tabs.
     browser.ask(json!({"front": true}));
     browser.ask(json!({"wait": "results", "timeout_s": 240}));
@@ -481,6 +472,18 @@ fn after_the_results_race_again_races_in_its_own_tab_and_a_second_start_beside_i
     let again = browser.ask(json!({"read": true}));
     assert_eq!(again["state"], json!("racing"), "the first tab races on: {again}");
     assert_no_lap_stored_twice(&stack.pg, &first.session);
+}
+
+/// Starts the race at `url` in tab 0 and, once it has a lap, opens `url` in tab 1, which waits
+/// for it (asserted); tab 1's state.
+fn open_beside_a_race(browser: &mut Browser, url: &str) -> Value {
+    browser.ask(json!({"open": url}));
+    browser.ask(json!({"wait": "lap", "n": 1, "timeout_s": 120}));
+    browser.ask(json!({"open": url, "tab": 1}));
+    // The page settles which tab drives as it starts: give it a moment to (wrongly) start racing.
+    let second = read_when(browser, 1, 5, |p| p["state"] != json!("start"));
+    assert_eq!(second["state"], json!("elsewhere"), "the second tab waits for the first: {second}");
+    second
 }
 
 /// The page's state once `done` holds, or after `secs` seconds (the caller's assertion then

@@ -831,11 +831,11 @@ impl Core {
     /// [`MAX_BUFFERED_EVENTS`] whatever the watermark; never past the session's end.
     fn release(&mut self, s: &mut SessionState, sid: &str, up_to: Option<i64>, out: &mut Vec<Output>) {
         while let Some(front) = s.buffer.front() {
-            let waits = up_to.is_some_and(|wm| front.time >= wm) && s.buffer.len() <= MAX_BUFFERED_EVENTS;
-            if waits || s.end.is_some_and(|end| (front.time, front.seq) > end) {
+            let ahead = up_to.is_some_and(|wm| front.time >= wm);
+            if (ahead && s.buffer.len() <= MAX_BUFFERED_EVENTS) || s.end.is_some_and(|end| (front.time, front.seq) > end) {
                 break;
             }
-            if up_to.is_some_and(|wm| front.time >= wm) {
+            if ahead {
                 self.stats.released_early += 1;
             }
             let p = s.buffer.pop_front().expect("front");

@@ -272,23 +272,29 @@ impl http_body::Body for Stalled {
     }
 }
 
+/// A POST of NDJSON with the `header` given, whose body sends `sent` and then nothing more.
+fn stalled_post(
+    h: &Harness,
+    header: (&str, String),
+    sent: &[u8],
+) -> tokio::task::JoinHandle<Result<axum::response::Response, std::convert::Infallible>> {
+    let req = Request::post("/v1/envelopes")
+        .header("content-type", "application/x-ndjson")
+        .header(header.0, header.1)
+        .header("authorization", format!("Bearer {}", h.web))
+        .body(Body::new(Stalled(Some(sent.to_vec()))))
+        .unwrap();
+    let app = router(h.gw.clone());
+    tokio::spawn(async move { app.oneshot(req).await })
+}
+
 /// Slow compressed bodies hold only the bytes they sent of the in-flight budget: a client
 /// trickling gzip bodies (each could decode to --max-body) no longer takes the whole budget
 /// from everyone else until the body deadline.
 #[tokio::test]
 async fn a_slow_compressed_body_holds_only_the_bytes_it_sent() {
     let h = Harness::new(Limits { max_in_flight: 12 << 20, ..limits() });
-    let mut slow = Vec::new();
-    for _ in 0..2 {
-        let req = Request::post("/v1/envelopes")
-            .header("content-type", "application/x-ndjson")
-            .header("content-encoding", "gzip")
-            .header("authorization", format!("Bearer {}", h.web))
-            .body(Body::new(Stalled(Some(vec![0x1f, 0x8b]))))
-            .unwrap();
-        let app = router(h.gw.clone());
-        slow.push(tokio::spawn(async move { app.oneshot(req).await }));
-    }
+    let slow: Vec<_> = (0..2).map(|_| stalled_post(&h, ("content-encoding", "gzip".into()), &[0x1f, 0x8b])).collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let body = ndjson(&(0..20).map(|i| envelope("slow", i)).collect::<Vec<_>>());
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -308,17 +314,7 @@ async fn a_slow_compressed_body_holds_only_the_bytes_it_sent() {
 #[tokio::test]
 async fn a_slow_body_holds_only_the_bytes_it_sent_whatever_length_it_declares() {
     let h = Harness::new(Limits { max_in_flight: 12 << 20, ..limits() });
-    let mut slow = Vec::new();
-    for _ in 0..2 {
-        let req = Request::post("/v1/envelopes")
-            .header("content-type", "application/x-ndjson")
-            .header("content-length", (6 << 20).to_string())
-            .header("authorization", format!("Bearer {}", h.web))
-            .body(Body::new(Stalled(Some(b"{\"".to_vec()))))
-            .unwrap();
-        let app = router(h.gw.clone());
-        slow.push(tokio::spawn(async move { app.oneshot(req).await }));
-    }
+    let slow: Vec<_> = (0..2).map(|_| stalled_post(&h, ("content-length", (6 << 20).to_string()), b"{\"")).collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let body = ndjson(&(0..20).map(|i| envelope("slow", i)).collect::<Vec<_>>());
     let (status, answer) = h.post_with(Some(&h.web), &[("content-type", "application/x-ndjson")], body.into_bytes()).await;
