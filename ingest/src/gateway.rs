@@ -191,22 +191,46 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
             json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", pitgun_runtime::http::method_not_allowed(&method, uri.path()))
         })
-        .layer(axum::middleware::from_fn_with_state(gw.limits.max_header_bytes, bound_headers))
+        // Inside CORS, so a browser can read the 431.
+        .layer(axum::middleware::from_fn_with_state(gw.clone(), bound_headers))
         .layer(gw.browsers.cors.clone())
+        // The CORS layer answers a preflight itself, without the layers inside it.
+        .layer(axum::middleware::from_fn_with_state(gw, bound_preflight_headers))
 }
 
-/// Answers 431 to a request whose headers together exceed `max` bytes, before any route runs:
-/// a producer cannot make the gateway keep or parse an unbounded header.
-async fn bound_headers(State(max): State<usize>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let size: usize = req.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
-    if size > max {
-        return json_error(
+/// Answers 431 to a request whose headers together exceed `--max-header-size`, before any
+/// route runs: a producer cannot make the gateway keep or parse an unbounded header. A refused
+/// post of envelopes is counted with the other answers to them.
+async fn bound_headers(State(gw): State<Arc<Gateway>>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match headers_too_large(req.headers(), gw.limits.max_header_bytes) {
+        Some(refusal) => {
+            if req.method() == Method::POST && req.uri().path() == "/v1/envelopes" {
+                gw.metrics.request(refusal.status().as_u16());
+            }
+            refusal
+        }
+        None => next.run(req).await,
+    }
+}
+
+/// [`bound_headers`] for preflights (`OPTIONS`), which the CORS layer answers before it runs.
+async fn bound_preflight_headers(State(gw): State<Arc<Gateway>>, req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match headers_too_large(req.headers(), gw.limits.max_header_bytes).filter(|_| req.method() == Method::OPTIONS) {
+        Some(refusal) => refusal,
+        None => next.run(req).await,
+    }
+}
+
+/// The 431 for headers taking more than `max` bytes together (names, values and separators).
+fn headers_too_large(headers: &HeaderMap, max: usize) -> Option<Response> {
+    let size: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    (size > max).then(|| {
+        json_error(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "headers_too_large",
             format!("the request's headers take {size} bytes; at most {max} are accepted (--max-header-size)"),
-        );
-    }
-    next.run(req).await
+        )
+    })
 }
 
 /// Reloads the keys file when it changes (checked every `interval`) and at once on SIGHUP; a
@@ -539,7 +563,9 @@ impl Gateway {
             batch::split(decoded, framing, self.limits.max_batch, &mut s.items).map_err(body_error)?;
             self.validator.check(decoded, &s.items, Some(caller.source()), now_us(), &mut s.checked);
             if let ([item], Some(refused)) = (&s.items[..], s.checked.rejected.first()) {
-                if framing == batch::Framing::Json && refused.reason == crate::validate::Reason::MalformedJson {
+                // NDJSON under the wrong type is one item: past --max-item-size it is too large.
+                let one_item_refused = matches!(refused.reason, crate::validate::Reason::MalformedJson | crate::validate::Reason::TooLarge);
+                if framing == batch::Framing::Json && one_item_refused {
                     if let Some(e) = batch::several_values(&decoded[item.clone()]) {
                         return Err(body_error(e));
                     }

@@ -660,6 +660,22 @@ async fn limits_content_types_and_broken_bodies_have_their_statuses() {
     assert_eq!(metric(&m, "pitgun_gateway_requests_total{status=\"400\"}"), 4.0);
 }
 
+/// NDJSON sent as application/json is one item; past --max-item-size it was refused as an
+/// envelope too large (422, dead-lettered) rather than as a body sent under the wrong type.
+#[tokio::test]
+async fn ndjson_sent_as_json_past_the_item_limit_is_400() {
+    let h = Harness::new(Limits { max_item: 1024, ..limits() });
+    let lines = ndjson(&(0..8).map(|i| envelope("n", i)).collect::<Vec<_>>());
+    assert!(lines.len() > 1024 && lines.lines().all(|l| l.len() < 1024), "each line fits, the body does not");
+    let (status, answer) = h.post(Some(&h.web), "application/json", lines.clone()).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("as application/x-ndjson"), "{answer}");
+    let (stored, dead) = h.records();
+    assert!(stored.is_empty() && dead.is_empty(), "nothing is queued: {} stored, {} dead letters", stored.len(), dead.len());
+    let (status, answer) = h.post(Some(&h.web), "application/x-ndjson", lines).await;
+    assert_eq!(status, 202, "{answer}");
+}
+
 #[tokio::test]
 async fn a_batch_the_broker_does_not_take_is_503_with_retry_after() {
     let h = Harness::new(Limits { retry_after_secs: 7, ..limits() });
@@ -1002,4 +1018,27 @@ async fn headers_beyond_the_bound_are_refused_with_431() {
     assert_eq!(status, 202, "a header within the bound is read: {}", String::from_utf8_lossy(&answer));
     let (status, _, _) = h.request(Request::get("/healthz").header("x-padding", "a".repeat(200 << 10)).body(Body::empty()).unwrap()).await;
     assert_eq!(status, 431, "every route is bounded");
+    let m = h.metrics().await;
+    assert_eq!(metric(&m, "pitgun_gateway_requests_total{status=\"431\"}"), 1.0, "the refused post is counted, the health probe is not");
+}
+
+/// A preflight is answered by the CORS layer without reaching the routes: it was not bounded.
+#[tokio::test]
+async fn a_preflight_beyond_the_header_bound_is_refused_with_431() {
+    let h = Harness::browsers();
+    let preflight = |bytes: usize| {
+        Request::builder()
+            .method("OPTIONS")
+            .uri("/v1/envelopes")
+            .header("origin", GAME_ORIGIN)
+            .header("access-control-request-method", "POST")
+            .header("x-padding", "a".repeat(bytes))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (status, _, answer) = h.request(preflight(200 << 10)).await;
+    assert_eq!(status, 431, "{}", String::from_utf8_lossy(&answer));
+    let (status, headers, _) = h.request(preflight(1 << 10)).await;
+    assert!(status.is_success(), "a preflight within the bound is answered: {status}");
+    assert_eq!(headers.get("access-control-allow-origin").map(|v| v.to_str().unwrap()), Some(GAME_ORIGIN));
 }
