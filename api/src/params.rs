@@ -115,32 +115,33 @@ impl Params {
     }
 }
 
-/// Where a page of runs ends: the last run's start and session id (keyset paging, so a page
-/// costs the same however deep it is and rows written meanwhile do not shift pages).
+/// Where a page ends: its last row's time and id, the page's order (keyset paging, so a page
+/// costs the same however deep it is and rows written meanwhile do not shift pages). Runs are
+/// paged by start and session id, a session's lap rows by start and row id.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cursor {
-    /// `started_at` of the last run on the page.
-    pub started_at: SystemTime,
-    /// Its session id.
-    pub session_id: String,
+    /// The time of the last row on the page (`started_at`, `window_start`).
+    pub at: SystemTime,
+    /// Its id (`session_id`, `row_id`).
+    pub id: String,
 }
 
 impl Cursor {
-    /// Opaque to clients: hex of `<µs since epoch>:<session id>`.
+    /// Opaque to clients: hex of `<µs since epoch>:<id>`.
     pub fn encode(&self) -> String {
-        let us = self.started_at.duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
-        hex::encode(format!("{us}:{}", self.session_id))
+        let us = self.at.duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
+        hex::encode(format!("{us}:{}", self.id))
     }
 
     fn decode(s: &str) -> Option<Cursor> {
         let text = String::from_utf8(hex::decode(s).ok()?).ok()?;
-        let (us, session_id) = text.split_once(':')?;
-        // Only what this API hands out: times up to the year 9999, a session id it could store.
+        let (us, id) = text.split_once(':')?;
+        // Only what this API hands out: times up to the year 9999, an id it could store.
         let us: u64 = us.parse().ok().filter(|&us| us < 253_402_300_800_000_000)?;
-        if text_problem(session_id).is_some() {
+        if text_problem(id).is_some() {
             return None;
         }
-        Some(Cursor { started_at: UNIX_EPOCH + Duration::from_micros(us), session_id: session_id.to_string() })
+        Some(Cursor { at: UNIX_EPOCH + Duration::from_micros(us), id: id.to_string() })
     }
 }
 
@@ -179,7 +180,7 @@ mod tests {
         let wide = "赛".repeat(MAX_TEXT_CHARS);
         let p = params(&[("player", &wide)], &["player"]).unwrap();
         assert_eq!(p.text("player").unwrap().as_deref(), Some(wide.as_str()));
-        let c = Cursor { started_at: UNIX_EPOCH, session_id: wide.clone() };
+        let c = Cursor { at: UNIX_EPOCH, id: wide.clone() };
         assert_eq!(Cursor::decode(&c.encode()), Some(c));
         let p = params(&[("player", &(wide + "x"))], &["player"]).unwrap();
         assert_eq!(p.text("player").unwrap_err().0, "player: expected 1 to 256 characters, got 257");
@@ -201,7 +202,7 @@ mod tests {
 
     #[test]
     fn cursors_round_trip() {
-        let c = Cursor { started_at: UNIX_EPOCH + Duration::from_micros(1_767_225_603_677_340), session_id: "s-1:2".into() };
+        let c = Cursor { at: UNIX_EPOCH + Duration::from_micros(1_767_225_603_677_340), id: "s-1:2".into() };
         assert_eq!(Cursor::decode(&c.encode()), Some(c));
         assert_eq!(Cursor::decode(&hex::encode("99999999999999999999:s")), None, "out of range");
         assert_eq!(Cursor::decode(&hex::encode("1:")), None);

@@ -3,17 +3,28 @@
 //! with the best lap, the mean complete lap and the consistency (standard deviation) of the
 //! complete laps. Only complete laps (ended by the next lap's start) count towards the best,
 //! the mean and the spread; an out-lap or an unfinished last lap is shown but not ranked.
+//!
+//! Laps are listed in the order they started, a page at a time, each naming its driver and car
+//! (a session's key may change: a driver or car change starts new laps). The best, the mean and
+//! the spread are of every complete lap of the session, on every page.
 
 use std::time::SystemTime;
 
 use serde_json::{json, Value};
 use tokio_postgres::Row;
 
-use crate::store::time_json;
+use crate::params::Cursor;
+use crate::store::{time_json, LapSummary};
 
 /// One lap row (the `lap-performance` contract's columns the endpoint shows).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Lap {
+    /// Who drove it.
+    pub player: String,
+    /// Where.
+    pub track: String,
+    /// In what.
+    pub car: String,
     /// Lap number.
     pub lap: i64,
     /// Lap time, s.
@@ -39,6 +50,9 @@ pub struct Lap {
 impl Lap {
     fn of(r: &Row) -> Lap {
         Lap {
+            player: r.get("player"),
+            track: r.get("track"),
+            car: r.get("car"),
             lap: r.get("lap"),
             lap_time: r.get("lap_time"),
             complete: r.get("complete"),
@@ -53,24 +67,36 @@ impl Lap {
     }
 }
 
-/// The response for a session's lap rows.
-pub fn performance(session: &str, rows: &[Row]) -> Value {
-    summarise(session, &rows.iter().map(Lap::of).collect::<Vec<_>>())
+/// The session's best complete lap.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BestLap {
+    /// Lap number.
+    pub lap: i64,
+    /// Lap time, s.
+    pub lap_time: f64,
+    /// Who drove it.
+    pub player: String,
+    /// In what.
+    pub car: String,
 }
 
-/// The response for a session's laps (ordered by lap number).
-pub fn summarise(session: &str, laps: &[Lap]) -> Value {
-    let complete: Vec<&Lap> = laps.iter().filter(|l| l.complete).collect();
-    // Ties: the earlier lap is the best.
-    let best = complete.iter().copied().reduce(|a, b| if b.lap_time < a.lap_time { b } else { a });
-    let n = complete.len() as f64;
-    let mean = (n > 0.0).then(|| complete.iter().map(|l| l.lap_time).sum::<f64>() / n);
-    let spread = mean.filter(|_| n > 1.0).map(|m| (complete.iter().map(|l| (l.lap_time - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
+/// The response for a page of a session's lap rows.
+pub fn performance(session: &str, summary: &LapSummary, rows: &[Row], next: Option<&Cursor>) -> Value {
+    let best = summary.best.as_ref().map(|r| BestLap { lap: r.get("lap"), lap_time: r.get("lap_time"), player: r.get("player"), car: r.get("car") });
+    let laps: Vec<Lap> = rows.iter().map(Lap::of).collect();
+    summarise(session, summary, best.as_ref(), &laps, next)
+}
+
+/// The response for a page of a session's laps (in the order they started).
+pub fn summarise(session: &str, summary: &LapSummary, best: Option<&BestLap>, laps: &[Lap], next: Option<&Cursor>) -> Value {
     let rows: Vec<Value> = laps
         .iter()
         .map(|l| {
             json!({
                 "lap": l.lap,
+                "player": l.player,
+                "track": l.track,
+                "car": l.car,
                 "lap_time_s": l.lap_time,
                 "complete": l.complete,
                 "started_at": time_json(l.started_at),
@@ -87,10 +113,11 @@ pub fn summarise(session: &str, laps: &[Lap]) -> Value {
     json!({
         "session_id": session,
         "laps": rows,
-        "complete_laps": complete.len(),
-        "best_lap": best.map(|b| json!({"lap": b.lap, "lap_time_s": b.lap_time})),
-        "mean_complete_lap_s": mean,
-        "consistency_s": spread,
+        "next_cursor": next.map(Cursor::encode),
+        "complete_laps": summary.complete_laps,
+        "best_lap": best.map(|b| json!({"lap": b.lap, "lap_time_s": b.lap_time, "player": b.player, "car": b.car})),
+        "mean_complete_lap_s": summary.mean,
+        "consistency_s": summary.spread,
     })
 }
 
@@ -102,6 +129,9 @@ mod tests {
 
     fn lap(n: i64, t: f64, complete: bool) -> Lap {
         Lap {
+            player: "ana".into(),
+            track: "monza".into(),
+            car: "gt3".into(),
             lap: n,
             lap_time: t,
             complete,
@@ -116,17 +146,20 @@ mod tests {
     }
 
     #[test]
-    fn best_mean_and_spread_count_complete_laps_only() {
-        let v = summarise("s", &[lap(1, 90.0, true), lap(2, 88.0, true), lap(3, 88.0, true), lap(4, 30.0, false)]);
-        assert_eq!(v["best_lap"], json!({"lap": 2, "lap_time_s": 88.0}), "the earlier of two equal laps");
-        assert_eq!(v["complete_laps"], 3);
-        assert_eq!(v["mean_complete_lap_s"].as_f64().unwrap(), 266.0 / 3.0);
-        let sd = v["consistency_s"].as_f64().unwrap();
-        assert!((sd - (4.0f64 / 3.0).sqrt()).abs() < 1e-12, "{sd}");
+    fn each_complete_lap_is_measured_against_the_best_and_an_unfinished_one_is_not() {
+        let summary = LapSummary { laps: 4, complete_laps: 3, mean: Some(266.0 / 3.0), spread: Some(1.0), best: None };
+        let best = BestLap { lap: 2, lap_time: 88.0, player: "ana".into(), car: "gt3".into() };
+        let laps = [lap(1, 90.0, true), lap(2, 88.0, true), lap(3, 88.0, true), lap(4, 30.0, false)];
+        let next = Cursor { at: UNIX_EPOCH, id: "r".into() };
+        let v = summarise("s", &summary, Some(&best), &laps, Some(&next));
+        assert_eq!(v["best_lap"], json!({"lap": 2, "lap_time_s": 88.0, "player": "ana", "car": "gt3"}));
+        assert_eq!((v["complete_laps"].clone(), v["consistency_s"].clone()), (json!(3), json!(1.0)));
         assert_eq!(v["laps"][0]["delta_to_best_s"], 2.0);
         assert_eq!(v["laps"][3]["delta_to_best_s"], Value::Null, "an unfinished lap is not ranked");
-        assert_eq!(v["laps"][1]["started_at"], "1970-01-01T00:03:20.000000Z");
-        let none = summarise("s", &[lap(1, 30.0, false)]);
-        assert_eq!((none["best_lap"].clone(), none["consistency_s"].clone()), (Value::Null, Value::Null));
+        assert_eq!((v["laps"][1]["started_at"].clone(), v["laps"][1]["car"].clone()), (json!("1970-01-01T00:03:20.000000Z"), json!("gt3")));
+        assert_eq!(v["next_cursor"], next.encode());
+        let none = LapSummary { laps: 1, complete_laps: 0, mean: None, spread: None, best: None };
+        let v = summarise("s", &none, None, &[lap(1, 30.0, false)], None);
+        assert_eq!((v["best_lap"].clone(), v["consistency_s"].clone(), v["next_cursor"].clone()), (Value::Null, Value::Null, Value::Null));
     }
 }

@@ -163,12 +163,19 @@ async fn runs(State(api): State<Arc<Api>>, q: QueryPairs) -> Reply {
     .await
 }
 
+/// Lap rows on one page of `/v1/runs/{session}` and `/performance`: by default and at most.
+const LAP_PAGE: (i64, i64) = (500, 2000);
+
 async fn run(State(api): State<Arc<Api>>, session: SessionPath, q: QueryPairs) -> Reply {
     timed(&api, "run", async {
-        params(q, &[])?;
+        let p = params(q, &["limit", "cursor"])?;
         let session = session_id(session)?;
-        match api.store.run(&session).await? {
-            Some(r) => Ok(Json(r)),
+        let limit = p.limit("limit", LAP_PAGE.0, 1, LAP_PAGE.1)?;
+        match api.store.run(&session, p.cursor("cursor")?.as_ref(), limit).await? {
+            Some((mut run, next)) => {
+                run["next_cursor"] = next.map(|c| c.encode()).into();
+                Ok(Json(run))
+            }
             None => Err(Failure::NotFound(format!("no run for session {session:?}"))),
         }
     })
@@ -189,13 +196,14 @@ async fn leaderboard(State(api): State<Arc<Api>>, q: QueryPairs) -> Reply {
 
 async fn session_performance(State(api): State<Arc<Api>>, session: SessionPath, q: QueryPairs) -> Reply {
     timed(&api, "performance", async {
-        params(q, &[])?;
+        let p = params(q, &["limit", "cursor"])?;
         let session = session_id(session)?;
-        let laps = api.store.performance_laps(&session).await?;
-        if laps.is_empty() {
+        let limit = p.limit("limit", LAP_PAGE.0, 1, LAP_PAGE.1)?;
+        let (summary, laps, next) = api.store.performance(&session, p.cursor("cursor")?.as_ref(), limit).await?;
+        if summary.laps == 0 {
             return Err(Failure::NotFound(format!("no laps recorded for session {session:?}")));
         }
-        Ok(Json(performance(&session, &laps)))
+        Ok(Json(performance(&session, &summary, &laps, next.as_ref())))
     })
     .await
 }

@@ -13,7 +13,7 @@ use pitgun_contracts::analysis::STORED_VERSION_COLUMN;
 use pitgun_contracts::runs::served_columns;
 use pitgun_runtime::sql::check_identifier;
 use serde_json::{json, Map, Value};
-use tokio_postgres::types::Type;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{IsolationLevel, NoTls, Row, Statement};
 use tracing::info;
 
@@ -21,17 +21,53 @@ use crate::error::{Error, Result};
 use crate::params::Cursor;
 
 /// The lap-table columns `/performance` needs.
-const PERFORMANCE_COLUMNS: &[&str] =
-    &["lap", "lap_time", "complete", "window_start", "max_speed", "mean_speed", "full_throttle_share", "braking_share", "distance", "samples"];
+const PERFORMANCE_COLUMNS: &[&str] = &[
+    "row_id",
+    "player",
+    "track",
+    "car",
+    "lap",
+    "lap_time",
+    "complete",
+    "window_start",
+    "max_speed",
+    "mean_speed",
+    "full_throttle_share",
+    "braking_share",
+    "distance",
+    "samples",
+];
+
+/// A session's lap rows in page order (start, then row id), from after a [`Cursor`]: `$1` the
+/// session, `$2`/`$3` the cursor (none: from the first), `$4` the page size.
+const LAP_PAGE: &str = "WHERE session_id = $1 AND ($2::timestamptz IS NULL OR (window_start, row_id) > ($2, $3::text)) \
+                        ORDER BY window_start, row_id LIMIT $4";
 
 /// Statements, built once.
 struct Sql {
-    runs_page: String,
+    runs: String,
+    run_columns: String,
     run: String,
     laps: String,
     performance: String,
+    performance_summary: String,
+    best_lap: String,
     leaderboard: String,
     leaderboard_car: String,
+}
+
+/// What `/performance` says of all of a session's laps, whichever page is asked for.
+pub struct LapSummary {
+    /// Lap rows of the session (0: no laps recorded).
+    pub laps: i64,
+    /// Complete laps among them.
+    pub complete_laps: i64,
+    /// Mean time of the complete laps.
+    pub mean: Option<f64>,
+    /// Their sample standard deviation (two complete laps at least).
+    pub spread: Option<f64>,
+    /// The best complete lap: the fastest, on a tie the one that started first.
+    pub best: Option<Row>,
 }
 
 /// The database the API reads, through a pool of connections.
@@ -118,18 +154,21 @@ impl Store {
                  ORDER BY best_lap_s, started_at, player, session_id LIMIT $2"
             )
         };
-        let run_columns = run_columns.join(", ");
         let sql = Sql {
-            runs_page: format!(
-                "SELECT {run_columns} FROM \"{runs}\" \
-                 WHERE ($1::text IS NULL OR player = $1) AND ($2::text IS NULL OR track = $2) AND ($3::text IS NULL OR car = $3) \
-                   AND ($4::timestamptz IS NULL OR started_at >= $4) \
-                   AND ($5::timestamptz IS NULL OR (started_at, session_id) < ($5, $6::text)) \
-                 ORDER BY started_at DESC, session_id DESC LIMIT $7"
+            runs: runs.to_string(),
+            run_columns: run_columns.join(", "),
+            run: format!("SELECT {} FROM \"{runs}\" WHERE session_id = $1", run_columns.join(", ")),
+            laps: format!("SELECT {lap_columns} FROM \"{laps}\" {LAP_PAGE}"),
+            performance: format!("SELECT {} FROM \"{laps}\" {LAP_PAGE}", PERFORMANCE_COLUMNS.join(", ")),
+            performance_summary: format!(
+                "SELECT count(*) AS laps, count(*) FILTER (WHERE complete) AS complete_laps, \
+                   avg(lap_time) FILTER (WHERE complete) AS mean, stddev_samp(lap_time) FILTER (WHERE complete) AS spread \
+                 FROM \"{laps}\" WHERE session_id = $1"
             ),
-            run: format!("SELECT {run_columns} FROM \"{runs}\" WHERE session_id = $1"),
-            laps: format!("SELECT {lap_columns} FROM \"{laps}\" WHERE session_id = $1 ORDER BY window_start, row_id"),
-            performance: format!("SELECT {} FROM \"{laps}\" WHERE session_id = $1 ORDER BY lap", PERFORMANCE_COLUMNS.join(", ")),
+            best_lap: format!(
+                "SELECT lap, lap_time, player, car FROM \"{laps}\" WHERE session_id = $1 AND complete \
+                 ORDER BY lap_time, window_start, row_id LIMIT 1"
+            ),
             leaderboard: leaderboard(""),
             leaderboard_car: leaderboard("AND car = $8"),
         };
@@ -154,36 +193,66 @@ impl Store {
     /// A page of runs, newest first, and the cursor of the next page.
     pub async fn runs(&self, f: &RunFilter, after: Option<&Cursor>, limit: i64) -> Result<(Vec<Value>, Option<Cursor>)> {
         let c = self.client().await?;
-        let st = c.prepare_cached(&self.sql.runs_page).await?;
-        let (at, sid) = (after.map(|a| a.started_at), after.map(|a| a.session_id.clone()));
+        // Only the filters given are in the statement: one that reads `$1 IS NULL OR player =
+        // $1` cannot use the player's index once PostgreSQL plans it for any value.
+        let mut conditions: Vec<String> = Vec::new();
+        let mut values: Vec<&(dyn ToSql + Sync)> = Vec::new();
+        for (column, value) in [("player", &f.player), ("track", &f.track), ("car", &f.car)] {
+            if let Some(v) = value {
+                values.push(v);
+                conditions.push(format!("{column} = ${}", values.len()));
+            }
+        }
+        if let Some(since) = &f.since {
+            values.push(since);
+            conditions.push(format!("started_at >= ${}", values.len()));
+        }
+        if let Some(a) = after {
+            values.extend([&a.at as &(dyn ToSql + Sync), &a.id]);
+            conditions.push(format!("(started_at, session_id) < (${}, ${})", values.len() - 1, values.len()));
+        }
         // One more than asked: whether there is a next page.
-        let rows = c.query(&st, &[&f.player, &f.track, &f.car, &f.since, &at, &sid, &(limit + 1)]).await?;
-        let more = rows.len() as i64 > limit;
-        let rows = &rows[..rows.len().min(limit as usize)];
-        let next = match (more, rows.last()) {
-            (true, Some(last)) => Some(Cursor { started_at: last.get("started_at"), session_id: last.get("session_id") }),
-            _ => None,
-        };
+        let more = limit + 1;
+        values.push(&more);
+        let filter = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
+        let sql = format!(
+            "SELECT {} FROM \"{}\" {filter} ORDER BY started_at DESC, session_id DESC LIMIT ${}",
+            self.sql.run_columns,
+            self.sql.runs,
+            values.len()
+        );
+        let st = c.prepare_cached(&sql).await?;
+        let rows = c.query(&st, &values).await?;
+        let (rows, next) = page(&rows, limit, "started_at", "session_id");
         Ok((rows.iter().map(row_json).collect(), next))
     }
 
-    /// One run with its lap rows (`None`: no such session).
-    pub async fn run(&self, session: &str) -> Result<Option<Value>> {
+    /// One run (`None`: no such session) with a page of its lap rows, and the cursor of the next.
+    pub async fn run(&self, session: &str, after: Option<&Cursor>, limit: i64) -> Result<Option<(Value, Option<Cursor>)>> {
         let c = self.client().await?;
         let st = c.prepare_cached(&self.sql.run).await?;
         let Some(run) = c.query_opt(&st, &[&session]).await? else { return Ok(None) };
-        let st = c.prepare_cached(&self.sql.laps).await?;
-        let laps: Vec<Value> = c.query(&st, &[&session]).await?.iter().map(row_json).collect();
+        let rows = lap_page(&c, &self.sql.laps, session, after, limit).await?;
+        let (rows, next) = page(&rows, limit, "window_start", "row_id");
         let mut out = row_json(&run);
-        out["lap_rows"] = Value::from(laps);
-        Ok(Some(out))
+        out["lap_rows"] = rows.iter().map(row_json).collect();
+        Ok(Some((out, next)))
     }
 
-    /// The lap rows of a session for `/performance` (empty: no laps recorded).
-    pub async fn performance_laps(&self, session: &str) -> Result<Vec<Row>> {
-        let c = self.client().await?;
-        let st = c.prepare_cached(&self.sql.performance).await?;
-        Ok(c.query(&st, &[&session]).await?)
+    /// What `/performance` shows of a session: its laps summed up, and a page of them with the
+    /// cursor of the next. The summary and the page are read in one snapshot.
+    pub async fn performance(&self, session: &str, after: Option<&Cursor>, limit: i64) -> Result<(LapSummary, Vec<Row>, Option<Cursor>)> {
+        let mut c = self.client().await?;
+        let tx = c.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await?;
+        let st = tx.prepare_cached(&self.sql.performance_summary).await?;
+        let s = tx.query_one(&st, &[&session]).await?;
+        let st = tx.prepare_cached(&self.sql.best_lap).await?;
+        let best = tx.query_opt(&st, &[&session]).await?;
+        let rows = lap_page(&tx, &self.sql.performance, session, after, limit).await?;
+        tx.commit().await?;
+        let summary = LapSummary { laps: s.get("laps"), complete_laps: s.get("complete_laps"), mean: s.get("mean"), spread: s.get("spread"), best };
+        let (rows, next) = page(&rows, limit, "window_start", "row_id");
+        Ok((summary, rows.to_vec(), next))
     }
 
     /// The best complete lap of each player on a track (and car), best first. Laps are read in
@@ -205,6 +274,24 @@ impl Store {
         tx.commit().await?;
         Ok(entries)
     }
+}
+
+/// A page of a session's lap rows by `sql` ([`LAP_PAGE`]), one more than `limit`.
+async fn lap_page(c: &impl GenericClient, sql: &str, session: &str, after: Option<&Cursor>, limit: i64) -> Result<Vec<Row>> {
+    let st = c.prepare_cached(sql).await?;
+    let (at, id) = (after.map(|a| a.at), after.map(|a| a.id.as_str()));
+    Ok(c.query(&st, &[&session, &at, &id, &(limit + 1)]).await?)
+}
+
+/// The page of `rows` (read with one more than `limit`) and, when there are more, the cursor
+/// after its last row: its `at` and `id` columns.
+fn page<'r>(rows: &'r [Row], limit: i64, at: &str, id: &str) -> (&'r [Row], Option<Cursor>) {
+    let shown = &rows[..rows.len().min(limit as usize)];
+    let next = match (rows.len() > shown.len(), shown.last()) {
+        (true, Some(last)) => Some(Cursor { at: last.get(at), id: last.get(id) }),
+        _ => None,
+    };
+    (shown, next)
 }
 
 /// One leaderboard's reads of runs in ranking order (`Sql::leaderboard`).

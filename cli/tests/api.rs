@@ -123,7 +123,10 @@ fn api_endpoints_on_known_data() {
         run("s7", "fay", "monza", "gt3", "14:00:00", Some(89.5)),
         run("s8", "eve", "monza", "gt3", "14:00:00", Some(89.5)),
     ];
-    let laps = [lap("s1", 1, "10:00:00", 91.0, true), lap("s1", 2, "10:01:31", 90.5, true), lap("s1", 3, "10:03:01", 30.25, false)];
+    // The car changed after lap 3: the new key's laps are numbered from 1 again.
+    let mut other_car = lap("s1", 1, "10:04:00", 20.0, false);
+    (other_car["car"], other_car["row_id"]) = (json!("lmp2"), json!("lap-s1-lmp2-1"));
+    let laps = [lap("s1", 1, "10:00:00", 91.0, true), lap("s1", 2, "10:01:31", 90.5, true), lap("s1", 3, "10:03:01", 30.25, false), other_car];
     for (topic, rows) in [("pitgun.aggregates.session-summary.v1", &runs[..]), ("pitgun.aggregates.lap-performance.v1", &laps[..])] {
         let file = dir.path().join(format!("{topic}.ndjson"));
         std::fs::write(&file, rows.iter().map(|r| r.to_string() + "\n").collect::<String>()).unwrap();
@@ -180,15 +183,39 @@ fn api_endpoints_on_known_data() {
     assert_eq!(status, 200, "{s1}");
     assert_eq!(s1["player"], "ana");
     let lap_rows = s1["lap_rows"].as_array().unwrap();
-    assert_eq!(lap_rows.len(), 3);
+    assert_eq!((lap_rows.len(), &s1["next_cursor"]), (4, &Value::Null));
     assert_eq!((lap_rows[1]["lap"].as_i64(), lap_rows[1]["lap_time"].as_f64()), (Some(2), Some(90.5)));
     let (status, perf) = get(&addr, "/v1/sessions/s1/performance");
     assert_eq!(status, 200, "{perf}");
-    assert_eq!(perf["best_lap"], json!({"lap": 2, "lap_time_s": 90.5}));
+    assert_eq!(perf["best_lap"], json!({"lap": 2, "lap_time_s": 90.5, "player": "ana", "car": "gt3"}));
     assert_eq!(perf["complete_laps"], 2);
     assert_eq!(perf["laps"][0]["delta_to_best_s"], 0.5);
     assert_eq!(perf["laps"][2]["delta_to_best_s"], Value::Null);
     assert_eq!(perf["mean_complete_lap_s"], 90.75);
+    let spread = perf["consistency_s"].as_f64().unwrap();
+    assert!((spread - 0.125f64.sqrt()).abs() < 1e-12, "{spread}");
+    // In the order they started, each naming its car: by lap number the two keys' laps mixed.
+    let in_order: Vec<(i64, &str)> =
+        perf["laps"].as_array().unwrap().iter().map(|l| (l["lap"].as_i64().unwrap(), l["car"].as_str().unwrap())).collect();
+    assert_eq!(in_order, [(1, "gt3"), (2, "gt3"), (3, "gt3"), (1, "lmp2")]);
+    // A page at a time: a session's laps are not all sent at once. The summary is the session's
+    // on every page.
+    let mut paged = Vec::new();
+    let mut path = "/v1/sessions/s1/performance?limit=3".to_string();
+    for page in 0.. {
+        let (status, body) = get(&addr, &path);
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!((&body["best_lap"], &body["mean_complete_lap_s"]), (&perf["best_lap"], &perf["mean_complete_lap_s"]), "{body}");
+        paged.extend(body["laps"].as_array().unwrap().iter().cloned());
+        let Some(c) = body["next_cursor"].as_str() else { break };
+        path = format!("/v1/sessions/s1/performance?limit=3&cursor={c}");
+        assert!(page < 3, "paging does not end");
+    }
+    assert_eq!(&paged, perf["laps"].as_array().unwrap());
+    let (status, first) = get(&addr, "/v1/runs/s1?limit=3");
+    assert_eq!((status, first["lap_rows"].as_array().unwrap().len()), (200, 3), "{first}");
+    let (_, rest) = get(&addr, &format!("/v1/runs/s1?limit=3&cursor={}", first["next_cursor"].as_str().unwrap()));
+    assert_eq!((&rest["lap_rows"][0], &rest["next_cursor"]), (&lap_rows[3], &Value::Null), "{rest}");
 
     // Bad parameters: a 400 naming the parameter; nothing there: 404.
     for (path, says) in [
@@ -206,6 +233,8 @@ fn api_endpoints_on_known_data() {
         // A path that is not UTF-8 was answered in plain text, not the API's JSON error.
         ("/v1/runs/%FF", "session"),
         ("/v1/sessions/%FF/performance", "session"),
+        ("/v1/sessions/s1/performance?limit=2001", "limit: expected an integer from 1 to 2000"),
+        ("/v1/runs/s1?cursor=zz", "cursor: not a cursor this API returned"),
     ] {
         let (status, body) = get(&addr, path);
         assert_eq!(status, 400, "{path}: {body}");
@@ -259,12 +288,15 @@ fn api_endpoints_on_known_data() {
     // Generated requests of every documented operation: no 5xx, every answer as documented.
     // Stored sessions for half the path ids, and cursors this API returned. A cursor is opaque:
     // no schema can say which values the API made, and a made-up one is rightly 400, so only
-    // for listRuns a schema-valid request may be refused (every other check still runs on it).
+    // for the paged operations a schema-valid request may be refused (every other check still
+    // runs on it).
     let config = format!(
         "[dictionaries.sessions]\nvalues = [\"s1\", \"s2\", \"s5\"]\n[dictionaries.cursors]\nvalues = [{}]\n\
          [parameters]\n\"path.session\" = {{ dictionary = \"sessions\", probability = 0.5 }}\n\
          \"query.cursor\" = {{ dictionary = \"cursors\", probability = 1.0 }}\n\
-         [[operations]]\ninclude-operation-id = \"listRuns\"\nchecks.positive_data_acceptance.enabled = false\n",
+         [[operations]]\ninclude-operation-id = \"listRuns\"\nchecks.positive_data_acceptance.enabled = false\n\
+         [[operations]]\ninclude-operation-id = \"getRun\"\nchecks.positive_data_acceptance.enabled = false\n\
+         [[operations]]\ninclude-operation-id = \"sessionPerformance\"\nchecks.positive_data_acceptance.enabled = false\n",
         cursors.join(", ")
     );
     schemathesis::assert_schemathesis(&format!("http://{addr}/openapi.json"), "performance API", seed("api"), &[], &config);

@@ -151,7 +151,7 @@ fn end_to_end_tables_equal_replay() {
     // reads by session.
     assert_eq!(psql(&pg, "SELECT string_agg(version::text, ',' ORDER BY version) FROM pitgun_sink_schema").trim(), "1");
     let indexes = psql(&pg, "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND indexname NOT LIKE '%pkey' ORDER BY 1");
-    assert_eq!(indexes, "runs_laps_ranked\nruns_laps_ranked_car\nruns_started\n");
+    assert_eq!(indexes, "runs_car_started\nruns_laps_ranked\nruns_laps_ranked_car\nruns_player_started\nruns_started\nruns_track_started\n");
     let key = psql(&pg, "SELECT indexdef FROM pg_indexes WHERE schemaname = current_schema() AND indexname = 'lap_performance_v1_pkey'");
     assert!(key.trim().ends_with("USING btree (session_id, row_id)"), "{key}");
     // A database a newer sink migrated is refused, not written with an older schema.

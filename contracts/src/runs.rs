@@ -95,6 +95,10 @@ pub const RUNS_INDEXES: &[(&str, &str)] = &[
     ("laps_ranked", "(track, best_lap_s, started_at, player, session_id) WHERE best_lap_s IS NOT NULL"),
     ("laps_ranked_car", "(track, car, best_lap_s, started_at, player, session_id) WHERE best_lap_s IS NOT NULL"),
     ("started", "(started_at DESC, session_id DESC)"),
+    // `/v1/runs?player=…` (or car, track) in its page order: a rare value is found, not scanned for.
+    ("player_started", "(player, started_at DESC, session_id DESC)"),
+    ("track_started", "(track, started_at DESC, session_id DESC)"),
+    ("car_started", "(car, started_at DESC, session_id DESC)"),
 ];
 
 /// The columns the API returns for a run, in table order.
