@@ -365,9 +365,15 @@ fn bad_rows_go_to_the_dead_letter_topic_and_the_rest_is_written() {
     let long_id: String = (0..3000).map(|_| rng.random_range(b'a'..=b'z') as char).collect();
     let mut too_long = rows[2].clone();
     too_long.insert("row_id".into(), long_id.clone().into());
+    // One row_id in another session: a row of its own in a table keyed by (session_id, row_id),
+    // as schemas/topics.md says. In one batch with the first, one of them was lost.
+    let mut twin = rows[3].clone();
+    twin.insert("session_id".into(), "twin-session".into());
+    let twin_id = twin["row_id"].as_str().unwrap().to_string();
     rows.insert(1, misfit);
     rows.push(refused);
     rows.push(too_long);
+    rows.push(twin);
     let file = dir.path().join("rows.ndjson");
     std::fs::write(&file, rows.iter().map(|r| serde_json::to_string(r).unwrap() + "\n").collect::<String>()).unwrap();
     let out = pitgun(&["publish", "--input", file.to_str().unwrap(), "--wire", "rows", "--topic", "pitgun.aggregates.lap-performance.v1"], &ns);
@@ -390,6 +396,12 @@ fn bad_rows_go_to_the_dead_letter_topic_and_the_rest_is_written() {
     );
     assert!(sink.wait(Duration::from_secs(120)), "sink failed");
     assert_eq!(sink.summary()["deadletters"].as_u64(), Some(4));
+    let twins = psql(
+        &pg,
+        &format!("SELECT string_agg(session_id, ',' ORDER BY session_id = 'twin-session') FROM lap_performance_v1 WHERE row_id = '{twin_id}'"),
+    );
+    assert!(twins.trim().ends_with(",twin-session") && twins.contains(','), "both sessions' rows of {twin_id} stored: {twins}");
+    psql(&pg, "DELETE FROM lap_performance_v1 WHERE session_id = 'twin-session'");
     let table = table_rows(&pg, "lap_performance_v1", "row_id");
     assert_eq!(table.len(), good, "every good row written");
     assert!(!table.contains_key("misfit") && !table.contains_key("refused") && !table.contains_key(&long_id));

@@ -111,7 +111,7 @@ mod tests {
         expected.put_i32(8);
         expected.put_i64(7);
         let mut out = BytesMut::new();
-        row(&mut out, &TableRow { cells, key_at: 1, version: 7 });
+        row(&mut out, &TableRow { cells, key_at: 1, scope_at: None, version: 7 });
         // The header and trailer are held by the server itself: the PostgreSQL tests
         // (`sink/tests/postgres.rs`) write every batch through them.
         assert_eq!(&out[..], &expected[..]);

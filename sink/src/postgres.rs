@@ -104,7 +104,7 @@ struct Prepared {
 
 impl Prepared {
     fn new(shape: TableShape, unique_key: bool) -> Prepared {
-        let stage = format!("pitgun_stage_{}", shape.table);
+        let stage = stage_name(&shape.table);
         let names = || shape.columns.iter().map(|c| c.name.as_str()).chain([VERSION_COLUMN]);
         let cols = quoted(names());
         let updates: Vec<String> =
@@ -147,6 +147,11 @@ pub struct PgTarget {
 }
 
 impl PgTarget {
+    /// The tables' shapes as they are in the database, in the order they were given.
+    pub fn shapes(&self) -> impl Iterator<Item = &TableShape> {
+        self.tables.iter().map(|t| &t.shape)
+    }
+
     /// Connects, applies the sink's migrations and creates (or checks) each table. A table the
     /// registry holds with another shape is refused: an incompatible change needs a new
     /// manifest version and table (one an earlier sink keyed by `row_id` alone is written with
@@ -262,6 +267,20 @@ async fn connect(url: &str) -> Result<Client> {
         }
     });
     Ok(client)
+}
+
+/// The staging table of `table`: `pitgun_stage_<table>` while that fits PostgreSQL's 63 bytes.
+/// A longer name ends with a hash of the whole table name instead of being cut by the server,
+/// which gave two tables alike in their first 50 characters one staging table.
+fn stage_name(table: &str) -> String {
+    const PREFIX: &str = "pitgun_stage_";
+    let whole = format!("{PREFIX}{table}");
+    if whole.len() <= 63 {
+        return whole;
+    }
+    let hash = hex::encode(&Sha256::digest(table.as_bytes())[..8]);
+    // Identifiers are ASCII (`check_identifier`), so any byte length is a char boundary.
+    format!("{PREFIX}{}_{hash}", &table[..63 - PREFIX.len() - 1 - hash.len()])
 }
 
 /// A connection with its staging tables (they live in the session: made after each connect).
@@ -562,6 +581,20 @@ pub fn redact(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// PostgreSQL cuts a name at 63 bytes: two tables alike in their first 50 characters shared
+    /// one staging table, and one's rows went through a table of the other's columns.
+    #[test]
+    fn long_table_names_have_staging_tables_of_their_own() {
+        let base = "lap_performance_for_the_endurance_championship_sea";
+        let (a, b) = (format!("{base}son_v1"), format!("{base}son_v2"));
+        let (sa, sb) = (super::stage_name(&a), super::stage_name(&b));
+        assert!(sa.len() <= 63 && sb.len() <= 63, "{sa} / {sb}: longer than PostgreSQL keeps");
+        assert_ne!(sa, sb);
+        assert_eq!(super::stage_name("runs"), "pitgun_stage_runs", "a name that fits is kept readable");
+        let longest = super::stage_name(&"t".repeat(63));
+        assert!(longest.len() == 63 && longest.starts_with("pitgun_stage_ttt"), "{longest}");
+    }
+
     /// In every form libpq takes: the URL's user part and query, and key=value (quoted too).
     /// The key=value form and a password in the query were printed whole.
     #[test]

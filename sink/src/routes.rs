@@ -77,7 +77,8 @@ struct Tables {
 pub(crate) async fn open(cfg: &Config) -> Result<Routing> {
     let mut tables = Tables::default();
     let mut topics: HashMap<String, TopicRoutes> = HashMap::new();
-    let mut routed: Vec<(SinkKind, usize, String)> = Vec::new();
+    // Each route's target kind, table index and name, topic, and its table's shape.
+    let mut routed: Vec<(SinkKind, usize, String, String, TableShape)> = Vec::new();
     let mut questdb_owners: HashMap<String, (String, u32)> = HashMap::new();
     for m in &cfg.manifests {
         let topic = cfg.broker.name(&topics::aggregates(&m.manifest, m.version));
@@ -133,8 +134,8 @@ pub(crate) async fn open(cfg: &Config) -> Result<Routing> {
                     (shape, tables.questdb.len() - 1)
                 }
             };
-            topics.entry(topic.clone()).or_insert_with(|| TopicRoutes::new(&topic, &m.contract)).add(routed.len(), shape)?;
-            routed.push((sink.kind, index, sink.table.clone()));
+            topics.entry(topic.clone()).or_insert_with(|| TopicRoutes::new(&topic, &m.contract));
+            routed.push((sink.kind, index, sink.table.clone(), topic.clone(), shape));
         }
     }
     if routed.is_empty() {
@@ -150,9 +151,14 @@ pub(crate) async fn open(cfg: &Config) -> Result<Routing> {
     // Each kind of target opened once, with every table routed to it.
     let mut targets: Targets = Vec::new();
     let mut slot: HashMap<SinkKind, usize> = HashMap::new();
+    // The shapes the PostgreSQL tables have: a table an earlier sink keyed by `row_id` alone
+    // keeps that key, and a batch then holds one row of a `row_id`, as the table does.
+    let mut pg_shapes: Vec<TableShape> = Vec::new();
     if let (Some(url), false) = (&cfg.postgres, tables.postgres.is_empty()) {
         let n = tables.postgres.len();
-        targets.push(Box::new(PgTarget::open(url, tables.postgres, cfg.pg_connections).await?));
+        let target = PgTarget::open(url, tables.postgres, cfg.pg_connections).await?;
+        pg_shapes = target.shapes().cloned().collect();
+        targets.push(Box::new(target));
         slot.insert(SinkKind::Postgres, targets.len() - 1);
         info!(postgres = %redact(url), tables = n, "PostgreSQL target ready");
     }
@@ -162,13 +168,12 @@ pub(crate) async fn open(cfg: &Config) -> Result<Routing> {
         slot.insert(SinkKind::Questdb, targets.len() - 1);
         info!(tables = n, "QuestDB target ready");
     }
-    let routes = routed
-        .into_iter()
-        .map(|(kind, table, name)| {
-            let target = slot[&kind];
-            let kind = targets[target].kind();
-            Route { target, table, kind, name }
-        })
-        .collect();
+    let mut routes = Vec::with_capacity(routed.len());
+    for (route, (kind, table, name, topic, shape)) in routed.into_iter().enumerate() {
+        let shape = if kind == SinkKind::Postgres { pg_shapes[table].clone() } else { shape };
+        topics.get_mut(&topic).expect("added with its route").add(route, shape)?;
+        let target = slot[&kind];
+        routes.push(Route { target, table, kind: targets[target].kind(), name });
+    }
     Ok(Routing { routes, topics, targets })
 }

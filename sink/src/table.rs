@@ -170,12 +170,20 @@ pub struct TableRow {
     pub cells: Vec<Cell>,
     /// The conflict key's cell: always text ([`TableShape::convert_fields`] checks it).
     pub key_at: usize,
+    /// The primary key's other cell, for a table keyed by `(session_id, row_id)`: one `row_id`
+    /// in two sessions is two rows of it.
+    pub scope_at: Option<usize>,
     /// The row's version ([`pitgun_runtime::kafka::headers::ROW_VERSION`]);
     /// [`UNVERSIONED`] for a row emitted before rows carried one.
     pub version: i64,
 }
 
 impl TableRow {
+    /// Whether `other` is the same row of the table: the same primary key.
+    pub fn same_row(&self, other: &TableRow) -> bool {
+        self.key() == other.key() && self.scope_at.is_none_or(|at| self.cells[at] == other.cells[at])
+    }
+
     /// The conflict key's value.
     pub fn key(&self) -> &str {
         match &self.cells[self.key_at] {
@@ -342,8 +350,10 @@ impl TableShape {
                 Source::Seconds { from, to } => Bound::Seconds(at(from)?, at(to)?),
             });
         }
-        let key = self.columns.iter().position(|c| c.name == self.conflict_key).expect("the key is a column");
-        Ok(Binding { sources, key })
+        let column = |name: &str| self.columns.iter().position(|c| c.name == name);
+        let key = column(&self.conflict_key).expect("the key is a column");
+        let scope = self.primary_key.iter().find(|k| **k != self.conflict_key).and_then(|k| column(k));
+        Ok(Binding { sources, key, scope })
     }
 
     /// The field names this shape reads, in first-use order.
@@ -390,7 +400,7 @@ impl TableShape {
         if !matches!(cells[binding.key], Cell::Text(_)) {
             return Err(format!("key column {:?} is not text", self.conflict_key));
         }
-        Ok(TableRow { cells, key_at: binding.key, version: UNVERSIONED })
+        Ok(TableRow { cells, key_at: binding.key, scope_at: binding.scope, version: UNVERSIONED })
     }
 
     /// Converts one aggregate row given as a JSON map (tests and tools; the sink reads rows
@@ -426,6 +436,7 @@ fn cell_order(a: &Cell, b: &Cell) -> Option<std::cmp::Ordering> {
 pub struct Binding {
     sources: Vec<Bound>,
     key: usize,
+    scope: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy)]
