@@ -58,6 +58,11 @@ pub struct PublishArgs {
 /// How long the broker may take to acknowledge what was sent (and to make room in a full queue).
 const FLUSH: Duration = Duration::from_secs(120);
 
+/// How long a record may wait for the broker's acknowledgement (`message.timeout.ms`). Below
+/// [`FLUSH`], so a broker that went away fails records, counted and named by their lines, before
+/// the flush gives up; librdkafka's default (300 s) outlasted it and the error counted nothing.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(100);
+
 /// How long the broker has to answer before anything is read.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -83,6 +88,7 @@ pub fn run(args: PublishArgs) -> Result<ExitCode> {
         .bulk_producer_config("pitgun-publish")
         // A topic that does not exist is an error below, not one the broker makes with its defaults.
         .set("allow.auto.create.topics", "false")
+        .set("message.timeout.ms", DELIVERY_TIMEOUT.as_millis().to_string())
         .create_with_context(DeliveryReports::default())
         .context("cannot create the Kafka producer")?;
     // An unreachable broker is named within seconds, not after the acknowledgements' wait.
@@ -103,6 +109,11 @@ pub fn run(args: PublishArgs) -> Result<ExitCode> {
     let mut n = 0u64;
     let mut key = String::new();
     let read = for_each_record(&args.input, &|_| {}, |line, text| {
+        // Once the broker has failed a record, the rest is not sent: each would wait out its
+        // delivery timeout too. The error says how many are on the topic and names the first.
+        if producer.context().any_failed() {
+            anyhow::bail!("{}:{line}: not sent: the broker did not acknowledge a record sent before it", args.input.display());
+        }
         let text = text.map_err(|e| anyhow::anyhow!("{}:{line}: not an envelope: {e}", args.input.display()))?;
         buf.clear();
         key.clear();

@@ -334,8 +334,12 @@ pub struct DatasetWriter {
     out: Out,
 }
 
+/// Where lines go: the compressions are kept by type, so that `finish` writes their ends (a
+/// zstd frame's epilogue, gzip's trailer) and an error there fails the writer, not a drop.
 enum Out {
-    Ndjson(Box<dyn Write>),
+    Plain(Box<dyn Write>),
+    Gzip(flate2::write::GzEncoder<Box<dyn Write>>),
+    Zstd(zstd::stream::write::Encoder<'static, Box<dyn Write>>),
     Avro(Box<AvroWriter<'static, BufWriter<File>>>),
 }
 
@@ -345,17 +349,7 @@ impl DatasetWriter {
         let format = Format::of(path)?;
         let file = File::create(path).map_err(|e| DatasetError::new(path, format!("cannot create: {e}")))?;
         let out = match format {
-            Format::Ndjson(c) => {
-                let buffered = BufWriter::with_capacity(1 << 20, file);
-                let w: Box<dyn Write> = match c {
-                    Compression::None => Box::new(buffered),
-                    Compression::Gzip => Box::new(flate2::write::GzEncoder::new(buffered, flate2::Compression::fast())),
-                    Compression::Zstd => {
-                        Box::new(zstd::stream::write::Encoder::new(buffered, 3).map_err(|e| DatasetError::new(path, e))?.auto_finish())
-                    }
-                };
-                Out::Ndjson(w)
-            }
+            Format::Ndjson(c) => return DatasetWriter::lines(path, c, Box::new(BufWriter::with_capacity(1 << 20, file))),
             Format::Avro => {
                 let schema: &'static Schema = Box::leak(Box::new(envelope_schema()));
                 let codec = Codec::Deflate(Default::default());
@@ -369,38 +363,57 @@ impl DatasetWriter {
         Ok(DatasetWriter { path: path.display().to_string(), out })
     }
 
+    /// Lines (NDJSON) compressed as `compression` says, into `sink`.
+    fn lines(path: &Path, compression: Compression, sink: Box<dyn Write>) -> Result<DatasetWriter, DatasetError> {
+        let out = match compression {
+            Compression::None => Out::Plain(sink),
+            Compression::Gzip => Out::Gzip(flate2::write::GzEncoder::new(sink, flate2::Compression::fast())),
+            Compression::Zstd => Out::Zstd(zstd::stream::write::Encoder::new(sink, 3).map_err(|e| DatasetError::new(path, e))?),
+        };
+        Ok(DatasetWriter { path: path.display().to_string(), out })
+    }
+
+    /// The line writer (`None`: Avro).
+    fn text(&mut self) -> Option<&mut dyn Write> {
+        match &mut self.out {
+            Out::Plain(w) => Some(w),
+            Out::Gzip(w) => Some(w),
+            Out::Zstd(w) => Some(w),
+            Out::Avro(_) => None,
+        }
+    }
+
     fn fail(&self, e: impl std::fmt::Display) -> DatasetError {
         DatasetError { path: self.path.clone(), message: e.to_string() }
     }
 
     /// Appends an envelope.
     pub fn envelope(&mut self, env: &Envelope) -> Result<(), DatasetError> {
-        let written = match &mut self.out {
-            Out::Ndjson(w) => {
-                serde_json::to_writer(&mut *w, env).map_err(|e| e.to_string()).and_then(|()| w.write_all(b"\n").map_err(|e| e.to_string()))
-            }
-            Out::Avro(w) => w.append_ser(env).map(drop).map_err(|e| format!("envelope does not fit the Avro schema: {e}")),
+        let written = match self.text() {
+            Some(w) => serde_json::to_writer(&mut *w, env).map_err(|e| e.to_string()).and_then(|()| w.write_all(b"\n").map_err(|e| e.to_string())),
+            None => match &mut self.out {
+                Out::Avro(w) => w.append_ser(env).map(drop).map_err(|e| format!("envelope does not fit the Avro schema: {e}")),
+                _ => unreachable!("every other output takes lines"),
+            },
         };
         written.map_err(|e| self.fail(e))
     }
 
     /// Appends a raw line; false for Avro (malformed records only exist in NDJSON).
     pub fn raw_line(&mut self, line: &str) -> Result<bool, DatasetError> {
-        match &mut self.out {
-            Out::Ndjson(w) => {
-                let written = w.write_all(line.as_bytes()).and_then(|()| w.write_all(b"\n"));
-                written.map_err(|e| self.fail(e))?;
-                Ok(true)
-            }
-            Out::Avro(_) => Ok(false),
-        }
+        let Some(w) = self.text() else { return Ok(false) };
+        let written = w.write_all(line.as_bytes()).and_then(|()| w.write_all(b"\n"));
+        written.map_err(|e| self.fail(e))?;
+        Ok(true)
     }
 
-    /// Flushes and closes.
+    /// Writes what is buffered and the compression's end; an error means the file is not whole.
     pub fn finish(self) -> Result<(), DatasetError> {
         let flushed = match self.out {
-            Out::Ndjson(mut w) => w.flush(),
-            Out::Avro(mut w) => w.flush().map(drop).map_err(std::io::Error::other),
+            Out::Plain(mut w) => w.flush(),
+            Out::Gzip(w) => w.finish().and_then(|mut w| w.flush()),
+            Out::Zstd(w) => w.finish().and_then(|mut w| w.flush()),
+            Out::Avro(w) => w.into_inner().map_err(std::io::Error::other).and_then(|mut w| w.flush()),
         };
         flushed.map_err(|e| DatasetError { path: self.path, message: e.to_string() })
     }
@@ -411,6 +424,49 @@ mod tests {
     use pitgun_contracts::envelope::{ChannelValue, EventKind, Source, SourceKind};
 
     use super::*;
+
+    /// Takes `limit` bytes, then fails as a full disk does; counts what it took.
+    struct Disk {
+        taken: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        limit: usize,
+    }
+
+    impl Write for Disk {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            use std::sync::atomic::Ordering::Relaxed;
+            if self.taken.load(Relaxed) + buf.len() > self.limit {
+                return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
+            }
+            self.taken.fetch_add(buf.len(), Relaxed);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A compressed file's end (zstd's epilogue, gzip's trailer) was written when the writer
+    /// was dropped, its error lost: a disk full at that point left a truncated file reported
+    /// as written.
+    #[test]
+    fn a_compressed_file_whose_end_cannot_be_written_fails() {
+        for compression in [Compression::Zstd, Compression::Gzip] {
+            let write = |limit: usize| {
+                let taken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+                let disk = Box::new(Disk { taken: taken.clone(), limit });
+                let mut w = DatasetWriter::lines(Path::new("d.ndjson.x"), compression, disk).unwrap();
+                for i in 0..200 {
+                    assert!(w.raw_line(&format!("{{\"line\": {i}}}")).unwrap());
+                }
+                (w.finish(), taken.load(std::sync::atomic::Ordering::Relaxed))
+            };
+            let (whole, size) = write(usize::MAX);
+            assert!(whole.is_ok() && size > 0, "{compression:?}");
+            let (short, _) = write(size - 1);
+            assert!(short.is_err(), "{compression:?}: one byte short of its {size} bytes, and reported written");
+        }
+    }
 
     /// A JSON array of envelopes is told apart from lines, which never start so; a first line
     /// that only starts with `[` is one bad line, not an array.

@@ -281,6 +281,13 @@ pub struct DeliveryReports {
     first_refused: Mutex<Option<(usize, String)>>,
 }
 
+impl DeliveryReports {
+    /// Whether the broker has refused (or not acknowledged in time) a record so far.
+    pub fn any_failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed) > 0
+    }
+}
+
 impl rdkafka::ClientContext for DeliveryReports {
     crate::forward_kafka_logs!();
 }
