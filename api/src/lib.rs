@@ -11,8 +11,9 @@
 //! - **No SQL from requests.** Every value is a bind parameter of a statement prepared once
 //!   per connection ([`store`]); parameters are parsed and checked first ([`params`]), and
 //!   unknown ones are refused.
-//! - **Keyset paging** for `/v1/runs` and for a session's lap rows (`next_cursor`), so a page costs
-//!   the same at any depth and no answer holds every lap of a session that has thousands.
+//! - **Keyset paging** for `/v1/runs` and for a session's lap rows (`next_cursor`): rows written
+//!   meanwhile do not shift pages, a runs page costs the same at any depth, and no answer holds
+//!   every lap of a session that has thousands.
 //! - **Deterministic leaderboard**: each player's best complete lap, players ranked by it; ties
 //!   go to the run that started first, then to the player's name. Read as laps in that order from an
 //!   index, keeping each player's first, so its cost follows `limit`, not the number of runs.

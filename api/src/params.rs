@@ -106,36 +106,53 @@ impl Params {
         }
     }
 
-    /// A paging cursor from an earlier page's `next_cursor`, if given.
-    pub fn cursor(&self, name: &str) -> Result<Option<Cursor>, BadRequest> {
+    /// A paging cursor from an earlier page of `list` ([`runs_list`], [`laps_list`]), if given.
+    pub fn cursor(&self, name: &str, list: &str) -> Result<Option<Cursor>, BadRequest> {
         match self.raw.get(name) {
             None => Ok(None),
-            Some(v) => Cursor::decode(v).map(Some).ok_or_else(|| BadRequest(format!("{name}: not a cursor this API returned ({v:?})"))),
+            Some(v) => {
+                Cursor::decode(v, list).map(Some).ok_or_else(|| BadRequest(format!("{name}: not a cursor this API returned for this list ({v:?})")))
+            }
         }
     }
 }
 
-/// Where a page ends: its last row's time and id, the page's order (keyset paging, so a page
-/// costs the same however deep it is and rows written meanwhile do not shift pages). Runs are
-/// paged by start and session id, a session's lap rows by start and row id.
+/// Where a page ends: its last row's time and id, the page's order (keyset paging, so rows
+/// written meanwhile do not shift pages). Runs are paged by start and session id, a session's
+/// lap rows by anchor and row id.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cursor {
-    /// The time of the last row on the page (`started_at`, `window_start`).
+    /// The time of the last row on the page (`started_at`, `window_anchor`).
     pub at: SystemTime,
     /// Its id (`session_id`, `row_id`).
     pub id: String,
 }
 
+/// The list a cursor pages through: its position means nothing in another, so a cursor of one
+/// given to another is refused, not read as a place in it.
+pub fn runs_list() -> String {
+    "runs".into()
+}
+
+/// See [`runs_list`]: a session's lap rows (`/v1/runs/{session}` and `/performance` share it).
+pub fn laps_list(session: &str) -> String {
+    format!("laps/{session}")
+}
+
 impl Cursor {
-    /// Opaque to clients: hex of `<µs since epoch>:<id>`.
-    pub fn encode(&self) -> String {
+    /// Opaque to clients: hex of `<list>\n<µs since epoch>:<id>`.
+    pub fn encode(&self, list: &str) -> String {
         let us = self.at.duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0);
-        hex::encode(format!("{us}:{}", self.id))
+        hex::encode(format!("{list}\n{us}:{}", self.id))
     }
 
-    fn decode(s: &str) -> Option<Cursor> {
+    fn decode(s: &str, list: &str) -> Option<Cursor> {
         let text = String::from_utf8(hex::decode(s).ok()?).ok()?;
-        let (us, id) = text.split_once(':')?;
+        let (of, position) = text.split_once('\n')?;
+        if of != list {
+            return None;
+        }
+        let (us, id) = position.split_once(':')?;
         // Only what this API hands out: times up to the year 9999, an id it could store.
         let us: u64 = us.parse().ok().filter(|&us| us < 253_402_300_800_000_000)?;
         if text_problem(id).is_some() {
@@ -181,7 +198,7 @@ mod tests {
         let p = params(&[("player", &wide)], &["player"]).unwrap();
         assert_eq!(p.text("player").unwrap().as_deref(), Some(wide.as_str()));
         let c = Cursor { at: UNIX_EPOCH, id: wide.clone() };
-        assert_eq!(Cursor::decode(&c.encode()), Some(c));
+        assert_eq!(Cursor::decode(&c.encode("runs"), "runs"), Some(c));
         let p = params(&[("player", &(wide + "x"))], &["player"]).unwrap();
         assert_eq!(p.text("player").unwrap_err().0, "player: expected 1 to 256 characters, got 257");
         assert_eq!(params(&[("player", "a"), ("player", "b")], &["player"]).err().unwrap().0, "player: given more than once; give it once");
@@ -196,15 +213,20 @@ mod tests {
         let p = params(&[("limit", "0"), ("since", "yesterday"), ("cursor", "zz")], &["limit", "since", "cursor", "track"]).unwrap();
         assert_eq!(p.limit("limit", 10, 1, 100).unwrap_err().0, "limit: expected an integer from 1 to 100, got \"0\"");
         assert!(p.time("since").unwrap_err().0.starts_with("since: expected an RFC 3339 UTC timestamp"));
-        assert!(p.cursor("cursor").is_err());
+        assert!(p.cursor("cursor", &runs_list()).is_err());
         assert_eq!(p.required("track").unwrap_err().0, "track is required");
     }
 
     #[test]
     fn cursors_round_trip() {
         let c = Cursor { at: UNIX_EPOCH + Duration::from_micros(1_767_225_603_677_340), id: "s-1:2".into() };
-        assert_eq!(Cursor::decode(&c.encode()), Some(c));
-        assert_eq!(Cursor::decode(&hex::encode("99999999999999999999:s")), None, "out of range");
-        assert_eq!(Cursor::decode(&hex::encode("1:")), None);
+        assert_eq!(Cursor::decode(&c.encode(&runs_list()), &runs_list()), Some(c.clone()));
+        assert_eq!(Cursor::decode(&hex::encode("runs\n99999999999999999999:s"), "runs"), None, "out of range");
+        assert_eq!(Cursor::decode(&hex::encode("runs\n1:"), "runs"), None);
+        // A position in one list is none in another: a runs cursor given for a session's laps,
+        // or one session's lap cursor for another's, was read as a place in it.
+        assert_eq!(Cursor::decode(&c.encode(&runs_list()), &laps_list("s-1")), None);
+        assert_eq!(Cursor::decode(&c.encode(&laps_list("s-1")), &laps_list("s-2")), None);
+        assert_eq!(Cursor::decode(&c.encode(&laps_list("s-1")), &laps_list("s-1")), Some(c));
     }
 }

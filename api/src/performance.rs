@@ -13,7 +13,6 @@ use std::time::SystemTime;
 use serde_json::{json, Value};
 use tokio_postgres::Row;
 
-use crate::params::Cursor;
 use crate::store::{time_json, LapSummary};
 
 /// One lap row (the `lap-performance` contract's columns the endpoint shows).
@@ -81,14 +80,14 @@ pub struct BestLap {
 }
 
 /// The response for a page of a session's lap rows.
-pub fn performance(session: &str, summary: &LapSummary, rows: &[Row], next: Option<&Cursor>) -> Value {
+pub fn performance(session: &str, summary: &LapSummary, rows: &[Row], next: Option<String>) -> Value {
     let best = summary.best.as_ref().map(|r| BestLap { lap: r.get("lap"), lap_time: r.get("lap_time"), player: r.get("player"), car: r.get("car") });
     let laps: Vec<Lap> = rows.iter().map(Lap::of).collect();
     summarise(session, summary, best.as_ref(), &laps, next)
 }
 
 /// The response for a page of a session's laps (in the order they started).
-pub fn summarise(session: &str, summary: &LapSummary, best: Option<&BestLap>, laps: &[Lap], next: Option<&Cursor>) -> Value {
+pub fn summarise(session: &str, summary: &LapSummary, best: Option<&BestLap>, laps: &[Lap], next: Option<String>) -> Value {
     let rows: Vec<Value> = laps
         .iter()
         .map(|l| {
@@ -113,7 +112,7 @@ pub fn summarise(session: &str, summary: &LapSummary, best: Option<&BestLap>, la
     json!({
         "session_id": session,
         "laps": rows,
-        "next_cursor": next.map(Cursor::encode),
+        "next_cursor": next,
         "complete_laps": summary.complete_laps,
         "best_lap": best.map(|b| json!({"lap": b.lap, "lap_time_s": b.lap_time, "player": b.player, "car": b.car})),
         "mean_complete_lap_s": summary.mean,
@@ -150,14 +149,13 @@ mod tests {
         let summary = LapSummary { laps: 4, complete_laps: 3, mean: Some(266.0 / 3.0), spread: Some(1.0), best: None };
         let best = BestLap { lap: 2, lap_time: 88.0, player: "ana".into(), car: "gt3".into() };
         let laps = [lap(1, 90.0, true), lap(2, 88.0, true), lap(3, 88.0, true), lap(4, 30.0, false)];
-        let next = Cursor { at: UNIX_EPOCH, id: "r".into() };
-        let v = summarise("s", &summary, Some(&best), &laps, Some(&next));
+        let v = summarise("s", &summary, Some(&best), &laps, Some("6e".into()));
         assert_eq!(v["best_lap"], json!({"lap": 2, "lap_time_s": 88.0, "player": "ana", "car": "gt3"}));
         assert_eq!((v["complete_laps"].clone(), v["consistency_s"].clone()), (json!(3), json!(1.0)));
         assert_eq!(v["laps"][0]["delta_to_best_s"], 2.0);
         assert_eq!(v["laps"][3]["delta_to_best_s"], Value::Null, "an unfinished lap is not ranked");
         assert_eq!((v["laps"][1]["started_at"].clone(), v["laps"][1]["car"].clone()), (json!("1970-01-01T00:03:20.000000Z"), json!("gt3")));
-        assert_eq!(v["next_cursor"], next.encode());
+        assert_eq!(v["next_cursor"], "6e");
         let none = LapSummary { laps: 1, complete_laps: 0, mean: None, spread: None, best: None };
         let v = summarise("s", &none, None, &[lap(1, 30.0, false)], None);
         assert_eq!((v["best_lap"].clone(), v["consistency_s"].clone(), v["next_cursor"].clone()), (Value::Null, Value::Null, Value::Null));

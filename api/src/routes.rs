@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use tracing::warn;
 
 use crate::metrics::Metrics;
-use crate::params::{query_pairs, text_problem, BadRequest, Params};
+use crate::params::{laps_list, query_pairs, runs_list, text_problem, BadRequest, Params};
 use crate::performance::performance;
 use crate::sessions::{Refusal, Sessions};
 use crate::store::{RunFilter, Store};
@@ -157,8 +157,8 @@ async fn runs(State(api): State<Arc<Api>>, q: QueryPairs) -> Reply {
         let p = params(q, &["player", "track", "car", "since", "limit", "cursor"])?;
         let filter = RunFilter { player: p.text("player")?, track: p.text("track")?, car: p.text("car")?, since: p.time("since")? };
         let limit = p.limit("limit", 50, 1, 500)?;
-        let (runs, next) = api.store.runs(&filter, p.cursor("cursor")?.as_ref(), limit).await?;
-        Ok(Json(json!({ "runs": runs, "next_cursor": next.map(|c| c.encode()) })))
+        let (runs, next) = api.store.runs(&filter, p.cursor("cursor", &runs_list())?.as_ref(), limit).await?;
+        Ok(Json(json!({ "runs": runs, "next_cursor": next.map(|c| c.encode(&runs_list())) })))
     })
     .await
 }
@@ -171,9 +171,9 @@ async fn run(State(api): State<Arc<Api>>, session: SessionPath, q: QueryPairs) -
         let p = params(q, &["limit", "cursor"])?;
         let session = session_id(session)?;
         let limit = p.limit("limit", LAP_PAGE.0, 1, LAP_PAGE.1)?;
-        match api.store.run(&session, p.cursor("cursor")?.as_ref(), limit).await? {
+        match api.store.run(&session, p.cursor("cursor", &laps_list(&session))?.as_ref(), limit).await? {
             Some((mut run, next)) => {
-                run["next_cursor"] = next.map(|c| c.encode()).into();
+                run["next_cursor"] = next.map(|c| c.encode(&laps_list(&session))).into();
                 Ok(Json(run))
             }
             None => Err(Failure::NotFound(format!("no run for session {session:?}"))),
@@ -199,11 +199,11 @@ async fn session_performance(State(api): State<Arc<Api>>, session: SessionPath, 
         let p = params(q, &["limit", "cursor"])?;
         let session = session_id(session)?;
         let limit = p.limit("limit", LAP_PAGE.0, 1, LAP_PAGE.1)?;
-        let (summary, laps, next) = api.store.performance(&session, p.cursor("cursor")?.as_ref(), limit).await?;
+        let (summary, laps, next) = api.store.performance(&session, p.cursor("cursor", &laps_list(&session))?.as_ref(), limit).await?;
         if summary.laps == 0 {
             return Err(Failure::NotFound(format!("no laps recorded for session {session:?}")));
         }
-        Ok(Json(performance(&session, &summary, &laps, next.as_ref())))
+        Ok(Json(performance(&session, &summary, &laps, next.map(|c| c.encode(&laps_list(&session))))))
     })
     .await
 }

@@ -30,6 +30,7 @@ const PERFORMANCE_COLUMNS: &[&str] = &[
     "lap_time",
     "complete",
     "window_start",
+    "window_anchor",
     "max_speed",
     "mean_speed",
     "full_throttle_share",
@@ -38,10 +39,13 @@ const PERFORMANCE_COLUMNS: &[&str] = &[
     "samples",
 ];
 
-/// A session's lap rows in page order (start, then row id), from after a [`Cursor`]: `$1` the
-/// session, `$2`/`$3` the cursor (none: from the first), `$4` the page size.
-const LAP_PAGE: &str = "WHERE session_id = $1 AND ($2::timestamptz IS NULL OR (window_start, row_id) > ($2, $3::text)) \
-                        ORDER BY window_start, row_id LIMIT $4";
+/// A session's lap rows in page order, from after a [`Cursor`]: `$1` the session, `$2`/`$3` the
+/// cursor (none: from the first), `$4` the page size. By `window_anchor`, the start a row was
+/// first emitted with, which no later version moves (`window_start` may move earlier, and a row
+/// could move from after a cursor to before it); then by row id. The order has no index (a lap
+/// table has one, its key, for the sink's speed): each page sorts the session's rows.
+const LAP_PAGE: &str = "WHERE session_id = $1 AND ($2::timestamptz IS NULL OR (window_anchor, row_id) > ($2, $3::text)) \
+                        ORDER BY window_anchor, row_id LIMIT $4";
 
 /// Statements, built once.
 struct Sql {
@@ -233,7 +237,7 @@ impl Store {
         let st = c.prepare_cached(&self.sql.run).await?;
         let Some(run) = c.query_opt(&st, &[&session]).await? else { return Ok(None) };
         let rows = lap_page(&c, &self.sql.laps, session, after, limit).await?;
-        let (rows, next) = page(&rows, limit, "window_start", "row_id");
+        let (rows, next) = page(&rows, limit, "window_anchor", "row_id");
         let mut out = row_json(&run);
         out["lap_rows"] = rows.iter().map(row_json).collect();
         Ok(Some((out, next)))
@@ -251,7 +255,7 @@ impl Store {
         let rows = lap_page(&tx, &self.sql.performance, session, after, limit).await?;
         tx.commit().await?;
         let summary = LapSummary { laps: s.get("laps"), complete_laps: s.get("complete_laps"), mean: s.get("mean"), spread: s.get("spread"), best };
-        let (rows, next) = page(&rows, limit, "window_start", "row_id");
+        let (rows, next) = page(&rows, limit, "window_anchor", "row_id");
         Ok((summary, rows.to_vec(), next))
     }
 

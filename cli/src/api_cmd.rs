@@ -15,9 +15,10 @@ use crate::broker_args::init_logging;
 ///
 /// Reads the PostgreSQL tables `pitgun sink` writes: `runs` (session-summary) and the lap
 /// table (lap-performance). Endpoints: GET /v1/runs?player=&track=&car=&since=&limit=&cursor=
-/// (newest first, paged), GET /v1/runs/{session} (the run and its lap rows),
-/// GET /v1/leaderboard?track=&car=&limit= (best complete lap per player),
-/// GET /v1/sessions/{session}/performance (per-lap performance), GET /openapi.json, and
+/// (newest first, paged), GET /v1/runs/{session}?limit=&cursor= (the run and a page of its lap
+/// rows), GET /v1/leaderboard?track=&car=&limit= (best complete lap per player),
+/// GET /v1/sessions/{session}/performance?limit=&cursor= (a page of laps, as they started, with
+/// the session's best, mean and consistency), GET /openapi.json, and
 /// /metrics, /healthz, /readyz. With --session-secret-file, POST /v1/sessions gives a browser
 /// game a token for one new session (see --gateway-url); with --game, the game is at /play/.
 #[derive(Args, Debug)]

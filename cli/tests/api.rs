@@ -241,13 +241,29 @@ fn api_endpoints_on_known_data() {
         assert!(body["error"].as_str().unwrap().contains(says), "{path}: {body}");
     }
     // A cursor this API could not have made (a time past the year 9999) is refused, not sent on.
-    let (status, body) = get(&addr, &format!("/v1/runs?cursor={}", hex_of("99999999999999999999:s1")));
+    let (status, body) = get(&addr, &format!("/v1/runs?cursor={}", hex_of("runs\n99999999999999999999:s1")));
     assert_eq!(status, 400, "{body}");
+    // A cursor pages through its own list only: a runs cursor given for a session's laps, or
+    // one session's lap cursor for another's, was read as a place in it.
+    let (_, lap_page) = get(&addr, "/v1/sessions/s1/performance?limit=1");
+    let lap_cursor = lap_page["next_cursor"].as_str().unwrap();
+    for path in [
+        format!("/v1/sessions/s1/performance?cursor={}", cursors[0].trim_matches('"')),
+        format!("/v1/runs/s1?cursor={}", cursors[0].trim_matches('"')),
+        format!("/v1/sessions/s2/performance?cursor={lap_cursor}"),
+        format!("/v1/runs?cursor={lap_cursor}"),
+    ] {
+        let (status, body) = get(&addr, &path);
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(body["error"].as_str().unwrap().contains("not a cursor this API returned for this list"), "{path}: {body}");
+    }
+    let (status, body) = get(&addr, &format!("/v1/runs/s1?cursor={lap_cursor}"));
+    assert_eq!((status, body["lap_rows"].as_array().map(Vec::len)), (200, Some(3)), "a session's lap rows and its laps share a list: {body}");
     // Limits count characters, as the envelope's do: a session id of 120 characters in 360 bytes
     // is one the gateway takes, so it is looked up (none here), not refused; so is a cursor
     // ending at it.
     let wide = urlencode(&"赛".repeat(120));
-    let (status, body) = get(&addr, &format!("/v1/runs?cursor={}", hex_of(&format!("1767225600000000:{}", "赛".repeat(120)))));
+    let (status, body) = get(&addr, &format!("/v1/runs?cursor={}", hex_of(&format!("runs\n1767225600000000:{}", "赛".repeat(120)))));
     assert_eq!(status, 200, "{body}");
     for path in
         ["/v1/runs/nope", "/v1/sessions/nope/performance", "/v2/whatever", &format!("/v1/runs/{wide}"), &format!("/v1/sessions/{wide}/performance")]
@@ -286,7 +302,8 @@ fn api_endpoints_on_known_data() {
     assert_promtool_metrics(&metrics, "api");
 
     // Generated requests of every documented operation: no 5xx, every answer as documented.
-    // Stored sessions for half the path ids, and cursors this API returned. A cursor is opaque:
+    // Stored sessions for half the path ids, and cursors this API returned (of runs, and of
+    // session s1's laps). A cursor is opaque:
     // no schema can say which values the API made, and a made-up one is rightly 400, so only
     // for the paged operations a schema-valid request may be refused (every other check still
     // runs on it).
@@ -297,7 +314,7 @@ fn api_endpoints_on_known_data() {
          [[operations]]\ninclude-operation-id = \"listRuns\"\nchecks.positive_data_acceptance.enabled = false\n\
          [[operations]]\ninclude-operation-id = \"getRun\"\nchecks.positive_data_acceptance.enabled = false\n\
          [[operations]]\ninclude-operation-id = \"sessionPerformance\"\nchecks.positive_data_acceptance.enabled = false\n",
-        cursors.join(", ")
+        cursors.iter().cloned().chain([format!("{lap_cursor:?}")]).collect::<Vec<_>>().join(", ")
     );
     schemathesis::assert_schemathesis(&format!("http://{addr}/openapi.json"), "performance API", seed("api"), &[], &config);
 }
