@@ -334,13 +334,36 @@ pub struct DatasetWriter {
     out: Out,
 }
 
-/// Where lines go: the compressions are kept by type, so that `finish` writes their ends (a
-/// zstd frame's epilogue, gzip's trailer) and an error there fails the writer, not a drop.
 enum Out {
+    Lines(Lines),
+    Avro(Box<AvroWriter<'static, BufWriter<File>>>),
+}
+
+/// Where lines go: the compressions are kept by type, so that [`Lines::finish`] writes their
+/// ends (a zstd frame's epilogue, gzip's trailer) and an error there fails the writer, not a drop.
+enum Lines {
     Plain(Box<dyn Write>),
     Gzip(flate2::write::GzEncoder<Box<dyn Write>>),
     Zstd(zstd::stream::write::Encoder<'static, Box<dyn Write>>),
-    Avro(Box<AvroWriter<'static, BufWriter<File>>>),
+}
+
+impl Lines {
+    fn writer(&mut self) -> &mut dyn Write {
+        match self {
+            Lines::Plain(w) => w,
+            Lines::Gzip(w) => w,
+            Lines::Zstd(w) => w,
+        }
+    }
+
+    /// Writes what is buffered and the compression's end.
+    fn finish(self) -> std::io::Result<()> {
+        match self {
+            Lines::Plain(mut w) => w.flush(),
+            Lines::Gzip(w) => w.finish().and_then(|mut w| w.flush()),
+            Lines::Zstd(w) => w.finish().and_then(|mut w| w.flush()),
+        }
+    }
 }
 
 impl DatasetWriter {
@@ -365,22 +388,12 @@ impl DatasetWriter {
 
     /// Lines (NDJSON) compressed as `compression` says, into `sink`.
     fn lines(path: &Path, compression: Compression, sink: Box<dyn Write>) -> Result<DatasetWriter, DatasetError> {
-        let out = match compression {
-            Compression::None => Out::Plain(sink),
-            Compression::Gzip => Out::Gzip(flate2::write::GzEncoder::new(sink, flate2::Compression::fast())),
-            Compression::Zstd => Out::Zstd(zstd::stream::write::Encoder::new(sink, 3).map_err(|e| DatasetError::new(path, e))?),
+        let lines = match compression {
+            Compression::None => Lines::Plain(sink),
+            Compression::Gzip => Lines::Gzip(flate2::write::GzEncoder::new(sink, flate2::Compression::fast())),
+            Compression::Zstd => Lines::Zstd(zstd::stream::write::Encoder::new(sink, 3).map_err(|e| DatasetError::new(path, e))?),
         };
-        Ok(DatasetWriter { path: path.display().to_string(), out })
-    }
-
-    /// The line writer (`None`: Avro).
-    fn text(&mut self) -> Option<&mut dyn Write> {
-        match &mut self.out {
-            Out::Plain(w) => Some(w),
-            Out::Gzip(w) => Some(w),
-            Out::Zstd(w) => Some(w),
-            Out::Avro(_) => None,
-        }
+        Ok(DatasetWriter { path: path.display().to_string(), out: Out::Lines(lines) })
     }
 
     fn fail(&self, e: impl std::fmt::Display) -> DatasetError {
@@ -389,19 +402,20 @@ impl DatasetWriter {
 
     /// Appends an envelope.
     pub fn envelope(&mut self, env: &Envelope) -> Result<(), DatasetError> {
-        let written = match self.text() {
-            Some(w) => serde_json::to_writer(&mut *w, env).map_err(|e| e.to_string()).and_then(|()| w.write_all(b"\n").map_err(|e| e.to_string())),
-            None => match &mut self.out {
-                Out::Avro(w) => w.append_ser(env).map(drop).map_err(|e| format!("envelope does not fit the Avro schema: {e}")),
-                _ => unreachable!("every other output takes lines"),
-            },
+        let written = match &mut self.out {
+            Out::Lines(lines) => {
+                let w = lines.writer();
+                serde_json::to_writer(&mut *w, env).map_err(|e| e.to_string()).and_then(|()| w.write_all(b"\n").map_err(|e| e.to_string()))
+            }
+            Out::Avro(w) => w.append_ser(env).map(drop).map_err(|e| format!("envelope does not fit the Avro schema: {e}")),
         };
         written.map_err(|e| self.fail(e))
     }
 
     /// Appends a raw line; false for Avro (malformed records only exist in NDJSON).
     pub fn raw_line(&mut self, line: &str) -> Result<bool, DatasetError> {
-        let Some(w) = self.text() else { return Ok(false) };
+        let Out::Lines(lines) = &mut self.out else { return Ok(false) };
+        let w = lines.writer();
         let written = w.write_all(line.as_bytes()).and_then(|()| w.write_all(b"\n"));
         written.map_err(|e| self.fail(e))?;
         Ok(true)
@@ -410,9 +424,7 @@ impl DatasetWriter {
     /// Writes what is buffered and the compression's end; an error means the file is not whole.
     pub fn finish(self) -> Result<(), DatasetError> {
         let flushed = match self.out {
-            Out::Plain(mut w) => w.flush(),
-            Out::Gzip(w) => w.finish().and_then(|mut w| w.flush()),
-            Out::Zstd(w) => w.finish().and_then(|mut w| w.flush()),
+            Out::Lines(lines) => lines.finish(),
             Out::Avro(w) => w.into_inner().map_err(std::io::Error::other).and_then(|mut w| w.flush()),
         };
         flushed.map_err(|e| DatasetError { path: self.path, message: e.to_string() })
