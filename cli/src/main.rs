@@ -4,7 +4,7 @@
 //! on a terminal), `xxhash-rust` (spreading a simulation's sessions over connections to the
 //! gateway), `anyhow` (errors at the binary's edge),
 //! `rdkafka` (reading topics for `tail`/`export`), `base64` (`tail --meta` shows bytes that are
-//! not text), `signal-hook` (Ctrl-C/SIGTERM ends a tail),
+//! not text), `signal-hook` (Ctrl-C/SIGTERM ends a tail, and removes an output not yet whole),
 //! `tracing-subscriber` (service logs to stderr, filtered by `RUST_LOG`).
 //!
 //! The live services are behind the `live` feature (see `Cargo.toml`): the default build, the
@@ -34,6 +34,7 @@ mod broker_args;
 mod duration_arg;
 #[cfg(feature = "live")]
 mod gateway_cmd;
+mod interrupt;
 #[cfg(not(feature = "live"))]
 mod live;
 mod manifest_cmd;

@@ -32,7 +32,8 @@ pub fn distinct(inputs: &[(&str, &Path)], outputs: &[(&str, &Path)]) -> Result<(
 /// An output file written whole or not at all: written beside its name as a hidden file and
 /// renamed onto it by [`Replacing::commit`], so a run that stops part way (a full disk, an error,
 /// an interrupt) leaves no partial file under the name asked for, and a file already there as it
-/// was. What is not a regular file (a device such as `/dev/null`, a pipe, a symbolic link) is
+/// was. The hidden file goes too: when the value is dropped, or when a signal ends the process
+/// ([`crate::interrupt`]). What is not a regular file (a device such as `/dev/null`, a pipe, a symbolic link) is
 /// written in place: renaming onto it would replace the device or the link itself.
 pub struct Replacing {
     path: PathBuf,
@@ -54,6 +55,9 @@ impl Replacing {
             }
             path.with_file_name(format!("{prefix}{}", &name[start..]))
         });
+        if let Some(partial) = &partial {
+            crate::interrupt::remove_if_interrupted(partial);
+        }
         Replacing { path: path.to_path_buf(), partial }
     }
 
@@ -69,8 +73,10 @@ impl Replacing {
 
     /// The file is whole: it takes its name.
     pub fn commit(mut self) -> Result<()> {
-        if let Some(partial) = self.partial.take() {
-            std::fs::rename(&partial, &self.path).with_context(|| format!("cannot rename {} to {}", partial.display(), self.path.display()))?;
+        if let Some(partial) = &self.partial {
+            crate::interrupt::done(partial, || std::fs::rename(partial, &self.path))
+                .with_context(|| format!("cannot rename {} to {}", partial.display(), self.path.display()))?;
+            self.partial = None;
         }
         Ok(())
     }
@@ -80,7 +86,7 @@ impl Drop for Replacing {
     /// Not committed: the partial file goes.
     fn drop(&mut self) {
         if let Some(partial) = &self.partial {
-            let _ = std::fs::remove_file(partial);
+            let _ = crate::interrupt::done(partial, || std::fs::remove_file(partial));
         }
     }
 }

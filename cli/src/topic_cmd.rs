@@ -6,7 +6,6 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -63,7 +62,7 @@ impl std::fmt::Display for Interrupted {
 impl std::error::Error for Interrupted {}
 
 /// Reads `topic` (all partitions, or `only` one) over `range`, calling `f` per record, each
-/// partition in offset order, until the range's end or `stop` ([`interrupt_flag`]). Returns
+/// partition in offset order, until the range's end or `stop` ([`crate::interrupt::stop_flag`]). Returns
 /// the number of records seen; a bounded read stopped before its end is an [`Interrupted`]
 /// error, a followed one ends there.
 fn read_topic(
@@ -198,17 +197,6 @@ fn partitions_of(broker: &Broker, topic: &str) -> Result<Vec<i32>> {
     Ok(parts)
 }
 
-/// A flag SIGINT and SIGTERM set, registered once for the whole command: the read in progress
-/// ends at the next poll. A second signal ends the process at once (status 128 + the signal).
-fn interrupt_flag() -> Arc<AtomicBool> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        let _ = signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, stop.clone());
-        let _ = signal_hook::flag::register(signal, stop.clone());
-    }
-    stop
-}
-
 /// Print the records of an aggregates topic (or any topic) as they arrive.
 ///
 /// Values are printed one per line, exactly as they were written (for rows: the JSON line
@@ -286,7 +274,7 @@ pub fn tail(args: TailArgs) -> Result<ExitCode> {
     let mut latest = LastVersions::default();
     let decoder = Decoder::default();
     let mut json = String::new();
-    read_topic(&broker, &topic, None, &range, &interrupt_flag(), |m| {
+    read_topic(&broker, &topic, None, &range, &crate::interrupt::stop_flag(), |m| {
         let payload = m.payload().unwrap_or_default();
         // Envelopes the gateway wrote are Avro single objects: shown as the JSON they encode.
         let decoded = (sniff(payload) == WireFormat::Avro).then(|| decoder.to_json(payload, &mut json));
@@ -493,7 +481,7 @@ pub fn export(args: ExportArgs) -> Result<ExitCode> {
     let mut json = String::new();
     let mut skipped = 0u64;
     let mut first_error = None;
-    let stop = interrupt_flag();
+    let stop = crate::interrupt::stop_flag();
     // With no end given, every partition's end as the export starts, all taken before any is
     // read (and before the output is opened): a partition read after others must not take in
     // what was produced meanwhile. (An end given as an offset or a time is each partition's

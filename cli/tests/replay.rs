@@ -848,6 +848,56 @@ fn a_run_stopped_while_writing_leaves_the_output_as_it_was() {
     }
 }
 
+/// Ctrl-C (or SIGTERM) in the middle of a run removes the output it was writing: the default
+/// action ended the process where it stood, leaving the hidden `.partial-…` file (the whole
+/// dataset written so far) beside the output, and the file already there stays as it was.
+#[test]
+fn an_interrupted_run_leaves_nothing_behind() {
+    for (signal, status) in [("INT", 130), ("TERM", 143)] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("long.ndjson.zst");
+        std::fs::write(&out, "as it was\n").unwrap();
+        // Hours of sessions: still writing when the signal comes.
+        let args = ["simulate", "--sessions", "8", "--duration", "10h", "--quiet", "--output", out.to_str().unwrap()];
+        let child = Command::new(BIN).args(args).spawn().unwrap();
+        let mut child = KillOnDrop(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let partial = loop {
+            let found = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap()).find(|e| e.file_name().to_string_lossy().starts_with(".partial-"));
+            if let Some(e) = found.filter(|e| e.metadata().unwrap().len() > 0) {
+                break e.path();
+            }
+            assert!(std::time::Instant::now() < deadline, "no partial output written within 60 s");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let sent = Command::new("kill").arg(format!("-{signal}")).arg(child.0.id().to_string()).status().unwrap();
+        assert!(sent.success());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let exited = loop {
+            if let Some(s) = child.0.try_wait().unwrap() {
+                break s;
+            }
+            assert!(std::time::Instant::now() < deadline, "SIG{signal}: still running 30 s later");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert!(!partial.exists(), "SIG{signal} left {} behind ({exited:?})", partial.display());
+        assert_eq!(exited.code(), Some(status), "SIG{signal} ends the run with 128 + the signal: {exited:?}");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, [out.file_name().unwrap()], "SIG{signal}");
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "as it was\n", "SIG{signal}");
+    }
+}
+
+/// A child process killed when the test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Every command that prints fails cleanly when its output cannot be written: a reader that
 /// has gone (`| head -1`) or a full disk. `validate` and `manifest` used `println!`, which
 /// panicked (exit 101, a backtrace) where `replay` said what failed and exited 2.
