@@ -3,7 +3,8 @@
 # Kubernetes 1.32 schemas (PyPI kubernetes-validate, strict: unknown fields refused), and keeps
 # the policies in scripts/k8s_policy.py; no secret value is committed under k8s/ or in the
 # manifests' kustomization; the alert rules pass `promtool check rules` and `promtool test rules`;
-# every metric the rules and the dashboards name is one a service exports. Installs kubernetes-validate into a venv of its own when missing.
+# every metric the rules and the dashboards name is one a service exports, and a panel in bytes
+# plots bytes. Installs kubernetes-validate into a venv of its own when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v kubectl >/dev/null || { echo "k8s-check: needs kubectl (1.27 or later, for kustomize v5)" >&2; exit 1; }
@@ -32,6 +33,7 @@ promtool check rules k8s/monitoring/pitgun-alerts.rules.yaml
 promtool test rules k8s/monitoring/pitgun-alerts.test.yaml
 python3 -c 'import json, sys; [json.load(open(f)) for f in sys.argv[1:]]' k8s/monitoring/dashboards/*.json
 python3 scripts/metric_names.py k8s/monitoring/pitgun-alerts.rules.yaml k8s/monitoring/dashboards/*.json
+python3 scripts/panel_units.py k8s/monitoring/dashboards/*.json
 # Each policy refuses a copy of an overlay that breaks it.
 "$VENV/bin/python" scripts/k8s_policy.py --self-test "$OUT/prod.yaml" .
 echo "k8s-check: every policy refuses a copy that breaks it"

@@ -26,6 +26,7 @@ def check(docs, root):
     for d in docs:
         by_kind.setdefault(d["kind"], []).append(d)
 
+    processors = []  # (StatefulSet, manifest file name, manifest)
     for obj in docs:
         spec = pod_spec(obj)
         if spec is None:
@@ -80,11 +81,51 @@ def check(docs, root):
                     fail(obj, f"runs {manifest}, which is not in manifests/pipelines")
                     continue
                 m = yaml.safe_load(open(path))
+                processors.append((obj, path.name, m))
                 want = f"processor-{m['name']}-v{m['version']}"
                 if obj["metadata"]["name"] != want:
                     fail(obj, f"runs {m['name']} v{m['version']}: name it {want}")
                 if spec.get("terminationGracePeriodSeconds", 30) < 60:
                     fail(obj, "terminationGracePeriodSeconds under 60 s: the final checkpoint may not finish")
+
+    # Rows a processor writes for a sink reach it only if the sink reads that manifest version:
+    # one left out has its rows computed and never stored, and nothing says so.
+    sunk = set()
+    for d in by_kind.get("Deployment", []):
+        for c in pod_spec(d)["containers"]:
+            args = c.get("args", [])
+            if args[:1] == ["sink"]:
+                sunk |= {pathlib.Path(args[i + 1]).name for i, a in enumerate(args[:-1]) if a == "--manifest"}
+    for obj, name, m in processors:
+        sinks = m.get("output", {}).get("sinks") or []
+        if sinks and name not in sunk:
+            fail(obj, f"its rows are for {', '.join(x['kind'] for x in sinks)} but no sink Deployment reads {name}")
+
+    # An autoscaled Deployment: the HPA owns the count, and a disruption budget lets one pod go
+    # at the HPA's minimum.
+    deployments = {d["metadata"]["name"]: d for d in by_kind.get("Deployment", [])}
+    for h in by_kind.get("HorizontalPodAutoscaler", []):
+        target = deployments.get(h["spec"]["scaleTargetRef"]["name"])
+        if target is None:
+            fail(h, "scales no Deployment of this overlay")
+            continue
+        if "replicas" in target["spec"]:
+            fail(target, "sets replicas, which its HorizontalPodAutoscaler owns: every apply would reset the count")
+        labels = target["spec"]["template"]["metadata"].get("labels", {})
+        for pdb in by_kind.get("PodDisruptionBudget", []):
+            selects = pdb["spec"].get("selector", {}).get("matchLabels", {})
+            if selects and selects.items() <= labels.items() and int(pdb["spec"].get("minAvailable", 0)) >= h["spec"].get("minReplicas", 1):
+                fail(pdb, f"minAvailable {pdb['spec']['minAvailable']} at the HPA's minimum of {h['spec'].get('minReplicas', 1)}: no eviction is ever allowed")
+
+    # A pod behind a Service leaves its endpoints while SIGTERM is sent: it pauses first, or
+    # connections routed to it meanwhile are refused.
+    for svc in by_kind.get("Service", []):
+        selects = svc["spec"].get("selector", {})
+        for d in deployments.values():
+            if selects and selects.items() <= d["spec"]["template"]["metadata"].get("labels", {}).items():
+                for c in pod_spec(d)["containers"]:
+                    if "preStop" not in c.get("lifecycle", {}):
+                        fail(d, f"container {c['name']}: behind Service {svc['metadata']['name']} with no preStop pause")
 
     for s in by_kind.get("Secret", []):
         fail(s, "a Secret in the tree: Secrets are made in the cluster, never committed")
@@ -140,6 +181,12 @@ def self_test(docs, root):
         "processor without its volume claim": lambda ds: processor(ds)["spec"].pop("volumeClaimTemplates"),
         "processor without static id": lambda ds: processor(ds)["spec"]["template"]["spec"]["containers"][0]["env"].clear(),
         "processor as a Deployment": lambda ds: processor(ds).update(kind="Deployment"),
+        "a sink that does not read a manifest version with sinks": lambda ds: next(
+            c for d in ds if d["kind"] == "Deployment" for c in d["spec"]["template"]["spec"]["containers"] if c["args"][0] == "sink"
+        ).update(args=["sink", "--manifest", "/etc/pitgun/manifests/pipelines/lap-performance.v1.yaml"]),
+        "replicas on an autoscaled Deployment": lambda ds: next(d for d in ds if d["kind"] == "Deployment" and d["metadata"]["name"] == "gateway")["spec"].update(replicas=2),
+        "a disruption budget at the HPA's minimum": first("PodDisruptionBudget", lambda d: (d["spec"].pop("maxUnavailable", None), d["spec"].update(minAvailable=3))),
+        "no preStop behind a Service": lambda ds: next(d for d in ds if d["kind"] == "Deployment" and d["metadata"]["name"] == "api")["spec"]["template"]["spec"]["containers"][0].pop("lifecycle"),
         "changelog with too few partitions": lambda ds: next(d for d in ds if d["kind"] == "KafkaTopic" and d["spec"]["topicName"].startswith("pitgun.state.")
                                                          )["spec"].update(partitions=1),
     }
