@@ -538,9 +538,10 @@ impl Gateway {
         // their records live as long): its bytes as they arrive, then what a compressed body
         // decodes to besides. Never what a body declares before it is sent: clients that
         // declared large bodies and stalled held the whole budget until the body deadline. A
-        // gateway without room for the declared length says so before reading it.
+        // gateway without room for the declared length says so before reading it, whatever the
+        // encoding: a compressed body's bytes are held as they arrive too.
         let mut held = Budget { semaphore: &self.quotas.in_flight, whole: self.limits.max_in_flight, permit: None };
-        if encoding == batch::Encoding::Identity && !held.has_room(declared.unwrap_or(0) as usize) {
+        if !held.has_room(declared.unwrap_or(0) as usize) {
             return self.busy();
         }
         let body = match self.read_body(body, &mut held).await {

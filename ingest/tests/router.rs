@@ -325,6 +325,34 @@ async fn a_slow_body_holds_only_the_bytes_it_sent_whatever_length_it_declares() 
     }
 }
 
+/// A body whose Content-Length there is no room for is answered 503 at once, compressed or not
+/// (as --max-in-flight's help says): a gzip body was read anyway, and a stalled one answered 408
+/// at the body deadline instead.
+#[tokio::test]
+async fn a_body_declaring_more_than_the_room_left_is_answered_503_at_once_in_any_encoding() {
+    let h = Harness::new(Limits { max_in_flight: 12 << 20, ..limits() });
+    // 10 MiB of the 12 held by two bodies still arriving.
+    let held: Vec<_> = (0..2).map(|_| stalled_post(&h, ("content-length", (6 << 20).to_string()), &vec![b' '; 5 << 20])).collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for encoding in ["identity", "gzip", "zstd"] {
+        let req = Request::post("/v1/envelopes")
+            .header("content-type", "application/x-ndjson")
+            .header("content-encoding", encoding)
+            .header("content-length", (4 << 20).to_string())
+            .header("authorization", format!("Bearer {}", h.web))
+            .body(Body::new(Stalled(Some(vec![0x1f, 0x8b]))))
+            .unwrap();
+        let answered = tokio::time::timeout(Duration::from_secs(5), router(h.gw.clone()).oneshot(req)).await;
+        let r = answered.unwrap_or_else(|_| panic!("{encoding}: no answer within 5 s")).unwrap();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE, "{encoding}");
+        assert!(r.headers().contains_key("retry-after"), "{encoding}");
+    }
+    for s in held {
+        assert!(!s.is_finished(), "the slow requests are still being read");
+        s.abort();
+    }
+}
+
 /// A compressed body and what it decodes to may together exceed the whole budget: such a
 /// request holds all of it, and is let in when the gateway is otherwise idle.
 #[tokio::test]
