@@ -67,7 +67,8 @@ pub struct Summary {
     pub records: u64,
     /// Rows produced (re-emissions included).
     pub rows: u64,
-    /// Late events produced to the late topic.
+    /// Events that reached no window (too late, or after their session ended): their notes
+    /// written to the late topic, and those shed (`late_shed`).
     pub late: u64,
     /// Late notes not written: the late topic's rate bound was reached.
     pub late_shed: u64,

@@ -14,8 +14,8 @@ pub struct Metrics {
     pub rejected: IntCounterVec,
     /// Duplicate event ids dropped.
     pub duplicates: IntCounter,
-    /// Events too late for any window.
-    pub late: IntCounter,
+    /// Events that reached no window, by reason ([`LATE_REASONS`]).
+    pub late: IntCounterVec,
     /// Late events whose note was not written (the late topic's rate bound), by reason.
     pub late_shed: IntCounterVec,
     /// Event ids forgotten early because a session's dedup memory was full.
@@ -111,7 +111,17 @@ impl Metrics {
         )
         .expect("metric");
         registry.register(Box::new(late_shed.clone())).expect("register");
-        for reason in ["too_late", "session_closed"] {
+        let late = IntCounterVec::new(
+            Opts::new(
+                "late_total",
+                "Events that reached no window, by reason: too_late (behind the session's watermark past allowed_lateness) or session_closed (after their session ended); noted on the late topic or shed",
+            ),
+            &["reason"],
+        )
+        .expect("metric");
+        registry.register(Box::new(late.clone())).expect("register");
+        for reason in LATE_REASONS {
+            late.with_label_values(&[reason]);
             late_shed.with_label_values(&[reason]);
         }
         let sessions_closed = IntCounterVec::new(
@@ -166,7 +176,7 @@ impl Metrics {
             events_in: c("events_in_total", "Records consumed"),
             rejected,
             duplicates: c("duplicates_total", "Duplicate event ids dropped"),
-            late: c("late_total", "Events too late for any window"),
+            late,
             late_shed,
             dedup_evicted: c("dedup_evicted_total", "Event ids forgotten early because a session's dedup memory was full"),
             released_early: c(
@@ -207,6 +217,9 @@ impl Metrics {
         }
     }
 }
+
+/// Why an event reached no window: the engine's late notes' reasons.
+pub const LATE_REASONS: [&str; 2] = ["too_late", "session_closed"];
 
 /// [`Metrics::partitions_rebuilt`]'s cause for a partition the group never committed and the
 /// replica held no checkpoint of: its first read (a new group or a new partition), nothing lost.

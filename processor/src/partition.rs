@@ -133,7 +133,7 @@ impl Part {
                     outlet.send(Dest::Aggregates, row.row_id.as_bytes(), row.json.as_bytes(), Some(headers::row_version(version)))?;
                 }
                 Output::Late(note) => {
-                    outlet.metrics.late.inc();
+                    outlet.metrics.late.with_label_values(&[note.reason]).inc();
                     self.tally.late += 1;
                     if outlet.late_note_allowed() {
                         let json = note_json(read_at(&self.name, &note).as_deref(), &note);

@@ -105,6 +105,13 @@ impl ConsumerContext for Ctx {
                     // nothing more, to the changelog least of all.
                     warn!(partitions = revoked.len(), "assignment lost: partitions given up without a checkpoint");
                     worker.absorb(); // what they read still counts
+                } else if worker.fatal.is_some() {
+                    // An error is pending (a row the producer would not queue, say): what was
+                    // read since the last checkpoint may not all be stored, and a row never
+                    // queued leaves no delivery report for the checkpoint's wait to find. Given
+                    // up as on any error exit, and read again from the last checkpoint.
+                    warn!(partitions = revoked.len(), "stopping on an error: revoked partitions given up without a checkpoint");
+                    worker.absorb();
                 } else if let Err(e) = worker.checkpoint(consumer, Some(&revoked), CommitMode::Sync) {
                     worker.fatal.get_or_insert(Error::RevokeCheckpoint(Box::new(e)));
                 }
