@@ -3,10 +3,11 @@
 //! `.partial-…` output behind (a dataset of gigabytes, under a name no one would look for).
 //!
 //! One thread takes the signals for the whole process. It removes every output not yet whole
-//! ([`Replacing`](crate::paths::Replacing) registers them here) and ends the process with status
-//! 128 + the signal, as the shell reports a process the signal ended. A command that stops
-//! cleanly on a signal (`tail`, `export`: [`stop_flag`]) gets the first signal as a request to
-//! stop; a second one ends it as above.
+//! ([`Replacing`](crate::paths::Replacing) registers them here), then lets the signal end the
+//! process as its default action would (a shell script sees a child the signal killed, and
+//! stops). A command that stops cleanly on a signal (`tail`, `export`: [`stop_flag`]) gets the
+//! first signal as a request to stop; a second one ends it as above. A signal the process was
+//! started ignoring (`nohup`, a script's background job) is left ignored.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +23,8 @@ static INSTALLED: Once = Once::new();
 
 fn install() {
     INSTALLED.call_once(|| {
-        let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
+        let taken: Vec<i32> = [SIGINT, SIGTERM, SIGHUP].into_iter().filter(|&s| !ignored(s)).collect();
+        let Ok(mut signals) = signal_hook::iterator::Signals::new(taken) else {
             return; // The default actions stay: the process ends at a signal, as before.
         };
         std::thread::Builder::new()
@@ -40,11 +42,23 @@ fn install() {
                     for path in partial.iter() {
                         let _ = std::fs::remove_file(path);
                     }
+                    // Resets the signal's default action and raises it again: the process ends
+                    // here, by the signal.
+                    let _ = signal_hook::low_level::emulate_default_handler(signal);
                     std::process::exit(128 + signal);
                 }
             })
             .expect("a thread can be started");
     });
+}
+
+/// Whether the process was started with `signal` ignored: it stays so.
+fn ignored(signal: i32) -> bool {
+    // SAFETY: a null new action only reads the current one into `current`.
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut current) == 0 && current.sa_sigaction == libc::SIG_IGN
+    }
 }
 
 /// A flag the first signal sets, for a command that ends its work at the next chance; a second
@@ -55,10 +69,14 @@ pub fn stop_flag() -> Arc<AtomicBool> {
     stop
 }
 
-/// `path` is removed if a signal ends the process before [`done`] is called for it.
-pub fn remove_if_interrupted(path: &Path) {
+/// `path` is removed if a signal ends the process before [`done`] is called for it. `create`
+/// (the file's creation) runs under the same lock: a signal comes before the file exists or
+/// after it is registered, never between.
+pub fn remove_if_interrupted(path: &Path, create: impl FnOnce()) {
     install();
-    PARTIAL.lock().unwrap_or_else(|e| e.into_inner()).push(path.to_path_buf());
+    let mut partial = PARTIAL.lock().unwrap_or_else(|e| e.into_inner());
+    partial.push(path.to_path_buf());
+    create();
 }
 
 /// `path` is no longer the signal thread's to remove: `then` (renaming it into place, or removing

@@ -41,7 +41,7 @@ pub struct Replacing {
 }
 
 impl Replacing {
-    /// The output `path`; nothing is created yet.
+    /// The output `path`; its hidden file is created, empty.
     pub fn new(path: &Path) -> Replacing {
         let in_place = std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file());
         let partial = (!in_place).then(|| {
@@ -56,7 +56,9 @@ impl Replacing {
             path.with_file_name(format!("{prefix}{}", &name[start..]))
         });
         if let Some(partial) = &partial {
-            crate::interrupt::remove_if_interrupted(partial);
+            // Created empty here, where a signal cannot come between its creation and its
+            // registration; the writer opens it again (an error is then its to name).
+            crate::interrupt::remove_if_interrupted(partial, || drop(std::fs::File::create(partial)));
         }
         Replacing { path: path.to_path_buf(), partial }
     }

@@ -49,13 +49,13 @@ enum Stop {
     Never,
 }
 
-/// A bounded read stopped by SIGINT or SIGTERM before the end it was to reach.
+/// A bounded read stopped by a signal (SIGINT, SIGTERM, SIGHUP) before the end it was to reach.
 #[derive(Debug)]
 struct Interrupted;
 
 impl std::fmt::Display for Interrupted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("interrupted (SIGINT or SIGTERM) before the end of the range")
+        f.write_str("interrupted by a signal before the end of the range")
     }
 }
 

@@ -332,6 +332,32 @@ fn keys_are_revoked_on_sighup_and_failures_are_limited_per_address() {
     assert_eq!(metric(&m, "pitgun_gateway_api_keys"), 2.0);
     assert_eq!(metric(&m, "pitgun_gateway_throttled_total{limit=\"unauthenticated\"}"), 1.0);
     assert!(gw.log.lock().unwrap().iter().any(|l| l.contains("keys file reloaded")), "the reload is logged");
+    assert_eq!(metric(&m, "pitgun_gateway_keys_file_refused"), 0.0);
+    // A broken file is refused, and says so for as long as it stays (what the alert reads);
+    // the keys read before stay in force.
+    std::fs::write(&keys, "- source: [unclosed\n").unwrap();
+    assert!(Command::new("kill").args(["-HUP", &gw.child.id().to_string()]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&gw.metrics(), "pitgun_gateway_keys_file_refused") != 1.0 {
+        assert!(Instant::now() < deadline, "the refused file was not reported 10 s after SIGHUP: {:?}", gw.log.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(metric(&gw.metrics(), "pitgun_gateway_keys_reloads_total{result=\"error\"}"), 1.0);
+    assert_eq!(
+        gw.post(
+            Some(&gw.sim),
+            "application/x-ndjson",
+            ndjson(&[{
+                let mut e = envelope("kr", 3);
+                e["source"] = json!({"kind": "simulator", "id": "pitgun-sim", "version": "2.1.0"});
+                e["channels"] = json!({"speed": 41.0});
+                e
+            }])
+        )
+        .0,
+        202,
+        "the keys read before stay in force"
+    );
 }
 
 /// Generated requests of every operation in the document the gateway serves (envelopes, the
