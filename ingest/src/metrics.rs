@@ -25,6 +25,7 @@ pub struct GatewayMetrics {
     /// API keys in force.
     pub api_keys: IntGauge,
     key_reloads: IntCounterVec,
+    keys_file_refused: IntGauge,
 }
 
 impl GatewayMetrics {
@@ -58,6 +59,13 @@ impl GatewayMetrics {
         for result in ["ok", "error"] {
             key_reloads.with_label_values(&[result]);
         }
+        // A state, not only an event: a refused file is not read again until it changes, so a
+        // count of errors stops rising while the old keys (a revoked one among them) stay in force.
+        let keys_file_refused = IntGauge::new(
+            "pitgun_gateway_keys_file_refused",
+            "1 while the keys file's last change was refused (the keys read before stay in force), else 0",
+        )?;
+        registry.register(Box::new(keys_file_refused.clone()))?;
         registry.register(Box::new(api_keys.clone()))?;
         for c in [&requests, &rejected_vec, &failures, &throttled, &key_reloads] {
             registry.register(Box::new(c.clone()))?;
@@ -78,6 +86,7 @@ impl GatewayMetrics {
             throttled,
             api_keys,
             key_reloads,
+            keys_file_refused,
         })
     }
 
@@ -106,11 +115,13 @@ impl GatewayMetrics {
     /// Records a good reading of the keys file holding `n` keys.
     pub fn keys_reloaded(&self, n: usize) {
         self.key_reloads.with_label_values(&["ok"]).inc();
+        self.keys_file_refused.set(0);
         self.api_keys.set(n as i64);
     }
 
     /// Counts a reading of the keys file that was refused.
     pub fn keys_reload_failed(&self) {
         self.key_reloads.with_label_values(&["error"]).inc();
+        self.keys_file_refused.set(1);
     }
 }

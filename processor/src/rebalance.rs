@@ -99,6 +99,7 @@ impl ConsumerContext for Ctx {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let revoked: Vec<Tp> = tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+                let checkpointed = !consumer.assignment_lost() && worker.fatal.is_none();
                 if consumer.assignment_lost() {
                     // The group gave them away already (this replica missed its session
                     // timeout): their new owners write the state now, so this one writes
@@ -117,7 +118,7 @@ impl ConsumerContext for Ctx {
                 }
                 worker.assignment += 1;
                 for tp in &revoked {
-                    if worker.parts.remove(tp).is_some() {
+                    if worker.parts.remove(tp).is_some() && checkpointed {
                         info!(topic = %tp.0, partition = tp.1, "partition revoked after its checkpoint");
                     }
                     // Its new owner reports it now; a frozen value here would keep
