@@ -864,14 +864,20 @@ fn an_interrupted_run_leaves_nothing_behind() {
         let args = ["simulate", "--sessions", "8", "--duration", "10h", "--quiet", "--output", out.to_str().unwrap()];
         let mut command = Command::new(BIN);
         command.args(args);
-        if let Some((_, ignore)) = ignored {
-            // SAFETY: only sets a signal's disposition in the child before exec (as nohup does).
-            unsafe {
-                command.pre_exec(move || {
+        // The child starts with every signal at its default action, whatever this test inherited
+        // (a job started in the background of a script has SIGINT ignored, and so would the
+        // child), then with SIGHUP ignored where asked, as nohup starts a command.
+        // SAFETY: only sets signal dispositions in the child before exec.
+        unsafe {
+            command.pre_exec(move || {
+                for s in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+                    libc::signal(s, libc::SIG_DFL);
+                }
+                if let Some((_, ignore)) = ignored {
                     libc::signal(ignore, libc::SIG_IGN);
-                    Ok(())
-                });
-            }
+                }
+                Ok(())
+            });
         }
         let mut child = KillOnDrop(command.spawn().unwrap());
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
