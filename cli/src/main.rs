@@ -4,9 +4,9 @@
 //! on a terminal), `xxhash-rust` (spreading a simulation's sessions over connections to the
 //! gateway), `anyhow` (errors at the binary's edge),
 //! `rdkafka` (reading topics for `tail`/`export`), `base64` (`tail --meta` shows bytes that are
-//! not text), `signal-hook` (Ctrl-C/SIGTERM ends a tail, and removes an output not yet whole), `libc`
-//! (whether a signal was ignored when the process started),
-//! `tracing-subscriber` (service logs to stderr, filtered by `RUST_LOG`).
+//! not text), `signal-hook` (Ctrl-C/SIGTERM ends a tail, and removes an output not yet whole),
+//! `libc` (whether a signal was ignored when the process started), `tracing-subscriber`
+//! (service logs to stderr, filtered by `RUST_LOG`).
 //!
 //! The live services are behind the `live` feature (see `Cargo.toml`): the default build, the
 //! README's first command, needs neither librdkafka nor RocksDB, so nothing but the Rust

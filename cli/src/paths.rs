@@ -33,8 +33,9 @@ pub fn distinct(inputs: &[(&str, &Path)], outputs: &[(&str, &Path)]) -> Result<(
 /// renamed onto it by [`Replacing::commit`], so a run that stops part way (a full disk, an error,
 /// an interrupt) leaves no partial file under the name asked for, and a file already there as it
 /// was. The hidden file goes too: when the value is dropped, or when a signal ends the process
-/// ([`crate::interrupt`]). What is not a regular file (a device such as `/dev/null`, a pipe, a symbolic link) is
-/// written in place: renaming onto it would replace the device or the link itself.
+/// ([`crate::interrupt`]). What is not a regular file (a device such as `/dev/null`, a pipe, a
+/// symbolic link) is written in place: renaming onto it would replace the device or the link
+/// itself.
 pub struct Replacing {
     path: PathBuf,
     partial: Option<PathBuf>,

@@ -62,9 +62,9 @@ impl std::fmt::Display for Interrupted {
 impl std::error::Error for Interrupted {}
 
 /// Reads `topic` (all partitions, or `only` one) over `range`, calling `f` per record, each
-/// partition in offset order, until the range's end or `stop` ([`crate::interrupt::stop_flag`]). Returns
-/// the number of records seen; a bounded read stopped before its end is an [`Interrupted`]
-/// error, a followed one ends there.
+/// partition in offset order, until the range's end or `stop` ([`crate::interrupt::stop_flag`]).
+/// Returns the number of records seen; a bounded read stopped before its end is an
+/// [`Interrupted`] error, a followed one ends there.
 fn read_topic(
     broker: &Broker,
     topic: &str,

@@ -99,23 +99,30 @@ impl ConsumerContext for Ctx {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let revoked: Vec<Tp> = tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
-                let checkpointed = !consumer.assignment_lost() && worker.fatal.is_none();
-                if consumer.assignment_lost() {
-                    // The group gave them away already (this replica missed its session
-                    // timeout): their new owners write the state now, so this one writes
-                    // nothing more, to the changelog least of all.
-                    warn!(partitions = revoked.len(), "assignment lost: partitions given up without a checkpoint");
-                    worker.absorb(); // what they read still counts
-                } else if worker.fatal.is_some() {
-                    // An error is pending (a row the producer would not queue, say): what was
-                    // read since the last checkpoint may not all be stored, and a row never
-                    // queued leaves no delivery report for the checkpoint's wait to find. Given
-                    // up as on any error exit, and read again from the last checkpoint.
-                    warn!(partitions = revoked.len(), "stopping on an error: revoked partitions given up without a checkpoint");
-                    worker.absorb();
-                } else if let Err(e) = worker.checkpoint(consumer, Some(&revoked), CommitMode::Sync) {
-                    worker.fatal.get_or_insert(Error::RevokeCheckpoint(Box::new(e)));
-                }
+                // Given up without a checkpoint, or checkpointed:
+                // - the group gave them away already (this replica missed its session timeout):
+                //   their new owners write the state now, so this one writes nothing more, to
+                //   the changelog least of all;
+                // - an error is pending (a row the producer would not queue, say): what was read
+                //   since the last checkpoint may not all be stored, and a row never queued
+                //   leaves no delivery report for the checkpoint's wait to find. Given up as on
+                //   any error exit, and read again from the last checkpoint.
+                let without_checkpoint =
+                    if consumer.assignment_lost() { Some("assignment lost") } else { worker.fatal.as_ref().map(|_| "stopping on an error") };
+                let checkpointed = match without_checkpoint {
+                    Some(why) => {
+                        warn!(partitions = revoked.len(), "{why}: partitions given up without a checkpoint");
+                        worker.absorb(); // what they read still counts
+                        false
+                    }
+                    None => match worker.checkpoint(consumer, Some(&revoked), CommitMode::Sync) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            worker.fatal.get_or_insert(Error::RevokeCheckpoint(Box::new(e)));
+                            false
+                        }
+                    },
+                };
                 worker.assignment += 1;
                 for tp in &revoked {
                     if worker.parts.remove(tp).is_some() && checkpointed {
