@@ -56,7 +56,8 @@ pub struct ReplayArgs {
     #[arg(long)]
     late: Option<PathBuf>,
     /// Write refused records here (JSON lines: file, line, reason, detail; for events the
-    /// engine rejected also session_id, event_id, seq and time).
+    /// engine rejected also session_id, event_id, seq and time). A run that refused every
+    /// record it read writes only this, and exits 1.
     #[arg(long)]
     rejected: Option<PathBuf>,
     /// Refuse the whole run at the first refused record (or event the engine rejected): it is
@@ -66,7 +67,8 @@ pub struct ReplayArgs {
     /// Worker threads, 1 to 256 (default: all cores, at most 256).
     #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=pitgun_replay::MAX_THREADS as u64))]
     threads: Option<usize>,
-    /// No progress bar and no summary. The first refused records are still named on stderr.
+    /// No progress bar and no summary. The first refusals (records refused, events the engine
+    /// rejected) are still named on stderr.
     #[arg(long, short)]
     quiet: bool,
 }
@@ -158,14 +160,19 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
         return Ok(strict_refusal(&what));
     }
 
-    write_rows(&args, &contract, &rows)?;
-    if let Some(path) = &args.late {
-        write_whole(path, |w| {
-            for n in &late {
-                writeln!(w, "{}", located(n, &args.input))?;
-            }
-            Ok(())
-        })?;
+    // A run that refused every record read nothing: its empty rows would pass for an answer (the
+    // wrong file, format or dictionary). Only the refusals are written, to say why.
+    let everything_refused = records > 0 && stats.accepted == 0 && stats.rejected_total() >= records;
+    if !everything_refused {
+        write_rows(&args, &contract, &rows)?;
+        if let Some(path) = &args.late {
+            write_whole(path, |w| {
+                for n in &late {
+                    writeln!(w, "{}", located(n, &args.input))?;
+                }
+                Ok(())
+            })?;
+        }
     }
     if let Some(path) = &args.rejected {
         write_whole(path, |w| {
@@ -180,13 +187,15 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
             Ok(())
         })?;
     }
-    // Refused records are named even with --quiet: they are the run's warnings, not its chatter.
-    for b in bad.iter().take(5) {
-        eprintln!("{}:{}: {}: {}", args.input[b.file].display(), b.line, b.reason, b.detail);
+    // Refusals are named even with --quiet: they are the run's warnings, not its chatter. Records
+    // refused before they became events and events the engine rejected are one list, in file order.
+    let refusals = refusals_in_file_order(&bad, &rejected_notes, &args.input);
+    for r in refusals.iter().take(5) {
+        eprintln!("{r}");
     }
-    if bad.len() > 5 {
+    if refusals.len() > 5 {
         let hint = if args.rejected.is_some() { "" } else { " (write them all with --rejected FILE)" };
-        eprintln!("… and {} more refused records{hint}", bad.len() - 5);
+        eprintln!("… and {} more refused records{hint}", refusals.len() - 5);
     }
     // Not a refusal, but nothing of these events reached a window: said even with --quiet.
     if stats.uncovered_sources > 0 {
@@ -195,7 +204,26 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     if !args.quiet {
         summary(&stats, records, rows.len(), bytes_read.load(Ordering::Relaxed), elapsed, threads);
     }
+    if everything_refused {
+        eprintln!("error: every one of the {records} records read was refused, so no rows were written (the refusals above say why)");
+        return Ok(ExitCode::from(1));
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every refusal as `file:line: reason: detail`, in file order (an event the engine noted without
+/// a location, e.g. held back and rejected at its session's close, comes last, by session).
+fn refusals_in_file_order(bad: &[pitgun_replay::BadRecord], rejected: &[pitgun_engine::EventNote], inputs: &[PathBuf]) -> Vec<String> {
+    let mut all: Vec<((usize, u64), String)> = bad
+        .iter()
+        .map(|b| ((b.file, b.line), format!("{}:{}: {}: {}", inputs[b.file].display(), b.line, b.reason, b.detail)))
+        .chain(rejected.iter().map(|n| match pitgun_replay::location(n) {
+            Some((file, line)) => ((file, line), format!("{}:{line}: {}: {}", inputs[file].display(), n.reason, n.detail)),
+            None => ((usize::MAX, u64::MAX), format!("session {} seq {}: {}: {}", n.session_id, n.seq, n.reason, n.detail)),
+        }))
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all.into_iter().map(|(_, line)| line).collect()
 }
 
 /// An engine's note as a JSON line that starts with the file and line the event was read from,

@@ -186,7 +186,11 @@ fn faults_are_counted_reported_and_never_stop_the_run_unless_strict() {
         "/dev/null",
     ]);
     let said = String::from_utf8_lossy(&quiet.stderr);
-    assert!(said.contains(&format!("{}:{}: ", data.display(), first["line"])), "a quiet run still names refused records:\n{said}");
+    // Named in file order, records refused and events the engine rejected alike, and all counted.
+    let refusals: Vec<Value> = rejected.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let earliest = refusals.iter().filter_map(|r| r["line"].as_u64()).min().unwrap();
+    assert!(said.contains(&format!("{}:{earliest}: ", data.display())), "a quiet run still names refused records:\n{said}");
+    assert!(said.contains(&format!("… and {} more refused records", refusals.len() - 5)), "{} refusals:\n{said}", refusals.len());
     assert!(!said.contains("rows written"), "and prints no summary:\n{said}");
     let strict_rows = dir.path().join("strict-rows.ndjson");
     let strict = run(&[
@@ -205,6 +209,31 @@ fn faults_are_counted_reported_and_never_stop_the_run_unless_strict() {
     let named = format!("{}:{}: {}", data.display(), first["line"], first["reason"].as_str().unwrap());
     assert!(said.contains(&named) && said.contains("no rows were written"), "names the first refused record ({named}):\n{said}");
     assert!(!strict_rows.exists(), "a refused strict run writes no rows");
+}
+
+#[test]
+fn a_run_that_refuses_every_record_fails_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("not-envelopes.ndjson");
+    std::fs::write(&data, "{\"lap\": 1, \"time\": 83.2}\nlap,time\n{\"lap\": 2, \"time\": 81.9}\n").unwrap();
+    let (rows, rejected) = (dir.path().join("rows.ndjson"), dir.path().join("rejected.ndjson"));
+    let out = run(&[
+        "replay",
+        "--quiet",
+        "--manifest",
+        manifest("lap-performance").to_str().unwrap(),
+        "--input",
+        data.to_str().unwrap(),
+        "--output",
+        rows.to_str().unwrap(),
+        "--rejected",
+        rejected.to_str().unwrap(),
+    ]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("every one of the 3 records read was refused") && said.contains(&format!("{}:2: ", data.display())), "{said}");
+    assert!(!rows.exists(), "no empty rows file passes for an answer");
+    assert_eq!(std::fs::read_to_string(&rejected).unwrap().lines().count(), 3, "the refusals are written, to say why");
 }
 
 #[test]
