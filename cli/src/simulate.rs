@@ -2,13 +2,14 @@
 //! posted to an ingest gateway (`--target`, see `simulate_target`).
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use pitgun_workload::{check_health_rate, check_sample_rate, simulate, Faults, Record, SimConfig};
+use pitgun_workload::{check_health_rate, check_sample_rate, simulate_while, Faults, Record, SimConfig};
 
 #[cfg(feature = "live")]
 use crate::simulate_target::{Poster, TargetOptions};
@@ -193,10 +194,7 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
     let started = Instant::now();
     let mut error: Option<anyhow::Error> = None;
     let (mut records, mut bytes, mut malformed_skipped) = (0u64, 0u64, 0u64);
-    let truth = simulate(&config, |record| {
-        if error.is_some() {
-            return;
-        }
+    let truth = simulate_while(&config, |record| {
         records += 1;
         let result = match &record {
             Record::Envelope(env) => {
@@ -220,8 +218,12 @@ pub fn run(args: SimulateArgs) -> Result<ExitCode> {
                 })
             }
         };
-        if let Err(e) = result {
-            error = Some(e);
+        match result {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => {
+                error = Some(e);
+                ControlFlow::Break(())
+            }
         }
     });
     if let Some(e) = error {

@@ -955,6 +955,37 @@ impl Drop for KillOnDrop {
 /// Every command that prints fails cleanly when its output cannot be written: a reader that
 /// has gone (`| head -1`) or a full disk. `validate` and `manifest` used `println!`, which
 /// panicked (exit 101, a backtrace) where `replay` said what failed and exited 2.
+/// A simulation whose output fails stops there: it went on simulating every remaining hour for
+/// nothing (a gateway that cannot be reached, at 100% of a core, for as long as the whole run).
+#[test]
+fn a_simulation_whose_output_failed_stops_at_once() {
+    // A port nothing listens on: every post is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let target = format!("http://127.0.0.1:{port}");
+    // Hundreds of millions of records: simulated to their end, many minutes.
+    let args = ["simulate", "--sessions", "200", "--duration", "10h", "--quiet", "--retry-for", "1s", "--target", &target];
+    let mut child = KillOnDrop(
+        Command::new(BIN)
+            .args(args)
+            .args(["--api-key", "pitgun-sim=k1", "--api-key", "pitgun-web=k2"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(std::time::Instant::now() < deadline, "still simulating 60 s after its gateway could not be reached");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut said = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut said).unwrap();
+    assert_eq!(status.code(), Some(2), "{said}");
+    assert!(said.contains(&target), "the failure names the gateway:\n{said}");
+}
+
 #[test]
 fn commands_name_an_output_they_cannot_write_instead_of_panicking() {
     let dir = tempfile::tempdir().unwrap();

@@ -5,6 +5,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::ops::ControlFlow;
 
 use crate::Record;
 
@@ -37,9 +38,10 @@ impl Ord for Held {
     }
 }
 
-/// Sends records to the caller's sink in output-time order.
-pub(crate) struct Delivery<F: FnMut(Record)> {
+/// Sends records to the caller's sink in output-time order, until the sink breaks.
+pub(crate) struct Delivery<F: FnMut(Record) -> ControlFlow<()>> {
     emit: F,
+    stopped: bool,
     held: BinaryHeap<Reverse<Held>>,
     order: u64,
     pub max_held: usize,
@@ -47,25 +49,33 @@ pub(crate) struct Delivery<F: FnMut(Record)> {
     pub malformed: u64,
 }
 
-impl<F: FnMut(Record)> Delivery<F> {
+impl<F: FnMut(Record) -> ControlFlow<()>> Delivery<F> {
     pub(crate) fn new(emit: F) -> Delivery<F> {
-        Delivery { emit, held: BinaryHeap::new(), order: 0, max_held: 0, envelopes: 0, malformed: 0 }
+        Delivery { emit, stopped: false, held: BinaryHeap::new(), order: 0, max_held: 0, envelopes: 0, malformed: 0 }
     }
 
     /// Sends every held record due at or before `now_us`.
     pub(crate) fn release_until(&mut self, now_us: i64) {
-        while self.held.peek().is_some_and(|h| h.0.release_us <= now_us) {
+        while !self.stopped && self.held.peek().is_some_and(|h| h.0.release_us <= now_us) {
             let Reverse(held) = self.held.pop().expect("peeked");
             self.send(held.record);
         }
     }
 
     pub(crate) fn send(&mut self, record: Record) {
+        if self.stopped {
+            return;
+        }
         match record {
             Record::Envelope(_) => self.envelopes += 1,
             Record::Malformed(_) => self.malformed += 1,
         }
-        (self.emit)(record);
+        self.stopped = (self.emit)(record).is_break();
+    }
+
+    /// Whether the sink broke: nothing more is sent.
+    pub(crate) fn stopped(&self) -> bool {
+        self.stopped
     }
 
     /// Whether another record can be held back.

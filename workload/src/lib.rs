@@ -61,7 +61,7 @@ pub use config::{check_health_rate, check_sample_rate, ConfigError, FaultParseEr
 pub use delivery::MAX_HELD;
 pub use faults::FaultCounts;
 pub use producer::{channels, source_ids, ChannelInfo};
-pub use stream::simulate;
+pub use stream::{simulate, simulate_while};
 pub use truth::{GroundTruth, LapTruth, SessionTruth, StreamStats};
 
 use pitgun_contracts::envelope::Envelope;

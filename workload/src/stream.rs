@@ -2,6 +2,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::ops::ControlFlow;
 
 use crate::config::SimConfig;
 use crate::delivery::Delivery;
@@ -29,7 +30,20 @@ struct Running {
 /// # Panics
 ///
 /// If `config` fails [`SimConfig::validate`].
-pub fn simulate(config: &SimConfig, emit: impl FnMut(Record)) -> GroundTruth {
+pub fn simulate(config: &SimConfig, mut emit: impl FnMut(Record)) -> GroundTruth {
+    simulate_while(config, |record| {
+        emit(record);
+        ControlFlow::Continue(())
+    })
+}
+
+/// [`simulate`], stopped at once when `emit` breaks (its output failed: the rest of a long run
+/// would be simulated for nothing). The truth then covers only what was simulated.
+///
+/// # Panics
+///
+/// If `config` fails [`SimConfig::validate`].
+pub fn simulate_while(config: &SimConfig, emit: impl FnMut(Record) -> ControlFlow<()>) -> GroundTruth {
     if let Err(e) = config.validate() {
         panic!("{e}");
     }
@@ -56,6 +70,9 @@ pub fn simulate(config: &SimConfig, emit: impl FnMut(Record)) -> GroundTruth {
 
     let mut out = Delivery::new(emit);
     while let Some(Reverse((now, i))) = queue.pop() {
+        if out.stopped() {
+            break;
+        }
         let run = &mut runs[i];
         let event = run.next.take().expect("queued sessions have an event");
         events += 1;
@@ -78,7 +95,7 @@ pub fn simulate(config: &SimConfig, emit: impl FnMut(Record)) -> GroundTruth {
 }
 
 /// Applies the session's fault plan to one event and hands the result to `out`.
-fn deliver<F: FnMut(Record)>(run: &mut Running, mut event: SimEvent, now: i64, out: &mut Delivery<F>, counts: &mut FaultCounts) {
+fn deliver<F: FnMut(Record) -> ControlFlow<()>>(run: &mut Running, mut event: SimEvent, now: i64, out: &mut Delivery<F>, counts: &mut FaultCounts) {
     let plan = run.injector.plan(event.kind);
     if plan.gap {
         counts.gaps += 1;
