@@ -52,10 +52,13 @@ pub struct SinkArgs {
     /// in parallel, one transaction each.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
     pg_connections: u16,
-    /// Consumer group (default `pitgun.sink.<manifest>.v<version>[+…]` in the namespace).
+    /// Consumer group (default `pitgun.sink.<manifest>.v<version>[+…]` in the namespace, with
+    /// `.only-<kind>[+…]` after it under --targets: a sink writing fewer kinds reads apart from one
+    /// writing them all, so each kind gets every row).
     #[arg(long, value_parser = clap::builder::NonEmptyStringValueParser::new())]
     group: Option<String>,
-    /// Rows per batch at most (one transaction per table and batch).
+    /// Rows per batch at most (in PostgreSQL, one transaction per table, batch and shard; see
+    /// --pg-connections).
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     batch_rows: u32,
     /// How long a batch waits for more rows before it is written.

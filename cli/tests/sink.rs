@@ -240,6 +240,40 @@ fn sink_crashes_leave_tables_complete_and_nothing_doubled() {
     assert!(last.summary()["rows"].as_u64().unwrap() > 0, "the last run re-read what was not committed");
 }
 
+/// A sink that writes only some target kinds (`--targets`) reads in a group of its own by
+/// default: it shared the manifests' group with the sink of every kind, whose committed offsets
+/// it then moved past rows it never wrote to the kinds it left out, and they were never written.
+#[test]
+fn a_sink_writing_one_kind_of_target_leaves_the_others_their_rows() {
+    let ns = Ns::new("sink-kinds");
+    ns.create_topics(2);
+    let pg = own_database("sink_kinds");
+    let dir = tempfile::tempdir().unwrap();
+    let data = simulate(dir.path(), "kinds.ndjson", 23, 4, "4m", None);
+    let out = pitgun(&["publish", "--input", data.to_str().unwrap()], &ns);
+    assert!(out.status.success(), "publish: {}", String::from_utf8_lossy(&out.stderr));
+    let lap = manifest("lap-performance.v1.yaml");
+    let state = dir.path().join("state");
+    let mut p =
+        Service::start("process", &["process", "--manifest", lap.to_str().unwrap(), "--state-dir", state.to_str().unwrap(), "--until-end"], &ns);
+    assert!(p.wait(Duration::from_secs(240)), "processor failed");
+    let laps = by_row_id(replay_rows(&lap, &data));
+
+    // PostgreSQL first (QuestDB had no address yet), then QuestDB alone.
+    let only_pg = ["sink", "--manifest", lap.to_str().unwrap(), "--postgres", &pg, "--targets", "postgres", "--until-end"];
+    let mut first = Service::start("sink-postgres", &only_pg, &ns);
+    assert!(first.wait(Duration::from_secs(120)), "the PostgreSQL sink failed");
+    assert_table_equals(&table_rows(&pg, "lap_performance_v1", "row_id"), &laps, "lap_performance_v1");
+    let questdb = common::questdb_standin::QuestDbStandIn::start();
+    let conf = questdb.conf();
+    let only_questdb = ["sink", "--manifest", lap.to_str().unwrap(), "--questdb", &conf, "--targets", "questdb", "--until-end"];
+    let mut second = Service::start("sink-questdb", &only_questdb, &ns);
+    assert!(second.wait(Duration::from_secs(120)), "the QuestDB sink failed");
+    let in_questdb: HashMap<String, Row> =
+        questdb.rows("lap_performance_v1").into_iter().map(|r| (r["row_id"].as_str().unwrap().to_string(), r)).collect();
+    assert_table_equals(&in_questdb, &laps, "QuestDB lap_performance_v1 written after PostgreSQL's sink");
+}
+
 /// Before it has written a row, the sink exports every table's rows-written counter at 0: a
 /// sink whose target was down from its start had no rows-written series at all, and a panel or
 /// alert over it saw nothing rather than 0.

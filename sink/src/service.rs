@@ -292,10 +292,7 @@ pub async fn run(cfg: Config) -> Result<Summary> {
         return Ok(Summary::default());
     }
 
-    let group = cfg.group.clone().unwrap_or_else(|| {
-        let names: Vec<String> = cfg.manifests.iter().map(|m| format!("{}.v{}", m.manifest, m.version)).collect();
-        cfg.broker.name(&format!("pitgun.sink.{}", names.join("+")))
-    });
+    let group = cfg.group.clone().unwrap_or_else(|| default_group(&cfg));
     let consumer: Arc<StreamConsumer<SinkContext>> = cfg
         .broker
         .consumer_config("pitgun-sink")
@@ -512,4 +509,18 @@ pub async fn run(cfg: Config) -> Result<Summary> {
     let grace = stop_asked.borrow().map_or(cfg.drain_timeout, |deadline| deadline.saturating_duration_since(tokio::time::Instant::now()));
     close_within(consumer, producer, grace + CLOSE_MARGIN);
     outcome
+}
+
+/// `pitgun.sink.<manifest>.v<version>[+…]`, and `.only-<kind>[+…]` with `--targets`: a group's
+/// committed offsets say a row reached every target the group writes, so a sink that writes
+/// fewer kinds must not move the offsets of one that writes them all (those rows would never
+/// reach the kinds it left out).
+fn default_group(cfg: &Config) -> String {
+    let names: Vec<String> = cfg.manifests.iter().map(|m| format!("{}.v{}", m.manifest, m.version)).collect();
+    let mut group = format!("pitgun.sink.{}", names.join("+"));
+    if let Some(only) = &cfg.targets {
+        let kinds: Vec<&str> = SinkKind::ALL.iter().filter(|k| only.contains(k)).map(|k| k.name()).collect();
+        group.push_str(&format!(".only-{}", kinds.join("+")));
+    }
+    cfg.broker.name(&group)
 }
