@@ -58,6 +58,14 @@ pub struct Formula {
     memo: std::cell::RefCell<Memo>,
 }
 
+impl Formula {
+    /// Whether the current event holds every input the formula reads of it (`prev_*` and `dt`
+    /// aside): if so, an evaluation short of a value lacked only a previous one.
+    pub fn has_current_inputs(&self, slots: &[f64]) -> bool {
+        self.vars.iter().all(|(_, source)| !matches!(source, VarSource::Slot(i) if slots[*i].is_nan()))
+    }
+}
+
 /// Direct-mapped cache of outcomes by input bits, for formulas of at most [`MEMO_VARS`] variables.
 #[derive(Debug, Clone, Default)]
 struct Memo {

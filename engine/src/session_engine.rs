@@ -867,7 +867,14 @@ impl Core {
                         key.last_eval[j] = p.time;
                     }
                 }
-                Evaluated::MissingInput => {}
+                // A key's first step has no previous value yet; it is still a step, so the next
+                // event's `prev_*` and `dt` are this one's. An event without the formula's own
+                // inputs is no step of it.
+                Evaluated::MissingInput => {
+                    if in_order && formula.has_current_inputs(&p.values) {
+                        key.last_eval[j] = p.time;
+                    }
+                }
                 bad @ (Evaluated::Limit | Evaluated::Error) => {
                     let (reason, what) = if bad == Evaluated::Limit {
                         (Reason::FormulaLimit, "exceeded its operation limit")

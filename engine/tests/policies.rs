@@ -468,3 +468,21 @@ fn a_session_that_released_events_past_the_bound_keeps_its_clock() {
     let row: Value = serde_json::from_str(&final_rows(&out)[0].json).unwrap();
     assert_eq!(row["n"], cap + 10, "every event on the settled clock counted: {row}");
 }
+
+/// A derived value over previous values (`prev_<input>`, `dt`) is computed from a key's second
+/// event on: the first has no previous value, and that was taken as a formula never evaluated,
+/// so every later event had none either and the value was always null. An event without the
+/// formula's own inputs is no step of it: `dt` spans from the last event that had them.
+#[test]
+fn derived_values_over_previous_values_are_computed_from_the_second_event() {
+    let body = "input: {topics: [x]}\ninputs:\n  - {name: speed, metric: vehicle.speed}\n  - {name: gear, metric: driver.gear}\nderived:\n  - {name: delta, formula: \"speed - prev_speed\"}\n  - {name: rate, formula: \"(speed - prev_speed) / dt\"}\nwindow: {kind: global}\naggregations:\n  - {name: gained, fn: sum, of: delta}\n  - {name: steps, fn: count, of: delta}\n  - {name: fastest, fn: max, of: rate}";
+    let mut r = Runner::new(plan(body));
+    let mut out = Vec::new();
+    // 10, 20 then 40 m/s at 1, 2 and 4 s; at 3 s only the gear.
+    for (seq, t, channels) in [(1, 1, r#""speed_kmh": 36"#), (2, 2, r#""speed_kmh": 72"#), (3, 3, r#""gear": 3"#), (4, 4, r#""speed_kmh": 144"#)] {
+        r.feed_json(&event(seq, t, channels), 0, &mut out).unwrap();
+    }
+    r.finish(0, &mut out);
+    let row: Value = serde_json::from_str(&final_rows(&out)[0].json).unwrap();
+    assert_eq!((&row["gained"], &row["steps"], &row["fastest"]), (&Value::from(30.0), &Value::from(2), &Value::from(10.0)), "{row}");
+}
