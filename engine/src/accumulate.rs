@@ -177,6 +177,14 @@ impl Accumulator {
         }
     }
 
+    /// How many values a sum took (0 for any other accumulator).
+    pub fn summed(&self) -> u64 {
+        match self {
+            Accumulator::Sum(_, n) => *n,
+            _ => 0,
+        }
+    }
+
     /// The aggregate's value; `None` when the window saw no value.
     pub fn finish(&self, function: AggregateFn, q: f64) -> Option<f64> {
         match (self, function) {

@@ -1,6 +1,7 @@
 //! Unit conversion through UCUM, resolved once at compile time into `y = factor·x + offset`.
 
 use pitgun_contracts::dictionary::{resolution_steps, ResolutionSteps};
+use pitgun_contracts::manifest::AggregateFn;
 
 /// An affine conversion between two comparable UCUM units.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -72,6 +73,18 @@ impl Conversion {
         } else {
             (y / scale).round() * scale
         }
+    }
+
+    /// [`Conversion::apply_for_output`] for an aggregate of `values` values: a position (min,
+    /// mean, a percentile…) converts as one value does, a spread (stddev) by the factor alone,
+    /// and a sum takes the offset once per value summed.
+    pub fn apply_for_aggregate(self, function: AggregateFn, x: f64, values: u64) -> f64 {
+        let offset = match function {
+            AggregateFn::Stddev => 0.0,
+            AggregateFn::Sum => self.offset * values as f64,
+            _ => self.offset,
+        };
+        Conversion { offset, ..self }.apply_for_output(x)
     }
 
     /// `self` followed by `next`.

@@ -486,3 +486,20 @@ fn derived_values_over_previous_values_are_computed_from_the_second_event() {
     let row: Value = serde_json::from_str(&final_rows(&out)[0].json).unwrap();
     assert_eq!((&row["gained"], &row["steps"], &row["fastest"]), (&Value::from(30.0), &Value::from(2), &Value::from(10.0)), "{row}");
 }
+
+/// An aggregate shown in a unit with an offset (°F from the canonical °C): a standard deviation is
+/// a spread and takes the factor alone, a sum of n values takes the offset n times; both took it
+/// once, as a single value does (10 °C of spread showed as 50 °F instead of 18 °F).
+#[test]
+fn spreads_and_sums_convert_to_a_unit_with_an_offset_as_such() {
+    let body = "input: {topics: [x]}\ninputs:\n  - {name: water, metric: engine.water_temperature}\nwindow: {kind: global}\naggregations:\n  - {name: spread, fn: stddev, of: water, unit: \"[degF]\"}\n  - {name: total, fn: sum, of: water, unit: \"[degF]\"}\n  - {name: middle, fn: mean, of: water, unit: \"[degF]\"}";
+    let mut r = Runner::new(plan(body));
+    let mut out = Vec::new();
+    // 80 and 100 °C: 176 and 212 °F (the game sends °F).
+    for (seq, f) in [(1, 176), (2, 212)] {
+        r.feed_json(&event(seq, seq, &format!(r#""water_temp": {f}"#)), 0, &mut out).unwrap();
+    }
+    r.finish(0, &mut out);
+    let row: Value = serde_json::from_str(&final_rows(&out)[0].json).unwrap();
+    assert_eq!((&row["spread"], &row["total"], &row["middle"]), (&Value::from(18.0), &Value::from(388.0), &Value::from(194.0)), "{row}");
+}

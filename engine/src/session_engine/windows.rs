@@ -498,7 +498,7 @@ impl Rows<'_> {
             };
             let value = match agg.function {
                 AggregateFn::Count | AggregateFn::Missing => value,
-                _ => value.map(|v| agg.conversion.apply_for_output(v)),
+                f => value.map(|v| agg.conversion.apply_for_aggregate(f, v, acc.summed())),
             };
             cols.insert(agg.name.clone(), row::number(value, agg.column_type));
         }
