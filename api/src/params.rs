@@ -96,14 +96,24 @@ impl Params {
         }
     }
 
-    /// An RFC 3339 UTC timestamp (`2026-11-27T10:00:00Z`, fractions allowed), if given.
+    /// An RFC 3339 UTC timestamp (`2026-11-27T10:00:00Z`, fractions allowed, `t` and `z` in either
+    /// case), if given. One before 1970 is before every stored time: read as 1970's start.
     pub fn time(&self, name: &str) -> Result<Option<SystemTime>, BadRequest> {
-        match self.raw.get(name) {
-            None => Ok(None),
-            Some(v) => humantime::parse_rfc3339(v)
-                .map(Some)
-                .map_err(|_| BadRequest(format!("{name}: expected an RFC 3339 UTC timestamp such as 2026-11-27T10:00:00Z, got {v:?}"))),
-        }
+        let Some(v) = self.raw.get(name) else { return Ok(None) };
+        let refused = || BadRequest(format!("{name}: expected an RFC 3339 UTC timestamp such as 2026-11-27T10:00:00Z, got {v:?}"));
+        // The grammar is ASCII; only `T` and `Z` are letters in it.
+        let text = v.to_ascii_uppercase();
+        let parsed = humantime::parse_rfc3339(&text);
+        // humantime refuses years before 1970 as out of range: such a timestamp is checked as the
+        // same date in 1970 (any year's dates are valid in 1970 but 29 February).
+        let before_1970 = || {
+            let year: u16 = text.get(..4).filter(|y| y.bytes().all(|b| b.is_ascii_digit()))?.parse().ok()?;
+            let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+            let rest = text.get(4..)?;
+            let same_in_1970 = format!("1970{}", if leap { rest.replacen("-02-29", "-02-28", 1) } else { rest.to_string() });
+            (year < 1970 && humantime::parse_rfc3339(&same_in_1970).is_ok()).then_some(UNIX_EPOCH)
+        };
+        parsed.ok().or_else(before_1970).map(Some).ok_or_else(refused)
     }
 
     /// A paging cursor from an earlier page of `list` ([`runs_list`], [`laps_list`]), if given.
@@ -148,10 +158,8 @@ impl Cursor {
 
     fn decode(s: &str, list: &str) -> Option<Cursor> {
         let text = String::from_utf8(hex::decode(s).ok()?).ok()?;
-        let (of, position) = text.split_once('\n')?;
-        if of != list {
-            return None;
-        }
+        // The list's name may hold a line break (a session id): it is matched, not split at one.
+        let position = text.strip_prefix(list)?.strip_prefix('\n')?;
         let (us, id) = position.split_once(':')?;
         // Only what this API hands out: times up to the year 9999, an id it could store.
         let us: u64 = us.parse().ok().filter(|&us| us < 253_402_300_800_000_000)?;
@@ -227,6 +235,23 @@ mod tests {
         // or one session's lap cursor for another's, was read as a place in it.
         assert_eq!(Cursor::decode(&c.encode(&runs_list()), &laps_list("s-1")), None);
         assert_eq!(Cursor::decode(&c.encode(&laps_list("s-1")), &laps_list("s-2")), None);
-        assert_eq!(Cursor::decode(&c.encode(&laps_list("s-1")), &laps_list("s-1")), Some(c));
+        assert_eq!(Cursor::decode(&c.encode(&laps_list("s-1")), &laps_list("s-1")), Some(c.clone()));
+        // A session id may hold a line break: its cursors are read back too.
+        assert_eq!(Cursor::decode(&c.encode(&laps_list("a\nb")), &laps_list("a\nb")), Some(c.clone()));
+        assert_eq!(Cursor::decode(&c.encode(&laps_list("a\nb")), &laps_list("a")), None);
+    }
+
+    /// RFC 3339 lets `T` and `Z` be lowercase, and a time before 1970 is a time too: before
+    /// every stored row, so the whole list.
+    #[test]
+    fn since_takes_every_rfc3339_utc_timestamp() {
+        let at = |v: &str| params(&[("since", v)], &["since"]).unwrap().time("since");
+        assert_eq!(at("2026-01-01t00:00:01z").unwrap(), Some(UNIX_EPOCH + Duration::from_secs(1_767_225_601)));
+        assert_eq!(at("1969-12-31T23:59:59.5Z").unwrap(), Some(UNIX_EPOCH));
+        assert_eq!(at("0001-01-01T00:00:00Z").unwrap(), Some(UNIX_EPOCH));
+        assert_eq!(at("1968-02-29T00:00:00Z").unwrap(), Some(UNIX_EPOCH));
+        for bad in ["1969-02-29T00:00:00Z", "1969-13-01T00:00:00Z", "1969-12-31", "1969-12-31T00:00:00+02:00", "-001-01-01T00:00:00Z"] {
+            assert!(at(bad).is_err(), "{bad}");
+        }
     }
 }
