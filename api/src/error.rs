@@ -29,6 +29,9 @@ pub enum Error {
         /// The first missing column.
         column: String,
     },
+    /// The database did not answer a read in time (nor cancel it at its query timeout).
+    #[error("the database did not answer within {0:?}; the connection was closed")]
+    NoAnswer(std::time::Duration),
     /// A statement failed.
     #[error("query failed")]
     Query(#[from] tokio_postgres::Error),

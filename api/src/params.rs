@@ -108,7 +108,7 @@ impl Params {
         // same date in 1970 (any year's dates are valid in 1970 but 29 February).
         let before_1970 = || {
             let year: u16 = text.get(..4).filter(|y| y.bytes().all(|b| b.is_ascii_digit()))?.parse().ok()?;
-            let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+            let leap = year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
             let rest = text.get(4..)?;
             let same_in_1970 = format!("1970{}", if leap { rest.replacen("-02-29", "-02-28", 1) } else { rest.to_string() });
             (year < 1970 && humantime::parse_rfc3339(&same_in_1970).is_ok()).then_some(UNIX_EPOCH)

@@ -6,7 +6,7 @@
 //! are checked to be plain identifiers, and are put into the statement text once at start.
 //! The API runs no DDL: the sink owns the schema, read indexes included.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use pitgun_contracts::analysis::STORED_VERSION_COLUMN;
@@ -78,6 +78,8 @@ pub struct LapSummary {
 pub struct Store {
     pool: Pool,
     sql: Sql,
+    /// How long a read waits for the database's answer (`None`: no query timeout was set).
+    answer_within: Option<Duration>,
 }
 
 /// Filters of `/v1/runs`.
@@ -98,7 +100,7 @@ impl Store {
     /// A query running past `query_timeout` (waiting on a lock included; zero: none) is cancelled
     /// by the server, and a connection not had within 5 s is given up: both are 503s, not hung
     /// requests.
-    pub async fn open(url: &str, runs: &str, laps: &str, connections: usize, query_timeout: std::time::Duration) -> Result<Store> {
+    pub async fn open(url: &str, runs: &str, laps: &str, connections: usize, query_timeout: Duration) -> Result<Store> {
         check_identifier(runs)?;
         check_identifier(laps)?;
         let mut config: tokio_postgres::Config = url.parse().map_err(Error::Url)?;
@@ -110,7 +112,7 @@ impl Store {
         }
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         // Bounded waits: a database that stops answering gives 503s, not hung requests.
-        let wait = Some(std::time::Duration::from_secs(5));
+        let wait = Some(Duration::from_secs(5));
         let pool = Pool::builder(manager)
             .max_size(connections.max(1))
             .runtime(deadpool_postgres::Runtime::Tokio1)
@@ -176,87 +178,108 @@ impl Store {
             leaderboard: leaderboard(""),
             leaderboard_car: leaderboard("AND car = $8"),
         };
-        Ok(Store { pool, sql })
+        // The server's own cancellation at the query timeout gets time to arrive first.
+        let answer_within = (!query_timeout.is_zero()).then(|| query_timeout + Duration::from_secs(5));
+        Ok(Store { pool, sql, answer_within })
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
         Ok(self.pool.get().await?)
     }
 
+    /// Runs `read` on a pooled connection, waiting at most `deadline` (for a read, the query
+    /// timeout and a few seconds more): the server cancels a query at its timeout and says so, but a database that does
+    /// not answer at all (frozen, or its packets dropped) would hold the request for as long as
+    /// TCP keeps the connection, hours. A connection given up on is closed, not pooled again,
+    /// since its query may still be on its way.
+    async fn within<T>(&self, deadline: Option<Duration>, read: impl AsyncFnOnce(&mut deadpool_postgres::Object) -> Result<T>) -> Result<T> {
+        let mut c = self.client().await?;
+        let Some(deadline) = deadline else { return read(&mut c).await };
+        match tokio::time::timeout(deadline, read(&mut c)).await {
+            Ok(answer) => answer,
+            Err(_) => {
+                drop(deadpool_postgres::Object::take(c));
+                Err(Error::NoAnswer(deadline))
+            }
+        }
+    }
+
     /// Whether the database answers (readiness).
     pub async fn ping(&self) -> bool {
-        let ping = async {
-            match self.client().await {
-                Ok(c) => c.simple_query("SELECT 1").await.is_ok(),
-                Err(_) => false,
-            }
-        };
-        tokio::time::timeout(std::time::Duration::from_secs(5), ping).await.unwrap_or(false)
+        let answered = async |c: &mut deadpool_postgres::Object| Ok(c.simple_query("SELECT 1").await.is_ok());
+        self.within(Some(Duration::from_secs(5)), answered).await.unwrap_or(false)
     }
 
     /// A page of runs, newest first, and the cursor of the next page.
     pub async fn runs(&self, f: &RunFilter, after: Option<&Cursor>, limit: i64) -> Result<(Vec<Value>, Option<Cursor>)> {
-        let c = self.client().await?;
-        // Only the filters given are in the statement: one that reads `$1 IS NULL OR player =
-        // $1` cannot use the player's index once PostgreSQL plans it for any value.
-        let mut conditions: Vec<String> = Vec::new();
-        let mut values: Vec<&(dyn ToSql + Sync)> = Vec::new();
-        for (column, value) in [("player", &f.player), ("track", &f.track), ("car", &f.car)] {
-            if let Some(v) = value {
-                values.push(v);
-                conditions.push(format!("{column} = ${}", values.len()));
+        self.within(self.answer_within, async |c| {
+            // Only the filters given are in the statement: one that reads `$1 IS NULL OR player =
+            // $1` cannot use the player's index once PostgreSQL plans it for any value.
+            let mut conditions: Vec<String> = Vec::new();
+            let mut values: Vec<&(dyn ToSql + Sync)> = Vec::new();
+            for (column, value) in [("player", &f.player), ("track", &f.track), ("car", &f.car)] {
+                if let Some(v) = value {
+                    values.push(v);
+                    conditions.push(format!("{column} = ${}", values.len()));
+                }
             }
-        }
-        if let Some(since) = &f.since {
-            values.push(since);
-            conditions.push(format!("started_at >= ${}", values.len()));
-        }
-        if let Some(a) = after {
-            values.extend([&a.at as &(dyn ToSql + Sync), &a.id]);
-            conditions.push(format!("(started_at, session_id) < (${}, ${})", values.len() - 1, values.len()));
-        }
-        // One more than asked: whether there is a next page.
-        let more = limit + 1;
-        values.push(&more);
-        let filter = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
-        let sql = format!(
-            "SELECT {} FROM \"{}\" {filter} ORDER BY started_at DESC, session_id DESC LIMIT ${}",
-            self.sql.run_columns,
-            self.sql.runs,
-            values.len()
-        );
-        let st = c.prepare_cached(&sql).await?;
-        let rows = c.query(&st, &values).await?;
-        let (rows, next) = page(&rows, limit, "started_at", "session_id");
-        Ok((rows.iter().map(row_json).collect(), next))
+            if let Some(since) = &f.since {
+                values.push(since);
+                conditions.push(format!("started_at >= ${}", values.len()));
+            }
+            if let Some(a) = after {
+                values.extend([&a.at as &(dyn ToSql + Sync), &a.id]);
+                conditions.push(format!("(started_at, session_id) < (${}, ${})", values.len() - 1, values.len()));
+            }
+            // One more than asked: whether there is a next page.
+            let more = limit + 1;
+            values.push(&more);
+            let filter = if conditions.is_empty() { String::new() } else { format!("WHERE {}", conditions.join(" AND ")) };
+            let sql = format!(
+                "SELECT {} FROM \"{}\" {filter} ORDER BY started_at DESC, session_id DESC LIMIT ${}",
+                self.sql.run_columns,
+                self.sql.runs,
+                values.len()
+            );
+            let st = c.prepare_cached(&sql).await?;
+            let rows = c.query(&st, &values).await?;
+            let (rows, next) = page(&rows, limit, "started_at", "session_id");
+            Ok((rows.iter().map(row_json).collect(), next))
+        })
+        .await
     }
 
     /// One run (`None`: no such session) with a page of its lap rows, and the cursor of the next.
     pub async fn run(&self, session: &str, after: Option<&Cursor>, limit: i64) -> Result<Option<(Value, Option<Cursor>)>> {
-        let c = self.client().await?;
-        let st = c.prepare_cached(&self.sql.run).await?;
-        let Some(run) = c.query_opt(&st, &[&session]).await? else { return Ok(None) };
-        let rows = lap_page(&c, &self.sql.laps, session, after, limit).await?;
-        let (rows, next) = page(&rows, limit, "window_anchor", "row_id");
-        let mut out = row_json(&run);
-        out["lap_rows"] = rows.iter().map(row_json).collect();
-        Ok(Some((out, next)))
+        self.within(self.answer_within, async |c| {
+            let st = c.prepare_cached(&self.sql.run).await?;
+            let Some(run) = c.query_opt(&st, &[&session]).await? else { return Ok(None) };
+            let rows = lap_page(&*c, &self.sql.laps, session, after, limit).await?;
+            let (rows, next) = page(&rows, limit, "window_anchor", "row_id");
+            let mut out = row_json(&run);
+            out["lap_rows"] = rows.iter().map(row_json).collect();
+            Ok(Some((out, next)))
+        })
+        .await
     }
 
     /// What `/performance` shows of a session: its laps summed up, and a page of them with the
     /// cursor of the next. The summary and the page are read in one snapshot.
     pub async fn performance(&self, session: &str, after: Option<&Cursor>, limit: i64) -> Result<(LapSummary, Vec<Row>, Option<Cursor>)> {
-        let mut c = self.client().await?;
-        let tx = c.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await?;
-        let st = tx.prepare_cached(&self.sql.performance_summary).await?;
-        let s = tx.query_one(&st, &[&session]).await?;
-        let st = tx.prepare_cached(&self.sql.best_lap).await?;
-        let best = tx.query_opt(&st, &[&session]).await?;
-        let rows = lap_page(&tx, &self.sql.performance, session, after, limit).await?;
-        tx.commit().await?;
-        let summary = LapSummary { laps: s.get("laps"), complete_laps: s.get("complete_laps"), mean: s.get("mean"), spread: s.get("spread"), best };
-        let (rows, next) = page(&rows, limit, "window_anchor", "row_id");
-        Ok((summary, rows.to_vec(), next))
+        self.within(self.answer_within, async |c| {
+            let tx = c.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await?;
+            let st = tx.prepare_cached(&self.sql.performance_summary).await?;
+            let s = tx.query_one(&st, &[&session]).await?;
+            let st = tx.prepare_cached(&self.sql.best_lap).await?;
+            let best = tx.query_opt(&st, &[&session]).await?;
+            let rows = lap_page(&tx, &self.sql.performance, session, after, limit).await?;
+            tx.commit().await?;
+            let summary =
+                LapSummary { laps: s.get("laps"), complete_laps: s.get("complete_laps"), mean: s.get("mean"), spread: s.get("spread"), best };
+            let (rows, next) = page(&rows, limit, "window_anchor", "row_id");
+            Ok((summary, rows.to_vec(), next))
+        })
+        .await
     }
 
     /// The best complete lap of each player on a track (and car), best first. Laps are read in
@@ -265,18 +288,20 @@ impl Store {
     /// (one player's hundred fast runs), the next one, four times larger, goes on from where it
     /// stopped and leaves the players already ranked out in the database: no run is sent twice.
     pub async fn leaderboard(&self, track: &str, car: Option<&str>, limit: i64) -> Result<Vec<Value>> {
-        let mut c = self.client().await?;
-        let st = c.prepare_cached(if car.is_some() { &self.sql.leaderboard_car } else { &self.sql.leaderboard }).await?;
-        let board = Board { st: &st, track, car, limit };
-        if let Some(entries) = board.rank(&c, true).await? {
-            return Ok(entries);
-        }
-        // Reads that go on from where the last one stopped must see one state of the table: a
-        // run whose best lap improved in between could have moved before where the next starts.
-        let tx = c.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await?;
-        let entries = board.rank(&tx, false).await?.unwrap_or_default();
-        tx.commit().await?;
-        Ok(entries)
+        self.within(self.answer_within, async |c| {
+            let st = c.prepare_cached(if car.is_some() { &self.sql.leaderboard_car } else { &self.sql.leaderboard }).await?;
+            let board = Board { st: &st, track, car, limit };
+            if let Some(entries) = board.rank(&*c, true).await? {
+                return Ok(entries);
+            }
+            // Reads that go on from where the last one stopped must see one state of the table: a
+            // run whose best lap improved in between could have moved before where the next starts.
+            let tx = c.build_transaction().isolation_level(IsolationLevel::RepeatableRead).read_only(true).start().await?;
+            let entries = board.rank(&tx, false).await?.unwrap_or_default();
+            tx.commit().await?;
+            Ok(entries)
+        })
+        .await
     }
 }
 

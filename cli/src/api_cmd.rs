@@ -38,7 +38,8 @@ pub struct ApiArgs {
     /// How long one query may take (waiting on a lock included) before PostgreSQL cancels it and
     /// the request is answered 503: 1ms to 24h, or 0 to leave it to the server's settings (a
     /// `statement_timeout` in the URL's `options` wins too). Sent as a connection option, which
-    /// PgBouncer refuses: give 0 behind it.
+    /// PgBouncer refuses: give 0 behind it. A database that does not cancel it (frozen, its
+    /// packets dropped) is given 5 s more, then the request is a 503 and its connection closed.
     #[arg(long, default_value = "5s", value_parser = crate::duration_arg::query_timeout)]
     query_timeout: Duration,
     /// PostgreSQL connections in the pool.

@@ -359,3 +359,61 @@ fn a_query_that_waits_past_the_query_timeout_is_a_503() {
     assert!(holder.wait().unwrap().success());
     assert_eq!(get(&addr, "/v1/runs?player=ana").0, 200, "answered again once the lock is gone");
 }
+
+/// A database that stops answering (frozen, or its network silently dropping packets) is a 503
+/// within `--query-timeout` and a few seconds: the server cannot cancel a query it never
+/// reads, and the API waited on it for as long as TCP keeps a connection (hours). The stuck
+/// connection is closed, not pooled again, so once the database answers the API does too.
+#[test]
+fn a_database_that_stops_answering_is_a_503_not_a_hung_request() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let ns = Ns::new("api-no-answer");
+    let pg = own_database("api_no_answer");
+    let out = pitgun(&postgres_sink(&pg, "--migrate"), &ns);
+    assert!(out.status.success(), "migrate: {}", String::from_utf8_lossy(&out.stderr));
+    // A relay to PostgreSQL that can stop passing bytes on, as a partition would.
+    let (base, db) = pg.rsplit_once('/').unwrap();
+    let (creds, target) = base.rsplit_once('@').unwrap();
+    let relay = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let relay_url = format!("{creds}@{}/{db}", relay.local_addr().unwrap());
+    let frozen = Arc::new(AtomicBool::new(false));
+    let (target, held) = (target.to_string(), Arc::clone(&frozen));
+    std::thread::spawn(move || {
+        for client in relay.incoming().flatten() {
+            let server = std::net::TcpStream::connect(&target).unwrap();
+            for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)] {
+                let held = Arc::clone(&held);
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 16384];
+                    while let Ok(n @ 1..) = from.read(&mut buf) {
+                        while held.load(Ordering::Relaxed) {
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        }
+    });
+    let addr = format!("127.0.0.1:{}", free_port());
+    let api = Service::start("api", &["api", "--postgres", &relay_url, "--listen", &addr, "--connections", "1", "--query-timeout", "1s"], &ns);
+    api.wait_for_log("performance API serving", Duration::from_secs(30));
+    assert_eq!(get(&addr, "/v1/runs").0, 200);
+
+    frozen.store(true, Ordering::Relaxed);
+    let asked = std::time::Instant::now();
+    let (status, body) = get(&addr, "/v1/runs");
+    let took = asked.elapsed();
+    assert_eq!(status, 503, "{body}");
+    assert!(took < Duration::from_secs(8), "answered after {took:?}");
+    assert!(body["error"].is_string(), "{body}");
+    api.wait_for_log("did not answer within", Duration::from_secs(5));
+
+    frozen.store(false, Ordering::Relaxed);
+    assert_eq!(get(&addr, "/v1/runs").0, 200, "answered again once the database is");
+}
