@@ -222,7 +222,7 @@ fn refusals_in_file_order(bad: &[pitgun_replay::BadRecord], rejected: &[pitgun_e
             None => ((usize::MAX, u64::MAX), format!("session {} seq {}: {}: {}", n.session_id, n.seq, n.reason, n.detail)),
         }))
         .collect();
-    all.sort_by(|a, b| a.0.cmp(&b.0));
+    all.sort_by_key(|(at, _)| *at);
     all.into_iter().map(|(_, line)| line).collect()
 }
 
