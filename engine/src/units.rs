@@ -58,10 +58,14 @@ impl Conversion {
     /// binary) does not turn 108 km/h into 107.99999999999999.
     #[inline]
     pub fn apply_for_output(self, x: f64) -> f64 {
-        if self == Conversion::IDENTITY || x == 0.0 || !x.is_finite() {
+        if self == Conversion::IDENTITY || !x.is_finite() {
             return x;
         }
+        // 0 °C is 32 °F: only a result of 0 has no digits to round (and no logarithm).
         let y = self.apply(x);
+        if y == 0.0 {
+            return y;
+        }
         let magnitude = y.abs().log10().floor() as i32;
         let digits = 11 - magnitude;
         if !(-300..=300).contains(&digits) {

@@ -502,4 +502,13 @@ fn spreads_and_sums_convert_to_a_unit_with_an_offset_as_such() {
     r.finish(0, &mut out);
     let row: Value = serde_json::from_str(&final_rows(&out)[0].json).unwrap();
     assert_eq!((&row["spread"], &row["total"], &row["middle"]), (&Value::from(18.0), &Value::from(388.0), &Value::from(194.0)), "{row}");
+    // −10 and 10 °C: a mean and a sum of exactly 0 °C are 32 and 64 °F, not 0.
+    let mut r = Runner::new(plan(body));
+    let mut out = Vec::new();
+    for (seq, f) in [(1, 14), (2, 50)] {
+        r.feed_json(&event(seq, seq, &format!(r#""water_temp": {f}"#)), 0, &mut out).unwrap();
+    }
+    r.finish(0, &mut out);
+    let row: Value = serde_json::from_str(&final_rows(&out)[0].json).unwrap();
+    assert_eq!((&row["total"], &row["middle"]), (&Value::from(64.0), &Value::from(32.0)), "{row}");
 }
