@@ -30,7 +30,7 @@ pub enum Error {
         column: String,
     },
     /// The database did not answer a read in time (nor cancel it at its query timeout).
-    #[error("the database did not answer within {0:?}; the connection was closed")]
+    #[error("the database did not answer within {0:?}; the connection was dropped from the pool")]
     NoAnswer(std::time::Duration),
     /// A statement failed.
     #[error("query failed")]

@@ -178,8 +178,10 @@ impl Store {
             leaderboard: leaderboard(""),
             leaderboard_car: leaderboard("AND car = $8"),
         };
-        // The server's own cancellation at the query timeout gets time to arrive first.
-        let answer_within = (!query_timeout.is_zero()).then(|| query_timeout + Duration::from_secs(5));
+        // The server's own cancellation at its statement timeout (the URL's if it sets one) gets
+        // time to arrive first. Without one the API sets no deadline of its own either.
+        let in_effect = if options.contains("statement_timeout") { statement_timeout(&options) } else { Some(query_timeout) };
+        let answer_within = in_effect.filter(|t| !t.is_zero()).map(|t| t + Duration::from_secs(5));
         Ok(Store { pool, sql, answer_within })
     }
 
@@ -187,11 +189,11 @@ impl Store {
         Ok(self.pool.get().await?)
     }
 
-    /// Runs `read` on a pooled connection, waiting at most `deadline` (for a read, the query
-    /// timeout and a few seconds more): the server cancels a query at its timeout and says so, but a database that does
-    /// not answer at all (frozen, or its packets dropped) would hold the request for as long as
-    /// TCP keeps the connection, hours. A connection given up on is closed, not pooled again,
-    /// since its query may still be on its way.
+    /// Runs `read` (one to a few statements) on a pooled connection, waiting at most `deadline`
+    /// for it as a whole (for a read, the statement timeout and 5 s more): the server cancels a
+    /// statement at its timeout and says so, but a database that does not answer at all (frozen,
+    /// or its packets dropped) held the request for as long as TCP kept the connection, hours. A
+    /// connection given up on is dropped from the pool, since its query may still be on its way.
     async fn within<T>(&self, deadline: Option<Duration>, read: impl AsyncFnOnce(&mut deadpool_postgres::Object) -> Result<T>) -> Result<T> {
         let mut c = self.client().await?;
         let Some(deadline) = deadline else { return read(&mut c).await };
@@ -414,4 +416,36 @@ pub fn row_json(r: &Row) -> Value {
 /// RFC 3339, microseconds, UTC: the format of the rows everywhere else in Pitgun.
 pub fn time_json(t: SystemTime) -> Value {
     Value::from(humantime::format_rfc3339_micros(t).to_string())
+}
+
+/// The `statement_timeout` a connection's `options` set (`-c statement_timeout=5000`, `=5s`,
+/// `=1min`; PostgreSQL's default unit is ms), if it reads as one.
+fn statement_timeout(options: &str) -> Option<Duration> {
+    let value = options.split("statement_timeout=").nth(1)?.split_whitespace().next()?;
+    let digits = value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len());
+    let n: u64 = value[..digits].parse().ok()?;
+    let ms = match &value[digits..] {
+        "" | "ms" => 1,
+        "s" => 1_000,
+        "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    Some(Duration::from_millis(n.checked_mul(ms)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_statement_timeout_in_the_urls_options_is_read_in_its_units() {
+        let read = |o: &str| statement_timeout(o);
+        assert_eq!(read("-c statement_timeout=60000"), Some(Duration::from_secs(60)));
+        assert_eq!(read("-c search_path=x -c statement_timeout=2min"), Some(Duration::from_secs(120)));
+        assert_eq!(read("-c statement_timeout=500ms -c x=y"), Some(Duration::from_millis(500)));
+        assert_eq!(read("-c statement_timeout=0"), Some(Duration::ZERO));
+        assert_eq!(read("-c statement_timeout=5parsecs"), None);
+    }
 }

@@ -39,7 +39,9 @@ pub struct ApiArgs {
     /// the request is answered 503: 1ms to 24h, or 0 to leave it to the server's settings (a
     /// `statement_timeout` in the URL's `options` wins too). Sent as a connection option, which
     /// PgBouncer refuses: give 0 behind it. A database that does not cancel it (frozen, its
-    /// packets dropped) is given 5 s more, then the request is a 503 and its connection closed.
+    /// packets dropped) is given 5 s more for the request's reads, then the request is a 503 and
+    /// the connection is dropped from the pool (the URL's timeout counts instead where it sets
+    /// one; with neither, no such deadline).
     #[arg(long, default_value = "5s", value_parser = crate::duration_arg::query_timeout)]
     query_timeout: Duration,
     /// PostgreSQL connections in the pool.

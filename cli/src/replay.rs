@@ -161,8 +161,10 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     }
 
     // A run that refused every record read nothing: its empty rows would pass for an answer (the
-    // wrong file, format or dictionary). Only the refusals are written, to say why.
-    let everything_refused = records > 0 && stats.accepted == 0 && stats.rejected_total() >= records;
+    // wrong file, format or dictionary). Only the refusals are written, to say why. A resent copy
+    // of a refused event counts as a duplicate (its id was seen), not as a refusal.
+    let reached_a_window = stats.accepted + stats.late_updates + stats.late > 0;
+    let everything_refused = !reached_a_window && stats.rejected_total() > 0 && stats.rejected_total() + stats.duplicates >= records;
     if !everything_refused {
         write_rows(&args, &contract, &rows)?;
         if let Some(path) = &args.late {
@@ -189,13 +191,13 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     }
     // Refusals are named even with --quiet: they are the run's warnings, not its chatter. Records
     // refused before they became events and events the engine rejected are one list, in file order.
-    let refusals = refusals_in_file_order(&bad, &rejected_notes, &args.input);
-    for r in refusals.iter().take(5) {
+    for r in first_refusals(&bad, &rejected_notes, &args.input, 5) {
         eprintln!("{r}");
     }
-    if refusals.len() > 5 {
+    let refusals = bad.len() + rejected_notes.len();
+    if refusals > 5 {
         let hint = if args.rejected.is_some() { "" } else { " (write them all with --rejected FILE)" };
-        eprintln!("… and {} more refused records{hint}", refusals.len() - 5);
+        eprintln!("… and {} more refused records{hint}", refusals - 5);
     }
     // Not a refusal, but nothing of these events reached a window: said even with --quiet.
     if stats.uncovered_sources > 0 {
@@ -211,19 +213,33 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Every refusal as `file:line: reason: detail`, in file order (an event the engine noted without
-/// a location, e.g. held back and rejected at its session's close, comes last, by session).
-fn refusals_in_file_order(bad: &[pitgun_replay::BadRecord], rejected: &[pitgun_engine::EventNote], inputs: &[PathBuf]) -> Vec<String> {
-    let mut all: Vec<((usize, u64), String)> = bad
+/// The first `n` refusals in file order, as `file:line: reason: detail` (an event the engine
+/// noted without a location, e.g. held back and rejected at its session's close, comes last).
+/// Only those are formatted: a run may refuse millions.
+fn first_refusals(bad: &[pitgun_replay::BadRecord], rejected: &[pitgun_engine::EventNote], inputs: &[PathBuf], n: usize) -> Vec<String> {
+    enum Refusal<'a> {
+        Record(&'a pitgun_replay::BadRecord),
+        Event(&'a pitgun_engine::EventNote),
+    }
+    let mut all: Vec<((usize, u64), Refusal)> = bad
         .iter()
-        .map(|b| ((b.file, b.line), format!("{}:{}: {}: {}", inputs[b.file].display(), b.line, b.reason, b.detail)))
-        .chain(rejected.iter().map(|n| match pitgun_replay::location(n) {
-            Some((file, line)) => ((file, line), format!("{}:{line}: {}: {}", inputs[file].display(), n.reason, n.detail)),
-            None => ((usize::MAX, u64::MAX), format!("session {} seq {}: {}: {}", n.session_id, n.seq, n.reason, n.detail)),
-        }))
+        .map(|b| ((b.file, b.line), Refusal::Record(b)))
+        .chain(rejected.iter().map(|e| (pitgun_replay::location(e).unwrap_or((usize::MAX, u64::MAX)), Refusal::Event(e))))
         .collect();
+    if all.len() > n && n > 0 {
+        all.select_nth_unstable_by_key(n - 1, |(at, _)| *at);
+    }
+    all.truncate(n);
     all.sort_by_key(|(at, _)| *at);
-    all.into_iter().map(|(_, line)| line).collect()
+    all.iter()
+        .map(|(_, r)| match r {
+            Refusal::Record(b) => format!("{}:{}: {}: {}", inputs[b.file].display(), b.line, b.reason, b.detail),
+            Refusal::Event(e) => match pitgun_replay::location(e) {
+                Some((file, line)) => format!("{}:{line}: {}: {}", inputs[file].display(), e.reason, e.detail),
+                None => format!("session {} seq {}: {}: {}", e.session_id, e.seq, e.reason, e.detail),
+            },
+        })
+        .collect()
 }
 
 /// An engine's note as a JSON line that starts with the file and line the event was read from,

@@ -952,11 +952,9 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Every command that prints fails cleanly when its output cannot be written: a reader that
-/// has gone (`| head -1`) or a full disk. `validate` and `manifest` used `println!`, which
-/// panicked (exit 101, a backtrace) where `replay` said what failed and exited 2.
 /// A simulation whose output fails stops there: it went on simulating every remaining hour for
 /// nothing (a gateway that cannot be reached, at 100% of a core, for as long as the whole run).
+#[cfg(feature = "live")]
 #[test]
 fn a_simulation_whose_output_failed_stops_at_once() {
     // A port nothing listens on: every post is refused.
@@ -986,6 +984,9 @@ fn a_simulation_whose_output_failed_stops_at_once() {
     assert!(said.contains(&target), "the failure names the gateway:\n{said}");
 }
 
+/// Every command that prints fails cleanly when its output cannot be written: a reader that
+/// has gone (`| head -1`) or a full disk. `validate` and `manifest` used `println!`, which
+/// panicked (exit 101, a backtrace) where `replay` said what failed and exited 2.
 #[test]
 fn commands_name_an_output_they_cannot_write_instead_of_panicking() {
     let dir = tempfile::tempdir().unwrap();
