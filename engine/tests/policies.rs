@@ -469,6 +469,17 @@ fn a_session_that_released_events_past_the_bound_keeps_its_clock() {
     assert_eq!(row["n"], cap + 10, "every event on the settled clock counted: {row}");
 }
 
+/// The one final row of a global-window manifest `body` over `events` (seq, seconds, channels).
+fn only_row(body: &str, events: &[(u64, u64, String)]) -> Value {
+    let mut r = Runner::new(plan(body));
+    let mut out = Vec::new();
+    for (seq, t, channels) in events {
+        r.feed_json(&event(*seq, *t, channels), 0, &mut out).unwrap();
+    }
+    r.finish(0, &mut out);
+    serde_json::from_str(&final_rows(&out)[0].json).unwrap()
+}
+
 /// A derived value over previous values (`prev_<input>`, `dt`) is computed from a key's second
 /// event on: the first has no previous value, and that was taken as a formula never evaluated,
 /// so every later event had none either and the value was always null. An event without the
@@ -476,14 +487,9 @@ fn a_session_that_released_events_past_the_bound_keeps_its_clock() {
 #[test]
 fn derived_values_over_previous_values_are_computed_from_the_second_event() {
     let body = "input: {topics: [x]}\ninputs:\n  - {name: speed, metric: vehicle.speed}\n  - {name: gear, metric: driver.gear}\nderived:\n  - {name: delta, formula: \"speed - prev_speed\"}\n  - {name: rate, formula: \"(speed - prev_speed) / dt\"}\nwindow: {kind: global}\naggregations:\n  - {name: gained, fn: sum, of: delta}\n  - {name: steps, fn: count, of: delta}\n  - {name: fastest, fn: max, of: rate}";
-    let mut r = Runner::new(plan(body));
-    let mut out = Vec::new();
     // 10, 20 then 40 m/s at 1, 2 and 4 s; at 3 s only the gear.
-    for (seq, t, channels) in [(1, 1, r#""speed_kmh": 36"#), (2, 2, r#""speed_kmh": 72"#), (3, 3, r#""gear": 3"#), (4, 4, r#""speed_kmh": 144"#)] {
-        r.feed_json(&event(seq, t, channels), 0, &mut out).unwrap();
-    }
-    r.finish(0, &mut out);
-    let row: Value = serde_json::from_str(&final_rows(&out)[0].json).unwrap();
+    let events = [(1, 1, r#""speed_kmh": 36"#), (2, 2, r#""speed_kmh": 72"#), (3, 3, r#""gear": 3"#), (4, 4, r#""speed_kmh": 144"#)];
+    let row = only_row(body, &events.map(|(seq, t, c)| (seq, t, c.to_string())));
     assert_eq!((&row["gained"], &row["steps"], &row["fastest"]), (&Value::from(30.0), &Value::from(2), &Value::from(10.0)), "{row}");
 }
 
@@ -493,22 +499,12 @@ fn derived_values_over_previous_values_are_computed_from_the_second_event() {
 #[test]
 fn spreads_and_sums_convert_to_a_unit_with_an_offset_as_such() {
     let body = "input: {topics: [x]}\ninputs:\n  - {name: water, metric: engine.water_temperature}\nwindow: {kind: global}\naggregations:\n  - {name: spread, fn: stddev, of: water, unit: \"[degF]\"}\n  - {name: total, fn: sum, of: water, unit: \"[degF]\"}\n  - {name: middle, fn: mean, of: water, unit: \"[degF]\"}";
-    let mut r = Runner::new(plan(body));
-    let mut out = Vec::new();
-    // 80 and 100 °C: 176 and 212 °F (the game sends °F).
-    for (seq, f) in [(1, 176), (2, 212)] {
-        r.feed_json(&event(seq, seq, &format!(r#""water_temp": {f}"#)), 0, &mut out).unwrap();
-    }
-    r.finish(0, &mut out);
-    let row: Value = serde_json::from_str(&final_rows(&out)[0].json).unwrap();
+    // The game sends °F.
+    let water = |fahrenheit: [u32; 2]| only_row(body, &[1, 2].map(|seq| (seq, seq, format!(r#""water_temp": {}"#, fahrenheit[seq as usize - 1]))));
+    // 80 and 100 °C.
+    let row = water([176, 212]);
     assert_eq!((&row["spread"], &row["total"], &row["middle"]), (&Value::from(18.0), &Value::from(388.0), &Value::from(194.0)), "{row}");
     // −10 and 10 °C: a mean and a sum of exactly 0 °C are 32 and 64 °F, not 0.
-    let mut r = Runner::new(plan(body));
-    let mut out = Vec::new();
-    for (seq, f) in [(1, 14), (2, 50)] {
-        r.feed_json(&event(seq, seq, &format!(r#""water_temp": {f}"#)), 0, &mut out).unwrap();
-    }
-    r.finish(0, &mut out);
-    let row: Value = serde_json::from_str(&final_rows(&out)[0].json).unwrap();
+    let row = water([14, 50]);
     assert_eq!((&row["total"], &row["middle"]), (&Value::from(64.0), &Value::from(32.0)), "{row}");
 }
